@@ -1,0 +1,58 @@
+/*
+ * The tamper-evident audit log.  Every state change and every signature
+ * accept/reject is one record, appended inside the same store transaction as
+ * the change it records (so the record and the change commit together).
+ *
+ * Records form a hash chain: hash_n = SHA-256(hash_{n-1} || body_n), with
+ * hash_0 = 32 zero bytes; the head (seq, hash) is also kept in the store's
+ * metadata, so truncation is detected.  sc_audit_verify() recomputes the
+ * chain and names the first record that does not fit.
+ *
+ * Records hold no secret and no ID-card number; they hold the minimum the
+ * subscriber terms allow: who, when, which key, which digest hash, which
+ * token id, the outcome.  Format: docs/store-layout.md.
+ */
+#ifndef SC_AUDIT_H
+#define SC_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "sc_store.h"
+
+typedef struct sc_audit_event {
+	int64_t time;            /* 0 = now */
+	const char *kind;        /* "init", "enrol", "issue", "renew", "suspend",
+	                          * "resume", "revoke", "expire", "purge",
+	                          * "sign", "sign-refused", "crl-publish", ... */
+	const char *actor;       /* "officer:<login>", "gateway:<pid>", "sweep" */
+	const char *user_id;     /* may be NULL */
+	const char *key_id;      /* may be NULL */
+	const char *serial;      /* hex, may be NULL */
+	const char *token_id;    /* hex, may be NULL */
+	const char *digest;      /* hex of the digest signed/refused, may be NULL */
+	const char *outcome;     /* "ok" or an sc_errname() */
+	const char *detail;      /* free text, no secrets, may be NULL */
+} sc_audit_event;
+
+/* Append `ev` in `txn`; *seq (may be NULL) receives its sequence number. */
+int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq);
+
+/* A decoded record (pointers valid until the transaction ends). */
+typedef struct sc_audit_record {
+	uint64_t seq;
+	sc_audit_event ev;
+	unsigned char prev_hash[32];
+	unsigned char hash[32];
+} sc_audit_record;
+
+typedef int (*sc_audit_cb)(void *ctx, const sc_audit_record *r);
+/* Iterate decoded records from `from_seq` (1 = first).  A record that does
+ * not decode stops the walk with SC_ERR_INTEGRITY. */
+int sc_audit_iter(sc_txn *txn, uint64_t from_seq, sc_audit_cb cb, void *ctx);
+
+/* Recompute the chain.  On success *count = records checked.  On a break,
+ * returns SC_ERR_INTEGRITY and *first_bad = the first record that is
+ * altered, missing or out of order (the detail says which). */
+int sc_audit_verify(sc_txn *txn, uint64_t *count, uint64_t *first_bad);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * Authorisation tokens: the resident's approval of specific digests (or of a
+ * renewal), issued by the authorisation service and checked here.
+ *
+ * Format: DER per core/authz.asn (compiled with libtasn1), carried as
+ * base64url text.  Documented in docs/token-format.md.  Signed with ECDSA
+ * P-256 (SHA-256), Ed25519, or RSA-PSS (SHA-256, salt 32).
+ *
+ * This file verifies what the token says by itself (S1 signature and
+ * trusted issuer key, S6 time window with skew, S8 audience, well-formed).
+ * Whether the token fits a given signature (S2-S5, S7, S9-S10) is decided by
+ * the caller with the store in hand (pkcs11/, ca/ renew).
+ */
+#ifndef SC_AUTHZ_H
+#define SC_AUTHZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/evp.h>
+#include "sc_config.h"
+#include "sc_types.h"
+
+#define SC_AUTHZ_MAX_TEXT 8192       /* base64url token text, bytes */
+#define SC_AUTHZ_MAX_DIGESTS 64
+#define SC_AUTHZ_TOKEN_ID_MIN 16
+#define SC_AUTHZ_TOKEN_ID_MAX 32
+
+enum sc_authz_purpose {
+	SC_AUTHZ_SIGN = 0,     /* sign the listed digests */
+	SC_AUTHZ_RENEW = 1,    /* consent to renew: digests[0] = SHA-256 of
+	                        * "smartcert-renew:<user_id>:<serial hex>" */
+};
+
+typedef struct sc_authz_digest {
+	int md_nid;                   /* NID_sha256 / NID_sha384 / NID_sha512 */
+	unsigned char value[64];
+	size_t len;
+} sc_authz_digest;
+
+typedef struct sc_authz_token {
+	int version;                  /* 1 */
+	unsigned char token_id[SC_AUTHZ_TOKEN_ID_MAX];
+	size_t token_id_len;
+	char issuer[129];             /* authorisation service name */
+	unsigned char issuer_key_id[32]; /* SHA-256 of the signer's SPKI DER */
+	char audience[129];
+	char subject[SC_ID_MAX + 1];  /* user id */
+	char key_id[SC_ID_MAX + 1];
+	int purpose;                  /* enum sc_authz_purpose */
+	sc_authz_digest digests[SC_AUTHZ_MAX_DIGESTS];
+	size_t n_digests;
+	int64_t not_before;
+	int64_t not_after;
+	uint32_t max_signatures;      /* >= 1 */
+} sc_authz_token;
+
+typedef struct sc_authz_trust sc_authz_trust;
+
+/* Trusted issuer keys (authz.trusted_key = PATH to a PEM public key,
+ * repeatable, for rotation), the audience (authz.audience) and the allowed
+ * clock skew (authz.max_skew seconds, default 120).  Errors: SC_ERR_CONFIG. */
+int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out);
+void sc_authz_trust_free(sc_authz_trust *t);
+
+/* Decode and verify `text` (base64url) at time `now`:
+ *   SC_ERR_TOKEN_MALFORMED      not base64url / not DER / bad field / too big
+ *   SC_ERR_TOKEN_ISSUER         no trusted key with that key id and issuer
+ *   SC_ERR_TOKEN_SIGNATURE      signature does not verify
+ *   SC_ERR_TOKEN_AUDIENCE       audience is not ours
+ *   SC_ERR_TOKEN_NOT_YET_VALID  now < notBefore - skew
+ *   SC_ERR_TOKEN_EXPIRED        now > notAfter + skew
+ * On any error *out is zeroed except what decoded (token_id, subject,
+ * key_id are filled when the DER decoded, so refusals can be audited). */
+int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
+		    int64_t now, sc_authz_token *out);
+
+/* Issue a token (reference issuer for demos, tests, integrators).
+ * `key` is the issuer's private key; tok->issuer_key_id is computed here.
+ * tok->token_id: if token_id_len is 0, 16 random bytes are generated.
+ * *text is malloc'd base64url. */
+int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text);
+
+/* Does the token list `digest` under `md_nid`? (S4) */
+int sc_authz_has_digest(const sc_authz_token *tok, int md_nid,
+			const unsigned char *digest, size_t len);
+
+#endif

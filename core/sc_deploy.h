@@ -1,0 +1,73 @@
+/*
+ * A deployment: the configuration, the store, the backend HSM and the CA
+ * certificates, opened together.  Every command and daemon starts here.
+ *
+ * Layout of an embedded deployment created by `smartcert init --dir DIR`:
+ *   DIR/smartcert.conf            the configuration (docs/configuration.md)
+ *   DIR/hsm/softhsm2.conf         SoftHSMv2 config of its own
+ *   DIR/hsm/tokens/               SoftHSMv2 token directory
+ *   DIR/secrets/backend.pin       backend (HSM user) PIN, mode 0600
+ *   DIR/secrets/so.pin            backend SO PIN, mode 0600
+ *   DIR/secrets/gateway.pin       gateway PIN for the PKCS#11 module, 0600
+ *   DIR/secrets/authz-demo.key    demo authorisation-service key, 0600
+ *   DIR/authz/authz-demo.pub.pem  its public key (trusted in the config)
+ *   DIR/store/                    the LMDB environment
+ *   DIR/ca/root-ca.pem, issuing-ca.pem, ocsp-signer.pem, chain.pem
+ *   DIR/crl/                      published CRLs
+ *
+ * CA key labels on the backend token (non-extractable token objects).
+ */
+#ifndef SC_DEPLOY_H
+#define SC_DEPLOY_H
+
+#include <stdint.h>
+#include <openssl/x509.h>
+#include "sc_config.h"
+#include "sc_store.h"
+#include "sc_hsm.h"
+
+#define SC_LABEL_ROOT_CA     "smartcert-root-ca"
+#define SC_LABEL_ISSUING_CA  "smartcert-issuing-ca"
+#define SC_LABEL_OCSP        "smartcert-ocsp-signer"
+
+/* Store metadata names holding the CA certificates (DER). */
+#define SC_META_ROOT_CERT    "ca.root.der"
+#define SC_META_ISSUING_CERT "ca.issuing.der"
+#define SC_META_OCSP_CERT    "ca.ocsp.der"
+
+typedef struct sc_deploy {
+	sc_config *cfg;
+	sc_store *store;
+	sc_hsm *hsm;              /* NULL when opened with SC_DEPLOY_NO_HSM */
+	X509 *root_cert;          /* NULL until init created them */
+	X509 *issuing_cert;
+	X509 *ocsp_cert;
+	uint32_t crl_partitions;  /* crl.partitions, fixed for the CA's life */
+} sc_deploy;
+
+enum {
+	SC_DEPLOY_NO_HSM = 1 << 0,     /* store + config only (read commands) */
+	SC_DEPLOY_STORE_RDONLY = 1 << 1,
+	SC_DEPLOY_NO_CA = 1 << 2,      /* do not require CA certificates (init) */
+};
+
+/* Open the deployment whose config is `config_path` (or $SMARTCERT_CONF
+ * when NULL).  Errors carry a detail telling the user what to fix. */
+int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out);
+void sc_deploy_close(sc_deploy *d);
+
+/* Reload CA certificates from the store (after init, or on SIGHUP). */
+int sc_deploy_load_ca(sc_deploy *d);
+
+/* CRL partition of a serial: fixed at issuance, uniform over partitions
+ * (the first four serial bytes, big-endian, modulo the count). */
+uint32_t sc_crl_partition_of(const sc_serial *serial, uint32_t partitions);
+
+/* Published CRL file names (relative to crl.out_dir and crl.base_url):
+ *   full CRL "full.crl", its delta "full-delta.crl",
+ *   partition N "part-N.crl" (N decimal), its delta "part-N-delta.crl". */
+#define SC_CRL_FULL_NAME "full.crl"
+#define SC_CRL_FULL_DELTA_NAME "full-delta.crl"
+void sc_crl_part_name(uint32_t partition, int delta, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * The backend HSM: any PKCS#11 module, named by path and RFC 7512 token URI
+ * (p11-kit loads the module and parses the URI).  This is the only code that
+ * calls the backend's PKCS#11 functions.
+ *
+ * Objects this layer knows (all on the backend token):
+ *   - the master wrapping key   label "smartcert-master-wrap": AES-256,
+ *     CKA_SENSITIVE, not extractable, CKA_WRAP/CKA_UNWRAP only;
+ *   - the record MAC key        label "smartcert-record-mac": generic secret,
+ *     sensitive, not extractable, CKA_SIGN/CKA_VERIFY (HMAC-SHA256) only; it
+ *     binds wrapped blobs to their records and hashes ID-card numbers;
+ *   - CA keys (root, issuing CA, OCSP signer): non-extractable token key
+ *     pairs with a label and CKA_ID of the caller's choosing.
+ * Per-user keys are never token objects: they are generated as session
+ * objects, wrapped (CKM_AES_KEY_WRAP_PAD), and destroyed; at signing time
+ * the blob is unwrapped into a session object, used and destroyed.
+ *
+ * Thread safety: an sc_hsm may be used from many threads at once (it keeps a
+ * pool of backend sessions).  Not across fork(): reopen in the child.
+ * The backend PIN is read from the configured pin source, used for C_Login,
+ * and wiped; a rejected PIN is never retried (SC_ERR_HSM_PIN), and a token
+ * reporting CKF_USER_PIN_LOCKED or CKF_USER_PIN_FINAL_TRY is not tried at
+ * all (SC_ERR_HSM_LOCKED).
+ */
+#ifndef SC_HSM_H
+#define SC_HSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "sc_types.h"
+#include "sc_config.h"
+
+typedef struct sc_hsm sc_hsm;
+typedef struct sc_hsm_key sc_hsm_key;   /* a usable private key handle */
+
+typedef struct sc_hsm_params {
+	const char *module_path;   /* backend PKCS#11 module */
+	const char *token_uri;     /* RFC 7512, e.g. "pkcs11:token=smartcert-backend" */
+	const char *pin_source;    /* "file:PATH", "env:VAR" or a path */
+	const char *softhsm_conf;  /* if set, exported as SOFTHSM2_CONF before load */
+	unsigned sessions;         /* session pool size; 0 = default (8) */
+} sc_hsm_params;
+
+/* Fill params from config keys hsm.module, hsm.token, hsm.pin_source,
+ * hsm.softhsm_conf, hsm.sessions.  Strings point into cfg. */
+int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out);
+
+/* Load the module, find the token, log in as CKU_USER.
+ * Errors: SC_ERR_HSM_MODULE (cannot load: path in detail), SC_ERR_NOT_FOUND
+ * (no token matches the URI), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED, SC_ERR_HSM. */
+int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out);
+void sc_hsm_close(sc_hsm *hsm);
+
+/* Deployment creation: initialise a fresh token in the first free slot of
+ * the module with `label`, SO PIN and user PIN (both wiped by the caller).
+ * Used by `smartcert init` on an embedded SoftHSMv2. */
+int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
+		      const char *label, const char *so_pin, const char *user_pin);
+
+/* Create the master wrapping key and the record MAC key (SC_ERR_EXISTS if
+ * either already exists). */
+int sc_hsm_create_master_keys(sc_hsm *hsm);
+
+/* Generate a non-extractable token key pair for a CA role.
+ * Returns the public key as SubjectPublicKeyInfo DER (malloc'd). */
+int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
+			      unsigned char **spki, size_t *spki_len);
+/* Find a token private key by label (SC_ERR_NOT_FOUND). */
+int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out);
+
+/* Per-user key: generate in the HSM, wrap under the master key, destroy.
+ * Outputs malloc'd wrapped blob and SPKI DER.  The blob format is the
+ * backend's wrap output and is opaque to everyone else. */
+int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg,
+			    unsigned char **blob, size_t *blob_len,
+			    unsigned char **spki, size_t *spki_len);
+/* Unwrap a blob into a session private key usable for signing. */
+int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
+		  sc_hsm_key **out);
+/* Destroy a session key (unwrapped) or release a token key handle. NULL-safe. */
+void sc_hsm_key_free(sc_hsm *hsm, sc_hsm_key *key);
+int sc_hsm_key_alg(const sc_hsm_key *key);
+
+/* HMAC-SHA256 with the record MAC key over the concatenation of `parts`. */
+int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
+	       unsigned char mac[32]);
+
+/* Raw signature primitives on the backend:
+ *   EC keys:  mech CKM_ECDSA over a digest; sig is r||s (fixed width).
+ *   RSA keys: mech CKM_RSA_PKCS over a DigestInfo, or CKM_RSA_PKCS_PSS over
+ *             a digest with `param` a CK_RSA_PKCS_PSS_PARAMS; or the
+ *             hash-and-sign mechanisms over the data.
+ * *sig_len is in/out (capacity/length).  SC_ERR_INVALID if too small. */
+int sc_hsm_sign(sc_hsm *hsm, sc_hsm_key *key, unsigned long mech,
+		const void *param, size_t param_len,
+		const unsigned char *in, size_t in_len,
+		unsigned char *sig, size_t *sig_len);
+
+/* Largest signature for the algorithm (bytes). */
+size_t sc_hsm_sig_max(int alg);
+
+/* Token info for `status` output: label, model, free/total memory if known. */
+int sc_hsm_describe(sc_hsm *hsm, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,247 @@
+/*
+ * The store: the one place that holds state (users, wrapped keys,
+ * certificates and their status, revocations, counters, replay cache,
+ * pre-signed OCSP responses, audit records).  This header is the whole
+ * contract; the LMDB backend (store_lmdb.c) is the only code that touches
+ * LMDB, and a second backend (PostgreSQL) implements the same functions.
+ *
+ * Concurrency: any number of processes may open the same store.  Writers are
+ * serialised (one write transaction at a time across all processes); read
+ * transactions see a consistent snapshot and never block or are blocked.
+ * A process must open a given store once (LMDB rule) and must not use a
+ * handle inherited across fork(): reopen in the child.
+ *
+ * Memory: every pointer inside a record returned by a getter or passed to an
+ * iterator callback is owned by the transaction and stays valid until the
+ * transaction ends (commit or abort).  Copy what you keep.
+ *
+ * Durability: sc_txn_commit() returns only once the transaction is on disk
+ * (fsync), unless the store was opened with SC_STORE_NOSYNC (bulk loads).
+ *
+ * Errors: SC_ERR_NOT_FOUND for a missing record, SC_ERR_EXISTS for a
+ * duplicate, SC_ERR_STORE_FULL when the map or disk is full (the transaction
+ * is aborted and nothing is lost), SC_ERR_READONLY, SC_ERR_STORE for a
+ * corrupt record (the detail names it), SC_ERR_INVALID for bad arguments.
+ * After any error inside a write transaction the transaction can only be
+ * aborted.
+ */
+#ifndef SC_STORE_H
+#define SC_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "sc_types.h"
+
+typedef struct sc_store sc_store;
+typedef struct sc_txn sc_txn;
+
+enum {
+	SC_STORE_RDONLY = 1 << 0,   /* open read-only (OCSP daemon may) */
+	SC_STORE_CREATE = 1 << 1,   /* create the directory/environment */
+	SC_STORE_NOSYNC = 1 << 2,   /* no fsync per commit (benchmarks, bulk) */
+};
+
+/* Open the store in directory `path`.  map_size 0 = default (64 GiB sparse).
+ * Errors: SC_ERR_NOT_FOUND (no store and no SC_STORE_CREATE), SC_ERR_READONLY,
+ * SC_ERR_STORE (not a smartcert store / wrong schema version). */
+int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store **out);
+void sc_store_close(sc_store *st);
+
+/* Force a sync of everything committed so far (for SC_STORE_NOSYNC users). */
+int sc_store_sync(sc_store *st);
+
+enum { SC_TXN_READ = 0, SC_TXN_WRITE = 1 };
+int sc_txn_begin(sc_store *st, int mode, sc_txn **out);
+int sc_txn_commit(sc_txn *txn);     /* always frees txn */
+void sc_txn_abort(sc_txn *txn);     /* NULL-safe, frees txn */
+
+/* ---- users ---------------------------------------------------------- */
+
+typedef struct sc_user {
+	const char *user_id;          /* opaque id, 1..SC_ID_MAX of [A-Za-z0-9._@-] */
+	const char *name;             /* name as on the identity card (UTF-8) */
+	unsigned char id_hash[32];    /* keyed hash of the ID-card number; never the number */
+	int32_t dob;                  /* YYYYMMDD, 0 if unknown */
+	const char *profile;          /* "adult" or "minor" */
+	int status;                   /* enum sc_user_status */
+	int64_t created;
+	int64_t updated;
+} sc_user;
+
+/* Insert (SC_ERR_EXISTS if user_id or id_hash already enrolled). */
+int sc_store_user_add(sc_txn *txn, const sc_user *u);
+/* Replace an existing user (SC_ERR_NOT_FOUND if absent); id_hash may not change. */
+int sc_store_user_update(sc_txn *txn, const sc_user *u);
+int sc_store_user_get(sc_txn *txn, const char *user_id, sc_user *out);
+/* Look a user up by ID-card hash (duplicate-enrolment check). */
+int sc_store_user_find_idhash(sc_txn *txn, const unsigned char id_hash[32], sc_user *out);
+typedef int (*sc_user_cb)(void *ctx, const sc_user *u);   /* non-zero stops */
+/* All users in user_id order starting at `from` (NULL = first). */
+int sc_store_user_iter(sc_txn *txn, const char *from, sc_user_cb cb, void *ctx);
+
+/* ---- wrapped keys ---------------------------------------------------- */
+
+typedef struct sc_key {
+	const char *key_id;           /* unique, 1..SC_ID_MAX, e.g. "k3f9c..." */
+	const char *user_id;          /* owner */
+	uint64_t seq;                 /* stable small number, assigned by the store
+	                               * at add (input ignored); PKCS#11 handles
+	                               * are derived from it */
+	int alg;                      /* enum sc_keyalg */
+	int state;                    /* enum sc_key_state */
+	const unsigned char *blob;    /* key wrapped under the HSM master key */
+	size_t blob_len;              /* 0 once destroyed */
+	const unsigned char *spki;    /* SubjectPublicKeyInfo DER */
+	size_t spki_len;
+	unsigned char mac[32];        /* HSM MAC binding blob to this record */
+	sc_serial cert_serial;        /* current certificate (len 0 = none yet) */
+	int64_t created;
+} sc_key;
+
+int sc_store_key_add(sc_txn *txn, sc_key *k);          /* sets k->seq */
+int sc_store_key_update(sc_txn *txn, const sc_key *k);  /* same key_id, seq */
+int sc_store_key_get(sc_txn *txn, const char *key_id, sc_key *out);
+int sc_store_key_get_by_seq(sc_txn *txn, uint64_t seq, sc_key *out);
+typedef int (*sc_key_cb)(void *ctx, const sc_key *k);
+/* Keys of one user, in key_id order. */
+int sc_store_key_iter_user(sc_txn *txn, const char *user_id, sc_key_cb cb, void *ctx);
+/* All keys in seq order, starting after `after_seq` (0 = from the start):
+ * streams, never materialises the whole set. */
+int sc_store_key_iter(sc_txn *txn, uint64_t after_seq, sc_key_cb cb, void *ctx);
+
+/* S9: failure counter per key.  Absent = zeroes. */
+typedef struct sc_keyfail {
+	uint32_t failures;            /* consecutive failures in the window */
+	int64_t window_start;
+	int64_t locked_until;         /* 0 = not locked */
+} sc_keyfail;
+int sc_store_keyfail_get(sc_txn *txn, const char *key_id, sc_keyfail *out);
+int sc_store_keyfail_put(sc_txn *txn, const char *key_id, const sc_keyfail *f);
+int sc_store_keyfail_clear(sc_txn *txn, const char *key_id);
+
+/* ---- certificates ---------------------------------------------------- */
+
+typedef struct sc_cert {
+	sc_serial serial;
+	const char *user_id;          /* "" for CA certificates and --csr issues */
+	const char *key_id;           /* "" when the key is not held here */
+	const char *profile;          /* "adult", "minor", "root-ca", "issuing-ca",
+	                               * "ocsp-signer", or a CSR profile name */
+	int status;                   /* enum sc_cert_status */
+	int64_t not_before;
+	int64_t not_after;
+	int64_t revoked_at;           /* 0 unless REVOKED/HOLD */
+	int reason;                   /* enum sc_reason */
+	int64_t invalidity_date;      /* 0 = unknown */
+	uint32_t partition;           /* CRL partition, fixed at issuance */
+	uint64_t rev_seq;             /* revocation-log sequence of the last
+	                               * status change (0 = never changed) */
+	const unsigned char *der;     /* the certificate */
+	size_t der_len;
+} sc_cert;
+
+/* Insert; SC_ERR_EXISTS if the serial was ever used. */
+int sc_store_cert_add(sc_txn *txn, const sc_cert *c);
+int sc_store_cert_get(sc_txn *txn, const sc_serial *serial, sc_cert *out);
+
+/* Change status (GOOD<->HOLD, ->REVOKED, ->EXPIRED) and keep every index in
+ * step in the same transaction: the revocation index, the revocation log
+ * (for delta CRLs) and the pre-signed OCSP response, which is deleted so
+ * that no stale answer can be served.  Sets c->rev_seq.
+ * SC_ERR_STATE for a transition that is not allowed (from REVOKED). */
+int sc_store_cert_set_status(sc_txn *txn, const sc_serial *serial, int status,
+			     int64_t revoked_at, int reason, int64_t invalidity_date);
+
+typedef int (*sc_cert_cb)(void *ctx, const sc_cert *c);
+int sc_store_cert_iter_user(sc_txn *txn, const char *user_id, sc_cert_cb cb, void *ctx);
+/* Certificates with not_after < before, oldest first. */
+int sc_store_cert_iter_expiring(sc_txn *txn, int64_t before, sc_cert_cb cb, void *ctx);
+/* All certificates in serial order. */
+int sc_store_cert_iter(sc_txn *txn, sc_cert_cb cb, void *ctx);
+
+/* ---- revocation index (what CRLs are built from) ----------------------- */
+
+typedef struct sc_revoked {
+	sc_serial serial;
+	uint32_t partition;
+	int status;                   /* SC_CERT_REVOKED or SC_CERT_HOLD */
+	int64_t revoked_at;
+	int reason;
+	int64_t invalidity_date;
+	int64_t not_after;            /* for the expiry grace period */
+} sc_revoked;
+typedef int (*sc_revoked_cb)(void *ctx, const sc_revoked *r);
+/* Revoked/held certificates of one partition in serial order
+ * (partition UINT32_MAX = every partition, partition-major order).
+ * Reads only revoked entries, never the whole certificate table. */
+int sc_store_revoked_iter(sc_txn *txn, uint32_t partition, sc_revoked_cb cb, void *ctx);
+
+/* The revocation log: one event per status change, in rev_seq order, for
+ * delta CRLs (a GOOD event after HOLD means removeFromCRL). */
+typedef struct sc_revlog {
+	uint64_t rev_seq;
+	sc_serial serial;
+	uint32_t partition;
+	int status;                   /* new status */
+	int64_t at;
+	int reason;
+	int64_t invalidity_date;
+} sc_revlog;
+typedef int (*sc_revlog_cb)(void *ctx, const sc_revlog *e);
+int sc_store_revlog_iter(sc_txn *txn, uint64_t after_seq, sc_revlog_cb cb, void *ctx);
+
+/* ---- counters and metadata -------------------------------------------- */
+
+/* Atomically increment a named counter and return the new value (first
+ * call returns 1).  Used for CRL numbers: never reused, even after a crash. */
+int sc_store_counter_next(sc_txn *txn, const char *name, uint64_t *out);
+int sc_store_counter_get(sc_txn *txn, const char *name, uint64_t *out); /* 0 if absent */
+/* Small named blobs (CRL bookkeeping, deployment facts). */
+int sc_store_meta_put(sc_txn *txn, const char *name, const void *data, size_t len);
+int sc_store_meta_get(sc_txn *txn, const char *name, const void **data, size_t *len);
+int sc_store_meta_del(sc_txn *txn, const char *name);
+
+/* ---- replay cache (S5, S7) --------------------------------------------- */
+
+/* uses: signatures already made with the token; expires: token notAfter
+ * (+skew), after which the record may be purged. */
+int sc_store_replay_get(sc_txn *txn, const unsigned char *token_id, size_t len,
+			uint32_t *uses, int64_t *expires);
+int sc_store_replay_put(sc_txn *txn, const unsigned char *token_id, size_t len,
+			uint32_t uses, int64_t expires);
+/* Delete records with expires < now; at most `max` (0 = all). */
+int sc_store_replay_purge(sc_txn *txn, int64_t now, size_t max, size_t *purged);
+
+/* ---- pre-signed OCSP responses ----------------------------------------- */
+
+typedef struct sc_ocsp_entry {
+	int64_t this_update;
+	int64_t next_update;
+	const unsigned char *der;     /* complete OCSPResponse DER */
+	size_t der_len;
+} sc_ocsp_entry;
+int sc_store_ocsp_get(sc_txn *txn, const sc_serial *serial, sc_ocsp_entry *out);
+int sc_store_ocsp_put(sc_txn *txn, const sc_serial *serial, const sc_ocsp_entry *e);
+int sc_store_ocsp_del(sc_txn *txn, const sc_serial *serial);
+/* Entries whose next_update < before (to re-sign), oldest first. */
+typedef int (*sc_ocsp_cb)(void *ctx, const sc_serial *serial, const sc_ocsp_entry *e);
+int sc_store_ocsp_iter_due(sc_txn *txn, int64_t before, sc_ocsp_cb cb, void *ctx);
+
+/* ---- audit records (the chain logic lives in sc_audit.h) --------------- */
+
+/* Append an opaque record; the store assigns seq = last + 1 (first is 1). */
+int sc_store_audit_append(sc_txn *txn, const void *rec, size_t len, uint64_t *seq);
+int sc_store_audit_get(sc_txn *txn, uint64_t seq, const void **rec, size_t *len);
+int sc_store_audit_last(sc_txn *txn, uint64_t *seq);  /* 0 if empty */
+typedef int (*sc_audit_raw_cb)(void *ctx, uint64_t seq, const void *rec, size_t len);
+int sc_store_audit_iter(sc_txn *txn, uint64_t from_seq, sc_audit_raw_cb cb, void *ctx);
+
+/* ---- statistics ------------------------------------------------------- */
+
+typedef struct sc_store_stats {
+	uint64_t users, keys, certs, revoked, replay, ocsp, audit;
+	uint64_t map_size, map_used;
+} sc_store_stats;
+int sc_store_stats_get(sc_txn *txn, sc_store_stats *out);
+
+#endif

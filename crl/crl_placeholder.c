@@ -1,0 +1,1 @@
+int sc_crl_placeholder_(void); int sc_crl_placeholder_(void) { return 0; }

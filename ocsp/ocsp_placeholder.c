@@ -1,0 +1,1 @@
+int sc_ocsp_placeholder_(void); int sc_ocsp_placeholder_(void) { return 0; }

@@ -1,0 +1,103 @@
+/*
+ * Error reporting, exit codes and deployment opening shared by the CLIs.
+ */
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sc_cli.h"
+#include "sc_err.h"
+
+int sc_cli_exit_code(int err)
+{
+	switch (err) {
+	case SC_OK:
+		return SC_EXIT_OK;
+	case SC_ERR_INVALID:
+		return SC_EXIT_USAGE;
+	case SC_ERR_NOT_FOUND:
+		return SC_EXIT_NOT_FOUND;
+	case SC_ERR_STATE:
+	case SC_ERR_EXISTS:
+	case SC_ERR_SUSPENDED:
+	case SC_ERR_REVOKED:
+	case SC_ERR_EXPIRED:
+	case SC_ERR_PERMISSION:
+		return SC_EXIT_STATE;
+	case SC_ERR_HSM:
+	case SC_ERR_HSM_MODULE:
+	case SC_ERR_HSM_PIN:
+	case SC_ERR_HSM_LOCKED:
+		return SC_EXIT_HSM;
+	case SC_ERR_CONFIG:
+		return SC_EXIT_CONFIG;
+	case SC_ERR_STORE:
+	case SC_ERR_STORE_FULL:
+	case SC_ERR_READONLY:
+	case SC_ERR_IO:
+		return SC_EXIT_STORE;
+	case SC_ERR_INTEGRITY:
+		return SC_EXIT_INTEGRITY;
+	default:
+		return SC_EXIT_FAIL;
+	}
+}
+
+int sc_cli_fail(int err, const char *what)
+{
+	const char *detail = sc_error_detail();
+
+	if (detail[0] != '\0')
+		fprintf(stderr, "smartcert: %s: %s: %s\n", what, sc_strerror(err), detail);
+	else
+		fprintf(stderr, "smartcert: %s: %s\n", what, sc_strerror(err));
+	sc_error_clear();
+	return sc_cli_exit_code(err);
+}
+
+int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "smartcert %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'smartcert %s --help'.\n", cmd);
+	return SC_EXIT_USAGE;
+}
+
+int sc_cli_open(const char *config, unsigned flags, sc_deploy **out)
+{
+	int rc;
+
+	*out = NULL;
+	if (sc_config_locate(config) == NULL) {
+		fprintf(stderr, "smartcert: no deployment given: pass --config FILE or set "
+				"SMARTCERT_CONF (create one with 'smartcert init --dir DIR')\n");
+		return SC_EXIT_CONFIG;
+	}
+	rc = sc_deploy_open(config, flags, out);
+	if (rc != SC_OK)
+		return sc_cli_fail(rc, "cannot open the deployment");
+	return SC_EXIT_OK;
+}
+
+const char *sc_cli_actor(void)
+{
+	static char actor[96];
+	const char *login = getenv("SMARTCERT_OFFICER");
+	struct passwd *pw;
+
+	if (actor[0] != '\0')
+		return actor;
+	if (login == NULL || login[0] == '\0') {
+		pw = getpwuid(geteuid());
+		login = pw != NULL ? pw->pw_name : "unknown";
+	}
+	snprintf(actor, sizeof(actor), "officer:%s", login);
+	return actor;
+}

@@ -1,0 +1,54 @@
+/*
+ * Shared pieces of the command-line front ends.
+ *
+ * Exit codes (documented in README "CLI reference"):
+ *   0 success, 1 failure, 2 usage error, 3 not found, 4 refused by the
+ *   lifecycle rules (state), 5 HSM problem, 6 configuration problem,
+ *   7 storage problem (full, read-only, corrupt), 8 integrity failure.
+ */
+#ifndef SC_CLI_H
+#define SC_CLI_H
+
+#include "sc_deploy.h"
+
+enum {
+	SC_EXIT_OK = 0,
+	SC_EXIT_FAIL = 1,
+	SC_EXIT_USAGE = 2,
+	SC_EXIT_NOT_FOUND = 3,
+	SC_EXIT_STATE = 4,
+	SC_EXIT_HSM = 5,
+	SC_EXIT_CONFIG = 6,
+	SC_EXIT_STORE = 7,
+	SC_EXIT_INTEGRITY = 8,
+};
+
+/* Map an sc_err code to an exit code. */
+int sc_cli_exit_code(int err);
+
+/* Print "smartcert: <what>: <strerror>[: <detail>]" to stderr and return
+ * sc_cli_exit_code(err). */
+int sc_cli_fail(int err, const char *what);
+
+/* Print a usage error ("smartcert <cmd>: <msg>\nTry 'smartcert <cmd> --help'")
+ * and return SC_EXIT_USAGE. */
+int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Open the deployment named by --config / $SMARTCERT_CONF; on failure prints
+ * the error and returns the exit code (non-zero). */
+int sc_cli_open(const char *config, unsigned flags, sc_deploy **out);
+
+/* The officer running the command, for audit records ("officer:<login>"). */
+const char *sc_cli_actor(void);
+
+/* Subcommands: argv[0] is the subcommand name. */
+int sc_cmd_init(int argc, char **argv);
+int sc_cmd_ca(int argc, char **argv);
+int sc_cmd_audit(int argc, char **argv);
+int sc_cmd_authz(int argc, char **argv);
+int sc_cmd_sign(int argc, char **argv);
+int sc_cmd_crl(int argc, char **argv);
+int sc_cmd_status(int argc, char **argv);
+
+#endif
