@@ -20,6 +20,12 @@
 #include "sc_config.h"
 #include "sc_types.h"
 
+#define SC_AUTHZ_VERSION 1
+#define SC_AUTHZ_NAME_MAX 128        /* issuer, audience: UTF-8 bytes */
+#define SC_AUTHZ_MAX_SIGNATURES 64
+#define SC_AUTHZ_DEFAULT_SKEW 120    /* seconds */
+#define SC_AUTHZ_MAX_SKEW 3600       /* largest authz.max_skew accepted */
+
 #define SC_AUTHZ_MAX_TEXT 8192       /* base64url token text, bytes */
 #define SC_AUTHZ_MAX_DIGESTS 64
 #define SC_AUTHZ_TOKEN_ID_MIN 16
@@ -57,15 +63,30 @@ typedef struct sc_authz_token {
 typedef struct sc_authz_trust sc_authz_trust;
 
 /* Trusted issuer keys (authz.trusted_key = PATH to a PEM public key,
- * repeatable, for rotation), the audience (authz.audience) and the allowed
- * clock skew (authz.max_skew seconds, default 120).  Errors: SC_ERR_CONFIG. */
+ * repeatable, for rotation; relative paths against the config's directory;
+ * default authz/authz-demo.pub.pem), the issuer name tokens must carry
+ * (authz.issuer, default "smartcert-demo-authz"), the audience
+ * (authz.audience, default "smartcert-signing") and the allowed clock skew
+ * (authz.max_skew seconds, default 120, at most 3600).  A key id is SHA-256
+ * of the key's SubjectPublicKeyInfo DER.  The trust is read-only once built:
+ * share it between threads freely.  Errors: SC_ERR_CONFIG. */
 int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out);
 void sc_authz_trust_free(sc_authz_trust *t);
 
-/* Decode and verify `text` (base64url) at time `now`:
+/* The same from keys in hand (tests, fuzzers, embedders).  The keys are
+ * up-referenced, the caller keeps its own references.  The issuer name a
+ * token must carry is `issuer` (authz.issuer; default
+ * "smartcert-demo-authz").  Keys: EC P-256, Ed25519, RSA >= 2048 bits.
+ * Errors: SC_ERR_INVALID (bad key, duplicate key, bad skew), SC_ERR_NOMEM. */
+int sc_authz_trust_new(EVP_PKEY *const *keys, size_t n_keys, const char *issuer,
+		       const char *audience, int64_t max_skew, sc_authz_trust **out);
+
+/* Decode and verify `text` (base64url) at time `now`.  Thread-safe.
+ * Checked in this order (docs/token-format.md):
  *   SC_ERR_TOKEN_MALFORMED      not base64url / not DER / bad field / too big
  *   SC_ERR_TOKEN_ISSUER         no trusted key with that key id and issuer
- *   SC_ERR_TOKEN_SIGNATURE      signature does not verify
+ *   SC_ERR_TOKEN_SIGNATURE      algorithm not the trusted key's, or the
+ *                               signature over the received TBS fails
  *   SC_ERR_TOKEN_AUDIENCE       audience is not ours
  *   SC_ERR_TOKEN_NOT_YET_VALID  now < notBefore - skew
  *   SC_ERR_TOKEN_EXPIRED        now > notAfter + skew
@@ -77,11 +98,31 @@ int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
 /* Issue a token (reference issuer for demos, tests, integrators).
  * `key` is the issuer's private key; tok->issuer_key_id is computed here.
  * tok->token_id: if token_id_len is 0, 16 random bytes are generated.
- * *text is malloc'd base64url. */
+ * tok->version 0 means SC_AUTHZ_VERSION.  The fields must obey the rules
+ * the verifier applies (else SC_ERR_INVALID, nothing signed).
+ * *text is malloc'd base64url: a bearer credential, wipe before free(). */
 int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text);
 
-/* Does the token list `digest` under `md_nid`? (S4) */
+/* Decode and check the form of `text` WITHOUT checking the signature,
+ * the issuer, the audience or the time (for `smartcert authz show` and
+ * diagnostics; never for a decision).  *sig_alg (may be NULL) receives a
+ * static name: "ecdsa-with-SHA256", "Ed25519" or "RSASSA-PSS".
+ * Errors: SC_ERR_TOKEN_MALFORMED, SC_ERR_NOMEM. */
+int sc_authz_decode(const char *text, size_t len, sc_authz_token *out,
+		    const char **sig_alg);
+
+/* Does the token list `digest` under `md_nid`? (S4)  Returns 1 if it does,
+ * 0 if not.  Compares in constant time over every listed digest. */
 int sc_authz_has_digest(const sc_authz_token *tok, int md_nid,
 			const unsigned char *digest, size_t len);
+
+/* The renewal consent digest: SHA-256 of
+ * "smartcert-renew:<user_id>:<lower-case minimal serial hex>".
+ * Errors: SC_ERR_INVALID, SC_ERR_CRYPTO. */
+int sc_authz_renew_digest(const char *user_id, const sc_serial *serial,
+			  unsigned char out[32]);
+
+/* Wipe a decoded token (it names a user and carries approved digests). */
+void sc_authz_token_clear(sc_authz_token *tok);
 
 #endif

@@ -49,14 +49,22 @@ enum {
 	SC_DEPLOY_NO_HSM = 1 << 0,     /* store + config only (read commands) */
 	SC_DEPLOY_STORE_RDONLY = 1 << 1,
 	SC_DEPLOY_NO_CA = 1 << 2,      /* do not require CA certificates (init) */
+	SC_DEPLOY_CREATE_STORE = 1 << 3, /* create the store if absent (init) */
 };
 
 /* Open the deployment whose config is `config_path` (or $SMARTCERT_CONF
- * when NULL).  Errors carry a detail telling the user what to fix. */
+ * when NULL).  Errors carry a detail telling the user what to fix:
+ * SC_ERR_CONFIG (no/invalid config, crl.partitions outside 1..65536),
+ * SC_ERR_NOT_FOUND (no store, or no CA certificates: "run smartcert init"),
+ * the store's and sc_hsm_open()'s errors.  *out is NULL on error.
+ * Not fork-safe: a child process opens its own deployment. */
 int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out);
 void sc_deploy_close(sc_deploy *d);
 
-/* Reload CA certificates from the store (after init, or on SIGHUP). */
+/* Reload CA certificates from the store (after init, or on SIGHUP).  All
+ * three are required (SC_ERR_NOT_FOUND "run smartcert init"); on error the
+ * certificates already loaded stay in place.  Not safe against threads
+ * reading d->*_cert at the same time: callers serialise reloads. */
 int sc_deploy_load_ca(sc_deploy *d);
 
 /* CRL partition of a serial: fixed at issuance, uniform over partitions

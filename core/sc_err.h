@@ -61,7 +61,8 @@ const char *sc_errname(int err);
  * `return sc_error_set(SC_ERR_CONFIG, "...")` reads naturally. */
 int sc_error_set(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-int sc_error_vset(int err, const char *fmt, va_list ap);
+int sc_error_vset(int err, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 /* Append OpenSSL's error queue to the detail (and clear the queue). */
 int sc_error_set_openssl(int err, const char *what);

@@ -39,30 +39,61 @@ typedef struct sc_hsm_params {
 	const char *pin_source;    /* "file:PATH", "env:VAR" or a path */
 	const char *softhsm_conf;  /* if set, exported as SOFTHSM2_CONF before load */
 	unsigned sessions;         /* session pool size; 0 = default (8) */
+	/* Storage for the paths sc_hsm_params_from_config() resolves against
+	 * the config directory; module_path, pin_source and softhsm_conf may
+	 * point here.  Callers filling the struct by hand ignore these. */
+	char module_path_buf[4096];
+	char pin_source_buf[4096 + 8];
+	char softhsm_conf_buf[4096];
 } sc_hsm_params;
 
 /* Fill params from config keys hsm.module, hsm.token, hsm.pin_source,
- * hsm.softhsm_conf, hsm.sessions.  Strings point into cfg. */
+ * hsm.softhsm_conf, hsm.sessions (defaults: docs/configuration.md).
+ * token_uri and an "env:" pin_source point into cfg (valid while cfg lives);
+ * module_path, a file pin_source ("file:" + absolute path) and softhsm_conf
+ * are resolved against sc_config_dir() into the *_buf members of *out, so
+ * *out must not be copied by value (pass it by pointer; it is ~12 KiB).
+ * A relative module path is resolved too: only that exact file is loaded.
+ * Errors: SC_ERR_CONFIG (bad hsm.sessions, path too long, no module). */
 int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out);
 
 /* Load the module, find the token, log in as CKU_USER.
+ * Only p->module_path is loaded, and it must be absolute (no search).  The
+ * module is loaded through p11-kit in managed mode, so other users of the
+ * same module in the process keep their own C_Initialize/C_Finalize.
+ * softhsm_conf is exported as SOFTHSM2_CONF before loading; SoftHSMv2 reads
+ * it once per process, at its first C_Initialize.
+ * The master key handles are looked up here once and cached.
  * Errors: SC_ERR_HSM_MODULE (cannot load: path in detail), SC_ERR_NOT_FOUND
- * (no token matches the URI), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED, SC_ERR_HSM. */
+ * (no token matches the URI), SC_ERR_CONFIG (URI unparsable, or matching
+ * several tokens), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED, SC_ERR_HSM. */
 int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out);
+/* Close the sessions and unload.  Free every sc_hsm_key first: unwrapped
+ * keys are session objects and die with the sessions.  In a child process
+ * after fork() this only frees memory.  NULL-safe. */
 void sc_hsm_close(sc_hsm *hsm);
 
 /* Deployment creation: initialise a fresh token in the first free slot of
  * the module with `label`, SO PIN and user PIN (both wiped by the caller).
- * Used by `smartcert init` on an embedded SoftHSMv2. */
+ * Used by `smartcert init` on an embedded SoftHSMv2.  The module is
+ * finalised afterwards unless something else in the process still uses it.
+ * Errors: SC_ERR_EXISTS (a token with that label exists), SC_ERR_HSM (no
+ * free slot, or a PKCS#11 call failed: named in the detail),
+ * SC_ERR_HSM_MODULE, SC_ERR_INVALID (label longer than 32 bytes). */
 int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 		      const char *label, const char *so_pin, const char *user_pin);
 
 /* Create the master wrapping key and the record MAC key (SC_ERR_EXISTS if
- * either already exists). */
+ * either already exists).  Both or neither are created.  Until they exist,
+ * sc_hsm_mac, sc_hsm_generate_wrapped and sc_hsm_unwrap return
+ * SC_ERR_NOT_FOUND ("run smartcert init"). */
 int sc_hsm_create_master_keys(sc_hsm *hsm);
 
 /* Generate a non-extractable token key pair for a CA role.
- * Returns the public key as SubjectPublicKeyInfo DER (malloc'd). */
+ * Returns the public key as SubjectPublicKeyInfo DER (malloc'd).
+ * CKA_ID of both halves is the SHA-1 of the public key bits (RFC 5280
+ * method 1), i.e. the certificate's subjectKeyIdentifier.
+ * SC_ERR_EXISTS if a private key with that label exists. */
 int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
 			      unsigned char **spki, size_t *spki_len);
 /* Find a token private key by label (SC_ERR_NOT_FOUND). */
@@ -74,14 +105,19 @@ int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out);
 int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg,
 			    unsigned char **blob, size_t *blob_len,
 			    unsigned char **spki, size_t *spki_len);
-/* Unwrap a blob into a session private key usable for signing. */
+/* Unwrap a blob into a session private key usable for signing (sensitive,
+ * not extractable, sign only).  A damaged blob, or one wrapped under another
+ * master key, fails with SC_ERR_INTEGRITY or SC_ERR_HSM (SoftHSMv2 does not
+ * say which); *out is NULL then.  Free with sc_hsm_key_free(). */
 int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
 		  sc_hsm_key **out);
 /* Destroy a session key (unwrapped) or release a token key handle. NULL-safe. */
 void sc_hsm_key_free(sc_hsm *hsm, sc_hsm_key *key);
 int sc_hsm_key_alg(const sc_hsm_key *key);
 
-/* HMAC-SHA256 with the record MAC key over the concatenation of `parts`. */
+/* HMAC-SHA256 with the record MAC key over the concatenation of `parts`
+ * (so ("ab","c") and ("a","bc") give the same MAC: callers that need field
+ * boundaries encode lengths themselves).  Zero-length parts are allowed. */
 int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
 	       unsigned char mac[32]);
 

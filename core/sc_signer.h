@@ -17,11 +17,14 @@
  * for P-384 (returns an OpenSSL NID). */
 int sc_sign_default_md(int alg);
 
-/* The AlgorithmIdentifier sc_sign_tbs() uses for (alg, md_nid): ecdsa-with-
+/* In every function below md_nid 0 means sc_sign_default_md(alg); SHA-256,
+ * SHA-384 and SHA-512 are accepted (SC_ERR_INVALID otherwise).
+ *
+ * The AlgorithmIdentifier sc_sign_tbs() uses for (alg, md_nid): ecdsa-with-
  * SHAx or sha*WithRSAEncryption.  Callers whose TBS embeds the algorithm
  * (certificates, CRLs) put exactly this in it.  Caller frees *out. */
 int sc_sign_algor(int alg, int md_nid, X509_ALGOR **out);
-/* The same, DER encoded (malloc'd). */
+/* The same, DER encoded (malloc'd: free()). */
 int sc_sign_algor_der(int alg, int md_nid, unsigned char **der, size_t *der_len);
 
 /* Sign `tbs` and return the complete signed structure (malloc'd):
@@ -29,6 +32,8 @@ int sc_sign_algor_der(int alg, int md_nid, unsigned char **der, size_t *der_len)
  * `trailer` (may be NULL) is appended verbatim inside the SEQUENCE, e.g. the
  * [0] EXPLICIT certs of a BasicOCSPResponse.  ECDSA signatures are converted
  * from PKCS#11 r||s to DER Ecdsa-Sig-Value.
+ * The TBS is hashed in place and copied once, into *out: fine for TBS of
+ * tens of MB (large CRLs).  *out is malloc'd (free()).
  * Errors: SC_ERR_HSM (detail says which call), SC_ERR_CRYPTO, SC_ERR_NOMEM. */
 int sc_sign_tbs(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 		const unsigned char *tbs, size_t tbs_len,
@@ -36,7 +41,9 @@ int sc_sign_tbs(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 		unsigned char **out, size_t *out_len);
 
 /* Certificates: set the inner signature algorithm, take i2d_re_X509_tbs(),
- * sign with sc_sign_tbs(), return the certificate DER (malloc'd). */
+ * sign with sc_sign_tbs(), return the certificate DER (malloc'd).  `cert`
+ * is modified (both signature algorithm fields) but its signature value is
+ * not filled in: d2i the returned DER for a complete X509. */
 int sc_sign_x509(sc_hsm *hsm, sc_hsm_key *key, int md_nid, X509 *cert,
 		 unsigned char **der, size_t *der_len);
 

@@ -86,3 +86,275 @@ class Deployment:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# ---- PKCS#11 gateway helpers (tests/pkcs11) ---------------------------------
+# Everything a test needs to act as a signing gateway with PyKCS11: enrol a
+# user, mint authorisation tokens (the real DER format of core/authz.asn,
+# signed with the deployment's demo authorisation key, or any other key), and
+# read the audit log.  Tokens minted here are judged by the real module.
+
+def _der_len(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def _tlv(tag, content):
+    return bytes([tag]) + _der_len(len(content)) + content
+
+
+def _der_int(v):
+    b = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True)
+    return _tlv(0x02, b)
+
+
+def _der_oid(dotted):
+    parts = [int(x) for x in dotted.split(".")]
+    out = bytearray([40 * parts[0] + parts[1]])
+    for p in parts[2:]:
+        chunk = [p & 0x7F]
+        p >>= 7
+        while p:
+            chunk.append(0x80 | (p & 0x7F))
+            p >>= 7
+        out += bytes(reversed(chunk))
+    return _tlv(0x06, bytes(out))
+
+
+def _der_time(t):
+    import time as _time
+    return _tlv(0x18, _time.strftime("%Y%m%d%H%M%SZ", _time.gmtime(t)).encode())
+
+
+HASH_OIDS = {"sha256": "2.16.840.1.101.3.4.2.1", "sha384": "2.16.840.1.101.3.4.2.2",
+             "sha512": "2.16.840.1.101.3.4.2.3"}
+
+
+def b64url(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def load_private_key(path):
+    from cryptography.hazmat.primitives import serialization
+    with open(path, "rb") as f:
+        return serialization.load_pem_private_key(f.read(), password=None)
+
+
+def mint_token(d, user, key_id, digests, *, not_before=None, not_after=None,
+               audience=None, issuer=None, max_signatures=1, token_id=None,
+               key=None, purpose=0, version=1, now=None):
+    """An authorisation token (base64url text).  digests: [(hash_name, bytes)].
+    key: a `cryptography` private key (default: the deployment's demo key)."""
+    import hashlib
+    import time as _time
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    if key is None:
+        key = load_private_key(d.demo_key_path())
+    now = int(_time.time()) if now is None else now
+    nb = now - 5 if not_before is None else not_before
+    na = now + 300 if not_after is None else not_after
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    tbs = _tlv(0x30, b"".join([
+        _der_int(version),
+        _tlv(0x04, token_id if token_id is not None else os.urandom(16)),
+        _tlv(0x0C, (issuer or d.conf_get("authz.issuer", "smartcert-demo-authz")).encode()),
+        _tlv(0x04, hashlib.sha256(spki).digest()),
+        _tlv(0x0C, (audience or d.conf_get("authz.audience", "smartcert-signing")).encode()),
+        _tlv(0x0C, user.encode()),
+        _tlv(0x0C, key_id.encode()),
+        _tlv(0x0A, bytes([purpose])),
+        _tlv(0x30, b"".join(_tlv(0x30, _der_oid(HASH_OIDS[h]) + _tlv(0x04, v))
+                            for h, v in digests)),
+        _der_time(nb),
+        _der_time(na),
+        _der_int(max_signatures),
+    ]))
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        sig, alg = key.sign(tbs), _tlv(0x30, _der_oid("1.3.101.112"))
+    else:
+        sig = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+        alg = _tlv(0x30, _der_oid("1.2.840.10045.4.3.2"))
+    return b64url(_tlv(0x30, tbs + alg + _tlv(0x03, b"\x00" + sig)))
+
+
+def _dep_conf_get(self, key, default=None):
+    """Last value of section.key in the deployment's smartcert.conf."""
+    section, _, name = key.partition(".")
+    cur, val = None, default
+    with open(self.config) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("[") and line.endswith("]"):
+                cur = line[1:-1].strip()
+            elif "=" in line and cur == section:
+                k, _, v = line.partition("=")
+                if k.strip() == name:
+                    val = v.strip()
+    return val
+
+
+def _dep_conf_set(self, key, value):
+    """Set (replace every occurrence of) section.key in smartcert.conf."""
+    section, _, name = key.partition(".")
+    out, cur, done = [], None, False
+    with open(self.config) as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        s = line.split("#", 1)[0].strip()
+        if s.startswith("[") and s.endswith("]"):
+            if cur == section and not done:
+                out.append(f"{name} = {value}")
+                done = True
+            cur = s[1:-1].strip()
+        elif "=" in s and cur == section and s.partition("=")[0].strip() == name:
+            if not done:
+                out.append(f"{name} = {value}")
+                done = True
+            continue
+        out.append(line)
+    if not done:
+        if cur != section:
+            out.append(f"[{section}]")
+        out.append(f"{name} = {value}")
+    with open(self.config, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def _dep_demo_key_path(self):
+    p = self.conf_get("authz.demo_key", "secrets/authz-demo.key")
+    return p if os.path.isabs(p) else os.path.join(os.path.dirname(self.config), p)
+
+
+def _dep_enrol(self, user, key_type="p256", name=None, id_number=None):
+    """Enrol a user with central key generation; returns `ca enrol --json`."""
+    import hashlib
+    idn = id_number or "Z" + hashlib.sha256(user.encode()).hexdigest()[:6].upper() + "(7)"
+    env = dict(self.env)
+    env["SC_TEST_ID_NUMBER"] = idn
+    r = self.sc("ca", "enrol", "--user", user, "--name", name or f"Test {user}",
+                "--id-number-source", "env:SC_TEST_ID_NUMBER", "--key-type", key_type,
+                "--json", env=env)
+    return json.loads(r.stdout)
+
+
+def _dep_audit(self, user=None):
+    """Audit records (of `user`, or all) as dicts (`smartcert audit show --json`)."""
+    r = self.sc("audit", "show", *(("--user", user) if user else ()), "--json")
+    text = r.stdout.strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    if isinstance(doc, dict):
+        for k in ("records", "events", "audit"):
+            if isinstance(doc.get(k), list):
+                return doc[k]
+        return [doc]
+    return doc
+
+
+Deployment.conf_get = _dep_conf_get
+Deployment.conf_set = _dep_conf_set
+Deployment.demo_key_path = _dep_demo_key_path
+Deployment.enrol = _dep_enrol
+Deployment.audit = _dep_audit
+
+
+class Gateway:
+    """The module loaded with PyKCS11 the way a gateway loads it, logged in
+    as CKU_USER with the gateway PIN.  One per process (the module's state is
+    per process); SMARTCERT_CONF names the deployment."""
+
+    def __init__(self, d, login=True):
+        import PyKCS11
+        self.P = PyKCS11
+        os.environ["SMARTCERT_CONF"] = d.config
+        os.environ.pop("SOFTHSM2_CONF", None)
+        self.lib = PyKCS11.PyKCS11Lib()
+        self.lib.load(d.module)
+        slots = self.lib.getSlotList(tokenPresent=True)
+        if not slots:
+            fail("the module shows no token")
+        self.slot = slots[0]
+        # The login state belongs to the application, not to one session:
+        # `anchor` keeps it while signing sessions are replaced after errors.
+        self.anchor = self.lib.openSession(self.slot, PyKCS11.CKF_SERIAL_SESSION)
+        if login:
+            self.anchor.login(d.gateway_pin)
+        self.session = self.lib.openSession(self.slot, PyKCS11.CKF_SERIAL_SESSION)
+
+    def new_session(self):
+        return self.lib.openSession(self.slot, self.P.CKF_SERIAL_SESSION)
+
+    def key(self, user, session=None):
+        """(private key handle, key id, certificate DER) of the user's key."""
+        P = self.P
+        s = session or self.session
+        keys = s.findObjects([(P.CKA_CLASS, P.CKO_PRIVATE_KEY), (P.CKA_LABEL, user)])
+        if len(keys) != 1:
+            fail(f"expected one private key labelled {user}, found {len(keys)}")
+        kid = bytes(s.getAttributeValue(keys[0], [P.CKA_ID])[0]).decode()
+        certs = s.findObjects([(P.CKA_CLASS, P.CKO_CERTIFICATE), (P.CKA_ID, kid.encode())])
+        if len(certs) != 1:
+            fail(f"expected one certificate with CKA_ID {kid}, found {len(certs)}")
+        der = bytes(s.getAttributeValue(certs[0], [P.CKA_VALUE])[0])
+        return keys[0], kid, der
+
+    def sign(self, key, mech, data, token, session=None, length_query=True):
+        """C_SignInit -> C_Login(CKU_CONTEXT_SPECIFIC, token) -> C_Sign.
+        Raises PyKCS11Error with the failing call's CK_RV.  token None skips
+        the context login."""
+        P = self.P
+        s = session or self.session
+        rv = s.lib.C_SignInit(s.session, mech.to_native(), key)
+        if rv != P.CKR_OK:
+            raise P.PyKCS11Error(rv)
+        try:
+            if token is not None:
+                s.login(token, user_type=P.CKU_CONTEXT_SPECIFIC)
+            sig = P.ckbytelist()
+            data = P.ckbytelist(data)
+            if length_query:
+                rv = s.lib.C_Sign(s.session, data, sig)   # NULL buffer: length only
+                if rv != P.CKR_OK:
+                    raise P.PyKCS11Error(rv)
+            else:
+                sig = P.ckbytelist(bytes(1024))
+            rv = s.lib.C_Sign(s.session, data, sig)
+            if rv != P.CKR_OK:
+                raise P.PyKCS11Error(rv)
+            return bytes(sig)
+        except P.PyKCS11Error:
+            # A refused signature may leave the operation active (a failed
+            # context login keeps it for another token): start afresh.
+            if session is None:
+                self.session.closeSession()
+                self.session = self.new_session()
+            raise
+
+    def close(self):
+        try:
+            self.lib.closeAllSessions(self.slot)
+        except Exception:
+            pass
+
+
+def ckr_of(exc):
+    """The CK_RV carried by a PyKCS11Error."""
+    return getattr(exc, "value", None)
+
+
+def expect_ckr(fn, ckr, msg):
+    """Run fn(); it must raise PyKCS11Error with CK_RV `ckr`."""
+    import PyKCS11
+    try:
+        fn()
+    except PyKCS11.PyKCS11Error as e:
+        check(ckr_of(e) == ckr, f"{msg}: {PyKCS11.CKR[ckr]} (got {PyKCS11.CKR.get(ckr_of(e), ckr_of(e))})")
+        return
+    fail(f"{msg}: expected {PyKCS11.CKR[ckr]}, the call succeeded")

@@ -1,0 +1,200 @@
+/*
+ * Opening a deployment (sc_deploy.h): config, store, backend HSM and CA
+ * certificates, in that order, each failure telling the user what to fix.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/x509.h>
+
+#include "sc_deploy.h"
+#include "sc_err.h"
+
+#define SC_DEFAULT_MAP_SIZE (64LL << 30)
+
+static int load_cert(sc_txn *txn, const char *name, X509 **out)
+{
+	int rc;
+	const void *data = NULL;
+	size_t len = 0;
+	const unsigned char *p;
+	X509 *x;
+
+	*out = NULL;
+	rc = sc_store_meta_get(txn, name, &data, &len);
+	if (rc == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "the store holds no CA certificate "
+				    "'%s': run smartcert init", name);
+	if (rc < 0)
+		return rc;
+	p = data;
+	x = d2i_X509(NULL, &p, (long)len);
+	if (!x || p != (const unsigned char *)data + len) {
+		X509_free(x);
+		return sc_error_set(SC_ERR_STORE, "the CA certificate '%s' in the store is "
+				    "not valid DER: the store is damaged", name);
+	}
+	*out = x;
+	return 0;
+}
+
+int sc_deploy_load_ca(sc_deploy *d)
+{
+	int rc;
+	sc_txn *txn = NULL;
+	X509 *root = NULL, *issuing = NULL, *ocsp = NULL;
+
+	if (!d || !d->store)
+		return sc_error_set(SC_ERR_INVALID, "sc_deploy_load_ca: no store");
+	rc = sc_txn_begin(d->store, SC_TXN_READ, &txn);
+	if (rc < 0)
+		return rc;
+	rc = load_cert(txn, SC_META_ROOT_CERT, &root);
+	if (rc < 0)
+		goto out;
+	rc = load_cert(txn, SC_META_ISSUING_CERT, &issuing);
+	if (rc < 0)
+		goto out;
+	rc = load_cert(txn, SC_META_OCSP_CERT, &ocsp);
+	if (rc < 0)
+		goto out;
+	/* All or nothing: a reload that fails keeps the certificates in use. */
+	X509_free(d->root_cert);
+	X509_free(d->issuing_cert);
+	X509_free(d->ocsp_cert);
+	d->root_cert = root;
+	d->issuing_cert = issuing;
+	d->ocsp_cert = ocsp;
+	root = issuing = ocsp = NULL;
+	rc = 0;
+out:
+	sc_txn_abort(txn);
+	X509_free(root);
+	X509_free(issuing);
+	X509_free(ocsp);
+	return rc;
+}
+
+int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
+{
+	int rc;
+	const char *path;
+	sc_deploy *d = NULL;
+	char *store_path = NULL;
+	sc_hsm_params *hp = NULL;
+	int64_t parts, map_size;
+	unsigned sflags = 0;
+
+	*out = NULL;
+	path = sc_config_locate(config_path);
+	if (!path)
+		return sc_error_set(SC_ERR_CONFIG, "no configuration: pass --config FILE or "
+				    "set SMARTCERT_CONF (smartcert init --dir DIR writes one)");
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return SC_ERR_NOMEM;
+	rc = sc_config_load(path, &d->cfg);
+	if (rc < 0)
+		goto out;
+
+	rc = sc_config_int(d->cfg, "crl.partitions", 16, &parts);
+	if (rc < 0)
+		goto out;
+	if (parts < 1 || parts > 65536) {
+		rc = sc_error_set(SC_ERR_CONFIG, "crl.partitions must be 1..65536 (it is "
+				  "fixed for the CA's life)");
+		goto out;
+	}
+	d->crl_partitions = (uint32_t)parts;
+
+	rc = sc_config_int(d->cfg, "store.map_size", SC_DEFAULT_MAP_SIZE, &map_size);
+	if (rc < 0)
+		goto out;
+	if (map_size < (1LL << 20)) {
+		rc = sc_error_set(SC_ERR_CONFIG, "store.map_size must be at least 1M");
+		goto out;
+	}
+	store_path = sc_config_path(d->cfg, "store.path", "store");
+	if (!store_path) {
+		rc = SC_ERR_NOMEM;
+		goto out;
+	}
+	if (flags & SC_DEPLOY_STORE_RDONLY)
+		sflags |= SC_STORE_RDONLY;
+	else if (flags & SC_DEPLOY_CREATE_STORE)
+		sflags |= SC_STORE_CREATE;
+	rc = sc_store_open(store_path, (uint64_t)map_size, sflags, &d->store);
+	if (rc == SC_ERR_NOT_FOUND) {
+		rc = sc_error_set(SC_ERR_NOT_FOUND, "no store at '%s': run smartcert init "
+				  "(or fix store.path)", store_path);
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+
+	if (!(flags & SC_DEPLOY_NO_HSM)) {
+		/* ~12 KiB of path buffers: not for the stack of a daemon thread. */
+		hp = calloc(1, sizeof(*hp));
+		if (!hp) {
+			rc = SC_ERR_NOMEM;
+			goto out;
+		}
+		rc = sc_hsm_params_from_config(d->cfg, hp);
+		if (rc < 0)
+			goto out;
+		rc = sc_hsm_open(hp, &d->hsm);
+		if (rc < 0)
+			goto out;
+	}
+
+	if (!(flags & SC_DEPLOY_NO_CA)) {
+		rc = sc_deploy_load_ca(d);
+		if (rc < 0)
+			goto out;
+	}
+
+	*out = d;
+	d = NULL;
+	rc = 0;
+out:
+	free(hp);
+	free(store_path);
+	sc_deploy_close(d);
+	return rc;
+}
+
+void sc_deploy_close(sc_deploy *d)
+{
+	if (!d)
+		return;
+	X509_free(d->root_cert);
+	X509_free(d->issuing_cert);
+	X509_free(d->ocsp_cert);
+	sc_hsm_close(d->hsm);
+	if (d->store)
+		sc_store_close(d->store);
+	if (d->cfg)
+		sc_config_free(d->cfg);
+	free(d);
+}
+
+uint32_t sc_crl_partition_of(const sc_serial *serial, uint32_t partitions)
+{
+	uint32_t v = 0;
+	size_t i, n;
+
+	if (!serial || partitions <= 1)
+		return 0;
+	n = serial->len < 4 ? serial->len : 4;
+	for (i = 0; i < n; i++)
+		v = (v << 8) | serial->b[i];
+	return v % partitions;
+}
+
+void sc_crl_part_name(uint32_t partition, int delta, char *buf, size_t len)
+{
+	if (!buf || len == 0)
+		return;
+	snprintf(buf, len, delta ? "part-%u-delta.crl" : "part-%u.crl", (unsigned)partition);
+}

@@ -1,0 +1,1538 @@
+/*
+ * The backend HSM layer (sc_hsm.h): the only code that calls the backend
+ * module's PKCS#11 functions.
+ *
+ * The module is loaded by p11-kit in managed mode (p11_kit_module_load with
+ * flags 0): p11-kit then gives this layer its own virtual instance, so that
+ * a process that also loads the same module elsewhere (a gateway that loads
+ * both SoftHSMv2 and our PKCS#11 module) does not see its C_Initialize /
+ * C_Finalize fight ours.  Only the configured path is loaded, never a search.
+ *
+ * Wrapping: CKM_AES_KEY_WRAP_PAD (RFC 5649) of the private key's PKCS#8
+ * encoding.  SoftHSMv2 2.6.1 supports it for EC and RSA private keys, both
+ * ways (tests/hsm "wrap" checks P-256, P-384, RSA-2048 and RSA-3072, and
+ * that flipped or truncated blobs are refused: SoftHSMv2 answers those with
+ * CKR_GENERAL_ERROR).  The curve travels inside the PKCS#8, so unwrapping
+ * needs no CKA_EC_PARAMS.
+ *
+ * Cost: with SoftHSMv2 on OpenSSL 3.0, C_UnwrapKey of an EC key is ~0.6 ms
+ * (almost all of it OpenSSL 3.0's PKCS#8 decoder and its global locks, so
+ * it does not scale with threads), against ~0.06 ms for the signature.
+ * tests/hsm/bench-hsm.c measures it; a bounded cache of unwrapped keys in
+ * the caller is the remedy the design allows.
+ *
+ * Hot path (the PKCS#11 module does unwrap + sign + destroy per signature):
+ * sessions come from a fixed pool opened at sc_hsm_open, the master key
+ * handles are looked up once and cached, so one signature costs exactly
+ * C_UnwrapKey, C_SignInit, C_Sign, C_DestroyObject and three pool round
+ * trips on an uncontended mutex.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+#include <p11-kit/pkcs11.h>
+
+#include "sc_build_config.h"
+#include "sc_err.h"
+#include "sc_hsm.h"
+#include "sc_util.h"
+
+#define SC_HSM_DEFAULT_SESSIONS 8u
+#define SC_HSM_MAX_SESSIONS 256u
+#define SC_HSM_SIG_BUF 512          /* RSA-4096 signature: largest we accept */
+
+#define SC_LABEL_MASTER_WRAP "smartcert-master-wrap"
+#define SC_LABEL_RECORD_MAC  "smartcert-record-mac"
+
+struct sc_hsm_key {
+	CK_OBJECT_HANDLE h;
+	int alg;
+	int session_obj;            /* destroyed by sc_hsm_key_free */
+};
+
+struct sc_hsm {
+	CK_FUNCTION_LIST *f;
+	CK_SLOT_ID slot;
+	pid_t pid;
+	int initialized;            /* p11_kit_module_initialize succeeded */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	CK_SESSION_HANDLE *sess;    /* free sessions: sess[0..nfree) */
+	unsigned nfree;
+	unsigned nsess;             /* sessions owned (free or lent out) */
+
+	CK_OBJECT_HANDLE wrap_key;  /* CK_INVALID_HANDLE until found/created */
+	CK_OBJECT_HANDLE mac_key;
+
+	CK_TOKEN_INFO ti;           /* as seen at open, for describe */
+};
+
+/* ---- error mapping ------------------------------------------------------ */
+
+static const char *ckr_name(CK_RV rv)
+{
+	switch (rv) {
+#define N(x) case x: return #x
+	N(CKR_OK); N(CKR_CANCEL); N(CKR_HOST_MEMORY); N(CKR_SLOT_ID_INVALID);
+	N(CKR_GENERAL_ERROR); N(CKR_FUNCTION_FAILED); N(CKR_ARGUMENTS_BAD);
+	N(CKR_ATTRIBUTE_READ_ONLY); N(CKR_ATTRIBUTE_SENSITIVE);
+	N(CKR_ATTRIBUTE_TYPE_INVALID); N(CKR_ATTRIBUTE_VALUE_INVALID);
+	N(CKR_DATA_INVALID); N(CKR_DATA_LEN_RANGE); N(CKR_DEVICE_ERROR);
+	N(CKR_DEVICE_MEMORY); N(CKR_DEVICE_REMOVED);
+	N(CKR_ENCRYPTED_DATA_INVALID); N(CKR_ENCRYPTED_DATA_LEN_RANGE);
+	N(CKR_FUNCTION_CANCELED); N(CKR_FUNCTION_NOT_SUPPORTED);
+	N(CKR_KEY_HANDLE_INVALID); N(CKR_KEY_SIZE_RANGE);
+	N(CKR_KEY_TYPE_INCONSISTENT); N(CKR_KEY_FUNCTION_NOT_PERMITTED);
+	N(CKR_KEY_NOT_WRAPPABLE); N(CKR_KEY_UNEXTRACTABLE);
+	N(CKR_MECHANISM_INVALID); N(CKR_MECHANISM_PARAM_INVALID);
+	N(CKR_OBJECT_HANDLE_INVALID); N(CKR_OPERATION_ACTIVE);
+	N(CKR_OPERATION_NOT_INITIALIZED); N(CKR_PIN_INCORRECT);
+	N(CKR_PIN_INVALID); N(CKR_PIN_LEN_RANGE); N(CKR_PIN_EXPIRED);
+	N(CKR_PIN_LOCKED); N(CKR_SESSION_CLOSED); N(CKR_SESSION_COUNT);
+	N(CKR_SESSION_HANDLE_INVALID); N(CKR_SESSION_READ_ONLY);
+	N(CKR_SESSION_EXISTS); N(CKR_SESSION_READ_ONLY_EXISTS);
+	N(CKR_SESSION_READ_WRITE_SO_EXISTS); N(CKR_SIGNATURE_INVALID);
+	N(CKR_SIGNATURE_LEN_RANGE); N(CKR_TEMPLATE_INCOMPLETE);
+	N(CKR_TEMPLATE_INCONSISTENT); N(CKR_TOKEN_NOT_PRESENT);
+	N(CKR_TOKEN_NOT_RECOGNIZED); N(CKR_TOKEN_WRITE_PROTECTED);
+	N(CKR_UNWRAPPING_KEY_HANDLE_INVALID); N(CKR_UNWRAPPING_KEY_SIZE_RANGE);
+	N(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT); N(CKR_USER_ALREADY_LOGGED_IN);
+	N(CKR_USER_NOT_LOGGED_IN); N(CKR_USER_PIN_NOT_INITIALIZED);
+	N(CKR_USER_TYPE_INVALID); N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+	N(CKR_USER_TOO_MANY_TYPES); N(CKR_WRAPPED_KEY_INVALID);
+	N(CKR_WRAPPED_KEY_LEN_RANGE); N(CKR_WRAPPING_KEY_HANDLE_INVALID);
+	N(CKR_WRAPPING_KEY_SIZE_RANGE); N(CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
+	N(CKR_RANDOM_NO_RNG); N(CKR_DOMAIN_PARAMS_INVALID);
+	N(CKR_CURVE_NOT_SUPPORTED); N(CKR_BUFFER_TOO_SMALL);
+	N(CKR_CRYPTOKI_NOT_INITIALIZED); N(CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	N(CKR_MUTEX_BAD); N(CKR_MUTEX_NOT_LOCKED);
+#undef N
+	default: return "CKR_(vendor or unknown)";
+	}
+}
+
+/* The one place CK_RV becomes an sc_err.  `call` names the PKCS#11 function,
+ * `what` (may be NULL) what this layer was doing. */
+static int hsm_ckr(CK_RV rv, const char *call, const char *what)
+{
+	int err;
+	const char *hint = "";
+
+	switch (rv) {
+	case CKR_HOST_MEMORY:
+		err = SC_ERR_NOMEM;
+		break;
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_INVALID:
+	case CKR_PIN_LEN_RANGE:
+	case CKR_PIN_EXPIRED:
+		err = SC_ERR_HSM_PIN;
+		break;
+	case CKR_PIN_LOCKED:
+		err = SC_ERR_HSM_LOCKED;
+		hint = ": the user PIN is locked; unlock it with the SO PIN";
+		break;
+	case CKR_ARGUMENTS_BAD:
+	case CKR_DATA_INVALID:
+	case CKR_DATA_LEN_RANGE:
+	case CKR_BUFFER_TOO_SMALL:
+	case CKR_MECHANISM_INVALID:
+	case CKR_MECHANISM_PARAM_INVALID:
+	case CKR_KEY_TYPE_INCONSISTENT:
+	case CKR_KEY_FUNCTION_NOT_PERMITTED:
+	case CKR_KEY_SIZE_RANGE:
+		err = SC_ERR_INVALID;
+		break;
+	case CKR_WRAPPED_KEY_INVALID:
+	case CKR_WRAPPED_KEY_LEN_RANGE:
+	case CKR_ENCRYPTED_DATA_INVALID:
+	case CKR_ENCRYPTED_DATA_LEN_RANGE:
+		err = SC_ERR_INTEGRITY;
+		hint = ": the wrapped key is damaged or was not wrapped under this master key";
+		break;
+	case CKR_DEVICE_MEMORY:
+		err = SC_ERR_HSM;
+		hint = ": the backend token is out of memory";
+		break;
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_USER_NOT_LOGGED_IN:
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+		err = SC_ERR_HSM;
+		hint = ": the backend connection was lost; restart the process";
+		break;
+	default:
+		err = SC_ERR_HSM;
+		break;
+	}
+	return sc_error_set(err, "backend HSM: %s%s%s returned %s (0x%lx)%s",
+			    what ? what : "", what ? ": " : "", call, ckr_name(rv),
+			    (unsigned long)rv, hint);
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void pad_label(unsigned char out[32], const char *label)
+{
+	size_t n = strlen(label);
+
+	memset(out, ' ', 32);
+	memcpy(out, label, n > 32 ? 32 : n);
+}
+
+/* A blank-padded PKCS#11 text field as a C string. */
+static void unpad(char *out, size_t outlen, const unsigned char *in, size_t inlen)
+{
+	size_t n = inlen;
+
+	while (n > 0 && (in[n - 1] == ' ' || in[n - 1] == '\0'))
+		n--;
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, in, n);
+	out[n] = '\0';
+}
+
+static const unsigned char oid_p256[] = {
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+static const unsigned char oid_p384[] = {
+	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
+
+static int alg_is_ec(int alg)
+{
+	return alg == SC_KEYALG_P256 || alg == SC_KEYALG_P384;
+}
+
+static int alg_check(int alg)
+{
+	switch (alg) {
+	case SC_KEYALG_P256:
+	case SC_KEYALG_P384:
+	case SC_KEYALG_RSA2048:
+	case SC_KEYALG_RSA3072:
+		return 0;
+	default:
+		return sc_error_set(SC_ERR_INVALID, "unsupported key algorithm %d", alg);
+	}
+}
+
+size_t sc_hsm_sig_max(int alg)
+{
+	switch (alg) {
+	case SC_KEYALG_P256: return 64;
+	case SC_KEYALG_P384: return 96;
+	case SC_KEYALG_RSA2048: return 256;
+	case SC_KEYALG_RSA3072: return 384;
+	default: return 0;
+	}
+}
+
+int sc_hsm_key_alg(const sc_hsm_key *key)
+{
+	return key ? key->alg : SC_KEYALG_NONE;
+}
+
+/* ---- module loading ----------------------------------------------------- */
+
+static int module_load(const char *module_path, const char *softhsm_conf,
+		       CK_FUNCTION_LIST **out)
+{
+	CK_FUNCTION_LIST *f;
+	CK_RV rv;
+
+	*out = NULL;
+	if (!module_path || !*module_path)
+		return sc_error_set(SC_ERR_HSM_MODULE,
+				    "no backend PKCS#11 module configured: set hsm.module");
+	if (module_path[0] != '/')
+		return sc_error_set(SC_ERR_HSM_MODULE,
+				    "backend module path '%s' is not absolute: only an "
+				    "explicit path is ever loaded", module_path);
+	if (access(module_path, R_OK) != 0)
+		return sc_error_set(SC_ERR_HSM_MODULE,
+				    "cannot load backend PKCS#11 module '%s': %s; check hsm.module",
+				    module_path, strerror(errno));
+	/* SoftHSMv2 reads SOFTHSM2_CONF at its first C_Initialize in the
+	 * process; setting it later has no effect. */
+	if (softhsm_conf && *softhsm_conf &&
+	    setenv("SOFTHSM2_CONF", softhsm_conf, 1) != 0)
+		return sc_error_set(SC_ERR_NOMEM, "cannot set SOFTHSM2_CONF");
+
+	f = p11_kit_module_load(module_path, 0);
+	if (!f)
+		return sc_error_set(SC_ERR_HSM_MODULE,
+				    "cannot load backend PKCS#11 module '%s': %s; check hsm.module",
+				    module_path, p11_kit_message() ? p11_kit_message() : "load failed");
+	rv = p11_kit_module_initialize(f);
+	if (rv != CKR_OK) {
+		p11_kit_module_release(f);
+		return sc_error_set(SC_ERR_HSM_MODULE,
+				    "backend PKCS#11 module '%s': C_Initialize returned %s (0x%lx)%s",
+				    module_path, ckr_name(rv), (unsigned long)rv,
+				    softhsm_conf ? "; check the SoftHSMv2 configuration (hsm.softhsm_conf)" : "");
+	}
+	*out = f;
+	return 0;
+}
+
+static void module_unload(CK_FUNCTION_LIST *f)
+{
+	if (!f)
+		return;
+	/* Managed mode: this finalises our virtual instance only; the real
+	 * module is finalised when its last user in the process lets go. */
+	p11_kit_module_finalize(f);
+	p11_kit_module_release(f);
+}
+
+/* Find the slot whose token matches `uri`.  Returns SC_ERR_NOT_FOUND when
+ * none does. */
+static int find_token(CK_FUNCTION_LIST *f, const char *uri_text, CK_SLOT_ID *slot,
+		      CK_TOKEN_INFO *ti_out)
+{
+	int rc;
+	P11KitUri *uri = NULL;
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, i;
+	CK_INFO info;
+	CK_RV rv;
+	int found = 0;
+
+	uri = p11_kit_uri_new();
+	if (!uri)
+		return SC_ERR_NOMEM;
+	if (!uri_text || p11_kit_uri_parse(uri_text, P11_KIT_URI_FOR_MODULE |
+					   P11_KIT_URI_FOR_SLOT | P11_KIT_URI_FOR_TOKEN,
+					   uri) != P11_KIT_URI_OK) {
+		rc = sc_error_set(SC_ERR_CONFIG, "hsm.token '%s' is not a PKCS#11 URI "
+				  "(RFC 7512), e.g. pkcs11:token=smartcert-backend",
+				  uri_text ? uri_text : "(none)");
+		goto out;
+	}
+	rv = f->C_GetInfo(&info);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GetInfo", NULL);
+		goto out;
+	}
+	if (!p11_kit_uri_match_module_info(uri, &info)) {
+		rc = sc_error_set(SC_ERR_NOT_FOUND, "the backend module does not match "
+				  "the library attributes of hsm.token '%s'", uri_text);
+		goto out;
+	}
+	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GetSlotList", NULL);
+		goto out;
+	}
+	slots = calloc(n ? n : 1, sizeof(*slots));
+	if (!slots) {
+		rc = SC_ERR_NOMEM;
+		goto out;
+	}
+	rv = f->C_GetSlotList(CK_TRUE, slots, &n);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GetSlotList", NULL);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		CK_SLOT_INFO si;
+		CK_TOKEN_INFO ti;
+
+		if (f->C_GetSlotInfo(slots[i], &si) != CKR_OK ||
+		    f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue;
+		if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		if (!p11_kit_uri_match_slot_info(uri, &si) ||
+		    !p11_kit_uri_match_token_info(uri, &ti))
+			continue;
+		if (found) {
+			rc = sc_error_set(SC_ERR_CONFIG, "more than one backend token matches "
+					  "'%s': make hsm.token more specific (add serial=)",
+					  uri_text);
+			goto out;
+		}
+		found = 1;
+		*slot = slots[i];
+		*ti_out = ti;
+	}
+	rc = found ? 0 : sc_error_set(SC_ERR_NOT_FOUND, "no backend token matches '%s': "
+				       "check hsm.token, or run smartcert init", uri_text);
+out:
+	free(slots);
+	p11_kit_uri_free(uri);
+	return rc;
+}
+
+/* ---- the session pool --------------------------------------------------- */
+
+static int pool_get(sc_hsm *hsm, CK_SESSION_HANDLE *s)
+{
+	if (getpid() != hsm->pid)
+		return sc_error_set(SC_ERR_HSM, "backend HSM handle used in a child "
+				    "process: reopen after fork");
+	pthread_mutex_lock(&hsm->mu);
+	while (hsm->nfree == 0 && hsm->nsess > 0)
+		pthread_cond_wait(&hsm->cv, &hsm->mu);
+	if (hsm->nfree == 0) {
+		pthread_mutex_unlock(&hsm->mu);
+		return sc_error_set(SC_ERR_HSM, "backend HSM has no usable session left; "
+				    "restart the process");
+	}
+	*s = hsm->sess[--hsm->nfree];
+	pthread_mutex_unlock(&hsm->mu);
+	return 0;
+}
+
+/* Return a session after a call that returned `rv`.
+ *
+ * Session objects (every unwrapped user key) belong to the session that
+ * created them and die with it, and any pool session may have created keys
+ * other threads are using: so a session is never closed here.  It is only
+ * replaced when the module says it is already gone, and an operation left
+ * active (which our callers avoid, but a module may do) is ended in place. */
+static void pool_put_rv(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_RV rv)
+{
+	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+		CK_SESSION_HANDLE ns = CK_INVALID_HANDLE;
+
+		if (hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+					  NULL, NULL, &ns) != CKR_OK) {
+			pthread_mutex_lock(&hsm->mu);
+			hsm->nsess--;
+			pthread_cond_broadcast(&hsm->cv);
+			pthread_mutex_unlock(&hsm->mu);
+			return;
+		}
+		s = ns;
+	} else if (rv == CKR_OPERATION_ACTIVE || rv == CKR_BUFFER_TOO_SMALL) {
+		/* PKCS#11 2.40 has no way to cancel a signing operation but to
+		 * finish it: C_SignFinal ends a multi-part one, C_Sign a
+		 * single-part one; whichever does not apply fails harmlessly. */
+		unsigned char buf[SC_HSM_SIG_BUF * 2];
+		CK_ULONG len = sizeof(buf);
+
+		if (hsm->f->C_SignFinal(s, buf, &len) != CKR_OK) {
+			len = sizeof(buf);
+			hsm->f->C_Sign(s, buf, 0, buf, &len);
+		}
+		OPENSSL_cleanse(buf, sizeof(buf));
+	}
+	pthread_mutex_lock(&hsm->mu);
+	hsm->sess[hsm->nfree++] = s;
+	pthread_cond_signal(&hsm->cv);
+	pthread_mutex_unlock(&hsm->mu);
+}
+
+static void pool_put(sc_hsm *hsm, CK_SESSION_HANDLE s)
+{
+	pool_put_rv(hsm, s, CKR_OK);
+}
+
+/* ---- object lookup ------------------------------------------------------ */
+
+/* Find the objects of `klass` labelled `label` on the token; *n is 0, 1
+ * or 2 (2 meaning "more than one"). */
+static int find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
+			 const char *label, CK_OBJECT_HANDLE *h, CK_ULONG *n)
+{
+	CK_BBOOL tru = CK_TRUE;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &klass, sizeof(klass) },
+		{ CKA_TOKEN, &tru, sizeof(tru) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+	};
+	CK_OBJECT_HANDLE found[2];
+	CK_RV rv;
+
+	*n = 0;
+	*h = CK_INVALID_HANDLE;
+	rv = hsm->f->C_FindObjectsInit(s, tmpl, 3);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_FindObjectsInit", label);
+	rv = hsm->f->C_FindObjects(s, found, 2, n);
+	hsm->f->C_FindObjectsFinal(s);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_FindObjects", label);
+	if (*n > 0)
+		*h = found[0];
+	return 0;
+}
+
+/* Look the master keys up (CK_INVALID_HANDLE when absent) and cache them.
+ * The handles are written under the lock: signing threads read them. */
+static int find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
+{
+	int rc;
+	CK_OBJECT_HANDLE wrap, mac;
+	CK_ULONG n;
+
+	rc = find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_MASTER_WRAP, &wrap, &n);
+	if (rc < 0)
+		return rc;
+	if (n > 1)
+		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' "
+				    "key: remove the duplicate", SC_LABEL_MASTER_WRAP);
+	rc = find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_RECORD_MAC, &mac, &n);
+	if (rc < 0)
+		return rc;
+	if (n > 1)
+		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' "
+				    "key: remove the duplicate", SC_LABEL_RECORD_MAC);
+	pthread_mutex_lock(&hsm->mu);
+	hsm->wrap_key = wrap;
+	hsm->mac_key = mac;
+	pthread_mutex_unlock(&hsm->mu);
+	return 0;
+}
+
+static CK_OBJECT_HANDLE master_handle(sc_hsm *hsm, int mac)
+{
+	CK_OBJECT_HANDLE h;
+
+	pthread_mutex_lock(&hsm->mu);
+	h = mac ? hsm->mac_key : hsm->wrap_key;
+	pthread_mutex_unlock(&hsm->mu);
+	return h;
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+static int hsm_login(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *pin_source)
+{
+	int rc;
+	char *pin = NULL;
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+
+	rv = hsm->f->C_GetTokenInfo(hsm->slot, &ti);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_GetTokenInfo", NULL);
+	if (ti.flags & CKF_USER_PIN_LOCKED)
+		return sc_error_set(SC_ERR_HSM_LOCKED, "the backend token's user PIN is "
+				    "locked: unlock it with the SO PIN; no login was attempted");
+	if (ti.flags & CKF_USER_PIN_FINAL_TRY)
+		return sc_error_set(SC_ERR_HSM_LOCKED, "the backend token's user PIN is at "
+				    "its final try: verify the PIN in '%s' and reset the try "
+				    "counter with the SO PIN; no login was attempted",
+				    pin_source ? pin_source : "(none)");
+	if (!(ti.flags & CKF_USER_PIN_INITIALIZED))
+		return sc_error_set(SC_ERR_HSM, "the backend token has no user PIN: "
+				    "initialise it (smartcert init)");
+	if (!pin_source || !*pin_source)
+		return sc_error_set(SC_ERR_CONFIG, "no backend PIN source: set hsm.pin_source");
+
+	rc = sc_secret_read_source(pin_source, &pin);
+	if (rc < 0)
+		return rc;
+	rv = hsm->f->C_Login(s, CKU_USER, (CK_UTF8CHAR *)pin, strlen(pin));
+	sc_secret_free(pin);
+	pin = NULL;
+	if (rv == CKR_USER_ALREADY_LOGGED_IN)
+		return 0;   /* another user of the module in this process did */
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE)
+		return sc_error_set(SC_ERR_HSM_PIN, "the backend token rejected the user PIN "
+				    "read from '%s' (%s); fix that PIN source. It is not retried, "
+				    "so that the token's PIN is not locked", pin_source, ckr_name(rv));
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_Login", "logging in to the backend token");
+	return 0;
+}
+
+int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out)
+{
+	int rc;
+	sc_hsm *hsm = NULL;
+	unsigned i, n;
+	CK_RV rv;
+
+	*out = NULL;
+	if (!p)
+		return sc_error_set(SC_ERR_INVALID, "sc_hsm_open: no parameters");
+	n = p->sessions ? p->sessions : SC_HSM_DEFAULT_SESSIONS;
+	if (n > SC_HSM_MAX_SESSIONS)
+		return sc_error_set(SC_ERR_CONFIG, "hsm.sessions %u is above the maximum %u",
+				    n, SC_HSM_MAX_SESSIONS);
+	hsm = calloc(1, sizeof(*hsm));
+	if (!hsm)
+		return SC_ERR_NOMEM;
+	hsm->pid = getpid();
+	hsm->wrap_key = CK_INVALID_HANDLE;
+	hsm->mac_key = CK_INVALID_HANDLE;
+	pthread_mutex_init(&hsm->mu, NULL);
+	pthread_cond_init(&hsm->cv, NULL);
+	hsm->sess = calloc(n, sizeof(*hsm->sess));
+	if (!hsm->sess) {
+		rc = SC_ERR_NOMEM;
+		goto out;
+	}
+
+	rc = module_load(p->module_path, p->softhsm_conf, &hsm->f);
+	if (rc < 0)
+		goto out;
+	hsm->initialized = 1;
+	rc = find_token(hsm->f, p->token_uri, &hsm->slot, &hsm->ti);
+	if (rc < 0)
+		goto out;
+
+	for (i = 0; i < n; i++) {
+		rv = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+					   NULL, NULL, &hsm->sess[i]);
+		if (rv != CKR_OK) {
+			rc = hsm_ckr(rv, "C_OpenSession", "opening the session pool");
+			goto out;
+		}
+		hsm->nsess++;
+		hsm->nfree++;
+	}
+	rc = hsm_login(hsm, hsm->sess[0], p->pin_source);
+	if (rc < 0)
+		goto out;
+	rc = find_master_keys(hsm, hsm->sess[0]);
+	if (rc < 0)
+		goto out;
+
+	*out = hsm;
+	hsm = NULL;
+	rc = 0;
+out:
+	sc_hsm_close(hsm);
+	return rc;
+}
+
+void sc_hsm_close(sc_hsm *hsm)
+{
+	unsigned i;
+
+	if (!hsm)
+		return;
+	/* In a child after fork() the parent's sessions are not ours to close;
+	 * leave the module alone (p11-kit resets its own state at fork). */
+	if (getpid() == hsm->pid && hsm->f) {
+		/* Lent-out sessions mean a caller is still signing: a bug, but
+		 * closing the free ones and finalising is still the right end. */
+		for (i = 0; i < hsm->nfree; i++)
+			hsm->f->C_CloseSession(hsm->sess[i]);
+		if (hsm->initialized)
+			module_unload(hsm->f);
+		else
+			p11_kit_module_release(hsm->f);
+	}
+	free(hsm->sess);
+	pthread_cond_destroy(&hsm->cv);
+	pthread_mutex_destroy(&hsm->mu);
+	free(hsm);
+}
+
+/* ---- token initialisation ----------------------------------------------- */
+
+int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
+		      const char *label, const char *so_pin, const char *user_pin)
+{
+	int rc;
+	CK_FUNCTION_LIST *f = NULL;
+	CK_SLOT_ID *slots = NULL, slot = 0;
+	CK_ULONG n = 0, i;
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	unsigned char plabel[32];
+	int have_slot = 0, logged_in = 0;
+	CK_RV rv;
+
+	if (!label || !*label || strlen(label) > 32 || !so_pin || !user_pin)
+		return sc_error_set(SC_ERR_INVALID, "token label (1..32 bytes), SO PIN and "
+				    "user PIN are required");
+	pad_label(plabel, label);
+	rc = module_load(module_path, softhsm_conf, &f);
+	if (rc < 0)
+		return rc;
+
+	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
+	if (rv == CKR_OK) {
+		slots = calloc(n ? n : 1, sizeof(*slots));
+		if (!slots) {
+			rc = SC_ERR_NOMEM;
+			goto out;
+		}
+		rv = f->C_GetSlotList(CK_TRUE, slots, &n);
+	}
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GetSlotList", "initialising a token");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+
+		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue;
+		if (ti.flags & CKF_TOKEN_INITIALIZED) {
+			if (memcmp(ti.label, plabel, 32) == 0) {
+				rc = sc_error_set(SC_ERR_EXISTS, "a backend token labelled '%s' "
+						  "already exists", label);
+				goto out;
+			}
+		} else if (!have_slot) {
+			slot = slots[i];
+			have_slot = 1;
+		}
+	}
+	if (!have_slot) {
+		rc = sc_error_set(SC_ERR_HSM, "the backend module offers no free slot to "
+				  "initialise a token in");
+		goto out;
+	}
+	rv = f->C_InitToken(slot, (CK_UTF8CHAR *)so_pin, strlen(so_pin), plabel);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_InitToken", "initialising the backend token");
+		goto out;
+	}
+
+	/* SoftHSMv2 moves a freshly initialised token to a new slot id: find it
+	 * again by label. */
+	free(slots);
+	slots = NULL;
+	have_slot = 0;
+	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
+	if (rv == CKR_OK) {
+		slots = calloc(n ? n : 1, sizeof(*slots));
+		if (!slots) {
+			rc = SC_ERR_NOMEM;
+			goto out;
+		}
+		rv = f->C_GetSlotList(CK_TRUE, slots, &n);
+	}
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GetSlotList", "initialising a token");
+		goto out;
+	}
+	for (i = 0; i < n && !have_slot; i++) {
+		CK_TOKEN_INFO ti;
+
+		if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		    (ti.flags & CKF_TOKEN_INITIALIZED) && memcmp(ti.label, plabel, 32) == 0) {
+			slot = slots[i];
+			have_slot = 1;
+		}
+	}
+	if (!have_slot) {
+		rc = sc_error_set(SC_ERR_HSM, "the token '%s' just initialised cannot be "
+				  "found again", label);
+		goto out;
+	}
+	rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_OpenSession", "initialising the backend token");
+		goto out;
+	}
+	rv = f->C_Login(s, CKU_SO, (CK_UTF8CHAR *)so_pin, strlen(so_pin));
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_Login(CKU_SO)", "initialising the backend token");
+		goto out;
+	}
+	logged_in = 1;
+	rv = f->C_InitPIN(s, (CK_UTF8CHAR *)user_pin, strlen(user_pin));
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_InitPIN", "setting the backend user PIN");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (logged_in)
+		f->C_Logout(s);
+	if (s != CK_INVALID_HANDLE)
+		f->C_CloseSession(s);
+	free(slots);
+	module_unload(f);
+	return rc;
+}
+
+/* ---- public keys -------------------------------------------------------- */
+
+/* CKA_EC_POINT is a DER OCTET STRING per the standard; some modules return
+ * the bare point.  Accept both, return the bare point inside `buf`. */
+static int ec_point_unwrap(const unsigned char *buf, size_t len, size_t field,
+			   const unsigned char **pt, size_t *ptlen)
+{
+	size_t hdr, l;
+
+	if (len == 1 + 2 * field && buf[0] == 0x04) {
+		*pt = buf;
+		*ptlen = len;
+		return 0;
+	}
+	if (len < 2 || buf[0] != 0x04)
+		goto bad;
+	if (buf[1] < 0x80) {
+		l = buf[1];
+		hdr = 2;
+	} else if (buf[1] == 0x81 && len >= 3) {
+		l = buf[2];
+		hdr = 3;
+	} else {
+		goto bad;
+	}
+	if (hdr + l != len || l != 1 + 2 * field || buf[hdr] != 0x04)
+		goto bad;
+	*pt = buf + hdr;
+	*ptlen = l;
+	return 0;
+bad:
+	return sc_error_set(SC_ERR_HSM, "backend returned a malformed CKA_EC_POINT");
+}
+
+/* SubjectPublicKeyInfo DER of the public key object `pub`. */
+static int public_spki(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, int alg,
+		       unsigned char **spki, size_t *spki_len)
+{
+	int rc = SC_ERR_CRYPTO;
+	unsigned char a[600], b[16];
+	CK_ATTRIBUTE attr[2];
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pkey = NULL;
+	BIGNUM *nb = NULL, *eb = NULL;
+	unsigned char *der = NULL;
+	int derlen;
+	CK_RV rv;
+
+	*spki = NULL;
+	*spki_len = 0;
+	bld = OSSL_PARAM_BLD_new();
+	if (!bld)
+		return SC_ERR_NOMEM;
+	if (alg_is_ec(alg)) {
+		const unsigned char *pt = NULL;
+		size_t ptlen = 0, field = alg == SC_KEYALG_P256 ? 32 : 48;
+
+		attr[0] = (CK_ATTRIBUTE){ CKA_EC_POINT, a, sizeof(a) };
+		rv = hsm->f->C_GetAttributeValue(s, pub, attr, 1);
+		if (rv != CKR_OK) {
+			rc = hsm_ckr(rv, "C_GetAttributeValue(CKA_EC_POINT)", NULL);
+			goto out;
+		}
+		rc = ec_point_unwrap(a, attr[0].ulValueLen, field, &pt, &ptlen);
+		if (rc < 0)
+			goto out;
+		rc = SC_ERR_CRYPTO;
+		if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+						     alg == SC_KEYALG_P256 ? "prime256v1" : "secp384r1", 0) ||
+		    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
+			goto out;
+		ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	} else {
+		attr[0] = (CK_ATTRIBUTE){ CKA_MODULUS, a, sizeof(a) };
+		attr[1] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, b, sizeof(b) };
+		rv = hsm->f->C_GetAttributeValue(s, pub, attr, 2);
+		if (rv != CKR_OK) {
+			rc = hsm_ckr(rv, "C_GetAttributeValue(CKA_MODULUS)", NULL);
+			goto out;
+		}
+		nb = BN_bin2bn(a, (int)attr[0].ulValueLen, NULL);
+		eb = BN_bin2bn(b, (int)attr[1].ulValueLen, NULL);
+		if (!nb || !eb || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, nb) ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, eb))
+			goto out;
+		ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	}
+	params = OSSL_PARAM_BLD_to_param(bld);
+	if (!ctx || !params || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "building the public key");
+		goto out;
+	}
+	derlen = i2d_PUBKEY(pkey, &der);
+	if (derlen <= 0) {
+		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "encoding the public key");
+		goto out;
+	}
+	*spki = der;
+	*spki_len = (size_t)derlen;
+	der = NULL;
+	rc = 0;
+out:
+	OPENSSL_free(der);
+	EVP_PKEY_free(pkey);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(nb);
+	BN_free(eb);
+	return rc;
+}
+
+/* Generate a key pair with the given token/extractable policy. */
+static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token,
+		    const char *label, CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
+{
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	CK_BBOOL tok = token ? CK_TRUE : CK_FALSE;
+	/* Session keys must be extractable to be wrapped; token (CA) keys
+	 * never leave the HSM. */
+	CK_BBOOL extractable = token ? CK_FALSE : CK_TRUE;
+	CK_ULONG bits = alg == SC_KEYALG_RSA3072 ? 3072 : 2048;
+	CK_BYTE exp[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+	CK_ATTRIBUTE pubt[8], privt[10];
+	CK_ULONG np = 0, nv = 0;
+	CK_RV rv;
+
+	pubt[np++] = (CK_ATTRIBUTE){ CKA_TOKEN, &tok, sizeof(tok) };
+	pubt[np++] = (CK_ATTRIBUTE){ CKA_VERIFY, &tru, sizeof(tru) };
+	pubt[np++] = (CK_ATTRIBUTE){ CKA_ENCRYPT, &fal, sizeof(fal) };
+	pubt[np++] = (CK_ATTRIBUTE){ CKA_WRAP, &fal, sizeof(fal) };
+	if (alg_is_ec(alg)) {
+		if (alg == SC_KEYALG_P256)
+			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256) };
+		else
+			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p384, sizeof(oid_p384) };
+	} else {
+		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, exp, sizeof(exp) };
+	}
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_TOKEN, &tok, sizeof(tok) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &tru, sizeof(tru) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &tru, sizeof(tru) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, &extractable, sizeof(extractable) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_SIGN, &tru, sizeof(tru) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_DECRYPT, &fal, sizeof(fal) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_UNWRAP, &fal, sizeof(fal) };
+	privt[nv++] = (CK_ATTRIBUTE){ CKA_DERIVE, &fal, sizeof(fal) };
+	if (label) {
+		pubt[np++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, strlen(label) };
+		privt[nv++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, strlen(label) };
+	}
+	rv = hsm->f->C_GenerateKeyPair(s, &mech, pubt, np, privt, nv, pub, priv);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_GenerateKeyPair", sc_keyalg_name(alg));
+	return 0;
+}
+
+/* CKA_ID of CA keys: SHA-1 of the subjectPublicKey bits, i.e. the RFC 5280
+ * key identifier, so that tools show the same id as the certificate. */
+static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub,
+		      CK_OBJECT_HANDLE priv, const unsigned char *spki, size_t spki_len)
+{
+	const unsigned char *p = spki;
+	X509_PUBKEY *xpk = NULL;
+	const unsigned char *bits;
+	int bits_len;
+	unsigned char id[SHA_DIGEST_LENGTH];
+	CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+	CK_RV rv;
+	int rc;
+
+	xpk = d2i_X509_PUBKEY(NULL, &p, (long)spki_len);
+	if (!xpk || !X509_PUBKEY_get0_param(NULL, &bits, &bits_len, NULL, xpk)) {
+		X509_PUBKEY_free(xpk);
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "reading the public key");
+	}
+	SHA1(bits, (size_t)bits_len, id);
+	X509_PUBKEY_free(xpk);
+	rv = hsm->f->C_SetAttributeValue(s, priv, &a, 1);
+	if (rv == CKR_OK)
+		rv = hsm->f->C_SetAttributeValue(s, pub, &a, 1);
+	rc = rv == CKR_OK ? 0 : hsm_ckr(rv, "C_SetAttributeValue(CKA_ID)", NULL);
+	return rc;
+}
+
+int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
+			      unsigned char **spki, size_t *spki_len)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE, h;
+	CK_ULONG n;
+	unsigned char *der = NULL;
+	size_t der_len = 0;
+	int keep = 0;
+
+	*spki = NULL;
+	*spki_len = 0;
+	if (!label || !*label)
+		return sc_error_set(SC_ERR_INVALID, "a CA key needs a label");
+	rc = alg_check(alg);
+	if (rc < 0)
+		return rc;
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rc = find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
+	if (rc < 0)
+		goto out;
+	if (n > 0) {
+		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds a key "
+				  "labelled '%s'", label);
+		goto out;
+	}
+	rc = gen_pair(hsm, s, alg, 1, label, &pub, &priv);
+	if (rc < 0)
+		goto out;
+	rc = public_spki(hsm, s, pub, alg, &der, &der_len);
+	if (rc < 0)
+		goto out;
+	rc = set_key_id(hsm, s, pub, priv, der, der_len);
+	if (rc < 0)
+		goto out;
+	*spki = der;
+	*spki_len = der_len;
+	der = NULL;
+	keep = 1;
+	rc = 0;
+out:
+	if (!keep) {
+		if (priv != CK_INVALID_HANDLE)
+			hsm->f->C_DestroyObject(s, priv);
+		if (pub != CK_INVALID_HANDLE)
+			hsm->f->C_DestroyObject(s, pub);
+	}
+	OPENSSL_free(der);
+	pool_put(hsm, s);
+	return rc;
+}
+
+/* The algorithm of a token private key, from its attributes. */
+static int key_alg_of(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, int *alg)
+{
+	CK_KEY_TYPE kt;
+	unsigned char buf[600];
+	CK_ATTRIBUTE a = { CKA_KEY_TYPE, &kt, sizeof(kt) };
+	CK_RV rv;
+
+	rv = hsm->f->C_GetAttributeValue(s, h, &a, 1);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_GetAttributeValue(CKA_KEY_TYPE)", NULL);
+	if (kt == CKK_EC) {
+		a = (CK_ATTRIBUTE){ CKA_EC_PARAMS, buf, sizeof(buf) };
+		rv = hsm->f->C_GetAttributeValue(s, h, &a, 1);
+		if (rv != CKR_OK)
+			return hsm_ckr(rv, "C_GetAttributeValue(CKA_EC_PARAMS)", NULL);
+		if (a.ulValueLen == sizeof(oid_p256) && !memcmp(buf, oid_p256, sizeof(oid_p256)))
+			*alg = SC_KEYALG_P256;
+		else if (a.ulValueLen == sizeof(oid_p384) && !memcmp(buf, oid_p384, sizeof(oid_p384)))
+			*alg = SC_KEYALG_P384;
+		else
+			return sc_error_set(SC_ERR_INVALID, "token key uses an unsupported curve");
+		return 0;
+	}
+	if (kt == CKK_RSA) {
+		a = (CK_ATTRIBUTE){ CKA_MODULUS, buf, sizeof(buf) };
+		rv = hsm->f->C_GetAttributeValue(s, h, &a, 1);
+		if (rv != CKR_OK)
+			return hsm_ckr(rv, "C_GetAttributeValue(CKA_MODULUS)", NULL);
+		if (a.ulValueLen == 256)
+			*alg = SC_KEYALG_RSA2048;
+		else if (a.ulValueLen == 384)
+			*alg = SC_KEYALG_RSA3072;
+		else
+			return sc_error_set(SC_ERR_INVALID, "token RSA key has an unsupported size");
+		return 0;
+	}
+	return sc_error_set(SC_ERR_INVALID, "token key has an unsupported key type 0x%lx",
+			    (unsigned long)kt);
+}
+
+int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h;
+	CK_ULONG n;
+	sc_hsm_key *k = NULL;
+	int alg = SC_KEYALG_NONE;
+
+	*out = NULL;
+	if (!label)
+		return sc_error_set(SC_ERR_INVALID, "no key label");
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rc = find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
+	if (rc < 0)
+		goto out;
+	if (n == 0) {
+		rc = sc_error_set(SC_ERR_NOT_FOUND, "no key labelled '%s' on the backend "
+				  "token: run smartcert init", label);
+		goto out;
+	}
+	if (n > 1) {
+		rc = sc_error_set(SC_ERR_HSM, "more than one key labelled '%s' on the "
+				  "backend token: remove the duplicate", label);
+		goto out;
+	}
+	rc = key_alg_of(hsm, s, h, &alg);
+	if (rc < 0)
+		goto out;
+	k = calloc(1, sizeof(*k));
+	if (!k) {
+		rc = SC_ERR_NOMEM;
+		goto out;
+	}
+	k->h = h;
+	k->alg = alg;
+	k->session_obj = 0;
+	*out = k;
+	rc = 0;
+out:
+	pool_put(hsm, s);
+	return rc;
+}
+
+/* ---- master keys -------------------------------------------------------- */
+
+int sc_hsm_create_master_keys(sc_hsm *hsm)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE wrap = CK_INVALID_HANDLE, mac = CK_INVALID_HANDLE;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+	CK_KEY_TYPE aes = CKK_AES, gen = CKK_GENERIC_SECRET;
+	CK_ULONG len32 = 32;
+	CK_MECHANISM aes_gen = { CKM_AES_KEY_GEN, NULL, 0 };
+	CK_MECHANISM sec_gen = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
+	CK_ATTRIBUTE wt[] = {
+		{ CKA_CLASS, &sk, sizeof(sk) },
+		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
+		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
+		{ CKA_TOKEN, &tru, sizeof(tru) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_WRAP, &tru, sizeof(tru) },
+		{ CKA_UNWRAP, &tru, sizeof(tru) },
+		{ CKA_ENCRYPT, &fal, sizeof(fal) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_SIGN, &fal, sizeof(fal) },
+		{ CKA_VERIFY, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+		{ CKA_LABEL, (void *)SC_LABEL_MASTER_WRAP, sizeof(SC_LABEL_MASTER_WRAP) - 1 },
+	};
+	CK_ATTRIBUTE mt[] = {
+		{ CKA_CLASS, &sk, sizeof(sk) },
+		{ CKA_KEY_TYPE, &gen, sizeof(gen) },
+		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
+		{ CKA_TOKEN, &tru, sizeof(tru) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_SIGN, &tru, sizeof(tru) },
+		{ CKA_VERIFY, &tru, sizeof(tru) },
+		{ CKA_WRAP, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },
+		{ CKA_ENCRYPT, &fal, sizeof(fal) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+		{ CKA_LABEL, (void *)SC_LABEL_RECORD_MAC, sizeof(SC_LABEL_RECORD_MAC) - 1 },
+	};
+	CK_RV rv;
+
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	/* Look again rather than trust the cache: another process may have
+	 * created them since we opened. */
+	rc = find_master_keys(hsm, s);
+	if (rc < 0)
+		goto out;
+	if (master_handle(hsm, 0) != CK_INVALID_HANDLE ||
+	    master_handle(hsm, 1) != CK_INVALID_HANDLE) {
+		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds the "
+				  "master keys");
+		goto out;
+	}
+	rv = hsm->f->C_GenerateKey(s, &aes_gen, wt, sizeof(wt) / sizeof(wt[0]), &wrap);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GenerateKey", "creating the master wrapping key");
+		goto out;
+	}
+	rv = hsm->f->C_GenerateKey(s, &sec_gen, mt, sizeof(mt) / sizeof(mt[0]), &mac);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GenerateKey", "creating the record MAC key");
+		/* Both or neither: a lone wrap key would make the next try fail
+		 * with "exists". */
+		hsm->f->C_DestroyObject(s, wrap);
+		goto out;
+	}
+	pthread_mutex_lock(&hsm->mu);
+	hsm->wrap_key = wrap;
+	hsm->mac_key = mac;
+	pthread_mutex_unlock(&hsm->mu);
+	rc = 0;
+out:
+	pool_put(hsm, s);
+	return rc;
+}
+
+static int need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
+{
+	*h = master_handle(hsm, mac);
+	if (*h == CK_INVALID_HANDLE)
+		return sc_error_set(SC_ERR_NOT_FOUND, "the backend token has no %s key "
+				    "('%s'): run smartcert init",
+				    mac ? "record MAC" : "master wrapping",
+				    mac ? SC_LABEL_RECORD_MAC : SC_LABEL_MASTER_WRAP);
+	return 0;
+}
+
+int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
+	       unsigned char mac[32])
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE key;
+	CK_MECHANISM mech = { CKM_SHA256_HMAC, NULL, 0 };
+	unsigned char buf[64];
+	CK_ULONG len = sizeof(buf);
+	size_t i;
+	CK_RV rv = CKR_OK;
+
+	memset(mac, 0, 32);
+	rc = need_master(hsm, 1, &key);
+	if (rc < 0)
+		return rc;
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rv = hsm->f->C_SignInit(s, &mech, key);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_SignInit", "record MAC");
+		goto out;
+	}
+	for (i = 0; i < nparts; i++) {
+		if (lens[i] == 0)
+			continue;
+		rv = hsm->f->C_SignUpdate(s, (CK_BYTE_PTR)parts[i], lens[i]);
+		if (rv != CKR_OK) {
+			rc = hsm_ckr(rv, "C_SignUpdate", "record MAC");
+			goto out;
+		}
+	}
+	rv = hsm->f->C_SignFinal(s, buf, &len);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_SignFinal", "record MAC");
+		goto out;
+	}
+	if (len != 32) {
+		rc = sc_error_set(SC_ERR_HSM, "record MAC has length %lu, not 32",
+				  (unsigned long)len);
+		goto out;
+	}
+	memcpy(mac, buf, 32);
+	rc = 0;
+out:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	pool_put_rv(hsm, s, rv);
+	return rc;
+}
+
+/* ---- per-user keys ------------------------------------------------------ */
+
+int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg,
+			    unsigned char **blob, size_t *blob_len,
+			    unsigned char **spki, size_t *spki_len)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE wrap, pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	unsigned char *b = NULL, *der = NULL;
+	size_t der_len = 0;
+	CK_ULONG bl = 0;
+	CK_RV rv;
+
+	*blob = NULL;
+	*blob_len = 0;
+	*spki = NULL;
+	*spki_len = 0;
+	rc = alg_check(alg);
+	if (rc < 0)
+		return rc;
+	rc = need_master(hsm, 0, &wrap);
+	if (rc < 0)
+		return rc;
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rc = gen_pair(hsm, s, alg, 0, NULL, &pub, &priv);
+	if (rc < 0)
+		goto out;
+	rc = public_spki(hsm, s, pub, alg, &der, &der_len);
+	if (rc < 0)
+		goto out;
+	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, NULL, &bl);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_WrapKey", "wrapping a new user key");
+		goto out;
+	}
+	b = malloc(bl ? bl : 1);
+	if (!b) {
+		rc = SC_ERR_NOMEM;
+		goto out;
+	}
+	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, b, &bl);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_WrapKey", "wrapping a new user key");
+		goto out;
+	}
+	*blob = b;
+	*blob_len = bl;
+	b = NULL;
+	*spki = der;
+	*spki_len = der_len;
+	der = NULL;
+	rc = 0;
+out:
+	/* Neither half may outlive this call: the blob is the only copy. */
+	if (priv != CK_INVALID_HANDLE)
+		hsm->f->C_DestroyObject(s, priv);
+	if (pub != CK_INVALID_HANDLE)
+		hsm->f->C_DestroyObject(s, pub);
+	free(b);
+	OPENSSL_free(der);
+	pool_put(hsm, s);
+	return rc;
+}
+
+int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
+		  sc_hsm_key **out)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE wrap, h = CK_INVALID_HANDLE;
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
+	 * CKA_EC_PARAMS from it), so none is passed here. */
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &fal, sizeof(fal) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_SIGN, &tru, sizeof(tru) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+	};
+	sc_hsm_key *k = NULL;
+	CK_RV rv;
+
+	*out = NULL;
+	rc = alg_check(alg);
+	if (rc < 0)
+		return rc;
+	if (!blob || blob_len == 0)
+		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
+	kt = alg_is_ec(alg) ? CKK_EC : CKK_RSA;
+	rc = need_master(hsm, 0, &wrap);
+	if (rc < 0)
+		return rc;
+	k = malloc(sizeof(*k));
+	if (!k)
+		return SC_ERR_NOMEM;
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		goto out;
+	rv = hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len, t,
+				 sizeof(t) / sizeof(t[0]), &h);
+	/* No operation is left active by C_UnwrapKey, even when it fails. */
+	pool_put(hsm, s);
+	if (rv != CKR_OK) {
+		/* SoftHSMv2 reports a damaged blob as CKR_GENERAL_ERROR. */
+		rc = hsm_ckr(rv, "C_UnwrapKey", "unwrapping a user key (blob damaged, "
+			     "or not wrapped under this master key?)");
+		goto out;
+	}
+	k->h = h;
+	k->alg = alg;
+	k->session_obj = 1;
+	*out = k;
+	k = NULL;
+	rc = 0;
+out:
+	free(k);
+	return rc;
+}
+
+void sc_hsm_key_free(sc_hsm *hsm, sc_hsm_key *key)
+{
+	CK_SESSION_HANDLE s;
+
+	if (!key)
+		return;
+	if (key->session_obj && hsm && pool_get(hsm, &s) == 0) {
+		hsm->f->C_DestroyObject(s, key->h);
+		pool_put(hsm, s);
+	}
+	free(key);
+}
+
+int sc_hsm_sign(sc_hsm *hsm, sc_hsm_key *key, unsigned long mech_type,
+		const void *param, size_t param_len,
+		const unsigned char *in, size_t in_len,
+		unsigned char *sig, size_t *sig_len)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_MECHANISM mech = { mech_type, (void *)param, param_len };
+	/* The signature lands here first: a too-small caller buffer would
+	 * otherwise leave the operation active on the pooled session. */
+	unsigned char buf[SC_HSM_SIG_BUF];
+	CK_ULONG len = sizeof(buf);
+	CK_RV rv;
+
+	if (!hsm || !key || !sig || !sig_len || (!in && in_len))
+		return sc_error_set(SC_ERR_INVALID, "sc_hsm_sign: bad arguments");
+	rc = pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rv = hsm->f->C_SignInit(s, &mech, key->h);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_SignInit", NULL);
+		goto out;
+	}
+	rv = hsm->f->C_Sign(s, (CK_BYTE_PTR)in, in_len, buf, &len);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_Sign", NULL);
+		goto out;
+	}
+	if (len > *sig_len) {
+		rc = sc_error_set(SC_ERR_INVALID, "signature buffer too small: %lu bytes "
+				  "needed", (unsigned long)len);
+		goto out;
+	}
+	memcpy(sig, buf, len);
+	*sig_len = len;
+	rc = 0;
+out:
+	pool_put_rv(hsm, s, rv);
+	return rc;
+}
+
+int sc_hsm_describe(sc_hsm *hsm, char *buf, size_t len)
+{
+	CK_TOKEN_INFO ti;
+	char label[33], model[17], manuf[33], serial[17];
+	char mem[96] = "";
+	int n;
+
+	if (!buf || len == 0)
+		return SC_ERR_INVALID;
+	buf[0] = '\0';
+	if (getpid() != hsm->pid)
+		return sc_error_set(SC_ERR_HSM, "backend HSM handle used in a child "
+				    "process: reopen after fork");
+	if (hsm->f->C_GetTokenInfo(hsm->slot, &ti) != CKR_OK)
+		ti = hsm->ti;
+	unpad(label, sizeof(label), ti.label, sizeof(ti.label));
+	unpad(model, sizeof(model), ti.model, sizeof(ti.model));
+	unpad(manuf, sizeof(manuf), ti.manufacturerID, sizeof(ti.manufacturerID));
+	unpad(serial, sizeof(serial), ti.serialNumber, sizeof(ti.serialNumber));
+	if (ti.ulTotalPrivateMemory != CK_UNAVAILABLE_INFORMATION &&
+	    ti.ulTotalPrivateMemory != CK_EFFECTIVELY_INFINITE &&
+	    ti.ulFreePrivateMemory != CK_UNAVAILABLE_INFORMATION)
+		snprintf(mem, sizeof(mem), ", private memory %lu/%lu free",
+			 (unsigned long)ti.ulFreePrivateMemory,
+			 (unsigned long)ti.ulTotalPrivateMemory);
+	n = snprintf(buf, len, "token '%s' (%s %s, serial %s)%s%s", label, manuf, model,
+		     serial, mem,
+		     master_handle(hsm, 0) != CK_INVALID_HANDLE ? ", master keys present"
+								  : ", no master keys");
+	if (n < 0 || (size_t)n >= len)
+		return sc_error_set(SC_ERR_INVALID, "description buffer too small");
+	return 0;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+/* `rel` resolved against `dir` into `out` (absolute paths kept as is). */
+static int resolve_into(const char *dir, const char *rel, char *out, size_t outlen,
+			const char *key)
+{
+	int n;
+
+	if (rel[0] == '/' || !dir)
+		n = snprintf(out, outlen, "%s", rel);
+	else
+		n = snprintf(out, outlen, "%s/%s", dir, rel);
+	if (n < 0 || (size_t)n >= outlen)
+		return sc_error_set(SC_ERR_CONFIG, "%s: path too long", key);
+	return 0;
+}
+
+int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out)
+{
+	int rc;
+	const char *dir = sc_config_dir(cfg);
+	const char *v;
+	int64_t sessions;
+
+	memset(out, 0, sizeof(*out));
+
+	v = sc_config_str(cfg, "hsm.module", SC_DEFAULT_BACKEND_MODULE);
+	if (!v || !*v)
+		return sc_error_set(SC_ERR_CONFIG, "no backend PKCS#11 module: set hsm.module "
+				    "(SoftHSMv2 was not found at build time)");
+	rc = resolve_into(dir, v, out->module_path_buf, sizeof(out->module_path_buf),
+			  "hsm.module");
+	if (rc < 0)
+		return rc;
+	out->module_path = out->module_path_buf;
+
+	out->token_uri = sc_config_str(cfg, "hsm.token", "pkcs11:token=smartcert-backend");
+
+	v = sc_config_str(cfg, "hsm.pin_source", "file:secrets/backend.pin");
+	if (strncmp(v, "env:", 4) == 0) {
+		out->pin_source = v;
+	} else {
+		const char *path = strncmp(v, "file:", 5) == 0 ? v + 5 : v;
+		size_t used;
+
+		memcpy(out->pin_source_buf, "file:", 5);
+		used = 5;
+		rc = resolve_into(dir, path, out->pin_source_buf + used,
+				  sizeof(out->pin_source_buf) - used, "hsm.pin_source");
+		if (rc < 0)
+			return rc;
+		out->pin_source = out->pin_source_buf;
+	}
+
+	v = sc_config_str(cfg, "hsm.softhsm_conf", "hsm/softhsm2.conf");
+	if (v && *v) {
+		rc = resolve_into(dir, v, out->softhsm_conf_buf, sizeof(out->softhsm_conf_buf),
+				  "hsm.softhsm_conf");
+		if (rc < 0)
+			return rc;
+		out->softhsm_conf = out->softhsm_conf_buf;
+	}
+
+	rc = sc_config_int(cfg, "hsm.sessions", SC_HSM_DEFAULT_SESSIONS, &sessions);
+	if (rc < 0)
+		return rc;
+	if (sessions < 1 || sessions > SC_HSM_MAX_SESSIONS)
+		return sc_error_set(SC_ERR_CONFIG, "hsm.sessions must be 1..%u",
+				    SC_HSM_MAX_SESSIONS);
+	out->sessions = (unsigned)sessions;
+	return 0;
+}

@@ -1,0 +1,196 @@
+/*
+ * Names of the shared enumerations and serial-number hex conversion.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "sc_err.h"
+#include "sc_types.h"
+#include "sc_util.h"
+
+struct sc_name {
+	int value;
+	const char *name;
+};
+
+static const struct sc_name sc_keyalg_names[] = {
+	{ SC_KEYALG_P256, "p256" },
+	{ SC_KEYALG_P384, "p384" },
+	{ SC_KEYALG_RSA2048, "rsa2048" },
+	{ SC_KEYALG_RSA3072, "rsa3072" },
+	/* accepted spellings */
+	{ SC_KEYALG_P256, "P-256" },
+	{ SC_KEYALG_P256, "prime256v1" },
+	{ SC_KEYALG_P256, "secp256r1" },
+	{ SC_KEYALG_P384, "P-384" },
+	{ SC_KEYALG_P384, "secp384r1" },
+	{ SC_KEYALG_RSA2048, "RSA-2048" },
+	{ SC_KEYALG_RSA3072, "RSA-3072" },
+};
+
+int sc_keyalg_parse(const char *name, int *out)
+{
+	size_t i;
+
+	if (out != NULL)
+		*out = SC_KEYALG_NONE;
+	if (name == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no key type given");
+	for (i = 0; i < sizeof(sc_keyalg_names) / sizeof(sc_keyalg_names[0]); i++) {
+		if (strcasecmp(name, sc_keyalg_names[i].name) == 0) {
+			*out = sc_keyalg_names[i].value;
+			return SC_OK;
+		}
+	}
+	return sc_error_set(SC_ERR_INVALID,
+			    "unknown key type '%s': use p256, p384, rsa2048 or rsa3072", name);
+}
+
+const char *sc_keyalg_name(int alg)
+{
+	switch (alg) {
+	case SC_KEYALG_P256: return "p256";
+	case SC_KEYALG_P384: return "p384";
+	case SC_KEYALG_RSA2048: return "rsa2048";
+	case SC_KEYALG_RSA3072: return "rsa3072";
+	default: return "unknown";
+	}
+}
+
+int sc_keyalg_is_rsa(int alg)
+{
+	return alg == SC_KEYALG_RSA2048 || alg == SC_KEYALG_RSA3072;
+}
+
+int sc_keyalg_bits(int alg)
+{
+	switch (alg) {
+	case SC_KEYALG_P256: return 256;
+	case SC_KEYALG_P384: return 384;
+	case SC_KEYALG_RSA2048: return 2048;
+	case SC_KEYALG_RSA3072: return 3072;
+	default: return 0;
+	}
+}
+
+static const struct sc_name sc_reason_names[] = {
+	{ SC_REASON_UNSPECIFIED, "unspecified" },
+	{ SC_REASON_KEY_COMPROMISE, "keyCompromise" },
+	{ SC_REASON_CA_COMPROMISE, "cACompromise" },
+	{ SC_REASON_AFFILIATION_CHANGED, "affiliationChanged" },
+	{ SC_REASON_SUPERSEDED, "superseded" },
+	{ SC_REASON_CESSATION, "cessationOfOperation" },
+	{ SC_REASON_CERTIFICATE_HOLD, "certificateHold" },
+	{ SC_REASON_REMOVE_FROM_CRL, "removeFromCRL" },
+	{ SC_REASON_PRIVILEGE_WITHDRAWN, "privilegeWithdrawn" },
+	{ SC_REASON_AA_COMPROMISE, "aACompromise" },
+};
+
+int sc_reason_parse(const char *name, int *out)
+{
+	size_t i;
+
+	if (out != NULL)
+		*out = SC_REASON_NONE;
+	if (name == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no revocation reason given");
+	for (i = 0; i < sizeof(sc_reason_names) / sizeof(sc_reason_names[0]); i++) {
+		/* case-insensitive so "keycompromise" and "cessationofoperation" work */
+		if (strcasecmp(name, sc_reason_names[i].name) == 0) {
+			*out = sc_reason_names[i].value;
+			return SC_OK;
+		}
+	}
+	if (strcasecmp(name, "cessation") == 0) {
+		*out = SC_REASON_CESSATION;
+		return SC_OK;
+	}
+	if (strcasecmp(name, "none") == 0) {
+		*out = SC_REASON_NONE;
+		return SC_OK;
+	}
+	return sc_error_set(SC_ERR_INVALID,
+			    "unknown revocation reason '%s': use an RFC 5280 name such as "
+			    "keyCompromise, superseded, cessationOfOperation, affiliationChanged, "
+			    "privilegeWithdrawn, certificateHold or unspecified", name);
+}
+
+const char *sc_reason_name(int reason)
+{
+	size_t i;
+
+	if (reason == SC_REASON_NONE)
+		return "none";
+	for (i = 0; i < sizeof(sc_reason_names) / sizeof(sc_reason_names[0]); i++)
+		if (sc_reason_names[i].value == reason)
+			return sc_reason_names[i].name;
+	return "unknown";
+}
+
+void sc_serial_hex(const sc_serial *s, char out[2 * SC_SERIAL_MAX + 1])
+{
+	size_t len;
+
+	if (s == NULL) {
+		out[0] = '\0';
+		return;
+	}
+	len = s->len <= SC_SERIAL_MAX ? s->len : SC_SERIAL_MAX;
+	sc_hex_encode(s->b, len, out);
+}
+
+int sc_serial_from_hex(const char *hex, sc_serial *out)
+{
+	unsigned char buf[SC_SERIAL_MAX + 1];
+	char padded[2 * (SC_SERIAL_MAX + 1) + 1];
+	const char *p;
+	size_t hl, n = 0, off = 0;
+	int rv;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no serial output");
+	memset(out, 0, sizeof(*out));
+	if (hex == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no serial number given");
+	p = hex;
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+		p += 2;
+	hl = strlen(p);
+	if (hl == 0 || hl > 2 * (SC_SERIAL_MAX + 1))
+		goto bad;
+	/* allow an odd number of digits, as openssl prints them */
+	if (hl % 2 == 1) {
+		padded[0] = '0';
+		memcpy(padded + 1, p, hl + 1);
+		p = padded;
+	}
+	rv = sc_hex_decode(p, buf, sizeof(buf), &n);
+	if (rv != SC_OK)
+		goto bad;
+	/* minimal positive DER INTEGER content: strip redundant leading zeros,
+	 * keep one if the next byte has its top bit set */
+	while (off + 1 < n && buf[off] == 0 && (buf[off + 1] & 0x80) == 0)
+		off++;
+	n -= off;
+	if (n == 1 && buf[off] == 0)
+		goto bad;   /* serial 0 is not a valid certificate serial */
+	if (buf[off] & 0x80) {
+		/* positive: needs a leading zero byte */
+		if (n + 1 > SC_SERIAL_MAX)
+			goto bad;
+		out->b[0] = 0;
+		memcpy(out->b + 1, buf + off, n);
+		out->len = (unsigned char)(n + 1);
+		return SC_OK;
+	}
+	if (n > SC_SERIAL_MAX)
+		goto bad;
+	memcpy(out->b, buf + off, n);
+	out->len = (unsigned char)n;
+	return SC_OK;
+bad:
+	memset(out, 0, sizeof(*out));
+	return sc_error_set(SC_ERR_INVALID,
+			    "invalid serial number '%.80s': give 1 to 40 hex digits of a positive, non-zero serial",
+			    hex);
+}

@@ -1,0 +1,693 @@
+/*
+ * Encodings, secret files, atomic files, time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "sc_err.h"
+#include "sc_util.h"
+
+#define SC_SECRET_MAX 4096
+
+/* ---- base64 ------------------------------------------------------------ */
+
+static const char sc_b64_std[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char sc_b64_url[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int sc_b64_enc(const char *alpha, int pad, const unsigned char *in,
+		      size_t len, char **out)
+{
+	char *o;
+	size_t i, j = 0, olen;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for base64 encoding");
+	*out = NULL;
+	if (in == NULL && len != 0)
+		return sc_error_set(SC_ERR_INVALID, "no input for base64 encoding");
+	if (len > (SIZE_MAX / 4) * 3 - 3)
+		return sc_error_set(SC_ERR_INVALID, "input too large to encode");
+	olen = (len + 2) / 3 * 4 + 1;
+	o = malloc(olen);
+	if (o == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory encoding base64");
+	for (i = 0; i + 2 < len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		o[j++] = alpha[(v >> 18) & 63];
+		o[j++] = alpha[(v >> 12) & 63];
+		o[j++] = alpha[(v >> 6) & 63];
+		o[j++] = alpha[v & 63];
+	}
+	if (len - i == 1) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		o[j++] = alpha[(v >> 18) & 63];
+		o[j++] = alpha[(v >> 12) & 63];
+		if (pad) {
+			o[j++] = '=';
+			o[j++] = '=';
+		}
+	} else if (len - i == 2) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+		o[j++] = alpha[(v >> 18) & 63];
+		o[j++] = alpha[(v >> 12) & 63];
+		o[j++] = alpha[(v >> 6) & 63];
+		if (pad)
+			o[j++] = '=';
+	}
+	o[j] = '\0';
+	*out = o;
+	return SC_OK;
+}
+
+static int sc_b64_val(const char *alpha, char c)
+{
+	const char *p;
+
+	if (c == '\0')
+		return -1;
+	p = strchr(alpha, c);
+	return p != NULL ? (int)(p - alpha) : -1;
+}
+
+/* Strict decoder: only alphabet characters, padding only at the end and only
+ * where it belongs, unused trailing bits zero (one text per value).
+ * need_pad: padding mandatory (standard base64) rather than optional. */
+static int sc_b64_dec(const char *alpha, int need_pad, const char *in, size_t len,
+		      unsigned char **out, size_t *outlen)
+{
+	unsigned char *o = NULL;
+	size_t i, n, npad = 0, j = 0, rem;
+	uint32_t acc = 0;
+	int rv = SC_ERR_INVALID;
+
+	if (out == NULL || outlen == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for base64 decoding");
+	*out = NULL;
+	*outlen = 0;
+	if (in == NULL && len != 0)
+		return sc_error_set(SC_ERR_INVALID, "no input for base64 decoding");
+	n = len;
+	while (n > 0 && in[n - 1] == '=' && npad < 2) {
+		n--;
+		npad++;
+	}
+	if (npad > 0 && (n + npad) % 4 != 0) {
+		sc_error_set(SC_ERR_INVALID, "base64 padding is misplaced");
+		goto out;
+	}
+	if (need_pad && len % 4 != 0) {
+		sc_error_set(SC_ERR_INVALID, "base64 text length is not a multiple of 4");
+		goto out;
+	}
+	rem = n % 4;
+	if (rem == 1) {
+		sc_error_set(SC_ERR_INVALID, "base64 text is truncated");
+		goto out;
+	}
+	o = malloc(n / 4 * 3 + 3);
+	if (o == NULL) {
+		rv = sc_error_set(SC_ERR_NOMEM, "out of memory decoding base64");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		int v = sc_b64_val(alpha, in[i]);
+
+		if (v < 0) {
+			sc_error_set(SC_ERR_INVALID, "invalid base64 character at offset %zu", i);
+			goto out;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		if (i % 4 == 3) {
+			o[j++] = (unsigned char)(acc >> 16);
+			o[j++] = (unsigned char)(acc >> 8);
+			o[j++] = (unsigned char)acc;
+			acc = 0;
+		}
+	}
+	if (rem == 2) {
+		if (acc & 0xf) {
+			sc_error_set(SC_ERR_INVALID, "non-canonical base64 (trailing bits set)");
+			goto out;
+		}
+		o[j++] = (unsigned char)(acc >> 4);
+	} else if (rem == 3) {
+		if (acc & 0x3) {
+			sc_error_set(SC_ERR_INVALID, "non-canonical base64 (trailing bits set)");
+			goto out;
+		}
+		o[j++] = (unsigned char)(acc >> 10);
+		o[j++] = (unsigned char)(acc >> 2);
+	}
+	*out = o;
+	*outlen = j;
+	o = NULL;
+	rv = SC_OK;
+out:
+	if (o != NULL)
+		OPENSSL_clear_free(o, n / 4 * 3 + 3);
+	return rv;
+}
+
+int sc_b64url_encode(const unsigned char *in, size_t len, char **out)
+{
+	return sc_b64_enc(sc_b64_url, 0, in, len, out);
+}
+
+int sc_b64url_decode(const char *in, size_t len, unsigned char **out, size_t *outlen)
+{
+	return sc_b64_dec(sc_b64_url, 0, in, len, out, outlen);
+}
+
+int sc_b64_encode(const unsigned char *in, size_t len, char **out)
+{
+	return sc_b64_enc(sc_b64_std, 1, in, len, out);
+}
+
+int sc_b64_decode(const char *in, size_t len, unsigned char **out, size_t *outlen)
+{
+	return sc_b64_dec(sc_b64_std, 1, in, len, out, outlen);
+}
+
+/* ---- hex ------------------------------------------------------------- */
+
+void sc_hex_encode(const unsigned char *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+static int sc_hex_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int sc_hex_decode(const char *hex, unsigned char *out, size_t outmax, size_t *outlen)
+{
+	size_t i, hl;
+
+	if (outlen != NULL)
+		*outlen = 0;
+	if (hex == NULL || outlen == NULL || (out == NULL && outmax != 0))
+		return sc_error_set(SC_ERR_INVALID, "no input for hex decoding");
+	hl = strlen(hex);
+	if (hl % 2 != 0)
+		return sc_error_set(SC_ERR_INVALID, "hex string has an odd number of digits");
+	if (hl / 2 > outmax)
+		return sc_error_set(SC_ERR_INVALID, "hex string too long (at most %zu bytes)", outmax);
+	for (i = 0; i < hl; i += 2) {
+		int hi = sc_hex_nibble(hex[i]), lo = sc_hex_nibble(hex[i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return sc_error_set(SC_ERR_INVALID, "invalid hex digit at offset %zu",
+					    hi < 0 ? i : i + 1);
+		out[i / 2] = (unsigned char)(hi << 4 | lo);
+	}
+	*outlen = hl / 2;
+	return SC_OK;
+}
+
+/* ---- secrets --------------------------------------------------------- */
+
+void sc_secret_free(char *s)
+{
+	if (s != NULL)
+		OPENSSL_clear_free(s, strlen(s));
+}
+
+int sc_secret_read_file(const char *path, int allow_shared, char **out)
+{
+	char *buf = NULL, *res = NULL;
+	struct stat stb;
+	size_t used = 0, n;
+	int fd = -1, rv = SC_ERR_IO;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for secret");
+	*out = NULL;
+	if (path == NULL || *path == '\0')
+		return sc_error_set(SC_ERR_INVALID, "no secret file given");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		rv = sc_error_set(errno == EACCES ? SC_ERR_PERMISSION : SC_ERR_IO,
+				  "cannot open secret file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &stb) != 0) {
+		rv = sc_error_set(SC_ERR_IO, "cannot stat secret file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(stb.st_mode)) {
+		rv = sc_error_set(SC_ERR_IO, "secret file %s is not a regular file", path);
+		goto out;
+	}
+	if (!allow_shared && (stb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		rv = sc_error_set(SC_ERR_PERMISSION,
+				  "secret file %s is accessible by group or others (mode %03o): "
+				  "run `chmod 600 %s`", path, (unsigned)(stb.st_mode & 0777), path);
+		goto out;
+	}
+	/* fixed buffer: a secret is never realloc'd (old copies would linger) */
+	buf = OPENSSL_zalloc(SC_SECRET_MAX + 1);
+	if (buf == NULL) {
+		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
+		goto out;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf + used, SC_SECRET_MAX - used);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rv = sc_error_set(SC_ERR_IO, "cannot read secret file %s: %s", path,
+					  strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		used += (size_t)r;
+		if (used == SC_SECRET_MAX || memchr(buf, '\n', used) != NULL)
+			break;
+	}
+	buf[used] = '\0';
+	n = strcspn(buf, "\r\n");
+	if (n == 0) {
+		rv = sc_error_set(SC_ERR_INVALID, "secret file %s is empty: write the secret on its first line",
+				  path);
+		goto out;
+	}
+	if (n == SC_SECRET_MAX) {
+		rv = sc_error_set(SC_ERR_INVALID, "secret in %s is longer than %d bytes", path,
+				  SC_SECRET_MAX - 1);
+		goto out;
+	}
+	res = OPENSSL_malloc(n + 1);
+	if (res == NULL) {
+		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
+		goto out;
+	}
+	memcpy(res, buf, n);
+	res[n] = '\0';
+	*out = res;
+	res = NULL;
+	rv = SC_OK;
+out:
+	if (buf != NULL)
+		OPENSSL_clear_free(buf, SC_SECRET_MAX + 1);
+	if (fd >= 0)
+		close(fd);
+	return rv;
+}
+
+int sc_secret_read_source(const char *source, char **out)
+{
+	const char *v;
+	size_t n;
+	char *res;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for secret");
+	*out = NULL;
+	if (source == NULL || *source == '\0')
+		return sc_error_set(SC_ERR_INVALID, "no PIN source given: use file:PATH or env:VAR");
+	if (strncmp(source, "file:", 5) == 0)
+		return sc_secret_read_file(source + 5, 0, out);
+	if (strncmp(source, "env:", 4) == 0) {
+		v = getenv(source + 4);
+		if (v == NULL || *v == '\0')
+			return sc_error_set(SC_ERR_CONFIG,
+					    "environment variable %s named by the PIN source is not set",
+					    source + 4);
+		n = strlen(v);
+		res = OPENSSL_malloc(n + 1);
+		if (res == NULL)
+			return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
+		memcpy(res, v, n + 1);
+		*out = res;
+		return SC_OK;
+	}
+	return sc_secret_read_file(source, 0, out);
+}
+
+/* ---- files ----------------------------------------------------------- */
+
+static int sc_errno_err(int e)
+{
+	switch (e) {
+	case EACCES:
+	case EPERM:
+	case EROFS:
+		return SC_ERR_READONLY;
+	case ENOSPC:
+	case EDQUOT:
+		return SC_ERR_STORE_FULL;
+	case ENOENT:
+		return SC_ERR_NOT_FOUND;
+	case ENOMEM:
+		return SC_ERR_NOMEM;
+	default:
+		return SC_ERR_IO;
+	}
+}
+
+static int sc_fsync_dir_of(const char *path)
+{
+	char *dir = NULL, *slash;
+	int fd = -1, rv = SC_ERR_IO;
+
+	dir = strdup(path);
+	if (dir == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory");
+	slash = strrchr(dir, '/');
+	if (slash == NULL) {
+		dir[0] = '.';
+		dir[1] = '\0';
+	} else if (slash == dir) {
+		slash[1] = '\0';
+	} else {
+		*slash = '\0';
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) != 0) {
+		rv = sc_error_set(sc_errno_err(errno), "cannot sync directory %s: %s", dir,
+				  strerror(errno));
+		goto out;
+	}
+	rv = SC_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return rv;
+}
+
+int sc_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+	char *tmp = NULL;
+	const unsigned char *p = data;
+	size_t off = 0, plen;
+	int fd = -1, rv = SC_ERR_IO;
+
+	if (path == NULL || *path == '\0' || (data == NULL && len != 0))
+		return sc_error_set(SC_ERR_INVALID, "no file to write");
+	plen = strlen(path);
+	tmp = malloc(plen + 16);
+	if (tmp == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory");
+	/* same directory as the target: rename() is then atomic */
+	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+	fd = mkstemp(tmp);
+	if (fd < 0) {
+		rv = sc_error_set(sc_errno_err(errno), "cannot create %s: %s", tmp, strerror(errno));
+		free(tmp);
+		return rv;
+	}
+	if (fchmod(fd, (mode_t)mode) != 0) {
+		rv = sc_error_set(sc_errno_err(errno), "cannot set mode of %s: %s", tmp,
+				  strerror(errno));
+		goto out;
+	}
+	while (off < len) {
+		ssize_t w = write(fd, p + off, len - off);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			rv = sc_error_set(sc_errno_err(errno), "cannot write %s: %s", tmp,
+					  strerror(errno));
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	if (fsync(fd) != 0) {
+		rv = sc_error_set(sc_errno_err(errno), "cannot sync %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		rv = sc_error_set(sc_errno_err(errno), "cannot close %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		rv = sc_error_set(sc_errno_err(errno), "cannot rename %s to %s: %s", tmp, path,
+				  strerror(errno));
+		goto out;
+	}
+	free(tmp);
+	tmp = NULL;
+	rv = sc_fsync_dir_of(path);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp != NULL) {
+		unlink(tmp);
+		free(tmp);
+	}
+	return rv;
+}
+
+int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outlen)
+{
+	unsigned char *buf = NULL;
+	struct stat stb;
+	size_t used = 0, cap;
+	int fd = -1, rv = SC_ERR_IO;
+
+	if (out == NULL || outlen == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for file read");
+	*out = NULL;
+	*outlen = 0;
+	if (path == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no file given");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		int e = sc_errno_err(errno);
+
+		return sc_error_set(e == SC_ERR_READONLY ? SC_ERR_PERMISSION : e == SC_ERR_NOT_FOUND ? SC_ERR_NOT_FOUND : SC_ERR_IO,
+				    "cannot open %s: %s", path, strerror(errno));
+	}
+	if (fstat(fd, &stb) != 0 || !S_ISREG(stb.st_mode)) {
+		rv = sc_error_set(SC_ERR_IO, "%s is not a readable regular file", path);
+		goto out;
+	}
+	if ((uint64_t)stb.st_size > max) {
+		rv = sc_error_set(SC_ERR_INVALID, "%s is larger than %zu bytes", path, max);
+		goto out;
+	}
+	/* one spare byte detects growth past max and leaves room for a NUL */
+	cap = (size_t)stb.st_size + 1;
+	buf = malloc(cap + 1);
+	if (buf == NULL) {
+		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading %s", path);
+		goto out;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (used == cap) {
+			unsigned char *nb;
+
+			if (cap > max) {
+				rv = sc_error_set(SC_ERR_INVALID, "%s is larger than %zu bytes", path, max);
+				goto out;
+			}
+			nb = realloc(buf, cap * 2 + 1);
+			if (nb == NULL) {
+				rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading %s", path);
+				goto out;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		r = read(fd, buf + used, cap - used);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		used += (size_t)r;
+	}
+	if (used > max) {
+		rv = sc_error_set(SC_ERR_INVALID, "%s is larger than %zu bytes", path, max);
+		goto out;
+	}
+	buf[used] = '\0';
+	*out = buf;
+	*outlen = used;
+	buf = NULL;
+	rv = SC_OK;
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return rv;
+}
+
+int sc_mkdir_p(const char *path, unsigned mode)
+{
+	char *p = NULL, *s;
+	struct stat stb;
+	int rv = SC_ERR_IO;
+
+	if (path == NULL || *path == '\0')
+		return sc_error_set(SC_ERR_INVALID, "no directory given");
+	p = strdup(path);
+	if (p == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory");
+	for (s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+
+			*s = '\0';
+			if (mkdir(p, (mode_t)mode) != 0 && errno != EEXIST) {
+				rv = sc_error_set(sc_errno_err(errno), "cannot create directory %s: %s",
+						  p, strerror(errno));
+				goto out;
+			}
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	if (stat(path, &stb) != 0 || !S_ISDIR(stb.st_mode)) {
+		rv = sc_error_set(SC_ERR_IO, "%s exists and is not a directory", path);
+		goto out;
+	}
+	rv = SC_OK;
+out:
+	free(p);
+	return rv;
+}
+
+/* ---- time ------------------------------------------------------------ */
+
+int64_t sc_now(void)
+{
+	const char *fake = getenv("SMARTCERT_FAKE_TIME");
+
+	if (fake != NULL && *fake != '\0') {
+		char *end = NULL;
+		long long v;
+
+		errno = 0;
+		v = strtoll(fake, &end, 10);
+		if (errno == 0 && end != NULL && *end == '\0')
+			return (int64_t)v;
+	}
+	return (int64_t)time(NULL);
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
+static int64_t sc_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int sc_is_leap(int64_t y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static unsigned sc_mdays(int64_t y, unsigned m)
+{
+	static const unsigned md[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+
+	return m == 2 && sc_is_leap(y) ? 29 : md[m - 1];
+}
+
+int sc_date_parse(const char *s, int32_t *out)
+{
+	unsigned y = 0, m = 0, d = 0;
+	size_t i, len;
+	int dashes;
+
+	if (out != NULL)
+		*out = 0;
+	if (s == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no date given");
+	len = strlen(s);
+	dashes = len == 10;
+	if (!(len == 10 || len == 8))
+		goto bad;
+	for (i = 0; i < len; i++) {
+		int want_dash = dashes && (i == 4 || i == 7);
+
+		if (want_dash ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+			goto bad;
+	}
+	for (i = 0; i < 4; i++)
+		y = y * 10 + (unsigned)(s[i] - '0');
+	i = dashes ? 5 : 4;
+	m = (unsigned)(s[i] - '0') * 10 + (unsigned)(s[i + 1] - '0');
+	i += dashes ? 3 : 2;
+	d = (unsigned)(s[i] - '0') * 10 + (unsigned)(s[i + 1] - '0');
+	if (y < 1800 || m < 1 || m > 12 || d < 1 || d > sc_mdays(y, m))
+		goto bad;
+	*out = (int32_t)(y * 10000 + m * 100 + d);
+	return SC_OK;
+bad:
+	return sc_error_set(SC_ERR_INVALID, "invalid date '%.40s': use YYYY-MM-DD", s);
+}
+
+int64_t sc_date_add_years(int32_t yyyymmdd, int years)
+{
+	int64_t y = yyyymmdd / 10000 + years;
+	unsigned m = (unsigned)(yyyymmdd / 100 % 100), d = (unsigned)(yyyymmdd % 100);
+
+	if (m < 1 || m > 12 || d < 1 || d > 31)
+		return 0;
+	/* someone born on 29 February comes of age on 1 March in common years */
+	if (m == 2 && d == 29 && !sc_is_leap(y)) {
+		m = 3;
+		d = 1;
+	}
+	return sc_days_from_civil(y, m, d) * 86400;
+}
+
+int sc_time_format(int64_t t, char *buf, size_t len)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (buf == NULL || len < 21)
+		return sc_error_set(SC_ERR_INVALID, "time buffer too small");
+	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+		buf[0] = '\0';
+		return sc_error_set(SC_ERR_INVALID, "time %lld cannot be formatted", (long long)t);
+	}
+	return SC_OK;
+}

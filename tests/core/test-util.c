@@ -1,0 +1,276 @@
+/*
+ * Error names, key/reason names, serials, base64/base64url/hex edge cases,
+ * secret files, atomic writes, dates and the JSON writer.
+ */
+#include "tcore.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "sc_json.h"
+#include "sc_types.h"
+#include "sc_util.h"
+
+static void test_errors(void)
+{
+	CHECK(strcmp(sc_errname(SC_ERR_TOKEN_REPLAY), "token-replay") == 0);
+	CHECK(strcmp(sc_errname(SC_ERR_STORE_FULL), "store-full") == 0);
+	CHECK(strcmp(sc_errname(SC_ERR_TOKEN_NOT_YET_VALID), "token-not-yet-valid") == 0);
+	CHECK(strcmp(sc_errname(SC_OK), "ok") == 0);
+	CHECK(strcmp(sc_errname(-999), "unknown") == 0);
+	CHECK(sc_strerror(-999) != NULL && sc_strerror(SC_ERR_INTERNAL)[0] != '\0');
+	CHECK(sc_error_set(SC_ERR_CONFIG, "bad %s at %d", "thing", 3) == SC_ERR_CONFIG);
+	CHECK(strcmp(sc_error_detail(), "bad thing at 3") == 0);
+	/* a detail built from the previous detail */
+	sc_error_set(SC_ERR_IO, "outer: %s", sc_error_detail());
+	CHECK(strcmp(sc_error_detail(), "outer: bad thing at 3") == 0);
+	sc_error_clear();
+	CHECK(strcmp(sc_error_detail(), "") == 0);
+	CHECK(sc_error_set_openssl(SC_ERR_CRYPTO, "signing") == SC_ERR_CRYPTO);
+	CHECK(strncmp(sc_error_detail(), "signing", 7) == 0);
+}
+
+static void test_types(void)
+{
+	int v;
+	sc_serial s;
+	char hex[2 * SC_SERIAL_MAX + 1];
+
+	CHECK_RC(sc_keyalg_parse("p256", &v), SC_OK);
+	CHECK(v == SC_KEYALG_P256);
+	CHECK_RC(sc_keyalg_parse("RSA-3072", &v), SC_OK);
+	CHECK(v == SC_KEYALG_RSA3072 && sc_keyalg_is_rsa(v) && sc_keyalg_bits(v) == 3072);
+	CHECK_RC(sc_keyalg_parse("P-384", &v), SC_OK);
+	CHECK(v == SC_KEYALG_P384 && !sc_keyalg_is_rsa(v));
+	CHECK_RC(sc_keyalg_parse("ed25519", &v), SC_ERR_INVALID);
+	CHECK(strcmp(sc_keyalg_name(SC_KEYALG_RSA2048), "rsa2048") == 0);
+	CHECK(strcmp(sc_keyalg_name(99), "unknown") == 0);
+	CHECK_RC(sc_reason_parse("keyCompromise", &v), SC_OK);
+	CHECK(v == SC_REASON_KEY_COMPROMISE);
+	CHECK_RC(sc_reason_parse("cessationofoperation", &v), SC_OK);
+	CHECK(v == SC_REASON_CESSATION);
+	CHECK_RC(sc_reason_parse("bogus", &v), SC_ERR_INVALID);
+	CHECK(strcmp(sc_reason_name(SC_REASON_REMOVE_FROM_CRL), "removeFromCRL") == 0);
+	CHECK(strcmp(sc_reason_name(7), "unknown") == 0);
+
+	CHECK_RC(sc_serial_from_hex("01ab", &s), SC_OK);
+	CHECK(s.len == 2 && s.b[0] == 1 && s.b[1] == 0xab);
+	sc_serial_hex(&s, hex);
+	CHECK(strcmp(hex, "01ab") == 0);
+	CHECK_RC(sc_serial_from_hex("1AB", &s), SC_OK);       /* odd, upper case */
+	CHECK(s.len == 2 && s.b[0] == 1);
+	CHECK_RC(sc_serial_from_hex("0000ff", &s), SC_OK);    /* minimal, positive */
+	CHECK(s.len == 2 && s.b[0] == 0 && s.b[1] == 0xff);
+	CHECK_RC(sc_serial_from_hex("ff", &s), SC_OK);
+	CHECK(s.len == 2 && s.b[0] == 0);
+	CHECK_RC(sc_serial_from_hex("00", &s), SC_ERR_INVALID);
+	CHECK_RC(sc_serial_from_hex("", &s), SC_ERR_INVALID);
+	CHECK_RC(sc_serial_from_hex("zz", &s), SC_ERR_INVALID);
+	CHECK_RC(sc_serial_from_hex("7fffffffffffffffffffffffffffffffffffffff", &s), SC_OK);
+	CHECK(s.len == 20);
+	CHECK_RC(sc_serial_from_hex("8fffffffffffffffffffffffffffffffffffffff", &s), SC_ERR_INVALID);
+	CHECK_RC(sc_serial_from_hex("0x0102", &s), SC_OK);
+	CHECK(s.len == 2);
+}
+
+static void test_b64(void)
+{
+	static const struct {
+		const char *in, *std, *url;
+	} vec[] = {   /* RFC 4648 test vectors */
+		{ "", "", "" }, { "f", "Zg==", "Zg" }, { "fo", "Zm8=", "Zm8" },
+		{ "foo", "Zm9v", "Zm9v" }, { "foob", "Zm9vYg==", "Zm9vYg" },
+		{ "fooba", "Zm9vYmE=", "Zm9vYmE" }, { "foobar", "Zm9vYmFy", "Zm9vYmFy" },
+	};
+	const unsigned char bin[] = { 0xfb, 0xff, 0xbf };
+	unsigned char *out = NULL;
+	size_t i, n;
+	char *s = NULL;
+
+	for (i = 0; i < sizeof(vec) / sizeof(vec[0]); i++) {
+		size_t l = strlen(vec[i].in);
+
+		CHECK_RC(sc_b64_encode((const unsigned char *)vec[i].in, l, &s), SC_OK);
+		CHECK(s != NULL && strcmp(s, vec[i].std) == 0);
+		free(s);
+		CHECK_RC(sc_b64url_encode((const unsigned char *)vec[i].in, l, &s), SC_OK);
+		CHECK(s != NULL && strcmp(s, vec[i].url) == 0);
+		free(s);
+		CHECK_RC(sc_b64_decode(vec[i].std, strlen(vec[i].std), &out, &n), SC_OK);
+		CHECK(n == l && (l == 0 || memcmp(out, vec[i].in, l) == 0));
+		free(out);
+		CHECK_RC(sc_b64url_decode(vec[i].url, strlen(vec[i].url), &out, &n), SC_OK);
+		CHECK(n == l && (l == 0 || memcmp(out, vec[i].in, l) == 0));
+		free(out);
+		/* base64url also takes padded text */
+		CHECK_RC(sc_b64url_decode(vec[i].std, strlen(vec[i].std), &out, &n), SC_OK);
+		CHECK(n == l);
+		free(out);
+	}
+	CHECK_RC(sc_b64url_encode(bin, 3, &s), SC_OK);
+	CHECK(strcmp(s, "-_-_") == 0);
+	free(s);
+	CHECK_RC(sc_b64_encode(bin, 3, &s), SC_OK);
+	CHECK(strcmp(s, "+/+/") == 0);
+	free(s);
+	CHECK_RC(sc_b64url_decode("-_-_", 4, &out, &n), SC_OK);
+	CHECK(n == 3 && memcmp(out, bin, 3) == 0);
+	free(out);
+	CHECK_RC(sc_b64url_decode("+/+/", 4, &out, &n), SC_ERR_INVALID);  /* wrong alphabet */
+	CHECK(out == NULL && n == 0);
+	CHECK_RC(sc_b64_decode("-_-_", 4, &out, &n), SC_ERR_INVALID);
+	CHECK_RC(sc_b64url_decode("Zm9v YmFy", 9, &out, &n), SC_ERR_INVALID);  /* space */
+	CHECK_RC(sc_b64url_decode("Z", 1, &out, &n), SC_ERR_INVALID);          /* 1 char */
+	CHECK_RC(sc_b64url_decode("Zh", 2, &out, &n), SC_ERR_INVALID);         /* bits set */
+	CHECK_RC(sc_b64url_decode("Zg=", 3, &out, &n), SC_ERR_INVALID);        /* half pad */
+	CHECK_RC(sc_b64url_decode("Z===", 4, &out, &n), SC_ERR_INVALID);
+	CHECK_RC(sc_b64url_decode("=Zg", 3, &out, &n), SC_ERR_INVALID);
+	CHECK_RC(sc_b64url_decode("Zg==Zg", 6, &out, &n), SC_ERR_INVALID);     /* inner pad */
+	CHECK_RC(sc_b64_decode("Zg", 2, &out, &n), SC_ERR_INVALID);            /* needs pad */
+	CHECK_RC(sc_b64url_decode("Zm\0v", 4, &out, &n), SC_ERR_INVALID);      /* NUL */
+}
+
+static void test_hex(void)
+{
+	unsigned char b[4];
+	char h[9];
+	size_t n;
+	const unsigned char in[] = { 0x00, 0x7f, 0x80, 0xff };
+
+	sc_hex_encode(in, 4, h);
+	CHECK(strcmp(h, "007f80ff") == 0);
+	CHECK_RC(sc_hex_decode("007F80ff", b, sizeof(b), &n), SC_OK);
+	CHECK(n == 4 && memcmp(b, in, 4) == 0);
+	CHECK_RC(sc_hex_decode("", b, sizeof(b), &n), SC_OK);
+	CHECK(n == 0);
+	CHECK_RC(sc_hex_decode("abc", b, sizeof(b), &n), SC_ERR_INVALID);
+	CHECK_RC(sc_hex_decode("0g", b, sizeof(b), &n), SC_ERR_INVALID);
+	CHECK_RC(sc_hex_decode("0011223344", b, sizeof(b), &n), SC_ERR_INVALID);
+	CHECK_RC(sc_hex_decode(" 0", b, sizeof(b), &n), SC_ERR_INVALID);
+}
+
+static void test_files(const char *dir)
+{
+	char path[512], path2[600], *sec = NULL;
+	unsigned char *data = NULL;
+	size_t n;
+	struct stat stb;
+
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	CHECK_RC(sc_file_write_atomic(path, "1234\nsecond\n", 12, 0644), SC_OK);
+	CHECK(stat(path, &stb) == 0 && (stb.st_mode & 0777) == 0644);
+	CHECK_RC(sc_secret_read_file(path, 0, &sec), SC_ERR_PERMISSION);
+	CHECK(sec == NULL && strstr(sc_error_detail(), "chmod 600") != NULL);
+	CHECK(strstr(sc_error_detail(), path) != NULL);
+	CHECK_RC(sc_secret_read_file(path, 1, &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "1234") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	CHECK(chmod(path, 0600) == 0);
+	CHECK_RC(sc_secret_read_file(path, 0, &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "1234") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	snprintf(path2, sizeof(path2), "file:%s", path);
+	CHECK_RC(sc_secret_read_source(path2, &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "1234") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	setenv("TC_PIN_VAR", "9876", 1);
+	CHECK_RC(sc_secret_read_source("env:TC_PIN_VAR", &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "9876") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	CHECK_RC(sc_secret_read_source("env:TC_PIN_UNSET_VAR", &sec), SC_ERR_CONFIG);
+	/* CRLF and an empty file */
+	CHECK_RC(sc_file_write_atomic(path, "abcd\r\n", 6, 0600), SC_OK);
+	CHECK_RC(sc_secret_read_file(path, 0, &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "abcd") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	CHECK_RC(sc_file_write_atomic(path, "", 0, 0600), SC_OK);
+	CHECK_RC(sc_secret_read_file(path, 0, &sec), SC_ERR_INVALID);
+	snprintf(path2, sizeof(path2), "%s/absent", dir);
+	CHECK(sc_secret_read_file(path2, 0, &sec) != SC_OK && sec == NULL);
+
+	/* atomic write replaces, leaves no temporary behind, sets the mode */
+	CHECK_RC(sc_file_write_atomic(path, "new contents", 12, 0640), SC_OK);
+	CHECK_RC(sc_file_read(path, 100, &data, &n), SC_OK);
+	CHECK(n == 12 && memcmp(data, "new contents", 12) == 0);
+	free(data);
+	data = NULL;
+	CHECK(stat(path, &stb) == 0 && (stb.st_mode & 0777) == 0640);
+	CHECK_RC(sc_file_read(path, 5, &data, &n), SC_ERR_INVALID);
+	CHECK(data == NULL);
+	snprintf(path2, sizeof(path2), "%s/no/such/dir/file", dir);
+	CHECK(sc_file_write_atomic(path2, "x", 1, 0600) != SC_OK);
+	snprintf(path2, sizeof(path2), "%s/a/b/c", dir);
+	CHECK_RC(sc_mkdir_p(path2, 0700), SC_OK);
+	CHECK(stat(path2, &stb) == 0 && S_ISDIR(stb.st_mode));
+	CHECK_RC(sc_mkdir_p(path2, 0700), SC_OK);
+	CHECK(sc_mkdir_p(path, 0700) != SC_OK);   /* a file is in the way */
+}
+
+static void test_time(void)
+{
+	int32_t d;
+	char buf[32];
+
+	setenv("SMARTCERT_FAKE_TIME", "1700000000", 1);
+	CHECK(sc_now() == 1700000000);
+	unsetenv("SMARTCERT_FAKE_TIME");
+	CHECK(sc_now() > 1700000000);
+	CHECK_RC(sc_date_parse("2008-02-29", &d), SC_OK);
+	CHECK(d == 20080229);
+	CHECK_RC(sc_date_parse("20080229", &d), SC_OK);
+	CHECK_RC(sc_date_parse("2007-02-29", &d), SC_ERR_INVALID);
+	CHECK_RC(sc_date_parse("2007-13-01", &d), SC_ERR_INVALID);
+	CHECK_RC(sc_date_parse("2007-1-01", &d), SC_ERR_INVALID);
+	/* 18th birthday of someone born 2008-02-29: 2026-03-01 00:00Z */
+	CHECK(sc_date_add_years(20080229, 18) == 1772323200);
+	CHECK(sc_date_add_years(20000101, 0) == 946684800);
+	CHECK_RC(sc_time_format(1772323200, buf, sizeof(buf)), SC_OK);
+	CHECK(strcmp(buf, "2026-03-01T00:00:00Z") == 0);
+}
+
+static void test_json(void)
+{
+	sc_json j;
+
+	sc_json_init(&j);
+	sc_json_obj_begin(&j);
+	sc_json_kv_str(&j, "name", "a\"b\\c\n\x01");
+	sc_json_kv_int(&j, "n", -5);
+	sc_json_kv_bool(&j, "ok", 1);
+	sc_json_kv_time(&j, "t", 0);
+	sc_json_kv_time(&j, "u", 1772323200);
+	sc_json_key(&j, "list");
+	sc_json_arr_begin(&j);
+	sc_json_uint(&j, 18446744073709551615ull);
+	sc_json_str(&j, NULL);
+	sc_json_obj_begin(&j);
+	sc_json_obj_end(&j);
+	sc_json_arr_end(&j);
+	sc_json_obj_end(&j);
+	CHECK(!j.failed);
+	CHECK(strcmp(j.buf, "{\"name\":\"a\\\"b\\\\c\\n\\u0001\",\"n\":-5,\"ok\":true,\"t\":null,"
+		  "\"u\":\"2026-03-01T00:00:00Z\",\"list\":[18446744073709551615,null,{}]}") == 0);
+	sc_json_free(&j);
+}
+
+int main(void)
+{
+	char *dir = tc_tmpdir("util");
+
+	test_errors();
+	test_types();
+	test_b64();
+	test_hex();
+	test_files(dir);
+	test_time();
+	test_json();
+	if (!tc_failures)
+		tc_rmtree(dir);
+	free(dir);
+	return tc_finish("test-util");
+}

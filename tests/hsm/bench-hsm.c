@@ -1,0 +1,141 @@
+/*
+ * Backend throughput: unwrap + sign + destroy (the per-user signing path)
+ * against a plain sign with a token key, for P-256 and RSA-2048, with 1 and
+ * 2 threads.  Each measurement runs for SC_BENCH_SECONDS (default 2) or
+ * 200000 operations, whichever comes first.
+ */
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "hsmfix.h"
+#include "sc_err.h"
+#include "sc_signer.h"
+
+#define MAX_OPS 200000L
+
+static hsmfix fx;
+static double seconds = 2.0;
+
+struct job {
+	sc_hsm *hsm;
+	int alg;
+	const unsigned char *blob;   /* NULL: sign with `key` */
+	size_t blob_len;
+	sc_hsm_key *key;
+	long ops;
+	int failed;
+};
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *run(void *arg)
+{
+	struct job *j = arg;
+	unsigned char dg[32], sig[512];
+	double end = now() + seconds;
+
+	memset(dg, 0x5a, sizeof(dg));
+	while (j->ops < MAX_OPS && (j->ops & 15 || now() < end)) {
+		sc_hsm_key *k = j->key;
+		size_t len = sizeof(sig);
+
+		if (j->blob && sc_hsm_unwrap(j->hsm, j->alg, j->blob, j->blob_len, &k) != 0) {
+			j->failed++;
+			break;
+		}
+		if (sc_hsm_sign(j->hsm, k, sc_keyalg_is_rsa(j->alg) ? CKM_RSA_PKCS : CKM_ECDSA,
+				NULL, 0, dg, 32, sig, &len) != 0)
+			j->failed++;
+		if (j->blob)
+			sc_hsm_key_free(j->hsm, k);
+		if (j->failed)
+			break;
+		j->ops++;
+		dg[0]++;
+	}
+	return NULL;
+}
+
+static double measure(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
+		      sc_hsm_key *key, int threads)
+{
+	struct job j[2];
+	pthread_t th[2];
+	double t0, t1;
+	long ops = 0;
+	int i;
+
+	t0 = now();
+	for (i = 0; i < threads; i++) {
+		memset(&j[i], 0, sizeof(j[i]));
+		j[i].hsm = hsm;
+		j[i].alg = alg;
+		j[i].blob = blob;
+		j[i].blob_len = blob_len;
+		j[i].key = key;
+		REQUIRE(pthread_create(&th[i], NULL, run, &j[i]) == 0, "thread");
+	}
+	for (i = 0; i < threads; i++) {
+		pthread_join(th[i], NULL);
+		REQUIRE(j[i].failed == 0, "signing failed");
+		ops += j[i].ops;
+	}
+	t1 = now();
+	return (double)ops / (t1 - t0);
+}
+
+int main(void)
+{
+	static const struct { int alg; const char *label; } a[] = {
+		{ SC_KEYALG_P256, "bench-p256" }, { SC_KEYALG_RSA2048, "bench-rsa2048" } };
+	const char *s = getenv("SC_BENCH_SECONDS");
+	sc_hsm *hsm;
+	size_t i;
+	int t;
+
+	if (s && atof(s) > 0)
+		seconds = atof(s);
+	hsmfix_setup(&fx, "bench");
+	hsm = hsmfix_open(&fx, 4);
+	REQUIRE(sc_hsm_create_master_keys(hsm) == 0, "master keys");
+	printf("%-10s %-8s %14s %14s %8s\n", "key", "threads", "unwrap+sign/s", "sign/s", "ratio");
+	for (i = 0; i < sizeof(a) / sizeof(a[0]); i++) {
+		unsigned char *blob = NULL, *spki = NULL;
+		size_t blob_len, spki_len;
+		sc_hsm_key *key = NULL;
+
+		REQUIRE(sc_hsm_generate_wrapped(hsm, a[i].alg, &blob, &blob_len, &spki,
+						&spki_len) == 0, "wrapped key");
+		free(spki);
+		spki = NULL;
+		REQUIRE(sc_hsm_generate_token_key(hsm, a[i].alg, a[i].label, &spki,
+						  &spki_len) == 0, "token key");
+		REQUIRE(sc_hsm_find_token_key(hsm, a[i].label, &key) == 0, "find");
+		for (t = 1; t <= 2; t++) {
+			double wrapped = measure(hsm, a[i].alg, blob, blob_len, NULL, t);
+			double plain = measure(hsm, a[i].alg, NULL, 0, key, t);
+
+			printf("%-10s %-8d %14.0f %14.0f %8.2f\n", sc_keyalg_name(a[i].alg), t,
+			       wrapped, plain, wrapped / plain);
+			fflush(stdout);
+		}
+		sc_hsm_key_free(hsm, key);
+		free(blob);
+		free(spki);
+	}
+	sc_hsm_close(hsm);
+	hsmfix_teardown(&fx);
+	return 0;
+}

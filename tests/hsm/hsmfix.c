@@ -1,0 +1,106 @@
+/* Test fixture: a fresh SoftHSMv2 token per test process. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hsmfix.h"
+#include "sc_build_config.h"
+#include "sc_err.h"
+#include "sc_util.h"
+
+int hsmfix_failures;
+
+void hsmfix_write(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	size_t n = strlen(text);
+
+	REQUIRE(fd >= 0, "open %s: %s", path, strerror(errno));
+	REQUIRE(write(fd, text, n) == (ssize_t)n, "write %s", path);
+	close(fd);
+}
+
+void hsmfix_setup(hsmfix *fx, const char *name)
+{
+	const char *base = getenv("SMARTCERT_BUILDDIR");
+	char tokens[PATH_MAX + 16], text[PATH_MAX + 128];
+	int rc;
+
+	memset(fx, 0, sizeof(*fx));
+	/* Never the user's SoftHSMv2 configuration. */
+	unsetenv("SOFTHSM2_CONF");
+	fx->module = getenv("SC_TEST_BACKEND_MODULE");
+	if (!fx->module || !*fx->module)
+		fx->module = SC_DEFAULT_BACKEND_MODULE;
+	if (!*fx->module || access(fx->module, R_OK) != 0) {
+		fprintf(stderr, "SKIP: SoftHSMv2 module not found ('%s')\n", fx->module);
+		exit(77);
+	}
+	snprintf(fx->dir, sizeof(fx->dir), "%s/tests/hsm/tmp-%s-XXXXXX",
+		 base && *base ? base : ".", name);
+	{
+		char parent[PATH_MAX];
+
+		snprintf(parent, sizeof(parent), "%s/tests/hsm", base && *base ? base : ".");
+		REQUIRE(sc_mkdir_p(parent, 0700) == 0, "mkdir %s", parent);
+	}
+	REQUIRE(mkdtemp(fx->dir) != NULL, "mkdtemp %s: %s", fx->dir, strerror(errno));
+	snprintf(tokens, sizeof(tokens), "%s/tokens", fx->dir);
+	REQUIRE(mkdir(tokens, 0700) == 0, "mkdir %s", tokens);
+	snprintf(fx->conf, sizeof(fx->conf), "%s/softhsm2.conf", fx->dir);
+	snprintf(text, sizeof(text),
+		 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
+		 tokens);
+	hsmfix_write(fx->conf, text);
+	snprintf(fx->pin_file, sizeof(fx->pin_file), "%s/user.pin", fx->dir);
+	hsmfix_write(fx->pin_file, HSMFIX_USER_PIN "\n");
+	snprintf(fx->pin_source, sizeof(fx->pin_source), "file:%s", fx->pin_file);
+
+	rc = sc_hsm_init_token(fx->module, fx->conf, HSMFIX_LABEL, HSMFIX_SO_PIN,
+			       HSMFIX_USER_PIN);
+	REQUIRE(rc == 0, "sc_hsm_init_token: %d", rc);
+}
+
+void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions)
+{
+	memset(p, 0, sizeof(*p));
+	p->module_path = fx->module;
+	p->token_uri = "pkcs11:token=" HSMFIX_LABEL;
+	p->pin_source = fx->pin_source;
+	p->softhsm_conf = fx->conf;
+	p->sessions = sessions;
+}
+
+sc_hsm *hsmfix_open(const hsmfix *fx, unsigned sessions)
+{
+	sc_hsm_params *p = calloc(1, sizeof(*p));
+	sc_hsm *hsm = NULL;
+	int rc;
+
+	REQUIRE(p != NULL, "calloc");
+	hsmfix_params(fx, p, sessions);
+	rc = sc_hsm_open(p, &hsm);
+	free(p);
+	REQUIRE(rc == 0 && hsm, "sc_hsm_open: %d", rc);
+	return hsm;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void hsmfix_teardown(hsmfix *fx)
+{
+	if (hsmfix_failures || getenv("SC_TEST_KEEP")) {
+		fprintf(stderr, "kept %s\n", fx->dir);
+		return;
+	}
+	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}

@@ -1,0 +1,54 @@
+/*
+ * Test fixture for the HSM layer: a fresh SoftHSMv2 token in a temporary
+ * directory under the build directory, with its own softhsm2.conf.
+ */
+#ifndef SC_TEST_HSMFIX_H
+#define SC_TEST_HSMFIX_H
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sc_hsm.h"
+
+#define HSMFIX_LABEL    "sc-hsm-test"
+#define HSMFIX_SO_PIN   "so-pin-8642"
+#define HSMFIX_USER_PIN "user-pin-1357"
+
+typedef struct hsmfix {
+	char dir[PATH_MAX - 64];   /* the temporary directory */
+	char conf[PATH_MAX];       /* its softhsm2.conf */
+	char pin_file[PATH_MAX];   /* the user PIN, mode 0600 */
+	char pin_source[PATH_MAX + 8];
+	const char *module;        /* SoftHSMv2 module path */
+} hsmfix;
+
+extern int hsmfix_failures;
+
+#define CHECK(cond, ...) do { \
+	if (!(cond)) { \
+		fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+		fprintf(stderr, __VA_ARGS__); \
+		fprintf(stderr, " [detail: %s]\n", sc_error_detail()); \
+		hsmfix_failures++; \
+	} \
+} while (0)
+
+#define REQUIRE(cond, ...) do { \
+	if (!(cond)) { \
+		CHECK(cond, __VA_ARGS__); \
+		exit(1); \
+	} \
+} while (0)
+
+/* Create the directory and the token (exits 77 if SoftHSMv2 is absent). */
+void hsmfix_setup(hsmfix *fx, const char *name);
+/* Parameters for sc_hsm_open on the fixture's token. */
+void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions);
+sc_hsm *hsmfix_open(const hsmfix *fx, unsigned sessions);
+/* Remove the directory (kept when SC_TEST_KEEP is set or a check failed). */
+void hsmfix_teardown(hsmfix *fx);
+/* Write a file with mode 0600. */
+void hsmfix_write(const char *path, const char *text);
+
+#endif
