@@ -1,10 +1,149 @@
-/* smartcert init: not built yet. */
+/*
+ * smartcert init: create a self-contained deployment (ca/init.c does the
+ * work; this file parses options and reports).
+ */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sc_build_config.h"
+#include "sc_ca.h"
 #include "sc_cli.h"
+#include "sc_err.h"
+#include "sc_json.h"
+
+static void init_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: smartcert init --dir DIR [options]\n"
+		"\n"
+		"Create a deployment in DIR (new or empty): its own SoftHSMv2 token, the HSM\n"
+		"master keys, root and issuing CA, OCSP signer, store, configuration.\n"
+		"\n"
+		"  --dir DIR                  deployment directory (required)\n"
+		"  --key-type T               CA key type: p256 (default), p384, rsa2048, rsa3072\n"
+		"  --ca-name NAME             CA common-name prefix (default smartcert)\n"
+		"  --ocsp-url URL             AIA OCSP URL written into certificates\n"
+		"  --issuers-url URL          AIA caIssuers URL\n"
+		"  --crl-url URL              CRL distribution point base URL\n"
+		"  --partitions N             CRL partitions (fixed for the CA's life; default 16)\n"
+		"  --backend-module PATH      backend PKCS#11 module (default %s)\n"
+		"  --backend-token-uri URI    use an existing token (RFC 7512) instead of creating one\n"
+		"  --backend-pin-source SRC   backend user PIN: file:PATH or env:VAR (default: generated)\n"
+		"  --gateway-pin-source SRC   gateway PIN: file:PATH or env:VAR (default: generated)\n"
+		"  --json                     print the result as JSON\n",
+		SC_DEFAULT_BACKEND_MODULE);
+}
+
+static const char *init_module_path(void)
+{
+	const char *env = getenv("SMARTCERT_PKCS11_MODULE");
+
+	if (env != NULL && env[0] != '\0')
+		return env;
+	if (access(SC_PKCS11_MODULE_INSTALLED, F_OK) == 0)
+		return SC_PKCS11_MODULE_INSTALLED;
+	return SC_PKCS11_MODULE_BUILD;
+}
 
 int sc_cmd_init(int argc, char **argv)
 {
-	(void)argc;
-	fprintf(stderr, "smartcert %s: not available in this build yet\n", argv[0]);
-	return SC_EXIT_FAIL;
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "key-type", required_argument, NULL, 'k' },
+		{ "ca-name", required_argument, NULL, 'n' },
+		{ "ocsp-url", required_argument, NULL, 'o' },
+		{ "issuers-url", required_argument, NULL, 'i' },
+		{ "crl-url", required_argument, NULL, 'c' },
+		{ "partitions", required_argument, NULL, 'p' },
+		{ "backend-module", required_argument, NULL, 'm' },
+		{ "backend-token-uri", required_argument, NULL, 'u' },
+		{ "backend-pin-source", required_argument, NULL, 'b' },
+		{ "gateway-pin-source", required_argument, NULL, 'g' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	sc_ca_init_params p;
+	sc_ca_init_result r;
+	int c, json = 0, rv;
+
+	memset(&p, 0, sizeof(p));
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': p.dir = optarg; break;
+		case 'k':
+			if (sc_keyalg_parse(optarg, &p.ca_alg) != SC_OK)
+				return sc_cli_usage_error("init", "%s", sc_error_detail());
+			break;
+		case 'n': p.ca_name = optarg; break;
+		case 'o': p.ocsp_url = optarg; break;
+		case 'i': p.issuers_url = optarg; break;
+		case 'c': p.crl_url = optarg; break;
+		case 'p': {
+			char *end = NULL;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (end == optarg || *end != '\0' || v < 1 || v > 65536)
+				return sc_cli_usage_error("init", "--partitions must be 1..65536");
+			p.partitions = (uint32_t)v;
+			break;
+		}
+		case 'm': p.backend_module = optarg; break;
+		case 'u': p.backend_token_uri = optarg; break;
+		case 'b': p.backend_pin_source = optarg; break;
+		case 'g': p.gateway_pin_source = optarg; break;
+		case 'j': json = 1; break;
+		case 'h': init_usage(stdout); return SC_EXIT_OK;
+		default:
+			return sc_cli_usage_error("init", "unknown or incomplete option '%s'",
+						  argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return sc_cli_usage_error("init", "unexpected argument '%s'", argv[optind]);
+	if (p.dir == NULL)
+		return sc_cli_usage_error("init", "--dir DIR is required");
+	rv = sc_ca_init_deployment(&p, &r);
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, "init");
+	if (json) {
+		sc_json j;
+
+		sc_json_init(&j);
+		sc_json_obj_begin(&j);
+		sc_json_kv_str(&j, "dir", r.dir);
+		sc_json_kv_str(&j, "config", r.config);
+		sc_json_kv_str(&j, "module", init_module_path());
+		sc_json_kv_str(&j, "token_label", "smartcert");
+		sc_json_kv_str(&j, "backend_module",
+			       p.backend_module ? p.backend_module : SC_DEFAULT_BACKEND_MODULE);
+		sc_json_kv_str(&j, "backend_token", r.backend_token_label);
+		sc_json_kv_str(&j, "backend_pin_file", r.backend_pin_file);
+		sc_json_kv_str(&j, "gateway_pin_file", r.gateway_pin_file);
+		sc_json_kv_str(&j, "so_pin_file", r.so_pin_file);
+		sc_json_kv_str(&j, "authz_key", r.authz_key);
+		sc_json_kv_str(&j, "authz_pub", r.authz_pub);
+		sc_json_kv_str(&j, "root_ca", r.root_ca);
+		sc_json_kv_str(&j, "issuing_ca", r.issuing_ca);
+		sc_json_kv_str(&j, "ocsp_cert", r.ocsp_cert);
+		sc_json_kv_str(&j, "chain", r.chain);
+		sc_json_obj_end(&j);
+		rv = sc_json_print(&j, stdout);
+		sc_json_free(&j);
+	} else {
+		printf("deployment created in %s\n"
+		       "  config:      %s   (export SMARTCERT_CONF=%s)\n"
+		       "  module:      %s   (token label 'smartcert')\n"
+		       "  gateway PIN: %s\n"
+		       "  chain:       %s\n",
+		       r.dir, r.config, r.config, init_module_path(),
+		       r.gateway_pin_file ? r.gateway_pin_file : "(from the given source)", r.chain);
+	}
+	sc_ca_init_result_free(&r);
+	return rv == SC_OK ? SC_EXIT_OK : SC_EXIT_FAIL;
 }

@@ -1,0 +1,223 @@
+/*
+ * RFC 4180 CSV reader (see csv.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "csv.h"
+#include "sc_err.h"
+
+#define SC_CSV_MAX_FIELDS 32
+#define SC_CSV_MAX_RECORD (64 * 1024)
+
+struct sc_csv {
+	FILE *f;
+	char *buf;
+	size_t len, cap;
+	size_t off[SC_CSV_MAX_FIELDS];
+	char *fields[SC_CSV_MAX_FIELDS];
+	size_t nfields;
+	unsigned long line;       /* current line (1-based) */
+	long offset;
+	long rec_offset;          /* where the current record starts */
+	unsigned long rec_line;
+};
+
+int sc_csv_open(const char *path, sc_csv **out)
+{
+	sc_csv *c;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return SC_ERR_NOMEM;
+	c->f = fopen(path, "r");
+	if (c->f == NULL) {
+		int e = errno;
+
+		free(c);
+		return sc_error_set(SC_ERR_IO, "cannot open %s: %s", path, strerror(e));
+	}
+	c->cap = 4096;
+	c->buf = OPENSSL_malloc(c->cap);
+	if (c->buf == NULL) {
+		fclose(c->f);
+		free(c);
+		return SC_ERR_NOMEM;
+	}
+	c->line = 1;
+	*out = c;
+	return SC_OK;
+}
+
+void sc_csv_close(sc_csv *c)
+{
+	if (c == NULL)
+		return;
+	if (c->f != NULL)
+		fclose(c->f);
+	OPENSSL_clear_free(c->buf, c->cap);
+	free(c);
+}
+
+long sc_csv_offset(const sc_csv *c)
+{
+	return c->offset;
+}
+
+static int sc_csv_put(sc_csv *c, char ch)
+{
+	if (c->len + 1 >= c->cap) {
+		size_t ncap = c->cap * 2;
+		char *nb;
+
+		if (ncap > SC_CSV_MAX_RECORD)
+			return SC_ERR_INVALID;
+		/* never realloc: the old buffer may hold an ID-card number */
+		nb = OPENSSL_malloc(ncap);
+		if (nb == NULL)
+			return SC_ERR_NOMEM;
+		memcpy(nb, c->buf, c->len);
+		OPENSSL_clear_free(c->buf, c->cap);
+		c->buf = nb;
+		c->cap = ncap;
+	}
+	c->buf[c->len++] = ch;
+	return SC_OK;
+}
+
+static int sc_csv_getc(sc_csv *c)
+{
+	int ch = getc_unlocked(c->f);
+
+	if (ch != EOF)
+		c->offset++;
+	return ch;
+}
+
+/* After a malformed record, go on with the line after the one it started
+ * on: an unbalanced quote must cost one row, not every row it swallowed. */
+static void sc_csv_skip_line(sc_csv *c, int ch)
+{
+	if (c->line != c->rec_line && fseek(c->f, c->rec_offset, SEEK_SET) == 0) {
+		c->offset = c->rec_offset;
+		c->line = c->rec_line;
+		ch = sc_csv_getc(c);
+	}
+	while (ch != EOF && ch != '\n')
+		ch = sc_csv_getc(c);
+	if (ch == '\n')
+		c->line++;
+}
+
+int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
+{
+	int ch, rv;
+	const char *why = NULL;
+
+	*fields = NULL;
+	*n = 0;
+	for (;;) {
+		OPENSSL_cleanse(c->buf, c->len);
+		c->len = 0;
+		c->nfields = 0;
+		*line = c->line;
+		c->rec_line = c->line;
+		c->rec_offset = c->offset;
+		ch = sc_csv_getc(c);
+		if (ch == EOF)
+			return ferror(c->f) ? sc_error_set(SC_ERR_IO, "read error") : 0;
+		if (ch == '\n' || (ch == '\r')) {
+			/* blank line */
+			if (ch == '\r' && (ch = sc_csv_getc(c)) != '\n' && ch != EOF) {
+				why = "stray carriage return";
+				goto malformed;
+			}
+			c->line++;
+			continue;
+		}
+		break;
+	}
+	for (;;) {
+		/* one field; ch is its first character */
+		if (c->nfields >= SC_CSV_MAX_FIELDS) {
+			why = "too many fields";
+			goto malformed;
+		}
+		c->off[c->nfields++] = c->len;
+		if (ch == '"') {
+			for (;;) {
+				ch = sc_csv_getc(c);
+				if (ch == EOF) {
+					why = "unterminated quoted field";
+					goto malformed;
+				}
+				if (ch == '"') {
+					ch = sc_csv_getc(c);
+					if (ch != '"')
+						break;
+				}
+				if (ch == '\n')
+					c->line++;
+				if ((rv = sc_csv_put(c, (char)ch)) != SC_OK) {
+					why = "quoted field not closed within 64 KiB "
+					      "(unbalanced quote?)";
+					goto malformed;
+				}
+			}
+			if (ch != ',' && ch != '\n' && ch != '\r' && ch != EOF) {
+				why = "text after a closing quote";
+				goto malformed;
+			}
+		} else {
+			while (ch != ',' && ch != '\n' && ch != '\r' && ch != EOF) {
+				if (ch == '"') {
+					why = "quote inside an unquoted field";
+					goto malformed;
+				}
+				if (ch == '\0') {
+					why = "NUL byte";
+					goto malformed;
+				}
+				if ((rv = sc_csv_put(c, (char)ch)) != SC_OK) {
+					why = "record too long";
+					goto malformed;
+				}
+				ch = sc_csv_getc(c);
+			}
+		}
+		if ((rv = sc_csv_put(c, '\0')) != SC_OK) {
+			why = "record too long";
+			goto malformed;
+		}
+		if (ch == ',') {
+			ch = sc_csv_getc(c);
+			continue;
+		}
+		if (ch == '\r') {
+			ch = sc_csv_getc(c);
+			if (ch != '\n' && ch != EOF) {
+				why = "stray carriage return";
+				goto malformed;
+			}
+		}
+		if (ch == '\n')
+			c->line++;
+		break;
+	}
+	for (size_t i = 0; i < c->nfields; i++)
+		c->fields[i] = c->buf + c->off[i];
+	*fields = c->fields;
+	*n = c->nfields;
+	return 1;
+malformed:
+	sc_csv_skip_line(c, ch);
+	OPENSSL_cleanse(c->buf, c->len);
+	c->len = 0;
+	c->nfields = 0;
+	return sc_error_set(SC_ERR_INVALID, "malformed CSV: %s", why);
+}

@@ -1,0 +1,670 @@
+/*
+ * `smartcert init`: a complete, self-contained deployment in one directory
+ * (layout in core/sc_deploy.h).  Either everything is created or, on any
+ * failure, everything created is removed again so a retry starts clean.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+#include "sc_audit.h"
+#include "sc_build_config.h"
+#include "sc_err.h"
+#include "sc_pinhash.h"
+#include "sc_signer.h"
+#include "sc_util.h"
+
+#define SC_INIT_TOKEN_LABEL "smartcert-backend"
+
+struct sc_init {
+	const sc_ca_init_params *p;
+	char dir[PATH_MAX];
+	char *backend_pin, *so_pin, *gateway_pin;
+	char *gateway_hash;
+	char *backend_pin_source;     /* as written to the config */
+	char *pub_pem_path, *key_pem_path;
+	sc_config *cfg;
+	sc_hsm *hsm;
+	sc_store *store;
+	X509 *root, *issuing, *ocsp;
+	unsigned char *der[3];
+	size_t der_len[3];
+	sc_serial serial[3];
+};
+
+static char *sc_init_path(const char *dir, const char *rel)
+{
+	size_t n = strlen(dir) + strlen(rel) + 2;
+	char *s = malloc(n);
+
+	if (s != NULL)
+		snprintf(s, n, "%s/%s", dir, rel);
+	return s;
+}
+
+/* A random PIN of 22 base64url characters (128 bits). */
+static int sc_init_random_pin(char **out)
+{
+	unsigned char r[16];
+	int rv;
+
+	*out = NULL;
+	if (RAND_priv_bytes(r, sizeof(r)) != 1)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "PIN generation");
+	rv = sc_b64url_encode(r, sizeof(r), out);
+	OPENSSL_cleanse(r, sizeof(r));
+	return rv;
+}
+
+static int sc_init_write_secret(const char *dir, const char *rel, const char *secret)
+{
+	char *path = sc_init_path(dir, rel), *buf = NULL;
+	size_t n;
+	int rv;
+
+	if (path == NULL)
+		return SC_ERR_NOMEM;
+	n = strlen(secret) + 2;
+	buf = malloc(n);
+	if (buf == NULL) {
+		free(path);
+		return SC_ERR_NOMEM;
+	}
+	snprintf(buf, n, "%s\n", secret);
+	rv = sc_file_write_atomic(path, buf, n - 1, 0600);
+	OPENSSL_clear_free(buf, n);
+	free(path);
+	return rv;
+}
+
+static int sc_init_write_text(const char *dir, const char *rel, const char *text, unsigned mode)
+{
+	char *path = sc_init_path(dir, rel);
+	int rv;
+
+	if (path == NULL)
+		return SC_ERR_NOMEM;
+	rv = sc_file_write_atomic(path, text, strlen(text), mode);
+	free(path);
+	return rv;
+}
+
+static int sc_init_dir_state(const char *dir, int *exists)
+{
+	DIR *dh;
+	struct dirent *e;
+	int empty = 1;
+
+	*exists = 0;
+	dh = opendir(dir);
+	if (dh == NULL) {
+		if (errno == ENOENT)
+			return SC_OK;
+		return sc_error_set(errno == EACCES ? SC_ERR_READONLY : SC_ERR_IO,
+				    "%s: %s", dir, strerror(errno));
+	}
+	*exists = 1;
+	while ((e = readdir(dh)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+			empty = 0;
+			break;
+		}
+	}
+	closedir(dh);
+	if (!empty) {
+		char conf[PATH_MAX];
+
+		snprintf(conf, sizeof(conf), "%s/smartcert.conf", dir);
+		if (access(conf, F_OK) == 0)
+			return sc_error_set(SC_ERR_EXISTS, "%s already holds a deployment (%s); "
+					    "nothing was changed", dir, conf);
+		return sc_error_set(SC_ERR_EXISTS, "%s is not empty: give a new or empty "
+				    "directory; nothing was changed", dir);
+	}
+	return SC_OK;
+}
+
+static int sc_init_demo_authz_key(struct sc_init *in)
+{
+	EVP_PKEY *pk = NULL;
+	BIO *bk = NULL, *bp = NULL;
+	char *data = NULL;
+	long n;
+	int rv = SC_ERR_CRYPTO;
+
+	pk = EVP_EC_gen("P-256");
+	bk = BIO_new(BIO_s_secmem());
+	bp = BIO_new(BIO_s_mem());
+	if (pk == NULL || bk == NULL || bp == NULL ||
+	    PEM_write_bio_PrivateKey(bk, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
+	    PEM_write_bio_PUBKEY(bp, pk) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "demo authorisation key");
+		goto done;
+	}
+	n = BIO_get_mem_data(bk, &data);
+	if ((rv = sc_file_write_atomic(in->key_pem_path, data, (size_t)n, 0600)) != SC_OK)
+		goto done;
+	n = BIO_get_mem_data(bp, &data);
+	rv = sc_file_write_atomic(in->pub_pem_path, data, (size_t)n, 0644);
+done:
+	BIO_free(bk);
+	BIO_free(bp);
+	EVP_PKEY_free(pk);
+	return rv;
+}
+
+static int sc_init_write_config(struct sc_init *in, int embedded, const char *module)
+{
+	const sc_ca_init_params *p = in->p;
+	char *text = NULL;
+	char softhsm_line[64] = "";
+	int n, rv;
+	size_t cap = 8192;
+
+	if (embedded)
+		snprintf(softhsm_line, sizeof(softhsm_line), "softhsm_conf = hsm/softhsm2.conf\n");
+	text = malloc(cap);
+	if (text == NULL)
+		return SC_ERR_NOMEM;
+	n = snprintf(text, cap,
+		"# smartcert deployment, written by 'smartcert init'.\n"
+		"# Every key is described in docs/configuration.md.\n"
+		"# Relative paths are relative to this file's directory.\n"
+		"\n[deployment]\nname = %s\n"
+		"\n[hsm]\nmodule = %s\ntoken = %s\npin_source = %s\n%ssessions = 8\n"
+		"\n[store]\npath = store\nmap_size = 64G\n"
+		"\n[ca]\nkey_type = %s\nname = %s\nvalidity_days = 1825\ndefault_key_type = p256\n"
+		"policy_adult = %s\npolicy_minor = %s\nminor_age = 18\n"
+		"ocsp_url = %s\nissuers_url = %s\nsuspend_holds = yes\nretention_days = 2555\n"
+		"\n[crl]\nbase_url = %s\nout_dir = crl\npartitions = %u\n"
+		"next_update_hours = 24\ndelta_next_update_hours = 6\nexpired_grace_days = 30\n"
+		"\n[authz]\naudience = smartcert-signing\ntrusted_key = authz/authz-demo.pub.pem\n"
+		"issuer = smartcert-demo-authz\ndemo_key = secrets/authz-demo.key\nmax_skew = 120\n"
+		"lock_threshold = 5\nlock_seconds = 300\n"
+		"\n[gateway]\npin_hash = %s\ntoken_label = smartcert\n"
+		"\n[ocsp]\nlisten = 127.0.0.1:8080\nvalidity_seconds = 86400\nnonce = accept\n"
+		"unknown_policy = unknown\nserve_crl_dir = yes\n",
+		p->ca_name ? p->ca_name : "smartcert",
+		module,
+		p->backend_token_uri ? p->backend_token_uri : "pkcs11:token=" SC_INIT_TOKEN_LABEL,
+		in->backend_pin_source, softhsm_line,
+		sc_keyalg_name(p->ca_alg ? p->ca_alg : SC_KEYALG_P256),
+		p->ca_name ? p->ca_name : "smartcert",
+		SC_CA_POLICY_ADULT, SC_CA_POLICY_MINOR,
+		p->ocsp_url ? p->ocsp_url : SC_CA_DEFAULT_OCSP_URL,
+		p->issuers_url ? p->issuers_url : SC_CA_DEFAULT_ISSUERS_URL,
+		p->crl_url ? p->crl_url : SC_CA_DEFAULT_CRL_URL,
+		(unsigned)(p->partitions ? p->partitions : 16),
+		in->gateway_hash);
+	if (n < 0 || (size_t)n >= cap) {
+		free(text);
+		return sc_error_set(SC_ERR_INVALID, "configuration values too long");
+	}
+	rv = sc_init_write_text(in->dir, "smartcert.conf", text, 0640);
+	free(text);
+	return rv;
+}
+
+/* One CA certificate: key pair generated on the token, certificate built
+ * and signed by `signer_label` (itself for the root). */
+static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *label,
+			   const char *cn, int64_t days, X509 *issuer, const char *signer_label,
+			   X509 **out)
+{
+	int alg = in->p->ca_alg ? in->p->ca_alg : SC_KEYALG_P256;
+	unsigned char *spki = NULL;
+	size_t spki_len = 0;
+	const unsigned char *q;
+	EVP_PKEY *pub = NULL;
+	X509_NAME *name = NULL;
+	X509 *x = NULL, *signed_x = NULL;
+	sc_hsm_key *key = NULL;
+	sc_ca_certspec spec;
+	int64_t now = sc_now();
+	char name_cn[160];
+	int rv;
+
+	*out = NULL;
+	if ((rv = sc_hsm_generate_token_key(in->hsm, alg, label, &spki, &spki_len)) != SC_OK)
+		goto done;
+	q = spki;
+	pub = d2i_PUBKEY(NULL, &q, (long)spki_len);
+	if (pub == NULL) {
+		rv = sc_error_set_openssl(SC_ERR_HSM, "CA public key");
+		goto done;
+	}
+	snprintf(name_cn, sizeof(name_cn), "%s %s",
+		 in->p->ca_name ? in->p->ca_name : "smartcert", cn);
+	if ((rv = sc_ca_name_make(name_cn, NULL, &name)) != SC_OK)
+		goto done;
+	if ((rv = sc_ca_serial_random(&in->serial[idx])) != SC_OK)
+		goto done;
+	memset(&spec, 0, sizeof(spec));
+	spec.kind = kind;
+	spec.serial = &in->serial[idx];
+	spec.not_before = now - 300;
+	spec.not_after = now + days * 86400;
+	if (kind == SC_CA_KIND_OCSP) {
+		spec.policy_oid = NULL;
+	}
+	if ((rv = sc_ca_cert_build(&spec, name, pub, issuer, &x)) != SC_OK)
+		goto done;
+	if ((rv = sc_hsm_find_token_key(in->hsm, signer_label, &key)) != SC_OK)
+		goto done;
+	rv = sc_sign_x509(in->hsm, key, sc_sign_default_md(sc_hsm_key_alg(key)), x,
+			  &in->der[idx], &in->der_len[idx]);
+	if (rv != SC_OK)
+		goto done;
+	q = in->der[idx];
+	signed_x = d2i_X509(NULL, &q, (long)in->der_len[idx]);
+	if (signed_x == NULL) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "signed CA certificate does not decode");
+		goto done;
+	}
+	*out = signed_x;
+	signed_x = NULL;
+done:
+	sc_hsm_key_free(in->hsm, key);
+	free(spki);
+	EVP_PKEY_free(pub);
+	X509_NAME_free(name);
+	X509_free(x);
+	X509_free(signed_x);
+	return rv;
+}
+
+static int sc_init_pem(X509 *const *certs, size_t n, char **out, size_t *out_len)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data;
+	long len;
+
+	*out = NULL;
+	if (b == NULL)
+		return SC_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (PEM_write_bio_X509(b, certs[i]) != 1) {
+			BIO_free(b);
+			return sc_error_set_openssl(SC_ERR_CRYPTO, "PEM");
+		}
+	}
+	len = BIO_get_mem_data(b, &data);
+	*out = malloc((size_t)len + 1);
+	if (*out == NULL) {
+		BIO_free(b);
+		return SC_ERR_NOMEM;
+	}
+	memcpy(*out, data, (size_t)len);
+	(*out)[len] = '\0';
+	*out_len = (size_t)len;
+	BIO_free(b);
+	return SC_OK;
+}
+
+static int sc_init_store(struct sc_init *in)
+{
+	static const char *const profiles[3] = { "root-ca", "issuing-ca", "ocsp-signer" };
+	static const char *const metas[3] = { SC_META_ROOT_CERT, SC_META_ISSUING_CERT,
+					      SC_META_OCSP_CERT };
+	X509 *certs[3] = { in->root, in->issuing, in->ocsp };
+	char *path = NULL;
+	sc_txn *txn = NULL;
+	uint32_t parts = in->p->partitions ? in->p->partitions : 16;
+	char detail[128];
+	int rv, i;
+
+	path = sc_config_path(in->cfg, "store.path", "store");
+	if (path == NULL)
+		return SC_ERR_NOMEM;
+	rv = sc_store_open(path, 0, SC_STORE_CREATE, &in->store);
+	free(path);
+	if (rv != SC_OK)
+		return rv;
+	if ((rv = sc_txn_begin(in->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		return rv;
+	for (i = 0; i < 3; i++) {
+		sc_cert c;
+		struct tm tm;
+
+		if ((rv = sc_store_meta_put(txn, metas[i], in->der[i], in->der_len[i])) != SC_OK)
+			goto done;
+		memset(&c, 0, sizeof(c));
+		c.serial = in->serial[i];
+		c.user_id = "";
+		c.key_id = "";
+		c.profile = profiles[i];
+		c.status = SC_CERT_GOOD;
+		memset(&tm, 0, sizeof(tm));
+		ASN1_TIME_to_tm(X509_get0_notBefore(certs[i]), &tm);
+		c.not_before = (int64_t)timegm(&tm);
+		memset(&tm, 0, sizeof(tm));
+		ASN1_TIME_to_tm(X509_get0_notAfter(certs[i]), &tm);
+		c.not_after = (int64_t)timegm(&tm);
+		c.reason = SC_REASON_NONE;
+		c.partition = sc_crl_partition_of(&in->serial[i], parts);
+		c.der = in->der[i];
+		c.der_len = in->der_len[i];
+		if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
+			goto done;
+	}
+	{
+		sc_audit_event ev;
+		char actor[96];
+		const char *login = getenv("SMARTCERT_OFFICER");
+
+		snprintf(actor, sizeof(actor), "officer:%s",
+			 login && *login ? login : (getenv("USER") ? getenv("USER") : "unknown"));
+		snprintf(detail, sizeof(detail), "ca_key=%s partitions=%u",
+			 sc_keyalg_name(in->p->ca_alg ? in->p->ca_alg : SC_KEYALG_P256),
+			 (unsigned)parts);
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = "init";
+		ev.actor = actor;
+		ev.outcome = "ok";
+		ev.detail = detail;
+		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
+			goto done;
+	}
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+done:
+	sc_txn_abort(txn);
+	return rv;
+}
+
+static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
+{
+	const sc_ca_init_params *p = in->p;
+	const char *module = p->backend_module ? p->backend_module : SC_DEFAULT_BACKEND_MODULE;
+	int embedded = p->backend_token_uri == NULL;
+	static const char *const subdirs[] = { "hsm/tokens", "secrets", "authz", "store", "ca",
+					       "crl" };
+	char *softhsm_conf = NULL, *text = NULL;
+	sc_hsm_params hp;
+	X509 *chain[2];
+	size_t text_len;
+	int rv;
+
+	if (module == NULL || module[0] == '\0')
+		return sc_error_set(SC_ERR_HSM_MODULE, "no backend PKCS#11 module: pass "
+				    "--backend-module PATH (SoftHSMv2 was not found at build time)");
+	if (access(module, R_OK) != 0)
+		return sc_error_set(SC_ERR_HSM_MODULE, "backend PKCS#11 module %s: %s; install "
+				    "SoftHSMv2 or pass --backend-module PATH", module,
+				    strerror(errno));
+	if (!embedded && p->backend_pin_source == NULL)
+		return sc_error_set(SC_ERR_INVALID, "--backend-token-uri needs "
+				    "--backend-pin-source (the token's user PIN)");
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		char *d = sc_init_path(in->dir, subdirs[i]);
+
+		if (d == NULL)
+			return SC_ERR_NOMEM;
+		rv = sc_mkdir_p(d, strcmp(subdirs[i], "secrets") == 0 ? 0700 : 0755);
+		free(d);
+		if (rv != SC_OK)
+			return rv;
+	}
+	if (chmod(in->dir, 0755) != 0 && errno != EPERM)
+		return sc_error_set(SC_ERR_IO, "%s: %s", in->dir, strerror(errno));
+
+	/* PINs: given ones are used, missing ones generated into owner-only files */
+	if (p->backend_pin_source != NULL) {
+		if ((rv = sc_secret_read_source(p->backend_pin_source, &in->backend_pin)) != SC_OK)
+			return rv;
+		if (strncmp(p->backend_pin_source, "file:", 5) == 0 &&
+		    p->backend_pin_source[5] != '/') {
+			char abs[PATH_MAX];
+
+			if (realpath(p->backend_pin_source + 5, abs) == NULL)
+				return sc_error_set(SC_ERR_IO, "%s: %s", p->backend_pin_source + 5,
+						    strerror(errno));
+			in->backend_pin_source = malloc(strlen(abs) + 6);
+			if (in->backend_pin_source != NULL)
+				snprintf(in->backend_pin_source, strlen(abs) + 6, "file:%s", abs);
+		} else {
+			in->backend_pin_source = strdup(p->backend_pin_source);
+		}
+		if (in->backend_pin_source == NULL)
+			return SC_ERR_NOMEM;
+		if (strncmp(in->backend_pin_source, "file:", 5) == 0)
+			res->backend_pin_file = strdup(in->backend_pin_source + 5);
+	} else {
+		if ((rv = sc_init_random_pin(&in->backend_pin)) != SC_OK ||
+		    (rv = sc_init_write_secret(in->dir, "secrets/backend.pin",
+					       in->backend_pin)) != SC_OK)
+			return rv;
+		in->backend_pin_source = strdup("file:secrets/backend.pin");
+		res->backend_pin_file = sc_init_path(in->dir, "secrets/backend.pin");
+		if (in->backend_pin_source == NULL || res->backend_pin_file == NULL)
+			return SC_ERR_NOMEM;
+	}
+	if (p->gateway_pin_source != NULL) {
+		if ((rv = sc_secret_read_source(p->gateway_pin_source, &in->gateway_pin)) != SC_OK)
+			return rv;
+		if (strncmp(p->gateway_pin_source, "file:", 5) == 0)
+			res->gateway_pin_file = realpath(p->gateway_pin_source + 5, NULL);
+		else if (strncmp(p->gateway_pin_source, "env:", 4) != 0)
+			res->gateway_pin_file = realpath(p->gateway_pin_source, NULL);
+	} else {
+		if ((rv = sc_init_random_pin(&in->gateway_pin)) != SC_OK ||
+		    (rv = sc_init_write_secret(in->dir, "secrets/gateway.pin",
+					       in->gateway_pin)) != SC_OK)
+			return rv;
+		res->gateway_pin_file = sc_init_path(in->dir, "secrets/gateway.pin");
+		if (res->gateway_pin_file == NULL)
+			return SC_ERR_NOMEM;
+	}
+	if ((rv = sc_pinhash_make(in->gateway_pin, &in->gateway_hash)) != SC_OK)
+		return rv;
+
+	if (embedded) {
+		softhsm_conf = sc_init_path(in->dir, "hsm/softhsm2.conf");
+		if (softhsm_conf == NULL)
+			return SC_ERR_NOMEM;
+		{
+			char conf[PATH_MAX + 256];
+
+			snprintf(conf, sizeof(conf),
+				 "# SoftHSMv2 configuration of this deployment only.\n"
+				 "directories.tokendir = %s/hsm/tokens\n"
+				 "objectstore.backend = file\n"
+				 "log.level = ERROR\n"
+				 "slots.removable = false\n", in->dir);
+			if ((rv = sc_file_write_atomic(softhsm_conf, conf, strlen(conf), 0644)) != SC_OK)
+				goto done;
+		}
+		if ((rv = sc_init_random_pin(&in->so_pin)) != SC_OK ||
+		    (rv = sc_init_write_secret(in->dir, "secrets/so.pin", in->so_pin)) != SC_OK)
+			goto done;
+		res->so_pin_file = sc_init_path(in->dir, "secrets/so.pin");
+		rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_TOKEN_LABEL, in->so_pin,
+				       in->backend_pin);
+		if (rv != SC_OK)
+			goto done;
+	}
+	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
+
+	in->key_pem_path = sc_init_path(in->dir, "secrets/authz-demo.key");
+	in->pub_pem_path = sc_init_path(in->dir, "authz/authz-demo.pub.pem");
+	if (in->key_pem_path == NULL || in->pub_pem_path == NULL) {
+		rv = SC_ERR_NOMEM;
+		goto done;
+	}
+	if ((rv = sc_init_demo_authz_key(in)) != SC_OK)
+		goto done;
+	if ((rv = sc_init_write_config(in, embedded, module)) != SC_OK)
+		goto done;
+
+	res->config = sc_init_path(in->dir, "smartcert.conf");
+	if (res->config == NULL) {
+		rv = SC_ERR_NOMEM;
+		goto done;
+	}
+	if ((rv = sc_config_load(res->config, &in->cfg)) != SC_OK)
+		goto done;
+	if ((rv = sc_hsm_params_from_config(in->cfg, &hp)) != SC_OK)
+		goto done;
+	if ((rv = sc_hsm_open(&hp, &in->hsm)) != SC_OK)
+		goto done;
+	if ((rv = sc_hsm_create_master_keys(in->hsm)) != SC_OK)
+		goto done;
+	if ((rv = sc_init_ca_cert(in, 0, SC_CA_KIND_ROOT, SC_LABEL_ROOT_CA, "Root CA", 7305,
+				  NULL, SC_LABEL_ROOT_CA, &in->root)) != SC_OK)
+		goto done;
+	if ((rv = sc_init_ca_cert(in, 1, SC_CA_KIND_ISSUING, SC_LABEL_ISSUING_CA, "Issuing CA",
+				  3653, in->root, SC_LABEL_ROOT_CA, &in->issuing)) != SC_OK)
+		goto done;
+	if ((rv = sc_init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder", 1095,
+				  in->issuing, SC_LABEL_ISSUING_CA, &in->ocsp)) != SC_OK)
+		goto done;
+	if ((rv = sc_init_store(in)) != SC_OK)
+		goto done;
+
+	res->root_ca = sc_init_path(in->dir, "ca/root-ca.pem");
+	res->issuing_ca = sc_init_path(in->dir, "ca/issuing-ca.pem");
+	res->ocsp_cert = sc_init_path(in->dir, "ca/ocsp-signer.pem");
+	res->chain = sc_init_path(in->dir, "ca/chain.pem");
+	res->authz_key = strdup(in->key_pem_path);
+	res->authz_pub = strdup(in->pub_pem_path);
+	res->dir = strdup(in->dir);
+	if (!res->root_ca || !res->issuing_ca || !res->ocsp_cert || !res->chain ||
+	    !res->authz_key || !res->authz_pub || !res->dir) {
+		rv = SC_ERR_NOMEM;
+		goto done;
+	}
+	{
+		X509 *const one[3] = { in->root, in->issuing, in->ocsp };
+		const char *const files[3] = { res->root_ca, res->issuing_ca, res->ocsp_cert };
+
+		for (int i = 0; i < 3; i++) {
+			if ((rv = sc_init_pem(&one[i], 1, &text, &text_len)) != SC_OK)
+				goto done;
+			rv = sc_file_write_atomic(files[i], text, text_len, 0644);
+			free(text);
+			text = NULL;
+			if (rv != SC_OK)
+				goto done;
+		}
+	}
+	chain[0] = in->issuing;
+	chain[1] = in->root;
+	if ((rv = sc_init_pem(chain, 2, &text, &text_len)) != SC_OK)
+		goto done;
+	rv = sc_file_write_atomic(res->chain, text, text_len, 0644);
+done:
+	free(text);
+	free(softhsm_conf);
+	return rv;
+}
+
+int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
+{
+	struct sc_init in;
+	int rv, existed = 0;
+	char *parent = NULL, *slash;
+
+	memset(out, 0, sizeof(*out));
+	memset(&in, 0, sizeof(in));
+	in.p = p;
+	if (p->dir == NULL || p->dir[0] == '\0')
+		return sc_error_set(SC_ERR_INVALID, "--dir DIR is required");
+	if (p->partitions > 65536)
+		return sc_error_set(SC_ERR_INVALID, "--partitions must be 1..65536");
+	/* absolute path of DIR (it may not exist yet: resolve the parent) */
+	if (p->dir[0] == '/') {
+		snprintf(in.dir, sizeof(in.dir), "%s", p->dir);
+	} else {
+		char cwd[PATH_MAX];
+
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return sc_error_set(SC_ERR_IO, "getcwd: %s", strerror(errno));
+		if (snprintf(in.dir, sizeof(in.dir), "%s/%s", cwd, p->dir) >= (int)sizeof(in.dir))
+			return sc_error_set(SC_ERR_INVALID, "--dir path too long");
+	}
+	while (strlen(in.dir) > 1 && in.dir[strlen(in.dir) - 1] == '/')
+		in.dir[strlen(in.dir) - 1] = '\0';
+	if ((rv = sc_init_dir_state(in.dir, &existed)) != SC_OK)
+		return rv;
+	parent = strdup(in.dir);
+	if (parent == NULL)
+		return SC_ERR_NOMEM;
+	slash = strrchr(parent, '/');
+	if (slash != NULL && slash != parent)
+		*slash = '\0';
+	if (!existed && access(parent, W_OK) != 0) {
+		rv = sc_error_set(SC_ERR_READONLY, "cannot create %s: %s is not writable", in.dir,
+				  parent);
+		free(parent);
+		return rv;
+	}
+	free(parent);
+	if (!existed && mkdir(in.dir, 0755) != 0) {
+		return sc_error_set(errno == EACCES || errno == EROFS ? SC_ERR_READONLY : SC_ERR_IO,
+				    "cannot create %s: %s", in.dir, strerror(errno));
+	}
+
+	rv = sc_init_run(&in, out);
+
+	if (in.store != NULL)
+		sc_store_close(in.store);
+	if (in.hsm != NULL)
+		sc_hsm_close(in.hsm);
+	sc_config_free(in.cfg);
+	X509_free(in.root);
+	X509_free(in.issuing);
+	X509_free(in.ocsp);
+	for (int i = 0; i < 3; i++)
+		free(in.der[i]);
+	sc_secret_free(in.backend_pin);
+	sc_secret_free(in.so_pin);
+	sc_secret_free(in.gateway_pin);
+	free(in.gateway_hash);
+	free(in.backend_pin_source);
+	free(in.key_pem_path);
+	free(in.pub_pem_path);
+	if (rv != SC_OK) {
+		/* remove everything this run created; keep the detail message */
+		char detail[512];
+
+		snprintf(detail, sizeof(detail), "%s", sc_error_detail());
+		sc_ca_rmtree(in.dir);
+		if (existed)
+			(void)mkdir(in.dir, 0755);
+		sc_ca_init_result_free(out);
+		sc_error_set(rv, "%s", detail);
+	}
+	return rv;
+}
+
+void sc_ca_init_result_free(sc_ca_init_result *r)
+{
+	if (r == NULL)
+		return;
+	free(r->dir);
+	free(r->config);
+	free(r->backend_token_label);
+	free(r->backend_pin_file);
+	free(r->gateway_pin_file);
+	free(r->so_pin_file);
+	free(r->authz_key);
+	free(r->authz_pub);
+	free(r->root_ca);
+	free(r->issuing_ca);
+	free(r->ocsp_cert);
+	free(r->chain);
+	memset(r, 0, sizeof(*r));
+}

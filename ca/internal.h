@@ -1,0 +1,156 @@
+/*
+ * Inside the CA library.
+ */
+#ifndef SC_CA_INTERNAL_H
+#define SC_CA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <openssl/x509.h>
+
+#include "sc_ca.h"
+#include "sc_hsm.h"
+#include "sc_store.h"
+
+/* Default policy arc, under the X.660 "example" arc 2.999: a deployment
+ * sets its registered OIDs (ca.policy_adult, ca.policy_minor).  Not a
+ * 2.25.<UUID> arc: its 128-bit subidentifier is beyond what RFC 5280
+ * requires clients to handle (2^28) and Python cryptography 38+, Go before
+ * 1.22 and Botan reject such certificates (docs/certificate-profile.md). */
+#define SC_CA_POLICY_ARC "2.999.4109"
+#define SC_CA_POLICY_ADULT SC_CA_POLICY_ARC ".1.1"
+#define SC_CA_POLICY_MINOR SC_CA_POLICY_ARC ".1.2"
+#define SC_CA_POLICY_TLS_CLIENT SC_CA_POLICY_ARC ".2.1"
+#define SC_CA_POLICY_TLS_SERVER SC_CA_POLICY_ARC ".2.2"
+#define SC_CA_POLICY_OPERATOR SC_CA_POLICY_ARC ".2.3"
+
+#define SC_CA_DEFAULT_OCSP_URL "http://127.0.0.1:8080/ocsp"
+#define SC_CA_DEFAULT_ISSUERS_URL "http://127.0.0.1:8080/ca/issuing-ca.crt"
+#define SC_CA_DEFAULT_CRL_URL "http://127.0.0.1:8080/crl"
+
+/* Extensions every holder certificate shares, built once per CA: the
+ * string parser of OpenSSL costs more than signing.  CRL extensions are
+ * built per partition on first use (under mu: workers share the cache). */
+typedef struct sc_ca_extcache {
+	X509_EXTENSION *bc, *ku, *aki, *aia, *pol_adult, *pol_minor;
+	X509_EXTENSION **cdp, **fresh;
+	uint32_t n;
+	pthread_mutex_t mu;
+} sc_ca_extcache;
+
+struct sc_ca {
+	sc_deploy *d;
+	sc_hsm_key *issuing_key;
+	int md_nid;
+	char actor[96];
+	const char *ocsp_url, *issuers_url, *crl_base;
+	const char *policy_adult, *policy_minor;
+	int64_t validity_days, minor_age, retention_days;
+	int default_alg;
+	int suspend_holds;
+	uint32_t partitions;
+	int64_t issuer_not_after;        /* user certificates end before it */
+	sc_ca_extcache *xc;
+};
+
+enum sc_ca_kind {
+	SC_CA_KIND_ROOT = 1,
+	SC_CA_KIND_ISSUING,
+	SC_CA_KIND_OCSP,
+	SC_CA_KIND_USER,
+	SC_CA_KIND_TLS_CLIENT,
+	SC_CA_KIND_TLS_SERVER,
+	SC_CA_KIND_OPERATOR,
+};
+
+/* What goes into a certificate besides subject and key. */
+typedef struct sc_ca_certspec {
+	int kind;
+	const sc_serial *serial;
+	int64_t not_before, not_after;
+	const char *policy_oid;          /* NULL = none */
+	const char *ocsp_url, *issuers_url;  /* AIA; NULL = omit */
+	const char *crl_base;            /* CDP + freshestCRL; NULL = omit */
+	uint32_t partition;
+	const STACK_OF(X509_EXTENSION) *copy_exts; /* e.g. SAN from a CSR */
+} sc_ca_certspec;
+
+/* Build the unsigned certificate.  `issuer` NULL = self-signed.  `subject`
+ * and `pub` are copied. */
+int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_PKEY *pub,
+		     X509 *issuer, X509 **out);
+
+int sc_ca_extcache_new(sc_ca *ca, sc_ca_extcache **out);
+void sc_ca_extcache_free(sc_ca_extcache *xc);
+/* A holder certificate from the cache (same result as sc_ca_cert_build
+ * with SC_CA_KIND_USER and the CA's URLs). */
+int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before,
+			  int64_t not_after, int minor, uint32_t partition,
+			  const X509_NAME *subject, const unsigned char *spki, size_t spki_len,
+			  X509 **out);
+
+/* CN (UTF8String) + optional serialNumber (PrintableString). */
+int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out);
+
+/* Random positive 16-byte serial, minimal DER. */
+int sc_ca_serial_random(sc_serial *out);
+/* "k" + 32 hex characters. */
+int sc_ca_key_id_random(char out[SC_ID_MAX + 1]);
+int sc_ca_user_id_valid(const char *user_id);
+
+/* Issue: a row prepared outside any transaction (thread-safe), then
+ * committed inside one. */
+typedef struct sc_ca_prep {
+	unsigned long line;              /* batch only */
+	char user_id[SC_ID_MAX + 1];
+	char *name;
+	char *id_number;                 /* wiped and freed once hashed */
+	unsigned char id_hash[32];
+	int32_t dob;
+	char profile[16];
+	int alg;
+	int hash_only;                   /* user probably exists: hash, no key */
+	char key_id[SC_ID_MAX + 1];
+	unsigned char *blob, *spki, *der;
+	size_t blob_len, spki_len, der_len;
+	unsigned char mac[32];
+	sc_serial serial;
+	int64_t not_before, not_after;
+	uint32_t partition;
+	int err;                         /* preparation failed: error code */
+	char errmsg[200];
+} sc_ca_prep;
+
+void sc_ca_prep_clear(sc_ca_prep *p);  /* frees and wipes, keeps nothing */
+/* Validate fields, hash the ID number, generate the key, issue and sign
+ * the certificate, compute the binding MAC. */
+int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p);
+/* Duplicate checks then write user, key, certificate, audit in `txn`.
+ * Returns SC_ERR_EXISTS without touching the transaction on a duplicate;
+ * *already = 1 when the same person is already enrolled under this id. */
+int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already);
+
+/* Serial, certificate, signature and binding MAC for a prepared row whose
+ * key (blob, spki, key_id), name, id_hash, profile and validity are set. */
+int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p);
+
+/* Revoke one certificate inside `txn` (the lifecycle rules, key
+ * destruction, account closure, audit). */
+int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int reason,
+			int64_t invalidity_date, const char *kind, int *user_closed);
+
+/* Sign a built certificate with the issuing CA key. */
+int sc_ca_sign(sc_ca *ca, X509 *x, unsigned char **der, size_t *der_len);
+
+/* Write an audit record with the CA's actor. */
+int sc_ca_audit(sc_ca *ca, sc_txn *txn, const char *kind, const char *user_id,
+		const char *key_id, const sc_serial *serial, const char *token_id,
+		const char *detail);
+
+/* Destroy a key (blob deleted, MAC recomputed), state = `state`. */
+int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state);
+
+/* Remove a directory tree (failed init clean-up). */
+int sc_ca_rmtree(const char *path);
+
+#endif

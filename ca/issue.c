@@ -1,0 +1,198 @@
+/*
+ * Certificates for externally held keys, from a PKCS#10 request.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+#include "sc_err.h"
+#include "sc_util.h"
+
+const char *const sc_ca_csr_profiles[] = { "tls-client", "tls-server", "operator", NULL };
+
+struct sc_ca_csr_profile {
+	const char *name;
+	int kind;
+	const char *policy;
+	int64_t days;
+};
+
+static const struct sc_ca_csr_profile sc_ca_csr_table[] = {
+	{ "tls-client", SC_CA_KIND_TLS_CLIENT, SC_CA_POLICY_TLS_CLIENT, 397 },
+	{ "tls-server", SC_CA_KIND_TLS_SERVER, SC_CA_POLICY_TLS_SERVER, 397 },
+	{ "operator", SC_CA_KIND_OPERATOR, SC_CA_POLICY_OPERATOR, 365 },
+};
+
+static X509_REQ *sc_ca_csr_decode(const unsigned char *csr, size_t len)
+{
+	X509_REQ *req = NULL;
+	const unsigned char *q = csr;
+	BIO *b;
+
+	if (len > 10 && memmem(csr, len, "-----BEGIN", 10) != NULL) {
+		b = BIO_new_mem_buf(csr, (int)len);
+		if (b != NULL)
+			req = PEM_read_bio_X509_REQ(b, NULL, NULL, NULL);
+		BIO_free(b);
+		return req;
+	}
+	return d2i_X509_REQ(NULL, &q, (long)len);
+}
+
+/* Only the subjectAltName of a request is carried over; anything else a
+ * requester asks for is decided by the profile, never by the request. */
+static STACK_OF(X509_EXTENSION) *sc_ca_csr_san(X509_REQ *req)
+{
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req), *out = NULL;
+	int i;
+
+	if (exts == NULL)
+		return NULL;
+	i = X509v3_get_ext_by_NID(exts, NID_subject_alt_name, -1);
+	if (i >= 0) {
+		out = sk_X509_EXTENSION_new_null();
+		if (out != NULL) {
+			X509_EXTENSION *e = X509_EXTENSION_dup(X509v3_get_ext(exts, i));
+
+			if (e == NULL || sk_X509_EXTENSION_push(out, e) == 0) {
+				X509_EXTENSION_free(e);
+				sk_X509_EXTENSION_free(out);
+				out = NULL;
+			}
+		}
+	}
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	return out;
+}
+
+int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const char *profile,
+		    sc_ca_issued *out, unsigned char **der, size_t *der_len)
+{
+	const struct sc_ca_csr_profile *prof = NULL;
+	X509_REQ *req = NULL;
+	EVP_PKEY *pub = NULL;
+	X509 *x = NULL;
+	STACK_OF(X509_EXTENSION) *san = NULL;
+	sc_ca_certspec spec;
+	sc_serial serial;
+	sc_cert c;
+	sc_txn *txn = NULL;
+	unsigned char *d = NULL;
+	size_t dl = 0;
+	char detail[96];
+	int rv, tries, bits;
+
+	memset(out, 0, sizeof(*out));
+	*der = NULL;
+	*der_len = 0;
+	/* only this request's errors belong in the message */
+	ERR_clear_error();
+	for (size_t i = 0; profile != NULL && i < sizeof(sc_ca_csr_table) / sizeof(sc_ca_csr_table[0]); i++)
+		if (strcmp(profile, sc_ca_csr_table[i].name) == 0)
+			prof = &sc_ca_csr_table[i];
+	if (prof == NULL)
+		return sc_error_set(SC_ERR_INVALID, "unknown profile '%s': use tls-client, "
+				    "tls-server or operator", profile ? profile : "");
+	req = sc_ca_csr_decode(csr, csr_len);
+	if (req == NULL) {
+		rv = sc_error_set_openssl(SC_ERR_INVALID, "the file is not a PKCS#10 request "
+					  "(PEM or DER)");
+		goto done;
+	}
+	pub = X509_REQ_get_pubkey(req);
+	if (pub == NULL) {
+		rv = sc_error_set_openssl(SC_ERR_INVALID, "the request's public key does not decode");
+		goto done;
+	}
+	if (X509_REQ_verify(req, pub) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_INVALID, "the request's signature does not verify "
+					  "(altered request or wrong key)");
+		goto done;
+	}
+	bits = EVP_PKEY_get_bits(pub);
+	if ((EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA && bits < 2048) ||
+	    (EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC && bits < 256)) {
+		rv = sc_error_set(SC_ERR_INVALID, "the request's key is too weak (%d bits)", bits);
+		goto done;
+	}
+	if (X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0) {
+		rv = sc_error_set(SC_ERR_INVALID, "the request has an empty subject");
+		goto done;
+	}
+	san = sc_ca_csr_san(req);
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		goto done;
+	for (tries = 0;; tries++) {
+		if ((rv = sc_ca_serial_random(&serial)) != SC_OK)
+			goto done;
+		rv = sc_store_cert_get(txn, &serial, &c);
+		if (rv == SC_ERR_NOT_FOUND)
+			break;
+		if (rv != SC_OK)
+			goto done;
+		if (tries >= 3) {
+			rv = sc_error_set(SC_ERR_INTERNAL, "random serial numbers keep colliding");
+			goto done;
+		}
+	}
+	memset(&spec, 0, sizeof(spec));
+	spec.kind = prof->kind;
+	spec.serial = &serial;
+	spec.not_before = sc_now();
+	spec.not_after = spec.not_before + prof->days * 86400;
+	if (spec.not_after > ca->issuer_not_after)
+		spec.not_after = ca->issuer_not_after;
+	spec.policy_oid = prof->policy;
+	spec.ocsp_url = ca->ocsp_url;
+	spec.issuers_url = ca->issuers_url;
+	spec.crl_base = ca->crl_base;
+	spec.partition = sc_crl_partition_of(&serial, ca->partitions);
+	spec.copy_exts = san;
+	if ((rv = sc_ca_cert_build(&spec, X509_REQ_get_subject_name(req), pub,
+				   ca->d->issuing_cert, &x)) != SC_OK)
+		goto done;
+	if ((rv = sc_ca_sign(ca, x, &d, &dl)) != SC_OK)
+		goto done;
+	memset(&c, 0, sizeof(c));
+	c.serial = serial;
+	c.user_id = "";
+	c.key_id = "";
+	c.profile = prof->name;
+	c.status = SC_CERT_GOOD;
+	c.not_before = spec.not_before;
+	c.not_after = spec.not_after;
+	c.reason = SC_REASON_NONE;
+	c.partition = spec.partition;
+	c.der = d;
+	c.der_len = dl;
+	if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
+		goto done;
+	snprintf(detail, sizeof(detail), "profile=%s external key", prof->name);
+	if ((rv = sc_ca_audit(ca, txn, "issue", NULL, NULL, &serial, NULL, detail)) != SC_OK)
+		goto done;
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+	if (rv != SC_OK)
+		goto done;
+	out->serial = serial;
+	out->not_before = spec.not_before;
+	out->not_after = spec.not_after;
+	out->partition = spec.partition;
+	*der = d;
+	*der_len = dl;
+	d = NULL;
+done:
+	sc_txn_abort(txn);
+	free(d);
+	X509_free(x);
+	X509_REQ_free(req);
+	EVP_PKEY_free(pub);
+	sk_X509_EXTENSION_pop_free(san, X509_EXTENSION_free);
+	return rv;
+}

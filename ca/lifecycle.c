@@ -1,0 +1,712 @@
+/*
+ * Lifecycle of accounts and certificates: renew (with the holder's
+ * consent), suspend/resume, revoke, sweep.  Each operation is one write
+ * transaction carrying its audit records.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "internal.h"
+#include "sc_authz.h"
+#include "sc_err.h"
+#include "sc_keybind.h"
+#include "sc_util.h"
+
+#define SC_CA_MAX_LIVE 64   /* live certificates per user handled at once */
+
+struct sc_ca_serials {
+	sc_serial s[SC_CA_MAX_LIVE];
+	int status[SC_CA_MAX_LIVE];
+	int64_t not_after[SC_CA_MAX_LIVE];
+	int has_key[SC_CA_MAX_LIVE];
+	size_t n;
+	int want;                 /* status to collect; 0 = GOOD or HOLD */
+	size_t expired;           /* GOOD/HOLD past not_after, or EXPIRED */
+	size_t revoked;
+};
+
+static int sc_ca_collect_cb(void *ctx, const sc_cert *c)
+{
+	struct sc_ca_serials *ss = ctx;
+	int live = c->status == SC_CERT_GOOD || c->status == SC_CERT_HOLD;
+
+	if (c->status == SC_CERT_EXPIRED || (live && c->not_after <= sc_now()))
+		ss->expired++;
+	if (c->status == SC_CERT_REVOKED)
+		ss->revoked++;
+	if (ss->want == 0 ? !live : c->status != ss->want)
+		return 0;
+	if (ss->n >= SC_CA_MAX_LIVE)
+		return 1;
+	ss->s[ss->n] = c->serial;
+	ss->status[ss->n] = c->status;
+	ss->not_after[ss->n] = c->not_after;
+	ss->has_key[ss->n] = c->key_id != NULL && c->key_id[0] != '\0';
+	ss->n++;
+	return 0;
+}
+
+static int sc_ca_collect(sc_txn *txn, const char *user_id, int want, struct sc_ca_serials *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	ss->want = want;
+	return sc_store_cert_iter_user(txn, user_id, sc_ca_collect_cb, ss);
+}
+
+/* A user record copied out of the transaction, so that it can be written
+ * back after other writes. */
+struct sc_ca_user_copy {
+	sc_user u;
+	char user_id[SC_ID_MAX + 1];
+	char *name;
+	char profile[16];
+};
+
+static int sc_ca_user_load(sc_txn *txn, const char *user_id, struct sc_ca_user_copy *uc)
+{
+	int rv;
+
+	memset(uc, 0, sizeof(*uc));
+	rv = sc_store_user_get(txn, user_id, &uc->u);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no user '%s'", user_id);
+	if (rv != SC_OK)
+		return rv;
+	snprintf(uc->user_id, sizeof(uc->user_id), "%s", uc->u.user_id);
+	snprintf(uc->profile, sizeof(uc->profile), "%s", uc->u.profile ? uc->u.profile : "adult");
+	uc->name = strdup(uc->u.name ? uc->u.name : "");
+	if (uc->name == NULL)
+		return SC_ERR_NOMEM;
+	uc->u.user_id = uc->user_id;
+	uc->u.name = uc->name;
+	uc->u.profile = uc->profile;
+	return SC_OK;
+}
+
+static const char *sc_ca_user_status_name(int s)
+{
+	return s == SC_USER_ACTIVE ? "active" : s == SC_USER_SUSPENDED ? "suspended"
+		: s == SC_USER_CLOSED ? "closed" : "unknown";
+}
+
+int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int reason,
+			int64_t invalidity_date, const char *kind, int *user_closed)
+{
+	sc_cert c;
+	sc_key k;
+	char user_id[SC_ID_MAX + 1], key_id[SC_ID_MAX + 1], hex[2 * SC_SERIAL_MAX + 1];
+	char detail[128];
+	int rv, destroy = 0;
+	int64_t now = sc_now();
+
+	if (user_closed != NULL)
+		*user_closed = 0;
+	sc_serial_hex(serial, hex);
+	rv = sc_store_cert_get(txn, serial, &c);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no certificate with serial %s", hex);
+	if (rv != SC_OK)
+		return rv;
+	if (c.status == SC_CERT_REVOKED)
+		return sc_error_set(SC_ERR_STATE, "certificate %s is already revoked (%s)", hex,
+				    sc_reason_name(c.reason));
+	if (c.status == SC_CERT_EXPIRED)
+		return sc_error_set(SC_ERR_STATE, "certificate %s has expired: there is nothing "
+				    "to revoke", hex);
+	if (strcmp(c.profile, "root-ca") == 0 || strcmp(c.profile, "issuing-ca") == 0)
+		return sc_error_set(SC_ERR_STATE, "certificate %s is a CA certificate: it is not "
+				    "revoked with 'ca revoke'", hex);
+	snprintf(user_id, sizeof(user_id), "%s", c.user_id ? c.user_id : "");
+	snprintf(key_id, sizeof(key_id), "%s", c.key_id ? c.key_id : "");
+	rv = sc_store_cert_set_status(txn, serial, SC_CERT_REVOKED, now, reason, invalidity_date);
+	if (rv != SC_OK)
+		return rv;
+	if (key_id[0] != '\0') {
+		rv = sc_store_key_get(txn, key_id, &k);
+		if (rv == SC_OK && k.state == SC_KEY_ACTIVE && k.cert_serial.len == serial->len &&
+		    memcmp(k.cert_serial.b, serial->b, serial->len) == 0)
+			destroy = 1;
+		else if (rv != SC_OK && rv != SC_ERR_NOT_FOUND)
+			return rv;
+		if (destroy && (rv = sc_ca_key_destroy(ca, txn, key_id, SC_KEY_DESTROYED)) != SC_OK)
+			return rv;
+	}
+	snprintf(detail, sizeof(detail), "reason=%s%s", sc_reason_name(reason),
+		 destroy ? " key=destroyed" : "");
+	if ((rv = sc_ca_audit(ca, txn, kind, user_id, key_id, serial, NULL, detail)) != SC_OK)
+		return rv;
+	if (user_id[0] != '\0') {
+		struct sc_ca_serials ss;
+		struct sc_ca_user_copy uc;
+
+		if ((rv = sc_ca_collect(txn, user_id, 0, &ss)) != SC_OK)
+			return rv;
+		if (ss.n == 0) {
+			rv = sc_ca_user_load(txn, user_id, &uc);
+			if (rv == SC_OK && uc.u.status != SC_USER_CLOSED) {
+				uc.u.status = SC_USER_CLOSED;
+				uc.u.updated = now;
+				rv = sc_store_user_update(txn, &uc.u);
+				if (rv == SC_OK)
+					rv = sc_ca_audit(ca, txn, "close", user_id, NULL, NULL, NULL,
+							 "every certificate revoked");
+				if (rv == SC_OK && user_closed != NULL)
+					*user_closed = 1;
+			} else if (rv == SC_ERR_NOT_FOUND) {
+				rv = SC_OK;
+			}
+			free(uc.name);
+			if (rv != SC_OK)
+				return rv;
+		}
+	}
+	return SC_OK;
+}
+
+static int sc_ca_reason_check(int reason)
+{
+	if (reason == SC_REASON_CERTIFICATE_HOLD)
+		return sc_error_set(SC_ERR_INVALID, "certificateHold is set by 'ca suspend', not "
+				    "by 'ca revoke'");
+	if (reason == SC_REASON_REMOVE_FROM_CRL || reason == SC_REASON_NONE)
+		return sc_error_set(SC_ERR_INVALID, "reason %s cannot be used to revoke",
+				    sc_reason_name(reason));
+	return SC_OK;
+}
+
+int sc_ca_revoke_serial(sc_ca *ca, const sc_serial *serial, int reason,
+			int64_t invalidity_date, int *user_closed)
+{
+	sc_txn *txn = NULL;
+	int rv;
+
+	if ((rv = sc_ca_reason_check(reason)) != SC_OK)
+		return rv;
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		return rv;
+	rv = sc_ca_revoke_in_txn(ca, txn, serial, reason, invalidity_date, "revoke", user_closed);
+	if (rv == SC_OK) {
+		rv = sc_txn_commit(txn);
+		txn = NULL;
+	}
+	sc_txn_abort(txn);
+	return rv;
+}
+
+int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invalidity_date,
+		      unsigned *count)
+{
+	struct sc_ca_serials ss;
+	struct sc_ca_user_copy uc;
+	sc_txn *txn = NULL;
+	int rv;
+
+	if (count != NULL)
+		*count = 0;
+	memset(&uc, 0, sizeof(uc));
+	if ((rv = sc_ca_reason_check(reason)) != SC_OK)
+		return rv;
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		return rv;
+	if ((rv = sc_ca_user_load(txn, user_id, &uc)) != SC_OK)
+		goto done;
+	if ((rv = sc_ca_collect(txn, user_id, 0, &ss)) != SC_OK)
+		goto done;
+	if (ss.n == 0) {
+		rv = sc_error_set(SC_ERR_STATE, "user %s has no certificate left to revoke "
+				  "(account %s)", user_id, sc_ca_user_status_name(uc.u.status));
+		goto done;
+	}
+	for (size_t i = 0; i < ss.n; i++) {
+		rv = sc_ca_revoke_in_txn(ca, txn, &ss.s[i], reason, invalidity_date, "revoke", NULL);
+		if (rv != SC_OK)
+			goto done;
+	}
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+	if (rv == SC_OK && count != NULL)
+		*count = (unsigned)ss.n;
+done:
+	sc_txn_abort(txn);
+	free(uc.name);
+	return rv;
+}
+
+static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsigned *changed)
+{
+	struct sc_ca_serials ss;
+	struct sc_ca_user_copy uc;
+	sc_txn *txn = NULL;
+	int64_t now = sc_now();
+	unsigned n = 0;
+	char detail[64];
+	int rv;
+
+	if (changed != NULL)
+		*changed = 0;
+	memset(&uc, 0, sizeof(uc));
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		return rv;
+	if ((rv = sc_ca_user_load(txn, user_id, &uc)) != SC_OK)
+		goto done;
+	if (uc.u.status == SC_USER_CLOSED) {
+		rv = sc_error_set(SC_ERR_STATE, "user %s is closed (every certificate revoked): "
+				  "it cannot be %s", user_id, suspend ? "suspended" : "resumed");
+		goto done;
+	}
+	if (suspend && uc.u.status == SC_USER_SUSPENDED) {
+		rv = sc_error_set(SC_ERR_STATE, "user %s is already suspended", user_id);
+		goto done;
+	}
+	if (!suspend && uc.u.status != SC_USER_SUSPENDED) {
+		rv = sc_error_set(SC_ERR_STATE, "user %s is not suspended (it is %s)", user_id,
+				  sc_ca_user_status_name(uc.u.status));
+		goto done;
+	}
+	uc.u.status = suspend ? SC_USER_SUSPENDED : SC_USER_ACTIVE;
+	uc.u.updated = now;
+	if ((rv = sc_store_user_update(txn, &uc.u)) != SC_OK)
+		goto done;
+	/* holds follow the account; on resume every held certificate is
+	 * released even if the policy changed in between */
+	if (suspend ? ca->suspend_holds : 1) {
+		if ((rv = sc_ca_collect(txn, user_id, suspend ? SC_CERT_GOOD : SC_CERT_HOLD,
+					&ss)) != SC_OK)
+			goto done;
+		for (size_t i = 0; i < ss.n; i++) {
+			if (suspend)
+				rv = sc_store_cert_set_status(txn, &ss.s[i], SC_CERT_HOLD, now,
+							      SC_REASON_CERTIFICATE_HOLD, 0);
+			else
+				rv = sc_store_cert_set_status(txn, &ss.s[i], SC_CERT_GOOD, 0,
+							      SC_REASON_NONE, 0);
+			if (rv != SC_OK)
+				goto done;
+			rv = sc_ca_audit(ca, txn, suspend ? "hold" : "release", user_id, NULL,
+					 &ss.s[i], NULL, suspend ? "reason=certificateHold" : NULL);
+			if (rv != SC_OK)
+				goto done;
+			n++;
+		}
+	}
+	snprintf(detail, sizeof(detail), "certificates_%s=%u", suspend ? "held" : "released", n);
+	if ((rv = sc_ca_audit(ca, txn, suspend ? "suspend" : "resume", user_id, NULL, NULL, NULL,
+			      detail)) != SC_OK)
+		goto done;
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+	if (rv == SC_OK && changed != NULL)
+		*changed = n;
+done:
+	sc_txn_abort(txn);
+	free(uc.name);
+	return rv;
+}
+
+int sc_ca_suspend(sc_ca *ca, const char *user_id, unsigned *changed)
+{
+	return sc_ca_set_account(ca, user_id, 1, changed);
+}
+
+int sc_ca_resume(sc_ca *ca, const char *user_id, unsigned *changed)
+{
+	return sc_ca_set_account(ca, user_id, 0, changed);
+}
+
+/* ---- renewal ----------------------------------------------------------- */
+
+static int sc_ca_consent_check(sc_ca *ca, const char *user_id, const char *consent,
+			       sc_authz_token *tok)
+{
+	sc_authz_trust *trust = NULL;
+	int rv;
+
+	if (consent == NULL || consent[0] == '\0')
+		return sc_error_set(SC_ERR_PERMISSION, "renewal needs the holder's consent token "
+				    "(--consent)");
+	if ((rv = sc_authz_trust_load(ca->d->cfg, &trust)) != SC_OK)
+		return rv;
+	rv = sc_authz_verify(trust, consent, strlen(consent), sc_now(), tok);
+	sc_authz_trust_free(trust);
+	if (rv != SC_OK)
+		return sc_error_set(rv, "consent token refused: %s", sc_error_detail());
+	if (tok->purpose != SC_AUTHZ_RENEW)
+		return sc_error_set(SC_ERR_PERMISSION, "the token is not a renewal consent "
+				    "(purpose is not renew)");
+	if (strcmp(tok->subject, user_id) != 0)
+		return sc_error_set(SC_ERR_TOKEN_SUBJECT, "the consent token is for user '%s', "
+				    "not '%s'", tok->subject, user_id);
+	return SC_OK;
+}
+
+struct sc_ca_current {
+	sc_serial serial;
+	int64_t not_after;
+	int status;
+	char key_id[SC_ID_MAX + 1];
+	int found, hold, expired;
+};
+
+static int sc_ca_current_cb(void *ctx, const sc_cert *c)
+{
+	struct sc_ca_current *cur = ctx;
+
+	if (c->key_id == NULL || c->key_id[0] == '\0')
+		return 0;
+	if (c->status == SC_CERT_HOLD)
+		cur->hold = 1;
+	if (c->status == SC_CERT_EXPIRED || (c->status == SC_CERT_GOOD && c->not_after <= sc_now()))
+		cur->expired = 1;
+	if (c->status != SC_CERT_GOOD)
+		return 0;
+	if (!cur->found || c->not_after > cur->not_after) {
+		cur->found = 1;
+		cur->serial = c->serial;
+		cur->not_after = c->not_after;
+		cur->status = c->status;
+		snprintf(cur->key_id, sizeof(cur->key_id), "%s", c->key_id);
+	}
+	return 0;
+}
+
+int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_key,
+		sc_ca_issued *out, char *token_id_hex)
+{
+	sc_authz_token tok;
+	struct sc_ca_user_copy uc;
+	struct sc_ca_current cur;
+	sc_ca_prep p;
+	sc_txn *txn = NULL;
+	sc_key k;
+	sc_cert c;
+	unsigned char want[SHA256_DIGEST_LENGTH];
+	char hex[2 * SC_SERIAL_MAX + 1], msg[160], tid[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
+	char detail[160];
+	int64_t now = sc_now(), skew = 120, adult_at = 0;
+	uint32_t uses;
+	int64_t expires;
+	int rv;
+
+	memset(out, 0, sizeof(*out));
+	memset(&uc, 0, sizeof(uc));
+	memset(&p, 0, sizeof(p));
+	memset(&cur, 0, sizeof(cur));
+	if (token_id_hex != NULL)
+		token_id_hex[0] = '\0';
+	if ((rv = sc_ca_consent_check(ca, user_id, consent, &tok)) != SC_OK)
+		goto done;
+	sc_hex_encode(tok.token_id, tok.token_id_len, tid);
+	if (token_id_hex != NULL)
+		snprintf(token_id_hex, 2 * SC_AUTHZ_TOKEN_ID_MAX + 1, "%s", tid);
+	(void)sc_config_int(ca->d->cfg, "authz.max_skew", 120, &skew);
+
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		goto done;
+	if ((rv = sc_ca_user_load(txn, user_id, &uc)) != SC_OK)
+		goto done;
+	if (uc.u.status == SC_USER_SUSPENDED) {
+		rv = sc_error_set(SC_ERR_SUSPENDED, "user %s is suspended: resume before renewing",
+				  user_id);
+		goto done;
+	}
+	if (uc.u.status == SC_USER_CLOSED) {
+		rv = sc_error_set(SC_ERR_STATE, "user %s is closed: enrol again instead", user_id);
+		goto done;
+	}
+	if ((rv = sc_store_cert_iter_user(txn, user_id, sc_ca_current_cb, &cur)) != SC_OK)
+		goto done;
+	if (!cur.found || cur.not_after <= now) {
+		rv = cur.hold ? sc_error_set(SC_ERR_SUSPENDED, "the certificate of %s is on hold",
+					     user_id)
+		     : cur.expired || cur.found
+			? sc_error_set(SC_ERR_EXPIRED, "the certificate of %s has expired: renewal "
+				       "is only possible before expiry", user_id)
+			: sc_error_set(SC_ERR_STATE, "user %s has no valid certificate to renew",
+				       user_id);
+		goto done;
+	}
+	rv = sc_store_replay_get(txn, tok.token_id, tok.token_id_len, &uses, &expires);
+	if (rv == SC_OK) {
+		rv = sc_error_set(SC_ERR_TOKEN_REPLAY, "this consent token was already used");
+		goto done;
+	}
+	sc_serial_hex(&cur.serial, hex);
+	snprintf(msg, sizeof(msg), "smartcert-renew:%s:%s", user_id, hex);
+	SHA256((const unsigned char *)msg, strlen(msg), want);
+	if (tok.n_digests < 1 || tok.digests[0].md_nid != NID_sha256 ||
+	    tok.digests[0].len != sizeof(want) ||
+	    CRYPTO_memcmp(tok.digests[0].value, want, sizeof(want)) != 0) {
+		rv = sc_error_set(SC_ERR_TOKEN_DIGEST, "the consent token is not for renewing "
+				  "certificate %s of %s", hex, user_id);
+		goto done;
+	}
+	if (rv != SC_ERR_NOT_FOUND)
+		goto done;
+	rv = sc_store_replay_put(txn, tok.token_id, tok.token_id_len, 1, tok.not_after + skew);
+	if (rv != SC_OK)
+		goto done;
+
+	/* the new certificate */
+	snprintf(p.user_id, sizeof(p.user_id), "%s", user_id);
+	snprintf(p.profile, sizeof(p.profile), "%s", uc.profile);
+	memcpy(p.id_hash, uc.u.id_hash, 32);
+	p.dob = uc.u.dob;
+	p.name = strdup(uc.name);
+	if (p.name == NULL) {
+		rv = SC_ERR_NOMEM;
+		goto done;
+	}
+	if ((rv = sc_store_key_get(txn, cur.key_id, &k)) != SC_OK)
+		goto done;
+	if ((rv = sc_keybind_check(ca->d->hsm, &k)) != SC_OK)
+		goto done;
+	p.alg = k.alg;
+	if (keep_key) {
+		snprintf(p.key_id, sizeof(p.key_id), "%s", k.key_id);
+		p.blob = malloc(k.blob_len ? k.blob_len : 1);
+		p.spki = malloc(k.spki_len ? k.spki_len : 1);
+		if (p.blob == NULL || p.spki == NULL) {
+			rv = SC_ERR_NOMEM;
+			goto done;
+		}
+		memcpy(p.blob, k.blob, k.blob_len);
+		p.blob_len = k.blob_len;
+		memcpy(p.spki, k.spki, k.spki_len);
+		p.spki_len = k.spki_len;
+	} else {
+		if ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK)
+			goto done;
+		rv = sc_hsm_generate_wrapped(ca->d->hsm, p.alg, &p.blob, &p.blob_len, &p.spki,
+					     &p.spki_len);
+		if (rv != SC_OK)
+			goto done;
+	}
+	p.not_before = now;
+	p.not_after = now + ca->validity_days * 86400;
+	if (strcmp(p.profile, "minor") == 0 && p.dob != 0) {
+		adult_at = sc_date_add_years(p.dob, (int)ca->minor_age);
+		if (adult_at <= now) {
+			rv = sc_error_set(SC_ERR_STATE, "user %s has come of age: the minor "
+					  "certificate cannot be renewed", user_id);
+			goto done;
+		}
+		if (adult_at < p.not_after)
+			p.not_after = adult_at;
+	}
+	if (p.not_after > ca->issuer_not_after)
+		p.not_after = ca->issuer_not_after;
+	for (int tries = 0;; tries++) {
+		if ((rv = sc_ca_prep_issue(ca, &p)) != SC_OK)
+			goto done;
+		rv = sc_store_cert_get(txn, &p.serial, &c);
+		if (rv == SC_ERR_NOT_FOUND)
+			break;
+		if (rv != SC_OK)
+			goto done;
+		if (tries >= 3) {
+			rv = sc_error_set(SC_ERR_INTERNAL, "random serial numbers keep colliding");
+			goto done;
+		}
+	}
+	memset(&c, 0, sizeof(c));
+	c.serial = p.serial;
+	c.user_id = p.user_id;
+	c.key_id = p.key_id;
+	c.profile = p.profile;
+	c.status = SC_CERT_GOOD;
+	c.not_before = p.not_before;
+	c.not_after = p.not_after;
+	c.reason = SC_REASON_NONE;
+	c.partition = p.partition;
+	c.der = p.der;
+	c.der_len = p.der_len;
+	if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
+		goto done;
+	memset(&k, 0, sizeof(k));
+	k.key_id = p.key_id;
+	k.user_id = p.user_id;
+	k.alg = p.alg;
+	k.state = SC_KEY_ACTIVE;
+	k.blob = p.blob;
+	k.blob_len = p.blob_len;
+	k.spki = p.spki;
+	k.spki_len = p.spki_len;
+	memcpy(k.mac, p.mac, 32);
+	k.cert_serial = p.serial;
+	k.created = now;
+	if (keep_key) {
+		sc_key old;
+
+		if ((rv = sc_store_key_get(txn, p.key_id, &old)) != SC_OK)
+			goto done;
+		k.seq = old.seq;
+		k.created = old.created;
+		rv = sc_store_key_update(txn, &k);
+	} else {
+		rv = sc_store_key_add(txn, &k);
+	}
+	if (rv != SC_OK)
+		goto done;
+	/* the old certificate: superseded; its key destroyed unless kept (the
+	 * kept key now points at the new certificate, so it survives) */
+	rv = sc_ca_revoke_in_txn(ca, txn, &cur.serial, SC_REASON_SUPERSEDED, 0, "revoke", NULL);
+	if (rv != SC_OK)
+		goto done;
+	if (!keep_key) {
+		sc_key old;
+
+		rv = sc_store_key_get(txn, cur.key_id, &old);
+		if (rv == SC_OK && old.state == SC_KEY_DESTROYED)
+			rv = sc_ca_key_destroy(ca, txn, cur.key_id, SC_KEY_RETIRED);
+		if (rv != SC_OK)
+			goto done;
+	}
+	snprintf(detail, sizeof(detail), "old_serial=%s keep_key=%s", hex, keep_key ? "yes" : "no");
+	if ((rv = sc_ca_audit(ca, txn, "renew", user_id, p.key_id, &p.serial, tid, detail)) != SC_OK)
+		goto done;
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+	if (rv != SC_OK)
+		goto done;
+	snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
+	snprintf(out->key_id, sizeof(out->key_id), "%s", p.key_id);
+	out->serial = p.serial;
+	out->not_before = p.not_before;
+	out->not_after = p.not_after;
+	out->partition = p.partition;
+done:
+	sc_txn_abort(txn);
+	free(uc.name);
+	sc_ca_prep_clear(&p);
+	OPENSSL_cleanse(&tok, sizeof(tok));
+	return rv;
+}
+
+/* ---- sweep ------------------------------------------------------------- */
+
+struct sc_ca_sweep_ctx {
+	sc_ca *ca;
+	int64_t now;
+	sc_serial *serials;
+	size_t n, cap;
+	char (*minors)[SC_ID_MAX + 1];
+	size_t nm, capm;
+	uint64_t purgeable;
+	int err;
+};
+
+static int sc_ca_sweep_cert_cb(void *ctx, const sc_cert *c)
+{
+	struct sc_ca_sweep_ctx *s = ctx;
+
+	if (c->status != SC_CERT_GOOD && c->status != SC_CERT_HOLD)
+		return 0;
+	if (s->n == s->cap) {
+		size_t ncap = s->cap ? 2 * s->cap : 256;
+		sc_serial *ns = realloc(s->serials, ncap * sizeof(*ns));
+
+		if (ns == NULL) {
+			s->err = SC_ERR_NOMEM;
+			return 1;
+		}
+		s->serials = ns;
+		s->cap = ncap;
+	}
+	s->serials[s->n++] = c->serial;
+	return 0;
+}
+
+static int sc_ca_sweep_user_cb(void *ctx, const sc_user *u)
+{
+	struct sc_ca_sweep_ctx *s = ctx;
+
+	if (u->status == SC_USER_CLOSED) {
+		if (u->updated < s->now - s->ca->retention_days * 86400)
+			s->purgeable++;
+		return 0;
+	}
+	if (u->profile == NULL || strcmp(u->profile, "minor") != 0 || u->dob == 0 ||
+	    sc_date_add_years(u->dob, (int)s->ca->minor_age) > s->now)
+		return 0;
+	if (s->nm == s->capm) {
+		size_t ncap = s->capm ? 2 * s->capm : 64;
+		char (*nm)[SC_ID_MAX + 1] = realloc(s->minors, ncap * sizeof(*nm));
+
+		if (nm == NULL) {
+			s->err = SC_ERR_NOMEM;
+			return 1;
+		}
+		s->minors = nm;
+		s->capm = ncap;
+	}
+	snprintf(s->minors[s->nm++], SC_ID_MAX + 1, "%s", u->user_id);
+	return 0;
+}
+
+int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
+{
+	struct sc_ca_sweep_ctx s;
+	sc_txn *txn = NULL;
+	int rv;
+
+	memset(out, 0, sizeof(*out));
+	memset(&s, 0, sizeof(s));
+	s.ca = ca;
+	s.now = sc_now();
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		return rv;
+	/* minors who came of age: revoked (privilegeWithdrawn), before the
+	 * expiry pass so the reason is what relying parties see */
+	if ((rv = sc_store_user_iter(txn, NULL, sc_ca_sweep_user_cb, &s)) != SC_OK || s.err) {
+		rv = rv ? rv : s.err;
+		goto done;
+	}
+	for (size_t i = 0; i < s.nm; i++) {
+		struct sc_ca_serials ss;
+
+		if ((rv = sc_ca_collect(txn, s.minors[i], 0, &ss)) != SC_OK)
+			goto done;
+		for (size_t j = 0; j < ss.n; j++) {
+			rv = sc_ca_revoke_in_txn(ca, txn, &ss.s[j], SC_REASON_PRIVILEGE_WITHDRAWN, 0,
+						 "revoke", NULL);
+			if (rv != SC_OK)
+				goto done;
+		}
+		if (ss.n > 0)
+			out->minors_revoked++;
+	}
+	if ((rv = sc_store_cert_iter_expiring(txn, s.now, sc_ca_sweep_cert_cb, &s)) != SC_OK ||
+	    s.err) {
+		rv = rv ? rv : s.err;
+		goto done;
+	}
+	for (size_t i = 0; i < s.n; i++) {
+		sc_cert c;
+
+		if ((rv = sc_store_cert_get(txn, &s.serials[i], &c)) != SC_OK)
+			goto done;
+		if (strcmp(c.profile, "root-ca") == 0 || strcmp(c.profile, "issuing-ca") == 0 ||
+		    strcmp(c.profile, "ocsp-signer") == 0)
+			continue;
+		rv = sc_store_cert_set_status(txn, &s.serials[i], SC_CERT_EXPIRED, 0,
+					      SC_REASON_NONE, 0);
+		if (rv == SC_OK)
+			rv = sc_ca_audit(ca, txn, "expire", NULL, NULL, &s.serials[i], NULL, NULL);
+		if (rv != SC_OK)
+			goto done;
+		out->expired++;
+	}
+	out->purgeable = s.purgeable;
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+done:
+	sc_txn_abort(txn);
+	free(s.serials);
+	free(s.minors);
+	return rv;
+}

@@ -1,0 +1,544 @@
+/*
+ * Certificate construction: the RFC 5280 profile of every certificate this
+ * CA issues (docs/certificate-profile.md).  Built with OpenSSL structures;
+ * signing happens elsewhere (sc_sign_x509).
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+#include "sc_deploy.h"
+#include "sc_err.h"
+#include "sc_util.h"
+
+int sc_ca_serial_random(sc_serial *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (RAND_priv_bytes(out->b, 16) != 1)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "serial number");
+	/* positive and minimal: top bit clear, first byte non-zero */
+	out->b[0] &= 0x7f;
+	if (out->b[0] == 0)
+		out->b[0] = 0x01;
+	out->len = 16;
+	return SC_OK;
+}
+
+int sc_ca_key_id_random(char out[SC_ID_MAX + 1])
+{
+	unsigned char r[16];
+
+	out[0] = '\0';
+	if (RAND_bytes(r, sizeof(r)) != 1)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "key id");
+	out[0] = 'k';
+	sc_hex_encode(r, sizeof(r), out + 1);
+	return SC_OK;
+}
+
+int sc_ca_user_id_valid(const char *user_id)
+{
+	size_t n, i;
+
+	if (user_id == NULL)
+		return 0;
+	n = strlen(user_id);
+	if (n == 0 || n > SC_ID_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = user_id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '@' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out)
+{
+	X509_NAME *n = NULL;
+	int rv = SC_ERR_CRYPTO;
+
+	*out = NULL;
+	n = X509_NAME_new();
+	if (n == NULL)
+		return SC_ERR_NOMEM;
+	if (X509_NAME_add_entry_by_NID(n, NID_commonName, MBSTRING_UTF8,
+				       (const unsigned char *)cn, -1, -1, 0) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_INVALID, "subject name (is it valid UTF-8, "
+					  "at most 64 characters?)");
+		goto done;
+	}
+	if (serial_number != NULL &&
+	    X509_NAME_add_entry_by_NID(n, NID_serialNumber, V_ASN1_PRINTABLESTRING,
+				       (const unsigned char *)serial_number, -1, -1, 0) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "subject serialNumber");
+		goto done;
+	}
+	*out = n;
+	n = NULL;
+	rv = SC_OK;
+done:
+	X509_NAME_free(n);
+	return rv;
+}
+
+static int sc_ca_ext_add(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
+{
+	X509_EXTENSION *ext;
+	int ok;
+
+	ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
+	if (ext == NULL)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, OBJ_nid2sn(nid));
+	ok = X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	if (ok != 1)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, OBJ_nid2sn(nid));
+	return SC_OK;
+}
+
+/* certificatePolicies with one policy OID and no qualifiers, built from the
+ * structure: the string form would go through OpenSSL's config parser. */
+static int sc_ca_policy_add(X509 *x, const char *oid)
+{
+	CERTIFICATEPOLICIES *pols = NULL;
+	POLICYINFO *pi = NULL;
+	int rv = SC_ERR_CRYPTO;
+
+	pols = sk_POLICYINFO_new_null();
+	pi = POLICYINFO_new();
+	if (pols == NULL || pi == NULL)
+		goto done;
+	ASN1_OBJECT_free(pi->policyid);
+	pi->policyid = OBJ_txt2obj(oid, 1);
+	if (pi->policyid == NULL) {
+		rv = sc_error_set(SC_ERR_CONFIG, "policy OID '%s' is not a dotted OID", oid);
+		goto done;
+	}
+	if (sk_POLICYINFO_push(pols, pi) == 0)
+		goto done;
+	pi = NULL;
+	if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, X509V3_ADD_DEFAULT) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificatePolicies");
+		goto done;
+	}
+	rv = SC_OK;
+done:
+	POLICYINFO_free(pi);
+	sk_POLICYINFO_pop_free(pols, POLICYINFO_free);
+	return rv;
+}
+
+static int sc_ca_set_time(ASN1_TIME **slot, int64_t t)
+{
+	/* X509_getm_notBefore gives the slot; ASN1_TIME_set picks UTCTime
+	 * before 2050 and GeneralizedTime after, as RFC 5280 requires */
+	if (ASN1_TIME_set(*slot, (time_t)t) == NULL)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "validity");
+	return SC_OK;
+}
+
+int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_PKEY *pub,
+		     X509 *issuer, X509 **out)
+{
+	X509 *x = NULL;
+	X509V3_CTX ctx;
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *ai = NULL;
+	ASN1_TIME *tm;
+	char buf[512], part[64];
+	int rv = SC_ERR_CRYPTO, rsa;
+
+	*out = NULL;
+	x = X509_new();
+	if (x == NULL)
+		return SC_ERR_NOMEM;
+	bn = BN_bin2bn(spec->serial->b, spec->serial->len, NULL);
+	if (bn == NULL || (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+	    X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, ai) != 1 ||
+	    X509_set_subject_name(x, subject) != 1 ||
+	    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) != 1 ||
+	    X509_set_pubkey(x, pub) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate fields");
+		goto done;
+	}
+	tm = X509_getm_notBefore(x);
+	if ((rv = sc_ca_set_time(&tm, spec->not_before)) != SC_OK)
+		goto done;
+	tm = X509_getm_notAfter(x);
+	if ((rv = sc_ca_set_time(&tm, spec->not_after)) != SC_OK)
+		goto done;
+
+	X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
+	rsa = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
+	switch (spec->kind) {
+	case SC_CA_KIND_ROOT:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:TRUE");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign");
+		break;
+	case SC_CA_KIND_ISSUING:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign");
+		break;
+	case SC_CA_KIND_OCSP:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,digitalSignature");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "OCSPSigning");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_id_pkix_OCSP_noCheck, "ignored");
+		break;
+	case SC_CA_KIND_USER:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage,
+					   "critical,digitalSignature,nonRepudiation");
+		break;
+	case SC_CA_KIND_TLS_CLIENT:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,digitalSignature");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "clientAuth");
+		break;
+	case SC_CA_KIND_TLS_SERVER:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage,
+					   rsa ? "critical,digitalSignature,keyEncipherment"
+					       : "critical,digitalSignature");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "serverAuth");
+		break;
+	case SC_CA_KIND_OPERATOR:
+		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_key_usage,
+					   "critical,digitalSignature,nonRepudiation");
+		if (rv == SC_OK)
+			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "clientAuth,emailProtection");
+		break;
+	default:
+		rv = sc_error_set(SC_ERR_INTERNAL, "unknown certificate kind %d", spec->kind);
+	}
+	if (rv != SC_OK)
+		goto done;
+	if ((rv = sc_ca_ext_add(x, &ctx, NID_subject_key_identifier, "hash")) != SC_OK)
+		goto done;
+	/* a self-signed root names itself by key id too, so chains built by
+	 * key id work the same at every level */
+	if ((rv = sc_ca_ext_add(x, &ctx, NID_authority_key_identifier, "keyid:always")) != SC_OK)
+		goto done;
+	if (spec->policy_oid != NULL && (rv = sc_ca_policy_add(x, spec->policy_oid)) != SC_OK)
+		goto done;
+	if (spec->ocsp_url != NULL || spec->issuers_url != NULL) {
+		int n = 0;
+
+		buf[0] = '\0';
+		if (spec->ocsp_url != NULL)
+			n = snprintf(buf, sizeof(buf), "OCSP;URI:%s", spec->ocsp_url);
+		if (spec->issuers_url != NULL && n >= 0 && (size_t)n < sizeof(buf))
+			n += snprintf(buf + n, sizeof(buf) - (size_t)n, "%scaIssuers;URI:%s",
+				      n > 0 ? "," : "", spec->issuers_url);
+		if (n < 0 || (size_t)n >= sizeof(buf)) {
+			rv = sc_error_set(SC_ERR_CONFIG, "AIA URLs too long");
+			goto done;
+		}
+		if ((rv = sc_ca_ext_add(x, &ctx, NID_info_access, buf)) != SC_OK)
+			goto done;
+	}
+	if (spec->crl_base != NULL) {
+		sc_crl_part_name(spec->partition, 0, part, sizeof(part));
+		if (snprintf(buf, sizeof(buf), "URI:%s/%s", spec->crl_base, part) >= (int)sizeof(buf)) {
+			rv = sc_error_set(SC_ERR_CONFIG, "crl.base_url too long");
+			goto done;
+		}
+		if ((rv = sc_ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
+			goto done;
+		sc_crl_part_name(spec->partition, 1, part, sizeof(part));
+		snprintf(buf, sizeof(buf), "URI:%s/%s", spec->crl_base, part);
+		if ((rv = sc_ca_ext_add(x, &ctx, NID_freshest_crl, buf)) != SC_OK)
+			goto done;
+	}
+	if (spec->copy_exts != NULL) {
+		for (int i = 0; i < sk_X509_EXTENSION_num(spec->copy_exts); i++) {
+			X509_EXTENSION *e = sk_X509_EXTENSION_value(spec->copy_exts, i);
+
+			if (X509_add_ext(x, e, -1) != 1) {
+				rv = sc_error_set_openssl(SC_ERR_CRYPTO, "copied extension");
+				goto done;
+			}
+		}
+	}
+	*out = x;
+	x = NULL;
+	rv = SC_OK;
+done:
+	X509_free(x);
+	BN_free(bn);
+	ASN1_INTEGER_free(ai);
+	return rv;
+}
+
+static X509_EXTENSION *sc_ca_ext_take(X509 *x, int nid)
+{
+	int i = X509_get_ext_by_NID(x, nid, -1);
+
+	return i < 0 ? NULL : X509_EXTENSION_dup(X509_get_ext(x, i));
+}
+
+/* A template holder certificate for (policy, partition), built the slow
+ * way, whose extensions are then reused. */
+static int sc_ca_template(sc_ca *ca, const char *policy, uint32_t partition, X509 **out)
+{
+	sc_ca_certspec spec;
+	sc_serial serial;
+
+	memset(&spec, 0, sizeof(spec));
+	memset(&serial, 0, sizeof(serial));
+	serial.len = 1;
+	serial.b[0] = 1;
+	spec.kind = SC_CA_KIND_USER;
+	spec.serial = &serial;
+	spec.not_before = 0;
+	spec.not_after = 86400;
+	spec.policy_oid = policy;
+	spec.ocsp_url = ca->ocsp_url;
+	spec.issuers_url = ca->issuers_url;
+	spec.crl_base = ca->crl_base;
+	spec.partition = partition;
+	return sc_ca_cert_build(&spec, X509_get_subject_name(ca->d->issuing_cert),
+				X509_get0_pubkey(ca->d->issuing_cert), ca->d->issuing_cert, out);
+}
+
+int sc_ca_extcache_new(sc_ca *ca, sc_ca_extcache **out)
+{
+	sc_ca_extcache *xc;
+	X509 *t = NULL;
+	int rv;
+
+	*out = NULL;
+	xc = calloc(1, sizeof(*xc));
+	if (xc == NULL)
+		return SC_ERR_NOMEM;
+	pthread_mutex_init(&xc->mu, NULL);
+	xc->n = ca->partitions;
+	xc->cdp = calloc(xc->n, sizeof(*xc->cdp));
+	xc->fresh = calloc(xc->n, sizeof(*xc->fresh));
+	if (xc->cdp == NULL || xc->fresh == NULL) {
+		rv = SC_ERR_NOMEM;
+		goto fail;
+	}
+	if ((rv = sc_ca_template(ca, ca->policy_adult, 0, &t)) != SC_OK)
+		goto fail;
+	xc->bc = sc_ca_ext_take(t, NID_basic_constraints);
+	xc->ku = sc_ca_ext_take(t, NID_key_usage);
+	xc->aki = sc_ca_ext_take(t, NID_authority_key_identifier);
+	xc->aia = sc_ca_ext_take(t, NID_info_access);
+	xc->pol_adult = sc_ca_ext_take(t, NID_certificate_policies);
+	xc->cdp[0] = sc_ca_ext_take(t, NID_crl_distribution_points);
+	xc->fresh[0] = sc_ca_ext_take(t, NID_freshest_crl);
+	X509_free(t);
+	t = NULL;
+	if ((rv = sc_ca_template(ca, ca->policy_minor, 0, &t)) != SC_OK)
+		goto fail;
+	xc->pol_minor = sc_ca_ext_take(t, NID_certificate_policies);
+	X509_free(t);
+	if (!xc->bc || !xc->ku || !xc->aki || !xc->aia || !xc->pol_adult || !xc->pol_minor ||
+	    !xc->cdp[0] || !xc->fresh[0]) {
+		rv = SC_ERR_NOMEM;
+		goto fail;
+	}
+	*out = xc;
+	return SC_OK;
+fail:
+	sc_ca_extcache_free(xc);
+	return rv;
+}
+
+void sc_ca_extcache_free(sc_ca_extcache *xc)
+{
+	if (xc == NULL)
+		return;
+	X509_EXTENSION_free(xc->bc);
+	X509_EXTENSION_free(xc->ku);
+	X509_EXTENSION_free(xc->aki);
+	X509_EXTENSION_free(xc->aia);
+	X509_EXTENSION_free(xc->pol_adult);
+	X509_EXTENSION_free(xc->pol_minor);
+	for (uint32_t i = 0; xc->cdp != NULL && i < xc->n; i++) {
+		X509_EXTENSION_free(xc->cdp[i]);
+		X509_EXTENSION_free(xc->fresh[i]);
+	}
+	free(xc->cdp);
+	free(xc->fresh);
+	pthread_mutex_destroy(&xc->mu);
+	free(xc);
+}
+
+static int sc_ca_extcache_crl(sc_ca *ca, uint32_t partition, X509_EXTENSION **cdp,
+			      X509_EXTENSION **fresh)
+{
+	sc_ca_extcache *xc = ca->xc;
+	X509 *t = NULL;
+	int rv = SC_OK;
+
+	if (partition >= xc->n)
+		return sc_error_set(SC_ERR_INTERNAL, "CRL partition %u out of range", partition);
+	pthread_mutex_lock(&xc->mu);
+	if (xc->cdp[partition] == NULL) {
+		rv = sc_ca_template(ca, ca->policy_adult, partition, &t);
+		if (rv == SC_OK) {
+			xc->cdp[partition] = sc_ca_ext_take(t, NID_crl_distribution_points);
+			xc->fresh[partition] = sc_ca_ext_take(t, NID_freshest_crl);
+			if (xc->cdp[partition] == NULL || xc->fresh[partition] == NULL)
+				rv = SC_ERR_NOMEM;
+		}
+		X509_free(t);
+	}
+	*cdp = xc->cdp[partition];
+	*fresh = xc->fresh[partition];
+	pthread_mutex_unlock(&xc->mu);
+	return rv;
+}
+
+/* Put a SubjectPublicKeyInfo into the certificate as it is: algorithm and
+ * key bits are copied, no EVP_PKEY is decoded or re-encoded (OpenSSL 3's
+ * encoder lookups would cost more than the signature). */
+static int sc_ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
+{
+	const unsigned char *p = spki, *end = spki + len;
+	X509_ALGOR *alg = NULL;
+	ASN1_BIT_STRING *bits = NULL;
+	const ASN1_OBJECT *oid;
+	const void *pval;
+	int ptype, rv = SC_ERR_INVALID, tag, xclass;
+	long inner;
+	void *pval_dup = NULL;
+	unsigned char *key = NULL;
+	ASN1_OBJECT *oid_dup = NULL;
+
+	if (len > LONG_MAX ||
+	    (ASN1_get_object(&p, &inner, &tag, &xclass, (long)len) & 0x80) != 0 ||
+	    tag != V_ASN1_SEQUENCE || p + inner != end)
+		return sc_error_set(SC_ERR_INVALID, "public key is not a SubjectPublicKeyInfo");
+	alg = d2i_X509_ALGOR(NULL, &p, end - p);
+	bits = alg ? d2i_ASN1_BIT_STRING(NULL, &p, end - p) : NULL;
+	if (alg == NULL || bits == NULL || p != end) {
+		rv = sc_error_set(SC_ERR_INVALID, "public key is not a SubjectPublicKeyInfo");
+		goto done;
+	}
+	X509_ALGOR_get0(&oid, &ptype, &pval, alg);
+	oid_dup = OBJ_dup(oid);
+	if (ptype == V_ASN1_OBJECT)
+		pval_dup = OBJ_dup(pval);
+	else if (ptype == V_ASN1_SEQUENCE)
+		pval_dup = ASN1_STRING_dup(pval);
+	else
+		ptype = ptype == V_ASN1_NULL ? V_ASN1_NULL : V_ASN1_UNDEF;
+	key = OPENSSL_memdup(ASN1_STRING_get0_data(bits), (size_t)ASN1_STRING_length(bits));
+	if (oid_dup == NULL || key == NULL ||
+	    ((ptype == V_ASN1_OBJECT || ptype == V_ASN1_SEQUENCE) && pval_dup == NULL)) {
+		rv = SC_ERR_NOMEM;
+		goto done;
+	}
+	if (X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), oid_dup, ptype, pval_dup, key,
+				   ASN1_STRING_length(bits)) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "public key");
+		goto done;
+	}
+	oid_dup = NULL;
+	pval_dup = NULL;
+	key = NULL;
+	rv = SC_OK;
+done:
+	ASN1_OBJECT_free(oid_dup);
+	if (pval_dup != NULL) {
+		if (ptype == V_ASN1_OBJECT)
+			ASN1_OBJECT_free(pval_dup);
+		else
+			ASN1_STRING_free(pval_dup);
+	}
+	OPENSSL_free(key);
+	X509_ALGOR_free(alg);
+	ASN1_BIT_STRING_free(bits);
+	return rv;
+}
+
+int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before,
+			  int64_t not_after, int minor, uint32_t partition,
+			  const X509_NAME *subject, const unsigned char *spki, size_t spki_len,
+			  X509 **out)
+{
+	X509 *x = NULL;
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *ai = NULL;
+	ASN1_OCTET_STRING *ski = NULL;
+	X509_EXTENSION *cdp = NULL, *fresh = NULL;
+	const unsigned char *pk;
+	unsigned char md[SHA_DIGEST_LENGTH];
+	unsigned int mdlen = 0;
+	int pklen, rv;
+
+	*out = NULL;
+	if ((rv = sc_ca_extcache_crl(ca, partition, &cdp, &fresh)) != SC_OK)
+		return rv;
+	x = X509_new();
+	if (x == NULL)
+		return SC_ERR_NOMEM;
+	rv = SC_ERR_CRYPTO;
+	bn = BN_bin2bn(serial->b, serial->len, NULL);
+	if (bn == NULL || (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+	    X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, ai) != 1 ||
+	    X509_set_subject_name(x, subject) != 1 ||
+	    X509_set_issuer_name(x, X509_get_subject_name(ca->d->issuing_cert)) != 1 ||
+	    ASN1_TIME_set(X509_getm_notBefore(x), (time_t)not_before) == NULL ||
+	    ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after) == NULL) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate fields");
+		goto done;
+	}
+	if ((rv = sc_ca_set_spki(x, spki, spki_len)) != SC_OK)
+		goto done;
+	rv = SC_ERR_CRYPTO;
+	/* SKI: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1)), as
+	 * the "hash" method of the slow path computes it */
+	if (X509_PUBKEY_get0_param(NULL, &pk, &pklen, NULL, X509_get_X509_PUBKEY(x)) != 1 ||
+	    EVP_Digest(pk, (size_t)pklen, md, &mdlen, EVP_sha1(), NULL) != 1 ||
+	    (ski = ASN1_OCTET_STRING_new()) == NULL ||
+	    ASN1_OCTET_STRING_set(ski, md, (int)mdlen) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "subject key identifier");
+		goto done;
+	}
+	if (X509_add_ext(x, ca->xc->bc, -1) != 1 || X509_add_ext(x, ca->xc->ku, -1) != 1 ||
+	    X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_DEFAULT) != 1 ||
+	    X509_add_ext(x, ca->xc->aki, -1) != 1 ||
+	    X509_add_ext(x, minor ? ca->xc->pol_minor : ca->xc->pol_adult, -1) != 1 ||
+	    X509_add_ext(x, ca->xc->aia, -1) != 1 || X509_add_ext(x, cdp, -1) != 1 ||
+	    X509_add_ext(x, fresh, -1) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate extensions");
+		goto done;
+	}
+	*out = x;
+	x = NULL;
+	rv = SC_OK;
+done:
+	X509_free(x);
+	BN_free(bn);
+	ASN1_INTEGER_free(ai);
+	ASN1_OCTET_STRING_free(ski);
+	return rv;
+}

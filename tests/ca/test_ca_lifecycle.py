@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Lifecycle rules: suspend/resume/revoke/renew transitions with their exit
+codes, renewal consent (missing, wrong, replayed), key destruction on
+revocation, re-init refusal, and no plaintext ID-card number anywhere in
+the deployment directory."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
+from scfixture import SMARTCERT, Deployment, check  # noqa: E402
+
+EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 2, 3, 4
+
+with Deployment() as d:
+    # re-running init on the deployment refuses and changes nothing
+    conf_before = open(d.config).read()
+    r = subprocess.run([SMARTCERT, "init", "--dir", d.dir], env=d.env, capture_output=True, text=True)
+    check(r.returncode != 0 and "already" in r.stderr, f"re-init refused: {r.stderr.strip()}")
+    check(open(d.config).read() == conf_before, "re-init changed nothing")
+
+    env = dict(d.env, IDA="Z6839217", IDB="(X1234563)", IDC="W7777777")
+    a = json.loads(d.sc("ca", "enrol", "--user", "alice", "--name", "Alice", "--id-number-source",
+                        "env:IDA", "--json", env=env).stdout)
+    r = d.sc("ca", "enrol", "--user", "alice", "--name", "Alice", "--id-number-source", "env:IDC",
+             check=False, env=env)
+    check(r.returncode == EXIT_STATE and "already" in r.stderr, "duplicate user id refused")
+    r = d.sc("ca", "enrol", "--user", "alice-2", "--name", "Alice", "--id-number-source", "-",
+             input="z 683 9217\n", check=False, env=env)
+    check(r.returncode == EXIT_STATE and "same ID-card number" in r.stderr,
+          "same person (normalised number from stdin) refused")
+    r = d.sc("ca", "enrol", "--user", "nobody", "--name", "N", check=False)
+    check(r.returncode != 0 and "id-number-source" in r.stderr, "ID number is required, never from argv")
+
+    # suspend / resume
+    d.sc("ca", "suspend", "--user", "alice")
+    show = d.sc_json("ca", "show", "--user", "alice")
+    check(show["status"] == "suspended" and show["certificates"][0]["status"] == "hold",
+          "suspend puts the certificate on hold")
+    r = d.sc("ca", "suspend", "--user", "alice", check=False)
+    check(r.returncode == EXIT_STATE and "already suspended" in r.stderr, "no suspend of a suspended user")
+    d.sc("ca", "resume", "--user", "alice")
+    show = d.sc_json("ca", "show", "--user", "alice")
+    check(show["status"] == "active" and show["certificates"][0]["status"] == "good", "resume releases the hold")
+    r = d.sc("ca", "resume", "--user", "alice", check=False)
+    check(r.returncode == EXIT_STATE, "no resume of an active user")
+    r = d.sc("ca", "suspend", "--user", "ghost", check=False)
+    check(r.returncode == EXIT_NOT_FOUND, "unknown user: not found")
+
+    # renewal with consent
+    key, serial = a["key_id"], a["serial"]
+    r = d.sc("ca", "renew", "--user", "alice", check=False)
+    check(r.returncode == EXIT_USAGE, "renew without consent refused")
+    tok_other = d.sc("authz", "issue", "--user", "alice", "--key", key, "--purpose", "renew",
+                     "--serial", "0badc0de").stdout.strip()
+    r = d.sc("ca", "renew", "--user", "alice", "--consent", tok_other, check=False)
+    check(r.returncode != 0 and "not for renewing" in r.stderr, "consent for another certificate refused")
+    tok_sign = d.sc("authz", "issue", "--user", "alice", "--key", key, "--digest", "00" * 32).stdout.strip()
+    r = d.sc("ca", "renew", "--user", "alice", "--consent", tok_sign, check=False)
+    check(r.returncode != 0 and "renew" in r.stderr, "a signing token is not a renewal consent")
+    tok_bob = d.sc("authz", "issue", "--user", "bob", "--key", key, "--purpose", "renew",
+                   "--serial", serial).stdout.strip()
+    r = d.sc("ca", "renew", "--user", "alice", "--consent", tok_bob, check=False)
+    check(r.returncode != 0 and "bob" in r.stderr, "consent of another user refused")
+    tok = d.sc("authz", "issue", "--user", "alice", "--key", key, "--purpose", "renew",
+               "--serial", serial).stdout.strip()
+    n = json.loads(d.sc("ca", "renew", "--user", "alice", "--consent", tok, "--json").stdout)
+    check(n["serial"] != serial and n["key_id"] != key, "renew: new certificate and new key")
+    show = d.sc_json("ca", "show", "--user", "alice")
+    old = [c for c in show["certificates"] if c["serial"] == serial][0]
+    check(old["status"] == "revoked" and old["reason"] == "superseded", "old certificate superseded")
+    oldk = [k for k in show["keys"] if k["key_id"] == key][0]
+    check(not oldk["blob_present"] and oldk["state"] != "active", "old key destroyed")
+    r = d.sc("ca", "renew", "--user", "alice", "--consent", tok, check=False)
+    check(r.returncode != 0 and "already used" in r.stderr, "replayed consent refused")
+    audit = d.sc_json("audit", "show", "--kind", "renew")
+    check(len(audit) == 1 and audit[0]["token_id"], "renew audit record names the consent token id")
+    tok2 = d.sc("authz", "issue", "--user", "alice", "--key", n["key_id"], "--purpose", "renew",
+                "--serial", n["serial"]).stdout.strip()
+    k = json.loads(d.sc("ca", "renew", "--user", "alice", "--consent", tok2, "--keep-key",
+                        "--json").stdout)
+    check(k["key_id"] == n["key_id"] and k["serial"] != n["serial"], "--keep-key keeps the key")
+    show = d.sc_json("ca", "show", "--user", "alice")
+    kk = [x for x in show["keys"] if x["key_id"] == n["key_id"]][0]
+    check(kk["blob_present"] and kk["cert_serial"] == k["serial"], "kept key points at the new certificate")
+
+    # no renewal after expiry (clock moved past notAfter)
+    b = json.loads(d.sc("ca", "enrol", "--user", "bob", "--name", "Bob", "--id-number-source",
+                        "env:IDB", "--json", env=env).stdout)
+    import calendar, time
+    na = calendar.timegm(time.strptime(b["not_after"], "%Y-%m-%dT%H:%M:%SZ"))
+    late = dict(env, SMARTCERT_FAKE_TIME=str(na + 10))
+    tokb = d.sc("authz", "issue", "--user", "bob", "--key", b["key_id"], "--purpose", "renew",
+                "--serial", b["serial"], env=late).stdout.strip()
+    r = d.sc("ca", "renew", "--user", "bob", "--consent", tokb, check=False, env=late)
+    check(r.returncode == EXIT_STATE and "expired" in r.stderr and "before expiry" in r.stderr,
+          f"renewal after expiry refused ({r.returncode}): {r.stderr.strip()}")
+
+    # revoke: key destroyed, account closed, no double revoke, no resume
+    r = d.sc("ca", "revoke", "--serial", b["serial"], "--reason", "nosuchreason", check=False)
+    check(r.returncode == EXIT_USAGE, "unknown reason refused")
+    r = d.sc("ca", "revoke", "--serial", b["serial"], "--reason", "certificateHold", check=False)
+    check(r.returncode == EXIT_USAGE, "certificateHold only through suspend")
+    d.sc("ca", "revoke", "--serial", b["serial"], "--reason", "keyCompromise",
+         "--invalidity-date", "2026-01-02T03:04:05Z")
+    show = d.sc_json("ca", "show", "--user", "bob")
+    check(show["status"] == "closed", "revoking the only certificate closes the account")
+    check(not show["keys"][0]["blob_present"] and show["keys"][0]["state"] == "destroyed",
+          "revocation destroys the wrapped key")
+    c = show["certificates"][0]
+    check(c["reason"] == "keyCompromise" and c["invalidity_date"] == "2026-01-02T03:04:05Z",
+          "keyCompromise with invalidityDate recorded")
+    r = d.sc("ca", "revoke", "--serial", b["serial"], "--reason", "keyCompromise", check=False)
+    check(r.returncode == EXIT_STATE and "already revoked" in r.stderr, "no double revoke")
+    r = d.sc("ca", "resume", "--user", "bob", check=False)
+    check(r.returncode == EXIT_STATE and "closed" in r.stderr, "no resume of a closed user")
+    r = d.sc("ca", "revoke", "--serial", "01", "--reason", "unspecified", check=False)
+    check(r.returncode == EXIT_NOT_FOUND, "unknown serial: not found")
+
+    d.sc("ca", "revoke", "--user", "alice", "--reason", "cessationOfOperation")
+    check(d.sc_json("ca", "show", "--user", "alice")["status"] == "closed", "revoke --user closes")
+    lst = d.sc_json("ca", "list", "--status", "revoked")
+    check(len(lst) == 4, f"list --status revoked: {len(lst)}")
+    check(len(d.sc_json("ca", "list", "--user", "alice", "--limit", "1")) == 1, "list --limit")
+
+    # sweep: a minor who comes of age is revoked (privilegeWithdrawn)
+    import datetime
+    dob = (datetime.date.today() - datetime.timedelta(days=365 * 17 + 100)).isoformat()
+    m = json.loads(d.sc("ca", "enrol", "--user", "kid", "--name", "Kid", "--id-number-source",
+                        "env:IDC", "--profile", "minor", "--dob", dob, "--json", env=env).stdout)
+    adult = dict(env, SMARTCERT_FAKE_TIME=str(int(time.time()) + 400 * 86400))
+    sw = json.loads(d.sc("ca", "sweep", "--json", env=adult).stdout)
+    check(sw["minors_revoked"] == 1, f"sweep revokes the minor who turned 18: {sw}")
+    c = d.sc_json("ca", "show", "--serial", m["serial"])
+    check(c["status"] == "revoked" and c["reason"] == "privilegeWithdrawn", "reason privilegeWithdrawn")
+
+    r = d.sc("audit", "verify", "--json")
+    check(json.loads(r.stdout)["ok"], "audit chain verifies")
+
+    # no plaintext ID-card number anywhere under the deployment
+    needles = [b"Z6839217", b"X1234563", b"W7777777", b"z 683 9217", b"6839217"]
+    hits = []
+    for root, _, files in os.walk(d.dir):
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                data = open(p, "rb").read()
+            except OSError:
+                continue
+            for n_ in needles:
+                if n_ in data or n_.lower() in data:
+                    hits.append((p, n_))
+    check(not hits, f"no ID-card number in any file under the deployment {hits}")
+    out = d.sc("audit", "show", "--json").stdout + d.sc("ca", "list", "--json").stdout
+    check(not any(n_.decode() in out for n_ in needles), "nor in any output")
+print("PASS")
