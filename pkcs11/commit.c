@@ -1,0 +1,239 @@
+/*
+ * Group commit of the module's store writes.
+ *
+ * A signature is only returned once its replay record and audit record are
+ * on disk, and an fsync per signature would cap a gateway at the disk's
+ * sync rate.  So threads queue their records; whichever thread finds no
+ * commit in progress becomes the committer, takes the whole queue, writes
+ * it in one transaction (one fsync) and wakes everyone with their own
+ * outcome.  Replay is decided per record inside the transaction, so two
+ * uses of one token in the same batch (or by another process: LMDB
+ * serialises writers across processes) cannot both succeed.
+ *
+ * No thread is created: the module may be loaded by applications that
+ * forbid it (CKF_LIBRARY_CANT_CREATE_OS_THREADS) and must survive fork().
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "internal.h"
+#include "sc_util.h"
+
+void sc_p11_commit_init(void)
+{
+	pthread_mutex_init(&sc_p11.qlock, NULL);
+	pthread_cond_init(&sc_p11.qcond, NULL);
+	sc_p11.qhead = sc_p11.qtail = NULL;
+	sc_p11.qbusy = 0;
+}
+
+/* S9 bookkeeping for one refusal: failures inside the window accumulate;
+ * reaching the threshold locks the key for lock_seconds. */
+static int commit_count_failure(sc_txn *txn, const char *key_id, int64_t now)
+{
+	sc_keyfail f;
+	int rc;
+
+	rc = sc_store_keyfail_get(txn, key_id, &f);
+	if (rc == SC_ERR_NOT_FOUND) {
+		memset(&f, 0, sizeof(f));
+		rc = SC_OK;
+	}
+	if (rc != SC_OK)
+		return rc;
+	if (f.failures == 0 || now - f.window_start > sc_p11.lock_seconds ||
+	    (f.locked_until != 0 && f.locked_until <= now)) {
+		f.failures = 0;
+		f.window_start = now;
+		f.locked_until = 0;
+	}
+	f.failures++;
+	if ((int64_t)f.failures >= sc_p11.lock_threshold && f.locked_until == 0)
+		f.locked_until = now + sc_p11.lock_seconds;
+	return sc_store_keyfail_put(txn, key_id, &f);
+}
+
+static int commit_clear_failures(sc_txn *txn, const char *key_id)
+{
+	sc_keyfail f;
+	int rc;
+
+	rc = sc_store_keyfail_get(txn, key_id, &f);
+	if (rc == SC_ERR_NOT_FOUND)
+		return SC_OK;
+	if (rc != SC_OK)
+		return rc;
+	if (f.failures == 0 && f.locked_until == 0)
+		return SC_OK;
+	rc = sc_store_keyfail_clear(txn, key_id);
+	return rc == SC_ERR_NOT_FOUND ? SC_OK : rc;
+}
+
+/* Apply one record inside the batch transaction.  Returns a store error
+ * (the batch must abort) or SC_OK; c->result holds the record's outcome. */
+static int commit_apply(sc_txn *txn, struct sc_p11_commit *c, int64_t now)
+{
+	sc_audit_event ev = c->ev;
+	uint32_t uses = 0;
+	int64_t expires = 0;
+	int rc;
+
+	c->result = SC_OK;
+	if (c->kind == SC_P11_COMMIT_SIGN) {
+		rc = sc_store_replay_get(txn, c->token_id, c->token_id_len, &uses, &expires);
+		if (rc == SC_ERR_NOT_FOUND) {
+			uses = 0;
+			rc = SC_OK;
+		}
+		if (rc != SC_OK)
+			return rc;
+		if (uses >= c->max_uses) {
+			/* Spent by another thread or process since C_Login. */
+			c->result = c->max_uses == 1 ? SC_ERR_TOKEN_REPLAY : SC_ERR_TOKEN_SPENT;
+			ev.kind = "sign-refused";
+			ev.outcome = sc_errname(c->result);
+			ev.detail = "token used up by a concurrent signature";
+			rc = sc_audit_append(txn, &ev, NULL);
+			if (rc == SC_OK && c->fail_key != NULL)
+				rc = commit_count_failure(txn, c->fail_key, now);
+			return rc;
+		}
+		rc = sc_store_replay_put(txn, c->token_id, c->token_id_len, uses + 1, c->expires);
+		if (rc != SC_OK)
+			return rc;
+		rc = sc_audit_append(txn, &ev, NULL);
+		if (rc == SC_OK && c->fail_key != NULL)
+			rc = commit_clear_failures(txn, c->fail_key);
+		return rc;
+	}
+	rc = sc_audit_append(txn, &ev, NULL);
+	if (rc == SC_OK && c->fail_key != NULL && c->count_failure)
+		rc = commit_count_failure(txn, c->fail_key, now);
+	return rc;
+}
+
+/* Write a list of records in one transaction; on a store error every
+ * record of the list gets that error. */
+static int commit_batch(struct sc_p11_commit *batch)
+{
+	struct sc_p11_commit *c;
+	sc_txn *txn = NULL;
+	int64_t now = sc_now();
+	int rc;
+
+	rc = sc_txn_begin(sc_p11.dep->store, SC_TXN_WRITE, &txn);
+	if (rc != SC_OK)
+		return rc;
+	for (c = batch; c != NULL; c = c->next) {
+		rc = commit_apply(txn, c, now);
+		if (rc != SC_OK) {
+			sc_txn_abort(txn);
+			return rc;
+		}
+	}
+	return sc_txn_commit(txn);
+}
+
+static void commit_process(struct sc_p11_commit *batch)
+{
+	struct sc_p11_commit *c, *next;
+	int rc;
+
+	rc = commit_batch(batch);
+	if (rc == SC_OK)
+		return;
+	if (batch->next != NULL) {
+		/* One bad record must not sink its neighbours: retry alone. */
+		for (c = batch; c != NULL; c = next) {
+			next = c->next;
+			c->next = NULL;
+			rc = commit_batch(c);
+			if (rc != SC_OK) {
+				sc_p11_log("store write failed: %s: %s", sc_strerror(rc),
+					   sc_error_detail());
+				c->result = rc;
+			}
+			c->next = next;
+		}
+		return;
+	}
+	sc_p11_log("store write failed: %s: %s", sc_strerror(rc), sc_error_detail());
+	batch->result = rc;
+}
+
+int sc_p11_commit_run(struct sc_p11_commit *c)
+{
+	struct sc_p11_commit *batch, *it;
+
+	c->next = NULL;
+	c->done = 0;
+	c->result = SC_ERR_INTERNAL;
+	pthread_mutex_lock(&sc_p11.qlock);
+	if (sc_p11.qtail != NULL)
+		sc_p11.qtail->next = c;
+	else
+		sc_p11.qhead = c;
+	sc_p11.qtail = c;
+	while (!c->done) {
+		if (sc_p11.qbusy) {
+			pthread_cond_wait(&sc_p11.qcond, &sc_p11.qlock);
+			continue;
+		}
+		sc_p11.qbusy = 1;
+		batch = sc_p11.qhead;
+		sc_p11.qhead = sc_p11.qtail = NULL;
+		pthread_mutex_unlock(&sc_p11.qlock);
+
+		commit_process(batch);
+
+		pthread_mutex_lock(&sc_p11.qlock);
+		for (it = batch; it != NULL; it = it->next)
+			it->done = 1;
+		sc_p11.qbusy = 0;
+		pthread_cond_broadcast(&sc_p11.qcond);
+	}
+	pthread_mutex_unlock(&sc_p11.qlock);
+	return c->result;
+}
+
+int sc_p11_refuse(const char *user_id, const char *key_id, const sc_serial *serial,
+		  const unsigned char *token_id, size_t token_id_len,
+		  const unsigned char *digest, size_t digest_len,
+		  int err, int count_failure, const char *detail)
+{
+	struct sc_p11_commit c;
+	char tid_hex[2 * SC_AUTHZ_TOKEN_ID_MAX + 1] = "";
+	char dg_hex[2 * 64 + 1] = "";
+	char serial_hex[2 * SC_SERIAL_MAX + 1] = "";
+	int rc;
+
+	memset(&c, 0, sizeof(c));
+	if (token_id != NULL && token_id_len > 0 && token_id_len <= SC_AUTHZ_TOKEN_ID_MAX)
+		sc_hex_encode(token_id, token_id_len, tid_hex);
+	if (digest != NULL && digest_len > 0 && digest_len <= 64)
+		sc_hex_encode(digest, digest_len, dg_hex);
+	if (serial != NULL && serial->len > 0)
+		sc_serial_hex(serial, serial_hex);
+	c.kind = SC_P11_COMMIT_EVENT;
+	c.fail_key = (key_id != NULL && key_id[0] != '\0') ? key_id : NULL;
+	c.count_failure = count_failure;
+	c.ev.time = 0;
+	c.ev.kind = "sign-refused";
+	c.ev.actor = sc_p11.actor;
+	c.ev.user_id = (user_id != NULL && user_id[0] != '\0') ? user_id : NULL;
+	c.ev.key_id = c.fail_key;
+	c.ev.serial = serial_hex[0] ? serial_hex : NULL;
+	c.ev.token_id = tid_hex[0] ? tid_hex : NULL;
+	c.ev.digest = dg_hex[0] ? dg_hex : NULL;
+	c.ev.outcome = sc_errname(err);
+	c.ev.detail = detail;
+	rc = sc_p11_commit_run(&c);
+	if (rc != SC_OK)
+		sc_p11_log("cannot record refusal (%s) of key %s: %s", sc_errname(err),
+			   key_id != NULL ? key_id : "-", sc_strerror(rc));
+	sc_p11_log("refused key %s: %s%s%s", key_id != NULL ? key_id : "-", sc_errname(err),
+		   detail != NULL ? ": " : "", detail != NULL ? detail : "");
+	return err;
+}
