@@ -1,8 +1,432 @@
-/* smartcert-ocspd: not built yet. */
+/*
+ * smartcert-ocspd: the OCSP responder daemon (docs/ocsp.md).
+ *
+ *   smartcert-ocspd [--config FILE] [--listen ADDR:PORT] [--foreground]
+ *                   [--pid-file FILE] [--threads N] [--log-rate N]
+ *
+ * SIGHUP re-reads the ocsp.* keys and the CA certificates; SIGTERM/SIGINT
+ * stop cleanly (in-flight requests finish).  The main thread waits for
+ * signals and, between them, re-signs stored responses before nextUpdate.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/x509.h>
+#include "sc_build_config.h"
+#include "sc_config.h"
+#include "sc_deploy.h"
+#include "sc_err.h"
+#include "sc_json.h"
+#include "sc_util.h"
+#include "sc_ocsp.h"
 
-int main(void)
+#define PROG "smartcert-ocspd"
+
+struct ocspd_settings {
+	int64_t validity;
+	int nonce_mode;
+	int unknown_policy;
+	int serve_files;
+	char *crl_dir;
+	char *prefix;
+};
+
+static void ocspd_usage(FILE *f)
 {
-	fprintf(stderr, "smartcert-ocspd: not available in this build yet\n");
-	return 1;
+	fprintf(f,
+		"Usage: " PROG " [--config FILE] [--listen ADDR:PORT] [--foreground]\n"
+		"                       [--pid-file FILE] [--threads N] [--log-rate N]\n"
+		"\n"
+		"OCSP responder (RFC 6960 / RFC 5019) for the smartcert issuing CA.\n"
+		"  --config FILE     deployment configuration (default $SMARTCERT_CONF)\n"
+		"  --listen A:P      address to bind (default ocsp.listen)\n"
+		"  --foreground      do not detach (systemd, tests)\n"
+		"  --pid-file FILE   write the process id here\n"
+		"  --threads N       HTTP worker threads (default: one per CPU)\n"
+		"  --log-rate N      at most N request log lines per second (default 100, 0 = off)\n"
+		"Signals: SIGHUP reloads ocsp.* settings and CA certificates; SIGTERM/SIGINT stop.\n");
+}
+
+static void ocspd_event(const char *event, const char *k, const char *v, int err)
+{
+	sc_json j;
+
+	sc_json_init(&j);
+	sc_json_obj_begin(&j);
+	sc_json_kv_time(&j, "ts", (int64_t)time(NULL));
+	sc_json_kv_str(&j, "event", event);
+	if (k != NULL)
+		sc_json_kv_str(&j, k, v);
+	if (err != 0) {
+		sc_json_kv_str(&j, "error", sc_errname(err));
+		sc_json_kv_str(&j, "message", sc_strerror(err));
+		sc_json_kv_str(&j, "detail", sc_error_detail());
+	}
+	sc_json_obj_end(&j);
+	sc_json_print(&j, stderr);
+	sc_json_free(&j);
+}
+
+static int ocspd_fail(int err, const char *what)
+{
+	const char *detail = sc_error_detail();
+
+	fprintf(stderr, PROG ": %s: %s%s%s\n", what, sc_strerror(err),
+		detail[0] ? ": " : "", detail);
+	return err == SC_ERR_CONFIG ? 6 : err == SC_ERR_HSM || err == SC_ERR_HSM_PIN ||
+	       err == SC_ERR_HSM_LOCKED || err == SC_ERR_HSM_MODULE ? 5 : 1;
+}
+
+static void ocspd_settings_free(struct ocspd_settings *s)
+{
+	free(s->crl_dir);
+	free(s->prefix);
+	memset(s, 0, sizeof(*s));
+}
+
+/* The path part of ca.ocsp_url ("http://host:port/ocsp" -> "/ocsp"). */
+static char *ocspd_url_path(const char *url)
+{
+	const char *p = strstr(url, "://");
+
+	if (p == NULL)
+		return strdup(url[0] == '/' ? url : "");
+	p = strchr(p + 3, '/');
+	return strdup(p != NULL ? p : "");
+}
+
+static int ocspd_settings_load(const sc_config *cfg, struct ocspd_settings *s)
+{
+	const char *v;
+	int rv;
+
+	memset(s, 0, sizeof(*s));
+	rv = sc_config_int(cfg, "ocsp.validity_seconds", 86400, &s->validity);
+	if (rv != 0)
+		return rv;
+	if (s->validity < 60 || s->validity > 366 * 86400)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.validity_seconds must be between 60 "
+				    "and 31622400");
+	v = sc_config_str(cfg, "ocsp.nonce", "accept");
+	if (strcmp(v, "accept") == 0)
+		s->nonce_mode = SC_OCSP_NONCE_ACCEPT;
+	else if (strcmp(v, "ignore") == 0)
+		s->nonce_mode = SC_OCSP_NONCE_IGNORE;
+	else
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.nonce must be 'accept' or 'ignore', "
+				    "not '%s'", v);
+	v = sc_config_str(cfg, "ocsp.unknown_policy", "unknown");
+	if (strcmp(v, "unknown") == 0)
+		s->unknown_policy = SC_OCSP_UNKNOWN_UNKNOWN;
+	else if (strcmp(v, "revoked") == 0)
+		s->unknown_policy = SC_OCSP_UNKNOWN_REVOKED;
+	else
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.unknown_policy must be 'unknown' or "
+				    "'revoked', not '%s'", v);
+	rv = sc_config_bool(cfg, "ocsp.serve_crl_dir", 1, &s->serve_files);
+	if (rv != 0)
+		return rv;
+	if (s->serve_files) {
+		s->crl_dir = sc_config_path(cfg, "crl.out_dir", "crl");
+		if (s->crl_dir == NULL)
+			return SC_ERR_NOMEM;
+	}
+	s->prefix = ocspd_url_path(sc_config_str(cfg, "ocsp.path",
+				   sc_config_str(cfg, "ca.ocsp_url", "/ocsp")));
+	if (s->prefix == NULL)
+		return SC_ERR_NOMEM;
+	return 0;
+}
+
+static int ocspd_ca_files(const sc_deploy *d, unsigned char *der[3], size_t len[3])
+{
+	X509 *certs[3] = { d->root_cert, d->issuing_cert, d->ocsp_cert };
+	int i, n;
+
+	for (i = 0; i < 3; i++) {
+		der[i] = NULL;
+		len[i] = 0;
+		if (certs[i] == NULL)
+			continue;
+		n = i2d_X509(certs[i], &der[i]);
+		if (n <= 0)
+			return sc_error_set_openssl(SC_ERR_CRYPTO, "encoding a CA certificate");
+		len[i] = (size_t)n;
+	}
+	return 0;
+}
+
+static void ocspd_ca_files_free(unsigned char *der[3])
+{
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		OPENSSL_free(der[i]);
+		der[i] = NULL;
+	}
+}
+
+static int ocspd_responder(sc_deploy *d, const struct ocspd_settings *s,
+			   sc_ocsp_hsm_signer *signer, sc_ocsp_responder **out)
+{
+	sc_ocsp_params p;
+
+	*out = NULL;
+	if (d->issuing_cert == NULL || d->ocsp_cert == NULL)
+		return sc_error_set(SC_ERR_CONFIG, "the deployment has no issuing CA or OCSP "
+				    "signer certificate yet: run 'smartcert init' first");
+	memset(&p, 0, sizeof(p));
+	p.store = d->store;
+	p.issuer = d->issuing_cert;
+	p.signer_cert = d->ocsp_cert;
+	p.sign = sc_ocsp_sign_hsm;
+	p.sign_ctx = signer;
+	p.validity = s->validity;
+	p.nonce_mode = s->nonce_mode;
+	p.unknown_policy = s->unknown_policy;
+	p.presign = 1;
+	p.store_async = 1;
+	return sc_ocsp_responder_new(&p, out);
+}
+
+/* Re-read ocsp.* keys and the CA certificates; the listen address and the
+ * thread count need a restart. */
+static int ocspd_reload(const char *config_path, sc_deploy *d, sc_ocsp_hsm_signer *signer,
+			sc_ocsp_http *http, struct ocspd_settings *cur,
+			sc_ocsp_responder **live)
+{
+	sc_config *cfg = NULL;
+	struct ocspd_settings s = { 0 };
+	sc_ocsp_responder *r = NULL, *old;
+	unsigned char *der[3] = { NULL, NULL, NULL };
+	size_t len[3];
+	int rv;
+
+	rv = sc_config_load(config_path, &cfg);
+	if (rv != 0)
+		goto done;
+	rv = ocspd_settings_load(cfg, &s);
+	if (rv != 0)
+		goto done;
+	rv = sc_deploy_load_ca(d);
+	if (rv != 0)
+		goto done;
+	rv = ocspd_responder(d, &s, signer, &r);
+	if (rv != 0)
+		goto done;
+	rv = ocspd_ca_files(d, der, len);
+	if (rv != 0)
+		goto done;
+	rv = sc_ocsp_http_set_files(http, s.serve_files ? s.crl_dir : NULL,
+				    (const unsigned char *const *)der, len);
+	if (rv != 0)
+		goto done;
+	old = sc_ocsp_http_set_responder(http, r);
+	*live = r;
+	r = NULL;
+	sc_ocsp_responder_free(old);
+	ocspd_settings_free(cur);
+	*cur = s;
+	memset(&s, 0, sizeof(s));
+done:
+	ocspd_ca_files_free(der);
+	sc_ocsp_responder_free(r);
+	ocspd_settings_free(&s);
+	sc_config_free(cfg);
+	return rv;
+}
+
+static void ocspd_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	/* Thousands of keep-alive clients need thousands of descriptors. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "pid-file", required_argument, NULL, 'p' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "log-rate", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_arg = NULL, *listen = NULL, *pid_file = NULL;
+	char config_path[PATH_MAX];
+	int foreground = 0, opt, rv, ret = 1, sig;
+	unsigned long threads = 0, log_rate = 100;
+	sc_deploy *d = NULL;
+	sc_ocsp_hsm_signer signer = { 0 };
+	sc_ocsp_http *http = NULL;
+	sc_ocsp_http_params hp;
+	sc_ocsp_responder *r = NULL, *live = NULL;
+	struct ocspd_settings s = { 0 };
+	unsigned char *der[3] = { NULL, NULL, NULL };
+	size_t len[3] = { 0, 0, 0 };
+	sigset_t set;
+	char *end;
+	char portbuf[16];
+
+	while ((opt = getopt_long(argc, argv, "c:l:fp:t:r:hV", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': config_arg = optarg; break;
+		case 'l': listen = optarg; break;
+		case 'f': foreground = 1; break;
+		case 'p': pid_file = optarg; break;
+		case 't':
+			errno = 0;
+			threads = strtoul(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || threads > 256) {
+				fprintf(stderr, PROG ": --threads wants a number 1..256\n");
+				return 2;
+			}
+			break;
+		case 'r':
+			errno = 0;
+			log_rate = strtoul(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || log_rate > 1000000) {
+				fprintf(stderr, PROG ": --log-rate wants a number of lines per second\n");
+				return 2;
+			}
+			break;
+		case 'h': ocspd_usage(stdout); return 0;
+		case 'V': printf(PROG " %s\n", SC_VERSION); return 0;
+		default: ocspd_usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		ocspd_usage(stderr);
+		return 2;
+	}
+	{
+		const char *cp = sc_config_locate(config_arg);
+
+		if (cp == NULL) {
+			fprintf(stderr, PROG ": no configuration: pass --config FILE or set "
+				"SMARTCERT_CONF\n");
+			return 6;
+		}
+		/* Absolute: daemonising changes directory, and SIGHUP re-reads it. */
+		if (realpath(cp, config_path) == NULL) {
+			fprintf(stderr, PROG ": cannot find configuration %s: %s\n", cp,
+				strerror(errno));
+			return 6;
+		}
+	}
+	/* Detach before opening anything: LMDB and the HSM do not survive fork. */
+	if (!foreground && daemon(0, 0) != 0) {
+		fprintf(stderr, PROG ": cannot detach: %s\n", strerror(errno));
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);   /* every thread inherits this */
+	ocspd_raise_nofile();
+
+	rv = sc_deploy_open(config_path, 0, &d);
+	if (rv != 0) {
+		ret = ocspd_fail(rv, "opening the deployment");
+		goto done;
+	}
+	rv = sc_hsm_find_token_key(d->hsm, SC_LABEL_OCSP, &signer.key);
+	if (rv != 0) {
+		ret = ocspd_fail(rv, "finding the OCSP signing key " SC_LABEL_OCSP);
+		goto done;
+	}
+	signer.hsm = d->hsm;
+	rv = ocspd_settings_load(d->cfg, &s);
+	if (rv == 0)
+		rv = ocspd_responder(d, &s, &signer, &r);
+	if (rv == 0)
+		rv = ocspd_ca_files(d, der, len);
+	if (rv != 0) {
+		ret = ocspd_fail(rv, "setting up the responder");
+		goto done;
+	}
+	memset(&hp, 0, sizeof(hp));
+	hp.listen = listen != NULL ? listen : sc_config_str(d->cfg, "ocsp.listen", "127.0.0.1:8080");
+	hp.path_prefix = s.prefix;
+	hp.crl_dir = s.serve_files ? s.crl_dir : NULL;
+	memcpy(hp.ca_der, der, sizeof(der));
+	memcpy(hp.ca_der_len, len, sizeof(len));
+	hp.threads = (unsigned)threads;
+	hp.log_rate = (unsigned)log_rate;
+	rv = sc_ocsp_http_start(&hp, &http);
+	if (rv != 0) {
+		ret = ocspd_fail(rv, "starting the HTTP listener");
+		goto done;
+	}
+	sc_ocsp_http_set_responder(http, r);
+	live = r;
+	r = NULL;
+	if (pid_file != NULL) {
+		char pbuf[32];
+		int n = snprintf(pbuf, sizeof(pbuf), "%ld\n", (long)getpid());
+
+		rv = sc_file_write_atomic(pid_file, pbuf, (size_t)n, 0644);
+		if (rv != 0) {
+			ret = ocspd_fail(rv, "writing the pid file");
+			goto done;
+		}
+	}
+	snprintf(portbuf, sizeof(portbuf), "%u", sc_ocsp_http_port(http));
+	ocspd_event("ocspd.started", "port", portbuf, 0);
+
+	for (;;) {
+		struct timespec ts;
+		int64_t interval = s.validity / 8 < 60 ? s.validity / 8 : 60;
+		size_t n = 0;
+
+		if (interval < 1)
+			interval = 1;
+		ts.tv_sec = (time_t)interval;
+		ts.tv_nsec = 0;
+		sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+		if (sig == SIGHUP) {
+			rv = ocspd_reload(config_path, d, &signer, http, &s, &live);
+			ocspd_event(rv == 0 ? "ocspd.reloaded" : "ocspd.reload_failed", NULL, NULL, rv);
+			continue;
+		}
+		/* Re-sign stored responses in the second half of their validity. */
+		/* This thread is the only one that swaps responders, so `live`
+		 * stays valid here. */
+		rv = sc_ocsp_resign_due(live, sc_now() + s.validity / 2, 2000, &n);
+		if (rv != 0)
+			ocspd_event("ocspd.resign_failed", NULL, NULL, rv);
+	}
+	ocspd_event("ocspd.stopping", NULL, NULL, 0);
+	ret = 0;
+done:
+	sc_ocsp_http_stop(http);   /* waits for in-flight requests */
+	sc_ocsp_responder_free(live);
+	sc_ocsp_responder_free(r);
+	ocspd_ca_files_free(der);
+	ocspd_settings_free(&s);
+	if (signer.key != NULL)
+		sc_hsm_key_free(d->hsm, signer.key);
+	sc_deploy_close(d);
+	if (pid_file != NULL && ret == 0)
+		unlink(pid_file);
+	return ret;
 }

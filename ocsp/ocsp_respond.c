@@ -1,0 +1,1275 @@
+/*
+ * One OCSP request in, one OCSP response out (RFC 6960, RFC 5019 profile).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include <openssl/ocsp.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include "sc_err.h"
+#include "sc_signer.h"
+#include "sc_util.h"
+#include "sc_ocsp.h"
+#include "ocsp_internal.h"
+
+#define SC_OCSP_NHASH 5
+#define SC_OCSP_CACHE_SLOTS 4096
+
+/* DER of the fixed OIDs written into responses. */
+static const unsigned char oid_basic[] = {   /* id-pkix-ocsp-basic */
+	0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01 };
+static const unsigned char oid_nonce[] = {   /* id-pkix-ocsp-nonce */
+	0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02 };
+static const unsigned char oid_ext_revoke[] = { /* id-pkix-ocsp-extended-revoke */
+	0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x09 };
+static const unsigned char oid_certhash[] = { /* id-commonpki-at-certHash */
+	0x06, 0x05, 0x2b, 0x24, 0x08, 0x03, 0x0d };
+static const unsigned char algid_sha1[] = {  /* sha1 with NULL parameters */
+	0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00 };
+static const unsigned char algid_sha256[] = {
+	0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+	0x05, 0x00 };
+
+struct sc_ocsp_issuer_hash {
+	int nid;
+	unsigned name_len, key_len;
+	unsigned char name[EVP_MAX_MD_SIZE];
+	unsigned char key[EVP_MAX_MD_SIZE];
+};
+
+/* In-process cache for CertID forms other than the stored SHA-1 one.  An
+ * entry is served only while the store holds byte for byte the SHA-1
+ * response it was signed next to (`validator`): the store deletes that
+ * entry in the transaction of any status change, so the cache cannot
+ * outlive a status. */
+struct sc_ocsp_cache_slot {
+	unsigned char *key;            /* request CertID DER */
+	size_t key_len;
+	unsigned char *validator;      /* stored SHA-1 response DER */
+	size_t validator_len;
+	unsigned char *resp;
+	size_t resp_len;
+	int64_t this_update, next_update;
+	int cert_status, reason;
+};
+
+struct sc_ocsp_responder {
+	sc_store *store;
+	X509 *issuer;
+	X509 *signer;
+	struct sc_ocsp_issuer_hash hashes[SC_OCSP_NHASH];
+	unsigned char *trailer;        /* [0] EXPLICIT SEQUENCE OF Certificate */
+	size_t trailer_len;
+	unsigned char responder_keyhash[SHA_DIGEST_LENGTH];
+	sc_ocsp_sign_fn sign;
+	void *sign_ctx;
+	int64_t validity;
+	int nonce_mode, unknown_policy, presign, max_certs;
+	pthread_mutex_t cache_lock;
+	struct sc_ocsp_cache_slot *cache;
+	/* Write-behind of freshly signed responses (store_async): the answer
+	 * goes out at once, the commit (an fsync) happens on this thread. */
+	int async;
+	pthread_t writer;
+	int writer_started, writer_stop, writer_busy;
+	pthread_mutex_t wq_lock;
+	pthread_cond_t wq_cond, wq_idle;
+	struct sc_ocsp_pending *wq;
+	size_t wq_head, wq_count;
+	_Atomic uint64_t presigned_hits, presign_misses, cache_hits, signed_on_demand;
+	_Atomic uint64_t stored, resigned, store_errors, sign_errors;
+};
+
+typedef struct sc_ocsp_item {
+	unsigned char *cid_der;        /* CertID as requested (echoed) */
+	size_t cid_len;
+	sc_serial serial;
+	int serial_ok;                 /* representable as an sc_serial */
+	int answer;                    /* SC_OCSP_GOOD... */
+	int reason;                    /* -1 = none */
+	int64_t revoked_at;
+	int has_hash;
+	unsigned char cert_hash[32];
+	int known;                     /* a certificate of ours in the store */
+	int status;                    /* store status, for the write check */
+	uint64_t rev_seq;
+} sc_ocsp_item;
+
+#define SC_OCSP_WQ_MAX 4096
+#define SC_OCSP_WQ_BATCH 256
+
+struct sc_ocsp_pending {
+	sc_serial serial;
+	int status;
+	uint64_t rev_seq;
+	int64_t now;
+	unsigned char *der;
+	size_t len;
+};
+
+static void *sc_ocsp_writer_main(void *arg);
+static void sc_ocsp_writer_stop(sc_ocsp_responder *r);
+
+#define STAT_INC(r, f) atomic_fetch_add_explicit(&(r)->f, 1, memory_order_relaxed)
+
+const char *sc_ocsp_status_name(int status)
+{
+	switch (status) {
+	case SC_OCSP_SUCCESSFUL: return "successful";
+	case SC_OCSP_MALFORMED: return "malformedRequest";
+	case SC_OCSP_INTERNAL_ERROR: return "internalError";
+	case SC_OCSP_TRY_LATER: return "tryLater";
+	case 5: return "sigRequired";
+	case SC_OCSP_UNAUTHORIZED: return "unauthorized";
+	default: return "unknownStatus";
+	}
+}
+
+const char *sc_ocsp_cert_status_name(int cert_status)
+{
+	switch (cert_status) {
+	case SC_OCSP_GOOD: return "good";
+	case SC_OCSP_REVOKED: return "revoked";
+	case SC_OCSP_UNKNOWN: return "unknown";
+	default: return "none";
+	}
+}
+
+int sc_ocsp_sign_hsm(void *ctx, const unsigned char *tbs, size_t tbs_len,
+		     const unsigned char *trailer, size_t trailer_len,
+		     unsigned char **out, size_t *out_len)
+{
+	sc_ocsp_hsm_signer *s = ctx;
+	int md = s->md_nid;
+
+	if (md == 0)
+		md = sc_sign_default_md(sc_hsm_key_alg(s->key));
+	return sc_sign_tbs(s->hsm, s->key, md, tbs, tbs_len, trailer, trailer_len,
+			   out, out_len);
+}
+
+/* ---- set-up -------------------------------------------------------------- */
+
+static int sc_ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
+{
+	static const int nids[SC_OCSP_NHASH] = {
+		NID_sha1, NID_sha224, NID_sha256, NID_sha384, NID_sha512 };
+	unsigned char *name_der = NULL;
+	int name_len, i, rv = SC_ERR_CRYPTO;
+	const ASN1_BIT_STRING *key;
+
+	name_len = i2d_X509_NAME(X509_get_subject_name(issuer), &name_der);
+	key = X509_get0_pubkey_bitstr(issuer);
+	if (name_len <= 0 || key == NULL)
+		goto done;
+	for (i = 0; i < SC_OCSP_NHASH; i++) {
+		const EVP_MD *md = EVP_get_digestbynid(nids[i]);
+
+		h[i].nid = nids[i];
+		if (md == NULL ||
+		    !EVP_Digest(name_der, (size_t)name_len, h[i].name, &h[i].name_len, md, NULL) ||
+		    !EVP_Digest(key->data, (size_t)key->length, h[i].key, &h[i].key_len, md, NULL))
+			goto done;
+	}
+	rv = 0;
+done:
+	OPENSSL_free(name_der);
+	if (rv != 0)
+		sc_error_set_openssl(rv, "hashing the issuing CA name and key");
+	return rv;
+}
+
+int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
+{
+	sc_ocsp_responder *r = NULL;
+	sc_ocsp_der t = { 0 };
+	unsigned char *cert_der = NULL;
+	unsigned int klen = 0;
+	int cert_len, rv = SC_ERR_INVALID;
+	size_t m1, m2;
+
+	*out = NULL;
+	if (p == NULL || p->issuer == NULL || p->signer_cert == NULL || p->sign == NULL ||
+	    p->validity <= 0) {
+		sc_error_set(rv, "OCSP responder needs the issuing CA certificate, the OCSP "
+			     "signer certificate and key, and ocsp.validity_seconds > 0");
+		goto done;
+	}
+	rv = SC_ERR_NOMEM;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		goto done;
+	pthread_mutex_init(&r->cache_lock, NULL);
+	pthread_mutex_init(&r->wq_lock, NULL);
+	pthread_cond_init(&r->wq_cond, NULL);
+	pthread_cond_init(&r->wq_idle, NULL);
+	r->store = p->store;
+	r->sign = p->sign;
+	r->sign_ctx = p->sign_ctx;
+	r->validity = p->validity;
+	r->nonce_mode = p->nonce_mode;
+	r->unknown_policy = p->unknown_policy;
+	r->presign = p->presign && p->store != NULL;
+	r->max_certs = p->max_certs > 0 ? p->max_certs : SC_OCSP_MAX_CERTS_DEFAULT;
+	r->issuer = X509_dup(p->issuer);
+	r->signer = X509_dup(p->signer_cert);
+	r->cache = calloc(SC_OCSP_CACHE_SLOTS, sizeof(*r->cache));
+	if (r->issuer == NULL || r->signer == NULL || r->cache == NULL)
+		goto done;
+	rv = sc_ocsp_hash_issuer(r->issuer, r->hashes);
+	if (rv != 0)
+		goto done;
+	rv = SC_ERR_CRYPTO;
+	/* ResponderID byKey: SHA-1 of the signer's subjectPublicKey BIT STRING. */
+	if (!X509_pubkey_digest(r->signer, EVP_sha1(), r->responder_keyhash, &klen) ||
+	    klen != SHA_DIGEST_LENGTH) {
+		sc_error_set_openssl(rv, "hashing the OCSP signer key");
+		goto done;
+	}
+	cert_len = i2d_X509(r->signer, &cert_der);
+	if (cert_len <= 0) {
+		sc_error_set_openssl(rv, "encoding the OCSP signer certificate");
+		goto done;
+	}
+	m1 = sc_ocsp_der_begin(&t);
+	m2 = sc_ocsp_der_begin(&t);
+	sc_ocsp_der_put(&t, cert_der, (size_t)cert_len);
+	sc_ocsp_der_end(&t, m2, 0x30);
+	sc_ocsp_der_end(&t, m1, 0xa0);
+	rv = SC_ERR_NOMEM;
+	if (t.failed)
+		goto done;
+	r->trailer = t.p;
+	r->trailer_len = t.len;
+	t.p = NULL;
+	if (r->presign && p->store_async) {
+		r->wq = calloc(SC_OCSP_WQ_MAX, sizeof(*r->wq));
+		if (r->wq == NULL)
+			goto done;
+		if (pthread_create(&r->writer, NULL, sc_ocsp_writer_main, r) != 0) {
+			rv = sc_error_set(SC_ERR_INTERNAL, "cannot start the OCSP store writer thread");
+			goto done;
+		}
+		r->writer_started = 1;
+		r->async = 1;
+	}
+	*out = r;
+	r = NULL;
+	rv = 0;
+done:
+	OPENSSL_free(cert_der);
+	sc_ocsp_der_free(&t);
+	sc_ocsp_responder_free(r);
+	return rv;
+}
+
+static void sc_ocsp_slot_clear(struct sc_ocsp_cache_slot *s)
+{
+	free(s->key);
+	free(s->validator);
+	free(s->resp);
+	memset(s, 0, sizeof(*s));
+}
+
+void sc_ocsp_responder_free(sc_ocsp_responder *r)
+{
+	size_t i;
+
+	if (r == NULL)
+		return;
+	sc_ocsp_writer_stop(r);   /* stores what is queued */
+	if (r->wq != NULL) {
+		for (i = 0; i < r->wq_count; i++)
+			free(r->wq[(r->wq_head + i) % SC_OCSP_WQ_MAX].der);
+		free(r->wq);
+	}
+	pthread_mutex_destroy(&r->wq_lock);
+	pthread_cond_destroy(&r->wq_cond);
+	pthread_cond_destroy(&r->wq_idle);
+	if (r->cache != NULL) {
+		for (i = 0; i < SC_OCSP_CACHE_SLOTS; i++)
+			sc_ocsp_slot_clear(&r->cache[i]);
+		free(r->cache);
+	}
+	pthread_mutex_destroy(&r->cache_lock);
+	X509_free(r->issuer);
+	X509_free(r->signer);
+	free(r->trailer);
+	free(r);
+}
+
+void sc_ocsp_stats_get(sc_ocsp_responder *r, sc_ocsp_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (r == NULL)
+		return;
+	out->presigned_hits = atomic_load_explicit(&r->presigned_hits, memory_order_relaxed);
+	out->presign_misses = atomic_load_explicit(&r->presign_misses, memory_order_relaxed);
+	out->cache_hits = atomic_load_explicit(&r->cache_hits, memory_order_relaxed);
+	out->signed_on_demand = atomic_load_explicit(&r->signed_on_demand, memory_order_relaxed);
+	out->stored = atomic_load_explicit(&r->stored, memory_order_relaxed);
+	out->resigned = atomic_load_explicit(&r->resigned, memory_order_relaxed);
+	out->store_errors = atomic_load_explicit(&r->store_errors, memory_order_relaxed);
+	out->sign_errors = atomic_load_explicit(&r->sign_errors, memory_order_relaxed);
+}
+
+/* ---- building responses ------------------------------------------------- */
+
+static int sc_ocsp_error_response(int status, unsigned char **out, size_t *out_len)
+{
+	unsigned char *p = malloc(5);
+
+	if (p == NULL)
+		return SC_ERR_NOMEM;
+	p[0] = 0x30;
+	p[1] = 0x03;
+	p[2] = 0x0a;
+	p[3] = 0x01;
+	p[4] = (unsigned char)status;
+	*out = p;
+	*out_len = 5;
+	return 0;
+}
+
+/* The canonical SHA-1 CertID of one of our serials: the form stored. */
+static int sc_ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
+				 unsigned char **out, size_t *out_len)
+{
+	sc_ocsp_der d = { 0 };
+	size_t m = sc_ocsp_der_begin(&d);
+
+	sc_ocsp_der_put(&d, algid_sha1, sizeof(algid_sha1));
+	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].name, r->hashes[0].name_len);
+	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].key, r->hashes[0].key_len);
+	sc_ocsp_der_tlv(&d, 0x02, s->b, s->len);
+	sc_ocsp_der_end(&d, m, 0x30);
+	if (d.failed) {
+		sc_ocsp_der_free(&d);
+		return SC_ERR_NOMEM;
+	}
+	*out = d.p;
+	*out_len = d.len;
+	return 0;
+}
+
+static void sc_ocsp_put_extension(sc_ocsp_der *d, const unsigned char *oid, size_t oid_len,
+				  const unsigned char *value, size_t value_len)
+{
+	size_t m = sc_ocsp_der_begin(d);
+
+	sc_ocsp_der_put(d, oid, oid_len);
+	sc_ocsp_der_tlv(d, 0x04, value, value_len);
+	sc_ocsp_der_end(d, m, 0x30);
+}
+
+static void sc_ocsp_put_single(sc_ocsp_der *d, const sc_ocsp_item *it, int64_t now,
+			       int64_t next)
+{
+	size_t m = sc_ocsp_der_begin(d), m2, m3;
+
+	sc_ocsp_der_put(d, it->cid_der, it->cid_len);
+	switch (it->answer) {
+	case SC_OCSP_GOOD:
+		sc_ocsp_der_tlv(d, 0x80, NULL, 0);
+		break;
+	case SC_OCSP_REVOKED:
+		m2 = sc_ocsp_der_begin(d);
+		sc_ocsp_der_gentime(d, it->revoked_at);
+		if (it->reason >= 0) {
+			unsigned char e[3] = { 0x0a, 0x01, (unsigned char)it->reason };
+
+			sc_ocsp_der_tlv(d, 0xa0, e, sizeof(e));
+		}
+		sc_ocsp_der_end(d, m2, 0xa1);
+		break;
+	default:
+		sc_ocsp_der_tlv(d, 0x82, NULL, 0);
+		break;
+	}
+	sc_ocsp_der_gentime(d, now);
+	m2 = sc_ocsp_der_begin(d);
+	sc_ocsp_der_gentime(d, next);
+	sc_ocsp_der_end(d, m2, 0xa0);
+	if (it->has_hash) {
+		/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
+		sc_ocsp_der hv = { 0 };
+		size_t hm = sc_ocsp_der_begin(&hv);
+
+		sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
+		sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
+		sc_ocsp_der_end(&hv, hm, 0x30);
+		if (hv.failed)
+			d->failed = 1;
+		m2 = sc_ocsp_der_begin(d);
+		m3 = sc_ocsp_der_begin(d);
+		sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+		sc_ocsp_der_end(d, m3, 0x30);
+		sc_ocsp_der_end(d, m2, 0xa1);
+		sc_ocsp_der_free(&hv);
+	}
+	sc_ocsp_der_end(d, m, 0x30);
+}
+
+/* Build, sign and wrap a successful response. */
+static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
+			 const unsigned char *nonce, size_t nonce_len, int64_t now,
+			 unsigned char **out, size_t *out_len)
+{
+	sc_ocsp_der d = { 0 }, w = { 0 };
+	unsigned char *basic = NULL;
+	size_t basic_len = 0, m, m2, i;
+	int rv = SC_ERR_NOMEM, ext_revoke = 0;
+	int64_t next = now + r->validity;
+
+	*out = NULL;
+	*out_len = 0;
+	for (i = 0; i < n; i++)
+		if (items[i].answer == SC_OCSP_REVOKED && !items[i].known)
+			ext_revoke = 1;
+	/* ResponseData (version v1 is the DEFAULT: omitted) */
+	m = sc_ocsp_der_begin(&d);
+	m2 = sc_ocsp_der_begin(&d);
+	sc_ocsp_der_tlv(&d, 0x04, r->responder_keyhash, sizeof(r->responder_keyhash));
+	sc_ocsp_der_end(&d, m2, 0xa2);
+	sc_ocsp_der_gentime(&d, now);
+	m2 = sc_ocsp_der_begin(&d);
+	for (i = 0; i < n; i++)
+		sc_ocsp_put_single(&d, &items[i], now, next);
+	sc_ocsp_der_end(&d, m2, 0x30);
+	if (nonce != NULL || ext_revoke) {
+		size_t m3, m4;
+
+		m3 = sc_ocsp_der_begin(&d);
+		m4 = sc_ocsp_der_begin(&d);
+		if (nonce != NULL)
+			sc_ocsp_put_extension(&d, oid_nonce, sizeof(oid_nonce), nonce, nonce_len);
+		if (ext_revoke) {
+			static const unsigned char null_der[] = { 0x05, 0x00 };
+
+			sc_ocsp_put_extension(&d, oid_ext_revoke, sizeof(oid_ext_revoke),
+					      null_der, sizeof(null_der));
+		}
+		sc_ocsp_der_end(&d, m4, 0x30);
+		sc_ocsp_der_end(&d, m3, 0xa1);
+	}
+	sc_ocsp_der_end(&d, m, 0x30);
+	if (d.failed)
+		goto done;
+
+	rv = r->sign(r->sign_ctx, d.p, d.len, r->trailer, r->trailer_len, &basic, &basic_len);
+	if (rv != 0) {
+		STAT_INC(r, sign_errors);
+		goto done;
+	}
+	rv = SC_ERR_NOMEM;
+	/* OCSPResponse { successful, [0] EXPLICIT ResponseBytes { basic, OCTET STRING } } */
+	m = sc_ocsp_der_begin(&w);
+	sc_ocsp_der_tlv(&w, 0x0a, "\x00", 1);
+	m2 = sc_ocsp_der_begin(&w);
+	{
+		size_t m3 = sc_ocsp_der_begin(&w);
+
+		sc_ocsp_der_put(&w, oid_basic, sizeof(oid_basic));
+		sc_ocsp_der_tlv(&w, 0x04, basic, basic_len);
+		sc_ocsp_der_end(&w, m3, 0x30);
+	}
+	sc_ocsp_der_end(&w, m2, 0xa0);
+	sc_ocsp_der_end(&w, m, 0x30);
+	if (w.failed)
+		goto done;
+	*out = w.p;
+	*out_len = w.len;
+	w.p = NULL;
+	rv = 0;
+done:
+	free(basic);
+	sc_ocsp_der_free(&d);
+	sc_ocsp_der_free(&w);
+	return rv;
+}
+
+/* ---- deciding ----------------------------------------------------------- */
+
+static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
+{
+	it->known = 0;
+	it->has_hash = 0;
+	if (r->unknown_policy == SC_OCSP_UNKNOWN_REVOKED) {
+		/* RFC 6960 §2.2: revoked, certificateHold, revocationTime 1970-01-01,
+		 * with the extended-revoke extension in the response. */
+		it->answer = SC_OCSP_REVOKED;
+		it->reason = SC_REASON_CERTIFICATE_HOLD;
+		it->revoked_at = 0;
+	} else {
+		it->answer = SC_OCSP_UNKNOWN;
+		it->reason = -1;
+		it->revoked_at = 0;
+	}
+}
+
+/* Was `c` issued by the CA we answer for?  CA certificates in the store
+ * (root, the issuing CA itself) were not. */
+static int sc_ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
+{
+	const unsigned char *p = c->der;
+	X509 *x;
+	int ok;
+
+	if (c->profile != NULL &&
+	    (strcmp(c->profile, "root-ca") == 0 || strcmp(c->profile, "issuing-ca") == 0))
+		return 0;
+	if (c->der == NULL || c->der_len == 0)
+		return 1;   /* status-only record: trust the store */
+	x = d2i_X509(NULL, &p, (long)c->der_len);
+	if (x == NULL)
+		return 0;
+	ok = X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(r->issuer)) == 0;
+	X509_free(x);
+	return ok;
+}
+
+/* Fill the answer of `it` from the store (inside txn). */
+static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
+{
+	sc_cert c;
+	int rv;
+
+	it->status = 0;
+	it->rev_seq = 0;
+	if (!it->serial_ok) {
+		sc_ocsp_unknown(r, it);
+		return 0;
+	}
+	rv = sc_store_cert_get(txn, &it->serial, &c);
+	if (rv == SC_ERR_NOT_FOUND || (rv == 0 && !sc_ocsp_issued_by_us(r, &c))) {
+		sc_ocsp_unknown(r, it);
+		return 0;
+	}
+	if (rv != 0)
+		return rv;
+	it->known = 1;
+	it->status = c.status;
+	it->rev_seq = c.rev_seq;
+	it->reason = -1;
+	it->revoked_at = 0;
+	switch (c.status) {
+	case SC_CERT_REVOKED:
+		it->answer = SC_OCSP_REVOKED;
+		it->revoked_at = c.revoked_at;
+		it->reason = c.reason;
+		break;
+	case SC_CERT_HOLD:
+		it->answer = SC_OCSP_REVOKED;
+		it->revoked_at = c.revoked_at;
+		it->reason = SC_REASON_CERTIFICATE_HOLD;
+		break;
+	case SC_CERT_EXPIRED:
+		/* Expired after a hold/revocation keeps saying so. */
+		if (c.revoked_at != 0) {
+			it->answer = SC_OCSP_REVOKED;
+			it->revoked_at = c.revoked_at;
+			it->reason = c.reason;
+		} else {
+			it->answer = SC_OCSP_GOOD;
+		}
+		break;
+	default:
+		it->answer = SC_OCSP_GOOD;
+		break;
+	}
+	if (it->reason < 0 || it->reason > 10 || it->reason == 7)
+		it->reason = -1;
+	it->has_hash = 0;
+	if (c.der != NULL && c.der_len > 0) {
+		SHA256(c.der, c.der_len, it->cert_hash);
+		it->has_hash = 1;
+	}
+	return 0;
+}
+
+/* Store a freshly signed response unless the status moved meanwhile (a
+ * revocation committed between our read and this write must win). */
+static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
+				 unsigned char *const *ders, const size_t *lens, size_t n,
+				 int64_t now)
+{
+	sc_txn *txn = NULL;
+	sc_cert c;
+	sc_ocsp_entry e;
+	size_t i, put = 0;
+	int rv;
+
+	rv = sc_txn_begin(r->store, SC_TXN_WRITE, &txn);
+	if (rv != 0)
+		goto done;
+	for (i = 0; i < n; i++) {
+		if (ders[i] == NULL)
+			continue;
+		rv = sc_store_cert_get(txn, &items[i]->serial, &c);
+		if (rv == SC_ERR_NOT_FOUND) {
+			rv = 0;
+			continue;
+		}
+		if (rv != 0)
+			goto done;
+		if (c.status != items[i]->status || c.rev_seq != items[i]->rev_seq)
+			continue;
+		e.this_update = now;
+		e.next_update = now + r->validity;
+		e.der = ders[i];
+		e.der_len = lens[i];
+		rv = sc_store_ocsp_put(txn, &items[i]->serial, &e);
+		if (rv != 0)
+			goto done;
+		put++;
+	}
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+	if (rv == 0)
+		atomic_fetch_add_explicit(&r->stored, put, memory_order_relaxed);
+done:
+	sc_txn_abort(txn);
+	if (rv != 0)
+		STAT_INC(r, store_errors);
+	return rv;
+}
+
+/* Find the status byte that follows `cid` in one of our responses. */
+static void sc_ocsp_peek(const unsigned char *der, size_t len, const unsigned char *cid,
+			 size_t cid_len, sc_ocsp_result *res)
+{
+	const unsigned char *p = memmem(der, len, cid, cid_len);
+
+	if (p == NULL || (size_t)(p - der) + cid_len >= len)
+		return;
+	p += cid_len;
+	switch (p[0]) {
+	case 0x80:
+		res->cert_status = SC_OCSP_GOOD;
+		break;
+	case 0xa1:
+		res->cert_status = SC_OCSP_REVOKED;
+		/* A1 len 18 0F <15> [A0 03 0A 01 rr] */
+		if ((size_t)(p - der) + 23 < len && p[1] == 0x16 && p[19] == 0xa0)
+			res->reason = p[23];
+		break;
+	case 0x82:
+		res->cert_status = SC_OCSP_UNKNOWN;
+		break;
+	default:
+		break;
+	}
+}
+
+static unsigned long sc_ocsp_slot_of(const unsigned char *key, size_t len)
+{
+	unsigned long h = 1469598103UL;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ key[i]) * 16777619UL;
+	return h % SC_OCSP_CACHE_SLOTS;
+}
+
+/* Copy out a cached response whose validator matches the stored entry. */
+static int sc_ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
+			     const sc_ocsp_entry *stored, unsigned char **out, size_t *out_len,
+			     sc_ocsp_result *res)
+{
+	struct sc_ocsp_cache_slot *s = &r->cache[sc_ocsp_slot_of(key, key_len)];
+	int found = 0;
+
+	pthread_mutex_lock(&r->cache_lock);
+	if (s->key != NULL && s->key_len == key_len && memcmp(s->key, key, key_len) == 0 &&
+	    s->validator_len == stored->der_len &&
+	    memcmp(s->validator, stored->der, stored->der_len) == 0) {
+		*out = malloc(s->resp_len);
+		if (*out != NULL) {
+			memcpy(*out, s->resp, s->resp_len);
+			*out_len = s->resp_len;
+			res->this_update = s->this_update;
+			res->next_update = s->next_update;
+			res->cert_status = s->cert_status;
+			res->reason = s->reason;
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&r->cache_lock);
+	return found;
+}
+
+static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
+			      const unsigned char *validator, size_t validator_len,
+			      const unsigned char *resp, size_t resp_len, int64_t now,
+			      const sc_ocsp_item *it)
+{
+	struct sc_ocsp_cache_slot n = { 0 }, *s;
+
+	n.key = malloc(key_len);
+	n.validator = malloc(validator_len);
+	n.resp = malloc(resp_len);
+	if (n.key == NULL || n.validator == NULL || n.resp == NULL) {
+		sc_ocsp_slot_clear(&n);
+		return;
+	}
+	memcpy(n.key, key, key_len);
+	n.key_len = key_len;
+	memcpy(n.validator, validator, validator_len);
+	n.validator_len = validator_len;
+	memcpy(n.resp, resp, resp_len);
+	n.resp_len = resp_len;
+	n.this_update = now;
+	n.next_update = now + r->validity;
+	n.cert_status = it->answer;
+	n.reason = it->reason;
+	s = &r->cache[sc_ocsp_slot_of(key, key_len)];
+	pthread_mutex_lock(&r->cache_lock);
+	sc_ocsp_slot_clear(s);
+	*s = n;
+	pthread_mutex_unlock(&r->cache_lock);
+}
+
+static int sc_ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
+{
+	const unsigned char *d = ASN1_STRING_get0_data(ai);
+	int len = ASN1_STRING_length(ai);
+
+	memset(out, 0, sizeof(*out));
+	if (ASN1_STRING_type(ai) == V_ASN1_NEG_INTEGER)
+		return 0;
+	while (len > 0 && d[0] == 0) {
+		d++;
+		len--;
+	}
+	if (len == 0) {
+		out->len = 1;   /* zero */
+		return 1;
+	}
+	if ((d[0] & 0x80) != 0) {
+		if (len + 1 > SC_SERIAL_MAX)
+			return 0;
+		out->b[0] = 0;
+		memcpy(out->b + 1, d, (size_t)len);
+		out->len = (unsigned char)(len + 1);
+		return 1;
+	}
+	if (len > SC_SERIAL_MAX)
+		return 0;
+	memcpy(out->b, d, (size_t)len);
+	out->len = (unsigned char)len;
+	return 1;
+}
+
+static const struct sc_ocsp_issuer_hash *sc_ocsp_find_hash(const sc_ocsp_responder *r, int nid)
+{
+	int i;
+
+	for (i = 0; i < SC_OCSP_NHASH; i++)
+		if (r->hashes[i].nid == nid)
+			return &r->hashes[i];
+	return NULL;
+}
+
+static void *sc_ocsp_writer_main(void *arg)
+{
+	sc_ocsp_responder *r = arg;
+	struct sc_ocsp_pending batch[SC_OCSP_WQ_BATCH];
+	sc_ocsp_item items[SC_OCSP_WQ_BATCH];
+	sc_ocsp_item *ptrs[SC_OCSP_WQ_BATCH];
+	unsigned char *ders[SC_OCSP_WQ_BATCH];
+	size_t lens[SC_OCSP_WQ_BATCH], n, i, j;
+
+	for (;;) {
+		pthread_mutex_lock(&r->wq_lock);
+		while (r->wq_count == 0 && !r->writer_stop)
+			pthread_cond_wait(&r->wq_cond, &r->wq_lock);
+		if (r->wq_count == 0 && r->writer_stop) {
+			pthread_mutex_unlock(&r->wq_lock);
+			break;
+		}
+		n = r->wq_count < SC_OCSP_WQ_BATCH ? r->wq_count : SC_OCSP_WQ_BATCH;
+		for (i = 0; i < n; i++) {
+			batch[i] = r->wq[r->wq_head];
+			r->wq_head = (r->wq_head + 1) % SC_OCSP_WQ_MAX;
+		}
+		r->wq_count -= n;
+		r->writer_busy = 1;
+		pthread_mutex_unlock(&r->wq_lock);
+
+		/* One transaction (one fsync) per batch; entries signed at
+		 * different seconds are stored with their own validity. */
+		for (i = 0; i < n; i = j) {
+			size_t k = 0;
+
+			for (j = i; j < n && batch[j].now == batch[i].now; j++) {
+				memset(&items[k], 0, sizeof(items[k]));
+				items[k].serial = batch[j].serial;
+				items[k].status = batch[j].status;
+				items[k].rev_seq = batch[j].rev_seq;
+				ptrs[k] = &items[k];
+				ders[k] = batch[j].der;
+				lens[k] = batch[j].len;
+				k++;
+			}
+			(void)sc_ocsp_store_checked(r, ptrs, ders, lens, k, batch[i].now);
+		}
+		for (i = 0; i < n; i++)
+			free(batch[i].der);
+
+		pthread_mutex_lock(&r->wq_lock);
+		r->writer_busy = 0;
+		if (r->wq_count == 0)
+			pthread_cond_broadcast(&r->wq_idle);
+		pthread_mutex_unlock(&r->wq_lock);
+	}
+	return NULL;
+}
+
+/* Queue a signed response for storing; 0 if queued.  A full queue drops
+ * it: the next request for that serial signs again. */
+static int sc_ocsp_enqueue(sc_ocsp_responder *r, const sc_ocsp_item *it,
+			   const unsigned char *der, size_t len, int64_t now)
+{
+	struct sc_ocsp_pending p;
+	int rv = SC_ERR_BUSY;
+
+	p.der = malloc(len);
+	if (p.der == NULL)
+		return SC_ERR_NOMEM;
+	memcpy(p.der, der, len);
+	p.len = len;
+	p.serial = it->serial;
+	p.status = it->status;
+	p.rev_seq = it->rev_seq;
+	p.now = now;
+	pthread_mutex_lock(&r->wq_lock);
+	if (r->wq_count < SC_OCSP_WQ_MAX && !r->writer_stop) {
+		r->wq[(r->wq_head + r->wq_count) % SC_OCSP_WQ_MAX] = p;
+		r->wq_count++;
+		p.der = NULL;
+		rv = 0;
+		pthread_cond_signal(&r->wq_cond);
+	}
+	pthread_mutex_unlock(&r->wq_lock);
+	free(p.der);
+	return rv;
+}
+
+void sc_ocsp_flush(sc_ocsp_responder *r)
+{
+	if (r == NULL || !r->writer_started)
+		return;
+	pthread_mutex_lock(&r->wq_lock);
+	while (r->wq_count > 0 || r->writer_busy)
+		pthread_cond_wait(&r->wq_idle, &r->wq_lock);
+	pthread_mutex_unlock(&r->wq_lock);
+}
+
+static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
+{
+	if (!r->writer_started)
+		return;
+	pthread_mutex_lock(&r->wq_lock);
+	r->writer_stop = 1;
+	pthread_cond_broadcast(&r->wq_cond);
+	pthread_mutex_unlock(&r->wq_lock);
+	pthread_join(r->writer, NULL);
+	r->writer_started = 0;
+}
+
+/* Answer a single-certificate, nonce-less request through the store. */
+static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
+				  unsigned char **out, size_t *out_len, sc_ocsp_result *res)
+{
+	sc_txn *txn = NULL;
+	sc_ocsp_entry e;
+	unsigned char *canon = NULL, *canon_resp = NULL, *validator = NULL, *resp = NULL;
+	size_t canon_len = 0, canon_resp_len = 0, validator_len = 0, resp_len = 0;
+	int rv, is_canon, have_entry = 0;
+	int64_t now = sc_now();
+	sc_ocsp_item canon_item;
+
+	rv = sc_ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
+	if (rv != 0)
+		goto done;
+	is_canon = canon_len == it->cid_len && memcmp(canon, it->cid_der, canon_len) == 0;
+
+	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
+	if (rv != 0)
+		goto done;
+	rv = sc_store_ocsp_get(txn, &it->serial, &e);
+	if (rv == 0 && e.next_update > now && e.this_update <= now + 60) {
+		if (is_canon) {
+			/* The hot path: read transaction, lookup, copy. */
+			resp = malloc(e.der_len);
+			rv = SC_ERR_NOMEM;
+			if (resp == NULL)
+				goto done;
+			memcpy(resp, e.der, e.der_len);
+			resp_len = e.der_len;
+			res->presigned = 1;
+			res->this_update = e.this_update;
+			res->next_update = e.next_update;
+			sc_ocsp_peek(resp, resp_len, canon, canon_len, res);
+			STAT_INC(r, presigned_hits);
+			rv = 0;
+			goto done;
+		}
+		if (sc_ocsp_cache_get(r, it->cid_der, it->cid_len, &e, &resp, &resp_len, res)) {
+			res->cached = 1;
+			STAT_INC(r, cache_hits);
+			rv = 0;
+			goto done;
+		}
+		validator = malloc(e.der_len);
+		rv = SC_ERR_NOMEM;
+		if (validator == NULL)
+			goto done;
+		memcpy(validator, e.der, e.der_len);
+		validator_len = e.der_len;
+		have_entry = 1;
+	} else if (rv != 0 && rv != SC_ERR_NOT_FOUND) {
+		goto done;
+	}
+	STAT_INC(r, presign_misses);
+	/* Status read in the same snapshot that showed the entry (or its absence). */
+	rv = sc_ocsp_lookup(r, txn, it);
+	sc_txn_abort(txn);
+	txn = NULL;
+	if (rv != 0)
+		goto done;
+
+	if (!it->known) {
+		rv = sc_ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
+		STAT_INC(r, signed_on_demand);
+		goto fill;
+	}
+	if (!have_entry) {
+		canon_item = *it;
+		canon_item.cid_der = canon;
+		canon_item.cid_len = canon_len;
+		rv = sc_ocsp_build(r, &canon_item, 1, NULL, 0, now, &canon_resp, &canon_resp_len);
+		if (rv != 0)
+			goto done;
+		STAT_INC(r, signed_on_demand);
+		{
+			sc_ocsp_item *ip = it;
+			int stored = r->async
+				? sc_ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
+				: sc_ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
+
+			if (stored == 0) {
+				validator = canon_resp;
+				validator_len = canon_resp_len;
+				canon_resp = NULL;
+			}
+		}
+		if (is_canon) {
+			if (validator != NULL) {
+				resp = validator;
+				resp_len = validator_len;
+				validator = NULL;
+			} else {
+				resp = canon_resp;
+				resp_len = canon_resp_len;
+				canon_resp = NULL;
+			}
+			rv = 0;
+			goto fill;
+		}
+	}
+	rv = sc_ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
+	if (rv != 0)
+		goto done;
+	STAT_INC(r, signed_on_demand);
+	if (validator != NULL)
+		sc_ocsp_cache_put(r, it->cid_der, it->cid_len, validator, validator_len,
+				  resp, resp_len, now, it);
+fill:
+	if (rv == 0) {
+		res->this_update = now;
+		res->next_update = now + r->validity;
+		res->cert_status = it->answer;
+		res->reason = it->reason;
+	}
+done:
+	sc_txn_abort(txn);
+	free(canon);
+	free(canon_resp);
+	free(validator);
+	if (rv == 0) {
+		*out = resp;
+		*out_len = resp_len;
+	} else {
+		free(resp);
+	}
+	return rv;
+}
+
+static void sc_ocsp_items_free(sc_ocsp_item *items, size_t n)
+{
+	size_t i;
+
+	if (items == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		OPENSSL_free(items[i].cid_der);
+	free(items);
+}
+
+int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_len,
+		    unsigned char **resp, size_t *resp_len, sc_ocsp_result *res)
+{
+	OCSP_REQUEST *oreq = NULL;
+	sc_ocsp_item *items = NULL;
+	const unsigned char *p = req;
+	const unsigned char *nonce = NULL;
+	size_t nonce_len = 0, i;
+	int n = 0, rv = 0, status = SC_OCSP_MALFORMED, idx;
+	sc_txn *txn = NULL;
+	int64_t now;
+
+	*resp = NULL;
+	*resp_len = 0;
+	memset(res, 0, sizeof(*res));
+	res->cert_status = -1;
+	res->reason = -1;
+
+	if (req == NULL || req_len == 0 || req_len > (1u << 20))
+		goto error;
+	oreq = d2i_OCSP_REQUEST(NULL, &p, (long)req_len);
+	if (oreq == NULL || p != req + req_len)
+		goto error;
+	n = OCSP_request_onereq_count(oreq);
+	res->n_certs = n;
+	if (n <= 0 || n > r->max_certs)
+		goto error;
+
+	idx = OCSP_REQUEST_get_ext_by_NID(oreq, NID_id_pkix_OCSP_Nonce, -1);
+	if (idx >= 0 && r->nonce_mode == SC_OCSP_NONCE_ACCEPT) {
+		X509_EXTENSION *ext = OCSP_REQUEST_get_ext(oreq, idx);
+		ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
+
+		/* RFC 8954: 1..32 octets; tolerate up to 128 for old clients. */
+		if (v == NULL || ASN1_STRING_length(v) < 1 || ASN1_STRING_length(v) > 128)
+			goto error;
+		nonce = ASN1_STRING_get0_data(v);
+		nonce_len = (size_t)ASN1_STRING_length(v);
+		res->nonce = 1;
+	}
+
+	items = calloc((size_t)n, sizeof(*items));
+	if (items == NULL) {
+		rv = SC_ERR_NOMEM;
+		status = SC_OCSP_INTERNAL_ERROR;
+		goto error;
+	}
+	for (i = 0; i < (size_t)n; i++) {
+		OCSP_ONEREQ *one = OCSP_request_onereq_get0(oreq, (int)i);
+		OCSP_CERTID *cid = OCSP_onereq_get0_id(one);
+		ASN1_OCTET_STRING *nh = NULL, *kh = NULL;
+		ASN1_OBJECT *md = NULL;
+		ASN1_INTEGER *serial = NULL;
+		const struct sc_ocsp_issuer_hash *h;
+		int len;
+
+		if (cid == NULL || !OCSP_id_get0_info(&nh, &md, &kh, &serial, cid) ||
+		    nh == NULL || kh == NULL || md == NULL || serial == NULL)
+			goto error;
+		len = i2d_OCSP_CERTID(cid, &items[i].cid_der);
+		if (len <= 0)
+			goto error;
+		items[i].cid_len = (size_t)len;
+		h = sc_ocsp_find_hash(r, OBJ_obj2nid(md));
+		if (i == 0)
+			res->hash_nid = OBJ_obj2nid(md);
+		if (h == NULL || (unsigned)ASN1_STRING_length(nh) != h->name_len ||
+		    (unsigned)ASN1_STRING_length(kh) != h->key_len ||
+		    memcmp(ASN1_STRING_get0_data(nh), h->name, h->name_len) != 0 ||
+		    memcmp(ASN1_STRING_get0_data(kh), h->key, h->key_len) != 0) {
+			status = SC_OCSP_UNAUTHORIZED;
+			goto error;
+		}
+		items[i].serial_ok = sc_ocsp_serial_from_asn1(serial, &items[i].serial);
+		if (i == 0 && items[i].serial_ok)
+			sc_serial_hex(&items[i].serial, res->serial);
+	}
+
+	status = SC_OCSP_INTERNAL_ERROR;
+	if (n == 1 && nonce == NULL && r->presign && items[0].serial_ok) {
+		rv = sc_ocsp_respond_stored(r, &items[0], resp, resp_len, res);
+		if (rv != 0)
+			goto error;
+		res->status = SC_OCSP_SUCCESSFUL;
+		goto done;
+	}
+
+	/* Fresh response: nonce, several certificates, or no store. */
+	now = sc_now();
+	if (r->store != NULL) {
+		rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
+		if (rv != 0)
+			goto error;
+	}
+	for (i = 0; i < (size_t)n; i++) {
+		if (txn != NULL) {
+			rv = sc_ocsp_lookup(r, txn, &items[i]);
+			if (rv != 0)
+				goto error;
+		} else {
+			sc_ocsp_unknown(r, &items[i]);
+		}
+	}
+	sc_txn_abort(txn);
+	txn = NULL;
+	rv = sc_ocsp_build(r, items, (size_t)n, nonce, nonce_len, now, resp, resp_len);
+	if (rv != 0)
+		goto error;
+	STAT_INC(r, signed_on_demand);
+	res->status = SC_OCSP_SUCCESSFUL;
+	res->this_update = now;
+	res->next_update = now + r->validity;
+	res->cert_status = items[0].answer;
+	res->reason = items[0].reason;
+	goto done;
+
+error:
+	sc_txn_abort(txn);
+	txn = NULL;
+	res->status = status;
+	res->err = rv;
+	res->cert_status = -1;
+	res->this_update = res->next_update = 0;
+	free(*resp);
+	*resp = NULL;
+	rv = sc_ocsp_error_response(status, resp, resp_len);
+done:
+	sc_txn_abort(txn);
+	sc_ocsp_items_free(items, (size_t)(n > 0 ? n : 0));
+	OCSP_REQUEST_free(oreq);
+	return rv;
+}
+
+/* ---- signing ahead ------------------------------------------------------- */
+
+int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
+{
+	sc_ocsp_item *items = NULL, **ptrs = NULL;
+	unsigned char **ders = NULL;
+	size_t *lens = NULL, i;
+	sc_txn *txn = NULL;
+	int rv = SC_ERR_NOMEM;
+	int64_t now = sc_now();
+
+	if (r->store == NULL || n == 0)
+		return 0;
+	items = calloc(n, sizeof(*items));
+	ptrs = calloc(n, sizeof(*ptrs));
+	ders = calloc(n, sizeof(*ders));
+	lens = calloc(n, sizeof(*lens));
+	if (items == NULL || ptrs == NULL || ders == NULL || lens == NULL)
+		goto done;
+	for (i = 0; i < n; i++) {
+		items[i].serial = serials[i];
+		items[i].serial_ok = 1;
+		ptrs[i] = &items[i];
+		rv = sc_ocsp_canonical_cid(r, &serials[i], &items[i].cid_der, &items[i].cid_len);
+		if (rv != 0)
+			goto done;
+	}
+	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
+	if (rv != 0)
+		goto done;
+	for (i = 0; i < n; i++) {
+		rv = sc_ocsp_lookup(r, txn, &items[i]);
+		if (rv != 0)
+			goto done;
+	}
+	sc_txn_abort(txn);
+	txn = NULL;
+	for (i = 0; i < n; i++) {
+		if (!items[i].known)
+			continue;
+		rv = sc_ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
+		if (rv != 0)
+			goto done;
+	}
+	rv = sc_ocsp_store_checked(r, ptrs, ders, lens, n, now);
+done:
+	sc_txn_abort(txn);
+	if (ders != NULL)
+		for (i = 0; i < n; i++)
+			free(ders[i]);
+	if (items != NULL)
+		for (i = 0; i < n; i++)
+			free(items[i].cid_der);
+	free(items);
+	free(ptrs);
+	free(ders);
+	free(lens);
+	return rv;
+}
+
+struct sc_ocsp_due_ctx {
+	sc_serial *serials;
+	size_t n, max;
+};
+
+static int sc_ocsp_due_cb(void *ctx, const sc_serial *serial, const sc_ocsp_entry *e)
+{
+	struct sc_ocsp_due_ctx *c = ctx;
+
+	(void)e;
+	c->serials[c->n++] = *serial;
+	return c->n >= c->max;
+}
+
+int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t *done_out)
+{
+	struct sc_ocsp_due_ctx c = { 0 };
+	sc_txn *txn = NULL;
+	size_t batch = 64, total = 0;
+	uint64_t before_stored;
+	int rv = 0;
+
+	*done_out = 0;
+	if (r->store == NULL)
+		return 0;
+	c.serials = calloc(batch, sizeof(*c.serials));
+	if (c.serials == NULL)
+		return SC_ERR_NOMEM;
+	for (;;) {
+		c.n = 0;
+		c.max = batch;
+		if (max > 0 && max - total < batch)
+			c.max = max - total;
+		if (c.max == 0)
+			break;
+		rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
+		if (rv != 0)
+			break;
+		rv = sc_store_ocsp_iter_due(txn, before, sc_ocsp_due_cb, &c);
+		sc_txn_abort(txn);
+		txn = NULL;
+		if (rv != 0 || c.n == 0)
+			break;
+		before_stored = atomic_load_explicit(&r->stored, memory_order_relaxed);
+		rv = sc_ocsp_presign(r, c.serials, c.n);
+		if (rv != 0)
+			break;
+		total += c.n;
+		if (atomic_load_explicit(&r->stored, memory_order_relaxed) == before_stored)
+			break;
+		atomic_fetch_add_explicit(&r->resigned, c.n, memory_order_relaxed);
+		/* Entries of certificates that are no longer ours stay due; do not
+		 * spin on them. */
+		if (c.n < c.max)
+			break;
+	}
+	free(c.serials);
+	*done_out = total;
+	return rv;
+}

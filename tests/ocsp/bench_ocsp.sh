@@ -1,0 +1,220 @@
+#!/bin/bash
+# OCSP responder figures (docs/ocsp.md "Performance"): run as a meson
+# benchmark (meson test --benchmark --suite ocsp) or directly:
+#   tests/ocsp/bench_ocsp.sh BUILD/tests/ocsp/ocsp-bench-fill
+# Environment: OCSP_BENCH_CERTS (store size, default 1000000),
+# OCSP_BENCH_SECONDS (wrk duration, default 10), OCSP_BENCH_CONNS (64),
+# OCSP_BENCH_AB_N (ab requests, default 5000), OCSP_BENCH_ROUNDS (3).
+# Compared servers run in alternating rounds and medians are reported: the
+# machine is shared and its load moves (the load average is printed).
+#
+# 1. wrk, GET keep-alive, one pre-signed response: smartcert-ocspd vs nginx
+#    serving a static file of the same size with the same wrk settings.
+# 2. ab -c8 POST without keep-alive: smartcert-ocspd vs `openssl ocsp -index`.
+# 3. time from `smartcert ca revoke` returning (commit) to the first revoked
+#    answer.
+# `openssl ocsp -port` binds every interface, so when run as root the whole
+# bench runs in a private network namespace (loopback only).
+set -euo pipefail
+
+FILL=${1:?usage: bench_ocsp.sh PATH/TO/ocsp-bench-fill}
+if [ "$(id -u)" = 0 ] && [ -z "${OCSP_BENCH_NETNS:-}" ] && command -v unshare >/dev/null \
+   && command -v ip >/dev/null; then
+	exec env OCSP_BENCH_NETNS=1 unshare -n bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
+fi
+
+for t in wrk ab nginx openssl curl; do
+	command -v $t >/dev/null || { echo "SKIP: $t is not installed" >&2; exit 77; }
+done
+SMARTCERT=${SMARTCERT_BIN:?} OCSPD=${SMARTCERT_OCSPD_BIN:?}
+PY=/usr/bin/python3
+N=${OCSP_BENCH_CERTS:-1000000}
+SECS=${OCSP_BENCH_SECONDS:-10}
+CONNS=${OCSP_BENCH_CONNS:-64}
+AB_N=${OCSP_BENCH_AB_N:-5000}
+ROUNDS=${OCSP_BENCH_ROUNDS:-3}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+to_ms() { case "$1" in *us) echo "${1%us}" | awk '{print $1/1000}';; *ms) echo "${1%ms}";;
+	*s) echo "${1%s}" | awk '{print $1*1000}';; *) echo "$1";; esac; }
+BASE=${SMARTCERT_BUILDDIR:-/tmp}/test-tmp
+mkdir -p "$BASE"
+W=$(mktemp -d "$BASE/ocsp-bench-XXXXXX")
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	[ "${SMARTCERT_KEEP_TEST_DIRS:-0}" = 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT
+unset SOFTHSM2_CONF
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {  # URL
+	for _ in $(seq 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done
+	echo "not ready: $1" >&2; return 1
+}
+
+echo "== deployment and store fill ($N certificates)"
+"$SMARTCERT" init --dir "$W/d" --json >/dev/null
+export SMARTCERT_CONF="$W/d/smartcert.conf"
+t0=$(date +%s.%N)
+"$FILL" "$SMARTCERT_CONF" "$N" "$W/serials.txt"
+t1=$(date +%s.%N)
+echo "filled in $(echo "$t1 - $t0" | bc 2>/dev/null || echo '?') s; store: $(du -sh "$W/d/store" | cut -f1)"
+GOOD=$(awk '$1=="good"{print $2; exit}' "$W/serials.txt")
+ISSUER="$W/d/ca/issuing-ca.pem"
+
+PORT=$(free_port)
+"$OCSPD" --config "$SMARTCERT_CONF" --foreground --listen "127.0.0.1:$PORT" 2>"$W/ocspd.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$PORT/healthz"
+
+openssl ocsp -issuer "$ISSUER" -serial "0x$GOOD" -no_nonce -reqout "$W/req.der" >/dev/null
+B64=$($PY -c 'import base64,sys,urllib.parse; print(urllib.parse.quote(base64.b64encode(open(sys.argv[1],"rb").read()).decode(), safe=""))' "$W/req.der")
+URL="http://127.0.0.1:$PORT/ocsp/$B64"
+curl -sf -o "$W/resp.der" "$URL"
+# the first answer is stored behind the response: wait until it is served pre-signed
+for _ in $(seq 100); do
+	curl -sf -o /dev/null "$URL"
+	curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q 'presigned_total{event="hit"} [1-9]' && break
+	sleep 0.05
+done
+curl -sf -o "$W/resp.der" "$URL"
+SIZE=$(stat -c %s "$W/resp.der")
+openssl ocsp -respin "$W/resp.der" -issuer "$ISSUER" -CAfile "$W/d/ca/chain.pem" \
+	-serial "0x$GOOD" 2>&1 | grep -q ': good' || { echo "bench response is not good" >&2; exit 1; }
+
+wrk_run() {  # NAME URL
+	wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$2" >"$W/wrk-$1.txt"
+	local rps p99
+	rps=$(awk '/^Requests\/sec/{print $2}' "$W/wrk-$1.txt")
+	p99=$(awk '$1=="99%"{print $2}' "$W/wrk-$1.txt")
+	echo "$1 $rps $p99"
+}
+
+NPORT=$(free_port)
+mkdir -p "$W/nginx/www" "$W/nginx/tmp"
+cp "$W/resp.der" "$W/nginx/www/resp.der"
+chmod -R a+rX "$W/nginx"
+cat >"$W/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+daemon off;
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/tmp; proxy_temp_path $W/nginx/tmp;
+  fastcgi_temp_path $W/nginx/tmp; uwsgi_temp_path $W/nginx/tmp; scgi_temp_path $W/nginx/tmp;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NPORT;
+    root $W/nginx/www;
+    default_type application/ocsp-response;
+  }
+}
+NGINX
+nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$NPORT/resp.der"
+
+echo "== wrk GET keep-alive, pre-signed response of $SIZE bytes (-t2 -c$CONNS -d${SECS}s, $ROUNDS rounds)"
+OC_R="" OC_P="" NG_R="" NG_P=""
+for i in $(seq "$ROUNDS"); do
+	read -r _ a b < <(wrk_run ocspd "$URL")
+	read -r _ c e < <(wrk_run nginx "http://127.0.0.1:$NPORT/resp.der")
+	echo "round $i: smartcert-ocspd $a req/s p99 $b | nginx $c req/s p99 $e | load $(cut -d' ' -f1 /proc/loadavg)"
+	OC_R="$OC_R $a"; OC_P="$OC_P $(to_ms "$b")"; NG_R="$NG_R $c"; NG_P="$NG_P $(to_ms "$e")"
+done
+OC_RPS=$(echo "$OC_R" | median); OC_P99="$(echo "$OC_P" | median)ms"
+NG_RPS=$(echo "$NG_R" | median); NG_P99="$(echo "$NG_P" | median)ms"
+RATIO=$($PY -c "print(f'{$OC_RPS/$NG_RPS:.2f}')")
+echo "median: smartcert-ocspd $OC_RPS req/s p99 $OC_P99, nginx $NG_RPS req/s p99 $NG_P99, ratio $RATIO"
+
+# openssl ocsp -index over the same certificates, software P-256 signer
+$PY - "$W/serials.txt" "$W/index.txt" <<'PYEOF'
+import sys
+with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
+    for line in f:
+        st, hexs = line.split()
+        if st == "good":
+            out.write(f"V\t351231235959Z\t\t{hexs.upper()}\tunknown\t/CN=bench-{hexs}\n")
+        else:
+            out.write(f"R\t351231235959Z\t250101000000Z,keyCompromise\t{hexs.upper()}\tunknown\t/CN=bench-{hexs}\n")
+PYEOF
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench-ocsp \
+	-keyout "$W/rkey.pem" -out "$W/rcert.pem" -days 2 2>/dev/null
+OPORT=$(free_port)
+# `openssl ocsp -port` binds [::] (IPv6 only here), hence [::1]
+openssl ocsp -index "$W/index.txt" -port "$OPORT" -rsigner "$W/rcert.pem" -rkey "$W/rkey.pem" \
+	-CA "$ISSUER" -nmin 60 >"$W/openssl-ocsp.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do
+	openssl ocsp -url "http://[::1]:$OPORT" -reqin "$W/req.der" -noverify >/dev/null 2>&1 && break
+	sleep 0.05
+done
+
+ab_run() {  # URL -> req/s (ab's "failed (length)" only means responses of varying size)
+	{ ab -q -c8 -n "$AB_N" -p "$W/req.der" -T application/ocsp-request "$1" 2>/dev/null || true; } \
+		| awk '/^Requests per second/{print $4}'
+}
+echo "== ab -c8 -n $AB_N POST, no keep-alive, same certificate, nonce-less request ($ROUNDS rounds)"
+AO_R="" AS_R=""
+for i in $(seq "$ROUNDS"); do
+	a=$(ab_run "http://127.0.0.1:$PORT/ocsp")
+	b=$(ab_run "http://[::1]:$OPORT/")
+	echo "round $i: smartcert-ocspd $a req/s | openssl ocsp $b req/s | load $(cut -d' ' -f1 /proc/loadavg)"
+	AO_R="$AO_R $a"; AS_R="$AS_R $b"
+done
+AB_OC=$(echo "$AO_R" | median); AB_OS=$(echo "$AS_R" | median)
+AB_RATIO=$($PY -c "print(f'{$AB_OC/$AB_OS:.2f}')")
+echo "median: smartcert-ocspd $AB_OC req/s, openssl ocsp $AB_OS req/s, ratio $AB_RATIO"
+
+echo "== revoke commit -> first revoked answer"
+REV_MS=$(SMARTCERT_TESTLIB="$SMARTCERT_SRCDIR/tests/lib" $PY - "$PORT" "$ISSUER" "$SMARTCERT" <<'EOF'
+import json, os, subprocess, sys, time, urllib.request
+port, issuer, sc = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, os.path.join(os.environ["SMARTCERT_SRCDIR"], "tests", "ocsp"))
+from ocsptest import make_request, load_pem
+from cryptography.x509 import ocsp
+iss = load_pem(issuer)
+def ask(serial):
+    rq = urllib.request.Request(f"http://127.0.0.1:{port}/ocsp", data=make_request(iss, [serial]),
+                                headers={"Content-Type": "application/ocsp-request"})
+    with urllib.request.urlopen(rq, timeout=10) as u:
+        return ocsp.load_der_ocsp_response(u.read()).certificate_status
+out = []
+for i in range(5):
+    env = dict(os.environ, SC_BENCH_ID=f"Z{i:06d}(1)")
+    r = subprocess.run([sc, "ca", "enrol", "--user", f"bench{i}", "--name", f"Bench {i}",
+                        "--id-number-source", "env:SC_BENCH_ID", "--json"],
+                       env=env, capture_output=True, text=True, check=True)
+    hexs = json.loads(r.stdout)["serial"]
+    serial = int(hexs, 16)
+    assert ask(serial) == ocsp.OCSPCertStatus.GOOD and ask(serial) == ocsp.OCSPCertStatus.GOOD
+    subprocess.run([sc, "ca", "revoke", "--serial", hexs, "--reason", "keyCompromise"],
+                   check=True, capture_output=True)
+    t0 = time.monotonic()
+    tries = 0
+    while True:
+        tries += 1
+        if ask(serial) == ocsp.OCSPCertStatus.REVOKED:
+            break
+    out.append((time.monotonic() - t0) * 1000)
+    assert tries == 1, "a good answer was served after the revocation committed"
+print(" ".join(f"{x:.1f}" for x in out))
+EOF
+)
+echo "ms from revoke commit to first revoked answer (5 runs): $REV_MS"
+
+echo
+echo "== summary (store: $N certificates, $(nproc) cores)"
+printf '%-44s %s\n' "wrk GET keep-alive, smartcert-ocspd" "$OC_RPS req/s, p99 $OC_P99"
+printf '%-44s %s\n' "wrk GET keep-alive, nginx static same size" "$NG_RPS req/s, p99 $NG_P99"
+printf '%-44s %s\n' "ratio ocspd/nginx (goal >= 0.7)" "$RATIO"
+printf '%-44s %s\n' "ab -c8 POST no keep-alive, smartcert-ocspd" "$AB_OC req/s"
+printf '%-44s %s\n' "ab -c8 POST no keep-alive, openssl ocsp" "${AB_OS:-?} req/s"
+printf '%-44s %s\n' "ratio ocspd/openssl (goal >= 1.2)" "$AB_RATIO"
+printf '%-44s %s\n' "revoke commit -> revoked answer (ms)" "$REV_MS"

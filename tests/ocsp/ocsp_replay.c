@@ -1,0 +1,203 @@
+/*
+ * Replays the fuzz corpus (tests/ocsp/corpus/) through sc_ocsp_respond()
+ * as an ordinary test, after self-checks of the library on a real store:
+ * good / revoked / hold / unknown, sha1 and sha256 CertIDs, nonce echo,
+ * several CertIDs, foreign issuer, and that a status change in the store
+ * is answered by the very next response (pre-signed entry and sha256 cache
+ * both invalidated).
+ *
+ *   ocsp-replay [--write-seeds DIR] [FILE|DIR]...
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509.h>
+#include "sc_err.h"
+#include "sc_util.h"
+#include "ocsp_fuzz.h"
+
+static int failures;
+
+#define CHECK(cond, ...) do { \
+	if (cond) { printf("ok - "); printf(__VA_ARGS__); printf("\n"); } \
+	else { printf("not ok - "); printf(__VA_ARGS__); printf("\n"); failures++; } \
+} while (0)
+
+static int build_request(const long *serials, int n, const EVP_MD *md, int nonce,
+			 X509 *issuer, unsigned char **out, size_t *out_len)
+{
+	OCSP_REQUEST *req = OCSP_REQUEST_new();
+	int i, len;
+
+	*out = NULL;
+	for (i = 0; i < n; i++) {
+		ASN1_INTEGER *ai = ASN1_INTEGER_new();
+		OCSP_CERTID *id;
+
+		ASN1_INTEGER_set(ai, serials[i]);
+		id = OCSP_cert_id_new(md, X509_get_subject_name(issuer),
+				      X509_get0_pubkey_bitstr(issuer), ai);
+		ASN1_INTEGER_free(ai);
+		if (id == NULL || OCSP_request_add0_id(req, id) == NULL)
+			return -1;
+	}
+	if (nonce && !OCSP_request_add1_nonce(req, NULL, 16))
+		return -1;
+	len = i2d_OCSP_REQUEST(req, out);
+	OCSP_REQUEST_free(req);
+	if (len <= 0)
+		return -1;
+	*out_len = (size_t)len;
+	return 0;
+}
+
+static int ask(const long *serials, int n, const EVP_MD *md, int nonce, X509 *issuer,
+	       sc_ocsp_result *res, const char *seed_dir, const char *seed_name)
+{
+	unsigned char *der = NULL;
+	size_t len = 0;
+	int rv;
+
+	if (build_request(serials, n, md, nonce, issuer, &der, &len) != 0)
+		return -1;
+	if (seed_dir != NULL) {
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/%s.der", seed_dir, seed_name);
+		sc_file_write_atomic(path, der, len, 0644);
+	}
+	rv = sc_ocsp_fuzz_one(der, len, res);
+	OPENSSL_free(der);
+	return rv;
+}
+
+static void self_checks(const char *seeds)
+{
+	sc_ocsp_result res;
+	X509 *iss = sc_ocsp_fuzz_issuer();
+	long s1 = 1, s2 = 2, s3 = 3, s99 = 99, multi[4] = { 1, 2, 3, 99 };
+	sc_txn *txn = NULL;
+	sc_serial ser = { .len = 1, .b = { 1 } };
+
+	ask(&s1, 1, EVP_sha1(), 0, iss, &res, seeds, "good-sha1");
+	CHECK(res.status == SC_OCSP_SUCCESSFUL && res.cert_status == SC_OCSP_GOOD &&
+	      !res.presigned, "serial 01 good, signed on first request");
+	ask(&s1, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
+	CHECK(res.cert_status == SC_OCSP_GOOD && res.presigned, "second request served pre-signed");
+	ask(&s1, 1, EVP_sha256(), 0, iss, &res, seeds, "good-sha256");
+	CHECK(res.cert_status == SC_OCSP_GOOD && res.hash_nid == NID_sha256, "sha256 CertID good");
+	ask(&s1, 1, EVP_sha256(), 0, iss, &res, NULL, NULL);
+	CHECK(res.cert_status == SC_OCSP_GOOD && res.cached, "sha256 variant cached");
+	ask(&s2, 1, EVP_sha1(), 0, iss, &res, seeds, "revoked");
+	CHECK(res.cert_status == SC_OCSP_REVOKED && res.reason == SC_REASON_KEY_COMPROMISE,
+	      "serial 02 revoked keyCompromise");
+	ask(&s2, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
+	CHECK(res.cert_status == SC_OCSP_REVOKED && res.presigned &&
+	      res.reason == SC_REASON_KEY_COMPROMISE, "revoked pre-signed keeps its reason");
+	ask(&s3, 1, EVP_sha1(), 0, iss, &res, seeds, "hold");
+	CHECK(res.cert_status == SC_OCSP_REVOKED && res.reason == SC_REASON_CERTIFICATE_HOLD,
+	      "serial 03 on hold = revoked certificateHold");
+	ask(&s99, 1, EVP_sha1(), 0, iss, &res, seeds, "unknown");
+	CHECK(res.cert_status == SC_OCSP_UNKNOWN, "serial 99 unknown");
+	ask(&s1, 1, EVP_sha1(), 1, iss, &res, seeds, "nonce");
+	CHECK(res.cert_status == SC_OCSP_GOOD && res.nonce && !res.presigned,
+	      "nonce request freshly signed");
+	ask(multi, 4, EVP_sha1(), 0, iss, &res, seeds, "multi");
+	CHECK(res.status == SC_OCSP_SUCCESSFUL && res.n_certs == 4, "four CertIDs in one request");
+	ask(&s1, 1, EVP_sha1(), 0, sc_ocsp_fuzz_signer(), &res, seeds, "foreign-issuer");
+	CHECK(res.status == SC_OCSP_UNAUTHORIZED, "foreign issuer unauthorized");
+	{
+		long many[40];
+		int i;
+
+		for (i = 0; i < 40; i++)
+			many[i] = i + 1;
+		ask(many, 40, EVP_sha1(), 0, iss, &res, seeds, "too-many");
+		CHECK(res.status == SC_OCSP_MALFORMED, "40 CertIDs refused as malformedRequest");
+	}
+	/* A status change deletes the pre-signed entry in its transaction. */
+	if (sc_txn_begin(sc_ocsp_fuzz_store(), SC_TXN_WRITE, &txn) == 0 &&
+	    sc_store_cert_set_status(txn, &ser, SC_CERT_REVOKED, 1700000100,
+				     SC_REASON_SUPERSEDED, 0) == 0 &&
+	    sc_txn_commit(txn) == 0) {
+		ask(&s1, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
+		CHECK(res.cert_status == SC_OCSP_REVOKED && res.reason == SC_REASON_SUPERSEDED,
+		      "very next sha1 answer after revocation is revoked");
+		ask(&s1, 1, EVP_sha256(), 0, iss, &res, NULL, NULL);
+		CHECK(res.cert_status == SC_OCSP_REVOKED && !res.cached,
+		      "sha256 cache not served after revocation");
+	} else {
+		CHECK(0, "revoking serial 01 in the store: %s", sc_error_detail());
+	}
+	{
+		static const unsigned char trunc[] = { 0x30, 0x45, 0x30, 0x43, 0x30 };
+
+		sc_ocsp_fuzz_one(trunc, sizeof(trunc), &res);
+		CHECK(res.status == SC_OCSP_MALFORMED, "truncated DER malformedRequest");
+	}
+}
+
+static void replay_file(const char *path)
+{
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	sc_ocsp_result res;
+
+	if (sc_file_read(path, 1u << 20, &buf, &len) != 0) {
+		CHECK(0, "read %s", path);
+		return;
+	}
+	CHECK(sc_ocsp_fuzz_one(buf, len, &res) == 0, "%s -> %s", path,
+	      sc_ocsp_status_name(res.status));
+	free(buf);
+}
+
+static void replay(const char *path)
+{
+	struct stat st;
+	struct dirent **ents = NULL;
+	int n, i;
+	char sub[4096];
+
+	if (stat(path, &st) != 0) {
+		CHECK(0, "stat %s", path);
+		return;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		replay_file(path);
+		return;
+	}
+	n = scandir(path, &ents, NULL, alphasort);
+	for (i = 0; i < n; i++) {
+		if (ents[i]->d_name[0] != '.') {
+			snprintf(sub, sizeof(sub), "%s/%s", path, ents[i]->d_name);
+			replay_file(sub);
+		}
+		free(ents[i]);
+	}
+	free(ents);
+}
+
+int main(int argc, char **argv)
+{
+	const char *seeds = NULL;
+	int i = 1;
+
+	if (argc > 2 && strcmp(argv[1], "--write-seeds") == 0) {
+		seeds = argv[2];
+		i = 3;
+	}
+	if (sc_ocsp_fuzz_setup() != 0) {
+		fprintf(stderr, "setup failed: %s\n", sc_error_detail());
+		return 1;
+	}
+	self_checks(seeds);
+	for (; i < argc; i++)
+		replay(argv[i]);
+	sc_ocsp_fuzz_teardown();
+	printf("%d failure(s)\n", failures);
+	return failures ? 1 : 0;
+}

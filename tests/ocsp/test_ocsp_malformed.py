@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Bad input gets the right OCSP error or HTTP status, and the daemon keeps
+serving everyone else: truncated DER, garbage, wrong content type, oversized
+body, invalid base64 in GET, wrong method, a slow client trickling bytes,
+2,000 idle connections.  After each, a good request still works."""
+import base64
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ocsptest import (Responder, make_request, verify_response, statuses, check,  # noqa: E402
+                      ocsp, enrol, ocsp_status)
+from scfixture import Deployment  # noqa: E402
+
+GOOD = ocsp.OCSPCertStatus.GOOD
+MALFORMED = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def still_good(r, d, serial, what):
+    s = statuses(verify_response(d, r.post(make_request(d, [serial]))))[0]
+    check(s[1] == GOOD, f"good request still answered after {what}")
+
+
+def raw_http(port, data, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+            if b"\r\n\r\n" in out:
+                head, _, body = out.partition(b"\r\n\r\n")
+                cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+                if cl and len(body) >= int(cl[0].split(b":")[1]):
+                    break
+    except socket.timeout:
+        pass
+    s.close()
+    return out
+
+
+with Deployment() as d:
+    serial, _, _ = enrol(d, "dave")
+    with Responder(d) as r:
+        good_req = make_request(d, [serial])
+        still_good(r, d, serial, "start")
+
+        body = r.post(good_req[:len(good_req) // 2])
+        check(ocsp_status(body) == MALFORMED, "truncated DER: malformedRequest")
+        body = r.post(b"\x01\x02garbage")
+        check(ocsp_status(body) == MALFORMED, "garbage: malformedRequest")
+        body = r.post(good_req + b"\x00")
+        check(ocsp_status(body) == MALFORMED, "trailing bytes: malformedRequest")
+        body = r.post(b"")
+        check(ocsp_status(body) == MALFORMED, "empty body: malformedRequest")
+        body = r.post(make_request(d, list(range(1, 40))))
+        check(ocsp_status(body) == MALFORMED, "39 CertIDs (cap 32): malformedRequest")
+        still_good(r, d, serial, "bad DER")
+
+        r.post(good_req, ctype="text/plain", expect=415)
+        check(True, "wrong content type: 415")
+        r.post(b"\x30" * (17 * 1024), expect=413)
+        check(True, "17 KiB body: 413")
+        # oversized without Content-Length (chunked)
+        chunk = b"4000\r\n" + b"A" * 0x4000 + b"\r\n"
+        out = raw_http(r.port, b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/ocsp-request\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       + chunk * 2 + b"0\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 413"), "chunked oversized body: 413")
+        still_good(r, d, serial, "oversized bodies")
+
+        body = r.get(None, raw_path="!!!not-base64***", expect=400)
+        check(ocsp_status(body) == MALFORMED, "invalid base64 in GET: 400 + malformedRequest")
+        body = r.get(None, raw_path=base64.b64encode(b"\x30\x03garbage").decode())
+        check(ocsp_status(body) == MALFORMED, "base64 of garbage: malformedRequest")
+        out = raw_http(r.port, b"PUT /ocsp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 405"), "PUT: 405")
+        out = raw_http(r.port, b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 404"), "unknown path: 404")
+        still_good(r, d, serial, "bad GETs")
+
+        # a slow client trickling a request byte by byte while others are served
+        stop = threading.Event()
+        trickle_result = {}
+
+        def trickle():
+            req = (b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request"
+                   b"\r\nContent-Length: %d\r\n\r\n" % len(good_req)) + good_req
+            s = socket.create_connection(("127.0.0.1", r.port), timeout=30)
+            try:
+                for i in range(len(req)):
+                    if stop.is_set():
+                        break
+                    s.sendall(req[i:i + 1])
+                    time.sleep(0.01)
+                resp = s.recv(65536)
+                trickle_result["resp"] = resp
+            except OSError as e:
+                trickle_result["err"] = e
+            s.close()
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        t0 = time.monotonic()
+        served = 0
+        while t.is_alive() and time.monotonic() - t0 < 20:
+            still = statuses(verify_response(d, r.post(good_req)))[0]
+            served += still[1] == GOOD
+        stop.set()
+        t.join()
+        check(served > 10, f"{served} requests served while a client trickled bytes")
+        check(trickle_result.get("resp", b"").startswith(b"HTTP/1.1 200"),
+              "the trickling client is answered too")
+
+        # many idle connections
+        socks = []
+        try:
+            for i in range(2000):
+                socks.append(socket.create_connection(("127.0.0.1", r.port), timeout=10))
+        except OSError as e:
+            print(f"# opened {len(socks)} idle connections before: {e}")
+        check(len(socks) >= 1500, f"{len(socks)} idle connections open")
+        t0 = time.monotonic()
+        still_good(r, d, serial, f"{len(socks)} idle connections")
+        check(time.monotonic() - t0 < 5, "and answered quickly")
+        for s in socks:
+            s.close()
+        still_good(r, d, serial, "closing the idle connections")
+        check(r.proc.poll() is None, "daemon still running")
+print("all malformed-input checks passed")
