@@ -1,0 +1,106 @@
+"""Faults: an unusable output directory, an unavailable HSM (bad PIN, bad
+module path) and a corrupt revocation record each fail with a clear error,
+exit non-zero, and leave the previously published CRLs byte-for-byte as
+they were (and no staging files behind)."""
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+
+from crlcommon import Deployment, check, crl_dir, fill, lint_all, skip_unless
+
+skip_unless("mdb_dump", "mdb_load")
+
+
+def snapshot(d):
+    out = {}
+    for f in sorted(glob.glob(os.path.join(crl_dir(d), "*"))):
+        with open(f, "rb") as fh:
+            out[os.path.basename(f)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def leftovers(d):
+    return [f for f in os.listdir(crl_dir(d)) if f.endswith(".new")]
+
+
+def config_copy(d, name, section, key, value):
+    """A copy of the deployment config (same directory, so relative paths
+    still resolve) with section.key replaced."""
+    out, cur = [], None
+    with open(d.config) as f:
+        for line in f:
+            m = re.match(r"\s*\[(\w+)\]", line)
+            if m:
+                cur = m.group(1)
+            if cur == section and re.match(rf"\s*{key}\s*=", line):
+                line = f"{key} = {value}\n"
+            out.append(line)
+    path = os.path.join(d.dir, name)
+    with open(path, "w") as f:
+        f.writelines(out)
+    return path
+
+
+with Deployment() as d:
+    fill(d, "--certs", "200", "--revoked", "20")
+    first = d.sc_json("crl", "publish", "--pem")
+    before = snapshot(d)
+    check(len(before) > 60, f"{len(before)} files published")
+
+    # 1. output directory under a regular file: cannot exist, even for root.
+    blocker = os.path.join(d.tmp, "not-a-dir")
+    with open(blocker, "w") as f:
+        f.write("x")
+    r = d.sc("crl", "publish", "--out", os.path.join(blocker, "crl"), check=False)
+    check(r.returncode != 0 and "not-a-dir" in r.stderr,
+          f"output under a file: exit {r.returncode}, error names the path")
+    if os.geteuid() != 0:
+        ro = os.path.join(d.tmp, "ro")
+        os.makedirs(ro)
+        os.chmod(ro, 0o555)
+        r = d.sc("crl", "publish", "--out", ro, check=False)
+        check(r.returncode != 0 and "writable" in r.stderr, "read-only directory refused clearly")
+        os.chmod(ro, 0o755)
+    else:
+        print("# running as root: permission bits do not stop writes; the read-only "
+              "directory case is covered by the path-under-a-file case only")
+    check(snapshot(d) == before, "previous CRLs untouched")
+    nxt = d.sc_json("crl", "publish", "--delta")
+    check(nxt["number"] == first["number"] + 1,
+          "an unusable directory consumed no CRL number")
+    before = snapshot(d)
+
+    # 2. HSM unavailable: wrong PIN, then a module path that does not exist.
+    wrong = os.path.join(d.dir, "secrets", "wrong.pin")
+    with open(wrong, "w") as f:
+        f.write("000000\n")
+    os.chmod(wrong, 0o600)
+    env = dict(d.env, SMARTCERT_CONF=config_copy(d, "bad-pin.conf", "hsm", "pin_source",
+                                                 "file:secrets/wrong.pin"))
+    r = d.sc("crl", "publish", check=False, env=env)
+    check(r.returncode == 5, f"wrong backend PIN: exit 5 (HSM problem), got {r.returncode}: "
+          f"{r.stderr.strip()}")
+    env = dict(d.env, SMARTCERT_CONF=config_copy(d, "bad-module.conf", "hsm", "module",
+                                                 "/nonexistent/libpkcs11.so"))
+    r = d.sc("crl", "publish", check=False, env=env)
+    check(r.returncode == 5 and "/nonexistent/libpkcs11.so" in r.stderr,
+          f"missing backend module: exit 5 naming the path: {r.stderr.strip()}")
+    check(snapshot(d) == before and not leftovers(d), "previous CRLs untouched, no staging files")
+
+    # 3. a corrupt revocation-index record.
+    store = os.path.join(d.dir, "store")
+    dump = subprocess.run(["mdb_dump", "-s", "revoked", store], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    end = dump.index("HEADER=END")
+    header, key = dump[:end + 1], dump[end + 1]
+    bad = "\n".join(header + [key, " 01ff", "DATA=END"]) + "\n"
+    subprocess.run(["mdb_load", "-s", "revoked", store], input=bad, text=True, check=True)
+    r = d.sc("crl", "publish", check=False)
+    check(r.returncode == 7 and "revoked" in r.stderr.lower(),
+          f"corrupt revocation record: exit 7 (storage) with a clear error: {r.stderr.strip()}")
+    check(snapshot(d) == before and not leftovers(d), "previous CRLs untouched, no staging files")
+    lint_all(d)
+    check(True, "the CRLs still published pass every lint and verify")

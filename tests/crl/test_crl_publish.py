@@ -1,0 +1,135 @@
+"""Publishing at a few thousand (synthetic) revocations: every file verifies
+with openssl, GnuTLS certtool and Python cryptography, passes the CRL lints,
+partitions hold exactly their entries, full.crl is their union, deltas name
+the right base, numbers only grow, PEM copies match, `crl show` reports."""
+import json
+import os
+import subprocess
+
+from cryptography import x509
+
+from crlcommon import (Deployment, check, crl_dir, crllint, fail, fill, lint_all, load,
+                       load_ca, openssl_crl_verify, published, read, skip_unless)
+
+skip_unless("openssl", "certtool")
+
+
+def partition_of(serial, parts):
+    b = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
+    return int.from_bytes(b[:4], "big") % parts if parts > 1 else 0
+
+
+def certtool_ok(path):
+    r = subprocess.run(["certtool", "--crl-info", "--inder", "--infile", path],
+                       capture_output=True, text=True)
+    return r.returncode == 0 and "Version: 2" in r.stdout, r.stderr
+
+
+with Deployment() as d:
+    ca = load_ca(d)
+    base_url = None
+    with open(d.config) as f:
+        for line in f:
+            if line.strip().startswith("base_url"):
+                base_url = line.split("=", 1)[1].strip()
+    check(base_url is not None, "config names crl.base_url")
+
+    r1 = d.sc_json("crl", "publish")
+    files = lint_all(d)
+    check(len(files) == 2 * 16 + 2, f"first publish wrote {len(files)} CRLs (16 partitions)")
+    for f in files:
+        ok, out = openssl_crl_verify(d, f)
+        if not ok:
+            fail(f"openssl crl -verify {f}: {out}")
+        ok, err = certtool_ok(f)
+        if not ok:
+            fail(f"certtool --crl-info {f}: {err}")
+    check(True, "empty CRLs verify with openssl and parse with certtool")
+    full = load(os.path.join(crl_dir(d), "full.crl"))
+    check(len(full) == 0, "empty full.crl has no entries")
+    check(b"\x30\x00" not in read(os.path.join(crl_dir(d), "full.crl"))[:200] or True,
+          "(empty revokedCertificates is checked by the lint)")
+
+    fill(d, "--certs", "3000", "--revoked", "300")
+    r2 = d.sc_json("crl", "publish", "--pem")
+    check(r2["number"] > r1["number"], f"CRL number grows ({r1['number']} -> {r2['number']})")
+    check(r2["delta_base"] == r1["number"], "delta base is the previous full number")
+    files = lint_all(d)
+    for f in files:
+        ok, out = openssl_crl_verify(d, f)
+        if not ok:
+            fail(f"openssl crl -verify {f}: {out}")
+        ok, err = certtool_ok(f)
+        if not ok:
+            fail(f"certtool --crl-info {f}: {err}")
+    check(True, f"{len(files)} CRLs with 300 revocations pass lints, openssl and certtool")
+
+    full = load(os.path.join(crl_dir(d), "full.crl"))
+    all_serials = {e.serial_number for e in full}
+    check(len(all_serials) == r2["entries"] and len(all_serials) > 250,
+          f"full.crl lists {len(all_serials)} entries")
+    union = set()
+    for n in range(16):
+        path = os.path.join(crl_dir(d), f"part-{n}.crl")
+        c = load(path)
+        check(crllint.crl_number(c) == r2["number"], f"part-{n}.crl number {r2['number']}")
+        ext = crllint.idp(c)
+        if ext is None or not ext.critical:
+            fail(f"part-{n}.crl has no critical IDP")
+        uri = ext.value.full_name[0].value
+        check(uri == f"{base_url}/part-{n}.crl" and ext.value.only_contains_user_certs,
+              f"part-{n}.crl IDP {uri}, onlyContainsUserCerts")
+        fresh = c.extensions.get_extension_for_oid(
+            x509.oid.ExtensionOID.FRESHEST_CRL)
+        check(not fresh.critical and
+              fresh.value[0].full_name[0].value == f"{base_url}/part-{n}-delta.crl",
+              f"part-{n}.crl freshestCRL points at its delta")
+        serials = {e.serial_number for e in c}
+        wrong = [s for s in serials if partition_of(s, 16) != n]
+        if wrong:
+            fail(f"part-{n}.crl lists {hex(wrong[0])} of another partition")
+        if union & serials:
+            fail(f"part-{n}.crl shares entries with another partition")
+        union |= serials
+        dc = load(os.path.join(crl_dir(d), f"part-{n}-delta.crl"))
+        dext = dc.extensions.get_extension_for_oid(x509.oid.ExtensionOID.DELTA_CRL_INDICATOR)
+        check(dext.critical and dext.value.crl_number == r1["number"] and
+              crllint.crl_number(dc) == r2["number"],
+              f"part-{n}-delta.crl: critical deltaCRLIndicator {r1['number']}, number {r2['number']}")
+        check(crllint.idp(dc).value.full_name[0].value == uri, f"part-{n}-delta.crl has the same IDP")
+    check(union == all_serials, "full.crl is exactly the union of the partitions")
+    check(crllint.idp(full) is None, "full.crl carries no IDP (covers every certificate)")
+
+    # PEM copies carry the same bytes.
+    for f in files:
+        pem = f[:-4] + ".pem"
+        c = x509.load_pem_x509_crl(read(pem))
+        from cryptography.hazmat.primitives.serialization import Encoding
+        if c.public_bytes(Encoding.DER) != read(f):
+            fail(f"{pem} differs from {f}")
+    check(True, "PEM copies equal the DER files")
+
+    # Deltas only: full files untouched, deltas against the last full.
+    before = {f: read(f) for f in published(d) if "delta" not in f}
+    fill(d, "--certs", "3000", "--more", "40")
+    r3 = d.sc_json("crl", "publish", "--delta")
+    check(not r3["full"] and r3["number"] > r2["number"] and r3["delta_base"] == r2["number"],
+          f"--delta publishes number {r3['number']} with base {r2['number']}")
+    check(all(read(f) == b for f, b in before.items()), "--delta leaves the full CRLs alone")
+    fd = load(os.path.join(crl_dir(d), "full-delta.crl"))
+    check(len(fd) == 40 and r3["delta_entries"] == 40,
+          f"full-delta.crl lists the 40 new revocations ({len(fd)})")
+    check(not ({e.serial_number for e in fd} & all_serials), "delta holds only new changes")
+    lint_all(d)
+    check(all(x509.load_der_x509_crl(read(f)).is_signature_valid(ca.public_key())
+              for f in published(d)), "every CRL's signature verifies (cryptography)")
+
+    # crl show
+    s = d.sc_json("crl", "show", os.path.join(crl_dir(d), "part-3-delta.crl"))
+    check(s["delta"] and s["delta_base"] == str(r2["number"]) and
+          s["number"] == str(r3["number"]) and s["idp"].endswith("/part-3.crl"),
+          "crl show --json reports number, delta base and IDP")
+    t = d.sc("crl", "show", os.path.join(crl_dir(d), "full.pem")).stdout
+    check("entries:" in t and "number:       %d" % r2["number"] in t, "crl show reads PEM")
+    r = d.sc("crl", "show", d.config, check=False)
+    check(r.returncode != 0 and "not a CRL" in r.stderr, "crl show refuses a non-CRL clearly")

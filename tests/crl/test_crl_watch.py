@@ -1,0 +1,88 @@
+"""`smartcert crl publish --watch`: publishes a full set at start, a delta
+at once after a keyCompromise revocation, a delta within the batch window
+after other revocations, and stops cleanly on SIGTERM."""
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+
+from crlcommon import Deployment, check, crl_dir, crllint, fail, fill, lint_all, load
+from scfixture import SMARTCERT
+
+BATCH = 3
+
+
+def reader(stream, q):
+    for line in stream:
+        q.put(line)
+    q.put(None)
+
+
+def next_event(q, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            return None
+        if line is None:
+            fail("watcher exited early")
+        ev = json.loads(line)
+        if ev.get("event") == "failed":
+            fail(f"watcher reported a failure: {ev}")
+        return ev
+
+
+with Deployment() as d:
+    fill(d, "--certs", "1000", "--revoked", "100")
+    env = dict(d.env, CRL_TEST_IDNUM="W123456(7)")
+    enr = json.loads(d.sc("ca", "enrol", "--user", "watch-user", "--name", "Watch Holder",
+                          "--id-number-source", "env:CRL_TEST_IDNUM", "--json", env=env).stdout)
+    p = subprocess.Popen([SMARTCERT, "crl", "publish", "--watch", "--poll", "1", "--batch",
+                          str(BATCH), "--json"], env=d.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    q = queue.Queue()
+    threading.Thread(target=reader, args=(p.stdout, q), daemon=True).start()
+    try:
+        ev = next_event(q, 60)
+        check(ev is not None and ev["full"] and ev["why"] == "start",
+              f"watcher publishes everything at start ({ev})")
+        start_number = ev["number"]
+
+        t0 = time.monotonic()
+        d.sc("ca", "revoke", "--serial", enr["serial"], "--reason", "keyCompromise")
+        ev = next_event(q, 30)
+        took = time.monotonic() - t0
+        check(ev is not None and not ev["full"] and "keyCompromise" in ev["why"] and took < 10,
+              f"keyCompromise: delta published after {took:.1f}s ({ev})")
+        dl = load(os.path.join(crl_dir(d), f"part-{enr['partition']}-delta.crl"))
+        check(int(enr["serial"], 16) in {e.serial_number for e in dl} and
+              crllint.delta_base(dl) == start_number,
+              "the delta lists the compromised certificate against the start set")
+
+        t0 = time.monotonic()
+        fill(d, "--certs", "1000", "--more", "5")
+        ev = next_event(q, 60)
+        took = time.monotonic() - t0
+        check(ev is not None and not ev["full"] and took < 60,
+              f"other revocations: delta published after {took:.1f}s (batch {BATCH}s) ({ev})")
+        fd = load(os.path.join(crl_dir(d), "full-delta.crl"))
+        check(len(fd) == 6, f"full-delta.crl holds the 6 changes since the start set ({len(fd)})")
+        ev = next_event(q, BATCH + 3)
+        check(ev is None, "no publish while nothing changes")
+        lint_all(d)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            fail("watcher did not stop on SIGTERM")
+    check(rc == 0, f"watcher stops cleanly on SIGTERM (exit {rc})")
