@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian packages smartcert needs to build, run and test.
+# Safe to re-run; skips apt when everything is already there.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential meson ninja-build pkg-config
+  # libraries
+  libssl-dev liblmdb-dev libtasn1-6-dev libtasn1-bin libp11-kit-dev libmicrohttpd-dev
+  # runtime: the embedded backend HSM and p11-kit
+  softhsm2 p11-kit openssl lmdb-utils
+  # independent judges used by the tests
+  gnutls-bin opensc python3 python3-pykcs11 python3-cryptography curl valgrind
+)
+if [ "${SMARTCERT_BENCH_DEPS:-0}" = 1 ]; then
+  packages+=(wrk apache2-utils nginx-light time)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
