@@ -189,6 +189,32 @@ static int hsm_ckr(CK_RV rv, const char *call, const char *what)
 
 /* ---- small helpers ------------------------------------------------------ */
 
+/* The slots with a token present, in a new array (free() it). */
+static int slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **out,
+			    CK_ULONG *count)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	*out = NULL;
+	*count = 0;
+	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
+	if (rv == CKR_OK) {
+		slots = calloc(n ? n : 1, sizeof(*slots));
+		if (!slots)
+			return SC_ERR_NOMEM;
+		rv = f->C_GetSlotList(CK_TRUE, slots, &n);
+	}
+	if (rv != CKR_OK) {
+		free(slots);
+		return hsm_ckr(rv, "C_GetSlotList", what);
+	}
+	*out = slots;
+	*count = n;
+	return SC_OK;
+}
+
 static void pad_label(unsigned char out[32], const char *label)
 {
 	size_t n = strlen(label);
@@ -336,21 +362,9 @@ static int find_token(CK_FUNCTION_LIST *f, const char *uri_text, CK_SLOT_ID *slo
 				  "the library attributes of hsm.token '%s'", uri_text);
 		goto out;
 	}
-	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_GetSlotList", NULL);
+	rc = slots_with_token(f, NULL, &slots, &n);
+	if (rc != SC_OK)
 		goto out;
-	}
-	slots = calloc(n ? n : 1, sizeof(*slots));
-	if (!slots) {
-		rc = SC_ERR_NOMEM;
-		goto out;
-	}
-	rv = f->C_GetSlotList(CK_TRUE, slots, &n);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_GetSlotList", NULL);
-		goto out;
-	}
 	for (i = 0; i < n; i++) {
 		CK_SLOT_INFO si;
 		CK_TOKEN_INFO ti;
@@ -663,19 +677,9 @@ int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 	if (rc < 0)
 		return rc;
 
-	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
-	if (rv == CKR_OK) {
-		slots = calloc(n ? n : 1, sizeof(*slots));
-		if (!slots) {
-			rc = SC_ERR_NOMEM;
-			goto out;
-		}
-		rv = f->C_GetSlotList(CK_TRUE, slots, &n);
-	}
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_GetSlotList", "initialising a token");
+	rc = slots_with_token(f, "initialising a token", &slots, &n);
+	if (rc != SC_OK)
 		goto out;
-	}
 	for (i = 0; i < n; i++) {
 		CK_TOKEN_INFO ti;
 
@@ -708,19 +712,9 @@ int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 	free(slots);
 	slots = NULL;
 	have_slot = 0;
-	rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
-	if (rv == CKR_OK) {
-		slots = calloc(n ? n : 1, sizeof(*slots));
-		if (!slots) {
-			rc = SC_ERR_NOMEM;
-			goto out;
-		}
-		rv = f->C_GetSlotList(CK_TRUE, slots, &n);
-	}
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_GetSlotList", "initialising a token");
+	rc = slots_with_token(f, "initialising a token", &slots, &n);
+	if (rc != SC_OK)
 		goto out;
-	}
 	for (i = 0; i < n && !have_slot; i++) {
 		CK_TOKEN_INFO ti;
 

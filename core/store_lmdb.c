@@ -2173,18 +2173,27 @@ out:
 	return rv;
 }
 
+/* A time-ordered index key (8-byte time, then the serial): the serial, or 1
+ * once the walk reaches `before`. */
+static int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before,
+			     sc_serial *s)
+{
+	const unsigned char *kp = k->mv_data;
+
+	if (k->mv_size < 9 || sc_serial_from_key(kp + 8, k->mv_size - 8, s) != 0)
+		return sc_corrupt(t, db, k->mv_data, k->mv_size, "bad key");
+	return sc_time_unkey(sc_rd64(kp)) >= before ? 1 : SC_OK;
+}
+
 static int sc_expiry_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_cert_walk *w = ctx;
-	const unsigned char *kp = k->mv_data;
 	sc_serial s;
 	sc_cert c;
 	int rv;
 
-	if (k->mv_size < 9 || sc_serial_from_key(kp + 8, k->mv_size - 8, &s) != 0)
-		return sc_corrupt(t, SC_DB_EXPIRY, k->mv_data, k->mv_size, "bad key");
-	if (sc_time_unkey(sc_rd64(kp)) >= w->before)
-		return 1;
+	if ((rv = sc_time_index_key(t, SC_DB_EXPIRY, k, w->before, &s)) != SC_OK)
+		return rv;
 	rv = sc_store_cert_get(t, &s, &c);
 	if (rv == SC_ERR_NOT_FOUND)
 		return sc_corrupt(t, SC_DB_EXPIRY, k->mv_data, k->mv_size,
@@ -2498,15 +2507,12 @@ struct sc_ocsp_walk {
 static int sc_ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_ocsp_walk *w = ctx;
-	const unsigned char *kp = k->mv_data;
 	sc_ocsp_entry e;
 	sc_serial s;
 	int rv;
 
-	if (k->mv_size < 9 || sc_serial_from_key(kp + 8, k->mv_size - 8, &s) != 0)
-		return sc_corrupt(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size, "bad key");
-	if (sc_time_unkey(sc_rd64(kp)) >= w->before)
-		return 1;
+	if ((rv = sc_time_index_key(t, SC_DB_OCSPDUE, k, w->before, &s)) != SC_OK)
+		return rv;
 	rv = sc_store_ocsp_get(t, &s, &e);
 	if (rv == SC_ERR_NOT_FOUND)
 		return sc_corrupt(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size,
