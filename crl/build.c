@@ -322,24 +322,25 @@ void sc_crl_ext_aki(sc_der *exts, const unsigned char *keyid, size_t len)
 	sc_der_free(&v);
 }
 
+/* An extension whose value is one INTEGER (cRLNumber, deltaCRLIndicator). */
+static void ext_uint(sc_der *exts, const unsigned char *oid, int critical, uint64_t v)
+{
+	sc_der val;
+
+	sc_der_init(&val);
+	sc_der_uint(&val, SC_DER_INTEGER, v);
+	sc_der_ext(exts, oid, 3, critical, &val);
+	sc_der_free(&val);
+}
+
 void sc_crl_ext_number(sc_der *exts, uint64_t number)
 {
-	sc_der v;
-
-	sc_der_init(&v);
-	sc_der_uint(&v, SC_DER_INTEGER, number);
-	sc_der_ext(exts, sc_crl_oid_number, 3, 0, &v);
-	sc_der_free(&v);
+	ext_uint(exts, sc_crl_oid_number, 0, number);
 }
 
 void sc_crl_ext_delta(sc_der *exts, uint64_t base)
 {
-	sc_der v;
-
-	sc_der_init(&v);
-	sc_der_uint(&v, SC_DER_INTEGER, base);
-	sc_der_ext(exts, sc_crl_oid_delta, 3, 1, &v);
-	sc_der_free(&v);
+	ext_uint(exts, sc_crl_oid_delta, 1, base);
 }
 
 /* DistributionPointName fullName with one URI:

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "crl_der.h"
+#include "sc_store.h"
 #include "sc_types.h"
 
 /* DER content octets of the OIDs we emit and read. */
@@ -54,6 +55,14 @@ typedef struct sc_crl_tbs {
  * number of entries written. */
 int sc_crl_tbs_encode(const sc_crl_tbs *t, sc_crl_list *const *lists, size_t n,
 		      sc_der *out, size_t *count);
+
+/* Where the revocation log ends, and whether a keyCompromise revocation is
+ * among the events seen (the watcher publishes those at once). */
+typedef struct sc_crl_loghead {
+	uint64_t head;
+	int key_compromise;
+} sc_crl_loghead;
+void sc_crl_loghead_note(sc_crl_loghead *h, const sc_revlog *e);
 
 /* Extension values. */
 void sc_crl_ext_aki(sc_der *exts, const unsigned char *keyid, size_t len);

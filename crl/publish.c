@@ -34,6 +34,10 @@ struct crl_state {
 	uint64_t last_number;    /* last publish of any kind */
 	uint64_t last_seq;
 	int64_t last_time;
+	/* Expiry horizon of the last full publish: certificates that expired
+	 * before it are off the CRLs for good, even if the grace period is
+	 * raised or the clock steps back later. */
+	int64_t drop_before;
 };
 
 static void state_parse(const void *data, size_t len, struct crl_state *s)
@@ -70,6 +74,8 @@ static void state_parse(const void *data, size_t len, struct crl_state *s)
 			s->last_seq = v;
 		else if (strcmp(tok, "last_time") == 0)
 			s->last_time = (int64_t)v;
+		else if (strcmp(tok, "drop_before") == 0)
+			s->drop_before = (int64_t)v;
 	}
 	s->valid = s->full_number > 0 && s->partitions > 0;
 }
@@ -98,9 +104,10 @@ static int state_save(sc_txn *txn, const struct crl_state *s)
 	n = snprintf(buf, sizeof(buf),
 		     "full=%" PRIu64 " full_seq=%" PRIu64 " full_time=%" PRId64
 		     " partitions=%" PRIu32 " last=%" PRIu64 " last_seq=%" PRIu64
-		     " last_time=%" PRId64 "\n",
+		     " last_time=%" PRId64 " drop_before=%" PRId64 "\n",
 		     s->full_number, s->full_seq, s->full_time, s->partitions,
-		     s->last_number, s->last_seq, s->last_time);
+		     s->last_number, s->last_seq, s->last_time,
+		     s->drop_before > 0 ? s->drop_before : 0);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return sc_error_set(SC_ERR_INTERNAL, "CRL state record too long");
 	return sc_store_meta_put(txn, SC_CRL_META_STATE, buf, (size_t)n);
@@ -165,20 +172,24 @@ struct log_ctx {
 	struct ev *v;
 	size_t n, cap;
 	int collect;
-	uint64_t head;
+	sc_crl_loghead lh;
 	uint32_t nparts;
-	int key_compromise;
 	int rv;
 };
+
+void sc_crl_loghead_note(sc_crl_loghead *h, const sc_revlog *e)
+{
+	if (e->rev_seq > h->head)
+		h->head = e->rev_seq;
+	if (e->status == SC_CERT_REVOKED && e->reason == SC_REASON_KEY_COMPROMISE)
+		h->key_compromise = 1;
+}
 
 static int log_cb(void *vctx, const sc_revlog *e)
 {
 	struct log_ctx *c = vctx;
 
-	if (e->rev_seq > c->head)
-		c->head = e->rev_seq;
-	if (e->status == SC_CERT_REVOKED && e->reason == SC_REASON_KEY_COMPROMISE)
-		c->key_compromise = 1;
+	sc_crl_loghead_note(&c->lh, e);
 	if (!c->collect)
 		return 0;
 	if (e->partition >= c->nparts) {
@@ -226,7 +237,8 @@ static int delta_lists(struct log_ctx *lc, sc_crl_list *parts)
 {
 	size_t i;
 
-	qsort(lc->v, lc->n, sizeof(*lc->v), ev_cmp);
+	if (lc->n > 1)        /* lc->v is NULL when nothing changed */
+		qsort(lc->v, lc->n, sizeof(*lc->v), ev_cmp);
 	for (i = 0; i < lc->n; i++) {
 		const struct ev *e = &lc->v[i];
 		sc_crl_list *l = &parts[e->partition];
@@ -746,7 +758,7 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	do_full = o->mode == SC_CRL_MODE_FULL || !prev.valid;
 	lc.nparts = np;
 	lc.collect = prev.valid;
-	lc.head = prev.valid ? prev.full_seq : 0;
+	lc.lh.head = prev.valid ? prev.full_seq : 0;
 	if ((rv = sc_store_revlog_iter(txn, prev.valid ? prev.full_seq : 0, log_cb, &lc)) != SC_OK)
 		goto out;
 	if (lc.rv != SC_OK) {
@@ -762,6 +774,8 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		fc.parts = full;
 		fc.nparts = np;
 		fc.drop_before = now - grace_d * 86400;
+		if (fc.drop_before < prev.drop_before)
+			fc.drop_before = prev.drop_before;
 		fc.rv = SC_OK;
 		if ((rv = sc_store_revoked_iter(txn, UINT32_MAX, full_cb, &fc)) != SC_OK)
 			goto out;
@@ -822,16 +836,17 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	next = prev;
 	if (do_full) {
 		next.full_number = number;
-		next.full_seq = lc.head;
+		next.full_seq = lc.lh.head;
 		next.full_time = this_u;
 		next.partitions = np;
+		next.drop_before = fc.drop_before;
 	}
 	next.last_number = number;
-	next.last_seq = lc.head;
+	next.last_seq = lc.lh.head;
 	next.last_time = this_u;
 	snprintf(detail, sizeof(detail), "number=%" PRIu64 " %s base=%" PRIu64 " entries=%zu "
 		 "delta_entries=%zu rev_seq=%" PRIu64, number, do_full ? "full" : "delta",
-		 base, res->entries, res->delta_entries, lc.head);
+		 base, res->entries, res->delta_entries, lc.lh.head);
 	if ((rv = sc_txn_begin(d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto out;
 	if ((rv = state_save(txn, &next)) != SC_OK)
@@ -855,7 +870,7 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	res->number = number;
 	res->base_number = base;
 	res->full = do_full;
-	res->rev_seq = lc.head;
+	res->rev_seq = lc.lh.head;
 	res->files = p.nst;
 	res->bytes = p.bytes;
 	res->this_update = this_u;

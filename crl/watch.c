@@ -11,28 +11,19 @@
 #include <string.h>
 #include <time.h>
 
+#include "crl_internal.h"
 #include "sc_crl.h"
 #include "sc_err.h"
 #include "sc_json.h"
 #include "sc_util.h"
 
-struct head_ctx {
-	uint64_t head;
-	int key_compromise;
-};
-
 static int head_cb(void *vctx, const sc_revlog *e)
 {
-	struct head_ctx *c = vctx;
-
-	if (e->rev_seq > c->head)
-		c->head = e->rev_seq;
-	if (e->status == SC_CERT_REVOKED && e->reason == SC_REASON_KEY_COMPROMISE)
-		c->key_compromise = 1;
+	sc_crl_loghead_note(vctx, e);
 	return 0;
 }
 
-static int poll_log(sc_deploy *d, uint64_t after, struct head_ctx *hc)
+static int poll_log(sc_deploy *d, uint64_t after, sc_crl_loghead *hc)
 {
 	sc_txn *txn = NULL;
 	int rv;
@@ -47,7 +38,7 @@ static int poll_log(sc_deploy *d, uint64_t after, struct head_ctx *hc)
 }
 
 static void report(const sc_crl_watch_opts *o, const sc_crl_publish_result *r, int rv,
-		   const char *why)
+		   const char *why, int64_t full_s, unsigned batch_s)
 {
 	FILE *f = o->log != NULL ? o->log : stdout;
 
@@ -68,6 +59,12 @@ static void report(const sc_crl_watch_opts *o, const sc_crl_publish_result *r, i
 			sc_json_uint(&j, r->rev_seq);
 			sc_json_key(&j, "delta_entries");
 			sc_json_uint(&j, r->delta_entries);
+			/* The schedule in force, so that operators (and tests)
+			 * can see it stays inside nextUpdate. */
+			sc_json_key(&j, "full_every");
+			sc_json_uint(&j, (uint64_t)full_s);
+			sc_json_key(&j, "batch");
+			sc_json_uint(&j, batch_s);
 		} else {
 			sc_json_kv_str(&j, "error", sc_errname(rv));
 			sc_json_kv_str(&j, "detail", sc_error_detail());
@@ -91,7 +88,7 @@ int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop)
 {
 	sc_crl_publish_opts po = o->publish;
 	sc_crl_publish_result r;
-	struct head_ctx hc;
+	sc_crl_loghead hc;
 	unsigned poll_s = o->poll_s ? o->poll_s : 2, batch_s = o->batch_s ? o->batch_s : 30;
 	int64_t full_s = o->full_s, nu_h = 24, dnu_h = 6, last_full = 0, pending_since = 0;
 	int64_t retry_at = 0, now;
@@ -121,7 +118,7 @@ int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop)
 		if (now >= retry_at) {
 			rv = poll_log(d, seen, &hc);
 			if (rv != SC_OK) {
-				report(o, &r, rv, "reading the revocation log");
+				report(o, &r, rv, "reading the revocation log", full_s, batch_s);
 				retry_at = now + poll_s * 5;
 			} else {
 				if (hc.head > seen && pending_since == 0)
@@ -140,7 +137,7 @@ int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop)
 		if (why != NULL) {
 			po.now = 0;
 			rv = sc_crl_publish(d, &po, &r);
-			report(o, &r, rv, why);
+			report(o, &r, rv, why, full_s, batch_s);
 			if (rv == SC_OK) {
 				if (r.full) {
 					last_full = r.this_update;

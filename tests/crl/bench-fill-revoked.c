@@ -9,6 +9,9 @@
  *       add N certificates, revoke M of them (evenly spread)
  *   bench-fill-revoked --config FILE --certs N --more K [--more-from J]
  *       revoke K more of the N, from the J-th unrevoked slot on
+ *   --first F: the certificates are numbers F .. F+N-1 (a second batch)
+ *   --not-after-days D: notAfter = now + D days (negative: already expired;
+ *       revocations are then dated before notAfter)
  *
  * Serial i: 16 bytes, a mixed 8-byte prefix (spreads partitions) then i.
  */
@@ -57,47 +60,98 @@ static int fail(int rv, const char *what)
 	return 1;
 }
 
-static int revoke_one(sc_txn *txn, uint64_t i, int64_t now)
+struct fill {
+	sc_store *st;
+	sc_txn *txn;
+	int64_t now, not_after;
+	uint64_t done;
+};
+
+/* Open a write transaction when none is open; commit every CHUNK records
+ * so that one transaction never holds millions of pages. */
+static int chunk_begin(struct fill *f)
+{
+	if (f->txn != NULL)
+		return SC_OK;
+	return sc_txn_begin(f->st, SC_TXN_WRITE, &f->txn);
+}
+
+static int chunk_end(struct fill *f, uint64_t i)
+{
+	int rv;
+
+	if ((i + 1) % CHUNK != 0)
+		return SC_OK;
+	rv = sc_txn_commit(f->txn);
+	f->txn = NULL;
+	return rv;
+}
+
+static int revoke_one(struct fill *f, uint64_t i)
 {
 	sc_serial s;
 	int reason = reasons[i % (sizeof(reasons) / sizeof(reasons[0]))];
 	int status = i % 97 == 0 ? SC_CERT_HOLD : SC_CERT_REVOKED;
+	int64_t at = f->now - (int64_t)(i % 86400);
+	int rv;
 
+	if (at >= f->not_after)      /* revoked while still valid */
+		at = f->not_after - 1 - (int64_t)(i % 3600);
 	bench_serial(i, &s);
-	return sc_store_cert_set_status(txn, &s, status, now - (int64_t)(i % 86400),
-					status == SC_CERT_HOLD ? SC_REASON_CERTIFICATE_HOLD : reason,
-					i % 3 == 0 ? now - 86400 * 2 : 0);
+	rv = sc_store_cert_set_status(f->txn, &s, status, at,
+				      status == SC_CERT_HOLD ? SC_REASON_CERTIFICATE_HOLD : reason,
+				      i % 3 == 0 ? at - 86400 * 2 : 0);
+	if (rv == SC_OK)
+		f->done++;
+	return rv;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end = NULL;
+
+	*out = strtoull(s, &end, 10);
+	return end != s && *end == '\0' && s[0] != '-';
 }
 
 int main(int argc, char **argv)
 {
 	const char *conf = NULL;
-	uint64_t n = 0, m = 0, more = 0, more_from = 0, i, step, done = 0;
+	uint64_t n = 0, m = 0, more = 0, more_from = 0, first = 0, i, step;
+	long long na_days = 5 * 365;
+	struct fill f;
 	sc_config *cfg = NULL;
-	sc_store *st = NULL;
-	sc_txn *txn = NULL;
 	char *store_path = NULL;
 	const void *der = NULL;
 	unsigned char *der_copy = NULL;
 	size_t der_len = 0;
-	int64_t parts = 16, now;
-	int rv;
+	int64_t parts = 16;
+	int rv, ok = 1;
 
+	memset(&f, 0, sizeof(f));
 	for (int a = 1; a + 1 < argc; a += 2) {
-		if (strcmp(argv[a], "--config") == 0)
-			conf = argv[a + 1];
-		else if (strcmp(argv[a], "--certs") == 0)
-			n = strtoull(argv[a + 1], NULL, 10);
-		else if (strcmp(argv[a], "--revoked") == 0)
-			m = strtoull(argv[a + 1], NULL, 10);
-		else if (strcmp(argv[a], "--more") == 0)
-			more = strtoull(argv[a + 1], NULL, 10);
-		else if (strcmp(argv[a], "--more-from") == 0)
-			more_from = strtoull(argv[a + 1], NULL, 10);
+		const char *k = argv[a], *v = argv[a + 1];
+
+		if (strcmp(k, "--config") == 0)
+			conf = v;
+		else if (strcmp(k, "--certs") == 0)
+			ok &= parse_u64(v, &n);
+		else if (strcmp(k, "--revoked") == 0)
+			ok &= parse_u64(v, &m);
+		else if (strcmp(k, "--more") == 0)
+			ok &= parse_u64(v, &more);
+		else if (strcmp(k, "--more-from") == 0)
+			ok &= parse_u64(v, &more_from);
+		else if (strcmp(k, "--first") == 0)
+			ok &= parse_u64(v, &first);
+		else if (strcmp(k, "--not-after-days") == 0)
+			na_days = strtoll(v, NULL, 10);
+		else
+			ok = 0;
 	}
-	if (conf == NULL || n == 0 || m > n) {
-		fprintf(stderr, "usage: bench-fill-revoked --config FILE --certs N "
-				"(--revoked M | --more K [--more-from J])\n");
+	if (!ok || conf == NULL || n == 0 || m > n || (argc - 1) % 2 != 0) {
+		fprintf(stderr, "usage: bench-fill-revoked --config FILE --certs N [--first F]\n"
+				"         [--not-after-days D] (--revoked M | --more K [--more-from J])\n");
 		return 2;
 	}
 	if ((rv = sc_config_load(conf, &cfg)) != SC_OK)
@@ -105,53 +159,48 @@ int main(int argc, char **argv)
 	if ((rv = sc_config_int(cfg, "crl.partitions", 16, &parts)) != SC_OK)
 		return fail(rv, "crl.partitions");
 	store_path = sc_config_path(cfg, "store.path", "store");
-	if ((rv = sc_store_open(store_path, 0, SC_STORE_NOSYNC, &st)) != SC_OK)
+	if ((rv = sc_store_open(store_path, 0, SC_STORE_NOSYNC, &f.st)) != SC_OK)
 		return fail(rv, "store");
-	now = sc_now();
+	f.now = sc_now();
+	f.not_after = f.now + (int64_t)na_days * 86400;
 	step = m ? n / m : 10;
 	if (step == 0)
 		step = 1;
 
 	if (more == 0) {
-		if ((rv = sc_txn_begin(st, SC_TXN_READ, &txn)) != SC_OK)
+		if ((rv = sc_txn_begin(f.st, SC_TXN_READ, &f.txn)) != SC_OK)
 			return fail(rv, "txn");
-		if ((rv = sc_store_meta_get(txn, SC_META_ISSUING_CERT, &der, &der_len)) != SC_OK)
+		if ((rv = sc_store_meta_get(f.txn, SC_META_ISSUING_CERT, &der, &der_len)) != SC_OK)
 			return fail(rv, "issuing certificate (run smartcert init first)");
 		der_copy = malloc(der_len);
 		if (der_copy == NULL)
 			return 1;
 		memcpy(der_copy, der, der_len);
-		sc_txn_abort(txn);
-		txn = NULL;
+		sc_txn_abort(f.txn);
+		f.txn = NULL;
 		for (i = 0; i < n; i++) {
 			sc_cert c;
 
-			if (txn == NULL && (rv = sc_txn_begin(st, SC_TXN_WRITE, &txn)) != SC_OK)
+			if ((rv = chunk_begin(&f)) != SC_OK)
 				return fail(rv, "txn");
 			memset(&c, 0, sizeof(c));
-			bench_serial(i, &c.serial);
+			bench_serial(first + i, &c.serial);
 			c.user_id = "";
 			c.key_id = "";
 			c.profile = "bench";
 			c.status = SC_CERT_GOOD;
-			c.not_before = now - 86400;
-			c.not_after = now + 5 * 365 * 86400LL;
+			c.not_after = f.not_after;
+			c.not_before = c.not_after - 5 * 365 * 86400LL;
 			c.reason = SC_REASON_NONE;
 			c.partition = sc_crl_partition_of(&c.serial, (uint32_t)parts);
 			c.der = der_copy;
 			c.der_len = der_len;
-			if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
+			if ((rv = sc_store_cert_add(f.txn, &c)) != SC_OK)
 				return fail(rv, "cert add");
-			if (i % step == 0 && done < m) {
-				if ((rv = revoke_one(txn, i, now)) != SC_OK)
-					return fail(rv, "revoke");
-				done++;
-			}
-			if ((i + 1) % CHUNK == 0) {
-				if ((rv = sc_txn_commit(txn)) != SC_OK)
-					return fail(rv, "commit");
-				txn = NULL;
-			}
+			if (i % step == 0 && f.done < m && (rv = revoke_one(&f, first + i)) != SC_OK)
+				return fail(rv, "revoke");
+			if ((rv = chunk_end(&f, i)) != SC_OK)
+				return fail(rv, "commit");
 		}
 	} else {
 		/* Slots i % step == 1 were never revoked by the fill. */
@@ -160,25 +209,21 @@ int main(int argc, char **argv)
 
 			if (idx >= n)
 				break;
-			if (txn == NULL && (rv = sc_txn_begin(st, SC_TXN_WRITE, &txn)) != SC_OK)
+			if ((rv = chunk_begin(&f)) != SC_OK)
 				return fail(rv, "txn");
-			if ((rv = revoke_one(txn, idx, now)) != SC_OK)
+			if ((rv = revoke_one(&f, first + idx)) != SC_OK)
 				return fail(rv, "revoke");
-			done++;
-			if ((i + 1) % CHUNK == 0) {
-				if ((rv = sc_txn_commit(txn)) != SC_OK)
-					return fail(rv, "commit");
-				txn = NULL;
-			}
+			if ((rv = chunk_end(&f, i)) != SC_OK)
+				return fail(rv, "commit");
 		}
 	}
-	if (txn != NULL && (rv = sc_txn_commit(txn)) != SC_OK)
+	if (f.txn != NULL && (rv = sc_txn_commit(f.txn)) != SC_OK)
 		return fail(rv, "commit");
-	if ((rv = sc_store_sync(st)) != SC_OK)
+	if ((rv = sc_store_sync(f.st)) != SC_OK)
 		return fail(rv, "sync");
 	printf("{\"certs\":%" PRIu64 ",\"revoked\":%" PRIu64 ",\"partitions\":%" PRId64 "}\n",
-	       more ? 0 : n, done, parts);
-	sc_store_close(st);
+	       more ? 0 : n, f.done, parts);
+	sc_store_close(f.st);
 	free(store_path);
 	free(der_copy);
 	sc_config_free(cfg);

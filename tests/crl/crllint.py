@@ -17,6 +17,12 @@ OID_IDP = "2.5.29.28"
 OID_FRESHEST = "2.5.29.46"
 OID_REASON = "2.5.29.21"
 OID_INVALIDITY = "2.5.29.24"
+OID_ECDSA_PREFIX = "1.2.840.10045.4."
+OID_RSA_PREFIX = "1.2.840.113549.1.1."
+# Extensions a relying party must understand to use our CRLs; any other
+# critical extension would make every client reject the CRL.
+KNOWN_CRITICAL = {OID_DELTA, OID_IDP}
+KNOWN_ENTRY = {OID_REASON, OID_INVALIDITY}
 Y2050 = datetime.datetime(2050, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -117,6 +123,47 @@ def check_time_rule(problems, what, buf, t, s, e):
     return when
 
 
+def check_algid(p, buf, s, e):
+    """RFC 5758 3.2: ECDSA AlgorithmIdentifiers have no parameters; RFC 4055:
+    PKCS#1 v1.5 ones have NULL."""
+    parts = children(buf, s, e)
+    oid = oid_str(buf[parts[0][1]:parts[0][2]])
+    if oid.startswith(OID_ECDSA_PREFIX) and len(parts) != 1:
+        p.append(f"ECDSA signature algorithm {oid} carries parameters")
+    if oid.startswith(OID_RSA_PREFIX) and oid != "1.2.840.113549.1.1.10" and (
+            len(parts) != 2 or parts[1][0] != 0x05 or parts[1][1] != parts[1][2]):
+        p.append(f"RSA signature algorithm {oid} without NULL parameters")
+
+
+def check_idp(p, buf, s, e):
+    """IssuingDistributionPoint: a fullName URI, at most one onlyContains*
+    flag, no onlySomeReasons/indirectCRL (we never issue those), no field
+    encoded with its DEFAULT value."""
+    t, vs, ve = tlv(buf, s)
+    fields = children(buf, vs, ve)
+    if not fields:
+        p.append("issuingDistributionPoint is empty")
+        return
+    tags = [f[0] for f in fields]
+    if tags[0] != 0xA0:
+        p.append("issuingDistributionPoint has no distributionPoint")
+    else:
+        names = children(buf, fields[0][1], fields[0][2])
+        if not names or names[0][0] != 0xA0 or not any(
+                g[0] == 0x86 for g in children(buf, names[0][1], names[0][2])):
+            p.append("issuingDistributionPoint distributionPoint is not a fullName URI")
+    flags = [f for f in fields if f[0] in (0x81, 0x82, 0x84)]
+    for f in flags:
+        if bytes(buf[f[1]:f[2]]) != b"\xff":
+            p.append("issuingDistributionPoint flag encoded FALSE (DER DEFAULT)")
+    if len(flags) > 1:
+        p.append("issuingDistributionPoint sets more than one onlyContains* flag")
+    if 0x83 in tags or 0x84 in tags:
+        p.append("issuingDistributionPoint: onlySomeReasons/indirectCRL not expected")
+    if [t & 0x1F for t in tags] != sorted(t & 0x1F for t in tags):
+        p.append("issuingDistributionPoint fields out of order")
+
+
 def lint_crl(der, issuer_cert=None):
     """Return a list of problems (empty when the CRL passes every lint)."""
     p = []
@@ -140,7 +187,11 @@ def lint_crl(der, issuer_cert=None):
         alg_inner = parts[i]
         if bytes(buf[alg_inner[3]:alg_inner[2]]) != bytes(buf[alg_outer[3]:alg_outer[2]]):
             p.append("inner signature algorithm differs from the outer one")
-        i += 2  # issuer
+        check_algid(p, buf, alg_inner[1], alg_inner[2])
+        issuer = parts[i + 1]
+        if issuer[0] != 0x30 or issuer[1] == issuer[2]:
+            p.append("issuer is not a non-empty Name (RFC 5280 5.1.2.3)")
+        i += 2
         this_u = check_time_rule(p, "thisUpdate", buf, *parts[i][:3])
         i += 1
         next_u = None
@@ -178,6 +229,8 @@ def lint_crl(der, issuer_cert=None):
             byoid[oid] = (crit, vs, ve)
             if cf:
                 p.append(f"extension {oid}: critical FALSE encoded (DER DEFAULT)")
+            if crit and oid not in KNOWN_CRITICAL:
+                p.append(f"unexpected critical extension {oid}")
         if OID_AKI not in byoid:
             p.append("authorityKeyIdentifier missing")
         elif byoid[OID_AKI][0]:
@@ -193,8 +246,16 @@ def lint_crl(der, issuer_cert=None):
                 p.append("cRLNumber not a non-negative INTEGER of <= 20 octets")
         if OID_DELTA in byoid and not byoid[OID_DELTA][0]:
             p.append("deltaCRLIndicator is not critical")
-        if OID_IDP in byoid and not byoid[OID_IDP][0]:
-            p.append("issuingDistributionPoint is not critical")
+        if OID_IDP in byoid:
+            if not byoid[OID_IDP][0]:
+                p.append("issuingDistributionPoint is not critical")
+            check_idp(p, buf, byoid[OID_IDP][1], byoid[OID_IDP][2])
+        if OID_DELTA in byoid and OID_CRL_NUMBER in byoid:
+            bt, bs, be = tlv(buf, byoid[OID_DELTA][1])
+            nt, ns, ne = tlv(buf, byoid[OID_CRL_NUMBER][1])
+            base = int.from_bytes(buf[bs:be], "big")
+            if bt != 0x02 or base > int.from_bytes(buf[ns:ne], "big"):
+                p.append("deltaCRLIndicator base above the delta's own cRLNumber")
         if OID_FRESHEST in byoid and byoid[OID_FRESHEST][0]:
             p.append("freshestCRL is critical")
         if OID_FRESHEST in byoid and OID_DELTA in byoid:
@@ -222,11 +283,20 @@ def lint_crl(der, issuer_cert=None):
                 p.append(f"entries not sorted by serial at {sb.hex()}")
             prev = val
             serials.add(val)
-            check_time_rule(p, f"revocationDate of {sb.hex()}", buf, *ep[1][:3])
+            rd = check_time_rule(p, f"revocationDate of {sb.hex()}", buf, *ep[1][:3])
+            if rd and this_u and rd > this_u:
+                p.append(f"revocationDate of {sb.hex()} after thisUpdate")
             if len(ep) > 2:
                 if ep[2][1] == ep[2][2]:
                     p.append(f"empty crlEntryExtensions on {sb.hex()}")
+                eseen = set()
                 for oid, crit, vs, ve, cf in parse_exts(buf, ep[2][1], ep[2][2]):
+                    if oid in eseen:
+                        p.append(f"entry extension {oid} repeated on {sb.hex()}")
+                    eseen.add(oid)
+                    if oid not in KNOWN_ENTRY:
+                        p.append(f"unexpected entry extension {oid} on {sb.hex()} "
+                                 "(certificateIssuer needs an indirect CRL)")
                     if oid == OID_REASON:
                         if crit:
                             p.append(f"reasonCode critical on {sb.hex()}")

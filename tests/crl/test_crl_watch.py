@@ -54,6 +54,10 @@ with Deployment() as d:
         check(ev is not None and ev["full"] and ev["why"] == "start",
               f"watcher publishes everything at start ({ev})")
         start_number = ev["number"]
+        check(0 < ev["full_every"] <= 6 * 3600 and ev["full_every"] <= 24 * 3600 // 2 and
+              ev["batch"] == BATCH,
+              f"default schedule: everything every {ev['full_every']}s (at most 6 h, half of "
+              f"the 24 h nextUpdate), deltas {ev['batch']}s after a revocation")
 
         t0 = time.monotonic()
         d.sc("ca", "revoke", "--serial", enr["serial"], "--reason", "keyCompromise")
