@@ -5,9 +5,12 @@
  *
  * Locking: one module lock (sc_p11.lock) guards the session table, the
  * login state and the lazily opened backend HSM; each session has its own
- * lock held for the duration of an operation on it (order: module lock,
- * then session lock, never the reverse).  The store and the HSM are
- * thread-safe by contract and are used without the module lock.
+ * lock held for the duration of an operation on it.  Order: a session's
+ * lock, then the module lock (sc_p11_session_get drops the module lock
+ * before taking the session's, so nothing holds the module lock while
+ * waiting for a session); the key cache's and the commit queue's locks are
+ * leaves.  The store and the HSM are thread-safe by contract and are used
+ * without the module lock.
  */
 #ifndef SC_P11_INTERNAL_H
 #define SC_P11_INTERNAL_H
@@ -145,6 +148,9 @@ void sc_p11_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int sc_p11_ready(void);
 int sc_p11_logged_in(void);
 CK_RV sc_p11_session_get(CK_SESSION_HANDLE h, struct sc_p11_session **out);
+/* Entry of a session function: CKR_CRYPTOKI_NOT_INITIALIZED, then
+ * CKR_ARGUMENTS_BAD unless args_ok, then sc_p11_session_get(). */
+CK_RV sc_p11_session_enter(CK_SESSION_HANDLE h, int args_ok, struct sc_p11_session **out);
 void sc_p11_session_put(struct sc_p11_session *s);
 CK_RV sc_p11_get_hsm(sc_hsm **out);
 
@@ -162,11 +168,17 @@ CK_RV sc_p11_context_login(struct sc_p11_session *s, const CK_UTF8CHAR *text, CK
 int sc_p11_kc_init(size_t cap);
 void sc_p11_kc_abandon(void);
 void sc_p11_kc_flush(sc_hsm *hsm);
-/* Binding check + unwrap, or a cached result for the same record bytes.
- * Release with sc_p11_kc_release(hsm, *ref, *hk) (ref may be NULL). */
-int sc_p11_kc_acquire(sc_hsm *hsm, const sc_key *k, sc_hsm_key **hk, void **ref);
+/* Binding check + unwrap, or a cached result for the same record bytes;
+ * first drops entries whose certificate changed status (txn: the read
+ * transaction k came from).  Release with sc_p11_kc_release(hsm, *ref,
+ * *hk) (ref may be NULL). */
+int sc_p11_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk,
+		      void **ref);
 void sc_p11_kc_release(sc_hsm *hsm, void *ref, sc_hsm_key *hk);
-void sc_p11_kc_forget(sc_hsm *hsm, void *ref);
+void sc_p11_kc_forget(void *ref);
+/* The key was refused for its state (suspended, revoked, expired): drop
+ * its unwrapped object now. */
+void sc_p11_kc_evict(sc_hsm *hsm, const char *key_id);
 
 /* commit.c */
 int sc_p11_commit_run(struct sc_p11_commit *c);

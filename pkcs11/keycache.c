@@ -12,6 +12,14 @@
  * was read again from the store for this signature, so it can never serve
  * a key that is no longer active.  Only backend handles live here, never
  * key material.
+ *
+ * Invalidation: a suspension (certificate hold) or revocation committed by
+ * any process appends to the store's revocation log.  Every lookup first
+ * reads the log past the last event this process has seen (one cursor
+ * seek when nothing changed) and drops the entries of the certificates
+ * named there, so an unwrapped key does not outlive its certificate's
+ * status change in any gateway that signs at all.  A refusal for a key's
+ * state also drops its entry at once (sc_p11_kc_evict).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +32,7 @@
 
 struct kc_entry {
 	char key_id[SC_ID_MAX + 1];
+	sc_serial serial;              /* certificate the record named */
 	unsigned char fp[32];
 	sc_hsm_key *hk;
 	int refs;
@@ -37,7 +46,13 @@ static struct {
 	size_t cap, n, nbuckets;
 	struct kc_entry **buckets;
 	struct kc_entry *head, *tail;
+	uint64_t rev_seen;             /* revocation log read up to here */
+	int rev_known;                 /* rev_seen is set */
 } kc = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* Events read from the revocation log per lookup; more than this since the
+ * last lookup (a mass revocation) flushes the whole cache instead. */
+#define KC_SWEEP_MAX 64
 
 static size_t kc_bucket(const char *key_id)
 {
@@ -96,6 +111,17 @@ static void kc_unlink_inlock(struct kc_entry *e)
 	kc.n--;
 }
 
+static void kc_push_front_inlock(struct kc_entry *e)
+{
+	e->prev = NULL;
+	e->next = kc.head;
+	if (kc.head != NULL)
+		kc.head->prev = e;
+	kc.head = e;
+	if (kc.tail == NULL)
+		kc.tail = e;
+}
+
 static void kc_front_inlock(struct kc_entry *e)
 {
 	if (kc.head == e)
@@ -106,13 +132,7 @@ static void kc_front_inlock(struct kc_entry *e)
 		e->next->prev = e->prev;
 	else
 		kc.tail = e->prev;
-	e->prev = NULL;
-	e->next = kc.head;
-	if (kc.head != NULL)
-		kc.head->prev = e;
-	kc.head = e;
-	if (kc.tail == NULL)
-		kc.tail = e;
+	kc_push_front_inlock(e);
 }
 
 static struct kc_entry *kc_find_inlock(const char *key_id)
@@ -132,6 +152,146 @@ static void kc_entry_free(sc_hsm *hsm, struct kc_entry *e)
 	free(e);
 }
 
+/* Take an entry out of the cache; returns it when nobody uses it (the
+ * caller frees it after dropping the lock), else NULL (its last user
+ * frees it). */
+static struct kc_entry *kc_drop_inlock(struct kc_entry *e)
+{
+	if (e->linked)
+		kc_unlink_inlock(e);
+	return e->refs == 0 ? e : NULL;
+}
+
+/* ---- invalidation from the revocation log ------------------------------ */
+
+struct kc_probe {
+	uint64_t first;
+};
+
+static int kc_probe_cb(void *ctx, const sc_revlog *e)
+{
+	((struct kc_probe *)ctx)->first = e->rev_seq;
+	return 1;
+}
+
+/* Is there an event after `after`? (-1 on a store error) */
+static int kc_event_after(sc_txn *txn, uint64_t after)
+{
+	struct kc_probe p = { 0 };
+	int rc = sc_store_revlog_iter(txn, after, kc_probe_cb, &p);
+
+	if (rc < 0 && p.first == 0)
+		return -1;
+	return p.first != 0;
+}
+
+/* The last rev_seq in the log, by exponential then binary search over
+ * "an event exists after x" (a few dozen cursor seeks, never a walk of
+ * the whole log). */
+static int kc_revlog_last(sc_txn *txn, uint64_t from, uint64_t *last)
+{
+	uint64_t lo = from, hi = from + 1, mid;
+	int r;
+
+	while ((r = kc_event_after(txn, hi)) == 1) {
+		lo = hi;
+		if (hi > UINT64_MAX / 4)
+			return SC_ERR_STORE;
+		hi = hi * 2 + 1;
+	}
+	if (r < 0)
+		return SC_ERR_STORE;
+	/* An event exists after lo - 1 or lo == from; none after hi. */
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		r = kc_event_after(txn, mid);
+		if (r < 0)
+			return SC_ERR_STORE;
+		if (r)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*last = lo;
+	return SC_OK;
+}
+
+struct kc_sweep {
+	uint64_t last;
+	size_t n;
+	int overflow;
+	sc_serial serial[KC_SWEEP_MAX];
+};
+
+static int kc_sweep_cb(void *ctx, const sc_revlog *e)
+{
+	struct kc_sweep *w = ctx;
+
+	if (w->n == KC_SWEEP_MAX) {
+		w->overflow = 1;
+		return 1;
+	}
+	w->serial[w->n++] = e->serial;
+	w->last = e->rev_seq;
+	return 0;
+}
+
+/* Drop the entries whose certificate changed status since the last call. */
+static void kc_sweep(sc_hsm *hsm, sc_txn *txn)
+{
+	struct kc_entry *e, *next, *dead = NULL;
+	struct kc_sweep w;
+	uint64_t seen;
+	size_t i;
+
+	pthread_mutex_lock(&kc.lock);
+	seen = kc.rev_seen;
+	if (!kc.rev_known) {
+		pthread_mutex_unlock(&kc.lock);
+		/* Nothing cached can predate this process: start from now. */
+		if (kc_revlog_last(txn, 0, &seen) != SC_OK)
+			return;
+		pthread_mutex_lock(&kc.lock);
+		if (!kc.rev_known || kc.rev_seen < seen) {
+			kc.rev_seen = seen;
+			kc.rev_known = 1;
+		}
+		pthread_mutex_unlock(&kc.lock);
+		return;
+	}
+	pthread_mutex_unlock(&kc.lock);
+	memset(&w, 0, sizeof(w));
+	w.last = seen;
+	if (sc_store_revlog_iter(txn, seen, kc_sweep_cb, &w) < 0 && !w.overflow)
+		return;
+	if (w.n == 0)
+		return;
+	if (w.overflow && kc_revlog_last(txn, w.last, &w.last) != SC_OK)
+		return;
+	pthread_mutex_lock(&kc.lock);
+	for (e = kc.head; e != NULL; e = next) {
+		int hit = w.overflow;
+
+		next = e->next;
+		for (i = 0; !hit && i < w.n; i++)
+			hit = e->serial.len == w.serial[i].len &&
+			      memcmp(e->serial.b, w.serial[i].b, e->serial.len) == 0;
+		if (hit && kc_drop_inlock(e) != NULL) {
+			e->next = dead;
+			dead = e;
+			sc_p11_log("key cache: dropped key %s (certificate status changed)",
+				   e->key_id);
+		}
+	}
+	if (w.last > kc.rev_seen)
+		kc.rev_seen = w.last;
+	pthread_mutex_unlock(&kc.lock);
+	for (e = dead; e != NULL; e = next) {
+		next = e->next;
+		kc_entry_free(hsm, e);
+	}
+}
+
 int sc_p11_kc_init(size_t cap)
 {
 	pthread_mutex_init(&kc.lock, NULL);
@@ -140,6 +300,7 @@ int sc_p11_kc_init(size_t cap)
 	kc.head = kc.tail = NULL;
 	kc.buckets = NULL;
 	kc.nbuckets = 0;
+	kc.rev_known = 0;
 	if (cap == 0)
 		return SC_OK;
 	kc.nbuckets = cap * 2 + 1;
@@ -147,12 +308,21 @@ int sc_p11_kc_init(size_t cap)
 	return kc.buckets != NULL ? SC_OK : SC_ERR_NOMEM;
 }
 
+/* After fork: the parent's entries, kept reachable (see module.c). */
+static struct {
+	struct kc_entry **buckets;
+	struct kc_entry *head;
+} kc_parent __attribute__((used));
+
 void sc_p11_kc_abandon(void)
 {
-	/* After fork: the entries are the parent's backend objects. */
+	/* The entries are the parent's backend objects: never freed here. */
+	kc_parent.buckets = kc.buckets;
+	kc_parent.head = kc.head;
 	kc.buckets = NULL;
 	kc.head = kc.tail = NULL;
 	kc.n = kc.cap = kc.nbuckets = 0;
+	kc.rev_known = 0;
 }
 
 void sc_p11_kc_flush(sc_hsm *hsm)
@@ -162,19 +332,39 @@ void sc_p11_kc_flush(sc_hsm *hsm)
 	pthread_mutex_lock(&kc.lock);
 	for (e = kc.head; e != NULL; e = next) {
 		next = e->next;
-		kc_unlink_inlock(e);
-		if (e->refs == 0)
+		if (kc_drop_inlock(e) != NULL)
 			kc_entry_free(hsm, e);
 	}
 	free(kc.buckets);
 	kc.buckets = NULL;
 	kc.nbuckets = kc.cap = 0;
+	kc.rev_known = 0;
 	pthread_mutex_unlock(&kc.lock);
 }
 
-int sc_p11_kc_acquire(sc_hsm *hsm, const sc_key *k, sc_hsm_key **hk, void **ref)
+/* Link a new entry as the most recent; returns the entries to free after
+ * the lock is dropped (a stale entry for the same key, the LRU victim). */
+static void kc_insert_inlock(struct kc_entry *fresh, struct kc_entry *dead[2])
 {
-	struct kc_entry *e, *victim, *fresh = NULL, *drop = NULL;
+	struct kc_entry *e = kc_find_inlock(fresh->key_id);
+	size_t b = kc_bucket(fresh->key_id);
+
+	dead[0] = dead[1] = NULL;
+	/* Stale record, or another thread raced us: the newest wins. */
+	if (e != NULL)
+		dead[0] = kc_drop_inlock(e);
+	fresh->hnext = kc.buckets[b];
+	kc.buckets[b] = fresh;
+	fresh->linked = 1;
+	kc_push_front_inlock(fresh);
+	kc.n++;
+	if (kc.n > kc.cap && kc.tail != NULL && kc.tail != fresh)
+		dead[1] = kc_drop_inlock(kc.tail);
+}
+
+int sc_p11_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk, void **ref)
+{
+	struct kc_entry *e, *fresh = NULL, *dead[2];
 	unsigned char fp[32];
 	sc_hsm_key *nk = NULL;
 	int rc;
@@ -187,6 +377,7 @@ int sc_p11_kc_acquire(sc_hsm *hsm, const sc_key *k, sc_hsm_key **hk, void **ref)
 			rc = sc_hsm_unwrap(hsm, k->alg, k->blob, k->blob_len, hk);
 		return rc;
 	}
+	kc_sweep(hsm, txn);
 	rc = kc_fingerprint(k, fp);
 	if (rc != SC_OK)
 		return rc;
@@ -208,57 +399,28 @@ int sc_p11_kc_acquire(sc_hsm *hsm, const sc_key *k, sc_hsm_key **hk, void **ref)
 		rc = sc_hsm_unwrap(hsm, k->alg, k->blob, k->blob_len, &nk);
 	if (rc != SC_OK)
 		return rc;
+	*hk = nk;          /* uncached unless linked below */
 	fresh = calloc(1, sizeof(*fresh));
-	if (fresh == NULL) {
-		*hk = nk;          /* uncached; released by sc_p11_kc_release */
+	if (fresh == NULL)
 		return SC_OK;
-	}
 	memcpy(fresh->key_id, k->key_id, strlen(k->key_id) + 1);
 	memcpy(fresh->fp, fp, sizeof(fp));
+	fresh->serial = k->cert_serial;
 	fresh->hk = nk;
 	fresh->refs = 1;
 
 	pthread_mutex_lock(&kc.lock);
 	if (kc.buckets == NULL) {
 		pthread_mutex_unlock(&kc.lock);
-		*hk = nk;
 		free(fresh);
 		return SC_OK;
 	}
-	e = kc_find_inlock(k->key_id);
-	if (e != NULL) {
-		/* Stale record, or another thread raced us: the newest wins. */
-		kc_unlink_inlock(e);
-		if (e->refs == 0)
-			drop = e;
-	}
-	{
-		size_t b = kc_bucket(fresh->key_id);
-
-		fresh->hnext = kc.buckets[b];
-		kc.buckets[b] = fresh;
-		fresh->linked = 1;
-		fresh->next = kc.head;
-		if (kc.head != NULL)
-			kc.head->prev = fresh;
-		kc.head = fresh;
-		if (kc.tail == NULL)
-			kc.tail = fresh;
-		kc.n++;
-	}
-	victim = NULL;
-	if (kc.n > kc.cap && kc.tail != NULL && kc.tail != fresh) {
-		victim = kc.tail;
-		kc_unlink_inlock(victim);
-		if (victim->refs > 0)
-			victim = NULL;     /* freed by its last user */
-	}
+	kc_insert_inlock(fresh, dead);
 	pthread_mutex_unlock(&kc.lock);
-	if (drop != NULL)
-		kc_entry_free(hsm, drop);
-	if (victim != NULL)
-		kc_entry_free(hsm, victim);
-	*hk = nk;
+	if (dead[0] != NULL)
+		kc_entry_free(hsm, dead[0]);
+	if (dead[1] != NULL)
+		kc_entry_free(hsm, dead[1]);
 	*ref = fresh;
 	return SC_OK;
 }
@@ -280,15 +442,28 @@ void sc_p11_kc_release(sc_hsm *hsm, void *ref, sc_hsm_key *hk)
 }
 
 /* A signature failed with this key: do not keep it (the backend object may
- * be gone). */
-void sc_p11_kc_forget(sc_hsm *hsm, void *ref)
+ * be gone).  The caller still holds it and frees it by releasing it. */
+void sc_p11_kc_forget(void *ref)
 {
 	struct kc_entry *e = ref;
 
 	if (e == NULL)
 		return;
 	pthread_mutex_lock(&kc.lock);
-	if (e->linked)
-		kc_unlink_inlock(e);
+	(void)kc_drop_inlock(e);
 	pthread_mutex_unlock(&kc.lock);
+}
+
+void sc_p11_kc_evict(sc_hsm *hsm, const char *key_id)
+{
+	struct kc_entry *e = NULL;
+
+	pthread_mutex_lock(&kc.lock);
+	if (kc.buckets != NULL && (e = kc_find_inlock(key_id)) != NULL)
+		e = kc_drop_inlock(e);
+	pthread_mutex_unlock(&kc.lock);
+	if (e != NULL) {
+		sc_p11_log("key cache: dropped key %s (refused for its state)", key_id);
+		kc_entry_free(hsm, e);
+	}
 }

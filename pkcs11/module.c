@@ -30,6 +30,11 @@ struct sc_p11_module sc_p11 = {
 /* Serialises C_Initialize / C_Finalize against each other. */
 static pthread_mutex_t sc_p11_init_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* In a forked child: the parent's state, which the child may neither use
+ * nor close (LMDB and PKCS#11 both forbid it).  Kept reachable here
+ * instead of leaked, so leak checkers tell real leaks from this. */
+static struct sc_p11_module sc_p11_parent __attribute__((used));
+
 /* Wrong gateway PINs: after this many in a row, further attempts wait an
  * exponentially growing delay (capped), and log lines are rate-limited. */
 #define SC_P11_PIN_FREE_FAILURES 5
@@ -66,6 +71,16 @@ int sc_p11_logged_in(void)
 			return CKR_CRYPTOKI_NOT_INITIALIZED; \
 	} while (0)
 
+/* Entry of a slot query: initialised, our slot, an output to fill. */
+#define SC_P11_SLOT_ENTER(slot, out) \
+	do { \
+		SC_P11_ENTER(); \
+		if ((slot) != SC_P11_SLOT_ID) \
+			return CKR_SLOT_ID_INVALID; \
+		if ((out) == NULL) \
+			return CKR_ARGUMENTS_BAD; \
+	} while (0)
+
 /* ---- sessions ---------------------------------------------------------- */
 
 #define SC_P11_SESSION_IDX_BITS 13
@@ -98,6 +113,16 @@ CK_RV sc_p11_session_get(CK_SESSION_HANDLE h, struct sc_p11_session **out)
 	pthread_mutex_lock(&s->lock);
 	*out = s;
 	return CKR_OK;
+}
+
+CK_RV sc_p11_session_enter(CK_SESSION_HANDLE h, int args_ok, struct sc_p11_session **out)
+{
+	*out = NULL;
+	if (!sc_p11_ready())
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	if (!args_ok)
+		return CKR_ARGUMENTS_BAD;
+	return sc_p11_session_get(h, out);
 }
 
 void sc_p11_session_put(struct sc_p11_session *s)
@@ -141,14 +166,26 @@ CK_RV sc_p11_get_hsm(sc_hsm **out)
 {
 	sc_hsm_params p;
 	CK_RV rv = CKR_OK;
-	int rc;
+	int rc, attempt;
 
 	*out = NULL;
 	pthread_mutex_lock(&sc_p11.lock);
 	if (sc_p11.hsm == NULL) {
 		rc = sc_hsm_params_from_config(sc_p11.dep->cfg, &p);
-		if (rc == SC_OK)
+		/* SoftHSMv2's C_GetTokenInfo answers CKR_GENERAL_ERROR now and then
+		 * while another process opens the same token (seen as a generic
+		 * backend error, or as no token matching): those get two more
+		 * tries.  Never a rejected or locked PIN (SC_ERR_HSM_PIN,
+		 * SC_ERR_HSM_LOCKED). */
+		for (attempt = 1; rc == SC_OK; attempt++) {
 			rc = sc_hsm_open(&p, &sc_p11.hsm);
+			if ((rc != SC_ERR_HSM && rc != SC_ERR_NOT_FOUND) || attempt == 3)
+				break;
+			sc_p11_log("backend HSM open failed (%s), attempt %d of 3",
+				   sc_error_detail(), attempt);
+			usleep(20000u << attempt);
+			rc = SC_OK;
+		}
 		if (rc != SC_OK) {
 			sc_p11_log("cannot open the backend HSM: %s: %s", sc_strerror(rc),
 				   sc_error_detail());
@@ -176,8 +213,8 @@ static void module_release(int owned)
 {
 	if (owned) {
 		sessions_close_all_inlock();
-		if (sc_p11.hsm != NULL)
-			sc_p11_kc_flush(sc_p11.hsm);
+		/* Also without a backend: the table exists from C_Initialize. */
+		sc_p11_kc_flush(sc_p11.hsm);
 		sc_hsm_close(sc_p11.hsm);
 		sc_authz_trust_free(sc_p11.trust);
 		sc_deploy_close(sc_p11.dep);
@@ -301,6 +338,7 @@ CK_RV C_Initialize(CK_VOID_PTR pInitArgs)
 		/* A forked child: the parent's store and HSM handles are not ours
 		 * to use or close; start afresh (their memory is abandoned). */
 		__atomic_store_n(&sc_p11.initialized, 0, __ATOMIC_RELEASE);
+		memcpy(&sc_p11_parent, &sc_p11, sizeof(sc_p11_parent));
 		pthread_mutex_init(&sc_p11.lock, NULL);
 		module_release(0);
 	}
@@ -361,34 +399,41 @@ static CK_RV C_GetInfo3(CK_INFO_PTR pInfo)
 	return get_info(pInfo, 3, 0);
 }
 
+/* PKCS#11's convention for a returned list: a NULL buffer asks for the
+ * count, a short one is CKR_BUFFER_TOO_SMALL.  *fill = 1 when the caller
+ * must now write the n entries. */
+static CK_RV list_room(const void *buf, CK_ULONG_PTR count, CK_ULONG n, int *fill)
+{
+	*fill = 0;
+	if (count == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (buf != NULL && *count < n) {
+		*count = n;
+		return CKR_BUFFER_TOO_SMALL;
+	}
+	*fill = buf != NULL;
+	*count = n;
+	return CKR_OK;
+}
+
 /* ---- slot and token ---------------------------------------------------- */
 
 CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList,
 			   CK_ULONG_PTR pulCount)
 {
+	int fill;
+	CK_RV rv;
+
 	SC_P11_ENTER();
-	if (pulCount == NULL)
-		return CKR_ARGUMENTS_BAD;
-	if (pSlotList == NULL) {
-		*pulCount = 1;
-		return CKR_OK;
-	}
-	if (*pulCount < 1) {
-		*pulCount = 1;
-		return CKR_BUFFER_TOO_SMALL;
-	}
-	pSlotList[0] = SC_P11_SLOT_ID;
-	*pulCount = 1;
-	return CKR_OK;
+	rv = list_room(pSlotList, pulCount, 1, &fill);
+	if (fill)
+		pSlotList[0] = SC_P11_SLOT_ID;
+	return rv;
 }
 
 CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
 {
-	SC_P11_ENTER();
-	if (slotID != SC_P11_SLOT_ID)
-		return CKR_SLOT_ID_INVALID;
-	if (pInfo == NULL)
-		return CKR_ARGUMENTS_BAD;
+	SC_P11_SLOT_ENTER(slotID, pInfo);
 	memset(pInfo, 0, sizeof(*pInfo));
 	pad_copy(pInfo->slotDescription, sizeof(pInfo->slotDescription),
 		 "smartcert signing service");
@@ -401,11 +446,7 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
 
 CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 {
-	SC_P11_ENTER();
-	if (slotID != SC_P11_SLOT_ID)
-		return CKR_SLOT_ID_INVALID;
-	if (pInfo == NULL)
-		return CKR_ARGUMENTS_BAD;
+	SC_P11_SLOT_ENTER(slotID, pInfo);
 	memset(pInfo, 0, sizeof(*pInfo));
 	pad_copy(pInfo->label, sizeof(pInfo->label), sc_p11.token_label);
 	pad_copy(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "smartcert");
@@ -433,22 +474,27 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 
 /* ---- mechanisms -------------------------------------------------------- */
 
+/* Sign only (no verify, no recover); the keys the store can hold are
+ * P-256/P-384 (named prime curves, uncompressed points) and RSA 2048/3072. */
+#define SC_P11_EC_FLAGS (CKF_SIGN | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)
+
 static const struct {
 	CK_MECHANISM_TYPE mech;
 	CK_ULONG min_bits, max_bits;
+	CK_FLAGS flags;
 } sc_p11_mechs[] = {
-	{ CKM_ECDSA, 256, 384 },
-	{ CKM_ECDSA_SHA256, 256, 384 },
-	{ CKM_ECDSA_SHA384, 256, 384 },
-	{ CKM_ECDSA_SHA512, 256, 384 },
-	{ CKM_RSA_PKCS, 2048, 3072 },
-	{ CKM_SHA256_RSA_PKCS, 2048, 3072 },
-	{ CKM_SHA384_RSA_PKCS, 2048, 3072 },
-	{ CKM_SHA512_RSA_PKCS, 2048, 3072 },
-	{ CKM_RSA_PKCS_PSS, 2048, 3072 },
-	{ CKM_SHA256_RSA_PKCS_PSS, 2048, 3072 },
-	{ CKM_SHA384_RSA_PKCS_PSS, 2048, 3072 },
-	{ CKM_SHA512_RSA_PKCS_PSS, 2048, 3072 },
+	{ CKM_ECDSA, 256, 384, SC_P11_EC_FLAGS },
+	{ CKM_ECDSA_SHA256, 256, 384, SC_P11_EC_FLAGS },
+	{ CKM_ECDSA_SHA384, 256, 384, SC_P11_EC_FLAGS },
+	{ CKM_ECDSA_SHA512, 256, 384, SC_P11_EC_FLAGS },
+	{ CKM_RSA_PKCS, 2048, 3072, CKF_SIGN },
+	{ CKM_SHA256_RSA_PKCS, 2048, 3072, CKF_SIGN },
+	{ CKM_SHA384_RSA_PKCS, 2048, 3072, CKF_SIGN },
+	{ CKM_SHA512_RSA_PKCS, 2048, 3072, CKF_SIGN },
+	{ CKM_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
+	{ CKM_SHA256_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
+	{ CKM_SHA384_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
+	{ CKM_SHA512_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
 };
 #define SC_P11_NMECHS (sizeof(sc_p11_mechs) / sizeof(sc_p11_mechs[0]))
 
@@ -456,24 +502,16 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
 				CK_ULONG_PTR pulCount)
 {
 	size_t i;
+	int fill;
+	CK_RV rv;
 
 	SC_P11_ENTER();
 	if (slotID != SC_P11_SLOT_ID)
 		return CKR_SLOT_ID_INVALID;
-	if (pulCount == NULL)
-		return CKR_ARGUMENTS_BAD;
-	if (pMechanismList == NULL) {
-		*pulCount = SC_P11_NMECHS;
-		return CKR_OK;
-	}
-	if (*pulCount < SC_P11_NMECHS) {
-		*pulCount = SC_P11_NMECHS;
-		return CKR_BUFFER_TOO_SMALL;
-	}
-	for (i = 0; i < SC_P11_NMECHS; i++)
+	rv = list_room(pMechanismList, pulCount, SC_P11_NMECHS, &fill);
+	for (i = 0; fill && i < SC_P11_NMECHS; i++)
 		pMechanismList[i] = sc_p11_mechs[i].mech;
-	*pulCount = SC_P11_NMECHS;
-	return CKR_OK;
+	return rv;
 }
 
 CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
@@ -481,16 +519,12 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
 {
 	size_t i;
 
-	SC_P11_ENTER();
-	if (slotID != SC_P11_SLOT_ID)
-		return CKR_SLOT_ID_INVALID;
-	if (pInfo == NULL)
-		return CKR_ARGUMENTS_BAD;
+	SC_P11_SLOT_ENTER(slotID, pInfo);
 	for (i = 0; i < SC_P11_NMECHS; i++) {
 		if (sc_p11_mechs[i].mech == type) {
 			pInfo->ulMinKeySize = sc_p11_mechs[i].min_bits;
 			pInfo->ulMaxKeySize = sc_p11_mechs[i].max_bits;
-			pInfo->flags = CKF_SIGN;
+			pInfo->flags = sc_p11_mechs[i].flags;
 			return CKR_OK;
 		}
 	}
@@ -578,10 +612,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
 	struct sc_p11_session *s;
 	CK_RV rv;
 
-	SC_P11_ENTER();
-	if (pInfo == NULL)
-		return CKR_ARGUMENTS_BAD;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, pInfo != NULL, &s);
 	if (rv != CKR_OK)
 		return rv;
 	memset(pInfo, 0, sizeof(*pInfo));
@@ -691,8 +722,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 	struct sc_p11_session *s;
 	CK_RV rv;
 
-	SC_P11_ENTER();
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
 	switch (userType) {
@@ -718,8 +748,7 @@ CK_RV C_Logout(CK_SESSION_HANDLE hSession)
 	struct sc_p11_session *s;
 	CK_RV rv;
 
-	SC_P11_ENTER();
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
 	pthread_mutex_lock(&sc_p11.lock);
@@ -735,18 +764,42 @@ CK_RV C_Logout(CK_SESSION_HANDLE hSession)
 
 /* ---- what the token does not do ------------------------------------------ */
 
+/* One macro per argument shape, so each stub is one line. */
 #define SC_P11_NOT_SUPPORTED(name, args) \
 	CK_RV name args { return CKR_FUNCTION_NOT_SUPPORTED; }
 #define SC_P11_NOT_SUPPORTED3(name, args) \
 	static CK_RV name args { return CKR_FUNCTION_NOT_SUPPORTED; }
+/* (session, mechanism, key): C_EncryptInit and friends. */
+#define SC_P11_NS_INIT(def, name) \
+	def(name, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c))
+/* (session, in, in length, out, out length): one-shot and update calls. */
+#define SC_P11_NS_INOUT(name) \
+	SC_P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, \
+				    CK_BYTE_PTR d, CK_ULONG_PTR e))
+/* (session, buffer, length). */
+#define SC_P11_NS_BUF(name) \
+	SC_P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
+/* (session, out, out length): final calls. */
+#define SC_P11_NS_FINAL(name) \
+	SC_P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c))
+/* 3.0 message-based calls: (session, parameter, length, ...). */
+#define SC_P11_NS_MSG_ONESHOT(name) \
+	SC_P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c, \
+				     CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g, \
+				     CK_BYTE_PTR h, CK_ULONG_PTR i))
+#define SC_P11_NS_MSG_NEXT(name) \
+	SC_P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c, \
+				     CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, \
+				     CK_ULONG_PTR g, CK_FLAGS h))
+#define SC_P11_NS_MSG_SESSION(name) \
+	SC_P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a))
 
 SC_P11_NOT_SUPPORTED(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c,
 				   CK_UTF8CHAR_PTR d))
-SC_P11_NOT_SUPPORTED(C_InitPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c))
+SC_P11_NS_BUF(C_InitPIN)
 SC_P11_NOT_SUPPORTED(C_SetPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c,
 				CK_UTF8CHAR_PTR d, CK_ULONG e))
-SC_P11_NOT_SUPPORTED(C_GetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b,
-					   CK_ULONG_PTR c))
+SC_P11_NS_FINAL(C_GetOperationState)
 SC_P11_NOT_SUPPORTED(C_SetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
 					   CK_OBJECT_HANDLE d, CK_OBJECT_HANDLE e))
 SC_P11_NOT_SUPPORTED(C_CreateObject, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c,
@@ -758,48 +811,32 @@ SC_P11_NOT_SUPPORTED(C_GetObjectSize, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
 				       CK_ULONG_PTR c))
 SC_P11_NOT_SUPPORTED(C_SetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
 					   CK_ATTRIBUTE_PTR c, CK_ULONG d))
-SC_P11_NOT_SUPPORTED(C_EncryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-				     CK_OBJECT_HANDLE c))
-SC_P11_NOT_SUPPORTED(C_Encrypt, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				 CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_EncryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				       CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_EncryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c))
-SC_P11_NOT_SUPPORTED(C_DecryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-				     CK_OBJECT_HANDLE c))
-SC_P11_NOT_SUPPORTED(C_Decrypt, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				 CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_DecryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				       CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_DecryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c))
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_EncryptInit)
+SC_P11_NS_INOUT(C_Encrypt)
+SC_P11_NS_INOUT(C_EncryptUpdate)
+SC_P11_NS_FINAL(C_EncryptFinal)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_DecryptInit)
+SC_P11_NS_INOUT(C_Decrypt)
+SC_P11_NS_INOUT(C_DecryptUpdate)
+SC_P11_NS_FINAL(C_DecryptFinal)
 SC_P11_NOT_SUPPORTED(C_DigestInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b))
-SC_P11_NOT_SUPPORTED(C_Digest, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_DigestUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
+SC_P11_NS_INOUT(C_Digest)
+SC_P11_NS_BUF(C_DigestUpdate)
 SC_P11_NOT_SUPPORTED(C_DigestKey, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b))
-SC_P11_NOT_SUPPORTED(C_DigestFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c))
-SC_P11_NOT_SUPPORTED(C_SignRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-					 CK_OBJECT_HANDLE c))
-SC_P11_NOT_SUPPORTED(C_SignRecover, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				     CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_VerifyInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-				    CK_OBJECT_HANDLE c))
+SC_P11_NS_FINAL(C_DigestFinal)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_SignRecoverInit)
+SC_P11_NS_INOUT(C_SignRecover)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_VerifyInit)
 SC_P11_NOT_SUPPORTED(C_Verify, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
 				CK_BYTE_PTR d, CK_ULONG e))
-SC_P11_NOT_SUPPORTED(C_VerifyUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
-SC_P11_NOT_SUPPORTED(C_VerifyFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
-SC_P11_NOT_SUPPORTED(C_VerifyRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-					   CK_OBJECT_HANDLE c))
-SC_P11_NOT_SUPPORTED(C_VerifyRecover, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-				       CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_DigestEncryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-					     CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_DecryptDigestUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-					     CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_SignEncryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-					   CK_BYTE_PTR d, CK_ULONG_PTR e))
-SC_P11_NOT_SUPPORTED(C_DecryptVerifyUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
-					     CK_BYTE_PTR d, CK_ULONG_PTR e))
+SC_P11_NS_BUF(C_VerifyUpdate)
+SC_P11_NS_BUF(C_VerifyFinal)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_VerifyRecoverInit)
+SC_P11_NS_INOUT(C_VerifyRecover)
+SC_P11_NS_INOUT(C_DigestEncryptUpdate)
+SC_P11_NS_INOUT(C_DecryptDigestUpdate)
+SC_P11_NS_INOUT(C_SignEncryptUpdate)
+SC_P11_NS_INOUT(C_DecryptVerifyUpdate)
 SC_P11_NOT_SUPPORTED(C_GenerateKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 				     CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e))
 SC_P11_NOT_SUPPORTED(C_GenerateKeyPair, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
@@ -814,52 +851,40 @@ SC_P11_NOT_SUPPORTED(C_UnwrapKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 SC_P11_NOT_SUPPORTED(C_DeriveKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 				   CK_OBJECT_HANDLE c, CK_ATTRIBUTE_PTR d, CK_ULONG e,
 				   CK_OBJECT_HANDLE_PTR f))
-SC_P11_NOT_SUPPORTED(C_SeedRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
-SC_P11_NOT_SUPPORTED(C_GenerateRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
+SC_P11_NS_BUF(C_SeedRandom)
+SC_P11_NS_BUF(C_GenerateRandom)
 SC_P11_NOT_SUPPORTED(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, CK_VOID_PTR c))
 /* 3.0 */
 SC_P11_NOT_SUPPORTED3(C_LoginUser, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c,
 				   CK_ULONG d, CK_UTF8CHAR_PTR e, CK_ULONG f))
 SC_P11_NOT_SUPPORTED3(C_SessionCancel, (CK_SESSION_HANDLE a, CK_FLAGS b))
-SC_P11_NOT_SUPPORTED3(C_MessageEncryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-					    CK_OBJECT_HANDLE c))
-SC_P11_NOT_SUPPORTED3(C_EncryptMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
-					CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g,
-					CK_BYTE_PTR h, CK_ULONG_PTR i))
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageEncryptInit)
+SC_P11_NS_MSG_ONESHOT(C_EncryptMessage)
 SC_P11_NOT_SUPPORTED3(C_EncryptMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					     CK_BYTE_PTR d, CK_ULONG e))
-SC_P11_NOT_SUPPORTED3(C_EncryptMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
-					    CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f,
-					    CK_ULONG_PTR g, CK_FLAGS h))
-SC_P11_NOT_SUPPORTED3(C_MessageEncryptFinal, (CK_SESSION_HANDLE a))
-SC_P11_NOT_SUPPORTED3(C_MessageDecryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-					    CK_OBJECT_HANDLE c))
-SC_P11_NOT_SUPPORTED3(C_DecryptMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
-					CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g,
-					CK_BYTE_PTR h, CK_ULONG_PTR i))
+SC_P11_NS_MSG_NEXT(C_EncryptMessageNext)
+SC_P11_NS_MSG_SESSION(C_MessageEncryptFinal)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageDecryptInit)
+SC_P11_NS_MSG_ONESHOT(C_DecryptMessage)
 SC_P11_NOT_SUPPORTED3(C_DecryptMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					     CK_BYTE_PTR d, CK_ULONG e))
-SC_P11_NOT_SUPPORTED3(C_DecryptMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
-					    CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f,
-					    CK_ULONG_PTR g, CK_FLAGS h))
-SC_P11_NOT_SUPPORTED3(C_MessageDecryptFinal, (CK_SESSION_HANDLE a))
-SC_P11_NOT_SUPPORTED3(C_MessageSignInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-					 CK_OBJECT_HANDLE c))
+SC_P11_NS_MSG_NEXT(C_DecryptMessageNext)
+SC_P11_NS_MSG_SESSION(C_MessageDecryptFinal)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageSignInit)
 SC_P11_NOT_SUPPORTED3(C_SignMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 				     CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG_PTR g))
 SC_P11_NOT_SUPPORTED3(C_SignMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c))
 SC_P11_NOT_SUPPORTED3(C_SignMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					 CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f,
 					 CK_ULONG_PTR g))
-SC_P11_NOT_SUPPORTED3(C_MessageSignFinal, (CK_SESSION_HANDLE a))
-SC_P11_NOT_SUPPORTED3(C_MessageVerifyInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
-					   CK_OBJECT_HANDLE c))
+SC_P11_NS_MSG_SESSION(C_MessageSignFinal)
+SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageVerifyInit)
 SC_P11_NOT_SUPPORTED3(C_VerifyMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 				       CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g))
 SC_P11_NOT_SUPPORTED3(C_VerifyMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c))
 SC_P11_NOT_SUPPORTED3(C_VerifyMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					   CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g))
-SC_P11_NOT_SUPPORTED3(C_MessageVerifyFinal, (CK_SESSION_HANDLE a))
+SC_P11_NS_MSG_SESSION(C_MessageVerifyFinal)
 
 /* Legacy parallel functions: PKCS#11 says CKR_FUNCTION_NOT_PARALLEL. */
 CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE hSession)
@@ -941,21 +966,13 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)
 CK_RV C_GetInterfaceList(CK_INTERFACE_PTR pInterfacesList, CK_ULONG_PTR pulCount)
 {
 	size_t i;
+	int fill;
+	CK_RV rv;
 
-	if (pulCount == NULL)
-		return CKR_ARGUMENTS_BAD;
-	if (pInterfacesList == NULL) {
-		*pulCount = SC_P11_NIFACES;
-		return CKR_OK;
-	}
-	if (*pulCount < SC_P11_NIFACES) {
-		*pulCount = SC_P11_NIFACES;
-		return CKR_BUFFER_TOO_SMALL;
-	}
-	for (i = 0; i < SC_P11_NIFACES; i++)
+	rv = list_room(pInterfacesList, pulCount, SC_P11_NIFACES, &fill);
+	for (i = 0; fill && i < SC_P11_NIFACES; i++)
 		pInterfacesList[i] = sc_p11_interfaces[i];
-	*pulCount = SC_P11_NIFACES;
-	return CKR_OK;
+	return rv;
 }
 
 CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,

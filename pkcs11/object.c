@@ -244,6 +244,36 @@ static const CK_MECHANISM_TYPE sc_p11_rsa_mechs[] = {
 	CKM_SHA512_RSA_PKCS_PSS,
 };
 
+/* Boolean attributes: the value for each kind of object, -1 where the
+ * attribute does not belong to that kind. */
+static const struct {
+	CK_ATTRIBUTE_TYPE type;
+	signed char priv, pub, cert;
+} sc_p11_bools[] = {
+	{ CKA_TOKEN, 1, 1, 1 },
+	{ CKA_PRIVATE, 1, 0, 0 },
+	{ CKA_MODIFIABLE, 0, 0, 0 },
+	{ CKA_COPYABLE, 0, 0, 0 },
+	{ CKA_DESTROYABLE, 0, 0, 0 },
+	{ CKA_TRUSTED, -1, 0, 0 },
+	{ CKA_DERIVE, 0, 0, -1 },
+	{ CKA_LOCAL, 1, 1, -1 },
+	{ CKA_SENSITIVE, 1, -1, -1 },
+	{ CKA_SIGN, 1, -1, -1 },
+	{ CKA_ALWAYS_SENSITIVE, 1, -1, -1 },
+	{ CKA_NEVER_EXTRACTABLE, 1, -1, -1 },
+	{ CKA_ALWAYS_AUTHENTICATE, 1, -1, -1 },
+	{ CKA_DECRYPT, 0, -1, -1 },
+	{ CKA_SIGN_RECOVER, 0, -1, -1 },
+	{ CKA_UNWRAP, 0, -1, -1 },
+	{ CKA_EXTRACTABLE, 0, -1, -1 },
+	{ CKA_WRAP_WITH_TRUSTED, 0, -1, -1 },
+	{ CKA_VERIFY, -1, 1, -1 },
+	{ CKA_ENCRYPT, -1, 0, -1 },
+	{ CKA_VERIFY_RECOVER, -1, 0, -1 },
+	{ CKA_WRAP, -1, 0, -1 },
+};
+
 /* The value of one attribute (malloc'd), CKR_ATTRIBUTE_TYPE_INVALID or
  * CKR_ATTRIBUTE_SENSITIVE. */
 CK_RV sc_p11_obj_attr(const struct sc_p11_obj *o, CK_ATTRIBUTE_TYPE type,
@@ -252,23 +282,24 @@ CK_RV sc_p11_obj_attr(const struct sc_p11_obj *o, CK_ATTRIBUTE_TYPE type,
 	int rsa = sc_keyalg_is_rsa(o->key.alg);
 	int priv = o->kind == SC_P11_OBJ_PRIV;
 	int pub = o->kind == SC_P11_OBJ_PUB;
-	int cert = o->kind == SC_P11_OBJ_CERT;
 	int key = priv || pub;
+	size_t i;
 
 	*val = NULL;
 	*len = 0;
+	for (i = 0; i < sizeof(sc_p11_bools) / sizeof(sc_p11_bools[0]); i++) {
+		if (sc_p11_bools[i].type == type) {
+			int v = priv ? sc_p11_bools[i].priv : pub ? sc_p11_bools[i].pub :
+				sc_p11_bools[i].cert;
+
+			return v < 0 ? CKR_ATTRIBUTE_TYPE_INVALID :
+			       put_bool(v ? CK_TRUE : CK_FALSE, val, len);
+		}
+	}
 	switch (type) {
 	case CKA_CLASS:
 		return put_ulong(priv ? CKO_PRIVATE_KEY : pub ? CKO_PUBLIC_KEY : CKO_CERTIFICATE,
 				 val, len);
-	case CKA_TOKEN:
-		return put_bool(CK_TRUE, val, len);
-	case CKA_PRIVATE:
-		return put_bool(priv ? CK_TRUE : CK_FALSE, val, len);
-	case CKA_MODIFIABLE:
-	case CKA_COPYABLE:
-	case CKA_DESTROYABLE:
-		return put_bool(CK_FALSE, val, len);
 	case CKA_LABEL:
 		return dup_out(o->key.user_id, strlen(o->key.user_id), val, len);
 	case CKA_ID:
@@ -287,10 +318,6 @@ CK_RV sc_p11_obj_attr(const struct sc_p11_obj *o, CK_ATTRIBUTE_TYPE type,
 		case CKA_START_DATE:
 		case CKA_END_DATE:
 			return dup_out("", 0, val, len);
-		case CKA_DERIVE:
-			return put_bool(CK_FALSE, val, len);
-		case CKA_LOCAL:
-			return put_bool(CK_TRUE, val, len);
 		case CKA_KEY_GEN_MECHANISM:
 			return put_ulong(rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN,
 					 val, len);
@@ -309,24 +336,9 @@ CK_RV sc_p11_obj_attr(const struct sc_p11_obj *o, CK_ATTRIBUTE_TYPE type,
 		case CKA_PUBLIC_EXPONENT:
 			return !rsa ? CKR_ATTRIBUTE_TYPE_INVALID
 				    : spki_part(&o->key, SPKI_EXPONENT, val, len);
-		default:
-			break;
-		}
-	}
-	if (priv) {
-		switch (type) {
-		case CKA_SENSITIVE:
-		case CKA_SIGN:
-		case CKA_ALWAYS_SENSITIVE:
-		case CKA_NEVER_EXTRACTABLE:
-		case CKA_ALWAYS_AUTHENTICATE:
-			return put_bool(CK_TRUE, val, len);
-		case CKA_DECRYPT:
-		case CKA_SIGN_RECOVER:
-		case CKA_UNWRAP:
-		case CKA_EXTRACTABLE:
-		case CKA_WRAP_WITH_TRUSTED:
-			return put_bool(CK_FALSE, val, len);
+		case CKA_MODULUS_BITS:
+			return !rsa || priv ? CKR_ATTRIBUTE_TYPE_INVALID
+					    : spki_part(&o->key, SPKI_BITS, val, len);
 		case CKA_VALUE:
 		case CKA_PRIVATE_EXPONENT:
 		case CKA_PRIME_1:
@@ -334,62 +346,41 @@ CK_RV sc_p11_obj_attr(const struct sc_p11_obj *o, CK_ATTRIBUTE_TYPE type,
 		case CKA_EXPONENT_1:
 		case CKA_EXPONENT_2:
 		case CKA_COEFFICIENT:
-			return CKR_ATTRIBUTE_SENSITIVE;
+			return priv ? CKR_ATTRIBUTE_SENSITIVE : CKR_ATTRIBUTE_TYPE_INVALID;
 		default:
 			return CKR_ATTRIBUTE_TYPE_INVALID;
 		}
 	}
-	if (pub) {
-		switch (type) {
-		case CKA_VERIFY:
-			return put_bool(CK_TRUE, val, len);
-		case CKA_ENCRYPT:
-		case CKA_VERIFY_RECOVER:
-		case CKA_WRAP:
-		case CKA_TRUSTED:
-			return put_bool(CK_FALSE, val, len);
-		case CKA_MODULUS_BITS:
-			return !rsa ? CKR_ATTRIBUTE_TYPE_INVALID
-				    : spki_part(&o->key, SPKI_BITS, val, len);
-		default:
-			return CKR_ATTRIBUTE_TYPE_INVALID;
-		}
-	}
-	if (cert) {
-		switch (type) {
-		case CKA_CERTIFICATE_TYPE:
-			return put_ulong(CKC_X_509, val, len);
-		case CKA_TRUSTED:
-			return put_bool(CK_FALSE, val, len);
-		case CKA_CERTIFICATE_CATEGORY:
-			return put_ulong(1, val, len);        /* token user */
-		case CKA_JAVA_MIDP_SECURITY_DOMAIN:
-			return put_ulong(0, val, len);
-		case CKA_CHECK_VALUE: {
-			unsigned char h[SHA_DIGEST_LENGTH];
+	switch (type) {              /* the certificate */
+	case CKA_CERTIFICATE_TYPE:
+		return put_ulong(CKC_X_509, val, len);
+	case CKA_CERTIFICATE_CATEGORY:
+		return put_ulong(1, val, len);        /* token user */
+	case CKA_JAVA_MIDP_SECURITY_DOMAIN:
+		return put_ulong(0, val, len);
+	case CKA_CHECK_VALUE: {
+		unsigned char h[SHA_DIGEST_LENGTH];
 
-			SHA1(o->cert.der, o->cert.der_len, h);
-			return dup_out(h, 3, val, len);
-		}
-		case CKA_VALUE:
-			return dup_out(o->cert.der, o->cert.der_len, val, len);
-		case CKA_ISSUER:
-			return cert_part(o, CERT_ISSUER, val, len);
-		case CKA_SERIAL_NUMBER:
-			return serial_der(&o->cert.serial, val, len);
-		case CKA_START_DATE:
-			return cert_part(o, CERT_START, val, len);
-		case CKA_END_DATE:
-			return cert_part(o, CERT_END, val, len);
-		case CKA_URL:
-		case CKA_HASH_OF_SUBJECT_PUBLIC_KEY:
-		case CKA_HASH_OF_ISSUER_PUBLIC_KEY:
-			return dup_out("", 0, val, len);
-		default:
-			return CKR_ATTRIBUTE_TYPE_INVALID;
-		}
+		SHA1(o->cert.der, o->cert.der_len, h);
+		return dup_out(h, 3, val, len);
 	}
-	return CKR_ATTRIBUTE_TYPE_INVALID;
+	case CKA_VALUE:
+		return dup_out(o->cert.der, o->cert.der_len, val, len);
+	case CKA_ISSUER:
+		return cert_part(o, CERT_ISSUER, val, len);
+	case CKA_SERIAL_NUMBER:
+		return serial_der(&o->cert.serial, val, len);
+	case CKA_START_DATE:
+		return cert_part(o, CERT_START, val, len);
+	case CKA_END_DATE:
+		return cert_part(o, CERT_END, val, len);
+	case CKA_URL:
+	case CKA_HASH_OF_SUBJECT_PUBLIC_KEY:
+	case CKA_HASH_OF_ISSUER_PUBLIC_KEY:
+		return dup_out("", 0, val, len);
+	default:
+		return CKR_ATTRIBUTE_TYPE_INVALID;
+	}
 }
 
 CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
@@ -403,11 +394,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 	CK_ULONG i;
 	CK_RV rv, arv;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	if (pTemplate == NULL && ulCount > 0)
-		return CKR_ARGUMENTS_BAD;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, pTemplate != NULL || ulCount == 0, &s);
 	if (rv != CKR_OK)
 		return rv;
 	if (sc_txn_begin(sc_p11.dep->store, SC_TXN_READ, &txn) != SC_OK) {
@@ -766,11 +753,8 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
 	CK_RV rv;
 	int rc;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	if (pulObjectCount == NULL || (phObject == NULL && ulMaxObjectCount > 0))
-		return CKR_ARGUMENTS_BAD;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, pulObjectCount != NULL &&
+				  (phObject != NULL || ulMaxObjectCount == 0), &s);
 	if (rv != CKR_OK)
 		return rv;
 	f = &s->find;
@@ -837,9 +821,7 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession)
 	struct sc_p11_session *s = NULL;
 	CK_RV rv;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
 	if (!s->find.active)

@@ -170,11 +170,17 @@ static const char *refusal_detail(int err)
 	}
 }
 
-/* Audit a refusal for the session's key and end the operation. */
+/* Audit a refusal for the session's key and end the operation.  A key
+ * refused for its lifecycle state loses its unwrapped backend object. */
 static CK_RV sign_refuse(struct sc_p11_session *s, int err, int count,
 			 const unsigned char *digest, size_t dlen, const char *detail)
 {
 	struct sc_p11_sign *g = &s->sign;
+	sc_hsm *hsm = NULL;
+
+	if ((err == SC_ERR_SUSPENDED || err == SC_ERR_REVOKED || err == SC_ERR_EXPIRED ||
+	     err == SC_ERR_STATE) && g->key_id[0] != '\0' && sc_p11_get_hsm(&hsm) == CKR_OK)
+		sc_p11_kc_evict(hsm, g->key_id);
 
 	sc_p11_refuse(g->user_id, g->key_id, &g->serial,
 		      g->tok.token_id_len ? g->tok.token_id : NULL, g->tok.token_id_len,
@@ -193,9 +199,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJ
 	int rc;
 	CK_RV rv;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sc_p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
 	g = &s->sign;
@@ -481,13 +485,13 @@ static CK_RV sign_finish(struct sc_p11_session *s, int md_nid, const unsigned ch
 		sc_txn_abort(txn);
 		return sign_refuse(s, rc, 0, digest, dlen, NULL);
 	}
-	rc = sc_p11_kc_acquire(hsm, &k, &hk, &kref);
+	rc = sc_p11_kc_acquire(hsm, txn, &k, &hk, &kref);
 	sc_txn_abort(txn);
 	txn = NULL;
 	if (rc == SC_OK) {
 		rc = sc_hsm_sign(hsm, hk, bmech, param, plen, in, inlen, sig, &siglen);
 		if (rc != SC_OK)
-			sc_p11_kc_forget(hsm, kref);
+			sc_p11_kc_forget(kref);
 		sc_p11_kc_release(hsm, kref, hk);
 	}
 	hk = NULL;
@@ -579,6 +583,27 @@ static CK_RV sign_out_refused(struct sc_p11_session *s, CK_RV rv)
 	return rv;
 }
 
+/* The session's active sign operation, after sc_p11_session_enter() (*out
+ * is set whenever the session was found: put it back).  A multi-part call
+ * on a pre-hashed mechanism is refused and ends the operation: those sign
+ * exactly one digest. */
+static CK_RV sign_op_enter(CK_SESSION_HANDLE h, int args_ok, int multipart,
+			   struct sc_p11_session **out)
+{
+	CK_RV rv = sc_p11_session_enter(h, args_ok, out);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (!(*out)->sign.active)
+		return CKR_OPERATION_NOT_INITIALIZED;
+	if (multipart && (*out)->sign.md_nid == 0) {
+		sign_refuse(*out, SC_ERR_INVALID, 0, NULL, 0,
+			    "multi-part signing with a pre-hashed mechanism");
+		return CKR_FUNCTION_NOT_SUPPORTED;
+	}
+	return CKR_OK;
+}
+
 CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 	     CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
 {
@@ -589,18 +614,11 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 	int md_nid = 0, go = 0, rc;
 	CK_RV rv;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	if (pulSignatureLen == NULL || (pData == NULL && ulDataLen > 0))
-		return CKR_ARGUMENTS_BAD;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sign_op_enter(hSession, pulSignatureLen != NULL && (pData != NULL || ulDataLen == 0),
+			   0, &s);
 	if (rv != CKR_OK)
-		return rv;
-	g = &s->sign;
-	if (!g->active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
 		goto done;
-	}
+	g = &s->sign;
 	if (g->multipart) {
 		sc_p11_sign_clear(g);
 		rv = CKR_FUNCTION_FAILED;     /* C_Sign after C_SignUpdate */
@@ -631,25 +649,10 @@ CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPar
 	struct sc_p11_sign *g;
 	CK_RV rv;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	if (pPart == NULL && ulPartLen > 0)
-		return CKR_ARGUMENTS_BAD;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sign_op_enter(hSession, pPart != NULL || ulPartLen == 0, 1, &s);
 	if (rv != CKR_OK)
-		return rv;
+		goto done;
 	g = &s->sign;
-	if (!g->active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto done;
-	}
-	if (g->md_nid == 0) {
-		/* Pre-hashed mechanisms sign exactly one digest. */
-		sign_refuse(s, SC_ERR_INVALID, 0, NULL, 0,
-			    "multi-part signing with a pre-hashed mechanism");
-		rv = CKR_FUNCTION_NOT_SUPPORTED;
-		goto done;
-	}
 	if (ulPartLen > 0 && !EVP_DigestUpdate(g->mdctx, pPart, ulPartLen)) {
 		sc_p11_sign_clear(g);
 		rv = CKR_FUNCTION_FAILED;
@@ -672,24 +675,10 @@ CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
 	int go = 0;
 	CK_RV rv;
 
-	if (!sc_p11_ready())
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	if (pulSignatureLen == NULL)
-		return CKR_ARGUMENTS_BAD;
-	rv = sc_p11_session_get(hSession, &s);
+	rv = sign_op_enter(hSession, pulSignatureLen != NULL, 1, &s);
 	if (rv != CKR_OK)
-		return rv;
+		goto done;
 	g = &s->sign;
-	if (!g->active) {
-		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto done;
-	}
-	if (g->md_nid == 0) {
-		sign_refuse(s, SC_ERR_INVALID, 0, NULL, 0,
-			    "multi-part signing with a pre-hashed mechanism");
-		rv = CKR_FUNCTION_NOT_SUPPORTED;
-		goto done;
-	}
 	rv = sign_out_check(g, pSignature, pulSignatureLen, &go);
 	if (rv != CKR_OK) {
 		rv = sign_out_refused(s, rv);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bn.h>
@@ -219,6 +220,13 @@ static void cleanup(void)
 	}
 }
 
+static void set_conf(const char *key, const char *value)
+{
+	char *o = run("sed -i 's/^%s = .*/%s = %s/' '%s'", key, key, value, conf_path);
+
+	free(o);
+}
+
 static void setup(const char *name)
 {
 	const char *bd = getenv("SMARTCERT_BUILDDIR");
@@ -253,13 +261,9 @@ static void setup(const char *name)
 		FAIL("cannot read %s", pinpath);
 	fclose(f);
 	gw_pin[strcspn(gw_pin, "\r\n")] = '\0';
-}
-
-static void set_conf(const char *key, const char *value)
-{
-	char *o = run("sed -i 's/^%s = .*/%s = %s/' '%s'", key, key, value, conf_path);
-
-	free(o);
+	/* valgrind cannot reserve the default 64 GiB map. */
+	if (getenv("SMARTCERT_TEST_MAP_SIZE") != NULL)
+		set_conf("map_size", getenv("SMARTCERT_TEST_MAP_SIZE"));
 }
 
 static void load_module(void)
@@ -332,6 +336,14 @@ static X509 *get_cert(CK_SESSION_HANDLE s, const char *key_id)
 
 /* The context-specific sequence; returns the first CKR that is not OK and
  * which step it came from (1 SignInit, 2 Login, 3 Sign). */
+/* Module loaded, gateway logged in, the user's private key found. */
+static CK_OBJECT_HANDLE user_key(const struct user *u, CK_SESSION_HANDLE *s)
+{
+	load_module();
+	gateway_init_login(s);
+	return find1(*s, CKO_PRIVATE_KEY, u->key_id);
+}
+
 static CK_RV sign_seq(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_MECHANISM *m,
 		      const char *token, const unsigned char *data, size_t dlen,
 		      unsigned char *sig, CK_ULONG *siglen, int *step)
@@ -416,9 +428,7 @@ static void test_sign_p256(void)
 	int step;
 
 	enrol(&a, "alice", "p256");
-	load_module();
-	gateway_init_login(&s);
-	key = find1(s, CKO_PRIVATE_KEY, a.key_id);
+	key = user_key(&a, &s);
 	x = get_cert(s, a.key_id);
 
 	/* Raw CKM_ECDSA over a SHA-256 digest. */
@@ -528,9 +538,7 @@ static void test_sign_rsa(void)
 	int step;
 
 	enrol(&b, "bob", "rsa2048");
-	load_module();
-	gateway_init_login(&s);
-	key = find1(s, CKO_PRIVATE_KEY, b.key_id);
+	key = user_key(&b, &s);
 	x = get_cert(s, b.key_id);
 
 	sha(NID_sha256, msg, strlen(msg), d);
@@ -610,9 +618,7 @@ static void test_refusals(void)
 	set_conf("lock_threshold", "1000");
 	enrol(&a, "alice", "p256");
 	enrol(&b, "bob", "p256");
-	load_module();
-	gateway_init_login(&s);
-	key = find1(s, CKO_PRIVATE_KEY, a.key_id);
+	key = user_key(&a, &s);
 	RAND_bytes(d, sizeof(d));
 	RAND_bytes(d2, sizeof(d2));
 
@@ -765,9 +771,7 @@ static void test_lock(void)
 
 	set_conf("lock_threshold", "3");
 	enrol(&c, "carol", "p256");
-	load_module();
-	gateway_init_login(&s);
-	key = find1(s, CKO_PRIVATE_KEY, c.key_id);
+	key = user_key(&c, &s);
 	RAND_bytes(d, sizeof(d));
 	bad = issue1(&c, d, 32, "--audience elsewhere");
 	good = issue1(&c, d, 32, NULL);
@@ -813,6 +817,12 @@ static int child_sign(CK_OBJECT_HANDLE key, const char *tok, const unsigned char
 	return 0;
 }
 
+static void child_exit(int rc, char *tok)
+{
+	free(tok);
+	_exit(rc);
+}
+
 static void wait_child(pid_t pid)
 {
 	int st = 0;
@@ -834,9 +844,7 @@ static void test_replay_fork(void)
 	int step;
 
 	enrol(&a, "alice", "p256");
-	load_module();
-	gateway_init_login(&s);
-	key = find1(s, CKO_PRIVATE_KEY, a.key_id);
+	key = user_key(&a, &s);
 	RAND_bytes(d, sizeof(d));
 
 	/* Another process uses the token first: refused here at login. */
@@ -844,7 +852,7 @@ static void test_replay_fork(void)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0)
-		_exit(child_sign(key, tok, d));
+		child_exit(child_sign(key, tok, d), tok);
 	wait_child(pid);
 	siglen = sizeof(sig);
 	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_EXPIRED);
@@ -859,7 +867,7 @@ static void test_replay_fork(void)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0)
-		_exit(child_sign(key, tok, d));
+		child_exit(child_sign(key, tok, d), tok);
 	wait_child(pid);
 	siglen = sizeof(sig);
 	memset(sig, 0, sizeof(sig));
@@ -1048,7 +1056,11 @@ static void test_garbage(void)
 	CK(p11->C_GetMechanismInfo(0, CKM_MD5, &mi), CKR_MECHANISM_INVALID);
 	CK(p11->C_GetMechanismInfo(0, CKM_ECDSA, NULL), CKR_ARGUMENTS_BAD);
 	CK(p11->C_GetMechanismInfo(0, CKM_ECDSA, &mi), CKR_OK);
-	CHECK(mi.flags == CKF_SIGN, "sign only");
+	CHECK((mi.flags & ~(CK_FLAGS)(CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)) ==
+	      CKF_SIGN, "ECDSA: sign only (plus the EC capability flags)");
+	CK(p11->C_GetMechanismInfo(0, CKM_RSA_PKCS_PSS, &mi), CKR_OK);
+	CHECK(mi.flags == CKF_SIGN && mi.ulMinKeySize == 2048 && mi.ulMaxKeySize == 3072,
+	      "RSA-PSS: sign only, 2048..3072 bits");
 	CK(p11->C_InitToken(0, NULL, 0, NULL), CKR_FUNCTION_NOT_SUPPORTED);
 	CK(p11->C_OpenSession(0, 0, NULL, NULL, &s), CKR_SESSION_PARALLEL_NOT_SUPPORTED);
 	CK(p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, NULL), CKR_ARGUMENTS_BAD);
@@ -1199,13 +1211,21 @@ static void test_faults(void)
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 
-	/* Guessing is slowed down: after 5 wrong PINs in a row, wait. */
+	/* Guessing is slowed down: after 5 wrong PINs in a row, wait.  The
+	 * module's clock is frozen (SMARTCERT_FAKE_TIME) so a slow machine
+	 * cannot let the 1 s delay pass unseen. */
+	snprintf(path, sizeof(path), "%lld", (long long)time(NULL));
+	setenv("SMARTCERT_FAKE_TIME", path, 1);
 	setenv("SMARTCERT_CONF", conf_path, 1);
 	CK(p11->C_Initialize(NULL), CKR_OK);
 	s = gateway_open();
 	for (i = 0; i < 5; i++)
 		CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)"guess", 5), CKR_PIN_INCORRECT);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_PIN_LOCKED);
+	snprintf(path, sizeof(path), "%lld", (long long)time(NULL) + 5);
+	setenv("SMARTCERT_FAKE_TIME", path, 1);
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
+	unsetenv("SMARTCERT_FAKE_TIME");
 	CK(p11->C_Finalize(NULL), CKR_OK);
 
 	/* Wrong backend PIN: the gateway login reports a device error. */

@@ -51,19 +51,21 @@ CASES = [
     ("CKM_ECDSA_SHA384", "ec384", P.CKM_ECDSA_SHA384, "ecdsa-data", "sha384"),
     ("CKM_ECDSA_SHA512", "ec256", P.CKM_ECDSA_SHA512, "ecdsa-data", "sha512"),
     ("CKM_RSA_PKCS DigestInfo sha256", "rsa", P.CKM_RSA_PKCS, "pkcs1-di", "sha256"),
+    ("CKM_RSA_PKCS DigestInfo sha384", "rsa", P.CKM_RSA_PKCS, "pkcs1-di", "sha384"),
     ("CKM_RSA_PKCS DigestInfo sha512", "rsa", P.CKM_RSA_PKCS, "pkcs1-di", "sha512"),
     ("CKM_SHA256_RSA_PKCS", "rsa", P.CKM_SHA256_RSA_PKCS, "pkcs1-data", "sha256"),
     ("CKM_SHA384_RSA_PKCS", "rsa", P.CKM_SHA384_RSA_PKCS, "pkcs1-data", "sha384"),
     ("CKM_SHA512_RSA_PKCS", "rsa", P.CKM_SHA512_RSA_PKCS, "pkcs1-data", "sha512"),
+    ("CKM_ECDSA p256 sha512 digest", "ec256", P.CKM_ECDSA, "ecdsa-raw", "sha512"),
     ("CKM_RSA_PKCS_PSS sha256", "rsa", P.CKM_RSA_PKCS_PSS, "pss-raw", "sha256"),
+    ("CKM_RSA_PKCS_PSS sha384", "rsa", P.CKM_RSA_PKCS_PSS, "pss-raw", "sha384"),
+    ("CKM_RSA_PKCS_PSS sha512", "rsa", P.CKM_RSA_PKCS_PSS, "pss-raw", "sha512"),
     ("CKM_SHA256_RSA_PKCS_PSS", "rsa", P.CKM_SHA256_RSA_PKCS_PSS, "pss-data", "sha256"),
     ("CKM_SHA384_RSA_PKCS_PSS", "rsa", P.CKM_SHA384_RSA_PKCS_PSS, "pss-data", "sha384"),
     ("CKM_SHA512_RSA_PKCS_PSS", "rsa", P.CKM_SHA512_RSA_PKCS_PSS, "pss-data", "sha512"),
+    ("CKM_SHA256_RSA_PKCS RSA-3072", "rsa3072", P.CKM_SHA256_RSA_PKCS, "pkcs1-data", "sha256"),
+    ("CKM_SHA384_RSA_PKCS_PSS RSA-3072", "rsa3072", P.CKM_SHA384_RSA_PKCS_PSS, "pss-data", "sha384"),
 ]
-
-
-OPENSSL_SAMPLE = {"CKM_ECDSA p256", "CKM_ECDSA_SHA256", "CKM_ECDSA_SHA384", "CKM_RSA_PKCS DigestInfo sha256",
-                  "CKM_SHA256_RSA_PKCS", "CKM_SHA256_RSA_PKCS_PSS"}
 
 
 def mechanism(ckm, kind, h):
@@ -90,28 +92,33 @@ def verify(pub, kind, h, message, digest, sig):
         pub.verify(sig, message, padding.PSS(padding.MGF1(H), H.digest_size), H)
 
 
-def openssl_verify(tmp, pub, kind, h, message, digest, sig):
-    """The openssl CLI as a second, independent judge."""
-    pem = os.path.join(tmp, "pub.pem")
-    with open(pem, "wb") as f:
-        f.write(pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    msg, dig, sigf = (os.path.join(tmp, n) for n in ("msg.bin", "dgst.bin", "sig.bin"))
-    with open(msg, "wb") as f:
-        f.write(message)
-    with open(dig, "wb") as f:
-        f.write(digest)
-    with open(sigf, "wb") as f:
-        f.write(raw_to_der(sig) if kind.startswith("ecdsa") else sig)
+def openssl_verify(tmp, cert_der, kind, h, message, digest, sig):
+    """The openssl CLI as a second, independent judge, given only the
+    user's certificate (pkeyutl -certin; dgst with the key openssl itself
+    takes out of the certificate)."""
+    cert, pub, msg, dig, sigf = (os.path.join(tmp, n) for n in ("cert.der", "pub.pem", "msg.bin", "dgst.bin",
+                                                               "sig.bin"))
+    for path, data in ((cert, cert_der), (msg, message), (dig, digest),
+                       (sigf, raw_to_der(sig) if kind.startswith("ecdsa") else sig)):
+        with open(path, "wb") as f:
+            f.write(data)
+    r = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", cert, "-pubkey", "-noout", "-out", pub],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"openssl cannot read the certificate: {r.stderr}")
+    pss = ["-sigopt", "rsa_padding_mode:pss", "-sigopt", f"rsa_pss_saltlen:{hashlib.new(h).digest_size}"]
+    pkeyutl = ["openssl", "pkeyutl", "-verify", "-certin", "-inkey", cert, "-keyform", "DER", "-in", dig,
+               "-sigfile", sigf]
     if kind == "ecdsa-raw":
-        cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-in", dig, "-sigfile", sigf]
+        cmd = pkeyutl
     elif kind == "pkcs1-di":
-        cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-in", dig, "-sigfile", sigf,
-               "-pkeyopt", f"digest:{h}"]
+        cmd = pkeyutl + ["-pkeyopt", f"digest:{h}"]
+    elif kind == "pss-raw":
+        cmd = pkeyutl + ["-pkeyopt", f"digest:{h}"] + [o.replace("-sigopt", "-pkeyopt") for o in pss]
     elif kind == "pss-data":
-        cmd = ["openssl", "dgst", f"-{h}", "-sigopt", "rsa_padding_mode:pss", "-sigopt",
-               f"rsa_pss_saltlen:{hashlib.new(h).digest_size}", "-verify", pem, "-signature", sigf, msg]
+        cmd = ["openssl", "dgst", f"-{h}", *pss, "-verify", pub, "-signature", sigf, msg]
     else:
-        cmd = ["openssl", "dgst", f"-{h}", "-verify", pem, "-signature", sigf, msg]
+        cmd = ["openssl", "dgst", f"-{h}", "-verify", pub, "-signature", sigf, msg]
     r = subprocess.run(cmd, capture_output=True, text=True)
     return r.returncode == 0 and ("Verified OK" in r.stdout or "Signature Verified Successfully" in r.stdout)
 
@@ -121,13 +128,15 @@ def main():
         d.enrol("ec256", "p256")
         d.enrol("ec384", "p384")
         d.enrol("rsa", "rsa2048")
+        d.enrol("rsa3072", "rsa3072")
         gw = Gateway(d)
-        keys = {}
-        for user in ("ec256", "ec384", "rsa"):
+        keys, ders = {}, {}
+        for user in ("ec256", "ec384", "rsa", "rsa3072"):
             h, kid, der = gw.key(user)
             cert = x509.load_der_x509_certificate(der)
             check(cert.public_key() is not None, f"{user}: key {kid} and its certificate found on the token")
             keys[user] = (h, kid, cert.public_key())
+            ders[user] = der
 
         for i, (name, user, ckm, kind, h) in enumerate(CASES):
             hkey, kid, pub = keys[user]
@@ -153,8 +162,10 @@ def main():
                 fail(f"{name}: a bit-flipped signature verified: the verifier proves nothing")
             except InvalidSignature:
                 pass
-            if name in OPENSSL_SAMPLE:
-                check(openssl_verify(tmp, pub, kind, h, message, digest, sig), f"{name}: openssl CLI verifies it too")
+            check(openssl_verify(tmp, ders[user], kind, h, message, digest, sig),
+                  f"{name}: the openssl CLI verifies it with the certificate too")
+            check(not openssl_verify(tmp, ders[user], kind, h, message, digest, bytes(bad)),
+                  f"{name}: ... and rejects the bit-flipped signature")
 
         # The NULL-length query does not spend the token: the sign above
         # (length query, then the signature) succeeded with max 1.  Now the
@@ -217,15 +228,12 @@ def main():
         rv3 = s.lib.C_SignFinal(s.session, sig)       # NULL buffer: length, sizes sig
         if rv3 == P.CKR_OK:
             rv3 = s.lib.C_SignFinal(s.session, sig)
-        if rv1 == P.CKR_FUNCTION_NOT_SUPPORTED:
-            print("# multi-part signing is not offered by this module")
-        else:
-            check(rv1 == rv2 == rv3 == P.CKR_OK, "C_SignUpdate x2 + C_SignFinal")
-            try:
-                pub_r.verify(bytes(sig), message, padding.PKCS1v15(), hashes.SHA256())
-            except InvalidSignature:
-                fail("multi-part signature does not verify")
-            check(True, "multi-part CKM_SHA256_RSA_PKCS signature verifies")
+        check(rv1 == rv2 == rv3 == P.CKR_OK, "C_SignUpdate x2 + C_SignFinal")
+        try:
+            pub_r.verify(bytes(sig), message, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            fail("multi-part signature does not verify")
+        check(True, "multi-part CKM_SHA256_RSA_PKCS signature verifies")
         gw.close()
 
 
