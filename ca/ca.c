@@ -178,6 +178,23 @@ void sc_ca_prep_clear(sc_ca_prep *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* The key record of a prepared row (its MAC as computed so far). */
+static void sc_ca_prep_key(const sc_ca_prep *p, sc_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->key_id = p->key_id;
+	k->user_id = p->user_id;
+	k->alg = p->alg;
+	k->state = SC_KEY_ACTIVE;
+	k->blob = p->blob;
+	k->blob_len = p->blob_len;
+	k->spki = p->spki;
+	k->spki_len = p->spki_len;
+	memcpy(k->mac, p->mac, 32);
+	k->cert_serial = p->serial;
+	k->created = p->not_before;
+}
+
 int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p)
 {
 	X509_NAME *subj = NULL;
@@ -202,15 +219,7 @@ int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p)
 		goto done;
 	if ((rv = sc_ca_sign(ca, x, &p->der, &p->der_len)) != SC_OK)
 		goto done;
-	memset(&k, 0, sizeof(k));
-	k.key_id = p->key_id;
-	k.user_id = p->user_id;
-	k.alg = p->alg;
-	k.blob = p->blob;
-	k.blob_len = p->blob_len;
-	k.spki = p->spki;
-	k.spki_len = p->spki_len;
-	k.cert_serial = p->serial;
+	sc_ca_prep_key(p, &k);
 	rv = sc_keybind_mac(ca->d->hsm, &k, p->mac);
 done:
 	X509_NAME_free(subj);
@@ -218,9 +227,32 @@ done:
 	return rv;
 }
 
+int sc_ca_validity(sc_ca *ca, sc_ca_prep *p, int64_t now)
+{
+	int64_t adult_at;
+
+	p->not_before = now;
+	p->not_after = now + ca->validity_days * 86400;
+	if (strcmp(p->profile, "minor") == 0) {
+		if (p->dob == 0)
+			return sc_error_set(SC_ERR_INVALID, "user %s: profile minor needs --dob",
+					    p->user_id);
+		adult_at = sc_date_add_years(p->dob, (int)ca->minor_age);
+		if (adult_at <= now)
+			return sc_error_set(SC_ERR_INVALID, "user %s is already %lld or older: the "
+					    "minor profile does not apply (use profile adult)",
+					    p->user_id, (long long)ca->minor_age);
+		if (adult_at < p->not_after)
+			p->not_after = adult_at;
+	}
+	if (p->not_after > ca->issuer_not_after)
+		p->not_after = ca->issuer_not_after;
+	return SC_OK;
+}
+
 int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p)
 {
-	int64_t now = sc_now(), adult_at = 0;
+	int64_t now = sc_now();
 	int rv;
 
 	if (!sc_ca_user_id_valid(p->user_id))
@@ -231,22 +263,15 @@ int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p)
 	if (p->profile[0] == '\0')
 		snprintf(p->profile, sizeof(p->profile), "adult");
 	if (strcmp(p->profile, "adult") != 0 && strcmp(p->profile, "minor") != 0)
-		return sc_error_set(SC_ERR_INVALID, "user %s: profile must be adult or minor",
-				    p->user_id);
+		return sc_error_set(SC_ERR_INVALID, "user %s: unknown profile '%s': use adult or "
+				    "minor", p->user_id, p->profile);
 	if (p->dob != 0 && sc_date_add_years(p->dob, 0) == 0)
 		return sc_error_set(SC_ERR_INVALID, "user %s: bad date of birth", p->user_id);
 	if (p->dob != 0 && sc_date_add_years(p->dob, 0) > now)
 		return sc_error_set(SC_ERR_INVALID, "user %s: date of birth is in the future",
 				    p->user_id);
-	if (strcmp(p->profile, "minor") == 0) {
-		if (p->dob == 0)
-			return sc_error_set(SC_ERR_INVALID, "user %s: profile minor needs --dob",
-					    p->user_id);
-		adult_at = sc_date_add_years(p->dob, (int)ca->minor_age);
-		if (adult_at <= now)
-			return sc_error_set(SC_ERR_INVALID, "user %s is already %lld or older: use "
-					    "profile adult", p->user_id, (long long)ca->minor_age);
-	}
+	if ((rv = sc_ca_validity(ca, p, now)) != SC_OK)
+		return rv;
 	if (p->alg == SC_KEYALG_NONE)
 		p->alg = ca->default_alg;
 	rv = sc_ca_idhash(ca->d->hsm, p->id_number, p->id_hash);
@@ -264,80 +289,22 @@ int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p)
 				     &p->spki_len);
 	if (rv != SC_OK)
 		return rv;
-	p->not_before = now;
-	p->not_after = now + ca->validity_days * 86400;
-	if (adult_at != 0 && adult_at < p->not_after)
-		p->not_after = adult_at;
-	if (p->not_after > ca->issuer_not_after)
-		p->not_after = ca->issuer_not_after;
 	return sc_ca_prep_issue(ca, p);
 }
 
-int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
+int sc_ca_prep_unique(sc_ca *ca, sc_txn *txn, sc_ca_prep *p)
 {
-	sc_user u;
-	sc_key k;
-	sc_cert c;
-	char detail[96];
-	int rv, tries;
+	int rv, attempt = 0;
 
-	*already = 0;
-	rv = sc_store_user_get(txn, p->user_id, &u);
-	if (rv == SC_OK) {
-		if (CRYPTO_memcmp(u.id_hash, p->id_hash, 32) == 0) {
-			*already = 1;
-			return sc_error_set(SC_ERR_EXISTS, "user %s is already enrolled", p->user_id);
-		}
-		return sc_error_set(SC_ERR_EXISTS, "user id %s is already taken by another person",
-				    p->user_id);
-	}
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
-	rv = sc_store_user_find_idhash(txn, p->id_hash, &u);
-	if (rv == SC_OK)
-		return sc_error_set(SC_ERR_EXISTS, "this person (same ID-card number) is already "
-				    "enrolled as user %s", u.user_id);
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
-	if (p->hash_only || p->der == NULL)
-		return sc_error_set(SC_ERR_INTERNAL, "row for %s was not prepared", p->user_id);
-	for (tries = 0;; tries++) {
-		rv = sc_store_cert_get(txn, &p->serial, &c);
-		if (rv == SC_ERR_NOT_FOUND)
-			break;
-		if (rv != SC_OK)
-			return rv;
-		if (tries >= 3)
-			return sc_error_set(SC_ERR_INTERNAL, "random serial numbers keep colliding");
+	while ((rv = sc_ca_serial_check(txn, &p->serial, attempt++)) == SC_ERR_EXISTS)
 		if ((rv = sc_ca_prep_issue(ca, p)) != SC_OK)
 			return rv;
-	}
+	return rv;
+}
 
-	memset(&u, 0, sizeof(u));
-	u.user_id = p->user_id;
-	u.name = p->name;
-	memcpy(u.id_hash, p->id_hash, 32);
-	u.dob = p->dob;
-	u.profile = p->profile;
-	u.status = SC_USER_ACTIVE;
-	u.created = u.updated = p->not_before;
-	if ((rv = sc_store_user_add(txn, &u)) != SC_OK)
-		return rv;
-
-	memset(&k, 0, sizeof(k));
-	k.key_id = p->key_id;
-	k.user_id = p->user_id;
-	k.alg = p->alg;
-	k.state = SC_KEY_ACTIVE;
-	k.blob = p->blob;
-	k.blob_len = p->blob_len;
-	k.spki = p->spki;
-	k.spki_len = p->spki_len;
-	memcpy(k.mac, p->mac, 32);
-	k.cert_serial = p->serial;
-	k.created = p->not_before;
-	if ((rv = sc_store_key_add(txn, &k)) != SC_OK)
-		return rv;
+int sc_ca_prep_cert_add(sc_txn *txn, const sc_ca_prep *p)
+{
+	sc_cert c;
 
 	memset(&c, 0, sizeof(c));
 	c.serial = p->serial;
@@ -351,11 +318,106 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 	c.partition = p->partition;
 	c.der = p->der;
 	c.der_len = p->der_len;
-	if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
+	return sc_store_cert_add(txn, &c);
+}
+
+int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key)
+{
+	sc_key k, old;
+	int rv;
+
+	if ((rv = sc_ca_prep_cert_add(txn, p)) != SC_OK)
 		return rv;
-	snprintf(detail, sizeof(detail), "profile=%s alg=%s partition=%u", p->profile,
-		 sc_keyalg_name(p->alg), (unsigned)p->partition);
+	sc_ca_prep_key(p, &k);
+	if (!replace_key)
+		return sc_store_key_add(txn, &k);
+	/* the same key under a new certificate keeps its sequence number
+	 * (the module's handle) and its creation time */
+	if ((rv = sc_store_key_get(txn, p->key_id, &old)) != SC_OK)
+		return rv;
+	k.seq = old.seq;
+	k.created = old.created;
+	return sc_store_key_update(txn, &k);
+}
+
+/* The account of a row: a new user, or (p->reopen) a closed account of the
+ * same person enrolled again under its old user id.  *already = 1 when the
+ * same person is already enrolled and live under this id. */
+static int sc_ca_commit_user(sc_txn *txn, const sc_ca_prep *p, int *already, int *reopened)
+{
+	sc_user u;
+	int rv;
+
+	rv = sc_store_user_get(txn, p->user_id, &u);
+	if (rv == SC_OK) {
+		if (CRYPTO_memcmp(u.id_hash, p->id_hash, 32) != 0)
+			return sc_error_set(SC_ERR_EXISTS, "user id %s is already taken by another "
+					    "person", p->user_id);
+		if (u.status != SC_USER_CLOSED || !p->reopen) {
+			*already = 1;
+			return sc_error_set(SC_ERR_EXISTS, "user %s is already enrolled%s", p->user_id,
+					    u.status == SC_USER_CLOSED ? " (account closed)" : "");
+		}
+		*reopened = 1;
+	} else if (rv != SC_ERR_NOT_FOUND) {
+		return rv;
+	} else {
+		rv = sc_store_user_find_idhash(txn, p->id_hash, &u);
+		if (rv == SC_OK)
+			return sc_error_set(SC_ERR_EXISTS, "this person (same ID-card number) is "
+					    "already enrolled as user %s%s", u.user_id,
+					    u.status == SC_USER_CLOSED ? " (account closed: enrol again "
+					    "under that user id)" : "");
+		if (rv != SC_ERR_NOT_FOUND)
+			return rv;
+	}
+	if (p->hash_only || p->der == NULL)
+		return sc_error_set(SC_ERR_INTERNAL, "row for %s was not prepared", p->user_id);
+	memset(&u, 0, sizeof(u));
+	u.user_id = p->user_id;
+	u.name = p->name;
+	memcpy(u.id_hash, p->id_hash, 32);
+	u.dob = p->dob;
+	u.profile = p->profile;
+	u.status = SC_USER_ACTIVE;
+	u.created = u.updated = p->not_before;
+	if (!*reopened)
+		return sc_store_user_add(txn, &u);
+	{
+		sc_user old;
+
+		if ((rv = sc_store_user_get(txn, p->user_id, &old)) != SC_OK)
+			return rv;
+		u.created = old.created;
+	}
+	return sc_store_user_update(txn, &u);
+}
+
+int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
+{
+	char detail[96];
+	int rv, reopened = 0;
+
+	*already = 0;
+	if ((rv = sc_ca_commit_user(txn, p, already, &reopened)) != SC_OK)
+		return rv;
+	if ((rv = sc_ca_prep_unique(ca, txn, p)) != SC_OK)
+		return rv;
+	if ((rv = sc_ca_prep_store(txn, p, 0)) != SC_OK)
+		return rv;
+	snprintf(detail, sizeof(detail), "profile=%s alg=%s partition=%u%s", p->profile,
+		 sc_keyalg_name(p->alg), (unsigned)p->partition, reopened ? " reopened" : "");
 	return sc_ca_audit(ca, txn, "enrol", p->user_id, p->key_id, &p->serial, NULL, detail);
+}
+
+void sc_ca_issued_set(sc_ca_issued *out, const sc_ca_prep *p)
+{
+	snprintf(out->user_id, sizeof(out->user_id), "%s", p->user_id);
+	snprintf(out->key_id, sizeof(out->key_id), "%s", p->key_id);
+	out->serial = p->serial;
+	out->not_before = p->not_before;
+	out->not_after = p->not_after;
+	out->partition = p->partition;
 }
 
 int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
@@ -369,15 +431,15 @@ int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
 	if (req->user_id == NULL || strlen(req->user_id) > SC_ID_MAX)
 		return sc_error_set(SC_ERR_INVALID, "user id missing or longer than %d", SC_ID_MAX);
 	snprintf(p.user_id, sizeof(p.user_id), "%s", req->user_id);
+	if (req->profile != NULL && strlen(req->profile) >= sizeof(p.profile))
+		return sc_error_set(SC_ERR_INVALID, "unknown profile '%.40s': use adult or minor",
+				    req->profile);
 	snprintf(p.profile, sizeof(p.profile), "%s", req->profile ? req->profile : "adult");
-	if (req->profile != NULL && strlen(req->profile) >= sizeof(p.profile)) {
-		rv = sc_error_set(SC_ERR_INVALID, "profile must be adult or minor");
-		goto done;
-	}
 	p.dob = req->dob;
 	p.alg = req->alg;
+	p.reopen = 1;
 	p.name = req->name ? strdup(req->name) : NULL;
-	p.id_number = req->id_number ? strdup(req->id_number) : NULL;
+	p.id_number = req->id_number ? OPENSSL_strdup(req->id_number) : NULL;
 	if ((req->name && !p.name) || (req->id_number && !p.id_number)) {
 		rv = SC_ERR_NOMEM;
 		goto done;
@@ -390,14 +452,8 @@ int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
 		goto done;
 	rv = sc_txn_commit(txn);
 	txn = NULL;
-	if (rv != SC_OK)
-		goto done;
-	snprintf(out->user_id, sizeof(out->user_id), "%s", p.user_id);
-	snprintf(out->key_id, sizeof(out->key_id), "%s", p.key_id);
-	out->serial = p.serial;
-	out->not_before = p.not_before;
-	out->not_after = p.not_after;
-	out->partition = p.partition;
+	if (rv == SC_OK)
+		sc_ca_issued_set(out, &p);
 done:
 	sc_txn_abort(txn);
 	sc_ca_prep_clear(&p);

@@ -362,17 +362,13 @@ static int sc_init_store(struct sc_init *in)
 	}
 	{
 		sc_audit_event ev;
-		char actor[96];
-		const char *login = getenv("SMARTCERT_OFFICER");
 
-		snprintf(actor, sizeof(actor), "officer:%s",
-			 login && *login ? login : (getenv("USER") ? getenv("USER") : "unknown"));
 		snprintf(detail, sizeof(detail), "ca_key=%s partitions=%u",
 			 sc_keyalg_name(in->p->ca_alg ? in->p->ca_alg : SC_KEYALG_P256),
 			 (unsigned)parts);
 		memset(&ev, 0, sizeof(ev));
 		ev.kind = "init";
-		ev.actor = actor;
+		ev.actor = in->p->actor ? in->p->actor : "officer:unknown";
 		ev.outcome = "ok";
 		ev.detail = detail;
 		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
@@ -603,11 +599,16 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 	if (parent == NULL)
 		return SC_ERR_NOMEM;
 	slash = strrchr(parent, '/');
-	if (slash != NULL && slash != parent)
-		*slash = '\0';
+	if (slash == NULL)
+		snprintf(parent, strlen(parent) + 1, "%s", ".");
+	else
+		slash[slash == parent] = '\0';
 	if (!existed && access(parent, W_OK) != 0) {
-		rv = sc_error_set(SC_ERR_READONLY, "cannot create %s: %s is not writable", in.dir,
-				  parent);
+		rv = errno == ENOENT
+		     ? sc_error_set(SC_ERR_NOT_FOUND, "cannot create %s: directory %s does not exist "
+				    "(create it first)", in.dir, parent)
+		     : sc_error_set(SC_ERR_READONLY, "cannot create %s: %s is not writable", in.dir,
+				    parent);
 		free(parent);
 		return rv;
 	}

@@ -94,6 +94,12 @@ int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out);
 
 /* Random positive 16-byte serial, minimal DER. */
 int sc_ca_serial_random(sc_serial *out);
+/* SC_OK when no certificate in the store has this serial; SC_ERR_EXISTS
+ * when one has (try another), SC_ERR_INTERNAL from the 4th attempt on;
+ * or a store error. */
+int sc_ca_serial_check(sc_txn *txn, const sc_serial *serial, int attempt);
+/* A random serial no certificate in the store has. */
+int sc_ca_serial_new(sc_txn *txn, sc_serial *out);
 /* "k" + 32 hex characters. */
 int sc_ca_key_id_random(char out[SC_ID_MAX + 1]);
 int sc_ca_user_id_valid(const char *user_id);
@@ -107,9 +113,11 @@ typedef struct sc_ca_prep {
 	char *id_number;                 /* wiped and freed once hashed */
 	unsigned char id_hash[32];
 	int32_t dob;
-	char profile[16];
+	char profile[24];
 	int alg;
 	int hash_only;                   /* user probably exists: hash, no key */
+	int reopen;                      /* a closed account of the same person may be
+					  * enrolled again (single enrolment only) */
 	char key_id[SC_ID_MAX + 1];
 	unsigned char *blob, *spki, *der;
 	size_t blob_len, spki_len, der_len;
@@ -133,6 +141,21 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already);
 /* Serial, certificate, signature and binding MAC for a prepared row whose
  * key (blob, spki, key_id), name, id_hash, profile and validity are set. */
 int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p);
+/* Validity of a holder certificate issued at `now` (profile, dob set):
+ * ca.validity_days, cut at a minor's coming of age and at the issuing CA's
+ * notAfter.  SC_ERR_INVALID for a minor who is already of age. */
+int sc_ca_validity(sc_ca *ca, sc_ca_prep *p, int64_t now);
+/* Inside `txn`: re-issue the prepared certificate while its random serial
+ * is already taken (at most 3 times). */
+int sc_ca_prep_unique(sc_ca *ca, sc_txn *txn, sc_ca_prep *p);
+/* Write the certificate record of an issued row (user_id and key_id empty
+ * for an external key). */
+int sc_ca_prep_cert_add(sc_txn *txn, const sc_ca_prep *p);
+/* Write the key and certificate records of an issued row; replace_key
+ * rewrites an existing key record (renewal keeping the key). */
+int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key);
+/* Copy the public facts of an issued row. */
+void sc_ca_issued_set(sc_ca_issued *out, const sc_ca_prep *p);
 
 /* Revoke one certificate inside `txn` (the lifecycle rules, key
  * destruction, account closure, audit). */

@@ -80,15 +80,13 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	X509 *x = NULL;
 	STACK_OF(X509_EXTENSION) *san = NULL;
 	sc_ca_certspec spec;
-	sc_serial serial;
-	sc_cert c;
+	sc_ca_prep p;
 	sc_txn *txn = NULL;
-	unsigned char *d = NULL;
-	size_t dl = 0;
 	char detail[96];
-	int rv, tries, bits;
+	int rv, bits;
 
 	memset(out, 0, sizeof(*out));
+	memset(&p, 0, sizeof(p));
 	*der = NULL;
 	*der_len = 0;
 	/* only this request's errors belong in the message */
@@ -128,68 +126,44 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	san = sc_ca_csr_san(req);
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto done;
-	for (tries = 0;; tries++) {
-		if ((rv = sc_ca_serial_random(&serial)) != SC_OK)
-			goto done;
-		rv = sc_store_cert_get(txn, &serial, &c);
-		if (rv == SC_ERR_NOT_FOUND)
-			break;
-		if (rv != SC_OK)
-			goto done;
-		if (tries >= 3) {
-			rv = sc_error_set(SC_ERR_INTERNAL, "random serial numbers keep colliding");
-			goto done;
-		}
-	}
+	if ((rv = sc_ca_serial_new(txn, &p.serial)) != SC_OK)
+		goto done;
+	snprintf(p.profile, sizeof(p.profile), "%s", prof->name);
+	p.not_before = sc_now();
+	p.not_after = p.not_before + prof->days * 86400;
+	if (p.not_after > ca->issuer_not_after)
+		p.not_after = ca->issuer_not_after;
+	p.partition = sc_crl_partition_of(&p.serial, ca->partitions);
 	memset(&spec, 0, sizeof(spec));
 	spec.kind = prof->kind;
-	spec.serial = &serial;
-	spec.not_before = sc_now();
-	spec.not_after = spec.not_before + prof->days * 86400;
-	if (spec.not_after > ca->issuer_not_after)
-		spec.not_after = ca->issuer_not_after;
+	spec.serial = &p.serial;
+	spec.not_before = p.not_before;
+	spec.not_after = p.not_after;
 	spec.policy_oid = prof->policy;
 	spec.ocsp_url = ca->ocsp_url;
 	spec.issuers_url = ca->issuers_url;
 	spec.crl_base = ca->crl_base;
-	spec.partition = sc_crl_partition_of(&serial, ca->partitions);
+	spec.partition = p.partition;
 	spec.copy_exts = san;
 	if ((rv = sc_ca_cert_build(&spec, X509_REQ_get_subject_name(req), pub,
-				   ca->d->issuing_cert, &x)) != SC_OK)
-		goto done;
-	if ((rv = sc_ca_sign(ca, x, &d, &dl)) != SC_OK)
-		goto done;
-	memset(&c, 0, sizeof(c));
-	c.serial = serial;
-	c.user_id = "";
-	c.key_id = "";
-	c.profile = prof->name;
-	c.status = SC_CERT_GOOD;
-	c.not_before = spec.not_before;
-	c.not_after = spec.not_after;
-	c.reason = SC_REASON_NONE;
-	c.partition = spec.partition;
-	c.der = d;
-	c.der_len = dl;
-	if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
+				   ca->d->issuing_cert, &x)) != SC_OK ||
+	    (rv = sc_ca_sign(ca, x, &p.der, &p.der_len)) != SC_OK ||
+	    (rv = sc_ca_prep_cert_add(txn, &p)) != SC_OK)
 		goto done;
 	snprintf(detail, sizeof(detail), "profile=%s external key", prof->name);
-	if ((rv = sc_ca_audit(ca, txn, "issue", NULL, NULL, &serial, NULL, detail)) != SC_OK)
+	if ((rv = sc_ca_audit(ca, txn, "issue", NULL, NULL, &p.serial, NULL, detail)) != SC_OK)
 		goto done;
 	rv = sc_txn_commit(txn);
 	txn = NULL;
 	if (rv != SC_OK)
 		goto done;
-	out->serial = serial;
-	out->not_before = spec.not_before;
-	out->not_after = spec.not_after;
-	out->partition = spec.partition;
-	*der = d;
-	*der_len = dl;
-	d = NULL;
+	sc_ca_issued_set(out, &p);
+	*der = p.der;
+	*der_len = p.der_len;
+	p.der = NULL;
 done:
 	sc_txn_abort(txn);
-	free(d);
+	sc_ca_prep_clear(&p);
 	X509_free(x);
 	X509_REQ_free(req);
 	EVP_PKEY_free(pub);

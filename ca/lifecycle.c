@@ -383,11 +383,10 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	sc_ca_prep p;
 	sc_txn *txn = NULL;
 	sc_key k;
-	sc_cert c;
 	unsigned char want[SHA256_DIGEST_LENGTH];
 	char hex[2 * SC_SERIAL_MAX + 1], msg[160], tid[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
 	char detail[160];
-	int64_t now = sc_now(), skew = 120, adult_at = 0;
+	int64_t now = sc_now(), skew = 120;
 	uint32_t uses;
 	int64_t expires;
 	int rv;
@@ -461,6 +460,11 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		rv = SC_ERR_NOMEM;
 		goto done;
 	}
+	if ((rv = sc_ca_validity(ca, &p, now)) != SC_OK) {
+		rv = sc_error_set(SC_ERR_STATE, "user %s has come of age: the minor certificate "
+				  "cannot be renewed (enrol with profile adult)", user_id);
+		goto done;
+	}
 	if ((rv = sc_store_key_get(txn, cur.key_id, &k)) != SC_OK)
 		goto done;
 	if ((rv = sc_keybind_check(ca->d->hsm, &k)) != SC_OK)
@@ -468,15 +472,13 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	p.alg = k.alg;
 	if (keep_key) {
 		snprintf(p.key_id, sizeof(p.key_id), "%s", k.key_id);
-		p.blob = malloc(k.blob_len ? k.blob_len : 1);
-		p.spki = malloc(k.spki_len ? k.spki_len : 1);
+		p.blob = OPENSSL_memdup(k.blob, k.blob_len ? k.blob_len : 1);
+		p.spki = OPENSSL_memdup(k.spki, k.spki_len ? k.spki_len : 1);
 		if (p.blob == NULL || p.spki == NULL) {
 			rv = SC_ERR_NOMEM;
 			goto done;
 		}
-		memcpy(p.blob, k.blob, k.blob_len);
 		p.blob_len = k.blob_len;
-		memcpy(p.spki, k.spki, k.spki_len);
 		p.spki_len = k.spki_len;
 	} else {
 		if ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK)
@@ -486,71 +488,9 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		if (rv != SC_OK)
 			goto done;
 	}
-	p.not_before = now;
-	p.not_after = now + ca->validity_days * 86400;
-	if (strcmp(p.profile, "minor") == 0 && p.dob != 0) {
-		adult_at = sc_date_add_years(p.dob, (int)ca->minor_age);
-		if (adult_at <= now) {
-			rv = sc_error_set(SC_ERR_STATE, "user %s has come of age: the minor "
-					  "certificate cannot be renewed", user_id);
-			goto done;
-		}
-		if (adult_at < p.not_after)
-			p.not_after = adult_at;
-	}
-	if (p.not_after > ca->issuer_not_after)
-		p.not_after = ca->issuer_not_after;
-	for (int tries = 0;; tries++) {
-		if ((rv = sc_ca_prep_issue(ca, &p)) != SC_OK)
-			goto done;
-		rv = sc_store_cert_get(txn, &p.serial, &c);
-		if (rv == SC_ERR_NOT_FOUND)
-			break;
-		if (rv != SC_OK)
-			goto done;
-		if (tries >= 3) {
-			rv = sc_error_set(SC_ERR_INTERNAL, "random serial numbers keep colliding");
-			goto done;
-		}
-	}
-	memset(&c, 0, sizeof(c));
-	c.serial = p.serial;
-	c.user_id = p.user_id;
-	c.key_id = p.key_id;
-	c.profile = p.profile;
-	c.status = SC_CERT_GOOD;
-	c.not_before = p.not_before;
-	c.not_after = p.not_after;
-	c.reason = SC_REASON_NONE;
-	c.partition = p.partition;
-	c.der = p.der;
-	c.der_len = p.der_len;
-	if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
-		goto done;
-	memset(&k, 0, sizeof(k));
-	k.key_id = p.key_id;
-	k.user_id = p.user_id;
-	k.alg = p.alg;
-	k.state = SC_KEY_ACTIVE;
-	k.blob = p.blob;
-	k.blob_len = p.blob_len;
-	k.spki = p.spki;
-	k.spki_len = p.spki_len;
-	memcpy(k.mac, p.mac, 32);
-	k.cert_serial = p.serial;
-	k.created = now;
-	if (keep_key) {
-		sc_key old;
-
-		if ((rv = sc_store_key_get(txn, p.key_id, &old)) != SC_OK)
-			goto done;
-		k.seq = old.seq;
-		k.created = old.created;
-		rv = sc_store_key_update(txn, &k);
-	} else {
-		rv = sc_store_key_add(txn, &k);
-	}
-	if (rv != SC_OK)
+	if ((rv = sc_ca_prep_issue(ca, &p)) != SC_OK ||
+	    (rv = sc_ca_prep_unique(ca, txn, &p)) != SC_OK ||
+	    (rv = sc_ca_prep_store(txn, &p, keep_key)) != SC_OK)
 		goto done;
 	/* the old certificate: superseded; its key destroyed unless kept (the
 	 * kept key now points at the new certificate, so it survives) */
@@ -571,14 +511,8 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		goto done;
 	rv = sc_txn_commit(txn);
 	txn = NULL;
-	if (rv != SC_OK)
-		goto done;
-	snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
-	snprintf(out->key_id, sizeof(out->key_id), "%s", p.key_id);
-	out->serial = p.serial;
-	out->not_before = p.not_before;
-	out->not_after = p.not_after;
-	out->partition = p.partition;
+	if (rv == SC_OK)
+		sc_ca_issued_set(out, &p);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -594,11 +528,28 @@ struct sc_ca_sweep_ctx {
 	int64_t now;
 	sc_serial *serials;
 	size_t n, cap;
-	char (*minors)[SC_ID_MAX + 1];
+	char (*minors)[SC_ID_MAX + 1];    /* minors come of age */
 	size_t nm, capm;
-	uint64_t purgeable;
+	char (*purge)[SC_ID_MAX + 1];     /* closed accounts past retention */
+	size_t np, capp;
 	int err;
 };
+
+/* Append a user id to a growing list; 0 or SC_ERR_NOMEM. */
+static int sc_ca_id_push(char (**list)[SC_ID_MAX + 1], size_t *n, size_t *cap, const char *id)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? 2 * *cap : 64;
+		char (*nl)[SC_ID_MAX + 1] = realloc(*list, ncap * sizeof(*nl));
+
+		if (nl == NULL)
+			return SC_ERR_NOMEM;
+		*list = nl;
+		*cap = ncap;
+	}
+	snprintf((*list)[(*n)++], SC_ID_MAX + 1, "%s", id);
+	return SC_OK;
+}
 
 static int sc_ca_sweep_cert_cb(void *ctx, const sc_cert *c)
 {
@@ -626,26 +577,40 @@ static int sc_ca_sweep_user_cb(void *ctx, const sc_user *u)
 	struct sc_ca_sweep_ctx *s = ctx;
 
 	if (u->status == SC_USER_CLOSED) {
-		if (u->updated < s->now - s->ca->retention_days * 86400)
-			s->purgeable++;
-		return 0;
+		/* an empty name marks an account already purged */
+		if (u->updated < s->now - s->ca->retention_days * 86400 && u->name != NULL &&
+		    u->name[0] != '\0')
+			s->err = sc_ca_id_push(&s->purge, &s->np, &s->capp, u->user_id);
+		return s->err != SC_OK;
 	}
 	if (u->profile == NULL || strcmp(u->profile, "minor") != 0 || u->dob == 0 ||
 	    sc_date_add_years(u->dob, (int)s->ca->minor_age) > s->now)
 		return 0;
-	if (s->nm == s->capm) {
-		size_t ncap = s->capm ? 2 * s->capm : 64;
-		char (*nm)[SC_ID_MAX + 1] = realloc(s->minors, ncap * sizeof(*nm));
+	s->err = sc_ca_id_push(&s->minors, &s->nm, &s->capm, u->user_id);
+	return s->err != SC_OK;
+}
 
-		if (nm == NULL) {
-			s->err = SC_ERR_NOMEM;
-			return 1;
-		}
-		s->minors = nm;
-		s->capm = ncap;
+/* Erase the personal data of a closed account past retention.  The
+ * account record itself stays (its ID hash keeps the person from being
+ * enrolled twice), and so do the certificate records that CRLs and OCSP
+ * still answer for. */
+static int sc_ca_purge_user(sc_ca *ca, sc_txn *txn, const char *user_id, int64_t now)
+{
+	struct sc_ca_user_copy uc;
+	int rv;
+
+	if ((rv = sc_ca_user_load(txn, user_id, &uc)) == SC_OK) {
+		OPENSSL_cleanse(uc.name, strlen(uc.name));
+		uc.name[0] = '\0';
+		uc.u.dob = 0;
+		uc.u.updated = now;
+		rv = sc_store_user_update(txn, &uc.u);
 	}
-	snprintf(s->minors[s->nm++], SC_ID_MAX + 1, "%s", u->user_id);
-	return 0;
+	if (rv == SC_OK)
+		rv = sc_ca_audit(ca, txn, "purge", user_id, NULL, NULL, NULL,
+				 "personal data erased after retention");
+	free(uc.name);
+	return rv;
 }
 
 int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
@@ -701,12 +666,17 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 			goto done;
 		out->expired++;
 	}
-	out->purgeable = s.purgeable;
+	for (size_t i = 0; i < s.np; i++) {
+		if ((rv = sc_ca_purge_user(ca, txn, s.purge[i], s.now)) != SC_OK)
+			goto done;
+		out->purged++;
+	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
 done:
 	sc_txn_abort(txn);
 	free(s.serials);
 	free(s.minors);
+	free(s.purge);
 	return rv;
 }

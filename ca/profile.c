@@ -33,6 +33,35 @@ int sc_ca_serial_random(sc_serial *out)
 	return SC_OK;
 }
 
+int sc_ca_serial_check(sc_txn *txn, const sc_serial *serial, int attempt)
+{
+	sc_cert c;
+	int rv = sc_store_cert_get(txn, serial, &c);
+
+	if (rv == SC_ERR_NOT_FOUND) {
+		sc_error_clear();
+		return SC_OK;
+	}
+	if (rv != SC_OK)
+		return rv;
+	/* 127 random bits colliding again and again means a broken RNG */
+	if (attempt >= 3)
+		return sc_error_set(SC_ERR_INTERNAL, "random serial numbers keep colliding: is "
+				    "the random number generator broken?");
+	return SC_ERR_EXISTS;
+}
+
+int sc_ca_serial_new(sc_txn *txn, sc_serial *out)
+{
+	int rv, attempt = 0;
+
+	do {
+		if ((rv = sc_ca_serial_random(out)) != SC_OK)
+			return rv;
+	} while ((rv = sc_ca_serial_check(txn, out, attempt++)) == SC_ERR_EXISTS);
+	return rv;
+}
+
 int sc_ca_key_id_random(char out[SC_ID_MAX + 1])
 {
 	unsigned char r[16];
@@ -140,101 +169,91 @@ done:
 	return rv;
 }
 
-static int sc_ca_set_time(ASN1_TIME **slot, int64_t t)
+/* A v3 certificate with serial, names and validity; extensions and key
+ * are the caller's.  ASN1_TIME_set picks UTCTime before 2050 and
+ * GeneralizedTime after, as RFC 5280 requires. */
+static int sc_ca_cert_new(const sc_serial *serial, const X509_NAME *subject,
+			  const X509_NAME *issuer, int64_t not_before, int64_t not_after,
+			  X509 **out)
 {
-	/* X509_getm_notBefore gives the slot; ASN1_TIME_set picks UTCTime
-	 * before 2050 and GeneralizedTime after, as RFC 5280 requires */
-	if (ASN1_TIME_set(*slot, (time_t)t) == NULL)
-		return sc_error_set_openssl(SC_ERR_CRYPTO, "validity");
-	return SC_OK;
+	X509 *x = X509_new();
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *ai = NULL;
+	int rv = SC_OK;
+
+	*out = NULL;
+	if (x == NULL)
+		return SC_ERR_NOMEM;
+	bn = BN_bin2bn(serial->b, serial->len, NULL);
+	if (bn == NULL || (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+	    X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, ai) != 1 ||
+	    X509_set_subject_name(x, subject) != 1 || X509_set_issuer_name(x, issuer) != 1 ||
+	    ASN1_TIME_set(X509_getm_notBefore(x), (time_t)not_before) == NULL ||
+	    ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after) == NULL) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate fields");
+		X509_free(x);
+		x = NULL;
+	}
+	BN_free(bn);
+	ASN1_INTEGER_free(ai);
+	*out = x;
+	return rv;
 }
+
+/* basicConstraints, keyUsage (RSA variant: a TLS server key may also
+ * encipher) and extendedKeyUsage of each kind of certificate. */
+static const struct sc_ca_kind_exts {
+	int kind;
+	const char *bc, *ku, *ku_rsa, *eku;
+} sc_ca_kinds[] = {
+	{ SC_CA_KIND_ROOT, "critical,CA:TRUE", "critical,keyCertSign,cRLSign", NULL, NULL },
+	{ SC_CA_KIND_ISSUING, "critical,CA:TRUE,pathlen:0", "critical,keyCertSign,cRLSign",
+	  NULL, NULL },
+	{ SC_CA_KIND_OCSP, "critical,CA:FALSE", "critical,digitalSignature", NULL, "OCSPSigning" },
+	{ SC_CA_KIND_USER, "critical,CA:FALSE", "critical,digitalSignature,nonRepudiation",
+	  NULL, NULL },
+	{ SC_CA_KIND_TLS_CLIENT, "critical,CA:FALSE", "critical,digitalSignature", NULL,
+	  "clientAuth" },
+	{ SC_CA_KIND_TLS_SERVER, "critical,CA:FALSE", "critical,digitalSignature",
+	  "critical,digitalSignature,keyEncipherment", "serverAuth" },
+	{ SC_CA_KIND_OPERATOR, "critical,CA:FALSE", "critical,digitalSignature,nonRepudiation",
+	  NULL, "clientAuth,emailProtection" },
+};
 
 int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_PKEY *pub,
 		     X509 *issuer, X509 **out)
 {
 	X509 *x = NULL;
 	X509V3_CTX ctx;
-	BIGNUM *bn = NULL;
-	ASN1_INTEGER *ai = NULL;
-	ASN1_TIME *tm;
+	const struct sc_ca_kind_exts *kd = NULL;
 	char buf[512], part[64];
-	int rv = SC_ERR_CRYPTO, rsa;
+	int rv, rsa;
 
 	*out = NULL;
-	x = X509_new();
-	if (x == NULL)
-		return SC_ERR_NOMEM;
-	bn = BN_bin2bn(spec->serial->b, spec->serial->len, NULL);
-	if (bn == NULL || (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
-	    X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, ai) != 1 ||
-	    X509_set_subject_name(x, subject) != 1 ||
-	    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) != 1 ||
-	    X509_set_pubkey(x, pub) != 1) {
-		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate fields");
+	rv = sc_ca_cert_new(spec->serial, subject, issuer ? X509_get_subject_name(issuer) : subject,
+			    spec->not_before, spec->not_after, &x);
+	if (rv != SC_OK)
+		return rv;
+	if (X509_set_pubkey(x, pub) != 1) {
+		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate public key");
 		goto done;
 	}
-	tm = X509_getm_notBefore(x);
-	if ((rv = sc_ca_set_time(&tm, spec->not_before)) != SC_OK)
-		goto done;
-	tm = X509_getm_notAfter(x);
-	if ((rv = sc_ca_set_time(&tm, spec->not_after)) != SC_OK)
-		goto done;
-
 	X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-	rsa = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
-	switch (spec->kind) {
-	case SC_CA_KIND_ROOT:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:TRUE");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign");
-		break;
-	case SC_CA_KIND_ISSUING:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign");
-		break;
-	case SC_CA_KIND_OCSP:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,digitalSignature");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "OCSPSigning");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_id_pkix_OCSP_noCheck, "ignored");
-		break;
-	case SC_CA_KIND_USER:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage,
-					   "critical,digitalSignature,nonRepudiation");
-		break;
-	case SC_CA_KIND_TLS_CLIENT:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage, "critical,digitalSignature");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "clientAuth");
-		break;
-	case SC_CA_KIND_TLS_SERVER:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage,
-					   rsa ? "critical,digitalSignature,keyEncipherment"
-					       : "critical,digitalSignature");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "serverAuth");
-		break;
-	case SC_CA_KIND_OPERATOR:
-		rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, "critical,CA:FALSE");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_key_usage,
-					   "critical,digitalSignature,nonRepudiation");
-		if (rv == SC_OK)
-			rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, "clientAuth,emailProtection");
-		break;
-	default:
+	for (size_t i = 0; i < sizeof(sc_ca_kinds) / sizeof(sc_ca_kinds[0]); i++)
+		if (sc_ca_kinds[i].kind == spec->kind)
+			kd = &sc_ca_kinds[i];
+	if (kd == NULL) {
 		rv = sc_error_set(SC_ERR_INTERNAL, "unknown certificate kind %d", spec->kind);
+		goto done;
 	}
+	rsa = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
+	rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, kd->bc);
+	if (rv == SC_OK)
+		rv = sc_ca_ext_add(x, &ctx, NID_key_usage, rsa && kd->ku_rsa ? kd->ku_rsa : kd->ku);
+	if (rv == SC_OK && kd->eku != NULL)
+		rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, kd->eku);
+	if (rv == SC_OK && kd->kind == SC_CA_KIND_OCSP)
+		rv = sc_ca_ext_add(x, &ctx, NID_id_pkix_OCSP_noCheck, "ignored");
 	if (rv != SC_OK)
 		goto done;
 	if ((rv = sc_ca_ext_add(x, &ctx, NID_subject_key_identifier, "hash")) != SC_OK)
@@ -289,8 +308,6 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 	rv = SC_OK;
 done:
 	X509_free(x);
-	BN_free(bn);
-	ASN1_INTEGER_free(ai);
 	return rv;
 }
 
@@ -485,8 +502,6 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 			  X509 **out)
 {
 	X509 *x = NULL;
-	BIGNUM *bn = NULL;
-	ASN1_INTEGER *ai = NULL;
 	ASN1_OCTET_STRING *ski = NULL;
 	X509_EXTENSION *cdp = NULL, *fresh = NULL;
 	const unsigned char *pk;
@@ -497,20 +512,10 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	*out = NULL;
 	if ((rv = sc_ca_extcache_crl(ca, partition, &cdp, &fresh)) != SC_OK)
 		return rv;
-	x = X509_new();
-	if (x == NULL)
-		return SC_ERR_NOMEM;
-	rv = SC_ERR_CRYPTO;
-	bn = BN_bin2bn(serial->b, serial->len, NULL);
-	if (bn == NULL || (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
-	    X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, ai) != 1 ||
-	    X509_set_subject_name(x, subject) != 1 ||
-	    X509_set_issuer_name(x, X509_get_subject_name(ca->d->issuing_cert)) != 1 ||
-	    ASN1_TIME_set(X509_getm_notBefore(x), (time_t)not_before) == NULL ||
-	    ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after) == NULL) {
-		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate fields");
-		goto done;
-	}
+	rv = sc_ca_cert_new(serial, subject, X509_get_subject_name(ca->d->issuing_cert),
+			    not_before, not_after, &x);
+	if (rv != SC_OK)
+		return rv;
 	if ((rv = sc_ca_set_spki(x, spki, spki_len)) != SC_OK)
 		goto done;
 	rv = SC_ERR_CRYPTO;
@@ -537,8 +542,6 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	rv = SC_OK;
 done:
 	X509_free(x);
-	BN_free(bn);
-	ASN1_INTEGER_free(ai);
 	ASN1_OCTET_STRING_free(ski);
 	return rv;
 }

@@ -54,12 +54,15 @@ typedef struct sc_ca_issued {
 
 /* Enrol one user: key generated and wrapped in the HSM, certificate issued,
  * user + key + certificate + audit in one transaction.
- * SC_ERR_EXISTS: user id taken or the same person already enrolled. */
+ * SC_ERR_EXISTS: user id taken or the same person already enrolled.  A
+ * closed account (every certificate revoked) of the same person under the
+ * same user id is enrolled again: active, new key, new certificate. */
 int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out);
 
 /* Batch enrolment from a CSV file (RFC 4180, header
  * user_id,name,id_number,dob,profile,key_type).  Resumable: rows whose user
- * is already enrolled with the same ID hash are skipped. */
+ * is already enrolled with the same ID hash are skipped (closed accounts
+ * too: a batch never reopens an account). */
 typedef struct sc_ca_batch_opts {
 	unsigned threads;           /* workers; 0 = default */
 	unsigned chunk;             /* rows per transaction; 0 = default */
@@ -118,8 +121,13 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 typedef struct sc_ca_sweep_result {
 	uint64_t expired;           /* certificates marked expired */
 	uint64_t minors_revoked;    /* minors who came of age */
-	uint64_t purgeable;         /* closed users past ca.retention_days */
+	uint64_t purged;            /* closed accounts past ca.retention_days whose
+				     * personal data (name, date of birth) was erased */
 } sc_ca_sweep_result;
+/* Daily maintenance in one transaction: minors come of age revoked
+ * (privilegeWithdrawn), certificates past notAfter marked expired, closed
+ * accounts past ca.retention_days purged (name and date of birth erased;
+ * the records that keep the ID hash unique and answer CRL/OCSP stay). */
 int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out);
 
 /* ---- deployment creation ------------------------------------------------ */
@@ -136,6 +144,7 @@ typedef struct sc_ca_init_params {
 	const char *crl_url;             /* crl.base_url; NULL = default */
 	const char *issuers_url;         /* NULL = default */
 	uint32_t partitions;             /* 0 = 16 */
+	const char *actor;               /* audit actor; NULL = "officer:unknown" */
 } sc_ca_init_params;
 
 typedef struct sc_ca_init_result {

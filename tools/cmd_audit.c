@@ -21,11 +21,12 @@ static void audit_usage(FILE *f)
 		"                            [--limit N] [--json]\n"
 		"\n"
 		"verify recomputes the hash chain and exits 8 naming the first record that\n"
-		"was altered, removed or reordered.  ISO times: YYYY-MM-DD or\n"
-		"YYYY-MM-DDTHH:MM:SSZ.\n");
+		"was altered, removed or reordered.  Times: YYYY-MM-DDTHH:MM:SSZ or\n"
+		"YYYY-MM-DD (--since from its start, --until to its end), both inclusive.\n");
 }
 
-static int audit_parse_time(const char *s, int64_t *out)
+/* A bare date as an upper bound means the whole day. */
+static int audit_parse_time(const char *s, int end_of_day, int64_t *out)
 {
 	struct tm tm;
 	const char *end;
@@ -37,6 +38,8 @@ static int audit_parse_time(const char *s, int64_t *out)
 		end = strptime(s, "%Y-%m-%d", &tm);
 		if (end == NULL || *end != '\0')
 			return SC_ERR_INVALID;
+		if (end_of_day)
+			tm.tm_sec = 86399;
 	}
 	*out = (int64_t)timegm(&tm);
 	return SC_OK;
@@ -128,11 +131,11 @@ int sc_cmd_audit(int argc, char **argv)
 		case 'u': s.user = optarg; break;
 		case 'k': s.kind = optarg; break;
 		case 's':
-			if (audit_parse_time(optarg, &s.since) != SC_OK)
+			if (audit_parse_time(optarg, 0, &s.since) != SC_OK)
 				return sc_cli_usage_error("audit", "--since: bad time '%s'", optarg);
 			break;
 		case 'U':
-			if (audit_parse_time(optarg, &s.until) != SC_OK)
+			if (audit_parse_time(optarg, 1, &s.until) != SC_OK)
 				return sc_cli_usage_error("audit", "--until: bad time '%s'", optarg);
 			break;
 		case 'l': {

@@ -38,7 +38,7 @@ static void ca_usage(FILE *f)
 		"  show (--user ID | --serial HEX) [--json]\n"
 		"  list [--user ID] [--status good|revoked|hold|expired]\n"
 		"       [--expiring-before YYYY-MM-DD] [--limit N] [--json]\n"
-		"  export --serial HEX [--der] [--chain] [--out FILE]\n"
+		"  export --serial HEX [--der | --chain] [--out FILE] [--json]\n"
 		"  sweep [--json]\n"
 		"\n"
 		"ID-card numbers are never taken from the command line: they are read from\n"
@@ -50,6 +50,7 @@ struct ca_args {
 	const char *consent, *consent_file, *serial, *reason, *invalidity, *status;
 	const char *expiring, *limit, *threads, *chunk;
 	int json, keep_key, der, chain, help;
+	char *id_number;                 /* read from id_source; wiped by ca_enrol */
 };
 
 static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
@@ -186,112 +187,155 @@ static int ca_read_id_number(const char *src, char **out)
 	return sc_error_set(SC_ERR_INVALID, "--id-number-source must be env:VAR, file:PATH or -");
 }
 
-static int ca_open(const char *cmd, int need_hsm, sc_deploy **d, sc_ca **ca)
-{
-	int ex, rv;
+/* Run a subcommand that changes the store: the deployment with its HSM and
+ * the CA opened around `fn`, which returns the exit code. */
+typedef int (*ca_write_fn)(const char *cmd, const struct ca_args *a, sc_ca *ca);
 
-	*ca = NULL;
-	ex = sc_cli_open(NULL, need_hsm ? 0 : SC_DEPLOY_NO_HSM, d);
-	if (ex != SC_EXIT_OK)
-		return ex;
-	if (!need_hsm)
-		return SC_EXIT_OK;
-	rv = sc_ca_open(*d, sc_cli_actor(), ca);
-	if (rv != SC_OK) {
-		sc_deploy_close(*d);
-		*d = NULL;
-		return sc_cli_fail(rv, cmd);
-	}
-	return SC_EXIT_OK;
-}
-
-static void ca_print_issued(const sc_ca_issued *r, int json, const char *what)
-{
-	char hex[2 * SC_SERIAL_MAX + 1], na[32];
-
-	sc_serial_hex(&r->serial, hex);
-	sc_time_format(r->not_after, na, sizeof(na));
-	if (json) {
-		sc_json j;
-
-		sc_json_init(&j);
-		sc_json_obj_begin(&j);
-		sc_json_kv_str(&j, "user", r->user_id[0] ? r->user_id : NULL);
-		sc_json_kv_str(&j, "key_id", r->key_id[0] ? r->key_id : NULL);
-		sc_json_kv_str(&j, "serial", hex);
-		sc_json_kv_time(&j, "not_before", r->not_before);
-		sc_json_kv_time(&j, "not_after", r->not_after);
-		sc_json_kv_int(&j, "partition", r->partition);
-		sc_json_obj_end(&j);
-		sc_json_print(&j, stdout);
-		sc_json_free(&j);
-	} else {
-		printf("%s %s: key %s, certificate %s valid until %s (CRL partition %u)\n", what,
-		       r->user_id[0] ? r->user_id : "-", r->key_id[0] ? r->key_id : "-", hex, na,
-		       (unsigned)r->partition);
-	}
-}
-
-static int ca_enrol_batch(const struct ca_args *a)
+static int ca_with_ca(const char *cmd, const struct ca_args *a, ca_write_fn fn)
 {
 	sc_deploy *d = NULL;
 	sc_ca *ca = NULL;
+	int ex, rv;
+
+	if ((ex = sc_cli_open(NULL, 0, &d)) != SC_EXIT_OK)
+		return ex;
+	rv = sc_ca_open(d, sc_cli_actor(), &ca);
+	ex = rv == SC_OK ? fn(cmd, a, ca) : sc_cli_fail(rv, cmd);
+	sc_ca_close(ca);
+	sc_deploy_close(d);
+	return ex;
+}
+
+/* Run a read command: the deployment without its HSM, one read
+ * transaction; `fn` fills `j` when --json and returns an sc_err code. */
+typedef int (*ca_read_fn)(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc_json *j);
+
+static int ca_with_txn(const char *cmd, const struct ca_args *a, ca_read_fn fn)
+{
+	sc_deploy *d = NULL;
+	sc_txn *txn = NULL;
+	sc_json j;
+	int ex, rv;
+
+	if ((ex = sc_cli_open(NULL, SC_DEPLOY_NO_HSM, &d)) != SC_EXIT_OK)
+		return ex;
+	sc_json_init(&j);
+	rv = sc_txn_begin(d->store, SC_TXN_READ, &txn);
+	if (rv == SC_OK)
+		rv = fn(a, d, txn, &j);
+	if (rv == SC_OK && a->json)
+		rv = sc_json_print(&j, stdout);
+	sc_txn_abort(txn);
+	sc_json_free(&j);
+	ex = rv == SC_OK ? SC_EXIT_OK : sc_cli_fail(rv, cmd);
+	sc_deploy_close(d);
+	return ex;
+}
+
+/* Print one JSON object built by `fill`, or nothing when not --json. */
+static void ca_json_out(const struct ca_args *a, void (*fill)(sc_json *j, const void *arg),
+			const void *arg)
+{
+	sc_json j;
+
+	if (!a->json)
+		return;
+	sc_json_init(&j);
+	sc_json_obj_begin(&j);
+	fill(&j, arg);
+	sc_json_obj_end(&j);
+	sc_json_print(&j, stdout);
+	sc_json_free(&j);
+}
+
+static void ca_json_issued(sc_json *j, const void *arg)
+{
+	const sc_ca_issued *r = arg;
+	char hex[2 * SC_SERIAL_MAX + 1];
+
+	sc_serial_hex(&r->serial, hex);
+	sc_json_kv_str(j, "user", r->user_id[0] ? r->user_id : NULL);
+	sc_json_kv_str(j, "key_id", r->key_id[0] ? r->key_id : NULL);
+	sc_json_kv_str(j, "serial", hex);
+	sc_json_kv_time(j, "not_before", r->not_before);
+	sc_json_kv_time(j, "not_after", r->not_after);
+	sc_json_kv_int(j, "partition", r->partition);
+}
+
+static void ca_print_issued(const struct ca_args *a, const sc_ca_issued *r, const char *what)
+{
+	char hex[2 * SC_SERIAL_MAX + 1], na[32];
+
+	if (a->json) {
+		ca_json_out(a, ca_json_issued, r);
+		return;
+	}
+	sc_serial_hex(&r->serial, hex);
+	sc_time_format(r->not_after, na, sizeof(na));
+	printf("%s %s: key %s, certificate %s valid until %s (CRL partition %u)\n", what,
+	       r->user_id[0] ? r->user_id : "-", r->key_id[0] ? r->key_id : "-", hex, na,
+	       (unsigned)r->partition);
+}
+
+static void ca_json_batch(sc_json *j, const void *arg)
+{
+	const sc_ca_batch_result *r = arg;
+
+	sc_json_kv_int(j, "rows", (int64_t)r->rows);
+	sc_json_kv_int(j, "enrolled", (int64_t)r->enrolled);
+	sc_json_kv_int(j, "skipped", (int64_t)r->skipped);
+	sc_json_kv_int(j, "failed", (int64_t)r->failed);
+	sc_json_kv_int(j, "milliseconds", (int64_t)(r->seconds * 1000));
+	sc_json_kv_int(j, "rate_per_second",
+		       r->seconds > 0 ? (int64_t)((double)r->enrolled / r->seconds) : 0);
+	sc_json_key(j, "errors");
+	sc_json_arr_begin(j);
+	for (size_t i = 0; i < r->n_errors; i++) {
+		sc_json_obj_begin(j);
+		sc_json_kv_int(j, "line", (int64_t)r->errors[i].line);
+		sc_json_kv_str(j, "user", r->errors[i].user_id[0] ? r->errors[i].user_id : NULL);
+		sc_json_kv_str(j, "error", sc_errname(r->errors[i].err));
+		sc_json_kv_str(j, "message", r->errors[i].msg);
+		sc_json_obj_end(j);
+	}
+	sc_json_arr_end(j);
+}
+
+static int ca_enrol_batch(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
 	sc_ca_batch_opts o;
 	sc_ca_batch_result r;
+	struct ca_args out = *a;
 	unsigned long v;
 	int ex, rv;
 
 	memset(&o, 0, sizeof(o));
-	memset(&r, 0, sizeof(r));
 	if (a->threads != NULL) {
 		if (ca_parse_uint(a->threads, 64, &v) != SC_OK || v == 0)
-			return sc_cli_usage_error("ca enrol", "--threads must be 1..64");
+			return sc_cli_usage_error(cmd, "--threads must be 1..64");
 		o.threads = (unsigned)v;
 	}
 	if (a->chunk != NULL) {
 		if (ca_parse_uint(a->chunk, 100000, &v) != SC_OK || v == 0)
-			return sc_cli_usage_error("ca enrol", "--chunk must be 1..100000");
+			return sc_cli_usage_error(cmd, "--chunk must be 1..100000");
 		o.chunk = (unsigned)v;
 	}
+	/* a person watches a bar; a program reads one JSON summary */
 	o.progress = !a->json && isatty(STDERR_FILENO);
-	if ((ex = ca_open("ca enrol", 1, &d, &ca)) != SC_EXIT_OK)
-		return ex;
+	out.json = a->json || !isatty(STDOUT_FILENO);
 	rv = sc_ca_enrol_batch(ca, a->batch, &o, &r);
-	if (rv != SC_OK) {
-		ex = sc_cli_fail(rv, "ca enrol --batch");
-	} else {
-		ex = r.failed ? SC_EXIT_FAIL : SC_EXIT_OK;
-		for (size_t i = 0; i < r.n_errors; i++)
-			fprintf(stderr, "smartcert: %s: line %lu (%s): %s\n", a->batch,
-				r.errors[i].line, r.errors[i].user_id[0] ? r.errors[i].user_id : "?",
-				r.errors[i].msg);
-	}
-	if (a->json) {
+	ex = rv != SC_OK ? sc_cli_fail(rv, "ca enrol --batch") : r.failed ? SC_EXIT_FAIL
+								    : SC_EXIT_OK;
+	for (size_t i = 0; i < r.n_errors; i++)
+		fprintf(stderr, "smartcert: %s: line %lu (%s): %s\n", a->batch, r.errors[i].line,
+			r.errors[i].user_id[0] ? r.errors[i].user_id : "?", r.errors[i].msg);
+	if (out.json) {
 		sc_json j;
 
 		sc_json_init(&j);
 		sc_json_obj_begin(&j);
 		sc_json_kv_bool(&j, "completed", rv == SC_OK);
-		sc_json_kv_int(&j, "rows", (int64_t)r.rows);
-		sc_json_kv_int(&j, "enrolled", (int64_t)r.enrolled);
-		sc_json_kv_int(&j, "skipped", (int64_t)r.skipped);
-		sc_json_kv_int(&j, "failed", (int64_t)r.failed);
-		sc_json_key(&j, "seconds");
-		sc_json_int(&j, (int64_t)(r.seconds * 1000) / 1000);
-		sc_json_kv_int(&j, "milliseconds", (int64_t)(r.seconds * 1000));
-		sc_json_kv_int(&j, "rate_per_second",
-			       r.seconds > 0 ? (int64_t)((double)r.enrolled / r.seconds) : 0);
-		sc_json_key(&j, "errors");
-		sc_json_arr_begin(&j);
-		for (size_t i = 0; i < r.n_errors; i++) {
-			sc_json_obj_begin(&j);
-			sc_json_kv_int(&j, "line", (int64_t)r.errors[i].line);
-			sc_json_kv_str(&j, "user", r.errors[i].user_id);
-			sc_json_kv_str(&j, "error", sc_errname(r.errors[i].err));
-			sc_json_kv_str(&j, "message", r.errors[i].msg);
-			sc_json_obj_end(&j);
-		}
-		sc_json_arr_end(&j);
+		ca_json_batch(&j, &r);
 		sc_json_obj_end(&j);
 		sc_json_print(&j, stdout);
 		sc_json_free(&j);
@@ -303,101 +347,100 @@ static int ca_enrol_batch(const struct ca_args *a)
 		       r.seconds > 0 ? (double)r.enrolled / r.seconds : 0.0);
 	}
 	sc_ca_batch_result_free(&r);
-	sc_ca_close(ca);
-	sc_deploy_close(d);
 	return ex;
 }
 
-static int ca_enrol(const struct ca_args *a)
+static int ca_enrol_one(const char *cmd, const struct ca_args *a, sc_ca *ca)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
 	sc_ca_user_req req;
 	sc_ca_issued r;
-	char *idn = NULL;
-	int ex, rv;
+	int rv;
 
-	if (a->batch != NULL)
-		return ca_enrol_batch(a);
 	memset(&req, 0, sizeof(req));
-	if (a->user == NULL || a->name == NULL)
-		return sc_cli_usage_error("ca enrol", "--user ID and --name NAME are required "
-					  "(or --batch FILE)");
 	req.user_id = a->user;
 	req.name = a->name;
 	req.profile = a->profile;
-	if (a->dob != NULL && sc_date_parse(a->dob, &req.dob) != SC_OK)
-		return sc_cli_usage_error("ca enrol", "--dob must be YYYY-MM-DD");
-	if (a->key_type != NULL && sc_keyalg_parse(a->key_type, &req.alg) != SC_OK)
-		return sc_cli_usage_error("ca enrol", "%s", sc_error_detail());
-	if ((rv = ca_read_id_number(a->id_source, &idn)) != SC_OK)
-		return sc_cli_fail(rv, "ca enrol");
-	req.id_number = idn;
-	ex = ca_open("ca enrol", 1, &d, &ca);
-	if (ex == SC_EXIT_OK) {
-		rv = sc_ca_enrol(ca, &req, &r);
-		if (rv != SC_OK)
-			ex = sc_cli_fail(rv, "ca enrol");
-		else
-			ca_print_issued(&r, a->json, "enrolled");
-	}
-	OPENSSL_clear_free(idn, strlen(idn));
-	sc_ca_close(ca);
-	sc_deploy_close(d);
+	req.id_number = a->id_number;
+	/* both checked by ca_enrol */
+	if (a->dob != NULL)
+		(void)sc_date_parse(a->dob, &req.dob);
+	if (a->key_type != NULL)
+		(void)sc_keyalg_parse(a->key_type, &req.alg);
+	if ((rv = sc_ca_enrol(ca, &req, &r)) != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	ca_print_issued(a, &r, "enrolled");
+	return SC_EXIT_OK;
+}
+
+static int ca_enrol(const char *cmd, const struct ca_args *a)
+{
+	struct ca_args b = *a;
+	int32_t dob;
+	int alg, rv, ex;
+
+	if (a->batch != NULL)
+		return ca_with_ca(cmd, a, ca_enrol_batch);
+	if (a->user == NULL || a->name == NULL)
+		return sc_cli_usage_error(cmd, "--user ID and --name NAME are required "
+					  "(or --batch FILE)");
+	/* everything the officer typed is checked before the HSM is touched */
+	if (a->dob != NULL && sc_date_parse(a->dob, &dob) != SC_OK)
+		return sc_cli_usage_error(cmd, "--dob must be YYYY-MM-DD");
+	if (a->key_type != NULL && sc_keyalg_parse(a->key_type, &alg) != SC_OK)
+		return sc_cli_usage_error(cmd, "%s", sc_error_detail());
+	if ((rv = ca_read_id_number(a->id_source, &b.id_number)) != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	ex = ca_with_ca(cmd, &b, ca_enrol_one);
+	OPENSSL_clear_free(b.id_number, strlen(b.id_number));
 	return ex;
 }
 
-static int ca_issue(const struct ca_args *a)
+static int ca_issue_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
 	sc_ca_issued r;
 	unsigned char *csr = NULL, *der = NULL;
 	size_t csr_len = 0, der_len = 0;
-	int ex, rv;
+	const unsigned char *q;
+	X509 *x = NULL;
+	BIO *b = NULL;
+	int ex = SC_EXIT_OK, rv;
 
-	if (a->csr == NULL || a->profile == NULL)
-		return sc_cli_usage_error("ca issue", "--csr FILE and --profile NAME are required");
 	if ((rv = sc_file_read(a->csr, 1 << 20, &csr, &csr_len)) != SC_OK)
 		return sc_cli_fail(rv, "ca issue: cannot read the request");
-	ex = ca_open("ca issue", 1, &d, &ca);
-	if (ex == SC_EXIT_OK) {
-		rv = sc_ca_issue_csr(ca, csr, csr_len, a->profile, &r, &der, &der_len);
-		if (rv != SC_OK) {
-			ex = sc_cli_fail(rv, "ca issue");
-		} else {
-			const unsigned char *q = der;
-			X509 *x = d2i_X509(NULL, &q, (long)der_len);
-			BIO *b = a->out ? BIO_new_file(a->out, "w") : BIO_new_fp(stdout, BIO_NOCLOSE);
-
-			if (x == NULL || b == NULL || PEM_write_bio_X509(b, x) != 1)
-				ex = sc_cli_fail(SC_ERR_IO, "ca issue: cannot write the certificate");
-			BIO_free(b);
-			X509_free(x);
-			if (ex == SC_EXIT_OK && (a->out != NULL || a->json))
-				ca_print_issued(&r, a->json, "issued");
-		}
-	}
+	rv = sc_ca_issue_csr(ca, csr, csr_len, a->profile, &r, &der, &der_len);
 	free(csr);
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	q = der;
+	x = d2i_X509(NULL, &q, (long)der_len);
+	b = a->out ? BIO_new_file(a->out, "w") : BIO_new_fp(stdout, BIO_NOCLOSE);
+	if (x == NULL || b == NULL || PEM_write_bio_X509(b, x) != 1 || BIO_flush(b) != 1)
+		ex = sc_cli_fail(sc_error_set(SC_ERR_IO, "cannot write %s (the certificate is "
+					      "issued: export it with 'ca export')",
+					      a->out ? a->out : "to standard output"), cmd);
+	BIO_free(b);
+	X509_free(x);
 	free(der);
-	sc_ca_close(ca);
-	sc_deploy_close(d);
+	if (ex == SC_EXIT_OK && (a->out != NULL || a->json))
+		ca_print_issued(a, &r, "issued");
 	return ex;
 }
 
-static int ca_renew(const struct ca_args *a)
+static int ca_issue(const char *cmd, const struct ca_args *a)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
+	if (a->csr == NULL || a->profile == NULL)
+		return sc_cli_usage_error(cmd, "--csr FILE and --profile NAME are required");
+	return ca_with_ca(cmd, a, ca_issue_run);
+}
+
+static int ca_renew_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
 	sc_ca_issued r;
 	char *tok = NULL, tid[65];
 	unsigned char *buf = NULL;
 	size_t len = 0;
-	int ex, rv;
+	int rv;
 
-	if (a->user == NULL || (a->consent == NULL && a->consent_file == NULL))
-		return sc_cli_usage_error("ca renew", "--user ID and --consent TOKEN (or "
-					  "--consent-file PATH) are required");
 	if (a->consent_file != NULL) {
 		if ((rv = sc_file_read(a->consent_file, 16384, &buf, &len)) != SC_OK)
 			return sc_cli_fail(rv, "ca renew: cannot read the consent token");
@@ -409,111 +452,147 @@ static int ca_renew(const struct ca_args *a)
 		tok = strdup(a->consent);
 	}
 	if (tok == NULL)
-		return sc_cli_fail(SC_ERR_NOMEM, "ca renew");
-	ex = ca_open("ca renew", 1, &d, &ca);
-	if (ex == SC_EXIT_OK) {
-		rv = sc_ca_renew(ca, a->user, tok, a->keep_key, &r, tid);
-		if (rv != SC_OK)
-			ex = sc_cli_fail(rv, "ca renew");
-		else
-			ca_print_issued(&r, a->json, "renewed");
-	}
+		return sc_cli_fail(SC_ERR_NOMEM, cmd);
+	rv = sc_ca_renew(ca, a->user, tok, a->keep_key, &r, tid);
 	free(tok);
-	sc_ca_close(ca);
-	sc_deploy_close(d);
-	return ex;
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	ca_print_issued(a, &r, "renewed");
+	return SC_EXIT_OK;
 }
 
-static int ca_account(const struct ca_args *a, int suspend)
+static int ca_renew(const char *cmd, const struct ca_args *a)
 {
-	const char *cmd = suspend ? "ca suspend" : "ca resume";
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
-	unsigned n = 0;
-	int ex, rv;
+	if (a->user == NULL || (a->consent == NULL && a->consent_file == NULL))
+		return sc_cli_usage_error(cmd, "--user ID and --consent TOKEN (or "
+					  "--consent-file PATH) are required");
+	return ca_with_ca(cmd, a, ca_renew_run);
+}
 
+struct ca_account_out {
+	const char *user;
+	int suspend;
+	unsigned n;
+};
+
+static void ca_json_account(sc_json *j, const void *arg)
+{
+	const struct ca_account_out *o = arg;
+
+	sc_json_kv_str(j, "user", o->user);
+	sc_json_kv_str(j, "status", o->suspend ? "suspended" : "active");
+	sc_json_kv_int(j, o->suspend ? "held" : "released", o->n);
+}
+
+static int ca_account_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
+	struct ca_account_out o = { a->user, strcmp(cmd, "ca suspend") == 0, 0 };
+	int rv;
+
+	rv = o.suspend ? sc_ca_suspend(ca, a->user, &o.n) : sc_ca_resume(ca, a->user, &o.n);
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	if (a->json)
+		ca_json_out(a, ca_json_account, &o);
+	else
+		printf("user %s %s; %u certificate(s) %s\n", a->user,
+		       o.suspend ? "suspended" : "resumed", o.n,
+		       o.suspend ? "put on hold" : "released from hold");
+	return SC_EXIT_OK;
+}
+
+static int ca_account(const char *cmd, const struct ca_args *a)
+{
 	if (a->user == NULL)
 		return sc_cli_usage_error(cmd, "--user ID is required");
-	ex = ca_open(cmd, 1, &d, &ca);
-	if (ex == SC_EXIT_OK) {
-		rv = suspend ? sc_ca_suspend(ca, a->user, &n) : sc_ca_resume(ca, a->user, &n);
-		if (rv != SC_OK) {
-			ex = sc_cli_fail(rv, cmd);
-		} else if (a->json) {
-			sc_json j;
-
-			sc_json_init(&j);
-			sc_json_obj_begin(&j);
-			sc_json_kv_str(&j, "user", a->user);
-			sc_json_kv_str(&j, "status", suspend ? "suspended" : "active");
-			sc_json_kv_int(&j, suspend ? "held" : "released", n);
-			sc_json_obj_end(&j);
-			sc_json_print(&j, stdout);
-			sc_json_free(&j);
-		} else {
-			printf("user %s %s; %u certificate(s) %s\n", a->user,
-			       suspend ? "suspended" : "resumed", n,
-			       suspend ? "put on hold" : "released from hold");
-		}
-	}
-	sc_ca_close(ca);
-	sc_deploy_close(d);
-	return ex;
+	return ca_with_ca(cmd, a, ca_account_run);
 }
 
-static int ca_revoke(const struct ca_args *a)
+struct ca_revoke_out {
+	const struct ca_args *a;
+	int reason, closed;
+	unsigned n;
+};
+
+static void ca_json_revoke(sc_json *j, const void *arg)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
+	const struct ca_revoke_out *o = arg;
+
+	if (o->a->user)
+		sc_json_kv_str(j, "user", o->a->user);
+	if (o->a->serial)
+		sc_json_kv_str(j, "serial", o->a->serial);
+	sc_json_kv_str(j, "reason", sc_reason_name(o->reason));
+	sc_json_kv_int(j, "revoked", o->n);
+	sc_json_kv_bool(j, "account_closed", o->closed);
+}
+
+static int ca_revoke_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
+	struct ca_revoke_out o = { a, 0, 0, 0 };
 	sc_serial serial;
 	int64_t inval = 0;
-	int reason, ex, rv, closed = 0;
-	unsigned n = 0;
+	int rv;
 
-	if ((a->user == NULL) == (a->serial == NULL) || a->reason == NULL)
-		return sc_cli_usage_error("ca revoke", "give --user ID or --serial HEX, and "
-					  "--reason NAME");
-	if (sc_reason_parse(a->reason, &reason) != SC_OK)
-		return sc_cli_usage_error("ca revoke", "%s", sc_error_detail());
+	if (sc_reason_parse(a->reason, &o.reason) != SC_OK)
+		return sc_cli_usage_error(cmd, "%s", sc_error_detail());
 	if (a->invalidity != NULL && ca_parse_time(a->invalidity, &inval) != SC_OK)
-		return sc_cli_usage_error("ca revoke", "--invalidity-date must be "
-					  "YYYY-MM-DDTHH:MM:SSZ");
+		return sc_cli_usage_error(cmd, "--invalidity-date must be YYYY-MM-DDTHH:MM:SSZ");
 	if (a->serial != NULL && sc_serial_from_hex(a->serial, &serial) != SC_OK)
-		return sc_cli_usage_error("ca revoke", "--serial must be hexadecimal");
-	ex = ca_open("ca revoke", 1, &d, &ca);
-	if (ex == SC_EXIT_OK) {
-		if (a->serial != NULL) {
-			rv = sc_ca_revoke_serial(ca, &serial, reason, inval, &closed);
-			n = 1;
-		} else {
-			rv = sc_ca_revoke_user(ca, a->user, reason, inval, &n);
-			closed = 1;
-		}
-		if (rv != SC_OK) {
-			ex = sc_cli_fail(rv, "ca revoke");
-		} else if (a->json) {
-			sc_json j;
-
-			sc_json_init(&j);
-			sc_json_obj_begin(&j);
-			if (a->user)
-				sc_json_kv_str(&j, "user", a->user);
-			if (a->serial)
-				sc_json_kv_str(&j, "serial", a->serial);
-			sc_json_kv_str(&j, "reason", sc_reason_name(reason));
-			sc_json_kv_int(&j, "revoked", n);
-			sc_json_kv_bool(&j, "account_closed", closed);
-			sc_json_obj_end(&j);
-			sc_json_print(&j, stdout);
-			sc_json_free(&j);
-		} else {
-			printf("%u certificate(s) revoked (%s)%s\n", n, sc_reason_name(reason),
-			       closed ? "; account closed" : "");
-		}
+		return sc_cli_usage_error(cmd, "--serial must be hexadecimal");
+	if (a->serial != NULL) {
+		rv = sc_ca_revoke_serial(ca, &serial, o.reason, inval, &o.closed);
+		o.n = 1;
+	} else {
+		rv = sc_ca_revoke_user(ca, a->user, o.reason, inval, &o.n);
+		o.closed = 1;
 	}
-	sc_ca_close(ca);
-	sc_deploy_close(d);
-	return ex;
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	if (a->json)
+		ca_json_out(a, ca_json_revoke, &o);
+	else
+		printf("%u certificate(s) revoked (%s)%s\n", o.n, sc_reason_name(o.reason),
+		       o.closed ? "; account closed" : "");
+	return SC_EXIT_OK;
+}
+
+static int ca_revoke(const char *cmd, const struct ca_args *a)
+{
+	if ((a->user == NULL) == (a->serial == NULL) || a->reason == NULL)
+		return sc_cli_usage_error(cmd, "give --user ID or --serial HEX, and --reason NAME");
+	return ca_with_ca(cmd, a, ca_revoke_run);
+}
+
+static void ca_json_sweep(sc_json *j, const void *arg)
+{
+	const sc_ca_sweep_result *r = arg;
+
+	sc_json_kv_int(j, "expired", (int64_t)r->expired);
+	sc_json_kv_int(j, "minors_revoked", (int64_t)r->minors_revoked);
+	sc_json_kv_int(j, "purged", (int64_t)r->purged);
+}
+
+static int ca_sweep_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
+	sc_ca_sweep_result r;
+	int rv = sc_ca_sweep(ca, &r);
+
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	if (a->json)
+		ca_json_out(a, ca_json_sweep, &r);
+	else
+		printf("%llu certificate(s) expired, %llu minor(s) come of age revoked, "
+		       "%llu closed account(s) past retention purged\n",
+		       (unsigned long long)r.expired, (unsigned long long)r.minors_revoked,
+		       (unsigned long long)r.purged);
+	return SC_EXIT_OK;
+}
+
+static int ca_sweep(const char *cmd, const struct ca_args *a)
+{
+	return ca_with_ca(cmd, a, ca_sweep_run);
 }
 
 static const char *ca_cert_status_name(int s)
@@ -539,6 +618,18 @@ static const char *ca_key_state_name(int s)
 		: s == SC_KEY_RETIRED ? "retired" : "unknown";
 }
 
+/* The subject of a stored certificate, OPENSSL_malloc'd (NULL if it does
+ * not decode). */
+static char *ca_cert_subject(const sc_cert *c)
+{
+	const unsigned char *q = c->der;
+	X509 *x = d2i_X509(NULL, &q, (long)c->der_len);
+	char *s = x ? X509_NAME_oneline(X509_get_subject_name(x), NULL, 0) : NULL;
+
+	X509_free(x);
+	return s;
+}
+
 static void ca_json_cert(sc_json *j, const sc_cert *c, int with_subject)
 {
 	char hex[2 * SC_SERIAL_MAX + 1];
@@ -557,13 +648,10 @@ static void ca_json_cert(sc_json *j, const sc_cert *c, int with_subject)
 	sc_json_kv_time(j, "invalidity_date", c->invalidity_date);
 	sc_json_kv_int(j, "partition", c->partition);
 	if (with_subject) {
-		const unsigned char *q = c->der;
-		X509 *x = d2i_X509(NULL, &q, (long)c->der_len);
-		char *s = x ? X509_NAME_oneline(X509_get_subject_name(x), NULL, 0) : NULL;
+		char *s = ca_cert_subject(c);
 
 		sc_json_kv_str(j, "subject", s);
 		OPENSSL_free(s);
-		X509_free(x);
 	}
 	sc_json_obj_end(j);
 }
@@ -611,107 +699,99 @@ static int ca_show_cert_cb(void *ctx, const sc_cert *c)
 {
 	struct ca_show_ctx *s = ctx;
 
-	if (s->json)
+	if (s->json) {
 		ca_json_cert(s->j, c, 0);
-	else {
+	} else {
 		printf("  ");
 		ca_text_cert(c);
 	}
 	return 0;
 }
 
-static int ca_show(const struct ca_args *a)
+/* A certificate by --serial; a refusal with a message when absent. */
+static int ca_get_cert(sc_txn *txn, const char *hex, sc_cert *c)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
-	sc_txn *txn = NULL;
-	sc_json j;
-	struct ca_show_ctx s;
-	int ex, rv;
+	sc_serial serial;
+	int rv;
 
-	if ((a->user == NULL) == (a->serial == NULL))
-		return sc_cli_usage_error("ca show", "give --user ID or --serial HEX");
-	if ((ex = ca_open("ca show", 0, &d, &ca)) != SC_EXIT_OK)
-		return ex;
-	sc_json_init(&j);
-	s.j = &j;
-	s.json = a->json;
-	if ((rv = sc_txn_begin(d->store, SC_TXN_READ, &txn)) != SC_OK)
-		goto done;
-	if (a->user != NULL) {
-		sc_user u;
-		char dob[16] = "";
+	if (sc_serial_from_hex(hex, &serial) != SC_OK)
+		return sc_error_set(SC_ERR_INVALID, "--serial must be hexadecimal");
+	rv = sc_store_cert_get(txn, &serial, c);
+	if (rv == SC_ERR_NOT_FOUND)
+		rv = sc_error_set(rv, "no certificate with serial %s", hex);
+	return rv;
+}
 
-		if ((rv = sc_store_user_get(txn, a->user, &u)) != SC_OK) {
-			if (rv == SC_ERR_NOT_FOUND)
-				rv = sc_error_set(rv, "no user '%s'", a->user);
-			goto done;
-		}
-		if (u.dob)
-			snprintf(dob, sizeof(dob), "%04d-%02d-%02d", (int)(u.dob / 10000),
-				 (int)(u.dob / 100 % 100), (int)(u.dob % 100));
-		if (a->json) {
-			sc_json_obj_begin(&j);
-			sc_json_kv_str(&j, "user", u.user_id);
-			sc_json_kv_str(&j, "name", u.name);
-			sc_json_kv_str(&j, "status", ca_user_status_name(u.status));
-			sc_json_kv_str(&j, "profile", u.profile);
-			sc_json_kv_str(&j, "dob", u.dob ? dob : NULL);
-			sc_json_kv_time(&j, "created", u.created);
-			sc_json_kv_time(&j, "updated", u.updated);
-			sc_json_key(&j, "keys");
-			sc_json_arr_begin(&j);
-		} else {
-			printf("user %s  \"%s\"  %s  profile %s%s%s\n", u.user_id, u.name,
-			       ca_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
-		}
-		if ((rv = sc_store_key_iter_user(txn, a->user, ca_show_key_cb, &s)) != SC_OK)
-			goto done;
-		if (a->json) {
-			sc_json_arr_end(&j);
-			sc_json_key(&j, "certificates");
-			sc_json_arr_begin(&j);
-		}
-		if ((rv = sc_store_cert_iter_user(txn, a->user, ca_show_cert_cb, &s)) != SC_OK)
-			goto done;
-		if (a->json) {
-			sc_json_arr_end(&j);
-			sc_json_obj_end(&j);
-		}
+static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
+{
+	struct ca_show_ctx s = { j, a->json };
+	sc_user u;
+	char dob[16] = "";
+	int rv;
+
+	if ((rv = sc_store_user_get(txn, a->user, &u)) != SC_OK)
+		return rv == SC_ERR_NOT_FOUND ? sc_error_set(rv, "no user '%s'", a->user) : rv;
+	if (u.dob)
+		snprintf(dob, sizeof(dob), "%04d-%02d-%02d", (int)(u.dob / 10000),
+			 (int)(u.dob / 100 % 100), (int)(u.dob % 100));
+	if (a->json) {
+		sc_json_obj_begin(j);
+		sc_json_kv_str(j, "user", u.user_id);
+		sc_json_kv_str(j, "name", u.name);
+		sc_json_kv_str(j, "status", ca_user_status_name(u.status));
+		sc_json_kv_str(j, "profile", u.profile);
+		sc_json_kv_str(j, "dob", u.dob ? dob : NULL);
+		sc_json_kv_time(j, "created", u.created);
+		sc_json_kv_time(j, "updated", u.updated);
+		sc_json_key(j, "keys");
+		sc_json_arr_begin(j);
 	} else {
-		sc_serial serial;
-		sc_cert c;
-
-		if (sc_serial_from_hex(a->serial, &serial) != SC_OK) {
-			rv = sc_error_set(SC_ERR_INVALID, "--serial must be hexadecimal");
-			goto done;
-		}
-		if ((rv = sc_store_cert_get(txn, &serial, &c)) != SC_OK) {
-			if (rv == SC_ERR_NOT_FOUND)
-				rv = sc_error_set(rv, "no certificate with serial %s", a->serial);
-			goto done;
-		}
-		if (a->json) {
-			ca_json_cert(&j, &c, 1);
-		} else {
-			const unsigned char *q = c.der;
-			X509 *x = d2i_X509(NULL, &q, (long)c.der_len);
-			char *subj = x ? X509_NAME_oneline(X509_get_subject_name(x), NULL, 0) : NULL;
-
-			ca_text_cert(&c);
-			printf("  subject %s\n", subj ? subj : "?");
-			OPENSSL_free(subj);
-			X509_free(x);
-		}
+		printf("user %s  \"%s\"  %s  profile %s%s%s\n", u.user_id, u.name,
+		       ca_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
 	}
-	if (a->json)
-		rv = sc_json_print(&j, stdout);
-done:
-	sc_txn_abort(txn);
-	sc_json_free(&j);
-	ex = rv == SC_OK ? SC_EXIT_OK : sc_cli_fail(rv, "ca show");
-	sc_deploy_close(d);
-	return ex;
+	if ((rv = sc_store_key_iter_user(txn, a->user, ca_show_key_cb, &s)) != SC_OK)
+		return rv;
+	if (a->json) {
+		sc_json_arr_end(j);
+		sc_json_key(j, "certificates");
+		sc_json_arr_begin(j);
+	}
+	if ((rv = sc_store_cert_iter_user(txn, a->user, ca_show_cert_cb, &s)) != SC_OK)
+		return rv;
+	if (a->json) {
+		sc_json_arr_end(j);
+		sc_json_obj_end(j);
+	}
+	return SC_OK;
+}
+
+static int ca_show_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc_json *j)
+{
+	sc_cert c;
+	char *subj;
+	int rv;
+
+	(void)d;
+	if (a->user != NULL)
+		return ca_show_user(a, txn, j);
+	if ((rv = ca_get_cert(txn, a->serial, &c)) != SC_OK)
+		return rv;
+	if (a->json) {
+		ca_json_cert(j, &c, 1);
+		return SC_OK;
+	}
+	ca_text_cert(&c);
+	subj = ca_cert_subject(&c);
+	printf("  subject %s\n", subj ? subj : "?");
+	OPENSSL_free(subj);
+	return SC_OK;
+}
+
+static int ca_show(const char *cmd, const struct ca_args *a)
+{
+	if ((a->user == NULL) == (a->serial == NULL))
+		return sc_cli_usage_error(cmd, "give --user ID or --serial HEX");
+	return ca_with_txn(cmd, a, ca_show_read);
 }
 
 struct ca_list_ctx {
@@ -745,92 +825,103 @@ static int ca_list_cb(void *ctx, const sc_cert *c)
 	return 0;
 }
 
-static int ca_list(const struct ca_args *a)
-{
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
-	sc_txn *txn = NULL;
-	sc_json j;
-	struct ca_list_ctx l;
-	int ex, rv;
+static const struct {
+	const char *name;
+	int status;
+} ca_statuses[] = {
+	{ "good", SC_CERT_GOOD }, { "revoked", SC_CERT_REVOKED },
+	{ "hold", SC_CERT_HOLD }, { "expired", SC_CERT_EXPIRED },
+};
 
+static int ca_list_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc_json *j)
+{
+	struct ca_list_ctx l;
+	int rv;
+
+	(void)d;
 	memset(&l, 0, sizeof(l));
 	l.now = sc_now();
-	if (a->status != NULL) {
-		if (strcmp(a->status, "good") == 0)
-			l.status = SC_CERT_GOOD;
-		else if (strcmp(a->status, "revoked") == 0)
-			l.status = SC_CERT_REVOKED;
-		else if (strcmp(a->status, "hold") == 0)
-			l.status = SC_CERT_HOLD;
-		else if (strcmp(a->status, "expired") == 0)
-			l.status = SC_CERT_EXPIRED;
-		else
-			return sc_cli_usage_error("ca list", "--status must be good, revoked, hold "
-						  "or expired");
-	}
+	for (size_t i = 0; a->status && i < sizeof(ca_statuses) / sizeof(ca_statuses[0]); i++)
+		if (strcmp(a->status, ca_statuses[i].name) == 0)
+			l.status = ca_statuses[i].status;
+	if (a->status != NULL && l.status == 0)
+		return sc_error_set(SC_ERR_INVALID, "--status must be good, revoked, hold or "
+				    "expired");
 	if (a->expiring != NULL) {
 		int32_t ymd;
 
 		if (sc_date_parse(a->expiring, &ymd) != SC_OK)
-			return sc_cli_usage_error("ca list", "--expiring-before must be YYYY-MM-DD");
+			return sc_error_set(SC_ERR_INVALID, "--expiring-before must be YYYY-MM-DD");
 		l.before = sc_date_add_years(ymd, 0);
 	}
 	if (a->limit != NULL && ca_parse_uint(a->limit, 100000000, &l.limit) != SC_OK)
-		return sc_cli_usage_error("ca list", "--limit must be a number");
+		return sc_error_set(SC_ERR_INVALID, "--limit must be a number");
 	l.user = a->user;
 	l.json = a->json;
-	if ((ex = ca_open("ca list", 0, &d, &ca)) != SC_EXIT_OK)
-		return ex;
-	sc_json_init(&j);
-	l.j = &j;
+	l.j = j;
 	if (a->json)
-		sc_json_arr_begin(&j);
-	if ((rv = sc_txn_begin(d->store, SC_TXN_READ, &txn)) != SC_OK)
-		goto done;
+		sc_json_arr_begin(j);
 	if (a->user != NULL)
 		rv = sc_store_cert_iter_user(txn, a->user, ca_list_cb, &l);
 	else if (l.before != 0)
 		rv = sc_store_cert_iter_expiring(txn, l.before, ca_list_cb, &l);
 	else
 		rv = sc_store_cert_iter(txn, ca_list_cb, &l);
-	if (rv == SC_OK && a->json) {
-		sc_json_arr_end(&j);
-		rv = sc_json_print(&j, stdout);
-	}
-done:
-	sc_txn_abort(txn);
-	sc_json_free(&j);
-	ex = rv == SC_OK ? SC_EXIT_OK : sc_cli_fail(rv, "ca list");
-	sc_deploy_close(d);
-	return ex;
+	if (a->json)
+		sc_json_arr_end(j);
+	return rv;
 }
 
-static int ca_export(const struct ca_args *a)
+static int ca_list(const char *cmd, const struct ca_args *a)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
-	sc_txn *txn = NULL;
-	sc_serial serial;
-	sc_cert c;
-	X509 *x = NULL;
-	BIO *b = NULL;
-	const unsigned char *q;
-	int ex, rv;
+	return ca_with_txn(cmd, a, ca_list_read);
+}
 
-	if (a->serial == NULL)
-		return sc_cli_usage_error("ca export", "--serial HEX is required");
-	if (sc_serial_from_hex(a->serial, &serial) != SC_OK)
-		return sc_cli_usage_error("ca export", "--serial must be hexadecimal");
-	if (a->der && a->chain)
-		return sc_cli_usage_error("ca export", "--chain needs PEM output (drop --der)");
-	if ((ex = ca_open("ca export", 0, &d, &ca)) != SC_EXIT_OK)
-		return ex;
-	if ((rv = sc_txn_begin(d->store, SC_TXN_READ, &txn)) != SC_OK)
-		goto done;
-	if ((rv = sc_store_cert_get(txn, &serial, &c)) != SC_OK) {
-		if (rv == SC_ERR_NOT_FOUND)
-			rv = sc_error_set(rv, "no certificate with serial %s", a->serial);
+/* PEM of one certificate (malloc'd, NUL-terminated). */
+static int ca_pem(X509 *x, char **out)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *p = NULL;
+	long n;
+
+	*out = NULL;
+	if (b == NULL || PEM_write_bio_X509(b, x) != 1 || (n = BIO_get_mem_data(b, &p)) <= 0 ||
+	    (*out = strndup(p, (size_t)n)) == NULL) {
+		BIO_free(b);
+		return sc_error_set(SC_ERR_NOMEM, "cannot encode the certificate as PEM");
+	}
+	BIO_free(b);
+	return SC_OK;
+}
+
+static int ca_export_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc_json *j)
+{
+	X509 *chain[3] = { NULL, d->issuing_cert, d->root_cert };
+	const unsigned char *q;
+	sc_cert c;
+	BIO *b = NULL;
+	char *pem = NULL;
+	int rv, n = a->chain ? 3 : 1;
+
+	if ((rv = ca_get_cert(txn, a->serial, &c)) != SC_OK)
+		return rv;
+	q = c.der;
+	if ((chain[0] = d2i_X509(NULL, &q, (long)c.der_len)) == NULL)
+		return sc_error_set(SC_ERR_INTEGRITY, "stored certificate %s does not decode",
+				    a->serial);
+	if (a->json) {
+		/* the certificate (and chain) as PEM strings, for programs */
+		sc_json_obj_begin(j);
+		sc_json_kv_str(j, "serial", a->serial);
+		sc_json_key(j, "pem");
+		sc_json_arr_begin(j);
+		for (int i = 0; i < n && rv == SC_OK; i++)
+			if ((rv = ca_pem(chain[i], &pem)) == SC_OK) {
+				sc_json_str(j, pem);
+				free(pem);
+			}
+		sc_json_arr_end(j);
+		sc_json_obj_end(j);
 		goto done;
 	}
 	b = a->out ? BIO_new_file(a->out, a->der ? "wb" : "w") : BIO_new_fp(stdout, BIO_NOCLOSE);
@@ -841,67 +932,39 @@ static int ca_export(const struct ca_args *a)
 	if (a->der) {
 		if (BIO_write(b, c.der, (int)c.der_len) != (int)c.der_len)
 			rv = sc_error_set(SC_ERR_IO, "write failed");
-		goto done;
+	} else {
+		for (int i = 0; i < n && rv == SC_OK; i++)
+			if (PEM_write_bio_X509(b, chain[i]) != 1)
+				rv = sc_error_set(SC_ERR_IO, "cannot write the certificate");
 	}
-	q = c.der;
-	x = d2i_X509(NULL, &q, (long)c.der_len);
-	if (x == NULL || PEM_write_bio_X509(b, x) != 1 ||
-	    (a->chain && (PEM_write_bio_X509(b, d->issuing_cert) != 1 ||
-			  PEM_write_bio_X509(b, d->root_cert) != 1)))
-		rv = sc_error_set(SC_ERR_IO, "cannot write the certificate");
-done:
-	if (b != NULL && BIO_flush(b) != 1 && rv == SC_OK)
+	if (BIO_flush(b) != 1 && rv == SC_OK)
 		rv = sc_error_set(SC_ERR_IO, "write failed");
+done:
 	BIO_free(b);
-	X509_free(x);
-	sc_txn_abort(txn);
-	ex = rv == SC_OK ? SC_EXIT_OK : sc_cli_fail(rv, "ca export");
-	sc_deploy_close(d);
-	return ex;
+	X509_free(chain[0]);
+	return rv;
 }
 
-static int ca_sweep(const struct ca_args *a)
+static int ca_export(const char *cmd, const struct ca_args *a)
 {
-	sc_deploy *d = NULL;
-	sc_ca *ca = NULL;
-	sc_ca_sweep_result r;
-	int ex, rv;
-
-	if ((ex = ca_open("ca sweep", 1, &d, &ca)) != SC_EXIT_OK)
-		return ex;
-	rv = sc_ca_sweep(ca, &r);
-	if (rv != SC_OK) {
-		ex = sc_cli_fail(rv, "ca sweep");
-	} else if (a->json) {
-		sc_json j;
-
-		sc_json_init(&j);
-		sc_json_obj_begin(&j);
-		sc_json_kv_int(&j, "expired", (int64_t)r.expired);
-		sc_json_kv_int(&j, "minors_revoked", (int64_t)r.minors_revoked);
-		sc_json_kv_int(&j, "purgeable", (int64_t)r.purgeable);
-		sc_json_obj_end(&j);
-		sc_json_print(&j, stdout);
-		sc_json_free(&j);
-	} else {
-		printf("%llu certificate(s) expired, %llu minor(s) come of age revoked, "
-		       "%llu closed account(s) past retention\n", (unsigned long long)r.expired,
-		       (unsigned long long)r.minors_revoked, (unsigned long long)r.purgeable);
-	}
-	sc_ca_close(ca);
-	sc_deploy_close(d);
-	return ex;
+	if (a->serial == NULL)
+		return sc_cli_usage_error(cmd, "--serial HEX is required");
+	if (a->der && (a->chain || a->json))
+		return sc_cli_usage_error(cmd, "--der gives the certificate alone (drop --chain "
+					  "and --json)");
+	return ca_with_txn(cmd, a, ca_export_read);
 }
 
 int sc_cmd_ca(int argc, char **argv)
 {
 	static const struct {
 		const char *name;
-		int (*run)(const struct ca_args *a);
+		int (*run)(const char *cmd, const struct ca_args *a);
 	} subs[] = {
 		{ "enrol", ca_enrol }, { "enroll", ca_enrol }, { "issue", ca_issue },
-		{ "renew", ca_renew }, { "revoke", ca_revoke }, { "show", ca_show },
-		{ "list", ca_list }, { "export", ca_export }, { "sweep", ca_sweep },
+		{ "renew", ca_renew }, { "suspend", ca_account }, { "resume", ca_account },
+		{ "revoke", ca_revoke }, { "show", ca_show }, { "list", ca_list },
+		{ "export", ca_export }, { "sweep", ca_sweep },
 	};
 	struct ca_args a;
 	char cmd[48];
@@ -918,13 +981,9 @@ int sc_cmd_ca(int argc, char **argv)
 		ca_usage(stdout);
 		return SC_EXIT_OK;
 	}
-	if (strcmp(argv[1], "suspend") == 0)
-		return ca_account(&a, 1);
-	if (strcmp(argv[1], "resume") == 0)
-		return ca_account(&a, 0);
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
 		if (strcmp(argv[1], subs[i].name) == 0)
-			return subs[i].run(&a);
+			return subs[i].run(cmd, &a);
 	fprintf(stderr, "smartcert ca: unknown subcommand '%s'\n", argv[1]);
 	ca_usage(stderr);
 	return SC_EXIT_USAGE;

@@ -108,6 +108,7 @@ int sc_cmd_init(int argc, char **argv)
 		return sc_cli_usage_error("init", "unexpected argument '%s'", argv[optind]);
 	if (p.dir == NULL)
 		return sc_cli_usage_error("init", "--dir DIR is required");
+	p.actor = sc_cli_actor();
 	rv = sc_ca_init_deployment(&p, &r);
 	if (rv != SC_OK)
 		return sc_cli_fail(rv, "init");

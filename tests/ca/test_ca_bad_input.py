@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import SMARTCERT, Deployment, check  # noqa: E402
+from scfixture import SMARTCERT, Deployment, check, skip_unless  # noqa: E402
 
 EXIT_USAGE, EXIT_HSM, EXIT_STORE = 2, 5, 7
 
@@ -46,7 +46,8 @@ with Deployment() as d:
     r = d.sc("ca", "enrol", "--user", "two", "--name", "Two", "--id-number-source", "env:IDN",
              check=False, env=dict(env, SMARTCERT_CONF=bad_conf))
     os.unlink(bad_conf)
-    check(r.returncode == EXIT_HSM and "/nonexistent/libnothing.so" in r.stderr,
+    check(r.returncode == EXIT_HSM and "/nonexistent/libnothing.so" in r.stderr
+          and r.stderr.count("\n") == 1,
           f"missing HSM module named, exit 5: {r.stderr.strip()}")
     check(snapshot(d) == before, "store unchanged after the module failure")
 
@@ -64,21 +65,31 @@ with Deployment() as d:
     check(r.returncode == EXIT_STORE and "nonexistent.csv" in r.stderr, "missing batch file named")
     check(snapshot(d) == before, "store unchanged after the refused inputs")
 
-    # read-only deployment directory (root ignores permissions: skipped there)
-    if os.geteuid() != 0:
-        store = os.path.join(d.dir, "store")
-        modes = {p: os.stat(p).st_mode for p in [store] + [os.path.join(store, f) for f in os.listdir(store)]}
-        for p in modes:
-            os.chmod(p, 0o555 if os.path.isdir(p) else 0o444)
-        r = d.sc("ca", "enrol", "--user", "two", "--name", "Two", "--id-number-source",
-                 "env:IDN", check=False, env=env)
-        for p, m in modes.items():
-            os.chmod(p, m)
-        check(r.returncode != 0 and r.stderr.count("\n") <= 2,
-              f"read-only store: clear refusal: {r.stderr.strip()}")
+    # read-only storage: the store directory, then the whole deployment.  A
+    # non-root user gets read-only modes; root (which ignores modes) runs the
+    # command in a private mount namespace with a read-only bind mount.
+    def run_readonly(path, *args):
+        if os.geteuid() != 0:
+            paths = [path] + [os.path.join(r_, f) for r_, ds, fs in os.walk(path) for f in ds + fs]
+            modes = {p_: os.stat(p_).st_mode for p_ in paths}
+            for p_ in reversed(paths):
+                os.chmod(p_, modes[p_] & ~0o222)
+            try:
+                return d.sc(*args, check=False, env=env)
+            finally:
+                for p_ in paths:
+                    os.chmod(p_, modes[p_])
+        skip_unless("unshare")
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", path, SMARTCERT, *args],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    for ro in (os.path.join(d.dir, "store"), d.dir):
+        r = run_readonly(ro, "ca", "enrol", "--user", "two", "--name", "Two",
+                         "--id-number-source", "env:IDN")
+        check(r.returncode == EXIT_STORE and r.stderr.count("\n") == 1 and "read-only" in r.stderr,
+              f"read-only {os.path.basename(ro)}: one clear message, exit 7: {r.stderr.strip()}")
         check(snapshot(d) == before, "store unchanged after the read-only failure")
-    else:
-        print("# read-only directory cases skipped: running as root")
 
     # init refused on a non-empty directory, nothing touched
     r = subprocess.run([SMARTCERT, "init", "--dir", os.path.join(d.dir, "ca")], env=d.env,

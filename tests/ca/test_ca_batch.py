@@ -12,32 +12,43 @@ import time
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
 from scfixture import SMARTCERT, Deployment, check  # noqa: E402
 
-ROWS = int(os.environ.get("SC_BATCH_ROWS", "3000"))
+ROWS = int(os.environ.get("SC_BATCH_ROWS", "1500"))
 
 with Deployment() as d:
     csv = os.path.join(d.tmp, "batch.csv")     # outside the deployment directory
     good = []
+    # Malformed rows come last, the unbalanced quote on the very last line:
+    # read from a pipe (no seeking back), an open quote runs on until it
+    # closes, 64 KiB or the end of input.
     with open(csv, "w", newline="") as f:
         f.write("user_id,name,id_number,dob,profile,key_type\r\n")           # line 1
         f.write('q1,"Quoted, Name",Q0000001,,adult,\r\n')                   # line 2
         f.write('q2,"Two\nLines",Q0000002,2012-05-06,minor,p256\n')          # lines 3-4
-        f.write("bad1,Too,Few\n")                                            # line 5
-        f.write('bad2,"Unbalanced ""quote,Q0000003,,,\n')                     # line 6 (unterminated)
-        f.write("bad 3,Bad Id,Q0000004,,,\n")                                # line 7
-        f.write("bad4,Bad Dob,Q0000005,1999-13-40,,\n")                      # line 8
-        f.write("bad5,Kid,Q0000006,,minor,\n")                               # line 9 (minor w/o dob)
-        f.write("bad6,Same Person,Q000000-1,,,\n")                           # line 10 (dup of q1 after normalising? no: '-' kept)
-        f.write("bad7,Dup,q 000 0001,,,\n")                                  # line 11 (same person as q1)
-        f.write("bad8,Key,Q0000008,,,ed448\n")                               # line 12
-        good += ["q1", "q2", "bad6"]
-        for i in range(ROWS):
+        good += ["q1", "q2"]
+        for i in range(ROWS):                                                # lines 5..
             f.write(f"u{i:05d},Person {i},B{i:07d}(1),,,\n")
             good.append(f"u{i:05d}")
-    bad_lines = {5, 6, 7, 8, 9, 11, 12}
+        n = 5 + ROWS
+        f.write("bad1,Too,Few\n")                                            # n
+        f.write("bad 3,Bad Id,Q0000004,,,\n")                                # n+1
+        f.write("bad4,Bad Dob,Q0000005,1999-13-40,,\n")                      # n+2
+        f.write("bad5,Kid,Q0000006,,minor,\n")                               # n+3 (minor w/o dob)
+        f.write("bad6,Not The Same,Q000000-1,,,\n")                          # n+4 (good: '-' is kept)
+        f.write("bad7,Dup,q 000 0001,,,\n")                                  # n+5 (same person as q1)
+        f.write("bad8,Key,Q0000008,,,ed448\n")                               # n+6
+        f.write('bad2,"Unbalanced ""quote,Q0000003,,,\n')                     # n+7 (unterminated)
+        good.append("bad6")
+    bad_lines = {n, n + 1, n + 2, n + 3, n + 5, n + 6, n + 7}
 
-    # first run, killed mid-way
-    p = subprocess.Popen([SMARTCERT, "ca", "enrol", "--batch", csv, "--json", "--chunk", "200"],
+    # first run, killed mid-way.  The rows come through a FIFO that stays
+    # open, so the run cannot end before the kill however fast it is.
+    fifo = os.path.join(d.tmp, "batch.fifo")
+    os.mkfifo(fifo)
+    p = subprocess.Popen([SMARTCERT, "ca", "enrol", "--batch", fifo, "--json", "--chunk", "200"],
                          env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    feed = open(fifo, "w")
+    feed.write(open(csv).read())
+    feed.flush()
     deadline = time.time() + 120
     killed = False
     while time.time() < deadline and p.poll() is None:
@@ -47,10 +58,20 @@ with Deployment() as d:
             killed = True
             break
         time.sleep(0.05)
-    p.communicate(timeout=60)
-    check(killed, "batch killed with SIGKILL mid-run")
+    if p.poll() is None and not killed:
+        p.kill()                     # never reached 400 users: fail below, do not hang
+    out, err = p.communicate(timeout=60)
+    try:
+        feed.close()
+    except BrokenPipeError:
+        pass
+    check(killed and p.returncode == -signal.SIGKILL,
+          f"batch killed with SIGKILL mid-run ({p.returncode}: {err.decode(errors='replace')[-300:]})")
     n1 = json.loads(d.sc("status", "--json", check=False).stdout)["store"]["users"]
     check(0 < n1 < len(good), f"partial progress kept: {n1} users")
+    st = json.loads(d.sc("status", "--json").stdout)["store"]
+    check(st["users"] == st["keys"] == st["certs"] - 3,
+          f"no user half-enrolled: users == keys == holder certificates {st}")
     r = d.sc("audit", "verify", "--json", check=False)
     check(json.loads(r.stdout)["ok"], "audit chain intact after kill -9")
 
@@ -69,6 +90,8 @@ with Deployment() as d:
     check(sorted(users) == sorted(good), "every good row enrolled exactly once")
     serials = [c["serial"] for c in certs]
     check(len(serials) == len(set(serials)), "no duplicate serial")
+    check(all(len(x) == 32 and int(x[0], 16) < 8 and int(x[:2], 16) > 0 for x in serials),
+          "every serial: 16 bytes, positive DER (top bit clear), minimal (first byte non-zero)")
     for u in ("bad1", "bad2", "bad 3", "bad4", "bad5", "bad7", "bad8"):
         check(u not in users, f"{u} not written")
     q2 = d.sc_json("ca", "show", "--user", "q2")
@@ -84,6 +107,54 @@ with Deployment() as d:
     res = json.loads(d.sc("ca", "enrol", "--batch", csv, "--json", check=False).stdout)
     check(res["enrolled"] == 0 and res["skipped"] == len(good), "third run: all skipped")
     check(d.sc("ca", "list", "--json").stdout == before, "store unchanged")
+    for u in ("q1", "u00000", f"u{ROWS - 1:05d}"):
+        sh = d.sc_json("ca", "show", "--user", u)
+        check(len(sh["keys"]) == 1 and sh["keys"][0]["blob_present"] and len(sh["certificates"]) == 1
+              and sh["certificates"][0]["serial"] == sh["keys"][0]["cert_serial"],
+              f"{u}: one wrapped key bound to one certificate")
+
+    # in a file, an unbalanced quote in the middle costs its own line only
+    mid = os.path.join(d.tmp, "mid.csv")
+    with open(mid, "w") as f:
+        f.write("user_id,name,id_number\nm1,M One,M0000001\n")
+        f.write('m2,"Open quote,M0000002\n')
+        f.write("m3,M Three,M0000003\nm4,M Four,M0000004\n")
+    r = d.sc("ca", "enrol", "--batch", mid, "--json", check=False)
+    res = json.loads(r.stdout)
+    check(r.returncode == 1 and res["enrolled"] == 3 and [e["line"] for e in res["errors"]] == [3]
+          and "line 3" in r.stderr, f"unbalanced quote mid-file: line 3 only {res}")
+
+    # a terminal gets a progress bar with rate and ETA; a pipe gets a JSON
+    # summary without --json
+    small = os.path.join(d.tmp, "small.csv")
+    with open(small, "w") as f:
+        f.write("user_id,name,id_number\n")
+        for i in range(20):
+            f.write(f"t{i},Tty {i},T{i:07d}\n")
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(SMARTCERT, [SMARTCERT, "ca", "enrol", "--batch", small], d.env)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    check(os.waitstatus_to_exitcode(status) == 0, "batch on a terminal succeeds")
+    check("rows/s" in text and "ETA" in text and "20/20" in text and "100%" in text,
+          f"terminal: progress bar with rate and ETA: {text.strip()!r}")
+    check("20 rows: 20 enrolled" in text, "terminal: human summary")
+    r = d.sc("ca", "enrol", "--batch", small)
+    res = json.loads(r.stdout)
+    check(res["completed"] and res["skipped"] == 20 and "rate_per_second" in res,
+          "not a terminal: a JSON summary without --json")
+    check("ETA" not in r.stderr, "no progress bar when not on a terminal")
     for root, _, files in os.walk(d.dir):
         for f_ in files:
             data = open(os.path.join(root, f_), "rb").read()

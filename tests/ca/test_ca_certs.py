@@ -131,12 +131,16 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
         eighteen = datetime.datetime(y + 18, mo, dd, tzinfo=datetime.timezone.utc)
     except ValueError:
         eighteen = datetime.datetime(y + 18, 3, 1, tzinfo=datetime.timezone.utc)
-    check(not_after(c) <= eighteen, f"minor notAfter {not_after(c)} <= 18th birthday {eighteen}")
+    check(not_after(c) == eighteen, f"minor notAfter {not_after(c)} is the 18th birthday {eighteen}")
     check(c.public_key().key_size == 2048, "RSA-2048 key")
 
     r = d.sc("ca", "enrol", "--user", "kid2", "--name", "X", "--id-number-source", "env:IDN2",
              "--profile", "minor", check=False, env=env)
     check(r.returncode == 2 and "dob" in r.stderr, "minor without --dob refused")
+    r = d.sc("ca", "enrol", "--user", "kid3", "--name", "X", "--id-number-source", "env:IDN2",
+             "--profile", "senior", check=False, env=env)
+    check(r.returncode == 2 and "unknown profile 'senior'" in r.stderr
+          and r.stderr.count("\n") == 1, f"unknown enrolment profile: one message {r.stderr.strip()}")
 
     # export variants
     der = os.path.join(d.tmp, "a.der")
@@ -145,6 +149,11 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check(True, "export --der gives DER")
     r = d.sc("ca", "export", "--serial", a["serial"], "--chain")
     check(r.stdout.count("BEGIN CERTIFICATE") == 3, "export --chain gives leaf + issuing + root")
+    ej = d.sc_json("ca", "export", "--serial", a["serial"], "--chain")
+    check(ej["serial"] == a["serial"] and len(ej["pem"]) == 3 and "".join(ej["pem"]) == r.stdout,
+          "export --json gives the same PEM chain")
+    check(x509.load_pem_x509_certificate(ej["pem"][1].encode()).subject == issuing.subject,
+          "export --json: issuing CA second")
 
     # CSR issuance
     key = ec.generate_private_key(ec.SECP256R1())
@@ -170,12 +179,14 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
 
     before = d.sc("ca", "list", "--json").stdout
     r = d.sc("ca", "issue", "--csr", csrf, "--profile", "nosuch", check=False)
-    check(r.returncode == 2 and "unknown profile" in r.stderr, "unknown profile refused clearly")
+    check(r.returncode == 2 and "unknown profile" in r.stderr and r.stderr.count("\n") == 1,
+          "unknown profile refused with one message")
     der_csr = bytearray(csr.public_bytes(serialization.Encoding.DER))
     der_csr[-5] ^= 0x01          # inside the signature
     bad = os.path.join(d.tmp, "bad.csr")
     open(bad, "wb").write(bytes(der_csr))
     r = d.sc("ca", "issue", "--csr", bad, "--profile", "tls-client", check=False)
-    check(r.returncode == 2 and "signature" in r.stderr, f"CSR with a bad signature refused: {r.stderr.strip()}")
+    check(r.returncode == 2 and "signature" in r.stderr and r.stderr.count("\n") == 1,
+          f"CSR with a bad signature refused with one message: {r.stderr.strip()}")
     check(d.sc("ca", "list", "--json").stdout == before, "store unchanged by refused issues")
 print("PASS")

@@ -117,9 +117,48 @@ with Deployment() as d:
     check(r.returncode == EXIT_STATE and "closed" in r.stderr, "no resume of a closed user")
     r = d.sc("ca", "revoke", "--serial", "01", "--reason", "unspecified", check=False)
     check(r.returncode == EXIT_NOT_FOUND, "unknown serial: not found")
+    r = d.sc("ca", "revoke", "--user", "bob", "--reason", "unspecified", check=False)
+    check(r.returncode == EXIT_STATE and "no certificate left" in r.stderr, "no revoke of a closed user")
+
+    # a closed account is enrolled again under its own user id only
+    r = d.sc("ca", "enrol", "--user", "bob2", "--name", "Bob", "--id-number-source", "env:IDB",
+             check=False, env=env)
+    check(r.returncode == EXIT_STATE and "user bob" in r.stderr and "closed" in r.stderr,
+          f"the same person under another id refused: {r.stderr.strip()}")
+    b2 = json.loads(d.sc("ca", "enrol", "--user", "bob", "--name", "Bob", "--id-number-source",
+                         "env:IDB", "--json", env=env).stdout)
+    show = d.sc_json("ca", "show", "--user", "bob")
+    check(show["status"] == "active" and b2["key_id"] != b["key_id"]
+          and [c["status"] for c in show["certificates"] if c["serial"] == b2["serial"]] == ["good"],
+          "closed account enrolled again: active, new key and certificate")
+    check("reopened" in d.sc_json("audit", "show", "--user", "bob", "--kind", "enrol")[-1]["detail"],
+          "re-enrolment audited as reopened")
+
+    # suspension policy: with ca.suspend_holds = no the account is suspended
+    # but its certificate stays good in CRL/OCSP
+    d.conf_set("ca.suspend_holds", "no")
+    s = d.sc_json("ca", "suspend", "--user", "bob")
+    c = [x for x in d.sc_json("ca", "show", "--user", "bob")["certificates"] if x["serial"] == b2["serial"]][0]
+    check(s["held"] == 0 and c["status"] == "good", "suspend_holds=no: certificate not put on hold")
+    d.sc("ca", "resume", "--user", "bob")
+    d.conf_set("ca.suspend_holds", "yes")
+    s = d.sc_json("ca", "suspend", "--user", "bob")
+    c = d.sc_json("ca", "show", "--serial", b2["serial"])
+    check(s["held"] == 1 and c["status"] == "hold" and c["reason"] == "certificateHold",
+          "suspend_holds=yes: certificate on hold")
+    r = d.sc_json("ca", "resume", "--user", "bob")
+    check(r["released"] == 1 and d.sc_json("ca", "show", "--serial", b2["serial"])["status"] == "good",
+          "resume releases the hold")
 
     d.sc("ca", "revoke", "--user", "alice", "--reason", "cessationOfOperation")
     check(d.sc_json("ca", "show", "--user", "alice")["status"] == "closed", "revoke --user closes")
+    rerun = os.path.join(d.tmp, "old-batch.csv")
+    with open(rerun, "w") as f:
+        f.write("user_id,name,id_number\nalice,Alice,Z6839217\n")
+    res = json.loads(d.sc("ca", "enrol", "--batch", rerun, "--json").stdout)
+    check(res["skipped"] == 1 and res["enrolled"] == 0
+          and d.sc_json("ca", "show", "--user", "alice")["status"] == "closed",
+          "a batch never reopens a closed account")
     lst = d.sc_json("ca", "list", "--status", "revoked")
     check(len(lst) == 4, f"list --status revoked: {len(lst)}")
     check(len(d.sc_json("ca", "list", "--user", "alice", "--limit", "1")) == 1, "list --limit")
@@ -134,6 +173,16 @@ with Deployment() as d:
     check(sw["minors_revoked"] == 1, f"sweep revokes the minor who turned 18: {sw}")
     c = d.sc_json("ca", "show", "--serial", m["serial"])
     check(c["status"] == "revoked" and c["reason"] == "privilegeWithdrawn", "reason privilegeWithdrawn")
+
+    # sweep: closed accounts past ca.retention_days lose their personal data
+    late = dict(env, SMARTCERT_FAKE_TIME=str(int(time.time()) + 2600 * 86400))
+    sw = json.loads(d.sc("ca", "sweep", "--json", env=late).stdout)
+    al = d.sc_json("ca", "show", "--user", "alice")
+    check(sw["purged"] == 1 and al["name"] == "" and al["status"] == "closed",
+          f"sweep purges the closed account past retention: {sw}")
+    check(sw["expired"] >= 1, "sweep marks expired certificates")
+    sw = json.loads(d.sc("ca", "sweep", "--json", env=late).stdout)
+    check(sw == {"expired": 0, "minors_revoked": 0, "purged": 0}, f"a second sweep finds nothing: {sw}")
 
     r = d.sc("audit", "verify", "--json")
     check(json.loads(r.stdout)["ok"], "audit chain verifies")
@@ -152,6 +201,11 @@ with Deployment() as d:
                 if n_ in data or n_.lower() in data:
                     hits.append((p, n_))
     check(not hits, f"no ID-card number in any file under the deployment {hits}")
+    secrets = [open(d.info[k]).read().strip().encode() for k in ("backend_pin_file", "gateway_pin_file", "so_pin_file")]
+    store = os.path.join(d.dir, "store")
+    leaks = [(f, i) for f in os.listdir(store) for i, sec in enumerate(secrets)
+             if sec in open(os.path.join(store, f), "rb").read()]
+    check(all(len(x) >= 8 for x in secrets) and not leaks, f"no PIN in the store or audit {leaks}")
     out = d.sc("audit", "show", "--json").stdout + d.sc("ca", "list", "--json").stdout
     check(not any(n_.decode() in out for n_ in needles), "nor in any output")
 print("PASS")
