@@ -444,6 +444,8 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       "smartcert_ocsp_presigned_total{event=\"cache_hit\"} %llu\n"
 		       "smartcert_ocsp_presigned_total{event=\"stored\"} %llu\n"
 		       "smartcert_ocsp_presigned_total{event=\"resigned\"} %llu\n"
+		       "smartcert_ocsp_presigned_total{event=\"resigned_changed\"} %llu\n"
+		       "smartcert_ocsp_presigned_total{event=\"ahead\"} %llu\n"
 		       "# TYPE smartcert_ocsp_signatures_total counter\n"
 		       "smartcert_ocsp_signatures_total %llu\n"
 		       "# TYPE smartcert_ocsp_errors_total counter\n"
@@ -455,7 +457,9 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       "smartcert_ocsp_uptime_seconds %lld\n",
 		       (unsigned long long)st.presigned_hits, (unsigned long long)st.presign_misses,
 		       (unsigned long long)st.cache_hits, (unsigned long long)st.stored,
-		       (unsigned long long)st.resigned, (unsigned long long)st.signed_on_demand,
+		       (unsigned long long)st.resigned, (unsigned long long)st.resigned_changed,
+		       (unsigned long long)st.ahead,
+		       (unsigned long long)st.signed_on_demand,
 		       (unsigned long long)st.store_errors, (unsigned long long)st.sign_errors,
 		       (unsigned long long)atomic_load(&h->log_dropped),
 		       (long long)(sc_now() - h->started));
@@ -645,6 +649,7 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 			uint64_t us = sc_ocsp_elapsed_us(&cc->start);
 
 			sc_ocsp_observe(h, OUT_MALFORMED, us);
+			atomic_fetch_add_explicit(&h->by_method[0], 1, memory_order_relaxed);
 			sc_ocsp_log(h, c, method, "ocsp-badb64", 400, NULL, us);
 			{
 				struct MHD_Response *r = MHD_create_response_from_buffer(

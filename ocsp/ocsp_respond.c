@@ -80,7 +80,7 @@ struct sc_ocsp_responder {
 	struct sc_ocsp_pending *wq;
 	size_t wq_head, wq_count;
 	_Atomic uint64_t presigned_hits, presign_misses, cache_hits, signed_on_demand;
-	_Atomic uint64_t stored, resigned, store_errors, sign_errors;
+	_Atomic uint64_t stored, resigned, resigned_changed, ahead, store_errors, sign_errors;
 };
 
 typedef struct sc_ocsp_item {
@@ -239,12 +239,10 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	sc_ocsp_der_put(&t, cert_der, (size_t)cert_len);
 	sc_ocsp_der_end(&t, m2, 0x30);
 	sc_ocsp_der_end(&t, m1, 0xa0);
-	rv = SC_ERR_NOMEM;
-	if (t.failed)
+	rv = sc_ocsp_der_take(&t, &r->trailer, &r->trailer_len);
+	if (rv != 0)
 		goto done;
-	r->trailer = t.p;
-	r->trailer_len = t.len;
-	t.p = NULL;
+	rv = SC_ERR_NOMEM;
 	if (r->presign && p->store_async) {
 		r->wq = calloc(SC_OCSP_WQ_MAX, sizeof(*r->wq));
 		if (r->wq == NULL)
@@ -312,6 +310,8 @@ void sc_ocsp_stats_get(sc_ocsp_responder *r, sc_ocsp_stats *out)
 	out->signed_on_demand = atomic_load_explicit(&r->signed_on_demand, memory_order_relaxed);
 	out->stored = atomic_load_explicit(&r->stored, memory_order_relaxed);
 	out->resigned = atomic_load_explicit(&r->resigned, memory_order_relaxed);
+	out->resigned_changed = atomic_load_explicit(&r->resigned_changed, memory_order_relaxed);
+	out->ahead = atomic_load_explicit(&r->ahead, memory_order_relaxed);
 	out->store_errors = atomic_load_explicit(&r->store_errors, memory_order_relaxed);
 	out->sign_errors = atomic_load_explicit(&r->sign_errors, memory_order_relaxed);
 }
@@ -346,13 +346,7 @@ static int sc_ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
 	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].key, r->hashes[0].key_len);
 	sc_ocsp_der_tlv(&d, 0x02, s->b, s->len);
 	sc_ocsp_der_end(&d, m, 0x30);
-	if (d.failed) {
-		sc_ocsp_der_free(&d);
-		return SC_ERR_NOMEM;
-	}
-	*out = d.p;
-	*out_len = d.len;
-	return 0;
+	return sc_ocsp_der_take(&d, out, out_len);
 }
 
 static void sc_ocsp_put_extension(sc_ocsp_der *d, const unsigned char *oid, size_t oid_len,
@@ -478,12 +472,7 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 	}
 	sc_ocsp_der_end(&w, m2, 0xa0);
 	sc_ocsp_der_end(&w, m, 0x30);
-	if (w.failed)
-		goto done;
-	*out = w.p;
-	*out_len = w.len;
-	w.p = NULL;
-	rv = 0;
+	rv = sc_ocsp_der_take(&w, out, out_len);
 done:
 	free(basic);
 	sc_ocsp_der_free(&d);
@@ -510,16 +499,22 @@ static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 	}
 }
 
-/* Was `c` issued by the CA we answer for?  CA certificates in the store
- * (root, the issuing CA itself) were not. */
+/* The root and the issuing CA are in the store too, but not issued by
+ * the CA this responder answers for. */
+static int sc_ocsp_ca_profile(const sc_cert *c)
+{
+	return c->profile != NULL &&
+	       (strcmp(c->profile, "root-ca") == 0 || strcmp(c->profile, "issuing-ca") == 0);
+}
+
+/* Was `c` issued by the CA we answer for? */
 static int sc_ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
 {
 	const unsigned char *p = c->der;
 	X509 *x;
 	int ok;
 
-	if (c->profile != NULL &&
-	    (strcmp(c->profile, "root-ca") == 0 || strcmp(c->profile, "issuing-ca") == 0))
+	if (sc_ocsp_ca_profile(c))
 		return 0;
 	if (c->der == NULL || c->der_len == 0)
 		return 1;   /* status-only record: trust the store */
@@ -580,7 +575,10 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 		it->answer = SC_OCSP_GOOD;
 		break;
 	}
-	if (it->reason < 0 || it->reason > 10 || it->reason == 7)
+	/* unspecified is omitted rather than encoded (RFC 5280 §5.3.1, as in
+	 * the CRLs); removeFromCRL is not a revocation reason. */
+	if (it->reason <= SC_REASON_UNSPECIFIED || it->reason > SC_REASON_AA_COMPROMISE ||
+	    it->reason == 7 || it->reason == SC_REASON_REMOVE_FROM_CRL)
 		it->reason = -1;
 	it->has_hash = 0;
 	if (c.der != NULL && c.der_len > 0) {
@@ -686,9 +684,8 @@ static int sc_ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, siz
 	if (s->key != NULL && s->key_len == key_len && memcmp(s->key, key, key_len) == 0 &&
 	    s->validator_len == stored->der_len &&
 	    memcmp(s->validator, stored->der, stored->der_len) == 0) {
-		*out = malloc(s->resp_len);
+		*out = sc_ocsp_memdup(s->resp, s->resp_len);
 		if (*out != NULL) {
-			memcpy(*out, s->resp, s->resp_len);
 			*out_len = s->resp_len;
 			res->this_update = s->this_update;
 			res->next_update = s->next_update;
@@ -708,18 +705,15 @@ static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, si
 {
 	struct sc_ocsp_cache_slot n = { 0 }, *s;
 
-	n.key = malloc(key_len);
-	n.validator = malloc(validator_len);
-	n.resp = malloc(resp_len);
+	n.key = sc_ocsp_memdup(key, key_len);
+	n.validator = sc_ocsp_memdup(validator, validator_len);
+	n.resp = sc_ocsp_memdup(resp, resp_len);
 	if (n.key == NULL || n.validator == NULL || n.resp == NULL) {
 		sc_ocsp_slot_clear(&n);
 		return;
 	}
-	memcpy(n.key, key, key_len);
 	n.key_len = key_len;
-	memcpy(n.validator, validator, validator_len);
 	n.validator_len = validator_len;
-	memcpy(n.resp, resp, resp_len);
 	n.resp_len = resp_len;
 	n.this_update = now;
 	n.next_update = now + r->validity;
@@ -761,6 +755,22 @@ static int sc_ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
 	memcpy(out->b, d, (size_t)len);
 	out->len = (unsigned char)len;
 	return 1;
+}
+
+/* The hashAlgorithm of a CertID as we will echo it must have absent or
+ * NULL parameters: OpenSSL accepts any value there and may re-encode an
+ * odd one into DER that no client (nor OpenSSL itself) can read back. */
+static int sc_ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
+{
+	static const unsigned char null_der[] = { 0x05, 0x00 };
+	const unsigned char *body, *alg, *oid;
+	size_t body_len, alg_len, oid_len;
+
+	if (sc_ocsp_der_read(&cid, &len, 0x30, &body, &body_len) != 0 ||
+	    sc_ocsp_der_read(&body, &body_len, 0x30, &alg, &alg_len) != 0 ||
+	    sc_ocsp_der_read(&alg, &alg_len, 0x06, &oid, &oid_len) != 0)
+		return 0;
+	return alg_len == 0 || (alg_len == sizeof(null_der) && memcmp(alg, null_der, 2) == 0);
 }
 
 static const struct sc_ocsp_issuer_hash *sc_ocsp_find_hash(const sc_ocsp_responder *r, int nid)
@@ -836,10 +846,9 @@ static int sc_ocsp_enqueue(sc_ocsp_responder *r, const sc_ocsp_item *it,
 	struct sc_ocsp_pending p;
 	int rv = SC_ERR_BUSY;
 
-	p.der = malloc(len);
+	p.der = sc_ocsp_memdup(der, len);
 	if (p.der == NULL)
 		return SC_ERR_NOMEM;
-	memcpy(p.der, der, len);
 	p.len = len;
 	p.serial = it->serial;
 	p.status = it->status;
@@ -904,11 +913,10 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 	if (rv == 0 && e.next_update > now && e.this_update <= now + 60) {
 		if (is_canon) {
 			/* The hot path: read transaction, lookup, copy. */
-			resp = malloc(e.der_len);
+			resp = sc_ocsp_memdup(e.der, e.der_len);
 			rv = SC_ERR_NOMEM;
 			if (resp == NULL)
 				goto done;
-			memcpy(resp, e.der, e.der_len);
 			resp_len = e.der_len;
 			res->presigned = 1;
 			res->this_update = e.this_update;
@@ -924,11 +932,10 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 			rv = 0;
 			goto done;
 		}
-		validator = malloc(e.der_len);
+		validator = sc_ocsp_memdup(e.der, e.der_len);
 		rv = SC_ERR_NOMEM;
 		if (validator == NULL)
 			goto done;
-		memcpy(validator, e.der, e.der_len);
 		validator_len = e.der_len;
 		have_entry = 1;
 	} else if (rv != 0 && rv != SC_ERR_NOT_FOUND) {
@@ -1020,6 +1027,52 @@ static void sc_ocsp_items_free(sc_ocsp_item *items, size_t n)
 	free(items);
 }
 
+/* Is `req` exactly the request every common client sends: one CertID in
+ * our canonical SHA-1 form, no version, requestor name, extensions or
+ * signature?  Then `it` is filled (cid_der points into req) and the answer
+ * is the stored one; the OpenSSL parse, which costs more than the rest of
+ * the hot path, is skipped.  Anything else takes the general path, which
+ * answers such a request identically. */
+static int sc_ocsp_fast_request(const sc_ocsp_responder *r, const unsigned char *req,
+				size_t len, sc_ocsp_item *it)
+{
+	const struct sc_ocsp_issuer_hash *h = &r->hashes[0];
+	const unsigned char *p = req, *v, *cid;
+	size_t n = len, vl;
+	int depth;
+
+	/* OCSPRequest, TBSRequest, requestList, Request: each the only
+	 * element of its parent; then the CertID. */
+	for (depth = 0; depth < 5; depth++) {
+		cid = p;
+		if (sc_ocsp_der_read(&p, &n, 0x30, &v, &vl) != 0 || n != 0)
+			return 0;
+		p = v;
+		n = vl;
+	}
+	if (n < sizeof(algid_sha1) || memcmp(p, algid_sha1, sizeof(algid_sha1)) != 0)
+		return 0;
+	p += sizeof(algid_sha1);
+	n -= sizeof(algid_sha1);
+	if (sc_ocsp_der_read(&p, &n, 0x04, &v, &vl) != 0 || vl != h->name_len ||
+	    memcmp(v, h->name, vl) != 0 ||
+	    sc_ocsp_der_read(&p, &n, 0x04, &v, &vl) != 0 || vl != h->key_len ||
+	    memcmp(v, h->key, vl) != 0 ||
+	    sc_ocsp_der_read(&p, &n, 0x02, &v, &vl) != 0 || n != 0)
+		return 0;
+	/* A minimal positive INTEGER, as sc_serial holds it. */
+	if (vl == 0 || vl > SC_SERIAL_MAX || (v[0] & 0x80) != 0 ||
+	    (vl > 1 && v[0] == 0 && (v[1] & 0x80) == 0))
+		return 0;
+	memset(it, 0, sizeof(*it));
+	it->cid_der = (unsigned char *)(uintptr_t)cid;
+	it->cid_len = (size_t)(p - cid);
+	memcpy(it->serial.b, v, vl);
+	it->serial.len = (unsigned char)vl;
+	it->serial_ok = 1;
+	return 1;
+}
+
 int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_len,
 		    unsigned char **resp, size_t *resp_len, sc_ocsp_result *res)
 {
@@ -1030,6 +1083,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	size_t nonce_len = 0, i;
 	int n = 0, rv = 0, status = SC_OCSP_MALFORMED, idx;
 	sc_txn *txn = NULL;
+	sc_ocsp_item fast;
 	int64_t now;
 
 	*resp = NULL;
@@ -1040,6 +1094,17 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 	if (req == NULL || req_len == 0 || req_len > (1u << 20))
 		goto error;
+	if (r->presign && sc_ocsp_fast_request(r, req, req_len, &fast)) {
+		res->n_certs = 1;
+		res->hash_nid = NID_sha1;
+		sc_serial_hex(&fast.serial, res->serial);
+		status = SC_OCSP_INTERNAL_ERROR;
+		rv = sc_ocsp_respond_stored(r, &fast, resp, resp_len, res);
+		if (rv != 0)
+			goto error;
+		res->status = SC_OCSP_SUCCESSFUL;
+		goto done;
+	}
 	oreq = d2i_OCSP_REQUEST(NULL, &p, (long)req_len);
 	if (oreq == NULL || p != req + req_len)
 		goto error;
@@ -1083,6 +1148,8 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		if (len <= 0)
 			goto error;
 		items[i].cid_len = (size_t)len;
+		if (!sc_ocsp_cid_algid_ok(items[i].cid_der, items[i].cid_len))
+			goto error;
 		h = sc_ocsp_find_hash(r, OBJ_obj2nid(md));
 		if (i == 0)
 			res->hash_nid = OBJ_obj2nid(md);
@@ -1271,5 +1338,153 @@ int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t 
 	}
 	free(c.serials);
 	*done_out = total;
+	return rv;
+}
+
+struct sc_ocsp_changed_ctx {
+	sc_serial *serials;            /* NULL: only find the last sequence */
+	size_t n, max;
+	uint64_t last;
+};
+
+static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
+{
+	struct sc_ocsp_changed_ctx *c = ctx;
+
+	c->last = e->rev_seq;
+	if (c->serials == NULL)
+		return 0;
+	c->serials[c->n++] = e->serial;
+	return c->n >= c->max;
+}
+
+static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx *c,
+			       uint64_t after_seq)
+{
+	sc_txn *txn = NULL;
+	int rv;
+
+	c->n = 0;
+	c->last = after_seq;
+	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
+	if (rv != 0)
+		return rv;
+	rv = sc_store_revlog_iter(txn, after_seq, sc_ocsp_changed_cb, c);
+	sc_txn_abort(txn);
+	return rv;
+}
+
+int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq)
+{
+	struct sc_ocsp_changed_ctx c = { 0 };
+	int rv;
+
+	*seq = 0;
+	if (r->store == NULL)
+		return 0;
+	rv = sc_ocsp_walk_revlog(r, &c, 0);
+	if (rv == 0)
+		*seq = c.last;
+	return rv;
+}
+
+int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max,
+			   size_t *done_out)
+{
+	struct sc_ocsp_changed_ctx c = { 0 };
+	int rv;
+
+	*done_out = 0;
+	if (r->store == NULL || !r->presign)
+		return 0;
+	c.max = max > 0 ? max : 256;
+	c.serials = calloc(c.max, sizeof(*c.serials));
+	if (c.serials == NULL)
+		return SC_ERR_NOMEM;
+	rv = sc_ocsp_walk_revlog(r, &c, *after_seq);
+	if (rv == 0 && c.n > 0)
+		rv = sc_ocsp_presign(r, c.serials, c.n);
+	if (rv == 0) {
+		/* Only advance once the new answers are stored: a failed
+		 * commit is retried on the next call. */
+		*after_seq = c.last;
+		*done_out = c.n;
+		atomic_fetch_add_explicit(&r->resigned_changed, c.n, memory_order_relaxed);
+	}
+	free(c.serials);
+	return rv;
+}
+
+struct sc_ocsp_ahead_ctx {
+	sc_txn *txn;
+	int64_t fresh_until;
+	sc_serial *serials;
+	size_t n, cap;
+	int rv;
+};
+
+static int sc_ocsp_ahead_cb(void *ctx, const sc_cert *c)
+{
+	struct sc_ocsp_ahead_ctx *a = ctx;
+	sc_ocsp_entry e;
+	int rv;
+
+	if (sc_ocsp_ca_profile(c))
+		return 0;
+	rv = sc_store_ocsp_get(a->txn, &c->serial, &e);
+	if (rv == 0 && e.next_update > a->fresh_until)
+		return 0;
+	if (rv != 0 && rv != SC_ERR_NOT_FOUND) {
+		a->rv = rv;
+		return 1;
+	}
+	if (a->n == a->cap) {
+		size_t ncap = a->cap ? a->cap * 2 : 1024;
+		sc_serial *ns = realloc(a->serials, ncap * sizeof(*ns));
+
+		if (ns == NULL) {
+			a->rv = SC_ERR_NOMEM;
+			return 1;
+		}
+		a->serials = ns;
+		a->cap = ncap;
+	}
+	a->serials[a->n++] = c->serial;
+	return 0;
+}
+
+int sc_ocsp_unsigned(sc_ocsp_responder *r, sc_serial **out, size_t *n_out)
+{
+	struct sc_ocsp_ahead_ctx a = { 0 };
+	int rv;
+
+	*out = NULL;
+	*n_out = 0;
+	if (r->store == NULL || !r->presign)
+		return 0;
+	rv = sc_txn_begin(r->store, SC_TXN_READ, &a.txn);
+	if (rv != 0)
+		return rv;
+	/* Entries past half their validity are the re-signer's. */
+	a.fresh_until = sc_now() + r->validity / 2;
+	rv = sc_store_cert_iter(a.txn, sc_ocsp_ahead_cb, &a);
+	sc_txn_abort(a.txn);
+	if (rv == 0)
+		rv = a.rv;
+	if (rv != 0) {
+		free(a.serials);
+		return rv;
+	}
+	*out = a.serials;
+	*n_out = a.n;
+	return 0;
+}
+
+int sc_ocsp_sign_ahead(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
+{
+	int rv = sc_ocsp_presign(r, serials, n);
+
+	if (rv == 0)
+		atomic_fetch_add_explicit(&r->ahead, n, memory_order_relaxed);
 	return rv;
 }

@@ -16,6 +16,9 @@
  * so a stored entry is never stale.  Other CertID forms (SHA-256, ...) are
  * signed on demand and kept in a small in-process cache that is only used
  * while the store still holds the exact SHA-1 response it was made next to.
+ * Entries are also written ahead of any request (sc_ocsp_sign_ahead), after
+ * each status change (sc_ocsp_resign_changed) and before nextUpdate
+ * (sc_ocsp_resign_due); the daemon drives all three.
  *
  * Thread safety: sc_ocsp_respond() may be called from many threads at once
  * on one responder (the store and the signer must allow it: sc_hsm does).
@@ -103,13 +106,33 @@ void sc_ocsp_flush(sc_ocsp_responder *r);
  * `max` of them (0 = no limit).  *done = how many were re-signed. */
 int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t *done);
 
+/* The sequence number of the last revocation-log event (0 if none). */
+int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq);
+
+/* Sign and store at once the responses of certificates whose status
+ * changed after revocation-log event *after_seq (committed by any process),
+ * at most `max` (0 = 256) per call; advances *after_seq past what was
+ * handled.  The store has already dropped the old answers in the status
+ * change's transaction: this only saves the next relying party a signing. */
+int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max,
+			   size_t *done);
+
+/* The serials of the certificates of the store with no stored response
+ * (or one past half its validity), in serial order, for signing ahead:
+ * *out is malloc'd (free()), NULL when there are none. */
+int sc_ocsp_unsigned(sc_ocsp_responder *r, sc_serial **out, size_t *n);
+
 /* Sign and store responses for `n` serials now (pre-signing ahead). */
 int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n);
+
+/* sc_ocsp_presign() for certificates nobody asked about yet (counted as
+ * `ahead`). */
+int sc_ocsp_sign_ahead(sc_ocsp_responder *r, const sc_serial *serials, size_t n);
 
 /* Counters since creation (relaxed atomics). */
 typedef struct sc_ocsp_stats {
 	uint64_t presigned_hits, presign_misses, cache_hits, signed_on_demand, stored;
-	uint64_t resigned, store_errors, sign_errors;
+	uint64_t resigned, resigned_changed, ahead, store_errors, sign_errors;
 } sc_ocsp_stats;
 void sc_ocsp_stats_get(sc_ocsp_responder *r, sc_ocsp_stats *out);
 

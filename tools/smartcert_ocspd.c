@@ -6,7 +6,9 @@
  *
  * SIGHUP re-reads the ocsp.* keys and the CA certificates; SIGTERM/SIGINT
  * stop cleanly (in-flight requests finish).  The main thread waits for
- * signals and, between them, re-signs stored responses before nextUpdate.
+ * signals and, between them, signs the new answers of certificates whose
+ * status changed (read from the store's revocation log every 100 ms) and
+ * re-signs stored responses before nextUpdate.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,9 +30,12 @@
 #include "sc_ocsp.h"
 
 #define PROG "smartcert-ocspd"
+/* How often the revocation log is read for status changes to re-sign. */
+#define OCSPD_CHANGE_POLL_MS 100
 
 struct ocspd_settings {
 	int64_t validity;
+	int64_t ahead_rate;        /* responses signed ahead per second */
 	int nonce_mode;
 	int unknown_policy;
 	int serve_files;
@@ -102,9 +107,27 @@ static char *ocspd_url_path(const char *url)
 	return strdup(p != NULL ? p : "");
 }
 
+/* A key with two allowed values: *out = 0 for names[0], 1 for names[1]. */
+static int ocspd_choice(const sc_config *cfg, const char *key, const char *const names[2],
+			int *out)
+{
+	const char *v = sc_config_str(cfg, key, names[0]);
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	return sc_error_set(SC_ERR_CONFIG, "%s must be '%s' or '%s', not '%s'", key, names[0],
+			    names[1], v);
+}
+
 static int ocspd_settings_load(const sc_config *cfg, struct ocspd_settings *s)
 {
-	const char *v;
+	static const char *const nonce_modes[2] = { "accept", "ignore" };
+	static const char *const unknown_policies[2] = { "unknown", "revoked" };
 	int rv;
 
 	memset(s, 0, sizeof(*s));
@@ -114,22 +137,18 @@ static int ocspd_settings_load(const sc_config *cfg, struct ocspd_settings *s)
 	if (s->validity < 60 || s->validity > 366 * 86400)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.validity_seconds must be between 60 "
 				    "and 31622400");
-	v = sc_config_str(cfg, "ocsp.nonce", "accept");
-	if (strcmp(v, "accept") == 0)
-		s->nonce_mode = SC_OCSP_NONCE_ACCEPT;
-	else if (strcmp(v, "ignore") == 0)
-		s->nonce_mode = SC_OCSP_NONCE_IGNORE;
-	else
-		return sc_error_set(SC_ERR_CONFIG, "ocsp.nonce must be 'accept' or 'ignore', "
-				    "not '%s'", v);
-	v = sc_config_str(cfg, "ocsp.unknown_policy", "unknown");
-	if (strcmp(v, "unknown") == 0)
-		s->unknown_policy = SC_OCSP_UNKNOWN_UNKNOWN;
-	else if (strcmp(v, "revoked") == 0)
-		s->unknown_policy = SC_OCSP_UNKNOWN_REVOKED;
-	else
-		return sc_error_set(SC_ERR_CONFIG, "ocsp.unknown_policy must be 'unknown' or "
-				    "'revoked', not '%s'", v);
+	rv = sc_config_int(cfg, "ocsp.sign_ahead_per_second", 100, &s->ahead_rate);
+	if (rv != 0)
+		return rv;
+	if (s->ahead_rate < 0 || s->ahead_rate > 100000)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.sign_ahead_per_second must be between 0 "
+				    "(off) and 100000");
+	/* The array order is the SC_OCSP_NONCE_* / SC_OCSP_UNKNOWN_* order. */
+	rv = ocspd_choice(cfg, "ocsp.nonce", nonce_modes, &s->nonce_mode);
+	if (rv == 0)
+		rv = ocspd_choice(cfg, "ocsp.unknown_policy", unknown_policies, &s->unknown_policy);
+	if (rv != 0)
+		return rv;
 	rv = sc_config_bool(cfg, "ocsp.serve_crl_dir", 1, &s->serve_files);
 	if (rv != 0)
 		return rv;
@@ -243,6 +262,90 @@ done:
 	return rv;
 }
 
+/* Connection bounds (read at start; a change needs a restart). */
+static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
+{
+	int64_t conns, idle, body;
+	int rv;
+
+	rv = sc_config_int(cfg, "ocsp.max_connections", 10000, &conns);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.idle_timeout_seconds", 15, &idle);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.max_request_bytes", 16384, &body);
+	if (rv != 0)
+		return rv;
+	if (conns < 16 || conns > 1000000 || idle < 1 || idle > 3600 || body < 256 ||
+	    body > 1048576)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.max_connections (16..1000000), "
+				    "ocsp.idle_timeout_seconds (1..3600) or ocsp.max_request_bytes "
+				    "(256..1048576) is out of range");
+	hp->conn_limit = (unsigned)conns;
+	hp->conn_timeout = (unsigned)idle;
+	hp->max_body = (size_t)body;
+	return 0;
+}
+
+static int ocspd_number(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoul(s, &end, 10);
+	return errno != 0 || end == s || *end != '\0' || s[0] == '-' || *out > max ? -1 : 0;
+}
+
+/* Signing ahead: the certificates nobody has asked about yet, found once at
+ * start and after each reload, signed a few per tick in the background. */
+struct ocspd_ahead {
+	sc_serial *serials;
+	size_t n, done;
+	int64_t budget;            /* signatures allowed this tick, times ticks/s */
+};
+
+static void ocspd_ahead_start(struct ocspd_ahead *a, sc_ocsp_responder *r, int64_t rate)
+{
+	int rv;
+
+	free(a->serials);
+	memset(a, 0, sizeof(*a));
+	if (rate <= 0)
+		return;
+	rv = sc_ocsp_unsigned(r, &a->serials, &a->n);
+	if (rv != 0)
+		ocspd_event("ocspd.sign_ahead_failed", NULL, NULL, rv);
+}
+
+static void ocspd_ahead_tick(struct ocspd_ahead *a, sc_ocsp_responder *r, int64_t rate)
+{
+	const int64_t ticks = 1000 / OCSPD_CHANGE_POLL_MS;
+	size_t k;
+	char numbuf[32];
+	int rv;
+
+	if (a->done >= a->n || rate <= 0)
+		return;
+	a->budget += rate;
+	k = (size_t)(a->budget / ticks);
+	if (k == 0)
+		return;
+	if (k > a->n - a->done)
+		k = a->n - a->done;
+	a->budget -= (int64_t)k * ticks;
+	rv = sc_ocsp_sign_ahead(r, a->serials + a->done, k);
+	if (rv != 0) {
+		ocspd_event("ocspd.sign_ahead_failed", NULL, NULL, rv);
+		return;   /* retried on the next tick */
+	}
+	a->done += k;
+	if (a->done == a->n) {
+		snprintf(numbuf, sizeof(numbuf), "%zu", a->n);
+		ocspd_event("ocspd.signed_ahead", "count", numbuf, 0);
+		free(a->serials);
+		memset(a, 0, sizeof(*a));
+	}
+}
+
 static void ocspd_raise_nofile(void)
 {
 	struct rlimit rl;
@@ -280,8 +383,10 @@ int main(int argc, char **argv)
 	unsigned char *der[3] = { NULL, NULL, NULL };
 	size_t len[3] = { 0, 0, 0 };
 	sigset_t set;
-	char *end;
-	char portbuf[16];
+	char numbuf[32];
+	uint64_t seen = 0;
+	int64_t next_due = 0;
+	struct ocspd_ahead ahead = { 0 };
 
 	while ((opt = getopt_long(argc, argv, "c:l:fp:t:r:hV", opts, NULL)) != -1) {
 		switch (opt) {
@@ -290,17 +395,13 @@ int main(int argc, char **argv)
 		case 'f': foreground = 1; break;
 		case 'p': pid_file = optarg; break;
 		case 't':
-			errno = 0;
-			threads = strtoul(optarg, &end, 10);
-			if (errno != 0 || *end != '\0' || threads > 256) {
-				fprintf(stderr, PROG ": --threads wants a number 1..256\n");
+			if (ocspd_number(optarg, 256, &threads) != 0) {
+				fprintf(stderr, PROG ": --threads wants a number 0..256 (0 = one per CPU)\n");
 				return 2;
 			}
 			break;
 		case 'r':
-			errno = 0;
-			log_rate = strtoul(optarg, &end, 10);
-			if (errno != 0 || *end != '\0' || log_rate > 1000000) {
+			if (ocspd_number(optarg, 1000000, &log_rate) != 0) {
 				fprintf(stderr, PROG ": --log-rate wants a number of lines per second\n");
 				return 2;
 			}
@@ -363,6 +464,11 @@ int main(int argc, char **argv)
 		goto done;
 	}
 	memset(&hp, 0, sizeof(hp));
+	rv = ocspd_http_limits(d->cfg, &hp);
+	if (rv != 0) {
+		ret = ocspd_fail(rv, "reading the connection limits");
+		goto done;
+	}
 	hp.listen = listen != NULL ? listen : sc_config_str(d->cfg, "ocsp.listen", "127.0.0.1:8080");
 	hp.path_prefix = s.prefix;
 	hp.crl_dir = s.serve_files ? s.crl_dir : NULL;
@@ -388,30 +494,45 @@ int main(int argc, char **argv)
 			goto done;
 		}
 	}
-	snprintf(portbuf, sizeof(portbuf), "%u", sc_ocsp_http_port(http));
-	ocspd_event("ocspd.started", "port", portbuf, 0);
+	snprintf(numbuf, sizeof(numbuf), "%u", sc_ocsp_http_port(http));
+	ocspd_event("ocspd.started", "port", numbuf, 0);
+	rv = sc_ocsp_revlog_head(live, &seen);
+	if (rv != 0)
+		ocspd_event("ocspd.revlog_failed", NULL, NULL, rv);
+	ocspd_ahead_start(&ahead, live, s.ahead_rate);
 
+	/* This thread is the only one that swaps responders, so `live` stays
+	 * valid here between signals. */
 	for (;;) {
-		struct timespec ts;
-		int64_t interval = s.validity / 8 < 60 ? s.validity / 8 : 60;
+		struct timespec ts = { 0, OCSPD_CHANGE_POLL_MS * 1000000L };
+		int64_t interval = s.validity / 8 < 60 ? s.validity / 8 : 60, now;
 		size_t n = 0;
 
-		if (interval < 1)
-			interval = 1;
-		ts.tv_sec = (time_t)interval;
-		ts.tv_nsec = 0;
 		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 		if (sig == SIGHUP) {
 			rv = ocspd_reload(config_path, d, &signer, http, &s, &live);
 			ocspd_event(rv == 0 ? "ocspd.reloaded" : "ocspd.reload_failed", NULL, NULL, rv);
-			continue;
+			if (rv == 0)
+				ocspd_ahead_start(&ahead, live, s.ahead_rate);
 		}
+		/* Status changes committed by `smartcert ca` in another process:
+		 * sign their new answers now, before anyone asks. */
+		rv = sc_ocsp_resign_changed(live, &seen, 256, &n);
+		if (rv != 0) {
+			ocspd_event("ocspd.resign_failed", NULL, NULL, rv);
+		} else if (n > 0) {
+			snprintf(numbuf, sizeof(numbuf), "%zu", n);
+			ocspd_event("ocspd.resigned_changed", "count", numbuf, 0);
+		}
+		ocspd_ahead_tick(&ahead, live, s.ahead_rate);
 		/* Re-sign stored responses in the second half of their validity. */
-		/* This thread is the only one that swaps responders, so `live`
-		 * stays valid here. */
-		rv = sc_ocsp_resign_due(live, sc_now() + s.validity / 2, 2000, &n);
+		now = sc_now();
+		if (now < next_due)
+			continue;
+		next_due = now + (interval > 1 ? interval : 1);
+		rv = sc_ocsp_resign_due(live, now + s.validity / 2, 2000, &n);
 		if (rv != 0)
 			ocspd_event("ocspd.resign_failed", NULL, NULL, rv);
 	}
@@ -423,6 +544,7 @@ done:
 	sc_ocsp_responder_free(r);
 	ocspd_ca_files_free(der);
 	ocspd_settings_free(&s);
+	free(ahead.serials);
 	if (signer.key != NULL)
 		sc_hsm_key_free(d->hsm, signer.key);
 	sc_deploy_close(d);

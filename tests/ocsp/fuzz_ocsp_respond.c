@@ -121,13 +121,7 @@ static int fuzz_sign(void *ctx, const unsigned char *tbs, size_t tbs_len,
 	sc_ocsp_der_end(&d, mb, 0x03);
 	sc_ocsp_der_put(&d, trailer, trailer_len);
 	sc_ocsp_der_end(&d, m, 0x30);
-	rv = SC_ERR_NOMEM;
-	if (d.failed)
-		goto done;
-	*out = d.p;
-	*out_len = d.len;
-	d.p = NULL;
-	rv = 0;
+	rv = sc_ocsp_der_take(&d, out, out_len);
 done:
 	EVP_MD_CTX_free(md);
 	sc_ocsp_der_free(&d);

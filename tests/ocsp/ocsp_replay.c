@@ -4,7 +4,7 @@
  * good / revoked / hold / unknown, sha1 and sha256 CertIDs, nonce echo,
  * several CertIDs, foreign issuer, and that a status change in the store
  * is answered by the very next response (pre-signed entry and sha256 cache
- * both invalidated).
+ * both invalidated), re-signing before nextUpdate and on status changes.
  *
  *   ocsp-replay [--write-seeds DIR] [FILE|DIR]...
  */
@@ -74,6 +74,66 @@ static int ask(const long *serials, int n, const EVP_MD *md, int nonce, X509 *is
 	return rv;
 }
 
+static void unsigned_count(size_t want, const char *what)
+{
+	sc_serial *serials = NULL;
+	size_t n = 0;
+	int rv = sc_ocsp_unsigned(sc_ocsp_fuzz_responder(), &serials, &n);
+
+	CHECK(rv == 0 && n == want, "%s (%zu)", what, n);
+	free(serials);
+}
+
+/* Signing ahead: entries due before nextUpdate are re-signed, and a
+ * status change committed elsewhere is signed and stored before anyone
+ * asks (the next answer is served from the store). */
+static void resign_checks(X509 *iss)
+{
+	sc_ocsp_responder *r = sc_ocsp_fuzz_responder();
+	sc_ocsp_stats before, after;
+	sc_ocsp_result res;
+	sc_txn *txn = NULL;
+	sc_serial ser3 = { .len = 1, .b = { 3 } };
+	long s3 = 3;
+	uint64_t seq = 0, seq2;
+	size_t n = 0;
+	int rv;
+
+	sc_ocsp_stats_get(r, &before);
+	/* Nothing is due yet (validity 3600 s), everything is due an hour on. */
+	rv = sc_ocsp_resign_due(r, sc_now(), 0, &n);
+	CHECK(rv == 0 && n == 0, "nothing due before nextUpdate (%zu re-signed)", n);
+	rv = sc_ocsp_resign_due(r, sc_now() + 3601, 0, &n);
+	sc_ocsp_stats_get(r, &after);
+	CHECK(rv == 0 && n >= 2 && after.resigned - before.resigned == n,
+	      "entries due before nextUpdate re-signed (%zu)", n);
+	ask(&s3, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
+	CHECK(res.presigned && res.cert_status == SC_OCSP_REVOKED,
+	      "re-signed entry served from the store");
+
+	rv = sc_ocsp_revlog_head(r, &seq);
+	CHECK(rv == 0 && seq > 0, "revocation log head %llu", (unsigned long long)seq);
+	rv = sc_ocsp_resign_changed(r, &seq, 0, &n);
+	CHECK(rv == 0 && n == 0, "no status change since the head");
+	/* Resume serial 03 (hold -> good) as `smartcert ca resume` would. */
+	if (sc_txn_begin(sc_ocsp_fuzz_store(), SC_TXN_WRITE, &txn) != 0 ||
+	    sc_store_cert_set_status(txn, &ser3, SC_CERT_GOOD, 0, SC_REASON_NONE, 0) != 0 ||
+	    sc_txn_commit(txn) != 0) {
+		CHECK(0, "resuming serial 03 in the store: %s", sc_error_detail());
+		return;
+	}
+	seq2 = seq;
+	sc_ocsp_stats_get(r, &before);
+	rv = sc_ocsp_resign_changed(r, &seq2, 0, &n);
+	sc_ocsp_stats_get(r, &after);
+	CHECK(rv == 0 && n == 1 && seq2 > seq && after.stored > before.stored,
+	      "status change re-signed and stored at once (%zu)", n);
+	ask(&s3, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
+	CHECK(res.presigned && res.cert_status == SC_OCSP_GOOD,
+	      "next answer after resume: good, from the store, no signing");
+	unsigned_count(0, "every certificate has a fresh stored answer");
+}
+
 static void self_checks(const char *seeds)
 {
 	sc_ocsp_result res;
@@ -82,6 +142,7 @@ static void self_checks(const char *seeds)
 	sc_txn *txn = NULL;
 	sc_serial ser = { .len = 1, .b = { 1 } };
 
+	unsigned_count(3, "before any request: three certificates to sign ahead");
 	ask(&s1, 1, EVP_sha1(), 0, iss, &res, seeds, "good-sha1");
 	CHECK(res.status == SC_OCSP_SUCCESSFUL && res.cert_status == SC_OCSP_GOOD &&
 	      !res.presigned, "serial 01 good, signed on first request");
@@ -132,6 +193,7 @@ static void self_checks(const char *seeds)
 	} else {
 		CHECK(0, "revoking serial 01 in the store: %s", sc_error_detail());
 	}
+	resign_checks(iss);
 	{
 		static const unsigned char trunc[] = { 0x30, 0x45, 0x30, 0x43, 0x30 };
 

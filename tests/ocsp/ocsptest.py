@@ -20,7 +20,7 @@ import urllib.request
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
                                   os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import check, fail  # noqa: E402
+from scfixture import check, fail, _tlv as tlv  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -46,6 +46,7 @@ class Responder:
         self.extra = extra
         self.port = port
         self.proc = None
+        self.rc = None
         self.log_path = os.path.join(d.tmp, "ocspd.log")
 
     def start(self):
@@ -97,15 +98,21 @@ class Responder:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        rc = self.proc.returncode if self.proc is not None else None
+        if self.proc is not None:
+            self.rc = self.proc.returncode
         self.proc = None
-        return rc
+        return self.rc
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
-        self.stop()
+        rc = self.stop()
+        if exc[0] is None:
+            # a sanitizer report or a crash at shutdown is a failure too
+            if rc != 0:
+                fail(f"smartcert-ocspd exited {rc} on SIGTERM\n{self.log_text()}")
+            print("ok - smartcert-ocspd stopped cleanly on SIGTERM")
         return False
 
     # -- HTTP --------------------------------------------------------------
@@ -158,17 +165,6 @@ def ca_certs(d):
 
 # -- DER building (requests are built by hand so tests control every byte) ---
 
-def der_len(n):
-    if n < 0x80:
-        return bytes([n])
-    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(b)]) + b
-
-
-def tlv(tag, content):
-    return bytes([tag]) + der_len(len(content)) + content
-
-
 def der_int(v):
     b = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big")
     while len(b) > 1 and b[0] == 0 and b[1] < 0x80:
@@ -183,7 +179,7 @@ ALGIDS = {
 NONCE_OID = bytes.fromhex("06092b0601050507300102")
 
 
-def cert_id(issuer, serial, alg="sha1"):
+def cert_id(issuer, serial, alg="sha1", null_params=True):
     name_der = issuer.subject.public_bytes()
     spki = issuer.public_key().public_bytes(serialization.Encoding.DER,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -194,7 +190,8 @@ def cert_id(issuer, serial, alg="sha1"):
     h = hashlib.new(alg)
     h.update(key_bits)
     kh = h.digest()
-    return tlv(0x30, ALGIDS[alg] + tlv(0x04, nh) + tlv(0x04, kh) + der_int(serial))
+    algid = ALGIDS[alg] if null_params else tlv(0x30, ALGIDS[alg][2:-2])
+    return tlv(0x30, algid + tlv(0x04, nh) + tlv(0x04, kh) + der_int(serial))
 
 
 def x509_spki_bits(spki):
@@ -215,9 +212,9 @@ def x509_spki_bits(spki):
     return spki[off3 + 1:off3 + ln3]
 
 
-def make_request(d_or_issuer, serials, alg="sha1", nonce=None):
+def make_request(d_or_issuer, serials, alg="sha1", nonce=None, null_params=True):
     issuer = d_or_issuer if isinstance(d_or_issuer, x509.Certificate) else ca_certs(d_or_issuer)[0]
-    reqs = b"".join(tlv(0x30, cert_id(issuer, s, alg)) for s in serials)
+    reqs = b"".join(tlv(0x30, cert_id(issuer, s, alg, null_params)) for s in serials)
     tbs = tlv(0x30, tlv(0x30, reqs))
     if nonce is not None:
         ext = tlv(0x30, NONCE_OID + tlv(0x04, tlv(0x04, nonce)))

@@ -2,7 +2,11 @@
 """Bad input gets the right OCSP error or HTTP status, and the daemon keeps
 serving everyone else: truncated DER, garbage, wrong content type, oversized
 body, invalid base64 in GET, wrong method, a slow client trickling bytes,
-2,000 idle connections.  After each, a good request still works."""
+2,000 idle connections.  After each, a good request still works.  Then the
+bounds: with ocsp.max_connections and ocsp.idle_timeout_seconds set low,
+at most that many connections are held (the rest wait in the listen
+backlog) and idle ones are closed, so a flood of idle clients delays a
+relying party by about the idle timeout and no more."""
 import base64
 import os
 import socket
@@ -12,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ocsptest import (Responder, make_request, verify_response, statuses, check,  # noqa: E402
-                      ocsp, enrol, ocsp_status)
+                      ocsp, enrol, ocsp_status, set_ocsp_option)
 from scfixture import Deployment  # noqa: E402
 
 GOOD = ocsp.OCSPCertStatus.GOOD
@@ -59,6 +63,11 @@ with Deployment() as d:
         check(ocsp_status(body) == MALFORMED, "trailing bytes: malformedRequest")
         body = r.post(b"")
         check(ocsp_status(body) == MALFORMED, "empty body: malformedRequest")
+        odd = good_req.replace(bytes.fromhex("06052b0e03021a0500"), bytes.fromhex("06052b0e03021a2000"))
+        check(odd != good_req, "request with hashAlgorithm parameters [UNIVERSAL 0] built")
+        body = r.post(odd)
+        check(ocsp_status(body) == MALFORMED,
+              "hashAlgorithm parameters neither absent nor NULL: malformedRequest")
         body = r.post(make_request(d, list(range(1, 40))))
         check(ocsp_status(body) == MALFORMED, "39 CertIDs (cap 32): malformedRequest")
         still_good(r, d, serial, "bad DER")
@@ -79,6 +88,9 @@ with Deployment() as d:
         check(ocsp_status(body) == MALFORMED, "invalid base64 in GET: 400 + malformedRequest")
         body = r.get(None, raw_path=base64.b64encode(b"\x30\x03garbage").decode())
         check(ocsp_status(body) == MALFORMED, "base64 of garbage: malformedRequest")
+        out = raw_http(r.port, b"GET /ocsp/" + b"A" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 414") or out.startswith(b"HTTP/1.1 431"),
+              f"20 kB GET URL refused: {out[:20]!r}")
         out = raw_http(r.port, b"PUT /ocsp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         check(out.startswith(b"HTTP/1.1 405"), "PUT: 405")
         out = raw_http(r.port, b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -132,5 +144,30 @@ with Deployment() as d:
         for s in socks:
             s.close()
         still_good(r, d, serial, "closing the idle connections")
+        check(r.proc.poll() is None, "daemon still running")
+
+    # Idle connections are bounded in number and in time.
+    set_ocsp_option(d, "max_connections", "32")
+    set_ocsp_option(d, "idle_timeout_seconds", "1")
+    with Responder(d) as r:
+        still_good(r, d, serial, "restart with max_connections = 32")
+        socks = [socket.create_connection(("127.0.0.1", r.port), timeout=10)
+                 for _ in range(96)]
+        # the 97th client, behind 96 idle ones, gets its answer once the
+        # idle ones before it are reaped
+        still_good(r, d, serial, "96 idle connections against max_connections = 32")
+        closed = 0
+        deadline = time.monotonic() + 30
+        for s in socks:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                closed += s.recv(1) == b""
+            except OSError:
+                closed += 1
+        check(closed == len(socks), f"all {len(socks)} idle connections closed by the daemon "
+              "after the idle timeout")
+        for s in socks:
+            s.close()
+        still_good(r, d, serial, "the idle connections were reaped")
         check(r.proc.poll() is None, "daemon still running")
 print("all malformed-input checks passed")
