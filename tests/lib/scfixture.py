@@ -101,13 +101,13 @@ def _der_len(n):
     return bytes([0x80 | len(b)]) + b
 
 
-def _tlv(tag, content):
+def tlv(tag, content):
     return bytes([tag]) + _der_len(len(content)) + content
 
 
 def _der_int(v):
     b = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big", signed=True)
-    return _tlv(0x02, b)
+    return tlv(0x02, b)
 
 
 def _der_oid(dotted):
@@ -120,12 +120,12 @@ def _der_oid(dotted):
             chunk.append(0x80 | (p & 0x7F))
             p >>= 7
         out += bytes(reversed(chunk))
-    return _tlv(0x06, bytes(out))
+    return tlv(0x06, bytes(out))
 
 
 def _der_time(t):
     import time as _time
-    return _tlv(0x18, _time.strftime("%Y%m%d%H%M%SZ", _time.gmtime(t)).encode())
+    return tlv(0x18, _time.strftime("%Y%m%d%H%M%SZ", _time.gmtime(t)).encode())
 
 
 HASH_OIDS = {"sha256": "2.16.840.1.101.3.4.2.1", "sha384": "2.16.840.1.101.3.4.2.2",
@@ -159,27 +159,27 @@ def mint_token(d, user, key_id, digests, *, not_before=None, not_after=None,
     na = now + 300 if not_after is None else not_after
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    tbs = _tlv(0x30, b"".join([
+    tbs = tlv(0x30, b"".join([
         _der_int(version),
-        _tlv(0x04, token_id if token_id is not None else os.urandom(16)),
-        _tlv(0x0C, (issuer or d.conf_get("authz.issuer", "smartcert-demo-authz")).encode()),
-        _tlv(0x04, hashlib.sha256(spki).digest()),
-        _tlv(0x0C, (audience or d.conf_get("authz.audience", "smartcert-signing")).encode()),
-        _tlv(0x0C, user.encode()),
-        _tlv(0x0C, key_id.encode()),
-        _tlv(0x0A, bytes([purpose])),
-        _tlv(0x30, b"".join(_tlv(0x30, _der_oid(HASH_OIDS[h]) + _tlv(0x04, v))
+        tlv(0x04, token_id if token_id is not None else os.urandom(16)),
+        tlv(0x0C, (issuer or d.conf_get("authz.issuer", "smartcert-demo-authz")).encode()),
+        tlv(0x04, hashlib.sha256(spki).digest()),
+        tlv(0x0C, (audience or d.conf_get("authz.audience", "smartcert-signing")).encode()),
+        tlv(0x0C, user.encode()),
+        tlv(0x0C, key_id.encode()),
+        tlv(0x0A, bytes([purpose])),
+        tlv(0x30, b"".join(tlv(0x30, _der_oid(HASH_OIDS[h]) + tlv(0x04, v))
                             for h, v in digests)),
         _der_time(nb),
         _der_time(na),
         _der_int(max_signatures),
     ]))
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        sig, alg = key.sign(tbs), _tlv(0x30, _der_oid("1.3.101.112"))
+        sig, alg = key.sign(tbs), tlv(0x30, _der_oid("1.3.101.112"))
     else:
         sig = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-        alg = _tlv(0x30, _der_oid("1.2.840.10045.4.3.2"))
-    return b64url(_tlv(0x30, tbs + alg + _tlv(0x03, b"\x00" + sig)))
+        alg = tlv(0x30, _der_oid("1.2.840.10045.4.3.2"))
+    return b64url(tlv(0x30, tbs + alg + tlv(0x03, b"\x00" + sig)))
 
 
 def _dep_conf_get(self, key, default=None):

@@ -20,7 +20,7 @@ import urllib.request
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
                                   os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import check, fail, _tlv as tlv  # noqa: E402
+from scfixture import check, fail, tlv  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
