@@ -551,25 +551,30 @@ static int sc_ca_id_push(char (**list)[SC_ID_MAX + 1], size_t *n, size_t *cap, c
 	return SC_OK;
 }
 
+/* Append a serial to a growing list; 0 or SC_ERR_NOMEM. */
+static int sc_ca_serial_push(sc_serial **list, size_t *n, size_t *cap, const sc_serial *s)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? 2 * *cap : 64;
+		sc_serial *nl = realloc(*list, ncap * sizeof(*nl));
+
+		if (nl == NULL)
+			return SC_ERR_NOMEM;
+		*list = nl;
+		*cap = ncap;
+	}
+	(*list)[(*n)++] = *s;
+	return SC_OK;
+}
+
 static int sc_ca_sweep_cert_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ca_sweep_ctx *s = ctx;
 
 	if (c->status != SC_CERT_GOOD && c->status != SC_CERT_HOLD)
 		return 0;
-	if (s->n == s->cap) {
-		size_t ncap = s->cap ? 2 * s->cap : 256;
-		sc_serial *ns = realloc(s->serials, ncap * sizeof(*ns));
-
-		if (ns == NULL) {
-			s->err = SC_ERR_NOMEM;
-			return 1;
-		}
-		s->serials = ns;
-		s->cap = ncap;
-	}
-	s->serials[s->n++] = c->serial;
-	return 0;
+	s->err = sc_ca_serial_push(&s->serials, &s->n, &s->cap, &c->serial);
+	return s->err != SC_OK;
 }
 
 static int sc_ca_sweep_user_cb(void *ctx, const sc_user *u)
@@ -577,9 +582,7 @@ static int sc_ca_sweep_user_cb(void *ctx, const sc_user *u)
 	struct sc_ca_sweep_ctx *s = ctx;
 
 	if (u->status == SC_USER_CLOSED) {
-		/* an empty name marks an account already purged */
-		if (u->updated < s->now - s->ca->retention_days * 86400 && u->name != NULL &&
-		    u->name[0] != '\0')
+		if (u->updated < s->now - s->ca->retention_days * 86400)
 			s->err = sc_ca_id_push(&s->purge, &s->np, &s->capp, u->user_id);
 		return s->err != SC_OK;
 	}
@@ -590,26 +593,92 @@ static int sc_ca_sweep_user_cb(void *ctx, const sc_user *u)
 	return s->err != SC_OK;
 }
 
-/* Erase the personal data of a closed account past retention.  The
- * account record itself stays (its ID hash keeps the person from being
- * enrolled twice), and so do the certificate records that CRLs and OCSP
- * still answer for. */
-static int sc_ca_purge_user(sc_ca *ca, sc_txn *txn, const char *user_id, int64_t now)
+/* What one account holds, copied out so that it can be deleted. */
+struct sc_ca_account {
+	int64_t horizon;
+	int keep;                 /* a certificate not yet past the horizon */
+	sc_serial *serials;
+	size_t ns, caps;
+	char (*keys)[SC_ID_MAX + 1];
+	size_t nk, capk;
+	int err;
+};
+
+static int sc_ca_account_cert_cb(void *ctx, const sc_cert *c)
 {
-	struct sc_ca_user_copy uc;
+	struct sc_ca_account *a = ctx;
+
+	if (c->not_after >= a->horizon) {
+		a->keep = 1;
+		return 1;
+	}
+	a->err = sc_ca_serial_push(&a->serials, &a->ns, &a->caps, &c->serial);
+	return a->err != SC_OK;
+}
+
+static int sc_ca_account_key_cb(void *ctx, const sc_key *k)
+{
+	struct sc_ca_account *a = ctx;
+
+	a->err = sc_ca_id_push(&a->keys, &a->nk, &a->capk, k->key_id);
+	return a->err != SC_OK;
+}
+
+/* Delete a closed account past retention whose certificates all ended
+ * before `horizon`: certificates, keys (wrapped blobs included), then the
+ * account and its ID-card hash, in one transaction with a `purge` audit
+ * record that names only the opaque user id.  *done = 0 when the account
+ * does not qualify (yet). */
+static int sc_ca_purge_account(sc_ca *ca, const char *user_id, int64_t now, int64_t horizon,
+			       int *done)
+{
+	struct sc_ca_account a;
+	sc_txn *txn = NULL;
+	sc_user u;
+	char detail[96];
 	int rv;
 
-	if ((rv = sc_ca_user_load(txn, user_id, &uc)) == SC_OK) {
-		OPENSSL_cleanse(uc.name, strlen(uc.name));
-		uc.name[0] = '\0';
-		uc.u.dob = 0;
-		uc.u.updated = now;
-		rv = sc_store_user_update(txn, &uc.u);
+	*done = 0;
+	memset(&a, 0, sizeof(a));
+	a.horizon = horizon;
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
+		goto out;
+	/* re-checked inside the transaction: the account may have been
+	 * enrolled again since the sweep listed it */
+	rv = sc_store_user_get(txn, user_id, &u);
+	if (rv == SC_ERR_NOT_FOUND) {
+		rv = SC_OK;
+		goto out;
 	}
-	if (rv == SC_OK)
-		rv = sc_ca_audit(ca, txn, "purge", user_id, NULL, NULL, NULL,
-				 "personal data erased after retention");
-	free(uc.name);
+	if (rv != SC_OK)
+		goto out;
+	if (u.status != SC_USER_CLOSED || u.updated >= now - ca->retention_days * 86400)
+		goto out;
+	if ((rv = sc_store_cert_iter_user(txn, user_id, sc_ca_account_cert_cb, &a)) != SC_OK ||
+	    (rv = a.err) != SC_OK || a.keep)
+		goto out;
+	if ((rv = sc_store_key_iter_user(txn, user_id, sc_ca_account_key_cb, &a)) != SC_OK ||
+	    (rv = a.err) != SC_OK)
+		goto out;
+	for (size_t i = 0; i < a.ns; i++)
+		if ((rv = sc_store_cert_del(txn, &a.serials[i], now)) != SC_OK)
+			goto out;
+	for (size_t i = 0; i < a.nk; i++)
+		if ((rv = sc_store_key_del(txn, a.keys[i])) != SC_OK)
+			goto out;
+	if ((rv = sc_store_user_del(txn, user_id)) != SC_OK)
+		goto out;
+	snprintf(detail, sizeof(detail), "account deleted after retention: %zu certificate(s), "
+		 "%zu key(s)", a.ns, a.nk);
+	if ((rv = sc_ca_audit(ca, txn, "purge", user_id, NULL, NULL, NULL, detail)) != SC_OK)
+		goto out;
+	rv = sc_txn_commit(txn);
+	txn = NULL;
+	*done = rv == SC_OK;
+out:
+	sc_txn_abort(txn);
+	free(a.serials);
+	free(a.keys);
 	return rv;
 }
 
@@ -617,6 +686,7 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 {
 	struct sc_ca_sweep_ctx s;
 	sc_txn *txn = NULL;
+	int64_t grace = 30, horizon;
 	int rv;
 
 	memset(out, 0, sizeof(*out));
@@ -666,13 +736,23 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 			goto done;
 		out->expired++;
 	}
-	for (size_t i = 0; i < s.np; i++) {
-		if ((rv = sc_ca_purge_user(ca, txn, s.purge[i], s.now)) != SC_OK)
-			goto done;
-		out->purged++;
-	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
+	if (rv != SC_OK)
+		goto done;
+	/* One transaction per account: a failure leaves the accounts already
+	 * purged purged, and the rest for the next sweep.  A revoked
+	 * certificate also stays until it has dropped off the CRLs. */
+	if ((rv = sc_config_int(ca->d->cfg, "crl.expired_grace_days", 30, &grace)) != SC_OK)
+		goto done;
+	horizon = s.now - (grace > ca->retention_days ? grace : ca->retention_days) * 86400;
+	for (size_t i = 0; i < s.np; i++) {
+		int purged;
+
+		if ((rv = sc_ca_purge_account(ca, s.purge[i], s.now, horizon, &purged)) != SC_OK)
+			goto done;
+		out->purged += (uint64_t)purged;
+	}
 done:
 	sc_txn_abort(txn);
 	free(s.serials);

@@ -121,13 +121,15 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 typedef struct sc_ca_sweep_result {
 	uint64_t expired;           /* certificates marked expired */
 	uint64_t minors_revoked;    /* minors who came of age */
-	uint64_t purged;            /* closed accounts past ca.retention_days whose
-				     * personal data (name, date of birth) was erased */
+	uint64_t purged;            /* closed accounts deleted after retention
+				     * (certificates, keys, account record) */
 } sc_ca_sweep_result;
-/* Daily maintenance in one transaction: minors come of age revoked
- * (privilegeWithdrawn), certificates past notAfter marked expired, closed
- * accounts past ca.retention_days purged (name and date of birth erased;
- * the records that keep the ID hash unique and answer CRL/OCSP stay). */
+/* Daily maintenance: minors come of age revoked (privilegeWithdrawn),
+ * certificates past notAfter marked expired, and closed accounts deleted
+ * (certificates, keys, account; one transaction each) once closed for more
+ * than ca.retention_days and every certificate's notAfter is older than
+ * max(ca.retention_days, crl.expired_grace_days), so a deleted serial has
+ * already left every CRL. */
 int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out);
 
 /* ---- deployment creation ------------------------------------------------ */

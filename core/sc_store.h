@@ -78,6 +78,11 @@ int sc_store_user_find_idhash(sc_txn *txn, const unsigned char id_hash[32], sc_u
 typedef int (*sc_user_cb)(void *ctx, const sc_user *u);   /* non-zero stops */
 /* All users in user_id order starting at `from` (NULL = first). */
 int sc_store_user_iter(sc_txn *txn, const char *from, sc_user_cb cb, void *ctx);
+/* Delete a user record and its ID-card-hash index entry, so that the same
+ * person can be enrolled again as a new account.  SC_ERR_STATE while any key
+ * or certificate record of the user is left (delete those first, in the same
+ * transaction); SC_ERR_NOT_FOUND if absent. */
+int sc_store_user_del(sc_txn *txn, const char *user_id);
 
 /* ---- wrapped keys ---------------------------------------------------- */
 
@@ -108,6 +113,12 @@ int sc_store_key_iter_user(sc_txn *txn, const char *user_id, sc_key_cb cb, void 
 /* All keys in seq order, starting after `after_seq` (0 = from the start):
  * streams, never materialises the whole set. */
 int sc_store_key_iter(sc_txn *txn, uint64_t after_seq, sc_key_cb cb, void *ctx);
+/* Delete a key record with its wrapped blob (if any is left), its seq and
+ * owner index entries and its failure counter.  The seq is never handed out
+ * again.  SC_ERR_STATE while a certificate record of the owner still names
+ * the key (delete the certificates first, in the same transaction);
+ * SC_ERR_NOT_FOUND if absent. */
+int sc_store_key_del(sc_txn *txn, const char *key_id);
 
 /* S9: failure counter per key.  Absent = zeroes. */
 typedef struct sc_keyfail {
@@ -140,7 +151,8 @@ typedef struct sc_cert {
 	size_t der_len;
 } sc_cert;
 
-/* Insert; SC_ERR_EXISTS if the serial was ever used. */
+/* Insert; SC_ERR_EXISTS if the serial was ever used (deleted certificates
+ * included: the store remembers their serials, and nothing else). */
 int sc_store_cert_add(sc_txn *txn, const sc_cert *c);
 int sc_store_cert_get(sc_txn *txn, const sc_serial *serial, sc_cert *out);
 
@@ -158,6 +170,18 @@ int sc_store_cert_iter_user(sc_txn *txn, const char *user_id, sc_cert_cb cb, voi
 int sc_store_cert_iter_expiring(sc_txn *txn, int64_t before, sc_cert_cb cb, void *ctx);
 /* All certificates in serial order. */
 int sc_store_cert_iter(sc_txn *txn, sc_cert_cb cb, void *ctx);
+
+/* Delete a certificate record (with its DER) and every index entry naming
+ * it: the owner's certificate index, the expiry index, the revocation index
+ * (so no later full CRL lists it) and the pre-signed OCSP response with its
+ * due entry (so the responder answers per ocsp.unknown_policy).  The
+ * serial stays reserved (see sc_store_cert_add) and its revocation-log
+ * events are no longer returned by sc_store_revlog_iter, so no delta CRL
+ * lists it again.  A key record that names the certificate as its
+ * current one is left as is: delete it in the same transaction.
+ * SC_ERR_STATE for a GOOD or HOLD certificate whose not_after is not yet
+ * past (`now`, 0 = the current time); SC_ERR_NOT_FOUND if absent. */
+int sc_store_cert_del(sc_txn *txn, const sc_serial *serial, int64_t now);
 
 /* ---- revocation index (what CRLs are built from) ----------------------- */
 
@@ -177,7 +201,9 @@ typedef int (*sc_revoked_cb)(void *ctx, const sc_revoked *r);
 int sc_store_revoked_iter(sc_txn *txn, uint32_t partition, sc_revoked_cb cb, void *ctx);
 
 /* The revocation log: one event per status change, in rev_seq order, for
- * delta CRLs (a GOOD event after HOLD means removeFromCRL). */
+ * delta CRLs (a GOOD event after HOLD means removeFromCRL).  Events of a
+ * deleted certificate (sc_store_cert_del) are skipped, so the sequence may
+ * have gaps; readers keep their position by the rev_seq they last saw. */
 typedef struct sc_revlog {
 	uint64_t rev_seq;
 	sc_serial serial;

@@ -59,6 +59,7 @@ static const struct {
 #define SC_META_SCHEMA "s/schema"
 #define SC_META_KEYSEQ "s/key-seq"
 #define SC_META_REVSEQ "s/rev-seq"
+#define SC_META_GONE "p/"       /* || serial: a deleted certificate's serial */
 
 struct sc_arena_chunk {
 	struct sc_arena_chunk *next;
@@ -1571,6 +1572,43 @@ int sc_store_user_iter(sc_txn *t, const char *from, sc_user_cb cb, void *ctx)
 	return sc_walk(t, SC_DB_USERS, from, from != NULL ? strlen(from) : 0, sc_user_walk_fn, &w);
 }
 
+/* Whether a dupsort index has any entry under `key`. */
+static int sc_index_has(sc_txn *t, int db, const char *key, int *has)
+{
+	MDB_val v;
+	int rv = sc_get(t, db, key, strlen(key), &v);
+
+	*has = rv == SC_OK;
+	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
+}
+
+int sc_store_user_del(sc_txn *t, const char *user_id)
+{
+	sc_user u;
+	MDB_val v;
+	int rv, keys, certs;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if ((rv = sc_store_user_get(t, user_id, &u)) != SC_OK)
+		return rv;
+	if ((rv = sc_index_has(t, SC_DB_USERKEYS, user_id, &keys)) != SC_OK ||
+	    (rv = sc_index_has(t, SC_DB_USERCERTS, user_id, &certs)) != SC_OK)
+		return rv;
+	if (keys || certs)
+		return sc_error_set(SC_ERR_STATE, "user %s still has %s: delete them first", user_id,
+				    keys && certs ? "keys and certificates" : keys ? "keys" : "certificates");
+	/* the hash index names this user unless it is damaged: never drop
+	 * another account's entry */
+	rv = sc_get(t, SC_DB_IDHASH, u.id_hash, 32, &v);
+	if (rv == SC_OK && v.mv_size == strlen(user_id) &&
+	    memcmp(v.mv_data, user_id, v.mv_size) == 0)
+		rv = sc_del(t, SC_DB_IDHASH, u.id_hash, 32, NULL, 0);
+	if (rv != SC_OK && rv != SC_ERR_NOT_FOUND)
+		return rv;
+	return sc_del(t, SC_DB_USERS, user_id, strlen(user_id), NULL, 0);
+}
+
 /* ---- keys ------------------------------------------------------------- */
 
 static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
@@ -1802,6 +1840,47 @@ int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 	return sc_walk(t, SC_DB_KEYSEQ, sk, 8, sc_key_walk_fn, &w);
 }
 
+struct sc_key_ref {
+	const char *key_id;
+	char hex[2 * SC_SERIAL_MAX + 1];
+};
+
+static int sc_key_ref_cb(void *ctx, const sc_cert *c)
+{
+	struct sc_key_ref *r = ctx;
+
+	if (c->key_id == NULL || strcmp(c->key_id, r->key_id) != 0)
+		return 0;
+	sc_serial_hex(&c->serial, r->hex);
+	return 1;
+}
+
+int sc_store_key_del(sc_txn *t, const char *key_id)
+{
+	struct sc_key_ref ref = { key_id, "" };
+	unsigned char sk[8];
+	char owner[SC_ID_MAX + 1];
+	sc_key k;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if ((rv = sc_store_key_get(t, key_id, &k)) != SC_OK)
+		return rv;
+	snprintf(owner, sizeof(owner), "%s", k.user_id);
+	sc_be64(sk, k.seq);
+	if ((rv = sc_store_cert_iter_user(t, owner, sc_key_ref_cb, &ref)) != SC_OK)
+		return rv;
+	if (ref.hex[0] != '\0')
+		return sc_error_set(SC_ERR_STATE, "key %s is still named by certificate %s: delete "
+				    "the certificate first", key_id, ref.hex);
+	if ((rv = sc_del(t, SC_DB_KEYSEQ, sk, 8, NULL, 0)) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_KEYFAIL, key_id, strlen(key_id), NULL, 0)) != SC_OK)
+		return rv;
+	return sc_del(t, SC_DB_KEYS, key_id, strlen(key_id), NULL, 0);
+}
+
 /* ---- key failure counters (S9) ----------------------------------------- */
 
 int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
@@ -1893,6 +1972,13 @@ static void sc_revoked_key(unsigned char *out, uint32_t partition, const sc_seri
 	*len = 4 + s->len;
 }
 
+static void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len)
+{
+	memcpy(out, SC_META_GONE, 2);
+	memcpy(out + 2, s->b, s->len);
+	*len = 2 + s->len;
+}
+
 static int sc_revoked_put(sc_txn *t, const sc_cert *c)
 {
 	unsigned char rk[4 + SC_SERIAL_MAX];
@@ -1936,11 +2022,11 @@ static int sc_cert_check(const sc_cert *c)
 
 int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 {
-	unsigned char xk[8 + SC_SERIAL_MAX];
+	unsigned char xk[8 + SC_SERIAL_MAX], gk[2 + SC_SERIAL_MAX];
 	struct sc_enc e;
 	sc_cert copy;
 	MDB_val v;
-	size_t xkl;
+	size_t xkl, gkl;
 	char hex[2 * SC_SERIAL_MAX + 1];
 	int rv;
 
@@ -1950,6 +2036,15 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 	if (rv == SC_OK) {
 		sc_serial_hex(&c->serial, hex);
 		return sc_error_set(SC_ERR_EXISTS, "serial %s was already used", hex);
+	}
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
+	sc_gone_key(gk, &c->serial, &gkl);
+	rv = sc_get(t, SC_DB_META, gk, gkl, &v);
+	if (rv == SC_OK) {
+		sc_serial_hex(&c->serial, hex);
+		return sc_error_set(SC_ERR_EXISTS, "serial %s was already used (certificate deleted)",
+				    hex);
 	}
 	if (rv != SC_ERR_NOT_FOUND)
 		return rv;
@@ -2233,6 +2328,42 @@ int sc_store_cert_iter(sc_txn *t, sc_cert_cb cb, void *ctx)
 	return sc_walk(t, SC_DB_CERTS, NULL, 0, sc_cert_walk_fn, &w);
 }
 
+
+int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
+{
+	unsigned char xk[8 + SC_SERIAL_MAX], rk[4 + SC_SERIAL_MAX], gk[2 + SC_SERIAL_MAX];
+	char hex[2 * SC_SERIAL_MAX + 1];
+	size_t xkl, rkl, gkl;
+	sc_cert c;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if ((rv = sc_store_cert_get(t, serial, &c)) != SC_OK)
+		return rv;
+	if (now == 0)
+		now = sc_now();
+	if ((c.status == SC_CERT_GOOD || c.status == SC_CERT_HOLD) && c.not_after >= now) {
+		sc_serial_hex(serial, hex);
+		return sc_error_set(SC_ERR_STATE, "certificate %s is %s and has not expired: revoke it "
+				    "or wait for its notAfter before deleting it", hex,
+				    sc_cert_status_name(c.status));
+	}
+	sc_gone_key(gk, serial, &gkl);
+	sc_expiry_key(xk, c.not_after, serial, &xkl);
+	sc_revoked_key(rk, c.partition, serial, &rkl);
+	if ((rv = sc_put(t, SC_DB_META, gk, gkl, "", 0, 0)) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_EXPIRY, xk, xkl, NULL, 0)) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_REVOKED, rk, rkl, NULL, 0)) != SC_OK ||
+	    (rv = sc_ocsp_del_inner(t, serial)) != SC_OK)
+		return rv;
+	if (c.user_id != NULL && c.user_id[0] != '\0' &&
+	    (rv = sc_del(t, SC_DB_USERCERTS, c.user_id, strlen(c.user_id), serial->b,
+			 serial->len)) != SC_OK)
+		return rv;
+	return sc_del(t, SC_DB_CERTS, serial->b, serial->len, NULL, 0);
+}
+
 /* ---- revocation index and log ----------------------------------------- */
 
 struct sc_rev_walk {
@@ -2275,8 +2406,20 @@ static int sc_revlog_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	sc_revlog e;
 	int rv;
 
+	unsigned char gk[2 + SC_SERIAL_MAX];
+	MDB_val gv;
+	size_t gkl;
+
 	rv = sc_dec_revlog(t, k, v, &e);
 	if (rv != SC_OK)
+		return rv;
+	/* a deleted certificate's events stay in the log but are not served:
+	 * no delta CRL may list the serial again */
+	sc_gone_key(gk, &e.serial, &gkl);
+	rv = sc_get(t, SC_DB_META, gk, gkl, &gv);
+	if (rv == SC_OK)
+		return 0;
+	if (rv != SC_ERR_NOT_FOUND)
 		return rv;
 	return sc_cb_result(w->lcb(w->ctx, &e));
 }

@@ -584,7 +584,7 @@ static int ca_sweep_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
 		ca_json_out(a, ca_json_sweep, &r);
 	else
 		printf("%llu certificate(s) expired, %llu minor(s) come of age revoked, "
-		       "%llu closed account(s) past retention purged\n",
+		       "%llu closed account(s) past retention deleted\n",
 		       (unsigned long long)r.expired, (unsigned long long)r.minors_revoked,
 		       (unsigned long long)r.purged);
 	return SC_EXIT_OK;

@@ -846,11 +846,244 @@ static void test_corrupt(const char *dir)
 	free(path);
 }
 
+static void mk_cert(sc_cert *c, unsigned sv, const char *user, const char *key,
+		    int64_t not_after)
+{
+	static const unsigned char der[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+
+	memset(c, 0, sizeof(*c));
+	mk_serial(&c->serial, sv);
+	c->user_id = user;
+	c->key_id = key;
+	c->profile = "adult";
+	c->status = SC_CERT_GOOD;
+	c->not_before = 1000;
+	c->not_after = not_after;
+	c->reason = SC_REASON_NONE;
+	c->partition = 2;
+	c->der = der;
+	c->der_len = sizeof(der);
+}
+
+static void mk_key(sc_key *k, const char *key_id, const char *user, const sc_serial *cs)
+{
+	static const unsigned char blob[] = { 1, 2, 3, 4 }, spki[] = { 0x30, 0x00 };
+
+	memset(k, 0, sizeof(*k));
+	k->key_id = key_id;
+	k->user_id = user;
+	k->alg = SC_KEYALG_P256;
+	k->state = SC_KEY_ACTIVE;
+	k->blob = blob;
+	k->blob_len = sizeof(blob);
+	k->spki = spki;
+	k->spki_len = sizeof(spki);
+	k->cert_serial = *cs;
+	k->created = 1000;
+}
+
+static int count_cb_ocsp(void *ctx, const sc_serial *s, const sc_ocsp_entry *e)
+{
+	(void)s; (void)e;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* Deleting certificates, keys and users: refusals, and no index (user's
+ * certificates and keys, expiry, revocation, key sequence, ID hash, OCSP and
+ * its due index) still names a deleted record. */
+static void test_delete(const char *dir)
+{
+	char *path = tc_path(dir, "del");
+	sc_store *st = NULL;
+	sc_txn *t = NULL;
+	sc_user u, got;
+	sc_key k, kd1, kd2;
+	sc_cert c;
+	sc_serial s1, s2, s3, s4, s5, s6;
+	sc_ocsp_entry oe;
+	sc_keyfail f = { 3, 100, 0 };
+	sc_store_stats stats;
+	struct rev_seen rs;
+	struct log_seen ls;
+	unsigned char hash[32], rder[8] = { 0x30, 6 };
+	int n;
+	const int64_t now = 3000;
+
+	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "dana", 0xD1);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	mk_user(&u, "erin", 0xE1);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	mk_serial(&s1, 1);   /* dana, kd1, good but past notAfter */
+	mk_serial(&s2, 2);   /* dana, kd2, good and live */
+	mk_serial(&s3, 3);   /* dana, kd1, held then revoked */
+	mk_serial(&s4, 4);   /* erin, revoked: must survive everything */
+	mk_serial(&s5, 5);   /* dana, kd2, on hold and live */
+	mk_serial(&s6, 6);   /* no owner (a --csr issue), expired */
+	mk_key(&kd1, "kd1", "dana", &s3);
+	mk_key(&kd2, "kd2", "dana", &s2);
+	CHECK_RC(sc_store_key_add(t, &kd1), SC_OK);
+	CHECK_RC(sc_store_key_add(t, &kd2), SC_OK);
+	mk_key(&k, "ke1", "erin", &s4);
+	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
+	CHECK_RC(sc_store_keyfail_put(t, "kd1", &f), SC_OK);
+	mk_cert(&c, 1, "dana", "kd1", 2000);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
+	mk_cert(&c, 2, "dana", "kd2", 5000);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
+	mk_cert(&c, 3, "dana", "kd1", 2500);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
+	mk_cert(&c, 4, "erin", "ke1", 2500);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
+	mk_cert(&c, 5, "dana", "kd2", 6000);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
+	mk_cert(&c, 6, "", "", 1500);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
+	CHECK_RC(sc_store_cert_set_status(t, &s3, SC_CERT_HOLD, 1500, SC_REASON_NONE, 0), SC_OK);
+	CHECK_RC(sc_store_cert_set_status(t, &s3, SC_CERT_REVOKED, 1600, SC_REASON_KEY_COMPROMISE,
+					  0), SC_OK);
+	CHECK_RC(sc_store_cert_set_status(t, &s4, SC_CERT_REVOKED, 1600, SC_REASON_SUPERSEDED, 0),
+		 SC_OK);
+	CHECK_RC(sc_store_cert_set_status(t, &s5, SC_CERT_HOLD, 1700, SC_REASON_NONE, 0), SC_OK);
+	CHECK_RC(sc_store_cert_set_status(t, &s6, SC_CERT_EXPIRED, 1700, SC_REASON_NONE, 0), SC_OK);
+	oe.this_update = 100;
+	oe.der = rder;
+	oe.der_len = sizeof(rder);
+	oe.next_update = 200;
+	CHECK_RC(sc_store_ocsp_put(t, &s1, &oe), SC_OK);
+	oe.next_update = 300;
+	CHECK_RC(sc_store_ocsp_put(t, &s3, &oe), SC_OK);
+	oe.next_update = 400;
+	CHECK_RC(sc_store_ocsp_put(t, &s4, &oe), SC_OK);
+	memset(&ls, 0, sizeof(ls));
+	CHECK_RC(sc_store_revlog_iter(t, 0, log_cb, &ls), SC_OK);
+	CHECK(ls.n == 5);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	/* refusals, nothing changed by them */
+	CHECK_RC(sc_store_user_del(t, "dana"), SC_ERR_STATE);
+	CHECK(strstr(sc_error_detail(), "keys and certificates") != NULL);
+	CHECK_RC(sc_store_key_del(t, "kd1"), SC_ERR_STATE);
+	CHECK_RC(sc_store_cert_del(t, &s2, now), SC_ERR_STATE);     /* good, live */
+	CHECK_RC(sc_store_cert_del(t, &s5, now), SC_ERR_STATE);     /* hold, live */
+	CHECK_RC(sc_store_cert_del(t, &s1, 1999), SC_ERR_STATE);    /* not yet expired then */
+	CHECK_RC(sc_store_user_del(t, "nobody"), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_key_del(t, "nokey"), SC_ERR_NOT_FOUND);
+	mk_serial(&s4, 99);
+	CHECK_RC(sc_store_cert_del(t, &s4, now), SC_ERR_NOT_FOUND);
+	mk_serial(&s4, 4);
+	CHECK_RC(sc_store_user_get(t, "dana", &got), SC_OK);
+
+	/* certificates */
+	CHECK_RC(sc_store_cert_del(t, &s1, now), SC_OK);
+	CHECK_RC(sc_store_cert_del(t, &s3, now), SC_OK);
+	CHECK_RC(sc_store_cert_del(t, &s6, now), SC_OK);
+	CHECK_RC(sc_store_cert_del(t, &s1, now), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_cert_get(t, &s3, &c), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_cert_get(t, &s4, &c), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_cert_iter_user(t, "dana", count_cb_cert, &n), SC_OK);
+	CHECK(n == 2);
+	n = 0;
+	CHECK_RC(sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), SC_OK);
+	CHECK(n == 2);                                              /* s2, s5 */
+	n = 0;
+	CHECK_RC(sc_store_cert_iter(t, count_cb_cert, &n), SC_OK);
+	CHECK(n == 3);                                              /* s2, s4, s5 */
+	memset(&rs, 0, sizeof(rs));
+	CHECK_RC(sc_store_revoked_iter(t, UINT32_MAX, rev_cb, &rs), SC_OK);
+	CHECK(rs.n == 2);                                           /* s4 revoked, s5 held */
+	memset(&rs, 0, sizeof(rs));
+	CHECK_RC(sc_store_revoked_iter(t, 2, rev_cb, &rs), SC_OK);
+	CHECK(rs.n == 2 && rs.last.serial.b[3] == 5);
+	CHECK_RC(sc_store_ocsp_get(t, &s1, &oe), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_ocsp_get(t, &s3, &oe), SC_ERR_NOT_FOUND);
+	n = 0;
+	CHECK_RC(sc_store_ocsp_iter_due(t, INT64_MAX, count_cb_ocsp, &n), SC_OK);
+	CHECK(n == 1);                                              /* s4's */
+	/* the log no longer serves the deleted serials' events (s3 held and
+	 * revoked, s6 expired): no delta CRL lists them again */
+	memset(&ls, 0, sizeof(ls));
+	CHECK_RC(sc_store_revlog_iter(t, 0, log_cb, &ls), SC_OK);
+	CHECK(ls.n == 2 && ls.status[0] == SC_CERT_REVOKED && ls.status[1] == SC_CERT_HOLD);
+	/* a deleted serial is never issued again */
+	mk_cert(&c, 1, "erin", "ke1", 9000);
+	CHECK_RC(sc_store_cert_add(t, &c), SC_ERR_EXISTS);
+
+	/* keys: kd1 is free now, kd2 is still named by s2 and s5 */
+	CHECK_RC(sc_store_key_del(t, "kd2"), SC_ERR_STATE);
+	CHECK_RC(sc_store_key_del(t, "kd1"), SC_OK);
+	CHECK_RC(sc_store_key_get(t, "kd1", &k), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_key_get_by_seq(t, kd1.seq, &k), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_keyfail_get(t, "kd1", &f), SC_OK);
+	CHECK(f.failures == 0);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_user(t, "dana", count_cb_key, &n), SC_OK);
+	CHECK(n == 1);
+	n = 0;
+	CHECK_RC(sc_store_key_iter(t, 0, count_cb_key, &n), SC_OK);
+	CHECK(n == 2);
+	CHECK_RC(sc_store_user_del(t, "dana"), SC_ERR_STATE);
+
+	/* the rest of dana's account, then the account itself */
+	CHECK_RC(sc_store_cert_set_status(t, &s2, SC_CERT_REVOKED, 2900, SC_REASON_CESSATION, 0),
+		 SC_OK);
+	CHECK_RC(sc_store_cert_del(t, &s2, now), SC_OK);
+	CHECK_RC(sc_store_cert_del(t, &s5, 6001), SC_OK);           /* held, expired by then */
+	CHECK_RC(sc_store_user_del(t, "dana"), SC_ERR_STATE);       /* kd2 left */
+	CHECK(strstr(sc_error_detail(), "keys") != NULL);
+	CHECK_RC(sc_store_key_del(t, "kd2"), SC_OK);
+	CHECK_RC(sc_store_user_del(t, "dana"), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
+	CHECK_RC(sc_store_user_del(t, "erin"), SC_ERR_INVALID);     /* read txn */
+	CHECK_RC(sc_store_user_get(t, "dana", &got), SC_ERR_NOT_FOUND);
+	memset(hash, 0xD1, 32);
+	CHECK_RC(sc_store_user_find_idhash(t, hash, &got), SC_ERR_NOT_FOUND);
+	memset(hash, 0xE1, 32);
+	CHECK_RC(sc_store_user_find_idhash(t, hash, &got), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_user_iter(t, NULL, count_cb_user, &n), SC_OK);
+	CHECK(n == 1);
+	n = 0;
+	CHECK_RC(sc_store_cert_iter_user(t, "dana", count_cb_cert, &n), SC_OK);
+	CHECK(n == 0);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_user(t, "dana", count_cb_key, &n), SC_OK);
+	CHECK(n == 0);
+	n = 0;
+	CHECK_RC(sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), SC_OK);
+	CHECK(n == 0);
+	memset(&rs, 0, sizeof(rs));
+	CHECK_RC(sc_store_revoked_iter(t, UINT32_MAX, rev_cb, &rs), SC_OK);
+	CHECK(rs.n == 1 && rs.last.serial.b[3] == 4);
+	CHECK_RC(sc_store_stats_get(t, &stats), SC_OK);
+	CHECK(stats.users == 1 && stats.keys == 1 && stats.certs == 1 && stats.revoked == 1 &&
+	      stats.ocsp == 1);
+	sc_txn_abort(t);
+
+	/* the same person enrols again as a new account */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "dana", 0xD1);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	mk_key(&k, "kd3", "dana", &s2);
+	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
+	CHECK(k.seq == 4);                                          /* seqs are never reused */
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	sc_store_close(st);
+	free(path);
+}
+
 int main(void)
 {
 	char *dir = tc_tmpdir("store");
 
 	test_roundtrip(dir);
+	test_delete(dir);
 	test_read_cache(dir);
 	test_full(dir);
 	test_readonly(dir);
