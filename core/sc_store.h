@@ -215,6 +215,10 @@ typedef struct sc_revlog {
 } sc_revlog;
 typedef int (*sc_revlog_cb)(void *ctx, const sc_revlog *e);
 int sc_store_revlog_iter(sc_txn *txn, uint64_t after_seq, sc_revlog_cb cb, void *ctx);
+/* The rev_seq of the newest event in the log (0 when empty), deleted
+ * certificates' events included: a reader that only needs to know where the
+ * log ends starts from here. */
+int sc_store_revlog_last(sc_txn *txn, uint64_t *seq);
 
 /* ---- counters and metadata -------------------------------------------- */
 

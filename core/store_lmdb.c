@@ -2437,6 +2437,33 @@ int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *c
 	return sc_walk(t, SC_DB_REVLOG, sk, 8, sc_revlog_walk_fn, &w);
 }
 
+int sc_store_revlog_last(sc_txn *t, uint64_t *seq)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc, rv;
+
+	if (t == NULL || seq == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	*seq = 0;
+	rc = mdb_cursor_open(t->txn, t->st->dbi[SC_DB_REVLOG], &cur);
+	if (rc != 0)
+		return sc_mdb_err(t, rc, SC_DB_REVLOG, "opening a cursor");
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	if (rc == MDB_NOTFOUND) {
+		rv = SC_OK;
+	} else if (rc != 0) {
+		rv = sc_mdb_err(t, rc, SC_DB_REVLOG, "reading the last event");
+	} else if (k.mv_size != 8) {
+		rv = sc_corrupt(t, SC_DB_REVLOG, k.mv_data, k.mv_size, "bad key");
+	} else {
+		*seq = sc_rd64(k.mv_data);
+		rv = SC_OK;
+	}
+	mdb_cursor_close(cur);
+	return rv;
+}
+
 /* ---- replay cache ------------------------------------------------------ */
 
 static int sc_token_check(const unsigned char *id, size_t len)

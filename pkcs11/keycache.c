@@ -164,58 +164,6 @@ static struct kc_entry *kc_drop_inlock(struct kc_entry *e)
 
 /* ---- invalidation from the revocation log ------------------------------ */
 
-struct kc_probe {
-	uint64_t first;
-};
-
-static int kc_probe_cb(void *ctx, const sc_revlog *e)
-{
-	((struct kc_probe *)ctx)->first = e->rev_seq;
-	return 1;
-}
-
-/* Is there an event after `after`? (-1 on a store error) */
-static int kc_event_after(sc_txn *txn, uint64_t after)
-{
-	struct kc_probe p = { 0 };
-	int rc = sc_store_revlog_iter(txn, after, kc_probe_cb, &p);
-
-	if (rc < 0 && p.first == 0)
-		return -1;
-	return p.first != 0;
-}
-
-/* The last rev_seq in the log, by exponential then binary search over
- * "an event exists after x" (a few dozen cursor seeks, never a walk of
- * the whole log). */
-static int kc_revlog_last(sc_txn *txn, uint64_t from, uint64_t *last)
-{
-	uint64_t lo = from, hi = from + 1, mid;
-	int r;
-
-	while ((r = kc_event_after(txn, hi)) == 1) {
-		lo = hi;
-		if (hi > UINT64_MAX / 4)
-			return SC_ERR_STORE;
-		hi = hi * 2 + 1;
-	}
-	if (r < 0)
-		return SC_ERR_STORE;
-	/* An event exists after lo - 1 or lo == from; none after hi. */
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		r = kc_event_after(txn, mid);
-		if (r < 0)
-			return SC_ERR_STORE;
-		if (r)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	*last = lo;
-	return SC_OK;
-}
-
 struct kc_sweep {
 	uint64_t last;
 	size_t n;
@@ -249,7 +197,7 @@ static void kc_sweep(sc_hsm *hsm, sc_txn *txn)
 	if (!kc.rev_known) {
 		pthread_mutex_unlock(&kc.lock);
 		/* Nothing cached can predate this process: start from now. */
-		if (kc_revlog_last(txn, 0, &seen) != SC_OK)
+		if (sc_store_revlog_last(txn, &seen) != SC_OK)
 			return;
 		pthread_mutex_lock(&kc.lock);
 		if (!kc.rev_known || kc.rev_seen < seen) {
@@ -266,7 +214,7 @@ static void kc_sweep(sc_hsm *hsm, sc_txn *txn)
 		return;
 	if (w.n == 0)
 		return;
-	if (w.overflow && kc_revlog_last(txn, w.last, &w.last) != SC_OK)
+	if (w.overflow && sc_store_revlog_last(txn, &w.last) != SC_OK)
 		return;
 	pthread_mutex_lock(&kc.lock);
 	for (e = kc.head; e != NULL; e = next) {

@@ -350,6 +350,12 @@ static void test_roundtrip(const char *dir)
 	memset(&ls, 0, sizeof(ls));
 	CHECK_RC(sc_store_revlog_iter(t, 2, log_cb, &ls), SC_OK);
 	CHECK(ls.n == 2 && ls.seq[0] == 3);
+	{
+		uint64_t last = 0;
+
+		CHECK_RC(sc_store_revlog_last(t, &last), SC_OK);
+		CHECK(last == 4);
+	}
 	/* revoked certificates leave the expiry index */
 	n = 0;
 	CHECK_RC(sc_store_cert_iter_expiring(t, 1850000000, count_cb_cert, &n), SC_OK);
