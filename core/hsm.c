@@ -328,8 +328,8 @@ static void module_unload(CK_FUNCTION_LIST *f)
 	p11_kit_module_release(f);
 }
 
-/* Find the slot whose token matches `uri`.  Returns SC_ERR_NOT_FOUND when
- * none does. */
+/* Find the slot whose token matches `uri`.  Returns SC_ERR_HSM when none
+ * does: to the caller the HSM it was told to use is not there. */
 static int find_token(CK_FUNCTION_LIST *f, const char *uri_text, CK_SLOT_ID *slot,
 		      CK_TOKEN_INFO *ti_out)
 {
@@ -387,7 +387,7 @@ static int find_token(CK_FUNCTION_LIST *f, const char *uri_text, CK_SLOT_ID *slo
 		*slot = slots[i];
 		*ti_out = ti;
 	}
-	rc = found ? 0 : sc_error_set(SC_ERR_NOT_FOUND, "no backend token matches '%s': "
+	rc = found ? 0 : sc_error_set(SC_ERR_HSM, "no backend token matches '%s': "
 				       "check hsm.token, or run smartcert init", uri_text);
 out:
 	free(slots);

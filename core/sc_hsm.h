@@ -64,9 +64,9 @@ int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out);
  * softhsm_conf is exported as SOFTHSM2_CONF before loading; SoftHSMv2 reads
  * it once per process, at its first C_Initialize.
  * The master key handles are looked up here once and cached.
- * Errors: SC_ERR_HSM_MODULE (cannot load: path in detail), SC_ERR_NOT_FOUND
- * (no token matches the URI), SC_ERR_CONFIG (URI unparsable, or matching
- * several tokens), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED, SC_ERR_HSM. */
+ * Errors: SC_ERR_HSM_MODULE (cannot load: path in detail), SC_ERR_HSM
+ * (no token matches the URI, or the token failed), SC_ERR_CONFIG (URI unparsable, or matching
+ * several tokens), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED. */
 int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out);
 /* Close the sessions and unload.  Free every sc_hsm_key first: unwrapped
  * keys are session objects and die with the sessions.  In a child process

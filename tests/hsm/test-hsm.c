@@ -1025,10 +1025,10 @@ static void case_errors(void)
 	hsmfix_params(&fx, p, 2);
 	p->token_uri = "pkcs11:token=no-such-token";
 	rc = sc_hsm_open(p, &hsm);
-	CHECK(rc == SC_ERR_NOT_FOUND && !hsm, "unknown token: %d", rc);
+	CHECK(rc == SC_ERR_HSM && !hsm, "unknown token: %d", rc);
 	p->token_uri = "pkcs11:token=" HSMFIX_LABEL ";serial=0000";
 	rc = sc_hsm_open(p, &hsm);
-	CHECK(rc == SC_ERR_NOT_FOUND && !hsm, "wrong serial: %d", rc);
+	CHECK(rc == SC_ERR_HSM && !hsm, "wrong serial: %d", rc);
 	p->token_uri = "not a uri";
 	rc = sc_hsm_open(p, &hsm);
 	CHECK(rc == SC_ERR_CONFIG && !hsm, "bad uri: %d", rc);

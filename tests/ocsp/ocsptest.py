@@ -41,10 +41,11 @@ def free_port():
 class Responder:
     """smartcert-ocspd on a free port; readiness by polling /healthz."""
 
-    def __init__(self, d, *extra, port=None):
+    def __init__(self, d, *extra, port=None, env=None):
         self.d = d
         self.extra = extra
         self.port = port
+        self.env = env if env is not None else d.env
         self.proc = None
         self.rc = None
         self.log_path = os.path.join(d.tmp, "ocspd.log")
@@ -58,7 +59,7 @@ class Responder:
             self.proc = subprocess.Popen(
                 [OCSPD, "--config", self.d.config, "--foreground",
                  "--listen", f"127.0.0.1:{port}", *self.extra],
-                env=self.d.env, stdout=self.log, stderr=self.log)
+                env=self.env, stdout=self.log, stderr=self.log)
             self.url = f"http://127.0.0.1:{port}"
             self.port = port
             try:
