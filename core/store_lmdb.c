@@ -1260,6 +1260,35 @@ out:
 	return rv;
 }
 
+/* The largest 8-byte sequence key of a sequence-keyed DB (0 when empty):
+ * one cursor seek. */
+static int sc_last_seq(sc_txn *t, int db, uint64_t *seq)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc, rv;
+
+	if (t == NULL || seq == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	*seq = 0;
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "opening a cursor");
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	if (rc == MDB_NOTFOUND) {
+		rv = SC_OK;
+	} else if (rc != 0) {
+		rv = sc_mdb_err(t, rc, db, "reading the last record");
+	} else if (k.mv_size != 8) {
+		rv = sc_corrupt(t, db, k.mv_data, k.mv_size, "bad key");
+	} else {
+		*seq = sc_rd64(k.mv_data);
+		rv = SC_OK;
+	}
+	mdb_cursor_close(cur);
+	return rv;
+}
+
 static int sc_cb_result(int rc)
 {
 	return rc < 0 ? rc : rc > 0 ? 1 : 0;
@@ -2439,29 +2468,7 @@ int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *c
 
 int sc_store_revlog_last(sc_txn *t, uint64_t *seq)
 {
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	int rc, rv;
-
-	if (t == NULL || seq == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
-	*seq = 0;
-	rc = mdb_cursor_open(t->txn, t->st->dbi[SC_DB_REVLOG], &cur);
-	if (rc != 0)
-		return sc_mdb_err(t, rc, SC_DB_REVLOG, "opening a cursor");
-	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	if (rc == MDB_NOTFOUND) {
-		rv = SC_OK;
-	} else if (rc != 0) {
-		rv = sc_mdb_err(t, rc, SC_DB_REVLOG, "reading the last event");
-	} else if (k.mv_size != 8) {
-		rv = sc_corrupt(t, SC_DB_REVLOG, k.mv_data, k.mv_size, "bad key");
-	} else {
-		*seq = sc_rd64(k.mv_data);
-		rv = SC_OK;
-	}
-	mdb_cursor_close(cur);
-	return rv;
+	return sc_last_seq(t, SC_DB_REVLOG, seq);
 }
 
 /* ---- replay cache ------------------------------------------------------ */
@@ -2705,29 +2712,7 @@ int sc_store_ocsp_iter_due(sc_txn *t, int64_t before, sc_ocsp_cb cb, void *ctx)
 
 int sc_store_audit_last(sc_txn *t, uint64_t *seq)
 {
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	int rc, rv;
-
-	if (seq == NULL || t == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
-	*seq = 0;
-	rc = mdb_cursor_open(t->txn, t->st->dbi[SC_DB_AUDIT], &cur);
-	if (rc != 0)
-		return sc_mdb_err(t, rc, SC_DB_AUDIT, "opening a cursor");
-	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	if (rc == MDB_NOTFOUND) {
-		rv = SC_OK;
-	} else if (rc != 0) {
-		rv = sc_mdb_err(t, rc, SC_DB_AUDIT, "reading");
-	} else if (k.mv_size != 8) {
-		rv = sc_corrupt(t, SC_DB_AUDIT, k.mv_data, k.mv_size, "bad key");
-	} else {
-		*seq = sc_rd64(k.mv_data);
-		rv = SC_OK;
-	}
-	mdb_cursor_close(cur);
-	return rv;
+	return sc_last_seq(t, SC_DB_AUDIT, seq);
 }
 
 int sc_store_audit_append(sc_txn *t, const void *rec, size_t len, uint64_t *seq)
