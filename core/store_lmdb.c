@@ -1322,6 +1322,30 @@ static int sc_bad_id(const char *what, const char *id)
 			    id != NULL ? id : "(null)", SC_ID_MAX);
 }
 
+/* The record stored under a user or key id (`what`: "user" or "key"), with
+ * the id checked and a not-found message naming it. */
+static int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k,
+			MDB_val *v)
+{
+	char name[16];
+	int rv;
+
+	if (t == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction");
+	if (!sc_valid_id(id)) {
+		snprintf(name, sizeof(name), "%s id", what);
+		return sc_bad_id(name, id);
+	}
+	rv = sc_get(t, db, id, strlen(id), v);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no %s %s", what, id);
+	if (rv != SC_OK)
+		return rv;
+	k->mv_data = (void *)id;
+	k->mv_size = strlen(id);
+	return SC_OK;
+}
+
 /* ---- counters (shared by keys, revocations and callers) --------------- */
 
 static int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out)
@@ -1511,19 +1535,12 @@ int sc_store_user_get(sc_txn *t, const char *user_id, sc_user *out)
 	MDB_val k, v;
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
-	if (!sc_valid_id(user_id))
-		return sc_bad_id("user id", user_id);
-	rv = sc_get(t, SC_DB_USERS, user_id, strlen(user_id), &v);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_error_set(SC_ERR_NOT_FOUND, "no user %s", user_id);
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output");
+	memset(out, 0, sizeof(*out));
+	rv = sc_get_by_id(t, SC_DB_USERS, "user", user_id, &k, &v);
 	if (rv != SC_OK)
 		return rv;
-	k.mv_data = (void *)user_id;
-	k.mv_size = strlen(user_id);
 	rv = sc_dec_user(t, &k, &v, out);
 	if (rv != SC_OK)
 		memset(out, 0, sizeof(*out));
@@ -1717,19 +1734,12 @@ int sc_store_key_get(sc_txn *t, const char *key_id, sc_key *out)
 	MDB_val k, v;
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
-	if (!sc_valid_id(key_id))
-		return sc_bad_id("key id", key_id);
-	rv = sc_get(t, SC_DB_KEYS, key_id, strlen(key_id), &v);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_error_set(SC_ERR_NOT_FOUND, "no key %s", key_id);
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output");
+	memset(out, 0, sizeof(*out));
+	rv = sc_get_by_id(t, SC_DB_KEYS, "key", key_id, &k, &v);
 	if (rv != SC_OK)
 		return rv;
-	k.mv_data = (void *)key_id;
-	k.mv_size = strlen(key_id);
 	rv = sc_dec_key(t, &k, &v, out);
 	if (rv != SC_OK)
 		memset(out, 0, sizeof(*out));
