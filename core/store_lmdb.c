@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1154,12 +1155,56 @@ static int sc_del(sc_txn *t, int db, const void *key, size_t klen, const void *v
  * the database being walked: the walk re-seeks after each call. */
 typedef int (*sc_walk_fn)(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx);
 
+/*
+ * Pages of the memory-mapped store that a long read walk has visited.  A
+ * walk over one index of a big store (the CRL builder reads 400,000
+ * revocations among millions of certificates) would otherwise leave every
+ * visited page mapped in the process, and the kernel maps cached
+ * neighbouring pages along with each one (fault-around), so the resident
+ * set grows to many times the data actually read.  Every
+ * SC_WALK_RELEASE_EVERY records the walk unmaps the span it has read: the
+ * pages stay in the page cache and any pointer into them is still valid (a
+ * later access maps the page again), because a read transaction's map is a
+ * read-only shared file mapping.
+ */
+#define SC_WALK_RELEASE_EVERY 8192
+
+struct sc_span {
+	uintptr_t lo, hi;
+};
+
+static void sc_span_add(struct sc_span *s, const MDB_val *v)
+{
+	uintptr_t a = (uintptr_t)v->mv_data;
+
+	if (v->mv_size == 0)
+		return;
+	if (s->lo == 0 || a < s->lo)
+		s->lo = a;
+	if (a + v->mv_size > s->hi)
+		s->hi = a + v->mv_size;
+}
+
+static void sc_span_release(struct sc_span *s)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
+
+	if (s->lo == 0 || page == 0 || page == (uintptr_t)-1)
+		return;
+	lo = s->lo & ~(page - 1);
+	hi = (s->hi + page - 1) & ~(page - 1);
+	/* Only advice: a failure costs memory, never data. */
+	(void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	s->lo = s->hi = 0;
+}
+
 static int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx)
 {
 	MDB_cursor *cur = NULL;
 	MDB_val k, v;
 	unsigned char saved[512];
-	size_t savedlen;
+	size_t savedlen, visited = 0;
+	struct sc_span span = { 0, 0 };
 	int rc, rv = SC_ERR_STORE;
 
 	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
@@ -1179,6 +1224,14 @@ static int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn
 		}
 		memcpy(saved, k.mv_data, k.mv_size);
 		savedlen = k.mv_size;
+		/* only a read transaction's values all point into the map: a
+		 * write transaction's dirty pages are heap memory */
+		if (!t->write) {
+			sc_span_add(&span, &k);
+			sc_span_add(&span, &v);
+			if (++visited % SC_WALK_RELEASE_EVERY == 0)
+				sc_span_release(&span);
+		}
 		rv = sc_hold(t, &v);
 		if (rv != SC_OK)
 			goto out;
