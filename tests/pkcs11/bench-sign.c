@@ -589,6 +589,8 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 			w[i].tok[j] = make_token(name, w[i].keys[j].key_id, dg);
 		}
 	}
+	printf("# tokens ready: %ld threads x %ld authorised signatures, mechanism 0x%lx\n",
+	       n_threads, n_sigs, (unsigned long)mech);
 	t0 = now_s();
 	for (i = 0; i < n_threads; i++)
 		pthread_create(&th[i], NULL, module_thread, &w[i]);
@@ -661,6 +663,7 @@ int main(void)
 	long n_small = env_long("SMARTCERT_BENCH_SMALL_KEYS", 1000);
 	double dr[2], all, rsa, sm = -1;
 
+	setvbuf(stdout, NULL, _IOLBF, 0);   /* progress shows while it runs */
 	sc_bin = getenv("SMARTCERT_BIN");
 	mod_path = getenv("SMARTCERT_PKCS11_MODULE");
 	if (sc_bin == NULL || mod_path == NULL) {
