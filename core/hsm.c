@@ -570,16 +570,13 @@ static int hsm_login(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *pin_source)
 	return 0;
 }
 
-int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out)
+static int hsm_open_once(const sc_hsm_params *p, sc_hsm **out)
 {
 	int rc;
 	sc_hsm *hsm = NULL;
 	unsigned i, n;
 	CK_RV rv;
 
-	*out = NULL;
-	if (!p)
-		return sc_error_set(SC_ERR_INVALID, "sc_hsm_open: no parameters");
 	n = p->sessions ? p->sessions : SC_HSM_DEFAULT_SESSIONS;
 	if (n > SC_HSM_MAX_SESSIONS)
 		return sc_error_set(SC_ERR_CONFIG, "hsm.sessions %u is above the maximum %u",
@@ -629,6 +626,26 @@ int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out)
 out:
 	sc_hsm_close(hsm);
 	return rc;
+}
+
+int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out)
+{
+	int rc, attempt;
+
+	*out = NULL;
+	if (!p)
+		return sc_error_set(SC_ERR_INVALID, "sc_hsm_open: no parameters");
+	/* SoftHSMv2's C_GetTokenInfo answers CKR_GENERAL_ERROR now and then
+	 * while another process opens the same token (seen as a generic backend
+	 * error, or as no token matching: both SC_ERR_HSM).  Those get two more
+	 * tries; a rejected or locked PIN (SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED)
+	 * never does, so a wrong PIN cannot lock the token faster. */
+	for (attempt = 1;; attempt++) {
+		rc = hsm_open_once(p, out);
+		if (rc != SC_ERR_HSM || attempt == 3)
+			return rc;
+		usleep(20000u << attempt);
+	}
 }
 
 void sc_hsm_close(sc_hsm *hsm)

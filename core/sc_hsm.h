@@ -66,7 +66,9 @@ int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out);
  * The master key handles are looked up here once and cached.
  * Errors: SC_ERR_HSM_MODULE (cannot load: path in detail), SC_ERR_HSM
  * (no token matches the URI, or the token failed), SC_ERR_CONFIG (URI unparsable, or matching
- * several tokens), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED. */
+ * several tokens), SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED.  An SC_ERR_HSM is
+ * retried twice (60 ms apart at most) before it is returned: SoftHSMv2 fails
+ * transiently while other processes open the same token. */
 int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out);
 /* Close the sessions and unload.  Free every sc_hsm_key first: unwrapped
  * keys are session objects and die with the sessions.  In a child process

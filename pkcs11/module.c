@@ -166,26 +166,14 @@ CK_RV sc_p11_get_hsm(sc_hsm **out)
 {
 	sc_hsm_params p;
 	CK_RV rv = CKR_OK;
-	int rc, attempt;
+	int rc;
 
 	*out = NULL;
 	pthread_mutex_lock(&sc_p11.lock);
 	if (sc_p11.hsm == NULL) {
 		rc = sc_hsm_params_from_config(sc_p11.dep->cfg, &p);
-		/* SoftHSMv2's C_GetTokenInfo answers CKR_GENERAL_ERROR now and then
-		 * while another process opens the same token (seen as a generic
-		 * backend error, or as no token matching, both SC_ERR_HSM): those
-		 * get two more tries.  Never a rejected or locked PIN
-		 * (SC_ERR_HSM_PIN, SC_ERR_HSM_LOCKED). */
-		for (attempt = 1; rc == SC_OK; attempt++) {
-			rc = sc_hsm_open(&p, &sc_p11.hsm);
-			if (rc != SC_ERR_HSM || attempt == 3)
-				break;
-			sc_p11_log("backend HSM open failed (%s), attempt %d of 3",
-				   sc_error_detail(), attempt);
-			usleep(20000u << attempt);
-			rc = SC_OK;
-		}
+		if (rc == SC_OK)
+			rc = sc_hsm_open(&p, &sc_p11.hsm);   /* retries a busy token */
 		if (rc != SC_OK) {
 			sc_p11_log("cannot open the backend HSM: %s: %s", sc_strerror(rc),
 				   sc_error_detail());
