@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build from scratch and run every test: once as a normal build with
-# warnings as errors, once under AddressSanitizer + UndefinedBehaviorSanitizer.
+# warnings as errors, once under AddressSanitizer + UndefinedBehaviorSanitizer,
+# once under ThreadSanitizer (any data race or lock-order report fails the
+# test that produced it).
 # Ends with the line "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 out=${SMARTCERT_TEST_BUILDDIR:-build-test}
-rm -rf "$out" "$out-asan"
+rm -rf "$out" "$out-asan" "$out-tsan"
 
 jobs=$(nproc)
 meson setup "$out" --werror -Dbuildtype=debugoptimized >/dev/null
@@ -17,6 +19,10 @@ meson setup "$out-asan" --werror -Dbuildtype=debug -Db_sanitize=address,undefine
   -Db_lundef=false >/dev/null
 ninja -C "$out-asan" -j "$jobs" >/dev/null
 
+meson setup "$out-tsan" --werror -Dbuildtype=debug -Db_sanitize=thread \
+  -Db_lundef=false >/dev/null
+ninja -C "$out-tsan" -j "$jobs" >/dev/null
+
 status=0
 meson test -C "$out" --print-errorlogs --num-processes "$jobs" || status=1
 # Under the sanitizers: every suite whose processes are all built here (the
@@ -25,8 +31,10 @@ meson test -C "$out" --print-errorlogs --num-processes "$jobs" || status=1
 # uninstrumented interpreter).
 meson test -C "$out-asan" --print-errorlogs --num-processes "$jobs" \
   --no-suite pkcs11-python || status=1
+meson test -C "$out-tsan" --print-errorlogs --num-processes "$jobs" \
+  --no-suite pkcs11-python --no-suite valgrind || status=1
 
-python3 - "$out" "$out-asan" <<'PY'
+python3 - "$out" "$out-asan" "$out-tsan" <<'PY'
 import json, sys
 passed = failed = skipped = 0
 for d in sys.argv[1:]:
