@@ -2,6 +2,7 @@
  * RFC 4180 CSV reader (see csv.h).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,31 +28,68 @@ struct sc_csv {
 	unsigned long rec_line;
 };
 
-int sc_csv_open(const char *path, sc_csv **out)
+/* Takes `f` whatever happens.  A UTF-8 byte order mark (spreadsheets write
+ * one) is not part of the first header name. */
+static int sc_csv_open_stream(FILE *f, const char *what, sc_csv **out)
 {
 	sc_csv *c;
+	int ch;
 
-	*out = NULL;
 	c = calloc(1, sizeof(*c));
-	if (c == NULL)
-		return SC_ERR_NOMEM;
-	c->f = fopen(path, "r");
-	if (c->f == NULL) {
-		int e = errno;
-
-		free(c);
-		return sc_error_set(SC_ERR_IO, "cannot open %s: %s", path, strerror(e));
+	if (c == NULL) {
+		fclose(f);
+		return sc_error_set(SC_ERR_NOMEM, "out of memory opening %s", what);
 	}
+	c->f = f;
+	c->line = 1;
 	c->cap = 4096;
 	c->buf = OPENSSL_malloc(c->cap);
 	if (c->buf == NULL) {
-		fclose(c->f);
-		free(c);
-		return SC_ERR_NOMEM;
+		sc_csv_close(c);
+		return sc_error_set(SC_ERR_NOMEM, "out of memory opening %s", what);
 	}
-	c->line = 1;
+	ch = getc_unlocked(f);
+	if (ch != 0xef) {
+		if (ch != EOF)
+			ungetc(ch, f);
+	} else if (getc_unlocked(f) == 0xbb && getc_unlocked(f) == 0xbf) {
+		c->offset = 3;
+	} else if (fseek(f, 0, SEEK_SET) != 0) {
+		int e = errno;
+
+		sc_csv_close(c);
+		return sc_error_set(SC_ERR_IO, "cannot read %s from its start: %s", what, strerror(e));
+	}
 	*out = c;
 	return SC_OK;
+}
+
+int sc_csv_open(const char *path, sc_csv **out)
+{
+	FILE *f;
+
+	*out = NULL;
+	f = fopen(path, "r");
+	if (f == NULL) {
+		int e = errno;
+
+		return sc_error_set(SC_ERR_IO, "cannot open %s: %s", path, strerror(e));
+	}
+	return sc_csv_open_stream(f, path, out);
+}
+
+int sc_csv_open_mem(const void *data, size_t len, sc_csv **out)
+{
+	FILE *f;
+
+	*out = NULL;
+	if (data == NULL && len > 0)
+		return sc_error_set(SC_ERR_INVALID, "no CSV text to read");
+	/* mode "r" never writes through the pointer */
+	f = fmemopen((void *)(uintptr_t)(data != NULL ? data : ""), len, "r");
+	if (f == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "cannot open CSV text: %s", strerror(errno));
+	return sc_csv_open_stream(f, "CSV text", out);
 }
 
 void sc_csv_close(sc_csv *c)
@@ -160,6 +198,11 @@ int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
 					ch = sc_csv_getc(c);
 					if (ch != '"')
 						break;
+				}
+				if (ch == '\0') {
+					/* the field would silently end here */
+					why = "NUL byte";
+					goto malformed;
 				}
 				if (ch == '\n')
 					c->line++;

@@ -12,6 +12,9 @@
 typedef struct sc_csv sc_csv;
 
 int sc_csv_open(const char *path, sc_csv **out);
+/* The same reader over `len` bytes in memory (kept by the caller until
+ * sc_csv_close()). */
+int sc_csv_open_mem(const void *data, size_t len, sc_csv **out);
 void sc_csv_close(sc_csv *csv);
 
 /* Next record.  Returns 1 with fields and n set (pointers valid until the next

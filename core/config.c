@@ -130,7 +130,7 @@ static char *sc_trim(char *s)
 	return s;
 }
 
-static int sc_config_parse(sc_config *cfg, size_t textlen)
+static int sc_config_parse_lines(sc_config *cfg, size_t textlen)
 {
 	char *p = (char *)cfg->text, *end = p + textlen;
 	const char *section = NULL;
@@ -207,28 +207,25 @@ static int sc_config_parse(sc_config *cfg, size_t textlen)
 	return SC_OK;
 }
 
-int sc_config_load(const char *path, sc_config **out)
+/* The one way a configuration is built, from a file or from memory.  Takes
+ * `file` (the name used in messages; its directory anchors relative paths)
+ * and `text` (NUL-terminated at text[len]) whatever happens. */
+static int sc_config_from_text(char *file, unsigned char *text, size_t len, sc_config **out)
 {
-	sc_config *cfg = NULL;
-	size_t len = 0;
+	sc_config *cfg;
 	char *slash;
 	int rv;
 
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output for configuration");
-	*out = NULL;
-	if (path == NULL || *path == '\0')
-		return sc_error_set(SC_ERR_CONFIG,
-				    "no configuration file: pass --config FILE or set SMARTCERT_CONF");
 	cfg = calloc(1, sizeof(*cfg));
-	if (cfg == NULL)
+	if (cfg == NULL) {
+		free(file);
+		free(text);
 		return sc_error_set(SC_ERR_NOMEM, "out of memory reading configuration");
-	cfg->file = realpath(path, NULL);
-	if (cfg->file == NULL) {
-		rv = sc_error_set(SC_ERR_IO, "cannot read configuration %s: %s", path, strerror(errno));
-		goto out;
 	}
-	cfg->dir = strdup(cfg->file);
+	cfg->file = file;
+	cfg->text = text;
+	/* a name without a directory part lives in "." */
+	cfg->dir = strdup(strchr(file, '/') != NULL ? file : ".");
 	if (cfg->dir == NULL) {
 		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading configuration");
 		goto out;
@@ -238,22 +235,68 @@ int sc_config_load(const char *path, sc_config **out)
 		slash[1] = '\0';
 	else if (slash != NULL)
 		*slash = '\0';
-	rv = sc_file_read(cfg->file, SC_CONFIG_MAX_SIZE, &cfg->text, &len);
-	if (rv != SC_OK) {
-		if (rv != SC_ERR_NOMEM)
-			rv = sc_error_set(rv == SC_ERR_INVALID ? SC_ERR_CONFIG : SC_ERR_IO,
-					  "cannot read configuration %s: %s", path, sc_error_detail());
-		goto out;
-	}
-	rv = sc_config_parse(cfg, len);
+	rv = sc_config_parse_lines(cfg, len);
 	if (rv != SC_OK)
 		goto out;
 	*out = cfg;
 	cfg = NULL;
-	rv = SC_OK;
 out:
 	sc_config_free(cfg);
 	return rv;
+}
+
+int sc_config_load(const char *path, sc_config **out)
+{
+	unsigned char *text = NULL;
+	char *file;
+	size_t len = 0;
+	int rv;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for configuration");
+	*out = NULL;
+	if (path == NULL || *path == '\0')
+		return sc_error_set(SC_ERR_CONFIG,
+				    "no configuration file: pass --config FILE or set SMARTCERT_CONF");
+	file = realpath(path, NULL);
+	if (file == NULL)
+		return sc_error_set(SC_ERR_IO, "cannot read configuration %s: %s", path,
+				    strerror(errno));
+	rv = sc_file_read(file, SC_CONFIG_MAX_SIZE, &text, &len);
+	if (rv != SC_OK) {
+		free(file);
+		if (rv != SC_ERR_NOMEM)
+			rv = sc_error_set(rv == SC_ERR_INVALID ? SC_ERR_CONFIG : SC_ERR_IO,
+					  "cannot read configuration %s: %s", path, sc_error_detail());
+		return rv;
+	}
+	return sc_config_from_text(file, text, len, out);
+}
+
+int sc_config_parse(const char *origin, const void *text, size_t len, sc_config **out)
+{
+	unsigned char *copy;
+	char *file;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for configuration");
+	*out = NULL;
+	if (origin == NULL || *origin == '\0' || (text == NULL && len > 0))
+		return sc_error_set(SC_ERR_INVALID, "no configuration text to parse");
+	if (len > SC_CONFIG_MAX_SIZE)
+		return sc_error_set(SC_ERR_CONFIG, "configuration %s is larger than %d bytes",
+				    origin, SC_CONFIG_MAX_SIZE);
+	file = strdup(origin);
+	copy = malloc(len + 1);
+	if (file == NULL || copy == NULL) {
+		free(file);
+		free(copy);
+		return sc_error_set(SC_ERR_NOMEM, "out of memory reading configuration");
+	}
+	if (len > 0)
+		memcpy(copy, text, len);
+	copy[len] = '\0';
+	return sc_config_from_text(file, copy, len, out);
 }
 
 const char *sc_config_file(const sc_config *cfg)

@@ -20,6 +20,11 @@ typedef struct sc_config sc_config;
  * detail), SC_ERR_IO (unreadable), SC_ERR_NOMEM.  *out is NULL on error. */
 int sc_config_load(const char *path, sc_config **out);
 
+/* Parse `len` bytes of configuration text exactly as sc_config_load() parses
+ * a file.  `origin` names the text in messages and its directory anchors
+ * relative paths.  Errors as sc_config_load(), never SC_ERR_IO. */
+int sc_config_parse(const char *origin, const void *text, size_t len, sc_config **out);
+
 /* Resolve the config path from an explicit argument (may be NULL) or
  * $SMARTCERT_CONF.  Returns NULL if neither is set. */
 const char *sc_config_locate(const char *explicit_path);

@@ -6,7 +6,8 @@
  * Each input is tried twice: as DER (base64url-encoded first, so mutations
  * reach the ASN.1 decoder) and as token text (reaching the base64url layer).
  * Built with clang -fsanitize=fuzzer when meson has -Dfuzzing=true; the
- * corpus in tests/authz/corpus/ is replayed by fuzz-replay.c in every build.
+ * corpus in tests/authz/corpus/ is replayed by tests/lib/fuzz-replay.c in
+ * every build.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +16,13 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 
-#include "fuzz-authz.h"
+#include "fuzz-replay.h"
 #include "sc_authz.h"
 #include "sc_err.h"
 #include "sc_util.h"
+
+/* The fixed instant the corpus tokens are valid at (2026-11-18T11:07:40Z). */
+#define SC_FUZZ_AUTHZ_NOW INT64_C(1795000060)
 
 static const char *const fuzz_keys[] = {
 	/* fuzz-keys/p256.pub.pem */
@@ -85,7 +89,12 @@ static void fuzz_check(int rc, const sc_authz_token *tok)
 		abort();
 }
 
-int sc_fuzz_authz_verify_der(const uint8_t *data, size_t size)
+/* A token is signed: no changed copy of a valid one may verify. */
+const int sc_fuzz_mutants_refused = 1;
+
+/* sc_authz_verify() of DER `data` (base64url-encoded first) against the
+ * fixed trust at SC_FUZZ_AUTHZ_NOW. */
+int sc_fuzz_result(const uint8_t *data, size_t size)
 {
 	sc_authz_token tok;
 	char *text = NULL;
@@ -104,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sc_authz_token tok;
 	int rc;
 
-	sc_fuzz_authz_verify_der(data, size);
+	sc_fuzz_result(data, size);
 	rc = sc_authz_verify(fuzz_trust(), (const char *)data, size, SC_FUZZ_AUTHZ_NOW, &tok);
 	fuzz_check(rc, &tok);
 	rc = sc_authz_decode((const char *)data, size, &tok, NULL);

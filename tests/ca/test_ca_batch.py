@@ -113,6 +113,21 @@ with Deployment() as d:
               and sh["certificates"][0]["serial"] == sh["keys"][0]["cert_serial"],
               f"{u}: one wrapped key bound to one certificate")
 
+    # a spreadsheet's byte order mark before the header is skipped; a NUL
+    # inside a quoted field makes its row malformed (it must never cut the
+    # user id or the ID number short) and costs that row only
+    bom = os.path.join(d.tmp, "bom.csv")
+    with open(bom, "wb") as f:
+        f.write(b"\xef\xbb\xbfuser_id,name,id_number\r\n")
+        f.write(b'"n1\x00evil",N One,"N0000001\x00999"\r\n')
+        f.write(b"n2,N Two,N0000002\r\n")
+    r = d.sc("ca", "enrol", "--batch", bom, "--json", check=False)
+    res = json.loads(r.stdout)
+    users = {c["user"] for c in d.sc_json("ca", "list")}
+    check(r.returncode == 1 and res["enrolled"] == 1 and [e["line"] for e in res["errors"]] == [2]
+          and "NUL" in r.stderr and "n2" in users and "n1" not in users,
+          f"BOM skipped, NUL in a quoted field refused on its line: {res} {r.stderr.strip()}")
+
     # in a file, an unbalanced quote in the middle costs its own line only
     mid = os.path.join(d.tmp, "mid.csv")
     with open(mid, "w") as f:

@@ -1,20 +1,22 @@
 /*
- * Replays the authorisation-token fuzz corpus as an ordinary test, then a
- * bounded, seeded set of mutations of each corpus file.
+ * Replays a fuzz target's corpus as an ordinary test, then a bounded, seeded
+ * set of mutations of each corpus file.  Linked with one target, which
+ * provides the hooks of fuzz-replay.h.
  *
- * File names say what each corpus token must give:
+ * File names say what each corpus input must give (sc_fuzz_result()):
  *   expect-<errname>--<description>   e.g. expect-ok--p256.der,
- *                                     expect-token-expired--ed25519.der
- * Any other name is only replayed (it must not crash).  Every mutation of an
- * expect-ok token must be refused.  SC_FUZZ_SEED fixes the mutation seed
- * (printed, so a failure can be replayed).
+ *                                     expect-config--nul-byte.conf
+ * Any other name is only replayed (it must not crash or break an invariant
+ * of the target).  When the target sets sc_fuzz_mutants_refused, every
+ * mutation of an expect-ok input must be refused.  SC_FUZZ_SEED fixes the
+ * mutation seed (printed, so a failure can be replayed).
  */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz-authz.h"
+#include "fuzz-replay.h"
 #include "sc_err.h"
 #include "sc_util.h"
 
@@ -33,12 +35,9 @@ static uint64_t rng(void)
 
 static int expected_code(const char *name, int *code, int *has)
 {
-	static const int codes[] = {
-		SC_OK, SC_ERR_TOKEN_MALFORMED, SC_ERR_TOKEN_SIGNATURE, SC_ERR_TOKEN_ISSUER,
-		SC_ERR_TOKEN_AUDIENCE, SC_ERR_TOKEN_EXPIRED, SC_ERR_TOKEN_NOT_YET_VALID,
-	};
 	const char *end;
-	size_t i, n;
+	size_t n;
+	int c;
 
 	*has = 0;
 	if (strncmp(name, "expect-", 7) != 0)
@@ -47,11 +46,11 @@ static int expected_code(const char *name, int *code, int *has)
 	if (end == NULL)
 		return -1;
 	n = (size_t)(end - (name + 7));
-	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
-		const char *en = codes[i] == SC_OK ? "ok" : sc_errname(codes[i]);
+	for (c = SC_OK; c >= SC_ERR_INTERNAL; c--) {
+		const char *en = c == SC_OK ? "ok" : sc_errname(c);
 
 		if (strlen(en) == n && strncmp(en, name + 7, n) == 0) {
-			*code = codes[i];
+			*code = c;
 			*has = 1;
 			return 0;
 		}
@@ -77,7 +76,7 @@ static int replay(const char *dir, const char *name)
 	}
 	LLVMFuzzerTestOneInput(data, len);
 	if (has) {
-		rc = sc_fuzz_authz_verify_der(data, len);
+		rc = sc_fuzz_result(data, len);
 		if (rc != want) {
 			fprintf(stderr, "FAIL %s: got %s (%s)\n", name, rc == SC_OK ? "ok" : sc_errname(rc),
 				sc_error_detail());
@@ -119,7 +118,8 @@ static int replay(const char *dir, const char *name)
 		}
 		changed = mlen != len || memcmp(m, data, len) != 0;
 		LLVMFuzzerTestOneInput(m, mlen);
-		if (has && want == SC_OK && changed && sc_fuzz_authz_verify_der(m, mlen) == SC_OK) {
+		if (sc_fuzz_mutants_refused && has && want == SC_OK && changed &&
+		    sc_fuzz_result(m, mlen) == SC_OK) {
 			fprintf(stderr, "FAIL %s: mutation %d (kind %d) accepted\n", name, i, (int)(r % 4));
 			failures++;
 		}
