@@ -15,7 +15,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <linux/filter.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <microhttpd.h>
@@ -44,7 +46,17 @@ static const char *const sc_ocsp_outcome_names[OUT_COUNT] = {
 	"internalError", "not_modified", "http_error", "other" };
 
 struct sc_ocsp_http {
-	struct MHD_Daemon *daemon;
+	/* One MHD daemon per worker thread, each accepting on its own
+	 * SO_REUSEPORT socket of the same address (sc_ocsp_steer_by_cpu
+	 * says which socket takes a new connection).  With MHD's
+	 * thread pool on one shared socket, whichever worker woke first
+	 * accepted a whole burst, and keep-alive connections stay where they
+	 * were accepted: wrk -c8 often had all eight on one thread while the
+	 * other CPU idled. */
+	struct MHD_Daemon **workers;
+	unsigned nworkers;
+	pthread_key_t tcache_key;       /* struct sc_ocsp_tcache per worker */
+	int tcache_key_ok;
 	pthread_rwlock_t lock;          /* guards resp, crl_dir, ca */
 	sc_ocsp_responder *resp;
 	char *crl_dir;
@@ -159,7 +171,14 @@ static void sc_ocsp_log(sc_ocsp_http *h, struct MHD_Connection *c, const char *m
 	}
 	sc_json_kv_int(&j, "us", (int64_t)us);
 	sc_json_obj_end(&j);
-	sc_json_print(&j, stderr);
+	if (!j.failed) {
+		/* One write(2), no stdio lock: workers logging at the same
+		 * time do not queue behind each other's writes, and a line
+		 * reaches a pipe (journald) whole. */
+		struct iovec iov[2] = { { j.buf, j.len }, { (void *)(uintptr_t)"\n", 1 } };
+
+		(void)!writev(STDERR_FILENO, iov, 2);
+	}
 	sc_json_free(&j);
 }
 
@@ -206,6 +225,86 @@ static int sc_ocsp_parse_http_date(const char *s, int64_t *out)
 		return -1;
 	*out = (int64_t)timegm(&tm);
 	return 0;
+}
+
+/* What a worker thread keeps of the last cacheable response it served:
+ * the RFC 5019 validators (ETag: the first 128 bits of the SHA-256;
+ * Last-Modified and Expires from thisUpdate and nextUpdate) and the MHD
+ * response itself, headers included, rebuilt when the second changes
+ * (Cache-Control max-age counts down).  Clients ask for the same few
+ * responses over and over: a byte compare then replaces a digest, two
+ * date formats, and the allocation of a response and its five headers. */
+struct sc_ocsp_tcache {
+	unsigned char der[2048];
+	size_t len;
+	int64_t this_update, next_update;
+	char etag[2 + 2 * 16 + 1];
+	char last_modified[40], expires[40];
+	struct MHD_Response *resp;
+	int64_t resp_now;
+};
+
+static void sc_ocsp_tcache_free(void *p)
+{
+	struct sc_ocsp_tcache *t = p;
+
+	if (t != NULL && t->resp != NULL)
+		MHD_destroy_response(t->resp);
+	free(t);
+}
+
+/* This thread's cache, refreshed for `der`; NULL without memory. */
+static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned char *der,
+						 size_t len, const sc_ocsp_result *res)
+{
+	struct sc_ocsp_tcache *t = pthread_getspecific(h->tcache_key);
+	unsigned char md[SHA256_DIGEST_LENGTH];
+
+	if (t == NULL) {
+		t = calloc(1, sizeof(*t));
+		if (t == NULL || pthread_setspecific(h->tcache_key, t) != 0) {
+			free(t);
+			return NULL;
+		}
+	}
+	if (t->len != 0 && t->len == len && t->this_update == res->this_update &&
+	    t->next_update == res->next_update && memcmp(t->der, der, len) == 0)
+		return t;
+	if (t->resp != NULL)
+		MHD_destroy_response(t->resp);
+	t->resp = NULL;
+	SHA256(der, len, md);
+	t->etag[0] = '"';
+	sc_hex_encode(md, 16, t->etag + 1);
+	t->etag[33] = '"';
+	t->etag[34] = '\0';
+	sc_ocsp_http_date(res->this_update, t->last_modified, sizeof(t->last_modified));
+	sc_ocsp_http_date(res->next_update, t->expires, sizeof(t->expires));
+	t->this_update = res->this_update;
+	t->next_update = res->next_update;
+	/* A response too big to keep is validated afresh each time. */
+	t->len = len <= sizeof(t->der) ? len : 0;
+	memcpy(t->der, der, t->len);
+	return t;
+}
+
+/* RFC 5019 §6 caching headers, or no-store when `t` is NULL. */
+static void sc_ocsp_cache_headers(struct MHD_Response *r, const struct sc_ocsp_tcache *t,
+				  int64_t now)
+{
+	char cc_hdr[128];
+
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/ocsp-response");
+	if (t == NULL) {
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+		return;
+	}
+	snprintf(cc_hdr, sizeof(cc_hdr), "max-age=%lld, public, no-transform, must-revalidate",
+		 (long long)(t->next_update - now));
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cc_hdr);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, t->expires);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, t->etag);
 }
 
 /* Standard base64 from an RFC 5019 URL (already percent-decoded by MHD:
@@ -265,7 +364,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	enum MHD_Result ret = MHD_NO;
 	unsigned code = MHD_HTTP_OK;
 	int rv, cacheable, not_modified = 0;
-	char etag[2 + 2 * 16 + 1], date[64], cc_hdr[128];
+	struct sc_ocsp_tcache *tc = NULL;
 	int64_t now;
 	uint64_t us;
 
@@ -283,23 +382,34 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	cacheable = is_get && res.status == SC_OCSP_SUCCESSFUL && !res.nonce &&
 		    res.next_update > now;
 	if (cacheable) {
-		unsigned char md[SHA256_DIGEST_LENGTH];
 		const char *inm, *ims;
 		int64_t t;
 
-		SHA256(der, der_len, md);
-		etag[0] = '"';
-		sc_hex_encode(md, 16, etag + 1);
-		etag[33] = '"';
-		etag[34] = '\0';
+		tc = sc_ocsp_tcache_get(h, der, der_len, &res);
+		if (tc == NULL)
+			goto done;
 		inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 		ims = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
 		if (inm != NULL) {
-			not_modified = strstr(inm, etag) != NULL || strcmp(inm, "*") == 0;
+			not_modified = strstr(inm, tc->etag) != NULL || strcmp(inm, "*") == 0;
 		} else if (ims != NULL && sc_ocsp_parse_http_date(ims, &t) == 0) {
 			not_modified = res.this_update <= t;
 		}
+	}
+	if (cacheable && !not_modified && tc->len != 0) {
+		if (tc->resp == NULL || tc->resp_now != now) {
+			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);
+			if (r == NULL)
+				goto done;
+			sc_ocsp_cache_headers(r, tc, now);
+			if (tc->resp != NULL)
+				MHD_destroy_response(tc->resp);
+			tc->resp = r;
+			tc->resp_now = now;
+		}
+		ret = MHD_queue_response(c, code, tc->resp);
+		goto done;
 	}
 	if (not_modified) {
 		code = MHD_HTTP_NOT_MODIFIED;
@@ -311,19 +421,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	}
 	if (r == NULL)
 		goto done;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/ocsp-response");
-	if (cacheable) {
-		snprintf(cc_hdr, sizeof(cc_hdr), "max-age=%lld, public, no-transform, must-revalidate",
-			 (long long)(res.next_update - now));
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cc_hdr);
-		sc_ocsp_http_date(res.this_update, date, sizeof(date));
-		MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, date);
-		sc_ocsp_http_date(res.next_update, date, sizeof(date));
-		MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, date);
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag);
-	} else {
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	}
+	sc_ocsp_cache_headers(r, cacheable ? tc : NULL, now);
 	ret = MHD_queue_response(c, code, r);
 	MHD_destroy_response(r);
 done:
@@ -568,30 +666,27 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 
 	(void)version;
 	if (cc == NULL) {
+		const char *ct, *cl;
+
 		cc = calloc(1, sizeof(*cc));
 		if (cc == NULL)
 			return MHD_NO;
 		clock_gettime(CLOCK_MONOTONIC, &cc->start);
 		*con_cls = cc;
-		if (is_post) {
-			const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-								     MHD_HTTP_HEADER_CONTENT_TYPE);
-			const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-								     MHD_HTTP_HEADER_CONTENT_LENGTH);
-
-			if (!sc_ocsp_is_prefix(h, url, &rest) || *rest != '\0')
-				return sc_ocsp_error(h, c, cc, method, MHD_HTTP_NOT_FOUND,
-						     "not found\n");
-			/* Refuse before reading the body: MHD then closes. */
-			if (ct == NULL || strncasecmp(ct, "application/ocsp-request", 24) != 0 ||
-			    (ct[24] != '\0' && ct[24] != ';' && ct[24] != ' '))
-				return sc_ocsp_error(h, c, cc, method,
-						     MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-						     "Content-Type must be application/ocsp-request\n");
-			if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body)
-				return sc_ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
-						     "request too large\n");
-		}
+		if (!is_post)
+			return MHD_YES;
+		ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (!sc_ocsp_is_prefix(h, url, &rest) || *rest != '\0')
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_NOT_FOUND, "not found\n");
+		/* Refuse before reading the body: MHD then closes. */
+		if (ct == NULL || strncasecmp(ct, "application/ocsp-request", 24) != 0 ||
+		    (ct[24] != '\0' && ct[24] != ';' && ct[24] != ' '))
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+					     "Content-Type must be application/ocsp-request\n");
+		if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body)
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
+					     "request too large\n");
 		return MHD_YES;
 	}
 	if (is_post && *upload_data_size > 0) {
@@ -735,6 +830,84 @@ static int sc_ocsp_parse_listen(const char *listen, struct sockaddr_storage *ss,
 	return SC_ERR_CONFIG;
 }
 
+/* A socket bound to `ss` (port 0: any), listening with `group` (the
+ * SO_REUSEPORT group of the workers); without, a probe that the address is
+ * free, since a socket in the group of another daemon of the same user
+ * would otherwise be joined silently. */
+static int sc_ocsp_listen_socket(const char *listen_str, const struct sockaddr_storage *ss,
+				 socklen_t sl, int v6, int group, int *fd_out, unsigned *port_out)
+{
+	struct sockaddr_storage bound;
+	socklen_t bl = sizeof(bound);
+	int fd, one = 1, rv;
+
+	fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    (group && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+	    (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+	    bind(fd, (const struct sockaddr *)ss, sl) != 0 || (group && listen(fd, 1024) != 0) ||
+	    getsockname(fd, (struct sockaddr *)&bound, &bl) != 0)
+		goto fail;
+	*port_out = ntohs(bound.ss_family == AF_INET6
+			  ? ((struct sockaddr_in6 *)&bound)->sin6_port
+			  : ((struct sockaddr_in *)&bound)->sin_port);
+	*fd_out = fd;
+	return 0;
+fail:
+	rv = sc_error_set(SC_ERR_IO, "cannot listen on %s: %s (address in use, or not "
+			  "allowed to bind?)", listen_str, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return rv;
+}
+
+/* The number of online CPUs when they are numbered 0 … n-1 without gaps
+ * (as /sys/devices/system/cpu/online says "0" or "0-<n-1>"), else 0. */
+static unsigned sc_ocsp_cpus_from_zero(void)
+{
+	FILE *f = fopen("/sys/devices/system/cpu/online", "r");
+	char line[64], *end;
+	unsigned long last;
+
+	if (f == NULL)
+		return 0;
+	end = fgets(line, sizeof(line), f);
+	fclose(f);
+	if (end == NULL)
+		return 0;
+	line[strcspn(line, "\n")] = '\0';
+	if (strcmp(line, "0") == 0)
+		return 1;
+	if (strncmp(line, "0-", 2) != 0)
+		return 0;
+	last = strtoul(line + 2, &end, 10);
+	return *end == '\0' && last < 65535 ? (unsigned)last + 1 : 0;
+}
+
+/* New connections go to worker (number of the CPU that received the SYN
+ * modulo the workers): a client's connections spread as its threads do,
+ * and each is served where its packets were received.  The kernel's
+ * default, a hash of the addresses, often piles most of a few long
+ * keep-alive connections on one worker while another idles.  Only when
+ * every worker gets at least one CPU (online CPUs numbered from 0 without
+ * gaps, no more workers than CPUs); otherwise, or on a kernel without the
+ * option, the hash stays. */
+static void sc_ocsp_steer_by_cpu(int fd, unsigned workers)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU)),
+		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
+		BPF_STMT(BPF_RET | BPF_A, 0),
+	};
+	struct sock_fprog prog = { (unsigned short)(sizeof(code) / sizeof(code[0])), code };
+	unsigned cpus = sc_ocsp_cpus_from_zero();
+
+	if (workers > 1 && cpus >= workers)
+		(void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}
+
 static int sc_ocsp_copy_files(sc_ocsp_http *h, const char *crl_dir,
 			      const unsigned char *const ca_der[3], const size_t ca_len[3],
 			      char **dir_out, unsigned char *der_out[3])
@@ -797,9 +970,8 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	sc_ocsp_http *h = NULL;
 	struct sockaddr_storage ss;
 	socklen_t sl = 0;
-	int v6 = 0, rv = SC_ERR_NOMEM;
-	unsigned threads = p->threads, flags;
-	const union MHD_DaemonInfo *di;
+	int v6 = 0, rv = SC_ERR_NOMEM, probe, lfd = -1;
+	unsigned threads = p->threads, limit;
 	long ncpu;
 	size_t plen;
 
@@ -811,6 +983,9 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	if (h == NULL)
 		goto done;
 	pthread_rwlock_init(&h->lock, NULL);
+	if (pthread_key_create(&h->tcache_key, sc_ocsp_tcache_free) != 0)
+		goto done;
+	h->tcache_key_ok = 1;
 	h->started = sc_now();
 	h->max_body = p->max_body ? p->max_body : SC_OCSP_HTTP_MAX_BODY;
 	h->log_rate = p->log_rate;
@@ -830,26 +1005,50 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		threads = ncpu > 0 ? (unsigned)ncpu : 1;
 	}
-	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO;
-	if (v6)
-		flags |= MHD_USE_IPv6;
-	h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, sc_ocsp_handler, h,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_THREAD_POOL_SIZE, threads,
-		MHD_OPTION_CONNECTION_LIMIT, p->conn_limit ? p->conn_limit : 10000u,
-		MHD_OPTION_CONNECTION_TIMEOUT, p->conn_timeout ? p->conn_timeout : 15u,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
-		MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-		MHD_OPTION_NOTIFY_COMPLETED, sc_ocsp_completed, h,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
-		MHD_OPTION_END);
-	if (h->daemon == NULL) {
-		rv = sc_error_set(SC_ERR_IO, "cannot listen on %s: %s (address in use, or not "
-				  "allowed to bind?)", p->listen, strerror(errno));
+	rv = SC_ERR_NOMEM;
+	h->workers = calloc(threads, sizeof(*h->workers));
+	if (h->workers == NULL)
 		goto done;
+	limit = p->conn_limit ? p->conn_limit : 10000u;
+	/* A probe that nobody holds the address, then worker 0's socket on
+	 * the port the probe got. */
+	for (probe = 1; probe >= 0; probe--) {
+		rv = sc_ocsp_listen_socket(p->listen, &ss, sl, v6, !probe, &lfd, &h->port);
+		if (rv != 0)
+			goto done;
+		if (v6)
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)h->port);
+		else
+			((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)h->port);
+		if (probe)
+			close(lfd);
 	}
-	di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	h->port = di != NULL ? di->port : 0;
+	for (h->nworkers = 0; h->nworkers < threads; h->nworkers++) {
+		if (h->nworkers > 0) {
+			rv = sc_ocsp_listen_socket(p->listen, &ss, sl, v6, 1, &lfd, &h->port);
+			if (rv != 0)
+				goto done;
+		} else {
+			sc_ocsp_steer_by_cpu(lfd, threads);
+		}
+		h->workers[h->nworkers] = MHD_start_daemon(
+			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO,
+			0, NULL, NULL, sc_ocsp_handler, h,
+			MHD_OPTION_LISTEN_SOCKET, lfd,
+			MHD_OPTION_CONNECTION_LIMIT, (limit + threads - 1) / threads,
+			MHD_OPTION_CONNECTION_TIMEOUT, p->conn_timeout ? p->conn_timeout : 15u,
+			MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
+			MHD_OPTION_NOTIFY_COMPLETED, sc_ocsp_completed, h,
+			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
+			MHD_OPTION_END);
+		if (h->workers[h->nworkers] == NULL) {
+			/* lfd is not closed here: MHD may already have. */
+			rv = sc_error_set(SC_ERR_IO, "cannot start HTTP worker %u of %u: %s "
+					  "(out of memory or file descriptors?)", h->nworkers + 1,
+					  threads, strerror(errno));
+			goto done;
+		}
+	}
 	*out = h;
 	h = NULL;
 	rv = 0;
@@ -880,8 +1079,13 @@ void sc_ocsp_http_stop(sc_ocsp_http *h)
 
 	if (h == NULL)
 		return;
-	if (h->daemon != NULL)
-		MHD_stop_daemon(h->daemon);
+	/* Each closes its listen socket and finishes its connections. */
+	for (i = 0; h->workers != NULL && i < h->nworkers; i++)
+		MHD_stop_daemon(h->workers[i]);
+	free(h->workers);
+	/* The workers' caches went with their threads. */
+	if (h->tcache_key_ok)
+		pthread_key_delete(h->tcache_key);
 	pthread_rwlock_destroy(&h->lock);
 	free(h->prefix);
 	free(h->crl_dir);

@@ -10,7 +10,9 @@
 # OCSP_BENCH_DIR (where the deployment and the store go; the 1,000,000
 # certificate store took 310 MB here).
 # Compared servers run in alternating rounds and medians are reported: the
-# machine is shared and its load moves (the load average is printed).
+# machine is shared and its load moves (the load average is printed, and
+# for each wrk round the CPU taken by the server, by wrk and by all other
+# processes).
 #
 # 1. wrk, GET keep-alive, one pre-signed response: smartcert-ocspd vs nginx
 #    serving a static file of the same size with the same wrk settings, at
@@ -28,7 +30,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${OCSP_BENCH_NETNS:-}" ] && command -v unshare >/
 	exec env OCSP_BENCH_NETNS=1 unshare -n bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
 fi
 
-for t in wrk ab nginx openssl curl; do
+for t in wrk ab nginx openssl curl /usr/bin/time; do
 	command -v $t >/dev/null || { echo "SKIP: $t is not installed" >&2; exit 77; }
 done
 SMARTCERT=${SMARTCERT_BIN:?} OCSPD=${SMARTCERT_OCSPD_BIN:?}
@@ -94,12 +96,24 @@ SIZE=$(stat -c %s "$W/resp.der")
 openssl ocsp -respin "$W/resp.der" -issuer "$ISSUER" -CAfile "$W/d/ca/chain.pem" \
 	-serial "0x$GOOD" 2>&1 | grep -q ': good' || { echo "bench response is not good" >&2; exit 1; }
 
-wrk_run() {  # NAME URL CONNS
-	wrk -t2 -c"$3" -d"${SECS}s" --latency "$2" >"$W/wrk-$1.txt"
-	local rps p99
-	rps=$(awk '/^Requests\/sec/{print $2}' "$W/wrk-$1.txt")
-	p99=$(awk '$1=="99%"{print $2}' "$W/wrk-$1.txt")
-	echo "$1 $rps $p99"
+# CPU (% of one core) of the server, of wrk and of everything else during a
+# round, from /proc: the machine is shared, and a round in which other
+# processes took a core is not comparable with one in which they did not.
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+proc_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $s; }
+wrk_run() {  # NAME URL CONNS SERVER_PIDS...
+	local name=$1 url=$2 conns=$3 rps p99 b0 b1 s0 s1 w hz
+	shift 3
+	hz=$(getconf CLK_TCK)
+	b0=$(busy_ticks); s0=$(proc_ticks "$@")
+	/usr/bin/time -f "%U %S" -o "$W/wrk-$name.time" \
+		wrk -t2 -c"$conns" -d"${SECS}s" --latency "$url" >"$W/wrk-$name.txt"
+	b1=$(busy_ticks); s1=$(proc_ticks "$@")
+	w=$(awk -v hz="$hz" '{print int(($1 + $2) * hz)}' "$W/wrk-$name.time")
+	rps=$(awk '/^Requests\/sec/{print $2}' "$W/wrk-$name.txt")
+	p99=$(awk '$1=="99%"{print $2}' "$W/wrk-$name.txt")
+	echo "$name $rps $p99 cpu: server $(( (s1 - s0) * 100 / hz / SECS ))%" \
+		"wrk $(( w * 100 / hz / SECS ))% other $(( ((b1 - b0) - (s1 - s0) - w) * 100 / hz / SECS ))%"
 }
 
 NPORT=$(free_port)
@@ -126,16 +140,21 @@ http {
 }
 NGINX
 nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
 wait_http "http://127.0.0.1:$NPORT/resp.der"
+OCSPD_PID=${PIDS[0]}
 
 wrk_compare() {  # CONNS -> OC_RPS OC_P99 NG_RPS NG_P99 RATIO
-	local i a b c e OC_R="" OC_P="" NG_R="" NG_P=""
+	local i a b c e oc_cpu ng_cpu OC_R="" OC_P="" NG_R="" NG_P=""
 	echo "== wrk GET keep-alive, pre-signed response of $SIZE bytes (-t2 -c$1 -d${SECS}s, $ROUNDS rounds)"
 	for i in $(seq "$ROUNDS"); do
-		read -r _ a b < <(wrk_run ocspd "$URL" "$1")
-		read -r _ c e < <(wrk_run nginx "http://127.0.0.1:$NPORT/resp.der" "$1")
-		echo "round $i: smartcert-ocspd $a req/s p99 $b | nginx $c req/s p99 $e | load $(cut -d' ' -f1 /proc/loadavg)"
+		read -r _ a b oc_cpu < <(wrk_run ocspd "$URL" "$1" "$OCSPD_PID")
+		# nginx: master and workers
+		read -r _ c e ng_cpu < <(wrk_run nginx "http://127.0.0.1:$NPORT/resp.der" "$1" \
+			"$NGINX_PID" $(pgrep -P "$NGINX_PID"))
+		echo "round $i: smartcert-ocspd $a req/s p99 $b ($oc_cpu)" \
+			"| nginx $c req/s p99 $e ($ng_cpu) | load $(cut -d' ' -f1 /proc/loadavg)"
 		OC_R="$OC_R $a"; OC_P="$OC_P $(to_ms "$b")"; NG_R="$NG_R $c"; NG_P="$NG_P $(to_ms "$e")"
 	done
 	OC_RPS=$(echo "$OC_R" | median); OC_P99="$(echo "$OC_P" | median)ms"
