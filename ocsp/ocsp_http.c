@@ -887,8 +887,8 @@ static unsigned sc_ocsp_cpus_from_zero(void)
 }
 
 /* New connections go to worker (number of the CPU that received the SYN
- * modulo the workers): a client's connections spread as its threads do,
- * and each is served where its packets were received.  The kernel's
+ * modulo the workers): a client's connections spread over the workers as
+ * its threads spread over the CPUs.  The kernel's
  * default, a hash of the addresses, often piles most of a few long
  * keep-alive connections on one worker while another idles.  Only when
  * every worker gets at least one CPU (online CPUs numbered from 0 without
