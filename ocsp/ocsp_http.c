@@ -15,7 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <linux/filter.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -27,6 +26,7 @@
 #include "sc_json.h"
 #include "sc_util.h"
 #include "sc_ocsp.h"
+#include "ocsp_cpu.h"
 
 #define SC_OCSP_HTTP_MAX_BODY (16u * 1024u)
 /* Base64 of a request of max_certs CertIDs is well below this. */
@@ -47,14 +47,15 @@ static const char *const sc_ocsp_outcome_names[OUT_COUNT] = {
 
 struct sc_ocsp_http {
 	/* One MHD daemon per worker thread, each accepting on its own
-	 * SO_REUSEPORT socket of the same address (sc_ocsp_steer_by_cpu
-	 * says which socket takes a new connection).  With MHD's
+	 * SO_REUSEPORT socket of the same address (ocsp_cpu.h says which
+	 * socket takes a new connection).  With MHD's
 	 * thread pool on one shared socket, whichever worker woke first
 	 * accepted a whole burst, and keep-alive connections stay where they
 	 * were accepted: wrk -c8 often had all eight on one thread while the
 	 * other CPU idled. */
 	struct MHD_Daemon **workers;
 	unsigned nworkers;
+	sc_ocsp_cpu *cpu;               /* which worker takes a connection */
 	pthread_key_t tcache_key;       /* struct sc_ocsp_tcache per worker */
 	int tcache_key_ok;
 	pthread_rwlock_t lock;          /* guards resp, crl_dir, ca */
@@ -353,6 +354,33 @@ static enum sc_ocsp_outcome sc_ocsp_outcome_of(const sc_ocsp_result *res)
 	}
 }
 
+static void sc_ocsp_notify_connection(void *cls, struct MHD_Connection *c,
+				      void **socket_context,
+				      enum MHD_ConnectionNotificationCode toe)
+{
+	(void)c;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		*socket_context = sc_ocsp_cpu_conn_open(cls);
+	} else {
+		sc_ocsp_cpu_conn_close(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* Whether this response closes the connection to move it (ocsp_cpu.h). */
+static int sc_ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
+{
+	const union MHD_ConnectionInfo *sock, *fd;
+
+	sock = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (sock == NULL || sock->socket_context == NULL)
+		return 0;
+	fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return fd != NULL &&
+	       sc_ocsp_cpu_request(sock->socket_context, fd->connect_fd,
+				   (int64_t)cc->start.tv_sec * 1000 + cc->start.tv_nsec / 1000000);
+}
+
 static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 				      struct sc_ocsp_conn *cc, int is_get,
 				      const unsigned char *req, size_t req_len)
@@ -363,7 +391,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	struct MHD_Response *r = NULL;
 	enum MHD_Result ret = MHD_NO;
 	unsigned code = MHD_HTTP_OK;
-	int rv, cacheable, not_modified = 0;
+	int rv, cacheable, not_modified = 0, move = sc_ocsp_move(c, cc);
 	struct sc_ocsp_tcache *tc = NULL;
 	int64_t now;
 	uint64_t us;
@@ -397,7 +425,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			not_modified = res.this_update <= t;
 		}
 	}
-	if (cacheable && !not_modified && tc->len != 0) {
+	if (cacheable && !not_modified && tc->len != 0 && !move) {
 		if (tc->resp == NULL || tc->resp_now != now) {
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);
 			if (r == NULL)
@@ -422,6 +450,8 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	if (r == NULL)
 		goto done;
 	sc_ocsp_cache_headers(r, cacheable ? tc : NULL, now);
+	if (move)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, code, r);
 	MHD_destroy_response(r);
 done:
@@ -549,6 +579,9 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       "# TYPE smartcert_ocsp_errors_total counter\n"
 		       "smartcert_ocsp_errors_total{kind=\"store\"} %llu\n"
 		       "smartcert_ocsp_errors_total{kind=\"sign\"} %llu\n"
+		       "# HELP smartcert_ocsp_connections_moved_total Keep-alive connections closed so that their client reconnects to the worker of the CPU it sends from.\n"
+		       "# TYPE smartcert_ocsp_connections_moved_total counter\n"
+		       "smartcert_ocsp_connections_moved_total %llu\n"
 		       "# TYPE smartcert_ocsp_log_dropped_total counter\n"
 		       "smartcert_ocsp_log_dropped_total %llu\n"
 		       "# TYPE smartcert_ocsp_uptime_seconds gauge\n"
@@ -559,6 +592,7 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       (unsigned long long)st.ahead,
 		       (unsigned long long)st.signed_on_demand,
 		       (unsigned long long)st.store_errors, (unsigned long long)st.sign_errors,
+		       (unsigned long long)sc_ocsp_cpu_moved(h->cpu),
 		       (unsigned long long)atomic_load(&h->log_dropped),
 		       (long long)(sc_now() - h->started));
 	if (b == NULL)
@@ -863,51 +897,6 @@ fail:
 	return rv;
 }
 
-/* The number of online CPUs when they are numbered 0 … n-1 without gaps
- * (as /sys/devices/system/cpu/online says "0" or "0-<n-1>"), else 0. */
-static unsigned sc_ocsp_cpus_from_zero(void)
-{
-	FILE *f = fopen("/sys/devices/system/cpu/online", "r");
-	char line[64], *end;
-	unsigned long last;
-
-	if (f == NULL)
-		return 0;
-	end = fgets(line, sizeof(line), f);
-	fclose(f);
-	if (end == NULL)
-		return 0;
-	line[strcspn(line, "\n")] = '\0';
-	if (strcmp(line, "0") == 0)
-		return 1;
-	if (strncmp(line, "0-", 2) != 0)
-		return 0;
-	last = strtoul(line + 2, &end, 10);
-	return *end == '\0' && last < 65535 ? (unsigned)last + 1 : 0;
-}
-
-/* New connections go to worker (number of the CPU that received the SYN
- * modulo the workers): a client's connections spread over the workers as
- * its threads spread over the CPUs.  The kernel's
- * default, a hash of the addresses, often piles most of a few long
- * keep-alive connections on one worker while another idles.  Only when
- * every worker gets at least one CPU (online CPUs numbered from 0 without
- * gaps, no more workers than CPUs); otherwise, or on a kernel without the
- * option, the hash stays. */
-static void sc_ocsp_steer_by_cpu(int fd, unsigned workers)
-{
-	struct sock_filter code[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU)),
-		BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, workers),
-		BPF_STMT(BPF_RET | BPF_A, 0),
-	};
-	struct sock_fprog prog = { (unsigned short)(sizeof(code) / sizeof(code[0])), code };
-	unsigned cpus = sc_ocsp_cpus_from_zero();
-
-	if (workers > 1 && cpus >= workers)
-		(void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
-}
-
 static int sc_ocsp_copy_files(sc_ocsp_http *h, const char *crl_dir,
 			      const unsigned char *const ca_der[3], const size_t ca_len[3],
 			      char **dir_out, unsigned char *der_out[3])
@@ -1029,7 +1018,11 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 			if (rv != 0)
 				goto done;
 		} else {
-			sc_ocsp_steer_by_cpu(lfd, threads);
+			rv = sc_ocsp_cpu_new(lfd, threads, !p->no_cpu_steering, &h->cpu);
+			if (rv != 0) {
+				close(lfd);
+				goto done;
+			}
 		}
 		h->workers[h->nworkers] = MHD_start_daemon(
 			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO,
@@ -1039,6 +1032,8 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 			MHD_OPTION_CONNECTION_TIMEOUT, p->conn_timeout ? p->conn_timeout : 15u,
 			MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			MHD_OPTION_NOTIFY_COMPLETED, sc_ocsp_completed, h,
+			MHD_OPTION_NOTIFY_CONNECTION, sc_ocsp_notify_connection,
+			sc_ocsp_cpu_worker_at(h->cpu, h->nworkers),
 			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
 			MHD_OPTION_END);
 		if (h->workers[h->nworkers] == NULL) {
@@ -1083,6 +1078,7 @@ void sc_ocsp_http_stop(sc_ocsp_http *h)
 	for (i = 0; h->workers != NULL && i < h->nworkers; i++)
 		MHD_stop_daemon(h->workers[i]);
 	free(h->workers);
+	sc_ocsp_cpu_free(h->cpu);
 	/* The workers' caches went with their threads. */
 	if (h->tcache_key_ok)
 		pthread_key_delete(h->tcache_key);

@@ -166,6 +166,7 @@ typedef struct sc_ocsp_http_params {
 	unsigned conn_timeout;     /* seconds, 0 = default */
 	size_t max_body;           /* POST limit, 0 = 16 KiB */
 	unsigned log_rate;         /* request log lines per second, 0 = none */
+	int no_cpu_steering;       /* 1: the kernel's hash places connections */
 } sc_ocsp_http_params;
 
 /* Start serving.  Requests go to whatever responder was last installed with

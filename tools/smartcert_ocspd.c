@@ -262,11 +262,11 @@ done:
 	return rv;
 }
 
-/* Connection bounds (read at start; a change needs a restart). */
+/* Connection bounds and placement (read at start; a change needs a restart). */
 static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 {
 	int64_t conns, idle, body;
-	int rv;
+	int rv, steer;
 
 	rv = sc_config_int(cfg, "ocsp.max_connections", 10000, &conns);
 	if (rv == 0)
@@ -283,6 +283,10 @@ static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 	hp->conn_limit = (unsigned)conns;
 	hp->conn_timeout = (unsigned)idle;
 	hp->max_body = (size_t)body;
+	rv = sc_config_bool(cfg, "ocsp.cpu_steering", 1, &steer);
+	if (rv != 0)
+		return rv;
+	hp->no_cpu_steering = !steer;
 	return 0;
 }
 

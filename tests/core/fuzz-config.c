@@ -48,7 +48,7 @@ static const char *const int_keys[] = {
 	"ocsp.idle_timeout_seconds", "ocsp.max_request_bytes",
 };
 static const char *const bool_keys[] = {
-	"ca.suspend_holds", "gateway.debug", "ocsp.serve_crl_dir",
+	"ca.suspend_holds", "gateway.debug", "ocsp.serve_crl_dir", "ocsp.cpu_steering",
 };
 static const char *const path_keys[] = {
 	"store.path", "crl.out_dir", "authz.demo_key", "gateway.module",

@@ -7,6 +7,9 @@
 # OCSP_BENCH_LAT_CONNS (8: a second wrk comparison at low concurrency, where
 # p99 is latency rather than queueing behind 64 connections),
 # OCSP_BENCH_AB_N (ab requests, default 5000), OCSP_BENCH_ROUNDS (3),
+# OCSP_BENCH_WRK_START_CPU (unset; N: wrk opens its connections held on
+# CPU N and is let loose 50 ms later, as a client whose threads all start
+# on one CPU),
 # OCSP_BENCH_DIR (where the deployment and the store go; the 1,000,000
 # certificate store took 310 MB here).
 # Compared servers run in alternating rounds and medians are reported: the
@@ -41,6 +44,8 @@ CONNS=${OCSP_BENCH_CONNS:-64}
 LAT_CONNS=${OCSP_BENCH_LAT_CONNS:-8}
 AB_N=${OCSP_BENCH_AB_N:-5000}
 ROUNDS=${OCSP_BENCH_ROUNDS:-3}
+START_CPU=${OCSP_BENCH_WRK_START_CPU:-}
+ALL_CPUS=$(taskset -p -c $$ | sed 's/.*: //')
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 to_ms() { case "$1" in *us) echo "${1%us}" | awk '{print $1/1000}';; *ms) echo "${1%ms}";;
 	*s) echo "${1%s}" | awk '{print $1*1000}';; *) echo "$1";; esac; }
@@ -101,19 +106,52 @@ openssl ocsp -respin "$W/resp.der" -issuer "$ISSUER" -CAfile "$W/d/ca/chain.pem"
 # processes took a core is not comparable with one in which they did not.
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 proc_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $s; }
+# CPU ticks of every thread, to name the biggest "other" consumers
+thread_ticks() { for f in /proc/[0-9]*/task/[0-9]*/stat; do awk '{print FILENAME, $2, $14+$15}' \
+	FILENAME="$f" "$f" 2>/dev/null; done; }
+top_others() {  # BEFORE AFTER SERVER_PIDS... -> "comm:ticks" of the 3 biggest
+	$PY - "$@" <<'PYEOF'
+import sys
+def rd(p):
+    d = {}
+    for line in open(p):
+        f, comm, t = line.rsplit(None, 2)
+        d[f] = (comm, int(t))
+    return d
+a, b, pids = rd(sys.argv[1]), rd(sys.argv[2]), sys.argv[3:]
+x = sorted((v[1] - a.get(k, ("", 0))[1], v[0]) for k, v in b.items()
+           if not any(k.startswith(f"/proc/{p}/") for p in pids) and v[0] != "(wrk)")
+print(" ".join(f"{c}:{t}" for t, c in x[-3:] if t > 0) or "-")
+PYEOF
+}
 wrk_run() {  # NAME URL CONNS SERVER_PIDS...
-	local name=$1 url=$2 conns=$3 rps p99 b0 b1 s0 s1 w hz
+	local name=$1 url=$2 conns=$3 rps p99 b0 b1 s0 s1 w hz other
 	shift 3
 	hz=$(getconf CLK_TCK)
+	thread_ticks >"$W/ticks0"
 	b0=$(busy_ticks); s0=$(proc_ticks "$@")
-	/usr/bin/time -f "%U %S" -o "$W/wrk-$name.time" \
-		wrk -t2 -c"$conns" -d"${SECS}s" --latency "$url" >"$W/wrk-$name.txt"
+	if [ -n "$START_CPU" ]; then
+		# wrk opens its connections while held on one CPU, then may run
+		# anywhere: the case of a client whose threads all start on one CPU
+		/usr/bin/time -f "%U %S" -o "$W/wrk-$name.time" taskset -c "$START_CPU" \
+			wrk -t2 -c"$conns" -d"${SECS}s" --latency "$url" >"$W/wrk-$name.txt" &
+		local tp=$! wp=""
+		for _ in $(seq 100); do wp=$(pgrep -P "$tp" -x wrk || true); [ -n "$wp" ] && break; sleep 0.01; done
+		sleep 0.05
+		[ -n "$wp" ] && taskset -a -p -c "$ALL_CPUS" "$wp" >/dev/null
+		wait "$tp"
+	else
+		/usr/bin/time -f "%U %S" -o "$W/wrk-$name.time" \
+			wrk -t2 -c"$conns" -d"${SECS}s" --latency "$url" >"$W/wrk-$name.txt"
+	fi
 	b1=$(busy_ticks); s1=$(proc_ticks "$@")
 	w=$(awk -v hz="$hz" '{print int(($1 + $2) * hz)}' "$W/wrk-$name.time")
 	rps=$(awk '/^Requests\/sec/{print $2}' "$W/wrk-$name.txt")
 	p99=$(awk '$1=="99%"{print $2}' "$W/wrk-$name.txt")
+	other=$(( ((b1 - b0) - (s1 - s0) - w) * 100 / hz / SECS ))
 	echo "$name $rps $p99 cpu: server $(( (s1 - s0) * 100 / hz / SECS ))%" \
-		"wrk $(( w * 100 / hz / SECS ))% other $(( ((b1 - b0) - (s1 - s0) - w) * 100 / hz / SECS ))%"
+		"wrk $(( w * 100 / hz / SECS ))% other $other%$( [ "$other" -ge 5 ] && \
+		{ thread_ticks >"$W/ticks1"; echo " [top: $(top_others "$W/ticks0" "$W/ticks1" "$@")]"; })"
 }
 
 NPORT=$(free_port)
@@ -145,11 +183,17 @@ PIDS+=($NGINX_PID)
 wait_http "http://127.0.0.1:$NPORT/resp.der"
 OCSPD_PID=${PIDS[0]}
 
+# connections the daemon moved to another worker (docs/ocsp.md, HTTP)
+moved() { curl -sf "http://127.0.0.1:$PORT/metrics" |
+	awk '$1=="smartcert_ocsp_connections_moved_total"{print $2; f=1} END{if(!f)print 0}'; }
 wrk_compare() {  # CONNS -> OC_RPS OC_P99 NG_RPS NG_P99 RATIO
-	local i a b c e oc_cpu ng_cpu OC_R="" OC_P="" NG_R="" NG_P=""
-	echo "== wrk GET keep-alive, pre-signed response of $SIZE bytes (-t2 -c$1 -d${SECS}s, $ROUNDS rounds)"
+	local i a b c e m0 oc_cpu ng_cpu OC_R="" OC_P="" NG_R="" NG_P=""
+	echo "== wrk GET keep-alive, pre-signed response of $SIZE bytes (-t2 -c$1 -d${SECS}s, $ROUNDS rounds$( \
+		[ -n "$START_CPU" ] && echo ", wrk connecting from CPU $START_CPU"))"
 	for i in $(seq "$ROUNDS"); do
+		m0=$(moved)
 		read -r _ a b oc_cpu < <(wrk_run ocspd "$URL" "$1" "$OCSPD_PID")
+		oc_cpu="$oc_cpu, moved $(( $(moved) - m0 ))"
 		# nginx: master and workers
 		read -r _ c e ng_cpu < <(wrk_run nginx "http://127.0.0.1:$NPORT/resp.der" "$1" \
 			"$NGINX_PID" $(pgrep -P "$NGINX_PID"))
