@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,7 +47,6 @@ struct sc_ocsp_cpu_worker {
 
 struct sc_ocsp_cpu {
 	unsigned steered;       /* workers in the steered group; 0: kernel hash */
-	int pin;                /* every worker has a CPU of its own to keep to */
 	cpu_set_t floating;     /* the process's CPUs at start */
 	_Atomic uint64_t moved;
 	sc_ocsp_cpu_worker *w;
@@ -83,9 +83,7 @@ static unsigned sc_ocsp_cpus_from_zero(void)
 }
 
 /* New connections go to worker (number of the CPU that received the SYN
- * modulo the workers).  Only when every worker gets at least one CPU
- * (online CPUs numbered from 0 without gaps, no more workers than CPUs);
- * otherwise, or on a kernel without the option, the hash stays. */
+ * modulo the workers).  0, or -1 where the kernel refuses the program. */
 static int sc_ocsp_cpu_attach(int fd, unsigned workers)
 {
 	struct sock_filter code[] = {
@@ -95,8 +93,7 @@ static int sc_ocsp_cpu_attach(int fd, unsigned workers)
 	};
 	struct sock_fprog prog = { (unsigned short)(sizeof(code) / sizeof(code[0])), code };
 
-	return workers > 1 && sc_ocsp_cpus_from_zero() >= workers &&
-	       setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0;
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
 }
 
 int sc_ocsp_cpu_new(int fd, unsigned workers, int steer, sc_ocsp_cpu **out)
@@ -115,20 +112,24 @@ int sc_ocsp_cpu_new(int fd, unsigned workers, int steer, sc_ocsp_cpu **out)
 		p->w[i].p = p;
 		p->w[i].index = i;
 	}
-	if (steer && sc_ocsp_cpu_attach(fd, workers))
-		p->steered = workers;
-	/* Keeping to CPUs only where each worker has some of the process's
-	 * CPUs (a cpuset may have left some out). */
-	if (p->steered && sched_getaffinity(0, sizeof(p->floating), &p->floating) == 0) {
-		p->pin = 1;
-		for (i = 0; i < workers; i++) {
-			for (c = i; c < CPU_SETSIZE; c += workers)
-				if (CPU_ISSET(c, &p->floating))
-					CPU_SET(c, &p->w[i].own);
-			if (CPU_COUNT(&p->w[i].own) == 0)
-				p->pin = 0;
-		}
+	/* Steering only where every worker has a CPU of its own among those
+	 * online (numbered from 0 without gaps) and those the process may use
+	 * (a cpuset may leave some out): a worker whose CPUs are all
+	 * forbidden could not run beside its clients, and one that owns no
+	 * online CPU would get no connection. */
+	if (!steer || workers < 2 || sc_ocsp_cpus_from_zero() < workers ||
+	    sched_getaffinity(0, sizeof(p->floating), &p->floating) != 0)
+		goto done;
+	for (i = 0; i < workers; i++) {
+		for (c = i; c < CPU_SETSIZE; c += workers)
+			if (CPU_ISSET(c, &p->floating))
+				CPU_SET(c, &p->w[i].own);
+		if (CPU_COUNT(&p->w[i].own) == 0)
+			goto done;
 	}
+	if (sc_ocsp_cpu_attach(fd, workers) == 0)
+		p->steered = workers;
+done:
 	*out = p;
 	return 0;
 }
@@ -220,7 +221,7 @@ void sc_ocsp_cpu_conn_close(sc_ocsp_cpu_conn *c)
 int sc_ocsp_cpu_request(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms)
 {
 	sc_ocsp_cpu_worker *w;
-	int cpu = -1;
+	int cpu = -1, pending = 0;
 	socklen_t len = sizeof(cpu);
 
 	if (c == NULL || ++c->requests % SC_OCSP_CPU_CHECK_EVERY != 0)
@@ -228,7 +229,7 @@ int sc_ocsp_cpu_request(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms)
 	w = c->w;
 	if (!c->long_lived) {
 		c->long_lived = 1;
-		if (w->long_lived++ == 0 && w->p->pin && !w->pinned)
+		if (w->long_lived++ == 0 && !w->pinned)
 			sc_ocsp_cpu_keep_to_own(w, 1);
 	}
 	/* The CPU that last received a packet of this connection. */
@@ -239,6 +240,9 @@ int sc_ocsp_cpu_request(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms)
 		return 0;
 	}
 	if (++c->away < SC_OCSP_CPU_MOVE_AFTER || now_ms - w->moved_at_ms < SC_OCSP_CPU_MOVE_GAP_MS)
+		return 0;
+	/* A pipelined request already sent would go unanswered; try later. */
+	if (ioctl(fd, FIONREAD, &pending) != 0 || pending != 0)
 		return 0;
 	w->moved_at_ms = now_ms;
 	c->away = 0;

@@ -15,9 +15,10 @@
  *    client of short connections does not share its CPU with the worker
  *    serving it.
  *
- * Each worker also asks the scheduler for a short slice (Linux 6.12+), so
- * that it preempts a busy client thread on its CPU instead of queueing
- * behind it.
+ * While steering, each worker also asks the scheduler for a short slice
+ * (Linux 6.12+), so that it preempts a busy client thread on its CPU
+ * instead of queueing behind it.  A worker that stops keeping to its CPUs
+ * goes back to the CPUs the process had at start.
  */
 #ifndef SC_OCSP_CPU_H
 #define SC_OCSP_CPU_H
@@ -30,9 +31,10 @@ typedef struct sc_ocsp_cpu_conn sc_ocsp_cpu_conn;
 
 /* Placement for `workers` workers, the first of whose sockets is `fd`
  * (before the others join its SO_REUSEPORT group).  With `steer` 0, or
- * where the CPUs cannot be mapped onto the workers, the kernel's hash
- * places connections and workers float; *out is still usable.  0 or
- * SC_ERR_NOMEM. */
+ * where the CPUs cannot be mapped onto the workers (fewer online or usable
+ * CPUs than workers, a worker left without a usable CPU, or a kernel
+ * without SO_ATTACH_REUSEPORT_CBPF), the kernel's hash places connections
+ * and workers float; *out is still usable.  0 or SC_ERR_NOMEM. */
 int sc_ocsp_cpu_new(int fd, unsigned workers, int steer, sc_ocsp_cpu **out);
 void sc_ocsp_cpu_free(sc_ocsp_cpu *p);          /* NULL-safe */
 /* Whether connections are steered by CPU. */
@@ -48,7 +50,8 @@ sc_ocsp_cpu_conn *sc_ocsp_cpu_conn_open(sc_ocsp_cpu_worker *w);
 void sc_ocsp_cpu_conn_close(sc_ocsp_cpu_conn *c);
 /* A request on connection `c` (socket `fd`) at monotonic time `now_ms`:
  * 1 if its response should close the connection so that the client
- * reconnects to the worker of the CPU it now sends from. */
+ * reconnects to the worker of the CPU it now sends from.  Never while
+ * bytes of a further request wait unread on the socket. */
 int sc_ocsp_cpu_request(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms);
 
 #endif

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -391,7 +392,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	struct MHD_Response *r = NULL;
 	enum MHD_Result ret = MHD_NO;
 	unsigned code = MHD_HTTP_OK;
-	int rv, cacheable, not_modified = 0, move = sc_ocsp_move(c, cc);
+	int rv, cacheable, not_modified = 0, move;
 	struct sc_ocsp_tcache *tc = NULL;
 	int64_t now;
 	uint64_t us;
@@ -406,6 +407,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	if (rv != 0)
 		return sc_ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 
+	move = sc_ocsp_move(c, cc);
 	now = sc_now();
 	cacheable = is_get && res.status == SC_OCSP_SUCCESSFUL && !res.nonce &&
 		    res.next_update > now;
@@ -579,6 +581,9 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       "# TYPE smartcert_ocsp_errors_total counter\n"
 		       "smartcert_ocsp_errors_total{kind=\"store\"} %llu\n"
 		       "smartcert_ocsp_errors_total{kind=\"sign\"} %llu\n"
+		       "# HELP smartcert_ocsp_cpu_steering 1 when connections are steered to workers by CPU (docs/ocsp.md, HTTP).\n"
+		       "# TYPE smartcert_ocsp_cpu_steering gauge\n"
+		       "smartcert_ocsp_cpu_steering %d\n"
 		       "# HELP smartcert_ocsp_connections_moved_total Keep-alive connections closed so that their client reconnects to the worker of the CPU it sends from.\n"
 		       "# TYPE smartcert_ocsp_connections_moved_total counter\n"
 		       "smartcert_ocsp_connections_moved_total %llu\n"
@@ -592,6 +597,7 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       (unsigned long long)st.ahead,
 		       (unsigned long long)st.signed_on_demand,
 		       (unsigned long long)st.store_errors, (unsigned long long)st.sign_errors,
+		       sc_ocsp_cpu_steered(h->cpu),
 		       (unsigned long long)sc_ocsp_cpu_moved(h->cpu),
 		       (unsigned long long)atomic_load(&h->log_dropped),
 		       (long long)(sc_now() - h->started));
@@ -991,7 +997,11 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	for (int i = 0; i < 3; i++)
 		h->ca_len[i] = h->ca_der[i] ? p->ca_der_len[i] : 0;
 	if (threads == 0) {
-		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		/* One per CPU the process may use (a cpuset or CPUAffinity=). */
+		cpu_set_t allowed;
+
+		ncpu = sched_getaffinity(0, sizeof(allowed), &allowed) == 0
+		       ? CPU_COUNT(&allowed) : sysconf(_SC_NPROCESSORS_ONLN);
 		threads = ncpu > 0 ? (unsigned)ncpu : 1;
 	}
 	rv = SC_ERR_NOMEM;

@@ -107,8 +107,15 @@ openssl ocsp -respin "$W/resp.der" -issuer "$ISSUER" -CAfile "$W/d/ca/chain.pem"
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 proc_ticks() { local s=0 p; for p in "$@"; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $s; }
 # CPU ticks of every thread, to name the biggest "other" consumers
-thread_ticks() { for f in /proc/[0-9]*/task/[0-9]*/stat; do awk '{print FILENAME, $2, $14+$15}' \
-	FILENAME="$f" "$f" 2>/dev/null; done; }
+thread_ticks() { $PY -c '
+import glob
+for f in glob.glob("/proc/[0-9]*/task/[0-9]*/stat"):
+    try:
+        st = open(f).read()
+    except OSError:
+        continue
+    comm, rest = st[st.index("(") + 1:st.rindex(")")], st[st.rindex(")") + 2:].split()
+    print(f, "(" + comm.replace(" ", "_") + ")", int(rest[11]) + int(rest[12]))'; }
 top_others() {  # BEFORE AFTER SERVER_PIDS... -> "comm:ticks" of the 3 biggest
 	$PY - "$@" <<'PYEOF'
 import sys
@@ -138,7 +145,11 @@ wrk_run() {  # NAME URL CONNS SERVER_PIDS...
 		local tp=$! wp=""
 		for _ in $(seq 100); do wp=$(pgrep -P "$tp" -x wrk || true); [ -n "$wp" ] && break; sleep 0.01; done
 		sleep 0.05
-		[ -n "$wp" ] && taskset -a -p -c "$ALL_CPUS" "$wp" >/dev/null
+		if [ -n "$wp" ]; then
+			taskset -a -p -c "$ALL_CPUS" "$wp" >/dev/null
+		else
+			echo "warning: wrk not found to let loose; it ran on CPU $START_CPU alone" >&2
+		fi
 		wait "$tp"
 	else
 		/usr/bin/time -f "%U %S" -o "$W/wrk-$name.time" \

@@ -9,7 +9,10 @@ counts a move, and the client's new connection (from CPU 1) is served by
 worker 1, which now keeps to its CPUs while worker 0 floats again.
 Connections of one request each never pin a worker.  With
 ocsp.cpu_steering = no nothing moves and nothing is pinned.  Each worker
-asks for a 0.1 ms scheduler slice (honoured from Linux 6.12)."""
+asks for a 0.1 ms scheduler slice (honoured from Linux 6.12).  Skipped
+where CPUs 0 and 1 are not both usable, where lo has receive packet
+steering, or where the kernel refuses the steering program.  Started on
+one CPU, two workers are not steered and the default is one worker."""
 import base64
 import http.client
 import os
@@ -102,11 +105,28 @@ def on_cpu(cpu):
     time.sleep(0.01)
 
 
+def rps_on_loopback():
+    """Receive packet steering on lo would process packets away from the
+    sender's CPU, which this test takes as the client's CPU."""
+    try:
+        for q in os.listdir("/sys/class/net/lo/queues"):
+            if q.startswith("rx-"):
+                with open(f"/sys/class/net/lo/queues/{q}/rps_cpus") as f:
+                    if int(f.read().strip().replace(",", "") or "0", 16) != 0:
+                        return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 ncpu = cpus_from_zero()
 allowed = os.sched_getaffinity(0)
 if ncpu < 2 or not {0, 1} <= allowed:
     print(f"SKIP: needs CPUs 0 and 1 online and usable (online 0..{ncpu - 1}, "
           f"usable {sorted(allowed)})")
+    sys.exit(77)
+if rps_on_loopback():
+    print("SKIP: receive packet steering is on for lo")
     sys.exit(77)
 own = [{c for c in allowed if c % 2 == i} for i in range(2)]
 
@@ -116,10 +136,15 @@ with Deployment() as d:
         base64.b64encode(make_request(d, [serial])).decode(), safe="")
 
     with Responder(d, "--threads", "2") as r:
+        if metric(r, "smartcert_ocsp_cpu_steering") != 1:
+            # a kernel or sandbox without SO_ATTACH_REUSEPORT_CBPF
+            print("SKIP: the daemon could not steer connections by CPU here")
+            r.stop()
+            sys.exit(77)
         check(len(workers(r)) == 2, "two HTTP worker threads")
         wait_affinity(r, [allowed, allowed], "workers float before any keep-alive connection")
 
-        if kernel_at_least(6, 12) and \
+        if kernel_at_least(6, 12) and os.sched_getscheduler(0) == os.SCHED_OTHER and \
                 os.path.exists(f"/proc/{r.proc.pid}/task/{r.proc.pid}/sched"):
             KeepAlive(r, path).ask()      # a worker asks for its slice on its first connection
             slices = []
@@ -189,7 +214,19 @@ with Deployment() as d:
             if closed:
                 fail("ocsp.cpu_steering = no: a connection was closed to move it")
         check(metric(r, MOVED) == 0, "ocsp.cpu_steering = no: nothing moved")
+        check(metric(r, "smartcert_ocsp_cpu_steering") == 0,
+              "ocsp.cpu_steering = no: /metrics says connections are not steered")
         wait_affinity(r, [allowed, allowed], "ocsp.cpu_steering = no: no worker pinned")
         k.close()
+
+    # started on CPU 1 alone: two workers cannot each have a usable CPU, so
+    # no steering; by default one worker per usable CPU
+    on_cpu(1)
+    set_ocsp_option(d, "cpu_steering", "yes")
+    with Responder(d, "--threads", "2") as r:
+        check(metric(r, "smartcert_ocsp_cpu_steering") == 0,
+              "two workers on one usable CPU: connections are not steered")
+    with Responder(d) as r:
+        check(len(workers(r)) == 1, "on one usable CPU the default is one worker")
     os.sched_setaffinity(0, allowed)
 print("all placement checks passed")
