@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -151,22 +152,45 @@ static void sc_keystr(const void *key, size_t len, char *out, size_t outlen)
 	sc_hex_encode(k, len, out + 2);
 }
 
+/* Under this much free space the disk counts as full: a commit writes
+ * pages of 4 KiB, and LMDB reports a page write that the full disk cut
+ * short as EIO, not ENOSPC. */
+#define SC_STORE_DISK_FULL_BYTES (1024u * 1024u)
+
+static int sc_store_disk_full(const char *path)
+{
+	struct statvfs vfs;
+	unsigned long long avail;
+
+	if (statvfs(path, &vfs) != 0)
+		return 0;
+	/* root may also use the blocks reserved for it */
+	avail = (unsigned long long)(geteuid() == 0 ? vfs.f_bfree : vfs.f_bavail) * vfs.f_frsize;
+	return avail < SC_STORE_DISK_FULL_BYTES;
+}
+
 static int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 {
 	const char *dbn = db >= 0 ? sc_dbs[db].name : "environment";
 	const char *path = t != NULL ? t->st->path : "";
 	int err;
 
+	if (rc == EIO && t != NULL && sc_store_disk_full(path))
+		rc = ENOSPC;
 	switch (rc) {
 	case MDB_NOTFOUND:
 		return SC_ERR_NOT_FOUND;
 	case MDB_KEYEXIST:
 		return SC_ERR_EXISTS;
 	case MDB_MAP_FULL:
+		err = sc_error_set(SC_ERR_STORE_FULL,
+				   "store %s is full while %s: its map (store.map_size) is used up; raise "
+				   "store.map_size; the transaction was not applied", path, what);
+		break;
 	case ENOSPC:
 		err = sc_error_set(SC_ERR_STORE_FULL,
-				   "store %s is full while %s (%s): raise store.map_size or free disk space; "
-				   "the transaction was not applied", path, what, mdb_strerror(rc));
+				   "store %s cannot grow while %s (%s): the disk holding it is full; free "
+				   "disk space; the transaction was not applied", path, what, strerror(rc));
 		break;
 	case EACCES:
 	case EROFS:

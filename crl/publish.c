@@ -285,9 +285,21 @@ struct pub {
 	int pem;
 	struct staged *st;
 	size_t nst, capst;
+	size_t renamed;          /* staged files already renamed into place */
 	size_t bytes;
 	sc_der tbs;              /* reused for every CRL: faulted in once */
 };
+
+/* A failed write, sync or close in the CRL directory.  A full disk gets its
+ * own code (exit 7 like a full store) and says what to do. */
+static int file_err(int e, const char *what, const char *path)
+{
+	if (e == ENOSPC || e == EDQUOT)
+		return sc_error_set(SC_ERR_STORE_FULL, "cannot %s %s: %s; the disk holding the CRL "
+				    "directory is full: free disk space there (crl.out_dir or --out) "
+				    "and publish again", what, path, strerror(e));
+	return sc_error_set(SC_ERR_IO, "cannot %s %s: %s", what, path, strerror(e));
+}
 
 /* Write a staging file and leave it open: the fsyncs of all staged files
  * happen together in commit_all(), which lets the file system batch them
@@ -299,6 +311,8 @@ static int write_staged(const char *path, const unsigned char *p, size_t len, in
 
 	*fd_out = -1;
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 && (errno == ENOSPC || errno == EDQUOT))
+		return file_err(errno, "create", path);
 	if (fd < 0)
 		return sc_error_set(errno == EACCES || errno == EROFS ? SC_ERR_READONLY : SC_ERR_IO,
 				    "cannot create %s: %s; make the CRL directory writable "
@@ -309,7 +323,7 @@ static int write_staged(const char *path, const unsigned char *p, size_t len, in
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			rv = sc_error_set(SC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+			rv = file_err(errno, "write", path);
 			close(fd);
 			return rv;
 		}
@@ -357,9 +371,9 @@ static int stage(struct pub *p, const char *name, const unsigned char *data, siz
 	 * partitions), sync each file at once instead. */
 	if (rv == SC_OK && p->nst >= 200) {
 		if (fsync(s.fd) != 0)
-			rv = sc_error_set(SC_ERR_IO, "cannot sync %s: %s", s.tmp, strerror(errno));
+			rv = file_err(errno, "sync", s.tmp);
 		if (close(s.fd) != 0 && rv == SC_OK)
-			rv = sc_error_set(SC_ERR_IO, "cannot close %s: %s", s.tmp, strerror(errno));
+			rv = file_err(errno, "close", s.tmp);
 		s.fd = -1;
 	}
 	p->st[p->nst++] = s;     /* recorded even on failure so it is removed */
@@ -444,13 +458,11 @@ static int commit_all(struct pub *p)
 			continue;
 		rc = fsync(p->st[i].fd);
 		if (rc != 0)
-			return sc_error_set(SC_ERR_IO, "cannot sync %s: %s", p->st[i].tmp,
-					    strerror(errno));
+			return file_err(errno, "sync", p->st[i].tmp);
 		rc = close(p->st[i].fd);
 		p->st[i].fd = -1;
 		if (rc != 0)
-			return sc_error_set(SC_ERR_IO, "cannot close %s: %s", p->st[i].tmp,
-					    strerror(errno));
+			return file_err(errno, "close", p->st[i].tmp);
 	}
 	for (i = 0; i < p->nst; i++) {
 		if (delay_ms > 0 && delay_ms < 10000) {
@@ -463,6 +475,7 @@ static int commit_all(struct pub *p)
 					    p->st[i].tmp, p->st[i].path, strerror(errno));
 		free(p->st[i].tmp);
 		p->st[i].tmp = NULL;
+		p->renamed++;
 	}
 	return fsync_dir(p->out_dir);
 }
@@ -880,6 +893,16 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	res->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	rv = SC_OK;
 out:
+	if (rv != SC_OK && p.renamed > 0) {
+		/* The new files are in place (each a complete CRL): say so, and
+		 * that the store does not know about them. */
+		res->number = number;
+		res->files = p.renamed;
+		sc_error_set(rv, "the new CRLs (number %" PRIu64 ", %zu of %zu files) are published "
+			     "in %s, but the publish was not recorded in the store: %s; once that "
+			     "is fixed, run 'smartcert crl publish' again", number, p.renamed, p.nst,
+			     p.out_dir, sc_error_detail());
+	}
 	sc_txn_abort(txn);
 	unstage_all(&p);
 	sc_der_free(&p.tbs);

@@ -61,8 +61,12 @@ typedef struct sc_crl_publish_result {
 /* Build, sign and publish.  `d` must be opened with the HSM.
  * Errors: SC_ERR_IO / SC_ERR_READONLY (output directory), SC_ERR_HSM*,
  * SC_ERR_STORE (corrupt record: nothing is published), SC_ERR_CONFIG,
- * SC_ERR_NOMEM.  On any error the previously published files are left as
- * they were; a CRL number may have been consumed. */
+ * SC_ERR_NOMEM, SC_ERR_STORE_FULL (disk or store full).  On any error the
+ * previously published files are left as they were (res->files == 0) and a
+ * CRL number may have been consumed; except when the error comes after files
+ * were renamed into place (e.g. recording the publish in the store failed):
+ * then res->number and res->files (> 0) describe what is published, and the
+ * detail says so. */
 int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_result *res);
 
 /* Republish loop for `smartcert crl publish --watch`: polls the revocation

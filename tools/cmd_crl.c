@@ -107,7 +107,8 @@ static int crl_publish(int argc, char **argv)
 	rv = sc_crl_publish(d, &wo.publish, &r);
 	sc_deploy_close(d);
 	if (rv != SC_OK)
-		return sc_cli_fail(rv, "cannot publish CRLs (the previous CRLs are unchanged)");
+		return sc_cli_fail(rv, r.files > 0 ? "crl publish" :
+				   "cannot publish CRLs (the previous CRLs are unchanged)");
 	if (json) {
 		sc_json j;
 

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""A real full disk: the whole deployment (SoftHSMv2 token, LMDB store with
+the audit chain, CRL directory) lives on a 48 MiB tmpfs mounted in a private
+user+mount namespace, and a filler file takes the space.  Then:
+
+1. `ca enrol` fails with exit 7 and a message that the disk is full and what
+   to do; every user enrolled before is still listed and exportable, the
+   audit chain verifies, and the failed user left no record.
+2. `crl publish` fails clearly and leaves the published CRLs byte-identical,
+   verifying with `openssl crl -verify`, with no staging file behind; then a
+   scan over the free space (4 KiB steps, the old CRL files held open as a
+   web server serving them would) stops a publish at every point in turn
+   (number commit, staging, recording) and checks that what the message says
+   about the published files is true and that numbers never go back.
+3. `ca revoke` fails clearly and the certificate stays good.
+4. With the filler gone: the same revoke, the failed enrolment and a CRL
+   publish succeed, and the audit chain verifies.
+
+LMDB reuses pages freed by earlier transactions, so on a full disk a write
+fails only once the store has to grow.  A long-lived reader (as the OCSP
+responder or a CRL build is) stops that reuse; the test holds one with
+`mdb_dump` blocked on a pipe, so that each write must grow the file.
+
+When a commit finds some room but not enough, LMDB's page write comes back
+short and mdb_txn_commit() returns EIO; the store reports that as a full
+disk too, since the disk has (almost) no space left.
+
+The test re-runs itself under `unshare -rm` (or `unshare -m` as root) and
+exits 77 if a namespace or the tmpfs mount is not possible.  The mount dies
+with the namespace.
+"""
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+INNER = "SC_FULL_DISK_MNT"
+FS_SIZE = "48m"
+LEAVE = 16 * 1024            # bytes left free when the disk is "full"
+EXIT_STORE = 7               # tools/cli.c: SC_ERR_STORE_FULL -> SC_EXIT_STORE
+F_SETPIPE_SZ = 1031
+
+
+def skip(msg):
+    print(f"SKIP: {msg}", file=sys.stderr)
+    sys.exit(77)
+
+
+def outer():
+    """Make a directory on the real file system, run this script again in a
+    new mount namespace, remove the directory afterwards."""
+    if shutil.which("unshare") is None:
+        skip("unshare (util-linux) is not installed")
+    if shutil.which("mdb_dump") is None or shutil.which("mdb_stat") is None:
+        skip("mdb_dump/mdb_stat (lmdb-utils) are not installed")
+    prefix = None
+    for p in (["unshare", "-rm"], ["unshare", "-m"]):
+        if p == ["unshare", "-m"] and os.geteuid() != 0:
+            continue
+        if subprocess.run(p + ["true"], capture_output=True).returncode == 0:
+            prefix = p
+            break
+    if prefix is None:
+        skip("cannot create a user+mount namespace here (unshare -rm refused)")
+    base = os.path.join(os.environ.get("SMARTCERT_BUILDDIR", os.getcwd()), "test-tmp")
+    os.makedirs(base, exist_ok=True)
+    top = tempfile.mkdtemp(prefix="sc-full-disk-", dir=base)
+    mnt = os.path.join(top, "test-tmp")
+    os.mkdir(mnt)
+    env = dict(os.environ)
+    env[INNER] = mnt
+    env["SMARTCERT_BUILDDIR"] = top     # scfixture puts deployments in top/test-tmp
+    try:
+        r = subprocess.run(prefix + [sys.executable, os.path.abspath(__file__)], env=env)
+    finally:
+        if os.path.ismount(mnt):
+            print(f"FAIL: {mnt} is still mounted after the namespace ended", file=sys.stderr)
+            sys.exit(1)
+        shutil.rmtree(top, ignore_errors=True)
+    sys.exit(r.returncode)
+
+
+if os.environ.get(INNER) is None:
+    outer()
+
+# ---- inside the namespace ----------------------------------------------------
+MNT = os.environ[INNER]
+if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0700", "tmpfs", MNT],
+                  capture_output=True).returncode != 0:
+    skip(f"cannot mount a {FS_SIZE} tmpfs in the mount namespace")
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
+                                  os.path.join(os.path.dirname(__file__), "..", "lib")))
+from scfixture import Deployment, check, fail  # noqa: E402
+
+FILLER = os.path.join(MNT, "filler")
+
+
+def free_bytes():
+    st = os.statvfs(MNT)
+    return st.f_bavail * st.f_frsize
+
+
+def fill_disk(leave):
+    """Fill the file system with FILLER, then give back `leave` bytes."""
+    fd = os.open(FILLER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (1 << 20, 4096):
+            block = b"\0" * chunk
+            while True:
+                try:
+                    if os.write(fd, block) < chunk:
+                        break
+                except OSError as e:
+                    if e.errno != 28:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    set_free(leave)
+
+
+def set_free(target):
+    """Resize the filler so that `target` bytes (a multiple of 4 KiB) are free."""
+    size = os.path.getsize(FILLER)
+    want = -(-size // 4096) * 4096 + free_bytes() - target
+    if want < 0:
+        fail(f"cannot leave {target} bytes free: the filler is only {size} bytes")
+    if want > size:
+        with open(FILLER, "ab") as f:
+            f.write(b"\0" * (want - size))
+    else:
+        os.truncate(FILLER, want)
+    if free_bytes() != target:
+        fail(f"wanted {target} bytes free, have {free_bytes()}")
+
+
+def snapshot(directory):
+    out = {}
+    for f in sorted(os.listdir(directory)):
+        p = os.path.join(directory, f)
+        if os.path.isfile(p) and f != ".publish.lock":
+            with open(p, "rb") as fh:
+                out[f] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def token_snapshot(directory):
+    """The SoftHSMv2 token's files: names, and the contents of every object
+    file (token.object, the token's own state, is rewritten at every login)."""
+    out = {}
+    for root, _, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, directory)] = (
+                    None if f == "token.object" else hashlib.sha256(fh.read()).hexdigest())
+    return out
+
+
+def crl_verify_all(d, crl):
+    files = sorted(glob.glob(os.path.join(crl, "*.crl")))
+    if len(files) != 34:
+        fail(f"expected 34 published CRLs (16 partitions), found {len(files)}")
+    for f in files:
+        r = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", f, "-noout", "-CAfile",
+                            os.path.join(d.dir, "ca", "chain.pem"), "-verify"],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or "verify OK" not in r.stdout + r.stderr:
+            fail(f"{os.path.basename(f)} does not verify: {r.stdout}{r.stderr}")
+    return len(files)
+
+
+def crl_number(path):
+    r = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", path, "-noout", "-crlnumber"],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout.strip().split("=", 1)[1], 16)
+
+
+def staging_left(crl):
+    return [f for f in os.listdir(crl) if f.endswith(".new")]
+
+
+def audit_ok(d, msg):
+    r = d.sc("audit", "verify", "--json", check=False)
+    v = json.loads(r.stdout) if r.stdout.strip() else {}
+    check(r.returncode == 0 and v.get("ok") is True, f"{msg}: audit chain verifies ({v})")
+    return v["records"]
+
+
+def says_disk_full(r, what):
+    """Exit 7, and stderr says the disk is full and to free space (also
+    when LMDB's page write came back short and it returned EIO)."""
+    err = r.stderr.strip()
+    check(r.returncode == EXIT_STORE, f"{what}: exit {EXIT_STORE} (got {r.returncode}): {err}")
+    check("No space left on device" in err and "full" in err and "free disk space" in err,
+          f"{what}: the message says the disk is full and to free disk space")
+
+
+def enrol(d, user, idn):
+    env = dict(d.env)
+    env["SC_TEST_IDN"] = idn
+    return d.sc("ca", "enrol", "--user", user, "--name", f"Holder {user}",
+                "--id-number-source", "env:SC_TEST_IDN", "--json", env=env, check=False)
+
+
+class Pin:
+    """An LMDB reader holding one snapshot: mdb_dump writing into a 4 KiB
+    pipe nobody reads, so it blocks inside its read transaction."""
+
+    def __init__(self, store):
+        rfd, wfd = os.pipe()
+        fcntl.fcntl(wfd, F_SETPIPE_SZ, 4096)
+        self.rfd = rfd
+        self.p = subprocess.Popen(["mdb_dump", "-a", store], stdout=wfd,
+                                  stderr=subprocess.DEVNULL)
+        os.close(wfd)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            r = subprocess.run(["mdb_stat", "-r", store], capture_output=True, text=True)
+            if self.p.poll() is None and any(ln.split()[:1] == [str(self.p.pid)]
+                                             for ln in r.stdout.splitlines()):
+                break
+            if self.p.poll() is not None:
+                fail("mdb_dump finished instead of holding its snapshot")
+            time.sleep(0.05)
+        else:
+            fail("mdb_dump never showed up in the store's reader table")
+        print(f"# reader snapshot held by mdb_dump pid {self.p.pid}")
+
+    def release(self):
+        self.p.kill()
+        self.p.wait()
+        os.close(self.rfd)
+
+
+pin = None
+try:
+    with Deployment() as d:
+        crl = os.path.join(d.dir, "crl")
+        store = os.path.join(d.dir, "store")
+        hsm = os.path.join(d.dir, "hsm")
+        dev = os.stat(MNT).st_dev
+        for p in (d.dir, hsm, store, os.path.join(store, "data.mdb"), d.config):
+            if os.stat(p).st_dev != dev:
+                fail(f"{p} is not on the test file system")
+        check(True, f"token, store, audit and config on the {FS_SIZE} tmpfs at {MNT}")
+
+        users = {}
+        for i, u in enumerate(["alice", "bob", "carol", "dave", "erin", "frank"]):
+            r = enrol(d, u, f"A{i:06d}(1)")
+            if r.returncode != 0:
+                fail(f"enrol {u}: {r.stderr}")
+            users[u] = json.loads(r.stdout)["serial"]
+        first = d.sc_json("crl", "publish")
+        check(os.stat(crl).st_dev == dev, "CRL directory on the test file system")
+        crl_verify_all(d, crl)
+        crls = snapshot(crl)
+        records = audit_ok(d, "before the disk fills")
+        token = token_snapshot(hsm)
+
+        pin = Pin(store)
+        fill_disk(LEAVE)
+        check(free_bytes() == LEAVE, f"disk full: {free_bytes()} bytes left, "
+              f"filler {os.path.getsize(FILLER) >> 20} MiB")
+
+        # 1. enrolment until the store cannot grow any more.  Enrolments that
+        # still fit (LMDB's free pages, the bytes left) are real and must stay.
+        failed = None
+        for i in range(200):
+            u = f"late{i}"
+            r = enrol(d, u, f"B{i:06d}(2)")
+            if r.returncode == 0:
+                users[u] = json.loads(r.stdout)["serial"]
+                continue
+            failed = (u, f"B{i:06d}(2)", r)
+            break
+        if failed is None:
+            fail("200 enrolments on a full disk all succeeded")
+        u_failed, idn_failed, r = failed
+        print(f"# {len(users) - 6} enrolment(s) fitted before the store had to grow")
+        says_disk_full(r, f"ca enrol {u_failed} on a full disk")
+        check(r.stdout.strip() == "", "no result printed for the failed enrolment")
+        listed = {c["user"]: c for c in d.sc_json("ca", "list") if c["user"]}
+        check(set(listed) == set(users) and
+              all(listed[u]["serial"] == s and listed[u]["status"] == "good"
+                  for u, s in users.items()),
+              f"all {len(users)} users enrolled before are listed, good, with their serials")
+        for u, s in users.items():
+            pem = d.sc("ca", "export", "--serial", s).stdout
+            x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem,
+                               capture_output=True, text=True)
+            if x.returncode != 0 or x.stdout.strip().lower() != f"serial={s}".lower():
+                fail(f"export of {u} ({s}) is not its certificate: {x.stderr}")
+        check(True, "every enrolled user's certificate exports")
+        r = d.sc("ca", "show", "--user", u_failed, check=False)
+        check(r.returncode == 3, f"no record of {u_failed} (ca show exits 3)")
+        check(not any(e.get("user") == u_failed for e in d.audit()),
+              f"no audit record names {u_failed}")
+        records = audit_ok(d, "after the failed enrolment")
+        check(records == len(d.audit()), "the chain head matches the records")
+        check(token_snapshot(hsm) == token, "no object was added to or changed on the SoftHSMv2 token")
+
+        # 3. revocation: one that still fits is real; the first that does not
+        # must leave its certificate good and its key in place.
+        revoked, victim = [], None
+        for u in ["alice", "bob", "carol", "dave", "erin"]:
+            r = d.sc("ca", "revoke", "--serial", users[u], "--reason", "keyCompromise",
+                     "--json", check=False)
+            if r.returncode == 0:
+                revoked.append(u)
+                continue
+            victim = u
+            break
+        if victim is None:
+            fail("every revocation on a full disk succeeded")
+        says_disk_full(r, f"ca revoke {victim} on a full disk")
+        c = d.sc_json("ca", "show", "--serial", users[victim])
+        check(c["status"] == "good" and c["revoked_at"] is None and c["reason"] is None,
+              f"{victim}'s certificate is still good")
+        k = d.sc_json("ca", "show", "--user", victim)["keys"]
+        check(len(k) == 1 and k[0]["state"] == "active" and k[0]["blob_present"],
+              f"{victim}'s wrapped key is still there")
+        check(not any(e.get("user") == victim and e.get("kind") == "revoke"
+                      for e in d.audit()), f"no revoke audit record for {victim}")
+        audit_ok(d, "after the failed revocation")
+
+        # 2. CRL publish with a little space left: refused, files untouched.
+        r = d.sc("crl", "publish", check=False)
+        says_disk_full(r, "crl publish on a full disk")
+        check(snapshot(crl) == crls and not staging_left(crl),
+              "published CRLs byte-identical, no staging file left")
+        crl_verify_all(d, crl)
+        check(True, "the previous CRLs still verify with openssl crl -verify")
+
+        # 2b. the same with more and more room: each publish stops at a later
+        # point (CRL number, staging files, recording the publish) until one
+        # succeeds.  Whatever the outcome, the message must be true.  The old
+        # files are held open, as a web server serving them does, so that
+        # renaming over them frees no space before the publish is recorded.
+        held = [open(f, "rb") for f in glob.glob(os.path.join(crl, "*.crl"))]
+        outcomes, last = [], crl_number(os.path.join(crl, "full.crl"))
+        for step in range(0, 160):
+            set_free(step * 4096)
+            before = snapshot(crl)
+            r = d.sc("crl", "publish", "--json", check=False)
+            after = snapshot(crl)
+            if staging_left(crl):
+                fail(f"{step * 4} KiB free: staging files left: {staging_left(crl)}")
+            crl_verify_all(d, crl)
+            n = crl_number(os.path.join(crl, "full.crl"))
+            if n < last:
+                fail(f"{step * 4} KiB free: full.crl went back from number {last} to {n}")
+            last = n
+            if r.returncode == 0:
+                outcomes.append("published")
+                break
+            says_disk_full(r, f"crl publish with {step * 4} KiB free")
+            if after == before:
+                if "unchanged" not in r.stderr:
+                    fail(f"{step * 4} KiB free: files unchanged but the message does not "
+                         f"say so: {r.stderr}")
+                outcomes.append("unchanged")
+            else:
+                if "unchanged" in r.stderr or f"(number {n}, 34 of 34 files) are published" \
+                        not in r.stderr:
+                    fail(f"{step * 4} KiB free: CRLs number {n} were published but the "
+                         f"message says otherwise: {r.stderr}")
+                outcomes.append("published-unrecorded")
+        else:
+            fail("no CRL publish succeeded with up to 640 KiB free")
+        for f in held:
+            f.close()
+        check(outcomes[-1] == "published" and "published-unrecorded" in outcomes,
+              f"CRL publish succeeds once there is room ({outcomes.count('unchanged')} "
+              f"refused unchanged, {outcomes.count('published-unrecorded')} published "
+              "but not recorded)")
+        audit_ok(d, "after the CRL publishes on a nearly full disk")
+
+        # 4. space back
+        pin.release()
+        pin = None
+        set_free(LEAVE)
+        os.unlink(FILLER)
+        check(free_bytes() > 40 << 20, f"filler removed: {free_bytes() >> 20} MiB free")
+        d.sc("ca", "revoke", "--serial", users[victim], "--reason", "keyCompromise")
+        c = d.sc_json("ca", "show", "--serial", users[victim])
+        check(c["status"] == "revoked" and c["reason"] == "keyCompromise",
+              f"the same revocation of {victim} succeeds with space")
+        r = enrol(d, u_failed, idn_failed)
+        check(r.returncode == 0, f"the failed enrolment of {u_failed} succeeds now "
+              f"(same person, so nothing of it was left behind): {r.stderr.strip()}")
+        users[u_failed] = json.loads(r.stdout)["serial"]
+        r = enrol(d, "after", "C000001(3)")
+        check(r.returncode == 0, "a new enrolment succeeds")
+        users["after"] = json.loads(r.stdout)["serial"]
+        d.sc("ca", "revoke", "--serial", users["after"], "--reason", "superseded")
+        res = d.sc_json("crl", "publish")
+        check(res["number"] > first["number"] and not staging_left(crl), "CRL publish succeeds")
+        crl_verify_all(d, crl)
+        check(crl_number(os.path.join(crl, "full.crl")) == res["number"],
+              "full.crl carries the new number")
+        listed = subprocess.run(["openssl", "crl", "-inform", "DER", "-in",
+                                 os.path.join(crl, "full.crl"), "-noout", "-text"],
+                                capture_output=True, text=True, check=True).stdout.upper()
+        want = set(revoked + [victim, "after"])
+        check(all(users[u].upper() in listed for u in want) and
+              all(users[u].upper() not in listed for u in set(users) - want),
+              f"full.crl lists exactly the revoked certificates ({len(want)})")
+        good = {c["user"] for c in d.sc_json("ca", "list", "--status", "good") if c["user"]}
+        check(good == set(users) - want, f"{len(good)} users good, the rest revoked")
+        audit_ok(d, "after recovery")
+        check(token_snapshot(hsm) == token, "no object was added to or changed on the SoftHSMv2 token")
+finally:
+    if pin is not None:
+        pin.release()
+    subprocess.run(["umount", MNT], capture_output=True)
+check(not os.path.ismount(MNT), "tmpfs unmounted")
