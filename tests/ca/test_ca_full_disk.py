@@ -16,129 +16,45 @@ user+mount namespace, and a filler file takes the space.  Then:
 4. With the filler gone: the same revoke, the failed enrolment and a CRL
    publish succeed, and the audit chain verifies.
 
-LMDB reuses pages freed by earlier transactions, so on a full disk a write
-fails only once the store has to grow.  A long-lived reader (as the OCSP
-responder or a CRL build is) stops that reuse; the test holds one with
-`mdb_dump` blocked on a pipe, so that each write must grow the file.
+A reader snapshot is held throughout (tests/lib/fulldisk.py says why).
 
 When a commit finds some room but not enough, LMDB's page write comes back
 short and mdb_txn_commit() returns EIO; the store reports that as a full
 disk too, since the disk has (almost) no space left.
 
-The test re-runs itself under `unshare -rm` (or `unshare -m` as root) and
-exits 77 if a namespace or the tmpfs mount is not possible.  The mount dies
-with the namespace.
+The test re-runs itself in a user+mount namespace (tests/lib/fulldisk.py)
+and exits 77 if a namespace or the tmpfs mount is not possible.
 """
-import fcntl
 import glob
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-
-INNER = "SC_FULL_DISK_MNT"
-FS_SIZE = "48m"
-LEAVE = 16 * 1024            # bytes left free when the disk is "full"
-EXIT_STORE = 7               # tools/cli.c: SC_ERR_STORE_FULL -> SC_EXIT_STORE
-F_SETPIPE_SZ = 1031
-
-
-def skip(msg):
-    print(f"SKIP: {msg}", file=sys.stderr)
-    sys.exit(77)
-
-
-def outer():
-    """Make a directory on the real file system, run this script again in a
-    new mount namespace, remove the directory afterwards."""
-    if shutil.which("unshare") is None:
-        skip("unshare (util-linux) is not installed")
-    if shutil.which("mdb_dump") is None or shutil.which("mdb_stat") is None:
-        skip("mdb_dump/mdb_stat (lmdb-utils) are not installed")
-    prefix = None
-    for p in (["unshare", "-rm"], ["unshare", "-m"]):
-        if p == ["unshare", "-m"] and os.geteuid() != 0:
-            continue
-        if subprocess.run(p + ["true"], capture_output=True).returncode == 0:
-            prefix = p
-            break
-    if prefix is None:
-        skip("cannot create a user+mount namespace here (unshare -rm refused)")
-    base = os.path.join(os.environ.get("SMARTCERT_BUILDDIR", os.getcwd()), "test-tmp")
-    os.makedirs(base, exist_ok=True)
-    top = tempfile.mkdtemp(prefix="sc-full-disk-", dir=base)
-    mnt = os.path.join(top, "test-tmp")
-    os.mkdir(mnt)
-    env = dict(os.environ)
-    env[INNER] = mnt
-    env["SMARTCERT_BUILDDIR"] = top     # scfixture puts deployments in top/test-tmp
-    try:
-        r = subprocess.run(prefix + [sys.executable, os.path.abspath(__file__)], env=env)
-    finally:
-        if os.path.ismount(mnt):
-            print(f"FAIL: {mnt} is still mounted after the namespace ended", file=sys.stderr)
-            sys.exit(1)
-        shutil.rmtree(top, ignore_errors=True)
-    sys.exit(r.returncode)
-
-
-if os.environ.get(INNER) is None:
-    outer()
-
-# ---- inside the namespace ----------------------------------------------------
-MNT = os.environ[INNER]
-if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0700", "tmpfs", MNT],
-                  capture_output=True).returncode != 0:
-    skip(f"cannot mount a {FS_SIZE} tmpfs in the mount namespace")
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
                                   os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, check, fail  # noqa: E402
+import fulldisk  # noqa: E402
 
-FILLER = os.path.join(MNT, "filler")
+FS_SIZE = "48m"
+LEAVE = 16 * 1024            # bytes left free when the disk is "full"
+EXIT_STORE = 7               # tools/cli.c: SC_ERR_STORE_FULL -> SC_EXIT_STORE
+
+MNT = fulldisk.enter(FS_SIZE)   # from here on, inside the namespace
+from scfixture import Deployment, check, fail  # noqa: E402
+FILLER = fulldisk.filler(MNT)
 
 
 def free_bytes():
-    st = os.statvfs(MNT)
-    return st.f_bavail * st.f_frsize
+    return fulldisk.free_bytes(MNT)
 
 
 def fill_disk(leave):
-    """Fill the file system with FILLER, then give back `leave` bytes."""
-    fd = os.open(FILLER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (1 << 20, 4096):
-            block = b"\0" * chunk
-            while True:
-                try:
-                    if os.write(fd, block) < chunk:
-                        break
-                except OSError as e:
-                    if e.errno != 28:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    set_free(leave)
+    fulldisk.fill(MNT, leave)
 
 
 def set_free(target):
-    """Resize the filler so that `target` bytes (a multiple of 4 KiB) are free."""
-    size = os.path.getsize(FILLER)
-    want = -(-size // 4096) * 4096 + free_bytes() - target
-    if want < 0:
-        fail(f"cannot leave {target} bytes free: the filler is only {size} bytes")
-    if want > size:
-        with open(FILLER, "ab") as f:
-            f.write(b"\0" * (want - size))
-    else:
-        os.truncate(FILLER, want)
-    if free_bytes() != target:
-        fail(f"wanted {target} bytes free, have {free_bytes()}")
+    fulldisk.set_free(MNT, target)
 
 
 def snapshot(directory):
@@ -210,36 +126,6 @@ def enrol(d, user, idn):
                 "--id-number-source", "env:SC_TEST_IDN", "--json", env=env, check=False)
 
 
-class Pin:
-    """An LMDB reader holding one snapshot: mdb_dump writing into a 4 KiB
-    pipe nobody reads, so it blocks inside its read transaction."""
-
-    def __init__(self, store):
-        rfd, wfd = os.pipe()
-        fcntl.fcntl(wfd, F_SETPIPE_SZ, 4096)
-        self.rfd = rfd
-        self.p = subprocess.Popen(["mdb_dump", "-a", store], stdout=wfd,
-                                  stderr=subprocess.DEVNULL)
-        os.close(wfd)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            r = subprocess.run(["mdb_stat", "-r", store], capture_output=True, text=True)
-            if self.p.poll() is None and any(ln.split()[:1] == [str(self.p.pid)]
-                                             for ln in r.stdout.splitlines()):
-                break
-            if self.p.poll() is not None:
-                fail("mdb_dump finished instead of holding its snapshot")
-            time.sleep(0.05)
-        else:
-            fail("mdb_dump never showed up in the store's reader table")
-        print(f"# reader snapshot held by mdb_dump pid {self.p.pid}")
-
-    def release(self):
-        self.p.kill()
-        self.p.wait()
-        os.close(self.rfd)
-
-
 pin = None
 try:
     with Deployment() as d:
@@ -265,7 +151,7 @@ try:
         records = audit_ok(d, "before the disk fills")
         token = token_snapshot(hsm)
 
-        pin = Pin(store)
+        pin = fulldisk.Pin(store)
         fill_disk(LEAVE)
         check(free_bytes() == LEAVE, f"disk full: {free_bytes()} bytes left, "
               f"filler {os.path.getsize(FILLER) >> 20} MiB")
@@ -420,5 +306,4 @@ try:
 finally:
     if pin is not None:
         pin.release()
-    subprocess.run(["umount", MNT], capture_output=True)
-check(not os.path.ismount(MNT), "tmpfs unmounted")
+check(fulldisk.leave(MNT), "tmpfs unmounted")

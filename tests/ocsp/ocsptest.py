@@ -102,6 +102,9 @@ class Responder:
         if self.proc is not None:
             self.rc = self.proc.returncode
         self.proc = None
+        if getattr(self, "log", None) is not None:
+            self.log.close()      # a file system holding it can then be unmounted
+            self.log = None
         return self.rc
 
     def __enter__(self):
