@@ -157,26 +157,34 @@ static void sc_keystr(const void *key, size_t len, char *out, size_t outlen)
  * short as EIO, not ENOSPC. */
 #define SC_STORE_DISK_FULL_BYTES (1024u * 1024u)
 
-static int sc_store_disk_full(const char *path)
+/* Bytes free on the file system holding `path` for an unprivileged writer
+ * (root without CAP_SYS_RESOURCE cannot use the reserved blocks either),
+ * or -1 if unknown. */
+static long long sc_store_disk_free(const char *path)
 {
 	struct statvfs vfs;
-	unsigned long long avail;
 
 	if (statvfs(path, &vfs) != 0)
-		return 0;
-	/* root may also use the blocks reserved for it */
-	avail = (unsigned long long)(geteuid() == 0 ? vfs.f_bfree : vfs.f_bavail) * vfs.f_frsize;
-	return avail < SC_STORE_DISK_FULL_BYTES;
+		return -1;
+	return (long long)vfs.f_bavail * (long long)vfs.f_frsize;
 }
 
 static int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 {
 	const char *dbn = db >= 0 ? sc_dbs[db].name : "environment";
 	const char *path = t != NULL ? t->st->path : "";
+	long long avail;
 	int err;
 
-	if (rc == EIO && t != NULL && sc_store_disk_full(path))
-		rc = ENOSPC;
+	if (rc == EIO && t != NULL && (avail = sc_store_disk_free(path)) >= 0 &&
+	    avail < (long long)SC_STORE_DISK_FULL_BYTES) {
+		err = sc_error_set(SC_ERR_STORE_FULL,
+				   "store %s cannot grow while %s (a short write, %s, with %lld bytes "
+				   "left on its file system): the disk holding it is full; free disk "
+				   "space; the transaction was not applied", path, what,
+				   strerror(rc), avail);
+		goto done;
+	}
 	switch (rc) {
 	case MDB_NOTFOUND:
 		return SC_ERR_NOT_FOUND;
@@ -188,9 +196,11 @@ static int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 				   "store.map_size; the transaction was not applied", path, what);
 		break;
 	case ENOSPC:
+	case EDQUOT:
 		err = sc_error_set(SC_ERR_STORE_FULL,
-				   "store %s cannot grow while %s (%s): the disk holding it is full; free "
-				   "disk space; the transaction was not applied", path, what, strerror(rc));
+				   "store %s cannot grow while %s (%s): the disk holding it is full or "
+				   "its quota used up; free disk space; the transaction was not applied",
+				   path, what, strerror(rc));
 		break;
 	case EACCES:
 	case EROFS:
@@ -212,6 +222,7 @@ static int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 				   what, mdb_strerror(rc));
 		break;
 	}
+done:
 	if (t != NULL && t->write)
 		t->err = err;
 	return err;

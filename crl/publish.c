@@ -471,8 +471,7 @@ static int commit_all(struct pub *p)
 			nanosleep(&ts, NULL);
 		}
 		if (rename(p->st[i].tmp, p->st[i].path) != 0)
-			return sc_error_set(SC_ERR_IO, "cannot rename %s to %s: %s",
-					    p->st[i].tmp, p->st[i].path, strerror(errno));
+			return file_err(errno, "rename into place", p->st[i].tmp);
 		free(p->st[i].tmp);
 		p->st[i].tmp = NULL;
 		p->renamed++;
@@ -719,6 +718,10 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		goto out;
 	}
 	lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lock_fd < 0 && (errno == ENOSPC || errno == EDQUOT)) {
+		rv = file_err(errno, "create", lock_path);
+		goto out;
+	}
 	if (lock_fd < 0) {
 		rv = sc_error_set(errno == EACCES || errno == EROFS ? SC_ERR_READONLY : SC_ERR_IO,
 				  "cannot create %s: %s; make the CRL directory writable "

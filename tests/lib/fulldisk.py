@@ -61,10 +61,9 @@ def _outer(script):
     env[INNER] = mnt
     env["SMARTCERT_BUILDDIR"] = top     # scfixture puts deployments in top/test-tmp
     try:
+        # the mount is private to the namespace and ends with it
         r = subprocess.run(prefix + [sys.executable, os.path.abspath(script)], env=env)
     finally:
-        if os.path.ismount(mnt):
-            _fail(f"{mnt} is still mounted after the namespace ended")
         shutil.rmtree(top, ignore_errors=True)
     sys.exit(r.returncode)
 
@@ -76,9 +75,12 @@ def enter(size):
     if os.environ.get(INNER) is None:
         _outer(sys.argv[0])
     mnt = os.environ[INNER]
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", mnt],
-                      capture_output=True).returncode != 0:
+    # huge=never: the space is counted, and given back, in 4 KiB pages
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700,huge=never",
+                       "tmpfs", mnt], capture_output=True).returncode != 0:
         skip(f"cannot mount a {size} tmpfs in the mount namespace")
+    if os.statvfs(mnt).f_frsize != 4096:
+        skip(f"the tmpfs counts space in blocks of {os.statvfs(mnt).f_frsize} bytes, not 4 KiB")
     return mnt
 
 
@@ -151,8 +153,10 @@ class Pin:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             r = subprocess.run(["mdb_stat", "-r", store], capture_output=True, text=True)
-            if self.p.poll() is None and any(ln.split()[:1] == [str(self.p.pid)]
-                                             for ln in r.stdout.splitlines()):
+            # a row "pid thread txnid" with a transaction open ("-" when none)
+            if self.p.poll() is None and any(
+                    len(ln.split()) == 3 and ln.split()[0] == str(self.p.pid) and
+                    ln.split()[2] != "-" for ln in r.stdout.splitlines()):
                 break
             if self.p.poll() is not None:
                 _fail("mdb_dump finished instead of holding its snapshot")
@@ -162,6 +166,10 @@ class Pin:
         print(f"# reader snapshot held by mdb_dump pid {self.p.pid}")
 
     def release(self):
-        self.p.kill()
+        """Let mdb_dump finish (its reader slot is then freed; a killed
+        reader's slot would keep blocking page reuse in long-lived
+        processes until some process cleans the reader table)."""
+        while os.read(self.rfd, 1 << 16):
+            pass
         self.p.wait()
         os.close(self.rfd)
