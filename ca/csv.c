@@ -25,6 +25,8 @@ struct sc_csv {
 	unsigned long line;       /* current line (1-based) */
 	long offset;
 	long rec_offset;          /* where the current record starts */
+	unsigned char head[3];    /* first bytes, read to look for a byte order mark */
+	unsigned nhead, ihead;    /* how many there are; how many handed out */
 	unsigned long rec_line;
 };
 
@@ -32,6 +34,7 @@ struct sc_csv {
  * one) is not part of the first header name. */
 static int sc_csv_open_stream(FILE *f, const char *what, sc_csv **out)
 {
+	static const unsigned char bom[3] = { 0xef, 0xbb, 0xbf };
 	sc_csv *c;
 	int ch;
 
@@ -48,17 +51,14 @@ static int sc_csv_open_stream(FILE *f, const char *what, sc_csv **out)
 		sc_csv_close(c);
 		return sc_error_set(SC_ERR_NOMEM, "out of memory opening %s", what);
 	}
-	ch = getc_unlocked(f);
-	if (ch != 0xef) {
-		if (ch != EOF)
-			ungetc(ch, f);
-	} else if (getc_unlocked(f) == 0xbb && getc_unlocked(f) == 0xbf) {
+	/* Kept and handed out again unless they are the mark: no seeking
+	 * back, so a pipe works as well as a file. */
+	while (c->nhead < 3 && (c->nhead == 0 || c->head[c->nhead - 1] == bom[c->nhead - 1]) &&
+	       (ch = getc_unlocked(f)) != EOF)
+		c->head[c->nhead++] = (unsigned char)ch;
+	if (c->nhead == 3 && memcmp(c->head, bom, 3) == 0) {
+		c->nhead = 0;
 		c->offset = 3;
-	} else if (fseek(f, 0, SEEK_SET) != 0) {
-		int e = errno;
-
-		sc_csv_close(c);
-		return sc_error_set(SC_ERR_IO, "cannot read %s from its start: %s", what, strerror(e));
 	}
 	*out = c;
 	return SC_OK;
@@ -130,7 +130,7 @@ static int sc_csv_put(sc_csv *c, char ch)
 
 static int sc_csv_getc(sc_csv *c)
 {
-	int ch = getc_unlocked(c->f);
+	int ch = c->ihead < c->nhead ? c->head[c->ihead++] : getc_unlocked(c->f);
 
 	if (ch != EOF)
 		c->offset++;
@@ -142,6 +142,7 @@ static int sc_csv_getc(sc_csv *c)
 static void sc_csv_skip_line(sc_csv *c, int ch)
 {
 	if (c->line != c->rec_line && fseek(c->f, c->rec_offset, SEEK_SET) == 0) {
+		c->ihead = c->nhead;    /* the file position now rules */
 		c->offset = c->rec_offset;
 		c->line = c->rec_line;
 		ch = sc_csv_getc(c);
