@@ -218,15 +218,17 @@ void sc_ocsp_cpu_conn_close(sc_ocsp_cpu_conn *c)
 	free(c);
 }
 
-int sc_ocsp_cpu_request(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms)
+int sc_ocsp_cpu_due(sc_ocsp_cpu_conn *c)
 {
-	sc_ocsp_cpu_worker *w;
+	return c != NULL && ++c->requests % SC_OCSP_CPU_CHECK_EVERY == 0;
+}
+
+int sc_ocsp_cpu_check(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms)
+{
+	sc_ocsp_cpu_worker *w = c->w;
 	int cpu = -1, pending = 0;
 	socklen_t len = sizeof(cpu);
 
-	if (c == NULL || ++c->requests % SC_OCSP_CPU_CHECK_EVERY != 0)
-		return 0;
-	w = c->w;
 	if (!c->long_lived) {
 		c->long_lived = 1;
 		if (w->long_lived++ == 0 && !w->pinned)

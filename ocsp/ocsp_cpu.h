@@ -48,10 +48,14 @@ uint64_t sc_ocsp_cpu_moved(const sc_ocsp_cpu *p);
  * steered or out of memory; NULL is accepted below), and closed. */
 sc_ocsp_cpu_conn *sc_ocsp_cpu_conn_open(sc_ocsp_cpu_worker *w);
 void sc_ocsp_cpu_conn_close(sc_ocsp_cpu_conn *c);
-/* A request on connection `c` (socket `fd`) at monotonic time `now_ms`:
- * 1 if its response should close the connection so that the client
- * reconnects to the worker of the CPU it now sends from.  Never while
- * bytes of a further request wait unread on the socket. */
-int sc_ocsp_cpu_request(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms);
+/* A request on connection `c`: 1 when this one is due for a check of
+ * where the connection's packets arrive (every few requests), else 0.
+ * Cheap, so that the request path looks up nothing more in between. */
+int sc_ocsp_cpu_due(sc_ocsp_cpu_conn *c);
+/* The check, for a due request on `c` (socket `fd`) at monotonic time
+ * `now_ms`: 1 if its response should close the connection so that the
+ * client reconnects to the worker of the CPU it now sends from.  Never
+ * while bytes of a further request wait unread on the socket. */
+int sc_ocsp_cpu_check(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms);
 
 #endif

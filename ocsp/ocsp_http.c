@@ -374,12 +374,12 @@ static int sc_ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
 	const union MHD_ConnectionInfo *sock, *fd;
 
 	sock = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	if (sock == NULL || sock->socket_context == NULL)
+	if (sock == NULL || !sc_ocsp_cpu_due(sock->socket_context))
 		return 0;
 	fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	return fd != NULL &&
-	       sc_ocsp_cpu_request(sock->socket_context, fd->connect_fd,
-				   (int64_t)cc->start.tv_sec * 1000 + cc->start.tv_nsec / 1000000);
+	       sc_ocsp_cpu_check(sock->socket_context, fd->connect_fd,
+				 (int64_t)cc->start.tv_sec * 1000 + cc->start.tv_nsec / 1000000);
 }
 
 static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
