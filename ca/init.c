@@ -23,6 +23,7 @@
 #include "sc_audit.h"
 #include "sc_build_config.h"
 #include "sc_err.h"
+#include "sc_gateway.h"
 #include "sc_pinhash.h"
 #include "sc_signer.h"
 #include "sc_util.h"
@@ -191,10 +192,13 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 		"ocsp_url = %s\nissuers_url = %s\nsuspend_holds = yes\nretention_days = 2555\n"
 		"\n[crl]\nbase_url = %s\nout_dir = crl\npartitions = %u\n"
 		"next_update_hours = 24\ndelta_next_update_hours = 6\nexpired_grace_days = 30\n"
-		"\n[authz]\naudience = smartcert-signing\ntrusted_key = authz/authz-demo.pub.pem\n"
-		"issuer = smartcert-demo-authz\ndemo_key = secrets/authz-demo.key\nmax_skew = 120\n"
+		"\n[authz]\naudience = smartcert-signing\n%s"
+		"issuer = smartcert-demo-authz\nmax_skew = 120\n"
 		"lock_threshold = 5\nlock_seconds = 300\n"
-		"\n[gateway]\npin_hash = %s\ntoken_label = smartcert\n"
+		"\n[signd]\nsocket = run/signd.sock\nsocket_mode = 0660\nkey_cache = 256\n"
+		"max_connections = 1024\nrequest_timeout = 10\n"
+		"\n[gateway]\nservice = unix:run/signd.sock\ntoken_label = smartcert\n"
+		"pin_source = file:gateway/default.pin\n"
 		"\n[ocsp]\nlisten = 127.0.0.1:8080\nvalidity_seconds = 86400\nnonce = accept\n"
 		"unknown_policy = unknown\nserve_crl_dir = yes\n",
 		p->ca_name ? p->ca_name : "smartcert",
@@ -208,7 +212,9 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 		p->issuers_url ? p->issuers_url : SC_CA_DEFAULT_ISSUERS_URL,
 		p->crl_url ? p->crl_url : SC_CA_DEFAULT_CRL_URL,
 		(unsigned)(p->partitions ? p->partitions : 16),
-		in->gateway_hash);
+		p->no_demo_authz ? "# trusted_key = PATH (install the authorisation service's key)\n"
+				 : "trusted_key = authz/authz-demo.pub.pem\n"
+				   "demo_key = authz-demo/authz-demo.key\n");
 	if (n < 0 || (size_t)n >= cap) {
 		free(text);
 		return sc_error_set(SC_ERR_INVALID, "configuration values too long");
@@ -374,6 +380,19 @@ static int sc_init_store(struct sc_init *in)
 		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
 			goto done;
 	}
+	if ((rv = sc_gateway_add(txn, "default", in->gateway_hash, sc_now())) != SC_OK)
+		goto done;
+	{
+		sc_audit_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = "gateway-add";
+		ev.actor = in->p->actor ? in->p->actor : "officer:unknown";
+		ev.outcome = "ok";
+		ev.detail = "gateway default";
+		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
+			goto done;
+	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
 done:
@@ -386,8 +405,11 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	const sc_ca_init_params *p = in->p;
 	const char *module = p->backend_module ? p->backend_module : SC_DEFAULT_BACKEND_MODULE;
 	int embedded = p->backend_token_uri == NULL;
-	static const char *const subdirs[] = { "hsm/tokens", "secrets", "authz", "store", "ca",
-					       "crl" };
+	/* Owner-only: what the signing service and officers hold (secrets,
+	 * token files, store), the gateway credential to hand over, and the
+	 * demo authorisation service's key (another trust domain). */
+	static const char *const subdirs[] = { "hsm", "hsm/tokens", "secrets", "authz", "store",
+					       "ca", "crl", "gateway", "authz-demo", "run" };
 	char *softhsm_conf = NULL, *text = NULL;
 	sc_hsm_params hp;
 	X509 *chain[2];
@@ -409,7 +431,17 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 
 		if (d == NULL)
 			return SC_ERR_NOMEM;
-		rv = sc_mkdir_p(d, strcmp(subdirs[i], "secrets") == 0 ? 0700 : 0755);
+		rv = sc_mkdir_p(d, (strcmp(subdirs[i], "secrets") == 0 ||
+				    strncmp(subdirs[i], "hsm", 3) == 0 ||
+				    strcmp(subdirs[i], "store") == 0 ||
+				    strcmp(subdirs[i], "gateway") == 0 ||
+				    strcmp(subdirs[i], "authz-demo") == 0) ? 0700 : 0755);
+		if (rv == SC_OK && chmod(d, (strcmp(subdirs[i], "secrets") == 0 ||
+					     strncmp(subdirs[i], "hsm", 3) == 0 ||
+					     strcmp(subdirs[i], "store") == 0 ||
+					     strcmp(subdirs[i], "gateway") == 0 ||
+					     strcmp(subdirs[i], "authz-demo") == 0) ? 0700 : 0755) != 0)
+			rv = sc_error_set(SC_ERR_IO, "chmod %s: %s", d, strerror(errno));
 		free(d);
 		if (rv != SC_OK)
 			return rv;
@@ -448,24 +480,33 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 		if (in->backend_pin_source == NULL || res->backend_pin_file == NULL)
 			return SC_ERR_NOMEM;
 	}
+	/* The first gateway's credential (docs/gateway-integration.md). */
 	if (p->gateway_pin_source != NULL) {
+		char gname[SC_GATEWAY_NAME_MAX + 1];
+
 		if ((rv = sc_secret_read_source(p->gateway_pin_source, &in->gateway_pin)) != SC_OK)
+			return rv;
+		if (sc_gateway_credential_name(in->gateway_pin, strlen(in->gateway_pin), gname) !=
+			    SC_OK ||
+		    strcmp(gname, "default") != 0)
+			return sc_error_set(SC_ERR_INVALID, "--gateway-pin-source must hold a "
+					    "credential of the form default:SECRET");
+		if ((rv = sc_pinhash_make(in->gateway_pin, &in->gateway_hash)) != SC_OK)
 			return rv;
 		if (strncmp(p->gateway_pin_source, "file:", 5) == 0)
 			res->gateway_pin_file = realpath(p->gateway_pin_source + 5, NULL);
 		else if (strncmp(p->gateway_pin_source, "env:", 4) != 0)
 			res->gateway_pin_file = realpath(p->gateway_pin_source, NULL);
 	} else {
-		if ((rv = sc_init_random_pin(&in->gateway_pin)) != SC_OK ||
-		    (rv = sc_init_write_secret(in->dir, "secrets/gateway.pin",
+		if ((rv = sc_gateway_credential_make("default", &in->gateway_pin,
+						     &in->gateway_hash)) != SC_OK ||
+		    (rv = sc_init_write_secret(in->dir, "gateway/default.pin",
 					       in->gateway_pin)) != SC_OK)
 			return rv;
-		res->gateway_pin_file = sc_init_path(in->dir, "secrets/gateway.pin");
+		res->gateway_pin_file = sc_init_path(in->dir, "gateway/default.pin");
 		if (res->gateway_pin_file == NULL)
 			return SC_ERR_NOMEM;
 	}
-	if ((rv = sc_pinhash_make(in->gateway_pin, &in->gateway_hash)) != SC_OK)
-		return rv;
 
 	if (embedded) {
 		softhsm_conf = sc_init_path(in->dir, "hsm/softhsm2.conf");
@@ -494,13 +535,13 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	}
 	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
 
-	in->key_pem_path = sc_init_path(in->dir, "secrets/authz-demo.key");
+	in->key_pem_path = sc_init_path(in->dir, "authz-demo/authz-demo.key");
 	in->pub_pem_path = sc_init_path(in->dir, "authz/authz-demo.pub.pem");
 	if (in->key_pem_path == NULL || in->pub_pem_path == NULL) {
 		rv = SC_ERR_NOMEM;
 		goto done;
 	}
-	if ((rv = sc_init_demo_authz_key(in)) != SC_OK)
+	if (!p->no_demo_authz && (rv = sc_init_demo_authz_key(in)) != SC_OK)
 		goto done;
 	if ((rv = sc_init_write_config(in, embedded, module)) != SC_OK)
 		goto done;
@@ -537,6 +578,7 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	res->authz_key = strdup(in->key_pem_path);
 	res->authz_pub = strdup(in->pub_pem_path);
 	res->dir = strdup(in->dir);
+	res->signd_socket = sc_init_path(in->dir, "run/signd.sock");
 	if (!res->root_ca || !res->issuing_ca || !res->ocsp_cert || !res->chain ||
 	    !res->authz_key || !res->authz_pub || !res->dir) {
 		rv = SC_ERR_NOMEM;
@@ -662,6 +704,7 @@ void sc_ca_init_result_free(sc_ca_init_result *r)
 	free(r->gateway_pin_file);
 	free(r->so_pin_file);
 	free(r->authz_key);
+	free(r->signd_socket);
 	free(r->authz_pub);
 	free(r->root_ca);
 	free(r->issuing_ca);

@@ -139,7 +139,9 @@ typedef struct sc_ca_init_params {
 	const char *backend_module;      /* NULL = SC_DEFAULT_BACKEND_MODULE */
 	const char *backend_token_uri;   /* NULL = embedded SoftHSMv2 token */
 	const char *backend_pin_source;  /* NULL = generate secrets/backend.pin */
-	const char *gateway_pin_source;  /* NULL = generate secrets/gateway.pin */
+	const char *gateway_pin_source;  /* NULL = generate gateway/default.pin; else a
+					  * credential "default:SECRET" */
+	int no_demo_authz;               /* trust only keys an officer installs */
 	int ca_alg;                      /* SC_KEYALG_NONE = p256 */
 	const char *ca_name;             /* NULL = "smartcert" */
 	const char *ocsp_url;            /* NULL = default */
@@ -152,6 +154,7 @@ typedef struct sc_ca_init_params {
 typedef struct sc_ca_init_result {
 	char *dir, *config, *backend_token_label, *backend_pin_file, *gateway_pin_file;
 	char *so_pin_file, *authz_key, *authz_pub, *root_ca, *issuing_ca, *ocsp_cert, *chain;
+	char *signd_socket;
 } sc_ca_init_result;
 
 /* Create a complete deployment in `dir` (which must not exist or be empty).

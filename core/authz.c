@@ -541,6 +541,11 @@ static int sc_authz_read_pubkey(const char *path, EVP_PKEY **out)
 	return SC_OK;
 }
 
+int64_t sc_authz_trust_skew(const sc_authz_trust *t)
+{
+	return t != NULL ? t->max_skew : SC_AUTHZ_DEFAULT_SKEW;
+}
+
 int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out)
 {
 	const char *const *list;

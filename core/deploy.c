@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/x509.h>
 
@@ -197,4 +198,50 @@ void sc_crl_part_name(uint32_t partition, int delta, char *buf, size_t len)
 	if (!buf || len == 0)
 		return;
 	snprintf(buf, len, delta ? "part-%u-delta.crl" : "part-%u.crl", (unsigned)partition);
+}
+
+/* One private path: 1 when it is open to the group or others. */
+static int private_part_open(const char *path, char *fix, size_t fixlen)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		return 0;
+	if ((st.st_mode & 077) == 0)
+		return 0;
+	snprintf(fix, fixlen, "chmod %s '%s'", S_ISDIR(st.st_mode) ? "0700" : "0600", path);
+	return 1;
+}
+
+int sc_deploy_check_private(const sc_deploy *d, int strict)
+{
+	static const char *const parts[] = { "secrets", "hsm", "hsm/tokens" };
+	char path[4096], fix[4200];
+	char *store = NULL;
+	size_t i;
+	int rc = SC_OK;
+
+	if (d == NULL || d->cfg == NULL)
+		return SC_OK;
+	store = sc_config_path(d->cfg, "store.path", "store");
+	for (i = 0; i < sizeof(parts) / sizeof(parts[0]) + 2 && rc == SC_OK; i++) {
+		if (i < sizeof(parts) / sizeof(parts[0]))
+			snprintf(path, sizeof(path), "%s/%s", sc_config_dir(d->cfg), parts[i]);
+		else if (store == NULL)
+			continue;
+		else if (i == sizeof(parts) / sizeof(parts[0]))
+			snprintf(path, sizeof(path), "%s", store);
+		else
+			snprintf(path, sizeof(path), "%s/data.mdb", store);
+		if (!private_part_open(path, fix, sizeof(fix)))
+			continue;
+		if (strict)
+			rc = sc_error_set(SC_ERR_PERMISSION, "%s is readable by other accounts: "
+					  "run `%s` (see README, \"Accounts and files\")", path, fix);
+		else
+			fprintf(stderr, "smartcert: warning: %s is readable by other accounts; "
+				"run `%s`\n", path, fix);
+	}
+	free(store);
+	return rc;
 }

@@ -71,6 +71,9 @@ typedef struct sc_authz_trust sc_authz_trust;
  * of the key's SubjectPublicKeyInfo DER.  The trust is read-only once built:
  * share it between threads freely.  Errors: SC_ERR_CONFIG. */
 int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out);
+/* The clock skew the trust was loaded with (authz.max_skew, read once). */
+int64_t sc_authz_trust_skew(const sc_authz_trust *t);
+
 void sc_authz_trust_free(sc_authz_trust *t);
 
 /* The same from keys in hand (tests, fuzzers, embedders).  The keys are

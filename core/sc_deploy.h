@@ -61,6 +61,13 @@ enum {
 int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out);
 void sc_deploy_close(sc_deploy *d);
 
+/* The private parts of a deployment (the secrets directory, the store
+ * directory and its files, the HSM token directory) must be readable by
+ * their owner alone.  Group- or world-readable ones are named on stderr;
+ * with `strict` the first one found is an error (SC_ERR_PERMISSION, with
+ * the chmod that fixes it).  Parts that do not exist are skipped. */
+int sc_deploy_check_private(const sc_deploy *d, int strict);
+
 /* Reload CA certificates from the store (after init, or on SIGHUP).  All
  * three are required (SC_ERR_NOT_FOUND "run smartcert init"); on error the
  * certificates already loaded stay in place.  Not safe against threads

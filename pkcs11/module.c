@@ -13,40 +13,35 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 
 #include "internal.h"
-#include "sc_build_config.h"
-#include "sc_hsm.h"
-#include "sc_pinhash.h"
-#include "sc_util.h"
+#include "sc_config.h"
+#include "sc_err.h"
 
-struct sc_p11_module sc_p11 = {
+struct p11_module p11 = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.qlock = PTHREAD_MUTEX_INITIALIZER,
-	.qcond = PTHREAD_COND_INITIALIZER,
 };
 
 /* Serialises C_Initialize / C_Finalize against each other. */
-static pthread_mutex_t sc_p11_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t p11_init_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* In a forked child: the parent's state, which the child may neither use
  * nor close (LMDB and PKCS#11 both forbid it).  Kept reachable here
  * instead of leaked, so leak checkers tell real leaks from this. */
-static struct sc_p11_module sc_p11_parent __attribute__((used));
+static struct p11_module p11_parent __attribute__((used));
 
-/* Wrong gateway PINs: after this many in a row, further attempts wait an
- * exponentially growing delay (capped), and log lines are rate-limited. */
-#define SC_P11_PIN_FREE_FAILURES 5
-#define SC_P11_PIN_MAX_DELAY 60
-#define SC_P11_PIN_MAX_LEN 1024
+#define P11_PIN_MAX_LEN 1024
+#define P11_TOKEN_MAX_LEN 8192
 
-void sc_p11_log(const char *fmt, ...)
+void p11_log(const char *fmt, ...)
 {
 	va_list ap;
 	char line[1024];
 
-	if (!sc_p11.debug)
+	if (!p11.debug)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
@@ -54,28 +49,23 @@ void sc_p11_log(const char *fmt, ...)
 	fprintf(stderr, "smartcert-pkcs11: %s\n", line);
 }
 
-int sc_p11_ready(void)
+int p11_ready(void)
 {
-	return __atomic_load_n(&sc_p11.initialized, __ATOMIC_ACQUIRE) &&
-	       sc_p11.pid == getpid();
+	return __atomic_load_n(&p11.initialized, __ATOMIC_ACQUIRE) &&
+	       p11.pid == getpid();
 }
 
-int sc_p11_logged_in(void)
-{
-	return __atomic_load_n(&sc_p11.logged_in, __ATOMIC_ACQUIRE);
-}
-
-#define SC_P11_ENTER() \
+#define P11_ENTER() \
 	do { \
-		if (!sc_p11_ready()) \
+		if (!p11_ready()) \
 			return CKR_CRYPTOKI_NOT_INITIALIZED; \
 	} while (0)
 
 /* Entry of a slot query: initialised, our slot, an output to fill. */
-#define SC_P11_SLOT_ENTER(slot, out) \
+#define P11_SLOT_ENTER(slot, out) \
 	do { \
-		SC_P11_ENTER(); \
-		if ((slot) != SC_P11_SLOT_ID) \
+		P11_ENTER(); \
+		if ((slot) != P11_SLOT_ID) \
 			return CKR_SLOT_ID_INVALID; \
 		if ((out) == NULL) \
 			return CKR_ARGUMENTS_BAD; \
@@ -83,70 +73,69 @@ int sc_p11_logged_in(void)
 
 /* ---- sessions ---------------------------------------------------------- */
 
-#define SC_P11_SESSION_IDX_BITS 13
+#define P11_SESSION_IDX_BITS 13
 
-static void session_free(struct sc_p11_session *s)
+static void session_free(struct p11_session *s)
 {
-	sc_p11_find_clear(&s->find);
-	sc_p11_sign_clear(&s->sign);
+	p11_conn_close(&s->conn, 1);
 	pthread_mutex_destroy(&s->lock);
 	OPENSSL_clear_free(s, sizeof(*s));
 }
 
-CK_RV sc_p11_session_get(CK_SESSION_HANDLE h, struct sc_p11_session **out)
+static CK_RV p11_session_get(CK_SESSION_HANDLE h, struct p11_session **out)
 {
-	struct sc_p11_session *s = NULL;
+	struct p11_session *s = NULL;
 	unsigned long idx;
 
 	*out = NULL;
-	idx = (unsigned long)(h & ((1UL << SC_P11_SESSION_IDX_BITS) - 1));
-	if (idx == 0 || idx > SC_P11_MAX_SESSIONS)
+	idx = (unsigned long)(h & ((1UL << P11_SESSION_IDX_BITS) - 1));
+	if (idx == 0 || idx > P11_MAX_SESSIONS)
 		return CKR_SESSION_HANDLE_INVALID;
-	pthread_mutex_lock(&sc_p11.lock);
-	s = sc_p11.sessions[idx - 1];
+	pthread_mutex_lock(&p11.lock);
+	s = p11.sessions[idx - 1];
 	if (s == NULL || s->handle != h || s->closed) {
-		pthread_mutex_unlock(&sc_p11.lock);
+		pthread_mutex_unlock(&p11.lock);
 		return CKR_SESSION_HANDLE_INVALID;
 	}
 	s->refs++;
-	pthread_mutex_unlock(&sc_p11.lock);
+	pthread_mutex_unlock(&p11.lock);
 	pthread_mutex_lock(&s->lock);
 	*out = s;
 	return CKR_OK;
 }
 
-CK_RV sc_p11_session_enter(CK_SESSION_HANDLE h, int args_ok, struct sc_p11_session **out)
+CK_RV p11_session_enter(CK_SESSION_HANDLE h, int args_ok, struct p11_session **out)
 {
 	*out = NULL;
-	if (!sc_p11_ready())
+	if (!p11_ready())
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	if (!args_ok)
 		return CKR_ARGUMENTS_BAD;
-	return sc_p11_session_get(h, out);
+	return p11_session_get(h, out);
 }
 
-void sc_p11_session_put(struct sc_p11_session *s)
+void p11_session_put(struct p11_session *s)
 {
 	int dead;
 
 	if (s == NULL)
 		return;
 	pthread_mutex_unlock(&s->lock);
-	pthread_mutex_lock(&sc_p11.lock);
+	pthread_mutex_lock(&p11.lock);
 	dead = --s->refs == 0 && s->closed;
-	pthread_mutex_unlock(&sc_p11.lock);
+	pthread_mutex_unlock(&p11.lock);
 	if (dead)
 		session_free(s);
 }
 
 /* Unlink a session (module lock held); freed now or by its last user. */
-static void session_close_inlock(struct sc_p11_session *s, unsigned long idx)
+static void session_close_inlock(struct p11_session *s, unsigned long idx)
 {
-	sc_p11.sessions[idx] = NULL;
+	p11.sessions[idx] = NULL;
 	s->closed = 1;
-	sc_p11.nsessions--;
-	if (sc_p11.nsessions == 0)
-		__atomic_store_n(&sc_p11.logged_in, 0, __ATOMIC_RELEASE);
+	p11.nsessions--;
+	if (p11.nsessions == 0)
+		__atomic_store_n(&p11.logged_in, 0, __ATOMIC_RELEASE);
 	if (s->refs == 0)
 		session_free(s);
 }
@@ -155,34 +144,9 @@ static void sessions_close_all_inlock(void)
 {
 	unsigned long i;
 
-	for (i = 0; i < SC_P11_MAX_SESSIONS; i++)
-		if (sc_p11.sessions[i] != NULL)
-			session_close_inlock(sc_p11.sessions[i], i);
-}
-
-/* ---- the backend HSM ---------------------------------------------------- */
-
-CK_RV sc_p11_get_hsm(sc_hsm **out)
-{
-	sc_hsm_params p;
-	CK_RV rv = CKR_OK;
-	int rc;
-
-	*out = NULL;
-	pthread_mutex_lock(&sc_p11.lock);
-	if (sc_p11.hsm == NULL) {
-		rc = sc_hsm_params_from_config(sc_p11.dep->cfg, &p);
-		if (rc == SC_OK)
-			rc = sc_hsm_open(&p, &sc_p11.hsm);   /* retries a busy token */
-		if (rc != SC_OK) {
-			sc_p11_log("cannot open the backend HSM: %s: %s", sc_strerror(rc),
-				   sc_error_detail());
-			rv = rc == SC_ERR_NOMEM ? CKR_HOST_MEMORY : CKR_DEVICE_ERROR;
-		}
-	}
-	*out = sc_p11.hsm;
-	pthread_mutex_unlock(&sc_p11.lock);
-	return rv;
+	for (i = 0; i < P11_MAX_SESSIONS; i++)
+		if (p11.sessions[i] != NULL)
+			session_close_inlock(p11.sessions[i], i);
 }
 
 /* ---- C_Initialize / C_Finalize ----------------------------------------- */
@@ -195,32 +159,24 @@ static void pad_copy(CK_UTF8CHAR *dst, size_t dstlen, const char *src)
 	memcpy(dst, src, n < dstlen ? n : dstlen);
 }
 
-/* Drop everything (not across fork: a child abandons its parent's handles,
- * which belong to the parent's store and HSM sessions). */
+/* Drop everything.  In a forked child (!owned) the parent's connections
+ * are not ours: their descriptors are closed, their TLS state abandoned. */
 static void module_release(int owned)
 {
+	unsigned long i;
+
 	if (owned) {
 		sessions_close_all_inlock();
-		/* Also without a backend: the table exists from C_Initialize. */
-		sc_p11_kc_flush(sc_p11.hsm);
-		sc_hsm_close(sc_p11.hsm);
-		sc_authz_trust_free(sc_p11.trust);
-		sc_deploy_close(sc_p11.dep);
-		free(sc_p11.config_path);
-		free(sc_p11.pin_hash);
+		SSL_CTX_free(p11.tls);
+	} else {
+		for (i = 0; i < P11_MAX_SESSIONS; i++)
+			if (p11.sessions[i] != NULL)
+				p11_conn_close(&p11.sessions[i]->conn, 0);
 	}
-	if (!owned)
-		sc_p11_kc_abandon();
-	sc_p11.hsm = NULL;
-	sc_p11.trust = NULL;
-	sc_p11.dep = NULL;
-	sc_p11.config_path = NULL;
-	sc_p11.pin_hash = NULL;
-	memset(sc_p11.sessions, 0, sizeof(sc_p11.sessions));
-	sc_p11.nsessions = 0;
-	sc_p11.logged_in = 0;
-	sc_p11.pin_failures = 0;
-	sc_p11.pin_retry_after = 0;
+	p11.tls = NULL;
+	memset(p11.sessions, 0, sizeof(p11.sessions));
+	p11.nsessions = 0;
+	p11.logged_in = 0;
 }
 
 static CK_RV init_args_check(CK_C_INITIALIZE_ARGS *a, const char **config)
@@ -247,64 +203,121 @@ static CK_RV init_args_check(CK_C_INITIALIZE_ARGS *a, const char **config)
 	return CKR_OK;
 }
 
+/* A path key resolved against the configuration's directory into buf. */
+static int config_path_into(const sc_config *cfg, const char *key, const char *def, char *buf,
+			    size_t len)
+{
+	const char *v = sc_config_str(cfg, key, def);
+
+	buf[0] = '\0';
+	if (v == NULL)
+		return 0;
+	if (v[0] == '/')
+		return snprintf(buf, len, "%s", v) < (int)len ? 0 : -1;
+	return snprintf(buf, len, "%s/%s", sc_config_dir(cfg), v) < (int)len ? 0 : -1;
+}
+
+static CK_RV tls_client_setup(const char *path)
+{
+	p11.tls = SSL_CTX_new(TLS_client_method());
+	if (p11.tls == NULL)
+		return CKR_HOST_MEMORY;
+	if (SSL_CTX_set_min_proto_version(p11.tls, TLS1_3_VERSION) != 1 ||
+	    p11.tls_cert[0] == '\0' || p11.tls_key[0] == '\0' || p11.tls_ca[0] == '\0' ||
+	    SSL_CTX_use_certificate_chain_file(p11.tls, p11.tls_cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(p11.tls, p11.tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_load_verify_locations(p11.tls, p11.tls_ca, NULL) != 1) {
+		p11_log("%s: a tls: service needs gateway.tls_cert, gateway.tls_key (this "
+			"gateway's client certificate and key) and gateway.tls_ca (the CA of "
+			"the service's certificate), all readable", path);
+		return CKR_GENERAL_ERROR;
+	}
+	SSL_CTX_set_verify(p11.tls, SSL_VERIFY_PEER, NULL);
+	return CKR_OK;
+}
+
+/* The gateway's configuration: where the service is and how to reach it.
+ * Nothing secret is read here; the gateway's credential is its PIN. */
 static CK_RV module_open(const char *explicit_config)
 {
 	const char *path = sc_config_locate(explicit_config);
-	const sc_config *cfg;
-	unsigned char h[SHA256_DIGEST_LENGTH];
-	const char *s;
-	int64_t kcap = 0;
+	sc_config *cfg = NULL;
+	int64_t tmo = 30;
 	int dbg = 0;
+	CK_RV rv = CKR_GENERAL_ERROR;
 	int rc;
 
 	if (path == NULL) {
-		sc_p11_log("no configuration: set SMARTCERT_CONF or the module's "
-			   "x-init-reserved: config=PATH");
+		p11_log("no configuration: set SMARTCERT_CONF or the module's "
+			"x-init-reserved: config=PATH");
 		return CKR_GENERAL_ERROR;
 	}
-	sc_p11.config_path = strdup(path);
-	if (sc_p11.config_path == NULL)
-		return CKR_HOST_MEMORY;
-	rc = sc_deploy_open(path, SC_DEPLOY_NO_HSM | SC_DEPLOY_NO_CA, &sc_p11.dep);
+	rc = sc_config_load(path, &cfg);
 	if (rc != SC_OK) {
-		sc_p11_log("cannot open deployment %s: %s: %s", path, sc_strerror(rc),
-			   sc_error_detail());
+		p11_log("cannot read %s: %s: %s", path, sc_strerror(rc), sc_error_detail());
 		return rc == SC_ERR_NOMEM ? CKR_HOST_MEMORY : CKR_GENERAL_ERROR;
 	}
-	cfg = sc_p11.dep->cfg;
 	if (sc_config_bool(cfg, "gateway.debug", 0, &dbg) == SC_OK && dbg)
-		sc_p11.debug = 1;
-	s = sc_config_str(cfg, "gateway.token_label", "smartcert");
-	memset(sc_p11.token_label, 0, sizeof(sc_p11.token_label));
-	snprintf(sc_p11.token_label, sizeof(sc_p11.token_label), "%s", s);
-	s = sc_config_str(cfg, "gateway.pin_hash", NULL);
-	if (s != NULL && (sc_p11.pin_hash = strdup(s)) == NULL)
-		return CKR_HOST_MEMORY;
-	if (sc_config_int(cfg, "authz.lock_threshold", 5, &sc_p11.lock_threshold) != SC_OK ||
-	    sc_config_int(cfg, "authz.lock_seconds", 300, &sc_p11.lock_seconds) != SC_OK ||
-	    sc_config_int(cfg, "authz.max_skew", 120, &sc_p11.max_skew) != SC_OK ||
-	    sc_p11.lock_threshold < 1 || sc_p11.lock_seconds < 0 || sc_p11.max_skew < 0) {
-		sc_p11_log("%s: authz.lock_threshold, authz.lock_seconds and authz.max_skew "
-			   "must be non-negative numbers", path);
-		return CKR_GENERAL_ERROR;
+		p11.debug = 1;
+	snprintf(p11.token_label, sizeof(p11.token_label), "%s",
+		 sc_config_str(cfg, "gateway.token_label", "smartcert"));
+	if (sc_config_int(cfg, "gateway.timeout", 30, &tmo) != SC_OK || tmo < 1 || tmo > 3600) {
+		p11_log("%s: gateway.timeout must be 1..3600 seconds", path);
+		goto out;
 	}
-	if (sc_config_int(cfg, "gateway.key_cache", 256, &kcap) != SC_OK || kcap < 0 ||
-	    kcap > 1000000) {
-		sc_p11_log("%s: gateway.key_cache must be 0..1000000", path);
-		return CKR_GENERAL_ERROR;
+	p11.timeout_ms = tmo * 1000;
+	{
+		const char *svc = sc_config_str(cfg, "gateway.service", "unix:run/signd.sock");
+		char sock[sizeof(p11.service)];
+
+		if (strncmp(svc, "unix:", 5) == 0) {
+			if ((svc[5] == '/' ? snprintf(sock, sizeof(sock), "%s", svc + 5)
+					   : snprintf(sock, sizeof(sock), "%s/%s", sc_config_dir(cfg),
+						      svc + 5)) >= (int)sizeof(sock))
+				goto toolong;
+			snprintf(p11.service, sizeof(p11.service), "unix:%.*s",
+				 (int)sizeof(p11.service) - 6, sock);
+		} else if (strncmp(svc, "tls:", 4) == 0) {
+			if (snprintf(p11.service, sizeof(p11.service), "%s", svc) >=
+			    (int)sizeof(p11.service))
+				goto toolong;
+		} else {
+			p11_log("%s: gateway.service must be unix:PATH or tls:HOST:PORT", path);
+			goto out;
+		}
 	}
-	if (sc_p11_kc_init((size_t)kcap) != SC_OK)
-		return CKR_HOST_MEMORY;
-	rc = sc_authz_trust_load(cfg, &sc_p11.trust);
-	if (rc != SC_OK) {
-		sc_p11_log("cannot load the trusted authorisation keys: %s: %s",
-			   sc_strerror(rc), sc_error_detail());
-		return rc == SC_ERR_NOMEM ? CKR_HOST_MEMORY : CKR_GENERAL_ERROR;
+	if (config_path_into(cfg, "gateway.tls_cert", NULL, p11.tls_cert, sizeof(p11.tls_cert)) ||
+	    config_path_into(cfg, "gateway.tls_key", NULL, p11.tls_key, sizeof(p11.tls_key)) ||
+	    config_path_into(cfg, "gateway.tls_ca", NULL, p11.tls_ca, sizeof(p11.tls_ca)))
+		goto toolong;
+	if (strncmp(p11.service, "tls:", 4) == 0) {
+		rv = tls_client_setup(path);
+		if (rv != CKR_OK)
+			goto out;
 	}
-	SHA256((const unsigned char *)sc_config_dir(cfg), strlen(sc_config_dir(cfg)), h);
-	sc_hex_encode(h, 8, sc_p11.serial);
-	snprintf(sc_p11.actor, sizeof(sc_p11.actor), "gateway:%ld", (long)getpid());
-	return CKR_OK;
+	{
+		unsigned char h[SHA256_DIGEST_LENGTH];
+		static const char hexd[] = "0123456789abcdef";
+		int k;
+
+		SHA256((const unsigned char *)p11.service, strlen(p11.service), h);
+		for (k = 0; k < 8; k++) {
+			p11.serial[2 * k] = hexd[h[k] >> 4];
+			p11.serial[2 * k + 1] = hexd[h[k] & 15];
+		}
+		p11.serial[16] = '\0';
+	}
+	if (RAND_bytes(p11.app_id, sizeof(p11.app_id)) != 1) {
+		rv = CKR_FUNCTION_FAILED;
+		goto out;
+	}
+	rv = CKR_OK;
+	goto out;
+toolong:
+	p11_log("%s: a path in the [gateway] section is too long", path);
+out:
+	sc_config_free(cfg);
+	return rv;
 }
 
 CK_RV C_Initialize(CK_VOID_PTR pInitArgs)
@@ -317,33 +330,32 @@ CK_RV C_Initialize(CK_VOID_PTR pInitArgs)
 		if (rv != CKR_OK)
 			return rv;
 	}
-	pthread_mutex_lock(&sc_p11_init_lock);
-	if (__atomic_load_n(&sc_p11.initialized, __ATOMIC_ACQUIRE)) {
-		if (sc_p11.pid == getpid()) {
-			pthread_mutex_unlock(&sc_p11_init_lock);
+	pthread_mutex_lock(&p11_init_lock);
+	if (__atomic_load_n(&p11.initialized, __ATOMIC_ACQUIRE)) {
+		if (p11.pid == getpid()) {
+			pthread_mutex_unlock(&p11_init_lock);
 			return CKR_CRYPTOKI_ALREADY_INITIALIZED;
 		}
 		/* A forked child: the parent's store and HSM handles are not ours
 		 * to use or close; start afresh (their memory is abandoned). */
-		__atomic_store_n(&sc_p11.initialized, 0, __ATOMIC_RELEASE);
-		memcpy(&sc_p11_parent, &sc_p11, sizeof(sc_p11_parent));
-		pthread_mutex_init(&sc_p11.lock, NULL);
+		__atomic_store_n(&p11.initialized, 0, __ATOMIC_RELEASE);
+		memcpy(&p11_parent, &p11, sizeof(p11_parent));
+		pthread_mutex_init(&p11.lock, NULL);
 		module_release(0);
 	}
-	sc_p11.debug = getenv("SMARTCERT_PKCS11_DEBUG") != NULL &&
-		       getenv("SMARTCERT_PKCS11_DEBUG")[0] != '\0';
-	sc_p11_commit_init();
-	sc_p11.pid = getpid();
+	p11.debug = getenv("SMARTCERT_PKCS11_DEBUG") != NULL &&
+		    getenv("SMARTCERT_PKCS11_DEBUG")[0] != '\0';
+	p11.pid = getpid();
 	rv = module_open(config);
 	if (rv != CKR_OK) {
-		pthread_mutex_lock(&sc_p11.lock);
+		pthread_mutex_lock(&p11.lock);
 		module_release(1);
-		pthread_mutex_unlock(&sc_p11.lock);
-		pthread_mutex_unlock(&sc_p11_init_lock);
+		pthread_mutex_unlock(&p11.lock);
+		pthread_mutex_unlock(&p11_init_lock);
 		return rv;
 	}
-	__atomic_store_n(&sc_p11.initialized, 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&sc_p11_init_lock);
+	__atomic_store_n(&p11.initialized, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&p11_init_lock);
 	return CKR_OK;
 }
 
@@ -351,19 +363,19 @@ CK_RV C_Finalize(CK_VOID_PTR pReserved)
 {
 	if (pReserved != NULL)
 		return CKR_ARGUMENTS_BAD;
-	SC_P11_ENTER();
-	pthread_mutex_lock(&sc_p11_init_lock);
-	__atomic_store_n(&sc_p11.initialized, 0, __ATOMIC_RELEASE);
-	pthread_mutex_lock(&sc_p11.lock);
+	P11_ENTER();
+	pthread_mutex_lock(&p11_init_lock);
+	__atomic_store_n(&p11.initialized, 0, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&p11.lock);
 	module_release(1);
-	pthread_mutex_unlock(&sc_p11.lock);
-	pthread_mutex_unlock(&sc_p11_init_lock);
+	pthread_mutex_unlock(&p11.lock);
+	pthread_mutex_unlock(&p11_init_lock);
 	return CKR_OK;
 }
 
 static CK_RV get_info(CK_INFO_PTR pInfo, CK_BYTE major, CK_BYTE minor)
 {
-	SC_P11_ENTER();
+	P11_ENTER();
 	if (pInfo == NULL)
 		return CKR_ARGUMENTS_BAD;
 	memset(pInfo, 0, sizeof(*pInfo));
@@ -412,16 +424,16 @@ CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList,
 	int fill;
 	CK_RV rv;
 
-	SC_P11_ENTER();
+	P11_ENTER();
 	rv = list_room(pSlotList, pulCount, 1, &fill);
 	if (fill)
-		pSlotList[0] = SC_P11_SLOT_ID;
+		pSlotList[0] = P11_SLOT_ID;
 	return rv;
 }
 
 CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
 {
-	SC_P11_SLOT_ENTER(slotID, pInfo);
+	P11_SLOT_ENTER(slotID, pInfo);
 	memset(pInfo, 0, sizeof(*pInfo));
 	pad_copy(pInfo->slotDescription, sizeof(pInfo->slotDescription),
 		 "smartcert signing service");
@@ -434,21 +446,21 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
 
 CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 {
-	SC_P11_SLOT_ENTER(slotID, pInfo);
+	P11_SLOT_ENTER(slotID, pInfo);
 	memset(pInfo, 0, sizeof(*pInfo));
-	pad_copy(pInfo->label, sizeof(pInfo->label), sc_p11.token_label);
+	pad_copy(pInfo->label, sizeof(pInfo->label), p11.token_label);
 	pad_copy(pInfo->manufacturerID, sizeof(pInfo->manufacturerID), "smartcert");
 	pad_copy(pInfo->model, sizeof(pInfo->model), "authorised-sign");
-	pad_copy(pInfo->serialNumber, sizeof(pInfo->serialNumber), sc_p11.serial);
+	pad_copy(pInfo->serialNumber, sizeof(pInfo->serialNumber), p11.serial);
 	pInfo->flags = CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED |
 		       CKF_WRITE_PROTECTED;
-	pInfo->ulMaxSessionCount = SC_P11_MAX_SESSIONS;
-	pthread_mutex_lock(&sc_p11.lock);
-	pInfo->ulSessionCount = sc_p11.nsessions;
-	pthread_mutex_unlock(&sc_p11.lock);
+	pInfo->ulMaxSessionCount = P11_MAX_SESSIONS;
+	pthread_mutex_lock(&p11.lock);
+	pInfo->ulSessionCount = p11.nsessions;
+	pthread_mutex_unlock(&p11.lock);
 	pInfo->ulMaxRwSessionCount = 0;
 	pInfo->ulRwSessionCount = 0;
-	pInfo->ulMaxPinLen = SC_AUTHZ_MAX_TEXT;
+	pInfo->ulMaxPinLen = P11_TOKEN_MAX_LEN;
 	pInfo->ulMinPinLen = 1;
 	pInfo->ulTotalPublicMemory = CK_UNAVAILABLE_INFORMATION;
 	pInfo->ulFreePublicMemory = CK_UNAVAILABLE_INFORMATION;
@@ -464,17 +476,17 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 
 /* Sign only (no verify, no recover); the keys the store can hold are
  * P-256/P-384 (named prime curves, uncompressed points) and RSA 2048/3072. */
-#define SC_P11_EC_FLAGS (CKF_SIGN | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)
+#define P11_EC_FLAGS (CKF_SIGN | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)
 
 static const struct {
 	CK_MECHANISM_TYPE mech;
 	CK_ULONG min_bits, max_bits;
 	CK_FLAGS flags;
-} sc_p11_mechs[] = {
-	{ CKM_ECDSA, 256, 384, SC_P11_EC_FLAGS },
-	{ CKM_ECDSA_SHA256, 256, 384, SC_P11_EC_FLAGS },
-	{ CKM_ECDSA_SHA384, 256, 384, SC_P11_EC_FLAGS },
-	{ CKM_ECDSA_SHA512, 256, 384, SC_P11_EC_FLAGS },
+} p11_mechs[] = {
+	{ CKM_ECDSA, 256, 384, P11_EC_FLAGS },
+	{ CKM_ECDSA_SHA256, 256, 384, P11_EC_FLAGS },
+	{ CKM_ECDSA_SHA384, 256, 384, P11_EC_FLAGS },
+	{ CKM_ECDSA_SHA512, 256, 384, P11_EC_FLAGS },
 	{ CKM_RSA_PKCS, 2048, 3072, CKF_SIGN },
 	{ CKM_SHA256_RSA_PKCS, 2048, 3072, CKF_SIGN },
 	{ CKM_SHA384_RSA_PKCS, 2048, 3072, CKF_SIGN },
@@ -484,7 +496,7 @@ static const struct {
 	{ CKM_SHA384_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
 	{ CKM_SHA512_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
 };
-#define SC_P11_NMECHS (sizeof(sc_p11_mechs) / sizeof(sc_p11_mechs[0]))
+#define P11_NMECHS (sizeof(p11_mechs) / sizeof(p11_mechs[0]))
 
 CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList,
 				CK_ULONG_PTR pulCount)
@@ -493,12 +505,12 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
 	int fill;
 	CK_RV rv;
 
-	SC_P11_ENTER();
-	if (slotID != SC_P11_SLOT_ID)
+	P11_ENTER();
+	if (slotID != P11_SLOT_ID)
 		return CKR_SLOT_ID_INVALID;
-	rv = list_room(pMechanismList, pulCount, SC_P11_NMECHS, &fill);
-	for (i = 0; fill && i < SC_P11_NMECHS; i++)
-		pMechanismList[i] = sc_p11_mechs[i].mech;
+	rv = list_room(pMechanismList, pulCount, P11_NMECHS, &fill);
+	for (i = 0; fill && i < P11_NMECHS; i++)
+		pMechanismList[i] = p11_mechs[i].mech;
 	return rv;
 }
 
@@ -507,12 +519,12 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
 {
 	size_t i;
 
-	SC_P11_SLOT_ENTER(slotID, pInfo);
-	for (i = 0; i < SC_P11_NMECHS; i++) {
-		if (sc_p11_mechs[i].mech == type) {
-			pInfo->ulMinKeySize = sc_p11_mechs[i].min_bits;
-			pInfo->ulMaxKeySize = sc_p11_mechs[i].max_bits;
-			pInfo->flags = sc_p11_mechs[i].flags;
+	P11_SLOT_ENTER(slotID, pInfo);
+	for (i = 0; i < P11_NMECHS; i++) {
+		if (p11_mechs[i].mech == type) {
+			pInfo->ulMinKeySize = p11_mechs[i].min_bits;
+			pInfo->ulMaxKeySize = p11_mechs[i].max_bits;
+			pInfo->flags = p11_mechs[i].flags;
 			return CKR_OK;
 		}
 	}
@@ -524,11 +536,12 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
 CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
 			   CK_NOTIFY Notify, CK_SESSION_HANDLE_PTR phSession)
 {
-	struct sc_p11_session *s;
+	struct p11_session *s;
 	unsigned long i;
+	CK_RV rv;
 
-	SC_P11_ENTER();
-	if (slotID != SC_P11_SLOT_ID)
+	P11_ENTER();
+	if (slotID != P11_SLOT_ID)
 		return CKR_SLOT_ID_INVALID;
 	if (phSession == NULL)
 		return CKR_ARGUMENTS_BAD;
@@ -543,347 +556,287 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
 		return CKR_HOST_MEMORY;
 	pthread_mutex_init(&s->lock, NULL);
 	s->flags = CKF_SERIAL_SESSION;
-	pthread_mutex_lock(&sc_p11.lock);
-	for (i = 0; i < SC_P11_MAX_SESSIONS; i++)
-		if (sc_p11.sessions[i] == NULL)
-			break;
-	if (i == SC_P11_MAX_SESSIONS) {
-		pthread_mutex_unlock(&sc_p11.lock);
+	/* The session is a connection to the service. */
+	rv = p11_conn_open(&s->conn, s->flags);
+	if (rv != CKR_OK) {
 		pthread_mutex_destroy(&s->lock);
 		free(s);
+		return rv;
+	}
+	pthread_mutex_lock(&p11.lock);
+	for (i = 0; i < P11_MAX_SESSIONS; i++)
+		if (p11.sessions[i] == NULL)
+			break;
+	if (i == P11_MAX_SESSIONS) {
+		pthread_mutex_unlock(&p11.lock);
+		session_free(s);
 		return CKR_SESSION_COUNT;
 	}
-	sc_p11.session_gen++;
+	p11.session_gen++;
 	/* A generation in the high bits: a closed handle never comes back. */
-	s->handle = (CK_SESSION_HANDLE)((sc_p11.session_gen << SC_P11_SESSION_IDX_BITS) |
+	s->handle = (CK_SESSION_HANDLE)((p11.session_gen << P11_SESSION_IDX_BITS) |
 					(i + 1));
-	sc_p11.sessions[i] = s;
-	sc_p11.nsessions++;
+	p11.sessions[i] = s;
+	p11.nsessions++;
 	*phSession = s->handle;
-	pthread_mutex_unlock(&sc_p11.lock);
+	pthread_mutex_unlock(&p11.lock);
 	return CKR_OK;
 }
 
 CK_RV C_CloseSession(CK_SESSION_HANDLE hSession)
 {
-	struct sc_p11_session *s;
+	struct p11_session *s;
 	unsigned long idx;
 
-	SC_P11_ENTER();
-	idx = (unsigned long)(hSession & ((1UL << SC_P11_SESSION_IDX_BITS) - 1));
-	if (idx == 0 || idx > SC_P11_MAX_SESSIONS)
+	P11_ENTER();
+	idx = (unsigned long)(hSession & ((1UL << P11_SESSION_IDX_BITS) - 1));
+	if (idx == 0 || idx > P11_MAX_SESSIONS)
 		return CKR_SESSION_HANDLE_INVALID;
-	pthread_mutex_lock(&sc_p11.lock);
-	s = sc_p11.sessions[idx - 1];
+	pthread_mutex_lock(&p11.lock);
+	s = p11.sessions[idx - 1];
 	if (s == NULL || s->handle != hSession) {
-		pthread_mutex_unlock(&sc_p11.lock);
+		pthread_mutex_unlock(&p11.lock);
 		return CKR_SESSION_HANDLE_INVALID;
 	}
 	session_close_inlock(s, idx - 1);
-	pthread_mutex_unlock(&sc_p11.lock);
+	pthread_mutex_unlock(&p11.lock);
 	return CKR_OK;
 }
 
 CK_RV C_CloseAllSessions(CK_SLOT_ID slotID)
 {
-	SC_P11_ENTER();
-	if (slotID != SC_P11_SLOT_ID)
+	P11_ENTER();
+	if (slotID != P11_SLOT_ID)
 		return CKR_SLOT_ID_INVALID;
-	pthread_mutex_lock(&sc_p11.lock);
+	pthread_mutex_lock(&p11.lock);
 	sessions_close_all_inlock();
-	pthread_mutex_unlock(&sc_p11.lock);
+	pthread_mutex_unlock(&p11.lock);
 	return CKR_OK;
 }
 
 CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
 {
-	struct sc_p11_session *s;
-	CK_RV rv;
+	struct p11_session *s;
+	struct sc_wire_in in;
+	uint64_t state;
+	CK_RV rv, srv = CKR_OK;
 
-	rv = sc_p11_session_enter(hSession, pInfo != NULL, &s);
+	rv = p11_session_enter(hSession, pInfo != NULL, &s);
 	if (rv != CKR_OK)
 		return rv;
-	memset(pInfo, 0, sizeof(*pInfo));
-	pInfo->slotID = SC_P11_SLOT_ID;
-	pInfo->state = sc_p11_logged_in() ? CKS_RO_USER_FUNCTIONS : CKS_RO_PUBLIC_SESSION;
-	pInfo->flags = s->flags;
-	pInfo->ulDeviceError = 0;
-	sc_p11_session_put(s);
-	return CKR_OK;
+	p11_req(&s->conn, SC_OP_SESSION_INFO);
+	rv = p11_call(&s->conn, &srv, &in);
+	if (rv == CKR_OK && srv == CKR_OK) {
+		state = sc_wire_get_u64(&in);
+		if (!sc_wire_in_done(&in))
+			rv = CKR_DEVICE_ERROR;
+		memset(pInfo, 0, sizeof(*pInfo));
+		pInfo->slotID = P11_SLOT_ID;
+		pInfo->state = (CK_STATE)state;
+		pInfo->flags = s->flags;
+		pInfo->ulDeviceError = 0;
+	}
+	p11_session_put(s);
+	return rv != CKR_OK ? rv : srv;
 }
 
 /* ---- login ------------------------------------------------------------- */
 
-static void gateway_pin_refused(void)
-{
-	struct sc_p11_commit c;
-
-	memset(&c, 0, sizeof(c));
-	c.kind = SC_P11_COMMIT_EVENT;
-	c.ev.kind = "gateway-login-refused";
-	c.ev.actor = sc_p11.actor;
-	c.ev.outcome = sc_errname(SC_ERR_PERMISSION);
-	c.ev.detail = "wrong gateway PIN";
-	(void)sc_p11_commit_run(&c);
-}
-
-static CK_RV gateway_login(CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
-{
-	char *pin = NULL;
-	sc_hsm *hsm = NULL;
-	int64_t now = sc_now();
-	unsigned failures;
-	CK_RV rv = CKR_GENERAL_ERROR;
-	int rc;
-
-	if (pPin == NULL)
-		return CKR_ARGUMENTS_BAD;
-	if (ulPinLen == 0 || ulPinLen > SC_P11_PIN_MAX_LEN)
-		return CKR_PIN_LEN_RANGE;
-	pthread_mutex_lock(&sc_p11.lock);
-	if (sc_p11.logged_in) {
-		pthread_mutex_unlock(&sc_p11.lock);
-		return CKR_USER_ALREADY_LOGGED_IN;
-	}
-	if (now < sc_p11.pin_retry_after) {
-		pthread_mutex_unlock(&sc_p11.lock);
-		return CKR_PIN_LOCKED;
-	}
-	pthread_mutex_unlock(&sc_p11.lock);
-	if (sc_p11.pin_hash == NULL) {
-		sc_p11_log("gateway.pin_hash is not set in %s: run `smartcert init` or set it",
-			   sc_p11.config_path);
-		return CKR_GENERAL_ERROR;
-	}
-	pin = malloc((size_t)ulPinLen + 1);
-	if (pin == NULL)
-		return CKR_HOST_MEMORY;
-	memcpy(pin, pPin, ulPinLen);
-	pin[ulPinLen] = '\0';
-	if (strlen(pin) != ulPinLen)
-		rc = SC_ERR_PERMISSION;         /* embedded NUL: cannot match */
-	else
-		rc = sc_pinhash_verify(sc_p11.pin_hash, pin);
-	OPENSSL_clear_free(pin, (size_t)ulPinLen + 1);
-	pin = NULL;
-	if (rc == SC_ERR_PERMISSION) {
-		pthread_mutex_lock(&sc_p11.lock);
-		failures = ++sc_p11.pin_failures;
-		if (failures >= SC_P11_PIN_FREE_FAILURES) {
-			unsigned shift = failures - SC_P11_PIN_FREE_FAILURES;
-			int64_t delay = shift >= 6 ? SC_P11_PIN_MAX_DELAY : (int64_t)1 << shift;
-
-			sc_p11.pin_retry_after = now + delay;
-		}
-		pthread_mutex_unlock(&sc_p11.lock);
-		/* Log the first few and then every 100th: a guessing loop must
-		 * not flood the gateway's log. */
-		if (failures <= SC_P11_PIN_FREE_FAILURES || failures % 100 == 0)
-			sc_p11_log("wrong gateway PIN (%u consecutive failures)", failures);
-		gateway_pin_refused();
-		return CKR_PIN_INCORRECT;
-	}
-	if (rc != SC_OK) {
-		sc_p11_log("cannot check the gateway PIN: %s: %s", sc_strerror(rc),
-			   sc_error_detail());
-		return CKR_GENERAL_ERROR;
-	}
-	rv = sc_p11_get_hsm(&hsm);
-	if (rv != CKR_OK)
-		return rv;
-	pthread_mutex_lock(&sc_p11.lock);
-	sc_p11.pin_failures = 0;
-	sc_p11.pin_retry_after = 0;
-	if (sc_p11.logged_in) {
-		rv = CKR_USER_ALREADY_LOGGED_IN;
-	} else {
-		__atomic_store_n(&sc_p11.logged_in, 1, __ATOMIC_RELEASE);
-		rv = CKR_OK;
-	}
-	pthread_mutex_unlock(&sc_p11.lock);
-	return rv;
-}
-
+/* The gateway's credential (CKU_USER) and the resident's authorisation
+ * token (CKU_CONTEXT_SPECIFIC) both go to the service as they are; the
+ * service checks them, throttles guesses and audits refusals. */
 CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 		     CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
-	struct sc_p11_session *s;
-	CK_RV rv;
+	struct p11_session *s;
+	struct sc_wire_out *o;
+	struct sc_wire_in in;
+	CK_RV rv, srv = CKR_OK;
 
-	rv = sc_p11_session_enter(hSession, 1, &s);
+	rv = p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
-	switch (userType) {
-	case CKU_CONTEXT_SPECIFIC:
-		rv = sc_p11_context_login(s, pPin, ulPinLen);
-		break;
-	case CKU_USER:
-		rv = gateway_login(pPin, ulPinLen);
-		break;
-	case CKU_SO:
-		rv = CKR_USER_TYPE_INVALID;   /* no security officer here */
-		break;
-	default:
-		rv = CKR_USER_TYPE_INVALID;
-		break;
+	if (userType != CKU_USER && userType != CKU_CONTEXT_SPECIFIC) {
+		rv = CKR_USER_TYPE_INVALID;     /* no security officer here */
+		goto done;
 	}
-	sc_p11_session_put(s);
+	if (pPin != NULL && ulPinLen > (userType == CKU_USER ? P11_PIN_MAX_LEN
+							      : P11_TOKEN_MAX_LEN)) {
+		rv = userType == CKU_USER ? CKR_PIN_LEN_RANGE : CKR_PIN_INCORRECT;
+		if (userType == CKU_USER)
+			goto done;
+		ulPinLen = P11_TOKEN_MAX_LEN + 1;   /* the service refuses and audits it */
+	}
+	o = p11_req(&s->conn, SC_OP_LOGIN);
+	sc_wire_put_u64(o, userType);
+	sc_wire_put_u8(o, pPin != NULL);
+	sc_wire_put_bytes(o, pPin != NULL ? pPin : (CK_UTF8CHAR_PTR)"",
+			  pPin != NULL ? ulPinLen : 0);
+	rv = p11_call(&s->conn, &srv, &in);
+	if (rv == CKR_OK && !sc_wire_in_done(&in))
+		rv = CKR_DEVICE_ERROR;
+	if (rv == CKR_OK)
+		rv = srv;
+	if (rv == CKR_OK && userType == CKU_USER)
+		__atomic_store_n(&p11.logged_in, 1, __ATOMIC_RELEASE);
+done:
+	p11_session_put(s);
 	return rv;
 }
 
 CK_RV C_Logout(CK_SESSION_HANDLE hSession)
 {
-	struct sc_p11_session *s;
-	CK_RV rv;
+	struct p11_session *s;
+	struct sc_wire_in in;
+	CK_RV rv, srv = CKR_OK;
 
-	rv = sc_p11_session_enter(hSession, 1, &s);
+	rv = p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
-	pthread_mutex_lock(&sc_p11.lock);
-	if (!sc_p11.logged_in)
-		rv = CKR_USER_NOT_LOGGED_IN;
-	else
-		__atomic_store_n(&sc_p11.logged_in, 0, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&sc_p11.lock);
-	sc_p11_sign_clear(&s->sign);
-	sc_p11_session_put(s);
+	p11_req(&s->conn, SC_OP_LOGOUT);
+	rv = p11_call(&s->conn, &srv, &in);
+	if (rv == CKR_OK)
+		rv = srv;
+	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN)
+		__atomic_store_n(&p11.logged_in, 0, __ATOMIC_RELEASE);
+	p11_session_put(s);
 	return rv;
 }
 
 /* ---- what the token does not do ------------------------------------------ */
 
 /* One macro per argument shape, so each stub is one line. */
-#define SC_P11_NOT_SUPPORTED(name, args) \
+#define P11_NOT_SUPPORTED(name, args) \
 	CK_RV name args { return CKR_FUNCTION_NOT_SUPPORTED; }
-#define SC_P11_NOT_SUPPORTED3(name, args) \
+#define P11_NOT_SUPPORTED3(name, args) \
 	static CK_RV name args { return CKR_FUNCTION_NOT_SUPPORTED; }
 /* (session, mechanism, key): C_EncryptInit and friends. */
-#define SC_P11_NS_INIT(def, name) \
+#define P11_NS_INIT(def, name) \
 	def(name, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c))
 /* (session, in, in length, out, out length): one-shot and update calls. */
-#define SC_P11_NS_INOUT(name) \
-	SC_P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, \
+#define P11_NS_INOUT(name) \
+	P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, \
 				    CK_BYTE_PTR d, CK_ULONG_PTR e))
 /* (session, buffer, length). */
-#define SC_P11_NS_BUF(name) \
-	SC_P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
+#define P11_NS_BUF(name) \
+	P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c))
 /* (session, out, out length): final calls. */
-#define SC_P11_NS_FINAL(name) \
-	SC_P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c))
+#define P11_NS_FINAL(name) \
+	P11_NOT_SUPPORTED(name, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c))
 /* 3.0 message-based calls: (session, parameter, length, ...). */
-#define SC_P11_NS_MSG_ONESHOT(name) \
-	SC_P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c, \
+#define P11_NS_MSG_ONESHOT(name) \
+	P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c, \
 				     CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g, \
 				     CK_BYTE_PTR h, CK_ULONG_PTR i))
-#define SC_P11_NS_MSG_NEXT(name) \
-	SC_P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c, \
+#define P11_NS_MSG_NEXT(name) \
+	P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c, \
 				     CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, \
 				     CK_ULONG_PTR g, CK_FLAGS h))
-#define SC_P11_NS_MSG_SESSION(name) \
-	SC_P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a))
+#define P11_NS_MSG_SESSION(name) \
+	P11_NOT_SUPPORTED3(name, (CK_SESSION_HANDLE a))
 
-SC_P11_NOT_SUPPORTED(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c,
+P11_NOT_SUPPORTED(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c,
 				   CK_UTF8CHAR_PTR d))
-SC_P11_NS_BUF(C_InitPIN)
-SC_P11_NOT_SUPPORTED(C_SetPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c,
+P11_NS_BUF(C_InitPIN)
+P11_NOT_SUPPORTED(C_SetPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c,
 				CK_UTF8CHAR_PTR d, CK_ULONG e))
-SC_P11_NS_FINAL(C_GetOperationState)
-SC_P11_NOT_SUPPORTED(C_SetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
+P11_NS_FINAL(C_GetOperationState)
+P11_NOT_SUPPORTED(C_SetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
 					   CK_OBJECT_HANDLE d, CK_OBJECT_HANDLE e))
-SC_P11_NOT_SUPPORTED(C_CreateObject, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c,
+P11_NOT_SUPPORTED(C_CreateObject, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c,
 				      CK_OBJECT_HANDLE_PTR d))
-SC_P11_NOT_SUPPORTED(C_CopyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
+P11_NOT_SUPPORTED(C_CopyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
 				    CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e))
-SC_P11_NOT_SUPPORTED(C_DestroyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b))
-SC_P11_NOT_SUPPORTED(C_GetObjectSize, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
+P11_NOT_SUPPORTED(C_DestroyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b))
+P11_NOT_SUPPORTED(C_GetObjectSize, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
 				       CK_ULONG_PTR c))
-SC_P11_NOT_SUPPORTED(C_SetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
+P11_NOT_SUPPORTED(C_SetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b,
 					   CK_ATTRIBUTE_PTR c, CK_ULONG d))
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_EncryptInit)
-SC_P11_NS_INOUT(C_Encrypt)
-SC_P11_NS_INOUT(C_EncryptUpdate)
-SC_P11_NS_FINAL(C_EncryptFinal)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_DecryptInit)
-SC_P11_NS_INOUT(C_Decrypt)
-SC_P11_NS_INOUT(C_DecryptUpdate)
-SC_P11_NS_FINAL(C_DecryptFinal)
-SC_P11_NOT_SUPPORTED(C_DigestInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b))
-SC_P11_NS_INOUT(C_Digest)
-SC_P11_NS_BUF(C_DigestUpdate)
-SC_P11_NOT_SUPPORTED(C_DigestKey, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b))
-SC_P11_NS_FINAL(C_DigestFinal)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_SignRecoverInit)
-SC_P11_NS_INOUT(C_SignRecover)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_VerifyInit)
-SC_P11_NOT_SUPPORTED(C_Verify, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
+P11_NS_INIT(P11_NOT_SUPPORTED, C_EncryptInit)
+P11_NS_INOUT(C_Encrypt)
+P11_NS_INOUT(C_EncryptUpdate)
+P11_NS_FINAL(C_EncryptFinal)
+P11_NS_INIT(P11_NOT_SUPPORTED, C_DecryptInit)
+P11_NS_INOUT(C_Decrypt)
+P11_NS_INOUT(C_DecryptUpdate)
+P11_NS_FINAL(C_DecryptFinal)
+P11_NOT_SUPPORTED(C_DigestInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b))
+P11_NS_INOUT(C_Digest)
+P11_NS_BUF(C_DigestUpdate)
+P11_NOT_SUPPORTED(C_DigestKey, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b))
+P11_NS_FINAL(C_DigestFinal)
+P11_NS_INIT(P11_NOT_SUPPORTED, C_SignRecoverInit)
+P11_NS_INOUT(C_SignRecover)
+P11_NS_INIT(P11_NOT_SUPPORTED, C_VerifyInit)
+P11_NOT_SUPPORTED(C_Verify, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c,
 				CK_BYTE_PTR d, CK_ULONG e))
-SC_P11_NS_BUF(C_VerifyUpdate)
-SC_P11_NS_BUF(C_VerifyFinal)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED, C_VerifyRecoverInit)
-SC_P11_NS_INOUT(C_VerifyRecover)
-SC_P11_NS_INOUT(C_DigestEncryptUpdate)
-SC_P11_NS_INOUT(C_DecryptDigestUpdate)
-SC_P11_NS_INOUT(C_SignEncryptUpdate)
-SC_P11_NS_INOUT(C_DecryptVerifyUpdate)
-SC_P11_NOT_SUPPORTED(C_GenerateKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
+P11_NS_BUF(C_VerifyUpdate)
+P11_NS_BUF(C_VerifyFinal)
+P11_NS_INIT(P11_NOT_SUPPORTED, C_VerifyRecoverInit)
+P11_NS_INOUT(C_VerifyRecover)
+P11_NS_INOUT(C_DigestEncryptUpdate)
+P11_NS_INOUT(C_DecryptDigestUpdate)
+P11_NS_INOUT(C_SignEncryptUpdate)
+P11_NS_INOUT(C_DecryptVerifyUpdate)
+P11_NOT_SUPPORTED(C_GenerateKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 				     CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e))
-SC_P11_NOT_SUPPORTED(C_GenerateKeyPair, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
+P11_NOT_SUPPORTED(C_GenerateKeyPair, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 					 CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_ATTRIBUTE_PTR e,
 					 CK_ULONG f, CK_OBJECT_HANDLE_PTR g,
 					 CK_OBJECT_HANDLE_PTR h))
-SC_P11_NOT_SUPPORTED(C_WrapKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c,
+P11_NOT_SUPPORTED(C_WrapKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c,
 				 CK_OBJECT_HANDLE d, CK_BYTE_PTR e, CK_ULONG_PTR f))
-SC_P11_NOT_SUPPORTED(C_UnwrapKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
+P11_NOT_SUPPORTED(C_UnwrapKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 				   CK_OBJECT_HANDLE c, CK_BYTE_PTR d, CK_ULONG e,
 				   CK_ATTRIBUTE_PTR f, CK_ULONG g, CK_OBJECT_HANDLE_PTR h))
-SC_P11_NOT_SUPPORTED(C_DeriveKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
+P11_NOT_SUPPORTED(C_DeriveKey, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b,
 				   CK_OBJECT_HANDLE c, CK_ATTRIBUTE_PTR d, CK_ULONG e,
 				   CK_OBJECT_HANDLE_PTR f))
-SC_P11_NS_BUF(C_SeedRandom)
-SC_P11_NS_BUF(C_GenerateRandom)
-SC_P11_NOT_SUPPORTED(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, CK_VOID_PTR c))
+P11_NS_BUF(C_SeedRandom)
+P11_NS_BUF(C_GenerateRandom)
+P11_NOT_SUPPORTED(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, CK_VOID_PTR c))
 /* 3.0 */
-SC_P11_NOT_SUPPORTED3(C_LoginUser, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c,
+P11_NOT_SUPPORTED3(C_LoginUser, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c,
 				   CK_ULONG d, CK_UTF8CHAR_PTR e, CK_ULONG f))
-SC_P11_NOT_SUPPORTED3(C_SessionCancel, (CK_SESSION_HANDLE a, CK_FLAGS b))
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageEncryptInit)
-SC_P11_NS_MSG_ONESHOT(C_EncryptMessage)
-SC_P11_NOT_SUPPORTED3(C_EncryptMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
+P11_NOT_SUPPORTED3(C_SessionCancel, (CK_SESSION_HANDLE a, CK_FLAGS b))
+P11_NS_INIT(P11_NOT_SUPPORTED3, C_MessageEncryptInit)
+P11_NS_MSG_ONESHOT(C_EncryptMessage)
+P11_NOT_SUPPORTED3(C_EncryptMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					     CK_BYTE_PTR d, CK_ULONG e))
-SC_P11_NS_MSG_NEXT(C_EncryptMessageNext)
-SC_P11_NS_MSG_SESSION(C_MessageEncryptFinal)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageDecryptInit)
-SC_P11_NS_MSG_ONESHOT(C_DecryptMessage)
-SC_P11_NOT_SUPPORTED3(C_DecryptMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
+P11_NS_MSG_NEXT(C_EncryptMessageNext)
+P11_NS_MSG_SESSION(C_MessageEncryptFinal)
+P11_NS_INIT(P11_NOT_SUPPORTED3, C_MessageDecryptInit)
+P11_NS_MSG_ONESHOT(C_DecryptMessage)
+P11_NOT_SUPPORTED3(C_DecryptMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					     CK_BYTE_PTR d, CK_ULONG e))
-SC_P11_NS_MSG_NEXT(C_DecryptMessageNext)
-SC_P11_NS_MSG_SESSION(C_MessageDecryptFinal)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageSignInit)
-SC_P11_NOT_SUPPORTED3(C_SignMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
+P11_NS_MSG_NEXT(C_DecryptMessageNext)
+P11_NS_MSG_SESSION(C_MessageDecryptFinal)
+P11_NS_INIT(P11_NOT_SUPPORTED3, C_MessageSignInit)
+P11_NOT_SUPPORTED3(C_SignMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 				     CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG_PTR g))
-SC_P11_NOT_SUPPORTED3(C_SignMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c))
-SC_P11_NOT_SUPPORTED3(C_SignMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
+P11_NOT_SUPPORTED3(C_SignMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c))
+P11_NOT_SUPPORTED3(C_SignMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					 CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f,
 					 CK_ULONG_PTR g))
-SC_P11_NS_MSG_SESSION(C_MessageSignFinal)
-SC_P11_NS_INIT(SC_P11_NOT_SUPPORTED3, C_MessageVerifyInit)
-SC_P11_NOT_SUPPORTED3(C_VerifyMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
+P11_NS_MSG_SESSION(C_MessageSignFinal)
+P11_NS_INIT(P11_NOT_SUPPORTED3, C_MessageVerifyInit)
+P11_NOT_SUPPORTED3(C_VerifyMessage, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 				       CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g))
-SC_P11_NOT_SUPPORTED3(C_VerifyMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c))
-SC_P11_NOT_SUPPORTED3(C_VerifyMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
+P11_NOT_SUPPORTED3(C_VerifyMessageBegin, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c))
+P11_NOT_SUPPORTED3(C_VerifyMessageNext, (CK_SESSION_HANDLE a, CK_VOID_PTR b, CK_ULONG c,
 					   CK_BYTE_PTR d, CK_ULONG e, CK_BYTE_PTR f, CK_ULONG g))
-SC_P11_NS_MSG_SESSION(C_MessageVerifyFinal)
+P11_NS_MSG_SESSION(C_MessageVerifyFinal)
 
 /* Legacy parallel functions: PKCS#11 says CKR_FUNCTION_NOT_PARALLEL. */
 CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE hSession)
 {
-	SC_P11_ENTER();
+	P11_ENTER();
 	return CKR_FUNCTION_NOT_PARALLEL;
 }
 
 CK_RV C_CancelFunction(CK_SESSION_HANDLE hSession)
 {
-	SC_P11_ENTER();
+	P11_ENTER();
 	return CKR_FUNCTION_NOT_PARALLEL;
 }
 
@@ -899,7 +852,7 @@ CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,
 		     CK_INTERFACE_PTR_PTR ppInterface, CK_FLAGS flags)
 	__attribute__((visibility("default")));
 
-#define SC_P11_LIST_240(getinfo) \
+#define P11_LIST_240(getinfo) \
 	C_Initialize, C_Finalize, getinfo, C_GetFunctionList, C_GetSlotList, \
 	C_GetSlotInfo, C_GetTokenInfo, C_GetMechanismList, C_GetMechanismInfo, \
 	C_InitToken, C_InitPIN, C_SetPIN, C_OpenSession, C_CloseSession, \
@@ -918,14 +871,14 @@ CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,
 	C_SeedRandom, C_GenerateRandom, C_GetFunctionStatus, C_CancelFunction, \
 	C_WaitForSlotEvent
 
-static CK_FUNCTION_LIST sc_p11_list_240 = {
+static CK_FUNCTION_LIST p11_list_240 = {
 	{ 2, 40 },
-	SC_P11_LIST_240(C_GetInfo)
+	P11_LIST_240(C_GetInfo)
 };
 
-static CK_FUNCTION_LIST_3_0 sc_p11_list_300 = {
+static CK_FUNCTION_LIST_3_0 p11_list_300 = {
 	{ 3, 0 },
-	SC_P11_LIST_240(C_GetInfo3),
+	P11_LIST_240(C_GetInfo3),
 	C_GetInterfaceList, C_GetInterface, C_LoginUser, C_SessionCancel,
 	C_MessageEncryptInit, C_EncryptMessage, C_EncryptMessageBegin,
 	C_EncryptMessageNext, C_MessageEncryptFinal, C_MessageDecryptInit,
@@ -935,19 +888,19 @@ static CK_FUNCTION_LIST_3_0 sc_p11_list_300 = {
 	C_VerifyMessageBegin, C_VerifyMessageNext, C_MessageVerifyFinal,
 };
 
-static CK_UTF8CHAR sc_p11_iface_name[] = "PKCS 11";
+static CK_UTF8CHAR p11_iface_name[] = "PKCS 11";
 
-static CK_INTERFACE sc_p11_interfaces[] = {
-	{ sc_p11_iface_name, &sc_p11_list_300, 0 },
-	{ sc_p11_iface_name, &sc_p11_list_240, 0 },
+static CK_INTERFACE p11_interfaces[] = {
+	{ p11_iface_name, &p11_list_300, 0 },
+	{ p11_iface_name, &p11_list_240, 0 },
 };
-#define SC_P11_NIFACES (sizeof(sc_p11_interfaces) / sizeof(sc_p11_interfaces[0]))
+#define P11_NIFACES (sizeof(p11_interfaces) / sizeof(p11_interfaces[0]))
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR ppFunctionList)
 {
 	if (ppFunctionList == NULL)
 		return CKR_ARGUMENTS_BAD;
-	*ppFunctionList = &sc_p11_list_240;
+	*ppFunctionList = &p11_list_240;
 	return CKR_OK;
 }
 
@@ -957,9 +910,9 @@ CK_RV C_GetInterfaceList(CK_INTERFACE_PTR pInterfacesList, CK_ULONG_PTR pulCount
 	int fill;
 	CK_RV rv;
 
-	rv = list_room(pInterfacesList, pulCount, SC_P11_NIFACES, &fill);
-	for (i = 0; fill && i < SC_P11_NIFACES; i++)
-		pInterfacesList[i] = sc_p11_interfaces[i];
+	rv = list_room(pInterfacesList, pulCount, P11_NIFACES, &fill);
+	for (i = 0; fill && i < P11_NIFACES; i++)
+		pInterfacesList[i] = p11_interfaces[i];
 	return rv;
 }
 
@@ -971,8 +924,8 @@ CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion,
 	if (ppInterface == NULL)
 		return CKR_ARGUMENTS_BAD;
 	*ppInterface = NULL;
-	for (i = 0; i < SC_P11_NIFACES; i++) {
-		CK_INTERFACE *it = &sc_p11_interfaces[i];
+	for (i = 0; i < P11_NIFACES; i++) {
+		CK_INTERFACE *it = &p11_interfaces[i];
 		const CK_VERSION *v = it->pFunctionList;
 
 		if (pInterfaceName != NULL &&

@@ -32,7 +32,11 @@ static void init_usage(FILE *f)
 		"  --backend-module PATH      backend PKCS#11 module (default %s)\n"
 		"  --backend-token-uri URI    use an existing token (RFC 7512) instead of creating one\n"
 		"  --backend-pin-source SRC   backend user PIN: file:PATH or env:VAR (default: generated)\n"
-		"  --gateway-pin-source SRC   gateway PIN: file:PATH or env:VAR (default: generated)\n"
+		"  --gateway-pin-source SRC   credential of the first gateway, \"default:SECRET\",\n"
+		"                             from file:PATH or env:VAR (default: generated into\n"
+		"                             gateway/default.pin)\n"
+		"  --no-demo-authz            no demo authorisation key: trust only keys an officer\n"
+		"                             installs (authz.trusted_key); for production\n"
 		"  --json                     print the result as JSON\n",
 		SC_DEFAULT_BACKEND_MODULE);
 }
@@ -62,6 +66,7 @@ int sc_cmd_init(int argc, char **argv)
 		{ "backend-token-uri", required_argument, NULL, 'u' },
 		{ "backend-pin-source", required_argument, NULL, 'b' },
 		{ "gateway-pin-source", required_argument, NULL, 'g' },
+		{ "no-demo-authz", no_argument, NULL, 'N' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -97,6 +102,7 @@ int sc_cmd_init(int argc, char **argv)
 		case 'u': p.backend_token_uri = optarg; break;
 		case 'b': p.backend_pin_source = optarg; break;
 		case 'g': p.gateway_pin_source = optarg; break;
+		case 'N': p.no_demo_authz = 1; break;
 		case 'j': json = 1; break;
 		case 'h': init_usage(stdout); return SC_EXIT_OK;
 		default:
@@ -127,7 +133,8 @@ int sc_cmd_init(int argc, char **argv)
 		sc_json_kv_str(&j, "backend_pin_file", r.backend_pin_file);
 		sc_json_kv_str(&j, "gateway_pin_file", r.gateway_pin_file);
 		sc_json_kv_str(&j, "so_pin_file", r.so_pin_file);
-		sc_json_kv_str(&j, "authz_key", r.authz_key);
+		sc_json_kv_str(&j, "authz_key", p.no_demo_authz ? NULL : r.authz_key);
+		sc_json_kv_str(&j, "signd_socket", r.signd_socket);
 		sc_json_kv_str(&j, "authz_pub", r.authz_pub);
 		sc_json_kv_str(&j, "root_ca", r.root_ca);
 		sc_json_kv_str(&j, "issuing_ca", r.issuing_ca);
@@ -140,10 +147,12 @@ int sc_cmd_init(int argc, char **argv)
 		printf("deployment created in %s\n"
 		       "  config:      %s   (export SMARTCERT_CONF=%s)\n"
 		       "  module:      %s   (token label 'smartcert')\n"
-		       "  gateway PIN: %s\n"
-		       "  chain:       %s\n",
+		       "  gateway credential: %s\n"
+		       "  chain:       %s\n"
+		       "  start the signing service: smartcert-signd --config %s\n",
 		       r.dir, r.config, r.config, init_module_path(),
-		       r.gateway_pin_file ? r.gateway_pin_file : "(from the given source)", r.chain);
+		       r.gateway_pin_file ? r.gateway_pin_file : "(from the given source)", r.chain,
+		       r.config);
 	}
 	sc_ca_init_result_free(&r);
 	return rv == SC_OK ? SC_EXIT_OK : SC_EXIT_FAIL;

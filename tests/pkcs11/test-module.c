@@ -10,6 +10,9 @@
  *   test-module sign-p256|sign-rsa|refusals|lock|replay-fork|threads|garbage|faults
  */
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -209,9 +212,57 @@ static int audit_has(const char *kind, const char *key_id, const char *outcome)
 
 /* ---- deployment and module ---------------------------------------------- */
 
+static pid_t signd_pid, setup_pid;
+
+/* The signing service of this deployment, as its own process. */
+static void signd_start(void)
+{
+	const char *bin = getenv("SMARTCERT_SIGND_BIN");
+	char sock[PATH_MAX + 128], logp[PATH_MAX + 128];
+	struct stat st;
+	int i, fd;
+
+	if (bin == NULL)
+		FAIL("SMARTCERT_SIGND_BIN not set");
+	snprintf(sock, sizeof(sock), "%s/run/signd.sock", deploy_dir);
+	snprintf(logp, sizeof(logp), "%s/signd.log", tmpdir);
+	(void)unlink(sock);
+	signd_pid = fork();
+	if (signd_pid < 0)
+		FAIL("fork: %s", strerror(errno));
+	if (signd_pid == 0) {
+		fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0)
+			dup2(fd, 2);
+		execl(bin, bin, "--config", conf_path, (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 200; i++) {
+		if (stat(sock, &st) == 0)
+			return;
+		usleep(50000);
+	}
+	FAIL("the signing service did not start (see %s)", logp);
+}
+
+static void signd_stop(void)
+{
+	int st;
+
+	if (signd_pid > 0 && getpid() == setup_pid) {
+		kill(signd_pid, SIGTERM);
+		waitpid(signd_pid, &st, 0);
+		signd_pid = 0;
+	}
+}
+
 static void cleanup(void)
 {
 	const char *keep = getenv("SMARTCERT_KEEP_TEST_DIRS");
+
+	if (getpid() != setup_pid)
+		return;
+	signd_stop();
 
 	if (tmpdir[0] != '\0' && (keep == NULL || strcmp(keep, "1") != 0)) {
 		char *o = run("rm -rf '%s'", tmpdir);
@@ -220,11 +271,19 @@ static void cleanup(void)
 	}
 }
 
+static void signd_start(void);
+static void signd_stop(void);
+
+/* A configuration change reaches the service when it starts: restart it. */
 static void set_conf(const char *key, const char *value)
 {
 	char *o = run("sed -i 's/^%s = .*/%s = %s/' '%s'", key, key, value, conf_path);
 
 	free(o);
+	if (signd_pid > 0) {
+		signd_stop();
+		signd_start();
+	}
 }
 
 static void setup(const char *name)
@@ -255,7 +314,7 @@ static void setup(const char *name)
 	json_str(out, "config", conf_path, sizeof(conf_path));
 	free(out);
 	setenv("SMARTCERT_CONF", conf_path, 1);
-	snprintf(pinpath, sizeof(pinpath), "%s/secrets/gateway.pin", deploy_dir);
+	snprintf(pinpath, sizeof(pinpath), "%s/gateway/default.pin", deploy_dir);
 	f = fopen(pinpath, "r");
 	if (f == NULL || fgets(gw_pin, sizeof(gw_pin), f) == NULL)
 		FAIL("cannot read %s", pinpath);
@@ -264,6 +323,8 @@ static void setup(const char *name)
 	/* valgrind cannot reserve the default 64 GiB map. */
 	if (getenv("SMARTCERT_TEST_MAP_SIZE") != NULL)
 		set_conf("map_size", getenv("SMARTCERT_TEST_MAP_SIZE"));
+	setup_pid = getpid();
+	signd_start();
 }
 
 static void load_module(void)
@@ -995,7 +1056,7 @@ static void test_garbage(void)
 	CK_OBJECT_HANDLE bad_obj = 0x7fffffff0001UL;
 	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
 	CK_ULONG n = 0;
-	CK_BYTE buf[64];
+	CK_BYTE buf[64] = { 0 };
 	CK_ATTRIBUTE attr = { CKA_CLASS, NULL, 0 };
 	CK_INFO info;
 	CK_SLOT_INFO si;
@@ -1204,45 +1265,59 @@ static void test_faults(void)
 	CK(p11->C_Initialize(&args), CKR_OK);
 	setenv("SMARTCERT_CONF", conf_path, 1);     /* for the CLI below */
 	s = gateway_open();
-	/* Wrong gateway PIN: refused, audited; the right one still works. */
+	/* Wrong gateway credential: refused, audited; the right one works. */
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)"wrong-pin", 9), CKR_PIN_INCORRECT);
 	CHECK(audit_has("gateway-login-refused", NULL, "permission") == 1,
 	      "wrong gateway PIN audited");
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)"default:wrong", 13), CKR_PIN_INCORRECT);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 
-	/* Guessing is slowed down: after 5 wrong PINs in a row, wait.  The
-	 * module's clock is frozen (SMARTCERT_FAKE_TIME) so a slow machine
-	 * cannot let the 1 s delay pass unseen. */
-	snprintf(path, sizeof(path), "%lld", (long long)time(NULL));
+	/* Guessing is slowed down in the service, for every process of the
+	 * same account: after 5 wrong credentials in a row, wait.  A clock in
+	 * the gateway's environment changes nothing there. */
+	snprintf(path, sizeof(path), "%lld", (long long)time(NULL) + 3600);
 	setenv("SMARTCERT_FAKE_TIME", path, 1);
-	setenv("SMARTCERT_CONF", conf_path, 1);
 	CK(p11->C_Initialize(NULL), CKR_OK);
 	s = gateway_open();
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 4; i++)
 		CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)"guess", 5), CKR_PIN_INCORRECT);
+	CK(p11->C_Finalize(NULL), CKR_OK);
+	/* A new process starts from the same count. */
+	CK(p11->C_Initialize(NULL), CKR_OK);
+	s = gateway_open();
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)"guess", 5), CKR_PIN_INCORRECT);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_PIN_LOCKED);
-	snprintf(path, sizeof(path), "%lld", (long long)time(NULL) + 5);
-	setenv("SMARTCERT_FAKE_TIME", path, 1);
-	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
 	unsetenv("SMARTCERT_FAKE_TIME");
+	sleep(3);
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 
-	/* Wrong backend PIN: the gateway login reports a device error. */
+	/* Wrong backend PIN: the gateway login reports a device error, and the
+	 * service does not present the rejected PIN again until it changes. */
 	snprintf(path, sizeof(path), "%s/secrets/backend.pin", deploy_dir);
 	o = run("cp -p '%s' '%s.good' && printf 'not-the-pin\\n' > '%s'", path, path, path);
 	free(o);
+	signd_stop();
+	signd_start();
 	CK(p11->C_Initialize(NULL), CKR_OK);
 	s = gateway_open();
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
-	CK(p11->C_Finalize(NULL), CKR_OK);
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
+	o = run("grep -c 'not presenting it again' '%s/signd.log'", tmpdir);
+	CHECK(atoi(o) == 1, "a rejected backend PIN is latched, not presented again");
+	free(o);
 	o = run("mv '%s.good' '%s'", path, path);
 	free(o);
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
+	CK(p11->C_Finalize(NULL), CKR_OK);
 
 	/* Backend module missing. */
 	o = run("cp -p '%s' '%s.good' && sed -i 's|^module = .*|module = /nonexistent/libnone.so|' "
 		"'%s'", conf_path, conf_path, conf_path);
 	free(o);
+	signd_stop();
+	signd_start();
 	CK(p11->C_Initialize(NULL), CKR_OK);
 	s = gateway_open();
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
@@ -1250,13 +1325,23 @@ static void test_faults(void)
 	o = run("mv '%s.good' '%s'", conf_path, conf_path);
 	free(o);
 
-	/* Store unreadable. */
-	snprintf(path, sizeof(path), "%s/store", deploy_dir);
-	o = run("mv '%s' '%s.moved'", path, path);
-	free(o);
-	CK(p11->C_Initialize(NULL), CKR_GENERAL_ERROR);
-	o = run("mv '%s.moved' '%s'", path, path);
-	free(o);
+	/* The service stopped: a session cannot be opened, and a session open
+	 * when it stops gets a clear code at its next call, not a hang. */
+	signd_stop();
+	CK(p11->C_Initialize(NULL), CKR_OK);
+	{
+		CK_SESSION_HANDLE h = 0;
+
+		CK(p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_DEVICE_ERROR);
+	}
+	CK(p11->C_Finalize(NULL), CKR_OK);
+	signd_start();
+	gateway_init_login(&s);
+	signd_stop();
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)),
+	   CKR_DEVICE_REMOVED);
+	CK(p11->C_Finalize(NULL), CKR_OK);
+	signd_start();
 
 	/* And everything back to normal. */
 	gateway_init_login(&s);

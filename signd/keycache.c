@@ -3,7 +3,7 @@
  *
  * Unwrapping costs the binding-MAC check and an unwrap in the HSM; a
  * resident signing a batch of documents would pay it per document.  The
- * cache keeps up to gateway.key_cache unwrapped keys (default 256; 0 turns
+ * cache keeps up to signd.key_cache unwrapped keys (default 256; 0 turns
  * it off), keyed by key id and a fingerprint of every record field the
  * binding MAC covers plus the MAC itself.  A hit therefore means "these
  * exact record bytes were verified and unwrapped before"; any change to the
@@ -19,7 +19,7 @@
  * seek when nothing changed) and drops the entries of the certificates
  * named there, so an unwrapped key does not outlive its certificate's
  * status change in any gateway that signs at all.  A refusal for a key's
- * state also drops its entry at once (sc_p11_kc_evict).
+ * state also drops its entry at once (sd_kc_evict).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -227,7 +227,8 @@ static void kc_sweep(sc_hsm *hsm, sc_txn *txn)
 		if (hit && kc_drop_inlock(e) != NULL) {
 			e->next = dead;
 			dead = e;
-			sc_p11_log("key cache: dropped key %s (certificate status changed)",
+			if (sd.debug)
+				sd_log("key cache: dropped key %s (certificate status changed)",
 				   e->key_id);
 		}
 	}
@@ -240,7 +241,7 @@ static void kc_sweep(sc_hsm *hsm, sc_txn *txn)
 	}
 }
 
-int sc_p11_kc_init(size_t cap)
+int sd_kc_init(size_t cap)
 {
 	pthread_mutex_init(&kc.lock, NULL);
 	kc.cap = cap;
@@ -262,18 +263,7 @@ static struct {
 	struct kc_entry *head;
 } kc_parent __attribute__((used));
 
-void sc_p11_kc_abandon(void)
-{
-	/* The entries are the parent's backend objects: never freed here. */
-	kc_parent.buckets = kc.buckets;
-	kc_parent.head = kc.head;
-	kc.buckets = NULL;
-	kc.head = kc.tail = NULL;
-	kc.n = kc.cap = kc.nbuckets = 0;
-	kc.rev_known = 0;
-}
-
-void sc_p11_kc_flush(sc_hsm *hsm)
+void sd_kc_flush(sc_hsm *hsm)
 {
 	struct kc_entry *e, *next;
 
@@ -310,7 +300,7 @@ static void kc_insert_inlock(struct kc_entry *fresh, struct kc_entry *dead[2])
 		dead[1] = kc_drop_inlock(kc.tail);
 }
 
-int sc_p11_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk, void **ref)
+int sd_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk, void **ref)
 {
 	struct kc_entry *e, *fresh = NULL, *dead[2];
 	unsigned char fp[32];
@@ -373,7 +363,7 @@ int sc_p11_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk
 	return SC_OK;
 }
 
-void sc_p11_kc_release(sc_hsm *hsm, void *ref, sc_hsm_key *hk)
+void sd_kc_release(sc_hsm *hsm, void *ref, sc_hsm_key *hk)
 {
 	struct kc_entry *e = ref;
 	int dead;
@@ -391,7 +381,7 @@ void sc_p11_kc_release(sc_hsm *hsm, void *ref, sc_hsm_key *hk)
 
 /* A signature failed with this key: do not keep it (the backend object may
  * be gone).  The caller still holds it and frees it by releasing it. */
-void sc_p11_kc_forget(void *ref)
+void sd_kc_forget(void *ref)
 {
 	struct kc_entry *e = ref;
 
@@ -402,7 +392,7 @@ void sc_p11_kc_forget(void *ref)
 	pthread_mutex_unlock(&kc.lock);
 }
 
-void sc_p11_kc_evict(sc_hsm *hsm, const char *key_id)
+void sd_kc_evict(sc_hsm *hsm, const char *key_id)
 {
 	struct kc_entry *e = NULL;
 
@@ -411,7 +401,8 @@ void sc_p11_kc_evict(sc_hsm *hsm, const char *key_id)
 		e = kc_drop_inlock(e);
 	pthread_mutex_unlock(&kc.lock);
 	if (e != NULL) {
-		sc_p11_log("key cache: dropped key %s (refused for its state)", key_id);
+		if (sd.debug)
+			sd_log("key cache: dropped key %s (refused for its state)", key_id);
 		kc_entry_free(hsm, e);
 	}
 }

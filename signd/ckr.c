@@ -12,7 +12,7 @@
  */
 #include "internal.h"
 
-CK_RV sc_p11_ckr(int err)
+CK_RV sd_ckr(int err)
 {
 	switch (err) {
 	case SC_OK:

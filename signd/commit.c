@@ -21,12 +21,12 @@
 #include "internal.h"
 #include "sc_util.h"
 
-void sc_p11_commit_init(void)
+void sd_commit_init(void)
 {
-	pthread_mutex_init(&sc_p11.qlock, NULL);
-	pthread_cond_init(&sc_p11.qcond, NULL);
-	sc_p11.qhead = sc_p11.qtail = NULL;
-	sc_p11.qbusy = 0;
+	pthread_mutex_init(&sd.qlock, NULL);
+	pthread_cond_init(&sd.qcond, NULL);
+	sd.qhead = sd.qtail = NULL;
+	sd.qbusy = 0;
 }
 
 /* S9 bookkeeping for one refusal: failures inside the window accumulate;
@@ -43,15 +43,15 @@ static int commit_count_failure(sc_txn *txn, const char *key_id, int64_t now)
 	}
 	if (rc != SC_OK)
 		return rc;
-	if (f.failures == 0 || now - f.window_start > sc_p11.lock_seconds ||
+	if (f.failures == 0 || now - f.window_start > sd.lock_seconds ||
 	    (f.locked_until != 0 && f.locked_until <= now)) {
 		f.failures = 0;
 		f.window_start = now;
 		f.locked_until = 0;
 	}
 	f.failures++;
-	if ((int64_t)f.failures >= sc_p11.lock_threshold && f.locked_until == 0)
-		f.locked_until = now + sc_p11.lock_seconds;
+	if ((int64_t)f.failures >= sd.lock_threshold && f.locked_until == 0)
+		f.locked_until = now + sd.lock_seconds;
 	return sc_store_keyfail_put(txn, key_id, &f);
 }
 
@@ -71,9 +71,23 @@ static int commit_clear_failures(sc_txn *txn, const char *key_id)
 	return rc == SC_ERR_NOT_FOUND ? SC_OK : rc;
 }
 
+/* The key a signature was made with, as the write transaction sees it. */
+static int sign_state_now(sc_txn *txn, const struct sd_commit *c, int64_t now)
+{
+	sc_key k;
+	int rc;
+
+	rc = sc_store_key_get(txn, c->fail_key, &k);
+	if (rc == SC_ERR_NOT_FOUND || (rc == SC_OK && k.seq != c->key_seq))
+		return sc_error_set(SC_ERR_REVOKED, "key %s no longer exists", c->fail_key);
+	if (rc != SC_OK)
+		return rc;
+	return sd_key_state_check(txn, &k, now);
+}
+
 /* Apply one record inside the batch transaction.  Returns a store error
  * (the batch must abort) or SC_OK; c->result holds the record's outcome. */
-static int commit_apply(sc_txn *txn, struct sc_p11_commit *c, int64_t now)
+static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 {
 	sc_audit_event ev = c->ev;
 	uint32_t uses = 0;
@@ -81,7 +95,7 @@ static int commit_apply(sc_txn *txn, struct sc_p11_commit *c, int64_t now)
 	int rc;
 
 	c->result = SC_OK;
-	if (c->kind == SC_P11_COMMIT_SIGN) {
+	if (c->kind == SD_COMMIT_SIGN) {
 		rc = sc_store_replay_get(txn, c->token_id, c->token_id_len, &uses, &expires);
 		if (rc == SC_ERR_NOT_FOUND) {
 			uses = 0;
@@ -89,6 +103,21 @@ static int commit_apply(sc_txn *txn, struct sc_p11_commit *c, int64_t now)
 		}
 		if (rc != SC_OK)
 			return rc;
+		/* S10 once more, in the transaction that records the signature:
+		 * a revocation or suspension committed before this one wins, and
+		 * the signature already made is withheld. */
+		rc = sign_state_now(txn, c, now);
+		if (rc != SC_OK) {
+			if (rc != SC_ERR_REVOKED && rc != SC_ERR_SUSPENDED && rc != SC_ERR_EXPIRED &&
+			    rc != SC_ERR_STATE && rc != SC_ERR_KEY_LOCKED)
+				return rc;
+			c->result = rc;
+			ev.kind = "sign-refused";
+			ev.outcome = sc_errname(rc);
+			ev.detail = "key state changed before the signature was recorded; "
+				    "signature withheld";
+			return sc_audit_append(txn, &ev, NULL);
+		}
 		if (uses >= c->max_uses) {
 			/* Spent by another thread or process since C_Login. */
 			c->result = c->max_uses == 1 ? SC_ERR_TOKEN_REPLAY : SC_ERR_TOKEN_SPENT;
@@ -116,14 +145,14 @@ static int commit_apply(sc_txn *txn, struct sc_p11_commit *c, int64_t now)
 
 /* Write a list of records in one transaction; on a store error every
  * record of the list gets that error. */
-static int commit_batch(struct sc_p11_commit *batch)
+static int commit_batch(struct sd_commit *batch)
 {
-	struct sc_p11_commit *c;
+	struct sd_commit *c;
 	sc_txn *txn = NULL;
 	int64_t now = sc_now();
 	int rc;
 
-	rc = sc_txn_begin(sc_p11.dep->store, SC_TXN_WRITE, &txn);
+	rc = sc_txn_begin(sd.dep->store, SC_TXN_WRITE, &txn);
 	if (rc != SC_OK)
 		return rc;
 	for (c = batch; c != NULL; c = c->next) {
@@ -136,9 +165,9 @@ static int commit_batch(struct sc_p11_commit *batch)
 	return sc_txn_commit(txn);
 }
 
-static void commit_process(struct sc_p11_commit *batch)
+static void commit_process(struct sd_commit *batch)
 {
-	struct sc_p11_commit *c, *next;
+	struct sd_commit *c, *next;
 	int rc;
 
 	rc = commit_batch(batch);
@@ -151,7 +180,7 @@ static void commit_process(struct sc_p11_commit *batch)
 			c->next = NULL;
 			rc = commit_batch(c);
 			if (rc != SC_OK) {
-				sc_p11_log("store write failed: %s: %s", sc_strerror(rc),
+				sd_log("store write failed: %s: %s", sc_strerror(rc),
 					   sc_error_detail());
 				c->result = rc;
 			}
@@ -159,51 +188,51 @@ static void commit_process(struct sc_p11_commit *batch)
 		}
 		return;
 	}
-	sc_p11_log("store write failed: %s: %s", sc_strerror(rc), sc_error_detail());
+	sd_log("store write failed: %s: %s", sc_strerror(rc), sc_error_detail());
 	batch->result = rc;
 }
 
-int sc_p11_commit_run(struct sc_p11_commit *c)
+int sd_commit_run(struct sd_commit *c)
 {
-	struct sc_p11_commit *batch, *it;
+	struct sd_commit *batch, *it;
 
 	c->next = NULL;
 	c->done = 0;
 	c->result = SC_ERR_INTERNAL;
-	pthread_mutex_lock(&sc_p11.qlock);
-	if (sc_p11.qtail != NULL)
-		sc_p11.qtail->next = c;
+	pthread_mutex_lock(&sd.qlock);
+	if (sd.qtail != NULL)
+		sd.qtail->next = c;
 	else
-		sc_p11.qhead = c;
-	sc_p11.qtail = c;
+		sd.qhead = c;
+	sd.qtail = c;
 	while (!c->done) {
-		if (sc_p11.qbusy) {
-			pthread_cond_wait(&sc_p11.qcond, &sc_p11.qlock);
+		if (sd.qbusy) {
+			pthread_cond_wait(&sd.qcond, &sd.qlock);
 			continue;
 		}
-		sc_p11.qbusy = 1;
-		batch = sc_p11.qhead;
-		sc_p11.qhead = sc_p11.qtail = NULL;
-		pthread_mutex_unlock(&sc_p11.qlock);
+		sd.qbusy = 1;
+		batch = sd.qhead;
+		sd.qhead = sd.qtail = NULL;
+		pthread_mutex_unlock(&sd.qlock);
 
 		commit_process(batch);
 
-		pthread_mutex_lock(&sc_p11.qlock);
+		pthread_mutex_lock(&sd.qlock);
 		for (it = batch; it != NULL; it = it->next)
 			it->done = 1;
-		sc_p11.qbusy = 0;
-		pthread_cond_broadcast(&sc_p11.qcond);
+		sd.qbusy = 0;
+		pthread_cond_broadcast(&sd.qcond);
 	}
-	pthread_mutex_unlock(&sc_p11.qlock);
+	pthread_mutex_unlock(&sd.qlock);
 	return c->result;
 }
 
-int sc_p11_refuse(const char *user_id, const char *key_id, const sc_serial *serial,
-		  const unsigned char *token_id, size_t token_id_len,
-		  const unsigned char *digest, size_t digest_len,
-		  int err, int count_failure, const char *detail)
+int sd_refuse(const struct sd_session *s, const char *user_id, const char *key_id,
+	      const sc_serial *serial, const unsigned char *token_id, size_t token_id_len,
+	      const unsigned char *digest, size_t digest_len, int err, int count_failure,
+	      const char *detail)
 {
-	struct sc_p11_commit c;
+	struct sd_commit c;
 	char tid_hex[2 * SC_AUTHZ_TOKEN_ID_MAX + 1] = "";
 	char dg_hex[2 * 64 + 1] = "";
 	char serial_hex[2 * SC_SERIAL_MAX + 1] = "";
@@ -216,12 +245,12 @@ int sc_p11_refuse(const char *user_id, const char *key_id, const sc_serial *seri
 		sc_hex_encode(digest, digest_len, dg_hex);
 	if (serial != NULL && serial->len > 0)
 		sc_serial_hex(serial, serial_hex);
-	c.kind = SC_P11_COMMIT_EVENT;
+	c.kind = SD_COMMIT_EVENT;
 	c.fail_key = (key_id != NULL && key_id[0] != '\0') ? key_id : NULL;
 	c.count_failure = count_failure;
 	c.ev.time = 0;
 	c.ev.kind = "sign-refused";
-	c.ev.actor = sc_p11.actor;
+	c.ev.actor = s->actor;
 	c.ev.user_id = (user_id != NULL && user_id[0] != '\0') ? user_id : NULL;
 	c.ev.key_id = c.fail_key;
 	c.ev.serial = serial_hex[0] ? serial_hex : NULL;
@@ -229,11 +258,25 @@ int sc_p11_refuse(const char *user_id, const char *key_id, const sc_serial *seri
 	c.ev.digest = dg_hex[0] ? dg_hex : NULL;
 	c.ev.outcome = sc_errname(err);
 	c.ev.detail = detail;
-	rc = sc_p11_commit_run(&c);
+	rc = sd_commit_run(&c);
 	if (rc != SC_OK)
-		sc_p11_log("cannot record refusal (%s) of key %s: %s", sc_errname(err),
+		sd_log("cannot record refusal (%s) of key %s: %s", sc_errname(err),
 			   key_id != NULL ? key_id : "-", sc_strerror(rc));
-	sc_p11_log("refused key %s: %s%s%s", key_id != NULL ? key_id : "-", sc_errname(err),
-		   detail != NULL ? ": " : "", detail != NULL ? detail : "");
+	if (sd.debug)
+		sd_log("refused key %s: %s%s%s", key_id != NULL ? key_id : "-", sc_errname(err),
+		       detail != NULL ? ": " : "", detail != NULL ? detail : "");
 	return err;
+}
+
+int sd_audit_event(const char *kind, const char *actor, int err, const char *detail)
+{
+	struct sd_commit c;
+
+	memset(&c, 0, sizeof(c));
+	c.kind = SD_COMMIT_EVENT;
+	c.ev.kind = kind;
+	c.ev.actor = actor;
+	c.ev.outcome = sc_errname(err);
+	c.ev.detail = detail;
+	return sd_commit_run(&c);
 }

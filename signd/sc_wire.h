@@ -1,0 +1,120 @@
+/*
+ * The signing service's wire protocol, shared by the service and the
+ * PKCS#11 module that gateways load (docs/signd-protocol.md).
+ *
+ * Transport: a byte stream (a Unix socket, or TLS with client certificates
+ * over TCP).  One connection is one PKCS#11 session of the gateway.
+ *
+ * Frame: a 4-byte big-endian length N (1 <= N <= SC_WIRE_FRAME_MAX), then
+ * N bytes of body.  A request body starts with a 2-byte operation code; a
+ * response body starts with a 4-byte CK_RV.  Fields are big-endian
+ * integers (u8, u16, u32, u64) and byte strings (u32 length, then the
+ * bytes).  A body with bytes left over after its last field, or missing
+ * one, is malformed: the service closes the connection.
+ *
+ * The first request on a connection is SC_OP_HELLO, which carries the
+ * protocol version; a version the service does not speak is refused with
+ * CKR_DEVICE_ERROR and the connection closed.  Requests are answered in
+ * order, one response per request.
+ */
+#ifndef SC_WIRE_H
+#define SC_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SC_WIRE_MAGIC 0x53435344u          /* "SCSD" */
+#define SC_WIRE_VERSION 1u
+#define SC_WIRE_FRAME_MAX (256u * 1024u)
+/* Data of one C_Sign/C_SignUpdate frame; the module splits longer input
+ * of hash-and-sign mechanisms into C_SignUpdate frames. */
+#define SC_WIRE_DATA_MAX (192u * 1024u)
+#define SC_WIRE_APP_ID_LEN 16
+#define SC_WIRE_MAX_ATTRS 64
+#define SC_WIRE_MAX_FIND 1024
+
+/* The fixed table of requests.  Request fields / response fields after
+ * the CK_RV: */
+enum sc_wire_op {
+	/* u32 magic, u32 version, bytes app_id (16), u64 session flags
+	 * -> bytes token_label, bytes token_serial */
+	SC_OP_HELLO = 1,
+	/* u64 user_type, u8 has_pin, bytes pin -> (nothing) */
+	SC_OP_LOGIN = 2,
+	/* -> */
+	SC_OP_LOGOUT = 3,
+	/* -> u64 state */
+	SC_OP_SESSION_INFO = 4,
+	/* u32 n, n x (u64 type, u8 has_value, bytes value) -> */
+	SC_OP_FIND_INIT = 5,
+	/* u64 max -> u32 n, n x u64 handle */
+	SC_OP_FIND = 6,
+	/* -> */
+	SC_OP_FIND_FINAL = 7,
+	/* u64 handle, u32 n, n x (u64 type, u8 has_buffer, u64 buffer_len)
+	 * -> u32 n, n x (u64 value_len, bytes value) */
+	SC_OP_GET_ATTRS = 8,
+	/* u8 has_mechanism, u64 mechanism, u8 param_kind (SC_WIRE_PARAM_*),
+	 * param fields, u64 key handle -> */
+	SC_OP_SIGN_INIT = 9,
+	/* u8 has_data, bytes data, u8 has_out, u64 out_len
+	 * -> u64 out_len, bytes signature */
+	SC_OP_SIGN = 10,
+	/* u8 has_data, bytes data -> */
+	SC_OP_SIGN_UPDATE = 11,
+	/* u8 has_out, u64 out_len -> u64 out_len, bytes signature */
+	SC_OP_SIGN_FINAL = 12,
+	SC_OP_MAX_ = 13,
+};
+
+/* Mechanism parameters on the wire. */
+enum {
+	SC_WIRE_PARAM_NONE = 0,       /* NULL parameter, length 0 */
+	SC_WIRE_PARAM_PSS = 1,        /* u64 hashAlg, u64 mgf, u64 sLen */
+	SC_WIRE_PARAM_OTHER = 2,      /* bytes (anything else, as given) */
+};
+
+/* A growing output buffer.  Errors stick: after a failed put, every later
+ * put does nothing and sc_wire_out_ok() is 0. */
+struct sc_wire_out {
+	unsigned char *buf;
+	size_t len, cap;
+	int failed;
+};
+
+void sc_wire_out_init(struct sc_wire_out *o);
+/* Starts a frame: reserves the length prefix. */
+void sc_wire_out_frame(struct sc_wire_out *o);
+void sc_wire_put_u8(struct sc_wire_out *o, uint8_t v);
+void sc_wire_put_u16(struct sc_wire_out *o, uint16_t v);
+void sc_wire_put_u32(struct sc_wire_out *o, uint32_t v);
+void sc_wire_put_u64(struct sc_wire_out *o, uint64_t v);
+void sc_wire_put_bytes(struct sc_wire_out *o, const void *p, size_t n);
+/* Fills in the length prefix; returns 0 when the frame is too large or a
+ * put failed. */
+int sc_wire_out_finish(struct sc_wire_out *o);
+int sc_wire_out_ok(const struct sc_wire_out *o);
+/* Wipes (frames may hold tokens and PINs) and frees. */
+void sc_wire_out_free(struct sc_wire_out *o);
+
+/* A bounds-checked reader over one frame body.  Errors stick as above. */
+struct sc_wire_in {
+	const unsigned char *p;
+	size_t len, pos;
+	int failed;
+};
+
+void sc_wire_in_init(struct sc_wire_in *in, const void *body, size_t len);
+uint8_t sc_wire_get_u8(struct sc_wire_in *in);
+uint16_t sc_wire_get_u16(struct sc_wire_in *in);
+uint32_t sc_wire_get_u32(struct sc_wire_in *in);
+uint64_t sc_wire_get_u64(struct sc_wire_in *in);
+/* Points into the frame (no copy); *n at most max, else the read fails. */
+const unsigned char *sc_wire_get_bytes(struct sc_wire_in *in, size_t max, size_t *n);
+/* 1 when every read succeeded and nothing is left over. */
+int sc_wire_in_done(const struct sc_wire_in *in);
+
+/* Name of an operation for logs ("?" if unknown). */
+const char *sc_wire_op_name(unsigned op);
+
+#endif

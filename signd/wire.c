@@ -1,0 +1,223 @@
+/*
+ * Frame encoding and decoding for the signing service protocol
+ * (sc_wire.h).  Both sides treat the other as hostile: every read is
+ * bounds-checked and a short or over-long body is an error, never a guess.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "sc_wire.h"
+
+void sc_wire_out_init(struct sc_wire_out *o)
+{
+	memset(o, 0, sizeof(*o));
+}
+
+static int out_room(struct sc_wire_out *o, size_t n)
+{
+	unsigned char *nb;
+	size_t cap;
+
+	if (o->failed)
+		return 0;
+	if (n > SC_WIRE_FRAME_MAX + 4 || o->len + n > SC_WIRE_FRAME_MAX + 4) {
+		o->failed = 1;
+		return 0;
+	}
+	if (o->len + n <= o->cap)
+		return 1;
+	cap = o->cap ? o->cap : 256;
+	while (cap < o->len + n)
+		cap *= 2;
+	/* Not realloc: the old buffer may hold a token or PIN to wipe. */
+	nb = malloc(cap);
+	if (nb == NULL) {
+		o->failed = 1;
+		return 0;
+	}
+	if (o->len > 0)
+		memcpy(nb, o->buf, o->len);
+	if (o->buf != NULL)
+		OPENSSL_clear_free(o->buf, o->cap);
+	o->buf = nb;
+	o->cap = cap;
+	return 1;
+}
+
+void sc_wire_out_frame(struct sc_wire_out *o)
+{
+	o->len = 0;
+	o->failed = 0;
+	sc_wire_put_u32(o, 0);
+}
+
+void sc_wire_put_u8(struct sc_wire_out *o, uint8_t v)
+{
+	if (out_room(o, 1))
+		o->buf[o->len++] = v;
+}
+
+void sc_wire_put_u16(struct sc_wire_out *o, uint16_t v)
+{
+	if (!out_room(o, 2))
+		return;
+	o->buf[o->len++] = (unsigned char)(v >> 8);
+	o->buf[o->len++] = (unsigned char)v;
+}
+
+void sc_wire_put_u32(struct sc_wire_out *o, uint32_t v)
+{
+	int i;
+
+	if (!out_room(o, 4))
+		return;
+	for (i = 3; i >= 0; i--)
+		o->buf[o->len++] = (unsigned char)(v >> (8 * i));
+}
+
+void sc_wire_put_u64(struct sc_wire_out *o, uint64_t v)
+{
+	int i;
+
+	if (!out_room(o, 8))
+		return;
+	for (i = 7; i >= 0; i--)
+		o->buf[o->len++] = (unsigned char)(v >> (8 * i));
+}
+
+void sc_wire_put_bytes(struct sc_wire_out *o, const void *p, size_t n)
+{
+	if (n > SC_WIRE_FRAME_MAX) {
+		o->failed = 1;
+		return;
+	}
+	sc_wire_put_u32(o, (uint32_t)n);
+	if (n == 0 || !out_room(o, n))
+		return;
+	memcpy(o->buf + o->len, p, n);
+	o->len += n;
+}
+
+int sc_wire_out_finish(struct sc_wire_out *o)
+{
+	size_t body;
+
+	if (o->failed || o->len < 4)
+		return 0;
+	body = o->len - 4;
+	if (body == 0 || body > SC_WIRE_FRAME_MAX)
+		return 0;
+	o->buf[0] = (unsigned char)(body >> 24);
+	o->buf[1] = (unsigned char)(body >> 16);
+	o->buf[2] = (unsigned char)(body >> 8);
+	o->buf[3] = (unsigned char)body;
+	return 1;
+}
+
+int sc_wire_out_ok(const struct sc_wire_out *o)
+{
+	return !o->failed;
+}
+
+void sc_wire_out_free(struct sc_wire_out *o)
+{
+	if (o->buf != NULL)
+		OPENSSL_clear_free(o->buf, o->cap);
+	memset(o, 0, sizeof(*o));
+}
+
+void sc_wire_in_init(struct sc_wire_in *in, const void *body, size_t len)
+{
+	in->p = body;
+	in->len = len;
+	in->pos = 0;
+	in->failed = 0;
+}
+
+static const unsigned char *in_take(struct sc_wire_in *in, size_t n)
+{
+	const unsigned char *p;
+
+	if (in->failed || n > in->len - in->pos) {
+		in->failed = 1;
+		return NULL;
+	}
+	p = in->p + in->pos;
+	in->pos += n;
+	return p;
+}
+
+uint8_t sc_wire_get_u8(struct sc_wire_in *in)
+{
+	const unsigned char *p = in_take(in, 1);
+
+	return p != NULL ? p[0] : 0;
+}
+
+uint16_t sc_wire_get_u16(struct sc_wire_in *in)
+{
+	const unsigned char *p = in_take(in, 2);
+
+	return p != NULL ? (uint16_t)((p[0] << 8) | p[1]) : 0;
+}
+
+uint32_t sc_wire_get_u32(struct sc_wire_in *in)
+{
+	const unsigned char *p = in_take(in, 4);
+
+	return p != NULL ? ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+				   ((uint32_t)p[2] << 8) | p[3]
+			 : 0;
+}
+
+uint64_t sc_wire_get_u64(struct sc_wire_in *in)
+{
+	uint64_t hi = sc_wire_get_u32(in);
+
+	return (hi << 32) | sc_wire_get_u32(in);
+}
+
+const unsigned char *sc_wire_get_bytes(struct sc_wire_in *in, size_t max, size_t *n)
+{
+	uint32_t len = sc_wire_get_u32(in);
+	const unsigned char *p;
+
+	*n = 0;
+	if (in->failed || len > max) {
+		in->failed = 1;
+		return NULL;
+	}
+	p = in_take(in, len);
+	if (p != NULL)
+		*n = len;
+	return p;
+}
+
+int sc_wire_in_done(const struct sc_wire_in *in)
+{
+	return !in->failed && in->pos == in->len;
+}
+
+const char *sc_wire_op_name(unsigned op)
+{
+	static const char *const names[] = {
+		[SC_OP_HELLO] = "hello",
+		[SC_OP_LOGIN] = "login",
+		[SC_OP_LOGOUT] = "logout",
+		[SC_OP_SESSION_INFO] = "session-info",
+		[SC_OP_FIND_INIT] = "find-init",
+		[SC_OP_FIND] = "find",
+		[SC_OP_FIND_FINAL] = "find-final",
+		[SC_OP_GET_ATTRS] = "get-attrs",
+		[SC_OP_SIGN_INIT] = "sign-init",
+		[SC_OP_SIGN] = "sign",
+		[SC_OP_SIGN_UPDATE] = "sign-update",
+		[SC_OP_SIGN_FINAL] = "sign-final",
+	};
+
+	if (op >= SC_OP_MAX_ || names[op] == NULL)
+		return "?";
+	return names[op];
+}
