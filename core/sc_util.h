@@ -42,7 +42,7 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 int sc_mkdir_p(const char *path, unsigned mode);
 
 /* UTC helpers.  Dates as YYYYMMDD integers, times as seconds since epoch. */
-int64_t sc_now(void);           /* honours $SMARTCERT_FAKE_TIME for tests */
+int64_t sc_now(void);   /* a -Dtest_hooks=true build honours $SMARTCERT_FAKE_TIME */
 int sc_date_parse(const char *yyyy_mm_dd, int32_t *out_yyyymmdd);
 /* The instant (00:00:00Z) the holder born on `dob` turns `years` old. */
 int64_t sc_date_add_years(int32_t yyyymmdd, int years);

@@ -588,19 +588,49 @@ out:
 
 /* ---- time ------------------------------------------------------------ */
 
-int64_t sc_now(void)
+#ifdef SC_TEST_HOOKS
+/* A test build's clock override: $SMARTCERT_FAKE_TIME, or the number in
+ * the file $SMARTCERT_FAKE_TIME_FILE names (read at every call, so a test
+ * can move a running service's clock).  Production builds have neither. */
+static int fake_time(int64_t *out)
 {
 	const char *fake = getenv("SMARTCERT_FAKE_TIME");
+	const char *file = getenv("SMARTCERT_FAKE_TIME_FILE");
+	char buf[32];
+	char *end = NULL;
+	long long v;
 
-	if (fake != NULL && *fake != '\0') {
-		char *end = NULL;
-		long long v;
+	if ((fake == NULL || *fake == '\0') && file != NULL && *file != '\0') {
+		FILE *f = fopen(file, "r");
+		size_t n;
 
-		errno = 0;
-		v = strtoll(fake, &end, 10);
-		if (errno == 0 && end != NULL && *end == '\0')
-			return (int64_t)v;
+		if (f == NULL)
+			return 0;
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		buf[strcspn(buf, "\r\n")] = '\0';
+		fake = buf;
 	}
+	if (fake == NULL || *fake == '\0')
+		return 0;
+	errno = 0;
+	v = strtoll(fake, &end, 10);
+	if (errno != 0 || end == NULL || *end != '\0')
+		return 0;
+	*out = (int64_t)v;
+	return 1;
+}
+#endif
+
+int64_t sc_now(void)
+{
+#ifdef SC_TEST_HOOKS
+	int64_t t;
+
+	if (fake_time(&t))
+		return t;
+#endif
 	return (int64_t)time(NULL);
 }
 

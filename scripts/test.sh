@@ -12,14 +12,14 @@ out=${SMARTCERT_TEST_BUILDDIR:-build-test}
 rm -rf "$out" "$out-asan" "$out-tsan"
 
 jobs=$(nproc)
-meson setup "$out" --werror -Dbuildtype=debugoptimized >/dev/null
+meson setup "$out" --werror -Dbuildtype=debugoptimized -Dtest_hooks=true >/dev/null
 ninja -C "$out" -j "$jobs" >/dev/null
 
-meson setup "$out-asan" --werror -Dbuildtype=debug -Db_sanitize=address,undefined \
+meson setup "$out-asan" --werror -Dbuildtype=debug -Dtest_hooks=true -Db_sanitize=address,undefined \
   -Db_lundef=false >/dev/null
 ninja -C "$out-asan" -j "$jobs" >/dev/null
 
-meson setup "$out-tsan" --werror -Dbuildtype=debug -Db_sanitize=thread \
+meson setup "$out-tsan" --werror -Dbuildtype=debug -Dtest_hooks=true -Db_sanitize=thread \
   -Db_lundef=false >/dev/null
 ninja -C "$out-tsan" -j "$jobs" >/dev/null
 

@@ -32,7 +32,7 @@
 
 #define AUTHZ_DEFAULT_ISSUER "smartcert-demo-authz"
 #define AUTHZ_DEFAULT_AUDIENCE "smartcert-signing"
-#define AUTHZ_DEFAULT_DEMO_KEY "secrets/authz-demo.key"
+#define AUTHZ_DEFAULT_DEMO_KEY "authz-demo/authz-demo.key"
 #define AUTHZ_MAX_TTL (INT64_C(366) * 86400)
 
 static void authz_usage(FILE *f)

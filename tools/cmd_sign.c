@@ -137,7 +137,7 @@ static void sign_usage(FILE *f)
 		"  --module PATH      the PKCS#11 module (default $SMARTCERT_PKCS11_MODULE,\n"
 		"                     gateway.module, then the installed module)\n"
 		"  --gateway-pin-source  the gateway PIN (default gateway.pin_source, then\n"
-		"                     secrets/gateway.pin beside the configuration)\n");
+		"                     gateway/default.pin beside the configuration)\n");
 }
 
 static const char *ckr_name(CK_RV rv)
@@ -194,7 +194,7 @@ static const char *ckr_advice(const struct gw_fail *fl)
 	case CKR_PIN_INCORRECT:
 		if (user_login)
 			return "the gateway PIN was rejected: check --gateway-pin-source "
-			       "(default secrets/gateway.pin beside the configuration)";
+			       "(default gateway/default.pin beside the configuration)";
 		return "the authorisation token was not accepted (malformed, bad signature, "
 		       "untrusted issuer, or for another audience, user or key): obtain a new "
 		       "token; 'smartcert audit show' names the exact reason";
@@ -864,7 +864,7 @@ static int sign_authorize(const sc_config *cfg, const char *user, const char *ke
 	if (cfg == NULL)
 		return sc_error_set(SC_ERR_CONFIG, "--authorize needs the deployment: pass "
 				    "--config FILE or set SMARTCERT_CONF");
-	path = sc_config_path(cfg, "authz.demo_key", "secrets/authz-demo.key");
+	path = sc_config_path(cfg, "authz.demo_key", "authz-demo/authz-demo.key");
 	if (path == NULL)
 		return SC_ERR_NOMEM;
 	f = fopen(path, "r");
@@ -926,7 +926,7 @@ static int sign_gateway_pin(const struct sign_opts *o, const sc_config *cfg, cha
 			path = strdup(src);
 		else if (asprintf(&path, "%s/%s", sc_config_dir(cfg), src) < 0)
 			path = NULL;
-	} else if (asprintf(&path, "%s/secrets/gateway.pin", sc_config_dir(cfg)) < 0) {
+	} else if (asprintf(&path, "%s/gateway/default.pin", sc_config_dir(cfg)) < 0) {
 		path = NULL;
 	}
 	if (path == NULL)

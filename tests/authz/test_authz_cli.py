@@ -16,7 +16,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import check, fail, skip_unless  # noqa: E402
+from scfixture import check, fail, skip_unless, need_test_hooks  # noqa: E402
+
+need_test_hooks()
 
 skip_unless("openssl")
 try:

@@ -41,8 +41,12 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     for f in ("backend_pin_file", "gateway_pin_file", "so_pin_file", "authz_key"):
         check(os.stat(d.info[f]).st_mode & 0o077 == 0, f"{f} is owner-only")
     conf = open(d.config).read()
-    check("pin_hash = pbkdf2-sha256$" in conf, "gateway PIN stored as a PBKDF2 hash")
-    check(d.gateway_pin not in conf, "gateway PIN itself is not in the config")
+    check(d.gateway_pin.startswith("default:"), "the first gateway's credential names it")
+    check(d.gateway_pin not in conf, "gateway credential is not in the config")
+    gws = d.sc_json("gateway", "list")
+    check([g["name"] for g in gws["gateways"]] == ["default"], "the first gateway is registered")
+    for sub in ("secrets", "store", "hsm", "hsm/tokens", "gateway", "authz-demo"):
+        check(os.stat(os.path.join(d.dir, sub)).st_mode & 0o077 == 0, f"{sub}/ is owner-only")
     check(os.path.exists(os.path.join(d.dir, "hsm", "softhsm2.conf")), "own softhsm2.conf")
 
     r = subprocess.run(["openssl", "verify", "-CAfile", chain, d.info["ocsp_cert"]],

@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import SMARTCERT, Deployment, check  # noqa: E402
+from scfixture import SMARTCERT, Deployment, check, need_test_hooks  # noqa: E402
+
+need_test_hooks()
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 2, 3, 4
 

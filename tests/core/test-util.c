@@ -217,7 +217,12 @@ static void test_time(void)
 	char buf[32];
 
 	setenv("SMARTCERT_FAKE_TIME", "1700000000", 1);
+#ifdef SC_TEST_HOOKS
 	CHECK(sc_now() == 1700000000);
+#else
+	/* Production builds have no clock override. */
+	CHECK(sc_now() > 1700000000);
+#endif
 	unsetenv("SMARTCERT_FAKE_TIME");
 	CHECK(sc_now() > 1700000000);
 	CHECK_RC(sc_date_parse("2008-02-29", &d), SC_OK);

@@ -30,6 +30,13 @@ def skip_unless(*tools):
             sys.exit(77)
 
 
+def need_test_hooks():
+    """Tests that move the clock need a -Dtest_hooks=true build."""
+    if os.environ.get("SMARTCERT_TEST_HOOKS") != "1":
+        print("SKIP: needs a build configured with -Dtest_hooks=true", file=sys.stderr)
+        sys.exit(77)
+
+
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
     sys.exit(1)
@@ -44,7 +51,7 @@ def check(cond, msg):
 class Deployment:
     """A fresh deployment; removed on exit unless SMARTCERT_KEEP_TEST_DIRS=1."""
 
-    def __init__(self, *init_args, prefix="sc-test-"):
+    def __init__(self, *init_args, prefix="sc-test-", signd=None):
         base = os.path.join(BUILDDIR, "test-tmp")
         os.makedirs(base, exist_ok=True)
         self.tmp = tempfile.mkdtemp(prefix=prefix, dir=base)
@@ -64,6 +71,69 @@ class Deployment:
         with open(self.info["gateway_pin_file"]) as f:
             self.gateway_pin = f.read().strip()
         self.env["SMARTCERT_CONF"] = self.config
+        self.signd_proc = None
+        self.signd_log = os.path.join(self.tmp, "signd.log")
+        self.fake_time_file = os.path.join(self.tmp, "signd-time")
+        # Gateways need the signing service; the module's tests get one.
+        if signd is None:
+            signd = bool(os.environ.get("SMARTCERT_PKCS11_MODULE"))
+        if signd:
+            self.start_signd()
+
+    def start_signd(self, env=None, preexec_fn=None):
+        """Start smartcert-signd for this deployment; wait for its socket."""
+        import time
+        sock = self.info.get("signd_socket") or os.path.join(self.dir, "run", "signd.sock")
+        try:
+            os.unlink(sock)
+        except FileNotFoundError:
+            pass
+        binp = os.environ.get("SMARTCERT_SIGND_BIN", "smartcert-signd")
+        log = open(self.signd_log, "ab")
+        senv = dict(env or self.env)
+        senv.pop("SMARTCERT_FAKE_TIME", None)
+        # A test build's service reads its clock from this file (set_time).
+        senv["SMARTCERT_FAKE_TIME_FILE"] = self.fake_time_file
+        self.signd_proc = subprocess.Popen([binp, "--config", self.config],
+                                           env=senv, stdout=log, stderr=log,
+                                           preexec_fn=preexec_fn)
+        log.close()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if os.path.exists(sock):
+                return
+            if self.signd_proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        with open(self.signd_log) as f:
+            fail(f"smartcert-signd did not start: {f.read()[-2000:]}")
+
+    def stop_signd(self):
+        if self.signd_proc is not None:
+            self.signd_proc.terminate()
+            try:
+                self.signd_proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.signd_proc.kill()
+                self.signd_proc.wait()
+            self.signd_proc = None
+
+    def set_time(self, t):
+        """Move the service's clock (test builds); None = the real clock."""
+        if t is None:
+            try:
+                os.unlink(self.fake_time_file)
+            except FileNotFoundError:
+                pass
+        else:
+            with open(self.fake_time_file + ".tmp", "w") as f:
+                f.write(str(int(t)))
+            os.replace(self.fake_time_file + ".tmp", self.fake_time_file)
+
+    def restart_signd(self):
+        """A configuration change reaches the service when it starts."""
+        self.stop_signd()
+        self.start_signd()
 
     def sc(self, *args, check=True, input=None, timeout=300, env=None):
         """Run `smartcert ARGS` against this deployment."""
@@ -77,6 +147,7 @@ class Deployment:
         return json.loads(self.sc(*args, "--json").stdout)
 
     def close(self):
+        self.stop_signd()
         if os.environ.get("SMARTCERT_KEEP_TEST_DIRS") != "1":
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -226,7 +297,7 @@ def _dep_conf_set(self, key, value):
 
 
 def _dep_demo_key_path(self):
-    p = self.conf_get("authz.demo_key", "secrets/authz-demo.key")
+    p = self.conf_get("authz.demo_key", "authz-demo/authz-demo.key")
     return p if os.path.isabs(p) else os.path.join(os.path.dirname(self.config), p)
 
 

@@ -17,7 +17,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ocsptest import (Responder, make_request, verify_response, check, fail,  # noqa: E402
                       ocsp, enrol, set_ocsp_option, wait_stored, metric)
-from scfixture import Deployment, skip_unless  # noqa: E402
+from scfixture import Deployment, skip_unless, need_test_hooks  # noqa: E402
+
+need_test_hooks()
 
 skip_unless("openssl")
 GOOD = ocsp.OCSPCertStatus.GOOD

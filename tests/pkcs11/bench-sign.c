@@ -137,7 +137,7 @@ static void load_deployment(const char *d)
 
 	snprintf(conf_path, sizeof(conf_path), "%s/%s", d, conf_name);
 	setenv("SMARTCERT_CONF", conf_path, 1);
-	snprintf(path, sizeof(path), "%s/secrets/gateway.pin", d);
+	snprintf(path, sizeof(path), "%s/gateway/default.pin", d);
 	read_line(path, gw_pin, sizeof(gw_pin));
 	if (sc_config_load(conf_path, &cfg) != 0)
 		DIE("cannot load %s", conf_path);

@@ -90,22 +90,25 @@ def main():
         with open(pin_file, "w") as f:
             f.write("99999999\n")
         os.chmod(pin_file, 0o600)
+        d.restart_signd()
         try:
             expect(d, "wrong backend PIN", "C_Login(CKU_USER)", ["CKR_DEVICE_ERROR"])
         finally:
             with open(pin_file, "w") as f:
                 f.write(good)
-        check(attempt(d)["ckr"] == "CKR_OK", "backend PIN restored: signs again")
+        check(attempt(d)["ckr"] == "CKR_OK", "backend PIN restored: signs again (no restart)")
 
         # Backend module path that does not exist.
         with open(d.config) as f:
             conf = f.read()
         d.conf_set("hsm.module", os.path.join(d.tmp, "no-such-hsm.so"))
+        d.restart_signd()
         try:
             expect(d, "backend module missing", "C_Login(CKU_USER)", ["CKR_DEVICE_ERROR"])
         finally:
             with open(d.config, "w") as f:
                 f.write(conf)
+        d.restart_signd()
         check(attempt(d)["ckr"] == "CKR_OK", "backend module restored: signs again")
 
         # No configuration at all, and a configuration that does not parse.
@@ -117,30 +120,17 @@ def main():
         expect(d, "configuration file missing", "C_Initialize", ["CKR_GENERAL_ERROR"],
                config=os.path.join(d.tmp, "missing.conf"))
 
-        # Store directory unreadable.
-        store = os.path.join(d.dir, d.conf_get("store.path", "store"))
-        prefix = ()
-        if os.geteuid() == 0:
-            if shutil.which("unshare") and subprocess.run(["unshare", "--user", "true"]).returncode == 0:
-                prefix = ("unshare", "--user")   # root's file-mode override ends here
-            else:
-                print("# store-unreadable case not run: running as root (file modes do not apply) "
-                      "and no unprivileged user namespace")
-                store = None
-        if store:
-            mode = os.stat(store).st_mode & 0o777
-            os.chmod(store, 0)
-            try:
-                res = attempt(d, prefix=prefix)
-            finally:
-                os.chmod(store, mode)
-            check(res["step"] in ("C_Initialize", "C_OpenSession", "C_Login(CKU_USER)")
-                  and res["ckr"] not in (None, "CKR_OK"),
-                  f"store unreadable: {res['step']} -> {res['ckr']} (a clear refusal, no crash)")
+        # The signing service stopped: a clear refusal at C_OpenSession, no hang.
+        d.stop_signd()
+        try:
+            res = attempt(d)
+        finally:
+            d.start_signd()
+        check(res == {"step": "C_OpenSession", "ckr": "CKR_DEVICE_ERROR"},
+              f"service stopped: {res['step']} -> {res['ckr']}")
         check(attempt(d)["ckr"] == "CKR_OK", "after every fault is repaired the deployment signs again")
 
         # The CLI gateway names the faults in words.
-        pin_file = os.path.join(d.dir, "secrets", "gateway.pin")
         doc = os.path.join(d.tmp, "doc.txt")
         with open(doc, "w") as f:
             f.write("x\n")
@@ -149,6 +139,7 @@ def main():
                  "env:SC_WRONG_PIN", env=env, check=False)
         check(r.returncode == 4 and "gateway PIN was rejected" in r.stderr, "smartcert sign: wrong gateway PIN named")
         d.conf_set("hsm.module", os.path.join(d.tmp, "no-such-hsm.so"))
+        d.restart_signd()
         try:
             r = d.sc("sign", "--user", "faulty", "--in", doc, "--authorize", check=False)
             check(r.returncode == 5 and "CKR_DEVICE_ERROR" in r.stderr and "backend HSM" in r.stderr,

@@ -105,16 +105,16 @@ def child_cache(spec):
     res = {}
     for u in ("ka", "kb", "kc", "kd"):
         res["first-" + u] = try_sign(d, gw, u, dg)
-    print("# step: suspend ka", file=sys.stderr, flush=True)
+    step("suspend ka", spec)
     officer("ca", "suspend", "--user", "ka")
     res["kb-after-suspend"] = try_sign(d, gw, "kb", dg)
-    print("# step: revoke kc", file=sys.stderr, flush=True)
+    step("revoke kc", spec)
     officer("ca", "revoke", "--user", "kc", "--reason", "keyCompromise")
     res["kb-after-revoke"] = try_sign(d, gw, "kb", dg)
-    print("# step: suspend kd without hold", file=sys.stderr, flush=True)
+    step("suspend kd without hold", spec)
     officer("--config", spec["nohold_config"], "ca", "suspend", "--user", "kd")
     res["kb-after-nohold"] = try_sign(d, gw, "kb", dg)
-    print("# step: sign kd", file=sys.stderr, flush=True)
+    step("sign kd", spec)
     res["kd-suspended"] = try_sign(d, gw, "kd", dg)
     print(json.dumps(res), flush=True)
 
@@ -136,8 +136,15 @@ def child_handle(spec):
     print(json.dumps({"handle": int(gw.key(spec["user"])[0].value())}), flush=True)
 
 
+def step(name, spec):
+    """Mark the service's log: its debug lines that follow belong to this step."""
+    with open(spec["signd_log"], "a") as f:
+        f.write(f"# step: {name}\n")
+
+
 def run_child(d, mode, extra=None, debug=False):
     spec = {"config": d.config, "module": d.module, "pin": d.gateway_pin, "demo_key": d.demo_key_path(),
+            "signd_log": d.signd_log,
             "smartcert": os.environ.get("SMARTCERT_BIN", "smartcert"),
             "conf": {k: d.conf_get(k) for k in ("authz.issuer", "authz.audience") if d.conf_get(k)}}
     spec.update(extra or {})
@@ -223,6 +230,11 @@ def main():
          "child-handle": child_handle}[sys.argv[1]](json.loads(sys.argv[2]))
         return
     with Deployment(prefix="p11-objects-") as d:
+        # The key cache lives in the signing service: its debug lines say
+        # what it drops (checked below).
+        with open(d.config, "a") as f:
+            f.write("\n[signd]\ndebug = yes\n")
+        d.restart_signd()
         d.enrol("ec", "p256")
         d.enrol("rsa", "rsa2048")
         for u in ("ka", "kb", "kc", "kd", "dur"):
@@ -271,7 +283,9 @@ def main():
         res = json.loads(r.stdout.splitlines()[-1])
         check(all(res["first-" + u] == "CKR_OK" for u in ("ka", "kb", "kc", "kd")), f"four keys signed: {res}")
         kid = {u: gw.key(u)[1] for u in ("ka", "kb", "kd")}
-        steps = r.stderr.split("# step: ")
+        with open(d.signd_log) as f:
+            slog = f.read()
+        steps = slog.split("# step: ")
         by_step = {st.split("\n", 1)[0]: st for st in steps[1:]}
         check(f"dropped key {kid['ka']} (certificate status changed)" in by_step.get("suspend ka", ""),
               "a hold committed by the CLI drops the suspended key's cache entry at the next signature")
@@ -282,7 +296,7 @@ def main():
         check(res["kd-suspended"] == "CKR_KEY_FUNCTION_NOT_PERMITTED" and
               f"dropped key {kid['kd']} (refused for its state)" in by_step.get("sign kd", ""),
               "... and the refusal of the suspended account drops its cache entry")
-        check(res["kb-after-suspend"] == "CKR_OK" and f"dropped key {kid['kb']}" not in r.stderr,
+        check(res["kb-after-suspend"] == "CKR_OK" and f"dropped key {kid['kb']}" not in slog,
               "other keys stay cached and sign")
 
         # Durability: the replay and audit records exist once C_Sign returned.

@@ -13,7 +13,9 @@ import sys
 import time
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, Gateway, check, expect_ckr, fail, mint_token  # noqa: E402
+from scfixture import Deployment, Gateway, check, expect_ckr, fail, mint_token, need_test_hooks  # noqa: E402
+
+need_test_hooks()
 
 try:
     import PyKCS11 as P
@@ -186,16 +188,16 @@ def main():
                 P.CKR_KEY_HANDLE_INVALID, "revoked", "revoked certificate (key destroyed), old handle")
         check(gw.session.findObjects([(P.CKA_LABEL, u)]) == [], "a revoked user's key and certificate are gone")
 
-        # S10: certificate expired: the module's clock (SMARTCERT_FAKE_TIME,
-        # read by sc_now() at each call) moved past notAfter.
+        # S10: certificate expired: the service's clock (a test build's
+        # SMARTCERT_FAKE_TIME_FILE, read at each call) moved past notAfter.
         u, k, kid = users.new()
         later = int(time.time()) + 20 * 365 * 86400
-        os.environ["SMARTCERT_FAKE_TIME"] = str(later)
+        d.set_time(later)
         try:
             refused(d, gw, u, lambda: gw.sign(k, ECDSA, dg, mint_token(d, u, kid, [("sha256", dg)], now=later)),
                     P.CKR_KEY_FUNCTION_NOT_PERMITTED, "expired", "expired certificate")
         finally:
-            os.environ.pop("SMARTCERT_FAKE_TIME", None)
+            d.set_time(None)
 
         # S9: repeated failures lock the key for a while, even for a valid token.
         u, k, kid = users.new()
@@ -213,12 +215,12 @@ def main():
         gw.sign(vk, ECDSA, dg, mint_token(d, v, vkid, [("sha256", dg)]))
         check(True, "another user's key is not locked")
         later = int(time.time()) + lock_seconds + 5
-        os.environ["SMARTCERT_FAKE_TIME"] = str(later)
+        d.set_time(later)
         try:
             gw.sign(k, ECDSA, dg, mint_token(d, u, kid, [("sha256", dg)], now=later))
             check(True, f"after authz.lock_seconds ({lock_seconds}s) the key signs again")
         finally:
-            os.environ.pop("SMARTCERT_FAKE_TIME", None)
+            d.set_time(None)
 
         # Pre-hashed mechanisms are single-part: C_SignUpdate / C_SignFinal
         # are refused, audited, and end the operation.
