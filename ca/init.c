@@ -220,6 +220,20 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 		return sc_error_set(SC_ERR_INVALID, "configuration values too long");
 	}
 	rv = sc_init_write_text(in->dir, "smartcert.conf", text, 0640);
+	if (rv == SC_OK) {
+		/* What a gateway host needs, and nothing secret: where the
+		 * signing service listens.  World-readable by design. */
+		n = snprintf(text, cap,
+			     "# smartcert gateway configuration, written by 'smartcert init'.\n"
+			     "# Load the PKCS#11 module with SMARTCERT_CONF pointing here (or\n"
+			     "# p11-kit's x-init-reserved: config=PATH).  No secret is kept here:\n"
+			     "# the gateway's credential is its PKCS#11 user PIN.\n"
+			     "\n[gateway]\nservice = unix:%s/run/signd.sock\ntoken_label = smartcert\n"
+			     "timeout = 30\n", in->dir);
+		rv = n < 0 || (size_t)n >= cap
+			     ? sc_error_set(SC_ERR_INVALID, "deployment path too long")
+			     : sc_init_write_text(in->dir, "gateway.conf", text, 0644);
+	}
 	free(text);
 	return rv;
 }
@@ -579,6 +593,7 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	res->authz_pub = strdup(in->pub_pem_path);
 	res->dir = strdup(in->dir);
 	res->signd_socket = sc_init_path(in->dir, "run/signd.sock");
+	res->gateway_config = sc_init_path(in->dir, "gateway.conf");
 	if (!res->root_ca || !res->issuing_ca || !res->ocsp_cert || !res->chain ||
 	    !res->authz_key || !res->authz_pub || !res->dir) {
 		rv = SC_ERR_NOMEM;
@@ -705,6 +720,7 @@ void sc_ca_init_result_free(sc_ca_init_result *r)
 	free(r->so_pin_file);
 	free(r->authz_key);
 	free(r->signd_socket);
+	free(r->gateway_config);
 	free(r->authz_pub);
 	free(r->root_ca);
 	free(r->issuing_ca);

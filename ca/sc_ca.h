@@ -154,7 +154,7 @@ typedef struct sc_ca_init_params {
 typedef struct sc_ca_init_result {
 	char *dir, *config, *backend_token_label, *backend_pin_file, *gateway_pin_file;
 	char *so_pin_file, *authz_key, *authz_pub, *root_ca, *issuing_ca, *ocsp_cert, *chain;
-	char *signd_socket;
+	char *signd_socket, *gateway_config;
 } sc_ca_init_result;
 
 /* Create a complete deployment in `dir` (which must not exist or be empty).

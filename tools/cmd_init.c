@@ -135,6 +135,7 @@ int sc_cmd_init(int argc, char **argv)
 		sc_json_kv_str(&j, "so_pin_file", r.so_pin_file);
 		sc_json_kv_str(&j, "authz_key", p.no_demo_authz ? NULL : r.authz_key);
 		sc_json_kv_str(&j, "signd_socket", r.signd_socket);
+		sc_json_kv_str(&j, "gateway_config", r.gateway_config);
 		sc_json_kv_str(&j, "authz_pub", r.authz_pub);
 		sc_json_kv_str(&j, "root_ca", r.root_ca);
 		sc_json_kv_str(&j, "issuing_ca", r.issuing_ca);
