@@ -21,12 +21,15 @@ dir=${1:-$top/demo-deployment}
 rm -rf "$dir"
 sc="$top/$build/tools/smartcert"
 ocspd="$top/$build/tools/smartcert-ocspd"
+signd="$top/$build/tools/smartcert-signd"
 export SMARTCERT_PKCS11_MODULE="$top/$build/pkcs11/libsmartcert-pkcs11.so"
 unset SOFTHSM2_CONF
 work=$(mktemp -d)
 ocspd_pid=
+signd_pid=
 cleanup() {
   [ -n "$ocspd_pid" ] && kill "$ocspd_pid" 2>/dev/null || true
+  [ -n "$signd_pid" ] && kill "$signd_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -56,7 +59,18 @@ CSV
 show "$sc" ca enrol --batch "$work/batch.csv"
 show "$sc" ca list
 
-step "3. Sign a document through the PKCS#11 module, authorised by a single-use token"
+step "3. Start the signing service; gateways reach it through the PKCS#11 module"
+# The service alone reads the backend PIN, opens the HSM and the store.  A
+# gateway needs only the service's socket (gateway.conf) and its credential.
+printf '$ %s\n' "smartcert-signd --config $SMARTCERT_CONF &"
+"$signd" --config "$SMARTCERT_CONF" 2>"$work/signd.log" &
+signd_pid=$!
+for _ in $(seq 100); do [ -S "$dir/run/signd.sock" ] && break; sleep 0.05; done
+[ -S "$dir/run/signd.sock" ] || { cat "$work/signd.log" >&2; exit 1; }
+show "$sc" gateway list
+show cat "$dir/gateway.conf"
+
+step "3b. Sign a document through the PKCS#11 module, authorised by a single-use token"
 echo "Tenancy agreement, flat 12B, signed $(date -u +%F)" > "$work/contract.txt"
 show "$sc" sign --user alice --in "$work/contract.txt" --authorize --out "$work/contract.p7s"
 show openssl cms -verify -binary -inform DER -in "$work/contract.p7s" \

@@ -20,7 +20,7 @@ with Deployment() as d:
              "env:IDN", env=env)
     d.sc("ca", "suspend", "--user", "user1")
     v = d.sc_json("audit", "verify")
-    check(v["ok"] and v["records"] == 7, f"chain verifies: {v}")
+    check(v["ok"] and v["records"] == 8, f"chain verifies: {v}")
     recs = d.sc_json("audit", "show", "--user", "user1")
     check([r["kind"] for r in recs] == ["enrol", "hold", "suspend"], "audit show --user")
     check(all(r["outcome"] == "ok" for r in recs), "outcomes recorded")

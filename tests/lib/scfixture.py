@@ -76,7 +76,7 @@ class Deployment:
         self.fake_time_file = os.path.join(self.tmp, "signd-time")
         # Gateways need the signing service; the module's tests get one.
         if signd is None:
-            signd = bool(os.environ.get("SMARTCERT_PKCS11_MODULE"))
+            signd = os.environ.get("SMARTCERT_START_SIGND") == "1"
         if signd:
             self.start_signd()
 
