@@ -114,6 +114,46 @@ const unsigned char *sc_wire_get_bytes(struct sc_wire_in *in, size_t max, size_t
 /* 1 when every read succeeded and nothing is left over. */
 int sc_wire_in_done(const struct sc_wire_in *in);
 
+/* A request as decoded by the service: every pointer points into the
+ * frame body it was decoded from, every count is within its limit. */
+struct sc_wire_attr {
+	uint64_t type;
+	uint8_t has;                  /* value (FIND_INIT) / buffer (GET_ATTRS) given */
+	const unsigned char *value;   /* FIND_INIT */
+	size_t len;                   /* value length / buffer length */
+};
+
+struct sc_wire_req {
+	unsigned op;
+	/* HELLO */
+	uint32_t magic, version;
+	const unsigned char *app_id;
+	uint64_t flags;
+	/* LOGIN; SIGN, SIGN_UPDATE data */
+	uint64_t user_type;
+	uint8_t has_data;
+	const unsigned char *data;
+	size_t data_len;
+	/* FIND_INIT, GET_ATTRS */
+	uint32_t nattrs;
+	struct sc_wire_attr attrs[SC_WIRE_MAX_ATTRS];
+	uint64_t handle;              /* GET_ATTRS object, SIGN_INIT key */
+	uint64_t max;                 /* FIND */
+	/* SIGN_INIT */
+	uint8_t has_mech;
+	uint64_t mech;
+	uint8_t param_kind;
+	uint64_t pss_hash, pss_mgf, pss_slen;
+	/* SIGN, SIGN_FINAL */
+	uint8_t has_out;
+	uint64_t out_len;
+};
+
+/* Decode one request body.  0 when it is well formed: a known operation,
+ * every field present, nothing left over, counts and lengths within the
+ * limits above; -1 otherwise (the service closes the connection). */
+int sc_wire_req_decode(const unsigned char *body, size_t len, struct sc_wire_req *req);
+
 /* Name of an operation for logs ("?" if unknown). */
 const char *sc_wire_op_name(unsigned op);
 

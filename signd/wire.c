@@ -200,6 +200,108 @@ int sc_wire_in_done(const struct sc_wire_in *in)
 	return !in->failed && in->pos == in->len;
 }
 
+static void get_attrs(struct sc_wire_in *in, struct sc_wire_req *r, int with_values)
+{
+	uint32_t i;
+
+	r->nattrs = sc_wire_get_u32(in);
+	if (r->nattrs > SC_WIRE_MAX_ATTRS) {
+		in->failed = 1;
+		return;
+	}
+	for (i = 0; i < r->nattrs && !in->failed; i++) {
+		struct sc_wire_attr *a = &r->attrs[i];
+		uint64_t blen;
+
+		a->type = sc_wire_get_u64(in);
+		a->has = sc_wire_get_u8(in);
+		if (with_values) {
+			a->value = sc_wire_get_bytes(in, SC_WIRE_DATA_MAX, &a->len);
+		} else {
+			blen = sc_wire_get_u64(in);
+			/* The service fills at most this much, whatever is asked. */
+			a->len = blen > SC_WIRE_DATA_MAX ? SC_WIRE_DATA_MAX : (size_t)blen;
+		}
+		if (a->has > 1)
+			in->failed = 1;
+	}
+}
+
+int sc_wire_req_decode(const unsigned char *body, size_t len, struct sc_wire_req *r)
+{
+	struct sc_wire_in in;
+	size_t n = 0;
+
+	memset(r, 0, sizeof(*r));
+	sc_wire_in_init(&in, body, len);
+	r->op = sc_wire_get_u16(&in);
+	switch (r->op) {
+	case SC_OP_HELLO:
+		r->magic = sc_wire_get_u32(&in);
+		r->version = sc_wire_get_u32(&in);
+		r->app_id = sc_wire_get_bytes(&in, SC_WIRE_APP_ID_LEN, &n);
+		r->flags = sc_wire_get_u64(&in);
+		if (n != SC_WIRE_APP_ID_LEN || r->magic != SC_WIRE_MAGIC)
+			in.failed = 1;
+		break;
+	case SC_OP_LOGIN:
+		r->user_type = sc_wire_get_u64(&in);
+		r->has_data = sc_wire_get_u8(&in);
+		r->data = sc_wire_get_bytes(&in, SC_WIRE_DATA_MAX, &r->data_len);
+		break;
+	case SC_OP_LOGOUT:
+	case SC_OP_SESSION_INFO:
+	case SC_OP_FIND_FINAL:
+		break;
+	case SC_OP_FIND_INIT:
+		get_attrs(&in, r, 1);
+		break;
+	case SC_OP_FIND:
+		r->max = sc_wire_get_u64(&in);
+		break;
+	case SC_OP_GET_ATTRS:
+		r->handle = sc_wire_get_u64(&in);
+		get_attrs(&in, r, 0);
+		break;
+	case SC_OP_SIGN_INIT:
+		r->has_mech = sc_wire_get_u8(&in);
+		r->mech = sc_wire_get_u64(&in);
+		r->param_kind = sc_wire_get_u8(&in);
+		if (r->param_kind == SC_WIRE_PARAM_PSS) {
+			r->pss_hash = sc_wire_get_u64(&in);
+			r->pss_mgf = sc_wire_get_u64(&in);
+			r->pss_slen = sc_wire_get_u64(&in);
+		} else if (r->param_kind == SC_WIRE_PARAM_OTHER) {
+			r->data = sc_wire_get_bytes(&in, 1024, &r->data_len);
+		} else if (r->param_kind != SC_WIRE_PARAM_NONE) {
+			in.failed = 1;
+		}
+		r->handle = sc_wire_get_u64(&in);
+		break;
+	case SC_OP_SIGN:
+		r->has_data = sc_wire_get_u8(&in);
+		r->data = sc_wire_get_bytes(&in, SC_WIRE_DATA_MAX, &r->data_len);
+		r->has_out = sc_wire_get_u8(&in);
+		r->out_len = sc_wire_get_u64(&in);
+		break;
+	case SC_OP_SIGN_UPDATE:
+		r->has_data = sc_wire_get_u8(&in);
+		r->data = sc_wire_get_bytes(&in, SC_WIRE_DATA_MAX, &r->data_len);
+		break;
+	case SC_OP_SIGN_FINAL:
+		r->has_out = sc_wire_get_u8(&in);
+		r->out_len = sc_wire_get_u64(&in);
+		break;
+	default:
+		return -1;
+	}
+	if (r->has_data > 1 || r->has_out > 1 || r->has_mech > 1)
+		return -1;
+	if (r->data == NULL)
+		r->data = (const unsigned char *)"";   /* a zero-length field */
+	return sc_wire_in_done(&in) ? 0 : -1;
+}
+
 const char *sc_wire_op_name(unsigned op)
 {
 	static const char *const names[] = {
