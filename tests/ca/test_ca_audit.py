@@ -74,7 +74,7 @@ with Deployment() as d:
     subprocess.run(["mdb_load", "-f", dumpf, rebuilt], check=True)
     os.rename(os.path.join(store, "data.mdb"), os.path.join(d.tmp, "data.mdb.orig"))
     os.rename(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
-    check(d.sc_json("status")["store"]["audit"] == 6, "record 4 is gone from the rebuilt store")
+    check(d.sc_json("status")["store"]["audit"] == 7, "record 4 is gone from the rebuilt store")
     expect_break("record 4 removed", 4)
     r = d.sc("audit", "verify", "--json", check=False)
     check(json.loads(r.stdout)["first_bad"] == 4, "--json names the removed record")
@@ -86,8 +86,9 @@ with Deployment() as d:
     check(dump.returncode == 0, "mdb_dump of the audit table")
     lines = dump.stdout.split("\n")
     body = [i for i, ln in enumerate(lines) if ln.startswith(" ")]
-    # pairs of (key, value) lines after the header; alter the 3rd record's value
-    key_i, val_i = body[4], body[5]
+    # pairs of (key, value) lines after the header; alter the 4th record's value
+    # (1 init, 2 the first gateway, 3 and 4 the first enrolments)
+    key_i, val_i = body[6], body[7]
     key_hex = lines[key_i].strip()
     seq = int(key_hex, 16) if len(key_hex) <= 16 else None
     val = bytearray(bytes.fromhex(lines[val_i].strip()))
@@ -102,7 +103,7 @@ with Deployment() as d:
 
     r = d.sc("audit", "verify", check=False)
     check(r.returncode == 8, f"audit verify exits 8 on a break ({r.returncode})")
-    check("record 3" in r.stderr, f"names the first bad record: {r.stderr.strip()}")
+    check("record 4" in r.stderr, f"names the first bad record: {r.stderr.strip()}")
     r = d.sc("audit", "verify", "--json", check=False)
     j = json.loads(r.stdout)
     check(r.returncode == 8 and not j["ok"] and j["first_bad"] == 3 and (seq in (None, 3)),
