@@ -106,6 +106,6 @@ with Deployment() as d:
     check("record 4" in r.stderr, f"names the first bad record: {r.stderr.strip()}")
     r = d.sc("audit", "verify", "--json", check=False)
     j = json.loads(r.stdout)
-    check(r.returncode == 8 and not j["ok"] and j["first_bad"] == 3 and (seq in (None, 3)),
+    check(r.returncode == 8 and not j["ok"] and j["first_bad"] == 4 and (seq in (None, 4)),
           f"--json names it too: {j}")
 print("PASS")
