@@ -105,15 +105,15 @@ static int op_get_attrs(struct sd_session *s, const struct sc_wire_req *r, struc
 
 	memset(tmpl, 0, sizeof(tmpl));
 	for (i = 0; i < r->nattrs; i++) {
+		size_t room = SC_WIRE_DATA_MAX - total;
+
 		tmpl[i].type = (CK_ATTRIBUTE_TYPE)r->attrs[i].type;
-		tmpl[i].ulValueLen = (CK_ULONG)r->attrs[i].len;
-		/* What the caller's buffers can take is all we fill; their sum
-		 * must fit a response frame. */
-		total += r->attrs[i].has ? r->attrs[i].len : 0;
-		if (total > SC_WIRE_DATA_MAX)
-			goto out;
+		/* The caller's buffers, but never more than one response frame
+		 * holds in all: what does not fit is CKR_BUFFER_TOO_SMALL. */
+		tmpl[i].ulValueLen = (CK_ULONG)(r->attrs[i].len < room ? r->attrs[i].len : room);
 		if (r->attrs[i].has) {
-			tmpl[i].pValue = malloc(r->attrs[i].len > 0 ? r->attrs[i].len : 1);
+			total += tmpl[i].ulValueLen;
+			tmpl[i].pValue = malloc(tmpl[i].ulValueLen > 0 ? tmpl[i].ulValueLen : 1);
 			if (tmpl[i].pValue == NULL)
 				goto out;
 		}
@@ -125,7 +125,7 @@ static int op_get_attrs(struct sd_session *s, const struct sc_wire_req *r, struc
 	for (i = 0; i < r->nattrs; i++) {
 		sc_wire_put_u64(o, tmpl[i].ulValueLen);
 		if (tmpl[i].pValue != NULL && tmpl[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
-		    tmpl[i].ulValueLen <= r->attrs[i].len &&
+		    tmpl[i].ulValueLen <= r->attrs[i].len && r->attrs[i].has &&
 		    (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE ||
 		     rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_BUFFER_TOO_SMALL))
 			sc_wire_put_bytes(o, tmpl[i].pValue, tmpl[i].ulValueLen);

@@ -219,8 +219,7 @@ static void get_attrs(struct sc_wire_in *in, struct sc_wire_req *r, int with_val
 			a->value = sc_wire_get_bytes(in, SC_WIRE_DATA_MAX, &a->len);
 		} else {
 			blen = sc_wire_get_u64(in);
-			/* The service fills at most this much, whatever is asked. */
-			a->len = blen > SC_WIRE_DATA_MAX ? SC_WIRE_DATA_MAX : (size_t)blen;
+			a->len = (size_t)blen;      /* a buffer size: bounded by the service */
 		}
 		if (a->has > 1)
 			in->failed = 1;

@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""The signing service against a hostile client on its socket: garbage,
+truncated and oversized frames, a request before HELLO, a protocol version
+it does not speak, a client that stalls mid-frame or never says HELLO, and
+more connections than signd.max_connections.  Each is cut off (the service
+closes the connection, within signd.request_timeout where time is the
+weapon), the service keeps running, and a real gateway still signs while
+the attackers hold their connections."""
+import hashlib
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
+from scfixture import Deployment, Gateway, check, mint_token  # noqa: E402
+
+try:
+    import PyKCS11 as P
+except ImportError as e:
+    print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
+    sys.exit(77)
+
+MAGIC = 0x53435344
+TIMEOUT = 2          # signd.request_timeout for this test
+
+
+def frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+def hello(version=1):
+    return frame(struct.pack(">HII", 1, MAGIC, version) + struct.pack(">I", 16) + os.urandom(16)
+                 + struct.pack(">Q", 4))
+
+
+def connect(d):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.path.join(d.dir, "run", "signd.sock"))
+    return s
+
+
+def closed_within(s, seconds):
+    """Seconds until the service closed the connection (None: still open)."""
+    s.settimeout(seconds)
+    t0 = time.time()
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return time.time() - t0
+    except (socket.timeout, TimeoutError):
+        return None
+    except ConnectionResetError:
+        return time.time() - t0
+
+
+def answer(s):
+    s.settimeout(10)
+    hdr = b""
+    while len(hdr) < 4:
+        b = s.recv(4 - len(hdr))
+        if not b:
+            return None
+        hdr += b
+    n = struct.unpack(">I", hdr)[0]
+    body = b""
+    while len(body) < n:
+        b = s.recv(n - len(body))
+        if not b:
+            return None
+        body += b
+    return struct.unpack(">I", body[:4])[0]
+
+
+def main():
+    with Deployment(prefix="signd-hostile-") as d:
+        d.conf_set("signd.request_timeout", str(TIMEOUT))
+        d.conf_set("signd.max_connections", "8")
+        d.restart_signd()
+        enrolled = d.enrol("target", "p256")
+        kid = enrolled.get("key_id") or enrolled["keys"][0]["key_id"]
+
+        s = connect(d)
+        s.sendall(os.urandom(64))
+        check(closed_within(s, 5) is not None, "garbage: connection closed")
+        s = connect(d)
+        s.sendall(struct.pack(">I", 0xFFFFFFF0) + b"x" * 16)
+        check(closed_within(s, 1) is not None, "a length beyond the frame limit: closed at once")
+        s = connect(d)
+        s.sendall(frame(struct.pack(">HQB", 2, 1, 1) + struct.pack(">I", 4) + b"pin!"))
+        check(closed_within(s, 1) is not None, "a request before HELLO: closed")
+        s = connect(d)
+        s.sendall(hello(version=99))
+        rv = answer(s)
+        check(rv == P.CKR_DEVICE_ERROR and closed_within(s, 1) is not None,
+              f"an unknown protocol version: CKR_DEVICE_ERROR, then closed ({rv})")
+        s = connect(d)
+        s.sendall(hello() + frame(struct.pack(">H", 3) + b"\x00"))
+        rv = answer(s)
+        check(rv == 0 and closed_within(s, 1) is not None,
+              "a body with a byte left over after HELLO: closed")
+        s = connect(d)
+        s.sendall(hello() + struct.pack(">I", 100) + b"0123456789")
+        answer(s)
+        t = closed_within(s, TIMEOUT + 3)
+        check(t is not None and t <= TIMEOUT + 1.5,
+              f"a frame stalled mid-way: closed after the request timeout ({t})")
+        s = connect(d)
+        t = closed_within(s, TIMEOUT + 3)
+        check(t is not None, f"no HELLO at all: closed after the request timeout ({t})")
+
+        # More connections than allowed: the extra ones are closed at once.
+        held = []
+        for _ in range(7):
+            c = connect(d)
+            c.sendall(hello())
+            held.append((c, answer(c)))
+        check(all(rv == 0 for _, rv in held), "seven idle, well-behaved connections are kept")
+        held = [c for c, _ in held]
+        extra = [connect(d) for _ in range(5)]
+        shut = sum(1 for c in extra if closed_within(c, 2) is not None)
+        check(shut >= 4, f"connections past signd.max_connections are closed ({shut} of 5)")
+        for c in extra:
+            c.close()
+
+        # A real gateway, within the limit, signs while the attackers wait.
+        held[-1].close()
+        held.pop()
+        gw = Gateway(d)
+        key = gw.key("target")[0]
+        dg = hashlib.sha256(b"still served").digest()
+        sig = gw.sign(key, P.Mechanism(P.CKM_ECDSA, None), dg,
+                      mint_token(d, "target", kid, [("sha256", dg)]))
+        check(len(sig) == 64, "a gateway signs while hostile connections are held")
+        gw.close()
+        for c in held:
+            c.close()
+        check(d.signd_proc.poll() is None, "the service is still running")
+
+
+if __name__ == "__main__":
+    main()
