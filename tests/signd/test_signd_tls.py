@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""A gateway on another host reaches the signing service over TCP with
+mutually authenticated TLS (shown on 127.0.0.1):
+
+* the module, configured with `gateway.service = tls:HOST:PORT` and its
+  client certificate, signs with a token;
+* a client with no certificate, or with one from another CA, is refused in
+  the handshake: no request of it is ever answered;
+* the signature's audit record names the gateway and its certificate."""
+import hashlib
+import json
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
+from scfixture import Deployment, check, fail, mint_token, skip_unless  # noqa: E402
+
+try:
+    import PyKCS11 as P  # noqa: F401
+except ImportError as e:
+    print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
+    sys.exit(77)
+
+MAGIC = 0x53435344
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(tmp, name):
+    key, crt = os.path.join(tmp, f"{name}.key"), os.path.join(tmp, f"{name}.pem")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={name}")
+    return key, crt
+
+
+def issue(tmp, ca, name, ext):
+    key, csr, crt = (os.path.join(tmp, f"{name}.{x}") for x in ("key", "csr", "pem"))
+    extf = os.path.join(tmp, f"{name}.ext")
+    with open(extf, "w") as f:
+        f.write(ext + "\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    openssl("x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-CAcreateserial",
+            "-out", crt, "-days", "2", "-extfile", extf)
+    os.chmod(key, 0o600)
+    return key, crt
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def hello():
+    body = struct.pack(">HII", 1, MAGIC, 1) + struct.pack(">I", 16) + os.urandom(16) + struct.pack(">Q", 4)
+    return struct.pack(">I", len(body)) + body
+
+
+def raw_try(port, ca_pem, cert=None):
+    """HELLO over TLS; 'answered' or what stopped it."""
+    ctx = ssl.create_default_context(cafile=ca_pem)
+    if cert:
+        ctx.load_cert_chain(cert[1], cert[0])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(hello())
+                data = s.recv(64)
+                return "answered" if len(data) >= 8 else "closed"
+    except (ssl.SSLError, ConnectionError, OSError) as e:
+        return f"refused ({type(e).__name__})"
+
+
+def child(spec):
+    import PyKCS11 as P
+    os.environ["SMARTCERT_CONF"] = spec["conf"]
+    lib = P.PyKCS11Lib()
+    lib.load(spec["module"])
+    slot = lib.getSlotList(tokenPresent=True)[0]
+    anchor = lib.openSession(slot, P.CKF_SERIAL_SESSION)
+    anchor.login(spec["pin"])
+    s = lib.openSession(slot, P.CKF_SERIAL_SESSION)
+    key = s.findObjects([(P.CKA_CLASS, P.CKO_PRIVATE_KEY), (P.CKA_LABEL, spec["user"])])[0]
+    mech = P.Mechanism(P.CKM_ECDSA, None)
+    s.lib.C_SignInit(s.session, mech.to_native(), key)
+    s.login(spec["token"], user_type=P.CKU_CONTEXT_SPECIFIC)
+    buf = P.ckbytelist([0] * 64)
+    rv = s.lib.C_Sign(s.session, P.ckbytelist(bytes.fromhex(spec["digest"])), buf)
+    print(json.dumps({"rv": P.CKR.get(rv, rv), "sig": bytes(buf).hex()}))
+
+
+def main():
+    skip_unless("openssl")
+    with Deployment(prefix="signd-tls-") as d:
+        tmp = d.tmp
+        ca = make_ca(tmp, "gateway-ca")
+        rogue = make_ca(tmp, "rogue-ca")
+        server = issue(tmp, ca, "signd", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+        client = issue(tmp, ca, "gateway-1", "extendedKeyUsage=clientAuth")
+        outsider = issue(tmp, rogue, "outsider", "extendedKeyUsage=clientAuth")
+        port = free_port()
+        d.conf_set("signd.tls_listen", f"127.0.0.1:{port}")
+        d.conf_set("signd.tls_cert", server[1])
+        d.conf_set("signd.tls_key", server[0])
+        d.conf_set("signd.tls_client_ca", ca[1])
+        d.restart_signd()
+        enrolled = d.enrol("remote", "p256")
+        kid = enrolled.get("key_id") or enrolled["keys"][0]["key_id"]
+
+        check(raw_try(port, ca[1], client) == "answered", "a gateway certificate from the gateway CA is served")
+        r = raw_try(port, ca[1])
+        check(r != "answered", f"no client certificate: refused in the handshake ({r})")
+        r = raw_try(port, ca[1], outsider)
+        check(r != "answered", f"a certificate from another CA: refused ({r})")
+
+        gwconf = os.path.join(tmp, "gateway-tls.conf")
+        with open(gwconf, "w") as f:
+            f.write(f"[gateway]\nservice = tls:127.0.0.1:{port}\ntls_cert = {client[1]}\n"
+                    f"tls_key = {client[0]}\ntls_ca = {ca[1]}\n")
+        dg = hashlib.sha256(b"signed from another host").digest()
+        spec = {"conf": gwconf, "module": d.module, "pin": d.gateway_pin, "user": "remote",
+                "digest": dg.hex(), "token": mint_token(d, "remote", kid, [("sha256", dg)])}
+        env = {k: v for k, v in d.env.items() if k != "SMARTCERT_CONF"}
+        r = subprocess.run([sys.executable, __file__, "child", json.dumps(spec)], env=env,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            fail(f"TLS gateway failed: {r.stderr[-2000:]}")
+        res = json.loads(r.stdout.splitlines()[-1])
+        check(res["rv"] == "CKR_OK", f"the module signs over TLS ({res['rv']})")
+        recs = [x for x in d.audit("remote") if x.get("kind") == "sign" and x.get("outcome") == "ok"]
+        check(len(recs) == 1 and recs[0].get("actor", "").startswith("gateway:default cert="),
+              f"the audit record names the gateway and its certificate ({recs[-1].get('actor') if recs else None})")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "child":
+        child(json.loads(sys.argv[2]))
+    else:
+        main()
