@@ -633,6 +633,10 @@ static int sc_authz_read_uint(asn1_node n, const char *name, uint32_t max, uint3
 		return rv;
 	if (len < 1 || (b[0] & 0x80) != 0)
 		return SC_MALFORMED("authorisation token field %s is negative or empty", name);
+	/* One encoding per token: a leading zero octet only where the next
+	 * octet would read as a sign bit (X.690 8.3.2). */
+	if (len > 1 && b[0] == 0x00 && (b[1] & 0x80) == 0)
+		return SC_MALFORMED("authorisation token field %s is not minimally encoded", name);
 	for (i = 0; i < len; i++)
 		v = (v << 8) | b[i];
 	if (v > max)

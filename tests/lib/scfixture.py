@@ -216,9 +216,11 @@ def load_private_key(path):
 
 def mint_token(d, user, key_id, digests, *, not_before=None, not_after=None,
                audience=None, issuer=None, max_signatures=1, token_id=None,
-               key=None, purpose=0, version=1, now=None):
+               key=None, purpose=0, version=1, now=None, raw_fields=None):
     """An authorisation token (base64url text).  digests: [(hash_name, bytes)].
-    key: a `cryptography` private key (default: the deployment's demo key)."""
+    key: a `cryptography` private key (default: the deployment's demo key).
+    raw_fields: {"version"|"purpose"|"max_signatures": DER bytes} replaces
+    that field's encoding (for non-canonical encodings)."""
     import hashlib
     import time as _time
     from cryptography.hazmat.primitives import hashes, serialization
@@ -230,20 +232,21 @@ def mint_token(d, user, key_id, digests, *, not_before=None, not_after=None,
     na = now + 300 if not_after is None else not_after
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    raw = raw_fields or {}
     tbs = tlv(0x30, b"".join([
-        _der_int(version),
+        raw.get("version", _der_int(version)),
         tlv(0x04, token_id if token_id is not None else os.urandom(16)),
         tlv(0x0C, (issuer or d.conf_get("authz.issuer", "smartcert-demo-authz")).encode()),
         tlv(0x04, hashlib.sha256(spki).digest()),
         tlv(0x0C, (audience or d.conf_get("authz.audience", "smartcert-signing")).encode()),
         tlv(0x0C, user.encode()),
         tlv(0x0C, key_id.encode()),
-        tlv(0x0A, bytes([purpose])),
+        raw.get("purpose", tlv(0x0A, bytes([purpose]))),
         tlv(0x30, b"".join(tlv(0x30, _der_oid(HASH_OIDS[h]) + tlv(0x04, v))
                             for h, v in digests)),
         _der_time(nb),
         _der_time(na),
-        _der_int(max_signatures),
+        raw.get("max_signatures", _der_int(max_signatures)),
     ]))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         sig, alg = key.sign(tbs), tlv(0x30, _der_oid("1.3.101.112"))

@@ -199,6 +199,15 @@ def main():
         finally:
             d.set_time(None)
 
+        # One encoding per token: non-minimal INTEGER and ENUMERATED fields
+        # are refused as malformed, however well signed.
+        for field, der in (("max_signatures", b"\x02\x02\x00\x01"), ("version", b"\x02\x02\x00\x01"),
+                           ("purpose", b"\x0a\x02\x00\x00")):
+            u, k, kid = users.new()
+            refused(d, gw, u, lambda: gw.sign(k, ECDSA, dg, mint_token(d, u, kid, [("sha256", dg)],
+                                                                        raw_fields={field: der})),
+                    P.CKR_PIN_INCORRECT, "token-malformed", f"non-minimal DER in {field}")
+
         # S9: repeated failures lock the key for a while, even for a valid token.
         u, k, kid = users.new()
         threshold = int(d.conf_get("authz.lock_threshold", "5"))
