@@ -6,10 +6,13 @@
  * prints unless asked (SMARTCERT_PKCS11_DEBUG or gateway.debug), and every
  * entry point checks its arguments and returns an exact CKR_*.
  */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -179,11 +182,51 @@ static void module_release(int owned)
 	p11.logged_in = 0;
 }
 
-static CK_RV init_args_check(CK_C_INITIALIZE_ARGS *a, const char **config)
+/* pReserved as p11-kit passes it: "config=PATH".  Applications pass
+ * anything, even a pointer that is not one (pkcs11test passes 1), so it is
+ * copied without trusting it: process_vm_readv() reports an unreadable
+ * address as EFAULT where reading it would crash. */
+static int reserved_copy(const void *p, char *out, size_t outlen)
 {
+	size_t got = 0;
+
+	while (got < outlen) {
+		uintptr_t a = (uintptr_t)p + got;
+		size_t chunk = 4096 - (a & 4095);
+		struct iovec local, remote;
+		ssize_t n;
+
+		if (chunk > outlen - got)
+			chunk = outlen - got;
+		local.iov_base = out + got;
+		local.iov_len = chunk;
+		remote.iov_base = (void *)a;
+		remote.iov_len = chunk;
+		n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		if (n < 0 && (errno == ENOSYS || errno == EPERM)) {
+			/* Not allowed here (a seccomp filter): trust the string. */
+			size_t len = strnlen(p, outlen);
+
+			if (len == outlen)
+				return -1;
+			memcpy(out, p, len + 1);
+			return 0;
+		}
+		if (n <= 0)
+			return -1;
+		if (memchr(out + got, '\0', (size_t)n) != NULL)
+			return 0;
+		got += (size_t)n;
+	}
+	return -1;
+}
+
+static CK_RV init_args_check(CK_C_INITIALIZE_ARGS *a, char *config, size_t config_len)
+{
+	char reserved[4200];
 	int have_fns;
 
-	*config = NULL;
+	config[0] = '\0';
 	have_fns = (a->CreateMutex != NULL) + (a->DestroyMutex != NULL) +
 		   (a->LockMutex != NULL) + (a->UnlockMutex != NULL);
 	if (have_fns != 0 && have_fns != 4)
@@ -193,12 +236,12 @@ static CK_RV init_args_check(CK_C_INITIALIZE_ARGS *a, const char **config)
 	if (have_fns == 4 && !(a->flags & CKF_OS_LOCKING_OK))
 		return CKR_CANT_LOCK;
 	if (a->pReserved != NULL) {
-		const char *r = a->pReserved;
-
 		/* p11-kit passes a module's x-init-reserved string here. */
-		if (strncmp(r, "config=", 7) != 0 || r[7] == '\0')
+		if (reserved_copy(a->pReserved, reserved, sizeof(reserved)) != 0 ||
+		    strncmp(reserved, "config=", 7) != 0 || reserved[7] == '\0' ||
+		    strlen(reserved + 7) >= config_len)
 			return CKR_ARGUMENTS_BAD;
-		*config = r + 7;
+		memcpy(config, reserved + 7, strlen(reserved + 7) + 1);
 	}
 	return CKR_OK;
 }
@@ -322,13 +365,16 @@ out:
 
 CK_RV C_Initialize(CK_VOID_PTR pInitArgs)
 {
+	char config_buf[4096];
 	const char *config = NULL;
 	CK_RV rv;
 
 	if (pInitArgs != NULL) {
-		rv = init_args_check(pInitArgs, &config);
+		rv = init_args_check(pInitArgs, config_buf, sizeof(config_buf));
 		if (rv != CKR_OK)
 			return rv;
+		if (config_buf[0] != '\0')
+			config = config_buf;
 	}
 	pthread_mutex_lock(&p11_init_lock);
 	if (__atomic_load_n(&p11.initialized, __ATOMIC_ACQUIRE)) {

@@ -1257,6 +1257,16 @@ static void test_faults(void)
 	setenv("SMARTCERT_CONF", "/nonexistent/smartcert.conf", 1);
 	CK(p11->C_Initialize(NULL), CKR_GENERAL_ERROR);
 
+	/* pReserved that is not the documented config string, or not even a
+	 * pointer to readable memory (pkcs11test's InitArgsBadReserved). */
+	memset(&args, 0, sizeof(args));
+	args.pReserved = (CK_VOID_PTR)1;
+	CK(p11->C_Initialize(&args), CKR_ARGUMENTS_BAD);
+	args.pReserved = (CK_VOID_PTR)"not-a-config";
+	CK(p11->C_Initialize(&args), CKR_ARGUMENTS_BAD);
+	args.pReserved = (CK_VOID_PTR)"config=";
+	CK(p11->C_Initialize(&args), CKR_ARGUMENTS_BAD);
+
 	/* The configuration handed over by p11-kit's x-init-reserved. */
 	memset(&args, 0, sizeof(args));
 	snprintf(reserved, sizeof(reserved), "config=%s", conf_path);
