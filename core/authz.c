@@ -562,6 +562,10 @@ int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out)
 	if (cfg == NULL)
 		return sc_error_set(SC_ERR_CONFIG, "no configuration for the authorisation trust");
 	list = sc_config_list(cfg, "authz.trusted_key", &n);
+	if (n == 0 && sc_config_str(cfg, "authz.demo_key", NULL) == NULL)
+		return sc_error_set(SC_ERR_CONFIG, "no authorisation key is trusted: install the "
+				    "authorisation service's public key (PEM) and name it in "
+				    "authz.trusted_key");
 	if (n == 0) {
 		list = def_list;
 		n = 1;

@@ -83,6 +83,9 @@ int sc_cli_open(const char *config, unsigned flags, sc_deploy **out)
 	rc = sc_deploy_open(config, flags, out);
 	if (rc != SC_OK)
 		return sc_cli_fail(rc, "cannot open the deployment");
+	/* Officers are told, every time, when other accounts can read what
+	 * only the service and they may (the signing service refuses). */
+	(void)sc_deploy_check_private(*out, 0);
 	return SC_EXIT_OK;
 }
 

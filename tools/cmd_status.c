@@ -47,6 +47,7 @@ int sc_cmd_status(int argc, char **argv)
 	char hsm_desc[256] = "", hsm_err[300] = "";
 	char *subj[3] = { NULL, NULL, NULL };
 	int c, json = 0, ex, rv, hsm_ok = 0;
+	int demo;
 	sc_json j;
 
 	optind = 1;
@@ -71,6 +72,8 @@ int sc_cmd_status(int argc, char **argv)
 		if ((ex = sc_cli_open(NULL, SC_DEPLOY_NO_HSM, &d)) != SC_EXIT_OK)
 			return ex;
 	}
+	demo = sc_config_str(d->cfg, "authz.demo_key", NULL) != NULL;
+	(void)sc_deploy_check_private(d, 0);
 	memset(&cnt, 0, sizeof(cnt));
 	memset(&st, 0, sizeof(st));
 	if ((rv = sc_txn_begin(d->store, SC_TXN_READ, &txn)) != SC_OK ||
@@ -120,6 +123,7 @@ int sc_cmd_status(int argc, char **argv)
 		sc_json_kv_str(&j, "ocsp", subj[2]);
 		sc_json_kv_int(&j, "crl_partitions", d->crl_partitions);
 		sc_json_obj_end(&j);
+		sc_json_kv_bool(&j, "demo_authz_trusted", demo);
 		sc_json_obj_end(&j);
 		sc_json_print(&j, stdout);
 		sc_json_free(&j);
@@ -142,6 +146,11 @@ int sc_cmd_status(int argc, char **argv)
 		       (unsigned long long)st.audit, (unsigned long long)st.map_used,
 		       (unsigned long long)st.map_size);
 	}
+	if (demo)
+		fprintf(stderr, "smartcert: warning: the demo authorisation key (authz.demo_key) is "
+			"trusted: whoever holds it can approve any signature.  For production, create "
+			"the deployment with 'smartcert init --no-demo-authz' and install the "
+			"authorisation service's key (authz.trusted_key)\n");
 	ex = hsm_ok ? SC_EXIT_OK : SC_EXIT_HSM;
 done:
 	for (int i = 0; i < 3; i++)
