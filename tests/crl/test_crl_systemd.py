@@ -51,3 +51,21 @@ if shutil.which("systemd-analyze"):
     check(True, "systemd-analyze verify reports no syntax error")
 else:
     print("# systemd-analyze not installed: syntax checked with configparser only")
+
+# The signing service: its own account, the gateways' group for the socket,
+# a private umask, and the accounts sysusers.d creates.
+sd = parse("smartcert-signd.service")
+check(sd["Service"]["User"] == "smartcert" and sd["Service"]["SupplementaryGroups"] == "smartcert-gw",
+      "signd runs as smartcert, in the gateways' group for its socket")
+check(sd["Service"]["UMask"] == "0077", "signd creates owner-only files")
+check(re.search(r"\bsmartcert-signd\b", sd["Service"]["ExecStart"]) is not None, "signd unit runs smartcert-signd")
+with open(os.path.join(SRCDIR, "dist", "sysusers.d", "smartcert.conf")) as f:
+    su = [ln.split() for ln in f if ln.strip() and not ln.startswith("#")]
+check(["u", "smartcert"] == su[0][:2] and ["g", "smartcert-gw"] == su[1][:2],
+      "sysusers.d creates the service account and the gateways' group")
+if shutil.which("systemd-analyze"):
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", os.path.join(unit_dir, "smartcert-signd.service")],
+                       capture_output=True, text=True)
+    bad = [ln for ln in r.stderr.splitlines() if "smartcert-signd.service" in ln and "Unknown" in ln]
+    check(not bad, f"signd unit: no unknown settings ({bad})")
+print("PASS")
