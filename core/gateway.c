@@ -172,18 +172,32 @@ static int find_cb(void *vctx, const char *name, const char *hash, int64_t creat
 	return 1;
 }
 
+/* Read the registry and walk it with cb: the walk's result (< 0 error, 1
+ * stopped, 0 done).  *text keeps the registry for the caller to free, or
+ * is freed when text is NULL. */
+static int registry_scan(sc_txn *txn, line_cb cb, void *ctx, char **text)
+{
+	char *t = NULL;
+	int rc;
+
+	rc = registry_read(txn, &t);
+	if (rc != SC_OK)
+		return rc;
+	rc = registry_walk(t, cb, ctx);
+	if (text != NULL && rc >= 0)
+		*text = t;
+	else
+		free(t);
+	return rc;
+}
+
 int sc_gateway_get(sc_txn *txn, const char *name, char hash[SC_GATEWAY_HASH_MAX + 1],
 		   int64_t *created)
 {
 	struct find_ctx c = { .name = name, .hash = hash };
-	char *text = NULL;
 	int rc;
 
-	rc = registry_read(txn, &text);
-	if (rc != SC_OK)
-		return rc;
-	rc = registry_walk(text, find_cb, &c);
-	free(text);
+	rc = registry_scan(txn, find_cb, &c, NULL);
 	if (rc < 0)
 		return rc;
 	if (rc == 0)
@@ -204,10 +218,7 @@ int sc_gateway_add(sc_txn *txn, const char *name, const char *hash, int64_t crea
 	    strchr(hash, ' ') != NULL || strchr(hash, '\n') != NULL)
 		return sc_error_set(SC_ERR_INVALID, "gateway name must be 1..%d of [A-Za-z0-9._-]",
 				    SC_GATEWAY_NAME_MAX);
-	rc = registry_read(txn, &text);
-	if (rc != SC_OK)
-		return rc;
-	rc = registry_walk(text, find_cb, &c);
+	rc = registry_scan(txn, find_cb, &c, &text);
 	if (rc < 0)
 		goto out;
 	if (rc == 1) {
@@ -241,10 +252,7 @@ int sc_gateway_remove(sc_txn *txn, const char *name)
 	size_t off, skip;
 	int rc;
 
-	rc = registry_read(txn, &text);
-	if (rc != SC_OK)
-		return rc;
-	rc = registry_walk(text, find_cb, &c);
+	rc = registry_scan(txn, find_cb, &c, &text);
 	if (rc < 0)
 		goto out;
 	if (rc == 0) {
@@ -277,13 +285,7 @@ static int iter_cb(void *vctx, const char *name, const char *hash, int64_t creat
 int sc_gateway_iter(sc_txn *txn, sc_gateway_cb cb, void *ctx)
 {
 	struct iter_ctx c = { cb, ctx };
-	char *text = NULL;
-	int rc;
+	int rc = registry_scan(txn, iter_cb, &c, NULL);
 
-	rc = registry_read(txn, &text);
-	if (rc != SC_OK)
-		return rc;
-	rc = registry_walk(text, iter_cb, &c);
-	free(text);
 	return rc < 0 ? rc : SC_OK;
 }

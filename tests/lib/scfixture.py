@@ -37,6 +37,25 @@ def need_test_hooks():
         sys.exit(77)
 
 
+def pykcs11_or_skip():
+    """PyKCS11, or exit 77 (skipped) where it is not installed."""
+    try:
+        import PyKCS11
+    except ImportError as e:
+        print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
+        sys.exit(77)
+    return PyKCS11
+
+
+def run_json_child(script, spec, env, preexec_fn=None, timeout=120):
+    """Run `python3 SCRIPT child JSON(spec)`; its last stdout line, as JSON."""
+    r = subprocess.run([sys.executable, script, "child", json.dumps(spec)], env=env,
+                       preexec_fn=preexec_fn, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        fail(f"{os.path.basename(script)} child failed ({r.returncode}): {r.stderr[-3000:]}")
+    return json.loads(r.stdout.splitlines()[-1])
+
+
 def fail(msg):
     print(f"FAIL: {msg}", file=sys.stderr)
     sys.exit(1)

@@ -14,13 +14,9 @@ import threading
 import time
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, Gateway, check, mint_token  # noqa: E402
+from scfixture import Deployment, Gateway, check, mint_token, pykcs11_or_skip  # noqa: E402
 
-try:
-    import PyKCS11 as P
-except ImportError as e:
-    print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
-    sys.exit(77)
+P = pykcs11_or_skip()
 
 ECDSA = P.Mechanism(P.CKM_ECDSA, None)
 THREADS = 4

@@ -20,13 +20,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, check, fail, mint_token  # noqa: E402
+from scfixture import Deployment, check, fail, mint_token, pykcs11_or_skip, run_json_child  # noqa: E402
 
-try:
-    import PyKCS11 as P  # noqa: F401
-except ImportError as e:
-    print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
-    sys.exit(77)
+P = pykcs11_or_skip()
 
 
 def child(spec):
@@ -153,11 +149,7 @@ def run(account):
             os.setuid(pw.pw_uid)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTCERT_CONF")}
-        r = subprocess.run([sys.executable, __file__, "child", json.dumps(spec)], env=env,
-                           preexec_fn=as_gateway, capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            fail(f"gateway child failed: {r.stderr[-3000:]}")
-        res = json.loads(r.stdout.splitlines()[-1])
+        res = run_json_child(__file__, spec, env, preexec_fn=as_gateway)
         check(res["uid"] == pw.pw_uid, f"the child ran as the gateway account {account}")
         for what in spec["secrets"]:
             check(res[what] == "denied", f"gateway cannot read {what} ({res[what]})")

@@ -14,13 +14,9 @@ import sys
 import time
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, Gateway, check, mint_token  # noqa: E402
+from scfixture import Deployment, Gateway, check, mint_token, pykcs11_or_skip  # noqa: E402
 
-try:
-    import PyKCS11 as P
-except ImportError as e:
-    print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
-    sys.exit(77)
+P = pykcs11_or_skip()
 
 MAGIC = 0x53435344
 TIMEOUT = 2          # signd.request_timeout for this test
@@ -84,32 +80,33 @@ def main():
 
         s = connect(d)
         s.sendall(os.urandom(64))
-        check(closed_within(s, 5) is not None, "garbage: connection closed")
+        check(closed_within(s, 20) is not None, "garbage: connection closed")
         s = connect(d)
         s.sendall(struct.pack(">I", 0xFFFFFFF0) + b"x" * 16)
-        check(closed_within(s, 1) is not None, "a length beyond the frame limit: closed at once")
+        check(closed_within(s, 20) is not None, "a length beyond the frame limit: closed")
         s = connect(d)
         s.sendall(frame(struct.pack(">HQB", 2, 1, 1) + struct.pack(">I", 4) + b"pin!"))
-        check(closed_within(s, 1) is not None, "a request before HELLO: closed")
+        check(closed_within(s, 20) is not None, "a request before HELLO: closed")
         s = connect(d)
         s.sendall(hello(version=99))
         rv = answer(s)
-        check(rv == P.CKR_DEVICE_ERROR and closed_within(s, 1) is not None,
+        check(rv == P.CKR_DEVICE_ERROR and closed_within(s, 20) is not None,
               f"an unknown protocol version: CKR_DEVICE_ERROR, then closed ({rv})")
         s = connect(d)
         s.sendall(hello() + frame(struct.pack(">H", 3) + b"\x00"))
         rv = answer(s)
-        check(rv == 0 and closed_within(s, 1) is not None,
+        check(rv == 0 and closed_within(s, 20) is not None,
               "a body with a byte left over after HELLO: closed")
         s = connect(d)
         s.sendall(hello() + struct.pack(">I", 100) + b"0123456789")
         answer(s)
-        t = closed_within(s, TIMEOUT + 3)
-        check(t is not None and t <= TIMEOUT + 1.5,
-              f"a frame stalled mid-way: closed after the request timeout ({t})")
+        t = closed_within(s, TIMEOUT + 20)
+        check(t is not None and t >= TIMEOUT - 0.5,
+              f"a frame stalled mid-way: closed once the request timeout passed ({t})")
         s = connect(d)
-        t = closed_within(s, TIMEOUT + 3)
-        check(t is not None, f"no HELLO at all: closed after the request timeout ({t})")
+        t = closed_within(s, TIMEOUT + 20)
+        check(t is not None and t >= TIMEOUT - 0.5,
+              f"no HELLO at all: closed once the request timeout passed ({t})")
 
         # More connections than allowed: the extra ones are closed at once.
         held = []
@@ -120,8 +117,8 @@ def main():
         check(all(rv == 0 for _, rv in held), "seven idle, well-behaved connections are kept")
         held = [c for c, _ in held]
         extra = [connect(d) for _ in range(5)]
-        shut = sum(1 for c in extra if closed_within(c, 2) is not None)
-        check(shut >= 4, f"connections past signd.max_connections are closed ({shut} of 5)")
+        shut = sum(1 for c in extra if closed_within(c, 20) is not None)
+        check(shut == 5, f"connections past signd.max_connections are closed ({shut} of 5)")
         for c in extra:
             c.close()
 

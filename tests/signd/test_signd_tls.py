@@ -17,13 +17,9 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, check, fail, mint_token, skip_unless  # noqa: E402
+from scfixture import Deployment, check, fail, mint_token, skip_unless, pykcs11_or_skip, run_json_child  # noqa: E402
 
-try:
-    import PyKCS11 as P  # noqa: F401
-except ImportError as e:
-    print(f"SKIP: {e} (install python3-pykcs11)", file=sys.stderr)
-    sys.exit(77)
+P = pykcs11_or_skip()
 
 MAGIC = 0x53435344
 
@@ -130,11 +126,7 @@ def main():
         spec = {"conf": gwconf, "module": d.module, "pin": d.gateway_pin, "user": "remote",
                 "digest": dg.hex(), "token": mint_token(d, "remote", kid, [("sha256", dg)])}
         env = {k: v for k, v in d.env.items() if k != "SMARTCERT_CONF"}
-        r = subprocess.run([sys.executable, __file__, "child", json.dumps(spec)], env=env,
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            fail(f"TLS gateway failed: {r.stderr[-2000:]}")
-        res = json.loads(r.stdout.splitlines()[-1])
+        res = run_json_child(__file__, spec, env)
         check(res["rv"] == "CKR_OK", f"the module signs over TLS ({res['rv']})")
         recs = [x for x in d.audit("remote") if x.get("kind") == "sign" and x.get("outcome") == "ok"]
         check(len(recs) == 1 and recs[0].get("actor", "").startswith("gateway:default cert="),
