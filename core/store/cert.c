@@ -173,7 +173,6 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status,
 			     int64_t revoked_at, int reason, int64_t invalidity_date)
 {
 	unsigned char xk[8 + SC_SERIAL_MAX], rk[4 + SC_SERIAL_MAX], lk[8];
-	char hex[2 * SC_SERIAL_MAX + 1];
 	struct sc_enc e;
 	sc_cert c;
 	size_t xkl, rkl;
@@ -189,10 +188,8 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status,
 	rv = sc_store_cert_get(t, serial, &c);
 	if (rv != SC_OK)
 		return rv;
-	sc_serial_hex(serial, hex);
-	if (!sc_transition_ok(c.status, status))
-		return sc_error_set(SC_ERR_STATE, "certificate %s is %s and cannot become %s", hex,
-				    sc_cert_status_name(c.status), sc_cert_status_name(status));
+	if ((rv = sc_cert_transition_check(serial, c.status, status)) != SC_OK)
+		return rv;
 	rv = sc_counter_next_raw(t, SC_META_REVSEQ, &seq);
 	if (rv != SC_OK)
 		return rv;
@@ -367,7 +364,6 @@ int sc_store_cert_iter(sc_txn *t, sc_cert_cb cb, void *ctx)
 int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
 {
 	unsigned char xk[8 + SC_SERIAL_MAX], rk[4 + SC_SERIAL_MAX], gk[2 + SC_SERIAL_MAX];
-	char hex[2 * SC_SERIAL_MAX + 1];
 	size_t xkl, rkl, gkl;
 	sc_cert c;
 	int rv;
@@ -378,12 +374,8 @@ int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
 		return rv;
 	if (now == 0)
 		now = sc_now();
-	if ((c.status == SC_CERT_GOOD || c.status == SC_CERT_HOLD) && c.not_after >= now) {
-		sc_serial_hex(serial, hex);
-		return sc_error_set(SC_ERR_STATE, "certificate %s is %s and has not expired: revoke it "
-				    "or wait for its notAfter before deleting it", hex,
-				    sc_cert_status_name(c.status));
-	}
+	if ((rv = sc_cert_delete_check(&c, now)) != SC_OK)
+		return rv;
 	sc_gone_key(gk, serial, &gkl);
 	sc_expiry_key(xk, c.not_after, serial, &xkl);
 	sc_revoked_key(rk, c.partition, serial, &rkl);

@@ -226,7 +226,6 @@ int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 
 int sc_store_key_del(sc_txn *t, const char *key_id)
 {
-	struct sc_key_ref ref = { key_id, "" };
 	unsigned char sk[8];
 	char owner[SC_ID_MAX + 1];
 	sc_key k;
@@ -238,11 +237,8 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 		return rv;
 	snprintf(owner, sizeof(owner), "%s", k.user_id);
 	sc_be64(sk, k.seq);
-	if ((rv = sc_store_cert_iter_user(t, owner, sc_key_ref_cb, &ref)) != SC_OK)
+	if ((rv = sc_key_delete_check(t, owner, key_id)) != SC_OK)
 		return rv;
-	if (ref.hex[0] != '\0')
-		return sc_error_set(SC_ERR_STATE, "key %s is still named by certificate %s: delete "
-				    "the certificate first", key_id, ref.hex);
 	if ((rv = sc_del(t, SC_DB_KEYSEQ, sk, 8, NULL, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_KEYFAIL, key_id, strlen(key_id), NULL, 0)) != SC_OK)

@@ -80,7 +80,12 @@ int sc_key_check(const sc_key *k)
 	return SC_OK;
 }
 
-int sc_key_ref_cb(void *ctx, const sc_cert *c)
+struct sc_key_ref {
+	const char *key_id;
+	char hex[2 * SC_SERIAL_MAX + 1];
+};
+
+static int sc_key_ref_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_key_ref *r = ctx;
 
@@ -112,7 +117,7 @@ int sc_cert_check(const sc_cert *c)
 	return SC_OK;
 }
 
-int sc_transition_ok(int from, int to)
+static int sc_transition_ok(int from, int to)
 {
 	switch (from) {
 	case SC_CERT_GOOD:
@@ -124,7 +129,7 @@ int sc_transition_ok(int from, int to)
 	}
 }
 
-const char *sc_cert_status_name(int s)
+static const char *sc_cert_status_name(int s)
 {
 	switch (s) {
 	case SC_CERT_GOOD: return "good";
@@ -139,5 +144,53 @@ int sc_token_check(const unsigned char *id, size_t len)
 {
 	if (id == NULL || len < 1 || len > SC_TOKEN_ID_MAX)
 		return sc_error_set(SC_ERR_INVALID, "invalid token id (1 to %d bytes)", SC_TOKEN_ID_MAX);
+	return SC_OK;
+}
+
+/* ---- what a change may do ------------------------------------------- */
+
+int sc_cert_transition_check(const sc_serial *serial, int from, int to)
+{
+	char hex[2 * SC_SERIAL_MAX + 1];
+
+	if (sc_transition_ok(from, to))
+		return SC_OK;
+	sc_serial_hex(serial, hex);
+	return sc_error_set(SC_ERR_STATE, "certificate %s is %s and cannot become %s", hex,
+			    sc_cert_status_name(from), sc_cert_status_name(to));
+}
+
+int sc_cert_delete_check(const sc_cert *c, int64_t now)
+{
+	char hex[2 * SC_SERIAL_MAX + 1];
+
+	if ((c->status == SC_CERT_GOOD || c->status == SC_CERT_HOLD) && c->not_after >= now) {
+		sc_serial_hex(&c->serial, hex);
+		return sc_error_set(SC_ERR_STATE, "certificate %s is %s and has not expired: revoke it "
+				    "or wait for its notAfter before deleting it", hex,
+				    sc_cert_status_name(c->status));
+	}
+	return SC_OK;
+}
+
+int sc_user_delete_check(const char *user_id, int has_keys, int has_certs)
+{
+	if (has_keys || has_certs)
+		return sc_error_set(SC_ERR_STATE, "user %s still has %s: delete them first", user_id,
+				    has_keys && has_certs ? "keys and certificates" :
+				    has_keys ? "keys" : "certificates");
+	return SC_OK;
+}
+
+int sc_key_delete_check(sc_txn *t, const char *owner, const char *key_id)
+{
+	struct sc_key_ref ref = { key_id, "" };
+	int rv;
+
+	if ((rv = sc_store_cert_iter_user(t, owner, sc_key_ref_cb, &ref)) != SC_OK)
+		return rv;
+	if (ref.hex[0] != '\0')
+		return sc_error_set(SC_ERR_STATE, "key %s is still named by certificate %s: delete "
+				    "the certificate first", key_id, ref.hex);
 	return SC_OK;
 }

@@ -166,9 +166,8 @@ int sc_store_user_del(sc_txn *t, const char *user_id)
 	if ((rv = sc_index_has(t, SC_DB_USERKEYS, user_id, &keys)) != SC_OK ||
 	    (rv = sc_index_has(t, SC_DB_USERCERTS, user_id, &certs)) != SC_OK)
 		return rv;
-	if (keys || certs)
-		return sc_error_set(SC_ERR_STATE, "user %s still has %s: delete them first", user_id,
-				    keys && certs ? "keys and certificates" : keys ? "keys" : "certificates");
+	if ((rv = sc_user_delete_check(user_id, keys, certs)) != SC_OK)
+		return rv;
 	/* the hash index names this user unless it is damaged: never drop
 	 * another account's entry */
 	rv = sc_get(t, SC_DB_IDHASH, u.id_hash, 32, &v);
