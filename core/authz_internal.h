@@ -61,6 +61,4 @@ int sc_authz_md_init(EVP_MD_CTX *ctx, EVP_PKEY *key, int kind, int sign);
 
 int sc_authz_ready(void);
 
-int sc_authz_time_format(int64_t t, char out[16]);
-
 #endif

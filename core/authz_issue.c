@@ -17,6 +17,7 @@
 
 #include "sc_authz.h"
 #include "sc_err.h"
+#include "sc_time.h"
 #include "sc_util.h"
 
 /* ---- issuing ----------------------------------------------------------- */
@@ -86,8 +87,8 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 	rv = sc_authz_check_fields(tok, SC_ERR_INVALID);
 	if (rv != SC_OK)
 		return rv;
-	if (sc_authz_time_format(tok->not_before, t_nb) != 0 ||
-	    sc_authz_time_format(tok->not_after, t_na) != 0)
+	if (sc_gentime_format(tok->not_before, t_nb) != 0 ||
+	    sc_gentime_format(tok->not_after, t_na) != 0)
 		return sc_error_set(SC_ERR_INVALID, "token times out of range");
 
 	rv = SC_ERR_INTERNAL;

@@ -1,5 +1,5 @@
 /*
- * Small helpers used everywhere: encodings, secret files, atomic files, time.
+ * Small helpers used everywhere: encodings, secret files, atomic files.
  */
 #ifndef SC_UTIL_H
 #define SC_UTIL_H
@@ -41,11 +41,7 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 /* mkdir -p with mode. */
 int sc_mkdir_p(const char *path, unsigned mode);
 
-/* UTC helpers.  Dates as YYYYMMDD integers, times as seconds since epoch. */
-int64_t sc_now(void);           /* honours $SMARTCERT_FAKE_TIME for tests */
-int sc_date_parse(const char *yyyy_mm_dd, int32_t *out_yyyymmdd);
-/* The instant (00:00:00Z) the holder born on `dob` turns `years` old. */
-int64_t sc_date_add_years(int32_t yyyymmdd, int years);
-int sc_time_format(int64_t t, char *buf, size_t len); /* "2026-11-23T09:00:00Z" */
+/* Time (sc_now, dates, RFC 3339, GeneralizedTime, HTTP dates): sc_time.h. */
+#include "sc_time.h"
 
 #endif

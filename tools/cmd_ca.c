@@ -140,15 +140,7 @@ static int ca_parse_uint(const char *s, unsigned long max, unsigned long *out)
 /* "YYYY-MM-DDTHH:MM:SSZ" -> epoch seconds. */
 static int ca_parse_time(const char *s, int64_t *out)
 {
-	struct tm tm;
-	const char *end;
-
-	memset(&tm, 0, sizeof(tm));
-	end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
-	if (end == NULL || *end != '\0')
-		return SC_ERR_INVALID;
-	*out = (int64_t)timegm(&tm);
-	return SC_OK;
+	return sc_time_parse(s, out);
 }
 
 /* The ID-card number from env:VAR, file:PATH or "-" (standard input). */

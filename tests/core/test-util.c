@@ -233,6 +233,47 @@ static void test_time(void)
 	CHECK(strcmp(buf, "2026-03-01T00:00:00Z") == 0);
 }
 
+/* The one time module: civil days, RFC 3339, GeneralizedTime, HTTP dates. */
+static void test_time_forms(void)
+{
+	int64_t t;
+	char buf[32];
+
+	CHECK(sc_days_from_civil(1970, 1, 1) == 0);
+	CHECK(sc_days_from_civil(2000, 3, 1) == 11017);
+	CHECK(sc_days_from_civil(1969, 12, 31) == -1);
+	CHECK(sc_is_leap(2000) && !sc_is_leap(1900) && sc_is_leap(2024) && !sc_is_leap(2023));
+	CHECK(sc_mdays(2024, 2) == 29 && sc_mdays(2023, 2) == 28 && sc_mdays(2023, 12) == 31);
+
+	CHECK_RC(sc_time_parse("2026-03-01T00:00:00Z", &t), SC_OK);
+	CHECK(t == 1772323200);
+	CHECK_RC(sc_time_parse("2026-02-29T00:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-03-01T24:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-03-01 00:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-3-01T00:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-03-01T00:00:00", &t), SC_ERR_INVALID);
+
+	CHECK(sc_gentime_parse("20260301000000Z", 15, &t) == 0 && t == 1772323200);
+	CHECK(sc_gentime_parse("99991231235959Z", 15, &t) == 0 && t == INT64_C(253402300799));
+	CHECK(sc_gentime_parse("19691231235959Z", 15, &t) == -1);   /* before 1970 */
+	CHECK(sc_gentime_parse("20260301000000.5Z", 17, &t) == -1); /* no fraction */
+	CHECK(sc_gentime_parse("20260301000000+0100", 19, &t) == -1);
+	CHECK(sc_gentime_parse("20250229000000Z", 15, &t) == -1);
+	CHECK(sc_gentime_format(1772323200, buf) == 0 && strcmp(buf, "20260301000000Z") == 0);
+	CHECK(sc_gentime_format(-1, buf) == -1 && buf[0] == '\0');
+	CHECK(sc_gentime_format(INT64_C(253402300800), buf) == -1);
+
+	CHECK(sc_http_date_format(784111777, buf) == 0 &&
+	      strcmp(buf, "Sun, 06 Nov 1994 08:49:37 GMT") == 0);
+	CHECK(sc_http_date_parse("Sun, 06 Nov 1994 08:49:37 GMT", &t) == 0 && t == 784111777);
+	CHECK(sc_http_date_parse("Mon, 06 Nov 1994 08:49:37 GMT", &t) == -1); /* wrong weekday */
+	CHECK(sc_http_date_parse("Sun, 06 Nov 1994 08:49:37 UTC", &t) == -1);
+	CHECK(sc_http_date_parse("Sun, 06 Foo 1994 08:49:37 GMT", &t) == -1);
+	CHECK(sc_http_date_parse("Sunday, 06-Nov-94 08:49:37 GMT", &t) == -1);
+	CHECK(sc_http_date_format(0, buf) == 0 && strcmp(buf, "Thu, 01 Jan 1970 00:00:00 GMT") == 0);
+	CHECK(sc_http_date_parse(buf, &t) == 0 && t == 0);
+}
+
 static void test_json(void)
 {
 	sc_json j;
@@ -268,6 +309,7 @@ int main(void)
 	test_hex();
 	test_files(dir);
 	test_time();
+	test_time_forms();
 	test_json();
 	if (!tc_failures)
 		tc_rmtree(dir);
