@@ -238,70 +238,44 @@ void sc_secret_free(char *s)
 		OPENSSL_clear_free(s, strlen(s));
 }
 
-int sc_secret_read_file(const char *path, int allow_shared, char **out)
+/* The first line of `fd` (at most `max` bytes before the line end), into a
+ * buffer of exactly that size: a secret is never realloc'd, so no old copy
+ * lingers, and every buffer that held it is wiped.  `what` names the source
+ * in messages. */
+static int secret_read_line(int fd, const char *what, size_t max, char **out)
 {
 	char *buf = NULL, *res = NULL;
-	struct stat stb;
 	size_t used = 0, n;
-	int fd = -1, rv = SC_ERR_IO;
+	int rv;
 
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output for secret");
-	*out = NULL;
-	if (path == NULL || *path == '\0')
-		return sc_error_set(SC_ERR_INVALID, "no secret file given");
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		rv = sc_error_set(errno == EACCES ? SC_ERR_PERMISSION : SC_ERR_IO,
-				  "cannot open secret file %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (fstat(fd, &stb) != 0) {
-		rv = sc_error_set(SC_ERR_IO, "cannot stat secret file %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(stb.st_mode)) {
-		rv = sc_error_set(SC_ERR_IO, "secret file %s is not a regular file", path);
-		goto out;
-	}
-	if (!allow_shared && (stb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		rv = sc_error_set(SC_ERR_PERMISSION,
-				  "secret file %s is accessible by group or others (mode %03o): "
-				  "run `chmod 600 %s`", path, (unsigned)(stb.st_mode & 0777), path);
-		goto out;
-	}
-	/* fixed buffer: a secret is never realloc'd (old copies would linger) */
-	buf = OPENSSL_zalloc(SC_SECRET_MAX + 1);
-	if (buf == NULL) {
-		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
-		goto out;
-	}
+	buf = OPENSSL_zalloc(max + 1);
+	if (buf == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
 	for (;;) {
-		ssize_t r = read(fd, buf + used, SC_SECRET_MAX - used);
+		ssize_t r = read(fd, buf + used, max - used);
 
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			rv = sc_error_set(SC_ERR_IO, "cannot read secret file %s: %s", path,
-					  strerror(errno));
+			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", what, strerror(errno));
 			goto out;
 		}
 		if (r == 0)
 			break;
 		used += (size_t)r;
-		if (used == SC_SECRET_MAX || memchr(buf, '\n', used) != NULL)
+		if (used == max || memchr(buf, '\n', used) != NULL)
 			break;
 	}
 	buf[used] = '\0';
 	n = strcspn(buf, "\r\n");
 	if (n == 0) {
-		rv = sc_error_set(SC_ERR_INVALID, "secret file %s is empty: write the secret on its first line",
-				  path);
+		rv = sc_error_set(SC_ERR_INVALID, "%s is empty: write the secret on its first line",
+				  what);
 		goto out;
 	}
-	if (n == SC_SECRET_MAX) {
-		rv = sc_error_set(SC_ERR_INVALID, "secret in %s is longer than %d bytes", path,
-				  SC_SECRET_MAX - 1);
+	if (n == max) {
+		rv = sc_error_set(SC_ERR_INVALID, "the secret in %s is longer than %zu bytes", what,
+				  max - 1);
 		goto out;
 	}
 	res = OPENSSL_malloc(n + 1);
@@ -312,44 +286,103 @@ int sc_secret_read_file(const char *path, int allow_shared, char **out)
 	memcpy(res, buf, n);
 	res[n] = '\0';
 	*out = res;
-	res = NULL;
 	rv = SC_OK;
 out:
-	if (buf != NULL)
-		OPENSSL_clear_free(buf, SC_SECRET_MAX + 1);
-	if (fd >= 0)
-		close(fd);
+	OPENSSL_clear_free(buf, max + 1);
 	return rv;
 }
 
-int sc_secret_read_source(const char *source, char **out)
+static int secret_read_path(const char *path, unsigned flags, size_t max, char **out)
 {
-	const char *v;
+	char what[4200];
+	struct stat stb;
+	int fd, rv;
+
+	if (path == NULL || *path == '\0')
+		return sc_error_set(SC_ERR_INVALID, "no secret file given");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return sc_error_set(errno == EACCES ? SC_ERR_PERMISSION : SC_ERR_IO,
+				    "cannot open secret file %s: %s", path, strerror(errno));
+	if (fstat(fd, &stb) != 0) {
+		rv = sc_error_set(SC_ERR_IO, "cannot stat secret file %s: %s", path, strerror(errno));
+	} else if (!S_ISREG(stb.st_mode)) {
+		rv = sc_error_set(SC_ERR_IO, "secret file %s is not a regular file", path);
+	} else if (!(flags & SC_SECRET_SHARED) && (stb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		rv = sc_error_set(SC_ERR_PERMISSION,
+				  "secret file %s is accessible by group or others (mode %03o): "
+				  "run `chmod 600 %s`", path, (unsigned)(stb.st_mode & 0777), path);
+	} else {
+		snprintf(what, sizeof(what), "secret file %s", path);
+		rv = secret_read_line(fd, what, max, out);
+	}
+	close(fd);
+	return rv;
+}
+
+int sc_secret_source_read(const char *source, const char *dir, unsigned flags, size_t max,
+			  char **out)
+{
+	int bad = flags & SC_SECRET_FROM_ARG ? SC_ERR_INVALID : SC_ERR_CONFIG;
+	const char *path = NULL, *v;
+	char *joined = NULL;
 	size_t n;
-	char *res;
+	int rv;
 
 	if (out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for secret");
 	*out = NULL;
+	if (max == 0)
+		max = SC_SECRET_MAX;
 	if (source == NULL || *source == '\0')
-		return sc_error_set(SC_ERR_INVALID, "no PIN source given: use file:PATH or env:VAR");
-	if (strncmp(source, "file:", 5) == 0)
-		return sc_secret_read_file(source + 5, 0, out);
+		return sc_error_set(SC_ERR_INVALID, "no secret source given: use file:PATH or env:VAR");
 	if (strncmp(source, "env:", 4) == 0) {
 		v = getenv(source + 4);
 		if (v == NULL || *v == '\0')
-			return sc_error_set(SC_ERR_CONFIG,
-					    "environment variable %s named by the PIN source is not set",
-					    source + 4);
+			return sc_error_set(bad, "environment variable %s named by the secret source "
+					    "is not set", source + 4);
 		n = strlen(v);
-		res = OPENSSL_malloc(n + 1);
-		if (res == NULL)
+		if (n >= max)
+			return sc_error_set(SC_ERR_INVALID, "the secret in environment variable %s "
+					    "is longer than %zu bytes", source + 4, max - 1);
+		*out = OPENSSL_malloc(n + 1);
+		if (*out == NULL)
 			return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
-		memcpy(res, v, n + 1);
-		*out = res;
+		memcpy(*out, v, n + 1);
 		return SC_OK;
 	}
-	return sc_secret_read_file(source, 0, out);
+	if ((flags & SC_SECRET_STDIN) && strcmp(source, "-") == 0)
+		return secret_read_line(STDIN_FILENO, "standard input", max, out);
+	if (strncmp(source, "file:", 5) == 0)
+		path = source + 5;
+	else if (flags & SC_SECRET_BARE_PATH)
+		path = source;
+	else
+		/* the source is not echoed: it may be the secret itself */
+		return sc_error_set(bad, "a secret source must be file:PATH or env:VAR%s (the "
+				    "secret itself is never taken from the command line)",
+				    flags & SC_SECRET_STDIN ? " or -" : "");
+	if (dir != NULL && path[0] != '/' && path[0] != '\0') {
+		if (asprintf(&joined, "%s/%s", dir, path) < 0)
+			return sc_error_set(SC_ERR_NOMEM, "out of memory");
+		path = joined;
+	}
+	rv = secret_read_path(path, flags, max, out);
+	free(joined);
+	return rv;
+}
+
+int sc_secret_read_file(const char *path, int allow_shared, char **out)
+{
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for secret");
+	*out = NULL;
+	return secret_read_path(path, allow_shared ? SC_SECRET_SHARED : 0, SC_SECRET_MAX, out);
+}
+
+int sc_secret_read_source(const char *source, char **out)
+{
+	return sc_secret_source_read(source, NULL, SC_SECRET_BARE_PATH, 0, out);
 }
 
 /* ---- files ----------------------------------------------------------- */

@@ -182,6 +182,26 @@ static void test_files(const char *dir)
 	sc_secret_free(sec);
 	sec = NULL;
 	CHECK_RC(sc_secret_read_source("env:TC_PIN_UNSET_VAR", &sec), SC_ERR_CONFIG);
+	/* the one reader: from an argument, a bad source is a usage error, and
+	 * never echoed (it may be the secret itself) */
+	CHECK_RC(sc_secret_source_read("env:TC_PIN_UNSET_VAR", NULL, SC_SECRET_FROM_ARG, 0, &sec),
+		 SC_ERR_INVALID);
+	CHECK_RC(sc_secret_source_read("A1112224", NULL, SC_SECRET_FROM_ARG, 0, &sec),
+		 SC_ERR_INVALID);
+	CHECK(sec == NULL && strstr(sc_error_detail(), "A1112224") == NULL);
+	CHECK_RC(sc_secret_source_read("A1112224", NULL, 0, 0, &sec), SC_ERR_CONFIG);
+	CHECK_RC(sc_secret_source_read("-", NULL, SC_SECRET_FROM_ARG, 0, &sec), SC_ERR_INVALID);
+	/* relative to a directory; too long for `max` */
+	CHECK_RC(sc_secret_source_read("file:pin", dir, 0, 0, &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "1234") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	CHECK_RC(sc_secret_source_read("file:pin", dir, 0, 4, &sec), SC_ERR_INVALID);
+	CHECK(sec == NULL);
+	CHECK_RC(sc_secret_source_read("env:TC_PIN_VAR", NULL, 0, 4, &sec), SC_ERR_INVALID);
+	CHECK_RC(sc_secret_source_read("env:TC_PIN_VAR", NULL, 0, 5, &sec), SC_OK);
+	sc_secret_free(sec);
+	sec = NULL;
 	/* CRLF and an empty file */
 	CHECK_RC(sc_file_write_atomic(path, "abcd\r\n", 6, 0600), SC_OK);
 	CHECK_RC(sc_secret_read_file(path, 0, &sec), SC_OK);
