@@ -47,54 +47,13 @@
 #include <p11-kit/pkcs11.h>
 
 #include "sc_build_config.h"
+#include "sc_ckr.h"
 #include "sc_err.h"
 #include "sc_hsm.h"
 #include "sc_util.h"
 #include "hsm_internal.h"
 
 /* ---- error mapping ------------------------------------------------------ */
-
-static const char *ckr_name(CK_RV rv)
-{
-	switch (rv) {
-#define N(x) case x: return #x
-	N(CKR_OK); N(CKR_CANCEL); N(CKR_HOST_MEMORY); N(CKR_SLOT_ID_INVALID);
-	N(CKR_GENERAL_ERROR); N(CKR_FUNCTION_FAILED); N(CKR_ARGUMENTS_BAD);
-	N(CKR_ATTRIBUTE_READ_ONLY); N(CKR_ATTRIBUTE_SENSITIVE);
-	N(CKR_ATTRIBUTE_TYPE_INVALID); N(CKR_ATTRIBUTE_VALUE_INVALID);
-	N(CKR_DATA_INVALID); N(CKR_DATA_LEN_RANGE); N(CKR_DEVICE_ERROR);
-	N(CKR_DEVICE_MEMORY); N(CKR_DEVICE_REMOVED);
-	N(CKR_ENCRYPTED_DATA_INVALID); N(CKR_ENCRYPTED_DATA_LEN_RANGE);
-	N(CKR_FUNCTION_CANCELED); N(CKR_FUNCTION_NOT_SUPPORTED);
-	N(CKR_KEY_HANDLE_INVALID); N(CKR_KEY_SIZE_RANGE);
-	N(CKR_KEY_TYPE_INCONSISTENT); N(CKR_KEY_FUNCTION_NOT_PERMITTED);
-	N(CKR_KEY_NOT_WRAPPABLE); N(CKR_KEY_UNEXTRACTABLE);
-	N(CKR_MECHANISM_INVALID); N(CKR_MECHANISM_PARAM_INVALID);
-	N(CKR_OBJECT_HANDLE_INVALID); N(CKR_OPERATION_ACTIVE);
-	N(CKR_OPERATION_NOT_INITIALIZED); N(CKR_PIN_INCORRECT);
-	N(CKR_PIN_INVALID); N(CKR_PIN_LEN_RANGE); N(CKR_PIN_EXPIRED);
-	N(CKR_PIN_LOCKED); N(CKR_SESSION_CLOSED); N(CKR_SESSION_COUNT);
-	N(CKR_SESSION_HANDLE_INVALID); N(CKR_SESSION_READ_ONLY);
-	N(CKR_SESSION_EXISTS); N(CKR_SESSION_READ_ONLY_EXISTS);
-	N(CKR_SESSION_READ_WRITE_SO_EXISTS); N(CKR_SIGNATURE_INVALID);
-	N(CKR_SIGNATURE_LEN_RANGE); N(CKR_TEMPLATE_INCOMPLETE);
-	N(CKR_TEMPLATE_INCONSISTENT); N(CKR_TOKEN_NOT_PRESENT);
-	N(CKR_TOKEN_NOT_RECOGNIZED); N(CKR_TOKEN_WRITE_PROTECTED);
-	N(CKR_UNWRAPPING_KEY_HANDLE_INVALID); N(CKR_UNWRAPPING_KEY_SIZE_RANGE);
-	N(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT); N(CKR_USER_ALREADY_LOGGED_IN);
-	N(CKR_USER_NOT_LOGGED_IN); N(CKR_USER_PIN_NOT_INITIALIZED);
-	N(CKR_USER_TYPE_INVALID); N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
-	N(CKR_USER_TOO_MANY_TYPES); N(CKR_WRAPPED_KEY_INVALID);
-	N(CKR_WRAPPED_KEY_LEN_RANGE); N(CKR_WRAPPING_KEY_HANDLE_INVALID);
-	N(CKR_WRAPPING_KEY_SIZE_RANGE); N(CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
-	N(CKR_RANDOM_NO_RNG); N(CKR_DOMAIN_PARAMS_INVALID);
-	N(CKR_CURVE_NOT_SUPPORTED); N(CKR_BUFFER_TOO_SMALL);
-	N(CKR_CRYPTOKI_NOT_INITIALIZED); N(CKR_CRYPTOKI_ALREADY_INITIALIZED);
-	N(CKR_MUTEX_BAD); N(CKR_MUTEX_NOT_LOCKED);
-#undef N
-	default: return "CKR_(vendor or unknown)";
-	}
-}
 
 /* The one place CK_RV becomes an sc_err.  `call` names the PKCS#11 function,
  * `what` (may be NULL) what this layer was doing. */
@@ -153,7 +112,7 @@ int hsm_ckr(CK_RV rv, const char *call, const char *what)
 		break;
 	}
 	return sc_error_set(err, "backend HSM: %s%s%s returned %s (0x%lx)%s",
-			    what ? what : "", what ? ": " : "", call, ckr_name(rv),
+			    what ? what : "", what ? ": " : "", call, sc_ckr_name(rv),
 			    (unsigned long)rv, hint);
 }
 
@@ -273,7 +232,7 @@ int hsm_module_load(const char *module_path, const char *softhsm_conf,
 		p11_kit_module_release(f);
 		return sc_error_set(SC_ERR_HSM_MODULE,
 				    "backend PKCS#11 module '%s': C_Initialize returned %s (0x%lx)%s",
-				    module_path, ckr_name(rv), (unsigned long)rv,
+				    module_path, sc_ckr_name(rv), (unsigned long)rv,
 				    softhsm_conf ? "; check the SoftHSMv2 configuration (hsm.softhsm_conf)" : "");
 	}
 	*out = f;
@@ -526,7 +485,7 @@ static int hsm_login(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *pin_source)
 	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE)
 		return sc_error_set(SC_ERR_HSM_PIN, "the backend token rejected the user PIN "
 				    "read from '%s' (%s); fix that PIN source. It is not retried, "
-				    "so that the token's PIN is not locked", pin_source, ckr_name(rv));
+				    "so that the token's PIN is not locked", pin_source, sc_ckr_name(rv));
 	if (rv != CKR_OK)
 		return hsm_ckr(rv, "C_Login", "logging in to the backend token");
 	return 0;
