@@ -461,6 +461,22 @@ static int sc_authz_read_pubkey(const char *path, EVP_PKEY **out)
 	return SC_OK;
 }
 
+int sc_authz_max_skew(const sc_config *cfg, int64_t *out)
+{
+	int64_t skew = SC_AUTHZ_DEFAULT_SKEW;
+	int rv;
+
+	*out = SC_AUTHZ_DEFAULT_SKEW;
+	if (cfg != NULL && (rv = sc_config_int(cfg, "authz.max_skew", SC_AUTHZ_DEFAULT_SKEW,
+					       &skew)) != SC_OK)
+		return rv;
+	if (skew < 0 || skew > SC_AUTHZ_MAX_SKEW)
+		return sc_error_set(SC_ERR_CONFIG, "authz.max_skew must be 0..%d seconds",
+				    SC_AUTHZ_MAX_SKEW);
+	*out = skew;
+	return SC_OK;
+}
+
 int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out)
 {
 	const char *const *list;
@@ -484,13 +500,9 @@ int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out)
 	if (n > SC_AUTHZ_MAX_KEYS)
 		return sc_error_set(SC_ERR_CONFIG, "authz.trusted_key is given %zu times; at most %d keys",
 				    n, SC_AUTHZ_MAX_KEYS);
-	rv = sc_config_int(cfg, "authz.max_skew", SC_AUTHZ_DEFAULT_SKEW, &skew);
+	rv = sc_authz_max_skew(cfg, &skew);
 	if (rv != SC_OK)
 		goto out;
-	if (skew < 0 || skew > SC_AUTHZ_MAX_SKEW) {
-		rv = sc_error_set(SC_ERR_CONFIG, "authz.max_skew must be 0..%d seconds", SC_AUTHZ_MAX_SKEW);
-		goto out;
-	}
 	for (i = 0; i < n; i++) {
 		path = sc_authz_join(sc_config_dir(cfg), list[i]);
 		if (path == NULL) {

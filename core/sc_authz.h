@@ -71,6 +71,13 @@ typedef struct sc_authz_trust sc_authz_trust;
  * of the key's SubjectPublicKeyInfo DER.  The trust is read-only once built:
  * share it between threads freely.  Errors: SC_ERR_CONFIG. */
 int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out);
+
+/* The allowed clock skew, authz.max_skew: the one reading of that key, for
+ * the trust above and for whoever keeps a used token id until its notAfter
+ * plus the skew (the replay cache).  Default SC_AUTHZ_DEFAULT_SKEW (also
+ * when cfg is NULL), 0..SC_AUTHZ_MAX_SKEW seconds, else SC_ERR_CONFIG;
+ * *out is the default on error. */
+int sc_authz_max_skew(const sc_config *cfg, int64_t *out);
 void sc_authz_trust_free(sc_authz_trust *t);
 
 /* The same from keys in hand (tests, fuzzers, embedders).  The keys are
