@@ -142,3 +142,23 @@ void sc_error_clear(void)
 {
 	sc_detail[0] = '\0';
 }
+
+int sc_err_is_token(int err)
+{
+	switch (err) {
+	case SC_ERR_TOKEN_MALFORMED:
+	case SC_ERR_TOKEN_SIGNATURE:
+	case SC_ERR_TOKEN_ISSUER:
+	case SC_ERR_TOKEN_AUDIENCE:
+	case SC_ERR_TOKEN_EXPIRED:
+	case SC_ERR_TOKEN_NOT_YET_VALID:
+	case SC_ERR_TOKEN_SUBJECT:
+	case SC_ERR_TOKEN_KEY:
+	case SC_ERR_TOKEN_DIGEST:
+	case SC_ERR_TOKEN_SPENT:
+	case SC_ERR_TOKEN_REPLAY:
+		return 1;
+	default:
+		return 0;
+	}
+}

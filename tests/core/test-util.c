@@ -18,6 +18,11 @@ static void test_errors(void)
 	CHECK(strcmp(sc_errname(SC_ERR_TOKEN_NOT_YET_VALID), "token-not-yet-valid") == 0);
 	CHECK(strcmp(sc_errname(SC_OK), "ok") == 0);
 	CHECK(strcmp(sc_errname(-999), "unknown") == 0);
+	CHECK(sc_err_is_token(SC_ERR_TOKEN_MALFORMED) && sc_err_is_token(SC_ERR_TOKEN_REPLAY));
+	CHECK(sc_err_is_token(SC_ERR_TOKEN_DIGEST) && sc_err_is_token(SC_ERR_TOKEN_EXPIRED));
+	CHECK(!sc_err_is_token(SC_OK) && !sc_err_is_token(SC_ERR_KEY_LOCKED));
+	CHECK(!sc_err_is_token(SC_ERR_STATE) && !sc_err_is_token(SC_ERR_SUSPENDED));
+	CHECK(!sc_err_is_token(SC_ERR_PERMISSION) && !sc_err_is_token(-999));
 	CHECK(sc_strerror(-999) != NULL && sc_strerror(SC_ERR_INTERNAL)[0] != '\0');
 	CHECK(sc_error_set(SC_ERR_CONFIG, "bad %s at %d", "thing", 3) == SC_ERR_CONFIG);
 	CHECK(strcmp(sc_error_detail(), "bad thing at 3") == 0);
