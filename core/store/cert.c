@@ -270,7 +270,7 @@ int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void 
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (!sc_valid_id(user_id))
+	if (!sc_id_valid(user_id))
 		return sc_bad_id("user id", user_id);
 	rv = sc_dups(t, SC_DB_USERCERTS, user_id, &sers, &n);
 	if (rv != SC_OK)

@@ -153,7 +153,7 @@ int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *c
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (!sc_valid_id(user_id))
+	if (!sc_id_valid(user_id))
 		return sc_bad_id("user id", user_id);
 	rv = sc_dups(t, SC_DB_USERKEYS, user_id, &ids, &n);
 	if (rv != SC_OK)
@@ -257,7 +257,7 @@ int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
 		memset(out, 0, sizeof(*out));
 	if (t == NULL || out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
-	if (!sc_valid_id(key_id))
+	if (!sc_id_valid(key_id))
 		return sc_bad_id("key id", key_id);
 	rv = sc_get(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &v);
 	if (rv == SC_ERR_NOT_FOUND)
@@ -279,7 +279,7 @@ int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
 
 	if ((rv = sc_check_write(t)) != SC_OK)
 		return rv;
-	if (!sc_valid_id(key_id))
+	if (!sc_id_valid(key_id))
 		return sc_bad_id("key id", key_id);
 	if (f == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no failure record");
@@ -298,7 +298,7 @@ int sc_store_keyfail_clear(sc_txn *t, const char *key_id)
 
 	if ((rv = sc_check_write(t)) != SC_OK)
 		return rv;
-	if (!sc_valid_id(key_id))
+	if (!sc_id_valid(key_id))
 		return sc_bad_id("key id", key_id);
 	return sc_del(t, SC_DB_KEYFAIL, key_id, strlen(key_id), NULL, 0);
 }

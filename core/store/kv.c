@@ -301,7 +301,7 @@ int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k
 
 	if (t == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction");
-	if (!sc_valid_id(id)) {
+	if (!sc_id_valid(id)) {
 		snprintf(name, sizeof(name), "%s id", what);
 		return sc_bad_id(name, id);
 	}

@@ -19,25 +19,6 @@ int sc_valid_serial(const sc_serial *s)
 
 /* ---- validation ------------------------------------------------------ */
 
-int sc_valid_id(const char *id)
-{
-	size_t i, n;
-
-	if (id == NULL)
-		return 0;
-	n = strlen(id);
-	if (n < 1 || n > SC_ID_MAX)
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = id[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '@' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 int sc_bad_id(const char *what, const char *id)
 {
 	return sc_error_set(SC_ERR_INVALID,
@@ -49,7 +30,7 @@ int sc_user_check(const sc_user *u)
 {
 	if (u == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no user given");
-	if (!sc_valid_id(u->user_id))
+	if (!sc_id_valid(u->user_id))
 		return sc_bad_id("user id", u->user_id);
 	if (u->status < SC_USER_ACTIVE || u->status > SC_USER_CLOSED)
 		return sc_error_set(SC_ERR_INVALID, "invalid status %d for user %s", u->status,
@@ -64,9 +45,9 @@ int sc_key_check(const sc_key *k)
 {
 	if (k == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no key given");
-	if (!sc_valid_id(k->key_id))
+	if (!sc_id_valid(k->key_id))
 		return sc_bad_id("key id", k->key_id);
-	if (!sc_valid_id(k->user_id))
+	if (!sc_id_valid(k->user_id))
 		return sc_bad_id("user id", k->user_id);
 	if (k->alg < 0 || k->alg > 127)
 		return sc_error_set(SC_ERR_INVALID, "invalid algorithm for key %s", k->key_id);
@@ -102,9 +83,9 @@ int sc_cert_check(const sc_cert *c)
 	if (!sc_valid_serial(&c->serial))
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial (1 to %d bytes)",
 				    SC_SERIAL_MAX);
-	if (c->user_id != NULL && *c->user_id != '\0' && !sc_valid_id(c->user_id))
+	if (c->user_id != NULL && *c->user_id != '\0' && !sc_id_valid(c->user_id))
 		return sc_bad_id("user id", c->user_id);
-	if (c->key_id != NULL && *c->key_id != '\0' && !sc_valid_id(c->key_id))
+	if (c->key_id != NULL && *c->key_id != '\0' && !sc_id_valid(c->key_id))
 		return sc_bad_id("key id", c->key_id);
 	if (c->status < SC_CERT_GOOD || c->status > SC_CERT_EXPIRED)
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate status %d", c->status);

@@ -17,8 +17,6 @@
 
 int sc_valid_serial(const sc_serial *s);
 
-int sc_valid_id(const char *id);
-
 int sc_bad_id(const char *what, const char *id);
 
 int sc_user_check(const sc_user *u);

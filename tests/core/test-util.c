@@ -50,6 +50,11 @@ static void test_types(void)
 	CHECK_RC(sc_keyalg_parse("ed25519", &v), SC_ERR_INVALID);
 	CHECK(strcmp(sc_keyalg_name(SC_KEYALG_RSA2048), "rsa2048") == 0);
 	CHECK(strcmp(sc_keyalg_name(99), "unknown") == 0);
+	CHECK(sc_id_valid("alice.o-brien_2@example") && sc_id_valid("a"));
+	CHECK(!sc_id_valid("") && !sc_id_valid(NULL) && !sc_id_valid("bad user"));
+	CHECK(!sc_id_valid("x/y") && !sc_id_valid("caf\xc3\xa9"));
+	CHECK(sc_id_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));   /* 64 */
+	CHECK(!sc_id_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 65 */
 	CHECK_RC(sc_reason_parse("keyCompromise", &v), SC_OK);
 	CHECK(v == SC_REASON_KEY_COMPROMISE);
 	CHECK_RC(sc_reason_parse("cessationofoperation", &v), SC_OK);
