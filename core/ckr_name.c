@@ -8,6 +8,8 @@
 
 const char *sc_ckr_name(unsigned long rv)
 {
+	/* one name per code, packed */
+	/* clang-format off */
 	switch ((CK_RV)rv) {
 #define N(x) case x: return #x
 	N(CKR_OK); N(CKR_CANCEL); N(CKR_HOST_MEMORY); N(CKR_SLOT_ID_INVALID);
@@ -46,4 +48,5 @@ const char *sc_ckr_name(unsigned long rv)
 #undef N
 	default: return "CKR_(vendor or unknown)";
 	}
+	/* clang-format on */
 }

@@ -22,6 +22,7 @@
 #include "sc_util.h"
 #include "internal.h"
 
+/* clang-format off */
 const struct sc_db_def sc_dbs[SC_DB_COUNT] = {
 	[SC_DB_META] = { "meta", 0 },
 	[SC_DB_USERS] = { "users", 0 },
@@ -41,6 +42,7 @@ const struct sc_db_def sc_dbs[SC_DB_COUNT] = {
 	[SC_DB_OCSPDUE] = { "ocspdue", 0 },
 	[SC_DB_AUDIT] = { "audit", 0 },
 };
+/* clang-format on */
 
 const char *sc_store_lmdb_dbname(int db)
 {
