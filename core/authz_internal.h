@@ -25,7 +25,7 @@
 #define SC_OID_RSASSA_PSS "1.2.840.113549.1.1.10"
 #define SC_OID_MGF1 "1.2.840.113549.1.1.8"
 
-#define SC_AUTHZ_MAX_SIG 1024          /* bytes: RSA up to 8192 bits */
+#define SC_AUTHZ_MAX_SIG 1024 /* bytes: RSA up to 8192 bits */
 #define SC_AUTHZ_MAX_KEYS 16
 #define SC_AUTHZ_RSA_MIN_BITS 2048
 #define SC_AUTHZ_RSA_MAX_BITS 8192
@@ -34,9 +34,9 @@
 
 enum sc_authz_kind {
 	SC_AUTHZ_KIND_NONE = 0,
-	SC_AUTHZ_KIND_P256 = 1,        /* ecdsa-with-SHA256 */
-	SC_AUTHZ_KIND_ED25519 = 2,     /* Ed25519 (pure) */
-	SC_AUTHZ_KIND_RSA_PSS = 3,     /* RSASSA-PSS, SHA-256, MGF1-SHA-256, salt 32 */
+	SC_AUTHZ_KIND_P256 = 1,	   /* ecdsa-with-SHA256 */
+	SC_AUTHZ_KIND_ED25519 = 2, /* Ed25519 (pure) */
+	SC_AUTHZ_KIND_RSA_PSS = 3, /* RSASSA-PSS, SHA-256, MGF1-SHA-256, salt 32 */
 };
 
 /* The libtasn1 definitions (valid once sc_authz_ready() returned 0) and the

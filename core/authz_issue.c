@@ -38,14 +38,16 @@ static int sc_authz_encode(asn1_node n, const char *name, unsigned char **out, i
 	*out = NULL;
 	*out_len = 0;
 	if (asn1_der_coding(n, name, NULL, &len, err) != ASN1_MEM_ERROR || len <= 0)
-		return sc_error_set(SC_ERR_INTERNAL, "cannot encode the authorisation token: %s", err);
+		return sc_error_set(SC_ERR_INTERNAL, "cannot encode the authorisation token: %s",
+				    err);
 	*out = malloc((size_t)len);
 	if (*out == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory");
 	if (asn1_der_coding(n, name, *out, &len, err) != ASN1_SUCCESS) {
 		free(*out);
 		*out = NULL;
-		return sc_error_set(SC_ERR_INTERNAL, "cannot encode the authorisation token: %s", err);
+		return sc_error_set(SC_ERR_INTERNAL, "cannot encode the authorisation token: %s",
+				    err);
 	}
 	*out_len = len;
 	return SC_OK;
@@ -65,7 +67,8 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		return sc_error_set(SC_ERR_INVALID, "no output for the token text");
 	*text = NULL;
 	if (key == NULL || tok == NULL)
-		return sc_error_set(SC_ERR_INVALID, "issuing a token needs a key and the token fields");
+		return sc_error_set(SC_ERR_INVALID,
+				    "issuing a token needs a key and the token fields");
 	rv = sc_authz_ready();
 	if (rv != SC_OK)
 		return rv;
@@ -81,7 +84,8 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		tok->version = SC_AUTHZ_VERSION;
 	if (tok->token_id_len == 0) {
 		if (RAND_bytes(tok->token_id, SC_AUTHZ_TOKEN_ID_MIN) != 1)
-			return sc_error_set_openssl(SC_ERR_CRYPTO, "no randomness for the token id");
+			return sc_error_set_openssl(SC_ERR_CRYPTO,
+						    "no randomness for the token id");
 		tok->token_id_len = SC_AUTHZ_TOKEN_ID_MIN;
 	}
 	rv = sc_authz_check_fields(tok, SC_ERR_INVALID);
@@ -97,12 +101,17 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		goto out;
 	}
 	if (sc_authz_write_uint(n, "tbs.version", (uint32_t)tok->version) != 0 ||
-	    asn1_write_value(n, "tbs.tokenId", tok->token_id, (int)tok->token_id_len) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.issuer", tok->issuer, (int)strlen(tok->issuer)) != ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.tokenId", tok->token_id, (int)tok->token_id_len) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.issuer", tok->issuer, (int)strlen(tok->issuer)) !=
+		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "tbs.issuerKeyId", tok->issuer_key_id, 32) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.audience", tok->audience, (int)strlen(tok->audience)) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.subject", tok->subject, (int)strlen(tok->subject)) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.keyId", tok->key_id, (int)strlen(tok->key_id)) != ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.audience", tok->audience, (int)strlen(tok->audience)) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.subject", tok->subject, (int)strlen(tok->subject)) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.keyId", tok->key_id, (int)strlen(tok->key_id)) !=
+		    ASN1_SUCCESS ||
 	    sc_authz_write_uint(n, "tbs.purpose", (uint32_t)tok->purpose) != 0) {
 		rv = sc_error_set(SC_ERR_INTERNAL, "cannot write the token fields");
 		goto out;
@@ -111,10 +120,12 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		if (asn1_write_value(n, "tbs.digests", "NEW", 1) != ASN1_SUCCESS)
 			goto fields;
 		snprintf(name, sizeof(name), "tbs.digests.?%zu.hashAlgorithm", i + 1);
-		if (asn1_write_value(n, name, sc_authz_hash_oid(tok->digests[i].md_nid), 1) != ASN1_SUCCESS)
+		if (asn1_write_value(n, name, sc_authz_hash_oid(tok->digests[i].md_nid), 1) !=
+		    ASN1_SUCCESS)
 			goto fields;
 		snprintf(name, sizeof(name), "tbs.digests.?%zu.digest", i + 1);
-		if (asn1_write_value(n, name, tok->digests[i].value, (int)tok->digests[i].len) != ASN1_SUCCESS)
+		if (asn1_write_value(n, name, tok->digests[i].value, (int)tok->digests[i].len) !=
+		    ASN1_SUCCESS)
 			goto fields;
 	}
 	if (asn1_write_value(n, "tbs.notBefore", t_nb, 15) != ASN1_SUCCESS ||
@@ -148,12 +159,14 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		rv = sc_error_set(SC_ERR_INVALID, "signature too large for a token");
 		goto out;
 	}
-	sig_oid = kind == SC_AUTHZ_KIND_P256 ? SC_OID_ECDSA_SHA256 :
-		kind == SC_AUTHZ_KIND_ED25519 ? SC_OID_ED25519 : SC_OID_RSASSA_PSS;
+	sig_oid = kind == SC_AUTHZ_KIND_P256	? SC_OID_ECDSA_SHA256 :
+		  kind == SC_AUTHZ_KIND_ED25519 ? SC_OID_ED25519 :
+						  SC_OID_RSASSA_PSS;
 	if (asn1_write_value(n, "signatureAlgorithm.algorithm", sig_oid, 1) != ASN1_SUCCESS ||
 	    asn1_write_value(n, "signatureAlgorithm.parameters",
 			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params : NULL,
-			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params_len : 0) != ASN1_SUCCESS ||
+			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params_len : 0) !=
+		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "signature", sig, (int)sig_len * 8) != ASN1_SUCCESS)
 		goto fields;
 	rv = sc_authz_encode(n, "", &der, &der_len);
@@ -166,7 +179,8 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		OPENSSL_cleanse(*text, strlen(*text));
 		free(*text);
 		*text = NULL;
-		rv = sc_error_set(SC_ERR_INVALID, "the token would exceed %d characters; list fewer digests",
+		rv = sc_error_set(SC_ERR_INVALID,
+				  "the token would exceed %d characters; list fewer digests",
 				  SC_AUTHZ_MAX_TEXT);
 		goto out;
 	}

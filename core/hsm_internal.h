@@ -17,33 +17,33 @@
 
 #define SC_HSM_DEFAULT_SESSIONS 8u
 #define SC_HSM_MAX_SESSIONS 256u
-#define SC_HSM_SIG_BUF 512          /* RSA-4096 signature: largest we accept */
+#define SC_HSM_SIG_BUF 512 /* RSA-4096 signature: largest we accept */
 
 #define SC_LABEL_MASTER_WRAP "smartcert-master-wrap"
-#define SC_LABEL_RECORD_MAC  "smartcert-record-mac"
+#define SC_LABEL_RECORD_MAC "smartcert-record-mac"
 
 struct sc_hsm_key {
 	CK_OBJECT_HANDLE h;
 	int alg;
-	int session_obj;            /* destroyed by sc_hsm_key_free */
+	int session_obj; /* destroyed by sc_hsm_key_free */
 };
 
 struct sc_hsm {
 	CK_FUNCTION_LIST *f;
 	CK_SLOT_ID slot;
 	pid_t pid;
-	int initialized;            /* p11_kit_module_initialize succeeded */
+	int initialized; /* p11_kit_module_initialize succeeded */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	CK_SESSION_HANDLE *sess;    /* free sessions: sess[0..nfree) */
+	CK_SESSION_HANDLE *sess; /* free sessions: sess[0..nfree) */
 	unsigned nfree;
-	unsigned nsess;             /* sessions owned (free or lent out) */
+	unsigned nsess; /* sessions owned (free or lent out) */
 
-	CK_OBJECT_HANDLE wrap_key;  /* CK_INVALID_HANDLE until found/created */
+	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
 	CK_OBJECT_HANDLE mac_key;
 
-	CK_TOKEN_INFO ti;           /* as seen at open, for describe */
+	CK_TOKEN_INFO ti; /* as seen at open, for describe */
 };
 
 extern const unsigned char hsm_oid_p256[10];
@@ -54,15 +54,13 @@ extern const unsigned char hsm_oid_p384[7];
 int hsm_ckr(CK_RV rv, const char *call, const char *what);
 
 /* The slots with a token present, in a new array (free() it). */
-int hsm_slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **out,
-			    CK_ULONG *count);
+int hsm_slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **out, CK_ULONG *count);
 
 int hsm_alg_is_ec(int alg);
 
 int hsm_alg_check(int alg);
 
-int hsm_module_load(const char *module_path, const char *softhsm_conf,
-		       CK_FUNCTION_LIST **out);
+int hsm_module_load(const char *module_path, const char *softhsm_conf, CK_FUNCTION_LIST **out);
 
 void hsm_module_unload(CK_FUNCTION_LIST *f);
 
@@ -81,8 +79,8 @@ void hsm_pool_put(sc_hsm *hsm, CK_SESSION_HANDLE s);
 
 /* Find the objects of `klass` labelled `label` on the token; *n is 0, 1
  * or 2 (2 meaning "more than one"). */
-int hsm_find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
-			 const char *label, CK_OBJECT_HANDLE *h, CK_ULONG *n);
+int hsm_find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass, const char *label,
+		      CK_OBJECT_HANDLE *h, CK_ULONG *n);
 
 /* Look the master keys up (CK_INVALID_HANDLE when absent) and cache them.
  * The handles are written under the lock: signing threads read them. */

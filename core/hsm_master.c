@@ -19,7 +19,8 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
 {
 	*h = hsm_master_handle(hsm, mac);
 	if (*h == CK_INVALID_HANDLE)
-		return sc_error_set(SC_ERR_NOT_FOUND, "the backend token has no %s key "
+		return sc_error_set(SC_ERR_NOT_FOUND,
+				    "the backend token has no %s key "
 				    "('%s'): run smartcert init",
 				    mac ? "record MAC" : "master wrapping",
 				    mac ? SC_LABEL_RECORD_MAC : SC_LABEL_MASTER_WRAP);
@@ -90,16 +91,11 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
 	 * CKA_EC_PARAMS from it), so none is passed here. */
 	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
-		{ CKA_TOKEN, &fal, sizeof(fal) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_SIGN, &tru, sizeof(tru) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
+		{ CKA_CLASS, &cls, sizeof(cls) },     { CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &fal, sizeof(fal) },     { CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) }, { CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_SIGN, &tru, sizeof(tru) },      { CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },    { CKA_DERIVE, &fal, sizeof(fal) },
 	};
 	sc_hsm_key *k = NULL;
 	CK_RV rv;
@@ -126,7 +122,8 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 	hsm_pool_put(hsm, s);
 	if (rv != CKR_OK) {
 		/* SoftHSMv2 reports a damaged blob as CKR_GENERAL_ERROR. */
-		rc = hsm_ckr(rv, "C_UnwrapKey", "unwrapping a user key (blob damaged, "
+		rc = hsm_ckr(rv, "C_UnwrapKey",
+			     "unwrapping a user key (blob damaged, "
 			     "or not wrapped under this master key?)");
 		goto out;
 	}

@@ -36,8 +36,8 @@ static void pad_label(unsigned char out[32], const char *label)
 
 /* ---- token initialisation ----------------------------------------------- */
 
-int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
-		      const char *label, const char *so_pin, const char *user_pin)
+int sc_hsm_init_token(const char *module_path, const char *softhsm_conf, const char *label,
+		      const char *so_pin, const char *user_pin)
 {
 	int rc;
 	CK_FUNCTION_LIST *f = NULL;
@@ -50,7 +50,7 @@ int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 
 	if (!label || !*label || strlen(label) > 32 || !so_pin || !user_pin)
 		return sc_error_set(SC_ERR_INVALID, "token label (1..32 bytes), SO PIN and "
-				    "user PIN are required");
+						    "user PIN are required");
 	pad_label(plabel, label);
 	rc = hsm_module_load(module_path, softhsm_conf, &f);
 	if (rc < 0)
@@ -66,8 +66,10 @@ int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 			continue;
 		if (ti.flags & CKF_TOKEN_INITIALIZED) {
 			if (memcmp(ti.label, plabel, 32) == 0) {
-				rc = sc_error_set(SC_ERR_EXISTS, "a backend token labelled '%s' "
-						  "already exists", label);
+				rc = sc_error_set(SC_ERR_EXISTS,
+						  "a backend token labelled '%s' "
+						  "already exists",
+						  label);
 				goto out;
 			}
 		} else if (!have_slot) {
@@ -77,7 +79,7 @@ int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 	}
 	if (!have_slot) {
 		rc = sc_error_set(SC_ERR_HSM, "the backend module offers no free slot to "
-				  "initialise a token in");
+					      "initialise a token in");
 		goto out;
 	}
 	rv = f->C_InitToken(slot, (CK_UTF8CHAR *)so_pin, strlen(so_pin), plabel);
@@ -104,8 +106,10 @@ int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
 		}
 	}
 	if (!have_slot) {
-		rc = sc_error_set(SC_ERR_HSM, "the token '%s' just initialised cannot be "
-				  "found again", label);
+		rc = sc_error_set(SC_ERR_HSM,
+				  "the token '%s' just initialised cannot be "
+				  "found again",
+				  label);
 		goto out;
 	}
 	rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
@@ -205,7 +209,9 @@ static int public_spki(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, i
 			goto out;
 		rc = SC_ERR_CRYPTO;
 		if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-						     alg == SC_KEYALG_P256 ? "prime256v1" : "secp384r1", 0) ||
+						     alg == SC_KEYALG_P256 ? "prime256v1" :
+									     "secp384r1",
+						     0) ||
 		    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
 			goto out;
 		ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
@@ -251,8 +257,8 @@ out:
 }
 
 /* Generate a key pair with the given token/extractable policy. */
-static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token,
-		    const char *label, CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
+static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token, const char *label,
+		    CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
 {
 	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
 	CK_BBOOL tok = token ? CK_TRUE : CK_FALSE;
@@ -272,9 +278,11 @@ static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token,
 	pubt[np++] = (CK_ATTRIBUTE){ CKA_WRAP, &fal, sizeof(fal) };
 	if (hsm_alg_is_ec(alg)) {
 		if (alg == SC_KEYALG_P256)
-			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)hsm_oid_p256, sizeof(hsm_oid_p256) };
+			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)hsm_oid_p256,
+						     sizeof(hsm_oid_p256) };
 		else
-			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)hsm_oid_p384, sizeof(hsm_oid_p384) };
+			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)hsm_oid_p384,
+						     sizeof(hsm_oid_p384) };
 	} else {
 		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
 		pubt[np++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
@@ -300,8 +308,8 @@ static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token,
 
 /* CKA_ID of CA keys: SHA-1 of the subjectPublicKey bits, i.e. the RFC 5280
  * key identifier, so that tools show the same id as the certificate. */
-static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub,
-		      CK_OBJECT_HANDLE priv, const unsigned char *spki, size_t spki_len)
+static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, CK_OBJECT_HANDLE priv,
+		      const unsigned char *spki, size_t spki_len)
 {
 	const unsigned char *p = spki;
 	X509_PUBKEY *xpk = NULL;
@@ -326,8 +334,8 @@ static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub,
 	return rc;
 }
 
-int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
-			      unsigned char **spki, size_t *spki_len)
+int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label, unsigned char **spki,
+			      size_t *spki_len)
 {
 	int rc;
 	CK_SESSION_HANDLE s;
@@ -351,8 +359,10 @@ int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
 	if (rc < 0)
 		goto out;
 	if (n > 0) {
-		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds a key "
-				  "labelled '%s'", label);
+		rc = sc_error_set(SC_ERR_EXISTS,
+				  "the backend token already holds a key "
+				  "labelled '%s'",
+				  label);
 		goto out;
 	}
 	rc = gen_pair(hsm, s, alg, 1, label, &pub, &priv);
@@ -380,7 +390,6 @@ out:
 	hsm_pool_put(hsm, s);
 	return rc;
 }
-
 
 /* ---- master keys -------------------------------------------------------- */
 
@@ -442,7 +451,7 @@ int sc_hsm_create_master_keys(sc_hsm *hsm)
 	if (hsm_master_handle(hsm, 0) != CK_INVALID_HANDLE ||
 	    hsm_master_handle(hsm, 1) != CK_INVALID_HANDLE) {
 		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds the "
-				  "master keys");
+						 "master keys");
 		goto out;
 	}
 	rv = hsm->f->C_GenerateKey(s, &aes_gen, wt, sizeof(wt) / sizeof(wt[0]), &wrap);
@@ -468,11 +477,9 @@ out:
 	return rc;
 }
 
-
 /* ---- per-user keys ------------------------------------------------------ */
 
-int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg,
-			    unsigned char **blob, size_t *blob_len,
+int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg, unsigned char **blob, size_t *blob_len,
 			    unsigned char **spki, size_t *spki_len)
 {
 	int rc;
@@ -536,4 +543,3 @@ out:
 	hsm_pool_put(hsm, s);
 	return rc;
 }
-

@@ -200,7 +200,7 @@ int sc_gentime_format(int64_t t, char out[16])
 
 static const char wdays[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
 static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-				     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+				    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 
 int sc_http_date_format(int64_t t, char out[30])
 {
@@ -209,9 +209,8 @@ int sc_http_date_format(int64_t t, char out[30])
 	out[0] = '\0';
 	if (utc_tm(t, &tm) != 0)
 		return -1;
-	if (snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", wdays[tm.tm_wday],
-		     tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-		     tm.tm_sec) != 29)
+	if (snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", wdays[tm.tm_wday], tm.tm_mday,
+		     months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec) != 29)
 		return -1;
 	return 0;
 }

@@ -63,7 +63,8 @@ int sc_store_audit_get(sc_txn *t, uint64_t seq, const void **rec, size_t *len)
 	rv = sc_get(t, SC_DB_AUDIT, sk, 8, &v);
 	if (rv != SC_OK)
 		return rv == SC_ERR_NOT_FOUND ?
-		       sc_error_set(rv, "no audit record %llu", (unsigned long long)seq) : rv;
+			       sc_error_set(rv, "no audit record %llu", (unsigned long long)seq) :
+			       rv;
 	*rec = v.mv_data;
 	*len = v.mv_size;
 	return SC_OK;

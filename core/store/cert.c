@@ -47,8 +47,7 @@ void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, si
 	*len = 8 + s->len;
 }
 
-static void sc_revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s,
-			   size_t *len)
+static void sc_revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s, size_t *len)
 {
 	sc_be32(out, partition);
 	memcpy(out + 4, s->b, s->len);
@@ -104,8 +103,8 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 	rv = sc_get(t, SC_DB_META, gk, gkl, &v);
 	if (rv == SC_OK) {
 		sc_serial_hex(&c->serial, hex);
-		return sc_error_set(SC_ERR_EXISTS, "serial %s was already used (certificate deleted)",
-				    hex);
+		return sc_error_set(SC_ERR_EXISTS,
+				    "serial %s was already used (certificate deleted)", hex);
 	}
 	if (rv != SC_ERR_NOT_FOUND)
 		return rv;
@@ -169,8 +168,8 @@ int sc_store_cert_get(sc_txn *t, const sc_serial *serial, sc_cert *out)
 	return rv;
 }
 
-int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status,
-			     int64_t revoked_at, int reason, int64_t invalidity_date)
+int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int64_t revoked_at,
+			     int reason, int64_t invalidity_date)
 {
 	unsigned char xk[8 + SC_SERIAL_MAX], rk[4 + SC_SERIAL_MAX], lk[8];
 	struct sc_enc e;
@@ -242,8 +241,8 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status,
 	sc_enc_serial(&e, serial);
 	sc_enc_u32(&e, c.partition);
 	sc_enc_u8(&e, (unsigned)status);
-	sc_enc_i64(&e, status == SC_CERT_REVOKED || status == SC_CERT_HOLD ? c.revoked_at :
-		   revoked_at);
+	sc_enc_i64(&e,
+		   status == SC_CERT_REVOKED || status == SC_CERT_HOLD ? c.revoked_at : revoked_at);
 	sc_enc_u8(&e, (unsigned)(uint8_t)(int8_t)c.reason);
 	sc_enc_i64(&e, c.invalidity_date);
 	rv = sc_put_enc(t, SC_DB_REVLOG, lk, 8, &e, MDB_NOOVERWRITE);
@@ -303,8 +302,7 @@ out:
 
 /* A time-ordered index key (8-byte time, then the serial): the serial, or 1
  * once the walk reaches `before`. */
-int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before,
-			     sc_serial *s)
+int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s)
 {
 	const unsigned char *kp = k->mv_data;
 

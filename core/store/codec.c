@@ -370,9 +370,10 @@ int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u)
 	u->status = sc_dec_small(&d, SC_USER_ACTIVE, SC_USER_CLOSED);
 	u->created = sc_dec_i64(&d);
 	u->updated = sc_dec_i64(&d);
-	if (!d.bad && (strlen(u->user_id) != k->mv_size ||
-		       memcmp(u->user_id, k->mv_data, k->mv_size) != 0))
-		return sc_corrupt(t, SC_DB_USERS, k->mv_data, k->mv_size, "user id does not match key");
+	if (!d.bad &&
+	    (strlen(u->user_id) != k->mv_size || memcmp(u->user_id, k->mv_data, k->mv_size) != 0))
+		return sc_corrupt(t, SC_DB_USERS, k->mv_data, k->mv_size,
+				  "user id does not match key");
 	return sc_dec_end(t, &d, SC_DB_USERS, k->mv_data, k->mv_size);
 }
 
@@ -395,9 +396,10 @@ int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o)
 		memcpy(o->mac, m, 32);
 	sc_dec_serial(&d, &o->cert_serial);
 	o->created = sc_dec_i64(&d);
-	if (!d.bad && (strlen(o->key_id) != k->mv_size ||
-		       memcmp(o->key_id, k->mv_data, k->mv_size) != 0))
-		return sc_corrupt(t, SC_DB_KEYS, k->mv_data, k->mv_size, "key id does not match key");
+	if (!d.bad &&
+	    (strlen(o->key_id) != k->mv_size || memcmp(o->key_id, k->mv_data, k->mv_size) != 0))
+		return sc_corrupt(t, SC_DB_KEYS, k->mv_data, k->mv_size,
+				  "key id does not match key");
 	return sc_dec_end(t, &d, SC_DB_KEYS, k->mv_data, k->mv_size);
 }
 
@@ -474,8 +476,7 @@ int sc_dec_keyfail(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_keyfail *f)
 	return sc_dec_end(t, &d, SC_DB_KEYFAIL, k->mv_data, k->mv_size);
 }
 
-int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses,
-			 int64_t *expires)
+int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses, int64_t *expires)
 {
 	struct sc_dec d;
 
@@ -525,17 +526,27 @@ int sc_store_lmdb_decode(int db, const void *key, size_t klen, const void *val, 
 	int64_t exp;
 
 	switch (db) {
-	case SC_DB_USERS: return sc_dec_user(NULL, &k, &v, &out.u);
-	case SC_DB_KEYS: return sc_dec_key(NULL, &k, &v, &out.k);
-	case SC_DB_CERTS: return sc_dec_cert(NULL, &k, &v, &out.c);
-	case SC_DB_REVOKED: return sc_dec_revoked(NULL, &k, &v, &out.r);
-	case SC_DB_REVLOG: return sc_dec_revlog(NULL, &k, &v, &out.l);
-	case SC_DB_KEYFAIL: return sc_dec_keyfail(NULL, &k, &v, &out.f);
-	case SC_DB_REPLAY: return sc_dec_replay(NULL, &k, &v, &uses, &exp);
-	case SC_DB_OCSP: return sc_dec_ocsp(NULL, &k, &v, &out.o);
+	case SC_DB_USERS:
+		return sc_dec_user(NULL, &k, &v, &out.u);
+	case SC_DB_KEYS:
+		return sc_dec_key(NULL, &k, &v, &out.k);
+	case SC_DB_CERTS:
+		return sc_dec_cert(NULL, &k, &v, &out.c);
+	case SC_DB_REVOKED:
+		return sc_dec_revoked(NULL, &k, &v, &out.r);
+	case SC_DB_REVLOG:
+		return sc_dec_revlog(NULL, &k, &v, &out.l);
+	case SC_DB_KEYFAIL:
+		return sc_dec_keyfail(NULL, &k, &v, &out.f);
+	case SC_DB_REPLAY:
+		return sc_dec_replay(NULL, &k, &v, &uses, &exp);
+	case SC_DB_OCSP:
+		return sc_dec_ocsp(NULL, &k, &v, &out.o);
 	case SC_DB_IDHASH:
 	case SC_DB_KEYSEQ:
-	case SC_DB_USERKEYS: return sc_dec_id_ref(NULL, db, &k, &v);
-	default: return SC_OK;
+	case SC_DB_USERKEYS:
+		return sc_dec_id_ref(NULL, db, &k, &v);
+	default:
+		return SC_OK;
 	}
 }

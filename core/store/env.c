@@ -75,11 +75,12 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 
 	if (rc == EIO && t != NULL && (avail = sc_store_disk_free(path)) >= 0 &&
 	    avail < (long long)SC_STORE_DISK_FULL_BYTES) {
-		err = sc_error_set(SC_ERR_STORE_FULL,
-				   "store %s cannot grow while %s (a short write, %s, with %lld bytes "
-				   "left on its file system): the disk holding it is full; free disk "
-				   "space; the transaction was not applied", path, what,
-				   strerror(rc), avail);
+		err = sc_error_set(
+			SC_ERR_STORE_FULL,
+			"store %s cannot grow while %s (a short write, %s, with %lld bytes "
+			"left on its file system): the disk holding it is full; free disk "
+			"space; the transaction was not applied",
+			path, what, strerror(rc), avail);
 		goto done;
 	}
 	switch (rc) {
@@ -88,35 +89,40 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 	case MDB_KEYEXIST:
 		return SC_ERR_EXISTS;
 	case MDB_MAP_FULL:
-		err = sc_error_set(SC_ERR_STORE_FULL,
-				   "store %s is full while %s: its map (store.map_size) is used up; raise "
-				   "store.map_size; the transaction was not applied", path, what);
+		err = sc_error_set(
+			SC_ERR_STORE_FULL,
+			"store %s is full while %s: its map (store.map_size) is used up; raise "
+			"store.map_size; the transaction was not applied",
+			path, what);
 		break;
 	case ENOSPC:
 	case EDQUOT:
-		err = sc_error_set(SC_ERR_STORE_FULL,
-				   "store %s cannot grow while %s (%s): the disk holding it is full or "
-				   "its quota used up; free disk space; the transaction was not applied",
-				   path, what, strerror(rc));
+		err = sc_error_set(
+			SC_ERR_STORE_FULL,
+			"store %s cannot grow while %s (%s): the disk holding it is full or "
+			"its quota used up; free disk space; the transaction was not applied",
+			path, what, strerror(rc));
 		break;
 	case EACCES:
 	case EROFS:
 	case EPERM:
-		err = sc_error_set(SC_ERR_READONLY,
-				   "store %s is read-only while %s: check the directory's permissions",
-				   path, what);
+		err = sc_error_set(
+			SC_ERR_READONLY,
+			"store %s is read-only while %s: check the directory's permissions", path,
+			what);
 		break;
 	case MDB_READERS_FULL:
-		err = sc_error_set(SC_ERR_BUSY,
-				   "store %s has no free reader slot while %s: too many concurrent readers",
-				   path, what);
+		err = sc_error_set(
+			SC_ERR_BUSY,
+			"store %s has no free reader slot while %s: too many concurrent readers",
+			path, what);
 		break;
 	case ENOMEM:
 		err = sc_error_set(SC_ERR_NOMEM, "out of memory while %s", what);
 		break;
 	default:
-		err = sc_error_set(SC_ERR_STORE, "store %s: database '%s': %s failed: %s", path, dbn,
-				   what, mdb_strerror(rc));
+		err = sc_error_set(SC_ERR_STORE, "store %s: database '%s': %s failed: %s", path,
+				   dbn, what, mdb_strerror(rc));
 		break;
 	}
 done:
@@ -175,21 +181,26 @@ static int sc_open_err(const char *path, int rc, const char *what)
 	case EACCES:
 	case EROFS:
 	case EPERM:
-		return sc_error_set(SC_ERR_READONLY,
-				    "cannot %s store %s: permission denied or read-only file system; "
-				    "run as the store's owner or fix the directory's permissions", what, path);
+		return sc_error_set(
+			SC_ERR_READONLY,
+			"cannot %s store %s: permission denied or read-only file system; "
+			"run as the store's owner or fix the directory's permissions",
+			what, path);
 	case ENOENT:
-		return sc_error_set(SC_ERR_NOT_FOUND, "no store at %s: run `smartcert init` first", path);
+		return sc_error_set(SC_ERR_NOT_FOUND, "no store at %s: run `smartcert init` first",
+				    path);
 	case ENOSPC:
 	case MDB_MAP_FULL:
 		return sc_error_set(SC_ERR_STORE_FULL, "cannot %s store %s: disk full", what, path);
 	case MDB_VERSION_MISMATCH:
 	case MDB_INVALID:
-		return sc_error_set(SC_ERR_STORE,
-				    "%s is not a usable LMDB store (%s): wrong file or LMDB version",
-				    path, mdb_strerror(rc));
+		return sc_error_set(
+			SC_ERR_STORE,
+			"%s is not a usable LMDB store (%s): wrong file or LMDB version", path,
+			mdb_strerror(rc));
 	default:
-		return sc_error_set(SC_ERR_STORE, "cannot %s store %s: %s", what, path, mdb_strerror(rc));
+		return sc_error_set(SC_ERR_STORE, "cannot %s store %s: %s", what, path,
+				    mdb_strerror(rc));
 	}
 }
 
@@ -208,12 +219,15 @@ static int sc_store_init_dbs(sc_store *st)
 	rc = mdb_dbi_open(txn, sc_dbs[SC_DB_META].name, 0, &st->dbi[SC_DB_META]);
 	if (rc == MDB_NOTFOUND) {
 		if (rdonly || !(st->flags & SC_STORE_CREATE)) {
-			rv = sc_error_set(SC_ERR_STORE,
-					  "%s holds an LMDB environment that is not a smartcert store", st->path);
+			rv = sc_error_set(
+				SC_ERR_STORE,
+				"%s holds an LMDB environment that is not a smartcert store",
+				st->path);
 			goto out;
 		}
 		for (i = 0; i < SC_DB_COUNT; i++) {
-			rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags | MDB_CREATE, &st->dbi[i]);
+			rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags | MDB_CREATE,
+					  &st->dbi[i]);
 			if (rc != 0) {
 				rv = sc_open_err(st->path, rc, "create");
 				goto out;
@@ -237,22 +251,24 @@ static int sc_store_init_dbs(sc_store *st)
 		k.mv_size = strlen(SC_META_SCHEMA);
 		rc = mdb_get(txn, st->dbi[SC_DB_META], &k, &v);
 		if (rc != 0 || v.mv_size != 4) {
-			rv = sc_error_set(SC_ERR_STORE, "%s is not a smartcert store (no schema version)",
+			rv = sc_error_set(SC_ERR_STORE,
+					  "%s is not a smartcert store (no schema version)",
 					  st->path);
 			goto out;
 		}
 		if (sc_rd32(v.mv_data) != SC_SCHEMA_VERSION) {
-			rv = sc_error_set(SC_ERR_STORE,
-					  "store %s has schema version %u, this smartcert reads version %u: "
-					  "use the matching smartcert release", st->path,
-					  sc_rd32(v.mv_data), SC_SCHEMA_VERSION);
+			rv = sc_error_set(
+				SC_ERR_STORE,
+				"store %s has schema version %u, this smartcert reads version %u: "
+				"use the matching smartcert release",
+				st->path, sc_rd32(v.mv_data), SC_SCHEMA_VERSION);
 			goto out;
 		}
 		for (i = 0; i < SC_DB_COUNT; i++) {
 			rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags, &st->dbi[i]);
 			if (rc != 0) {
-				rv = sc_error_set(SC_ERR_STORE, "store %s lacks database '%s': %s", st->path,
-						  sc_dbs[i].name, mdb_strerror(rc));
+				rv = sc_error_set(SC_ERR_STORE, "store %s lacks database '%s': %s",
+						  st->path, sc_dbs[i].name, mdb_strerror(rc));
 				goto out;
 			}
 		}
@@ -297,8 +313,8 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 			goto out;
 		}
 		if (!(flags & SC_STORE_CREATE)) {
-			rv = sc_error_set(SC_ERR_NOT_FOUND, "no store at %s: run `smartcert init` first",
-					  path);
+			rv = sc_error_set(SC_ERR_NOT_FOUND,
+					  "no store at %s: run `smartcert init` first", path);
 			goto out;
 		}
 		rv = sc_mkdir_p(path, 0700);
@@ -458,8 +474,9 @@ int sc_txn_begin(sc_store *st, int mode, sc_txn **out)
 	}
 	if (rc != 0) {
 		t->txn = NULL;
-		rv = sc_mdb_err(t, rc, -1, t->write ? "starting a write transaction" :
-				"starting a read transaction");
+		rv = sc_mdb_err(t, rc, -1,
+				t->write ? "starting a write transaction" :
+					   "starting a read transaction");
 		goto out;
 	}
 	*out = t;

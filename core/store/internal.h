@@ -34,7 +34,7 @@
 #define SC_META_SCHEMA "s/schema"
 #define SC_META_KEYSEQ "s/key-seq"
 #define SC_META_REVSEQ "s/rev-seq"
-#define SC_META_GONE "p/"       /* || serial: a deleted certificate's serial */
+#define SC_META_GONE "p/" /* || serial: a deleted certificate's serial */
 
 struct sc_arena_chunk {
 	struct sc_arena_chunk *next;
@@ -47,8 +47,8 @@ struct sc_store {
 	MDB_dbi dbi[SC_DB_COUNT];
 	unsigned flags;
 	char *path;
-	pthread_mutex_t lock;       /* protects the read-transaction cache */
-	sc_txn *read_cache;         /* reset read transactions, ready to renew */
+	pthread_mutex_t lock; /* protects the read-transaction cache */
+	sc_txn *read_cache;   /* reset read transactions, ready to renew */
 	size_t read_cached;
 };
 
@@ -56,9 +56,9 @@ struct sc_txn {
 	sc_store *st;
 	MDB_txn *txn;
 	int write;
-	int err;                    /* sticky LMDB error of a write transaction */
+	int err; /* sticky LMDB error of a write transaction */
 	struct sc_arena_chunk *arena;
-	sc_txn *next;               /* read cache link */
+	sc_txn *next; /* read cache link */
 };
 
 struct sc_enc {
@@ -92,10 +92,9 @@ void *sc_arena_alloc(sc_txn *t, size_t n);
 /* kv.c */
 int sc_check_write(sc_txn *t);
 int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v);
-int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val,
-		  size_t vlen, unsigned flags);
-int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e,
-		      unsigned flags);
+int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
+	   unsigned flags);
+int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags);
 /* Delete (key) or, for a dupsort database, (key, val).  Absent is fine. */
 int sc_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen);
 int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx);
@@ -107,8 +106,7 @@ int sc_last_seq(sc_txn *t, int db, uint64_t *seq);
 int sc_cb_result(int rc);
 /* The record stored under a user or key id (`what`: "user" or "key"), with
  * the id checked and a not-found message naming it. */
-int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k,
-			MDB_val *v);
+int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v);
 /* Whether a dupsort index has any entry under `key`. */
 int sc_index_has(sc_txn *t, int db, const char *key, int *has);
 
@@ -140,8 +138,7 @@ int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c);
 int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r);
 int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e);
 int sc_dec_keyfail(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_keyfail *f);
-int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses,
-			 int64_t *expires);
+int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses, int64_t *expires);
 int sc_dec_ocsp(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_ocsp_entry *e);
 /* Index values that name a record of another database: a string id or a
  * serial.  Checked so that a damaged index reads as corrupt, not as a
@@ -156,8 +153,7 @@ void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, si
 void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len);
 /* A time-ordered index key (8-byte time, then the serial): the serial, or 1
  * once the walk reaches `before`. */
-int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before,
-			     sc_serial *s);
+int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s);
 
 /* ocsp.c */
 int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial);

@@ -63,9 +63,10 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 	sc_be64(sk, seq);
 	rv = sc_put(t, SC_DB_KEYSEQ, sk, 8, k->key_id, strlen(k->key_id), MDB_NOOVERWRITE);
 	if (rv != SC_OK)
-		return rv == SC_ERR_EXISTS ? sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "sequence reused") : rv;
-	rv = sc_put(t, SC_DB_USERKEYS, k->user_id, strlen(k->user_id), k->key_id,
-		    strlen(k->key_id), MDB_NODUPDATA);
+		return rv == SC_ERR_EXISTS ? sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "sequence reused") :
+					     rv;
+	rv = sc_put(t, SC_DB_USERKEYS, k->user_id, strlen(k->user_id), k->key_id, strlen(k->key_id),
+		    MDB_NODUPDATA);
 	if (rv == SC_ERR_EXISTS)
 		rv = SC_OK;
 	if (rv != SC_OK)
@@ -205,7 +206,8 @@ static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	id[v->mv_size] = '\0';
 	rv = sc_store_key_get(t, id, &key);
 	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, "index names a missing key");
+		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size,
+				  "index names a missing key");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &key));
@@ -240,7 +242,8 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 	if ((rv = sc_key_delete_check(t, owner, key_id)) != SC_OK)
 		return rv;
 	if ((rv = sc_del(t, SC_DB_KEYSEQ, sk, 8, NULL, 0)) != SC_OK ||
-	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) !=
+		    SC_OK ||
 	    (rv = sc_del(t, SC_DB_KEYFAIL, key_id, strlen(key_id), NULL, 0)) != SC_OK)
 		return rv;
 	return sc_del(t, SC_DB_KEYS, key_id, strlen(key_id), NULL, 0);

@@ -62,8 +62,8 @@ int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 	return sc_hold(t, v);
 }
 
-int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val,
-		  size_t vlen, unsigned flags)
+int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
+	   unsigned flags)
 {
 	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
 	int rc;
@@ -76,11 +76,11 @@ int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val,
 	return SC_OK;
 }
 
-int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e,
-		      unsigned flags)
+int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags)
 {
 	if (e->failed)
-		return sc_error_set(SC_ERR_INVALID, "record for database '%s' too large or out of memory",
+		return sc_error_set(SC_ERR_INVALID,
+				    "record for database '%s' too large or out of memory",
 				    sc_dbs[db].name);
 	return sc_put(t, db, key, klen, e->buf, e->len, flags);
 }
@@ -190,7 +190,8 @@ int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, vo
 			k.mv_data = saved;
 			k.mv_size = savedlen;
 			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-			if (rc == 0 && k.mv_size == savedlen && memcmp(k.mv_data, saved, savedlen) == 0)
+			if (rc == 0 && k.mv_size == savedlen &&
+			    memcmp(k.mv_data, saved, savedlen) == 0)
 				rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 		} else {
 			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -293,8 +294,7 @@ int sc_cb_result(int rc)
 
 /* The record stored under a user or key id (`what`: "user" or "key"), with
  * the id checked and a not-found message naming it. */
-int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k,
-			MDB_val *v)
+int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v)
 {
 	char name[16];
 	int rv;

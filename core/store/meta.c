@@ -31,7 +31,8 @@ int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out)
 	rv = sc_get(t, SC_DB_META, mkey, strlen(mkey), &v);
 	if (rv == SC_OK) {
 		if (v.mv_size != 8)
-			return sc_corrupt(t, SC_DB_META, mkey, strlen(mkey), "counter is not 8 bytes");
+			return sc_corrupt(t, SC_DB_META, mkey, strlen(mkey),
+					  "counter is not 8 bytes");
 		n = sc_rd64(v.mv_data);
 	} else if (rv != SC_ERR_NOT_FOUND) {
 		return rv;

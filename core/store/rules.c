@@ -22,8 +22,8 @@ int sc_valid_serial(const sc_serial *s)
 int sc_bad_id(const char *what, const char *id)
 {
 	return sc_error_set(SC_ERR_INVALID,
-			    "invalid %s '%.80s': use 1 to %d characters of A-Z a-z 0-9 . _ @ -", what,
-			    id != NULL ? id : "(null)", SC_ID_MAX);
+			    "invalid %s '%.80s': use 1 to %d characters of A-Z a-z 0-9 . _ @ -",
+			    what, id != NULL ? id : "(null)", SC_ID_MAX);
 }
 
 int sc_user_check(const sc_user *u)
@@ -37,7 +37,8 @@ int sc_user_check(const sc_user *u)
 				    u->user_id);
 	if ((u->name != NULL && strlen(u->name) > 4096) ||
 	    (u->profile != NULL && strlen(u->profile) > SC_NAME_MAX))
-		return sc_error_set(SC_ERR_INVALID, "name or profile of user %s too long", u->user_id);
+		return sc_error_set(SC_ERR_INVALID, "name or profile of user %s too long",
+				    u->user_id);
 	return SC_OK;
 }
 
@@ -52,9 +53,11 @@ int sc_key_check(const sc_key *k)
 	if (k->alg < 0 || k->alg > 127)
 		return sc_error_set(SC_ERR_INVALID, "invalid algorithm for key %s", k->key_id);
 	if (k->state < SC_KEY_ACTIVE || k->state > SC_KEY_RETIRED)
-		return sc_error_set(SC_ERR_INVALID, "invalid state %d for key %s", k->state, k->key_id);
+		return sc_error_set(SC_ERR_INVALID, "invalid state %d for key %s", k->state,
+				    k->key_id);
 	if (k->cert_serial.len > SC_SERIAL_MAX)
-		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial for key %s", k->key_id);
+		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial for key %s",
+				    k->key_id);
 	if ((k->blob == NULL && k->blob_len != 0) || (k->spki == NULL && k->spki_len != 0))
 		return sc_error_set(SC_ERR_INVALID, "blob or SPKI length without data for key %s",
 				    k->key_id);
@@ -113,18 +116,24 @@ static int sc_transition_ok(int from, int to)
 static const char *sc_cert_status_name(int s)
 {
 	switch (s) {
-	case SC_CERT_GOOD: return "good";
-	case SC_CERT_REVOKED: return "revoked";
-	case SC_CERT_HOLD: return "on hold";
-	case SC_CERT_EXPIRED: return "expired";
-	default: return "unknown";
+	case SC_CERT_GOOD:
+		return "good";
+	case SC_CERT_REVOKED:
+		return "revoked";
+	case SC_CERT_HOLD:
+		return "on hold";
+	case SC_CERT_EXPIRED:
+		return "expired";
+	default:
+		return "unknown";
 	}
 }
 
 int sc_token_check(const unsigned char *id, size_t len)
 {
 	if (id == NULL || len < 1 || len > SC_TOKEN_ID_MAX)
-		return sc_error_set(SC_ERR_INVALID, "invalid token id (1 to %d bytes)", SC_TOKEN_ID_MAX);
+		return sc_error_set(SC_ERR_INVALID, "invalid token id (1 to %d bytes)",
+				    SC_TOKEN_ID_MAX);
 	return SC_OK;
 }
 
@@ -147,9 +156,10 @@ int sc_cert_delete_check(const sc_cert *c, int64_t now)
 
 	if ((c->status == SC_CERT_GOOD || c->status == SC_CERT_HOLD) && c->not_after >= now) {
 		sc_serial_hex(&c->serial, hex);
-		return sc_error_set(SC_ERR_STATE, "certificate %s is %s and has not expired: revoke it "
-				    "or wait for its notAfter before deleting it", hex,
-				    sc_cert_status_name(c->status));
+		return sc_error_set(SC_ERR_STATE,
+				    "certificate %s is %s and has not expired: revoke it "
+				    "or wait for its notAfter before deleting it",
+				    hex, sc_cert_status_name(c->status));
 	}
 	return SC_OK;
 }
@@ -157,9 +167,11 @@ int sc_cert_delete_check(const sc_cert *c, int64_t now)
 int sc_user_delete_check(const char *user_id, int has_keys, int has_certs)
 {
 	if (has_keys || has_certs)
-		return sc_error_set(SC_ERR_STATE, "user %s still has %s: delete them first", user_id,
+		return sc_error_set(SC_ERR_STATE, "user %s still has %s: delete them first",
+				    user_id,
 				    has_keys && has_certs ? "keys and certificates" :
-				    has_keys ? "keys" : "certificates");
+				    has_keys		  ? "keys" :
+							    "certificates");
 	return SC_OK;
 }
 
@@ -171,7 +183,9 @@ int sc_key_delete_check(sc_txn *t, const char *owner, const char *key_id)
 	if ((rv = sc_store_cert_iter_user(t, owner, sc_key_ref_cb, &ref)) != SC_OK)
 		return rv;
 	if (ref.hex[0] != '\0')
-		return sc_error_set(SC_ERR_STATE, "key %s is still named by certificate %s: delete "
-				    "the certificate first", key_id, ref.hex);
+		return sc_error_set(SC_ERR_STATE,
+				    "key %s is still named by certificate %s: delete "
+				    "the certificate first",
+				    key_id, ref.hex);
 	return SC_OK;
 }

@@ -94,8 +94,8 @@ int sc_store_user_update(sc_txn *t, const sc_user *u)
 	if (rv != SC_OK)
 		return rv;
 	if (memcmp(old.id_hash, u->id_hash, 32) != 0)
-		return sc_error_set(SC_ERR_INVALID, "the identity-card hash of user %s cannot change",
-				    u->user_id);
+		return sc_error_set(SC_ERR_INVALID,
+				    "the identity-card hash of user %s cannot change", u->user_id);
 	sc_user_encode(u, &e);
 	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, 0);
 	sc_enc_free(&e);
