@@ -2,7 +2,12 @@
  * Error names, key/reason names, serials, base64/base64url/hex edge cases,
  * secret files, atomic writes, dates and the JSON writer.
  */
-#include "tcore.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tcheck.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -11,7 +16,7 @@
 #include "sc_types.h"
 #include "sc_util.h"
 
-static void test_errors(void)
+static void test_errors(const char *dir)
 {
 	CHECK(strcmp(sc_errname(SC_ERR_TOKEN_REPLAY), "token-replay") == 0);
 	CHECK(strcmp(sc_errname(SC_ERR_STORE_FULL), "store-full") == 0);
@@ -35,7 +40,7 @@ static void test_errors(void)
 	CHECK(strncmp(sc_error_detail(), "signing", 7) == 0);
 }
 
-static void test_types(void)
+static void test_types(const char *dir)
 {
 	int v;
 	sc_serial s;
@@ -83,7 +88,7 @@ static void test_types(void)
 	CHECK(s.len == 2);
 }
 
-static void test_b64(void)
+static void test_b64(const char *dir)
 {
 	static const struct {
 		const char *in, *std, *url;
@@ -140,7 +145,7 @@ static void test_b64(void)
 	CHECK_RC(sc_b64url_decode("Zm\0v", 4, &out, &n), SC_ERR_INVALID);      /* NUL */
 }
 
-static void test_hex(void)
+static void test_hex(const char *dir)
 {
 	unsigned char b[4];
 	char h[9];
@@ -241,7 +246,7 @@ static void test_files(const char *dir)
 	CHECK(sc_mkdir_p(path, 0700) != SC_OK);   /* a file is in the way */
 }
 
-static void test_time(void)
+static void test_time(const char *dir)
 {
 	int32_t d;
 	char buf[32];
@@ -264,7 +269,7 @@ static void test_time(void)
 }
 
 /* The one time module: civil days, RFC 3339, GeneralizedTime, HTTP dates. */
-static void test_time_forms(void)
+static void test_time_forms(const char *dir)
 {
 	int64_t t;
 	char buf[32];
@@ -304,7 +309,7 @@ static void test_time_forms(void)
 	CHECK(sc_http_date_parse(buf, &t) == 0 && t == 0);
 }
 
-static void test_json(void)
+static void test_json(const char *dir)
 {
 	sc_json j;
 
@@ -329,20 +334,18 @@ static void test_json(void)
 	sc_json_free(&j);
 }
 
-int main(void)
-{
-	char *dir = tc_tmpdir("util");
+static const struct tcheck_case cases[] = {
+	TCASE(errors),
+	TCASE(types),
+	TCASE(b64),
+	TCASE(hex),
+	TCASE(files),
+	TCASE(time),
+	TCASE_NAMED("time-forms", test_time_forms),
+	TCASE(json),
+};
 
-	test_errors();
-	test_types();
-	test_b64();
-	test_hex();
-	test_files(dir);
-	test_time();
-	test_time_forms();
-	test_json();
-	if (!tc_failures)
-		tc_rmtree(dir);
-	free(dir);
-	return tc_finish("test-util");
+int main(int argc, char **argv)
+{
+	return tcheck_main(argc, argv, "util", cases, TCHECK_N(cases), NULL);
 }
