@@ -333,7 +333,7 @@ static void check_round_trip(EVP_PKEY *k, int kind)
 	sc_authz_trust_free(tr);
 }
 
-static void check_time_and_audience(EVP_PKEY *k)
+static void check_time_and_audience(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_trust *other = NULL;
@@ -461,7 +461,7 @@ static void check_keys(EVP_PKEY *p256, EVP_PKEY *ed, EVP_PKEY *rsa)
 	sc_authz_trust_free(rot);
 }
 
-static void check_text(EVP_PKEY *k)
+static void check_text(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_token in;
@@ -560,7 +560,7 @@ static void check_bit_flips(EVP_PKEY *k, int kind)
 	sc_authz_trust_free(tr);
 }
 
-static void check_form(EVP_PKEY *k)
+static void check_form(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	struct raw r;
@@ -791,44 +791,38 @@ static void free_keys(void)
 	asn1_delete_structure(&defs);
 }
 
-static void test_round_trip(const char *dir)
+/* Run `check` with each of the three keys. */
+static void each_key(void (*check)(EVP_PKEY *k, int kind))
 {
 	int i;
 
 	for (i = 0; i < 3; i++)
-		check_round_trip(keys[i], i);
+		check(keys[i], i);
+}
+
+static void test_round_trip(const char *dir)
+{
+	each_key(check_round_trip);
 }
 
 static void test_time_and_audience(const char *dir)
 {
-	int i;
-
-	for (i = 0; i < 3; i++)
-		check_time_and_audience(keys[i]);
+	each_key(check_time_and_audience);
 }
 
 static void test_text(const char *dir)
 {
-	int i;
-
-	for (i = 0; i < 3; i++)
-		check_text(keys[i]);
+	each_key(check_text);
 }
 
 static void test_bit_flips(const char *dir)
 {
-	int i;
-
-	for (i = 0; i < 3; i++)
-		check_bit_flips(keys[i], i);
+	each_key(check_bit_flips);
 }
 
 static void test_form(const char *dir)
 {
-	int i;
-
-	for (i = 0; i < 3; i++)
-		check_form(keys[i]);
+	each_key(check_form);
 }
 
 static void test_keys(const char *dir)
