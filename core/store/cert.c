@@ -261,43 +261,34 @@ struct sc_cert_walk {
 	int64_t before;
 };
 
+struct sc_user_certs {
+	sc_cert_cb cb;
+	void *ctx;
+};
+
+static int sc_user_cert_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
+{
+	struct sc_user_certs *w = arg;
+	sc_serial s;
+	sc_cert c;
+	int rv;
+
+	if (sc_serial_from_key(ref->mv_data, ref->mv_size, &s) != 0)
+		return sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id), "bad serial");
+	rv = sc_store_cert_get(t, &s, &c);
+	if (rv == SC_ERR_NOT_FOUND)
+		rv = sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id),
+				"index names a missing certificate");
+	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &c));
+}
+
 int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void *ctx)
 {
-	MDB_val *sers = NULL;
-	size_t n = 0, i;
-	int rv;
+	struct sc_user_certs w = { cb, ctx };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (!sc_id_valid(user_id))
-		return sc_bad_id("user id", user_id);
-	rv = sc_dups(t, SC_DB_USERCERTS, user_id, &sers, &n);
-	if (rv != SC_OK)
-		return rv;
-	for (i = 0; i < n; i++) {
-		sc_serial s;
-		sc_cert c;
-
-		if (sc_serial_from_key(sers[i].mv_data, sers[i].mv_size, &s) != 0) {
-			rv = sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id), "bad serial");
-			goto out;
-		}
-		rv = sc_store_cert_get(t, &s, &c);
-		if (rv == SC_ERR_NOT_FOUND)
-			rv = sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id),
-					"index names a missing certificate");
-		if (rv != SC_OK)
-			goto out;
-		rv = sc_cb_result(cb(ctx, &c));
-		if (rv != 0) {
-			rv = rv > 0 ? SC_OK : rv;
-			goto out;
-		}
-	}
-	rv = SC_OK;
-out:
-	free(sers);
-	return rv;
+	return sc_user_index_walk(t, SC_DB_USERCERTS, user_id, sc_user_cert_one, &w);
 }
 
 /* A time-ordered index key (8-byte time, then the serial): the serial, or 1

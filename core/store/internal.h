@@ -107,6 +107,11 @@ int sc_cb_result(int rc);
 /* The record stored under a user or key id (`what`: "user" or "key"), with
  * the id checked and a not-found message naming it. */
 int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v);
+/* Call fn for each record reference a per-user dupsort index (userkeys,
+ * usercerts) holds under user_id, in order, until fn returns non-zero:
+ * < 0 is an error (returned), > 0 stops the walk (SC_OK). */
+typedef int (*sc_user_ref_fn)(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg);
+int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg);
 /* Whether a dupsort index has any entry under `key`. */
 int sc_index_has(sc_txn *t, int db, const char *key, int *has);
 

@@ -146,44 +146,37 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 	return rv;
 }
 
+struct sc_user_keys {
+	sc_key_cb cb;
+	void *ctx;
+};
+
+static int sc_user_key_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
+{
+	struct sc_user_keys *w = arg;
+	char id[SC_ID_MAX + 1];
+	MDB_val uk = { strlen(user_id), (void *)user_id };
+	sc_key k;
+	int rv;
+
+	if ((rv = sc_dec_id_ref(t, SC_DB_USERKEYS, &uk, ref)) != SC_OK)
+		return rv;
+	memcpy(id, ref->mv_data, ref->mv_size);
+	id[ref->mv_size] = '\0';
+	rv = sc_store_key_get(t, id, &k);
+	if (rv == SC_ERR_NOT_FOUND)
+		rv = sc_corrupt(t, SC_DB_USERKEYS, user_id, strlen(user_id),
+				"index names a missing key");
+	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &k));
+}
+
 int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *ctx)
 {
-	MDB_val *ids = NULL;
-	size_t n = 0, i;
-	int rv;
+	struct sc_user_keys w = { cb, ctx };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (!sc_id_valid(user_id))
-		return sc_bad_id("user id", user_id);
-	rv = sc_dups(t, SC_DB_USERKEYS, user_id, &ids, &n);
-	if (rv != SC_OK)
-		return rv;
-	for (i = 0; i < n; i++) {
-		char id[SC_ID_MAX + 1];
-		MDB_val uk = { strlen(user_id), (void *)user_id };
-		sc_key k;
-
-		if ((rv = sc_dec_id_ref(t, SC_DB_USERKEYS, &uk, &ids[i])) != SC_OK)
-			goto out;
-		memcpy(id, ids[i].mv_data, ids[i].mv_size);
-		id[ids[i].mv_size] = '\0';
-		rv = sc_store_key_get(t, id, &k);
-		if (rv == SC_ERR_NOT_FOUND)
-			rv = sc_corrupt(t, SC_DB_USERKEYS, user_id, strlen(user_id),
-					"index names a missing key");
-		if (rv != SC_OK)
-			goto out;
-		rv = sc_cb_result(cb(ctx, &k));
-		if (rv != 0) {
-			rv = rv > 0 ? SC_OK : rv;
-			goto out;
-		}
-	}
-	rv = SC_OK;
-out:
-	free(ids);
-	return rv;
+	return sc_user_index_walk(t, SC_DB_USERKEYS, user_id, sc_user_key_one, &w);
 }
 
 struct sc_key_walk {

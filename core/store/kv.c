@@ -324,3 +324,19 @@ int sc_index_has(sc_txn *t, int db, const char *key, int *has)
 	*has = rv == SC_OK;
 	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
 }
+
+int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg)
+{
+	MDB_val *refs = NULL;
+	size_t n = 0, i;
+	int rv;
+
+	if (!sc_id_valid(user_id))
+		return sc_bad_id("user id", user_id);
+	rv = sc_dups(t, db, user_id, &refs, &n);
+	for (i = 0; rv == SC_OK && i < n; i++)
+		rv = fn(t, user_id, &refs[i], arg);
+	free(refs);
+	/* a callback's "stop" (> 0) is success */
+	return rv > 0 ? SC_OK : rv;
+}
