@@ -255,7 +255,7 @@ int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p)
 	int64_t now = sc_now();
 	int rv;
 
-	if (!sc_ca_user_id_valid(p->user_id))
+	if (!sc_id_valid(p->user_id))
 		return sc_error_set(SC_ERR_INVALID, "user id '%s' is not 1-%d characters of "
 				    "A-Z a-z 0-9 . _ @ -", p->user_id, SC_ID_MAX);
 	if (p->name == NULL || p->name[0] == '\0')

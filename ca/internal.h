@@ -102,7 +102,6 @@ int sc_ca_serial_check(sc_txn *txn, const sc_serial *serial, int attempt);
 int sc_ca_serial_new(sc_txn *txn, sc_serial *out);
 /* "k" + 32 hex characters. */
 int sc_ca_key_id_random(char out[SC_ID_MAX + 1]);
-int sc_ca_user_id_valid(const char *user_id);
 
 /* Issue: a row prepared outside any transaction (thread-safe), then
  * committed inside one. */

@@ -386,7 +386,7 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	unsigned char want[SHA256_DIGEST_LENGTH];
 	char hex[2 * SC_SERIAL_MAX + 1], msg[160], tid[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
 	char detail[160];
-	int64_t now = sc_now(), skew = 120;
+	int64_t now = sc_now(), skew;
 	uint32_t uses;
 	int64_t expires;
 	int rv;
@@ -402,7 +402,8 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	sc_hex_encode(tok.token_id, tok.token_id_len, tid);
 	if (token_id_hex != NULL)
 		snprintf(token_id_hex, 2 * SC_AUTHZ_TOKEN_ID_MAX + 1, "%s", tid);
-	(void)sc_config_int(ca->d->cfg, "authz.max_skew", 120, &skew);
+	if ((rv = sc_authz_max_skew(ca->d->cfg, &skew)) != SC_OK)
+		goto done;
 
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto done;

@@ -74,25 +74,6 @@ int sc_ca_key_id_random(char out[SC_ID_MAX + 1])
 	return SC_OK;
 }
 
-int sc_ca_user_id_valid(const char *user_id)
-{
-	size_t n, i;
-
-	if (user_id == NULL)
-		return 0;
-	n = strlen(user_id);
-	if (n == 0 || n > SC_ID_MAX)
-		return 0;
-	for (i = 0; i < n; i++) {
-		char c = user_id[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '@' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out)
 {
 	X509_NAME *n = NULL;

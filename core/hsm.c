@@ -47,88 +47,17 @@
 #include <p11-kit/pkcs11.h>
 
 #include "sc_build_config.h"
+#include "sc_ckr.h"
 #include "sc_err.h"
 #include "sc_hsm.h"
 #include "sc_util.h"
-
-#define SC_HSM_DEFAULT_SESSIONS 8u
-#define SC_HSM_MAX_SESSIONS 256u
-#define SC_HSM_SIG_BUF 512          /* RSA-4096 signature: largest we accept */
-
-#define SC_LABEL_MASTER_WRAP "smartcert-master-wrap"
-#define SC_LABEL_RECORD_MAC  "smartcert-record-mac"
-
-struct sc_hsm_key {
-	CK_OBJECT_HANDLE h;
-	int alg;
-	int session_obj;            /* destroyed by sc_hsm_key_free */
-};
-
-struct sc_hsm {
-	CK_FUNCTION_LIST *f;
-	CK_SLOT_ID slot;
-	pid_t pid;
-	int initialized;            /* p11_kit_module_initialize succeeded */
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	CK_SESSION_HANDLE *sess;    /* free sessions: sess[0..nfree) */
-	unsigned nfree;
-	unsigned nsess;             /* sessions owned (free or lent out) */
-
-	CK_OBJECT_HANDLE wrap_key;  /* CK_INVALID_HANDLE until found/created */
-	CK_OBJECT_HANDLE mac_key;
-
-	CK_TOKEN_INFO ti;           /* as seen at open, for describe */
-};
+#include "hsm_internal.h"
 
 /* ---- error mapping ------------------------------------------------------ */
 
-static const char *ckr_name(CK_RV rv)
-{
-	switch (rv) {
-#define N(x) case x: return #x
-	N(CKR_OK); N(CKR_CANCEL); N(CKR_HOST_MEMORY); N(CKR_SLOT_ID_INVALID);
-	N(CKR_GENERAL_ERROR); N(CKR_FUNCTION_FAILED); N(CKR_ARGUMENTS_BAD);
-	N(CKR_ATTRIBUTE_READ_ONLY); N(CKR_ATTRIBUTE_SENSITIVE);
-	N(CKR_ATTRIBUTE_TYPE_INVALID); N(CKR_ATTRIBUTE_VALUE_INVALID);
-	N(CKR_DATA_INVALID); N(CKR_DATA_LEN_RANGE); N(CKR_DEVICE_ERROR);
-	N(CKR_DEVICE_MEMORY); N(CKR_DEVICE_REMOVED);
-	N(CKR_ENCRYPTED_DATA_INVALID); N(CKR_ENCRYPTED_DATA_LEN_RANGE);
-	N(CKR_FUNCTION_CANCELED); N(CKR_FUNCTION_NOT_SUPPORTED);
-	N(CKR_KEY_HANDLE_INVALID); N(CKR_KEY_SIZE_RANGE);
-	N(CKR_KEY_TYPE_INCONSISTENT); N(CKR_KEY_FUNCTION_NOT_PERMITTED);
-	N(CKR_KEY_NOT_WRAPPABLE); N(CKR_KEY_UNEXTRACTABLE);
-	N(CKR_MECHANISM_INVALID); N(CKR_MECHANISM_PARAM_INVALID);
-	N(CKR_OBJECT_HANDLE_INVALID); N(CKR_OPERATION_ACTIVE);
-	N(CKR_OPERATION_NOT_INITIALIZED); N(CKR_PIN_INCORRECT);
-	N(CKR_PIN_INVALID); N(CKR_PIN_LEN_RANGE); N(CKR_PIN_EXPIRED);
-	N(CKR_PIN_LOCKED); N(CKR_SESSION_CLOSED); N(CKR_SESSION_COUNT);
-	N(CKR_SESSION_HANDLE_INVALID); N(CKR_SESSION_READ_ONLY);
-	N(CKR_SESSION_EXISTS); N(CKR_SESSION_READ_ONLY_EXISTS);
-	N(CKR_SESSION_READ_WRITE_SO_EXISTS); N(CKR_SIGNATURE_INVALID);
-	N(CKR_SIGNATURE_LEN_RANGE); N(CKR_TEMPLATE_INCOMPLETE);
-	N(CKR_TEMPLATE_INCONSISTENT); N(CKR_TOKEN_NOT_PRESENT);
-	N(CKR_TOKEN_NOT_RECOGNIZED); N(CKR_TOKEN_WRITE_PROTECTED);
-	N(CKR_UNWRAPPING_KEY_HANDLE_INVALID); N(CKR_UNWRAPPING_KEY_SIZE_RANGE);
-	N(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT); N(CKR_USER_ALREADY_LOGGED_IN);
-	N(CKR_USER_NOT_LOGGED_IN); N(CKR_USER_PIN_NOT_INITIALIZED);
-	N(CKR_USER_TYPE_INVALID); N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
-	N(CKR_USER_TOO_MANY_TYPES); N(CKR_WRAPPED_KEY_INVALID);
-	N(CKR_WRAPPED_KEY_LEN_RANGE); N(CKR_WRAPPING_KEY_HANDLE_INVALID);
-	N(CKR_WRAPPING_KEY_SIZE_RANGE); N(CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
-	N(CKR_RANDOM_NO_RNG); N(CKR_DOMAIN_PARAMS_INVALID);
-	N(CKR_CURVE_NOT_SUPPORTED); N(CKR_BUFFER_TOO_SMALL);
-	N(CKR_CRYPTOKI_NOT_INITIALIZED); N(CKR_CRYPTOKI_ALREADY_INITIALIZED);
-	N(CKR_MUTEX_BAD); N(CKR_MUTEX_NOT_LOCKED);
-#undef N
-	default: return "CKR_(vendor or unknown)";
-	}
-}
-
 /* The one place CK_RV becomes an sc_err.  `call` names the PKCS#11 function,
  * `what` (may be NULL) what this layer was doing. */
-static int hsm_ckr(CK_RV rv, const char *call, const char *what)
+int hsm_ckr(CK_RV rv, const char *call, const char *what)
 {
 	int err;
 	const char *hint = "";
@@ -183,14 +112,14 @@ static int hsm_ckr(CK_RV rv, const char *call, const char *what)
 		break;
 	}
 	return sc_error_set(err, "backend HSM: %s%s%s returned %s (0x%lx)%s",
-			    what ? what : "", what ? ": " : "", call, ckr_name(rv),
+			    what ? what : "", what ? ": " : "", call, sc_ckr_name(rv),
 			    (unsigned long)rv, hint);
 }
 
 /* ---- small helpers ------------------------------------------------------ */
 
 /* The slots with a token present, in a new array (free() it). */
-static int slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **out,
+int hsm_slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **out,
 			    CK_ULONG *count)
 {
 	CK_SLOT_ID *slots = NULL;
@@ -215,14 +144,6 @@ static int slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **
 	return SC_OK;
 }
 
-static void pad_label(unsigned char out[32], const char *label)
-{
-	size_t n = strlen(label);
-
-	memset(out, ' ', 32);
-	memcpy(out, label, n > 32 ? 32 : n);
-}
-
 /* A blank-padded PKCS#11 text field as a C string. */
 static void unpad(char *out, size_t outlen, const unsigned char *in, size_t inlen)
 {
@@ -236,17 +157,17 @@ static void unpad(char *out, size_t outlen, const unsigned char *in, size_t inle
 	out[n] = '\0';
 }
 
-static const unsigned char oid_p256[] = {
+const unsigned char hsm_oid_p256[] = {
 	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-static const unsigned char oid_p384[] = {
+const unsigned char hsm_oid_p384[] = {
 	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
 
-static int alg_is_ec(int alg)
+int hsm_alg_is_ec(int alg)
 {
 	return alg == SC_KEYALG_P256 || alg == SC_KEYALG_P384;
 }
 
-static int alg_check(int alg)
+int hsm_alg_check(int alg)
 {
 	switch (alg) {
 	case SC_KEYALG_P256:
@@ -277,7 +198,7 @@ int sc_hsm_key_alg(const sc_hsm_key *key)
 
 /* ---- module loading ----------------------------------------------------- */
 
-static int module_load(const char *module_path, const char *softhsm_conf,
+int hsm_module_load(const char *module_path, const char *softhsm_conf,
 		       CK_FUNCTION_LIST **out)
 {
 	CK_FUNCTION_LIST *f;
@@ -311,14 +232,14 @@ static int module_load(const char *module_path, const char *softhsm_conf,
 		p11_kit_module_release(f);
 		return sc_error_set(SC_ERR_HSM_MODULE,
 				    "backend PKCS#11 module '%s': C_Initialize returned %s (0x%lx)%s",
-				    module_path, ckr_name(rv), (unsigned long)rv,
+				    module_path, sc_ckr_name(rv), (unsigned long)rv,
 				    softhsm_conf ? "; check the SoftHSMv2 configuration (hsm.softhsm_conf)" : "");
 	}
 	*out = f;
 	return 0;
 }
 
-static void module_unload(CK_FUNCTION_LIST *f)
+void hsm_module_unload(CK_FUNCTION_LIST *f)
 {
 	if (!f)
 		return;
@@ -362,7 +283,7 @@ static int find_token(CK_FUNCTION_LIST *f, const char *uri_text, CK_SLOT_ID *slo
 				  "the library attributes of hsm.token '%s'", uri_text);
 		goto out;
 	}
-	rc = slots_with_token(f, NULL, &slots, &n);
+	rc = hsm_slots_with_token(f, NULL, &slots, &n);
 	if (rc != SC_OK)
 		goto out;
 	for (i = 0; i < n; i++) {
@@ -397,7 +318,7 @@ out:
 
 /* ---- the session pool --------------------------------------------------- */
 
-static int pool_get(sc_hsm *hsm, CK_SESSION_HANDLE *s)
+int hsm_pool_get(sc_hsm *hsm, CK_SESSION_HANDLE *s)
 {
 	if (getpid() != hsm->pid)
 		return sc_error_set(SC_ERR_HSM, "backend HSM handle used in a child "
@@ -422,7 +343,7 @@ static int pool_get(sc_hsm *hsm, CK_SESSION_HANDLE *s)
  * other threads are using: so a session is never closed here.  It is only
  * replaced when the module says it is already gone, and an operation left
  * active (which our callers avoid, but a module may do) is ended in place. */
-static void pool_put_rv(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_RV rv)
+void hsm_pool_put_rv(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_RV rv)
 {
 	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
 		CK_SESSION_HANDLE ns = CK_INVALID_HANDLE;
@@ -455,16 +376,16 @@ static void pool_put_rv(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_RV rv)
 	pthread_mutex_unlock(&hsm->mu);
 }
 
-static void pool_put(sc_hsm *hsm, CK_SESSION_HANDLE s)
+void hsm_pool_put(sc_hsm *hsm, CK_SESSION_HANDLE s)
 {
-	pool_put_rv(hsm, s, CKR_OK);
+	hsm_pool_put_rv(hsm, s, CKR_OK);
 }
 
 /* ---- object lookup ------------------------------------------------------ */
 
 /* Find the objects of `klass` labelled `label` on the token; *n is 0, 1
  * or 2 (2 meaning "more than one"). */
-static int find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
+int hsm_find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
 			 const char *label, CK_OBJECT_HANDLE *h, CK_ULONG *n)
 {
 	CK_BBOOL tru = CK_TRUE;
@@ -492,19 +413,19 @@ static int find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass
 
 /* Look the master keys up (CK_INVALID_HANDLE when absent) and cache them.
  * The handles are written under the lock: signing threads read them. */
-static int find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
+int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
 {
 	int rc;
 	CK_OBJECT_HANDLE wrap, mac;
 	CK_ULONG n;
 
-	rc = find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_MASTER_WRAP, &wrap, &n);
+	rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_MASTER_WRAP, &wrap, &n);
 	if (rc < 0)
 		return rc;
 	if (n > 1)
 		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' "
 				    "key: remove the duplicate", SC_LABEL_MASTER_WRAP);
-	rc = find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_RECORD_MAC, &mac, &n);
+	rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_RECORD_MAC, &mac, &n);
 	if (rc < 0)
 		return rc;
 	if (n > 1)
@@ -517,7 +438,7 @@ static int find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
 	return 0;
 }
 
-static CK_OBJECT_HANDLE master_handle(sc_hsm *hsm, int mac)
+CK_OBJECT_HANDLE hsm_master_handle(sc_hsm *hsm, int mac)
 {
 	CK_OBJECT_HANDLE h;
 
@@ -564,7 +485,7 @@ static int hsm_login(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *pin_source)
 	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE)
 		return sc_error_set(SC_ERR_HSM_PIN, "the backend token rejected the user PIN "
 				    "read from '%s' (%s); fix that PIN source. It is not retried, "
-				    "so that the token's PIN is not locked", pin_source, ckr_name(rv));
+				    "so that the token's PIN is not locked", pin_source, sc_ckr_name(rv));
 	if (rv != CKR_OK)
 		return hsm_ckr(rv, "C_Login", "logging in to the backend token");
 	return 0;
@@ -595,7 +516,7 @@ static int hsm_open_once(const sc_hsm_params *p, sc_hsm **out)
 		goto out;
 	}
 
-	rc = module_load(p->module_path, p->softhsm_conf, &hsm->f);
+	rc = hsm_module_load(p->module_path, p->softhsm_conf, &hsm->f);
 	if (rc < 0)
 		goto out;
 	hsm->initialized = 1;
@@ -616,7 +537,7 @@ static int hsm_open_once(const sc_hsm_params *p, sc_hsm **out)
 	rc = hsm_login(hsm, hsm->sess[0], p->pin_source);
 	if (rc < 0)
 		goto out;
-	rc = find_master_keys(hsm, hsm->sess[0]);
+	rc = hsm_find_master_keys(hsm, hsm->sess[0]);
 	if (rc < 0)
 		goto out;
 
@@ -662,7 +583,7 @@ void sc_hsm_close(sc_hsm *hsm)
 		for (i = 0; i < hsm->nfree; i++)
 			hsm->f->C_CloseSession(hsm->sess[i]);
 		if (hsm->initialized)
-			module_unload(hsm->f);
+			hsm_module_unload(hsm->f);
 		else
 			p11_kit_module_release(hsm->f);
 	}
@@ -670,353 +591,6 @@ void sc_hsm_close(sc_hsm *hsm)
 	pthread_cond_destroy(&hsm->cv);
 	pthread_mutex_destroy(&hsm->mu);
 	free(hsm);
-}
-
-/* ---- token initialisation ----------------------------------------------- */
-
-int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
-		      const char *label, const char *so_pin, const char *user_pin)
-{
-	int rc;
-	CK_FUNCTION_LIST *f = NULL;
-	CK_SLOT_ID *slots = NULL, slot = 0;
-	CK_ULONG n = 0, i;
-	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-	unsigned char plabel[32];
-	int have_slot = 0, logged_in = 0;
-	CK_RV rv;
-
-	if (!label || !*label || strlen(label) > 32 || !so_pin || !user_pin)
-		return sc_error_set(SC_ERR_INVALID, "token label (1..32 bytes), SO PIN and "
-				    "user PIN are required");
-	pad_label(plabel, label);
-	rc = module_load(module_path, softhsm_conf, &f);
-	if (rc < 0)
-		return rc;
-
-	rc = slots_with_token(f, "initialising a token", &slots, &n);
-	if (rc != SC_OK)
-		goto out;
-	for (i = 0; i < n; i++) {
-		CK_TOKEN_INFO ti;
-
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		if (ti.flags & CKF_TOKEN_INITIALIZED) {
-			if (memcmp(ti.label, plabel, 32) == 0) {
-				rc = sc_error_set(SC_ERR_EXISTS, "a backend token labelled '%s' "
-						  "already exists", label);
-				goto out;
-			}
-		} else if (!have_slot) {
-			slot = slots[i];
-			have_slot = 1;
-		}
-	}
-	if (!have_slot) {
-		rc = sc_error_set(SC_ERR_HSM, "the backend module offers no free slot to "
-				  "initialise a token in");
-		goto out;
-	}
-	rv = f->C_InitToken(slot, (CK_UTF8CHAR *)so_pin, strlen(so_pin), plabel);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_InitToken", "initialising the backend token");
-		goto out;
-	}
-
-	/* SoftHSMv2 moves a freshly initialised token to a new slot id: find it
-	 * again by label. */
-	free(slots);
-	slots = NULL;
-	have_slot = 0;
-	rc = slots_with_token(f, "initialising a token", &slots, &n);
-	if (rc != SC_OK)
-		goto out;
-	for (i = 0; i < n && !have_slot; i++) {
-		CK_TOKEN_INFO ti;
-
-		if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
-		    (ti.flags & CKF_TOKEN_INITIALIZED) && memcmp(ti.label, plabel, 32) == 0) {
-			slot = slots[i];
-			have_slot = 1;
-		}
-	}
-	if (!have_slot) {
-		rc = sc_error_set(SC_ERR_HSM, "the token '%s' just initialised cannot be "
-				  "found again", label);
-		goto out;
-	}
-	rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_OpenSession", "initialising the backend token");
-		goto out;
-	}
-	rv = f->C_Login(s, CKU_SO, (CK_UTF8CHAR *)so_pin, strlen(so_pin));
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_Login(CKU_SO)", "initialising the backend token");
-		goto out;
-	}
-	logged_in = 1;
-	rv = f->C_InitPIN(s, (CK_UTF8CHAR *)user_pin, strlen(user_pin));
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_InitPIN", "setting the backend user PIN");
-		goto out;
-	}
-	rc = 0;
-out:
-	if (logged_in)
-		f->C_Logout(s);
-	if (s != CK_INVALID_HANDLE)
-		f->C_CloseSession(s);
-	free(slots);
-	module_unload(f);
-	return rc;
-}
-
-/* ---- public keys -------------------------------------------------------- */
-
-/* CKA_EC_POINT is a DER OCTET STRING per the standard; some modules return
- * the bare point.  Accept both, return the bare point inside `buf`. */
-static int ec_point_unwrap(const unsigned char *buf, size_t len, size_t field,
-			   const unsigned char **pt, size_t *ptlen)
-{
-	size_t hdr, l;
-
-	if (len == 1 + 2 * field && buf[0] == 0x04) {
-		*pt = buf;
-		*ptlen = len;
-		return 0;
-	}
-	if (len < 2 || buf[0] != 0x04)
-		goto bad;
-	if (buf[1] < 0x80) {
-		l = buf[1];
-		hdr = 2;
-	} else if (buf[1] == 0x81 && len >= 3) {
-		l = buf[2];
-		hdr = 3;
-	} else {
-		goto bad;
-	}
-	if (hdr + l != len || l != 1 + 2 * field || buf[hdr] != 0x04)
-		goto bad;
-	*pt = buf + hdr;
-	*ptlen = l;
-	return 0;
-bad:
-	return sc_error_set(SC_ERR_HSM, "backend returned a malformed CKA_EC_POINT");
-}
-
-/* SubjectPublicKeyInfo DER of the public key object `pub`. */
-static int public_spki(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, int alg,
-		       unsigned char **spki, size_t *spki_len)
-{
-	int rc = SC_ERR_CRYPTO;
-	unsigned char a[600], b[16];
-	CK_ATTRIBUTE attr[2];
-	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *ctx = NULL;
-	EVP_PKEY *pkey = NULL;
-	BIGNUM *nb = NULL, *eb = NULL;
-	unsigned char *der = NULL;
-	int derlen;
-	CK_RV rv;
-
-	*spki = NULL;
-	*spki_len = 0;
-	bld = OSSL_PARAM_BLD_new();
-	if (!bld)
-		return SC_ERR_NOMEM;
-	if (alg_is_ec(alg)) {
-		const unsigned char *pt = NULL;
-		size_t ptlen = 0, field = alg == SC_KEYALG_P256 ? 32 : 48;
-
-		attr[0] = (CK_ATTRIBUTE){ CKA_EC_POINT, a, sizeof(a) };
-		rv = hsm->f->C_GetAttributeValue(s, pub, attr, 1);
-		if (rv != CKR_OK) {
-			rc = hsm_ckr(rv, "C_GetAttributeValue(CKA_EC_POINT)", NULL);
-			goto out;
-		}
-		rc = ec_point_unwrap(a, attr[0].ulValueLen, field, &pt, &ptlen);
-		if (rc < 0)
-			goto out;
-		rc = SC_ERR_CRYPTO;
-		if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-						     alg == SC_KEYALG_P256 ? "prime256v1" : "secp384r1", 0) ||
-		    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
-			goto out;
-		ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-	} else {
-		attr[0] = (CK_ATTRIBUTE){ CKA_MODULUS, a, sizeof(a) };
-		attr[1] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, b, sizeof(b) };
-		rv = hsm->f->C_GetAttributeValue(s, pub, attr, 2);
-		if (rv != CKR_OK) {
-			rc = hsm_ckr(rv, "C_GetAttributeValue(CKA_MODULUS)", NULL);
-			goto out;
-		}
-		nb = BN_bin2bn(a, (int)attr[0].ulValueLen, NULL);
-		eb = BN_bin2bn(b, (int)attr[1].ulValueLen, NULL);
-		if (!nb || !eb || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, nb) ||
-		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, eb))
-			goto out;
-		ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-	}
-	params = OSSL_PARAM_BLD_to_param(bld);
-	if (!ctx || !params || EVP_PKEY_fromdata_init(ctx) <= 0 ||
-	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
-		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "building the public key");
-		goto out;
-	}
-	derlen = i2d_PUBKEY(pkey, &der);
-	if (derlen <= 0) {
-		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "encoding the public key");
-		goto out;
-	}
-	*spki = der;
-	*spki_len = (size_t)derlen;
-	der = NULL;
-	rc = 0;
-out:
-	OPENSSL_free(der);
-	EVP_PKEY_free(pkey);
-	EVP_PKEY_CTX_free(ctx);
-	OSSL_PARAM_free(params);
-	OSSL_PARAM_BLD_free(bld);
-	BN_free(nb);
-	BN_free(eb);
-	return rc;
-}
-
-/* Generate a key pair with the given token/extractable policy. */
-static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token,
-		    const char *label, CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
-{
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	CK_BBOOL tok = token ? CK_TRUE : CK_FALSE;
-	/* Session keys must be extractable to be wrapped; token (CA) keys
-	 * never leave the HSM. */
-	CK_BBOOL extractable = token ? CK_FALSE : CK_TRUE;
-	CK_ULONG bits = alg == SC_KEYALG_RSA3072 ? 3072 : 2048;
-	CK_BYTE exp[] = { 0x01, 0x00, 0x01 };
-	CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
-	CK_ATTRIBUTE pubt[8], privt[10];
-	CK_ULONG np = 0, nv = 0;
-	CK_RV rv;
-
-	pubt[np++] = (CK_ATTRIBUTE){ CKA_TOKEN, &tok, sizeof(tok) };
-	pubt[np++] = (CK_ATTRIBUTE){ CKA_VERIFY, &tru, sizeof(tru) };
-	pubt[np++] = (CK_ATTRIBUTE){ CKA_ENCRYPT, &fal, sizeof(fal) };
-	pubt[np++] = (CK_ATTRIBUTE){ CKA_WRAP, &fal, sizeof(fal) };
-	if (alg_is_ec(alg)) {
-		if (alg == SC_KEYALG_P256)
-			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256) };
-		else
-			pubt[np++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid_p384, sizeof(oid_p384) };
-	} else {
-		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-		pubt[np++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
-		pubt[np++] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, exp, sizeof(exp) };
-	}
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_TOKEN, &tok, sizeof(tok) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &tru, sizeof(tru) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &tru, sizeof(tru) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, &extractable, sizeof(extractable) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_SIGN, &tru, sizeof(tru) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_DECRYPT, &fal, sizeof(fal) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_UNWRAP, &fal, sizeof(fal) };
-	privt[nv++] = (CK_ATTRIBUTE){ CKA_DERIVE, &fal, sizeof(fal) };
-	if (label) {
-		pubt[np++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, strlen(label) };
-		privt[nv++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, strlen(label) };
-	}
-	rv = hsm->f->C_GenerateKeyPair(s, &mech, pubt, np, privt, nv, pub, priv);
-	if (rv != CKR_OK)
-		return hsm_ckr(rv, "C_GenerateKeyPair", sc_keyalg_name(alg));
-	return 0;
-}
-
-/* CKA_ID of CA keys: SHA-1 of the subjectPublicKey bits, i.e. the RFC 5280
- * key identifier, so that tools show the same id as the certificate. */
-static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub,
-		      CK_OBJECT_HANDLE priv, const unsigned char *spki, size_t spki_len)
-{
-	const unsigned char *p = spki;
-	X509_PUBKEY *xpk = NULL;
-	const unsigned char *bits;
-	int bits_len;
-	unsigned char id[SHA_DIGEST_LENGTH];
-	CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
-	CK_RV rv;
-	int rc;
-
-	xpk = d2i_X509_PUBKEY(NULL, &p, (long)spki_len);
-	if (!xpk || !X509_PUBKEY_get0_param(NULL, &bits, &bits_len, NULL, xpk)) {
-		X509_PUBKEY_free(xpk);
-		return sc_error_set_openssl(SC_ERR_CRYPTO, "reading the public key");
-	}
-	SHA1(bits, (size_t)bits_len, id);
-	X509_PUBKEY_free(xpk);
-	rv = hsm->f->C_SetAttributeValue(s, priv, &a, 1);
-	if (rv == CKR_OK)
-		rv = hsm->f->C_SetAttributeValue(s, pub, &a, 1);
-	rc = rv == CKR_OK ? 0 : hsm_ckr(rv, "C_SetAttributeValue(CKA_ID)", NULL);
-	return rc;
-}
-
-int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
-			      unsigned char **spki, size_t *spki_len)
-{
-	int rc;
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE, h;
-	CK_ULONG n;
-	unsigned char *der = NULL;
-	size_t der_len = 0;
-	int keep = 0;
-
-	*spki = NULL;
-	*spki_len = 0;
-	if (!label || !*label)
-		return sc_error_set(SC_ERR_INVALID, "a CA key needs a label");
-	rc = alg_check(alg);
-	if (rc < 0)
-		return rc;
-	rc = pool_get(hsm, &s);
-	if (rc < 0)
-		return rc;
-	rc = find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
-	if (rc < 0)
-		goto out;
-	if (n > 0) {
-		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds a key "
-				  "labelled '%s'", label);
-		goto out;
-	}
-	rc = gen_pair(hsm, s, alg, 1, label, &pub, &priv);
-	if (rc < 0)
-		goto out;
-	rc = public_spki(hsm, s, pub, alg, &der, &der_len);
-	if (rc < 0)
-		goto out;
-	rc = set_key_id(hsm, s, pub, priv, der, der_len);
-	if (rc < 0)
-		goto out;
-	*spki = der;
-	*spki_len = der_len;
-	der = NULL;
-	keep = 1;
-	rc = 0;
-out:
-	if (!keep) {
-		if (priv != CK_INVALID_HANDLE)
-			hsm->f->C_DestroyObject(s, priv);
-		if (pub != CK_INVALID_HANDLE)
-			hsm->f->C_DestroyObject(s, pub);
-	}
-	OPENSSL_free(der);
-	pool_put(hsm, s);
-	return rc;
 }
 
 /* The algorithm of a token private key, from its attributes. */
@@ -1035,9 +609,9 @@ static int key_alg_of(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, int 
 		rv = hsm->f->C_GetAttributeValue(s, h, &a, 1);
 		if (rv != CKR_OK)
 			return hsm_ckr(rv, "C_GetAttributeValue(CKA_EC_PARAMS)", NULL);
-		if (a.ulValueLen == sizeof(oid_p256) && !memcmp(buf, oid_p256, sizeof(oid_p256)))
+		if (a.ulValueLen == sizeof(hsm_oid_p256) && !memcmp(buf, hsm_oid_p256, sizeof(hsm_oid_p256)))
 			*alg = SC_KEYALG_P256;
-		else if (a.ulValueLen == sizeof(oid_p384) && !memcmp(buf, oid_p384, sizeof(oid_p384)))
+		else if (a.ulValueLen == sizeof(hsm_oid_p384) && !memcmp(buf, hsm_oid_p384, sizeof(hsm_oid_p384)))
 			*alg = SC_KEYALG_P384;
 		else
 			return sc_error_set(SC_ERR_INVALID, "token key uses an unsupported curve");
@@ -1072,10 +646,10 @@ int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
 	*out = NULL;
 	if (!label)
 		return sc_error_set(SC_ERR_INVALID, "no key label");
-	rc = pool_get(hsm, &s);
+	rc = hsm_pool_get(hsm, &s);
 	if (rc < 0)
 		return rc;
-	rc = find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
+	rc = hsm_find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
 	if (rc < 0)
 		goto out;
 	if (n == 0) {
@@ -1102,287 +676,7 @@ int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
 	*out = k;
 	rc = 0;
 out:
-	pool_put(hsm, s);
-	return rc;
-}
-
-/* ---- master keys -------------------------------------------------------- */
-
-int sc_hsm_create_master_keys(sc_hsm *hsm)
-{
-	int rc;
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE wrap = CK_INVALID_HANDLE, mac = CK_INVALID_HANDLE;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
-	CK_KEY_TYPE aes = CKK_AES, gen = CKK_GENERIC_SECRET;
-	CK_ULONG len32 = 32;
-	CK_MECHANISM aes_gen = { CKM_AES_KEY_GEN, NULL, 0 };
-	CK_MECHANISM sec_gen = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
-	CK_ATTRIBUTE wt[] = {
-		{ CKA_CLASS, &sk, sizeof(sk) },
-		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
-		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
-		{ CKA_TOKEN, &tru, sizeof(tru) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_WRAP, &tru, sizeof(tru) },
-		{ CKA_UNWRAP, &tru, sizeof(tru) },
-		{ CKA_ENCRYPT, &fal, sizeof(fal) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_SIGN, &fal, sizeof(fal) },
-		{ CKA_VERIFY, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-		{ CKA_LABEL, (void *)SC_LABEL_MASTER_WRAP, sizeof(SC_LABEL_MASTER_WRAP) - 1 },
-	};
-	CK_ATTRIBUTE mt[] = {
-		{ CKA_CLASS, &sk, sizeof(sk) },
-		{ CKA_KEY_TYPE, &gen, sizeof(gen) },
-		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
-		{ CKA_TOKEN, &tru, sizeof(tru) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_SIGN, &tru, sizeof(tru) },
-		{ CKA_VERIFY, &tru, sizeof(tru) },
-		{ CKA_WRAP, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },
-		{ CKA_ENCRYPT, &fal, sizeof(fal) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-		{ CKA_LABEL, (void *)SC_LABEL_RECORD_MAC, sizeof(SC_LABEL_RECORD_MAC) - 1 },
-	};
-	CK_RV rv;
-
-	rc = pool_get(hsm, &s);
-	if (rc < 0)
-		return rc;
-	/* Look again rather than trust the cache: another process may have
-	 * created them since we opened. */
-	rc = find_master_keys(hsm, s);
-	if (rc < 0)
-		goto out;
-	if (master_handle(hsm, 0) != CK_INVALID_HANDLE ||
-	    master_handle(hsm, 1) != CK_INVALID_HANDLE) {
-		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds the "
-				  "master keys");
-		goto out;
-	}
-	rv = hsm->f->C_GenerateKey(s, &aes_gen, wt, sizeof(wt) / sizeof(wt[0]), &wrap);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_GenerateKey", "creating the master wrapping key");
-		goto out;
-	}
-	rv = hsm->f->C_GenerateKey(s, &sec_gen, mt, sizeof(mt) / sizeof(mt[0]), &mac);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_GenerateKey", "creating the record MAC key");
-		/* Both or neither: a lone wrap key would make the next try fail
-		 * with "exists". */
-		hsm->f->C_DestroyObject(s, wrap);
-		goto out;
-	}
-	pthread_mutex_lock(&hsm->mu);
-	hsm->wrap_key = wrap;
-	hsm->mac_key = mac;
-	pthread_mutex_unlock(&hsm->mu);
-	rc = 0;
-out:
-	pool_put(hsm, s);
-	return rc;
-}
-
-static int need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
-{
-	*h = master_handle(hsm, mac);
-	if (*h == CK_INVALID_HANDLE)
-		return sc_error_set(SC_ERR_NOT_FOUND, "the backend token has no %s key "
-				    "('%s'): run smartcert init",
-				    mac ? "record MAC" : "master wrapping",
-				    mac ? SC_LABEL_RECORD_MAC : SC_LABEL_MASTER_WRAP);
-	return 0;
-}
-
-int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
-	       unsigned char mac[32])
-{
-	int rc;
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE key;
-	CK_MECHANISM mech = { CKM_SHA256_HMAC, NULL, 0 };
-	unsigned char buf[64];
-	CK_ULONG len = sizeof(buf);
-	size_t i;
-	CK_RV rv = CKR_OK;
-
-	memset(mac, 0, 32);
-	rc = need_master(hsm, 1, &key);
-	if (rc < 0)
-		return rc;
-	rc = pool_get(hsm, &s);
-	if (rc < 0)
-		return rc;
-	rv = hsm->f->C_SignInit(s, &mech, key);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_SignInit", "record MAC");
-		goto out;
-	}
-	for (i = 0; i < nparts; i++) {
-		if (lens[i] == 0)
-			continue;
-		rv = hsm->f->C_SignUpdate(s, (CK_BYTE_PTR)parts[i], lens[i]);
-		if (rv != CKR_OK) {
-			rc = hsm_ckr(rv, "C_SignUpdate", "record MAC");
-			goto out;
-		}
-	}
-	rv = hsm->f->C_SignFinal(s, buf, &len);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_SignFinal", "record MAC");
-		goto out;
-	}
-	if (len != 32) {
-		rc = sc_error_set(SC_ERR_HSM, "record MAC has length %lu, not 32",
-				  (unsigned long)len);
-		goto out;
-	}
-	memcpy(mac, buf, 32);
-	rc = 0;
-out:
-	OPENSSL_cleanse(buf, sizeof(buf));
-	pool_put_rv(hsm, s, rv);
-	return rc;
-}
-
-/* ---- per-user keys ------------------------------------------------------ */
-
-int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg,
-			    unsigned char **blob, size_t *blob_len,
-			    unsigned char **spki, size_t *spki_len)
-{
-	int rc;
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE wrap, pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
-	unsigned char *b = NULL, *der = NULL;
-	size_t der_len = 0;
-	CK_ULONG bl = 0;
-	CK_RV rv;
-
-	*blob = NULL;
-	*blob_len = 0;
-	*spki = NULL;
-	*spki_len = 0;
-	rc = alg_check(alg);
-	if (rc < 0)
-		return rc;
-	rc = need_master(hsm, 0, &wrap);
-	if (rc < 0)
-		return rc;
-	rc = pool_get(hsm, &s);
-	if (rc < 0)
-		return rc;
-	rc = gen_pair(hsm, s, alg, 0, NULL, &pub, &priv);
-	if (rc < 0)
-		goto out;
-	rc = public_spki(hsm, s, pub, alg, &der, &der_len);
-	if (rc < 0)
-		goto out;
-	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, NULL, &bl);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_WrapKey", "wrapping a new user key");
-		goto out;
-	}
-	b = malloc(bl ? bl : 1);
-	if (!b) {
-		rc = SC_ERR_NOMEM;
-		goto out;
-	}
-	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, b, &bl);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_WrapKey", "wrapping a new user key");
-		goto out;
-	}
-	*blob = b;
-	*blob_len = bl;
-	b = NULL;
-	*spki = der;
-	*spki_len = der_len;
-	der = NULL;
-	rc = 0;
-out:
-	/* Neither half may outlive this call: the blob is the only copy. */
-	if (priv != CK_INVALID_HANDLE)
-		hsm->f->C_DestroyObject(s, priv);
-	if (pub != CK_INVALID_HANDLE)
-		hsm->f->C_DestroyObject(s, pub);
-	free(b);
-	OPENSSL_free(der);
-	pool_put(hsm, s);
-	return rc;
-}
-
-int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
-		  sc_hsm_key **out)
-{
-	int rc;
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE wrap, h = CK_INVALID_HANDLE;
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	CK_KEY_TYPE kt;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
-	 * CKA_EC_PARAMS from it), so none is passed here. */
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
-		{ CKA_TOKEN, &fal, sizeof(fal) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_SIGN, &tru, sizeof(tru) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-	};
-	sc_hsm_key *k = NULL;
-	CK_RV rv;
-
-	*out = NULL;
-	rc = alg_check(alg);
-	if (rc < 0)
-		return rc;
-	if (!blob || blob_len == 0)
-		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
-	kt = alg_is_ec(alg) ? CKK_EC : CKK_RSA;
-	rc = need_master(hsm, 0, &wrap);
-	if (rc < 0)
-		return rc;
-	k = malloc(sizeof(*k));
-	if (!k)
-		return SC_ERR_NOMEM;
-	rc = pool_get(hsm, &s);
-	if (rc < 0)
-		goto out;
-	rv = hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len, t,
-				 sizeof(t) / sizeof(t[0]), &h);
-	/* No operation is left active by C_UnwrapKey, even when it fails. */
-	pool_put(hsm, s);
-	if (rv != CKR_OK) {
-		/* SoftHSMv2 reports a damaged blob as CKR_GENERAL_ERROR. */
-		rc = hsm_ckr(rv, "C_UnwrapKey", "unwrapping a user key (blob damaged, "
-			     "or not wrapped under this master key?)");
-		goto out;
-	}
-	k->h = h;
-	k->alg = alg;
-	k->session_obj = 1;
-	*out = k;
-	k = NULL;
-	rc = 0;
-out:
-	free(k);
+	hsm_pool_put(hsm, s);
 	return rc;
 }
 
@@ -1392,9 +686,9 @@ void sc_hsm_key_free(sc_hsm *hsm, sc_hsm_key *key)
 
 	if (!key)
 		return;
-	if (key->session_obj && hsm && pool_get(hsm, &s) == 0) {
+	if (key->session_obj && hsm && hsm_pool_get(hsm, &s) == 0) {
 		hsm->f->C_DestroyObject(s, key->h);
-		pool_put(hsm, s);
+		hsm_pool_put(hsm, s);
 	}
 	free(key);
 }
@@ -1415,7 +709,7 @@ int sc_hsm_sign(sc_hsm *hsm, sc_hsm_key *key, unsigned long mech_type,
 
 	if (!hsm || !key || !sig || !sig_len || (!in && in_len))
 		return sc_error_set(SC_ERR_INVALID, "sc_hsm_sign: bad arguments");
-	rc = pool_get(hsm, &s);
+	rc = hsm_pool_get(hsm, &s);
 	if (rc < 0)
 		return rc;
 	rv = hsm->f->C_SignInit(s, &mech, key->h);
@@ -1437,7 +731,7 @@ int sc_hsm_sign(sc_hsm *hsm, sc_hsm_key *key, unsigned long mech_type,
 	*sig_len = len;
 	rc = 0;
 out:
-	pool_put_rv(hsm, s, rv);
+	hsm_pool_put_rv(hsm, s, rv);
 	return rc;
 }
 
@@ -1468,7 +762,7 @@ int sc_hsm_describe(sc_hsm *hsm, char *buf, size_t len)
 			 (unsigned long)ti.ulTotalPrivateMemory);
 	n = snprintf(buf, len, "token '%s' (%s %s, serial %s)%s%s", label, manuf, model,
 		     serial, mem,
-		     master_handle(hsm, 0) != CK_INVALID_HANDLE ? ", master keys present"
+		     hsm_master_handle(hsm, 0) != CK_INVALID_HANDLE ? ", master keys present"
 								  : ", no master keys");
 	if (n < 0 || (size_t)n >= len)
 		return sc_error_set(SC_ERR_INVALID, "description buffer too small");

@@ -75,13 +75,27 @@ static void sc_json_escaped(sc_json *j, const char *s)
 		const char *e = NULL;
 
 		switch (p[i]) {
-		case '"': e = "\\\""; break;
-		case '\\': e = "\\\\"; break;
-		case '\n': e = "\\n"; break;
-		case '\r': e = "\\r"; break;
-		case '\t': e = "\\t"; break;
-		case '\b': e = "\\b"; break;
-		case '\f': e = "\\f"; break;
+		case '"':
+			e = "\\\"";
+			break;
+		case '\\':
+			e = "\\\\";
+			break;
+		case '\n':
+			e = "\\n";
+			break;
+		case '\r':
+			e = "\\r";
+			break;
+		case '\t':
+			e = "\\t";
+			break;
+		case '\b':
+			e = "\\b";
+			break;
+		case '\f':
+			e = "\\f";
+			break;
 		default:
 			if (p[i] < 0x20 || p[i] == 0x7f) {
 				snprintf(esc, sizeof(esc), "\\u%04x", p[i]);

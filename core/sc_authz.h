@@ -74,6 +74,13 @@ int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out);
 /* The clock skew the trust was loaded with (authz.max_skew, read once). */
 int64_t sc_authz_trust_skew(const sc_authz_trust *t);
 
+
+/* The allowed clock skew, authz.max_skew: the one reading of that key, for
+ * the trust above and for whoever keeps a used token id until its notAfter
+ * plus the skew (the replay cache).  Default SC_AUTHZ_DEFAULT_SKEW (also
+ * when cfg is NULL), 0..SC_AUTHZ_MAX_SKEW seconds, else SC_ERR_CONFIG;
+ * *out is the default on error. */
+int sc_authz_max_skew(const sc_config *cfg, int64_t *out);
 void sc_authz_trust_free(sc_authz_trust *t);
 
 /* The same from keys in hand (tests, fuzzers, embedders).  The keys are

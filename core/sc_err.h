@@ -50,6 +50,12 @@ enum sc_err {
 	SC_ERR_INTERNAL = -34,          /* bug: please report */
 };
 
+/* 1 if err is a refusal of the authorisation token itself (an
+ * SC_ERR_TOKEN_* code: malformed, signature, issuer, audience, time window,
+ * subject, key, digest, spent, replayed), 0 for anything else (key or
+ * account state, store, HSM...).  Listed by name, not by enum order. */
+int sc_err_is_token(int err);
+
 /* Short, stable description of an error code (never NULL). */
 const char *sc_strerror(int err);
 

@@ -2,8 +2,9 @@
  * The store: the one place that holds state (users, wrapped keys,
  * certificates and their status, revocations, counters, replay cache,
  * pre-signed OCSP responses, audit records).  This header is the whole
- * contract; the LMDB backend (store_lmdb.c) is the only code that touches
- * LMDB, and a second backend (PostgreSQL) implements the same functions.
+ * contract; the LMDB backend (core/store/) is the only code that touches
+ * LMDB, and a second backend (PostgreSQL) implements the same functions,
+ * applying the same record rules (core/store/rules.h).
  *
  * Concurrency: any number of processes may open the same store.  Writers are
  * serialised (one write transaction at a time across all processes); read

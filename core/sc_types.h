@@ -72,4 +72,8 @@ int sc_serial_from_hex(const char *hex, sc_serial *out);
 
 #define SC_ID_MAX 64            /* user id / key id length limit */
 
+/* The one rule for user and key ids: 1 to SC_ID_MAX characters of
+ * A-Z a-z 0-9 . _ @ -.  Returns 1 if `id` follows it, 0 if not (or NULL). */
+int sc_id_valid(const char *id);
+
 #endif

@@ -1,5 +1,5 @@
 /*
- * Small helpers used everywhere: encodings, secret files, atomic files, time.
+ * Small helpers used everywhere: encodings, secret files, atomic files.
  */
 #ifndef SC_UTIL_H
 #define SC_UTIL_H
@@ -22,13 +22,34 @@ int sc_b64_decode(const char *in, size_t len, unsigned char **out, size_t *outle
 void sc_hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
 int sc_hex_decode(const char *hex, unsigned char *out, size_t outmax, size_t *outlen);
 
-/* Read a secret (PIN) from a file: first line, trailing newline stripped.
- * Refuses files readable by group/others (SC_ERR_PERMISSION) unless
- * allow_shared.  The result is wiped and freed with sc_secret_free(). */
+/* The one reader of secrets (PINs, ID-card numbers, bearer tokens) from a
+ * source:
+ *   "env:VAR"    the variable's value
+ *   "file:PATH"  the first line of the file, which must be a regular file
+ *                readable by its owner only (SC_ERR_PERMISSION) unless
+ *                SC_SECRET_SHARED; a relative PATH is taken against `dir`
+ *                when dir is not NULL
+ *   "-"          the first line of standard input, with SC_SECRET_STDIN
+ *   PATH         a bare path, with SC_SECRET_BARE_PATH
+ * The line end is not part of the secret; an empty secret or one of `max`
+ * bytes or more (0: 4096) is refused (SC_ERR_INVALID).  Every buffer the
+ * secret passed through is fixed-size, never realloc'd, and wiped.  A source
+ * of no known form or an unset variable is SC_ERR_CONFIG, or SC_ERR_INVALID
+ * with SC_SECRET_FROM_ARG (the source came from the command line).
+ * *out is NULL on error; free it with sc_secret_free(). */
+enum {
+	SC_SECRET_BARE_PATH = 1 << 0,
+	SC_SECRET_STDIN = 1 << 1,
+	SC_SECRET_SHARED = 1 << 2,
+	SC_SECRET_FROM_ARG = 1 << 3,
+};
+int sc_secret_source_read(const char *source, const char *dir, unsigned flags, size_t max,
+			  char **out);
+/* Shorthands: a file (SC_SECRET_SHARED when allow_shared); a pin-source
+ * ("file:PATH", "env:VAR", or a bare path). */
 int sc_secret_read_file(const char *path, int allow_shared, char **out);
-
-/* Resolve a pin-source: "file:PATH", "env:VAR", or a bare path. */
 int sc_secret_read_source(const char *source, char **out);
+/* Wipe and free a secret (NULL-safe). */
 void sc_secret_free(char *s);
 
 /* Write a file with mode `mode`, fsync, rename over `path`, fsync the
@@ -41,11 +62,7 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 /* mkdir -p with mode. */
 int sc_mkdir_p(const char *path, unsigned mode);
 
-/* UTC helpers.  Dates as YYYYMMDD integers, times as seconds since epoch. */
-int64_t sc_now(void);   /* a -Dtest_hooks=true build honours $SMARTCERT_FAKE_TIME */
-int sc_date_parse(const char *yyyy_mm_dd, int32_t *out_yyyymmdd);
-/* The instant (00:00:00Z) the holder born on `dob` turns `years` old. */
-int64_t sc_date_add_years(int32_t yyyymmdd, int years);
-int sc_time_format(int64_t t, char *buf, size_t len); /* "2026-11-23T09:00:00Z" */
+/* Time (sc_now, dates, RFC 3339, GeneralizedTime, HTTP dates): sc_time.h. */
+#include "sc_time.h"
 
 #endif

@@ -194,3 +194,22 @@ bad:
 			    "invalid serial number '%.80s': give 1 to 40 hex digits of a positive, non-zero serial",
 			    hex);
 }
+
+int sc_id_valid(const char *id)
+{
+	size_t i, n;
+
+	if (id == NULL)
+		return 0;
+	n = strlen(id);
+	if (n < 1 || n > SC_ID_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		char c = id[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '@' || c == '-'))
+			return 0;
+	}
+	return 1;
+}

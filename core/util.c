@@ -238,70 +238,44 @@ void sc_secret_free(char *s)
 		OPENSSL_clear_free(s, strlen(s));
 }
 
-int sc_secret_read_file(const char *path, int allow_shared, char **out)
+/* The first line of `fd` (at most `max` bytes before the line end), into a
+ * buffer of exactly that size: a secret is never realloc'd, so no old copy
+ * lingers, and every buffer that held it is wiped.  `what` names the source
+ * in messages. */
+static int secret_read_line(int fd, const char *what, size_t max, char **out)
 {
 	char *buf = NULL, *res = NULL;
-	struct stat stb;
 	size_t used = 0, n;
-	int fd = -1, rv = SC_ERR_IO;
+	int rv;
 
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output for secret");
-	*out = NULL;
-	if (path == NULL || *path == '\0')
-		return sc_error_set(SC_ERR_INVALID, "no secret file given");
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		rv = sc_error_set(errno == EACCES ? SC_ERR_PERMISSION : SC_ERR_IO,
-				  "cannot open secret file %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (fstat(fd, &stb) != 0) {
-		rv = sc_error_set(SC_ERR_IO, "cannot stat secret file %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(stb.st_mode)) {
-		rv = sc_error_set(SC_ERR_IO, "secret file %s is not a regular file", path);
-		goto out;
-	}
-	if (!allow_shared && (stb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-		rv = sc_error_set(SC_ERR_PERMISSION,
-				  "secret file %s is accessible by group or others (mode %03o): "
-				  "run `chmod 600 %s`", path, (unsigned)(stb.st_mode & 0777), path);
-		goto out;
-	}
-	/* fixed buffer: a secret is never realloc'd (old copies would linger) */
-	buf = OPENSSL_zalloc(SC_SECRET_MAX + 1);
-	if (buf == NULL) {
-		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
-		goto out;
-	}
+	buf = OPENSSL_zalloc(max + 1);
+	if (buf == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
 	for (;;) {
-		ssize_t r = read(fd, buf + used, SC_SECRET_MAX - used);
+		ssize_t r = read(fd, buf + used, max - used);
 
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			rv = sc_error_set(SC_ERR_IO, "cannot read secret file %s: %s", path,
-					  strerror(errno));
+			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", what, strerror(errno));
 			goto out;
 		}
 		if (r == 0)
 			break;
 		used += (size_t)r;
-		if (used == SC_SECRET_MAX || memchr(buf, '\n', used) != NULL)
+		if (used == max || memchr(buf, '\n', used) != NULL)
 			break;
 	}
 	buf[used] = '\0';
 	n = strcspn(buf, "\r\n");
 	if (n == 0) {
-		rv = sc_error_set(SC_ERR_INVALID, "secret file %s is empty: write the secret on its first line",
-				  path);
+		rv = sc_error_set(SC_ERR_INVALID, "%s is empty: write the secret on its first line",
+				  what);
 		goto out;
 	}
-	if (n == SC_SECRET_MAX) {
-		rv = sc_error_set(SC_ERR_INVALID, "secret in %s is longer than %d bytes", path,
-				  SC_SECRET_MAX - 1);
+	if (n == max) {
+		rv = sc_error_set(SC_ERR_INVALID, "the secret in %s is longer than %zu bytes", what,
+				  max - 1);
 		goto out;
 	}
 	res = OPENSSL_malloc(n + 1);
@@ -312,44 +286,103 @@ int sc_secret_read_file(const char *path, int allow_shared, char **out)
 	memcpy(res, buf, n);
 	res[n] = '\0';
 	*out = res;
-	res = NULL;
 	rv = SC_OK;
 out:
-	if (buf != NULL)
-		OPENSSL_clear_free(buf, SC_SECRET_MAX + 1);
-	if (fd >= 0)
-		close(fd);
+	OPENSSL_clear_free(buf, max + 1);
 	return rv;
 }
 
-int sc_secret_read_source(const char *source, char **out)
+static int secret_read_path(const char *path, unsigned flags, size_t max, char **out)
 {
-	const char *v;
+	char what[4200];
+	struct stat stb;
+	int fd, rv;
+
+	if (path == NULL || *path == '\0')
+		return sc_error_set(SC_ERR_INVALID, "no secret file given");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return sc_error_set(errno == EACCES ? SC_ERR_PERMISSION : SC_ERR_IO,
+				    "cannot open secret file %s: %s", path, strerror(errno));
+	if (fstat(fd, &stb) != 0) {
+		rv = sc_error_set(SC_ERR_IO, "cannot stat secret file %s: %s", path, strerror(errno));
+	} else if (!S_ISREG(stb.st_mode)) {
+		rv = sc_error_set(SC_ERR_IO, "secret file %s is not a regular file", path);
+	} else if (!(flags & SC_SECRET_SHARED) && (stb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		rv = sc_error_set(SC_ERR_PERMISSION,
+				  "secret file %s is accessible by group or others (mode %03o): "
+				  "run `chmod 600 %s`", path, (unsigned)(stb.st_mode & 0777), path);
+	} else {
+		snprintf(what, sizeof(what), "secret file %s", path);
+		rv = secret_read_line(fd, what, max, out);
+	}
+	close(fd);
+	return rv;
+}
+
+int sc_secret_source_read(const char *source, const char *dir, unsigned flags, size_t max,
+			  char **out)
+{
+	int bad = flags & SC_SECRET_FROM_ARG ? SC_ERR_INVALID : SC_ERR_CONFIG;
+	const char *path = NULL, *v;
+	char *joined = NULL;
 	size_t n;
-	char *res;
+	int rv;
 
 	if (out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for secret");
 	*out = NULL;
+	if (max == 0)
+		max = SC_SECRET_MAX;
 	if (source == NULL || *source == '\0')
-		return sc_error_set(SC_ERR_INVALID, "no PIN source given: use file:PATH or env:VAR");
-	if (strncmp(source, "file:", 5) == 0)
-		return sc_secret_read_file(source + 5, 0, out);
+		return sc_error_set(SC_ERR_INVALID, "no secret source given: use file:PATH or env:VAR");
 	if (strncmp(source, "env:", 4) == 0) {
 		v = getenv(source + 4);
 		if (v == NULL || *v == '\0')
-			return sc_error_set(SC_ERR_CONFIG,
-					    "environment variable %s named by the PIN source is not set",
-					    source + 4);
+			return sc_error_set(bad, "environment variable %s named by the secret source "
+					    "is not set", source + 4);
 		n = strlen(v);
-		res = OPENSSL_malloc(n + 1);
-		if (res == NULL)
+		if (n >= max)
+			return sc_error_set(SC_ERR_INVALID, "the secret in environment variable %s "
+					    "is longer than %zu bytes", source + 4, max - 1);
+		*out = OPENSSL_malloc(n + 1);
+		if (*out == NULL)
 			return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
-		memcpy(res, v, n + 1);
-		*out = res;
+		memcpy(*out, v, n + 1);
 		return SC_OK;
 	}
-	return sc_secret_read_file(source, 0, out);
+	if ((flags & SC_SECRET_STDIN) && strcmp(source, "-") == 0)
+		return secret_read_line(STDIN_FILENO, "standard input", max, out);
+	if (strncmp(source, "file:", 5) == 0)
+		path = source + 5;
+	else if (flags & SC_SECRET_BARE_PATH)
+		path = source;
+	else
+		/* the source is not echoed: it may be the secret itself */
+		return sc_error_set(bad, "a secret source must be file:PATH or env:VAR%s (the "
+				    "secret itself is never taken from the command line)",
+				    flags & SC_SECRET_STDIN ? " or -" : "");
+	if (dir != NULL && path[0] != '/' && path[0] != '\0') {
+		if (asprintf(&joined, "%s/%s", dir, path) < 0)
+			return sc_error_set(SC_ERR_NOMEM, "out of memory");
+		path = joined;
+	}
+	rv = secret_read_path(path, flags, max, out);
+	free(joined);
+	return rv;
+}
+
+int sc_secret_read_file(const char *path, int allow_shared, char **out)
+{
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output for secret");
+	*out = NULL;
+	return secret_read_path(path, allow_shared ? SC_SECRET_SHARED : 0, SC_SECRET_MAX, out);
+}
+
+int sc_secret_read_source(const char *source, char **out)
+{
+	return sc_secret_source_read(source, NULL, SC_SECRET_BARE_PATH, 0, out);
 }
 
 /* ---- files ----------------------------------------------------------- */
@@ -584,140 +617,4 @@ int sc_mkdir_p(const char *path, unsigned mode)
 out:
 	free(p);
 	return rv;
-}
-
-/* ---- time ------------------------------------------------------------ */
-
-#ifdef SC_TEST_HOOKS
-/* A test build's clock override: $SMARTCERT_FAKE_TIME, or the number in
- * the file $SMARTCERT_FAKE_TIME_FILE names (read at every call, so a test
- * can move a running service's clock).  Production builds have neither. */
-static int fake_time(int64_t *out)
-{
-	const char *fake = getenv("SMARTCERT_FAKE_TIME");
-	const char *file = getenv("SMARTCERT_FAKE_TIME_FILE");
-	char buf[32];
-	char *end = NULL;
-	long long v;
-
-	if ((fake == NULL || *fake == '\0') && file != NULL && *file != '\0') {
-		FILE *f = fopen(file, "r");
-		size_t n;
-
-		if (f == NULL)
-			return 0;
-		n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = '\0';
-		buf[strcspn(buf, "\r\n")] = '\0';
-		fake = buf;
-	}
-	if (fake == NULL || *fake == '\0')
-		return 0;
-	errno = 0;
-	v = strtoll(fake, &end, 10);
-	if (errno != 0 || end == NULL || *end != '\0')
-		return 0;
-	*out = (int64_t)v;
-	return 1;
-}
-#endif
-
-int64_t sc_now(void)
-{
-#ifdef SC_TEST_HOOKS
-	int64_t t;
-
-	if (fake_time(&t))
-		return t;
-#endif
-	return (int64_t)time(NULL);
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
-static int64_t sc_days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-static int sc_is_leap(int64_t y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static unsigned sc_mdays(int64_t y, unsigned m)
-{
-	static const unsigned md[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-
-	return m == 2 && sc_is_leap(y) ? 29 : md[m - 1];
-}
-
-int sc_date_parse(const char *s, int32_t *out)
-{
-	unsigned y = 0, m = 0, d = 0;
-	size_t i, len;
-	int dashes;
-
-	if (out != NULL)
-		*out = 0;
-	if (s == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no date given");
-	len = strlen(s);
-	dashes = len == 10;
-	if (!(len == 10 || len == 8))
-		goto bad;
-	for (i = 0; i < len; i++) {
-		int want_dash = dashes && (i == 4 || i == 7);
-
-		if (want_dash ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
-			goto bad;
-	}
-	for (i = 0; i < 4; i++)
-		y = y * 10 + (unsigned)(s[i] - '0');
-	i = dashes ? 5 : 4;
-	m = (unsigned)(s[i] - '0') * 10 + (unsigned)(s[i + 1] - '0');
-	i += dashes ? 3 : 2;
-	d = (unsigned)(s[i] - '0') * 10 + (unsigned)(s[i + 1] - '0');
-	if (y < 1800 || m < 1 || m > 12 || d < 1 || d > sc_mdays(y, m))
-		goto bad;
-	*out = (int32_t)(y * 10000 + m * 100 + d);
-	return SC_OK;
-bad:
-	return sc_error_set(SC_ERR_INVALID, "invalid date '%.40s': use YYYY-MM-DD", s);
-}
-
-int64_t sc_date_add_years(int32_t yyyymmdd, int years)
-{
-	int64_t y = yyyymmdd / 10000 + years;
-	unsigned m = (unsigned)(yyyymmdd / 100 % 100), d = (unsigned)(yyyymmdd % 100);
-
-	if (m < 1 || m > 12 || d < 1 || d > 31)
-		return 0;
-	/* someone born on 29 February comes of age on 1 March in common years */
-	if (m == 2 && d == 29 && !sc_is_leap(y)) {
-		m = 3;
-		d = 1;
-	}
-	return sc_days_from_civil(y, m, d) * 86400;
-}
-
-int sc_time_format(int64_t t, char *buf, size_t len)
-{
-	struct tm tm;
-	time_t tt = (time_t)t;
-
-	if (buf == NULL || len < 21)
-		return sc_error_set(SC_ERR_INVALID, "time buffer too small");
-	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-		buf[0] = '\0';
-		return sc_error_set(SC_ERR_INVALID, "time %lld cannot be formatted", (long long)t);
-	}
-	return SC_OK;
 }

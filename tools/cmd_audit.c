@@ -28,20 +28,16 @@ static void audit_usage(FILE *f)
 /* A bare date as an upper bound means the whole day. */
 static int audit_parse_time(const char *s, int end_of_day, int64_t *out)
 {
-	struct tm tm;
-	const char *end;
+	int32_t d;
 
-	memset(&tm, 0, sizeof(tm));
-	end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	if (end == NULL || *end != '\0') {
-		memset(&tm, 0, sizeof(tm));
-		end = strptime(s, "%Y-%m-%d", &tm);
-		if (end == NULL || *end != '\0')
-			return SC_ERR_INVALID;
-		if (end_of_day)
-			tm.tm_sec = 86399;
+	if (sc_time_parse(s, out) == SC_OK)
+		return SC_OK;
+	if (strlen(s) != 10 || sc_date_parse(s, &d) != SC_OK) {
+		sc_error_clear();
+		return SC_ERR_INVALID;
 	}
-	*out = (int64_t)timegm(&tm);
+	*out = sc_days_from_civil(d / 10000, (unsigned)(d / 100 % 100), (unsigned)(d % 100)) * 86400 +
+	       (end_of_day ? 86399 : 0);
 	return SC_OK;
 }
 

@@ -140,15 +140,7 @@ static int ca_parse_uint(const char *s, unsigned long max, unsigned long *out)
 /* "YYYY-MM-DDTHH:MM:SSZ" -> epoch seconds. */
 static int ca_parse_time(const char *s, int64_t *out)
 {
-	struct tm tm;
-	const char *end;
-
-	memset(&tm, 0, sizeof(tm));
-	end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
-	if (end == NULL || *end != '\0')
-		return SC_ERR_INVALID;
-	*out = (int64_t)timegm(&tm);
-	return SC_OK;
+	return sc_time_parse(s, out);
 }
 
 /* The ID-card number from env:VAR, file:PATH or "-" (standard input). */
@@ -158,33 +150,8 @@ static int ca_read_id_number(const char *src, char **out)
 	if (src == NULL)
 		return sc_error_set(SC_ERR_INVALID, "--id-number-source env:VAR|file:PATH|- is "
 				    "required (the number is never taken from the command line)");
-	if (strcmp(src, "-") == 0) {
-		char *line = NULL;
-		size_t cap = 0;
-		ssize_t n = getline(&line, &cap, stdin);
-
-		if (n <= 0) {
-			OPENSSL_clear_free(line, cap);
-			return sc_error_set(SC_ERR_INVALID, "no ID-card number on standard input");
-		}
-		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-			line[--n] = '\0';
-		*out = OPENSSL_strdup(line);
-		OPENSSL_clear_free(line, cap);
-		return *out ? SC_OK : SC_ERR_NOMEM;
-	}
-	if (strncmp(src, "env:", 4) == 0) {
-		const char *v = getenv(src + 4);
-
-		if (v == NULL || v[0] == '\0')
-			return sc_error_set(SC_ERR_INVALID, "environment variable %s is not set",
-					    src + 4);
-		*out = OPENSSL_strdup(v);
-		return *out ? SC_OK : SC_ERR_NOMEM;
-	}
-	if (strncmp(src, "file:", 5) == 0)
-		return sc_secret_read_file(src + 5, 1, out);
-	return sc_error_set(SC_ERR_INVALID, "--id-number-source must be env:VAR, file:PATH or -");
+	return sc_secret_source_read(src, NULL, SC_SECRET_STDIN | SC_SECRET_SHARED |
+				     SC_SECRET_FROM_ARG, 0, out);
 }
 
 /* Run a subcommand that changes the store: the deployment with its HSM and
@@ -437,24 +404,22 @@ static int ca_renew_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
 {
 	sc_ca_issued r;
 	char *tok = NULL, tid[65];
-	unsigned char *buf = NULL;
-	size_t len = 0;
 	int rv;
 
 	if (a->consent_file != NULL) {
-		if ((rv = sc_file_read(a->consent_file, 16384, &buf, &len)) != SC_OK)
+		/* a bearer credential: read like any secret, wiped after use */
+		if ((rv = sc_secret_source_read(a->consent_file, NULL, SC_SECRET_BARE_PATH |
+						SC_SECRET_SHARED | SC_SECRET_FROM_ARG, 16384,
+						&tok)) != SC_OK)
 			return sc_cli_fail(rv, "ca renew: cannot read the consent token");
-		while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-			len--;
-		tok = strndup((const char *)buf, len);
-		free(buf);
+		tok[strcspn(tok, " ")] = '\0';
 	} else {
-		tok = strdup(a->consent);
+		tok = OPENSSL_strdup(a->consent);
 	}
 	if (tok == NULL)
 		return sc_cli_fail(SC_ERR_NOMEM, cmd);
 	rv = sc_ca_renew(ca, a->user, tok, a->keep_key, &r, tid);
-	free(tok);
+	sc_secret_free(tok);
 	if (rv != SC_OK)
 		return sc_cli_fail(rv, cmd);
 	ca_print_issued(a, &r, "renewed");

@@ -26,24 +26,9 @@
 #include "sc_config.h"
 #include "sc_err.h"
 #include "sc_util.h"
+#include "tcheck.h"
 
 extern const asn1_static_node sc_authz_asn1_tab[];
-
-static int failures;
-static int checks;
-
-#define CHECK(cond, ...) do { \
-	checks++; \
-	if (!(cond)) { \
-		failures++; \
-		fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-		fprintf(stderr, __VA_ARGS__); \
-		fprintf(stderr, " [%s]\n", sc_error_detail()); \
-	} \
-} while (0)
-
-#define CHECK_RC(got, want, what) CHECK((got) == (want), "%s: got %s, want %s", (what), \
-					 sc_errname(got), sc_errname(want))
 
 #define NB INT64_C(1795000000)       /* 2026-11-18 */
 #define NA (NB + 300)
@@ -291,7 +276,7 @@ static char *raw_issue(EVP_PKEY *k, const struct raw *r)
 
 /* ---- tests ---------------------------------------------------------------- */
 
-static void test_round_trip(EVP_PKEY *k, int kind)
+static void check_round_trip(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_token in, out;
@@ -312,7 +297,7 @@ static void test_round_trip(EVP_PKEY *k, int kind)
 	text = issue(k, &in);
 	CHECK(in.token_id_len == 16, "%s: random token id generated", kind_names[kind]);
 	rc = verify_at(tr, text, NOW, &out);
-	CHECK_RC(rc, SC_OK, kind_names[kind]);
+	CHECK_RC(rc, SC_OK, "%s", kind_names[kind]);
 	CHECK(out.version == 1 && out.token_id_len == 16 &&
 	      memcmp(out.token_id, in.token_id, 16) == 0, "%s: token id", kind_names[kind]);
 	CHECK(strcmp(out.issuer, "test-authz") == 0 && strcmp(out.audience, "test-signing") == 0 &&
@@ -348,7 +333,7 @@ static void test_round_trip(EVP_PKEY *k, int kind)
 	sc_authz_trust_free(tr);
 }
 
-static void test_time_and_audience(EVP_PKEY *k)
+static void check_time_and_audience(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_trust *other = NULL;
@@ -387,7 +372,7 @@ static void test_time_and_audience(EVP_PKEY *k)
 	sc_authz_trust_free(tr);
 }
 
-static void test_keys(EVP_PKEY *p256, EVP_PKEY *ed, EVP_PKEY *rsa)
+static void check_keys(EVP_PKEY *p256, EVP_PKEY *ed, EVP_PKEY *rsa)
 {
 	sc_authz_trust *tr = trust_of(p256, NULL), *rot = trust_of(p256, ed);
 	sc_authz_token in, out;
@@ -476,7 +461,7 @@ static void test_keys(EVP_PKEY *p256, EVP_PKEY *ed, EVP_PKEY *rsa)
 	sc_authz_trust_free(rot);
 }
 
-static void test_text(EVP_PKEY *k)
+static void check_text(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_token in;
@@ -541,7 +526,7 @@ static void test_text(EVP_PKEY *k)
 	sc_authz_trust_free(tr);
 }
 
-static void test_bit_flips(EVP_PKEY *k, int kind)
+static void check_bit_flips(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_token in, out;
@@ -575,7 +560,7 @@ static void test_bit_flips(EVP_PKEY *k, int kind)
 	sc_authz_trust_free(tr);
 }
 
-static void test_form(EVP_PKEY *k)
+static void check_form(EVP_PKEY *k, int kind)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	struct raw r;
@@ -589,7 +574,7 @@ static void test_form(EVP_PKEY *k)
 	setup; \
 	text = raw_issue(k, &r); \
 	rc = verify_at(tr, text, NOW, &out); \
-	CHECK_RC(rc, want, what); \
+	CHECK_RC(rc, want, "%s", what); \
 	free(text); \
 } while (0)
 
@@ -654,7 +639,7 @@ static void *verify_thread(void *p)
 	return NULL;
 }
 
-static void test_threads(EVP_PKEY *k)
+static void check_threads(EVP_PKEY *k)
 {
 	sc_authz_trust *tr = trust_of(k, NULL);
 	sc_authz_token in;
@@ -680,7 +665,7 @@ static void test_threads(EVP_PKEY *k)
 	sc_authz_trust_free(tr);
 }
 
-static void test_issue_refusals(EVP_PKEY *k)
+static void check_issue_refusals(EVP_PKEY *k)
 {
 	sc_authz_token in;
 	char *text = NULL;
@@ -700,7 +685,7 @@ static void test_issue_refusals(EVP_PKEY *k)
 	CHECK(text == NULL, "no text on refusal");
 }
 
-static void test_renew_digest(void)
+static void check_renew_digest(void)
 {
 	sc_serial s;
 	unsigned char a[32], b[32];
@@ -724,7 +709,7 @@ static int write_pub(const char *path, EVP_PKEY *k)
 	return ok == 1 ? 0 : -1;
 }
 
-static void test_config(EVP_PKEY *a, EVP_PKEY *b)
+static void check_config(EVP_PKEY *a, EVP_PKEY *b)
 {
 	const char *base = getenv("SMARTCERT_BUILDDIR");
 	char dir[512], path[600], conf[600];
@@ -784,33 +769,106 @@ static void test_config(EVP_PKEY *a, EVP_PKEY *b)
 	rmdir(dir);
 }
 
-int main(void)
+/* Three issuer keys (P-256, Ed25519, RSA), made once for every case. */
+static EVP_PKEY *keys[3];
+
+static void setup_keys(void)
 {
 	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
-	EVP_PKEY *keys[3];
 	int i;
 
-	if (asn1_array2tree(sc_authz_asn1_tab, &defs, err) != ASN1_SUCCESS) {
-		fprintf(stderr, "asn1: %s\n", err);
-		return 99;
-	}
+	REQUIRE(asn1_array2tree(sc_authz_asn1_tab, &defs, err) == ASN1_SUCCESS, "asn1: %s", err);
 	for (i = 0; i < 3; i++)
 		keys[i] = gen_key(i);
-	for (i = 0; i < 3; i++) {
-		test_round_trip(keys[i], i);
-		test_time_and_audience(keys[i]);
-		test_text(keys[i]);
-		test_bit_flips(keys[i], i);
-		test_form(keys[i]);
-	}
-	test_keys(keys[0], keys[1], keys[2]);
-	test_issue_refusals(keys[0]);
-	test_renew_digest();
-	test_threads(keys[0]);
-	test_config(keys[0], keys[2]);
+}
+
+static void free_keys(void)
+{
+	int i;
+
 	for (i = 0; i < 3; i++)
 		EVP_PKEY_free(keys[i]);
 	asn1_delete_structure(&defs);
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures == 0 ? 0 : 1;
+}
+
+/* Run `check` with each of the three keys. */
+static void each_key(void (*check)(EVP_PKEY *k, int kind))
+{
+	int i;
+
+	for (i = 0; i < 3; i++)
+		check(keys[i], i);
+}
+
+static void test_round_trip(const char *dir)
+{
+	each_key(check_round_trip);
+}
+
+static void test_time_and_audience(const char *dir)
+{
+	each_key(check_time_and_audience);
+}
+
+static void test_text(const char *dir)
+{
+	each_key(check_text);
+}
+
+static void test_bit_flips(const char *dir)
+{
+	each_key(check_bit_flips);
+}
+
+static void test_form(const char *dir)
+{
+	each_key(check_form);
+}
+
+static void test_keys(const char *dir)
+{
+	check_keys(keys[0], keys[1], keys[2]);
+}
+
+static void test_issue_refusals(const char *dir)
+{
+	check_issue_refusals(keys[0]);
+}
+
+static void test_renew_digest(const char *dir)
+{
+	check_renew_digest();
+}
+
+static void test_threads(const char *dir)
+{
+	check_threads(keys[0]);
+}
+
+static void test_config(const char *dir)
+{
+	check_config(keys[0], keys[2]);
+}
+
+static const struct tcheck_case cases[] = {
+	TCASE_NAMED("round-trip", test_round_trip),
+	TCASE_NAMED("time-and-audience", test_time_and_audience),
+	TCASE(text),
+	TCASE_NAMED("bit-flips", test_bit_flips),
+	TCASE(form),
+	TCASE(keys),
+	TCASE_NAMED("issue-refusals", test_issue_refusals),
+	TCASE_NAMED("renew-digest", test_renew_digest),
+	TCASE(threads),
+	TCASE(config),
+};
+
+int main(int argc, char **argv)
+{
+	int rc;
+
+	setup_keys();
+	rc = tcheck_main(argc, argv, "authz", cases, TCHECK_N(cases), NULL);
+	free_keys();
+	return rc;
 }

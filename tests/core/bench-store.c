@@ -4,7 +4,12 @@
  * the cost of a read transaction.  N from argv[1] or $SC_BENCH_N (default
  * 100000).  Prints figures; fails only if the store fails.
  */
-#include "tcore.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tcheck.h"
 
 #include <time.h>
 
@@ -59,7 +64,7 @@ int main(int argc, char **argv)
 		n = strtol(env, NULL, 10);
 	if (n <= 0)
 		n = 100000;
-	dir = tc_tmpdir("bench");
+	dir = tcheck_tmpdir("bench-store");
 	REQUIRE(sc_store_open(dir, 0, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
 	memset(blob, 0x11, sizeof(blob));
 	memset(spki, 0x22, sizeof(spki));
@@ -167,7 +172,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)stats.certs, (double)stats.map_used / 1048576.0,
 	       (double)stats.map_used / (double)n);
 	sc_store_close(st);
-	tc_rmtree(dir);
+	tcheck_rmtree(dir);
 	free(dir);
 	return 0;
 }

@@ -3,7 +3,12 @@
  * removed record, swapped records, truncation and a record added outside the
  * chain, each edited with raw LMDB and each named by its sequence number.
  */
-#include "tcore.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tcheck.h"
 
 #include <lmdb.h>
 
@@ -124,7 +129,7 @@ static void expect_bad(const char *path, uint64_t want_bad, const char *word)
 	if (bad != want_bad || strstr(sc_error_detail(), word) == NULL) {
 		fprintf(stderr, "%s: first bad %llu (want %llu), detail '%s' (want '%s')\n", path,
 			(unsigned long long)bad, (unsigned long long)want_bad, sc_error_detail(), word);
-		tc_failures++;
+		tcheck_failures++;
 	}
 	sc_txn_abort(t);
 	sc_store_close(st);
@@ -149,9 +154,9 @@ static int iter_cb(void *ctx, const sc_audit_record *r)
 	return 0;
 }
 
-int main(void)
+static void test_chain(const char *dir)
 {
-	char *dir = tc_tmpdir("audit"), *p;
+	char *p;
 	sc_store *st = NULL;
 	sc_txn *t = NULL;
 	sc_audit_event ev;
@@ -272,9 +277,13 @@ int main(void)
 	sc_txn_abort(t);
 	sc_store_close(st);
 	free(p);
+}
 
-	if (!tc_failures)
-		tc_rmtree(dir);
-	free(dir);
-	return tc_finish("test-audit");
+static const struct tcheck_case cases[] = {
+	TCASE(chain),
+};
+
+int main(int argc, char **argv)
+{
+	return tcheck_main(argc, argv, "audit", cases, TCHECK_N(cases), NULL);
 }

@@ -2,7 +2,12 @@
  * Configuration parsing: sections, repeated keys, sizes, booleans, paths and
  * syntax errors reported with their line numbers.
  */
-#include "tcore.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tcheck.h"
 
 #include "sc_config.h"
 #include "sc_util.h"
@@ -27,14 +32,14 @@ static void expect_syntax_error(const char *dir, const char *text, const char *w
 	CHECK(cfg == NULL);
 	if (strstr(sc_error_detail(), where) == NULL) {
 		fprintf(stderr, "detail '%s' lacks '%s'\n", sc_error_detail(), where);
-		tc_failures++;
+		tcheck_failures++;
 	}
 	free(p);
 }
 
-int main(void)
+static void test_parse(const char *dir)
 {
-	char *dir = tc_tmpdir("config"), *p, *path;
+	char *p, *path;
 	sc_config *cfg = NULL;
 	const char *const *list;
 	int64_t v;
@@ -119,9 +124,13 @@ int main(void)
 	expect_syntax_error(dir, "[a]\nx = \"unterminated\n", ":2:");
 	CHECK_RC(sc_config_load("/nonexistent/smartcert.conf", &cfg), SC_ERR_IO);
 	CHECK(cfg == NULL);
+}
 
-	if (!tc_failures)
-		tc_rmtree(dir);
-	free(dir);
-	return tc_finish("test-config");
+static const struct tcheck_case cases[] = {
+	TCASE(parse),
+};
+
+int main(int argc, char **argv)
+{
+	return tcheck_main(argc, argv, "config", cases, TCHECK_N(cases), NULL);
 }

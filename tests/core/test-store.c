@@ -3,7 +3,12 @@
  * transitions, a full map, a read-only directory, two writer processes and
  * corrupt records.
  */
-#include "tcore.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tcheck.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -593,7 +598,7 @@ static void test_readonly(const char *dir)
 
 			if (setgid(65534) == 0 && setuid(65534) == 0) {
 				readonly_checks(path, sub);
-				rc = tc_failures ? 1 : 0;
+				rc = tcheck_failures ? 1 : 0;
 			}
 			free(f1);
 			free(f2);
@@ -1177,20 +1182,18 @@ static void test_walk_releases_pages(const char *dir)
 	free(path);
 }
 
-int main(void)
-{
-	char *dir = tc_tmpdir("store");
+static const struct tcheck_case cases[] = {
+	TCASE(roundtrip),
+	TCASE(delete),
+	TCASE_NAMED("read-cache", test_read_cache),
+	TCASE(full),
+	TCASE(readonly),
+	TCASE(multiprocess),
+	TCASE(corrupt),
+	TCASE_NAMED("walk-releases-pages", test_walk_releases_pages),
+};
 
-	test_roundtrip(dir);
-	test_delete(dir);
-	test_read_cache(dir);
-	test_full(dir);
-	test_readonly(dir);
-	test_multiprocess(dir);
-	test_corrupt(dir);
-	test_walk_releases_pages(dir);
-	if (!tc_failures)
-		tc_rmtree(dir);
-	free(dir);
-	return tc_finish("test-store");
+int main(int argc, char **argv)
+{
+	return tcheck_main(argc, argv, "store", cases, TCHECK_N(cases), NULL);
 }

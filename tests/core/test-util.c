@@ -2,7 +2,12 @@
  * Error names, key/reason names, serials, base64/base64url/hex edge cases,
  * secret files, atomic writes, dates and the JSON writer.
  */
-#include "tcore.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tcheck.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -11,13 +16,18 @@
 #include "sc_types.h"
 #include "sc_util.h"
 
-static void test_errors(void)
+static void test_errors(const char *dir)
 {
 	CHECK(strcmp(sc_errname(SC_ERR_TOKEN_REPLAY), "token-replay") == 0);
 	CHECK(strcmp(sc_errname(SC_ERR_STORE_FULL), "store-full") == 0);
 	CHECK(strcmp(sc_errname(SC_ERR_TOKEN_NOT_YET_VALID), "token-not-yet-valid") == 0);
 	CHECK(strcmp(sc_errname(SC_OK), "ok") == 0);
 	CHECK(strcmp(sc_errname(-999), "unknown") == 0);
+	CHECK(sc_err_is_token(SC_ERR_TOKEN_MALFORMED) && sc_err_is_token(SC_ERR_TOKEN_REPLAY));
+	CHECK(sc_err_is_token(SC_ERR_TOKEN_DIGEST) && sc_err_is_token(SC_ERR_TOKEN_EXPIRED));
+	CHECK(!sc_err_is_token(SC_OK) && !sc_err_is_token(SC_ERR_KEY_LOCKED));
+	CHECK(!sc_err_is_token(SC_ERR_STATE) && !sc_err_is_token(SC_ERR_SUSPENDED));
+	CHECK(!sc_err_is_token(SC_ERR_PERMISSION) && !sc_err_is_token(-999));
 	CHECK(sc_strerror(-999) != NULL && sc_strerror(SC_ERR_INTERNAL)[0] != '\0');
 	CHECK(sc_error_set(SC_ERR_CONFIG, "bad %s at %d", "thing", 3) == SC_ERR_CONFIG);
 	CHECK(strcmp(sc_error_detail(), "bad thing at 3") == 0);
@@ -30,7 +40,7 @@ static void test_errors(void)
 	CHECK(strncmp(sc_error_detail(), "signing", 7) == 0);
 }
 
-static void test_types(void)
+static void test_types(const char *dir)
 {
 	int v;
 	sc_serial s;
@@ -45,6 +55,11 @@ static void test_types(void)
 	CHECK_RC(sc_keyalg_parse("ed25519", &v), SC_ERR_INVALID);
 	CHECK(strcmp(sc_keyalg_name(SC_KEYALG_RSA2048), "rsa2048") == 0);
 	CHECK(strcmp(sc_keyalg_name(99), "unknown") == 0);
+	CHECK(sc_id_valid("alice.o-brien_2@example") && sc_id_valid("a"));
+	CHECK(!sc_id_valid("") && !sc_id_valid(NULL) && !sc_id_valid("bad user"));
+	CHECK(!sc_id_valid("x/y") && !sc_id_valid("caf\xc3\xa9"));
+	CHECK(sc_id_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));   /* 64 */
+	CHECK(!sc_id_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 65 */
 	CHECK_RC(sc_reason_parse("keyCompromise", &v), SC_OK);
 	CHECK(v == SC_REASON_KEY_COMPROMISE);
 	CHECK_RC(sc_reason_parse("cessationofoperation", &v), SC_OK);
@@ -73,7 +88,7 @@ static void test_types(void)
 	CHECK(s.len == 2);
 }
 
-static void test_b64(void)
+static void test_b64(const char *dir)
 {
 	static const struct {
 		const char *in, *std, *url;
@@ -130,7 +145,7 @@ static void test_b64(void)
 	CHECK_RC(sc_b64url_decode("Zm\0v", 4, &out, &n), SC_ERR_INVALID);      /* NUL */
 }
 
-static void test_hex(void)
+static void test_hex(const char *dir)
 {
 	unsigned char b[4];
 	char h[9];
@@ -182,6 +197,26 @@ static void test_files(const char *dir)
 	sc_secret_free(sec);
 	sec = NULL;
 	CHECK_RC(sc_secret_read_source("env:TC_PIN_UNSET_VAR", &sec), SC_ERR_CONFIG);
+	/* the one reader: from an argument, a bad source is a usage error, and
+	 * never echoed (it may be the secret itself) */
+	CHECK_RC(sc_secret_source_read("env:TC_PIN_UNSET_VAR", NULL, SC_SECRET_FROM_ARG, 0, &sec),
+		 SC_ERR_INVALID);
+	CHECK_RC(sc_secret_source_read("A1112224", NULL, SC_SECRET_FROM_ARG, 0, &sec),
+		 SC_ERR_INVALID);
+	CHECK(sec == NULL && strstr(sc_error_detail(), "A1112224") == NULL);
+	CHECK_RC(sc_secret_source_read("A1112224", NULL, 0, 0, &sec), SC_ERR_CONFIG);
+	CHECK_RC(sc_secret_source_read("-", NULL, SC_SECRET_FROM_ARG, 0, &sec), SC_ERR_INVALID);
+	/* relative to a directory; too long for `max` */
+	CHECK_RC(sc_secret_source_read("file:pin", dir, 0, 0, &sec), SC_OK);
+	CHECK(sec != NULL && strcmp(sec, "1234") == 0);
+	sc_secret_free(sec);
+	sec = NULL;
+	CHECK_RC(sc_secret_source_read("file:pin", dir, 0, 4, &sec), SC_ERR_INVALID);
+	CHECK(sec == NULL);
+	CHECK_RC(sc_secret_source_read("env:TC_PIN_VAR", NULL, 0, 4, &sec), SC_ERR_INVALID);
+	CHECK_RC(sc_secret_source_read("env:TC_PIN_VAR", NULL, 0, 5, &sec), SC_OK);
+	sc_secret_free(sec);
+	sec = NULL;
 	/* CRLF and an empty file */
 	CHECK_RC(sc_file_write_atomic(path, "abcd\r\n", 6, 0600), SC_OK);
 	CHECK_RC(sc_secret_read_file(path, 0, &sec), SC_OK);
@@ -211,7 +246,7 @@ static void test_files(const char *dir)
 	CHECK(sc_mkdir_p(path, 0700) != SC_OK);   /* a file is in the way */
 }
 
-static void test_time(void)
+static void test_time(const char *dir)
 {
 	int32_t d;
 	char buf[32];
@@ -238,7 +273,48 @@ static void test_time(void)
 	CHECK(strcmp(buf, "2026-03-01T00:00:00Z") == 0);
 }
 
-static void test_json(void)
+/* The one time module: civil days, RFC 3339, GeneralizedTime, HTTP dates. */
+static void test_time_forms(const char *dir)
+{
+	int64_t t;
+	char buf[32];
+
+	CHECK(sc_days_from_civil(1970, 1, 1) == 0);
+	CHECK(sc_days_from_civil(2000, 3, 1) == 11017);
+	CHECK(sc_days_from_civil(1969, 12, 31) == -1);
+	CHECK(sc_is_leap(2000) && !sc_is_leap(1900) && sc_is_leap(2024) && !sc_is_leap(2023));
+	CHECK(sc_mdays(2024, 2) == 29 && sc_mdays(2023, 2) == 28 && sc_mdays(2023, 12) == 31);
+
+	CHECK_RC(sc_time_parse("2026-03-01T00:00:00Z", &t), SC_OK);
+	CHECK(t == 1772323200);
+	CHECK_RC(sc_time_parse("2026-02-29T00:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-03-01T24:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-03-01 00:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-3-01T00:00:00Z", &t), SC_ERR_INVALID);
+	CHECK_RC(sc_time_parse("2026-03-01T00:00:00", &t), SC_ERR_INVALID);
+
+	CHECK(sc_gentime_parse("20260301000000Z", 15, &t) == 0 && t == 1772323200);
+	CHECK(sc_gentime_parse("99991231235959Z", 15, &t) == 0 && t == INT64_C(253402300799));
+	CHECK(sc_gentime_parse("19691231235959Z", 15, &t) == -1);   /* before 1970 */
+	CHECK(sc_gentime_parse("20260301000000.5Z", 17, &t) == -1); /* no fraction */
+	CHECK(sc_gentime_parse("20260301000000+0100", 19, &t) == -1);
+	CHECK(sc_gentime_parse("20250229000000Z", 15, &t) == -1);
+	CHECK(sc_gentime_format(1772323200, buf) == 0 && strcmp(buf, "20260301000000Z") == 0);
+	CHECK(sc_gentime_format(-1, buf) == -1 && buf[0] == '\0');
+	CHECK(sc_gentime_format(INT64_C(253402300800), buf) == -1);
+
+	CHECK(sc_http_date_format(784111777, buf) == 0 &&
+	      strcmp(buf, "Sun, 06 Nov 1994 08:49:37 GMT") == 0);
+	CHECK(sc_http_date_parse("Sun, 06 Nov 1994 08:49:37 GMT", &t) == 0 && t == 784111777);
+	CHECK(sc_http_date_parse("Mon, 06 Nov 1994 08:49:37 GMT", &t) == -1); /* wrong weekday */
+	CHECK(sc_http_date_parse("Sun, 06 Nov 1994 08:49:37 UTC", &t) == -1);
+	CHECK(sc_http_date_parse("Sun, 06 Foo 1994 08:49:37 GMT", &t) == -1);
+	CHECK(sc_http_date_parse("Sunday, 06-Nov-94 08:49:37 GMT", &t) == -1);
+	CHECK(sc_http_date_format(0, buf) == 0 && strcmp(buf, "Thu, 01 Jan 1970 00:00:00 GMT") == 0);
+	CHECK(sc_http_date_parse(buf, &t) == 0 && t == 0);
+}
+
+static void test_json(const char *dir)
 {
 	sc_json j;
 
@@ -263,19 +339,18 @@ static void test_json(void)
 	sc_json_free(&j);
 }
 
-int main(void)
-{
-	char *dir = tc_tmpdir("util");
+static const struct tcheck_case cases[] = {
+	TCASE(errors),
+	TCASE(types),
+	TCASE(b64),
+	TCASE(hex),
+	TCASE(files),
+	TCASE(time),
+	TCASE_NAMED("time-forms", test_time_forms),
+	TCASE(json),
+};
 
-	test_errors();
-	test_types();
-	test_b64();
-	test_hex();
-	test_files(dir);
-	test_time();
-	test_json();
-	if (!tc_failures)
-		tc_rmtree(dir);
-	free(dir);
-	return tc_finish("test-util");
+int main(int argc, char **argv)
+{
+	return tcheck_main(argc, argv, "util", cases, TCHECK_N(cases), NULL);
 }

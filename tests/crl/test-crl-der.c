@@ -12,20 +12,8 @@
 #include <openssl/x509.h>
 
 #include "crl_internal.h"
+#include "tcheck.h"
 #include "sc_err.h"
-
-static int failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		failures++; \
-		printf("not ok - "); \
-	} else { \
-		printf("ok - "); \
-	} \
-	printf(__VA_ARGS__); \
-	printf("\n"); \
-} while (0)
 
 static int der_is(const sc_der *d, const char *hex)
 {
@@ -43,7 +31,7 @@ static int der_is(const sc_der *d, const char *hex)
 	return 1;
 }
 
-static void test_time(void)
+static void test_time(const char *dir)
 {
 	static const int64_t samples[] = { -631152000, 0, 951782400, 1700000000, 2524607999,
 					   2524608000, 4102444800, 253402300799 };
@@ -79,7 +67,7 @@ static void test_time(void)
 	sc_der_free(&d);
 }
 
-static void test_ints(void)
+static void test_ints(const char *dir)
 {
 	static const struct { uint64_t v; const char *hex; } cases[] = {
 		{ 0, "020100" }, { 127, "02017f" }, { 128, "02020080" }, { 256, "02020100" },
@@ -137,7 +125,7 @@ static X509_CRL *parse_tbs(const sc_der *tbs, const unsigned char *alg, size_t a
 	return crl;
 }
 
-static void test_lists(void)
+static void test_lists(const char *dir)
 {
 	static const unsigned char alg[] = { 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
 					     0x3d, 0x04, 0x03, 0x02 };
@@ -227,11 +215,13 @@ static void test_lists(void)
 	sc_crl_list_free(&empty);
 }
 
-int main(void)
+static const struct tcheck_case cases[] = {
+	TCASE(time),
+	TCASE(ints),
+	TCASE(lists),
+};
+
+int main(int argc, char **argv)
 {
-	test_time();
-	test_ints();
-	test_lists();
-	printf("%s\n", failures ? "FAILED" : "all passed");
-	return failures ? 1 : 0;
+	return tcheck_main(argc, argv, "crl-der", cases, TCHECK_N(cases), NULL);
 }

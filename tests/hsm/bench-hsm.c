@@ -105,8 +105,13 @@ int main(void)
 	size_t i;
 	int t;
 
-	if (s && atof(s) > 0)
-		seconds = atof(s);
+	if (s != NULL) {
+		char *end = NULL;
+		double v = strtod(s, &end);
+
+		if (end != s && *end == '\0' && v > 0)
+			seconds = v;
+	}
 	hsmfix_setup(&fx, "bench");
 	hsm = hsmfix_open(&fx, 4);
 	REQUIRE(sc_hsm_create_master_keys(hsm) == 0, "master keys");

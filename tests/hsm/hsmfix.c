@@ -11,8 +11,6 @@
 #include "sc_err.h"
 #include "sc_util.h"
 
-int hsmfix_failures;
-
 void hsmfix_write(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -98,7 +96,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 
 void hsmfix_teardown(hsmfix *fx)
 {
-	if (hsmfix_failures || getenv("SC_TEST_KEEP")) {
+	if (tcheck_failures || getenv("SC_TEST_KEEP")) {
 		fprintf(stderr, "kept %s\n", fx->dir);
 		return;
 	}

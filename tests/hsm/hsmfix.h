@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "sc_hsm.h"
+#include "tcheck.h"
 
 #define HSMFIX_LABEL    "sc-hsm-test"
 #define HSMFIX_SO_PIN   "so-pin-8642"
@@ -22,24 +23,6 @@ typedef struct hsmfix {
 	char pin_source[PATH_MAX + 8];
 	const char *module;        /* SoftHSMv2 module path */
 } hsmfix;
-
-extern int hsmfix_failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__); \
-		fprintf(stderr, " [detail: %s]\n", sc_error_detail()); \
-		hsmfix_failures++; \
-	} \
-} while (0)
-
-#define REQUIRE(cond, ...) do { \
-	if (!(cond)) { \
-		CHECK(cond, __VA_ARGS__); \
-		exit(1); \
-	} \
-} while (0)
 
 /* Create the directory and the token (exits 77 if SoftHSMv2 is absent). */
 void hsmfix_setup(hsmfix *fx, const char *name);

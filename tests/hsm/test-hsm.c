@@ -251,7 +251,7 @@ static void token_add_flags(uint64_t bits)
 
 /* ---- cases -------------------------------------------------------------- */
 
-static void case_master(void)
+static void test_master(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
 	CK_FUNCTION_LIST *f;
@@ -332,7 +332,7 @@ static void case_master(void)
 	raw_close(f, s);
 }
 
-static void case_wrap(void)
+static void test_wrap(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 4);
 	CK_FUNCTION_LIST *f;
@@ -493,7 +493,7 @@ static void case_wrap(void)
 	raw_close(f, s);
 }
 
-static void case_mac(void)
+static void test_mac(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
 	unsigned char m1[32], m2[32], m3[32], m4[32];
@@ -568,7 +568,7 @@ static int run_openssl_verify(const char *pem)
 	return st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
-static void case_x509_run(void)
+static void x509_run(void)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
 	static const struct { int alg; const char *label; } ca[] = {
@@ -671,17 +671,17 @@ static void case_x509_run(void)
 	}
 }
 
-static void case_x509(void)
+static void test_x509(const char *dir)
 {
 	if (system("openssl version >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "SKIP: the openssl command is not installed\n");
 		hsmfix_teardown(&fx);
 		exit(77);
 	}
-	case_x509_run();
+	x509_run();
 }
 
-static void case_tbs(void)
+static void test_tbs(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
 	static const int algs[] = { SC_KEYALG_P256, SC_KEYALG_RSA2048, SC_KEYALG_P384 };
@@ -784,7 +784,7 @@ static void case_tbs(void)
 	sc_hsm_close(hsm);
 }
 
-static void case_pin(void)
+static void test_pin(const char *dir)
 {
 	sc_hsm_params *p = calloc(1, sizeof(*p));
 	sc_hsm *hsm = NULL;
@@ -844,7 +844,7 @@ static void case_pin(void)
 }
 
 /* A token at its final try, or locked: not even the right PIN is tried. */
-static void case_locked(void)
+static void test_locked(const char *dir)
 {
 	sc_hsm *hsm = NULL;
 	sc_hsm_params *p = calloc(1, sizeof(*p));
@@ -894,7 +894,7 @@ static void write_conf(const char *path, const char *extra)
 	hsmfix_write(path, text);
 }
 
-static void case_deploy(void)
+static void test_deploy(const char *dir)
 {
 	char conf[PATH_MAX + 32], expect[PATH_MAX + 64];
 	sc_deploy *d = NULL;
@@ -999,7 +999,7 @@ static void case_deploy(void)
 	free(hp);
 }
 
-static void case_errors(void)
+static void test_errors(const char *dir)
 {
 	sc_hsm_params *p = calloc(1, sizeof(*p));
 	sc_hsm *hsm = NULL;
@@ -1125,7 +1125,7 @@ static void *worker_run(void *arg)
 	return NULL;
 }
 
-static void case_threads(void)
+static void test_threads(const char *dir)
 {
 	/* Fewer sessions than threads: the pool must make them wait. */
 	sc_hsm *hsm = hsmfix_open(&fx, 3);
@@ -1166,32 +1166,32 @@ static void case_threads(void)
 	sc_hsm_close(hsm);
 }
 
+static void setup(const char *name, const char *dir)
+{
+	hsmfix_setup(&fx, name);
+}
+
+static void teardown(const char *name, const char *dir)
+{
+	hsmfix_teardown(&fx);
+}
+
+static const struct tcheck_case cases[] = {
+	TCASE(master),
+	TCASE(wrap),
+	TCASE(mac),
+	TCASE(x509),
+	TCASE(tbs),
+	TCASE(pin),
+	TCASE(locked),
+	TCASE(deploy),
+	TCASE(errors),
+	TCASE(threads),
+};
+
 int main(int argc, char **argv)
 {
-	static const struct { const char *name; void (*fn)(void); } cases[] = {
-		{ "master", case_master }, { "wrap", case_wrap }, { "mac", case_mac },
-		{ "x509", case_x509 }, { "tbs", case_tbs }, { "pin", case_pin }, { "locked", case_locked },
-		{ "deploy", case_deploy },
-		{ "errors", case_errors }, { "threads", case_threads },
-	};
-	size_t i;
+	static const struct tcheck_hooks hooks = { setup, teardown };
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s CASE\n", argv[0]);
-		return 2;
-	}
-	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		if (strcmp(argv[1], cases[i].name) == 0) {
-			hsmfix_setup(&fx, cases[i].name);
-			cases[i].fn();
-			hsmfix_teardown(&fx);
-			if (hsmfix_failures)
-				fprintf(stderr, "%d check(s) failed\n", hsmfix_failures);
-			else
-				printf("ok %s\n", cases[i].name);
-			return hsmfix_failures ? 1 : 0;
-		}
-	}
-	fprintf(stderr, "unknown case %s\n", argv[1]);
-	return 2;
+	return tcheck_main(argc, argv, "hsm", cases, TCHECK_N(cases), &hooks);
 }

@@ -1,0 +1,93 @@
+/*
+ * Inside the HSM layer: what core/hsm.c (the runtime: module, sessions,
+ * login, token keys, signing) shares with core/hsm_master.c (unwrapping
+ * under the master key, the record MAC) and core/hsm_provision.c (token
+ * initialisation, key generation, master-key creation).  Not for use
+ * outside those files.
+ */
+#ifndef SC_HSM_INTERNAL_H
+#define SC_HSM_INTERNAL_H
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "sc_hsm.h"
+
+#define SC_HSM_DEFAULT_SESSIONS 8u
+#define SC_HSM_MAX_SESSIONS 256u
+#define SC_HSM_SIG_BUF 512 /* RSA-4096 signature: largest we accept */
+
+#define SC_LABEL_MASTER_WRAP "smartcert-master-wrap"
+#define SC_LABEL_RECORD_MAC "smartcert-record-mac"
+
+struct sc_hsm_key {
+	CK_OBJECT_HANDLE h;
+	int alg;
+	int session_obj; /* destroyed by sc_hsm_key_free */
+};
+
+struct sc_hsm {
+	CK_FUNCTION_LIST *f;
+	CK_SLOT_ID slot;
+	pid_t pid;
+	int initialized; /* p11_kit_module_initialize succeeded */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	CK_SESSION_HANDLE *sess; /* free sessions: sess[0..nfree) */
+	unsigned nfree;
+	unsigned nsess; /* sessions owned (free or lent out) */
+
+	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
+	CK_OBJECT_HANDLE mac_key;
+
+	CK_TOKEN_INFO ti; /* as seen at open, for describe */
+};
+
+extern const unsigned char hsm_oid_p256[10];
+extern const unsigned char hsm_oid_p384[7];
+
+/* The one place CK_RV becomes an sc_err.  `call` names the PKCS#11 function,
+ * `what` (may be NULL) what this layer was doing. */
+int hsm_ckr(CK_RV rv, const char *call, const char *what);
+
+/* The slots with a token present, in a new array (free() it). */
+int hsm_slots_with_token(CK_FUNCTION_LIST *f, const char *what, CK_SLOT_ID **out, CK_ULONG *count);
+
+int hsm_alg_is_ec(int alg);
+
+int hsm_alg_check(int alg);
+
+int hsm_module_load(const char *module_path, const char *softhsm_conf, CK_FUNCTION_LIST **out);
+
+void hsm_module_unload(CK_FUNCTION_LIST *f);
+
+int hsm_pool_get(sc_hsm *hsm, CK_SESSION_HANDLE *s);
+
+/* Return a session after a call that returned `rv`.
+ *
+ * Session objects (every unwrapped user key) belong to the session that
+ * created them and die with it, and any pool session may have created keys
+ * other threads are using: so a session is never closed here.  It is only
+ * replaced when the module says it is already gone, and an operation left
+ * active (which our callers avoid, but a module may do) is ended in place. */
+void hsm_pool_put_rv(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_RV rv);
+
+void hsm_pool_put(sc_hsm *hsm, CK_SESSION_HANDLE s);
+
+/* Find the objects of `klass` labelled `label` on the token; *n is 0, 1
+ * or 2 (2 meaning "more than one"). */
+int hsm_find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass, const char *label,
+		      CK_OBJECT_HANDLE *h, CK_ULONG *n);
+
+/* Look the master keys up (CK_INVALID_HANDLE when absent) and cache them.
+ * The handles are written under the lock: signing threads read them. */
+int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s);
+
+CK_OBJECT_HANDLE hsm_master_handle(sc_hsm *hsm, int mac);
+
+int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h);
+
+#endif

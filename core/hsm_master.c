@@ -1,0 +1,139 @@
+/*
+ * Per-user keys under the master keys, at run time (sc_hsm.h): unwrapping a
+ * wrapped blob into a session key, and the record MAC.  Linked by what
+ * handles per-user keys (the CA, the signing path); not by the OCSP
+ * responder, whose only key is a CA token key.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "sc_err.h"
+#include "sc_hsm.h"
+#include "hsm_internal.h"
+
+int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
+{
+	*h = hsm_master_handle(hsm, mac);
+	if (*h == CK_INVALID_HANDLE)
+		return sc_error_set(SC_ERR_NOT_FOUND,
+				    "the backend token has no %s key "
+				    "('%s'): run smartcert init",
+				    mac ? "record MAC" : "master wrapping",
+				    mac ? SC_LABEL_RECORD_MAC : SC_LABEL_MASTER_WRAP);
+	return 0;
+}
+
+int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
+	       unsigned char mac[32])
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE key;
+	CK_MECHANISM mech = { CKM_SHA256_HMAC, NULL, 0 };
+	unsigned char buf[64];
+	CK_ULONG len = sizeof(buf);
+	size_t i;
+	CK_RV rv = CKR_OK;
+
+	memset(mac, 0, 32);
+	rc = hsm_need_master(hsm, 1, &key);
+	if (rc < 0)
+		return rc;
+	rc = hsm_pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rv = hsm->f->C_SignInit(s, &mech, key);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_SignInit", "record MAC");
+		goto out;
+	}
+	for (i = 0; i < nparts; i++) {
+		if (lens[i] == 0)
+			continue;
+		rv = hsm->f->C_SignUpdate(s, (CK_BYTE_PTR)parts[i], lens[i]);
+		if (rv != CKR_OK) {
+			rc = hsm_ckr(rv, "C_SignUpdate", "record MAC");
+			goto out;
+		}
+	}
+	rv = hsm->f->C_SignFinal(s, buf, &len);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_SignFinal", "record MAC");
+		goto out;
+	}
+	if (len != 32) {
+		rc = sc_error_set(SC_ERR_HSM, "record MAC has length %lu, not 32",
+				  (unsigned long)len);
+		goto out;
+	}
+	memcpy(mac, buf, 32);
+	rc = 0;
+out:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	hsm_pool_put_rv(hsm, s, rv);
+	return rc;
+}
+
+int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
+		  sc_hsm_key **out)
+{
+	int rc;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE wrap, h = CK_INVALID_HANDLE;
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
+	 * CKA_EC_PARAMS from it), so none is passed here. */
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },     { CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &fal, sizeof(fal) },     { CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) }, { CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_SIGN, &tru, sizeof(tru) },      { CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },    { CKA_DERIVE, &fal, sizeof(fal) },
+	};
+	sc_hsm_key *k = NULL;
+	CK_RV rv;
+
+	*out = NULL;
+	rc = hsm_alg_check(alg);
+	if (rc < 0)
+		return rc;
+	if (!blob || blob_len == 0)
+		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
+	kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
+	rc = hsm_need_master(hsm, 0, &wrap);
+	if (rc < 0)
+		return rc;
+	k = malloc(sizeof(*k));
+	if (!k)
+		return SC_ERR_NOMEM;
+	rc = hsm_pool_get(hsm, &s);
+	if (rc < 0)
+		goto out;
+	rv = hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len, t,
+				 sizeof(t) / sizeof(t[0]), &h);
+	/* No operation is left active by C_UnwrapKey, even when it fails. */
+	hsm_pool_put(hsm, s);
+	if (rv != CKR_OK) {
+		/* SoftHSMv2 reports a damaged blob as CKR_GENERAL_ERROR. */
+		rc = hsm_ckr(rv, "C_UnwrapKey",
+			     "unwrapping a user key (blob damaged, "
+			     "or not wrapped under this master key?)");
+		goto out;
+	}
+	k->h = h;
+	k->alg = alg;
+	k->session_obj = 1;
+	*out = k;
+	k = NULL;
+	rc = 0;
+out:
+	free(k);
+	return rc;
+}

@@ -1,0 +1,166 @@
+/*
+ * Inside the LMDB store: what its files share.  Layout and record formats:
+ * docs/store-layout.md; the contract every backend implements: sc_store.h;
+ * the backend-neutral rules: rules.h.
+ *
+ * Every record value starts with a format version byte; decoders check every
+ * length against the value's bounds and report a corrupt record as
+ * SC_ERR_STORE naming the database and key.  Decoded strings and blobs point
+ * into the value: in a read transaction that is the read-only map (stable
+ * until the transaction ends), in a write transaction the value is first
+ * copied into the transaction's arena because LMDB may reuse dirty pages.
+ */
+#ifndef SC_STORE_LMDB_INTERNAL_H
+#define SC_STORE_LMDB_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#include "sc_store.h"
+#include "store_lmdb_codec.h"
+#include "rules.h"
+
+#define SC_SCHEMA_VERSION 1u
+#define SC_REC_V1 1
+#define SC_DEFAULT_MAP_SIZE (64ull << 30)
+#define SC_MAX_READERS 1022
+#define SC_READ_CACHE_MAX 128
+#define SC_STR_MAX 65535
+
+/* meta key names (the prefixes keep counters, blobs and internals apart) */
+#define SC_META_SCHEMA "s/schema"
+#define SC_META_KEYSEQ "s/key-seq"
+#define SC_META_REVSEQ "s/rev-seq"
+#define SC_META_GONE "p/" /* || serial: a deleted certificate's serial */
+
+struct sc_arena_chunk {
+	struct sc_arena_chunk *next;
+	size_t cap, used;
+	unsigned char data[];
+};
+
+struct sc_store {
+	MDB_env *env;
+	MDB_dbi dbi[SC_DB_COUNT];
+	unsigned flags;
+	char *path;
+	pthread_mutex_t lock; /* protects the read-transaction cache */
+	sc_txn *read_cache;   /* reset read transactions, ready to renew */
+	size_t read_cached;
+};
+
+struct sc_txn {
+	sc_store *st;
+	MDB_txn *txn;
+	int write;
+	int err; /* sticky LMDB error of a write transaction */
+	struct sc_arena_chunk *arena;
+	sc_txn *next; /* read cache link */
+};
+
+struct sc_enc {
+	unsigned char *buf;
+	size_t len, cap;
+	int failed;
+	unsigned char small[512];
+};
+
+struct sc_dec {
+	const unsigned char *p, *end;
+	int bad;
+};
+
+/* Walk `db` in key order from `start` (NULL = first).  fn returns 0 to go
+ * on, > 0 to stop, < 0 for an error.  In a write transaction fn may modify
+ * the database being walked: the walk re-seeks after each call. */
+typedef int (*sc_walk_fn)(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx);
+
+/* The named databases, indexed by enum sc_store_db (env.c). */
+struct sc_db_def {
+	const char *name;
+	unsigned flags;
+};
+extern const struct sc_db_def sc_dbs[SC_DB_COUNT];
+
+/* env.c */
+int sc_mdb_err(sc_txn *t, int rc, int db, const char *what);
+void *sc_arena_alloc(sc_txn *t, size_t n);
+
+/* kv.c */
+int sc_check_write(sc_txn *t);
+int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v);
+int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
+	   unsigned flags);
+int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags);
+/* Delete (key) or, for a dupsort database, (key, val).  Absent is fine. */
+int sc_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen);
+int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx);
+/* Every value of a dupsort key, copied out (a user has few keys/certs). */
+int sc_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n);
+/* The largest 8-byte sequence key of a sequence-keyed DB (0 when empty):
+ * one cursor seek. */
+int sc_last_seq(sc_txn *t, int db, uint64_t *seq);
+int sc_cb_result(int rc);
+/* The record stored under a user or key id (`what`: "user" or "key"), with
+ * the id checked and a not-found message naming it. */
+int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v);
+/* Call fn for each record reference a per-user dupsort index (userkeys,
+ * usercerts) holds under user_id, in order, until fn returns non-zero:
+ * < 0 is an error (returned), > 0 stops the walk (SC_OK). */
+typedef int (*sc_user_ref_fn)(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg);
+int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg);
+/* Whether a dupsort index has any entry under `key`. */
+int sc_index_has(sc_txn *t, int db, const char *key, int *has);
+
+/* codec.c */
+void sc_be32(unsigned char *p, uint32_t v);
+void sc_be64(unsigned char *p, uint64_t v);
+uint32_t sc_rd32(const unsigned char *p);
+uint64_t sc_rd64(const unsigned char *p);
+/* Signed times sort correctly as big-endian unsigned with the sign bit
+ * flipped. */
+uint64_t sc_time_key(int64_t t);
+int64_t sc_time_unkey(uint64_t k);
+void sc_enc_init(struct sc_enc *e, int version);
+void sc_enc_free(struct sc_enc *e);
+void sc_enc_u8(struct sc_enc *e, unsigned v);
+void sc_enc_u32(struct sc_enc *e, uint32_t v);
+void sc_enc_u64(struct sc_enc *e, uint64_t v);
+void sc_enc_i64(struct sc_enc *e, int64_t v);
+void sc_enc_bytes(struct sc_enc *e, const void *b, size_t n);
+/* u16 length, bytes, NUL: decoded strings are then usable in place. */
+void sc_enc_str(struct sc_enc *e, const char *s);
+void sc_enc_blob(struct sc_enc *e, const void *b, size_t n);
+void sc_enc_serial(struct sc_enc *e, const sc_serial *s);
+int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why);
+int sc_serial_from_key(const unsigned char *k, size_t n, sc_serial *s);
+int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u);
+int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o);
+int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c);
+int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r);
+int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e);
+int sc_dec_keyfail(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_keyfail *f);
+int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses, int64_t *expires);
+int sc_dec_ocsp(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_ocsp_entry *e);
+/* Index values that name a record of another database: a string id or a
+ * serial.  Checked so that a damaged index reads as corrupt, not as a
+ * different record. */
+int sc_dec_id_ref(sc_txn *t, int db, const MDB_val *k, const MDB_val *v);
+
+/* meta.c */
+int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out);
+
+/* cert.c */
+void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, size_t *len);
+void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len);
+/* A time-ordered index key (8-byte time, then the serial): the serial, or 1
+ * once the walk reaches `before`. */
+int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s);
+
+/* ocsp.c */
+int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial);
+
+#endif

@@ -1,0 +1,300 @@
+/*
+ * Key records (wrapped per-user keys), their sequence and per-user
+ * indexes, and the per-key refusal counters (S9).
+ * Part of the LMDB store (internal.h; contract: sc_store.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "sc_err.h"
+#include "sc_store.h"
+#include "sc_util.h"
+#include "internal.h"
+
+/* ---- keys ------------------------------------------------------------- */
+
+static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
+{
+	sc_enc_init(e, SC_REC_V1);
+	sc_enc_str(e, k->key_id);
+	sc_enc_str(e, k->user_id);
+	sc_enc_u64(e, seq);
+	sc_enc_u8(e, (unsigned)k->alg);
+	sc_enc_u8(e, (unsigned)k->state);
+	sc_enc_blob(e, k->blob, k->blob != NULL ? k->blob_len : 0);
+	sc_enc_blob(e, k->spki, k->spki != NULL ? k->spki_len : 0);
+	sc_enc_bytes(e, k->mac, 32);
+	sc_enc_serial(e, &k->cert_serial);
+	sc_enc_i64(e, k->created);
+}
+
+int sc_store_key_add(sc_txn *t, sc_key *k)
+{
+	struct sc_enc e;
+	MDB_val v;
+	unsigned char sk[8];
+	uint64_t seq;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK)
+		return rv;
+	rv = sc_get(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &v);
+	if (rv == SC_OK)
+		return sc_error_set(SC_ERR_EXISTS, "key %s already exists", k->key_id);
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
+	rv = sc_counter_next_raw(t, SC_META_KEYSEQ, &seq);
+	if (rv != SC_OK)
+		return rv;
+	sc_key_encode(k, seq, &e);
+	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, MDB_NOOVERWRITE);
+	sc_enc_free(&e);
+	if (rv != SC_OK)
+		return rv;
+	sc_be64(sk, seq);
+	rv = sc_put(t, SC_DB_KEYSEQ, sk, 8, k->key_id, strlen(k->key_id), MDB_NOOVERWRITE);
+	if (rv != SC_OK)
+		return rv == SC_ERR_EXISTS ? sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "sequence reused") :
+					     rv;
+	rv = sc_put(t, SC_DB_USERKEYS, k->user_id, strlen(k->user_id), k->key_id, strlen(k->key_id),
+		    MDB_NODUPDATA);
+	if (rv == SC_ERR_EXISTS)
+		rv = SC_OK;
+	if (rv != SC_OK)
+		return rv;
+	k->seq = seq;
+	return SC_OK;
+}
+
+int sc_store_key_get(sc_txn *t, const char *key_id, sc_key *out)
+{
+	MDB_val k, v;
+	int rv;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output");
+	memset(out, 0, sizeof(*out));
+	rv = sc_get_by_id(t, SC_DB_KEYS, "key", key_id, &k, &v);
+	if (rv != SC_OK)
+		return rv;
+	rv = sc_dec_key(t, &k, &v, out);
+	if (rv != SC_OK)
+		memset(out, 0, sizeof(*out));
+	return rv;
+}
+
+int sc_store_key_update(sc_txn *t, const sc_key *k)
+{
+	struct sc_enc e;
+	sc_key old;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK)
+		return rv;
+	rv = sc_store_key_get(t, k->key_id, &old);
+	if (rv != SC_OK)
+		return rv;
+	if (strcmp(old.user_id, k->user_id) != 0)
+		return sc_error_set(SC_ERR_INVALID, "the owner of key %s cannot change", k->key_id);
+	if (k->seq != 0 && k->seq != old.seq)
+		return sc_error_set(SC_ERR_INVALID, "the sequence number of key %s cannot change",
+				    k->key_id);
+	sc_key_encode(k, old.seq, &e);
+	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, 0);
+	sc_enc_free(&e);
+	return rv;
+}
+
+int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
+{
+	unsigned char sk[8];
+	MDB_val v, k = { 8, sk };
+	char id[SC_ID_MAX + 1];
+	int rv;
+
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (t == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	sc_be64(sk, seq);
+	rv = sc_get(t, SC_DB_KEYSEQ, sk, 8, &v);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no key with sequence %llu",
+				    (unsigned long long)seq);
+	if (rv != SC_OK)
+		return rv;
+	if ((rv = sc_dec_id_ref(t, SC_DB_KEYSEQ, &k, &v)) != SC_OK)
+		return rv;
+	memcpy(id, v.mv_data, v.mv_size);
+	id[v.mv_size] = '\0';
+	rv = sc_store_key_get(t, id, out);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index names a missing key");
+	if (rv == SC_OK && out->seq != seq) {
+		memset(out, 0, sizeof(*out));
+		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index and key disagree on the sequence");
+	}
+	return rv;
+}
+
+struct sc_user_keys {
+	sc_key_cb cb;
+	void *ctx;
+};
+
+static int sc_user_key_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
+{
+	struct sc_user_keys *w = arg;
+	char id[SC_ID_MAX + 1];
+	MDB_val uk = { strlen(user_id), (void *)user_id };
+	sc_key k;
+	int rv;
+
+	if ((rv = sc_dec_id_ref(t, SC_DB_USERKEYS, &uk, ref)) != SC_OK)
+		return rv;
+	memcpy(id, ref->mv_data, ref->mv_size);
+	id[ref->mv_size] = '\0';
+	rv = sc_store_key_get(t, id, &k);
+	if (rv == SC_ERR_NOT_FOUND)
+		rv = sc_corrupt(t, SC_DB_USERKEYS, user_id, strlen(user_id),
+				"index names a missing key");
+	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &k));
+}
+
+int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *ctx)
+{
+	struct sc_user_keys w = { cb, ctx };
+
+	if (t == NULL || cb == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	return sc_user_index_walk(t, SC_DB_USERKEYS, user_id, sc_user_key_one, &w);
+}
+
+struct sc_key_walk {
+	sc_key_cb cb;
+	void *ctx;
+};
+
+static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct sc_key_walk *w = ctx;
+	char id[SC_ID_MAX + 1];
+	sc_key key;
+	int rv;
+
+	if (k->mv_size != 8)
+		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, "bad key");
+	if ((rv = sc_dec_id_ref(t, SC_DB_KEYSEQ, k, v)) != SC_OK)
+		return rv;
+	memcpy(id, v->mv_data, v->mv_size);
+	id[v->mv_size] = '\0';
+	rv = sc_store_key_get(t, id, &key);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size,
+				  "index names a missing key");
+	if (rv != SC_OK)
+		return rv;
+	return sc_cb_result(w->cb(w->ctx, &key));
+}
+
+int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
+{
+	struct sc_key_walk w = { cb, ctx };
+	unsigned char sk[8];
+
+	if (t == NULL || cb == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	if (after_seq == UINT64_MAX)
+		return SC_OK;
+	sc_be64(sk, after_seq + 1);
+	return sc_walk(t, SC_DB_KEYSEQ, sk, 8, sc_key_walk_fn, &w);
+}
+
+int sc_store_key_del(sc_txn *t, const char *key_id)
+{
+	unsigned char sk[8];
+	char owner[SC_ID_MAX + 1];
+	sc_key k;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if ((rv = sc_store_key_get(t, key_id, &k)) != SC_OK)
+		return rv;
+	snprintf(owner, sizeof(owner), "%s", k.user_id);
+	sc_be64(sk, k.seq);
+	if ((rv = sc_key_delete_check(t, owner, key_id)) != SC_OK)
+		return rv;
+	if ((rv = sc_del(t, SC_DB_KEYSEQ, sk, 8, NULL, 0)) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) !=
+		    SC_OK ||
+	    (rv = sc_del(t, SC_DB_KEYFAIL, key_id, strlen(key_id), NULL, 0)) != SC_OK)
+		return rv;
+	return sc_del(t, SC_DB_KEYS, key_id, strlen(key_id), NULL, 0);
+}
+
+/* ---- key failure counters (S9) ----------------------------------------- */
+
+int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
+{
+	MDB_val k, v;
+	int rv;
+
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (t == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if (!sc_id_valid(key_id))
+		return sc_bad_id("key id", key_id);
+	rv = sc_get(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &v);
+	if (rv == SC_ERR_NOT_FOUND)
+		return SC_OK;
+	if (rv != SC_OK)
+		return rv;
+	k.mv_data = (void *)key_id;
+	k.mv_size = strlen(key_id);
+	rv = sc_dec_keyfail(t, &k, &v, out);
+	if (rv != SC_OK)
+		memset(out, 0, sizeof(*out));
+	return rv;
+}
+
+int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
+{
+	struct sc_enc e;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if (!sc_id_valid(key_id))
+		return sc_bad_id("key id", key_id);
+	if (f == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no failure record");
+	sc_enc_init(&e, SC_REC_V1);
+	sc_enc_u32(&e, f->failures);
+	sc_enc_i64(&e, f->window_start);
+	sc_enc_i64(&e, f->locked_until);
+	rv = sc_put_enc(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &e, 0);
+	sc_enc_free(&e);
+	return rv;
+}
+
+int sc_store_keyfail_clear(sc_txn *t, const char *key_id)
+{
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if (!sc_id_valid(key_id))
+		return sc_bad_id("key id", key_id);
+	return sc_del(t, SC_DB_KEYFAIL, key_id, strlen(key_id), NULL, 0);
+}

@@ -1,0 +1,342 @@
+/*
+ * Raw key-value access on LMDB: get, put and delete with the transaction's
+ * sticky error, ordered walks that give back the pages they read, dupsort
+ * lists, the last sequence number of a log, lookups by id.
+ * Part of the LMDB store (internal.h; contract: sc_store.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "sc_err.h"
+#include "sc_store.h"
+#include "sc_util.h"
+#include "internal.h"
+
+/* ---- raw access ------------------------------------------------------ */
+
+int sc_check_write(sc_txn *t)
+{
+	if (t == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction");
+	if (!t->write)
+		return sc_error_set(SC_ERR_INVALID, "a write needs a write transaction");
+	if (t->err != 0)
+		return sc_error_set(t->err, "transaction already failed: abort it");
+	return SC_OK;
+}
+
+/* Make the value safe to keep until the transaction ends (see top). */
+static int sc_hold(sc_txn *t, MDB_val *v)
+{
+	void *copy;
+
+	if (!t->write || v->mv_size == 0)
+		return SC_OK;
+	copy = sc_arena_alloc(t, v->mv_size);
+	if (copy == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory reading the store");
+	memcpy(copy, v->mv_data, v->mv_size);
+	v->mv_data = copy;
+	return SC_OK;
+}
+
+int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
+{
+	MDB_val k = { klen, (void *)key };
+	int rc;
+
+	rc = mdb_get(t->txn, t->st->dbi[db], &k, v);
+	if (rc == MDB_NOTFOUND)
+		return SC_ERR_NOT_FOUND;
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "reading");
+	return sc_hold(t, v);
+}
+
+int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
+	   unsigned flags)
+{
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	int rc;
+
+	rc = mdb_put(t->txn, t->st->dbi[db], &k, &v, flags);
+	if (rc == MDB_KEYEXIST)
+		return SC_ERR_EXISTS;
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "writing");
+	return SC_OK;
+}
+
+int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags)
+{
+	if (e->failed)
+		return sc_error_set(SC_ERR_INVALID,
+				    "record for database '%s' too large or out of memory",
+				    sc_dbs[db].name);
+	return sc_put(t, db, key, klen, e->buf, e->len, flags);
+}
+
+/* Delete (key) or, for a dupsort database, (key, val).  Absent is fine. */
+int sc_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	int rc;
+
+	rc = mdb_del(t->txn, t->st->dbi[db], &k, val != NULL ? &v : NULL);
+	if (rc == MDB_NOTFOUND)
+		return SC_OK;
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "deleting");
+	return SC_OK;
+}
+
+/*
+ * Pages of the memory-mapped store that a long read walk has visited.  A
+ * walk over one index of a big store (the CRL builder reads 400,000
+ * revocations among millions of certificates) would otherwise leave every
+ * visited page mapped in the process, and the kernel maps cached
+ * neighbouring pages along with each one (fault-around), so the resident
+ * set grows to many times the data actually read.  Every
+ * SC_WALK_RELEASE_EVERY records the walk unmaps the span it has read: the
+ * pages stay in the page cache and any pointer into them is still valid (a
+ * later access maps the page again), because a read transaction's map is a
+ * read-only shared file mapping.
+ */
+#define SC_WALK_RELEASE_EVERY 8192
+
+struct sc_span {
+	uintptr_t lo, hi;
+};
+
+static void sc_span_add(struct sc_span *s, const MDB_val *v)
+{
+	uintptr_t a = (uintptr_t)v->mv_data;
+
+	if (v->mv_size == 0)
+		return;
+	if (s->lo == 0 || a < s->lo)
+		s->lo = a;
+	if (a + v->mv_size > s->hi)
+		s->hi = a + v->mv_size;
+}
+
+static void sc_span_release(struct sc_span *s)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
+
+	if (s->lo == 0 || page == 0 || page == (uintptr_t)-1)
+		return;
+	lo = s->lo & ~(page - 1);
+	hi = (s->hi + page - 1) & ~(page - 1);
+	/* Only advice: a failure costs memory, never data. */
+	(void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	s->lo = s->hi = 0;
+}
+
+int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	unsigned char saved[512];
+	size_t savedlen, visited = 0;
+	struct sc_span span = { 0, 0 };
+	int rc, rv = SC_ERR_STORE;
+
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "opening a cursor");
+	if (start != NULL && slen > 0) {
+		k.mv_data = (void *)start;
+		k.mv_size = slen;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	} else {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	while (rc == 0) {
+		if (k.mv_size > sizeof(saved)) {
+			rv = sc_corrupt(t, db, k.mv_data, 64, "oversized key");
+			goto out;
+		}
+		memcpy(saved, k.mv_data, k.mv_size);
+		savedlen = k.mv_size;
+		/* only a read transaction's values all point into the map: a
+		 * write transaction's dirty pages are heap memory */
+		if (!t->write) {
+			sc_span_add(&span, &k);
+			sc_span_add(&span, &v);
+			if (++visited % SC_WALK_RELEASE_EVERY == 0)
+				sc_span_release(&span);
+		}
+		rv = sc_hold(t, &v);
+		if (rv != SC_OK)
+			goto out;
+		rv = fn(t, &k, &v, ctx);
+		if (rv < 0)
+			goto out;
+		if (rv > 0) {
+			rv = SC_OK;
+			goto out;
+		}
+		if (t->write) {
+			k.mv_data = saved;
+			k.mv_size = savedlen;
+			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+			if (rc == 0 && k.mv_size == savedlen &&
+			    memcmp(k.mv_data, saved, savedlen) == 0)
+				rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		} else {
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+	}
+	if (rc != MDB_NOTFOUND) {
+		rv = sc_mdb_err(t, rc, db, "walking");
+		goto out;
+	}
+	rv = SC_OK;
+out:
+	mdb_cursor_close(cur);
+	return rv;
+}
+
+/* Every value of a dupsort key, copied out (a user has few keys/certs). */
+int sc_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k = { strlen(key), (void *)key }, v, *arr = NULL;
+	size_t cnt = 0, cap = 0;
+	int rc, rv = SC_ERR_STORE;
+
+	*vals = NULL;
+	*n = 0;
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "opening a cursor");
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+	while (rc == 0) {
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 8;
+			MDB_val *na = realloc(arr, nc * sizeof(*na));
+
+			if (na == NULL) {
+				rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+			arr = na;
+			cap = nc;
+		}
+		/* always copy: the callbacks may write to this database */
+		arr[cnt].mv_data = sc_arena_alloc(t, v.mv_size ? v.mv_size : 1);
+		if (arr[cnt].mv_data == NULL) {
+			rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		memcpy(arr[cnt].mv_data, v.mv_data, v.mv_size);
+		arr[cnt].mv_size = v.mv_size;
+		cnt++;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+	}
+	if (rc != MDB_NOTFOUND) {
+		rv = sc_mdb_err(t, rc, db, "reading");
+		goto out;
+	}
+	*vals = arr;
+	*n = cnt;
+	arr = NULL;
+	rv = SC_OK;
+out:
+	free(arr);
+	mdb_cursor_close(cur);
+	return rv;
+}
+
+/* The largest 8-byte sequence key of a sequence-keyed DB (0 when empty):
+ * one cursor seek. */
+int sc_last_seq(sc_txn *t, int db, uint64_t *seq)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc, rv;
+
+	if (t == NULL || seq == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	*seq = 0;
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "opening a cursor");
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	if (rc == MDB_NOTFOUND) {
+		rv = SC_OK;
+	} else if (rc != 0) {
+		rv = sc_mdb_err(t, rc, db, "reading the last record");
+	} else if (k.mv_size != 8) {
+		rv = sc_corrupt(t, db, k.mv_data, k.mv_size, "bad key");
+	} else {
+		*seq = sc_rd64(k.mv_data);
+		rv = SC_OK;
+	}
+	mdb_cursor_close(cur);
+	return rv;
+}
+
+int sc_cb_result(int rc)
+{
+	return rc < 0 ? rc : rc > 0 ? 1 : 0;
+}
+
+/* The record stored under a user or key id (`what`: "user" or "key"), with
+ * the id checked and a not-found message naming it. */
+int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v)
+{
+	char name[16];
+	int rv;
+
+	if (t == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction");
+	if (!sc_id_valid(id)) {
+		snprintf(name, sizeof(name), "%s id", what);
+		return sc_bad_id(name, id);
+	}
+	rv = sc_get(t, db, id, strlen(id), v);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no %s %s", what, id);
+	if (rv != SC_OK)
+		return rv;
+	k->mv_data = (void *)id;
+	k->mv_size = strlen(id);
+	return SC_OK;
+}
+
+/* Whether a dupsort index has any entry under `key`. */
+int sc_index_has(sc_txn *t, int db, const char *key, int *has)
+{
+	MDB_val v;
+	int rv = sc_get(t, db, key, strlen(key), &v);
+
+	*has = rv == SC_OK;
+	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
+}
+
+int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg)
+{
+	MDB_val *refs = NULL;
+	size_t n = 0, i;
+	int rv;
+
+	if (!sc_id_valid(user_id))
+		return sc_bad_id("user id", user_id);
+	rv = sc_dups(t, db, user_id, &refs, &n);
+	for (i = 0; rv == SC_OK && i < n; i++)
+		rv = fn(t, user_id, &refs[i], arg);
+	free(refs);
+	/* a callback's "stop" (> 0) is success */
+	return rv > 0 ? SC_OK : rv;
+}

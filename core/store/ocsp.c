@@ -1,0 +1,131 @@
+/*
+ * Pre-signed OCSP responses and their due-time index.
+ * Part of the LMDB store (internal.h; contract: sc_store.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "sc_err.h"
+#include "sc_store.h"
+#include "sc_util.h"
+#include "internal.h"
+
+/* ---- pre-signed OCSP responses ---------------------------------------- */
+
+int sc_store_ocsp_get(sc_txn *t, const sc_serial *serial, sc_ocsp_entry *out)
+{
+	MDB_val k, v;
+	int rv;
+
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (t == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if (!sc_valid_serial(serial))
+		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
+	rv = sc_get(t, SC_DB_OCSP, serial->b, serial->len, &v);
+	if (rv != SC_OK)
+		return rv;
+	k.mv_data = (void *)serial->b;
+	k.mv_size = serial->len;
+	rv = sc_dec_ocsp(t, &k, &v, out);
+	if (rv != SC_OK)
+		memset(out, 0, sizeof(*out));
+	return rv;
+}
+
+int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial)
+{
+	unsigned char dk[8 + SC_SERIAL_MAX];
+	sc_ocsp_entry old;
+	size_t dkl;
+	int rv;
+
+	rv = sc_store_ocsp_get(t, serial, &old);
+	if (rv == SC_ERR_NOT_FOUND)
+		return SC_OK;
+	if (rv != SC_OK)
+		return rv;
+	sc_expiry_key(dk, old.next_update, serial, &dkl);
+	if ((rv = sc_del(t, SC_DB_OCSPDUE, dk, dkl, NULL, 0)) != SC_OK)
+		return rv;
+	return sc_del(t, SC_DB_OCSP, serial->b, serial->len, NULL, 0);
+}
+
+int sc_store_ocsp_put(sc_txn *t, const sc_serial *serial, const sc_ocsp_entry *e)
+{
+	unsigned char dk[8 + SC_SERIAL_MAX];
+	struct sc_enc enc;
+	size_t dkl;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if (!sc_valid_serial(serial) || e == NULL || (e->der == NULL && e->der_len != 0))
+		return sc_error_set(SC_ERR_INVALID, "invalid serial or OCSP entry");
+	if ((rv = sc_ocsp_del_inner(t, serial)) != SC_OK)
+		return rv;
+	sc_enc_init(&enc, SC_REC_V1);
+	sc_enc_i64(&enc, e->this_update);
+	sc_enc_i64(&enc, e->next_update);
+	sc_enc_blob(&enc, e->der, e->der != NULL ? e->der_len : 0);
+	rv = sc_put_enc(t, SC_DB_OCSP, serial->b, serial->len, &enc, 0);
+	sc_enc_free(&enc);
+	if (rv != SC_OK)
+		return rv;
+	sc_expiry_key(dk, e->next_update, serial, &dkl);
+	return sc_put(t, SC_DB_OCSPDUE, dk, dkl, "", 0, 0);
+}
+
+int sc_store_ocsp_del(sc_txn *t, const sc_serial *serial)
+{
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if (!sc_valid_serial(serial))
+		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
+	return sc_ocsp_del_inner(t, serial);
+}
+
+struct sc_ocsp_walk {
+	sc_ocsp_cb cb;
+	void *ctx;
+	int64_t before;
+};
+
+static int sc_ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct sc_ocsp_walk *w = ctx;
+	sc_ocsp_entry e;
+	sc_serial s;
+	int rv;
+
+	if ((rv = sc_time_index_key(t, SC_DB_OCSPDUE, k, w->before, &s)) != SC_OK)
+		return rv;
+	rv = sc_store_ocsp_get(t, &s, &e);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_corrupt(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size,
+				  "index names a missing response");
+	if (rv != SC_OK)
+		return rv;
+	return sc_cb_result(w->cb(w->ctx, &s, &e));
+}
+
+int sc_store_ocsp_iter_due(sc_txn *t, int64_t before, sc_ocsp_cb cb, void *ctx)
+{
+	struct sc_ocsp_walk w = { cb, ctx, before };
+
+	if (t == NULL || cb == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	return sc_walk(t, SC_DB_OCSPDUE, NULL, 0, sc_ocsp_walk_fn, &w);
+}

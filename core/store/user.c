@@ -1,0 +1,180 @@
+/*
+ * User records and the ID-number hash index.
+ * Part of the LMDB store (internal.h; contract: sc_store.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "sc_err.h"
+#include "sc_store.h"
+#include "sc_util.h"
+#include "internal.h"
+
+/* ---- users ------------------------------------------------------------ */
+
+static int sc_user_encode(const sc_user *u, struct sc_enc *e)
+{
+	sc_enc_init(e, SC_REC_V1);
+	sc_enc_str(e, u->user_id);
+	sc_enc_str(e, u->name);
+	sc_enc_bytes(e, u->id_hash, 32);
+	sc_enc_u32(e, (uint32_t)u->dob);
+	sc_enc_str(e, u->profile);
+	sc_enc_u8(e, (unsigned)u->status);
+	sc_enc_i64(e, u->created);
+	sc_enc_i64(e, u->updated);
+	return SC_OK;
+}
+
+int sc_store_user_add(sc_txn *t, const sc_user *u)
+{
+	struct sc_enc e;
+	MDB_val v;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK)
+		return rv;
+	rv = sc_get(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &v);
+	if (rv == SC_OK)
+		return sc_error_set(SC_ERR_EXISTS, "user %s is already enrolled", u->user_id);
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
+	rv = sc_get(t, SC_DB_IDHASH, u->id_hash, 32, &v);
+	if (rv == SC_OK)
+		return sc_error_set(SC_ERR_EXISTS,
+				    "this identity card is already enrolled as user %.*s",
+				    (int)(v.mv_size > SC_ID_MAX ? SC_ID_MAX : v.mv_size),
+				    (const char *)v.mv_data);
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
+	sc_user_encode(u, &e);
+	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, MDB_NOOVERWRITE);
+	sc_enc_free(&e);
+	if (rv != SC_OK)
+		return rv;
+	return sc_put(t, SC_DB_IDHASH, u->id_hash, 32, u->user_id, strlen(u->user_id),
+		      MDB_NOOVERWRITE);
+}
+
+int sc_store_user_get(sc_txn *t, const char *user_id, sc_user *out)
+{
+	MDB_val k, v;
+	int rv;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output");
+	memset(out, 0, sizeof(*out));
+	rv = sc_get_by_id(t, SC_DB_USERS, "user", user_id, &k, &v);
+	if (rv != SC_OK)
+		return rv;
+	rv = sc_dec_user(t, &k, &v, out);
+	if (rv != SC_OK)
+		memset(out, 0, sizeof(*out));
+	return rv;
+}
+
+int sc_store_user_update(sc_txn *t, const sc_user *u)
+{
+	struct sc_enc e;
+	sc_user old;
+	int rv;
+
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK)
+		return rv;
+	rv = sc_store_user_get(t, u->user_id, &old);
+	if (rv != SC_OK)
+		return rv;
+	if (memcmp(old.id_hash, u->id_hash, 32) != 0)
+		return sc_error_set(SC_ERR_INVALID,
+				    "the identity-card hash of user %s cannot change", u->user_id);
+	sc_user_encode(u, &e);
+	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, 0);
+	sc_enc_free(&e);
+	return rv;
+}
+
+int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_user *out)
+{
+	MDB_val v, k = { 32, (void *)id_hash };
+	char id[SC_ID_MAX + 1];
+	int rv;
+
+	if (out != NULL)
+		memset(out, 0, sizeof(*out));
+	if (t == NULL || out == NULL || id_hash == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction, hash or output");
+	rv = sc_get(t, SC_DB_IDHASH, id_hash, 32, &v);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no user enrolled with this identity card");
+	if (rv != SC_OK)
+		return rv;
+	if ((rv = sc_dec_id_ref(t, SC_DB_IDHASH, &k, &v)) != SC_OK)
+		return rv;
+	memcpy(id, v.mv_data, v.mv_size);
+	id[v.mv_size] = '\0';
+	rv = sc_store_user_get(t, id, out);
+	if (rv == SC_ERR_NOT_FOUND)
+		return sc_corrupt(t, SC_DB_IDHASH, id_hash, 32, "index names a missing user");
+	return rv;
+}
+
+struct sc_user_walk {
+	sc_user_cb cb;
+	void *ctx;
+};
+
+static int sc_user_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct sc_user_walk *w = ctx;
+	sc_user u;
+	int rv;
+
+	rv = sc_dec_user(t, k, v, &u);
+	if (rv != SC_OK)
+		return rv;
+	return sc_cb_result(w->cb(w->ctx, &u));
+}
+
+int sc_store_user_iter(sc_txn *t, const char *from, sc_user_cb cb, void *ctx)
+{
+	struct sc_user_walk w = { cb, ctx };
+
+	if (t == NULL || cb == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	return sc_walk(t, SC_DB_USERS, from, from != NULL ? strlen(from) : 0, sc_user_walk_fn, &w);
+}
+
+int sc_store_user_del(sc_txn *t, const char *user_id)
+{
+	sc_user u;
+	MDB_val v;
+	int rv, keys, certs;
+
+	if ((rv = sc_check_write(t)) != SC_OK)
+		return rv;
+	if ((rv = sc_store_user_get(t, user_id, &u)) != SC_OK)
+		return rv;
+	if ((rv = sc_index_has(t, SC_DB_USERKEYS, user_id, &keys)) != SC_OK ||
+	    (rv = sc_index_has(t, SC_DB_USERCERTS, user_id, &certs)) != SC_OK)
+		return rv;
+	if ((rv = sc_user_delete_check(user_id, keys, certs)) != SC_OK)
+		return rv;
+	/* the hash index names this user unless it is damaged: never drop
+	 * another account's entry */
+	rv = sc_get(t, SC_DB_IDHASH, u.id_hash, 32, &v);
+	if (rv == SC_OK && v.mv_size == strlen(user_id) &&
+	    memcmp(v.mv_data, user_id, v.mv_size) == 0)
+		rv = sc_del(t, SC_DB_IDHASH, u.id_hash, 32, NULL, 0);
+	if (rv != SC_OK && rv != SC_ERR_NOT_FOUND)
+		return rv;
+	return sc_del(t, SC_DB_USERS, user_id, strlen(user_id), NULL, 0);
+}
