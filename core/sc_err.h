@@ -61,9 +61,6 @@ const char *sc_strerror(int err);
 
 /* Stable machine name of an error code, e.g. "token-replay" (never NULL).
  * Used in audit records and JSON output. */
-/* 1 for the refusals of an authorisation token (SC_ERR_TOKEN_*). */
-int sc_err_is_token(int err);
-
 const char *sc_errname(int err);
 
 /* Record a detail message for the current thread; returns err so that

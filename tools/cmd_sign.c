@@ -39,6 +39,7 @@
 
 #include "sc_authz.h"
 #include "sc_build_config.h"
+#include "sc_ckr.h"
 #include "sc_cli.h"
 #include "sc_config.h"
 #include "sc_err.h"
@@ -140,49 +141,6 @@ static void sign_usage(FILE *f)
 		"                     gateway/default.pin beside the configuration)\n");
 }
 
-static const char *ckr_name(CK_RV rv)
-{
-	switch (rv) {
-	case CKR_OK: return "CKR_OK";
-	case CKR_HOST_MEMORY: return "CKR_HOST_MEMORY";
-	case CKR_SLOT_ID_INVALID: return "CKR_SLOT_ID_INVALID";
-	case CKR_GENERAL_ERROR: return "CKR_GENERAL_ERROR";
-	case CKR_FUNCTION_FAILED: return "CKR_FUNCTION_FAILED";
-	case CKR_ARGUMENTS_BAD: return "CKR_ARGUMENTS_BAD";
-	case CKR_DATA_INVALID: return "CKR_DATA_INVALID";
-	case CKR_DATA_LEN_RANGE: return "CKR_DATA_LEN_RANGE";
-	case CKR_DEVICE_ERROR: return "CKR_DEVICE_ERROR";
-	case CKR_DEVICE_MEMORY: return "CKR_DEVICE_MEMORY";
-	case CKR_DEVICE_REMOVED: return "CKR_DEVICE_REMOVED";
-	case CKR_FUNCTION_CANCELED: return "CKR_FUNCTION_CANCELED";
-	case CKR_FUNCTION_NOT_SUPPORTED: return "CKR_FUNCTION_NOT_SUPPORTED";
-	case CKR_KEY_HANDLE_INVALID: return "CKR_KEY_HANDLE_INVALID";
-	case CKR_KEY_TYPE_INCONSISTENT: return "CKR_KEY_TYPE_INCONSISTENT";
-	case CKR_KEY_FUNCTION_NOT_PERMITTED: return "CKR_KEY_FUNCTION_NOT_PERMITTED";
-	case CKR_MECHANISM_INVALID: return "CKR_MECHANISM_INVALID";
-	case CKR_MECHANISM_PARAM_INVALID: return "CKR_MECHANISM_PARAM_INVALID";
-	case CKR_OBJECT_HANDLE_INVALID: return "CKR_OBJECT_HANDLE_INVALID";
-	case CKR_OPERATION_ACTIVE: return "CKR_OPERATION_ACTIVE";
-	case CKR_OPERATION_NOT_INITIALIZED: return "CKR_OPERATION_NOT_INITIALIZED";
-	case CKR_PIN_INCORRECT: return "CKR_PIN_INCORRECT";
-	case CKR_PIN_INVALID: return "CKR_PIN_INVALID";
-	case CKR_PIN_LEN_RANGE: return "CKR_PIN_LEN_RANGE";
-	case CKR_PIN_EXPIRED: return "CKR_PIN_EXPIRED";
-	case CKR_PIN_LOCKED: return "CKR_PIN_LOCKED";
-	case CKR_SESSION_HANDLE_INVALID: return "CKR_SESSION_HANDLE_INVALID";
-	case CKR_TOKEN_NOT_PRESENT: return "CKR_TOKEN_NOT_PRESENT";
-	case CKR_TOKEN_NOT_RECOGNIZED: return "CKR_TOKEN_NOT_RECOGNIZED";
-	case CKR_USER_ALREADY_LOGGED_IN: return "CKR_USER_ALREADY_LOGGED_IN";
-	case CKR_USER_NOT_LOGGED_IN: return "CKR_USER_NOT_LOGGED_IN";
-	case CKR_USER_TYPE_INVALID: return "CKR_USER_TYPE_INVALID";
-	case CKR_BUFFER_TOO_SMALL: return "CKR_BUFFER_TOO_SMALL";
-	case CKR_CRYPTOKI_NOT_INITIALIZED: return "CKR_CRYPTOKI_NOT_INITIALIZED";
-	case CKR_CRYPTOKI_ALREADY_INITIALIZED: return "CKR_CRYPTOKI_ALREADY_INITIALIZED";
-	case CKR_FUNCTION_REJECTED: return "CKR_FUNCTION_REJECTED";
-	default: return "CKR_(unknown)";
-	}
-}
-
 /* What the operator should do about a failed call (docs/gateway-integration.md
  * lists the same mapping for gateway authors). */
 static const char *ckr_advice(const struct gw_fail *fl)
@@ -275,7 +233,7 @@ static int ckr_exit_code(CK_RV rv)
 static int gw_report(const struct gw_fail *fl)
 {
 	fprintf(stderr, "smartcert sign: %s failed: %s (0x%lx): %s\n", fl->call,
-		ckr_name(fl->rv), (unsigned long)fl->rv, ckr_advice(fl));
+		sc_ckr_name(fl->rv), (unsigned long)fl->rv, ckr_advice(fl));
 	return ckr_exit_code(fl->rv);
 }
 
@@ -905,35 +863,17 @@ done:
 
 static int sign_gateway_pin(const struct sign_opts *o, const sc_config *cfg, char **pin)
 {
-	const char *src = o->pin_source;
-	char *path = NULL;
-	int rc;
-
 	*pin = NULL;
-	if (src != NULL)
-		return sc_secret_read_source(src, pin);
+	if (o->pin_source != NULL)
+		return sc_secret_read_source(o->pin_source, pin);
 	if (cfg == NULL)
-		return sc_error_set(SC_ERR_CONFIG, "no gateway PIN: pass --gateway-pin-source "
-				    "file:PATH|env:VAR, or the deployment with --config");
-	src = sc_config_str(cfg, "gateway.pin_source", NULL);
-	if (src != NULL && strncmp(src, "env:", 4) == 0)
-		return sc_secret_read_source(src, pin);
-	if (src != NULL) {
-		/* a file source in the configuration is relative to it */
-		if (strncmp(src, "file:", 5) == 0)
-			src += 5;
-		if (src[0] == '/')
-			path = strdup(src);
-		else if (asprintf(&path, "%s/%s", sc_config_dir(cfg), src) < 0)
-			path = NULL;
-	} else if (asprintf(&path, "%s/gateway/default.pin", sc_config_dir(cfg)) < 0) {
-		path = NULL;
-	}
-	if (path == NULL)
-		return sc_error_set(SC_ERR_NOMEM, "out of memory");
-	rc = sc_secret_read_file(path, 0, pin);
-	free(path);
-	return rc;
+		return sc_error_set(SC_ERR_CONFIG, "no gateway credential: pass "
+				    "--gateway-pin-source file:PATH|env:VAR, or the deployment "
+				    "with --config");
+	/* A file source in the configuration is relative to it. */
+	return sc_secret_source_read(sc_config_str(cfg, "gateway.pin_source",
+						   "file:gateway/default.pin"),
+				     sc_config_dir(cfg), SC_SECRET_BARE_PATH, 0, pin);
 }
 
 static const EVP_MD *sign_md(const char *name)

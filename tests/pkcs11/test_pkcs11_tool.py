@@ -221,7 +221,7 @@ def main():
         mdir = os.path.join(home, ".config", "pkcs11", "modules")
         os.makedirs(mdir)
         with open(os.path.join(mdir, "smartcert.module"), "w") as f:
-            f.write(f"module: {M}\nx-init-reserved: config={d.config}\ncritical: no\n")
+            f.write(f"module: {M}\nx-init-reserved: config={d.info['gateway_config']}\ncritical: no\n")
         penv = {k: v for k, v in env.items() if k not in ("SMARTCERT_CONF", "XDG_CONFIG_HOME")}
         penv["HOME"] = home
         prefix = []
@@ -243,6 +243,16 @@ def main():
             r = run(prefix + ["pkcs11-tool", "--module", proxy, "-L"], penv)
             check(r.returncode == 0 and "token label        : smartcert" in r.stdout,
                   "pkcs11-tool through p11-kit-proxy.so sees the token")
+            # Debian's softhsm2 module is registered on this host too; the
+            # gateway's proxy must show no backend token, and the gateway
+            # login must work through it (the module reaches the service).
+            registered = os.path.exists("/usr/share/p11-kit/modules/softhsm2.module")
+            check("smartcert-backend" not in r.stdout,
+                  f"the proxy shows the gateway no backend token (softhsm2 registered: {registered})")
+            r = run(prefix + ["pkcs11-tool", "--module", proxy, "--token-label", "smartcert", "--login",
+                              "--pin", d.gateway_pin, "--list-objects", "--type", "privkey"], penv)
+            check(r.returncode == 0 and "Private Key Object" in r.stdout,
+                  "the gateway logs in through p11-kit-proxy.so and sees the residents' keys")
         else:
             print("# p11-kit-proxy.so not found: proxy check not run")
 
