@@ -10,7 +10,8 @@
 #include <stdint.h>
 
 /* Now; honours $SMARTCERT_FAKE_TIME (decimal seconds) for tests. */
-int64_t sc_now(void);   /* a -Dtest_hooks=true build honours $SMARTCERT_FAKE_TIME */
+/* A build configured with -Dtest_hooks=true honours $SMARTCERT_FAKE_TIME. */
+int64_t sc_now(void);
 
 /* Days since 1970-01-01 of the date y-m-d (m 1..12, d 1..31; H. Hinnant's
  * algorithm, valid for any year). */

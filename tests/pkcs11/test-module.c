@@ -1315,7 +1315,7 @@ static void test_faults(void)
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
 	o = run("grep -c 'not presenting it again' '%s/signd.log'", tmpdir);
-	CHECK(atoi(o) == 1, "a rejected backend PIN is latched, not presented again");
+	CHECK(strtol(o, NULL, 10) == 1, "a rejected backend PIN is latched, not presented again");
 	free(o);
 	o = run("mv '%s.good' '%s'", path, path);
 	free(o);
