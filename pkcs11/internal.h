@@ -62,6 +62,7 @@ struct p11_module {
 	char token_label[33];
 	char serial[17];
 	int logged_in;                 /* this application's login (read atomically) */
+	int strict;                    /* test builds: abort on a broken precondition */
 	struct p11_session *sessions[P11_MAX_SESSIONS];
 	unsigned nsessions;
 	unsigned long session_gen;
@@ -88,6 +89,15 @@ struct sc_wire_out *p11_req(struct p11_conn *c, unsigned op);
  * `in` reads the fields after it.  A broken or silent service gives
  * CKR_DEVICE_REMOVED (and the session stays unusable). */
 CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in);
+
+/* An answer from the service that does not decode: CKR_DEVICE_ERROR.  It
+ * is a broken precondition (the service sends only answers that decode),
+ * so a test build run with SMARTCERT_PKCS11_STRICT=1 aborts here, the way
+ * p11-kit's P11_KIT_STRICT does, and a test sees that none fired. */
+CK_RV p11_bad_answer(const char *what);
+/* The end of an answer: srv when every field decoded and none is left,
+ * else p11_bad_answer(what). */
+CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what);
 
 /* object.c: C_GetAttributeValue, C_FindObjects*; sign.c: C_Sign*. */
 

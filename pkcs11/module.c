@@ -391,6 +391,11 @@ CK_RV C_Initialize(CK_VOID_PTR pInitArgs)
 	}
 	p11.debug = getenv("SMARTCERT_PKCS11_DEBUG") != NULL &&
 		    getenv("SMARTCERT_PKCS11_DEBUG")[0] != '\0';
+#ifdef SC_TEST_HOOKS
+	/* Test builds only: a broken precondition aborts (p11_bad_answer). */
+	p11.strict = getenv("SMARTCERT_PKCS11_STRICT") != NULL &&
+		     strcmp(getenv("SMARTCERT_PKCS11_STRICT"), "1") == 0;
+#endif
 	p11.pid = getpid();
 	rv = module_open(config);
 	if (rv != CKR_OK) {
@@ -674,8 +679,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK && srv == CKR_OK) {
 		state = sc_wire_get_u64(&in);
-		if (!sc_wire_in_done(&in))
-			rv = CKR_DEVICE_ERROR;
+		rv = p11_answer_end(&in, CKR_OK, "SESSION_INFO");
 		memset(pInfo, 0, sizeof(*pInfo));
 		pInfo->slotID = P11_SLOT_ID;
 		pInfo->state = (CK_STATE)state;
@@ -719,10 +723,8 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 	sc_wire_put_bytes(o, pPin != NULL ? pPin : (CK_UTF8CHAR_PTR)"",
 			  pPin != NULL ? ulPinLen : 0);
 	rv = p11_call(&s->conn, &srv, &in);
-	if (rv == CKR_OK && !sc_wire_in_done(&in))
-		rv = CKR_DEVICE_ERROR;
 	if (rv == CKR_OK)
-		rv = srv;
+		rv = p11_answer_end(&in, srv, "LOGIN");
 	if (rv == CKR_OK && userType == CKU_USER)
 		__atomic_store_n(&p11.logged_in, 1, __ATOMIC_RELEASE);
 done:
@@ -742,7 +744,7 @@ CK_RV C_Logout(CK_SESSION_HANDLE hSession)
 	p11_req(&s->conn, SC_OP_LOGOUT);
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK)
-		rv = srv;
+		rv = p11_answer_end(&in, srv, "LOGOUT");
 	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN)
 		__atomic_store_n(&p11.logged_in, 0, __ATOMIC_RELEASE);
 	p11_session_put(s);

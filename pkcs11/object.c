@@ -38,7 +38,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 		goto done;
 	n = sc_wire_get_u32(&in);
 	if (n != ulCount) {
-		rv = CKR_DEVICE_ERROR;
+		rv = p11_bad_answer("GET_ATTRS count");
 		goto done;
 	}
 	for (i = 0; i < ulCount; i++) {
@@ -58,7 +58,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 		}
 		pTemplate[i].ulValueLen = (CK_ULONG)vlen;
 	}
-	rv = sc_wire_in_done(&in) ? srv : CKR_DEVICE_ERROR;
+	rv = p11_answer_end(&in, srv, "GET_ATTRS");
 done:
 	p11_session_put(s);
 	return rv;
@@ -98,7 +98,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
 	}
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK)
-		rv = sc_wire_in_done(&in) ? srv : CKR_DEVICE_ERROR;
+		rv = p11_answer_end(&in, srv, "FIND_INIT");
 	p11_session_put(s);
 	return rv;
 }
@@ -131,13 +131,13 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
 			break;
 		n = sc_wire_get_u32(&in);
 		if (in.failed || n > want) {
-			rv = CKR_DEVICE_ERROR;
+			rv = p11_bad_answer("FIND count");
 			break;
 		}
 		for (i = 0; i < n; i++)
 			phObject[total + i] = (CK_OBJECT_HANDLE)sc_wire_get_u64(&in);
 		if (!sc_wire_in_done(&in)) {
-			rv = CKR_DEVICE_ERROR;
+			rv = p11_bad_answer("FIND");
 			break;
 		}
 		total += n;
@@ -162,7 +162,7 @@ CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession)
 	p11_req(&s->conn, SC_OP_FIND_FINAL);
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK)
-		rv = sc_wire_in_done(&in) ? srv : CKR_DEVICE_ERROR;
+		rv = p11_answer_end(&in, srv, "FIND_FINAL");
 	p11_session_put(s);
 	return rv;
 }

@@ -22,10 +22,10 @@ static CK_RV sig_answer(struct sc_wire_in *in, CK_RV srv, CK_BYTE_PTR out, CK_UL
 	const unsigned char *sig = sc_wire_get_bytes(in, SC_WIRE_FRAME_MAX, &got);
 
 	if (!sc_wire_in_done(in))
-		return CKR_DEVICE_ERROR;
+		return p11_bad_answer("SIGN");
 	if (srv == CKR_OK && out != NULL) {
 		if (got != len || got > *outlen)
-			return CKR_DEVICE_ERROR;
+			return p11_bad_answer("signature longer than the buffer");
 		memcpy(out, sig, got);
 	}
 	if (srv == CKR_OK || srv == CKR_BUFFER_TOO_SMALL)
@@ -67,7 +67,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJ
 	sc_wire_put_u64(o, hKey);
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK)
-		rv = sc_wire_in_done(&in) ? srv : CKR_DEVICE_ERROR;
+		rv = p11_answer_end(&in, srv, "SIGN_INIT");
 	s->sign_multipart = 0;
 done:
 	p11_session_put(s);
@@ -89,7 +89,7 @@ static CK_RV send_update(struct p11_session *s, const unsigned char *data, CK_UL
 		sc_wire_put_bytes(o, data != NULL ? data + off : (const unsigned char *)"", n);
 		rv = p11_call(&s->conn, &srv, &in);
 		if (rv == CKR_OK)
-			rv = sc_wire_in_done(&in) ? srv : CKR_DEVICE_ERROR;
+			rv = p11_answer_end(&in, srv, "SIGN_UPDATE");
 		if (rv != CKR_OK)
 			return rv;
 		off += n;
