@@ -89,7 +89,7 @@ struct sd_sign {
 
 #define SD_APP_ID_LEN 16
 #define SD_PEER_MAX 96
-#define SD_ACTOR_MAX 160
+#define SD_ACTOR_MAX 256
 
 struct sd_app {
 	struct sd_app *next;

@@ -131,11 +131,17 @@ class Deployment:
         if self.signd_proc is not None:
             self.signd_proc.terminate()
             try:
-                self.signd_proc.wait(timeout=20)
+                rc = self.signd_proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.signd_proc.kill()
                 self.signd_proc.wait()
+                rc = "a hang"
             self.signd_proc = None
+            # A sanitizer report in the service (a leak, a race) shows as
+            # its exit status.
+            if rc != 0:
+                with open(self.signd_log) as f:
+                    fail(f"smartcert-signd did not stop cleanly ({rc}): {f.read()[-3000:]}")
 
     def set_time(self, t):
         """Move the service's clock (test builds); None = the real clock."""
@@ -292,7 +298,8 @@ def _dep_conf_get(self, key, default=None):
 
 
 def _dep_conf_set(self, key, value):
-    """Set (replace every occurrence of) section.key in smartcert.conf."""
+    """Set (replace every occurrence of) section.key in smartcert.conf; a
+    running signing service is restarted to read it."""
     section, _, name = key.partition(".")
     out, cur, done = [], None, False
     with open(self.config) as f:
@@ -316,6 +323,9 @@ def _dep_conf_set(self, key, value):
         out.append(f"{name} = {value}")
     with open(self.config, "w") as f:
         f.write("\n".join(out) + "\n")
+    # The signing service reads its configuration when it starts.
+    if getattr(self, "signd_proc", None) is not None:
+        self.restart_signd()
 
 
 def _dep_demo_key_path(self):

@@ -213,6 +213,7 @@ static int audit_has(const char *kind, const char *key_id, const char *outcome)
 /* ---- deployment and module ---------------------------------------------- */
 
 static pid_t signd_pid, setup_pid;
+static int bad_stop;
 
 /* The signing service of this deployment, as its own process. */
 static void signd_start(void)
@@ -245,7 +246,8 @@ static void signd_start(void)
 	FAIL("the signing service did not start (see %s)", logp);
 }
 
-static void signd_stop(void)
+/* 0, or -1 after saying why the service did not stop cleanly. */
+static int signd_stop_status(void)
 {
 	int st;
 
@@ -253,7 +255,25 @@ static void signd_stop(void)
 		kill(signd_pid, SIGTERM);
 		waitpid(signd_pid, &st, 0);
 		signd_pid = 0;
+		/* A sanitizer report in the service (a leak, a race) shows as
+		 * its exit status. */
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			char *o = run("tail -n 40 '%s/signd.log'", tmpdir);
+
+			fprintf(stderr, "%s", o);
+			free(o);
+			fprintf(stderr, "FAIL: the signing service did not stop cleanly (status 0x%x)\n",
+				st);
+			return -1;
+		}
 	}
+	return 0;
+}
+
+static void signd_stop(void)
+{
+	if (signd_stop_status() != 0)
+		exit(1);
 }
 
 static void cleanup(void)
@@ -262,17 +282,21 @@ static void cleanup(void)
 
 	if (getpid() != setup_pid)
 		return;
-	signd_stop();
+	if (signd_stop_status() != 0)
+		bad_stop = 1;
 
 	if (tmpdir[0] != '\0' && (keep == NULL || strcmp(keep, "1") != 0)) {
 		char *o = run("rm -rf '%s'", tmpdir);
 
 		free(o);
 	}
+	if (bad_stop)
+		_exit(1);
 }
 
 static void signd_start(void);
 static void signd_stop(void);
+static int signd_stop_status(void);
 
 /* A configuration change reaches the service when it starts: restart it. */
 static void set_conf(const char *key, const char *value)
