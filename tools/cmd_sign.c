@@ -1,12 +1,7 @@
 /*
- * smartcert sign: the reference gateway client.
- *
- * Written the way an integrator would write a gateway: it knows nothing of
- * the store or the backend HSM, it only dlopen()s the smartcert PKCS#11
- * module and drives it with plain PKCS#11 calls.  The one function that
- * matters to a gateway author is gw_sign_once(): C_SignInit, then the
- * authorisation token as a CKU_CONTEXT_SPECIFIC login, then C_Sign (first
- * with a NULL buffer for the length, which does not spend the token).
+ * smartcert sign: the reference gateway client.  Its PKCS#11 side, what a
+ * gateway author copies, is tools/gateway_p11.c; its detached-CMS side is
+ * tools/cms_detached.c; this file is the command.
  *
  * The output is a detached CMS SignedData with signed attributes
  * (contentType, signingTime, messageDigest).  What the resident authorises
@@ -18,6 +13,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
+#include <sys/wait.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +34,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "cms_detached.h"
+#include "gateway_p11.h"
 #include "sc_authz.h"
 #include "sc_build_config.h"
 #include "sc_ckr.h"
@@ -47,14 +46,6 @@
 #include "sc_util.h"
 
 #define SIGN_CMD "sign"
-#define SIGN_TOKEN_SECONDS 300   /* lifetime of a token made by --authorize */
-
-/* The signed attributes are DER-encoded as a SET OF (tag 0x31) for hashing,
- * exactly as RFC 5652 §5.4 asks; OpenSSL's own template for it is private. */
-typedef STACK_OF(X509_ATTRIBUTE) SC_SIGNED_ATTRS;
-ASN1_ITEM_TEMPLATE(SC_SIGNED_ATTRS) =
-	ASN1_EX_TEMPLATE_TYPE(ASN1_TFLG_SET_ORDER, 0, SC_SIGNED_ATTRS, X509_ATTRIBUTE)
-static_ASN1_ITEM_TEMPLATE_END(SC_SIGNED_ATTRS)
 
 enum sign_mech {
 	MECH_DEFAULT = 0,
@@ -99,22 +90,6 @@ struct sign_opts {
 	int json;
 };
 
-/* A loaded module and one session on its token. */
-struct gw {
-	void *dl;
-	CK_FUNCTION_LIST_PTR f;
-	CK_SESSION_HANDLE session;
-	int initialized;
-	int have_session;
-	int logged_in;
-};
-
-/* What failed, for the error message: the call and its CK_RV. */
-struct gw_fail {
-	const char *call;
-	CK_RV rv;
-};
-
 static void sign_usage(FILE *f)
 {
 	fprintf(f,
@@ -141,103 +116,7 @@ static void sign_usage(FILE *f)
 		"                     gateway/default.pin beside the configuration)\n");
 }
 
-/* What the operator should do about a failed call (docs/gateway-integration.md
- * lists the same mapping for gateway authors). */
-static const char *ckr_advice(const struct gw_fail *fl)
-{
-	int user_login = fl->call != NULL && strcmp(fl->call, "C_Login(CKU_USER)") == 0;
-	int ctx_login = fl->call != NULL && strcmp(fl->call, "C_Login(CKU_CONTEXT_SPECIFIC)") == 0;
-
-	switch (fl->rv) {
-	case CKR_PIN_INCORRECT:
-		if (user_login)
-			return "the gateway PIN was rejected: check --gateway-pin-source "
-			       "(default gateway/default.pin beside the configuration)";
-		return "the authorisation token was not accepted (malformed, bad signature, "
-		       "untrusted issuer, or for another audience, user or key): obtain a new "
-		       "token; 'smartcert audit show' names the exact reason";
-	case CKR_PIN_LEN_RANGE:
-	case CKR_PIN_INVALID:
-		if (user_login)
-			return "the gateway PIN has an invalid length or characters: check the PIN source";
-		return "the authorisation token is not a well-formed token: pass the base64url text "
-		       "the authorisation service issued, unmodified";
-	case CKR_PIN_EXPIRED:
-		return "the authorisation token can no longer be used (expired, not yet valid, "
-		       "already used, or its signatures used up): have the resident approve "
-		       "again (and check this host's clock)";
-	case CKR_PIN_LOCKED:
-		if (user_login)
-			return "the gateway credential is locked after repeated failures: wait and retry";
-		return "this key is locked after repeated authorisation failures: wait "
-		       "(authz.lock_seconds) and retry with a valid token";
-	case CKR_FUNCTION_REJECTED:
-		return "the authorisation token does not list this digest: have the resident "
-		       "authorise this digest and pass the new token";
-	case CKR_USER_NOT_LOGGED_IN:
-		if (ctx_login || (fl->call != NULL && strcmp(fl->call, "C_Sign") == 0))
-			return "no authorisation token was accepted for this signature: pass --token "
-			       "or --authorize";
-		return "log in as CKU_USER with the gateway PIN first";
-	case CKR_KEY_FUNCTION_NOT_PERMITTED:
-	case CKR_KEY_HANDLE_INVALID:
-	case CKR_OBJECT_HANDLE_INVALID:
-		return "this key may not sign now: the account is suspended, or the certificate "
-		       "is revoked or expired ('smartcert ca show --user U')";
-	case CKR_MECHANISM_INVALID:
-	case CKR_KEY_TYPE_INCONSISTENT:
-		return "this key does not support that mechanism: choose one matching the key "
-		       "type (ecdsa* for EC keys, rsa* for RSA keys)";
-	case CKR_MECHANISM_PARAM_INVALID:
-		return "the module refused the mechanism parameters";
-	case CKR_DATA_LEN_RANGE:
-	case CKR_DATA_INVALID:
-		return "the data to sign does not fit the mechanism (wrong digest length?)";
-	case CKR_DEVICE_ERROR:
-	case CKR_DEVICE_REMOVED:
-	case CKR_TOKEN_NOT_PRESENT:
-		return "the module cannot reach its backend HSM or its store: check the "
-		       "deployment ('smartcert status') and the module's configuration";
-	case CKR_GENERAL_ERROR:
-	case CKR_FUNCTION_FAILED:
-		return "the module failed: check SMARTCERT_CONF points at the deployment and "
-		       "see 'smartcert status'";
-	default:
-		return "see docs/gateway-integration.md for this return code";
-	}
-}
-
-static int ckr_exit_code(CK_RV rv)
-{
-	switch (rv) {
-	case CKR_PIN_INCORRECT:
-	case CKR_PIN_INVALID:
-	case CKR_PIN_LEN_RANGE:
-	case CKR_PIN_EXPIRED:
-	case CKR_PIN_LOCKED:
-	case CKR_FUNCTION_REJECTED:
-	case CKR_USER_NOT_LOGGED_IN:
-	case CKR_KEY_FUNCTION_NOT_PERMITTED:
-	case CKR_KEY_HANDLE_INVALID:
-	case CKR_OBJECT_HANDLE_INVALID:
-		return SC_EXIT_STATE;
-	case CKR_DEVICE_ERROR:
-	case CKR_DEVICE_REMOVED:
-	case CKR_TOKEN_NOT_PRESENT:
-		return SC_EXIT_HSM;
-	default:
-		return SC_EXIT_FAIL;
-	}
-}
-
-static int gw_report(const struct gw_fail *fl)
-{
-	fprintf(stderr, "smartcert sign: %s failed: %s (0x%lx): %s\n", fl->call,
-		sc_ckr_name(fl->rv), (unsigned long)fl->rv, ckr_advice(fl));
-	return ckr_exit_code(fl->rv);
-}
-
-/* ---- the module -------------------------------------------------------- */
+/* ---- the module ---------------------------------------------------------- */
 
 static const char *gw_module_path(const struct sign_opts *o, const sc_config *cfg, char **owned)
 {
@@ -253,444 +132,6 @@ static const char *gw_module_path(const struct sign_opts *o, const sc_config *cf
 	if (access(SC_PKCS11_MODULE_INSTALLED, R_OK) == 0)
 		return SC_PKCS11_MODULE_INSTALLED;
 	return SC_PKCS11_MODULE_BUILD;
-}
-
-static void gw_close(struct gw *g)
-{
-	if (g->f != NULL) {
-		if (g->logged_in)
-			g->f->C_Logout(g->session);
-		if (g->have_session)
-			g->f->C_CloseSession(g->session);
-		if (g->initialized)
-			g->f->C_Finalize(NULL);
-	}
-	if (g->dl != NULL)
-		dlclose(g->dl);
-	memset(g, 0, sizeof(*g));
-}
-
-/* Pick the module's token: the one labelled gateway.token_label, or the only
- * one there is. */
-static CK_RV gw_pick_slot(struct gw *g, const char *label, CK_SLOT_ID *slot)
-{
-	CK_SLOT_ID slots[16];
-	CK_ULONG n = sizeof(slots) / sizeof(slots[0]);
-	CK_TOKEN_INFO ti;
-	CK_RV rv;
-	size_t ll = strlen(label);
-
-	rv = g->f->C_GetSlotList(CK_TRUE, slots, &n);
-	if (rv != CKR_OK)
-		return rv;
-	if (n == 0)
-		return CKR_TOKEN_NOT_PRESENT;
-	for (CK_ULONG i = 0; i < n; i++) {
-		if (g->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		/* token labels are blank-padded to 32 bytes */
-		if (ll <= sizeof(ti.label) && memcmp(ti.label, label, ll) == 0 &&
-		    (ll == sizeof(ti.label) || ti.label[ll] == ' ')) {
-			*slot = slots[i];
-			return CKR_OK;
-		}
-	}
-	*slot = slots[0];
-	return CKR_OK;
-}
-
-static int gw_open(const char *path, const char *token_label, struct gw *g, struct gw_fail *fl)
-{
-	CK_C_GetFunctionList get_list;
-	CK_C_INITIALIZE_ARGS args;
-	CK_SLOT_ID slot = 0;
-	CK_RV rv;
-
-	memset(g, 0, sizeof(*g));
-	g->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (g->dl == NULL) {
-		fprintf(stderr, "smartcert sign: cannot load the PKCS#11 module %s: %s\n"
-			"  pass --module PATH or set SMARTCERT_PKCS11_MODULE\n", path, dlerror());
-		return SC_EXIT_CONFIG;
-	}
-	get_list = (CK_C_GetFunctionList)dlsym(g->dl, "C_GetFunctionList");
-	if (get_list == NULL) {
-		fprintf(stderr, "smartcert sign: %s is not a PKCS#11 module (no C_GetFunctionList)\n",
-			path);
-		return SC_EXIT_CONFIG;
-	}
-	fl->call = "C_GetFunctionList";
-	if ((fl->rv = get_list(&g->f)) != CKR_OK)
-		return -1;
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	fl->call = "C_Initialize";
-	if ((fl->rv = g->f->C_Initialize(&args)) != CKR_OK)
-		return -1;
-	g->initialized = 1;
-	fl->call = "C_GetSlotList";
-	if ((rv = gw_pick_slot(g, token_label, &slot)) != CKR_OK) {
-		fl->rv = rv;
-		return -1;
-	}
-	fl->call = "C_OpenSession";
-	if ((fl->rv = g->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
-					  &g->session)) != CKR_OK)
-		return -1;
-	g->have_session = 1;
-	return 0;
-}
-
-static int gw_login_user(struct gw *g, const char *pin, struct gw_fail *fl)
-{
-	fl->call = "C_Login(CKU_USER)";
-	fl->rv = g->f->C_Login(g->session, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
-	if (fl->rv != CKR_OK && fl->rv != CKR_USER_ALREADY_LOGGED_IN)
-		return -1;
-	g->logged_in = 1;
-	return 0;
-}
-
-/* Read one attribute into a malloc'd buffer. */
-static CK_RV gw_get_attr(struct gw *g, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
-			 unsigned char **out, size_t *outlen)
-{
-	CK_ATTRIBUTE a = { type, NULL, 0 };
-	CK_RV rv;
-
-	*out = NULL;
-	*outlen = 0;
-	rv = g->f->C_GetAttributeValue(g->session, h, &a, 1);
-	if (rv != CKR_OK)
-		return rv;
-	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
-		return CKR_ATTRIBUTE_TYPE_INVALID;
-	a.pValue = OPENSSL_malloc(a.ulValueLen + 1);
-	if (a.pValue == NULL)
-		return CKR_HOST_MEMORY;
-	rv = g->f->C_GetAttributeValue(g->session, h, &a, 1);
-	if (rv != CKR_OK) {
-		OPENSSL_free(a.pValue);
-		return rv;
-	}
-	((unsigned char *)a.pValue)[a.ulValueLen] = '\0';
-	*out = a.pValue;
-	*outlen = a.ulValueLen;
-	return CKR_OK;
-}
-
-/* Find up to `max` objects of `cls` with this label (and CKA_ID, if given). */
-static CK_RV gw_find(struct gw *g, CK_OBJECT_CLASS cls, const char *label, const char *id,
-		     CK_OBJECT_HANDLE *found, CK_ULONG max, CK_ULONG *n)
-{
-	CK_ATTRIBUTE tmpl[3];
-	CK_ULONG nt = 0;
-	CK_RV rv, rv2;
-
-	tmpl[nt++] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
-	if (label != NULL)
-		tmpl[nt++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)label, strlen(label) };
-	if (id != NULL)
-		tmpl[nt++] = (CK_ATTRIBUTE){ CKA_ID, (void *)id, strlen(id) };
-	*n = 0;
-	rv = g->f->C_FindObjectsInit(g->session, tmpl, nt);
-	if (rv != CKR_OK)
-		return rv;
-	rv = g->f->C_FindObjects(g->session, found, max, n);
-	rv2 = g->f->C_FindObjectsFinal(g->session);
-	return rv != CKR_OK ? rv : rv2;
-}
-
-/* The user's signing key, its key id and its certificate. */
-static int gw_find_key(struct gw *g, const char *user, const char *key_id,
-		       CK_OBJECT_HANDLE *hkey, char **key_id_out, X509 **cert_out,
-		       struct gw_fail *fl)
-{
-	CK_OBJECT_HANDLE found[8], hcert;
-	CK_ULONG n = 0;
-	unsigned char *id = NULL, *der = NULL;
-	size_t idlen = 0, derlen = 0;
-	const unsigned char *p;
-	X509 *cert = NULL;
-	int rc = -1;
-
-	*key_id_out = NULL;
-	*cert_out = NULL;
-	fl->call = "C_FindObjects(private key)";
-	if ((fl->rv = gw_find(g, CKO_PRIVATE_KEY, user, key_id, found, 8, &n)) != CKR_OK)
-		goto done;
-	if (n == 0) {
-		fprintf(stderr, "smartcert sign: no signing key for user '%s'%s%s: check the user "
-			"id ('smartcert ca show --user %s') and that the account is active\n",
-			user, key_id ? " with key id " : "", key_id ? key_id : "", user);
-		rc = SC_EXIT_NOT_FOUND;
-		goto done;
-	}
-	if (n > 1) {
-		fprintf(stderr, "smartcert sign: user '%s' has several signing keys: choose one "
-			"with --key KEYID\n", user);
-		rc = SC_EXIT_USAGE;
-		goto done;
-	}
-	*hkey = found[0];
-	fl->call = "C_GetAttributeValue(CKA_ID)";
-	if ((fl->rv = gw_get_attr(g, *hkey, CKA_ID, &id, &idlen)) != CKR_OK)
-		goto done;
-	if (idlen == 0 || idlen > SC_ID_MAX || memchr(id, '\0', idlen) != NULL) {
-		fprintf(stderr, "smartcert sign: the key's CKA_ID is not a smartcert key id\n");
-		rc = SC_EXIT_FAIL;
-		goto done;
-	}
-	fl->call = "C_FindObjects(certificate)";
-	if ((fl->rv = gw_find(g, CKO_CERTIFICATE, NULL, (const char *)id, &hcert, 1, &n)) !=
-	    CKR_OK)
-		goto done;
-	if (n == 0) {
-		fprintf(stderr, "smartcert sign: key %s of user '%s' has no certificate on the "
-			"token\n", (const char *)id, user);
-		rc = SC_EXIT_NOT_FOUND;
-		goto done;
-	}
-	fl->call = "C_GetAttributeValue(CKA_VALUE)";
-	if ((fl->rv = gw_get_attr(g, hcert, CKA_VALUE, &der, &derlen)) != CKR_OK)
-		goto done;
-	p = der;
-	cert = d2i_X509(NULL, &p, (long)derlen);
-	if (cert == NULL || p != der + derlen) {
-		fprintf(stderr, "smartcert sign: the certificate on the token does not decode\n");
-		rc = SC_EXIT_FAIL;
-		goto done;
-	}
-	*key_id_out = (char *)id;
-	id = NULL;
-	*cert_out = cert;
-	cert = NULL;
-	rc = 0;
-done:
-	OPENSSL_free(id);
-	OPENSSL_free(der);
-	X509_free(cert);
-	return rc;
-}
-
-/*
- * One authorised signature: the calls every gateway makes.
- *
- *   C_SignInit(session, mechanism, key)
- *   C_Login(session, CKU_CONTEXT_SPECIFIC, token)   the resident's approval
- *   C_Sign(session, data, NULL, &len)                length only: token not spent
- *   C_Sign(session, data, sig, &len)                 the signature
- *
- * The session is already logged in as CKU_USER with the gateway PIN.
- */
-static CK_RV gw_sign_once(CK_FUNCTION_LIST_PTR p11, CK_SESSION_HANDLE session,
-			  CK_OBJECT_HANDLE key, CK_MECHANISM *mech, const char *token,
-			  const unsigned char *data, size_t datalen,
-			  unsigned char **sig, size_t *siglen, const char **failed_call)
-{
-	CK_ULONG len = 0;
-	unsigned char *buf = NULL;
-	CK_RV rv;
-
-	*sig = NULL;
-	*siglen = 0;
-	*failed_call = "C_SignInit";
-	rv = p11->C_SignInit(session, mech, key);
-	if (rv != CKR_OK)
-		goto done;
-
-	*failed_call = "C_Login(CKU_CONTEXT_SPECIFIC)";
-	rv = p11->C_Login(session, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)token, strlen(token));
-	if (rv != CKR_OK)
-		goto done;
-
-	*failed_call = "C_Sign";
-	rv = p11->C_Sign(session, (CK_BYTE_PTR)data, datalen, NULL, &len);
-	if (rv != CKR_OK)
-		goto done;
-	buf = OPENSSL_malloc(len);
-	if (buf == NULL) {
-		rv = CKR_HOST_MEMORY;
-		goto done;
-	}
-	rv = p11->C_Sign(session, (CK_BYTE_PTR)data, datalen, buf, &len);
-	if (rv != CKR_OK)
-		goto done;
-
-	*sig = buf;
-	*siglen = len;
-	buf = NULL;
-done:
-	OPENSSL_free(buf);
-	return rv;
-}
-
-/* ---- CMS --------------------------------------------------------------- */
-
-static int sign_file_digest(const char *path, const EVP_MD *md, unsigned char *out,
-			    unsigned *outlen)
-{
-	unsigned char buf[65536];
-	EVP_MD_CTX *ctx = NULL;
-	FILE *f = NULL;
-	size_t n;
-	int rc = SC_ERR_IO;
-
-	f = fopen(path, "rb");
-	if (f == NULL) {
-		rc = sc_error_set(SC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-		goto done;
-	}
-	ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, md, NULL) != 1) {
-		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
-		goto done;
-	}
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-		if (EVP_DigestUpdate(ctx, buf, n) != 1) {
-			rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
-			goto done;
-		}
-	}
-	if (ferror(f)) {
-		rc = sc_error_set(SC_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-		goto done;
-	}
-	if (EVP_DigestFinal_ex(ctx, out, outlen) != 1) {
-		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
-		goto done;
-	}
-	rc = SC_OK;
-done:
-	EVP_MD_CTX_free(ctx);
-	if (f != NULL)
-		fclose(f);
-	return rc;
-}
-
-/*
- * The signed attributes (contentType, signingTime, messageDigest) and their
- * DER.  They depend only on the file and the time, not on the key, so the
- * digest to authorise can be printed without the module (--print-digest).
- * The stack's order is the DER order after encoding.
- */
-static int sign_make_attrs(const unsigned char *content_md, unsigned mdlen, int64_t when,
-			   SC_SIGNED_ATTRS **out, unsigned char **der, int *derlen)
-{
-	SC_SIGNED_ATTRS *st = NULL;
-	X509_ATTRIBUTE *a = NULL;
-	ASN1_TIME *t = NULL;
-	int rc = SC_ERR_CRYPTO;
-
-	*out = NULL;
-	*der = NULL;
-	*derlen = 0;
-	st = sk_X509_ATTRIBUTE_new_null();
-	t = ASN1_TIME_adj(NULL, (time_t)when, 0, 0);
-	if (st == NULL || t == NULL)
-		goto done;
-	/* _create_by_NID copies the values; the stack owns what it holds */
-	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_contentType, V_ASN1_OBJECT,
-					 OBJ_nid2obj(NID_pkcs7_data), -1);
-	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto done;
-	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_signingTime, t->type, t, -1);
-	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto done;
-	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING,
-					 content_md, (int)mdlen);
-	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto done;
-	a = NULL;
-	*derlen = ASN1_item_i2d((ASN1_VALUE *)st, der, ASN1_ITEM_rptr(SC_SIGNED_ATTRS));
-	if (*derlen <= 0) {
-		*der = NULL;
-		*derlen = 0;
-		goto done;
-	}
-	*out = st;
-	st = NULL;
-	rc = SC_OK;
-done:
-	if (rc != SC_OK)
-		sc_error_set_openssl(rc, "encoding the signed attributes");
-	X509_ATTRIBUTE_free(a);
-	sk_X509_ATTRIBUTE_pop_free(st, X509_ATTRIBUTE_free);
-	ASN1_TIME_free(t);
-	return rc;
-}
-
-/* RSASSA-PSS parameters: the hash, MGF1 with the same hash, salt = hash length. */
-static int sign_set_pss_alg(CMS_SignerInfo *si, const EVP_MD *md)
-{
-	RSA_PSS_PARAMS *pss = NULL;
-	X509_ALGOR *mgf1md = NULL, *sigalg = NULL;
-	ASN1_STRING *mgfp = NULL, *params = NULL;
-	int rc = SC_ERR_CRYPTO;
-
-	CMS_SignerInfo_get0_algs(si, NULL, NULL, NULL, &sigalg);
-	pss = RSA_PSS_PARAMS_new();
-	mgf1md = X509_ALGOR_new();
-	if (pss == NULL || mgf1md == NULL || sigalg == NULL)
-		goto done;
-	pss->hashAlgorithm = X509_ALGOR_new();
-	pss->maskGenAlgorithm = X509_ALGOR_new();
-	pss->saltLength = ASN1_INTEGER_new();
-	if (pss->hashAlgorithm == NULL || pss->maskGenAlgorithm == NULL ||
-	    pss->saltLength == NULL)
-		goto done;
-	X509_ALGOR_set_md(pss->hashAlgorithm, md);
-	X509_ALGOR_set_md(mgf1md, md);
-	if (ASN1_INTEGER_set(pss->saltLength, EVP_MD_get_size(md)) != 1 ||
-	    ASN1_item_pack(mgf1md, ASN1_ITEM_rptr(X509_ALGOR), &mgfp) == NULL ||
-	    X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1), V_ASN1_SEQUENCE,
-			    mgfp) != 1)
-		goto done;
-	mgfp = NULL;
-	if (ASN1_item_pack(pss, ASN1_ITEM_rptr(RSA_PSS_PARAMS), &params) == NULL ||
-	    X509_ALGOR_set0(sigalg, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, params) != 1)
-		goto done;
-	params = NULL;
-	rc = SC_OK;
-done:
-	if (rc != SC_OK)
-		sc_error_set_openssl(rc, "RSASSA-PSS parameters");
-	ASN1_STRING_free(mgfp);
-	ASN1_STRING_free(params);
-	X509_ALGOR_free(mgf1md);
-	RSA_PSS_PARAMS_free(pss);
-	return rc;
-}
-
-/* PKCS#11 returns ECDSA signatures as r || s; CMS wants ECDSA-Sig-Value. */
-static int sign_ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char **der,
-			     int *derlen)
-{
-	ECDSA_SIG *es = NULL;
-	BIGNUM *r = NULL, *s = NULL;
-	int rc = SC_ERR_CRYPTO;
-
-	*der = NULL;
-	if (len == 0 || len % 2 != 0)
-		return sc_error_set(SC_ERR_CRYPTO, "the module returned an ECDSA signature of "
-				    "odd length %zu", len);
-	es = ECDSA_SIG_new();
-	r = BN_bin2bn(rs, (int)(len / 2), NULL);
-	s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
-	if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1)
-		goto done;
-	r = s = NULL;
-	*derlen = i2d_ECDSA_SIG(es, der);
-	if (*derlen <= 0) {
-		*der = NULL;
-		goto done;
-	}
-	rc = SC_OK;
-done:
-	BN_free(r);
-	BN_free(s);
-	ECDSA_SIG_free(es);
-	return rc;
 }
 
 /* ---- the command ------------------------------------------------------- */
@@ -806,58 +247,67 @@ static int sign_read_token(const char *arg, char **out)
 	return SC_OK;
 }
 
-/* Play the authorisation service: a single-use token for this one digest. */
+/* --authorize: ask the authorisation service for a single-use token for
+ * this one digest.  The gateway mints nothing itself: it runs `smartcert
+ * authz issue` (the reference authorisation service, another trust domain,
+ * which holds the demo key) and reads the token from its output, as a real
+ * gateway would receive the resident's approval. */
 static int sign_authorize(const sc_config *cfg, const char *user, const char *key_id,
-			  int md_nid, const unsigned char *digest, size_t dlen, char **token)
+			  const char *hash_name, const char *digest_hex, char **token)
 {
-	sc_authz_token tok;
-	EVP_PKEY *key = NULL;
-	char *path = NULL;
-	FILE *f = NULL;
-	int64_t now = sc_now();
-	int rc;
+	char self[4096];
+	char buf[SC_AUTHZ_MAX_TEXT + 2];
+	size_t got = 0;
+	int pfd[2] = { -1, -1 }, st = 0, rc;
+	ssize_t n, len;
+	pid_t pid;
 
 	*token = NULL;
-	memset(&tok, 0, sizeof(tok));
 	if (cfg == NULL)
 		return sc_error_set(SC_ERR_CONFIG, "--authorize needs the deployment: pass "
 				    "--config FILE or set SMARTCERT_CONF");
-	path = sc_config_path(cfg, "authz.demo_key", "authz-demo/authz-demo.key");
-	if (path == NULL)
-		return SC_ERR_NOMEM;
-	f = fopen(path, "r");
-	if (f == NULL) {
-		rc = sc_error_set(SC_ERR_CONFIG, "cannot open the demo authorisation key %s: %s",
-				  path, strerror(errno));
-		goto done;
+	len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (len <= 0)
+		return sc_error_set(SC_ERR_IO, "cannot find the smartcert program: %s",
+				    strerror(errno));
+	self[len] = '\0';
+	if (pipe2(pfd, O_CLOEXEC) != 0)
+		return sc_error_set(SC_ERR_IO, "pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return sc_error_set(SC_ERR_IO, "fork: %s", strerror(errno));
 	}
-	key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	if (key == NULL) {
-		rc = sc_error_set_openssl(SC_ERR_CONFIG, "reading the demo authorisation key");
-		goto done;
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		setenv("SMARTCERT_CONF", sc_config_file(cfg), 1);
+		execl(self, self, "authz", "issue", "--user", user, "--key", key_id, "--digest",
+		      digest_hex, "--hash", hash_name, (char *)NULL);
+		_exit(127);
 	}
-	tok.version = 1;
-	snprintf(tok.issuer, sizeof(tok.issuer), "%s",
-		 sc_config_str(cfg, "authz.issuer", "smartcert-demo-authz"));
-	snprintf(tok.audience, sizeof(tok.audience), "%s",
-		 sc_config_str(cfg, "authz.audience", "smartcert-signing"));
-	snprintf(tok.subject, sizeof(tok.subject), "%s", user);
-	snprintf(tok.key_id, sizeof(tok.key_id), "%s", key_id);
-	tok.purpose = SC_AUTHZ_SIGN;
-	tok.digests[0].md_nid = md_nid;
-	memcpy(tok.digests[0].value, digest, dlen);
-	tok.digests[0].len = dlen;
-	tok.n_digests = 1;
-	tok.not_before = now;
-	tok.not_after = now + SIGN_TOKEN_SECONDS;
-	tok.max_signatures = 1;
-	rc = sc_authz_issue(key, &tok, token);
-done:
-	if (f != NULL)
-		fclose(f);
-	EVP_PKEY_free(key);
-	free(path);
-	OPENSSL_cleanse(&tok, sizeof(tok));
+	close(pfd[1]);
+	while (got < sizeof(buf) - 1 && (n = read(pfd[0], buf + got, sizeof(buf) - 1 - got)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		got += (size_t)n;
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	buf[got] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || buf[0] == '\0') {
+		rc = sc_error_set(SC_ERR_CONFIG, "the authorisation service (smartcert authz issue) "
+				  "gave no token (exit %d): see its message above",
+				  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	} else {
+		*token = OPENSSL_strdup(buf);
+		rc = *token != NULL ? SC_OK : SC_ERR_NOMEM;
+	}
+	OPENSSL_cleanse(buf, sizeof(buf));
 	return rc;
 }
 
@@ -876,54 +326,6 @@ static int sign_gateway_pin(const struct sign_opts *o, const sc_config *cfg, cha
 				     sc_config_dir(cfg), SC_SECRET_BARE_PATH, 0, pin);
 }
 
-static const EVP_MD *sign_md(const char *name)
-{
-	if (name == NULL || strcmp(name, "sha256") == 0)
-		return EVP_sha256();
-	if (strcmp(name, "sha384") == 0)
-		return EVP_sha384();
-	if (strcmp(name, "sha512") == 0)
-		return EVP_sha512();
-	return NULL;
-}
-
-static CK_MECHANISM_TYPE sign_ck_hash(int md_nid, CK_RSA_PKCS_MGF_TYPE *mgf)
-{
-	switch (md_nid) {
-	case NID_sha384: *mgf = CKG_MGF1_SHA384; return CKM_SHA384;
-	case NID_sha512: *mgf = CKG_MGF1_SHA512; return CKM_SHA512;
-	default: *mgf = CKG_MGF1_SHA256; return CKM_SHA256;
-	}
-}
-
-/* DigestInfo for CKM_RSA_PKCS: the module signs it as is. */
-static int sign_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen,
-			    unsigned char **der, int *derlen)
-{
-	X509_SIG *sig = X509_SIG_new();
-	X509_ALGOR *alg = NULL;
-	ASN1_OCTET_STRING *oct = NULL;
-	int rc = SC_ERR_CRYPTO;
-
-	*der = NULL;
-	if (sig == NULL)
-		return SC_ERR_NOMEM;
-	X509_SIG_getm(sig, &alg, &oct);
-	if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) != 1 ||
-	    ASN1_OCTET_STRING_set(oct, h, (int)hlen) != 1)
-		goto done;
-	*derlen = i2d_X509_SIG(sig, der);
-	if (*derlen <= 0) {
-		*der = NULL;
-		goto done;
-	}
-	rc = SC_OK;
-done:
-	X509_SIG_free(sig);
-	return rc;
-}
-
-/* Everything one run needs, freed in one place. */
 struct sign_run {
 	struct sign_opts o;
 	sc_config *cfg;
@@ -1241,7 +643,11 @@ int sc_cmd_sign(int argc, char **argv)
 		goto done;
 	}
 	if (r.o.authorize)
-		rc = sign_authorize(r.cfg, r.o.user, r.key_id, EVP_MD_get_type(r.md), r.h, r.hlen,
+		rc = sign_authorize(r.cfg, r.o.user, r.key_id,
+				    EVP_MD_get_type(r.md) == NID_sha512   ? "sha512"
+				    : EVP_MD_get_type(r.md) == NID_sha384 ? "sha384"
+									  : "sha256",
+				    r.hex,
 				    &r.token);
 	else
 		rc = sign_read_token(r.o.token, &r.token);

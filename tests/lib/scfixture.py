@@ -297,9 +297,10 @@ def _dep_conf_get(self, key, default=None):
     return val
 
 
-def _dep_conf_set(self, key, value):
+def _dep_conf_set(self, key, value, restart=True):
     """Set (replace every occurrence of) section.key in smartcert.conf; a
-    running signing service is restarted to read it."""
+    running signing service is restarted to read it (restart=False when
+    more keys follow)."""
     section, _, name = key.partition(".")
     out, cur, done = [], None, False
     with open(self.config) as f:
@@ -324,7 +325,7 @@ def _dep_conf_set(self, key, value):
     with open(self.config, "w") as f:
         f.write("\n".join(out) + "\n")
     # The signing service reads its configuration when it starts.
-    if getattr(self, "signd_proc", None) is not None:
+    if restart and getattr(self, "signd_proc", None) is not None:
         self.restart_signd()
 
 

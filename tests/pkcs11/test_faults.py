@@ -102,7 +102,6 @@ def main():
         with open(d.config) as f:
             conf = f.read()
         d.conf_set("hsm.module", os.path.join(d.tmp, "no-such-hsm.so"))
-        d.restart_signd()
         try:
             expect(d, "backend module missing", "C_Login(CKU_USER)", ["CKR_DEVICE_ERROR"])
         finally:
@@ -139,7 +138,6 @@ def main():
                  "env:SC_WRONG_PIN", env=env, check=False)
         check(r.returncode == 4 and "gateway PIN was rejected" in r.stderr, "smartcert sign: wrong gateway PIN named")
         d.conf_set("hsm.module", os.path.join(d.tmp, "no-such-hsm.so"))
-        d.restart_signd()
         try:
             r = d.sc("sign", "--user", "faulty", "--in", doc, "--authorize", check=False)
             check(r.returncode == 5 and "CKR_DEVICE_ERROR" in r.stderr and "backend HSM" in r.stderr,

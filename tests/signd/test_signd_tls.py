@@ -104,11 +104,10 @@ def main():
         client = issue(tmp, ca, "gateway-1", "extendedKeyUsage=clientAuth")
         outsider = issue(tmp, rogue, "outsider", "extendedKeyUsage=clientAuth")
         port = free_port()
-        d.conf_set("signd.tls_listen", f"127.0.0.1:{port}")
-        d.conf_set("signd.tls_cert", server[1])
-        d.conf_set("signd.tls_key", server[0])
+        d.conf_set("signd.tls_listen", f"127.0.0.1:{port}", restart=False)
+        d.conf_set("signd.tls_cert", server[1], restart=False)
+        d.conf_set("signd.tls_key", server[0], restart=False)
         d.conf_set("signd.tls_client_ca", ca[1])
-        d.restart_signd()
         enrolled = d.enrol("remote", "p256")
         kid = enrolled.get("key_id") or enrolled["keys"][0]["key_id"]
 

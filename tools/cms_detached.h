@@ -1,0 +1,34 @@
+/*
+ * Detached CMS SignedData for the reference gateway (tools/cms_detached.c).
+ */
+#ifndef CMS_DETACHED_H
+#define CMS_DETACHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/cms.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <p11-kit/pkcs11.h>
+
+/* The signed attributes, DER-encoded as a SET OF for hashing (RFC 5652
+ * 5.4). */
+typedef STACK_OF(X509_ATTRIBUTE) SC_SIGNED_ATTRS;
+DECLARE_ASN1_ITEM(SC_SIGNED_ATTRS)
+
+/* The hash of a file's content. */
+int sign_file_digest(const char *path, const EVP_MD *md, unsigned char *out, unsigned *outlen);
+/* contentType, signingTime (when) and messageDigest; *der is what the
+ * resident approves the hash of. */
+int sign_make_attrs(const unsigned char *content_md, unsigned mdlen, int64_t when,
+		    SC_SIGNED_ATTRS **out, unsigned char **der, int *derlen);
+int sign_set_pss_alg(CMS_SignerInfo *si, const EVP_MD *md);
+/* PKCS#11's r || s as a DER ECDSA-Sig-Value. */
+int sign_ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char **der, int *derlen);
+const EVP_MD *sign_md(const char *name);
+CK_MECHANISM_TYPE sign_ck_hash(int md_nid, CK_RSA_PKCS_MGF_TYPE *mgf);
+int sign_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen, unsigned char **der,
+		     int *derlen);
+
+#endif
