@@ -41,7 +41,16 @@
 #include "sc_util.h"
 #include "sc_wire.h"
 
+/* A connection thread that has finished, waiting to be joined (joining,
+ * not detaching, orders everything the thread did, its thread-local
+ * destructors included, before the service's own exit). */
+struct done_thread {
+	struct done_thread *next;
+	pthread_t th;
+};
+
 struct conn {
+	struct done_thread *done;      /* handed to the finished list at the end */
 	int fd;
 	SSL *ssl;
 	struct sd_session s;
@@ -53,6 +62,7 @@ static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
 	unsigned active;
+	struct done_thread *finished;
 	int64_t max_conns;
 	int64_t timeout_ms;
 	SSL_CTX *tls;
@@ -74,7 +84,7 @@ static int wait_fd(struct conn *c, short ev, int64_t deadline)
 	int r, ms;
 
 	for (;;) {
-		if (*c->stop)
+		if (__atomic_load_n(c->stop, __ATOMIC_ACQUIRE))
 			return 0;
 		ms = 1000;
 		if (deadline >= 0) {
@@ -231,6 +241,7 @@ static int tls_identity(struct conn *c, char *principal, size_t plen)
 static void *conn_main(void *arg)
 {
 	struct conn *c = arg;
+	struct done_thread *done;
 	int ok = 1;
 
 	if (c->ssl != NULL) {
@@ -271,13 +282,33 @@ static void *conn_main(void *arg)
 		SSL_free(c->ssl);
 	}
 	close(c->fd);
+	done = c->done;
 	OPENSSL_cleanse(c, sizeof(*c));
 	free(c);
+	done->th = pthread_self();
 	pthread_mutex_lock(&srv.lock);
+	done->next = srv.finished;
+	srv.finished = done;
 	srv.active--;
 	pthread_cond_broadcast(&srv.idle);
 	pthread_mutex_unlock(&srv.lock);
 	return NULL;
+}
+
+/* Join the connection threads that have finished. */
+static void reap_finished(void)
+{
+	struct done_thread *list, *next;
+
+	pthread_mutex_lock(&srv.lock);
+	list = srv.finished;
+	srv.finished = NULL;
+	pthread_mutex_unlock(&srv.lock);
+	for (; list != NULL; list = next) {
+		next = list->next;
+		pthread_join(list->th, NULL);
+		free(list);
+	}
 }
 
 /* Accept one connection on listener fd; tls says which kind. */
@@ -300,7 +331,7 @@ static void accept_one(int lfd, int tls, volatile sig_atomic_t *stop)
 	srv.active++;
 	pthread_mutex_unlock(&srv.lock);
 	c = calloc(1, sizeof(*c));
-	if (c == NULL)
+	if (c == NULL || (c->done = calloc(1, sizeof(*c->done))) == NULL)
 		goto fail;
 	c->fd = fd;
 	c->stop = stop;
@@ -323,7 +354,6 @@ static void accept_one(int lfd, int tls, volatile sig_atomic_t *stop)
 			 (long)cr.pid);
 	}
 	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 512 * 1024);
 	if (pthread_create(&th, &attr, conn_main, c) != 0) {
 		pthread_attr_destroy(&attr);
@@ -334,6 +364,7 @@ static void accept_one(int lfd, int tls, volatile sig_atomic_t *stop)
 fail:
 	if (c != NULL) {
 		SSL_free(c->ssl);
+		free(c->done);
 		free(c);
 	}
 	close(fd);
@@ -529,11 +560,12 @@ int sc_signd_serve(volatile sig_atomic_t *stop)
 		p[1].events = POLLIN;
 		nl = 2;
 	}
-	while (!*stop) {
+	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
 		int r = poll(p, (nfds_t)nl, 500);
 
 		if (r < 0 && errno != EINTR)
 			break;
+		reap_finished();
 		for (i = 0; r > 0 && i < nl; i++)
 			if (p[i].revents & POLLIN)
 				accept_one(p[i].fd, i == 1, stop);
@@ -547,6 +579,7 @@ int sc_signd_serve(volatile sig_atomic_t *stop)
 	while (srv.active > 0)
 		pthread_cond_wait(&srv.idle, &srv.lock);
 	pthread_mutex_unlock(&srv.lock);
+	reap_finished();
 	SSL_CTX_free(srv.tls);
 	srv.tls = NULL;
 	return SC_OK;

@@ -19,7 +19,8 @@ static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig)
 {
 	(void)sig;
-	stop_requested = 1;
+	/* Read by every connection thread: atomic, not merely volatile. */
+	__atomic_store_n(&stop_requested, 1, __ATOMIC_RELEASE);
 }
 
 static void usage(FILE *f)
