@@ -571,8 +571,11 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 		goto done;
 	if ((rv = sc_hsm_open(&hp, &in->hsm)) != SC_OK)
 		goto done;
-	if ((rv = sc_hsm_create_master_keys(in->hsm)) != SC_OK)
+	if ((rv = sc_hsm_create_master_keys(in->hsm)) != SC_OK ||
+	    (rv = sc_hsm_create_audit_key(in->hsm)) != SC_OK)
 		goto done;
+	/* The store's first audit record is already keyed. */
+	sc_deploy_use_hsm_for_audit(in->hsm);
 	if ((rv = sc_init_ca_cert(in, 0, SC_CA_KIND_ROOT, SC_LABEL_ROOT_CA, "Root CA", 7305,
 				  NULL, SC_LABEL_ROOT_CA, &in->root)) != SC_OK)
 		goto done;

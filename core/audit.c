@@ -19,7 +19,9 @@
 #include "sc_err.h"
 #include "sc_util.h"
 
-#define SC_AUDIT_V1 1
+/* Record format 2: the chain is keyed (format 1, a plain SHA-256 chain that
+ * anyone with write access could recompute, is refused). */
+#define SC_AUDIT_V2 2
 #define SC_AUDIT_HEAD "audit.head"
 #define SC_AUDIT_NFIELDS 9
 #define SC_AUDIT_FIELD_MAX 65536
@@ -59,23 +61,38 @@ static const char **sc_audit_field(sc_audit_event *ev, int i)
 	}
 }
 
+/* The chain's keyed function, registered by the process (sc_audit_set_mac). */
+static struct {
+	sc_audit_mac_fn fn;
+	void *ctx;
+} sc_audit_keyer;
+
+void sc_audit_set_mac(sc_audit_mac_fn fn, void *ctx)
+{
+	sc_audit_keyer.fn = fn;
+	sc_audit_keyer.ctx = ctx;
+}
+
+/* mac_n = HMAC-SHA256_audit-key(mac_{n-1} || body_n), computed by the
+ * registered function (in the HSM, under a key only the service accounts
+ * can use).  The body holds the record's sequence number and time. */
 static int sc_audit_hash(const unsigned char prev[32], const unsigned char *body, size_t len,
 			 unsigned char out[32])
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned int n = 0;
-	int ok;
+	const void *parts[2] = { prev, body };
+	size_t lens[2] = { 32, len };
 
-	if (md == NULL)
-		return sc_error_set(SC_ERR_NOMEM, "out of memory hashing the audit chain");
-	ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-	     EVP_DigestUpdate(md, prev, 32) == 1 &&
-	     EVP_DigestUpdate(md, body, len) == 1 &&
-	     EVP_DigestFinal_ex(md, out, &n) == 1 && n == 32;
-	EVP_MD_CTX_free(md);
-	if (!ok)
-		return sc_error_set_openssl(SC_ERR_CRYPTO, "SHA-256 of an audit record failed");
-	return SC_OK;
+	memset(out, 0, 32);
+	if (sc_audit_keyer.fn == NULL)
+		return sc_error_set(SC_ERR_INTEGRITY, "the audit chain is keyed in the HSM and this "
+				    "process has not opened it: open the deployment with its HSM");
+	return sc_audit_keyer.fn(sc_audit_keyer.ctx, parts, lens, 2, out);
+}
+
+static int sc_audit_time_cb(void *ctx, const sc_audit_record *r)
+{
+	*(int64_t *)ctx = r->ev.time;
+	return 1;
 }
 
 /* Head of the chain from store meta; *seq = 0 and zero hash when absent. */
@@ -127,6 +144,16 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 				    "audit log holds %llu records but its head says %llu: the log was "
 				    "altered; run `smartcert audit verify` before continuing",
 				    (unsigned long long)last, (unsigned long long)hseq);
+	/* Record times never go backwards, whatever a clock does. */
+	if (hseq > 0) {
+		int64_t prev_time = 0;
+
+		rv = sc_audit_iter(txn, hseq, sc_audit_time_cb, &prev_time);
+		if (rv < 0)
+			return rv;
+		if (e.time < prev_time)
+			e.time = prev_time;
+	}
 	len = 1 + 8 + 8;
 	for (i = 0; i < SC_AUDIT_NFIELDS; i++) {
 		const char *f = *sc_audit_field(&e, i);
@@ -139,7 +166,7 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 	rec = OPENSSL_malloc(len + 64);
 	if (rec == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory writing an audit record");
-	rec[0] = SC_AUDIT_V1;
+	rec[0] = SC_AUDIT_V2;
 	sc_put64(rec + 1, hseq + 1);
 	sc_put64(rec + 9, (uint64_t)e.time);
 	off = 17;
@@ -191,7 +218,7 @@ static int sc_audit_decode(uint64_t seq, const unsigned char *p, size_t len, sc_
 	if (len < 17 + 64)
 		goto bad;
 	blen = len - 64;
-	if (p[0] != SC_AUDIT_V1)
+	if (p[0] != SC_AUDIT_V2)
 		goto bad;
 	r->seq = sc_get64(p + 1);
 	r->ev.time = (int64_t)sc_get64(p + 9);
@@ -270,6 +297,7 @@ int sc_audit_iter(sc_txn *txn, uint64_t from_seq, sc_audit_cb cb, void *ctx)
 
 struct sc_audit_verify_ctx {
 	uint64_t expect;            /* next sequence number */
+	int64_t prev_time;
 	unsigned char prev[32];
 	uint64_t bad;
 	int rv;
@@ -323,6 +351,15 @@ static int sc_audit_verify_fn(void *ctx, uint64_t seq, const void *rec, size_t l
 				     (unsigned long long)seq);
 		return 1;
 	}
+	if (r.ev.time < c->prev_time) {
+		c->bad = seq;
+		c->rv = sc_error_set(SC_ERR_INTEGRITY,
+				     "audit record %llu is dated before record %llu: record times never "
+				     "go backwards", (unsigned long long)seq,
+				     (unsigned long long)(seq - 1));
+		return 1;
+	}
+	c->prev_time = r.ev.time;
 	memcpy(c->prev, r.hash, 32);
 	c->expect = seq + 1;
 	return 0;

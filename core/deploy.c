@@ -9,6 +9,7 @@
 
 #include <openssl/x509.h>
 
+#include "sc_audit.h"
 #include "sc_deploy.h"
 #include "sc_err.h"
 
@@ -147,6 +148,7 @@ int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 		rc = sc_hsm_open(hp, &d->hsm);
 		if (rc < 0)
 			goto out;
+		sc_deploy_use_hsm_for_audit(d->hsm);
 	}
 
 	if (!(flags & SC_DEPLOY_NO_CA)) {
@@ -165,10 +167,23 @@ out:
 	return rc;
 }
 
+static int deploy_audit_mac(void *ctx, const void *const *parts, const size_t *lens,
+			    size_t nparts, unsigned char mac[32])
+{
+	return sc_hsm_audit_mac(ctx, parts, lens, nparts, mac);
+}
+
+void sc_deploy_use_hsm_for_audit(sc_hsm *hsm)
+{
+	sc_audit_set_mac(hsm != NULL ? deploy_audit_mac : NULL, hsm);
+}
+
 void sc_deploy_close(sc_deploy *d)
 {
 	if (!d)
 		return;
+	if (d->hsm != NULL)
+		sc_deploy_use_hsm_for_audit(NULL);
 	X509_free(d->root_cert);
 	X509_free(d->issuing_cert);
 	X509_free(d->ocsp_cert);

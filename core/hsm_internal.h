@@ -21,6 +21,7 @@
 
 #define SC_LABEL_MASTER_WRAP "smartcert-master-wrap"
 #define SC_LABEL_RECORD_MAC "smartcert-record-mac"
+#define SC_LABEL_AUDIT_MAC "smartcert-audit-mac"
 
 struct sc_hsm_key {
 	CK_OBJECT_HANDLE h;
@@ -42,6 +43,7 @@ struct sc_hsm {
 
 	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
 	CK_OBJECT_HANDLE mac_key;
+	CK_OBJECT_HANDLE audit_key; /* CK_INVALID_HANDLE until looked up */
 
 	CK_TOKEN_INFO ti; /* as seen at open, for describe */
 };
@@ -89,5 +91,10 @@ int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s);
 CK_OBJECT_HANDLE hsm_master_handle(sc_hsm *hsm, int mac);
 
 int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h);
+
+/* HMAC-SHA256 with `key` over the concatenated parts (hsm_audit.c); `what`
+ * names it in errors. */
+int hsm_hmac(sc_hsm *hsm, CK_OBJECT_HANDLE key, const char *what, const void *const *parts,
+	     const size_t *lens, size_t nparts, unsigned char mac[32]);
 
 #endif

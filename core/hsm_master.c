@@ -30,52 +30,14 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
 int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
 	       unsigned char mac[32])
 {
+	CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
 	int rc;
-	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE key;
-	CK_MECHANISM mech = { CKM_SHA256_HMAC, NULL, 0 };
-	unsigned char buf[64];
-	CK_ULONG len = sizeof(buf);
-	size_t i;
-	CK_RV rv = CKR_OK;
 
 	memset(mac, 0, 32);
 	rc = hsm_need_master(hsm, 1, &key);
 	if (rc < 0)
 		return rc;
-	rc = hsm_pool_get(hsm, &s);
-	if (rc < 0)
-		return rc;
-	rv = hsm->f->C_SignInit(s, &mech, key);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_SignInit", "record MAC");
-		goto out;
-	}
-	for (i = 0; i < nparts; i++) {
-		if (lens[i] == 0)
-			continue;
-		rv = hsm->f->C_SignUpdate(s, (CK_BYTE_PTR)parts[i], lens[i]);
-		if (rv != CKR_OK) {
-			rc = hsm_ckr(rv, "C_SignUpdate", "record MAC");
-			goto out;
-		}
-	}
-	rv = hsm->f->C_SignFinal(s, buf, &len);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_SignFinal", "record MAC");
-		goto out;
-	}
-	if (len != 32) {
-		rc = sc_error_set(SC_ERR_HSM, "record MAC has length %lu, not 32",
-				  (unsigned long)len);
-		goto out;
-	}
-	memcpy(mac, buf, 32);
-	rc = 0;
-out:
-	OPENSSL_cleanse(buf, sizeof(buf));
-	hsm_pool_put_rv(hsm, s, rv);
-	return rc;
+	return hsm_hmac(hsm, key, "record MAC", parts, lens, nparts, mac);
 }
 
 int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,

@@ -477,6 +477,51 @@ out:
 	return rc;
 }
 
+int sc_hsm_create_audit_key(sc_hsm *hsm)
+{
+	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+	CK_KEY_TYPE gen = CKK_GENERIC_SECRET;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	CK_ULONG len32 = 32, n = 0;
+	CK_MECHANISM sec_gen = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
+	/* Signs and verifies (HMAC) and does nothing else; never leaves. */
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &sk, sizeof(sk) },
+		{ CKA_KEY_TYPE, &gen, sizeof(gen) },
+		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
+		{ CKA_TOKEN, &tru, sizeof(tru) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_SIGN, &tru, sizeof(tru) },
+		{ CKA_VERIFY, &tru, sizeof(tru) },
+		{ CKA_WRAP, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },
+		{ CKA_ENCRYPT, &fal, sizeof(fal) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+		{ CKA_LABEL, (void *)SC_LABEL_AUDIT_MAC, sizeof(SC_LABEL_AUDIT_MAC) - 1 },
+	};
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_RV rv;
+	int rc;
+
+	rc = hsm_pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_AUDIT_MAC, &h, &n);
+	if (rc == 0 && n != 0)
+		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds the audit key");
+	if (rc == 0) {
+		rv = hsm->f->C_GenerateKey(s, &sec_gen, t, sizeof(t) / sizeof(t[0]), &h);
+		if (rv != CKR_OK)
+			rc = hsm_ckr(rv, "C_GenerateKey", "creating the audit key");
+	}
+	hsm_pool_put(hsm, s);
+	return rc;
+}
+
 /* ---- per-user keys ------------------------------------------------------ */
 
 int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg, unsigned char **blob, size_t *blob_len,

@@ -3,10 +3,15 @@
  * accept/reject is one record, appended inside the same store transaction as
  * the change it records (so the record and the change commit together).
  *
- * Records form a hash chain: hash_n = SHA-256(hash_{n-1} || body_n), with
- * hash_0 = 32 zero bytes; the head (seq, hash) is also kept in the store's
- * metadata, so truncation is detected.  sc_audit_verify() recomputes the
- * chain and names the first record that does not fit.
+ * Records form a keyed chain: mac_n = HMAC-SHA256(mac_{n-1} || body_n) under
+ * the audit key, which lives in the HSM and does nothing else, with mac_0 =
+ * 32 zero bytes; so whoever can write the store but not use that key cannot
+ * rewrite, delete, reorder or forge a record and recompute the chain.  The
+ * head (seq, mac) is also kept in the store's metadata, so truncation
+ * without rewriting the head is detected; a truncation with the head
+ * rewritten to an earlier record is what the signed checkpoints outside the
+ * store catch.  Record times never go backwards.  sc_audit_verify()
+ * recomputes the chain and names the first record that does not fit.
  *
  * Records hold no secret and no ID-card number; they hold the minimum the
  * subscriber terms allow: who, when, which key, which digest hash, which
@@ -33,6 +38,14 @@ typedef struct sc_audit_event {
 	const char *outcome;     /* "ok" or an sc_errname() */
 	const char *detail;      /* free text, no secrets, may be NULL */
 } sc_audit_event;
+
+/* The keyed function of the chain: HMAC-SHA256 of the concatenated parts
+ * under the audit key (sc_hsm_audit_mac).  A process registers it once it
+ * has opened its HSM (sc_deploy_open() does); until then appending and
+ * verifying fail with SC_ERR_INTEGRITY. */
+typedef int (*sc_audit_mac_fn)(void *ctx, const void *const *parts, const size_t *lens,
+			       size_t nparts, unsigned char mac[32]);
+void sc_audit_set_mac(sc_audit_mac_fn fn, void *ctx);
 
 /* Append `ev` in `txn`; *seq (may be NULL) receives its sequence number. */
 int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq);

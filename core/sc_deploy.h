@@ -61,6 +61,12 @@ enum {
 int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out);
 void sc_deploy_close(sc_deploy *d);
 
+/* Key this process's audit appends and checks with `hsm`'s audit key
+ * (sc_audit_set_mac); NULL forgets it.  sc_deploy_open() does it whenever
+ * it opens the HSM; a process that opens its HSM later (the signing
+ * service) calls it then. */
+void sc_deploy_use_hsm_for_audit(sc_hsm *hsm);
+
 /* The private parts of a deployment (the secrets directory, the store
  * directory and its files, the HSM token directory) must be readable by
  * their owner alone.  Group- or world-readable ones are named on stderr;

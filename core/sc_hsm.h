@@ -123,6 +123,14 @@ int sc_hsm_key_alg(const sc_hsm_key *key);
 int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
 	       unsigned char mac[32]);
 
+/* HMAC-SHA256 with the audit key, "smartcert-audit-mac" (the audit chain,
+ * sc_audit.h), over the concatenated parts.  SC_ERR_NOT_FOUND until init
+ * created the key. */
+int sc_hsm_audit_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
+		     unsigned char mac[32]);
+/* Create the audit key (provisioning; SC_ERR_EXISTS if there is one). */
+int sc_hsm_create_audit_key(sc_hsm *hsm);
+
 /* Raw signature primitives on the backend:
  *   EC keys:  mech CKM_ECDSA over a digest; sig is r||s (fixed width).
  *   RSA keys: mech CKM_RSA_PKCS over a DigestInfo, or CKM_RSA_PKCS_PSS over

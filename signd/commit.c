@@ -148,10 +148,15 @@ static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 static int commit_batch(struct sd_commit *batch)
 {
 	struct sd_commit *c;
+	sc_hsm *hsm = NULL;
 	sc_txn *txn = NULL;
 	int64_t now = sc_now();
 	int rc;
 
+	/* Every record is chained with the audit key, in the HSM. */
+	if (sd_get_hsm(&hsm) != CKR_OK)
+		return sc_error_set(SC_ERR_HSM, "the backend HSM is unavailable: no record can be "
+				    "written");
 	rc = sc_txn_begin(sd.dep->store, SC_TXN_WRITE, &txn);
 	if (rc != SC_OK)
 		return rc;

@@ -82,6 +82,8 @@ CK_RV sd_get_hsm(sc_hsm **out)
 		rc = p == NULL ? SC_ERR_NOMEM : sc_hsm_params_from_config(sd.dep->cfg, p);
 		if (rc == SC_OK)
 			rc = sc_hsm_open(p, &sd.hsm);   /* retries a busy token */
+		if (rc == SC_OK)
+			sc_deploy_use_hsm_for_audit(sd.hsm);   /* the audit chain's key */
 		if (rc != SC_OK) {
 			sd_log("cannot open the backend HSM: %s: %s", sc_strerror(rc),
 			       sc_error_detail());

@@ -149,7 +149,9 @@ int sc_cmd_audit(int argc, char **argv)
 						  argv[optind]);
 		}
 	}
-	if ((ex = sc_cli_open(NULL, SC_DEPLOY_NO_HSM, &d)) != SC_EXIT_OK)
+	/* verify recomputes the keyed chain: the audit key is in the HSM. */
+	if ((ex = sc_cli_open(NULL, strcmp(sub, "verify") == 0 ? 0 : SC_DEPLOY_NO_HSM, &d)) !=
+	    SC_EXIT_OK)
 		return ex;
 	sc_json_init(&j);
 	if ((rv = sc_txn_begin(d->store, SC_TXN_READ, &txn)) != SC_OK) {

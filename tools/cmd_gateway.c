@@ -117,7 +117,7 @@ int sc_cmd_gateway(int argc, char **argv)
 		return sc_cli_usage_error("gateway", "unexpected argument '%s'", argv[optind]);
 	if (strcmp(sub, "add") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "remove") != 0)
 		return sc_cli_usage_error("gateway", "unknown subcommand '%s'", sub);
-	rc = sc_cli_open(config, SC_DEPLOY_NO_HSM | SC_DEPLOY_NO_CA, &d);
+	rc = sc_cli_open(config, SC_DEPLOY_NO_CA, &d);
 	if (rc != SC_EXIT_OK)
 		return rc;
 	if (strcmp(sub, "list") == 0) {

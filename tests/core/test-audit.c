@@ -12,10 +12,37 @@
 
 #include <lmdb.h>
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
 #include "sc_audit.h"
+#include "sc_err.h"
 #include "sc_store.h"
 
 #define NREC 5
+
+/* The chain's key, in software for a unit test of the chain's logic (the
+ * product computes it in the HSM: tests/ca/test_ca_audit.py). */
+static int test_mac(void *ctx, const void *const *parts, const size_t *lens, size_t n,
+		    unsigned char mac[32])
+{
+	const char *key = ctx;
+	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *c = m != NULL ? EVP_MAC_CTX_new(m) : NULL;
+	OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+				OSSL_PARAM_construct_end() };
+	size_t i, out = 0;
+	int ok;
+
+	ok = c != NULL && EVP_MAC_init(c, (const unsigned char *)key, strlen(key), params);
+	for (i = 0; ok && i < n; i++)
+		ok = EVP_MAC_update(c, parts[i], lens[i]);
+	ok = ok && EVP_MAC_final(c, mac, &out, 32) && out == 32;
+	EVP_MAC_CTX_free(c);
+	EVP_MAC_free(m);
+	return ok ? SC_OK : SC_ERR_CRYPTO;
+}
 
 static char *make_store(const char *dir, const char *name)
 {
@@ -268,6 +295,11 @@ static void test_chain(const char *dir)
 	raw_put(&r, 4, "\x01garbage", 8);
 	raw_close(&r);
 	expect_bad(p, 4, "decode");
+	free(p);
+	p = make_store(dir, "garbled2");
+	raw_open(&r, p);
+	raw_put(&r, 4, "\x01garbage", 8);
+	raw_close(&r);
 	REQUIRE(sc_store_open(p, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	ic.n = 0;
@@ -279,11 +311,60 @@ static void test_chain(const char *dir)
 	free(p);
 }
 
+/* Whoever writes the store but cannot use the audit key can rewrite the
+ * records and recompute a chain, but not this one. */
+static void test_keyed(const char *dir)
+{
+	char *p;
+	sc_store *st = NULL;
+	sc_txn *t = NULL;
+	sc_audit_event ev;
+	uint64_t count = 0, bad = 0, seq;
+
+	/* Records chained with another key: the first of them is named. */
+	p = make_store(dir, "keyed");
+	sc_audit_set_mac(test_mac, (void *)"another key");
+	REQUIRE(sc_store_open(p, 0, 0, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
+	CHECK_RC(sc_audit_verify(t, &count, &bad), SC_ERR_INTEGRITY);
+	CHECK(bad == 1, "a chain made with another key breaks at its first record");
+	sc_txn_abort(t);
+	sc_store_close(st);
+	/* No key at all: neither appended to nor checked. */
+	sc_audit_set_mac(NULL, NULL);
+	REQUIRE(sc_store_open(p, 0, 0, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = "sign";
+	CHECK_RC(sc_audit_append(t, &ev, &seq), SC_ERR_INTEGRITY);
+	sc_txn_abort(t);
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
+	CHECK_RC(sc_audit_verify(t, &count, &bad), SC_ERR_INTEGRITY);
+	sc_txn_abort(t);
+	/* Times never go backwards: a record dated earlier takes its
+	 * predecessor's time. */
+	sc_audit_set_mac(test_mac, (void *)"the audit key");
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = "sign";
+	ev.time = 1000;    /* long before the records above */
+	CHECK_RC(sc_audit_append(t, &ev, &seq), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
+	CHECK_RC(sc_audit_verify(t, &count, &bad), SC_OK);
+	CHECK(count == NREC + 1);
+	sc_txn_abort(t);
+	sc_store_close(st);
+	free(p);
+}
+
 static const struct tcheck_case cases[] = {
 	TCASE(chain),
+	TCASE(keyed),
 };
 
 int main(int argc, char **argv)
 {
+	sc_audit_set_mac(test_mac, (void *)"the audit key");
 	return tcheck_main(argc, argv, "audit", cases, TCHECK_N(cases), NULL);
 }
