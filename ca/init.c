@@ -23,6 +23,7 @@
 #include "sc_audit.h"
 #include "sc_build_config.h"
 #include "sc_err.h"
+#include "sc_checkpoint.h"
 #include "sc_gateway.h"
 #include "sc_pinhash.h"
 #include "sc_signer.h"
@@ -236,6 +237,47 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 	}
 	free(text);
 	return rv;
+}
+
+/* The checkpoint signing key (sc_checkpoint.h): in the HSM, its public
+ * key beside the log for auditors. */
+static int sc_init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
+{
+	unsigned char *spki = NULL;
+	const unsigned char *q;
+	size_t spki_len = 0;
+	EVP_PKEY *pk = NULL;
+	BIO *b = NULL;
+	char *dir = sc_checkpoint_dir(cfg), *pub = sc_checkpoint_path(cfg, SC_CHECKPOINT_PUB);
+	char *data = NULL;
+	long n;
+	int rc;
+
+	if (dir == NULL || pub == NULL) {
+		rc = SC_ERR_NOMEM;
+		goto out;
+	}
+	if ((rc = sc_mkdir_p(dir, 0755)) != SC_OK)
+		goto out;
+	rc = sc_hsm_generate_token_key(hsm, SC_KEYALG_P256, SC_LABEL_CHECKPOINT, &spki, &spki_len);
+	if (rc != SC_OK)
+		goto out;
+	q = spki;
+	pk = d2i_PUBKEY(NULL, &q, (long)spki_len);
+	b = BIO_new(BIO_s_mem());
+	if (pk == NULL || b == NULL || PEM_write_bio_PUBKEY(b, pk) != 1) {
+		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "the checkpoint key's public key");
+		goto out;
+	}
+	n = BIO_get_mem_data(b, &data);
+	rc = sc_file_write_atomic(pub, data, (size_t)n, 0644);
+out:
+	BIO_free(b);
+	EVP_PKEY_free(pk);
+	free(spki);
+	free(dir);
+	free(pub);
+	return rc;
 }
 
 /* One CA certificate: key pair generated on the token, certificate built
@@ -586,6 +628,10 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 				  in->issuing, SC_LABEL_ISSUING_CA, &in->ocsp)) != SC_OK)
 		goto done;
 	if ((rv = sc_init_store(in)) != SC_OK)
+		goto done;
+	/* The first signed checkpoint, outside the store. */
+	if ((rv = sc_init_checkpoint_key(in->cfg, in->hsm)) != SC_OK ||
+	    (rv = sc_checkpoint_write(in->cfg, in->store, in->hsm, "init")) != SC_OK)
 		goto done;
 
 	res->root_ca = sc_init_path(in->dir, "ca/root-ca.pem");

@@ -61,6 +61,10 @@ static const char **sc_audit_field(sc_audit_event *ev, int i)
 	}
 }
 
+/* Records this process appended (counted, not committed): whether it owes
+ * a checkpoint. */
+static uint64_t sc_audit_appends;
+
 /* The chain's keyed function, registered by the process (sc_audit_set_mac). */
 static struct {
 	sc_audit_mac_fn fn;
@@ -202,9 +206,15 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 		goto out;
 	if (seq != NULL)
 		*seq = got;
+	__atomic_add_fetch(&sc_audit_appends, 1, __ATOMIC_RELAXED);
 out:
 	OPENSSL_free(rec);
 	return rv;
+}
+
+uint64_t sc_audit_appended(void)
+{
+	return __atomic_load_n(&sc_audit_appends, __ATOMIC_RELAXED);
 }
 
 /* Decode a raw record; on failure returns SC_ERR_INTEGRITY with a reason. */
@@ -426,4 +436,28 @@ int sc_audit_verify(sc_txn *txn, uint64_t *count, uint64_t *first_bad)
 	}
 	(void)present;
 	return SC_OK;
+}
+
+int sc_audit_head_get(sc_txn *txn, uint64_t *seq, unsigned char mac[32])
+{
+	int present;
+
+	return sc_audit_head(txn, seq, mac, &present);
+}
+
+int sc_audit_mac_at(sc_txn *txn, uint64_t seq, unsigned char mac[32])
+{
+	sc_audit_record r;
+	const void *rec;
+	size_t len, blen;
+	int rv;
+
+	memset(mac, 0, 32);
+	rv = sc_store_audit_get(txn, seq, &rec, &len);
+	if (rv != SC_OK)
+		return rv;
+	rv = sc_audit_decode(seq, rec, len, &r, &blen);
+	if (rv == SC_OK)
+		memcpy(mac, r.hash, 32);
+	return rv;
 }

@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 
 #include "sc_audit.h"
+#include "sc_checkpoint.h"
 #include "sc_deploy.h"
 #include "sc_err.h"
 
@@ -96,6 +97,7 @@ int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return SC_ERR_NOMEM;
+	d->audit_mark = sc_audit_appended();
 	rc = sc_config_load(path, &d->cfg);
 	if (rc < 0)
 		goto out;
@@ -151,6 +153,14 @@ int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 		sc_deploy_use_hsm_for_audit(d->hsm);
 	}
 
+	/* A store behind the newest checkpoint was rolled back: refused by
+	 * every process, before anything is served from it. */
+	if (!(flags & SC_DEPLOY_NO_CHECKPOINT)) {
+		rc = sc_checkpoint_check(d->cfg, d->store);
+		if (rc < 0)
+			goto out;
+	}
+
 	if (!(flags & SC_DEPLOY_NO_CA)) {
 		rc = sc_deploy_load_ca(d);
 		if (rc < 0)
@@ -182,6 +192,11 @@ void sc_deploy_close(sc_deploy *d)
 {
 	if (!d)
 		return;
+	/* An officer command that changed the store leaves a checkpoint. */
+	if (d->hsm != NULL && d->store != NULL && sc_audit_appended() != d->audit_mark &&
+	    sc_checkpoint_write(d->cfg, d->store, d->hsm, "officer") != SC_OK)
+		fprintf(stderr, "smartcert: warning: no checkpoint written: %s\n",
+			sc_error_detail());
 	if (d->hsm != NULL)
 		sc_deploy_use_hsm_for_audit(NULL);
 	X509_free(d->root_cert);

@@ -68,4 +68,14 @@ int sc_audit_iter(sc_txn *txn, uint64_t from_seq, sc_audit_cb cb, void *ctx);
  * altered, missing or out of order (the detail says which). */
 int sc_audit_verify(sc_txn *txn, uint64_t *count, uint64_t *first_bad);
 
+/* How many records this process has appended so far (a change means a
+ * checkpoint is due). */
+uint64_t sc_audit_appended(void);
+
+/* The head as the store's metadata gives it (seq 0 and zeros when empty),
+ * and the MAC of record `seq` (SC_ERR_NOT_FOUND when there is none): what
+ * a checkpoint is compared with. */
+int sc_audit_head_get(sc_txn *txn, uint64_t *seq, unsigned char mac[32]);
+int sc_audit_mac_at(sc_txn *txn, uint64_t seq, unsigned char mac[32]);
+
 #endif

@@ -43,6 +43,7 @@ typedef struct sc_deploy {
 	X509 *issuing_cert;
 	X509 *ocsp_cert;
 	uint32_t crl_partitions;  /* crl.partitions, fixed for the CA's life */
+	uint64_t audit_mark;      /* sc_audit_appended() at open */
 } sc_deploy;
 
 enum {
@@ -50,6 +51,9 @@ enum {
 	SC_DEPLOY_STORE_RDONLY = 1 << 1,
 	SC_DEPLOY_NO_CA = 1 << 2,      /* do not require CA certificates (init) */
 	SC_DEPLOY_CREATE_STORE = 1 << 3, /* create the store if absent (init) */
+	/* do not compare the store with the newest checkpoint (audit verify,
+	 * which reports the chain first; store restore) */
+	SC_DEPLOY_NO_CHECKPOINT = 1 << 4,
 };
 
 /* Open the deployment whose config is `config_path` (or $SMARTCERT_CONF

@@ -48,6 +48,11 @@ enum {
 int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store **out);
 void sc_store_close(sc_store *st);
 
+/* A consistent, compacted copy of the store into the empty directory `dir`
+ * (created 0700; the copy's file 0600), taken while others keep reading
+ * and writing.  SC_ERR_EXISTS when dir already holds a store. */
+int sc_store_copy(sc_store *st, const char *dir);
+
 /* Force a sync of everything committed so far (for SC_STORE_NOSYNC users). */
 int sc_store_sync(sc_store *st);
 

@@ -182,6 +182,8 @@ CK_RV sd_ckr(int err);
 void sd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int sd_logged_in(const struct sd_session *s);
 CK_RV sd_get_hsm(sc_hsm **out);
+/* A checkpoint when one is due (force: whenever records were appended). */
+void sd_checkpoint_tick(int force);
 
 /* login.c */
 struct sd_app *sd_app_attach(const unsigned char id[SD_APP_ID_LEN], const char *peer);

@@ -566,6 +566,7 @@ int sc_signd_serve(volatile sig_atomic_t *stop)
 		if (r < 0 && errno != EINTR)
 			break;
 		reap_finished();
+		sd_checkpoint_tick(0);
 		for (i = 0; r > 0 && i < nl; i++)
 			if (p[i].revents & POLLIN)
 				accept_one(p[i].fd, i == 1, stop);
@@ -580,6 +581,7 @@ int sc_signd_serve(volatile sig_atomic_t *stop)
 		pthread_cond_wait(&srv.idle, &srv.lock);
 	pthread_mutex_unlock(&srv.lock);
 	reap_finished();
+	sd_checkpoint_tick(1);
 	SSL_CTX_free(srv.tls);
 	srv.tls = NULL;
 	return SC_OK;

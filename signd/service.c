@@ -15,6 +15,7 @@
 #include <openssl/sha.h>
 
 #include "internal.h"
+#include "sc_checkpoint.h"
 #include "sc_util.h"
 
 struct sd_service sd = {
@@ -190,4 +191,32 @@ void sc_signd_close(void)
 const sc_config *sc_signd_config(void)
 {
 	return sd.dep != NULL ? sd.dep->cfg : NULL;
+}
+
+/* Signed checkpoints of what the service wrote (sc_checkpoint.h): every
+ * signd.checkpoint_seconds while records are being appended, and at stop. */
+void sd_checkpoint_tick(int force)
+{
+	static int64_t last_time;
+	static uint64_t last_count;
+	int64_t now = sc_now(), every = 60;
+	uint64_t count = sc_audit_appended();
+	sc_hsm *hsm;
+
+	if (count == last_count)
+		return;
+	(void)sc_config_int(sd.dep->cfg, "signd.checkpoint_seconds", 60, &every);
+	if (!force && now - last_time < every)
+		return;
+	pthread_mutex_lock(&sd.lock);
+	hsm = sd.hsm;
+	pthread_mutex_unlock(&sd.lock);
+	if (hsm == NULL)
+		return;
+	if (sc_checkpoint_write(sd.dep->cfg, sd.dep->store, hsm, "signd") != SC_OK) {
+		sd_log("cannot write a checkpoint: %s", sc_error_detail());
+		return;
+	}
+	last_time = now;
+	last_count = count;
 }

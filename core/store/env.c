@@ -585,3 +585,30 @@ int sc_store_stats_get(sc_txn *t, sc_store_stats *out)
 	out->map_used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
 	return SC_OK;
 }
+
+int sc_store_copy(sc_store *st, const char *dir)
+{
+	mode_t old;
+	int rc;
+
+	if (st == NULL || dir == NULL)
+		return sc_error_set(SC_ERR_INVALID, "sc_store_copy: no store or directory");
+	/* The copy is as private as the store: whatever the caller's umask. */
+	old = umask(077);
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		rc = sc_error_set(SC_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+		umask(old);
+		return rc;
+	}
+	rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
+	umask(old);
+	if (rc == EEXIST)
+		return sc_error_set(SC_ERR_EXISTS, "%s already holds a store: give an empty "
+				    "directory", dir);
+	if (rc != 0)
+		return sc_error_set(SC_ERR_IO, "copying the store to %s: %s", dir,
+				    mdb_strerror(rc));
+	if (chmod(dir, 0700) != 0)
+		return sc_error_set(SC_ERR_IO, "chmod %s: %s", dir, strerror(errno));
+	return SC_OK;
+}

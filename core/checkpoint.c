@@ -1,0 +1,315 @@
+/*
+ * Signed checkpoints outside the store (sc_checkpoint.h): what an owner of
+ * the store file cannot rewrite, because the signing key is in the HSM and
+ * the log is elsewhere.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+
+#include "sc_audit.h"
+#include "sc_checkpoint.h"
+#include "sc_err.h"
+#include "sc_signer.h"
+#include "sc_types.h"
+#include "sc_util.h"
+
+#define CP_LINE_MAX 1024
+#define CP_MAGIC "smartcert-checkpoint v1 "
+/* The CRL number counter (crl/sc_crl.h). */
+#define CP_CRL_COUNTER "crl.number"
+
+char *sc_checkpoint_dir(const sc_config *cfg)
+{
+	return sc_config_path(cfg, "audit.checkpoint_dir", "checkpoints");
+}
+
+char *sc_checkpoint_path(const sc_config *cfg, const char *name)
+{
+	char *dir = sc_checkpoint_dir(cfg), *p = NULL;
+	size_t n;
+
+	if (dir == NULL)
+		return NULL;
+	n = strlen(dir) + strlen(name) + 2;
+	p = malloc(n);
+	if (p != NULL)
+		snprintf(p, n, "%s/%s", dir, name);
+	free(dir);
+	return p;
+}
+
+/* What the store says now. */
+struct cp_state {
+	uint64_t audit_seq, revlog_seq, crl_number;
+	unsigned char audit_mac[32];
+};
+
+static int cp_read_state(sc_store *st, struct cp_state *s)
+{
+	sc_txn *txn = NULL;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	rc = sc_txn_begin(st, SC_TXN_READ, &txn);
+	if (rc != SC_OK)
+		return rc;
+	rc = sc_audit_head_get(txn, &s->audit_seq, s->audit_mac);
+	if (rc == SC_OK)
+		rc = sc_store_revlog_last(txn, &s->revlog_seq);
+	if (rc == SC_OK)
+		rc = sc_store_counter_get(txn, CP_CRL_COUNTER, &s->crl_number);
+	sc_txn_abort(txn);
+	return rc;
+}
+
+/* The last line of the log (without its newline) into buf; "" when the
+ * log is empty.  fd is open for reading. */
+static int cp_last_line(int fd, char *buf, size_t len)
+{
+	struct stat sb;
+	off_t start;
+	ssize_t n;
+	char *nl;
+
+	buf[0] = '\0';
+	if (fstat(fd, &sb) != 0)
+		return sc_error_set(SC_ERR_IO, "checkpoint log: %s", strerror(errno));
+	if (sb.st_size == 0)
+		return SC_OK;
+	start = sb.st_size > (off_t)len - 1 ? sb.st_size - (off_t)len + 1 : 0;
+	n = pread(fd, buf, len - 1, start);
+	if (n <= 0)
+		return sc_error_set(SC_ERR_IO, "checkpoint log: %s", strerror(errno));
+	buf[n] = '\0';
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	nl = strrchr(buf, '\n');
+	if (nl != NULL)
+		memmove(buf, nl + 1, strlen(nl + 1) + 1);
+	else if (start > 0)
+		return sc_error_set(SC_ERR_INTEGRITY, "the checkpoint log's last line is too long");
+	return SC_OK;
+}
+
+static void hexs(const unsigned char *p, size_t n, char *out)
+{
+	sc_hex_encode(p, n, out);
+}
+
+int sc_checkpoint_write(const sc_config *cfg, sc_store *st, sc_hsm *hsm, const char *why)
+{
+	char *log = sc_checkpoint_path(cfg, SC_CHECKPOINT_LOG);
+	char last[CP_LINE_MAX], line[CP_LINE_MAX + 256], mac_hex[65], prev_hex[65];
+	unsigned char prev[32], digest[32];
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	char *sig_b64 = NULL;
+	struct cp_state s;
+	sc_hsm_key *key = NULL;
+	int fd = -1, rc, n;
+
+	if (log == NULL)
+		return SC_ERR_NOMEM;
+	rc = sc_hsm_find_token_key(hsm, SC_LABEL_CHECKPOINT, &key);
+	if (rc != SC_OK)
+		goto out;
+	fd = open(log, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = sc_error_set(SC_ERR_IO, "cannot open the checkpoint log %s: %s", log,
+				  strerror(errno));
+		goto out;
+	}
+	/* One writer at a time: the new line chains to the last one. */
+	if (flock(fd, LOCK_EX) != 0) {
+		rc = sc_error_set(SC_ERR_IO, "cannot lock %s: %s", log, strerror(errno));
+		goto out;
+	}
+	if ((rc = cp_last_line(fd, last, sizeof(last))) != SC_OK)
+		goto out;
+	if (last[0] == '\0')
+		memset(prev, 0, sizeof(prev));
+	else
+		SHA256((const unsigned char *)last, strlen(last), prev);
+	if ((rc = cp_read_state(st, &s)) != SC_OK)
+		goto out;
+	hexs(s.audit_mac, 32, mac_hex);
+	hexs(prev, 32, prev_hex);
+	n = snprintf(line, sizeof(line),
+		     CP_MAGIC "time=%" PRId64 " audit_seq=%" PRIu64 " audit_mac=%s revlog_seq=%" PRIu64
+		     " crl_number=%" PRIu64 " why=%s prev=%s",
+		     sc_now(), s.audit_seq, mac_hex, s.revlog_seq, s.crl_number, why, prev_hex);
+	if (n < 0 || (size_t)n >= CP_LINE_MAX - 160) {
+		rc = sc_error_set(SC_ERR_INVALID, "checkpoint line too long");
+		goto out;
+	}
+	SHA256((const unsigned char *)line, (size_t)n, digest);
+	if ((rc = sc_sign_digest(hsm, key, NID_sha256, digest, 32, &sig, &sig_len)) != SC_OK)
+		goto out;
+	if ((rc = sc_b64_encode(sig, sig_len, &sig_b64)) != SC_OK)
+		goto out;
+	n = snprintf(line + n, sizeof(line) - (size_t)n, " sig=%s\n", sig_b64) + n;
+	if (write(fd, line, (size_t)n) != n || fsync(fd) != 0) {
+		rc = sc_error_set(SC_ERR_IO, "cannot append to %s: %s", log, strerror(errno));
+		goto out;
+	}
+	rc = SC_OK;
+out:
+	if (fd >= 0)
+		close(fd);       /* releases the lock */
+	sc_hsm_key_free(hsm, key);
+	free(sig);
+	free(sig_b64);
+	free(log);
+	return rc;
+}
+
+/* The value of " key=" in a checkpoint line (into out), or -1. */
+static int cp_field(const char *line, const char *key, char *out, size_t len)
+{
+	char pat[32];
+	const char *p, *e;
+
+	snprintf(pat, sizeof(pat), " %s=", key);
+	p = strstr(line, pat);
+	if (p == NULL)
+		return -1;
+	p += strlen(pat);
+	e = strchr(p, ' ');
+	if (e == NULL)
+		e = p + strlen(p);
+	if ((size_t)(e - p) >= len)
+		return -1;
+	memcpy(out, p, (size_t)(e - p));
+	out[e - p] = '\0';
+	return 0;
+}
+
+static int cp_verify_line(const sc_config *cfg, const char *line)
+{
+	char *pub = sc_checkpoint_path(cfg, SC_CHECKPOINT_PUB);
+	const char *sigp = strstr(line, " sig=");
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	EVP_PKEY *pk = NULL;
+	EVP_MD_CTX *md = NULL;
+	FILE *f = NULL;
+	int rc = SC_ERR_INTEGRITY;
+
+	if (pub == NULL)
+		return SC_ERR_NOMEM;
+	if (sigp == NULL || strncmp(line, CP_MAGIC, strlen(CP_MAGIC)) != 0) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint is not a checkpoint line");
+		goto out;
+	}
+	f = fopen(pub, "r");
+	if (f == NULL || (pk = PEM_read_PUBKEY(f, NULL, NULL, NULL)) == NULL) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "cannot read the checkpoint key %s", pub);
+		goto out;
+	}
+	if (sc_b64_decode(sigp + 5, strlen(sigp + 5), &sig, &sig_len) != SC_OK) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint's signature is not base64");
+		goto out;
+	}
+	md = EVP_MD_CTX_new();
+	if (md == NULL || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) != 1 ||
+	    EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)line,
+			     (size_t)(sigp - line)) != 1) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint's signature does not "
+				  "verify: the checkpoint log was altered");
+		goto out;
+	}
+	rc = SC_OK;
+out:
+	if (f != NULL)
+		fclose(f);
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(pk);
+	free(sig);
+	free(pub);
+	return rc;
+}
+
+int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
+{
+	char *log = sc_checkpoint_path(cfg, SC_CHECKPOINT_LOG);
+	char last[CP_LINE_MAX], f_seq[32], f_mac[80];
+	unsigned char want[32], have[32];
+	struct cp_state s;
+	uint64_t seq;
+	size_t wlen = 0;
+	sc_txn *txn = NULL;
+	int fd = -1, rc;
+
+	if (log == NULL)
+		return SC_ERR_NOMEM;
+	if ((rc = cp_read_state(st, &s)) != SC_OK)
+		goto out;
+	fd = open(log, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT && s.audit_seq == 0) {
+			rc = SC_OK;       /* a store being created */
+			goto out;
+		}
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the checkpoint log %s is missing but the store "
+				  "holds %" PRIu64 " audit records: refusing to serve a store that "
+				  "cannot be checked (restore the log, or `smartcert store restore`)",
+				  log, s.audit_seq);
+		goto out;
+	}
+	if ((rc = cp_last_line(fd, last, sizeof(last))) != SC_OK)
+		goto out;
+	if (last[0] == '\0') {
+		rc = s.audit_seq == 0 ? SC_OK
+				      : sc_error_set(SC_ERR_INTEGRITY, "the checkpoint log %s is "
+						     "empty but the store holds audit records",
+						     log);
+		goto out;
+	}
+	if ((rc = cp_verify_line(cfg, last)) != SC_OK)
+		goto out;
+	if (cp_field(last, "audit_seq", f_seq, sizeof(f_seq)) != 0 ||
+	    cp_field(last, "audit_mac", f_mac, sizeof(f_mac)) != 0 || strlen(f_mac) != 64 ||
+	    sc_hex_decode(f_mac, want, sizeof(want), &wlen) != SC_OK || wlen != 32) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint cannot be read");
+		goto out;
+	}
+	seq = strtoull(f_seq, NULL, 10);
+	if (s.audit_seq < seq) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the store's audit chain ends at record %" PRIu64
+				  " but the newest checkpoint (%s) vouches for record %" PRIu64
+				  ": the store was rolled back or truncated; refusing to serve it "
+				  "(to go back on purpose: smartcert store restore)",
+				  s.audit_seq, log, seq);
+		goto out;
+	}
+	rc = sc_txn_begin(st, SC_TXN_READ, &txn);
+	if (rc != SC_OK)
+		goto out;
+	rc = seq == 0 ? (memset(have, 0, 32), SC_OK) : sc_audit_mac_at(txn, seq, have);
+	sc_txn_abort(txn);
+	if (rc == SC_ERR_NOT_FOUND || (rc == SC_OK && CRYPTO_memcmp(have, want, 32) != 0)) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the store's audit record %" PRIu64 " is not "
+				  "the one the newest checkpoint vouches for: the store was replaced "
+				  "or rewritten; refusing to serve it", seq);
+		goto out;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(log);
+	return rc;
+}
