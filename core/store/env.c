@@ -603,8 +603,10 @@ int sc_store_copy(sc_store *st, const char *dir)
 	rc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
 	umask(old);
 	if (rc == EEXIST)
-		return sc_error_set(SC_ERR_EXISTS, "%s already holds a store: give an empty "
-				    "directory", dir);
+		return sc_error_set(SC_ERR_EXISTS,
+				    "%s already holds a store: give an empty "
+				    "directory",
+				    dir);
 	if (rc != 0)
 		return sc_error_set(SC_ERR_IO, "copying the store to %s: %s", dir,
 				    mdb_strerror(rc));
