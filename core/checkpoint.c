@@ -120,6 +120,7 @@ int sc_checkpoint_write(const sc_config *cfg, sc_store *st, sc_hsm *hsm, const c
 	char *sig_b64 = NULL;
 	struct cp_state s;
 	sc_hsm_key *key = NULL;
+	struct stat sb;
 	int fd = -1, rc, n;
 
 	if (log == NULL)
@@ -162,8 +163,18 @@ int sc_checkpoint_write(const sc_config *cfg, sc_store *st, sc_hsm *hsm, const c
 	if ((rc = sc_b64_encode(sig, sig_len, &sig_b64)) != SC_OK)
 		goto out;
 	n = snprintf(line + n, sizeof(line) - (size_t)n, " sig=%s\n", sig_b64) + n;
+	if (fstat(fd, &sb) != 0) {
+		rc = sc_error_set(SC_ERR_IO, "%s: %s", log, strerror(errno));
+		goto out;
+	}
 	if (write(fd, line, (size_t)n) != n || fsync(fd) != 0) {
-		rc = sc_error_set(SC_ERR_IO, "cannot append to %s: %s", log, strerror(errno));
+		int e = errno;
+
+		/* A torn line would make the log unreadable: cut it off again. */
+		if (ftruncate(fd, sb.st_size) != 0 || fsync(fd) != 0)
+			e = errno;
+		rc = sc_error_set(e == ENOSPC ? SC_ERR_STORE_FULL : SC_ERR_IO,
+				  "cannot append to %s: %s", log, strerror(e));
 		goto out;
 	}
 	rc = SC_OK;

@@ -192,11 +192,21 @@ void sc_deploy_close(sc_deploy *d)
 {
 	if (!d)
 		return;
-	/* An officer command that changed the store leaves a checkpoint. */
-	if (d->hsm != NULL && d->store != NULL && sc_audit_appended() != d->audit_mark &&
-	    sc_checkpoint_write(d->cfg, d->store, d->hsm, "officer") != SC_OK)
-		fprintf(stderr, "smartcert: warning: no checkpoint written: %s\n",
-			sc_error_detail());
+	/* An officer command that changed the store leaves a checkpoint.  A
+	 * failure is a warning (the next one covers this change too), and
+	 * leaves the command's own error message in place. */
+	if (d->hsm != NULL && d->store != NULL && sc_audit_appended() != d->audit_mark) {
+		char saved[1024];
+
+		snprintf(saved, sizeof(saved), "%s", sc_error_detail());
+		if (sc_checkpoint_write(d->cfg, d->store, d->hsm, "officer") != SC_OK)
+			fprintf(stderr, "smartcert: warning: no checkpoint written: %s\n",
+				sc_error_detail());
+		if (saved[0] != '\0')
+			(void)sc_error_set(SC_ERR_INTERNAL, "%s", saved);
+		else
+			sc_error_clear();
+	}
 	if (d->hsm != NULL)
 		sc_deploy_use_hsm_for_audit(NULL);
 	X509_free(d->root_cert);
