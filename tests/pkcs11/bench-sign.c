@@ -24,7 +24,8 @@
  *      start through the service SMARTCERT_BENCH_COLD times (default 5).
  *      Every measuring process first signs SMARTCERT_BENCH_WARM (default
  *      50) unmeasured signatures per thread; the one-thread latency run
- *      signs SMARTCERT_BENCH_LAT_SIGS (default 200).
+ *      signs SMARTCERT_BENCH_LAT_SIGS (default 200).  The round trip alone:
+ *      SMARTCERT_BENCH_RTT_CALLS (default 5000) C_GetSessionInfo calls.
  *      Keys are drawn at random from all P-256 users for every run and
  *      looked up (and their tokens made) before the clock starts.  Prints
  *      medians, the ratio service / in-process and the load average.
@@ -1089,6 +1090,33 @@ static double median(double *v, long n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* One request with no policy work (C_GetSessionInfo is one SESSION_INFO
+ * frame): the round trip alone.  out[0] median, out[1] p99, in us. */
+static long rtt_calls;
+
+static void rtt_child(void *out)
+{
+	CK_SESSION_HANDLE s;
+	CK_SESSION_INFO si;
+	double *r = out, *v, t;
+	long i;
+
+	module_open(&s);
+	v = calloc((size_t)rtt_calls, sizeof(double));
+	if (v == NULL)
+		_exit(1);
+	for (i = 0; i < rtt_calls; i++) {
+		t = now_s();
+		if (p11->C_GetSessionInfo(s, &si) != CKR_OK)
+			_exit(2);
+		v[i] = now_s() - t;
+	}
+	qsort(v, (size_t)rtt_calls, sizeof(double), cmp_double);
+	r[0] = v[rtt_calls / 2] * 1e6;
+	r[1] = v[(size_t)(0.99 * (double)(rtt_calls - 1))] * 1e6;
+	p11->C_Finalize(NULL);
+}
+
 static void compare(void)
 {
 	long n_rounds = env_long("SMARTCERT_BENCH_ROUNDS", 3);
@@ -1102,7 +1130,7 @@ static void compare(void)
 	struct cmp_run run[3];
 	struct lat_set lat[3][2];
 	double rate[3][2][64], ratio[3][64], cold[64], m[3][2], mr[3];
-	double steps[3][2][3];
+	double steps[3][2][3], rtt[2][2] = { { -1, -1 }, { -1, -1 } };
 	long nsteps[3][2];
 	struct keyref *keys;
 	long rd, mode, k, i, i2, maxthr;
@@ -1158,6 +1186,16 @@ static void compare(void)
 		/* gateway processes through the service against the in-process
 		 * module's best shape, all its threads in one process */
 		ratio[2][rd] = rate[1][0][rd] / rate[0][1][rd];
+	}
+	rtt_calls = env_long("SMARTCERT_BENCH_RTT_CALLS", 5000);
+	for (k = 0; k < 2 && rtt_calls > 0; k++) {
+		double r[2] = { -1, -1 };
+
+		mod_path = k == 0 ? svc_path : inproc_path;
+		if (!in_child(rtt_child, r, sizeof(r)))
+			r[0] = r[1] = -1;
+		rtt[k][0] = r[0];
+		rtt[k][1] = r[1];
 	}
 	for (i = 0; i < n_cold; i++) {
 		struct latency_out r = { .ms = -1 };
@@ -1221,6 +1259,9 @@ static void compare(void)
 			       1000.0 * steps[mode][k][2] / (double)(nsteps[mode][k] ? nsteps[mode][k] : 1));
 			free(lat[mode][k].v);
 		}
+	printf("\n== one request without policy work (C_GetSessionInfo), 1 thread, %ld calls: "
+	       "service p50 %.1f us, p99 %.1f us; in-process p50 %.1f us, p99 %.1f us\n",
+	       rtt_calls, rtt[0][0], rtt[0][1], rtt[1][0], rtt[1][1]);
 	printf("\n== cold start through the service (fresh process: C_Initialize, open session, "
 	       "gateway login, find key, first authorised signature)\n");
 	mr[0] = median(cold, n_cold);
