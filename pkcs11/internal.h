@@ -29,6 +29,8 @@
 #define P11_SLOT_ID 0
 #define P11_MAX_SESSIONS 4096
 
+struct p11_inproc;
+
 /* A connection to the service: one per session. */
 struct p11_conn {
 	int fd;
@@ -37,6 +39,7 @@ struct p11_conn {
 	struct sc_wire_out out;
 	unsigned char *resp;           /* last response body */
 	size_t resp_len, resp_cap;
+	struct p11_inproc *inproc;     /* benchmark-only in-process service (conn_inproc.c) */
 };
 
 struct p11_session {

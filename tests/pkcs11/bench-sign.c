@@ -11,7 +11,28 @@
  *      key drawn at random from all P-256 keys, then over the RSA-2048
  *      keys; with SMARTCERT_BENCH_SMALL_DIR also over all keys of a second,
  *      small deployment (the "1,000 keys" store), in a fresh process.
+ *   4. with SMARTCERT_PKCS11_INPROC_MODULE (libsmartcert-pkcs11-inproc.so,
+ *      the same module with the signing service in its own process), only
+ *      the service boundary's cost, instead of 1-3: authorised P-256
+ *      signatures/s through the service and through the in-process module,
+ *      alternately, SMARTCERT_BENCH_ROUNDS times (default 3, order
+ *      service/in-process then in-process/service), each in fresh
+ *      processes: T threads in one process, then SMARTCERT_BENCH_PROCS
+ *      processes (default 4) of T/PROCS threads started together; the
+ *      latency of each signature (C_SignInit -> C_Login(CKU_CONTEXT_SPECIFIC)
+ *      -> C_Sign) under that load and with one thread alone; and the cold
+ *      start through the service SMARTCERT_BENCH_COLD times (default 5).
+ *      Every measuring process first signs SMARTCERT_BENCH_WARM (default
+ *      50) unmeasured signatures per thread; the one-thread latency run
+ *      signs SMARTCERT_BENCH_LAT_SIGS (default 200).  The round trip alone:
+ *      SMARTCERT_BENCH_RTT_CALLS (default 5000) C_GetSessionInfo calls.
+ *      Keys are drawn at random from all P-256 users for every run and
+ *      looked up (and their tokens made) before the clock starts.  Prints
+ *      medians, the ratio service / in-process and the load average.
  * Replay and audit records are durable (the store is opened with fsync).
+ * With SMARTCERT_START_SIGND=1 and SMARTCERT_SIGND_BIN, the bench starts
+ * smartcert-signd for the deployment (unless one already answers on its
+ * socket) and stops it at the end; its log is signd-bench.log there.
  *
  * Environment: SMARTCERT_BENCH_KEYS (P-256 users, default 5000),
  * SMARTCERT_BENCH_RSA_KEYS (default 200), SMARTCERT_BENCH_THREADS (8),
@@ -27,12 +48,18 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -656,6 +683,592 @@ static double small_rate(const char *small, long nkeys)
 	return r;
 }
 
+
+/* ---- the signing service, started for the deployment ---------------------- */
+
+static pid_t signd_pid, main_pid;
+
+static int signd_answers(const char *sock)
+{
+	struct sockaddr_un sa;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+
+	if (fd < 0 || strlen(sock) >= sizeof(sa.sun_path))
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, sock, strlen(sock));
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+static void signd_stop(void)
+{
+	int st;
+
+	if (signd_pid > 0 && getpid() == main_pid) {
+		kill(signd_pid, SIGTERM);
+		waitpid(signd_pid, &st, 0);
+		signd_pid = 0;
+	}
+}
+
+static void signd_start(void)
+{
+	const char *bin = getenv("SMARTCERT_SIGND_BIN");
+	char sock[PATH_MAX + 64], logp[PATH_MAX + 64];
+	int i, fd;
+
+	if (bin == NULL || *bin == '\0' || getenv("SMARTCERT_START_SIGND") == NULL ||
+	    strcmp(getenv("SMARTCERT_START_SIGND"), "1") != 0)
+		return;
+	snprintf(sock, sizeof(sock), "%s/run/signd.sock", dir);
+	if (signd_answers(sock)) {
+		printf("# smartcert-signd already answers on %s: using it\n", sock);
+		return;
+	}
+	snprintf(logp, sizeof(logp), "%s/signd-bench.log", dir);
+	main_pid = getpid();
+	fflush(NULL);
+	signd_pid = fork();
+	if (signd_pid < 0)
+		DIE("fork: %s", strerror(errno));
+	if (signd_pid == 0) {
+		fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			dup2(fd, 2);
+		execl(bin, bin, "--config", conf_path, (char *)NULL);
+		_exit(127);
+	}
+	atexit(signd_stop);
+	for (i = 0; i < 400; i++) {
+		if (signd_answers(sock)) {
+			printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid, dir);
+			return;
+		}
+		usleep(25000);
+	}
+	DIE("smartcert-signd did not start (see %s)", logp);
+}
+
+/* ---- 4. through the service against the same work in-process --------------- */
+
+static const char *svc_path, *inproc_path;
+
+static void load_avg(char *out, size_t len)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+	double a = -1, b = -1, c = -1;
+
+	if (f != NULL) {
+		if (fscanf(f, "%lf %lf %lf", &a, &b, &c) != 3)
+			a = b = c = -1;
+		fclose(f);
+	}
+	snprintf(out, len, "%.2f %.2f %.2f", a, b, c);
+}
+
+static void *shared_alloc(size_t n)
+{
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		DIE("mmap: %s", strerror(errno));
+	return p;
+}
+
+/* Look up n keys (names already in keys[i].user) through the service, in a
+ * fresh process; handles are stable across sessions and processes. */
+static void lookup_keys(struct keyref *keys, long n)
+{
+	pid_t pid;
+	int st = 0;
+	long i;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		DIE("fork: %s", strerror(errno));
+	if (pid == 0) {
+		CK_SESSION_HANDLE s;
+		char name[32];
+
+		mod_path = svc_path;
+		module_open(&s);
+		for (i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "%s", keys[i].user);
+			find_key(s, name, &keys[i]);
+		}
+		p11->C_Finalize(NULL);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		DIE("looking up the keys failed");
+}
+
+struct cmp_slot {
+	double t0, t1;
+	double step[3];            /* seconds in C_SignInit, C_Login, C_Sign */
+	long ok;
+	unsigned long err;
+};
+
+struct cmp_run {
+	const char *module;
+	long procs, tpp, sigs;     /* processes, threads per process, signatures per thread */
+	long warm;                 /* signatures per thread before the clock starts */
+	struct work *w;            /* procs * tpp, made before the fork */
+	double *lat;               /* shared: seconds per signature, 0 = failed */
+	double step[3];            /* sums over the run's signatures */
+	long nok;
+	struct cmp_slot *slot;     /* shared: one per process */
+};
+
+struct cmp_arg {
+	CK_SESSION_HANDLE s;
+	struct work *w;
+	double *lat;               /* NULL: warming up, not measured */
+	long first, sigs;
+	double step[3];
+};
+
+static void *cmp_thread(void *arg)
+{
+	struct cmp_arg *a = arg;
+	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
+	unsigned char sig[128];
+	CK_ULONG sl;
+	double t, t1, t2, t3;
+	long i;
+
+	for (i = a->first; i < a->first + a->sigs; i++) {
+		CK_RV rv;
+
+		sl = sizeof(sig);
+		t = now_s();
+		rv = p11->C_SignInit(a->s, &m, a->w->keys[i].h);
+		t1 = now_s();
+		if (rv == CKR_OK)
+			rv = p11->C_Login(a->s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)a->w->tok[i],
+					  strlen(a->w->tok[i]));
+		t2 = now_s();
+		if (rv == CKR_OK)
+			rv = p11->C_Sign(a->s, a->w->d[i], 32, sig, &sl);
+		t3 = now_s();
+		if (rv != CKR_OK) {
+			a->w->err = rv;
+			break;
+		}
+		a->w->ok++;
+		if (a->lat == NULL)
+			continue;
+		a->lat[i - a->first] = t3 - t;
+		a->step[0] += t1 - t;
+		a->step[1] += t2 - t1;
+		a->step[2] += t3 - t2;
+	}
+	return NULL;
+}
+
+/* One measuring process: the module loaded cold, gateway login and one
+ * session per thread opened, then it says ready and waits for the start. */
+static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
+{
+	CK_SESSION_HANDLE setup_s, s[64];
+	pthread_t th[64];
+	struct cmp_arg a[64];
+	struct cmp_slot *slot = &r->slot[p];
+	char c = 'F';
+	long i;
+
+	mod_path = r->module;
+	load_module();
+	if (p11->C_Initialize(NULL) != CKR_OK ||
+	    p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &setup_s) != CKR_OK ||
+	    p11->C_Login(setup_s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)) != CKR_OK)
+		goto fail;
+	for (i = 0; i < r->tpp; i++)
+		if (p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s[i]) != CKR_OK)
+			goto fail;
+	/* Warm up the same way (a gateway is a long-lived process). */
+	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
+		memset(&a[i], 0, sizeof(a[i]));
+		a[i].s = s[i];
+		a[i].w = &r->w[p * r->tpp + i];
+		a[i].sigs = r->warm;
+		pthread_create(&th[i], NULL, cmp_thread, &a[i]);
+	}
+	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
+		pthread_join(th[i], NULL);
+		if (r->w[p * r->tpp + i].err != CKR_OK)
+			goto fail;
+		r->w[p * r->tpp + i].ok = 0;
+	}
+	c = 'R';
+	if (write(ready_fd, &c, 1) != 1 || read(go_fd, &c, 1) < 0)
+		_exit(3);
+	slot->t0 = now_s();
+	for (i = 0; i < r->tpp; i++) {
+		long g = p * r->tpp + i;
+
+		a[i].s = s[i];
+		a[i].w = &r->w[g];
+		a[i].lat = r->lat + g * r->sigs;
+		a[i].first = r->warm;
+		a[i].sigs = r->sigs;
+		memset(a[i].step, 0, sizeof(a[i].step));
+		pthread_create(&th[i], NULL, cmp_thread, &a[i]);
+	}
+	for (i = 0; i < r->tpp; i++) {
+		pthread_join(th[i], NULL);
+		slot->ok += r->w[p * r->tpp + i].ok;
+		slot->step[0] += a[i].step[0];
+		slot->step[1] += a[i].step[1];
+		slot->step[2] += a[i].step[2];
+		if (r->w[p * r->tpp + i].err != CKR_OK)
+			slot->err = r->w[p * r->tpp + i].err;
+	}
+	slot->t1 = now_s();
+	p11->C_Finalize(NULL);
+	_exit(0);
+fail:
+	(void)!write(ready_fd, &c, 1);
+	_exit(2);
+}
+
+/* Fresh keys (at random among all P-256 users) and their tokens for a run. */
+static void cmp_prepare(struct cmp_run *r, struct keyref *keys)
+{
+	long nthr = r->procs * r->tpp, per = r->warm + r->sigs, i, j;
+
+	for (i = 0; i < nthr * per; i++) {
+		uint32_t x;
+
+		RAND_bytes((unsigned char *)&x, sizeof(x));
+		p256_user((long)(x % (uint32_t)n_p256), keys[i].user, sizeof(keys[i].user));
+	}
+	lookup_keys(keys, nthr * per);
+	r->w = calloc((size_t)nthr, sizeof(*r->w));
+	if (r->w == NULL)
+		DIE("out of memory");
+	for (i = 0; i < nthr; i++) {
+		struct work *w = &r->w[i];
+
+		w->mech = CKM_ECDSA;
+		w->keys = keys + i * per;
+		w->tok = calloc((size_t)per, sizeof(char *));
+		w->d = calloc((size_t)per, sizeof(*w->d));
+		if (w->tok == NULL || w->d == NULL)
+			DIE("out of memory");
+		for (j = 0; j < per; j++) {
+			RAND_bytes(w->d[j], 32);
+			w->tok[j] = make_token(w->keys[j].user, w->keys[j].key_id, w->d[j]);
+		}
+	}
+	memset(r->lat, 0, (size_t)(nthr * r->sigs) * sizeof(double));
+	memset(r->slot, 0, (size_t)r->procs * sizeof(*r->slot));
+}
+
+static void cmp_release(struct cmp_run *r)
+{
+	long i, j;
+
+	for (i = 0; i < r->procs * r->tpp; i++) {
+		for (j = 0; j < r->warm + r->sigs; j++)
+			free(r->w[i].tok[j]);
+		free(r->w[i].tok);
+		free(r->w[i].d);
+	}
+	free(r->w);
+	r->w = NULL;
+}
+
+/* Signatures/s of one prepared run: every process ready, then all started
+ * at once; from the first start to the last end. */
+static double cmp_rate(struct cmp_run *r)
+{
+	int rp[2], gp[2], st, failed = 0;
+	pid_t pid[64];
+	double t0 = 0, t1 = 0;
+	long p, total = 0;
+	char c;
+
+	if (pipe(rp) != 0 || pipe(gp) != 0)
+		DIE("pipe: %s", strerror(errno));
+	fflush(NULL);
+	for (p = 0; p < r->procs; p++) {
+		pid[p] = fork();
+		if (pid[p] < 0)
+			DIE("fork: %s", strerror(errno));
+		if (pid[p] == 0) {
+			close(rp[0]);
+			close(gp[1]);
+			cmp_child(r, p, rp[1], gp[0]);
+		}
+	}
+	close(rp[1]);
+	close(gp[0]);
+	for (p = 0; p < r->procs; p++) {
+		struct pollfd pf = { .fd = rp[0], .events = POLLIN };
+
+		if (poll(&pf, 1, 600000) != 1 || read(rp[0], &c, 1) != 1 || c != 'R')
+			failed = 1;
+	}
+	if (failed)
+		for (p = 0; p < r->procs; p++)
+			kill(pid[p], SIGKILL);
+	close(gp[1]);                   /* go */
+	close(rp[0]);
+	for (p = 0; p < r->procs; p++) {
+		waitpid(pid[p], &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			failed = 1;
+	}
+	if (failed)
+		DIE("a measuring process of %s failed", r->module);
+	for (p = 0; p < r->procs; p++) {
+		if (r->slot[p].err != 0)
+			fprintf(stderr, "bench-sign: a thread stopped with CKR 0x%lx\n", r->slot[p].err);
+		total += r->slot[p].ok;
+		r->step[0] += r->slot[p].step[0];
+		r->step[1] += r->slot[p].step[1];
+		r->step[2] += r->slot[p].step[2];
+		if (p == 0 || r->slot[p].t0 < t0)
+			t0 = r->slot[p].t0;
+		if (p == 0 || r->slot[p].t1 > t1)
+			t1 = r->slot[p].t1;
+	}
+	r->nok = total;
+	return (double)total / (t1 - t0);
+}
+
+/* Latencies of all runs of one kind, in seconds. */
+struct lat_set {
+	double *v;
+	size_t n, cap;
+};
+
+static void lat_add(struct lat_set *ls, const struct cmp_run *r)
+{
+	long i, n = r->procs * r->tpp * r->sigs;
+
+	for (i = 0; i < n; i++) {
+		if (r->lat[i] <= 0)
+			continue;
+		if (ls->n == ls->cap) {
+			ls->cap = ls->cap ? 2 * ls->cap : 4096;
+			ls->v = realloc(ls->v, ls->cap * sizeof(double));
+			if (ls->v == NULL)
+				DIE("out of memory");
+		}
+		ls->v[ls->n++] = r->lat[i];
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(struct lat_set *ls, double q)
+{
+	size_t i;
+
+	if (ls->n == 0)
+		return -1;
+	qsort(ls->v, ls->n, sizeof(double), cmp_double);
+	i = (size_t)(q * (double)(ls->n - 1) + 0.5);
+	return ls->v[i] * 1000.0;
+}
+
+static double median(double *v, long n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* One request with no policy work (C_GetSessionInfo is one SESSION_INFO
+ * frame): the round trip alone.  out[0] median, out[1] p99, in us. */
+static long rtt_calls;
+
+static void rtt_child(void *out)
+{
+	CK_SESSION_HANDLE s;
+	CK_SESSION_INFO si;
+	double *r = out, *v, t;
+	long i;
+
+	module_open(&s);
+	v = calloc((size_t)rtt_calls, sizeof(double));
+	if (v == NULL)
+		_exit(1);
+	for (i = 0; i < rtt_calls; i++) {
+		t = now_s();
+		if (p11->C_GetSessionInfo(s, &si) != CKR_OK)
+			_exit(2);
+		v[i] = now_s() - t;
+	}
+	qsort(v, (size_t)rtt_calls, sizeof(double), cmp_double);
+	r[0] = v[rtt_calls / 2] * 1e6;
+	r[1] = v[(size_t)(0.99 * (double)(rtt_calls - 1))] * 1e6;
+	p11->C_Finalize(NULL);
+}
+
+static void compare(void)
+{
+	long n_rounds = env_long("SMARTCERT_BENCH_ROUNDS", 3);
+	long n_procs = env_long("SMARTCERT_BENCH_PROCS", 4);
+	long n_cold = env_long("SMARTCERT_BENCH_COLD", 5);
+	long lat_sigs = env_long("SMARTCERT_BENCH_LAT_SIGS", 200);
+	long n_warm = env_long("SMARTCERT_BENCH_WARM", 50);
+	/* [mode][module]: mode 0 threads, 1 processes, 2 one thread; module 0
+	 * service, 1 in-process. */
+	static const char *mode_name[3] = { "threads", "processes", "1 thread" };
+	struct cmp_run run[3];
+	struct lat_set lat[3][2];
+	double rate[3][2][64], ratio[3][64], cold[64], m[3][2], mr[3];
+	double steps[3][2][3], rtt[2][2] = { { -1, -1 }, { -1, -1 } };
+	long nsteps[3][2];
+	struct keyref *keys;
+	long rd, mode, k, i, i2, maxthr;
+	char load[64], load0[64];
+
+	if (n_rounds < 1 || n_rounds > 64 || n_procs < 1 || n_procs > n_threads ||
+	    n_threads % n_procs != 0 || n_cold < 1 || n_cold > 64 || lat_sigs < 1 ||
+	    n_warm < 0)
+		DIE("bad SMARTCERT_BENCH_ROUNDS / _PROCS (must divide the threads) / _COLD / "
+		    "_LAT_SIGS");
+	memset(lat, 0, sizeof(lat));
+	memset(steps, 0, sizeof(steps));
+	memset(nsteps, 0, sizeof(nsteps));
+	maxthr = n_threads * n_sigs > lat_sigs ? n_threads * n_sigs : lat_sigs;
+	keys = shared_alloc((size_t)(maxthr + n_threads * n_warm) * sizeof(*keys));
+	for (mode = 0; mode < 3; mode++) {
+		run[mode].procs = mode == 1 ? n_procs : 1;
+		run[mode].tpp = mode == 0 ? n_threads : mode == 1 ? n_threads / n_procs : 1;
+		run[mode].sigs = mode == 2 ? lat_sigs : n_sigs;
+		run[mode].warm = n_warm;
+		run[mode].lat = shared_alloc((size_t)maxthr * sizeof(double));
+		run[mode].slot = shared_alloc(64 * sizeof(struct cmp_slot));
+	}
+	load_avg(load0, sizeof(load0));
+	printf("# service %s\n# in-process %s\n# %ld rounds; %ld threads x %ld signatures; "
+	       "%ld processes x %ld threads; 1 thread x %ld signatures; each thread first "
+	       "signs %ld unmeasured; load average %s\n",
+	       svc_path, inproc_path, n_rounds, n_threads, n_sigs, n_procs, n_threads / n_procs,
+	       lat_sigs, n_warm, load0);
+
+	for (rd = 0; rd < n_rounds; rd++) {
+		for (mode = 0; mode < 3; mode++) {
+			for (i = 0; i < 2; i++) {
+				/* service first in even rounds, in-process first in odd */
+				k = (rd % 2 == 0) ? i : 1 - i;
+				run[mode].module = k == 0 ? svc_path : inproc_path;
+				cmp_prepare(&run[mode], keys);
+				memset(run[mode].step, 0, sizeof(run[mode].step));
+				load_avg(load, sizeof(load));
+				rate[mode][k][rd] = cmp_rate(&run[mode]);
+				lat_add(&lat[mode][k], &run[mode]);
+				for (i2 = 0; i2 < 3; i2++)
+					steps[mode][k][i2] += run[mode].step[i2];
+				nsteps[mode][k] += run[mode].nok;
+				cmp_release(&run[mode]);
+				printf("round %ld %-9s %-10s %7.0f sig/s   (load %s)\n", rd + 1,
+				       mode_name[mode], k == 0 ? "service" : "in-process",
+				       rate[mode][k][rd], load);
+			}
+			if (mode < 2)
+				ratio[mode][rd] = rate[mode][0][rd] / rate[mode][1][rd];
+		}
+		/* gateway processes through the service against the in-process
+		 * module's best shape, all its threads in one process */
+		ratio[2][rd] = rate[1][0][rd] / rate[0][1][rd];
+	}
+	rtt_calls = env_long("SMARTCERT_BENCH_RTT_CALLS", 5000);
+	for (k = 0; k < 2 && rtt_calls > 0; k++) {
+		double r[2] = { -1, -1 };
+
+		mod_path = k == 0 ? svc_path : inproc_path;
+		if (!in_child(rtt_child, r, sizeof(r)))
+			r[0] = r[1] = -1;
+		rtt[k][0] = r[0];
+		rtt[k][1] = r[1];
+	}
+	for (i = 0; i < n_cold; i++) {
+		struct latency_out r = { .ms = -1 };
+
+		mod_path = svc_path;
+		if (!in_child(latency_child, &r, sizeof(r)))
+			r.ms = -1;
+		cold[i] = r.ms;
+		printf("cold start %ld (service): %.1f ms: init %.1f, open %.1f, login %.1f, "
+		       "find %.1f, SignInit+context login+Sign %.1f\n", i + 1, r.ms, r.step[0],
+		       r.step[1], r.step[2], r.step[3], r.step[4]);
+	}
+	for (mode = 0; mode < 3; mode++)
+		for (k = 0; k < 2; k++)
+			m[mode][k] = median(rate[mode][k], n_rounds);
+	for (mode = 0; mode < 3; mode++)
+		mr[mode] = median(ratio[mode], n_rounds);
+	load_avg(load, sizeof(load));
+
+	printf("\n== authorised P-256 signatures/s, %ld keys, median of %ld rounds "
+	       "(load average %s at the start, %s at the end; %ld CPUs)\n",
+	       n_p256, n_rounds, load0, load, sysconf(_SC_NPROCESSORS_ONLN));
+	printf("%-34s %12s %12s %14s %14s\n", "gateway shape", "service", "in-process",
+	       "ratio medians", "median ratio");
+	{
+		char a[64], b[64];
+
+		snprintf(a, sizeof(a), "1 process x %ld threads", n_threads);
+		snprintf(b, sizeof(b), "%ld processes x %ld threads", n_procs, n_threads / n_procs);
+		printf("%-34s %12.0f %12.0f %14.3f %14.3f   (goal >= 0.85)\n", a, m[0][0], m[0][1],
+		       m[0][0] / m[0][1], mr[0]);
+		printf("%-34s %12.0f %12.0f %14.3f %14.3f   (goal >= 0.85)\n", b, m[1][0], m[1][1],
+		       m[1][0] / m[1][1], mr[1]);
+		printf("%-34s %12.0f %12.0f %14.3f %14.3f   (in-process: 1 process x %ld "
+		       "threads)\n", b, m[1][0], m[0][1], m[1][0] / m[0][1], mr[2], n_threads);
+		printf("%-34s %12.0f %12.0f %14.3f\n", "1 process x 1 thread", m[2][0], m[2][1],
+		       m[2][0] / m[2][1]);
+	}
+	printf("\n== latency of one authorised signature (C_SignInit -> C_Login(CONTEXT_SPECIFIC) "
+	       "-> C_Sign), ms, all rounds\n");
+	printf("%-44s %8s %8s %8s %8s %8s\n", "", "n", "p50", "p90", "p99", "max");
+	for (mode = 0; mode < 3; mode++)
+		for (k = 0; k < 2; k++) {
+			char a[96];
+
+			snprintf(a, sizeof(a), "%s, %s", k == 0 ? "service" : "in-process",
+				 mode == 0 ? "8 threads" : mode == 1 ? "4 processes" : "1 thread");
+			if (mode == 0)
+				snprintf(a, sizeof(a), "%s, %ld threads",
+					 k == 0 ? "service" : "in-process", n_threads);
+			else if (mode == 1)
+				snprintf(a, sizeof(a), "%s, %ld processes x %ld threads",
+					 k == 0 ? "service" : "in-process", n_procs,
+					 n_threads / n_procs);
+			printf("%-44s %8zu %8.2f %8.2f %8.2f %8.2f   mean: SignInit %.2f, "
+			       "Login %.2f, Sign %.2f\n", a, lat[mode][k].n,
+			       pct(&lat[mode][k], 0.50), pct(&lat[mode][k], 0.90),
+			       pct(&lat[mode][k], 0.99), pct(&lat[mode][k], 1.0),
+			       1000.0 * steps[mode][k][0] / (double)(nsteps[mode][k] ? nsteps[mode][k] : 1),
+			       1000.0 * steps[mode][k][1] / (double)(nsteps[mode][k] ? nsteps[mode][k] : 1),
+			       1000.0 * steps[mode][k][2] / (double)(nsteps[mode][k] ? nsteps[mode][k] : 1));
+			free(lat[mode][k].v);
+		}
+	printf("\n== one request without policy work (C_GetSessionInfo), 1 thread, %ld calls: "
+	       "service p50 %.1f us, p99 %.1f us; in-process p50 %.1f us, p99 %.1f us\n",
+	       rtt_calls, rtt[0][0], rtt[0][1], rtt[1][0], rtt[1][1]);
+	printf("\n== cold start through the service (fresh process: C_Initialize, open session, "
+	       "gateway login, find key, first authorised signature)\n");
+	mr[0] = median(cold, n_cold);
+	printf("median %.1f ms, max %.1f ms over %ld processes (goal < 100 ms)\n", mr[0],
+	       cold[n_cold - 1], n_cold);
+}
+
 int main(void)
 {
 	CK_SESSION_HANDLE s;
@@ -670,20 +1283,31 @@ int main(void)
 		fprintf(stderr, "SKIP: SMARTCERT_BIN / SMARTCERT_PKCS11_MODULE not set\n");
 		return 77;
 	}
+	inproc_path = getenv("SMARTCERT_PKCS11_INPROC_MODULE");
+	if (inproc_path != NULL && *inproc_path == '\0')
+		inproc_path = NULL;
+	svc_path = mod_path;
 	n_p256 = env_long("SMARTCERT_BENCH_KEYS", 5000);
-	n_rsa = env_long("SMARTCERT_BENCH_RSA_KEYS", 200);
+	/* The comparison signs with P-256 keys only. */
+	n_rsa = inproc_path != NULL ? 0 : env_long("SMARTCERT_BENCH_RSA_KEYS", 200);
 	n_threads = env_long("SMARTCERT_BENCH_THREADS", 8);
 	n_sigs = env_long("SMARTCERT_BENCH_SIGS", 300);
 	p256_filled = env_long("SMARTCERT_BENCH_FILLED", 0) != 0;
 	if (getenv("SMARTCERT_BENCH_CONF") != NULL && *getenv("SMARTCERT_BENCH_CONF") != '\0')
 		conf_name = getenv("SMARTCERT_BENCH_CONF");
-	if (n_p256 < 1 || n_rsa < 1 || n_threads < 1 || n_threads > 64 || n_sigs < 1 ||
+	if (n_p256 < 1 || n_rsa < (inproc_path != NULL ? 0 : 1) || n_threads < 1 || n_threads > 64 || n_sigs < 1 ||
 	    n_small < 1)
 		DIE("bad SMARTCERT_BENCH_* values");
 	setup();
 	printf("# deployment %s: %ld P-256 keys%s, %ld RSA-2048 keys; %ld threads x %ld "
 	       "signatures per run\n", dir, n_p256, p256_filled ? " (bench-fill)" : "", n_rsa,
 	       n_threads, n_sigs);
+	signd_start();
+	if (inproc_path != NULL) {
+		compare();
+		EVP_PKEY_free(authz_key);
+		return 0;
+	}
 
 	latency("large store");
 	direct(dr);
