@@ -153,21 +153,6 @@ static int io_full(struct p11_conn *c, void *buf, size_t n, int writing, int64_t
 	return 0;
 }
 
-CK_RV p11_bad_answer(const char *what)
-{
-	p11_log("the signing service sent an answer that does not decode (%s)", what);
-	if (p11.strict) {
-		fprintf(stderr, "smartcert-pkcs11: strict mode: broken precondition: %s\n", what);
-		abort();
-	}
-	return CKR_DEVICE_ERROR;
-}
-
-CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what)
-{
-	return sc_wire_in_done(in) ? srv : p11_bad_answer(what);
-}
-
 struct sc_wire_out *p11_req(struct p11_conn *c, unsigned op)
 {
 	sc_wire_out_frame(&c->out);

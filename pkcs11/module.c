@@ -58,6 +58,21 @@ int p11_ready(void)
 	       p11.pid == getpid();
 }
 
+CK_RV p11_bad_answer(const char *what)
+{
+	p11_log("the signing service sent an answer that does not decode (%s)", what);
+	if (p11.strict) {
+		fprintf(stderr, "smartcert-pkcs11: strict mode: broken precondition: %s\n", what);
+		abort();
+	}
+	return CKR_DEVICE_ERROR;
+}
+
+CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what)
+{
+	return sc_wire_in_done(in) ? srv : p11_bad_answer(what);
+}
+
 #define P11_ENTER() \
 	do { \
 		if (!p11_ready()) \
