@@ -154,6 +154,7 @@ struct sd_service {
 	char token_label[33];
 	char serial[17];
 	int64_t lock_threshold, lock_seconds, max_skew;
+	int64_t restored_at;           /* last `store restore`, 0 if none */
 	int64_t garbage_threshold, garbage_window;
 	struct sd_app *apps;
 	struct sd_throttle *login_throttle;

@@ -336,6 +336,9 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 	 * against the gateway that sent it instead. */
 	signed_ok = vrc == SC_OK || vrc == SC_ERR_TOKEN_AUDIENCE ||
 		    vrc == SC_ERR_TOKEN_NOT_YET_VALID || vrc == SC_ERR_TOKEN_EXPIRED;
+	if (vrc == SC_OK && sd.restored_at != 0 && g->tok.not_before < sd.restored_at + sd.max_skew)
+		vrc = sc_error_set(SC_ERR_TOKEN_REPLAY, "token valid from before the store was "
+				   "restored: it may have been used in the lost window");
 	if (vrc == SC_OK && g->tok.purpose != SC_AUTHZ_SIGN)
 		vrc = sc_error_set(SC_ERR_TOKEN_MALFORMED, "token is not a signing approval");
 	if (vrc == SC_OK && strcmp(g->tok.subject, g->user_id) != 0)

@@ -21,6 +21,7 @@ static const struct command commands[] = {
 	{ "authz", sc_cmd_authz, "reference authorisation service: keygen, issue tokens" },
 	{ "sign", sc_cmd_sign, "reference gateway: sign a file through the PKCS#11 module" },
 	{ "crl", sc_cmd_crl, "publish and show CRLs (full, delta, partitioned)" },
+	{ "store", sc_cmd_store, "backup, restore (on purpose) and check the store and its evidence" },
 	{ "gateway", sc_cmd_gateway, "add, list and remove the gateways allowed to sign" },
 	{ "audit", sc_cmd_audit, "verify and show the tamper-evident audit log" },
 	{ "status", sc_cmd_status, "summary of a deployment: HSM, store, counts" },

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""Evidence the store's owner cannot rewrite: each tampering an attacker
+with write access to the store can do is detected, with exit 8 and a
+message that says what happened.
+
+* the tail of the audit log dropped and its head rewritten to match;
+* a record deleted mid-chain, the chain recomputed without the audit key,
+  the head rewritten;
+* the audit log emptied;
+* the whole store rolled back to an earlier copy (a keyCompromise
+  revocation undone): the CLI, the signing service and the responder all
+  refuse it;
+* an old backup put back without `store restore`;
+and `store restore --confirm-rollback` is the way back: audited, signed
+into a new checkpoint, and tokens valid from before it are refused.  The
+checkpoint log verifies with the openssl CLI alone."""
+import hashlib
+import hmac
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
+from scfixture import SRCDIR, Deployment, Gateway, check, expect_ckr, fail, mint_token, pykcs11_or_skip, skip_unless  # noqa: E402
+
+P = pykcs11_or_skip()
+OCSPD = os.environ.get("SMARTCERT_OCSPD_BIN", "smartcert-ocspd")
+SIGND = os.environ.get("SMARTCERT_SIGND_BIN", "smartcert-signd")
+
+
+def dump(store, db=None):
+    args = ["mdb_dump"] + (["-s", db] if db else ["-a"]) + [store]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def load(store, text, db=None):
+    f = store + ".dump"
+    with open(f, "w") as fh:
+        fh.write(text)
+    args = ["mdb_load"] + (["-s", db] if db else []) + ["-f", f, store]
+    subprocess.run(args, check=True)
+    os.unlink(f)
+
+
+def records(text):
+    """{seq: (key line index, value line index, bytes)} of an mdb_dump -s audit."""
+    lines = text.split("\n")
+    body = [i for i, ln in enumerate(lines) if ln.startswith(" ")]
+    out = {}
+    for k, v in zip(body[0::2], body[1::2]):
+        out[int(lines[k].strip(), 16)] = (k, v, bytes.fromhex(lines[v].strip()))
+    return lines, out
+
+
+def set_head(d, seq, mac):
+    """Rewrite the audit head in the store's metadata (what an attacker with
+    the file can do)."""
+    store = os.path.join(d.dir, "store")
+    text = dump(store, "meta")
+    lines = text.split("\n")
+    key = " " + "m/audit.head".encode().hex()
+    i = lines.index(key)
+    lines[i + 1] = " " + (struct.pack(">Q", seq) + mac).hex()
+    load(store, "\n".join(lines), "meta")
+
+
+def expect_refused(d, what):
+    r = d.sc("status", check=False)
+    v = d.sc("audit", "verify", check=False)
+    check(r.returncode == 8 and v.returncode == 8 and ("checkpoint" in v.stderr or "record" in v.stderr),
+          f"{what}: status and audit verify exit 8 ({r.returncode}, {v.returncode}: {v.stderr.strip()[-160:]})")
+
+
+def main():
+    skip_unless("mdb_dump", "mdb_load", "openssl")
+    with Deployment(prefix="evidence-") as d:
+        for u in ("ann", "ben"):
+            d.enrol(u, "p256")
+        store = os.path.join(d.dir, "store")
+        cpdir = os.path.join(d.dir, "checkpoints")
+        log = os.path.join(cpdir, "checkpoints.log")
+        pristine = os.path.join(d.tmp, "pristine")
+        d.stop_signd()
+        shutil.copytree(store, pristine)
+        d.start_signd()
+
+        # The checkpoint log verifies offline with openssl alone.
+        r = subprocess.run(["sh", os.path.join(SRCDIR, "scripts", "verify-checkpoints.sh"), log,
+                            os.path.join(cpdir, "checkpoint-signer.pem")], capture_output=True, text=True)
+        check(r.returncode == 0 and "checkpoints verify" in r.stdout,
+              f"the checkpoint log verifies with the openssl CLI ({r.stdout.strip()[:80]})")
+
+        def reset():
+            d.stop_signd()
+            shutil.rmtree(store)
+            shutil.copytree(pristine, store)
+
+        # 1. The tail dropped and the head rewritten to the new last record.
+        reset()
+        _, recs = records(dump(store, "audit"))
+        last = max(recs)
+        # mdb_load cannot delete: rebuild the store without the last record
+        full = dump(store).split("\n")
+        start = full.index("database=audit")
+        key = " " + format(last, "016x")
+        i = full.index(key, start)
+        del full[i:i + 2]
+        rebuilt = os.path.join(d.tmp, "rebuilt")
+        os.mkdir(rebuilt)
+        with open(os.path.join(d.tmp, "full.dump"), "w") as f:
+            f.write("\n".join(full))
+        subprocess.run(["mdb_load", "-f", os.path.join(d.tmp, "full.dump"), rebuilt], check=True)
+        os.replace(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
+        shutil.rmtree(rebuilt)
+        prev_mac = recs[last - 1][2][-32:]
+        set_head(d, last - 1, prev_mac)
+        v = d.sc("audit", "verify", check=False)
+        check(v.returncode == 8 and "checkpoint" in v.stderr,
+              f"tail dropped, head rewritten: the chain alone is intact, the checkpoint is not ({v.stderr.strip()[-120:]})")
+        expect_refused(d, "tail dropped, head rewritten")
+
+        # 2. A record deleted mid-chain, the chain recomputed without the
+        #    audit key (here: any other key), the head rewritten.
+        reset()
+        full = dump(store).split("\n")
+        start = full.index("database=audit")
+        body = [i for i in range(start, len(full)) if full[i].startswith(" ")]
+        pairs = []
+        for kk, vv in zip(body[0::2], body[1::2]):
+            if full[kk].startswith(" ") and len(full[kk].strip()) == 16:
+                pairs.append((kk, vv))
+            if full[vv + 1:vv + 2] == ["DATA=END"]:
+                break
+        seqs = [int(full[kk].strip(), 16) for kk, _ in pairs]
+        victim = seqs[len(seqs) // 2]
+        guess = b"not the audit key"
+        prev = None
+        new_seq = 0
+        out = []
+        for (kk, vv), seq in zip(pairs, seqs):
+            raw = bytes.fromhex(full[vv].strip())
+            if seq == victim:
+                continue
+            new_seq += 1
+            body_b = bytearray(raw[:-64])
+            body_b[1:9] = struct.pack(">Q", new_seq)
+            prev = prev if prev is not None else b"\0" * 32
+            mac = hmac.new(guess, prev + bytes(body_b), hashlib.sha256).digest()
+            out.append((new_seq, bytes(body_b) + prev + mac))
+            prev = mac
+        # replace the audit table wholesale
+        head_lines = full[:pairs[0][0]]
+        tail_i = pairs[-1][1] + 1
+        table = [f" {s:016x}\n {v.hex()}" for s, v in out]
+        full2 = head_lines + "\n".join(table).split("\n") + full[tail_i:]
+        rebuilt = os.path.join(d.tmp, "rebuilt2")
+        os.mkdir(rebuilt)
+        with open(os.path.join(d.tmp, "full2.dump"), "w") as f:
+            f.write("\n".join(full2))
+        subprocess.run(["mdb_load", "-f", os.path.join(d.tmp, "full2.dump"), rebuilt], check=True)
+        os.replace(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
+        shutil.rmtree(rebuilt)
+        set_head(d, new_seq, prev)
+        v = d.sc("audit", "verify", check=False)
+        check(v.returncode == 8 and "record 1 " in v.stderr.replace(":", " "),
+              f"a record deleted and the chain recomputed without the key: broken at record 1 ({v.stderr.strip()[-120:]})")
+        expect_refused(d, "record deleted mid-chain, chain recomputed")
+
+        # 3. The log emptied.
+        reset()
+        full = dump(store).split("\n")
+        start = full.index("database=audit")
+        end = full.index("DATA=END", start)
+        hdr_end = full.index("HEADER=END", start)
+        full3 = full[:hdr_end + 1] + full[end:]
+        rebuilt = os.path.join(d.tmp, "rebuilt3")
+        os.mkdir(rebuilt)
+        with open(os.path.join(d.tmp, "full3.dump"), "w") as f:
+            f.write("\n".join(full3))
+        subprocess.run(["mdb_load", "-f", os.path.join(d.tmp, "full3.dump"), rebuilt], check=True)
+        os.replace(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
+        shutil.rmtree(rebuilt)
+        set_head(d, 0, b"\0" * 32)
+        expect_refused(d, "audit log emptied")
+
+        # 4. The whole store rolled back: a keyCompromise revocation undone.
+        reset()
+        d.start_signd()
+        backup = os.path.join(d.tmp, "backup")
+        d.sc("store", "backup", backup)
+        check(os.stat(backup).st_mode & 0o077 == 0 and
+              os.stat(os.path.join(backup, "store", "data.mdb")).st_mode & 0o077 == 0,
+              "store backup is owner-only")
+        gw_kid = d.enrol("cat", "p256")
+        kid = gw_kid.get("key_id") or gw_kid["keys"][0]["key_id"]
+        d.stop_signd()
+        rolled = os.path.join(d.tmp, "before-revoke")
+        shutil.copytree(store, rolled)
+        d.sc("ca", "revoke", "--user", "cat", "--reason", "keyCompromise")
+        shutil.rmtree(store)
+        shutil.copytree(rolled, store)
+        expect_refused(d, "store rolled back past a revocation")
+        r = subprocess.run([SIGND, "--config", d.config], env=d.env, capture_output=True, text=True, timeout=30)
+        check(r.returncode == 8 and "rolled back" in r.stderr,
+              f"the signing service refuses a rolled-back store ({r.returncode}: {r.stderr.strip()[-120:]})")
+        r = subprocess.run([OCSPD, "--config", d.config, "--listen", "127.0.0.1:1", "--foreground"],
+                           env=d.env, capture_output=True, text=True, timeout=30)
+        check(r.returncode != 0 and "rolled back" in r.stderr,
+              f"the OCSP responder refuses it too ({r.returncode}: {r.stderr.strip()[-120:]})")
+
+        # 5. An old backup put back by hand, without store restore.
+        shutil.rmtree(store)
+        shutil.copytree(os.path.join(backup, "store"), store)
+        expect_refused(d, "an old backup copied back by hand")
+
+        # ... and the way back on purpose.
+        r = d.sc("store", "restore", "--from", backup, check=False)
+        check(r.returncode == 2 and "--confirm-rollback" in r.stderr, "store restore needs --confirm-rollback")
+        d.sc("store", "restore", "--from", backup, "--confirm-rollback")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0 and "intact" in r.stdout, f"after store restore the store checks ({r.stdout.strip()})")
+        check(any(x.get("kind") == "store-restore" for x in d.audit()), "the restore is audited")
+        # Tokens valid from before the restore are refused.
+        d.start_signd()
+        gw = Gateway(d)
+        key, akid, _ = gw.key("ann")
+        dg = hashlib.sha256(b"after the restore").digest()
+        import time
+        old = mint_token(d, "ann", akid, [("sha256", dg)], now=int(time.time()) - 60)
+        expect_ckr(lambda: gw.sign(key, P.Mechanism(P.CKM_ECDSA, None), dg, old), P.CKR_PIN_EXPIRED,
+                   "a token valid from before the restore is refused")
+        gw.close()
+
+
+if __name__ == "__main__":
+    main()
