@@ -30,16 +30,21 @@
 #include "sc_util.h"
 
 #define SC_INIT_TOKEN_LABEL "smartcert-backend"
+/* The OCSP responder's own token (embedded deployments): it holds the OCSP
+ * signer key and nothing else, so the network-facing responder logs in to
+ * no token that holds the master wrapping key or the CA keys. */
+#define SC_INIT_OCSP_TOKEN_LABEL "smartcert-ocsp"
 
 struct sc_init {
 	const sc_ca_init_params *p;
 	char dir[PATH_MAX];
-	char *backend_pin, *so_pin, *gateway_pin;
+	char *backend_pin, *so_pin, *gateway_pin, *ocsp_pin;
 	char *gateway_hash;
 	char *backend_pin_source;     /* as written to the config */
 	char *pub_pem_path, *key_pem_path;
 	sc_config *cfg;
 	sc_hsm *hsm;
+	sc_hsm *ocsp_hsm;             /* the OCSP token (embedded), else hsm */
 	sc_store *store;
 	X509 *root, *issuing, *ocsp;
 	unsigned char *der[3];
@@ -201,7 +206,7 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 		"\n[gateway]\nservice = unix:run/signd.sock\ntoken_label = smartcert\n"
 		"pin_source = file:gateway/default.pin\n"
 		"\n[ocsp]\nlisten = 127.0.0.1:8080\nvalidity_seconds = 86400\nnonce = accept\n"
-		"unknown_policy = unknown\nserve_crl_dir = yes\n",
+		"unknown_policy = unknown\nserve_crl_dir = yes\n%s",
 		p->ca_name ? p->ca_name : "smartcert",
 		module,
 		p->backend_token_uri ? p->backend_token_uri : "pkcs11:token=" SC_INIT_TOKEN_LABEL,
@@ -215,7 +220,10 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 		(unsigned)(p->partitions ? p->partitions : 16),
 		p->no_demo_authz ? "# trusted_key = PATH (install the authorisation service's key)\n"
 				 : "trusted_key = authz/authz-demo.pub.pem\n"
-				   "demo_key = authz-demo/authz-demo.key\n");
+				   "demo_key = authz-demo/authz-demo.key\n",
+		embedded ? "hsm_token = pkcs11:token=" SC_INIT_OCSP_TOKEN_LABEL "\n"
+			   "pin_source = file:secrets/ocsp.pin\n"
+			 : "");
 	if (n < 0 || (size_t)n >= cap) {
 		free(text);
 		return sc_error_set(SC_ERR_INVALID, "configuration values too long");
@@ -300,7 +308,8 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 	int rv;
 
 	*out = NULL;
-	if ((rv = sc_hsm_generate_token_key(in->hsm, alg, label, &spki, &spki_len)) != SC_OK)
+	if ((rv = sc_hsm_generate_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg,
+					    label, &spki, &spki_len)) != SC_OK)
 		goto done;
 	q = spki;
 	pub = d2i_PUBKEY(NULL, &q, (long)spki_len);
@@ -588,6 +597,11 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 				       in->backend_pin);
 		if (rv != SC_OK)
 			goto done;
+		if ((rv = sc_init_random_pin(&in->ocsp_pin)) != SC_OK ||
+		    (rv = sc_init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK ||
+		    (rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_OCSP_TOKEN_LABEL,
+					    in->so_pin, in->ocsp_pin)) != SC_OK)
+			goto done;
 	}
 	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
 
@@ -613,6 +627,12 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 		goto done;
 	if ((rv = sc_hsm_open(&hp, &in->hsm)) != SC_OK)
 		goto done;
+	in->ocsp_hsm = in->hsm;
+	if (embedded) {
+		if ((rv = sc_hsm_params_for_ocsp(in->cfg, &hp)) != SC_OK ||
+		    (rv = sc_hsm_open(&hp, &in->ocsp_hsm)) != SC_OK)
+			goto done;
+	}
 	if ((rv = sc_hsm_create_master_keys(in->hsm)) != SC_OK ||
 	    (rv = sc_hsm_create_audit_key(in->hsm)) != SC_OK)
 		goto done;
@@ -728,6 +748,8 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 
 	if (in.store != NULL)
 		sc_store_close(in.store);
+	if (in.ocsp_hsm != NULL && in.ocsp_hsm != in.hsm)
+		sc_hsm_close(in.ocsp_hsm);
 	if (in.hsm != NULL)
 		sc_hsm_close(in.hsm);
 	sc_config_free(in.cfg);
@@ -738,6 +760,7 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 		free(in.der[i]);
 	sc_secret_free(in.backend_pin);
 	sc_secret_free(in.so_pin);
+	sc_secret_free(in.ocsp_pin);
 	sc_secret_free(in.gateway_pin);
 	free(in.gateway_hash);
 	free(in.backend_pin_source);

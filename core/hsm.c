@@ -841,3 +841,30 @@ int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out)
 	out->sessions = (unsigned)sessions;
 	return 0;
 }
+
+int sc_hsm_params_for_ocsp(const sc_config *cfg, sc_hsm_params *out)
+{
+	const char *token = sc_config_str(cfg, "ocsp.hsm_token", NULL);
+	const char *pin = sc_config_str(cfg, "ocsp.pin_source", NULL);
+	int rc;
+
+	rc = sc_hsm_params_from_config(cfg, out);
+	if (rc < 0)
+		return rc;
+	if (token != NULL)
+		out->token_uri = token;
+	if (pin != NULL) {
+		if (strncmp(pin, "env:", 4) == 0) {
+			out->pin_source = pin;
+		} else {
+			memcpy(out->pin_source_buf, "file:", 5);
+			rc = resolve_into(sc_config_dir(cfg), strncmp(pin, "file:", 5) == 0 ? pin + 5 : pin,
+					  out->pin_source_buf + 5, sizeof(out->pin_source_buf) - 5,
+					  "ocsp.pin_source");
+			if (rc < 0)
+				return rc;
+			out->pin_source = out->pin_source_buf;
+		}
+	}
+	return 0;
+}

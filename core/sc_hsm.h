@@ -56,6 +56,10 @@ typedef struct sc_hsm_params {
  * A relative module path is resolved too: only that exact file is loaded.
  * Errors: SC_ERR_CONFIG (bad hsm.sessions, path too long, no module). */
 int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out);
+/* The same for the OCSP responder: ocsp.hsm_token and ocsp.pin_source, when
+ * set, name its own token (the OCSP signer key and nothing else), else the
+ * backend token. */
+int sc_hsm_params_for_ocsp(const sc_config *cfg, sc_hsm_params *out);
 
 /* Load the module, find the token, log in as CKU_USER.
  * Only p->module_path is loaded, and it must be absolute (no search).  The

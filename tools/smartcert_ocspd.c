@@ -379,6 +379,8 @@ int main(int argc, char **argv)
 	int foreground = 0, opt, rv, ret = 1, sig;
 	unsigned long threads = 0, log_rate = 100;
 	sc_deploy *d = NULL;
+	sc_hsm *ocsp_hsm = NULL;
+	sc_hsm_params *hsm_params = NULL;
 	sc_ocsp_hsm_signer signer = { 0 };
 	sc_ocsp_http *http = NULL;
 	sc_ocsp_http_params hp;
@@ -447,17 +449,29 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);   /* every thread inherits this */
 	ocspd_raise_nofile();
 
-	rv = sc_deploy_open(config_path, 0, &d);
+	/* The store and the CA certificates; and an HSM session of the
+	 * responder's own: its token holds the OCSP signer key and nothing
+	 * else (ocsp.hsm_token), never the master wrapping key. */
+	rv = sc_deploy_open(config_path, SC_DEPLOY_NO_HSM, &d);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "opening the deployment");
 		goto done;
 	}
-	rv = sc_hsm_find_token_key(d->hsm, SC_LABEL_OCSP, &signer.key);
+	hsm_params = calloc(1, sizeof(*hsm_params));
+	rv = hsm_params == NULL ? SC_ERR_NOMEM : sc_hsm_params_for_ocsp(d->cfg, hsm_params);
+	if (rv == 0)
+		rv = sc_hsm_open(hsm_params, &ocsp_hsm);
+	free(hsm_params);
+	if (rv != 0) {
+		ret = ocspd_fail(rv, "opening the OCSP signer's HSM token");
+		goto done;
+	}
+	rv = sc_hsm_find_token_key(ocsp_hsm, SC_LABEL_OCSP, &signer.key);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "finding the OCSP signing key " SC_LABEL_OCSP);
 		goto done;
 	}
-	signer.hsm = d->hsm;
+	signer.hsm = ocsp_hsm;
 	rv = ocspd_settings_load(d->cfg, &s);
 	if (rv == 0)
 		rv = ocspd_responder(d, &s, &signer, &r);
@@ -550,7 +564,8 @@ done:
 	ocspd_settings_free(&s);
 	free(ahead.serials);
 	if (signer.key != NULL)
-		sc_hsm_key_free(d->hsm, signer.key);
+		sc_hsm_key_free(ocsp_hsm, signer.key);
+	sc_hsm_close(ocsp_hsm);
 	sc_deploy_close(d);
 	if (pid_file != NULL && ret == 0)
 		unlink(pid_file);

@@ -48,8 +48,8 @@ def refused(d, config, want_rc, want_msg, what):
 
 with Deployment() as d:
     serial, _, _ = enrol(d, "rudy")
-    refused(d, broken_config(d, "no-token.conf", "[hsm]\ntoken = pkcs11:token=no-such-token"),
-            5, "check hsm.token", "HSM token unavailable")
+    refused(d, broken_config(d, "no-token.conf", "[ocsp]\nhsm_token = pkcs11:token=no-such-token"),
+            5, "no backend token matches 'pkcs11:token=no-such-token'", "HSM token unavailable")
     refused(d, broken_config(d, "bad-validity.conf", "[ocsp]\nvalidity_seconds = 59"),
             6, "ocsp.validity_seconds must be between 60", "validity below the minimum")
 
