@@ -19,8 +19,6 @@
 #include "sc_json.h"
 #include "sc_util.h"
 
-#define CA_OPT_END { NULL, 0, NULL, 0 }
-
 static void ca_usage(FILE *f)
 {
 	fprintf(f,
@@ -55,72 +53,40 @@ struct ca_args {
 
 static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 {
+	/* The options that take an argument come first; each lands in the
+	 * field of `arg` at its place in the table, each flag in `flag`. */
 	static const struct option opts[] = {
-		{ "user", required_argument, NULL, 'u' },
-		{ "name", required_argument, NULL, 'n' },
-		{ "id-number-source", required_argument, NULL, 'I' },
-		{ "dob", required_argument, NULL, 'd' },
-		{ "profile", required_argument, NULL, 'p' },
-		{ "key-type", required_argument, NULL, 'k' },
-		{ "batch", required_argument, NULL, 'b' },
-		{ "csr", required_argument, NULL, 'c' },
-		{ "out", required_argument, NULL, 'o' },
-		{ "consent", required_argument, NULL, 'C' },
-		{ "consent-file", required_argument, NULL, 'F' },
-		{ "keep-key", no_argument, NULL, 'K' },
-		{ "serial", required_argument, NULL, 's' },
-		{ "reason", required_argument, NULL, 'r' },
-		{ "invalidity-date", required_argument, NULL, 'v' },
-		{ "status", required_argument, NULL, 'S' },
-		{ "expiring-before", required_argument, NULL, 'e' },
-		{ "limit", required_argument, NULL, 'l' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "chunk", required_argument, NULL, 'z' },
-		{ "der", no_argument, NULL, 'D' },
-		{ "chain", no_argument, NULL, 'H' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		CA_OPT_END,
+		SC_ARG("user", 'u'), SC_ARG("name", 'n'), SC_ARG("id-number-source", 'I'),
+		SC_ARG("dob", 'd'), SC_ARG("profile", 'p'), SC_ARG("key-type", 'k'),
+		SC_ARG("batch", 'b'), SC_ARG("csr", 'c'), SC_ARG("out", 'o'), SC_ARG("consent", 'C'),
+		SC_ARG("consent-file", 'F'), SC_ARG("serial", 's'), SC_ARG("reason", 'r'),
+		SC_ARG("invalidity-date", 'v'), SC_ARG("status", 'S'),
+		SC_ARG("expiring-before", 'e'), SC_ARG("limit", 'l'), SC_ARG("threads", 't'),
+		SC_ARG("chunk", 'z'),
+		SC_FLAG("keep-key", 'K'), SC_FLAG("der", 'D'), SC_FLAG("chain", 'H'),
+		SC_FLAG("help", 'h'), SC_FLAG("json", 'j'), SC_OPT_END,
 	};
+	const char **arg[] = {
+		&a->user, &a->name, &a->id_source, &a->dob, &a->profile, &a->key_type, &a->batch,
+		&a->csr, &a->out, &a->consent, &a->consent_file, &a->serial, &a->reason,
+		&a->invalidity, &a->status, &a->expiring, &a->limit, &a->threads, &a->chunk,
+	};
+	int *flag[] = { &a->keep_key, &a->der, &a->chain, &a->help };
+	const size_t n_arg = sizeof(arg) / sizeof(arg[0]);
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
 	int c;
 
 	memset(a, 0, sizeof(*a));
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'u': a->user = optarg; break;
-		case 'n': a->name = optarg; break;
-		case 'I': a->id_source = optarg; break;
-		case 'd': a->dob = optarg; break;
-		case 'p': a->profile = optarg; break;
-		case 'k': a->key_type = optarg; break;
-		case 'b': a->batch = optarg; break;
-		case 'c': a->csr = optarg; break;
-		case 'o': a->out = optarg; break;
-		case 'C': a->consent = optarg; break;
-		case 'F': a->consent_file = optarg; break;
-		case 'K': a->keep_key = 1; break;
-		case 's': a->serial = optarg; break;
-		case 'r': a->reason = optarg; break;
-		case 'v': a->invalidity = optarg; break;
-		case 'S': a->status = optarg; break;
-		case 'e': a->expiring = optarg; break;
-		case 'l': a->limit = optarg; break;
-		case 't': a->threads = optarg; break;
-		case 'z': a->chunk = optarg; break;
-		case 'D': a->der = 1; break;
-		case 'H': a->chain = 1; break;
-		case 'j': a->json = 1; break;
-		case 'h': a->help = 1; break;
-		default:
-			return sc_cli_usage_error(cmd, "unknown or incomplete option '%s'",
-						  argv[optind - 1]);
-		}
+	while ((c = sc_cli_getopt(&o)) > 0) {
+		if ((size_t)o.index < n_arg)
+			*arg[o.index] = optarg;
+		else
+			*flag[(size_t)o.index - n_arg] = 1;
 	}
-	if (optind < argc)
-		return sc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-	return SC_EXIT_OK;
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	a->json = o.json;
+	return sc_cli_no_operands(&o);
 }
 
 static int ca_parse_uint(const char *s, unsigned long max, unsigned long *out)
