@@ -147,10 +147,8 @@ int sc_store_cert_get(sc_txn *t, const sc_serial *serial, sc_cert *out)
 	char hex[2 * SC_SERIAL_MAX + 1];
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	if (!sc_valid_serial(serial))
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
 	rv = sc_get(t, SC_DB_CERTS, serial->b, serial->len, &v);
@@ -275,10 +273,8 @@ static int sc_user_cert_one(sc_txn *t, const char *user_id, const MDB_val *ref, 
 
 	if (sc_serial_from_key(ref->mv_data, ref->mv_size, &s) != 0)
 		return sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id), "bad serial");
-	rv = sc_store_cert_get(t, &s, &c);
-	if (rv == SC_ERR_NOT_FOUND)
-		rv = sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id),
-				"index names a missing certificate");
+	rv = sc_index_target(t, SC_DB_USERCERTS, user_id, strlen(user_id),
+			     sc_store_cert_get(t, &s, &c), "certificate");
 	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &c));
 }
 
@@ -311,10 +307,8 @@ static int sc_expiry_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 	if ((rv = sc_time_index_key(t, SC_DB_EXPIRY, k, w->before, &s)) != SC_OK)
 		return rv;
-	rv = sc_store_cert_get(t, &s, &c);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_EXPIRY, k->mv_data, k->mv_size,
-				  "index names a missing certificate");
+	rv = sc_index_target(t, SC_DB_EXPIRY, k->mv_data, k->mv_size, sc_store_cert_get(t, &s, &c),
+			     "certificate");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &c));

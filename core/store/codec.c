@@ -211,30 +211,20 @@ static int sc_dec_u8(struct sc_dec *d)
 	return *d->p++;
 }
 
+static const unsigned char *sc_dec_bytes(struct sc_dec *d, size_t n);
+
 static uint32_t sc_dec_u32(struct sc_dec *d)
 {
-	uint32_t v;
+	const unsigned char *p = sc_dec_bytes(d, 4);
 
-	if (d->bad || d->end - d->p < 4) {
-		d->bad = 1;
-		return 0;
-	}
-	v = sc_rd32(d->p);
-	d->p += 4;
-	return v;
+	return p != NULL ? sc_rd32(p) : 0;
 }
 
 static uint64_t sc_dec_u64(struct sc_dec *d)
 {
-	uint64_t v;
+	const unsigned char *p = sc_dec_bytes(d, 8);
 
-	if (d->bad || d->end - d->p < 8) {
-		d->bad = 1;
-		return 0;
-	}
-	v = sc_rd64(d->p);
-	d->p += 8;
-	return v;
+	return p != NULL ? sc_rd64(p) : 0;
 }
 
 static int64_t sc_dec_i64(struct sc_dec *d)
@@ -507,6 +497,17 @@ int sc_dec_id_ref(sc_txn *t, int db, const MDB_val *k, const MDB_val *v)
 
 	if (v->mv_size < 1 || v->mv_size > SC_ID_MAX || memchr(p, 0, v->mv_size) != NULL)
 		return sc_corrupt(t, db, k->mv_data, k->mv_size, "bad index entry");
+	return SC_OK;
+}
+
+int sc_dec_id(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, char id[SC_ID_MAX + 1])
+{
+	int rv = sc_dec_id_ref(t, db, k, v);
+
+	if (rv != SC_OK)
+		return rv;
+	memcpy(id, v->mv_data, v->mv_size);
+	id[v->mv_size] = '\0';
 	return SC_OK;
 }
 

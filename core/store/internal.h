@@ -114,6 +114,16 @@ typedef int (*sc_user_ref_fn)(sc_txn *t, const char *user_id, const MDB_val *ref
 int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg);
 /* Whether a dupsort index has any entry under `key`. */
 int sc_index_has(sc_txn *t, int db, const char *key, int *has);
+/* rv from reading the record that the entry `key` of index `db` names:
+ * SC_ERR_NOT_FOUND becomes a corrupt index ("index names a missing
+ * <what>"), anything else is returned as it is. */
+int sc_index_target(sc_txn *t, int db, const void *key, size_t klen, int rv, const char *what);
+/* Walk a database keyed by 8-byte sequence numbers from after_seq + 1
+ * (nothing after UINT64_MAX). */
+int sc_walk_seq(sc_txn *t, int db, uint64_t after_seq, sc_walk_fn fn, void *ctx);
+/* Clear *out (size bytes) when given; SC_ERR_INVALID without a
+ * transaction or an output. */
+int sc_out_begin(sc_txn *t, void *out, size_t size);
 
 /* codec.c */
 void sc_be32(unsigned char *p, uint32_t v);
@@ -149,6 +159,8 @@ int sc_dec_ocsp(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_ocsp_entry *e)
  * serial.  Checked so that a damaged index reads as corrupt, not as a
  * different record. */
 int sc_dec_id_ref(sc_txn *t, int db, const MDB_val *k, const MDB_val *v);
+/* The same check, and the id copied out as a string. */
+int sc_dec_id(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, char id[SC_ID_MAX + 1]);
 
 /* meta.c */
 int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out);

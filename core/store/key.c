@@ -121,10 +121,8 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 	char id[SC_ID_MAX + 1];
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	sc_be64(sk, seq);
 	rv = sc_get(t, SC_DB_KEYSEQ, sk, 8, &v);
 	if (rv == SC_ERR_NOT_FOUND)
@@ -132,13 +130,9 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 				    (unsigned long long)seq);
 	if (rv != SC_OK)
 		return rv;
-	if ((rv = sc_dec_id_ref(t, SC_DB_KEYSEQ, &k, &v)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_KEYSEQ, &k, &v, id)) != SC_OK)
 		return rv;
-	memcpy(id, v.mv_data, v.mv_size);
-	id[v.mv_size] = '\0';
-	rv = sc_store_key_get(t, id, out);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index names a missing key");
+	rv = sc_index_target(t, SC_DB_KEYSEQ, sk, 8, sc_store_key_get(t, id, out), "key");
 	if (rv == SC_OK && out->seq != seq) {
 		memset(out, 0, sizeof(*out));
 		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index and key disagree on the sequence");
@@ -159,14 +153,10 @@ static int sc_user_key_one(sc_txn *t, const char *user_id, const MDB_val *ref, v
 	sc_key k;
 	int rv;
 
-	if ((rv = sc_dec_id_ref(t, SC_DB_USERKEYS, &uk, ref)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_USERKEYS, &uk, ref, id)) != SC_OK)
 		return rv;
-	memcpy(id, ref->mv_data, ref->mv_size);
-	id[ref->mv_size] = '\0';
-	rv = sc_store_key_get(t, id, &k);
-	if (rv == SC_ERR_NOT_FOUND)
-		rv = sc_corrupt(t, SC_DB_USERKEYS, user_id, strlen(user_id),
-				"index names a missing key");
+	rv = sc_index_target(t, SC_DB_USERKEYS, user_id, strlen(user_id),
+			     sc_store_key_get(t, id, &k), "key");
 	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &k));
 }
 
@@ -193,14 +183,10 @@ static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 	if (k->mv_size != 8)
 		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, "bad key");
-	if ((rv = sc_dec_id_ref(t, SC_DB_KEYSEQ, k, v)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_KEYSEQ, k, v, id)) != SC_OK)
 		return rv;
-	memcpy(id, v->mv_data, v->mv_size);
-	id[v->mv_size] = '\0';
-	rv = sc_store_key_get(t, id, &key);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size,
-				  "index names a missing key");
+	rv = sc_index_target(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, sc_store_key_get(t, id, &key),
+			     "key");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &key));
@@ -209,14 +195,10 @@ static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 {
 	struct sc_key_walk w = { cb, ctx };
-	unsigned char sk[8];
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (after_seq == UINT64_MAX)
-		return SC_OK;
-	sc_be64(sk, after_seq + 1);
-	return sc_walk(t, SC_DB_KEYSEQ, sk, 8, sc_key_walk_fn, &w);
+	return sc_walk_seq(t, SC_DB_KEYSEQ, after_seq, sc_key_walk_fn, &w);
 }
 
 int sc_store_key_del(sc_txn *t, const char *key_id)
@@ -249,10 +231,8 @@ int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
 	MDB_val k, v;
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	if (!sc_id_valid(key_id))
 		return sc_bad_id("key id", key_id);
 	rv = sc_get(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &v);

@@ -26,10 +26,8 @@ int sc_store_ocsp_get(sc_txn *t, const sc_serial *serial, sc_ocsp_entry *out)
 	MDB_val k, v;
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	if (!sc_valid_serial(serial))
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
 	rv = sc_get(t, SC_DB_OCSP, serial->b, serial->len, &v);
@@ -112,10 +110,8 @@ static int sc_ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 	if ((rv = sc_time_index_key(t, SC_DB_OCSPDUE, k, w->before, &s)) != SC_OK)
 		return rv;
-	rv = sc_store_ocsp_get(t, &s, &e);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size,
-				  "index names a missing response");
+	rv = sc_index_target(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size, sc_store_ocsp_get(t, &s, &e),
+			     "response");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &s, &e));
