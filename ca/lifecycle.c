@@ -510,10 +510,7 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	snprintf(detail, sizeof(detail), "old_serial=%s keep_key=%s", hex, keep_key ? "yes" : "no");
 	if ((rv = sc_ca_audit(ca, txn, "renew", user_id, p.key_id, &p.serial, tid, detail)) != SC_OK)
 		goto done;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK)
-		sc_ca_issued_set(out, &p);
+	rv = sc_ca_commit_issued(&txn, out, &p);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
