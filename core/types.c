@@ -13,6 +13,21 @@ struct sc_name {
 	const char *name;
 };
 
+/* The value named `name` (any case) in the table t of n names, into *out;
+ * 0 when none is. */
+static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int *out)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (strcasecmp(name, t[i].name) == 0) {
+			*out = t[i].value;
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static const struct sc_name sc_keyalg_names[] = {
 	{ SC_KEYALG_P256, "p256" },
 	{ SC_KEYALG_P384, "p384" },
@@ -30,18 +45,13 @@ static const struct sc_name sc_keyalg_names[] = {
 
 int sc_keyalg_parse(const char *name, int *out)
 {
-	size_t i;
-
 	if (out != NULL)
 		*out = SC_KEYALG_NONE;
 	if (name == NULL || out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no key type given");
-	for (i = 0; i < sizeof(sc_keyalg_names) / sizeof(sc_keyalg_names[0]); i++) {
-		if (strcasecmp(name, sc_keyalg_names[i].name) == 0) {
-			*out = sc_keyalg_names[i].value;
-			return SC_OK;
-		}
-	}
+	if (sc_name_find(sc_keyalg_names, sizeof(sc_keyalg_names) / sizeof(sc_keyalg_names[0]),
+			 name, out))
+		return SC_OK;
 	return sc_error_set(SC_ERR_INVALID,
 			    "unknown key type '%s': use p256, p384, rsa2048 or rsa3072", name);
 }
@@ -88,19 +98,14 @@ static const struct sc_name sc_reason_names[] = {
 
 int sc_reason_parse(const char *name, int *out)
 {
-	size_t i;
-
 	if (out != NULL)
 		*out = SC_REASON_NONE;
 	if (name == NULL || out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no revocation reason given");
-	for (i = 0; i < sizeof(sc_reason_names) / sizeof(sc_reason_names[0]); i++) {
-		/* case-insensitive so "keycompromise" and "cessationofoperation" work */
-		if (strcasecmp(name, sc_reason_names[i].name) == 0) {
-			*out = sc_reason_names[i].value;
-			return SC_OK;
-		}
-	}
+	/* case-insensitive so "keycompromise" and "cessationofoperation" work */
+	if (sc_name_find(sc_reason_names, sizeof(sc_reason_names) / sizeof(sc_reason_names[0]),
+			 name, out))
+		return SC_OK;
 	if (strcasecmp(name, "cessation") == 0) {
 		*out = SC_REASON_CESSATION;
 		return SC_OK;

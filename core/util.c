@@ -238,6 +238,17 @@ void sc_secret_free(char *s)
 		OPENSSL_clear_free(s, strlen(s));
 }
 
+/* read(2), again when a signal interrupts it. */
+static ssize_t read_again(int fd, void *buf, size_t n)
+{
+	ssize_t r;
+
+	do
+		r = read(fd, buf, n);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
 /* The first line of `fd` (at most `max` bytes before the line end), into a
  * buffer of exactly that size: a secret is never realloc'd, so no old copy
  * lingers, and every buffer that held it is wiped.  `what` names the source
@@ -252,11 +263,9 @@ static int secret_read_line(int fd, const char *what, size_t max, char **out)
 	if (buf == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
 	for (;;) {
-		ssize_t r = read(fd, buf + used, max - used);
+		ssize_t r = read_again(fd, buf + used, max - used);
 
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
 			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", what, strerror(errno));
 			goto out;
 		}
@@ -556,10 +565,8 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 			buf = nb;
 			cap *= 2;
 		}
-		r = read(fd, buf + used, cap - used);
+		r = read_again(fd, buf + used, cap - used);
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
 			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", path, strerror(errno));
 			goto out;
 		}
