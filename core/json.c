@@ -112,28 +112,33 @@ static void sc_json_escaped(sc_json *j, const char *s)
 	sc_json_put(j, "\"", 1);
 }
 
+/* Open or close an object or array ("{", "}", "[", "]"). */
+static void sc_json_bracket(sc_json *j, const char *b, int open)
+{
+	if (open)
+		sc_json_sep(j);
+	sc_json_put(j, b, 1);
+	j->need_comma = !open;
+}
+
 void sc_json_obj_begin(sc_json *j)
 {
-	sc_json_sep(j);
-	sc_json_put(j, "{", 1);
+	sc_json_bracket(j, "{", 1);
 }
 
 void sc_json_obj_end(sc_json *j)
 {
-	sc_json_put(j, "}", 1);
-	j->need_comma = 1;
+	sc_json_bracket(j, "}", 0);
 }
 
 void sc_json_arr_begin(sc_json *j)
 {
-	sc_json_sep(j);
-	sc_json_put(j, "[", 1);
+	sc_json_bracket(j, "[", 1);
 }
 
 void sc_json_arr_end(sc_json *j)
 {
-	sc_json_put(j, "]", 1);
-	j->need_comma = 1;
+	sc_json_bracket(j, "]", 0);
 }
 
 void sc_json_key(sc_json *j, const char *key)
