@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, check, fail, mint_token, skip_unless, pykcs11_or_skip, run_json_child  # noqa: E402
+from scfixture import Deployment, check, fail, mint_token, skip_unless, pykcs11_or_skip, run_json_child, main_or_child  # noqa: E402
 
 P = pykcs11_or_skip()
 
@@ -134,7 +134,4 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "child":
-        child(json.loads(sys.argv[2]))
-    else:
-        main()
+    main_or_child(main, child)
