@@ -125,7 +125,18 @@ int sc_walk_seq(sc_txn *t, int db, uint64_t after_seq, sc_walk_fn fn, void *ctx)
  * transaction or an output. */
 int sc_out_begin(sc_txn *t, void *out, size_t size);
 
-/* codec.c */
+/* codec.c: each record's fields in one table, which both the encoder and
+ * the decoder follow (docs/store-layout.md). */
+struct sc_record;
+extern const struct sc_record sc_rec_user, sc_rec_key, sc_rec_cert, sc_rec_revoked, sc_rec_revlog,
+	sc_rec_keyfail, sc_rec_replay, sc_rec_ocsp;
+/* The value of a replay-cache entry (its key is the token id). */
+struct sc_replay_rec {
+	uint32_t uses;
+	int64_t expires;
+};
+/* sc_enc_init(e, SC_REC_V1) and every field of `r` from rec. */
+void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec);
 void sc_be32(unsigned char *p, uint32_t v);
 void sc_be64(unsigned char *p, uint64_t v);
 uint32_t sc_rd32(const unsigned char *p);
@@ -152,9 +163,10 @@ int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o);
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c);
 int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r);
 int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e);
-int sc_dec_keyfail(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_keyfail *f);
-int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses, int64_t *expires);
-int sc_dec_ocsp(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_ocsp_entry *e);
+/* A record whose key holds nothing to check (keyfail, replay, ocsp), into
+ * rec of `size` bytes. */
+int sc_dec_value(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k, const MDB_val *v,
+		 void *rec, size_t size);
 /* Index values that name a record of another database: a string id or a
  * serial.  Checked so that a damaged index reads as corrupt, not as a
  * different record. */

@@ -22,19 +22,13 @@
 
 /* ---- keys ------------------------------------------------------------- */
 
+/* The key record, with the sequence number the store assigned. */
 static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
 {
-	sc_enc_init(e, SC_REC_V1);
-	sc_enc_str(e, k->key_id);
-	sc_enc_str(e, k->user_id);
-	sc_enc_u64(e, seq);
-	sc_enc_u8(e, (unsigned)k->alg);
-	sc_enc_u8(e, (unsigned)k->state);
-	sc_enc_blob(e, k->blob, k->blob != NULL ? k->blob_len : 0);
-	sc_enc_blob(e, k->spki, k->spki != NULL ? k->spki_len : 0);
-	sc_enc_bytes(e, k->mac, 32);
-	sc_enc_serial(e, &k->cert_serial);
-	sc_enc_i64(e, k->created);
+	sc_key r = *k;
+
+	r.seq = seq;
+	sc_enc_record(e, &sc_rec_key, &r);
 }
 
 int sc_store_key_add(sc_txn *t, sc_key *k)
@@ -242,7 +236,7 @@ int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
 		return rv;
 	k.mv_data = (void *)key_id;
 	k.mv_size = strlen(key_id);
-	rv = sc_dec_keyfail(t, &k, &v, out);
+	rv = sc_dec_value(t, SC_DB_KEYFAIL, &sc_rec_keyfail, &k, &v, out, sizeof(*out));
 	if (rv != SC_OK)
 		memset(out, 0, sizeof(*out));
 	return rv;
@@ -259,10 +253,7 @@ int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
 		return sc_bad_id("key id", key_id);
 	if (f == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no failure record");
-	sc_enc_init(&e, SC_REC_V1);
-	sc_enc_u32(&e, f->failures);
-	sc_enc_i64(&e, f->window_start);
-	sc_enc_i64(&e, f->locked_until);
+	sc_enc_record(&e, &sc_rec_keyfail, f);
 	rv = sc_put_enc(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &e, 0);
 	sc_enc_free(&e);
 	return rv;

@@ -35,7 +35,7 @@ int sc_store_ocsp_get(sc_txn *t, const sc_serial *serial, sc_ocsp_entry *out)
 		return rv;
 	k.mv_data = (void *)serial->b;
 	k.mv_size = serial->len;
-	rv = sc_dec_ocsp(t, &k, &v, out);
+	rv = sc_dec_value(t, SC_DB_OCSP, &sc_rec_ocsp, &k, &v, out, sizeof(*out));
 	if (rv != SC_OK)
 		memset(out, 0, sizeof(*out));
 	return rv;
@@ -72,10 +72,7 @@ int sc_store_ocsp_put(sc_txn *t, const sc_serial *serial, const sc_ocsp_entry *e
 		return sc_error_set(SC_ERR_INVALID, "invalid serial or OCSP entry");
 	if ((rv = sc_ocsp_del_inner(t, serial)) != SC_OK)
 		return rv;
-	sc_enc_init(&enc, SC_REC_V1);
-	sc_enc_i64(&enc, e->this_update);
-	sc_enc_i64(&enc, e->next_update);
-	sc_enc_blob(&enc, e->der, e->der != NULL ? e->der_len : 0);
+	sc_enc_record(&enc, &sc_rec_ocsp, e);
 	rv = sc_put_enc(t, SC_DB_OCSP, serial->b, serial->len, &enc, 0);
 	sc_enc_free(&enc);
 	if (rv != SC_OK)

@@ -27,15 +27,7 @@ static int sc_user_put(sc_txn *t, const sc_user *u, unsigned flags)
 	struct sc_enc e;
 	int rv;
 
-	sc_enc_init(&e, SC_REC_V1);
-	sc_enc_str(&e, u->user_id);
-	sc_enc_str(&e, u->name);
-	sc_enc_bytes(&e, u->id_hash, 32);
-	sc_enc_u32(&e, (uint32_t)u->dob);
-	sc_enc_str(&e, u->profile);
-	sc_enc_u8(&e, (unsigned)u->status);
-	sc_enc_i64(&e, u->created);
-	sc_enc_i64(&e, u->updated);
+	sc_enc_record(&e, &sc_rec_user, u);
 	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, flags);
 	sc_enc_free(&e);
 	return rv;
