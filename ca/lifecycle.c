@@ -198,6 +198,18 @@ int sc_ca_revoke_serial(sc_ca *ca, const sc_serial *serial, int reason,
 	return rv;
 }
 
+/* Commit *txn (ended either way: *txn is NULL afterwards) and, when that
+ * succeeds, report n in *out if asked. */
+static int commit_counted(sc_txn **txn, unsigned *out, unsigned n)
+{
+	int rv = sc_txn_commit(*txn);
+
+	*txn = NULL;
+	if (rv == SC_OK && out != NULL)
+		*out = n;
+	return rv;
+}
+
 int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invalidity_date,
 		      unsigned *count)
 {
@@ -227,10 +239,7 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 		if (rv != SC_OK)
 			goto done;
 	}
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK && count != NULL)
-		*count = (unsigned)ss.n;
+	rv = commit_counted(&txn, count, (unsigned)ss.n);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -298,10 +307,7 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 	if ((rv = sc_ca_audit(ca, txn, suspend ? "suspend" : "resume", user_id, NULL, NULL, NULL,
 			      detail)) != SC_OK)
 		goto done;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK && changed != NULL)
-		*changed = n;
+	rv = commit_counted(&txn, changed, n);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
