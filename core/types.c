@@ -13,19 +13,27 @@ struct sc_name {
 	const char *name;
 };
 
-/* The value named `name` (any case) in the table t of n names, into *out;
- * 0 when none is. */
-static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int *out)
+#define NAMES(t) (t), sizeof(t) / sizeof((t)[0])
+
+/* The value named `name` (any case) in the table t of n names, into *out
+ * (`none` otherwise): SC_OK, SC_ERR_INVALID with `missing` when there is no
+ * name or output, SC_ERR_NOT_FOUND (no message) for a name not there. */
+static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int none, int *out,
+			const char *missing)
 {
 	size_t i;
 
+	if (out != NULL)
+		*out = none;
+	if (name == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "%s", missing);
 	for (i = 0; i < n; i++) {
 		if (strcasecmp(name, t[i].name) == 0) {
 			*out = t[i].value;
-			return 1;
+			return SC_OK;
 		}
 	}
-	return 0;
+	return SC_ERR_NOT_FOUND;
 }
 
 static const struct sc_name sc_keyalg_names[] = {
@@ -45,13 +53,11 @@ static const struct sc_name sc_keyalg_names[] = {
 
 int sc_keyalg_parse(const char *name, int *out)
 {
-	if (out != NULL)
-		*out = SC_KEYALG_NONE;
-	if (name == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no key type given");
-	if (sc_name_find(sc_keyalg_names, sizeof(sc_keyalg_names) / sizeof(sc_keyalg_names[0]),
-			 name, out))
-		return SC_OK;
+	int rv = sc_name_find(NAMES(sc_keyalg_names), name, SC_KEYALG_NONE, out,
+			      "no key type given");
+
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
 	return sc_error_set(SC_ERR_INVALID,
 			    "unknown key type '%s': use p256, p384, rsa2048 or rsa3072", name);
 }
@@ -98,14 +104,12 @@ static const struct sc_name sc_reason_names[] = {
 
 int sc_reason_parse(const char *name, int *out)
 {
-	if (out != NULL)
-		*out = SC_REASON_NONE;
-	if (name == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no revocation reason given");
 	/* case-insensitive so "keycompromise" and "cessationofoperation" work */
-	if (sc_name_find(sc_reason_names, sizeof(sc_reason_names) / sizeof(sc_reason_names[0]),
-			 name, out))
-		return SC_OK;
+	int rv = sc_name_find(NAMES(sc_reason_names), name, SC_REASON_NONE, out,
+			      "no revocation reason given");
+
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
 	if (strcasecmp(name, "cessation") == 0) {
 		*out = SC_REASON_CESSATION;
 		return SC_OK;
