@@ -27,6 +27,13 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
 	return 0;
 }
 
+int hsm_master_session(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *key, CK_SESSION_HANDLE *s)
+{
+	int rc = hsm_need_master(hsm, mac, key);
+
+	return rc < 0 ? rc : hsm_pool_get(hsm, s);
+}
+
 int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
 	       unsigned char mac[32])
 {
@@ -40,10 +47,7 @@ int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t
 	CK_RV rv = CKR_OK;
 
 	memset(mac, 0, 32);
-	rc = hsm_need_master(hsm, 1, &key);
-	if (rc < 0)
-		return rc;
-	rc = hsm_pool_get(hsm, &s);
+	rc = hsm_master_session(hsm, 1, &key, &s);
 	if (rc < 0)
 		return rc;
 	rv = hsm->f->C_SignInit(s, &mech, key);
