@@ -539,7 +539,7 @@ static void sc_dec_record(struct sc_dec *d, const struct sc_record *r, const MDB
 }
 
 /* A record stored under its own id, its first field (users, keys): the id
- * must be the key.  `what` names the id in the message. */
+ * must be the key.  `what` ("user", "key") names the id in the message. */
 static int sc_dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k,
 			const MDB_val *v, void *rec, size_t size, const char *what)
 {
@@ -551,7 +551,7 @@ static int sc_dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_
 	sc_dec_record(&d, r, v, rec);
 	id = *(const char **)((const char *)rec + r->f[0].off);
 	if (!d.bad && (strlen(id) != k->mv_size || memcmp(id, k->mv_data, k->mv_size) != 0)) {
-		snprintf(why, sizeof(why), "%s does not match key", what);
+		snprintf(why, sizeof(why), "%s id does not match key", what);
 		return sc_corrupt(t, db, k->mv_data, k->mv_size, why);
 	}
 	return sc_dec_end(t, &d, db, k->mv_data, k->mv_size);
@@ -561,12 +561,29 @@ static int sc_dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_
 
 int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u)
 {
-	return sc_dec_by_id(t, SC_DB_USERS, &sc_rec_user, k, v, u, sizeof(*u), "user id");
+	return sc_dec_by_id(t, SC_DB_USERS, &sc_rec_user, k, v, u, sizeof(*u), "user");
 }
 
 int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o)
 {
-	return sc_dec_by_id(t, SC_DB_KEYS, &sc_rec_key, k, v, o, sizeof(*o), "key id");
+	return sc_dec_by_id(t, SC_DB_KEYS, &sc_rec_key, k, v, o, sizeof(*o), "key");
+}
+
+int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *what, const char *id,
+		     void *out, size_t size)
+{
+	MDB_val k, v;
+	int rv;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output");
+	memset(out, 0, size);
+	rv = sc_get_by_id(t, db, what, id, &k, &v);
+	if (rv == SC_OK)
+		rv = sc_dec_by_id(t, db, r, &k, &v, out, size, what);
+	if (rv != SC_OK)
+		memset(out, 0, size);
+	return rv;
 }
 
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c)

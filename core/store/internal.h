@@ -158,6 +158,10 @@ void sc_enc_blob(struct sc_enc *e, const void *b, size_t n);
 void sc_enc_serial(struct sc_enc *e, const sc_serial *s);
 int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why);
 int sc_serial_from_key(const unsigned char *k, size_t n, sc_serial *s);
+/* sc_get_by_id() and the record decoded into out (`size` bytes, cleared on
+ * any error): users (sc_rec_user, "user") and keys (sc_rec_key, "key"). */
+int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *what, const char *id,
+		     void *out, size_t size);
 int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u);
 int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o);
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c);

@@ -71,19 +71,7 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 
 int sc_store_key_get(sc_txn *t, const char *key_id, sc_key *out)
 {
-	MDB_val k, v;
-	int rv;
-
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output");
-	memset(out, 0, sizeof(*out));
-	rv = sc_get_by_id(t, SC_DB_KEYS, "key", key_id, &k, &v);
-	if (rv != SC_OK)
-		return rv;
-	rv = sc_dec_key(t, &k, &v, out);
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	return sc_get_by_id_dec(t, SC_DB_KEYS, &sc_rec_key, "key", key_id, out, sizeof(*out));
 }
 
 int sc_store_key_update(sc_txn *t, const sc_key *k)

@@ -61,19 +61,7 @@ int sc_store_user_add(sc_txn *t, const sc_user *u)
 
 int sc_store_user_get(sc_txn *t, const char *user_id, sc_user *out)
 {
-	MDB_val k, v;
-	int rv;
-
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output");
-	memset(out, 0, sizeof(*out));
-	rv = sc_get_by_id(t, SC_DB_USERS, "user", user_id, &k, &v);
-	if (rv != SC_OK)
-		return rv;
-	rv = sc_dec_user(t, &k, &v, out);
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	return sc_get_by_id_dec(t, SC_DB_USERS, &sc_rec_user, "user", user_id, out, sizeof(*out));
 }
 
 int sc_store_user_update(sc_txn *t, const sc_user *u)
