@@ -14,6 +14,7 @@ which exits 77 (meson's "skipped"), never 0.
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -63,6 +64,13 @@ def main_or_child(main, child):
         child(json.loads(sys.argv[2]))
     else:
         main()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # The signing service's wire protocol spoken by hand (docs/signd.md):
