@@ -569,6 +569,19 @@ int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o)
 	return sc_dec_by_id(t, SC_DB_KEYS, &sc_rec_key, k, v, o, sizeof(*o), "key");
 }
 
+int sc_get_value(sc_txn *t, int db, const struct sc_record *r, const void *key, size_t klen,
+		 void *out, size_t size)
+{
+	MDB_val k = { klen, (void *)key }, v;
+	int rv = sc_get(t, db, key, klen, &v);
+
+	if (rv == SC_OK)
+		rv = sc_dec_value(t, db, r, &k, &v, out, size);
+	if (rv != SC_OK)
+		memset(out, 0, size);
+	return rv;
+}
+
 int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *what, const char *id,
 		     void *out, size_t size)
 {

@@ -162,6 +162,10 @@ int sc_serial_from_key(const unsigned char *k, size_t n, sc_serial *s);
  * any error): users (sc_rec_user, "user") and keys (sc_rec_key, "key"). */
 int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *what, const char *id,
 		     void *out, size_t size);
+/* The value stored under key in db decoded with r into out (`size` bytes,
+ * cleared on any error, SC_ERR_NOT_FOUND included): keyfail, replay, ocsp. */
+int sc_get_value(sc_txn *t, int db, const struct sc_record *r, const void *key, size_t klen,
+		 void *out, size_t size);
 int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u);
 int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o);
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c);

@@ -210,24 +210,15 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 
 int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
 {
-	MDB_val k, v;
 	int rv;
 
 	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
 		return rv;
 	if (!sc_id_valid(key_id))
 		return sc_bad_id("key id", key_id);
-	rv = sc_get(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &v);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rv != SC_OK)
-		return rv;
-	k.mv_data = (void *)key_id;
-	k.mv_size = strlen(key_id);
-	rv = sc_dec_value(t, SC_DB_KEYFAIL, &sc_rec_keyfail, &k, &v, out, sizeof(*out));
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	rv = sc_get_value(t, SC_DB_KEYFAIL, &sc_rec_keyfail, key_id, strlen(key_id), out,
+			  sizeof(*out));
+	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
 }
 
 int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)

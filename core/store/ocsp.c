@@ -23,22 +23,13 @@
 
 int sc_store_ocsp_get(sc_txn *t, const sc_serial *serial, sc_ocsp_entry *out)
 {
-	MDB_val k, v;
 	int rv;
 
 	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
 		return rv;
 	if (!sc_valid_serial(serial))
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
-	rv = sc_get(t, SC_DB_OCSP, serial->b, serial->len, &v);
-	if (rv != SC_OK)
-		return rv;
-	k.mv_data = (void *)serial->b;
-	k.mv_size = serial->len;
-	rv = sc_dec_value(t, SC_DB_OCSP, &sc_rec_ocsp, &k, &v, out, sizeof(*out));
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	return sc_get_value(t, SC_DB_OCSP, &sc_rec_ocsp, serial->b, serial->len, out, sizeof(*out));
 }
 
 int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial)

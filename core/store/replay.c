@@ -24,7 +24,6 @@
 int sc_store_replay_get(sc_txn *t, const unsigned char *token_id, size_t len, uint32_t *uses,
 			int64_t *expires)
 {
-	MDB_val k = { len, (void *)token_id }, v;
 	struct sc_replay_rec r;
 	int rv;
 
@@ -36,10 +35,7 @@ int sc_store_replay_get(sc_txn *t, const unsigned char *token_id, size_t len, ui
 		return sc_error_set(SC_ERR_INVALID, "no transaction");
 	if ((rv = sc_token_check(token_id, len)) != SC_OK)
 		return rv;
-	rv = sc_get(t, SC_DB_REPLAY, token_id, len, &v);
-	if (rv != SC_OK)
-		return rv;
-	rv = sc_dec_value(t, SC_DB_REPLAY, &sc_rec_replay, &k, &v, &r, sizeof(r));
+	rv = sc_get_value(t, SC_DB_REPLAY, &sc_rec_replay, token_id, len, &r, sizeof(r));
 	if (rv != SC_OK)
 		return rv;
 	if (uses != NULL)
