@@ -16,24 +16,24 @@ struct sc_name {
 #define NAMES(t) (t), sizeof(t) / sizeof((t)[0])
 
 /* The value named `name` (any case) in the table t of n names, into *out
- * (`none` otherwise): SC_OK, SC_ERR_INVALID with `missing` when there is no
- * name or output, SC_ERR_NOT_FOUND (no message) for a name not there. */
+ * (`none` otherwise).  SC_ERR_INVALID "no WHAT given" without a name or
+ * an output, "unknown WHAT 'NAME': use HINT" for a name not there. */
 static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int none, int *out,
-			const char *missing)
+			const char *what, const char *hint)
 {
 	size_t i;
 
 	if (out != NULL)
 		*out = none;
 	if (name == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "%s", missing);
+		return sc_error_set(SC_ERR_INVALID, "no %s given", what);
 	for (i = 0; i < n; i++) {
 		if (strcasecmp(name, t[i].name) == 0) {
 			*out = t[i].value;
 			return SC_OK;
 		}
 	}
-	return SC_ERR_NOT_FOUND;
+	return sc_error_set(SC_ERR_INVALID, "unknown %s '%s': use %s", what, name, hint);
 }
 
 static const struct sc_name sc_keyalg_names[] = {
@@ -53,13 +53,8 @@ static const struct sc_name sc_keyalg_names[] = {
 
 int sc_keyalg_parse(const char *name, int *out)
 {
-	int rv = sc_name_find(NAMES(sc_keyalg_names), name, SC_KEYALG_NONE, out,
-			      "no key type given");
-
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
-	return sc_error_set(SC_ERR_INVALID,
-			    "unknown key type '%s': use p256, p384, rsa2048 or rsa3072", name);
+	return sc_name_find(NAMES(sc_keyalg_names), name, SC_KEYALG_NONE, out, "key type",
+			    "p256, p384, rsa2048 or rsa3072");
 }
 
 const char *sc_keyalg_name(int alg)
@@ -100,28 +95,18 @@ static const struct sc_name sc_reason_names[] = {
 	{ SC_REASON_REMOVE_FROM_CRL, "removeFromCRL" },
 	{ SC_REASON_PRIVILEGE_WITHDRAWN, "privilegeWithdrawn" },
 	{ SC_REASON_AA_COMPROMISE, "aACompromise" },
+	/* accepted spellings (names are given by the first entry of a value) */
+	{ SC_REASON_CESSATION, "cessation" },
+	{ SC_REASON_NONE, "none" },
 };
 
 int sc_reason_parse(const char *name, int *out)
 {
 	/* case-insensitive so "keycompromise" and "cessationofoperation" work */
-	int rv = sc_name_find(NAMES(sc_reason_names), name, SC_REASON_NONE, out,
-			      "no revocation reason given");
-
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
-	if (strcasecmp(name, "cessation") == 0) {
-		*out = SC_REASON_CESSATION;
-		return SC_OK;
-	}
-	if (strcasecmp(name, "none") == 0) {
-		*out = SC_REASON_NONE;
-		return SC_OK;
-	}
-	return sc_error_set(SC_ERR_INVALID,
-			    "unknown revocation reason '%s': use an RFC 5280 name such as "
-			    "keyCompromise, superseded, cessationOfOperation, affiliationChanged, "
-			    "privilegeWithdrawn, certificateHold or unspecified", name);
+	return sc_name_find(NAMES(sc_reason_names), name, SC_REASON_NONE, out,
+			    "revocation reason",
+			    "an RFC 5280 name such as keyCompromise, superseded, cessationOfOperation, "
+			    "affiliationChanged, privilegeWithdrawn, certificateHold or unspecified");
 }
 
 const char *sc_reason_name(int reason)
