@@ -88,12 +88,6 @@ static int sc_ca_user_load(sc_txn *txn, const char *user_id, struct sc_ca_user_c
 	return SC_OK;
 }
 
-static const char *sc_ca_user_status_name(int s)
-{
-	return s == SC_USER_ACTIVE ? "active" : s == SC_USER_SUSPENDED ? "suspended"
-		: s == SC_USER_CLOSED ? "closed" : "unknown";
-}
-
 int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int reason,
 			int64_t invalidity_date, const char *kind, int *user_closed)
 {
@@ -231,7 +225,7 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 		goto done;
 	if (ss.n == 0) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s has no certificate left to revoke "
-				  "(account %s)", user_id, sc_ca_user_status_name(uc.u.status));
+				  "(account %s)", user_id, sc_user_status_name(uc.u.status));
 		goto done;
 	}
 	for (size_t i = 0; i < ss.n; i++) {
@@ -274,7 +268,7 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 	}
 	if (!suspend && uc.u.status != SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is not suspended (it is %s)", user_id,
-				  sc_ca_user_status_name(uc.u.status));
+				  sc_user_status_name(uc.u.status));
 		goto done;
 	}
 	uc.u.status = suspend ? SC_USER_SUSPENDED : SC_USER_ACTIVE;

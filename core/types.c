@@ -36,6 +36,17 @@ static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int
 	return sc_error_set(SC_ERR_INVALID, "unknown %s '%s': use %s", what, name, hint);
 }
 
+/* The name of `value` in t (its first entry), or "unknown". */
+static const char *sc_name_of(const struct sc_name *t, size_t n, int value)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (t[i].value == value)
+			return t[i].name;
+	return "unknown";
+}
+
 static const struct sc_name sc_keyalg_names[] = {
 	{ SC_KEYALG_P256, "p256" },
 	{ SC_KEYALG_P384, "p384" },
@@ -59,13 +70,7 @@ int sc_keyalg_parse(const char *name, int *out)
 
 const char *sc_keyalg_name(int alg)
 {
-	switch (alg) {
-	case SC_KEYALG_P256: return "p256";
-	case SC_KEYALG_P384: return "p384";
-	case SC_KEYALG_RSA2048: return "rsa2048";
-	case SC_KEYALG_RSA3072: return "rsa3072";
-	default: return "unknown";
-	}
+	return sc_name_of(NAMES(sc_keyalg_names), alg);
 }
 
 int sc_keyalg_is_rsa(int alg)
@@ -111,14 +116,33 @@ int sc_reason_parse(const char *name, int *out)
 
 const char *sc_reason_name(int reason)
 {
-	size_t i;
+	return sc_name_of(NAMES(sc_reason_names), reason);
+}
 
-	if (reason == SC_REASON_NONE)
-		return "none";
-	for (i = 0; i < sizeof(sc_reason_names) / sizeof(sc_reason_names[0]); i++)
-		if (sc_reason_names[i].value == reason)
-			return sc_reason_names[i].name;
-	return "unknown";
+static const struct sc_name sc_user_status_names[] = {
+	{ SC_USER_ACTIVE, "active" }, { SC_USER_SUSPENDED, "suspended" }, { SC_USER_CLOSED, "closed" },
+};
+static const struct sc_name sc_key_state_names[] = {
+	{ SC_KEY_ACTIVE, "active" }, { SC_KEY_DESTROYED, "destroyed" }, { SC_KEY_RETIRED, "retired" },
+};
+static const struct sc_name sc_cert_status_names[] = {
+	{ SC_CERT_GOOD, "good" }, { SC_CERT_REVOKED, "revoked" }, { SC_CERT_HOLD, "hold" },
+	{ SC_CERT_EXPIRED, "expired" },
+};
+
+const char *sc_user_status_name(int status)
+{
+	return sc_name_of(NAMES(sc_user_status_names), status);
+}
+
+const char *sc_key_state_name(int state)
+{
+	return sc_name_of(NAMES(sc_key_state_names), state);
+}
+
+const char *sc_cert_status_name(int status)
+{
+	return sc_name_of(NAMES(sc_cert_status_names), status);
 }
 
 void sc_serial_hex(const sc_serial *s, char out[2 * SC_SERIAL_MAX + 1])

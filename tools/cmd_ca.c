@@ -526,29 +526,6 @@ static int ca_sweep(const char *cmd, const struct ca_args *a)
 	return ca_with_ca(cmd, a, ca_sweep_run);
 }
 
-static const char *ca_cert_status_name(int s)
-{
-	switch (s) {
-	case SC_CERT_GOOD: return "good";
-	case SC_CERT_REVOKED: return "revoked";
-	case SC_CERT_HOLD: return "hold";
-	case SC_CERT_EXPIRED: return "expired";
-	default: return "unknown";
-	}
-}
-
-static const char *ca_user_status_name(int s)
-{
-	return s == SC_USER_ACTIVE ? "active" : s == SC_USER_SUSPENDED ? "suspended"
-		: s == SC_USER_CLOSED ? "closed" : "unknown";
-}
-
-static const char *ca_key_state_name(int s)
-{
-	return s == SC_KEY_ACTIVE ? "active" : s == SC_KEY_DESTROYED ? "destroyed"
-		: s == SC_KEY_RETIRED ? "retired" : "unknown";
-}
-
 /* The subject of a stored certificate, OPENSSL_malloc'd (NULL if it does
  * not decode). */
 static char *ca_cert_subject(const sc_cert *c)
@@ -571,7 +548,7 @@ static void ca_json_cert(sc_json *j, const sc_cert *c, int with_subject)
 	sc_json_kv_str(j, "user", c->user_id && c->user_id[0] ? c->user_id : NULL);
 	sc_json_kv_str(j, "key_id", c->key_id && c->key_id[0] ? c->key_id : NULL);
 	sc_json_kv_str(j, "profile", c->profile);
-	sc_json_kv_str(j, "status", ca_cert_status_name(c->status));
+	sc_json_kv_str(j, "status", sc_cert_status_name(c->status));
 	sc_json_kv_time(j, "not_before", c->not_before);
 	sc_json_kv_time(j, "not_after", c->not_after);
 	sc_json_kv_time(j, "revoked_at", c->revoked_at);
@@ -593,7 +570,7 @@ static void ca_text_cert(const sc_cert *c)
 
 	sc_serial_hex(&c->serial, hex);
 	sc_time_format(c->not_after, na, sizeof(na));
-	printf("%s  %-8s %-12s %-20s until %s%s%s\n", hex, ca_cert_status_name(c->status),
+	printf("%s  %-8s %-12s %-20s until %s%s%s\n", hex, sc_cert_status_name(c->status),
 	       c->profile, c->user_id && c->user_id[0] ? c->user_id : "-", na,
 	       c->reason >= 0 ? "  " : "", c->reason >= 0 ? sc_reason_name(c->reason) : "");
 }
@@ -613,7 +590,7 @@ static int ca_show_key_cb(void *ctx, const sc_key *k)
 		sc_json_obj_begin(s->j);
 		sc_json_kv_str(s->j, "key_id", k->key_id);
 		sc_json_kv_str(s->j, "alg", sc_keyalg_name(k->alg));
-		sc_json_kv_str(s->j, "state", ca_key_state_name(k->state));
+		sc_json_kv_str(s->j, "state", sc_key_state_name(k->state));
 		sc_json_kv_bool(s->j, "blob_present", k->blob_len > 0);
 		sc_json_kv_str(s->j, "cert_serial", hex);
 		sc_json_kv_int(s->j, "seq", (int64_t)k->seq);
@@ -621,7 +598,7 @@ static int ca_show_key_cb(void *ctx, const sc_key *k)
 		sc_json_obj_end(s->j);
 	} else {
 		printf("  key %s  %s  %s%s  certificate %s\n", k->key_id, sc_keyalg_name(k->alg),
-		       ca_key_state_name(k->state), k->blob_len ? "" : " (no blob)", hex);
+		       sc_key_state_name(k->state), k->blob_len ? "" : " (no blob)", hex);
 	}
 	return 0;
 }
@@ -669,7 +646,7 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 		sc_json_obj_begin(j);
 		sc_json_kv_str(j, "user", u.user_id);
 		sc_json_kv_str(j, "name", u.name);
-		sc_json_kv_str(j, "status", ca_user_status_name(u.status));
+		sc_json_kv_str(j, "status", sc_user_status_name(u.status));
 		sc_json_kv_str(j, "profile", u.profile);
 		sc_json_kv_str(j, "dob", u.dob ? dob : NULL);
 		sc_json_kv_time(j, "created", u.created);
@@ -678,7 +655,7 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 		sc_json_arr_begin(j);
 	} else {
 		printf("user %s  \"%s\"  %s  profile %s%s%s\n", u.user_id, u.name,
-		       ca_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
+		       sc_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
 	}
 	if ((rv = sc_store_key_iter_user(txn, a->user, ca_show_key_cb, &s)) != SC_OK)
 		return rv;
