@@ -410,14 +410,20 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 	return sc_ca_audit(ca, txn, "enrol", p->user_id, p->key_id, &p->serial, NULL, detail);
 }
 
-void sc_ca_issued_set(sc_ca_issued *out, const sc_ca_prep *p)
+int sc_ca_commit_issued(sc_txn **txn, sc_ca_issued *out, const sc_ca_prep *p)
 {
+	int rv = sc_txn_commit(*txn);
+
+	*txn = NULL;
+	if (rv != SC_OK)
+		return rv;
 	snprintf(out->user_id, sizeof(out->user_id), "%s", p->user_id);
 	snprintf(out->key_id, sizeof(out->key_id), "%s", p->key_id);
 	out->serial = p->serial;
 	out->not_before = p->not_before;
 	out->not_after = p->not_after;
 	out->partition = p->partition;
+	return SC_OK;
 }
 
 int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
@@ -450,10 +456,7 @@ int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
 		goto done;
 	if ((rv = sc_ca_commit_prep(ca, txn, &p, &already)) != SC_OK)
 		goto done;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK)
-		sc_ca_issued_set(out, &p);
+	rv = sc_ca_commit_issued(&txn, out, &p);
 done:
 	sc_txn_abort(txn);
 	sc_ca_prep_clear(&p);

@@ -153,8 +153,9 @@ int sc_ca_prep_cert_add(sc_txn *txn, const sc_ca_prep *p);
 /* Write the key and certificate records of an issued row; replace_key
  * rewrites an existing key record (renewal keeping the key). */
 int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key);
-/* Copy the public facts of an issued row. */
-void sc_ca_issued_set(sc_ca_issued *out, const sc_ca_prep *p);
+/* Commit *txn (always ended: *txn is NULL afterwards) and, when that
+ * succeeds, copy the public facts of the issued row to out. */
+int sc_ca_commit_issued(sc_txn **txn, sc_ca_issued *out, const sc_ca_prep *p);
 
 /* Revoke one certificate inside `txn` (the lifecycle rules, key
  * destruction, account closure, audit). */

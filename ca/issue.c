@@ -153,11 +153,8 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	snprintf(detail, sizeof(detail), "profile=%s external key", prof->name);
 	if ((rv = sc_ca_audit(ca, txn, "issue", NULL, NULL, &p.serial, NULL, detail)) != SC_OK)
 		goto done;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv != SC_OK)
+	if ((rv = sc_ca_commit_issued(&txn, out, &p)) != SC_OK)
 		goto done;
-	sc_ca_issued_set(out, &p);
 	*der = p.der;
 	*der_len = p.der_len;
 	p.der = NULL;

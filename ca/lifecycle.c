@@ -88,12 +88,6 @@ static int sc_ca_user_load(sc_txn *txn, const char *user_id, struct sc_ca_user_c
 	return SC_OK;
 }
 
-static const char *sc_ca_user_status_name(int s)
-{
-	return s == SC_USER_ACTIVE ? "active" : s == SC_USER_SUSPENDED ? "suspended"
-		: s == SC_USER_CLOSED ? "closed" : "unknown";
-}
-
 int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int reason,
 			int64_t invalidity_date, const char *kind, int *user_closed)
 {
@@ -198,6 +192,18 @@ int sc_ca_revoke_serial(sc_ca *ca, const sc_serial *serial, int reason,
 	return rv;
 }
 
+/* Commit *txn (ended either way: *txn is NULL afterwards) and, when that
+ * succeeds, report n in *out if asked. */
+static int commit_counted(sc_txn **txn, unsigned *out, unsigned n)
+{
+	int rv = sc_txn_commit(*txn);
+
+	*txn = NULL;
+	if (rv == SC_OK && out != NULL)
+		*out = n;
+	return rv;
+}
+
 int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invalidity_date,
 		      unsigned *count)
 {
@@ -219,7 +225,7 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 		goto done;
 	if (ss.n == 0) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s has no certificate left to revoke "
-				  "(account %s)", user_id, sc_ca_user_status_name(uc.u.status));
+				  "(account %s)", user_id, sc_user_status_name(uc.u.status));
 		goto done;
 	}
 	for (size_t i = 0; i < ss.n; i++) {
@@ -227,10 +233,7 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 		if (rv != SC_OK)
 			goto done;
 	}
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK && count != NULL)
-		*count = (unsigned)ss.n;
+	rv = commit_counted(&txn, count, (unsigned)ss.n);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -265,7 +268,7 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 	}
 	if (!suspend && uc.u.status != SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is not suspended (it is %s)", user_id,
-				  sc_ca_user_status_name(uc.u.status));
+				  sc_user_status_name(uc.u.status));
 		goto done;
 	}
 	uc.u.status = suspend ? SC_USER_SUSPENDED : SC_USER_ACTIVE;
@@ -298,10 +301,7 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 	if ((rv = sc_ca_audit(ca, txn, suspend ? "suspend" : "resume", user_id, NULL, NULL, NULL,
 			      detail)) != SC_OK)
 		goto done;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK && changed != NULL)
-		*changed = n;
+	rv = commit_counted(&txn, changed, n);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -510,10 +510,7 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	snprintf(detail, sizeof(detail), "old_serial=%s keep_key=%s", hex, keep_key ? "yes" : "no");
 	if ((rv = sc_ca_audit(ca, txn, "renew", user_id, p.key_id, &p.serial, tid, detail)) != SC_OK)
 		goto done;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
-	if (rv == SC_OK)
-		sc_ca_issued_set(out, &p);
+	rv = sc_ca_commit_issued(&txn, out, &p);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);

@@ -72,25 +72,27 @@ int sc_authz_pss_params_len;
 
 static const unsigned char sc_der_null[] = { 0x05, 0x00 };
 
+/* DER of the built structure *n into out (*out_len: its size in, the
+ * length out) when `built`; *n is deleted either way.  0 or -1. */
+static int sc_authz_der_done(asn1_node *n, int built, unsigned char *out, int *out_len)
+{
+	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
+	int rc = built && asn1_der_coding(*n, "", out, out_len, err) == ASN1_SUCCESS ? 0 : -1;
+
+	asn1_delete_structure(n);
+	return rc;
+}
+
 static int sc_authz_algid_der(const char *oid, const unsigned char *params,
 			      int params_len, unsigned char *out, int *out_len)
 {
 	asn1_node n = NULL;
-	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
-	int rc = -1;
+	int built;
 
-	if (asn1_create_element(sc_authz_defs, "SmartcertAuthz.AlgorithmIdentifier", &n) != ASN1_SUCCESS)
-		goto out;
-	if (asn1_write_value(n, "algorithm", oid, 1) != ASN1_SUCCESS)
-		goto out;
-	if (asn1_write_value(n, "parameters", params, params != NULL ? params_len : 0) != ASN1_SUCCESS)
-		goto out;
-	if (asn1_der_coding(n, "", out, out_len, err) != ASN1_SUCCESS)
-		goto out;
-	rc = 0;
-out:
-	asn1_delete_structure(&n);
-	return rc;
+	built = asn1_create_element(sc_authz_defs, "SmartcertAuthz.AlgorithmIdentifier", &n) == ASN1_SUCCESS &&
+		asn1_write_value(n, "algorithm", oid, 1) == ASN1_SUCCESS &&
+		asn1_write_value(n, "parameters", params, params != NULL ? params_len : 0) == ASN1_SUCCESS;
+	return sc_authz_der_done(&n, built, out, out_len);
 }
 
 /* The one RSASSA-PSS parameter value we write and accept, built with the
@@ -98,30 +100,22 @@ out:
 static int sc_authz_build_pss_params(void)
 {
 	asn1_node n = NULL;
-	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
 	unsigned char sha256_id[32];
 	int sha256_len = (int)sizeof(sha256_id);
-	int rc = -1;
+	int built;
 
-	if (sc_authz_algid_der(SC_OID_SHA256, sc_der_null, (int)sizeof(sc_der_null),
-			       sha256_id, &sha256_len) != 0)
-		goto out;
-	if (asn1_create_element(sc_authz_defs, "SmartcertAuthz.RSASSA-PSS-params", &n) != ASN1_SUCCESS)
-		goto out;
-	if (asn1_write_value(n, "hashAlgorithm.algorithm", SC_OID_SHA256, 1) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "hashAlgorithm.parameters", sc_der_null, (int)sizeof(sc_der_null)) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "maskGenAlgorithm.algorithm", SC_OID_MGF1, 1) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "maskGenAlgorithm.parameters", sha256_id, sha256_len) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "saltLength", "32", 0) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "trailerField", NULL, 0) != ASN1_SUCCESS)
-		goto out;
-	sc_authz_pss_params_len = (int)sizeof(sc_authz_pss_params);
-	if (asn1_der_coding(n, "", sc_authz_pss_params, &sc_authz_pss_params_len, err) != ASN1_SUCCESS)
-		goto out;
-	rc = 0;
-out:
-	asn1_delete_structure(&n);
-	return rc;
+	built = sc_authz_algid_der(SC_OID_SHA256, sc_der_null, (int)sizeof(sc_der_null),
+				   sha256_id, &sha256_len) == 0 &&
+		asn1_create_element(sc_authz_defs, "SmartcertAuthz.RSASSA-PSS-params", &n) == ASN1_SUCCESS &&
+		asn1_write_value(n, "hashAlgorithm.algorithm", SC_OID_SHA256, 1) == ASN1_SUCCESS &&
+		asn1_write_value(n, "hashAlgorithm.parameters", sc_der_null, (int)sizeof(sc_der_null)) == ASN1_SUCCESS &&
+		asn1_write_value(n, "maskGenAlgorithm.algorithm", SC_OID_MGF1, 1) == ASN1_SUCCESS &&
+		asn1_write_value(n, "maskGenAlgorithm.parameters", sha256_id, sha256_len) == ASN1_SUCCESS &&
+		asn1_write_value(n, "saltLength", "32", 0) == ASN1_SUCCESS &&
+		asn1_write_value(n, "trailerField", NULL, 0) == ASN1_SUCCESS;
+	if (built)
+		sc_authz_pss_params_len = (int)sizeof(sc_authz_pss_params);
+	return sc_authz_der_done(&n, built, sc_authz_pss_params, &sc_authz_pss_params_len);
 }
 
 static void sc_authz_init(void)

@@ -411,26 +411,45 @@ int hsm_find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
 	return 0;
 }
 
+int hsm_pool_find(sc_hsm *hsm, CK_OBJECT_CLASS klass, const char *label, CK_SESSION_HANDLE *s,
+		  CK_OBJECT_HANDLE *h, CK_ULONG *n)
+{
+	int rc = hsm_pool_get(hsm, s);
+
+	if (rc < 0)
+		return rc;
+	rc = hsm_find_by_label(hsm, *s, klass, label, h, n);
+	if (rc < 0)
+		hsm_pool_put(hsm, *s);
+	return rc;
+}
+
+/* The secret key labelled `label` (CK_INVALID_HANDLE when absent); more
+ * than one is an error. */
+static int find_one_secret(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *label,
+			   CK_OBJECT_HANDLE *h)
+{
+	CK_ULONG n;
+	int rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, label, h, &n);
+
+	if (rc < 0)
+		return rc;
+	if (n > 1)
+		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' "
+				    "key: remove the duplicate", label);
+	return 0;
+}
+
 /* Look the master keys up (CK_INVALID_HANDLE when absent) and cache them.
  * The handles are written under the lock: signing threads read them. */
 int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
 {
 	int rc;
 	CK_OBJECT_HANDLE wrap, mac;
-	CK_ULONG n;
 
-	rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_MASTER_WRAP, &wrap, &n);
-	if (rc < 0)
+	if ((rc = find_one_secret(hsm, s, SC_LABEL_MASTER_WRAP, &wrap)) < 0 ||
+	    (rc = find_one_secret(hsm, s, SC_LABEL_RECORD_MAC, &mac)) < 0)
 		return rc;
-	if (n > 1)
-		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' "
-				    "key: remove the duplicate", SC_LABEL_MASTER_WRAP);
-	rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_RECORD_MAC, &mac, &n);
-	if (rc < 0)
-		return rc;
-	if (n > 1)
-		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' "
-				    "key: remove the duplicate", SC_LABEL_RECORD_MAC);
 	pthread_mutex_lock(&hsm->mu);
 	hsm->wrap_key = wrap;
 	hsm->mac_key = mac;
@@ -646,12 +665,9 @@ int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
 	*out = NULL;
 	if (!label)
 		return sc_error_set(SC_ERR_INVALID, "no key label");
-	rc = hsm_pool_get(hsm, &s);
+	rc = hsm_pool_find(hsm, CKO_PRIVATE_KEY, label, &s, &h, &n);
 	if (rc < 0)
 		return rc;
-	rc = hsm_find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
-	if (rc < 0)
-		goto out;
 	if (n == 0) {
 		rc = sc_error_set(SC_ERR_NOT_FOUND, "no key labelled '%s' on the backend "
 				  "token: run smartcert init", label);

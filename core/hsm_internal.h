@@ -84,6 +84,15 @@ void hsm_pool_put(sc_hsm *hsm, CK_SESSION_HANDLE s);
 int hsm_find_by_label(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass, const char *label,
 		      CK_OBJECT_HANDLE *h, CK_ULONG *n);
 
+/* A pool session (*s) and the objects found in it by hsm_find_by_label();
+ * on an error the session is already back in the pool. */
+int hsm_pool_find(sc_hsm *hsm, CK_OBJECT_CLASS klass, const char *label, CK_SESSION_HANDLE *s,
+		  CK_OBJECT_HANDLE *h, CK_ULONG *n);
+
+/* The master key (the MAC key when `mac`) and a pool session to use it in
+ * (*s); on an error no session is taken. */
+int hsm_master_session(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *key, CK_SESSION_HANDLE *s);
+
 /* Look the master keys up (CK_INVALID_HANDLE when absent) and cache them.
  * The handles are written under the lock: signing threads read them. */
 int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s);

@@ -27,6 +27,13 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h)
 	return 0;
 }
 
+int hsm_master_session(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *key, CK_SESSION_HANDLE *s)
+{
+	int rc = hsm_need_master(hsm, mac, key);
+
+	return rc < 0 ? rc : hsm_pool_get(hsm, s);
+}
+
 int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t nparts,
 	       unsigned char mac[32])
 {

@@ -306,6 +306,17 @@ static int gen_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token, const 
 	return 0;
 }
 
+/* gen_pair() and the new public key's SubjectPublicKeyInfo (the caller
+ * destroys the pair on error: *pub and *priv are set as soon as made). */
+static int gen_pair_spki(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token, const char *label,
+			 CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv, unsigned char **spki,
+			 size_t *spki_len)
+{
+	int rc = gen_pair(hsm, s, alg, token, label, pub, priv);
+
+	return rc < 0 ? rc : public_spki(hsm, s, *pub, alg, spki, spki_len);
+}
+
 /* CKA_ID of CA keys: SHA-1 of the subjectPublicKey bits, i.e. the RFC 5280
  * key identifier, so that tools show the same id as the certificate. */
 static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, CK_OBJECT_HANDLE priv,
@@ -352,12 +363,9 @@ int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label, unsigned 
 	rc = hsm_alg_check(alg);
 	if (rc < 0)
 		return rc;
-	rc = hsm_pool_get(hsm, &s);
+	rc = hsm_pool_find(hsm, CKO_PRIVATE_KEY, label, &s, &h, &n);
 	if (rc < 0)
 		return rc;
-	rc = hsm_find_by_label(hsm, s, CKO_PRIVATE_KEY, label, &h, &n);
-	if (rc < 0)
-		goto out;
 	if (n > 0) {
 		rc = sc_error_set(SC_ERR_EXISTS,
 				  "the backend token already holds a key "
@@ -365,10 +373,7 @@ int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label, unsigned 
 				  label);
 		goto out;
 	}
-	rc = gen_pair(hsm, s, alg, 1, label, &pub, &priv);
-	if (rc < 0)
-		goto out;
-	rc = public_spki(hsm, s, pub, alg, &der, &der_len);
+	rc = gen_pair_spki(hsm, s, alg, 1, label, &pub, &priv, &der, &der_len);
 	if (rc < 0)
 		goto out;
 	rc = set_key_id(hsm, s, pub, priv, der, der_len);
@@ -543,16 +548,10 @@ int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg, unsigned char **blob, size_t *
 	rc = hsm_alg_check(alg);
 	if (rc < 0)
 		return rc;
-	rc = hsm_need_master(hsm, 0, &wrap);
+	rc = hsm_master_session(hsm, 0, &wrap, &s);
 	if (rc < 0)
 		return rc;
-	rc = hsm_pool_get(hsm, &s);
-	if (rc < 0)
-		return rc;
-	rc = gen_pair(hsm, s, alg, 0, NULL, &pub, &priv);
-	if (rc < 0)
-		goto out;
-	rc = public_spki(hsm, s, pub, alg, &der, &der_len);
+	rc = gen_pair_spki(hsm, s, alg, 0, NULL, &pub, &priv, &der, &der_len);
 	if (rc < 0)
 		goto out;
 	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, NULL, &bl);

@@ -112,28 +112,33 @@ static void sc_json_escaped(sc_json *j, const char *s)
 	sc_json_put(j, "\"", 1);
 }
 
+/* Open or close an object or array ("{", "}", "[", "]"). */
+static void sc_json_bracket(sc_json *j, const char *b, int open)
+{
+	if (open)
+		sc_json_sep(j);
+	sc_json_put(j, b, 1);
+	j->need_comma = !open;
+}
+
 void sc_json_obj_begin(sc_json *j)
 {
-	sc_json_sep(j);
-	sc_json_put(j, "{", 1);
+	sc_json_bracket(j, "{", 1);
 }
 
 void sc_json_obj_end(sc_json *j)
 {
-	sc_json_put(j, "}", 1);
-	j->need_comma = 1;
+	sc_json_bracket(j, "}", 0);
 }
 
 void sc_json_arr_begin(sc_json *j)
 {
-	sc_json_sep(j);
-	sc_json_put(j, "[", 1);
+	sc_json_bracket(j, "[", 1);
 }
 
 void sc_json_arr_end(sc_json *j)
 {
-	sc_json_put(j, "]", 1);
-	j->need_comma = 1;
+	sc_json_bracket(j, "]", 0);
 }
 
 void sc_json_key(sc_json *j, const char *key)
@@ -154,38 +159,38 @@ void sc_json_str(sc_json *j, const char *s)
 	j->need_comma = 1;
 }
 
+/* A value written as it is: a number, true, false or null. */
+static void sc_json_raw(sc_json *j, const char *s)
+{
+	sc_json_sep(j);
+	sc_json_puts(j, s);
+	j->need_comma = 1;
+}
+
 void sc_json_int(sc_json *j, int64_t v)
 {
 	char b[32];
 
-	sc_json_sep(j);
 	snprintf(b, sizeof(b), "%" PRId64, v);
-	sc_json_puts(j, b);
-	j->need_comma = 1;
+	sc_json_raw(j, b);
 }
 
 void sc_json_uint(sc_json *j, uint64_t v)
 {
 	char b[32];
 
-	sc_json_sep(j);
 	snprintf(b, sizeof(b), "%" PRIu64, v);
-	sc_json_puts(j, b);
-	j->need_comma = 1;
+	sc_json_raw(j, b);
 }
 
 void sc_json_bool(sc_json *j, int v)
 {
-	sc_json_sep(j);
-	sc_json_puts(j, v ? "true" : "false");
-	j->need_comma = 1;
+	sc_json_raw(j, v ? "true" : "false");
 }
 
 void sc_json_null(sc_json *j)
 {
-	sc_json_sep(j);
-	sc_json_puts(j, "null");
-	j->need_comma = 1;
+	sc_json_raw(j, "null");
 }
 
 void sc_json_time(sc_json *j, int64_t t)

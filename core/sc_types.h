@@ -59,6 +59,12 @@ enum sc_reason {
 int sc_reason_parse(const char *name, int *out);
 const char *sc_reason_name(int reason);
 
+/* "active", "suspended", "closed" / "active", "destroyed", "retired" /
+ * "good", "revoked", "hold", "expired"; "unknown" otherwise. */
+const char *sc_user_status_name(int status);
+const char *sc_key_state_name(int state);
+const char *sc_cert_status_name(int status);
+
 /* Serial numbers: DER INTEGER content bytes, positive, minimal, <= 20. */
 #define SC_SERIAL_MAX 20
 typedef struct sc_serial {

@@ -52,6 +52,9 @@ int sc_secret_read_source(const char *source, char **out);
 /* Wipe and free a secret (NULL-safe). */
 void sc_secret_free(char *s);
 
+/* `path` followed by `suffix`, malloc'd; NULL when out of memory. */
+char *sc_path_with(const char *path, const char *suffix);
+
 /* Write a file with mode `mode`, fsync, rename over `path`, fsync the
  * directory: a reader sees the old or the new file, never a torn one. */
 int sc_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);

@@ -13,6 +13,40 @@ struct sc_name {
 	const char *name;
 };
 
+#define NAMES(t) (t), sizeof(t) / sizeof((t)[0])
+
+/* The value named `name` (any case) in the table t of n names, into *out
+ * (`none` otherwise).  SC_ERR_INVALID "no WHAT given" without a name or
+ * an output, "unknown WHAT 'NAME': use HINT" for a name not there. */
+static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int none, int *out,
+			const char *what, const char *hint)
+{
+	size_t i;
+
+	if (out != NULL)
+		*out = none;
+	if (name == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no %s given", what);
+	for (i = 0; i < n; i++) {
+		if (strcasecmp(name, t[i].name) == 0) {
+			*out = t[i].value;
+			return SC_OK;
+		}
+	}
+	return sc_error_set(SC_ERR_INVALID, "unknown %s '%s': use %s", what, name, hint);
+}
+
+/* The name of `value` in t (its first entry), or "unknown". */
+static const char *sc_name_of(const struct sc_name *t, size_t n, int value)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (t[i].value == value)
+			return t[i].name;
+	return "unknown";
+}
+
 static const struct sc_name sc_keyalg_names[] = {
 	{ SC_KEYALG_P256, "p256" },
 	{ SC_KEYALG_P384, "p384" },
@@ -30,31 +64,13 @@ static const struct sc_name sc_keyalg_names[] = {
 
 int sc_keyalg_parse(const char *name, int *out)
 {
-	size_t i;
-
-	if (out != NULL)
-		*out = SC_KEYALG_NONE;
-	if (name == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no key type given");
-	for (i = 0; i < sizeof(sc_keyalg_names) / sizeof(sc_keyalg_names[0]); i++) {
-		if (strcasecmp(name, sc_keyalg_names[i].name) == 0) {
-			*out = sc_keyalg_names[i].value;
-			return SC_OK;
-		}
-	}
-	return sc_error_set(SC_ERR_INVALID,
-			    "unknown key type '%s': use p256, p384, rsa2048 or rsa3072", name);
+	return sc_name_find(NAMES(sc_keyalg_names), name, SC_KEYALG_NONE, out, "key type",
+			    "p256, p384, rsa2048 or rsa3072");
 }
 
 const char *sc_keyalg_name(int alg)
 {
-	switch (alg) {
-	case SC_KEYALG_P256: return "p256";
-	case SC_KEYALG_P384: return "p384";
-	case SC_KEYALG_RSA2048: return "rsa2048";
-	case SC_KEYALG_RSA3072: return "rsa3072";
-	default: return "unknown";
-	}
+	return sc_name_of(NAMES(sc_keyalg_names), alg);
 }
 
 int sc_keyalg_is_rsa(int alg)
@@ -84,47 +100,49 @@ static const struct sc_name sc_reason_names[] = {
 	{ SC_REASON_REMOVE_FROM_CRL, "removeFromCRL" },
 	{ SC_REASON_PRIVILEGE_WITHDRAWN, "privilegeWithdrawn" },
 	{ SC_REASON_AA_COMPROMISE, "aACompromise" },
+	/* accepted spellings (names are given by the first entry of a value) */
+	{ SC_REASON_CESSATION, "cessation" },
+	{ SC_REASON_NONE, "none" },
 };
 
 int sc_reason_parse(const char *name, int *out)
 {
-	size_t i;
-
-	if (out != NULL)
-		*out = SC_REASON_NONE;
-	if (name == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no revocation reason given");
-	for (i = 0; i < sizeof(sc_reason_names) / sizeof(sc_reason_names[0]); i++) {
-		/* case-insensitive so "keycompromise" and "cessationofoperation" work */
-		if (strcasecmp(name, sc_reason_names[i].name) == 0) {
-			*out = sc_reason_names[i].value;
-			return SC_OK;
-		}
-	}
-	if (strcasecmp(name, "cessation") == 0) {
-		*out = SC_REASON_CESSATION;
-		return SC_OK;
-	}
-	if (strcasecmp(name, "none") == 0) {
-		*out = SC_REASON_NONE;
-		return SC_OK;
-	}
-	return sc_error_set(SC_ERR_INVALID,
-			    "unknown revocation reason '%s': use an RFC 5280 name such as "
-			    "keyCompromise, superseded, cessationOfOperation, affiliationChanged, "
-			    "privilegeWithdrawn, certificateHold or unspecified", name);
+	/* case-insensitive so "keycompromise" and "cessationofoperation" work */
+	return sc_name_find(NAMES(sc_reason_names), name, SC_REASON_NONE, out,
+			    "revocation reason",
+			    "an RFC 5280 name such as keyCompromise, superseded, cessationOfOperation, "
+			    "affiliationChanged, privilegeWithdrawn, certificateHold or unspecified");
 }
 
 const char *sc_reason_name(int reason)
 {
-	size_t i;
+	return sc_name_of(NAMES(sc_reason_names), reason);
+}
 
-	if (reason == SC_REASON_NONE)
-		return "none";
-	for (i = 0; i < sizeof(sc_reason_names) / sizeof(sc_reason_names[0]); i++)
-		if (sc_reason_names[i].value == reason)
-			return sc_reason_names[i].name;
-	return "unknown";
+static const struct sc_name sc_user_status_names[] = {
+	{ SC_USER_ACTIVE, "active" }, { SC_USER_SUSPENDED, "suspended" }, { SC_USER_CLOSED, "closed" },
+};
+static const struct sc_name sc_key_state_names[] = {
+	{ SC_KEY_ACTIVE, "active" }, { SC_KEY_DESTROYED, "destroyed" }, { SC_KEY_RETIRED, "retired" },
+};
+static const struct sc_name sc_cert_status_names[] = {
+	{ SC_CERT_GOOD, "good" }, { SC_CERT_REVOKED, "revoked" }, { SC_CERT_HOLD, "hold" },
+	{ SC_CERT_EXPIRED, "expired" },
+};
+
+const char *sc_user_status_name(int status)
+{
+	return sc_name_of(NAMES(sc_user_status_names), status);
+}
+
+const char *sc_key_state_name(int state)
+{
+	return sc_name_of(NAMES(sc_key_state_names), state);
+}
+
+const char *sc_cert_status_name(int status)
+{
+	return sc_name_of(NAMES(sc_cert_status_names), status);
 }
 
 void sc_serial_hex(const sc_serial *s, char out[2 * SC_SERIAL_MAX + 1])

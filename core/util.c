@@ -238,6 +238,32 @@ void sc_secret_free(char *s)
 		OPENSSL_clear_free(s, strlen(s));
 }
 
+char *sc_path_with(const char *path, const char *suffix)
+{
+	size_t n = strlen(path) + strlen(suffix) + 1;
+	char *s = malloc(n);
+
+	if (s != NULL)
+		snprintf(s, n, "%s%s", path, suffix);
+	return s;
+}
+
+/* Read more of fd into buf + *used (at most `room` bytes), again when a
+ * signal interrupts: 1 when bytes came (*used grows by them), 0 at the end
+ * of the file, SC_ERR_IO naming `what` on an error. */
+static int read_more(int fd, void *buf, size_t room, size_t *used, const char *what)
+{
+	ssize_t r;
+
+	do
+		r = read(fd, (char *)buf + *used, room);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return sc_error_set(SC_ERR_IO, "cannot read %s: %s", what, strerror(errno));
+	*used += (size_t)r;
+	return r > 0;
+}
+
 /* The first line of `fd` (at most `max` bytes before the line end), into a
  * buffer of exactly that size: a secret is never realloc'd, so no old copy
  * lingers, and every buffer that held it is wiped.  `what` names the source
@@ -251,21 +277,11 @@ static int secret_read_line(int fd, const char *what, size_t max, char **out)
 	buf = OPENSSL_zalloc(max + 1);
 	if (buf == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory reading secret");
-	for (;;) {
-		ssize_t r = read(fd, buf + used, max - used);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", what, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		used += (size_t)r;
+	while ((rv = read_more(fd, buf, max - used, &used, what)) > 0)
 		if (used == max || memchr(buf, '\n', used) != NULL)
 			break;
-	}
+	if (rv < 0)
+		goto out;
 	buf[used] = '\0';
 	n = strcspn(buf, "\r\n");
 	if (n == 0) {
@@ -441,17 +457,15 @@ int sc_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 {
 	char *tmp = NULL;
 	const unsigned char *p = data;
-	size_t off = 0, plen;
+	size_t off = 0;
 	int fd = -1, rv = SC_ERR_IO;
 
 	if (path == NULL || *path == '\0' || (data == NULL && len != 0))
 		return sc_error_set(SC_ERR_INVALID, "no file to write");
-	plen = strlen(path);
-	tmp = malloc(plen + 16);
+	/* same directory as the target: rename() is then atomic */
+	tmp = sc_path_with(path, ".tmp.XXXXXX");
 	if (tmp == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory");
-	/* same directory as the target: rename() is then atomic */
-	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
 	fd = mkstemp(tmp);
 	if (fd < 0) {
 		rv = sc_error_set(sc_errno_err(errno), "cannot create %s: %s", tmp, strerror(errno));
@@ -538,9 +552,7 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 		rv = sc_error_set(SC_ERR_NOMEM, "out of memory reading %s", path);
 		goto out;
 	}
-	for (;;) {
-		ssize_t r;
-
+	do {
 		if (used == cap) {
 			unsigned char *nb;
 
@@ -556,17 +568,9 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 			buf = nb;
 			cap *= 2;
 		}
-		r = read(fd, buf + used, cap - used);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			rv = sc_error_set(SC_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		used += (size_t)r;
-	}
+	} while ((rv = read_more(fd, buf, cap - used, &used, path)) > 0);
+	if (rv < 0)
+		goto out;
 	if (used > max) {
 		rv = sc_error_set(SC_ERR_INVALID, "%s is larger than %zu bytes", path, max);
 		goto out;

@@ -120,9 +120,10 @@ int sd_garbage_throttled(struct sd_session *s, int count_one)
 
 /* ---- the session's view of its application ----------------------------------- */
 
-static int gateway_registered(const char *name)
+/* The registry's entry for gateway `name`, read in its own transaction:
+ * SC_OK with its credential hash, SC_ERR_NOT_FOUND once removed. */
+static int gateway_lookup(const char *name, char hash[SC_GATEWAY_HASH_MAX + 1])
 {
-	char hash[SC_GATEWAY_HASH_MAX + 1];
 	sc_txn *txn = NULL;
 	int rc;
 
@@ -132,6 +133,13 @@ static int gateway_registered(const char *name)
 	rc = sc_gateway_get(txn, name, hash, NULL);
 	sc_txn_abort(txn);
 	return rc;
+}
+
+static int gateway_registered(const char *name)
+{
+	char hash[SC_GATEWAY_HASH_MAX + 1];
+
+	return gateway_lookup(name, hash);
 }
 
 void sd_session_refresh(struct sd_session *s)
@@ -205,17 +213,12 @@ static void login_attempt_ok(const char *peer)
 static int check_credential(const char *cred, size_t len, char name[SC_GATEWAY_NAME_MAX + 1])
 {
 	char hash[SC_GATEWAY_HASH_MAX + 1];
-	sc_txn *txn = NULL;
 	int rc, known;
 
 	rc = sc_gateway_credential_name(cred, len, name);
 	if (rc != SC_OK)
 		return rc;
-	rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
-	if (rc != SC_OK)
-		return rc;
-	rc = sc_gateway_get(txn, name, hash, NULL);
-	sc_txn_abort(txn);
+	rc = gateway_lookup(name, hash);
 	if (rc != SC_OK && rc != SC_ERR_NOT_FOUND)
 		return rc;
 	known = rc == SC_OK;

@@ -587,12 +587,26 @@ static int attr_serial(const CK_ATTRIBUTE *a, sc_serial *out)
 	return 1;
 }
 
+/* List key `id` when the store holds it (a missing or malformed id lists
+ * nothing). */
+static CK_RV list_key(struct list_ctx *c, const char *id)
+{
+	sc_key k;
+	int rc = sc_store_key_get(c->txn, id, &k);
+
+	if (rc == SC_ERR_NOT_FOUND || rc == SC_ERR_INVALID)
+		return CKR_OK;
+	if (rc != SC_OK)
+		return CKR_DEVICE_ERROR;
+	list_user_cb(c, &k);
+	return c->rv;
+}
+
 static CK_RV find_indexed(sc_txn *txn, struct sd_find *f)
 {
 	const CK_ATTRIBUTE *a;
 	char id[SC_ID_MAX + 1];
 	struct list_ctx c = { txn, f, f->logged_in, CKR_OK };
-	sc_key k;
 	sc_cert cert;
 	sc_serial serial;
 	int rc;
@@ -601,13 +615,7 @@ static CK_RV find_indexed(sc_txn *txn, struct sd_find *f)
 	if ((a = tmpl_find(f, CKA_ID)) != NULL) {
 		if (!attr_id(a, id))
 			return CKR_OK;
-		rc = sc_store_key_get(txn, id, &k);
-		if (rc == SC_ERR_NOT_FOUND || rc == SC_ERR_INVALID)
-			return CKR_OK;
-		if (rc != SC_OK)
-			return CKR_DEVICE_ERROR;
-		list_user_cb(&c, &k);
-		return c.rv;
+		return list_key(&c, id);
 	}
 	if ((a = tmpl_find(f, CKA_SERIAL_NUMBER)) != NULL) {
 		if (!attr_serial(a, &serial))
@@ -619,13 +627,7 @@ static CK_RV find_indexed(sc_txn *txn, struct sd_find *f)
 			return CKR_DEVICE_ERROR;
 		if (cert.key_id == NULL || cert.key_id[0] == '\0')
 			return CKR_OK;
-		rc = sc_store_key_get(txn, cert.key_id, &k);
-		if (rc == SC_ERR_NOT_FOUND || rc == SC_ERR_INVALID)
-			return CKR_OK;
-		if (rc != SC_OK)
-			return CKR_DEVICE_ERROR;
-		list_user_cb(&c, &k);
-		return c.rv;
+		return list_key(&c, cert.key_id);
 	}
 	if ((a = tmpl_find(f, CKA_LABEL)) != NULL) {
 		if (!attr_id(a, id))

@@ -67,24 +67,25 @@ void sc_wire_put_u16(struct sc_wire_out *o, uint16_t v)
 	o->buf[o->len++] = (unsigned char)v;
 }
 
-void sc_wire_put_u32(struct sc_wire_out *o, uint32_t v)
+/* v as n big-endian bytes. */
+static void put_be(struct sc_wire_out *o, uint64_t v, int n)
 {
 	int i;
 
-	if (!out_room(o, 4))
+	if (!out_room(o, (size_t)n))
 		return;
-	for (i = 3; i >= 0; i--)
+	for (i = n - 1; i >= 0; i--)
 		o->buf[o->len++] = (unsigned char)(v >> (8 * i));
+}
+
+void sc_wire_put_u32(struct sc_wire_out *o, uint32_t v)
+{
+	put_be(o, v, 4);
 }
 
 void sc_wire_put_u64(struct sc_wire_out *o, uint64_t v)
 {
-	int i;
-
-	if (!out_room(o, 8))
-		return;
-	for (i = 7; i >= 0; i--)
-		o->buf[o->len++] = (unsigned char)(v >> (8 * i));
+	put_be(o, v, 8);
 }
 
 void sc_wire_put_bytes(struct sc_wire_out *o, const void *p, size_t n)

@@ -2,6 +2,7 @@
  * Error reporting, exit codes and deployment opening shared by the CLIs.
  */
 #include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,4 +104,54 @@ const char *sc_cli_actor(void)
 	}
 	snprintf(actor, sizeof(actor), "officer:%s", login);
 	return actor;
+}
+
+int sc_cli_getopt(struct sc_cli_opts *o)
+{
+	int c;
+
+	if (!o->started) {
+		optind = 1;
+		opterr = 0;
+		o->started = 1;
+	}
+	while ((c = getopt_long(o->argc, o->argv, "", o->opts, &o->index)) == 'j')
+		o->json = 1;
+	if (c == -1)
+		return 0;
+	if (c == '?' || c == ':') {
+		sc_cli_usage_error(o->cmd, "unknown or incomplete option '%s'", o->argv[optind - 1]);
+		return -1;
+	}
+	return c;
+}
+
+int sc_cli_no_operands(const struct sc_cli_opts *o)
+{
+	if (optind < o->argc)
+		return sc_cli_usage_error(o->cmd, "unexpected argument '%s'", o->argv[optind]);
+	return SC_EXIT_OK;
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	/* Read by other threads (the signing service's connections): atomic. */
+	__atomic_store_n(&stop_requested, 1, __ATOMIC_RELEASE);
+}
+
+volatile sig_atomic_t *sc_cli_catch_stop(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	return &stop_requested;
 }

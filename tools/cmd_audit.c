@@ -97,15 +97,10 @@ static int audit_show_cb(void *ctx, const sc_audit_record *r)
 int sc_cmd_audit(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "user", required_argument, NULL, 'u' },
-		{ "kind", required_argument, NULL, 'k' },
-		{ "since", required_argument, NULL, 's' },
-		{ "until", required_argument, NULL, 'U' },
-		{ "limit", required_argument, NULL, 'l' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("user", 'u'), SC_ARG("kind", 'k'), SC_ARG("since", 's'), SC_ARG("until", 'U'),
+		SC_ARG("limit", 'l'), SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
+	struct sc_cli_opts o = SC_CLI_OPTS("audit", argc - 1, argv + 1, opts);
 	struct audit_show s;
 	sc_deploy *d = NULL;
 	sc_txn *txn = NULL;
@@ -121,9 +116,7 @@ int sc_cmd_audit(int argc, char **argv)
 	if (strcmp(sub, "verify") != 0 && strcmp(sub, "show") != 0)
 		return sc_cli_usage_error("audit", "unknown subcommand '%s'", sub);
 	memset(&s, 0, sizeof(s));
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc - 1, argv + 1, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'u': s.user = optarg; break;
 		case 'k': s.kind = optarg; break;
@@ -143,13 +136,13 @@ int sc_cmd_audit(int argc, char **argv)
 				return sc_cli_usage_error("audit", "--limit must be a number");
 			break;
 		}
-		case 'j': s.json = 1; break;
 		case 'h': audit_usage(stdout); return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error("audit", "unknown or incomplete option '%s'",
-						  argv[optind]);
+		default: break;
 		}
 	}
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	s.json = o.json;
 	/* verify recomputes the keyed chain: the audit key is in the HSM. */
 	if ((ex = sc_cli_open(NULL, strcmp(sub, "verify") == 0 ? SC_DEPLOY_NO_CHECKPOINT
 							  : SC_DEPLOY_NO_HSM,

@@ -142,12 +142,8 @@ static int authz_key_id_hex(EVP_PKEY *k, char hex[65])
 static int authz_keygen(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "out", required_argument, NULL, 'o' },
-		{ "pub", required_argument, NULL, 'p' },
-		{ "type", required_argument, NULL, 't' },
-		{ "force", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("out", 'o'), SC_ARG("pub", 'p'), SC_ARG("type", 't'), SC_FLAG("force", 'f'),
+		SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	const char *cmd = "authz keygen", *out = NULL, *pub = NULL, *type = "ec";
 	EVP_PKEY *k = NULL;
@@ -267,22 +263,11 @@ static void authz_json_fields(sc_json *j, const sc_authz_token *t)
 static int authz_issue(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "user", required_argument, NULL, 'u' },
-		{ "key", required_argument, NULL, 'k' },
-		{ "digest", required_argument, NULL, 'd' },
-		{ "hash", required_argument, NULL, 'H' },
-		{ "ttl", required_argument, NULL, 't' },
-		{ "not-before-offset", required_argument, NULL, 'n' },
-		{ "max-signatures", required_argument, NULL, 'm' },
-		{ "purpose", required_argument, NULL, 'p' },
-		{ "serial", required_argument, NULL, 's' },
-		{ "signing-key", required_argument, NULL, 'S' },
-		{ "issuer", required_argument, NULL, 'i' },
-		{ "audience", required_argument, NULL, 'a' },
-		{ "token-id", required_argument, NULL, 'T' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("user", 'u'), SC_ARG("key", 'k'), SC_ARG("digest", 'd'), SC_ARG("hash", 'H'),
+		SC_ARG("ttl", 't'), SC_ARG("not-before-offset", 'n'), SC_ARG("max-signatures", 'm'),
+		SC_ARG("purpose", 'p'), SC_ARG("serial", 's'), SC_ARG("signing-key", 'S'),
+		SC_ARG("issuer", 'i'), SC_ARG("audience", 'a'), SC_ARG("token-id", 'T'),
+		SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	const char *cmd = "authz issue", *user = NULL, *key = NULL, *hash = "sha256";
 	const char *purpose = "sign", *serial_hex = NULL, *signing_key = NULL, *issuer = NULL;
@@ -571,9 +556,7 @@ static void authz_print_fields(const sc_authz_token *t)
 static int authz_show_verify(int argc, char **argv, int verify)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	const char *cmd = verify ? "authz verify" : "authz show", *alg = NULL, *cfg_path;
 	sc_config *cfg = NULL;

@@ -19,8 +19,6 @@
 #include "sc_json.h"
 #include "sc_util.h"
 
-#define CA_OPT_END { NULL, 0, NULL, 0 }
-
 static void ca_usage(FILE *f)
 {
 	fprintf(f,
@@ -55,72 +53,40 @@ struct ca_args {
 
 static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 {
+	/* The options that take an argument come first; each lands in the
+	 * field of `arg` at its place in the table, each flag in `flag`. */
 	static const struct option opts[] = {
-		{ "user", required_argument, NULL, 'u' },
-		{ "name", required_argument, NULL, 'n' },
-		{ "id-number-source", required_argument, NULL, 'I' },
-		{ "dob", required_argument, NULL, 'd' },
-		{ "profile", required_argument, NULL, 'p' },
-		{ "key-type", required_argument, NULL, 'k' },
-		{ "batch", required_argument, NULL, 'b' },
-		{ "csr", required_argument, NULL, 'c' },
-		{ "out", required_argument, NULL, 'o' },
-		{ "consent", required_argument, NULL, 'C' },
-		{ "consent-file", required_argument, NULL, 'F' },
-		{ "keep-key", no_argument, NULL, 'K' },
-		{ "serial", required_argument, NULL, 's' },
-		{ "reason", required_argument, NULL, 'r' },
-		{ "invalidity-date", required_argument, NULL, 'v' },
-		{ "status", required_argument, NULL, 'S' },
-		{ "expiring-before", required_argument, NULL, 'e' },
-		{ "limit", required_argument, NULL, 'l' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "chunk", required_argument, NULL, 'z' },
-		{ "der", no_argument, NULL, 'D' },
-		{ "chain", no_argument, NULL, 'H' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		CA_OPT_END,
+		SC_ARG("user", 'u'), SC_ARG("name", 'n'), SC_ARG("id-number-source", 'I'),
+		SC_ARG("dob", 'd'), SC_ARG("profile", 'p'), SC_ARG("key-type", 'k'),
+		SC_ARG("batch", 'b'), SC_ARG("csr", 'c'), SC_ARG("out", 'o'), SC_ARG("consent", 'C'),
+		SC_ARG("consent-file", 'F'), SC_ARG("serial", 's'), SC_ARG("reason", 'r'),
+		SC_ARG("invalidity-date", 'v'), SC_ARG("status", 'S'),
+		SC_ARG("expiring-before", 'e'), SC_ARG("limit", 'l'), SC_ARG("threads", 't'),
+		SC_ARG("chunk", 'z'),
+		SC_FLAG("keep-key", 'K'), SC_FLAG("der", 'D'), SC_FLAG("chain", 'H'),
+		SC_FLAG("help", 'h'), SC_FLAG("json", 'j'), SC_OPT_END,
 	};
+	const char **arg[] = {
+		&a->user, &a->name, &a->id_source, &a->dob, &a->profile, &a->key_type, &a->batch,
+		&a->csr, &a->out, &a->consent, &a->consent_file, &a->serial, &a->reason,
+		&a->invalidity, &a->status, &a->expiring, &a->limit, &a->threads, &a->chunk,
+	};
+	int *flag[] = { &a->keep_key, &a->der, &a->chain, &a->help };
+	const size_t n_arg = sizeof(arg) / sizeof(arg[0]);
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
 	int c;
 
 	memset(a, 0, sizeof(*a));
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'u': a->user = optarg; break;
-		case 'n': a->name = optarg; break;
-		case 'I': a->id_source = optarg; break;
-		case 'd': a->dob = optarg; break;
-		case 'p': a->profile = optarg; break;
-		case 'k': a->key_type = optarg; break;
-		case 'b': a->batch = optarg; break;
-		case 'c': a->csr = optarg; break;
-		case 'o': a->out = optarg; break;
-		case 'C': a->consent = optarg; break;
-		case 'F': a->consent_file = optarg; break;
-		case 'K': a->keep_key = 1; break;
-		case 's': a->serial = optarg; break;
-		case 'r': a->reason = optarg; break;
-		case 'v': a->invalidity = optarg; break;
-		case 'S': a->status = optarg; break;
-		case 'e': a->expiring = optarg; break;
-		case 'l': a->limit = optarg; break;
-		case 't': a->threads = optarg; break;
-		case 'z': a->chunk = optarg; break;
-		case 'D': a->der = 1; break;
-		case 'H': a->chain = 1; break;
-		case 'j': a->json = 1; break;
-		case 'h': a->help = 1; break;
-		default:
-			return sc_cli_usage_error(cmd, "unknown or incomplete option '%s'",
-						  argv[optind - 1]);
-		}
+	while ((c = sc_cli_getopt(&o)) > 0) {
+		if ((size_t)o.index < n_arg)
+			*arg[o.index] = optarg;
+		else
+			*flag[(size_t)o.index - n_arg] = 1;
 	}
-	if (optind < argc)
-		return sc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-	return SC_EXIT_OK;
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	a->json = o.json;
+	return sc_cli_no_operands(&o);
 }
 
 static int ca_parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -560,29 +526,6 @@ static int ca_sweep(const char *cmd, const struct ca_args *a)
 	return ca_with_ca(cmd, a, ca_sweep_run);
 }
 
-static const char *ca_cert_status_name(int s)
-{
-	switch (s) {
-	case SC_CERT_GOOD: return "good";
-	case SC_CERT_REVOKED: return "revoked";
-	case SC_CERT_HOLD: return "hold";
-	case SC_CERT_EXPIRED: return "expired";
-	default: return "unknown";
-	}
-}
-
-static const char *ca_user_status_name(int s)
-{
-	return s == SC_USER_ACTIVE ? "active" : s == SC_USER_SUSPENDED ? "suspended"
-		: s == SC_USER_CLOSED ? "closed" : "unknown";
-}
-
-static const char *ca_key_state_name(int s)
-{
-	return s == SC_KEY_ACTIVE ? "active" : s == SC_KEY_DESTROYED ? "destroyed"
-		: s == SC_KEY_RETIRED ? "retired" : "unknown";
-}
-
 /* The subject of a stored certificate, OPENSSL_malloc'd (NULL if it does
  * not decode). */
 static char *ca_cert_subject(const sc_cert *c)
@@ -605,7 +548,7 @@ static void ca_json_cert(sc_json *j, const sc_cert *c, int with_subject)
 	sc_json_kv_str(j, "user", c->user_id && c->user_id[0] ? c->user_id : NULL);
 	sc_json_kv_str(j, "key_id", c->key_id && c->key_id[0] ? c->key_id : NULL);
 	sc_json_kv_str(j, "profile", c->profile);
-	sc_json_kv_str(j, "status", ca_cert_status_name(c->status));
+	sc_json_kv_str(j, "status", sc_cert_status_name(c->status));
 	sc_json_kv_time(j, "not_before", c->not_before);
 	sc_json_kv_time(j, "not_after", c->not_after);
 	sc_json_kv_time(j, "revoked_at", c->revoked_at);
@@ -627,7 +570,7 @@ static void ca_text_cert(const sc_cert *c)
 
 	sc_serial_hex(&c->serial, hex);
 	sc_time_format(c->not_after, na, sizeof(na));
-	printf("%s  %-8s %-12s %-20s until %s%s%s\n", hex, ca_cert_status_name(c->status),
+	printf("%s  %-8s %-12s %-20s until %s%s%s\n", hex, sc_cert_status_name(c->status),
 	       c->profile, c->user_id && c->user_id[0] ? c->user_id : "-", na,
 	       c->reason >= 0 ? "  " : "", c->reason >= 0 ? sc_reason_name(c->reason) : "");
 }
@@ -647,7 +590,7 @@ static int ca_show_key_cb(void *ctx, const sc_key *k)
 		sc_json_obj_begin(s->j);
 		sc_json_kv_str(s->j, "key_id", k->key_id);
 		sc_json_kv_str(s->j, "alg", sc_keyalg_name(k->alg));
-		sc_json_kv_str(s->j, "state", ca_key_state_name(k->state));
+		sc_json_kv_str(s->j, "state", sc_key_state_name(k->state));
 		sc_json_kv_bool(s->j, "blob_present", k->blob_len > 0);
 		sc_json_kv_str(s->j, "cert_serial", hex);
 		sc_json_kv_int(s->j, "seq", (int64_t)k->seq);
@@ -655,7 +598,7 @@ static int ca_show_key_cb(void *ctx, const sc_key *k)
 		sc_json_obj_end(s->j);
 	} else {
 		printf("  key %s  %s  %s%s  certificate %s\n", k->key_id, sc_keyalg_name(k->alg),
-		       ca_key_state_name(k->state), k->blob_len ? "" : " (no blob)", hex);
+		       sc_key_state_name(k->state), k->blob_len ? "" : " (no blob)", hex);
 	}
 	return 0;
 }
@@ -703,7 +646,7 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 		sc_json_obj_begin(j);
 		sc_json_kv_str(j, "user", u.user_id);
 		sc_json_kv_str(j, "name", u.name);
-		sc_json_kv_str(j, "status", ca_user_status_name(u.status));
+		sc_json_kv_str(j, "status", sc_user_status_name(u.status));
 		sc_json_kv_str(j, "profile", u.profile);
 		sc_json_kv_str(j, "dob", u.dob ? dob : NULL);
 		sc_json_kv_time(j, "created", u.created);
@@ -712,7 +655,7 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 		sc_json_arr_begin(j);
 	} else {
 		printf("user %s  \"%s\"  %s  profile %s%s%s\n", u.user_id, u.name,
-		       ca_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
+		       sc_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
 	}
 	if ((rv = sc_store_key_iter_user(txn, a->user, ca_show_key_cb, &s)) != SC_OK)
 		return rv;

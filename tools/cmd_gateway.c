@@ -78,30 +78,26 @@ static int list_cb(void *vctx, const char *name, int64_t created)
 int sc_cmd_gateway(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "out", required_argument, NULL, 'o' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("config", 'c'), SC_ARG("out", 'o'), SC_FLAG("json", 'j'), SC_FLAG("help", 'h'),
+		SC_OPT_END,
 	};
+	struct sc_cli_opts o = SC_CLI_OPTS("gateway", argc, argv, opts);
 	const char *config = NULL, *out = NULL, *sub, *name = NULL;
 	sc_deploy *d = NULL;
 	char *cred = NULL, *hash = NULL;
-	int c, json = 0, rc;
+	int c, json, rc;
 
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'c': config = optarg; break;
 		case 'o': out = optarg; break;
-		case 'j': json = 1; break;
 		case 'h': gateway_usage(stdout); return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error("gateway", "unknown or incomplete option '%s'",
-						  argv[optind - 1]);
+		default: break;
 		}
 	}
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	json = o.json;
 	if (optind >= argc)
 		return sc_cli_usage_error("gateway", "add, list or remove?");
 	sub = argv[optind++];
@@ -113,8 +109,8 @@ int sc_cmd_gateway(int argc, char **argv)
 			return sc_cli_usage_error("gateway", "NAME must be 1..%d of [A-Za-z0-9._-]",
 						  SC_GATEWAY_NAME_MAX);
 	}
-	if (optind < argc)
-		return sc_cli_usage_error("gateway", "unexpected argument '%s'", argv[optind]);
+	if ((rc = sc_cli_no_operands(&o)) != SC_EXIT_OK)
+		return rc;
 	if (strcmp(sub, "add") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "remove") != 0)
 		return sc_cli_usage_error("gateway", "unknown subcommand '%s'", sub);
 	rc = sc_cli_open(config, SC_DEPLOY_NO_CA, &d);

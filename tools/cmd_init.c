@@ -55,30 +55,20 @@ static const char *init_module_path(void)
 int sc_cmd_init(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "key-type", required_argument, NULL, 'k' },
-		{ "ca-name", required_argument, NULL, 'n' },
-		{ "ocsp-url", required_argument, NULL, 'o' },
-		{ "issuers-url", required_argument, NULL, 'i' },
-		{ "crl-url", required_argument, NULL, 'c' },
-		{ "partitions", required_argument, NULL, 'p' },
-		{ "backend-module", required_argument, NULL, 'm' },
-		{ "backend-token-uri", required_argument, NULL, 'u' },
-		{ "backend-pin-source", required_argument, NULL, 'b' },
-		{ "gateway-pin-source", required_argument, NULL, 'g' },
-		{ "no-demo-authz", no_argument, NULL, 'N' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("dir", 'd'), SC_ARG("key-type", 'k'), SC_ARG("ca-name", 'n'),
+		SC_ARG("ocsp-url", 'o'), SC_ARG("issuers-url", 'i'), SC_ARG("crl-url", 'c'),
+		SC_ARG("partitions", 'p'), SC_ARG("backend-module", 'm'),
+		SC_ARG("backend-token-uri", 'u'), SC_ARG("backend-pin-source", 'b'),
+		SC_ARG("gateway-pin-source", 'g'), SC_FLAG("no-demo-authz", 'N'),
+		SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
+	struct sc_cli_opts o = SC_CLI_OPTS("init", argc, argv, opts);
 	sc_ca_init_params p;
 	sc_ca_init_result r;
-	int c, json = 0, rv;
+	int c, rv;
 
 	memset(&p, 0, sizeof(p));
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'd': p.dir = optarg; break;
 		case 'k':
@@ -103,22 +93,21 @@ int sc_cmd_init(int argc, char **argv)
 		case 'b': p.backend_pin_source = optarg; break;
 		case 'g': p.gateway_pin_source = optarg; break;
 		case 'N': p.no_demo_authz = 1; break;
-		case 'j': json = 1; break;
 		case 'h': init_usage(stdout); return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error("init", "unknown or incomplete option '%s'",
-						  argv[optind - 1]);
+		default: break;
 		}
 	}
-	if (optind < argc)
-		return sc_cli_usage_error("init", "unexpected argument '%s'", argv[optind]);
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	if ((rv = sc_cli_no_operands(&o)) != SC_EXIT_OK)
+		return rv;
 	if (p.dir == NULL)
 		return sc_cli_usage_error("init", "--dir DIR is required");
 	p.actor = sc_cli_actor();
 	rv = sc_ca_init_deployment(&p, &r);
 	if (rv != SC_OK)
 		return sc_cli_fail(rv, "init");
-	if (json) {
+	if (o.json) {
 		sc_json j;
 
 		sc_json_init(&j);

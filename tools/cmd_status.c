@@ -36,9 +36,7 @@ static char *status_subject(X509 *x)
 int sc_cmd_status(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	sc_deploy *d = NULL;
 	sc_txn *txn = NULL;

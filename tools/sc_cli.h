@@ -9,6 +9,9 @@
 #ifndef SC_CLI_H
 #define SC_CLI_H
 
+#include <getopt.h>
+#include <signal.h>
+
 #include "sc_deploy.h"
 
 enum {
@@ -39,8 +42,43 @@ int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
  * the error and returns the exit code (non-zero). */
 int sc_cli_open(const char *config, unsigned flags, sc_deploy **out);
 
+/* SIGTERM and SIGINT set the flag returned (0 until then); SIGPIPE is
+ * ignored.  For a program that stops cleanly between requests. */
+volatile sig_atomic_t *sc_cli_catch_stop(void);
+
 /* The officer running the command, for audit records ("officer:<login>"). */
 const char *sc_cli_actor(void);
+
+/* Option tables, written a few options a line:
+ *   static const struct option opts[] = {
+ *           SC_ARG("user", 'u'), SC_ARG("kind", 'k'), SC_FLAG("json", 'j'), SC_OPT_END,
+ *   }; */
+#define SC_ARG(name, val) { name, required_argument, NULL, val }
+#define SC_FLAG(name, val) { name, no_argument, NULL, val }
+#define SC_OPT_END { NULL, 0, NULL, 0 }
+
+/* One command line's options, read by sc_cli_getopt: argv[0] is the
+ * command, the options follow, operands start at optind once they end. */
+struct sc_cli_opts {
+	const char *cmd; /* "smartcert CMD: ..." in usage errors */
+	int argc;
+	char **argv;
+	const struct option *opts;
+	int index;   /* the place in opts of the option last returned */
+	int json;    /* set by an option whose value is 'j' (--json) */
+	int started; /* 0 before the first call */
+};
+#define SC_CLI_OPTS(cmd, argc, argv, opts) { (cmd), (argc), (argv), (opts), 0, 0, 0 }
+
+/* The next option's value (optarg holds its argument); --json ('j') is
+ * taken here and sets o->json.  0 when the options end; -1 after printing
+ * a usage error for an unknown option or one missing its argument (the
+ * caller returns SC_EXIT_USAGE). */
+int sc_cli_getopt(struct sc_cli_opts *o);
+
+/* SC_EXIT_OK when no operand is left after optind, otherwise a usage error
+ * naming the first one. */
+int sc_cli_no_operands(const struct sc_cli_opts *o);
 
 /* Subcommands: argv[0] is the subcommand name. */
 int sc_cmd_init(int argc, char **argv);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <openssl/x509.h>
 #include "sc_build_config.h"
+#include "sc_cli.h"
 #include "sc_config.h"
 #include "sc_deploy.h"
 #include "sc_err.h"
@@ -364,15 +365,9 @@ static void ocspd_raise_nofile(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "listen", required_argument, NULL, 'l' },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "pid-file", required_argument, NULL, 'p' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "log-rate", required_argument, NULL, 'r' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("config", 'c'), SC_ARG("listen", 'l'), SC_FLAG("foreground", 'f'),
+		SC_ARG("pid-file", 'p'), SC_ARG("threads", 't'), SC_ARG("log-rate", 'r'),
+		SC_FLAG("help", 'h'), SC_FLAG("version", 'V'), SC_OPT_END,
 	};
 	const char *config_arg = NULL, *listen = NULL, *pid_file = NULL;
 	char config_path[PATH_MAX];

@@ -14,15 +14,6 @@
 #include "sc_err.h"
 #include "sc_signd.h"
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	/* Read by every connection thread: atomic, not merely volatile. */
-	__atomic_store_n(&stop_requested, 1, __ATOMIC_RELEASE);
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -45,13 +36,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("config", 'c'), SC_FLAG("help", 'h'), SC_FLAG("version", 'V'), SC_OPT_END,
 	};
 	const char *config = NULL;
-	struct sigaction sa;
+	volatile sig_atomic_t *stop;
 	int opt, rc;
 
 	while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
@@ -66,13 +54,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return SC_EXIT_USAGE;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
+	stop = sc_cli_catch_stop();
 
 	rc = sc_signd_open(config);
 	if (rc != SC_OK) {
@@ -81,7 +63,7 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	fprintf(stderr, "smartcert-signd: serving (pid %ld)\n", (long)getpid());
-	rc = sc_signd_serve(&stop_requested);
+	rc = sc_signd_serve(stop);
 	if (rc != SC_OK) {
 		rc = sc_cli_fail(rc, "cannot serve");
 		sc_signd_close();

@@ -23,23 +23,6 @@
 
 /* ---- certificates ----------------------------------------------------- */
 
-static void sc_cert_encode(const sc_cert *c, struct sc_enc *e)
-{
-	sc_enc_init(e, SC_REC_V1);
-	sc_enc_str(e, c->user_id);
-	sc_enc_str(e, c->key_id);
-	sc_enc_str(e, c->profile);
-	sc_enc_u8(e, (unsigned)c->status);
-	sc_enc_i64(e, c->not_before);
-	sc_enc_i64(e, c->not_after);
-	sc_enc_i64(e, c->revoked_at);
-	sc_enc_u8(e, (unsigned)(uint8_t)(int8_t)c->reason);
-	sc_enc_i64(e, c->invalidity_date);
-	sc_enc_u32(e, c->partition);
-	sc_enc_u64(e, c->rev_seq);
-	sc_enc_blob(e, c->der, c->der != NULL ? c->der_len : 0);
-}
-
 void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, size_t *len)
 {
 	sc_be64(out, sc_time_key(not_after));
@@ -64,17 +47,19 @@ void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len)
 static int sc_revoked_put(sc_txn *t, const sc_cert *c)
 {
 	unsigned char rk[4 + SC_SERIAL_MAX];
+	sc_revoked r = { .serial = c->serial,
+			 .partition = c->partition,
+			 .status = c->status,
+			 .revoked_at = c->revoked_at,
+			 .reason = c->reason,
+			 .invalidity_date = c->invalidity_date,
+			 .not_after = c->not_after };
 	struct sc_enc e;
 	size_t rkl;
 	int rv;
 
 	sc_revoked_key(rk, c->partition, &c->serial, &rkl);
-	sc_enc_init(&e, SC_REC_V1);
-	sc_enc_u8(&e, (unsigned)c->status);
-	sc_enc_i64(&e, c->revoked_at);
-	sc_enc_u8(&e, (unsigned)(uint8_t)(int8_t)c->reason);
-	sc_enc_i64(&e, c->invalidity_date);
-	sc_enc_i64(&e, c->not_after);
+	sc_enc_record(&e, &sc_rec_revoked, &r);
 	rv = sc_put_enc(t, SC_DB_REVOKED, rk, rkl, &e, 0);
 	sc_enc_free(&e);
 	return rv;
@@ -115,7 +100,7 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 		if (copy.status == SC_CERT_GOOD)
 			copy.reason = SC_REASON_NONE;
 	}
-	sc_cert_encode(&copy, &e);
+	sc_enc_record(&e, &sc_rec_cert, &copy);
 	rv = sc_put_enc(t, SC_DB_CERTS, c->serial.b, c->serial.len, &e, MDB_NOOVERWRITE);
 	sc_enc_free(&e);
 	if (rv != SC_OK)
@@ -147,10 +132,8 @@ int sc_store_cert_get(sc_txn *t, const sc_serial *serial, sc_cert *out)
 	char hex[2 * SC_SERIAL_MAX + 1];
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	if (!sc_valid_serial(serial))
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
 	rv = sc_get(t, SC_DB_CERTS, serial->b, serial->len, &v);
@@ -173,6 +156,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 {
 	unsigned char xk[8 + SC_SERIAL_MAX], rk[4 + SC_SERIAL_MAX], lk[8];
 	struct sc_enc e;
+	sc_revlog l;
 	sc_cert c;
 	size_t xkl, rkl;
 	uint64_t seq;
@@ -213,7 +197,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 		c.invalidity_date = 0;
 		break;
 	}
-	sc_cert_encode(&c, &e);
+	sc_enc_record(&e, &sc_rec_cert, &c);
 	rv = sc_put_enc(t, SC_DB_CERTS, serial->b, serial->len, &e, 0);
 	sc_enc_free(&e);
 	if (rv != SC_OK)
@@ -237,14 +221,14 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	}
 	/* revocation log event */
 	sc_be64(lk, seq);
-	sc_enc_init(&e, SC_REC_V1);
-	sc_enc_serial(&e, serial);
-	sc_enc_u32(&e, c.partition);
-	sc_enc_u8(&e, (unsigned)status);
-	sc_enc_i64(&e,
-		   status == SC_CERT_REVOKED || status == SC_CERT_HOLD ? c.revoked_at : revoked_at);
-	sc_enc_u8(&e, (unsigned)(uint8_t)(int8_t)c.reason);
-	sc_enc_i64(&e, c.invalidity_date);
+	memset(&l, 0, sizeof(l));
+	l.serial = *serial;
+	l.partition = c.partition;
+	l.status = status;
+	l.at = status == SC_CERT_REVOKED || status == SC_CERT_HOLD ? c.revoked_at : revoked_at;
+	l.reason = c.reason;
+	l.invalidity_date = c.invalidity_date;
+	sc_enc_record(&e, &sc_rec_revlog, &l);
 	rv = sc_put_enc(t, SC_DB_REVLOG, lk, 8, &e, MDB_NOOVERWRITE);
 	sc_enc_free(&e);
 	if (rv == SC_ERR_EXISTS)
@@ -275,10 +259,8 @@ static int sc_user_cert_one(sc_txn *t, const char *user_id, const MDB_val *ref, 
 
 	if (sc_serial_from_key(ref->mv_data, ref->mv_size, &s) != 0)
 		return sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id), "bad serial");
-	rv = sc_store_cert_get(t, &s, &c);
-	if (rv == SC_ERR_NOT_FOUND)
-		rv = sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id),
-				"index names a missing certificate");
+	rv = sc_index_target(t, SC_DB_USERCERTS, user_id, strlen(user_id),
+			     sc_store_cert_get(t, &s, &c), "certificate");
 	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &c));
 }
 
@@ -311,10 +293,8 @@ static int sc_expiry_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 	if ((rv = sc_time_index_key(t, SC_DB_EXPIRY, k, w->before, &s)) != SC_OK)
 		return rv;
-	rv = sc_store_cert_get(t, &s, &c);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_EXPIRY, k->mv_data, k->mv_size,
-				  "index names a missing certificate");
+	rv = sc_index_target(t, SC_DB_EXPIRY, k->mv_data, k->mv_size, sc_store_cert_get(t, &s, &c),
+			     "certificate");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &c));

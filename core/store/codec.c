@@ -6,6 +6,7 @@
  * Part of the LMDB store (internal.h; contract: sc_store.h).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,30 +212,20 @@ static int sc_dec_u8(struct sc_dec *d)
 	return *d->p++;
 }
 
+static const unsigned char *sc_dec_bytes(struct sc_dec *d, size_t n);
+
 static uint32_t sc_dec_u32(struct sc_dec *d)
 {
-	uint32_t v;
+	const unsigned char *p = sc_dec_bytes(d, 4);
 
-	if (d->bad || d->end - d->p < 4) {
-		d->bad = 1;
-		return 0;
-	}
-	v = sc_rd32(d->p);
-	d->p += 4;
-	return v;
+	return p != NULL ? sc_rd32(p) : 0;
 }
 
 static uint64_t sc_dec_u64(struct sc_dec *d)
 {
-	uint64_t v;
+	const unsigned char *p = sc_dec_bytes(d, 8);
 
-	if (d->bad || d->end - d->p < 8) {
-		d->bad = 1;
-		return 0;
-	}
-	v = sc_rd64(d->p);
-	d->p += 8;
-	return v;
+	return p != NULL ? sc_rd64(p) : 0;
 }
 
 static int64_t sc_dec_i64(struct sc_dec *d)
@@ -351,56 +342,261 @@ int sc_serial_from_key(const unsigned char *k, size_t n, sc_serial *s)
 	return 0;
 }
 
+/* ---- the records, one table each -------------------------------------
+ *
+ * Each stored record is a version byte and its fields in the order of its
+ * table below; one table drives both the encoder and the decoder, so the
+ * two cannot drift apart (docs/store-layout.md lists the same fields). */
+
+enum sc_field_kind {
+	SC_F_STR,    /* const char *: u16 length, bytes, NUL */
+	SC_F_HASH,   /* unsigned char[32] */
+	SC_F_U32,    /* uint32_t */
+	SC_F_I32,    /* int32_t, stored as its u32 bits */
+	SC_F_U64,    /* uint64_t */
+	SC_F_I64,    /* int64_t, stored as its u64 bits */
+	SC_F_SMALL,  /* int in lo..hi, one (signed) byte */
+	SC_F_BLOB,   /* const unsigned char * and a size_t length: u32 length, bytes */
+	SC_F_SERIAL, /* sc_serial: u8 length, bytes */
+};
+
+struct sc_field {
+	unsigned char kind;
+	signed char lo, hi; /* SC_F_SMALL */
+	size_t off;	    /* of the member */
+	size_t len_off;	    /* SC_F_BLOB: of its length */
+};
+
+struct sc_record {
+	const struct sc_field *f;
+	size_t n;
+};
+
+#define FLD(kind, T, m)                       \
+	{                                     \
+		kind, 0, 0, offsetof(T, m), 0 \
+	}
+#define SMALL(T, m, lo, hi)                           \
+	{                                             \
+		SC_F_SMALL, lo, hi, offsetof(T, m), 0 \
+	}
+#define BLOB(T, m, len)                                           \
+	{                                                         \
+		SC_F_BLOB, 0, 0, offsetof(T, m), offsetof(T, len) \
+	}
+#define RECORD(name, fields) \
+	const struct sc_record name = { fields, sizeof(fields) / sizeof(fields[0]) }
+
+/* clang-format off */
+static const struct sc_field user_fields[] = {
+	FLD(SC_F_STR, sc_user, user_id), FLD(SC_F_STR, sc_user, name),
+	FLD(SC_F_HASH, sc_user, id_hash), FLD(SC_F_I32, sc_user, dob),
+	FLD(SC_F_STR, sc_user, profile), SMALL(sc_user, status, SC_USER_ACTIVE, SC_USER_CLOSED),
+	FLD(SC_F_I64, sc_user, created), FLD(SC_F_I64, sc_user, updated),
+};
+static const struct sc_field key_fields[] = {
+	FLD(SC_F_STR, sc_key, key_id), FLD(SC_F_STR, sc_key, user_id), FLD(SC_F_U64, sc_key, seq),
+	SMALL(sc_key, alg, 0, 127), SMALL(sc_key, state, SC_KEY_ACTIVE, SC_KEY_RETIRED),
+	BLOB(sc_key, blob, blob_len), BLOB(sc_key, spki, spki_len), FLD(SC_F_HASH, sc_key, mac),
+	FLD(SC_F_SERIAL, sc_key, cert_serial), FLD(SC_F_I64, sc_key, created),
+};
+static const struct sc_field cert_fields[] = {
+	FLD(SC_F_STR, sc_cert, user_id), FLD(SC_F_STR, sc_cert, key_id),
+	FLD(SC_F_STR, sc_cert, profile), SMALL(sc_cert, status, SC_CERT_GOOD, SC_CERT_EXPIRED),
+	FLD(SC_F_I64, sc_cert, not_before), FLD(SC_F_I64, sc_cert, not_after),
+	FLD(SC_F_I64, sc_cert, revoked_at),
+	SMALL(sc_cert, reason, SC_REASON_NONE, SC_REASON_AA_COMPROMISE),
+	FLD(SC_F_I64, sc_cert, invalidity_date), FLD(SC_F_U32, sc_cert, partition),
+	FLD(SC_F_U64, sc_cert, rev_seq), BLOB(sc_cert, der, der_len),
+};
+static const struct sc_field revoked_fields[] = { /* key: partition, serial */
+	SMALL(sc_revoked, status, SC_CERT_REVOKED, SC_CERT_HOLD),
+	FLD(SC_F_I64, sc_revoked, revoked_at),
+	SMALL(sc_revoked, reason, SC_REASON_NONE, SC_REASON_AA_COMPROMISE),
+	FLD(SC_F_I64, sc_revoked, invalidity_date), FLD(SC_F_I64, sc_revoked, not_after),
+};
+static const struct sc_field revlog_fields[] = { /* key: rev_seq */
+	FLD(SC_F_SERIAL, sc_revlog, serial), FLD(SC_F_U32, sc_revlog, partition),
+	SMALL(sc_revlog, status, SC_CERT_GOOD, SC_CERT_EXPIRED), FLD(SC_F_I64, sc_revlog, at),
+	SMALL(sc_revlog, reason, SC_REASON_NONE, SC_REASON_AA_COMPROMISE),
+	FLD(SC_F_I64, sc_revlog, invalidity_date),
+};
+static const struct sc_field keyfail_fields[] = {
+	FLD(SC_F_U32, sc_keyfail, failures), FLD(SC_F_I64, sc_keyfail, window_start),
+	FLD(SC_F_I64, sc_keyfail, locked_until),
+};
+static const struct sc_field replay_fields[] = {
+	FLD(SC_F_U32, struct sc_replay_rec, uses), FLD(SC_F_I64, struct sc_replay_rec, expires),
+};
+static const struct sc_field ocsp_fields[] = {
+	FLD(SC_F_I64, sc_ocsp_entry, this_update), FLD(SC_F_I64, sc_ocsp_entry, next_update),
+	BLOB(sc_ocsp_entry, der, der_len),
+};
+/* clang-format on */
+
+RECORD(sc_rec_user, user_fields);
+RECORD(sc_rec_key, key_fields);
+RECORD(sc_rec_cert, cert_fields);
+RECORD(sc_rec_revoked, revoked_fields);
+RECORD(sc_rec_revlog, revlog_fields);
+RECORD(sc_rec_keyfail, keyfail_fields);
+RECORD(sc_rec_replay, replay_fields);
+RECORD(sc_rec_ocsp, ocsp_fields);
+
+#define AT(rec, f, T) ((T *)((char *)(rec) + (f)->off))
+#define CAT(rec, f, T) ((const T *)((const char *)(rec) + (f)->off))
+
+void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec)
+{
+	const struct sc_field *f;
+	const unsigned char *b;
+
+	sc_enc_init(e, SC_REC_V1);
+	for (f = r->f; f < r->f + r->n; f++) {
+		switch (f->kind) {
+		case SC_F_STR:
+			sc_enc_str(e, *CAT(rec, f, const char *));
+			break;
+		case SC_F_HASH:
+			sc_enc_bytes(e, CAT(rec, f, unsigned char), 32);
+			break;
+		case SC_F_U32:
+			sc_enc_u32(e, *CAT(rec, f, uint32_t));
+			break;
+		case SC_F_I32:
+			sc_enc_u32(e, (uint32_t)*CAT(rec, f, int32_t));
+			break;
+		case SC_F_U64:
+			sc_enc_u64(e, *CAT(rec, f, uint64_t));
+			break;
+		case SC_F_I64:
+			sc_enc_i64(e, *CAT(rec, f, int64_t));
+			break;
+		case SC_F_SMALL:
+			sc_enc_u8(e, (unsigned)(uint8_t)(int8_t)*CAT(rec, f, int));
+			break;
+		case SC_F_BLOB:
+			b = *CAT(rec, f, const unsigned char *);
+			sc_enc_blob(e, b,
+				    b != NULL ? *(const size_t *)((const char *)rec + f->len_off) :
+						0);
+			break;
+		case SC_F_SERIAL:
+			sc_enc_serial(e, CAT(rec, f, sc_serial));
+			break;
+		default:
+			e->failed = 1;
+			break;
+		}
+	}
+}
+
+/* Start decoding `v` and decode the fields of `r` into rec; d->bad then
+ * says whether the value fits (checked by sc_dec_end). */
+static void sc_dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_val *v, void *rec)
+{
+	const struct sc_field *f;
+	const unsigned char *b;
+
+	sc_dec_begin(d, v->mv_data, v->mv_size);
+	for (f = r->f; f < r->f + r->n; f++) {
+		switch (f->kind) {
+		case SC_F_STR:
+			*AT(rec, f, const char *) = sc_dec_str(d);
+			break;
+		case SC_F_HASH:
+			b = sc_dec_bytes(d, 32);
+			if (b != NULL)
+				memcpy(AT(rec, f, unsigned char), b, 32);
+			break;
+		case SC_F_U32:
+			*AT(rec, f, uint32_t) = sc_dec_u32(d);
+			break;
+		case SC_F_I32:
+			*AT(rec, f, int32_t) = (int32_t)sc_dec_u32(d);
+			break;
+		case SC_F_U64:
+			*AT(rec, f, uint64_t) = sc_dec_u64(d);
+			break;
+		case SC_F_I64:
+			*AT(rec, f, int64_t) = sc_dec_i64(d);
+			break;
+		case SC_F_SMALL:
+			*AT(rec, f, int) = sc_dec_small(d, f->lo, f->hi);
+			break;
+		case SC_F_BLOB:
+			*AT(rec, f, const unsigned char *) = sc_dec_blob(d, (size_t *)((char *)rec +
+										       f->len_off));
+			break;
+		case SC_F_SERIAL:
+			sc_dec_serial(d, AT(rec, f, sc_serial));
+			break;
+		default:
+			d->bad = 1;
+			break;
+		}
+	}
+}
+
+/* A record stored under its own id, its first field (users, keys): the id
+ * must be the key.  `what` ("user", "key") names the id in the message. */
+static int sc_dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k,
+			const MDB_val *v, void *rec, size_t size, const char *what)
+{
+	struct sc_dec d;
+	const char *id;
+	char why[48];
+
+	memset(rec, 0, size);
+	sc_dec_record(&d, r, v, rec);
+	id = *(const char **)((const char *)rec + r->f[0].off);
+	if (!d.bad && (strlen(id) != k->mv_size || memcmp(id, k->mv_data, k->mv_size) != 0)) {
+		snprintf(why, sizeof(why), "%s id does not match key", what);
+		return sc_corrupt(t, db, k->mv_data, k->mv_size, why);
+	}
+	return sc_dec_end(t, &d, db, k->mv_data, k->mv_size);
+}
+
 /* The record decoders.  `val` must stay valid while the record is used. */
 
 int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u)
 {
-	struct sc_dec d;
-	const unsigned char *h;
-
-	memset(u, 0, sizeof(*u));
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	u->user_id = sc_dec_str(&d);
-	u->name = sc_dec_str(&d);
-	h = sc_dec_bytes(&d, 32);
-	if (h != NULL)
-		memcpy(u->id_hash, h, 32);
-	u->dob = (int32_t)sc_dec_u32(&d);
-	u->profile = sc_dec_str(&d);
-	u->status = sc_dec_small(&d, SC_USER_ACTIVE, SC_USER_CLOSED);
-	u->created = sc_dec_i64(&d);
-	u->updated = sc_dec_i64(&d);
-	if (!d.bad &&
-	    (strlen(u->user_id) != k->mv_size || memcmp(u->user_id, k->mv_data, k->mv_size) != 0))
-		return sc_corrupt(t, SC_DB_USERS, k->mv_data, k->mv_size,
-				  "user id does not match key");
-	return sc_dec_end(t, &d, SC_DB_USERS, k->mv_data, k->mv_size);
+	return sc_dec_by_id(t, SC_DB_USERS, &sc_rec_user, k, v, u, sizeof(*u), "user");
 }
 
 int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o)
 {
-	struct sc_dec d;
-	const unsigned char *m;
+	return sc_dec_by_id(t, SC_DB_KEYS, &sc_rec_key, k, v, o, sizeof(*o), "key");
+}
 
-	memset(o, 0, sizeof(*o));
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	o->key_id = sc_dec_str(&d);
-	o->user_id = sc_dec_str(&d);
-	o->seq = sc_dec_u64(&d);
-	o->alg = sc_dec_small(&d, 0, 127);
-	o->state = sc_dec_small(&d, SC_KEY_ACTIVE, SC_KEY_RETIRED);
-	o->blob = sc_dec_blob(&d, &o->blob_len);
-	o->spki = sc_dec_blob(&d, &o->spki_len);
-	m = sc_dec_bytes(&d, 32);
-	if (m != NULL)
-		memcpy(o->mac, m, 32);
-	sc_dec_serial(&d, &o->cert_serial);
-	o->created = sc_dec_i64(&d);
-	if (!d.bad &&
-	    (strlen(o->key_id) != k->mv_size || memcmp(o->key_id, k->mv_data, k->mv_size) != 0))
-		return sc_corrupt(t, SC_DB_KEYS, k->mv_data, k->mv_size,
-				  "key id does not match key");
-	return sc_dec_end(t, &d, SC_DB_KEYS, k->mv_data, k->mv_size);
+int sc_get_value(sc_txn *t, int db, const struct sc_record *r, const void *key, size_t klen,
+		 void *out, size_t size)
+{
+	MDB_val k = { klen, (void *)key }, v;
+	int rv = sc_get(t, db, key, klen, &v);
+
+	if (rv == SC_OK)
+		rv = sc_dec_value(t, db, r, &k, &v, out, size);
+	if (rv != SC_OK)
+		memset(out, 0, size);
+	return rv;
+}
+
+int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *what, const char *id,
+		     void *out, size_t size)
+{
+	MDB_val k, v;
+	int rv;
+
+	if (out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no output");
+	memset(out, 0, size);
+	rv = sc_get_by_id(t, db, what, id, &k, &v);
+	if (rv == SC_OK)
+		rv = sc_dec_by_id(t, db, r, &k, &v, out, size, what);
+	if (rv != SC_OK)
+		memset(out, 0, size);
+	return rv;
 }
 
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c)
@@ -410,19 +606,7 @@ int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c)
 	memset(c, 0, sizeof(*c));
 	if (sc_serial_from_key(k->mv_data, k->mv_size, &c->serial) != 0)
 		return sc_corrupt(t, SC_DB_CERTS, k->mv_data, k->mv_size, "bad serial key");
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	c->user_id = sc_dec_str(&d);
-	c->key_id = sc_dec_str(&d);
-	c->profile = sc_dec_str(&d);
-	c->status = sc_dec_small(&d, SC_CERT_GOOD, SC_CERT_EXPIRED);
-	c->not_before = sc_dec_i64(&d);
-	c->not_after = sc_dec_i64(&d);
-	c->revoked_at = sc_dec_i64(&d);
-	c->reason = sc_dec_small(&d, SC_REASON_NONE, SC_REASON_AA_COMPROMISE);
-	c->invalidity_date = sc_dec_i64(&d);
-	c->partition = sc_dec_u32(&d);
-	c->rev_seq = sc_dec_u64(&d);
-	c->der = sc_dec_blob(&d, &c->der_len);
+	sc_dec_record(&d, &sc_rec_cert, v, c);
 	return sc_dec_end(t, &d, SC_DB_CERTS, k->mv_data, k->mv_size);
 }
 
@@ -435,12 +619,7 @@ int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r)
 	if (k->mv_size < 5 || sc_serial_from_key(kp + 4, k->mv_size - 4, &r->serial) != 0)
 		return sc_corrupt(t, SC_DB_REVOKED, k->mv_data, k->mv_size, "bad key");
 	r->partition = sc_rd32(kp);
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	r->status = sc_dec_small(&d, SC_CERT_REVOKED, SC_CERT_HOLD);
-	r->revoked_at = sc_dec_i64(&d);
-	r->reason = sc_dec_small(&d, SC_REASON_NONE, SC_REASON_AA_COMPROMISE);
-	r->invalidity_date = sc_dec_i64(&d);
-	r->not_after = sc_dec_i64(&d);
+	sc_dec_record(&d, &sc_rec_revoked, v, r);
 	return sc_dec_end(t, &d, SC_DB_REVOKED, k->mv_data, k->mv_size);
 }
 
@@ -452,50 +631,21 @@ int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e)
 	if (k->mv_size != 8)
 		return sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size, "bad key");
 	e->rev_seq = sc_rd64(k->mv_data);
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	sc_dec_serial(&d, &e->serial);
-	if (!d.bad && e->serial.len == 0)
+	sc_dec_record(&d, &sc_rec_revlog, v, e);
+	if (e->serial.len == 0)
 		d.bad = 1;
-	e->partition = sc_dec_u32(&d);
-	e->status = sc_dec_small(&d, SC_CERT_GOOD, SC_CERT_EXPIRED);
-	e->at = sc_dec_i64(&d);
-	e->reason = sc_dec_small(&d, SC_REASON_NONE, SC_REASON_AA_COMPROMISE);
-	e->invalidity_date = sc_dec_i64(&d);
 	return sc_dec_end(t, &d, SC_DB_REVLOG, k->mv_data, k->mv_size);
 }
 
-int sc_dec_keyfail(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_keyfail *f)
+/* The records whose key holds nothing to check. */
+int sc_dec_value(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k, const MDB_val *v,
+		 void *rec, size_t size)
 {
 	struct sc_dec d;
 
-	memset(f, 0, sizeof(*f));
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	f->failures = sc_dec_u32(&d);
-	f->window_start = sc_dec_i64(&d);
-	f->locked_until = sc_dec_i64(&d);
-	return sc_dec_end(t, &d, SC_DB_KEYFAIL, k->mv_data, k->mv_size);
-}
-
-int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses, int64_t *expires)
-{
-	struct sc_dec d;
-
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	*uses = sc_dec_u32(&d);
-	*expires = sc_dec_i64(&d);
-	return sc_dec_end(t, &d, SC_DB_REPLAY, k->mv_data, k->mv_size);
-}
-
-int sc_dec_ocsp(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_ocsp_entry *e)
-{
-	struct sc_dec d;
-
-	memset(e, 0, sizeof(*e));
-	sc_dec_begin(&d, v->mv_data, v->mv_size);
-	e->this_update = sc_dec_i64(&d);
-	e->next_update = sc_dec_i64(&d);
-	e->der = sc_dec_blob(&d, &e->der_len);
-	return sc_dec_end(t, &d, SC_DB_OCSP, k->mv_data, k->mv_size);
+	memset(rec, 0, size);
+	sc_dec_record(&d, r, v, rec);
+	return sc_dec_end(t, &d, db, k->mv_data, k->mv_size);
 }
 
 /* Index values that name a record of another database: a string id or a
@@ -510,6 +660,17 @@ int sc_dec_id_ref(sc_txn *t, int db, const MDB_val *k, const MDB_val *v)
 	return SC_OK;
 }
 
+int sc_dec_id(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, char id[SC_ID_MAX + 1])
+{
+	int rv = sc_dec_id_ref(t, db, k, v);
+
+	if (rv != SC_OK)
+		return rv;
+	memcpy(id, v->mv_data, v->mv_size);
+	id[v->mv_size] = '\0';
+	return SC_OK;
+}
+
 int sc_store_lmdb_decode(int db, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
@@ -521,9 +682,8 @@ int sc_store_lmdb_decode(int db, const void *key, size_t klen, const void *val, 
 		sc_revlog l;
 		sc_keyfail f;
 		sc_ocsp_entry o;
+		struct sc_replay_rec p;
 	} out;
-	uint32_t uses;
-	int64_t exp;
 
 	switch (db) {
 	case SC_DB_USERS:
@@ -537,11 +697,11 @@ int sc_store_lmdb_decode(int db, const void *key, size_t klen, const void *val, 
 	case SC_DB_REVLOG:
 		return sc_dec_revlog(NULL, &k, &v, &out.l);
 	case SC_DB_KEYFAIL:
-		return sc_dec_keyfail(NULL, &k, &v, &out.f);
+		return sc_dec_value(NULL, db, &sc_rec_keyfail, &k, &v, &out.f, sizeof(out.f));
 	case SC_DB_REPLAY:
-		return sc_dec_replay(NULL, &k, &v, &uses, &exp);
+		return sc_dec_value(NULL, db, &sc_rec_replay, &k, &v, &out.p, sizeof(out.p));
 	case SC_DB_OCSP:
-		return sc_dec_ocsp(NULL, &k, &v, &out.o);
+		return sc_dec_value(NULL, db, &sc_rec_ocsp, &k, &v, &out.o, sizeof(out.o));
 	case SC_DB_IDHASH:
 	case SC_DB_KEYSEQ:
 	case SC_DB_USERKEYS:

@@ -291,7 +291,6 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 	sc_store *st = NULL;
 	struct stat stb;
 	char *datafile = NULL;
-	size_t plen;
 	unsigned eflags = MDB_NOTLS | MDB_NORDAHEAD;
 	int rc, attempt, dead = 0, rv = SC_ERR_STORE;
 
@@ -302,11 +301,9 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 		return sc_error_set(SC_ERR_INVALID, "no store directory given (store.path)");
 	if ((flags & SC_STORE_RDONLY) && (flags & SC_STORE_CREATE))
 		return sc_error_set(SC_ERR_INVALID, "cannot create a store read-only");
-	plen = strlen(path);
-	datafile = malloc(plen + 16);
+	datafile = sc_path_with(path, "/data.mdb");
 	if (datafile == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory");
-	snprintf(datafile, plen + 16, "%s/data.mdb", path);
 	if (stat(datafile, &stb) != 0) {
 		if (errno != ENOENT) {
 			rv = sc_open_err(path, errno, "open");

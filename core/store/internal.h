@@ -114,8 +114,29 @@ typedef int (*sc_user_ref_fn)(sc_txn *t, const char *user_id, const MDB_val *ref
 int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg);
 /* Whether a dupsort index has any entry under `key`. */
 int sc_index_has(sc_txn *t, int db, const char *key, int *has);
+/* rv from reading the record that the entry `key` of index `db` names:
+ * SC_ERR_NOT_FOUND becomes a corrupt index ("index names a missing
+ * <what>"), anything else is returned as it is. */
+int sc_index_target(sc_txn *t, int db, const void *key, size_t klen, int rv, const char *what);
+/* Walk a database keyed by 8-byte sequence numbers from after_seq + 1
+ * (nothing after UINT64_MAX). */
+int sc_walk_seq(sc_txn *t, int db, uint64_t after_seq, sc_walk_fn fn, void *ctx);
+/* Clear *out (size bytes) when given; SC_ERR_INVALID without a
+ * transaction or an output. */
+int sc_out_begin(sc_txn *t, void *out, size_t size);
 
-/* codec.c */
+/* codec.c: each record's fields in one table, which both the encoder and
+ * the decoder follow (docs/store-layout.md). */
+struct sc_record;
+extern const struct sc_record sc_rec_user, sc_rec_key, sc_rec_cert, sc_rec_revoked, sc_rec_revlog,
+	sc_rec_keyfail, sc_rec_replay, sc_rec_ocsp;
+/* The value of a replay-cache entry (its key is the token id). */
+struct sc_replay_rec {
+	uint32_t uses;
+	int64_t expires;
+};
+/* sc_enc_init(e, SC_REC_V1) and every field of `r` from rec. */
+void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec);
 void sc_be32(unsigned char *p, uint32_t v);
 void sc_be64(unsigned char *p, uint64_t v);
 uint32_t sc_rd32(const unsigned char *p);
@@ -137,18 +158,29 @@ void sc_enc_blob(struct sc_enc *e, const void *b, size_t n);
 void sc_enc_serial(struct sc_enc *e, const sc_serial *s);
 int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why);
 int sc_serial_from_key(const unsigned char *k, size_t n, sc_serial *s);
+/* sc_get_by_id() and the record decoded into out (`size` bytes, cleared on
+ * any error): users (sc_rec_user, "user") and keys (sc_rec_key, "key"). */
+int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *what, const char *id,
+		     void *out, size_t size);
+/* The value stored under key in db decoded with r into out (`size` bytes,
+ * cleared on any error, SC_ERR_NOT_FOUND included): keyfail, replay, ocsp. */
+int sc_get_value(sc_txn *t, int db, const struct sc_record *r, const void *key, size_t klen,
+		 void *out, size_t size);
 int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u);
 int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o);
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c);
 int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r);
 int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e);
-int sc_dec_keyfail(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_keyfail *f);
-int sc_dec_replay(sc_txn *t, const MDB_val *k, const MDB_val *v, uint32_t *uses, int64_t *expires);
-int sc_dec_ocsp(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_ocsp_entry *e);
+/* A record whose key holds nothing to check (keyfail, replay, ocsp), into
+ * rec of `size` bytes. */
+int sc_dec_value(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k, const MDB_val *v,
+		 void *rec, size_t size);
 /* Index values that name a record of another database: a string id or a
  * serial.  Checked so that a damaged index reads as corrupt, not as a
  * different record. */
 int sc_dec_id_ref(sc_txn *t, int db, const MDB_val *k, const MDB_val *v);
+/* The same check, and the id copied out as a string. */
+int sc_dec_id(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, char id[SC_ID_MAX + 1]);
 
 /* meta.c */
 int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out);

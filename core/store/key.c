@@ -22,19 +22,13 @@
 
 /* ---- keys ------------------------------------------------------------- */
 
+/* The key record, with the sequence number the store assigned. */
 static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
 {
-	sc_enc_init(e, SC_REC_V1);
-	sc_enc_str(e, k->key_id);
-	sc_enc_str(e, k->user_id);
-	sc_enc_u64(e, seq);
-	sc_enc_u8(e, (unsigned)k->alg);
-	sc_enc_u8(e, (unsigned)k->state);
-	sc_enc_blob(e, k->blob, k->blob != NULL ? k->blob_len : 0);
-	sc_enc_blob(e, k->spki, k->spki != NULL ? k->spki_len : 0);
-	sc_enc_bytes(e, k->mac, 32);
-	sc_enc_serial(e, &k->cert_serial);
-	sc_enc_i64(e, k->created);
+	sc_key r = *k;
+
+	r.seq = seq;
+	sc_enc_record(e, &sc_rec_key, &r);
 }
 
 int sc_store_key_add(sc_txn *t, sc_key *k)
@@ -77,19 +71,7 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 
 int sc_store_key_get(sc_txn *t, const char *key_id, sc_key *out)
 {
-	MDB_val k, v;
-	int rv;
-
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output");
-	memset(out, 0, sizeof(*out));
-	rv = sc_get_by_id(t, SC_DB_KEYS, "key", key_id, &k, &v);
-	if (rv != SC_OK)
-		return rv;
-	rv = sc_dec_key(t, &k, &v, out);
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	return sc_get_by_id_dec(t, SC_DB_KEYS, &sc_rec_key, "key", key_id, out, sizeof(*out));
 }
 
 int sc_store_key_update(sc_txn *t, const sc_key *k)
@@ -121,10 +103,8 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 	char id[SC_ID_MAX + 1];
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	sc_be64(sk, seq);
 	rv = sc_get(t, SC_DB_KEYSEQ, sk, 8, &v);
 	if (rv == SC_ERR_NOT_FOUND)
@@ -132,13 +112,9 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 				    (unsigned long long)seq);
 	if (rv != SC_OK)
 		return rv;
-	if ((rv = sc_dec_id_ref(t, SC_DB_KEYSEQ, &k, &v)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_KEYSEQ, &k, &v, id)) != SC_OK)
 		return rv;
-	memcpy(id, v.mv_data, v.mv_size);
-	id[v.mv_size] = '\0';
-	rv = sc_store_key_get(t, id, out);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index names a missing key");
+	rv = sc_index_target(t, SC_DB_KEYSEQ, sk, 8, sc_store_key_get(t, id, out), "key");
 	if (rv == SC_OK && out->seq != seq) {
 		memset(out, 0, sizeof(*out));
 		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index and key disagree on the sequence");
@@ -159,14 +135,10 @@ static int sc_user_key_one(sc_txn *t, const char *user_id, const MDB_val *ref, v
 	sc_key k;
 	int rv;
 
-	if ((rv = sc_dec_id_ref(t, SC_DB_USERKEYS, &uk, ref)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_USERKEYS, &uk, ref, id)) != SC_OK)
 		return rv;
-	memcpy(id, ref->mv_data, ref->mv_size);
-	id[ref->mv_size] = '\0';
-	rv = sc_store_key_get(t, id, &k);
-	if (rv == SC_ERR_NOT_FOUND)
-		rv = sc_corrupt(t, SC_DB_USERKEYS, user_id, strlen(user_id),
-				"index names a missing key");
+	rv = sc_index_target(t, SC_DB_USERKEYS, user_id, strlen(user_id),
+			     sc_store_key_get(t, id, &k), "key");
 	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &k));
 }
 
@@ -193,14 +165,10 @@ static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 	if (k->mv_size != 8)
 		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, "bad key");
-	if ((rv = sc_dec_id_ref(t, SC_DB_KEYSEQ, k, v)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_KEYSEQ, k, v, id)) != SC_OK)
 		return rv;
-	memcpy(id, v->mv_data, v->mv_size);
-	id[v->mv_size] = '\0';
-	rv = sc_store_key_get(t, id, &key);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size,
-				  "index names a missing key");
+	rv = sc_index_target(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, sc_store_key_get(t, id, &key),
+			     "key");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &key));
@@ -209,14 +177,10 @@ static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 {
 	struct sc_key_walk w = { cb, ctx };
-	unsigned char sk[8];
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (after_seq == UINT64_MAX)
-		return SC_OK;
-	sc_be64(sk, after_seq + 1);
-	return sc_walk(t, SC_DB_KEYSEQ, sk, 8, sc_key_walk_fn, &w);
+	return sc_walk_seq(t, SC_DB_KEYSEQ, after_seq, sc_key_walk_fn, &w);
 }
 
 int sc_store_key_del(sc_txn *t, const char *key_id)
@@ -246,26 +210,15 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 
 int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
 {
-	MDB_val k, v;
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	if (!sc_id_valid(key_id))
 		return sc_bad_id("key id", key_id);
-	rv = sc_get(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &v);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rv != SC_OK)
-		return rv;
-	k.mv_data = (void *)key_id;
-	k.mv_size = strlen(key_id);
-	rv = sc_dec_keyfail(t, &k, &v, out);
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	rv = sc_get_value(t, SC_DB_KEYFAIL, &sc_rec_keyfail, key_id, strlen(key_id), out,
+			  sizeof(*out));
+	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
 }
 
 int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
@@ -279,10 +232,7 @@ int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
 		return sc_bad_id("key id", key_id);
 	if (f == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no failure record");
-	sc_enc_init(&e, SC_REC_V1);
-	sc_enc_u32(&e, f->failures);
-	sc_enc_i64(&e, f->window_start);
-	sc_enc_i64(&e, f->locked_until);
+	sc_enc_record(&e, &sc_rec_keyfail, f);
 	rv = sc_put_enc(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &e, 0);
 	sc_enc_free(&e);
 	return rv;

@@ -340,3 +340,32 @@ int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn
 	/* a callback's "stop" (> 0) is success */
 	return rv > 0 ? SC_OK : rv;
 }
+
+int sc_index_target(sc_txn *t, int db, const void *key, size_t klen, int rv, const char *what)
+{
+	char why[64];
+
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
+	snprintf(why, sizeof(why), "index names a missing %s", what);
+	return sc_corrupt(t, db, key, klen, why);
+}
+
+int sc_walk_seq(sc_txn *t, int db, uint64_t after_seq, sc_walk_fn fn, void *ctx)
+{
+	unsigned char sk[8];
+
+	if (after_seq == UINT64_MAX)
+		return SC_OK;
+	sc_be64(sk, after_seq + 1);
+	return sc_walk(t, db, sk, 8, fn, ctx);
+}
+
+int sc_out_begin(sc_txn *t, void *out, size_t size)
+{
+	if (out != NULL)
+		memset(out, 0, size);
+	if (t == NULL || out == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	return SC_OK;
+}

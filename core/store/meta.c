@@ -59,6 +59,14 @@ static int sc_meta_name(const char *prefix, const char *name, char *buf, size_t 
 	return SC_OK;
 }
 
+/* The key of meta entry `name` for a change: the transaction must write. */
+static int sc_meta_change_key(sc_txn *t, const char *name, char *buf, size_t len)
+{
+	int rv = sc_check_write(t);
+
+	return rv != SC_OK ? rv : sc_meta_name("m/", name, buf, len);
+}
+
 int sc_store_counter_next(sc_txn *t, const char *name, uint64_t *out)
 {
 	char mk[SC_NAME_MAX + 8];
@@ -102,9 +110,7 @@ int sc_store_meta_put(sc_txn *t, const char *name, const void *data, size_t len)
 	char mk[SC_NAME_MAX + 8];
 	int rv;
 
-	if ((rv = sc_check_write(t)) != SC_OK)
-		return rv;
-	if ((rv = sc_meta_name("m/", name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = sc_meta_change_key(t, name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	if (data == NULL && len != 0)
 		return sc_error_set(SC_ERR_INVALID, "no data for meta '%s'", name);
@@ -136,9 +142,7 @@ int sc_store_meta_del(sc_txn *t, const char *name)
 	char mk[SC_NAME_MAX + 8];
 	int rv;
 
-	if ((rv = sc_check_write(t)) != SC_OK)
-		return rv;
-	if ((rv = sc_meta_name("m/", name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = sc_meta_change_key(t, name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	return sc_del(t, SC_DB_META, mk, strlen(mk), NULL, 0);
 }

@@ -23,24 +23,13 @@
 
 int sc_store_ocsp_get(sc_txn *t, const sc_serial *serial, sc_ocsp_entry *out)
 {
-	MDB_val k, v;
 	int rv;
 
-	if (out != NULL)
-		memset(out, 0, sizeof(*out));
-	if (t == NULL || out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
+	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
+		return rv;
 	if (!sc_valid_serial(serial))
 		return sc_error_set(SC_ERR_INVALID, "invalid certificate serial");
-	rv = sc_get(t, SC_DB_OCSP, serial->b, serial->len, &v);
-	if (rv != SC_OK)
-		return rv;
-	k.mv_data = (void *)serial->b;
-	k.mv_size = serial->len;
-	rv = sc_dec_ocsp(t, &k, &v, out);
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	return sc_get_value(t, SC_DB_OCSP, &sc_rec_ocsp, serial->b, serial->len, out, sizeof(*out));
 }
 
 int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial)
@@ -74,10 +63,7 @@ int sc_store_ocsp_put(sc_txn *t, const sc_serial *serial, const sc_ocsp_entry *e
 		return sc_error_set(SC_ERR_INVALID, "invalid serial or OCSP entry");
 	if ((rv = sc_ocsp_del_inner(t, serial)) != SC_OK)
 		return rv;
-	sc_enc_init(&enc, SC_REC_V1);
-	sc_enc_i64(&enc, e->this_update);
-	sc_enc_i64(&enc, e->next_update);
-	sc_enc_blob(&enc, e->der, e->der != NULL ? e->der_len : 0);
+	sc_enc_record(&enc, &sc_rec_ocsp, e);
 	rv = sc_put_enc(t, SC_DB_OCSP, serial->b, serial->len, &enc, 0);
 	sc_enc_free(&enc);
 	if (rv != SC_OK)
@@ -112,10 +98,8 @@ static int sc_ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 	if ((rv = sc_time_index_key(t, SC_DB_OCSPDUE, k, w->before, &s)) != SC_OK)
 		return rv;
-	rv = sc_store_ocsp_get(t, &s, &e);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size,
-				  "index names a missing response");
+	rv = sc_index_target(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size, sc_store_ocsp_get(t, &s, &e),
+			     "response");
 	if (rv != SC_OK)
 		return rv;
 	return sc_cb_result(w->cb(w->ctx, &s, &e));

@@ -24,9 +24,7 @@
 int sc_store_replay_get(sc_txn *t, const unsigned char *token_id, size_t len, uint32_t *uses,
 			int64_t *expires)
 {
-	MDB_val k = { len, (void *)token_id }, v;
-	uint32_t u = 0;
-	int64_t x = 0;
+	struct sc_replay_rec r;
 	int rv;
 
 	if (uses != NULL)
@@ -37,16 +35,13 @@ int sc_store_replay_get(sc_txn *t, const unsigned char *token_id, size_t len, ui
 		return sc_error_set(SC_ERR_INVALID, "no transaction");
 	if ((rv = sc_token_check(token_id, len)) != SC_OK)
 		return rv;
-	rv = sc_get(t, SC_DB_REPLAY, token_id, len, &v);
-	if (rv != SC_OK)
-		return rv;
-	rv = sc_dec_replay(t, &k, &v, &u, &x);
+	rv = sc_get_value(t, SC_DB_REPLAY, &sc_rec_replay, token_id, len, &r, sizeof(r));
 	if (rv != SC_OK)
 		return rv;
 	if (uses != NULL)
-		*uses = u;
+		*uses = r.uses;
 	if (expires != NULL)
-		*expires = x;
+		*expires = r.expires;
 	return SC_OK;
 }
 
@@ -79,9 +74,7 @@ int sc_store_replay_put(sc_txn *t, const unsigned char *token_id, size_t len, ui
 	} else if (rv != SC_OK && rv != SC_ERR_NOT_FOUND) {
 		return rv;
 	}
-	sc_enc_init(&e, SC_REC_V1);
-	sc_enc_u32(&e, uses);
-	sc_enc_i64(&e, expires);
+	sc_enc_record(&e, &sc_rec_replay, &(struct sc_replay_rec){ uses, expires });
 	rv = sc_put_enc(t, SC_DB_REPLAY, token_id, len, &e, 0);
 	sc_enc_free(&e);
 	if (rv != SC_OK)

@@ -82,14 +82,10 @@ static int sc_revlog_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *ctx)
 {
 	struct sc_rev_walk w = { NULL, cb, ctx, 0 };
-	unsigned char sk[8];
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	if (after_seq == UINT64_MAX)
-		return SC_OK;
-	sc_be64(sk, after_seq + 1);
-	return sc_walk(t, SC_DB_REVLOG, sk, 8, sc_revlog_walk_fn, &w);
+	return sc_walk_seq(t, SC_DB_REVLOG, after_seq, sc_revlog_walk_fn, &w);
 }
 
 int sc_store_revlog_last(sc_txn *t, uint64_t *seq)

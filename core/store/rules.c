@@ -113,20 +113,10 @@ static int sc_transition_ok(int from, int to)
 	}
 }
 
-static const char *sc_cert_status_name(int s)
+/* A certificate status in a sentence ("on hold" rather than "hold"). */
+static const char *sc_cert_status_words(int s)
 {
-	switch (s) {
-	case SC_CERT_GOOD:
-		return "good";
-	case SC_CERT_REVOKED:
-		return "revoked";
-	case SC_CERT_HOLD:
-		return "on hold";
-	case SC_CERT_EXPIRED:
-		return "expired";
-	default:
-		return "unknown";
-	}
+	return s == SC_CERT_HOLD ? "on hold" : sc_cert_status_name(s);
 }
 
 int sc_token_check(const unsigned char *id, size_t len)
@@ -147,7 +137,7 @@ int sc_cert_transition_check(const sc_serial *serial, int from, int to)
 		return SC_OK;
 	sc_serial_hex(serial, hex);
 	return sc_error_set(SC_ERR_STATE, "certificate %s is %s and cannot become %s", hex,
-			    sc_cert_status_name(from), sc_cert_status_name(to));
+			    sc_cert_status_words(from), sc_cert_status_words(to));
 }
 
 int sc_cert_delete_check(const sc_cert *c, int64_t now)
@@ -159,7 +149,7 @@ int sc_cert_delete_check(const sc_cert *c, int64_t now)
 		return sc_error_set(SC_ERR_STATE,
 				    "certificate %s is %s and has not expired: revoke it "
 				    "or wait for its notAfter before deleting it",
-				    hex, sc_cert_status_name(c->status));
+				    hex, sc_cert_status_words(c->status));
 	}
 	return SC_OK;
 }

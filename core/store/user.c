@@ -21,23 +21,20 @@
 
 /* ---- users ------------------------------------------------------------ */
 
-static int sc_user_encode(const sc_user *u, struct sc_enc *e)
+/* Encode and store the user record (flags: MDB_NOOVERWRITE to add). */
+static int sc_user_put(sc_txn *t, const sc_user *u, unsigned flags)
 {
-	sc_enc_init(e, SC_REC_V1);
-	sc_enc_str(e, u->user_id);
-	sc_enc_str(e, u->name);
-	sc_enc_bytes(e, u->id_hash, 32);
-	sc_enc_u32(e, (uint32_t)u->dob);
-	sc_enc_str(e, u->profile);
-	sc_enc_u8(e, (unsigned)u->status);
-	sc_enc_i64(e, u->created);
-	sc_enc_i64(e, u->updated);
-	return SC_OK;
+	struct sc_enc e;
+	int rv;
+
+	sc_enc_record(&e, &sc_rec_user, u);
+	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, flags);
+	sc_enc_free(&e);
+	return rv;
 }
 
 int sc_store_user_add(sc_txn *t, const sc_user *u)
 {
-	struct sc_enc e;
 	MDB_val v;
 	int rv;
 
@@ -56,10 +53,7 @@ int sc_store_user_add(sc_txn *t, const sc_user *u)
 				    (const char *)v.mv_data);
 	if (rv != SC_ERR_NOT_FOUND)
 		return rv;
-	sc_user_encode(u, &e);
-	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, MDB_NOOVERWRITE);
-	sc_enc_free(&e);
-	if (rv != SC_OK)
+	if ((rv = sc_user_put(t, u, MDB_NOOVERWRITE)) != SC_OK)
 		return rv;
 	return sc_put(t, SC_DB_IDHASH, u->id_hash, 32, u->user_id, strlen(u->user_id),
 		      MDB_NOOVERWRITE);
@@ -67,24 +61,11 @@ int sc_store_user_add(sc_txn *t, const sc_user *u)
 
 int sc_store_user_get(sc_txn *t, const char *user_id, sc_user *out)
 {
-	MDB_val k, v;
-	int rv;
-
-	if (out == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no output");
-	memset(out, 0, sizeof(*out));
-	rv = sc_get_by_id(t, SC_DB_USERS, "user", user_id, &k, &v);
-	if (rv != SC_OK)
-		return rv;
-	rv = sc_dec_user(t, &k, &v, out);
-	if (rv != SC_OK)
-		memset(out, 0, sizeof(*out));
-	return rv;
+	return sc_get_by_id_dec(t, SC_DB_USERS, &sc_rec_user, "user", user_id, out, sizeof(*out));
 }
 
 int sc_store_user_update(sc_txn *t, const sc_user *u)
 {
-	struct sc_enc e;
 	sc_user old;
 	int rv;
 
@@ -96,10 +77,7 @@ int sc_store_user_update(sc_txn *t, const sc_user *u)
 	if (memcmp(old.id_hash, u->id_hash, 32) != 0)
 		return sc_error_set(SC_ERR_INVALID,
 				    "the identity-card hash of user %s cannot change", u->user_id);
-	sc_user_encode(u, &e);
-	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, 0);
-	sc_enc_free(&e);
-	return rv;
+	return sc_user_put(t, u, 0);
 }
 
 int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_user *out)
@@ -117,14 +95,9 @@ int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_use
 		return sc_error_set(SC_ERR_NOT_FOUND, "no user enrolled with this identity card");
 	if (rv != SC_OK)
 		return rv;
-	if ((rv = sc_dec_id_ref(t, SC_DB_IDHASH, &k, &v)) != SC_OK)
+	if ((rv = sc_dec_id(t, SC_DB_IDHASH, &k, &v, id)) != SC_OK)
 		return rv;
-	memcpy(id, v.mv_data, v.mv_size);
-	id[v.mv_size] = '\0';
-	rv = sc_store_user_get(t, id, out);
-	if (rv == SC_ERR_NOT_FOUND)
-		return sc_corrupt(t, SC_DB_IDHASH, id_hash, 32, "index names a missing user");
-	return rv;
+	return sc_index_target(t, SC_DB_IDHASH, id_hash, 32, sc_store_user_get(t, id, out), "user");
 }
 
 struct sc_user_walk {

@@ -14,6 +14,8 @@ which exits 77 (meson's "skipped"), never 0.
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,53 @@ def run_json_child(script, spec, env, preexec_fn=None, timeout=120):
     if r.returncode != 0:
         fail(f"{os.path.basename(script)} child failed ({r.returncode}): {r.stderr[-3000:]}")
     return json.loads(r.stdout.splitlines()[-1])
+
+
+def main_or_child(main, child):
+    """A script's entry: `SCRIPT child JSON` runs child(spec) (run_json_child), else main()."""
+    if len(sys.argv) > 2 and sys.argv[1] == "child":
+        child(json.loads(sys.argv[2]))
+    else:
+        main()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The signing service's wire protocol spoken by hand (docs/signd.md):
+# 4-byte big-endian length frames; an answer's body starts with its CK_RV.
+WIRE_MAGIC = 0x53435344
+
+
+def wire_frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+def wire_hello(version=1):
+    """The HELLO frame (request 1) with a random nonce."""
+    return wire_frame(struct.pack(">HII", 1, WIRE_MAGIC, version) + struct.pack(">I", 16)
+                      + os.urandom(16) + struct.pack(">Q", 4))
+
+
+def _recv_exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            return None
+        b += c
+    return b
+
+
+def wire_answer(s):
+    """The CK_RV of the next answer on socket s (None: the service closed it)."""
+    hdr = _recv_exact(s, 4)
+    body = _recv_exact(s, struct.unpack(">I", hdr)[0]) if hdr else None
+    return struct.unpack(">I", body[:4])[0] if body else None
 
 
 def fail(msg):

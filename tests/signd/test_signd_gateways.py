@@ -17,43 +17,22 @@ import sys
 import threading
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, Gateway, check, expect_ckr, mint_token, pykcs11_or_skip  # noqa: E402
+from scfixture import (Deployment, Gateway, check, expect_ckr, mint_token,  # noqa: E402
+                       pykcs11_or_skip, wire_answer, wire_frame, wire_hello)
 
 P = pykcs11_or_skip()
 ECDSA = P.Mechanism(P.CKM_ECDSA, None)
-MAGIC = 0x53435344
-
-
-def frame(body):
-    return struct.pack(">I", len(body)) + body
-
-
-def answer(s):
-    def take(n):
-        b = b""
-        while len(b) < n:
-            c = s.recv(n - len(b))
-            if not c:
-                return None
-            b += c
-        return b
-    hdr = take(4)
-    body = take(struct.unpack(">I", hdr)[0]) if hdr else None
-    return struct.unpack(">I", body[:4])[0] if body else None
-
-
 def raw_login(d, cred, barrier, out, i):
     """One connection: HELLO, then C_Login(CKU_USER, cred) at the barrier."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(60)
     s.connect(os.path.join(d.dir, "run", "signd.sock"))
-    s.sendall(frame(struct.pack(">HII", 1, MAGIC, 1) + struct.pack(">I", 16) + os.urandom(16)
-                    + struct.pack(">Q", 4)))
-    answer(s)
+    s.sendall(wire_hello())
+    wire_answer(s)
     pin = cred.encode()
     barrier.wait()
-    s.sendall(frame(struct.pack(">HQB", 2, P.CKU_USER, 1) + struct.pack(">I", len(pin)) + pin))
-    out[i] = answer(s)
+    s.sendall(wire_frame(struct.pack(">HQB", 2, P.CKU_USER, 1) + struct.pack(">I", len(pin)) + pin))
+    out[i] = wire_answer(s)
     s.close()
 
 

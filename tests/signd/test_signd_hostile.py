@@ -14,21 +14,12 @@ import sys
 import time
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, Gateway, check, mint_token, pykcs11_or_skip  # noqa: E402
+from scfixture import (Deployment, Gateway, check, mint_token, pykcs11_or_skip,  # noqa: E402
+                       wire_answer, wire_frame as frame, wire_hello as hello)
 
 P = pykcs11_or_skip()
 
-MAGIC = 0x53435344
 TIMEOUT = 2          # signd.request_timeout for this test
-
-
-def frame(body):
-    return struct.pack(">I", len(body)) + body
-
-
-def hello(version=1):
-    return frame(struct.pack(">HII", 1, MAGIC, version) + struct.pack(">I", 16) + os.urandom(16)
-                 + struct.pack(">Q", 4))
 
 
 def connect(d):
@@ -54,20 +45,7 @@ def closed_within(s, seconds):
 
 def answer(s):
     s.settimeout(10)
-    hdr = b""
-    while len(hdr) < 4:
-        b = s.recv(4 - len(hdr))
-        if not b:
-            return None
-        hdr += b
-    n = struct.unpack(">I", hdr)[0]
-    body = b""
-    while len(body) < n:
-        b = s.recv(n - len(body))
-        if not b:
-            return None
-        body += b
-    return struct.unpack(">I", body[:4])[0]
+    return wire_answer(s)
 
 
 def main():

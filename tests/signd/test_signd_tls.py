@@ -12,17 +12,14 @@ import json
 import os
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, check, fail, mint_token, skip_unless, pykcs11_or_skip, run_json_child  # noqa: E402
+from scfixture import (Deployment, check, fail, free_port, main_or_child, mint_token,  # noqa: E402
+                       pykcs11_or_skip, run_json_child, skip_unless, wire_hello)
 
 P = pykcs11_or_skip()
-
-MAGIC = 0x53435344
-
 
 def openssl(*args):
     subprocess.run(["openssl", *args], check=True, capture_output=True)
@@ -48,19 +45,6 @@ def issue(tmp, ca, name, ext):
     return key, crt
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def hello():
-    body = struct.pack(">HII", 1, MAGIC, 1) + struct.pack(">I", 16) + os.urandom(16) + struct.pack(">Q", 4)
-    return struct.pack(">I", len(body)) + body
-
-
 def raw_try(port, ca_pem, cert=None):
     """HELLO over TLS; 'answered' or what stopped it."""
     ctx = ssl.create_default_context(cafile=ca_pem)
@@ -69,7 +53,7 @@ def raw_try(port, ca_pem, cert=None):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                s.sendall(hello())
+                s.sendall(wire_hello())
                 data = s.recv(64)
                 return "answered" if len(data) >= 8 else "closed"
     except (ssl.SSLError, ConnectionError, OSError) as e:
@@ -133,7 +117,4 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "child":
-        child(json.loads(sys.argv[2]))
-    else:
-        main()
+    main_or_child(main, child)
