@@ -22,6 +22,7 @@ static const struct command commands[] = {
 	{ "sign", sc_cmd_sign, "reference gateway: sign a file through the PKCS#11 module" },
 	{ "crl", sc_cmd_crl, "publish and show CRLs (full, delta, partitioned)" },
 	{ "gateway", sc_cmd_gateway, "add, list and remove the gateways allowed to sign" },
+	{ "approve", sc_cmd_approve, "gateway: deposit an authorisation token ahead of C_Sign" },
 	{ "audit", sc_cmd_audit, "verify and show the tamper-evident audit log" },
 	{ "status", sc_cmd_status, "summary of a deployment: HSM, store, counts" },
 };
