@@ -305,6 +305,17 @@ def main():
         key_a = gw.key("alice")[0]
         sig = gw.sign(key_a, ecdsa, d7, None)
         verify_ec(d, cert_a, d7, sig, "a deposit is in the store: consumed after the service restarted")
+
+        # A deposit expires with its token (test builds move the clock).
+        if os.environ.get("SMARTCERT_TEST_HOOKS") == "1":
+            d8 = dg("expires while waiting")
+            now = int(time.time())
+            check(approve(d, mint_token(d, "alice", kid["alice"], [("sha256", d8)], not_after=now + 60))[0] == 0,
+                  "a deposit valid for one more minute")
+            d.set_time(now + 60 + 3600)
+            expect_ckr(lambda: plain(key_a, ecdsa, d8), P.CKR_USER_NOT_LOGGED_IN,
+                       "once its token has expired (plus the skew) the deposit is gone")
+            d.set_time(None)
         gw.close()
 
 
