@@ -411,8 +411,16 @@ int sd_deposit_take(struct sd_session *s, int md_nid, const unsigned char *diges
 		if (!bytes_is(e->consumer, e->consumer_len, s->gateway) || !dep_live(txn, e, now))
 			continue;
 		any = 1;
-		/* The token once more, as at a context login: a trusted key
-		 * withdrawn since the deposit, or the clock, ends it. */
+		/* The digest first, from the form alone (cheap: a key may hold
+		 * several deposits), then the token once more as at a context
+		 * login: a trusted key withdrawn since the deposit, or the
+		 * clock, ends it. */
+		if (sc_authz_decode((const char *)e->text, e->text_len, &g->tok, NULL) != SC_OK ||
+		    !sc_authz_has_digest(&g->tok, md_nid, digest, dlen)) {
+			sc_authz_token_clear(&g->tok);
+			continue;
+		}
+		sc_authz_token_clear(&g->tok);
 		if (sc_authz_verify(sd.trust, (const char *)e->text, e->text_len, now, &g->tok) !=
 			    SC_OK ||
 		    g->tok.purpose != SC_AUTHZ_SIGN || strcmp(g->tok.subject, g->user_id) != 0 ||
