@@ -225,25 +225,24 @@ int sd_deposit_spend(sc_txn *txn, const char *key_id, int64_t now)
 
 /* ---- DEPOSIT ------------------------------------------------------------------ */
 
-static CK_RV deposit_refuse(struct sd_session *s, const sc_authz_token *tok, int err,
-			    int count, const char *why, char *reason, size_t rlen)
+static CK_RV deposit_refuse(struct sd_session *s, const sc_authz_token *tok, int err, int count,
+			    const char *why, char *reason, size_t rlen)
 {
 	const char *detail = why != NULL ? why : sc_error_detail();
 	char audit[160];
 
-	snprintf(reason, rlen, "%s%s%s", sc_errname(err),
-		 detail != NULL && detail[0] ? ": " : "", detail != NULL ? detail : "");
+	snprintf(reason, rlen, "%s%s%s", sc_errname(err), detail != NULL && detail[0] ? ": " : "",
+		 detail != NULL ? detail : "");
 	snprintf(audit, sizeof(audit), "at deposit%s%s", detail != NULL && detail[0] ? "; " : "",
 		 detail != NULL ? detail : "");
-	sd_refuse(s, tok->subject, tok->key_id, NULL,
-		  tok->token_id_len ? tok->token_id : NULL, tok->token_id_len, NULL, 0, err,
-		  count, audit);
+	sd_refuse(s, tok->subject, tok->key_id, NULL, tok->token_id_len ? tok->token_id : NULL,
+		  tok->token_id_len, NULL, 0, err, count, audit);
 	return sd_ckr(err);
 }
 
 CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
-		 const unsigned char *for_gw, size_t for_len, int has_for,
-		 char *reason, size_t rlen)
+		 const unsigned char *for_gw, size_t for_len, int has_for, char *reason,
+		 size_t rlen)
 {
 	sc_authz_token *tok;
 	char consumer[SC_ID_MAX + 1];
@@ -273,8 +272,8 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 	}
 	if (sd_garbage_throttled(s, 0)) {
 		rv = deposit_refuse(s, tok, SC_ERR_KEY_LOCKED, 0,
-				    "gateway throttled: too many tokens that do not verify",
-				    reason, rlen);
+				    "gateway throttled: too many tokens that do not verify", reason,
+				    rlen);
 		goto done;
 	}
 	vrc = sc_authz_verify(sd.trust, (const char *)text, len, now, tok);
@@ -357,10 +356,13 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 	rc = sd_commit_run(&c);
 	if (rc != SC_OK) {
 		/* Decided in the commit (another thread's error detail). */
-		const char *why = rc == SC_ERR_EXISTS ? "this token is already deposited" :
-				  rc == SC_ERR_BUSY ? "too many approvals already wait for this key" :
+		const char *why = rc == SC_ERR_EXISTS ?
+					  "this token is already deposited" :
+				  rc == SC_ERR_BUSY ?
+					  "too many approvals already wait for this key" :
 				  rc == SC_ERR_TOKEN_REPLAY || rc == SC_ERR_TOKEN_SPENT ?
-				  "token used up since it arrived" : "cannot record the deposit";
+					  "token used up since it arrived" :
+					  "cannot record the deposit";
 
 		rv = deposit_refuse(s, tok, rc, 0, why, reason, rlen);
 		goto done;
@@ -439,6 +441,6 @@ int sd_deposit_take(struct sd_session *s, int md_nid, const unsigned char *diges
 		g->deposit = 1;
 		return SC_OK;
 	}
-	return any ? sc_error_set(SC_ERR_TOKEN_DIGEST, "no deposited approval lists this digest")
-		   : SC_ERR_NOT_FOUND;
+	return any ? sc_error_set(SC_ERR_TOKEN_DIGEST, "no deposited approval lists this digest") :
+		     SC_ERR_NOT_FOUND;
 }

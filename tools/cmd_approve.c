@@ -94,8 +94,8 @@ static int conn_open(const sc_config *cfg, struct approve_conn *c)
 
 		memset(&sa, 0, sizeof(sa));
 		sa.sun_family = AF_UNIX;
-		n = svc[5] == '/' ? snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", svc + 5)
-				  : snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
+		n = svc[5] == '/' ? snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", svc + 5) :
+				    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
 					     sc_config_dir(cfg), svc + 5);
 		if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
 			return sc_error_set(SC_ERR_CONFIG, "gateway.service: path too long");
@@ -145,7 +145,8 @@ static int conn_open(const sc_config *cfg, struct approve_conn *c)
 		free(key);
 		free(ca);
 		if (!ok)
-			return sc_error_set(SC_ERR_CONFIG, "a tls: service needs gateway.tls_cert, "
+			return sc_error_set(SC_ERR_CONFIG,
+					    "a tls: service needs gateway.tls_cert, "
 					    "gateway.tls_key and gateway.tls_ca, all readable");
 		SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
 		c->ssl = SSL_new(c->ctx);
@@ -157,7 +158,7 @@ static int conn_open(const sc_config *cfg, struct approve_conn *c)
 		return SC_OK;
 	} else {
 		return sc_error_set(SC_ERR_CONFIG, "gateway.service must be unix:PATH or "
-				    "tls:HOST:PORT");
+						   "tls:HOST:PORT");
 	}
 	(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -198,8 +199,7 @@ static int io_all(struct approve_conn *c, void *buf, size_t n, int wr)
 }
 
 /* Send the frame in `o`, read the answer into *body (freed by the caller). */
-static int call(struct approve_conn *c, struct sc_wire_out *o, unsigned char **body,
-		size_t *len)
+static int call(struct approve_conn *c, struct sc_wire_out *o, unsigned char **body, size_t *len)
 {
 	unsigned char hdr[4];
 	uint32_t n;
@@ -250,11 +250,21 @@ int sc_cmd_approve(int argc, char **argv)
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
-		case 't': token_arg = optarg; break;
-		case 'f': for_gw = optarg; break;
-		case 'p': pin_source = optarg; break;
-		case 'h': approve_usage(stdout); return SC_EXIT_OK;
-		default: approve_usage(stderr); return SC_EXIT_USAGE;
+		case 't':
+			token_arg = optarg;
+			break;
+		case 'f':
+			for_gw = optarg;
+			break;
+		case 'p':
+			pin_source = optarg;
+			break;
+		case 'h':
+			approve_usage(stdout);
+			return SC_EXIT_OK;
+		default:
+			approve_usage(stderr);
+			return SC_EXIT_USAGE;
 		}
 	}
 	if (optind != argc || token_arg == NULL)
@@ -263,7 +273,8 @@ int sc_cmd_approve(int argc, char **argv)
 		return sc_cli_usage_error("approve", "--for: a gateway name");
 	path = sc_config_locate(NULL);
 	if (path == NULL)
-		return sc_cli_usage_error("approve", "no configuration: --config or SMARTCERT_CONF");
+		return sc_cli_usage_error("approve",
+					  "no configuration: --config or SMARTCERT_CONF");
 	rc = sc_config_load(path, &cfg);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "configuration");
@@ -277,11 +288,11 @@ int sc_cmd_approve(int argc, char **argv)
 		ret = sc_cli_fail(rc, "token");
 		goto done;
 	}
-	rc = pin_source != NULL
-		? sc_secret_read_source(pin_source, &pin)
-		: sc_secret_source_read(sc_config_str(cfg, "gateway.pin_source",
-						      "file:gateway/default.pin"),
-					sc_config_dir(cfg), SC_SECRET_BARE_PATH, 0, &pin);
+	rc = pin_source != NULL ?
+		     sc_secret_read_source(pin_source, &pin) :
+		     sc_secret_source_read(sc_config_str(cfg, "gateway.pin_source",
+							 "file:gateway/default.pin"),
+					   sc_config_dir(cfg), SC_SECRET_BARE_PATH, 0, &pin);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "gateway credential");
 		goto done;
@@ -307,7 +318,7 @@ int sc_cmd_approve(int argc, char **argv)
 		sc_wire_in_init(&in, body, blen);
 		if (sc_wire_get_u32(&in) != CKR_OK)
 			rc = sc_error_set(SC_ERR_CONFIG, "the signing service refused HELLO "
-					  "(an older service without deposits?)");
+							 "(an older service without deposits?)");
 	}
 	free(body);
 	body = NULL;
@@ -325,7 +336,8 @@ int sc_cmd_approve(int argc, char **argv)
 			sc_wire_in_init(&in, body, blen);
 			rv = sc_wire_get_u32(&in);
 			if (rv != CKR_OK) {
-				fprintf(stderr, "smartcert approve: the gateway login was refused "
+				fprintf(stderr,
+					"smartcert approve: the gateway login was refused "
 					"(CK_RV 0x%lx): check the gateway credential\n",
 					(unsigned long)rv);
 				ret = SC_EXIT_STATE;
