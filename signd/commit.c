@@ -130,12 +130,27 @@ static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 			return rc;
 		}
 		rc = sc_store_replay_put(txn, c->token_id, c->token_id_len, uses + 1, c->expires);
+		if (rc == SC_OK && c->deposit)
+			rc = sd_deposit_spend(txn, c->fail_key, now);
 		if (rc != SC_OK)
 			return rc;
 		rc = sc_audit_append(txn, &ev, NULL);
 		if (rc == SC_OK && c->fail_key != NULL)
 			rc = commit_clear_failures(txn, c->fail_key);
 		return rc;
+	}
+	if (c->kind == SD_COMMIT_DEPOSIT) {
+		/* Decided here, against every other writer: a token spent or
+		 * deposited since the checks at arrival is refused. */
+		rc = sd_deposit_apply(txn, c, now);
+		if (rc == SC_ERR_TOKEN_REPLAY || rc == SC_ERR_TOKEN_SPENT || rc == SC_ERR_EXISTS ||
+		    rc == SC_ERR_BUSY) {
+			c->result = rc;
+			return SC_OK;     /* refused: the caller audits it */
+		}
+		if (rc != SC_OK)
+			return rc;
+		return sc_audit_append(txn, &ev, NULL);
 	}
 	rc = sc_audit_append(txn, &ev, NULL);
 	if (rc == SC_OK && c->fail_key != NULL && c->count_failure)

@@ -21,7 +21,7 @@ static void put_rv(struct sc_wire_out *o, CK_RV rv)
 
 static int op_hello(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
 {
-	if (r->version != SC_WIRE_VERSION) {
+	if (r->version < SC_WIRE_VERSION_MIN || r->version > SC_WIRE_VERSION) {
 		put_rv(o, CKR_DEVICE_ERROR);
 		return SD_DISPATCH_CLOSE_AFTER;
 	}
@@ -31,6 +31,7 @@ static int op_hello(struct sd_session *s, const struct sc_wire_req *r, struct sc
 		return SD_DISPATCH_CLOSE_AFTER;
 	}
 	s->flags = (CK_FLAGS)r->flags;
+	s->version = r->version;
 	put_rv(o, CKR_OK);
 	sc_wire_put_bytes(o, sd.token_label, strlen(sd.token_label));
 	sc_wire_put_bytes(o, sd.serial, strlen(sd.serial));
@@ -208,6 +209,20 @@ static int op_sign_final(struct sd_session *s, const struct sc_wire_req *r,
 	return SD_DISPATCH_OK;
 }
 
+/* An approval deposited ahead of its signature (deposit.c); the answer
+ * carries the reason of a refusal, for the operator. */
+static int op_deposit(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+{
+	char reason[256];
+
+	if (s->version < 2)
+		return SD_DISPATCH_CLOSE;      /* not in the version this peer speaks */
+	put_rv(o, sd_deposit(s, r->data, r->data_len, r->for_gw, r->for_len, r->has_for,
+			     reason, sizeof(reason)));
+	sc_wire_put_bytes(o, reason, strlen(reason));
+	return SD_DISPATCH_OK;
+}
+
 typedef int (*op_fn)(struct sd_session *, const struct sc_wire_req *, struct sc_wire_out *);
 
 static const op_fn ops[SC_OP_MAX_] = {
@@ -223,6 +238,7 @@ static const op_fn ops[SC_OP_MAX_] = {
 	[SC_OP_SIGN] = op_sign,
 	[SC_OP_SIGN_UPDATE] = op_sign_update,
 	[SC_OP_SIGN_FINAL] = op_sign_final,
+	[SC_OP_DEPOSIT] = op_deposit,
 };
 
 int sd_dispatch(struct sd_session *s, const unsigned char *body, size_t len,

@@ -83,7 +83,8 @@ struct sd_sign {
 	char key_id[SC_ID_MAX + 1];
 	char user_id[SC_ID_MAX + 1];
 	sc_serial serial;
-	int authed;                    /* context-specific login accepted */
+	int authed;                    /* context-specific login accepted, or a deposit found */
+	int deposit;                   /* tok came from a deposit (deposit.c) */
 	sc_authz_token tok;
 };
 
@@ -107,13 +108,14 @@ struct sd_session {
 	char principal[SD_PEER_MAX];   /* who is throttled: "uid=U" or "cert=FP" */
 	char actor[SD_ACTOR_MAX];      /* audit actor, refreshed per request */
 	char gateway[SC_ID_MAX + 1];   /* gateway of this request ("" if none) */
+	uint32_t version;              /* protocol version from HELLO */
 	struct sd_find find;
 	struct sd_sign sign;
 };
 
 /* One queued store write (group commit): a signature's replay record and
  * audit record, or a refusal's audit record and failure count. */
-enum { SD_COMMIT_SIGN = 1, SD_COMMIT_EVENT = 2 };
+enum { SD_COMMIT_SIGN = 1, SD_COMMIT_EVENT = 2, SD_COMMIT_DEPOSIT = 3 };
 struct sd_commit {
 	struct sd_commit *next;
 	int kind;
@@ -127,6 +129,11 @@ struct sd_commit {
 	 * the transaction that records it (a revocation committed first
 	 * wins). */
 	uint64_t key_seq;
+	int deposit;                   /* SIGN: drop the key's spent deposits */
+	/* DEPOSIT: fail_key is the key, token_id/max_uses/expires the token */
+	const char *dep_consumer, *dep_depositor;
+	const unsigned char *dep_text;
+	size_t dep_text_len;
 	sc_audit_event ev;             /* strings owned by the caller */
 	int done;
 	int result;                    /* SC_OK or why the record was refused */
@@ -156,6 +163,7 @@ struct sd_service {
 	int64_t lock_threshold, lock_seconds, max_skew;
 	int64_t restored_at;           /* last `store restore`, 0 if none */
 	int64_t garbage_threshold, garbage_window;
+	char *deposit_gateways;        /* signd.deposit_gateways: " a b c " */
 	struct sd_app *apps;
 	struct sd_throttle *login_throttle;
 	struct sd_throttle *garbage_throttle;
@@ -220,6 +228,25 @@ CK_RV sd_sign_update(struct sd_session *s, CK_BYTE_PTR pPart, CK_ULONG ulPartLen
 CK_RV sd_sign_final(struct sd_session *s, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen);
 /* S9, S10 for a key record, from the transaction's snapshot. */
 int sd_key_state_check(sc_txn *txn, const sc_key *k, int64_t now);
+
+/* deposit.c: approvals deposited ahead (SC_OP_DEPOSIT). */
+CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
+		 const unsigned char *for_gw, size_t for_len, int has_for,
+		 char *reason, size_t rlen);
+/* At C_Sign without a context login: the deposit of this session's gateway
+ * for its key listing the digest, verified again into s->sign.tok.
+ * SC_ERR_NOT_FOUND: none for this key and gateway; SC_ERR_TOKEN_DIGEST:
+ * some, but none lists the digest. */
+int sd_deposit_take(struct sd_session *s, int md_nid, const unsigned char *digest, size_t dlen);
+/* 1 when `gateway` has a live deposit for the key. */
+int sd_deposit_pending(const char *key_id, const char *gateway);
+/* Inside the commit transaction. */
+struct sd_commit;
+int sd_deposit_apply(sc_txn *txn, const struct sd_commit *c, int64_t now);
+int sd_deposit_spend(sc_txn *txn, const char *key_id, int64_t now);
+/* 1 when keys show CKA_ALWAYS_AUTHENTICATE = CK_FALSE to this gateway
+ * (signd.deposit_gateways). */
+int sd_gateway_deposits(const char *gateway);
 
 /* keycache.c: unwrapped keys, bounded (signd.key_cache). */
 int sd_kc_init(size_t cap);

@@ -407,6 +407,12 @@ CK_RV sd_get_attribute_value(struct sd_session *s, CK_OBJECT_HANDLE hObject,
 		CK_ATTRIBUTE *a = &pTemplate[i];
 
 		arv = sd_obj_attr(&o, a->type, &val, &len);
+		/* Per gateway: a gateway that deposits its approvals ahead
+		 * (signd.deposit_gateways) is told no login is due between
+		 * C_SignInit and C_Sign (docs/signd.md, "Deposits"). */
+		if (arv == CKR_OK && a->type == CKA_ALWAYS_AUTHENTICATE &&
+		    o.kind == SD_OBJ_PRIV && len == 1 && sd_gateway_deposits(s->gateway))
+			val[0] = CK_FALSE;
 		if (arv == CKR_HOST_MEMORY || arv == CKR_DEVICE_ERROR ||
 		    arv == CKR_FUNCTION_FAILED) {
 			rv = arv;

@@ -24,7 +24,10 @@
 #include <stdint.h>
 
 #define SC_WIRE_MAGIC 0x53435344u          /* "SCSD" */
-#define SC_WIRE_VERSION 1u
+/* Version 2 adds SC_OP_DEPOSIT; the service still speaks version 1 (a
+ * version-1 connection may not send DEPOSIT). */
+#define SC_WIRE_VERSION 2u
+#define SC_WIRE_VERSION_MIN 1u
 #define SC_WIRE_FRAME_MAX (256u * 1024u)
 /* Data of one C_Sign/C_SignUpdate frame; the module splits longer input
  * of hash-and-sign mechanisms into C_SignUpdate frames. */
@@ -32,6 +35,9 @@
 #define SC_WIRE_APP_ID_LEN 16
 #define SC_WIRE_MAX_ATTRS 64
 #define SC_WIRE_MAX_FIND 1024
+/* DEPOSIT: the token text (base64url) and the consuming gateway's name. */
+#define SC_WIRE_TOKEN_MAX 8192
+#define SC_WIRE_GATEWAY_MAX 32
 
 /* The fixed table of requests.  Request fields / response fields after
  * the CK_RV: */
@@ -64,7 +70,12 @@ enum sc_wire_op {
 	SC_OP_SIGN_UPDATE = 11,
 	/* u8 has_out, u64 out_len -> u64 out_len, bytes signature */
 	SC_OP_SIGN_FINAL = 12,
-	SC_OP_MAX_ = 13,
+	/* (version 2) an approval deposited ahead of its signature:
+	 * bytes token (1..SC_WIRE_TOKEN_MAX), u8 has_for, bytes for_gateway
+	 * (0..SC_WIRE_GATEWAY_MAX; the gateway that may consume it, default
+	 * the depositing one) -> bytes reason (empty when accepted) */
+	SC_OP_DEPOSIT = 13,
+	SC_OP_MAX_ = 14,
 };
 
 /* Mechanism parameters on the wire. */
@@ -147,6 +158,10 @@ struct sc_wire_req {
 	/* SIGN, SIGN_FINAL */
 	uint8_t has_out;
 	uint64_t out_len;
+	/* DEPOSIT: the token is data/data_len */
+	uint8_t has_for;
+	const unsigned char *for_gw;
+	size_t for_len;
 };
 
 /* Decode one request body.  0 when it is well formed: a known operation,

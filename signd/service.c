@@ -146,6 +146,15 @@ int sc_signd_open(const char *config_path)
 		return sc_error_set(SC_ERR_CONFIG, "%s: signd.key_cache must be 0..1000000", path);
 	if (sd_kc_init((size_t)kcap) != SC_OK)
 		return SC_ERR_NOMEM;
+	s = sc_config_str(cfg, "signd.deposit_gateways", "");
+	sd.deposit_gateways = malloc(strlen(s) + 3);
+	if (sd.deposit_gateways == NULL)
+		return SC_ERR_NOMEM;
+	/* " a b c ": separators (spaces, commas) normalised to spaces. */
+	snprintf(sd.deposit_gateways, strlen(s) + 3, " %s ", s);
+	for (char *q = sd.deposit_gateways; *q != '\0'; q++)
+		if (*q == ',' || *q == '\t')
+			*q = ' ';
 	rc = sc_authz_trust_load(cfg, &sd.trust);
 	if (rc != SC_OK)
 		return rc;
@@ -188,6 +197,8 @@ void sc_signd_close(void)
 	sd.dep = NULL;
 	free(sd.config_path);
 	sd.config_path = NULL;
+	free(sd.deposit_gateways);
+	sd.deposit_gateways = NULL;
 	for (a = sd.apps; a != NULL; a = an) {
 		an = a->next;
 		OPENSSL_clear_free(a, sizeof(*a));
@@ -236,4 +247,14 @@ void sd_checkpoint_tick(int force)
 	}
 	last_time = now;
 	last_count = count;
+}
+
+int sd_gateway_deposits(const char *gateway)
+{
+	char pat[SC_ID_MAX + 3];
+
+	if (gateway == NULL || gateway[0] == '\0' || sd.deposit_gateways == NULL)
+		return 0;
+	snprintf(pat, sizeof(pat), " %s ", gateway);
+	return strstr(sd.deposit_gateways, pat) != NULL;
 }

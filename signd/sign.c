@@ -9,6 +9,10 @@
  *                                        then replay + audit committed
  *                                        (S5, S7 decided there, S11) before
  *                                        the signature is returned.
+ * Or, for clients that cannot log in between C_SignInit and C_Sign, the
+ * token was deposited ahead (deposit.c): C_Sign without a context login
+ * looks up this gateway's deposit for the key and digest, and then goes
+ * on exactly as above.  Without one it is refused as it always was.
  * Every refusal is audited; token refusals count towards the key's lock
  * (S9).  CKR codes: ckr.c and docs/pkcs11.md.
  */
@@ -320,6 +324,18 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 		return CKR_ARGUMENTS_BAD;
 	g->authed = 0;
 	memset(&g->tok, 0, sizeof(g->tok));
+	/* A client that always logs in again with the PIN it holds (pkcs11-tool
+	 * --pin, libp11, pkcs11-provider) sends this gateway's own credential
+	 * here.  When the gateway deposited an approval for this key, that is
+	 * no token at all: accept the login, present nothing, count nothing,
+	 * and let C_Sign find the deposit.  Otherwise it is garbage as before. */
+	if (s->gateway[0] != '\0' && len > strlen(s->gateway) &&
+	    memcmp(text, s->gateway, strlen(s->gateway)) == 0 &&
+	    text[strlen(s->gateway)] == ':' && sd_deposit_pending(g->key_id, s->gateway)) {
+		if (sd.debug)
+			sd_log("context login with the gateway credential: deposit expected");
+		return CKR_OK;
+	}
 	if (sd_garbage_throttled(s, 0)) {
 		sd_refuse(s, g->user_id, g->key_id, &g->serial, NULL, 0, NULL, 0, SC_ERR_KEY_LOCKED,
 			  0, "gateway throttled: too many tokens that do not verify");
@@ -448,6 +464,7 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	char tid_hex[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
 	char dg_hex[2 * 64 + 1];
 	char serial_hex[2 * SC_SERIAL_MAX + 1] = "";
+	char detail[64];
 	sc_hsm *hsm = NULL;
 	sc_hsm_key *hk = NULL;
 	void *kref = NULL;
@@ -532,6 +549,7 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	c.expires = g->tok.not_after + sd.max_skew;
 	c.fail_key = g->key_id;
 	c.key_seq = g->seq;
+	c.deposit = g->deposit;
 	c.ev.kind = "sign";
 	c.ev.actor = s->actor;
 	c.ev.user_id = g->user_id;
@@ -540,7 +558,10 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	c.ev.token_id = tid_hex;
 	c.ev.digest = dg_hex;
 	c.ev.outcome = "ok";
-	c.ev.detail = mech_find(g->mech) != NULL ? mech_find(g->mech)->name : NULL;
+	snprintf(detail, sizeof(detail), "%s%s",
+		 mech_find(g->mech) != NULL ? mech_find(g->mech)->name : "",
+		 g->deposit ? "; deposited approval" : "");
+	c.ev.detail = detail;
 	rc = sd_commit_run(&c);
 	if (rc != SC_OK) {
 		OPENSSL_cleanse(sig, sizeof(sig));
@@ -558,6 +579,8 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	sd_sign_clear(g);
 	return CKR_OK;
 }
+
+static CK_RV sign_out_refused(struct sd_session *s, CK_RV rv);
 
 /* Length query and buffer check shared by C_Sign and C_SignFinal; returns
  * CKR_OK with *go = 1 when the signature must be made now. */
@@ -580,10 +603,28 @@ static CK_RV sign_out_check(const struct sd_session *s, CK_BYTE_PTR out, CK_ULON
 		*outlen = need;
 		return CKR_BUFFER_TOO_SMALL;
 	}
-	if (!g->authed)
-		return CKR_USER_NOT_LOGGED_IN;
-	*go = 1;
+	*go = 1;       /* without a context login: a deposit, or refused (sign_approval) */
 	return CKR_OK;
+}
+
+/* The approval of a signature whose digest is known: the context login's
+ * token, else this gateway's deposit listing the digest.  CKR_OK, or the
+ * operation ended with the refusal returned. */
+static CK_RV sign_approval(struct sd_session *s, int digest_rc, int md_nid,
+			   const unsigned char *digest, size_t dlen)
+{
+	int rc;
+
+	if (s->sign.authed)
+		return CKR_OK;
+	rc = digest_rc == SC_OK ? sd_deposit_take(s, md_nid, digest, dlen) : SC_ERR_NOT_FOUND;
+	if (rc == SC_OK)
+		return CKR_OK;
+	if (rc == SC_ERR_TOKEN_DIGEST)     /* deposits, but not for this digest */
+		return sign_refuse(s, rc, 0, digest, dlen, "no deposited approval lists it");
+	if (rc != SC_ERR_NOT_FOUND)
+		return sign_refuse(s, rc, 0, digest, dlen, "cannot read deposits");
+	return sign_out_refused(s, CKR_USER_NOT_LOGGED_IN);     /* as without deposits */
 }
 
 /* After sign_out_check(): a failed C_Sign/C_SignFinal ends the operation
@@ -641,6 +682,9 @@ CK_RV sd_sign(struct sd_session *s, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 		return CKR_OK;
 	rc = sign_digest_of(g, pData != NULL ? pData : (CK_BYTE_PTR)"", ulDataLen, &md_nid,
 			    digest, &dlen);
+	rv = sign_approval(s, rc, md_nid, digest, dlen);
+	if (rv != CKR_OK)
+		return rv;
 	if (rc != SC_OK)
 		return sign_refuse(s, rc, rc == SC_ERR_TOKEN_DIGEST, NULL, 0, sc_error_detail());
 	return sign_finish(s, md_nid, digest, dlen, pSignature, pulSignatureLen);
@@ -682,5 +726,8 @@ CK_RV sd_sign_final(struct sd_session *s, CK_BYTE_PTR pSignature, CK_ULONG_PTR p
 		sd_sign_clear(g);
 		return CKR_FUNCTION_FAILED;
 	}
+	rv = sign_approval(s, SC_OK, g->md_nid, digest, dlen);
+	if (rv != CKR_OK)
+		return rv;
 	return sign_finish(s, g->md_nid, digest, dlen, pSignature, pulSignatureLen);
 }

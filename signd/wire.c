@@ -292,6 +292,13 @@ int sc_wire_req_decode(const unsigned char *body, size_t len, struct sc_wire_req
 		r->has_out = sc_wire_get_u8(&in);
 		r->out_len = sc_wire_get_u64(&in);
 		break;
+	case SC_OP_DEPOSIT:
+		r->data = sc_wire_get_bytes(&in, SC_WIRE_TOKEN_MAX, &r->data_len);
+		r->has_for = sc_wire_get_u8(&in);
+		r->for_gw = sc_wire_get_bytes(&in, SC_WIRE_GATEWAY_MAX, &r->for_len);
+		if (r->data_len == 0 || r->has_for > 1 || (!r->has_for && r->for_len != 0))
+			in.failed = 1;
+		break;
 	default:
 		return -1;
 	}
@@ -299,6 +306,8 @@ int sc_wire_req_decode(const unsigned char *body, size_t len, struct sc_wire_req
 		return -1;
 	if (r->data == NULL)
 		r->data = (const unsigned char *)"";   /* a zero-length field */
+	if (r->for_gw == NULL)
+		r->for_gw = (const unsigned char *)"";
 	return sc_wire_in_done(&in) ? 0 : -1;
 }
 
@@ -317,6 +326,7 @@ const char *sc_wire_op_name(unsigned op)
 		[SC_OP_SIGN] = "sign",
 		[SC_OP_SIGN_UPDATE] = "sign-update",
 		[SC_OP_SIGN_FINAL] = "sign-final",
+		[SC_OP_DEPOSIT] = "deposit",
 	};
 
 	if (op >= SC_OP_MAX_ || names[op] == NULL)

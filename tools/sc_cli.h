@@ -90,5 +90,6 @@ int sc_cmd_crl(int argc, char **argv);
 int sc_cmd_status(int argc, char **argv);
 int sc_cmd_gateway(int argc, char **argv);
 int sc_cmd_store(int argc, char **argv);
+int sc_cmd_approve(int argc, char **argv);
 
 #endif

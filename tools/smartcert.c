@@ -23,6 +23,7 @@ static const struct command commands[] = {
 	{ "crl", sc_cmd_crl, "publish and show CRLs (full, delta, partitioned)" },
 	{ "store", sc_cmd_store, "backup, restore (on purpose) and check the store and its evidence" },
 	{ "gateway", sc_cmd_gateway, "add, list and remove the gateways allowed to sign" },
+	{ "approve", sc_cmd_approve, "gateway: deposit an authorisation token ahead of C_Sign" },
 	{ "audit", sc_cmd_audit, "verify and show the tamper-evident audit log" },
 	{ "status", sc_cmd_status, "summary of a deployment: HSM, store, counts" },
 };

@@ -91,6 +91,11 @@ static void encode(const struct sc_wire_req *r, struct sc_wire_out *o)
 		sc_wire_put_u8(o, r->has_out);
 		sc_wire_put_u64(o, r->out_len);
 		break;
+	case SC_OP_DEPOSIT:
+		sc_wire_put_bytes(o, r->data, r->data_len);
+		sc_wire_put_u8(o, r->has_for);
+		sc_wire_put_bytes(o, r->for_gw, r->for_len);
+		break;
 	default:
 		break;
 	}
@@ -127,7 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(r);
 		return 0;
 	}
-	if (r->nattrs > SC_WIRE_MAX_ATTRS || !inside(data, size, r->data, r->data_len))
+	if (r->nattrs > SC_WIRE_MAX_ATTRS || !inside(data, size, r->data, r->data_len) ||
+	    !inside(data, size, r->for_gw, r->for_len))
 		abort();
 	if (r->op == SC_OP_FIND_INIT)
 		for (i = 0; i < r->nattrs; i++)
