@@ -5,6 +5,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pwd.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -693,6 +695,44 @@ done:
 	return rv;
 }
 
+/* --service-user: the service account owns the deployment; the demo
+ * authorisation key (another trust domain) stays with whoever ran init. */
+static uid_t sc_init_uid;
+static gid_t sc_init_gid;
+static size_t sc_init_skip_len;
+static char sc_init_skip[PATH_MAX + 16];
+
+static int sc_init_chown_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)type;
+	(void)ftw;
+	if (strncmp(path, sc_init_skip, sc_init_skip_len) == 0 &&
+	    (path[sc_init_skip_len] == '\0' || path[sc_init_skip_len] == '/'))
+		return 0;
+	return lchown(path, sc_init_uid, sc_init_gid) != 0 ? errno : 0;
+}
+
+static int sc_init_give_to(const char *dir, const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+	int e;
+
+	if (pw == NULL)
+		return sc_error_set(SC_ERR_INVALID, "--service-user %s: no such account (create it "
+				    "with dist/sysusers.d/smartcert.conf)", user);
+	sc_init_uid = pw->pw_uid;
+	sc_init_gid = pw->pw_gid;
+	snprintf(sc_init_skip, sizeof(sc_init_skip), "%s/authz-demo", dir);
+	sc_init_skip_len = strlen(sc_init_skip);
+	e = nftw(dir, sc_init_chown_cb, 32, FTW_PHYS);
+	if (e != 0)
+		return sc_error_set(e == EPERM ? SC_ERR_READONLY : SC_ERR_IO, "--service-user %s: "
+				    "cannot hand %s over: %s (run init as root)", user, dir,
+				    strerror(e > 0 ? e : errno));
+	return SC_OK;
+}
+
 int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 {
 	struct sc_init in;
@@ -748,6 +788,9 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 
 	if (in.store != NULL)
 		sc_store_close(in.store);
+	in.store = NULL;
+	if (rv == SC_OK && p->service_user != NULL)
+		rv = sc_init_give_to(in.dir, p->service_user);
 	if (in.ocsp_hsm != NULL && in.ocsp_hsm != in.hsm)
 		sc_hsm_close(in.ocsp_hsm);
 	if (in.hsm != NULL)

@@ -142,6 +142,8 @@ typedef struct sc_ca_init_params {
 	const char *gateway_pin_source;  /* NULL = generate gateway/default.pin; else a
 					  * credential "default:SECRET" */
 	int no_demo_authz;               /* trust only keys an officer installs */
+	const char *service_user;        /* chown the deployment to this account,
+					  * all but the demo authorisation key */
 	int ca_alg;                      /* SC_KEYALG_NONE = p256 */
 	const char *ca_name;             /* NULL = "smartcert" */
 	const char *ocsp_url;            /* NULL = default */

@@ -37,6 +37,8 @@ static void init_usage(FILE *f)
 		"                             gateway/default.pin)\n"
 		"  --no-demo-authz            no demo authorisation key: trust only keys an officer\n"
 		"                             installs (authz.trusted_key); for production\n"
+		"  --service-user USER        (as root) hand the deployment to the service account,\n"
+		"                             all but the demo authorisation key\n"
 		"  --json                     print the result as JSON\n",
 		SC_DEFAULT_BACKEND_MODULE);
 }
@@ -60,6 +62,7 @@ int sc_cmd_init(int argc, char **argv)
 		SC_ARG("partitions", 'p'), SC_ARG("backend-module", 'm'),
 		SC_ARG("backend-token-uri", 'u'), SC_ARG("backend-pin-source", 'b'),
 		SC_ARG("gateway-pin-source", 'g'), SC_FLAG("no-demo-authz", 'N'),
+		SC_ARG("service-user", 'U'),
 		SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	struct sc_cli_opts o = SC_CLI_OPTS("init", argc, argv, opts);
@@ -93,6 +96,7 @@ int sc_cmd_init(int argc, char **argv)
 		case 'b': p.backend_pin_source = optarg; break;
 		case 'g': p.gateway_pin_source = optarg; break;
 		case 'N': p.no_demo_authz = 1; break;
+		case 'U': p.service_user = optarg; break;
 		case 'h': init_usage(stdout); return SC_EXIT_OK;
 		default: break;
 		}

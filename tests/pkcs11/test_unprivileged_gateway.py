@@ -1,6 +1,9 @@
 #!/usr/bin/python3
-"""A gateway running under its own unprivileged account signs with a token
-through the signing service, and every way around the service fails:
+"""The accounts of a deployment made with `init --service-user`: the
+signing service runs as the service account, which owns everything but the
+demo authorisation key (another trust domain: it cannot read it); a gateway
+running under its own unprivileged account signs with a token through the
+service, and every way around the service fails:
 
 * it cannot read the backend PIN, the HSM token files, the store, the
   deployment's configuration or the demo authorisation key;
@@ -95,23 +98,47 @@ def main():
     if shutil.which("useradd") is None:
         print("SKIP: no useradd", file=sys.stderr)
         sys.exit(77)
-    name = "scgw" + secrets.token_hex(4)
-    subprocess.run(["useradd", "--system", "--no-create-home", "--user-group",
-                    "--shell", "/usr/sbin/nologin", name], check=True)
+    names = ["scgw" + secrets.token_hex(4), "scsvc" + secrets.token_hex(4)]
+    for name in names:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--user-group",
+                        "--shell", "/usr/sbin/nologin", name], check=True)
     try:
-        run(name)
+        run(*names)
     finally:
-        subprocess.run(["userdel", name], check=False)
-        subprocess.run(["groupdel", name], check=False, stderr=subprocess.DEVNULL)
+        for name in names:
+            subprocess.run(["userdel", name], check=False)
+            subprocess.run(["groupdel", name], check=False, stderr=subprocess.DEVNULL)
 
 
-def run(account):
+def as_account(pw, groups=()):
+    def drop():
+        os.setgroups(list(groups))
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return drop
+
+
+def run(account, service):
     pw = pwd.getpwnam(account)
-    with Deployment(prefix="p11-unpriv-") as d:
+    spw = pwd.getpwnam(service)
+    with Deployment("--service-user", service, prefix="p11-unpriv-", signd=False) as d:
         # The tree down to the deployment is traversable; what is private
         # stays private by init's own modes.
         os.chmod(d.tmp, 0o755)
+        for sub in ("store", "secrets", "hsm", "smartcert.conf", "checkpoints"):
+            check(os.stat(os.path.join(d.dir, sub)).st_uid == spw.pw_uid,
+                  f"init --service-user: {sub} belongs to the service account")
+        demo_key = os.path.join(d.dir, "authz-demo", "authz-demo.key")
+        check(os.stat(os.path.join(d.dir, "authz-demo")).st_uid == 0,
+              "... but the demo authorisation key stays with whoever ran init")
+        r = subprocess.run([sys.executable, "-c", f"open({demo_key!r}).read()"],
+                           preexec_fn=as_account(spw), capture_output=True, text=True)
+        check(r.returncode != 0 and "PermissionError" in r.stderr,
+              "the signing service's account cannot read the demo authorisation key")
         d.conf_set("signd.socket_group", account)
+        # As systemd's SupplementaryGroups= does: the service is in the
+        # gateways' group, to give its socket to them.
+        d.start_signd(preexec_fn=as_account(spw, [pw.pw_gid]))
         enrolled = d.enrol("resident", "p256")
         sock = os.stat(os.path.join(d.dir, "run", "signd.sock"))
         check(sock.st_gid == grp.getgrnam(account).gr_gid and sock.st_mode & 0o777 == 0o660,
@@ -142,11 +169,7 @@ def run(account):
             },
         }
 
-        def as_gateway():
-            os.setgroups([])
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-
+        as_gateway = as_account(pw)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTCERT_CONF")}
         res = run_json_child(__file__, spec, env, preexec_fn=as_gateway)
         check(res["uid"] == pw.pw_uid, f"the child ran as the gateway account {account}")
