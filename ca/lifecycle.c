@@ -734,6 +734,15 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 			goto done;
 		out->expired++;
 	}
+	/* Used token ids are kept only while their token could still be
+	 * presented (notAfter plus the skew); after that they are noise. */
+	{
+		size_t n = 0;
+
+		if ((rv = sc_store_replay_purge(txn, s.now, 100000, &n)) != SC_OK)
+			goto done;
+		out->replay_purged = n;
+	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
 	if (rv != SC_OK)

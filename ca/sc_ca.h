@@ -123,6 +123,8 @@ typedef struct sc_ca_sweep_result {
 	uint64_t minors_revoked;    /* minors who came of age */
 	uint64_t purged;            /* closed accounts deleted after retention
 				     * (certificates, keys, account record) */
+	uint64_t replay_purged;     /* used token ids past their token's notAfter
+				     * plus the skew (at most 100,000 a sweep) */
 } sc_ca_sweep_result;
 /* Daily maintenance: minors come of age revoked (privilegeWithdrawn),
  * certificates past notAfter marked expired, and closed accounts deleted

@@ -502,6 +502,7 @@ static void ca_json_sweep(sc_json *j, const void *arg)
 	sc_json_kv_int(j, "expired", (int64_t)r->expired);
 	sc_json_kv_int(j, "minors_revoked", (int64_t)r->minors_revoked);
 	sc_json_kv_int(j, "purged", (int64_t)r->purged);
+	sc_json_kv_int(j, "replay_purged", (int64_t)r->replay_purged);
 }
 
 static int ca_sweep_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
@@ -515,9 +516,10 @@ static int ca_sweep_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
 		ca_json_out(a, ca_json_sweep, &r);
 	else
 		printf("%llu certificate(s) expired, %llu minor(s) come of age revoked, "
-		       "%llu closed account(s) past retention deleted\n",
+		       "%llu closed account(s) past retention deleted, %llu used token id(s) "
+		       "past their tokens' lifetime forgotten\n",
 		       (unsigned long long)r.expired, (unsigned long long)r.minors_revoked,
-		       (unsigned long long)r.purged);
+		       (unsigned long long)r.purged, (unsigned long long)r.replay_purged);
 	return SC_EXIT_OK;
 }
 
