@@ -29,6 +29,9 @@ static const unsigned char oid_certhash[] = { /* id-commonpki-at-certHash */
 	0x06, 0x05, 0x2b, 0x24, 0x08, 0x03, 0x0d };
 static const unsigned char algid_sha1[] = {  /* sha1 with NULL parameters */
 	0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00 };
+static const unsigned char oid_invalidity_date[] = { /* id-ce-invalidityDate */
+	0x06, 0x03, 0x55, 0x1d, 0x18
+};
 static const unsigned char algid_sha256[] = {
 	0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
 	0x05, 0x00 };
@@ -91,6 +94,7 @@ typedef struct sc_ocsp_item {
 	int answer;                    /* SC_OCSP_GOOD... */
 	int reason;                    /* -1 = none */
 	int64_t revoked_at;
+	int64_t invalidity_date;       /* 0 = none (as in the CRL entry) */
 	int has_hash;
 	unsigned char cert_hash[32];
 	int known;                     /* a certificate of ours in the store */
@@ -387,22 +391,36 @@ static void sc_ocsp_put_single(sc_ocsp_der *d, const sc_ocsp_item *it, int64_t n
 	m2 = sc_ocsp_der_begin(d);
 	sc_ocsp_der_gentime(d, next);
 	sc_ocsp_der_end(d, m2, 0xa0);
-	if (it->has_hash) {
-		/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
-		sc_ocsp_der hv = { 0 };
-		size_t hm = sc_ocsp_der_begin(&hv);
-
-		sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
-		sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
-		sc_ocsp_der_end(&hv, hm, 0x30);
-		if (hv.failed)
-			d->failed = 1;
+	if (it->has_hash || it->invalidity_date != 0) {
 		m2 = sc_ocsp_der_begin(d);
 		m3 = sc_ocsp_der_begin(d);
-		sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+		if (it->invalidity_date != 0) {
+			/* the CRL entry extension, as RFC 6960 §4.4 allows: the
+			 * same GeneralizedTime the CRL carries */
+			sc_ocsp_der t = { 0 };
+
+			sc_ocsp_der_gentime(&t, it->invalidity_date);
+			if (t.failed)
+				d->failed = 1;
+			sc_ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
+					      t.p, t.len);
+			sc_ocsp_der_free(&t);
+		}
+		if (it->has_hash) {
+			/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
+			sc_ocsp_der hv = { 0 };
+			size_t hm = sc_ocsp_der_begin(&hv);
+
+			sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
+			sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
+			sc_ocsp_der_end(&hv, hm, 0x30);
+			if (hv.failed)
+				d->failed = 1;
+			sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+			sc_ocsp_der_free(&hv);
+		}
 		sc_ocsp_der_end(d, m3, 0x30);
 		sc_ocsp_der_end(d, m2, 0xa1);
-		sc_ocsp_der_free(&hv);
 	}
 	sc_ocsp_der_end(d, m, 0x30);
 }
@@ -486,6 +504,7 @@ static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 {
 	it->known = 0;
 	it->has_hash = 0;
+	it->invalidity_date = 0;
 	if (r->unknown_policy == SC_OCSP_UNKNOWN_REVOKED) {
 		/* RFC 6960 §2.2: revoked, certificateHold, revocationTime 1970-01-01,
 		 * with the extended-revoke extension in the response. */
@@ -550,6 +569,7 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->rev_seq = c.rev_seq;
 	it->reason = -1;
 	it->revoked_at = 0;
+	it->invalidity_date = 0;
 	switch (c.status) {
 	case SC_CERT_REVOKED:
 		it->answer = SC_OCSP_REVOKED;
@@ -580,6 +600,8 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	if (it->reason <= SC_REASON_UNSPECIFIED || it->reason > SC_REASON_AA_COMPROMISE ||
 	    it->reason == 7 || it->reason == SC_REASON_REMOVE_FROM_CRL)
 		it->reason = -1;
+	if (it->answer == SC_OCSP_REVOKED)
+		it->invalidity_date = c.invalidity_date;
 	it->has_hash = 0;
 	if (c.der != NULL && c.der_len > 0) {
 		SHA256(c.der, c.der_len, it->cert_hash);
