@@ -240,6 +240,7 @@ struct sc_ocsp_tcache {
 	unsigned char der[2048];
 	size_t len;
 	int64_t this_update, next_update;
+	int lm_ok;                     /* Last-Modified sent and If-Modified-Since honoured */
 	char etag[2 + 2 * 16 + 1];
 	char last_modified[40], expires[40];
 	struct MHD_Response *resp;
@@ -255,7 +256,26 @@ static void sc_ocsp_tcache_free(void *p)
 	free(t);
 }
 
-/* This thread's cache, refreshed for `der`; NULL without memory. */
+/* Whether `res` may carry Last-Modified (thisUpdate, a whole second) and
+ * be validated by If-Modified-Since.  Not when the certificate's status
+ * changed in the second of thisUpdate: a response signed before the change
+ * in that same second carried the same date, and a client holding it
+ * would get 304 for an answer that is no longer true.  Nor for several
+ * certificates in one answer (only the first is looked up).  Such answers
+ * are validated by their ETag alone.  Called under h->lock. */
+static int sc_ocsp_lm_ok(sc_ocsp_http *h, const sc_ocsp_result *res)
+{
+	int64_t changed = 0;
+
+	if (res->n_certs != 1)
+		return 0;
+	if (sc_ocsp_changed_at(h->resp, res->serial, &changed) != 0)
+		return 0;
+	return res->this_update > changed;
+}
+
+/* This thread's cache, refreshed for `der`; NULL without memory.  Called
+ * under h->lock. */
 static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned char *der,
 						 size_t len, const sc_ocsp_result *res)
 {
@@ -284,6 +304,7 @@ static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned
 	sc_ocsp_http_date(res->next_update, t->expires, sizeof(t->expires));
 	t->this_update = res->this_update;
 	t->next_update = res->next_update;
+	t->lm_ok = sc_ocsp_lm_ok(h, res);
 	/* A response too big to keep is validated afresh each time. */
 	t->len = len <= sizeof(t->der) ? len : 0;
 	memcpy(t->der, der, t->len);
@@ -304,7 +325,8 @@ static void sc_ocsp_cache_headers(struct MHD_Response *r, const struct sc_ocsp_t
 	snprintf(cc_hdr, sizeof(cc_hdr), "max-age=%lld, public, no-transform, must-revalidate",
 		 (long long)(t->next_update - now));
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cc_hdr);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
+	if (t->lm_ok)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, t->expires);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, t->etag);
 }
@@ -403,9 +425,10 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		return sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "responder not ready\n");
 	}
 	rv = sc_ocsp_respond(h->resp, req, req_len, &der, &der_len, &res);
-	pthread_rwlock_unlock(&h->lock);
-	if (rv != 0)
+	if (rv != 0) {
+		pthread_rwlock_unlock(&h->lock);
 		return sc_ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	}
 
 	move = sc_ocsp_move(c, cc);
 	now = sc_now();
@@ -416,17 +439,21 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		int64_t t;
 
 		tc = sc_ocsp_tcache_get(h, der, der_len, &res);
-		if (tc == NULL)
+		if (tc == NULL) {
+			pthread_rwlock_unlock(&h->lock);
 			goto done;
+		}
 		inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 		ims = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
 		if (inm != NULL) {
 			not_modified = strstr(inm, tc->etag) != NULL || strcmp(inm, "*") == 0;
-		} else if (ims != NULL && sc_ocsp_parse_http_date(ims, &t) == 0) {
-			not_modified = res.this_update <= t;
+		} else if (ims != NULL && tc->lm_ok && sc_ocsp_parse_http_date(ims, &t) == 0) {
+			/* RFC 9110 §13.1.3: a date later than now is not valid */
+			not_modified = res.this_update <= t && t <= now;
 		}
 	}
+	pthread_rwlock_unlock(&h->lock);
 	if (cacheable && !not_modified && tc->len != 0 && !move) {
 		if (tc->resp == NULL || tc->resp_now != now) {
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);

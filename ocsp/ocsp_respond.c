@@ -1396,6 +1396,51 @@ static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx 
 	return rv;
 }
 
+/* The first revocation-log event at or after a rev_seq. */
+struct sc_ocsp_event_ctx {
+	uint64_t seq;
+	int64_t at;
+};
+
+static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
+{
+	struct sc_ocsp_event_ctx *c = ctx;
+
+	if (e->rev_seq == c->seq)
+		c->at = e->at;
+	return 1;   /* one event is enough */
+}
+
+int sc_ocsp_changed_at(sc_ocsp_responder *r, const char *serial_hex, int64_t *at)
+{
+	struct sc_ocsp_event_ctx ev = { 0 };
+	sc_txn *txn = NULL;
+	sc_serial s;
+	sc_cert c;
+	int rv;
+
+	*at = 0;
+	if (r->store == NULL || sc_serial_from_hex(serial_hex, &s) != 0)
+		return 0;
+	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
+	if (rv != 0)
+		return rv;
+	rv = sc_store_cert_get(txn, &s, &c);
+	if (rv == SC_ERR_NOT_FOUND) {
+		rv = 0;
+		goto done;
+	}
+	if (rv != 0 || c.rev_seq == 0)
+		goto done;
+	ev.seq = c.rev_seq;
+	rv = sc_store_revlog_iter(txn, c.rev_seq - 1, sc_ocsp_event_cb, &ev);
+	if (rv == 0)
+		*at = ev.at != 0 ? ev.at : (c.revoked_at != 0 ? c.revoked_at : 0);
+done:
+	sc_txn_abort(txn);
+	return rv;
+}
+
 int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq)
 {
 	struct sc_ocsp_changed_ctx c = { 0 };

@@ -5,9 +5,15 @@
   with the same date (singleExtension id-ce-invalidityDate, as the CRL
   entry carries it) and the same reason as the CRL, by python-cryptography,
   `openssl ocsp -resp_text` and the CRL itself.
+- conditional GET: If-Modified-Since never gets 304 for an answer whose
+  status changed since the client's copy, even within one second (hold,
+  resume and hold again in a row); a date in the future is ignored; an
+  unchanged answer still gets 304, by ETag and by date.
 """
 import datetime
+import email.utils
 import os
+import time
 import subprocess
 import sys
 
@@ -69,7 +75,57 @@ def invalidity_checks(d, r):
           "openssl ocsp -resp_text shows the Invalidity Date")
 
 
+def http_date(t):
+    return email.utils.formatdate(t, usegmt=True)
+
+
+def conditional_checks(d, r):
+    serial, hexs, _ = enrol(d, "kate")
+    req = make_request(d, [serial])
+    # signing ahead and the first request may each sign an answer: wait
+    # until the stored one stays put
+    prev = None
+    for _ in range(100):
+        code, hdr, body = r.get_full(req)
+        if prev is not None and hdr.get("ETag") == prev:
+            break
+        prev = hdr.get("ETag")
+        time.sleep(0.05)
+    check(code == 200 and "Last-Modified" in hdr and "ETag" in hdr,
+          "a settled answer carries Last-Modified and ETag")
+    lm = hdr["Last-Modified"]
+    check(r.get_full(req, {"If-Modified-Since": lm})[0] == 304 and
+          r.get_full(req, {"If-None-Match": hdr["ETag"]})[0] == 304,
+          "unchanged: 304 by If-Modified-Since and by If-None-Match")
+    future = http_date(time.time() + 86400)
+    code, _, body = r.get_full(req, {"If-Modified-Since": future})
+    check(code == 200 and statuses(verify_response(d, body))[0][1] == ocsp.OCSPCertStatus.GOOD,
+          "If-Modified-Since in the future is ignored: 200 with the answer")
+    for i in range(3):
+        # status changes in quick succession, typically within one second
+        d.sc("ca", "suspend", "--user", "kate")
+        d.sc("ca", "resume", "--user", "kate")
+        code, hdr, body = r.get_full(req)
+        check(code == 200 and statuses(verify_response(d, body))[0][1] == ocsp.OCSPCertStatus.GOOD,
+              f"round {i}: good after resume")
+        tu = ocsp.load_der_ocsp_response(body).this_update.replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        ims = hdr.get("Last-Modified", http_date(tu))
+        d.sc("ca", "suspend", "--user", "kate")
+        for what, value in (("the client's copy's date", ims), ("now", http_date(time.time()))):
+            code, hdr2, body2 = r.get_full(req, {"If-Modified-Since": value})
+            check(code == 200 and statuses(verify_response(d, body2))[0][1] ==
+                  ocsp.OCSPCertStatus.REVOKED,
+                  f"round {i}: held since; If-Modified-Since {what} gets 200 revoked, not 304")
+            check(hdr2.get("Last-Modified") != ims or "Last-Modified" not in hdr2,
+                  f"round {i}: the changed answer does not repeat the old Last-Modified")
+        code, _, _ = r.get_full(req, {"If-None-Match": hdr.get("ETag", "")})
+        check(code == 200, f"round {i}: the old ETag gets 200")
+        d.sc("ca", "resume", "--user", "kate")
+
+
 with Deployment() as d:
     with Responder(d) as r:
         invalidity_checks(d, r)
+        conditional_checks(d, r)
 print("all relying-party checks passed")
