@@ -196,6 +196,8 @@ static enum MHD_Result sc_ocsp_queue_buf(struct MHD_Connection *c, unsigned code
 		return MHD_NO;
 	if (ctype != NULL)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	if (code == MHD_HTTP_METHOD_NOT_ALLOWED)   /* RFC 9110 §15.5.6 */
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
 	ret = MHD_queue_response(c, code, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -719,6 +721,37 @@ static int sc_ocsp_is_prefix(const sc_ocsp_http *h, const char *url, const char 
 	return 1;
 }
 
+struct sc_ocsp_length_seen {
+	const char *first;
+	int conflict;
+};
+
+static enum MHD_Result sc_ocsp_length_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+					 const char *value)
+{
+	struct sc_ocsp_length_seen *s = cls;
+
+	(void)kind;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0)
+		return MHD_YES;
+	if (value == NULL || strchr(value, ',') != NULL ||
+	    (s->first != NULL && strcmp(s->first, value) != 0))
+		s->conflict = 1;
+	if (s->first == NULL)
+		s->first = value;
+	return MHD_YES;
+}
+
+/* RFC 9112 §6.3: several Content-Length values that differ (or a list)
+ * make the message length unknowable: 400, never a guess. */
+static int sc_ocsp_one_length(struct MHD_Connection *c)
+{
+	struct sc_ocsp_length_seen s = { NULL, 0 };
+
+	MHD_get_connection_values(c, MHD_HEADER_KIND, sc_ocsp_length_cb, &s);
+	return !s.conflict;
+}
+
 static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, const char *url,
 				       const char *method, const char *version,
 				       const char *upload_data, size_t *upload_data_size,
@@ -740,6 +773,13 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 			return MHD_NO;
 		clock_gettime(CLOCK_MONOTONIC, &cc->start);
 		*con_cls = cc;
+		/* Refused before any body is read (MHD then closes). */
+		if (!sc_ocsp_one_length(c))
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_BAD_REQUEST,
+					     "conflicting Content-Length\n");
+		if (!is_post && !is_get)
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_METHOD_NOT_ALLOWED,
+					     "method not allowed\n");
 		if (!is_post)
 			return MHD_YES;
 		ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);

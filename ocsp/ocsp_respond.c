@@ -911,6 +911,24 @@ static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
 	r->writer_started = 0;
 }
 
+/* A DER OCTET STRING of 1..128 octets filling exactly `len` bytes. */
+static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
+{
+	size_t n;
+
+	if (p == NULL || len < 3 || p[0] != 0x04)
+		return 0;
+	if (p[1] < 0x80) {
+		n = p[1];
+		return n >= 1 && len == 2 + n;
+	}
+	/* long form: 128 needs 0x81 0x80, the only long length allowed */
+	if (p[1] != 0x81 || len < 3)
+		return 0;
+	n = p[2];
+	return n >= 0x80 && n <= 128 && len == 3 + n;
+}
+
 /* Answer a single-certificate, nonce-less request through the store. */
 static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 				  unsigned char **out, size_t *out_len, sc_ocsp_result *res)
@@ -1140,8 +1158,11 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		X509_EXTENSION *ext = OCSP_REQUEST_get_ext(oreq, idx);
 		ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
 
-		/* RFC 8954: 1..32 octets; tolerate up to 128 for old clients. */
-		if (v == NULL || ASN1_STRING_length(v) < 1 || ASN1_STRING_length(v) > 128)
+		/* RFC 8954: the extnValue holds Nonce ::= OCTET STRING of 1..32
+		 * octets; tolerate up to 128 for old clients.  The length is the
+		 * inner OCTET STRING's, which must fill the extnValue exactly. */
+		if (v == NULL || !sc_ocsp_nonce_ok(ASN1_STRING_get0_data(v),
+						   (size_t)ASN1_STRING_length(v)))
 			goto error;
 		nonce = ASN1_STRING_get0_data(v);
 		nonce_len = (size_t)ASN1_STRING_length(v);

@@ -9,10 +9,15 @@
   status changed since the client's copy, even within one second (hold,
   resume and hold again in a row); a date in the future is ignored; an
   unchanged answer still gets 304, by ETag and by date.
+- HTTP edge cases: the nonce value (the inner OCTET STRING) may be 1 to 128
+  octets: 0 and 129 are malformedRequest, 1 and 128 are echoed; two
+  conflicting Content-Length headers get 400; PUT and DELETE with a body
+  get a 405 response naming the allowed methods.
 """
 import datetime
 import email.utils
 import os
+import socket
 import time
 import subprocess
 import sys
@@ -20,7 +25,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ocsptest import (Responder, make_request, verify_response, statuses, check,  # noqa: E402
                       fail, ocsp, x509, enrol)
-from scfixture import Deployment, skip_unless  # noqa: E402
+from ocsptest import ca_certs, cert_id  # noqa: E402
+from scfixture import Deployment, skip_unless, tlv  # noqa: E402
 
 skip_unless("openssl")
 INV_OID = x509.oid.CRLEntryExtensionOID.INVALIDITY_DATE
@@ -124,8 +130,82 @@ def conditional_checks(d, r):
         d.sc("ca", "resume", "--user", "kate")
 
 
+NONCE_OID = bytes.fromhex("06092b0601050507300102")
+
+
+def request_with_nonce_value(d, serial, inner):
+    """A request whose nonce extnValue holds exactly `inner` (already DER)."""
+    reqs = tlv(0x30, cert_id(ca_certs(d)[0], serial))
+    ext = tlv(0x30, NONCE_OID + tlv(0x04, inner))
+    return tlv(0x30, tlv(0x30, tlv(0x30, reqs) + tlv(0xA2, tlv(0x30, ext))))
+
+
+def raw_http(port, data, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+            if b"\r\n\r\n" in out:
+                head, _, body = out.partition(b"\r\n\r\n")
+                cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+                if cl and len(body) >= int(cl[0].split(b":")[1]):
+                    break
+    except (socket.timeout, ConnectionResetError):
+        pass
+    s.close()
+    return out
+
+
+def http_checks(d, r):
+    serial, _, _ = enrol(d, "leo")
+    for n, ok in ((0, False), (1, True), (16, True), (32, True), (128, True), (129, False)):
+        value = os.urandom(n)
+        der = r.post(request_with_nonce_value(d, serial, tlv(0x04, value)))
+        resp = ocsp.load_der_ocsp_response(der)
+        if ok:
+            verify_response(d, der)
+            got = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+            check(resp.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL and got == value,
+                  f"nonce of {n} octets: echoed")
+        else:
+            check(resp.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+                  f"nonce of {n} octets: malformedRequest")
+    der = r.post(request_with_nonce_value(d, serial, b"\x01" + os.urandom(15)))
+    check(ocsp.load_der_ocsp_response(der).response_status ==
+          ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+          "a nonce extnValue that is not an OCTET STRING: malformedRequest")
+    body = make_request(d, [serial])
+    out = raw_http(r.port, b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   b"application/ocsp-request\r\nContent-Length: %d\r\nContent-Length: %d\r\n"
+                   b"\r\n" % (len(body), len(body) + 5) + body + b"\0" * 5)
+    check(out.startswith(b"HTTP/1.1 400"), "two conflicting Content-Length headers: 400")
+    out = raw_http(r.port, b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   b"application/ocsp-request\r\nContent-Length: %d, %d\r\n"
+                   b"\r\n" % (len(body), len(body)) + body)
+    check(out.startswith(b"HTTP/1.1 400"), "a Content-Length list: 400")
+    out = raw_http(r.port, b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   b"application/ocsp-request\r\nContent-Length: %d\r\nConnection: close\r\n"
+                   b"\r\n" % len(body) + body)
+    check(out.startswith(b"HTTP/1.1 200"), "a single Content-Length: 200")
+    for m in (b"PUT", b"DELETE", b"PATCH"):
+        out = raw_http(r.port, m + b" /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/ocsp-request\r\nContent-Length: %d\r\n\r\n" % len(body)
+                       + body)
+        head = out.split(b"\r\n\r\n")[0].lower()
+        check(out.startswith(b"HTTP/1.1 405") and b"allow: get, head, post" in head,
+              f"{m.decode()} with a body: 405 with Allow")
+    code, _, _ = r.get_full(make_request(d, [serial]))
+    check(code == 200, "the responder still answers")
+
+
 with Deployment() as d:
     with Responder(d) as r:
+        http_checks(d, r)
         invalidity_checks(d, r)
         conditional_checks(d, r)
 print("all relying-party checks passed")
