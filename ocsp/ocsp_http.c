@@ -28,6 +28,7 @@
 #include "sc_util.h"
 #include "sc_ocsp.h"
 #include "ocsp_cpu.h"
+#include "ocsp_guard.h"
 
 #define SC_OCSP_HTTP_MAX_BODY (16u * 1024u)
 /* Base64 of a request of max_certs CertIDs is well below this. */
@@ -57,6 +58,8 @@ struct sc_ocsp_http {
 	struct MHD_Daemon **workers;
 	unsigned nworkers;
 	sc_ocsp_cpu *cpu;               /* which worker takes a connection */
+	struct sc_ocsp_wctx *wctx;      /* per worker: connection notifications */
+	sc_ocsp_guard *guard;           /* request deadline, per-address cap */
 	pthread_key_t tcache_key;       /* struct sc_ocsp_tcache per worker */
 	int tcache_key_ok;
 	pthread_rwlock_t lock;          /* guards resp, crl_dir, ca */
@@ -78,6 +81,18 @@ struct sc_ocsp_http {
 	_Atomic int64_t log_second;
 	_Atomic uint32_t log_count;
 	_Atomic uint64_t log_dropped;
+};
+
+/* What the connection notifications of one worker need. */
+struct sc_ocsp_wctx {
+	sc_ocsp_http *h;
+	sc_ocsp_cpu_worker *cpu;
+};
+
+/* Per connection (MHD's socket context). */
+struct sc_ocsp_sock {
+	sc_ocsp_cpu_conn *cpu;
+	sc_ocsp_gconn *guard;
 };
 
 struct sc_ocsp_conn {
@@ -383,26 +398,57 @@ static void sc_ocsp_notify_connection(void *cls, struct MHD_Connection *c,
 				      void **socket_context,
 				      enum MHD_ConnectionNotificationCode toe)
 {
-	(void)c;
+	struct sc_ocsp_wctx *w = cls;
+	struct sc_ocsp_sock *s = *socket_context;
+
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		*socket_context = sc_ocsp_cpu_conn_open(cls);
-	} else {
-		sc_ocsp_cpu_conn_close(*socket_context);
+		const union MHD_ConnectionInfo *fd, *addr;
+
+		s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			return;
+		s->cpu = sc_ocsp_cpu_conn_open(w->cpu);
+		fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		addr = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (fd != NULL)
+			s->guard = sc_ocsp_guard_open(w->h->guard, fd->connect_fd,
+						      addr != NULL ? addr->client_addr : NULL);
+		*socket_context = s;
+	} else if (s != NULL) {
+		/* before MHD closes the descriptor */
+		sc_ocsp_guard_close(w->h->guard, s->guard);
+		sc_ocsp_cpu_conn_close(s->cpu);
+		free(s);
 		*socket_context = NULL;
 	}
+}
+
+static struct sc_ocsp_sock *sc_ocsp_sock_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *i =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return i != NULL ? i->socket_context : NULL;
+}
+
+static enum MHD_Result sc_ocsp_admit(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+	sc_ocsp_http *h = cls;
+
+	return sc_ocsp_guard_admit(h->guard, addr, len) ? MHD_YES : MHD_NO;
 }
 
 /* Whether this response closes the connection to move it (ocsp_cpu.h). */
 static int sc_ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
 {
-	const union MHD_ConnectionInfo *sock, *fd;
+	const union MHD_ConnectionInfo *fd;
+	struct sc_ocsp_sock *s = sc_ocsp_sock_of(c);
 
-	sock = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	if (sock == NULL || !sc_ocsp_cpu_due(sock->socket_context))
+	if (s == NULL || !sc_ocsp_cpu_due(s->cpu))
 		return 0;
 	fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	return fd != NULL &&
-	       sc_ocsp_cpu_check(sock->socket_context, fd->connect_fd,
+	       sc_ocsp_cpu_check(s->cpu, fd->connect_fd,
 				 (int64_t)cc->start.tv_sec * 1000 + cc->start.tv_nsec / 1000000);
 }
 
@@ -616,6 +662,10 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       "# HELP smartcert_ocsp_connections_moved_total Keep-alive connections closed so that their client reconnects to the worker of the CPU it sends from.\n"
 		       "# TYPE smartcert_ocsp_connections_moved_total counter\n"
 		       "smartcert_ocsp_connections_moved_total %llu\n"
+		       "# HELP smartcert_ocsp_connections_closed_total Connections the daemon closed or refused to protect the others (docs/ocsp.md, slow clients).\n"
+		       "# TYPE smartcert_ocsp_connections_closed_total counter\n"
+		       "smartcert_ocsp_connections_closed_total{reason=\"request_deadline\"} %llu\n"
+		       "smartcert_ocsp_connections_closed_total{reason=\"per_address_limit\"} %llu\n"
 		       "# TYPE smartcert_ocsp_log_dropped_total counter\n"
 		       "smartcert_ocsp_log_dropped_total %llu\n"
 		       "# TYPE smartcert_ocsp_uptime_seconds gauge\n"
@@ -628,6 +678,8 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       (unsigned long long)st.store_errors, (unsigned long long)st.sign_errors,
 		       sc_ocsp_cpu_steered(h->cpu),
 		       (unsigned long long)sc_ocsp_cpu_moved(h->cpu),
+		       (unsigned long long)sc_ocsp_guard_dropped(h->guard),
+		       (unsigned long long)sc_ocsp_guard_refused(h->guard),
 		       (unsigned long long)atomic_load(&h->log_dropped),
 		       (long long)(sc_now() - h->started));
 	if (b == NULL)
@@ -816,6 +868,13 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 		return MHD_YES;
 	}
 
+	/* the whole request is in: the deadline no longer runs */
+	{
+		struct sc_ocsp_sock *sk = sc_ocsp_sock_of(c);
+
+		if (sk != NULL)
+			sc_ocsp_guard_received(sk->guard);
+	}
 	if (is_post) {
 		if (cc->too_big)
 			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
@@ -1073,8 +1132,13 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	}
 	rv = SC_ERR_NOMEM;
 	h->workers = calloc(threads, sizeof(*h->workers));
-	if (h->workers == NULL)
+	h->wctx = calloc(threads, sizeof(*h->wctx));
+	if (h->workers == NULL || h->wctx == NULL)
 		goto done;
+	rv = sc_ocsp_guard_new(p->request_deadline_ms, p->per_address_limit, &h->guard);
+	if (rv != 0)
+		goto done;
+	rv = SC_ERR_NOMEM;
 	limit = p->conn_limit ? p->conn_limit : 10000u;
 	/* A probe that nobody holds the address, then worker 0's socket on
 	 * the port the probe got. */
@@ -1101,16 +1165,18 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 				goto done;
 			}
 		}
+		h->wctx[h->nworkers].h = h;
+		h->wctx[h->nworkers].cpu = sc_ocsp_cpu_worker_at(h->cpu, h->nworkers);
 		h->workers[h->nworkers] = MHD_start_daemon(
 			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO,
-			0, NULL, NULL, sc_ocsp_handler, h,
+			0, sc_ocsp_admit, h, sc_ocsp_handler, h,
 			MHD_OPTION_LISTEN_SOCKET, lfd,
 			MHD_OPTION_CONNECTION_LIMIT, (limit + threads - 1) / threads,
 			MHD_OPTION_CONNECTION_TIMEOUT, p->conn_timeout ? p->conn_timeout : 15u,
 			MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			MHD_OPTION_NOTIFY_COMPLETED, sc_ocsp_completed, h,
 			MHD_OPTION_NOTIFY_CONNECTION, sc_ocsp_notify_connection,
-			sc_ocsp_cpu_worker_at(h->cpu, h->nworkers),
+			&h->wctx[h->nworkers],
 			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
 			MHD_OPTION_END);
 		if (h->workers[h->nworkers] == NULL) {
@@ -1155,6 +1221,8 @@ void sc_ocsp_http_stop(sc_ocsp_http *h)
 	for (i = 0; h->workers != NULL && i < h->nworkers; i++)
 		MHD_stop_daemon(h->workers[i]);
 	free(h->workers);
+	free(h->wctx);
+	sc_ocsp_guard_free(h->guard);
 	sc_ocsp_cpu_free(h->cpu);
 	/* The workers' caches went with their threads. */
 	if (h->tcache_key_ok)

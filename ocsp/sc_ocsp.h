@@ -170,7 +170,9 @@ typedef struct sc_ocsp_http_params {
 	size_t ca_der_len[3];
 	unsigned threads;          /* 0 = number of CPUs */
 	unsigned conn_limit;       /* 0 = default */
-	unsigned conn_timeout;     /* seconds, 0 = default */
+	unsigned conn_timeout;     /* idle seconds, 0 = default */
+	unsigned request_deadline_ms;   /* a whole request must arrive within; 0 = none */
+	unsigned per_address_limit;     /* connections per client address; 0 = none */
 	size_t max_body;           /* POST limit, 0 = 16 KiB */
 	unsigned log_rate;         /* request log lines per second, 0 = none */
 	int no_cpu_steering;       /* 1: the kernel's hash places connections */

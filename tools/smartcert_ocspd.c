@@ -265,7 +265,7 @@ done:
 /* Connection bounds and placement (read at start; a change needs a restart). */
 static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 {
-	int64_t conns, idle, body;
+	int64_t conns, idle, body, deadline, per_addr;
 	int rv, steer;
 
 	rv = sc_config_int(cfg, "ocsp.max_connections", 10000, &conns);
@@ -273,6 +273,10 @@ static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 		rv = sc_config_int(cfg, "ocsp.idle_timeout_seconds", 15, &idle);
 	if (rv == 0)
 		rv = sc_config_int(cfg, "ocsp.max_request_bytes", 16384, &body);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.request_deadline_seconds", 5, &deadline);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.max_connections_per_address", 128, &per_addr);
 	if (rv != 0)
 		return rv;
 	if (conns < 16 || conns > 1000000 || idle < 1 || idle > 3600 || body < 256 ||
@@ -280,8 +284,14 @@ static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.max_connections (16..1000000), "
 				    "ocsp.idle_timeout_seconds (1..3600) or ocsp.max_request_bytes "
 				    "(256..1048576) is out of range");
+	if (deadline < 1 || deadline > 300 || per_addr < 1 || per_addr > 1000000)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.request_deadline_seconds (1..300) or "
+				    "ocsp.max_connections_per_address (1..1000000) is out of range");
 	hp->conn_limit = (unsigned)conns;
 	hp->conn_timeout = (unsigned)idle;
+	hp->request_deadline_ms = (unsigned)deadline * 1000u;
+	/* one address never holds more than a quarter of all connections */
+	hp->per_address_limit = (unsigned)(per_addr < conns / 4 ? per_addr : conns / 4);
 	hp->max_body = (size_t)body;
 	rv = sc_config_bool(cfg, "ocsp.cpu_steering", 1, &steer);
 	if (rv != 0)
