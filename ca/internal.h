@@ -103,6 +103,15 @@ int sc_ca_serial_new(sc_txn *txn, sc_serial *out);
 /* "k" + 32 hex characters. */
 int sc_ca_key_id_random(char out[SC_ID_MAX + 1]);
 int sc_ca_user_id_valid(const char *user_id);
+/* A name (or any text that goes into a certificate's subject): well-formed
+ * UTF-8 without C0/C1 controls, DEL, bidirectional controls or a byte
+ * order mark, and without leading, trailing or doubled spaces (refused,
+ * not normalised: the name is the holder's, as on the identity card).
+ * SC_ERR_INVALID with a message naming `what` and the character (never
+ * echoing the text), else SC_OK. */
+int sc_ca_text_check(const char *what, const char *text, size_t len);
+/* sc_ca_text_check() on every attribute of a request's subject. */
+int sc_ca_subject_check(const X509_NAME *n);
 
 /* Issue: a row prepared outside any transaction (thread-safe), then
  * committed inside one. */

@@ -123,6 +123,8 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 		rv = sc_error_set(SC_ERR_INVALID, "the request has an empty subject");
 		goto done;
 	}
+	if ((rv = sc_ca_subject_check(X509_REQ_get_subject_name(req))) != SC_OK)
+		goto done;
 	san = sc_ca_csr_san(req);
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto done;

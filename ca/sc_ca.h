@@ -160,4 +160,9 @@ typedef struct sc_ca_init_result {
 int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out);
 void sc_ca_init_result_free(sc_ca_init_result *r);
 
+/* `text` made safe to print on a terminal: C0/C1 controls, DEL,
+ * bidirectional controls and the byte order mark as \xNN or \uNNNN, bytes
+ * that are not UTF-8 as \xNN; cut with "..." to fit `out_len` (> 3). */
+void sc_ca_text_escape(const char *text, char *out, size_t out_len);
+
 #endif

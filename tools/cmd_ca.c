@@ -273,7 +273,7 @@ static void ca_print_issued(const struct ca_args *a, const sc_ca_issued *r, cons
 	sc_serial_hex(&r->serial, hex);
 	sc_time_format(r->not_after, na, sizeof(na));
 	printf("%s %s: key %s, certificate %s valid until %s (CRL partition %u)\n", what,
-	       r->user_id[0] ? r->user_id : "-", r->key_id[0] ? r->key_id : "-", hex, na,
+	       r->user_id[0] ? sc_cli_esc(r->user_id) : "-", r->key_id[0] ? r->key_id : "-", hex, na,
 	       (unsigned)r->partition);
 }
 
@@ -327,8 +327,9 @@ static int ca_enrol_batch(const char *cmd, const struct ca_args *a, sc_ca *ca)
 	ex = rv != SC_OK ? sc_cli_fail(rv, "ca enrol --batch") : r.failed ? SC_EXIT_FAIL
 								    : SC_EXIT_OK;
 	for (size_t i = 0; i < r.n_errors; i++)
-		fprintf(stderr, "smartcert: %s: line %lu (%s): %s\n", a->batch, r.errors[i].line,
-			r.errors[i].user_id[0] ? r.errors[i].user_id : "?", r.errors[i].msg);
+		fprintf(stderr, "smartcert: %s: line %lu (%s): %s\n", sc_cli_esc(a->batch),
+			r.errors[i].line, r.errors[i].user_id[0] ? sc_cli_esc(r.errors[i].user_id) : "?",
+			sc_cli_esc(r.errors[i].msg));
 	if (out.json) {
 		sc_json j;
 
@@ -495,7 +496,7 @@ static int ca_account_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
 	if (a->json)
 		ca_json_out(a, ca_json_account, &o);
 	else
-		printf("user %s %s; %u certificate(s) %s\n", a->user,
+		printf("user %s %s; %u certificate(s) %s\n", sc_cli_esc(a->user),
 		       o.suspend ? "suspended" : "resumed", o.n,
 		       o.suspend ? "put on hold" : "released from hold");
 	return SC_EXIT_OK;
@@ -663,7 +664,7 @@ static void ca_text_cert(const sc_cert *c)
 	sc_serial_hex(&c->serial, hex);
 	sc_time_format(c->not_after, na, sizeof(na));
 	printf("%s  %-8s %-12s %-20s until %s%s%s\n", hex, ca_cert_status_name(c->status),
-	       c->profile, c->user_id && c->user_id[0] ? c->user_id : "-", na,
+	       sc_cli_esc(c->profile), c->user_id && c->user_id[0] ? sc_cli_esc(c->user_id) : "-", na,
 	       c->reason >= 0 ? "  " : "", c->reason >= 0 ? sc_reason_name(c->reason) : "");
 }
 
@@ -746,7 +747,7 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 		sc_json_key(j, "keys");
 		sc_json_arr_begin(j);
 	} else {
-		printf("user %s  \"%s\"  %s  profile %s%s%s\n", u.user_id, u.name,
+		printf("user %s  \"%s\"  %s  profile %s%s%s\n", sc_cli_esc(u.user_id), sc_cli_esc(u.name),
 		       ca_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
 	}
 	if ((rv = sc_store_key_iter_user(txn, a->user, ca_show_key_cb, &s)) != SC_OK)
@@ -782,7 +783,7 @@ static int ca_show_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc_j
 	}
 	ca_text_cert(&c);
 	subj = ca_cert_subject(&c);
-	printf("  subject %s\n", subj ? subj : "?");
+	printf("  subject %s\n", subj ? sc_cli_esc(subj) : "?");
 	OPENSSL_free(subj);
 	return SC_OK;
 }
@@ -984,7 +985,7 @@ int sc_cmd_ca(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
 		if (strcmp(argv[1], subs[i].name) == 0)
 			return subs[i].run(cmd, &a);
-	fprintf(stderr, "smartcert ca: unknown subcommand '%s'\n", argv[1]);
+	fprintf(stderr, "smartcert ca: unknown subcommand '%s'\n", sc_cli_esc(argv[1]));
 	ca_usage(stderr);
 	return SC_EXIT_USAGE;
 }
