@@ -177,6 +177,54 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     c = x509.load_pem_x509_certificate(open(out, "rb").read())
     check(ExtendedKeyUsageOID.CLIENT_AUTH in list(ext(c, x509.ExtendedKeyUsage).value), "tls-client: clientAuth")
 
+    # operator: the e-mail address goes into the SAN (rfc822Name), never
+    # the subject (pkilint pkix.subject_email_address_not_in_san; RFC 5280
+    # §4.1.2.6), whether the request put it in its subject or its SAN
+    for how, subject_extra, san in (
+            ("subject emailAddress", [x509.NameAttribute(NameOID.EMAIL_ADDRESS, "op1@example.org")],
+             None),
+            ("SAN rfc822Name", [], [x509.RFC822Name("op1@example.org")]),
+            ("both", [x509.NameAttribute(NameOID.EMAIL_ADDRESS, "op1@example.org")],
+             [x509.RFC822Name("op1@example.org")])):
+        b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "Operator One")] + subject_extra))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), False)
+        opf = os.path.join(d.tmp, "op.csr")
+        open(opf, "wb").write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        opout = os.path.join(d.tmp, "op.pem")
+        d.sc("ca", "issue", "--csr", opf, "--profile", "operator", "--out", opout)
+        c = x509.load_pem_x509_certificate(open(opout, "rb").read())
+        emails = ext(c, x509.SubjectAlternativeName).value.get_values_for_type(x509.RFC822Name)
+        check(not c.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS) and
+              emails == ["op1@example.org"] and
+              c.subject.rfc4514_string() == "CN=Operator One" and
+              not ext(c, x509.SubjectAlternativeName).critical,
+              f"operator ({how}): e-mail once in the SAN as rfc822Name, subject CN only")
+        r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                            opout], capture_output=True, text=True)
+        check(r.returncode == 0, f"operator ({how}): openssl verify -x509_strict -policy_check "
+              f"{r.stdout.strip()} {r.stderr.strip()}")
+    try:
+        from cryptography.x509 import verification
+        with open(d.info["root_ca"], "rb") as f:
+            root = x509.load_pem_x509_certificate(f.read())
+        with open(d.info["issuing_ca"], "rb") as f:
+            issuing_ca = x509.load_pem_x509_certificate(f.read())
+        verifier = (verification.PolicyBuilder().store(verification.Store([root]))
+                    .build_client_verifier())
+        res = verifier.verify(c, [issuing_ca])
+        check(res.subjects is not None and x509.RFC822Name("op1@example.org") in res.subjects,
+              "operator: python-cryptography's client verifier accepts it and sees the e-mail")
+    except ImportError:
+        print("# python-cryptography has no x509.verification: client verifier not run")
+    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "Operator Two")]))
+    open(opf, "wb").write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    r = d.sc("ca", "issue", "--csr", opf, "--profile", "operator", check=False)
+    check(r.returncode == 2 and "e-mail address" in r.stderr,
+          f"operator without an e-mail address refused: {r.stderr.strip()}")
+
     before = d.sc("ca", "list", "--json").stdout
     r = d.sc("ca", "issue", "--csr", csrf, "--profile", "nosuch", check=False)
     check(r.returncode == 2 and "unknown profile" in r.stderr and r.stderr.count("\n") == 1,
