@@ -70,6 +70,7 @@ struct sc_ocsp_http {
 	char *prefix;
 	size_t prefix_len;
 	size_t max_body;
+	unsigned max_age;               /* Cache-Control max-age bound, seconds */
 	unsigned log_rate;
 	unsigned port;
 	int64_t started;
@@ -328,23 +329,36 @@ static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned
 	return t;
 }
 
-/* RFC 5019 §6 caching headers, or no-store when `t` is NULL. */
-static void sc_ocsp_cache_headers(struct MHD_Response *r, const struct sc_ocsp_tcache *t,
-				  int64_t now)
+/* RFC 5019 §6 caching headers, or no-store when `t` is NULL.  An HTTP
+ * cache may keep the answer for min(ocsp.max_age, nextUpdate - now)
+ * seconds: that bounds how long it can go on serving "good" after a
+ * revocation (docs/ocsp.md, "Caching"). */
+static void sc_ocsp_cache_headers(const sc_ocsp_http *h, struct MHD_Response *r,
+				  const struct sc_ocsp_tcache *t, int64_t now)
 {
-	char cc_hdr[128];
+	char cc_hdr[128], expires[40];
+	int64_t age;
 
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/ocsp-response");
 	if (t == NULL) {
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 		return;
 	}
+	age = t->next_update - now;
+	if (age > (int64_t)h->max_age)
+		age = (int64_t)h->max_age;
 	snprintf(cc_hdr, sizeof(cc_hdr), "max-age=%lld, public, no-transform, must-revalidate",
-		 (long long)(t->next_update - now));
+		 (long long)age);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cc_hdr);
 	if (t->lm_ok)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, t->expires);
+	/* HTTP/1.0 caches read Expires: the same bound */
+	if (now + age < t->next_update) {
+		sc_ocsp_http_date(now + age, expires, sizeof(expires));
+		MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, expires);
+	} else {
+		MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, t->expires);
+	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, t->etag);
 }
 
@@ -507,7 +521,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);
 			if (r == NULL)
 				goto done;
-			sc_ocsp_cache_headers(r, tc, now);
+			sc_ocsp_cache_headers(h, r, tc, now);
 			if (tc->resp != NULL)
 				MHD_destroy_response(tc->resp);
 			tc->resp = r;
@@ -526,7 +540,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	}
 	if (r == NULL)
 		goto done;
-	sc_ocsp_cache_headers(r, cacheable ? tc : NULL, now);
+	sc_ocsp_cache_headers(h, r, cacheable ? tc : NULL, now);
 	if (move)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, code, r);
@@ -1110,6 +1124,7 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	h->started = sc_now();
 	h->max_body = p->max_body ? p->max_body : SC_OCSP_HTTP_MAX_BODY;
 	h->log_rate = p->log_rate;
+	h->max_age = p->max_age;
 	plen = p->path_prefix ? strlen(p->path_prefix) : 0;
 	while (plen > 0 && p->path_prefix[plen - 1] == '/')
 		plen--;

@@ -175,6 +175,8 @@ typedef struct sc_ocsp_http_params {
 	unsigned per_address_limit;     /* connections per client address; 0 = none */
 	size_t max_body;           /* POST limit, 0 = 16 KiB */
 	unsigned log_rate;         /* request log lines per second, 0 = none */
+	unsigned max_age;          /* HTTP caches keep a GET answer at most this
+	                            * long (and never past nextUpdate); 0 = not at all */
 	int no_cpu_steering;       /* 1: the kernel's hash places connections */
 } sc_ocsp_http_params;
 

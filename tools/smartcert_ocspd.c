@@ -265,7 +265,7 @@ done:
 /* Connection bounds and placement (read at start; a change needs a restart). */
 static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 {
-	int64_t conns, idle, body, deadline, per_addr;
+	int64_t conns, idle, body, deadline, per_addr, max_age;
 	int rv, steer;
 
 	rv = sc_config_int(cfg, "ocsp.max_connections", 10000, &conns);
@@ -277,8 +277,14 @@ static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 		rv = sc_config_int(cfg, "ocsp.request_deadline_seconds", 5, &deadline);
 	if (rv == 0)
 		rv = sc_config_int(cfg, "ocsp.max_connections_per_address", 128, &per_addr);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.max_age", 60, &max_age);
 	if (rv != 0)
 		return rv;
+	if (max_age < 0 || max_age > 31622400)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.max_age (0..31622400 seconds) is out of "
+				    "range");
+	hp->max_age = (unsigned)max_age;
 	if (conns < 16 || conns > 1000000 || idle < 1 || idle > 3600 || body < 256 ||
 	    body > 1048576)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.max_connections (16..1000000), "

@@ -13,6 +13,9 @@
   octets: 0 and 129 are malformedRequest, 1 and 128 are echoed; two
   conflicting Content-Length headers get 400; PUT and DELETE with a body
   get a 405 response naming the allowed methods.
+- cache lifetime: Cache-Control max-age (and Expires) is min(ocsp.max_age,
+  nextUpdate - now): 60 s by default, 0 when set to 0, nextUpdate when set
+  beyond it.
 """
 import datetime
 import email.utils
@@ -24,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ocsptest import (Responder, make_request, verify_response, statuses, check,  # noqa: E402
-                      fail, ocsp, x509, enrol)
+                      ocsp, x509, enrol, set_ocsp_option)
 from ocsptest import ca_certs, cert_id  # noqa: E402
 from scfixture import Deployment, skip_unless, tlv  # noqa: E402
 
@@ -203,7 +206,42 @@ def http_checks(d, r):
     check(code == 200, "the responder still answers")
 
 
+def max_age_of(r, req):
+    code, hdr, _ = r.get_full(req)
+    cc = hdr["Cache-Control"]
+    age = int(cc.split("max-age=")[1].split(",")[0])
+    exp = email.utils.parsedate_to_datetime(hdr["Expires"]).timestamp()
+    date = email.utils.parsedate_to_datetime(hdr["Date"]).timestamp()
+    return code, age, exp - date
+
+
+def max_age_checks(d):
+    serial, _, _ = enrol(d, "otto")
+    req = make_request(d, [serial])
+    with Responder(d) as r:
+        code, age, exp = max_age_of(r, req)
+        check(code == 200 and 0 < age <= 60 and abs(exp - age) <= 1,
+              f"default: max-age {age} <= 60 s, Expires = Date + max-age")
+    set_ocsp_option(d, "max_age", "0")
+    with Responder(d) as r:
+        code, age, exp = max_age_of(r, req)
+        check(code == 200 and age == 0 and abs(exp) <= 1, "ocsp.max_age = 0: max-age=0")
+    set_ocsp_option(d, "max_age", "31622400")
+    with Responder(d) as r:
+        code, age, exp = max_age_of(r, req)
+        check(code == 200 and 86400 - 120 <= age <= 86400 and abs(exp - age) <= 1,
+              f"ocsp.max_age past nextUpdate: max-age {age} = nextUpdate - now")
+    set_ocsp_option(d, "max_age", "-1")
+    proc = subprocess.run([os.environ.get("SMARTCERT_OCSPD_BIN", "smartcert-ocspd"), "--config",
+                           d.config, "--foreground", "--listen", "127.0.0.1:0"],
+                          env=d.env, capture_output=True, text=True, timeout=60)
+    check(proc.returncode == 6 and "ocsp.max_age" in proc.stderr,
+          f"ocsp.max_age = -1 refused at start, exit 6: {proc.stderr.strip()[-120:]}")
+    set_ocsp_option(d, "max_age", "60")
+
+
 with Deployment() as d:
+    max_age_checks(d)
     with Responder(d) as r:
         http_checks(d, r)
         invalidity_checks(d, r)
