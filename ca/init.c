@@ -234,7 +234,7 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 	sc_hsm_key *key = NULL;
 	sc_ca_certspec spec;
 	int64_t now = sc_now();
-	char name_cn[160];
+	char name_cn[160], cdp[1024];
 	int rv;
 
 	*out = NULL;
@@ -257,8 +257,21 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 	spec.serial = &in->serial[idx];
 	spec.not_before = now - 300;
 	spec.not_after = now + days * 86400;
-	if (kind == SC_CA_KIND_OCSP) {
-		spec.policy_oid = NULL;
+	if (kind == SC_CA_KIND_ISSUING) {
+		/* the policies it issues under, so that path validation can
+		 * require one; its revocation is on the root's CRL */
+		static const char *const pols[] = { SC_CA_POLICY_ADULT, SC_CA_POLICY_MINOR,
+			SC_CA_POLICY_TLS_CLIENT, SC_CA_POLICY_TLS_SERVER, SC_CA_POLICY_OPERATOR,
+			NULL };
+
+		spec.policy_oids = pols;
+		if (snprintf(cdp, sizeof(cdp), "%s/%s",
+			     in->p->crl_url ? in->p->crl_url : SC_CA_DEFAULT_CRL_URL,
+			     SC_CRL_ROOT_NAME) >= (int)sizeof(cdp)) {
+			rv = sc_error_set(SC_ERR_INVALID, "--crl-url is too long");
+			goto done;
+		}
+		spec.cdp_url = cdp;
 	}
 	if ((rv = sc_ca_cert_build(&spec, name, pub, issuer, &x)) != SC_OK)
 		goto done;

@@ -69,6 +69,9 @@ typedef struct sc_ca_certspec {
 	const sc_serial *serial;
 	int64_t not_before, not_after;
 	const char *policy_oid;          /* NULL = none */
+	const char *const *policy_oids;  /* more policies, NULL-terminated; NULL = none */
+	const char *cdp_url;             /* a CRL distribution point of its own (a CA
+	                                  * certificate: the root's ARL); NULL = none */
 	const char *ocsp_url, *issuers_url;  /* AIA; NULL = omit */
 	const char *crl_base;            /* CDP + freshestCRL; NULL = omit */
 	uint32_t partition;

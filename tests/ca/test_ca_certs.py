@@ -58,6 +58,14 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check(ku.key_cert_sign and ku.crl_sign and not ku.digital_signature, "root: keyCertSign|cRLSign")
     bc = ext(issuing, x509.BasicConstraints)
     check(bc.critical and bc.value.ca and bc.value.path_length == 0, "issuing CA: pathlen 0")
+    pols = [p.policy_identifier.dotted_string
+            for p in ext(issuing, x509.CertificatePolicies).value]
+    check(pols == [POLICY_ADULT, POLICY_MINOR, "2.999.4109.2.1", "2.999.4109.2.2",
+                   "2.999.4109.2.3"],
+          f"issuing CA: certificatePolicies name every policy it issues under {pols}")
+    cdp = ext(issuing, x509.CRLDistributionPoints)
+    check(not cdp.critical and cdp.value[0].full_name[0].value == "http://127.0.0.1:9/crl/root.crl",
+          "issuing CA: CRL distribution point = the root's CRL")
     eku = ext(ocsp, x509.ExtendedKeyUsage).value
     check(ExtendedKeyUsageOID.OCSP_SIGNING in list(eku), "OCSP signer: EKU OCSPSigning")
     check(any(e.oid.dotted_string == "1.3.6.1.5.5.7.48.1.5" for e in ocsp.extensions),

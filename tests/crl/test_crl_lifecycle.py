@@ -50,6 +50,23 @@ def openssl_verify(d, cert_path, *crl_paths, deltas=False):
     return r.returncode, r.stdout + r.stderr
 
 
+def openssl_verify_chain(d, cert_path, crl_path, policy):
+    """The whole path, as RFC 5280 path validation does it: revocation of
+    every certificate (-crl_check_all: the holder's on its partition CRL,
+    the issuing CA's on the root's CRL) and an explicit policy."""
+    args = []
+    for i, crl in enumerate((crl_path, os.path.join(crl_dir(d), "root.crl"))):
+        pem = os.path.join(d.tmp, f"chain-{i}.pem")
+        subprocess.run(["openssl", "crl", "-inform", "DER", "-in", crl, "-out", pem],
+                       check=True, capture_output=True)
+        args += ["-CRLfile", pem]
+    r = subprocess.run(["openssl", "verify", "-crl_check_all", "-x509_strict", "-policy_check",
+                        "-explicit_policy", "-policy", policy,
+                        "-CAfile", os.path.join(d.dir, "ca", "chain.pem"), *args, cert_path],
+                       capture_output=True, text=True)
+    return r.returncode, r.stdout + r.stderr
+
+
 def serials_of(path):
     return {e.serial_number: e for e in load(path)}
 
@@ -99,6 +116,23 @@ with Deployment() as d:
         check(sa in {x.serial_number for x in dl} and crllint.delta_base(dl) == p1["number"],
               f"{name} lists it, base {p1['number']}")
 
+    # the whole chain: the issuing CA's revocation through the root's CRL,
+    # the adult policy required explicitly (the CA certificates carry it)
+    code, out = openssl_verify_chain(d, certs[ub][0],
+                                     os.path.join(crl_dir(d), f"part-{b['partition']}.crl"),
+                                     "2.999.4109.1.1")
+    check(code == 0, f"openssl verify -crl_check_all -explicit_policy -policy adult: OK "
+          f"({out.strip()})")
+    code, out = openssl_verify_chain(d, certs[ub][0],
+                                     os.path.join(crl_dir(d), f"part-{b['partition']}.crl"),
+                                     "2.999.4109.1.2")
+    check(code != 0 and "policy" in out.lower(),
+          f"... requiring the minor policy instead fails on the policy ({out.strip()[-80:]})")
+    code, out = openssl_verify_chain(d, certs[ua][0],
+                                     os.path.join(crl_dir(d), f"part-{a['partition']}.crl"),
+                                     "2.999.4109.1.1")
+    check(code != 0 and "certificate revoked" in out,
+          f"... and the revoked holder fails with 'certificate revoked' ({out.strip()[-80:]})")
     part_a = os.path.join(crl_dir(d), f"part-{a['partition']}.crl")
     code, out = openssl_verify(d, certs[ua][0], part_a)
     check(code != 0 and "certificate revoked" in out, "openssl verify -crl_check: revoked cert fails "
