@@ -546,6 +546,18 @@ static int build_exts(const struct pub *p, const struct crl_signer *sg, sc_der *
 	return sc_der_ok(exts);
 }
 
+static void tbs_of(sc_crl_tbs *t, const struct crl_signer *sg, int64_t this_update,
+		   int64_t next_update, const sc_der *exts)
+{
+	t->algid = sg->algid;
+	t->algid_len = sg->algid_len;
+	t->issuer = sg->issuer;
+	t->issuer_len = sg->issuer_len;
+	t->this_update = this_update;
+	t->next_update = next_update;
+	t->exts = exts;
+}
+
 /* One CRL scope: all partitions (partition == UINT32_MAX, no IDP) or one. */
 static int emit_scope(struct pub *p, uint32_t partition, int delta, uint64_t number,
 		      uint64_t base, int64_t this_update, int64_t next_update,
@@ -593,13 +605,7 @@ static int emit_scope(struct pub *p, uint32_t partition, int delta, uint64_t num
 		lists[0] = &parts[partition];
 		n = 1;
 	}
-	t.algid = p->ca.algid;
-	t.algid_len = p->ca.algid_len;
-	t.issuer = p->ca.issuer;
-	t.issuer_len = p->ca.issuer_len;
-	t.this_update = this_update;
-	t.next_update = next_update;
-	t.exts = &exts;
+	tbs_of(&t, &p->ca, this_update, next_update, &exts);
 	rv = emit(p, &p->ca, name, &t, lists, n, count);
 out:
 	free(lists);
@@ -700,13 +706,7 @@ static int emit_root(struct pub *p, uint64_t number, int64_t this_update, int64_
 	sc_crl_list_init(&none);
 	rv = build_exts(p, &p->root, &exts, number, 0, 0, NULL, 0, NULL);
 	if (rv == SC_OK) {
-		t.algid = p->root.algid;
-		t.algid_len = p->root.algid_len;
-		t.issuer = p->root.issuer;
-		t.issuer_len = p->root.issuer_len;
-		t.this_update = this_update;
-		t.next_update = next_update;
-		t.exts = &exts;
+		tbs_of(&t, &p->root, this_update, next_update, &exts);
 		rv = emit(p, &p->root, SC_CRL_ROOT_NAME, &t, lists, 1, &count);
 	}
 	sc_der_free(&exts);
@@ -734,12 +734,13 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	sc_crl_list *full = NULL, *dl = NULL;
 	sc_txn *txn = NULL;
 	char *lock_path = NULL;
-	int lock_fd = -1, do_full, rv = SC_ERR_INTERNAL;
+	int lock_fd = -1, do_full, do_parts, rv = SC_ERR_INTERNAL;
+	unsigned char *touched = NULL;
 	int64_t now, nu_h, dnu_h, grace_d, this_u, next_u, dnext_u;
 	uint64_t number = 0, base;
 	uint32_t np, i;
 	size_t cnt = 0;
-	char detail[160];
+	char detail[224];
 	struct timespec t0, t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -838,6 +839,7 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		goto out;
 	}
 	do_full = o->mode == SC_CRL_MODE_FULL || !prev.valid;
+	do_parts = !do_full && o->mode == SC_CRL_MODE_DELTA_PARTS;
 	lc.nparts = np;
 	lc.collect = prev.valid;
 	lc.lh.head = prev.valid ? prev.full_seq : 0;
@@ -868,6 +870,36 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		for (i = 0; i < np; i++)
 			if ((rv = sc_crl_list_finish(&full[i])) != SC_OK)
 				goto out;
+	} else if (do_parts) {
+		/* The full CRL of each partition with a change since the last
+		 * publish: a relying party that ignores deltas (Java) sees the
+		 * change within the batch.  The drop horizon stays the last full
+		 * publish's, so no entry can come back later. */
+		full = lists_new(np);
+		touched = calloc(np, 1);
+		if (full == NULL || touched == NULL) {
+			rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t k = 0; k < lc.n; k++)
+			if (lc.v[k].seq > prev.last_seq)
+				touched[lc.v[k].partition] = 1;
+		fc.parts = full;
+		fc.nparts = np;
+		fc.drop_before = prev.drop_before;
+		fc.rv = SC_OK;
+		for (i = 0; i < np; i++) {
+			if (!touched[i])
+				continue;
+			if ((rv = sc_store_revoked_iter(txn, i, full_cb, &fc)) != SC_OK)
+				goto out;
+			if (fc.rv != SC_OK) {
+				rv = fc.rv;
+				goto out;
+			}
+			if ((rv = sc_crl_list_finish(&full[i])) != SC_OK)
+				goto out;
+		}
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
@@ -911,6 +943,15 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 			goto out;
 		if (p.root.key != NULL && (rv = emit_root(&p, number, this_u, next_u)) != SC_OK)
 			goto out;
+	} else if (do_parts) {
+		for (i = 0; i < np; i++) {
+			if (!touched[i])
+				continue;
+			if ((rv = emit_scope(&p, i, 0, number, 0, this_u, next_u, full, np,
+					     &cnt)) != SC_OK)
+				goto out;
+			res->partitions_full++;
+		}
 	}
 	lists_free(full, np);
 	full = NULL;
@@ -929,8 +970,9 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	next.last_seq = lc.lh.head;
 	next.last_time = this_u;
 	snprintf(detail, sizeof(detail), "number=%" PRIu64 " %s base=%" PRIu64 " entries=%zu "
-		 "delta_entries=%zu rev_seq=%" PRIu64, number, do_full ? "full" : "delta",
-		 base, res->entries, res->delta_entries, lc.lh.head);
+		 "delta_entries=%zu partitions_full=%zu rev_seq=%" PRIu64, number,
+		 do_full ? "full" : "delta", base, res->entries, res->delta_entries,
+		 res->partitions_full, lc.lh.head);
 	if ((rv = sc_txn_begin(d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto out;
 	if ((rv = state_save(txn, &next)) != SC_OK)
@@ -979,6 +1021,7 @@ out:
 	sc_der_free(&p.tbs);
 	lists_free(full, np);
 	lists_free(dl, np);
+	free(touched);
 	free(lc.v);
 	signer_close(d, &p.ca);
 	signer_close(d, &p.root);

@@ -33,6 +33,10 @@
 enum sc_crl_mode {
 	SC_CRL_MODE_FULL = 0,    /* full CRLs of every partition + full.crl + deltas */
 	SC_CRL_MODE_DELTA = 1,   /* deltas only (falls back to FULL without a base) */
+	SC_CRL_MODE_DELTA_PARTS = 2,  /* deltas, and the full CRL of every partition with a
+	                               * status change since the last publish, for relying
+	                               * parties that ignore deltas (falls back to FULL
+	                               * without a base) */
 };
 
 typedef struct sc_crl_publish_opts {
@@ -50,6 +54,7 @@ typedef struct sc_crl_publish_result {
 	uint64_t rev_seq;        /* revocation-log position covered */
 	size_t entries;          /* entries on full.crl (0 when delta only) */
 	size_t delta_entries;    /* entries on full-delta.crl */
+	size_t partitions_full;  /* partition full CRLs republished (DELTA_PARTS) */
 	size_t files;            /* files published */
 	size_t bytes;            /* DER bytes published */
 	int64_t this_update;
