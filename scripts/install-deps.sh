@@ -12,6 +12,7 @@ packages=(
   softhsm2 p11-kit openssl lmdb-utils
   # independent judges used by the tests
   gnutls-bin opensc python3 python3-pykcs11 python3-cryptography curl valgrind
+  openjdk-17-jdk-headless
 )
 if [ "${SMARTCERT_BENCH_DEPS:-0}" = 1 ]; then
   packages+=(wrk apache2-utils nginx-light time)
