@@ -537,7 +537,8 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	if ((rv = sc_init_ca_cert(in, 1, SC_CA_KIND_ISSUING, SC_LABEL_ISSUING_CA, "Issuing CA",
 				  3653, in->root, SC_LABEL_ROOT_CA, &in->issuing)) != SC_OK)
 		goto done;
-	if ((rv = sc_init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder", 1095,
+	if ((rv = sc_init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder",
+				  SC_CA_OCSP_SIGNER_DAYS,
 				  in->issuing, SC_LABEL_ISSUING_CA, &in->ocsp)) != SC_OK)
 		goto done;
 	if ((rv = sc_init_store(in)) != SC_OK)

@@ -86,6 +86,10 @@ typedef struct sc_crl_watch_opts {
 	unsigned full_s;         /* 0 = min(6 h, next_update/2, delta_next_update/2) */
 	int json;                /* print one JSON line per publish */
 	FILE *log;               /* where to report publishes (stdout if NULL) */
+	/* Called once per poll (NULL = none): the CLI renews the OCSP signer's
+	 * certificate there, a CA task with the same keys and the same cadence. */
+	void (*tick)(void *ctx);
+	void *tick_ctx;
 } sc_crl_watch_opts;
 int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop);
 

@@ -159,6 +159,8 @@ int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop)
 				retry_at = sc_now() + (int64_t)poll_s * 5;
 			}
 		}
+		if (o->tick != NULL && !*stop)
+			o->tick(o->tick_ctx);
 		for (unsigned s = 0; s < poll_s && !*stop; s++) {
 			struct timespec ts = { 1, 0 };
 

@@ -902,10 +902,12 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 		int ready;
 
 		pthread_rwlock_rdlock(&h->lock);
-		ready = h->resp != NULL;
+		ready = h->resp == NULL ? 0 : sc_now() < sc_ocsp_signer_not_after(h->resp) ? 1 : -1;
 		pthread_rwlock_unlock(&h->lock);
-		return ready ? sc_ocsp_text(c, MHD_HTTP_OK, "ok\n")
-			     : sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
+		return ready > 0 ? sc_ocsp_text(c, MHD_HTTP_OK, "ok\n")
+		       : ready < 0 ? sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+						  "OCSP signer certificate expired\n")
+				   : sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
 	}
 	if (strcmp(url, "/metrics") == 0)
 		return sc_ocsp_metrics(h, c);

@@ -70,6 +70,7 @@ struct sc_ocsp_responder {
 	sc_ocsp_sign_fn sign;
 	void *sign_ctx;
 	int64_t validity;
+	int64_t signer_not_after;      /* nothing is signed or served from then on */
 	int nonce_mode, unknown_policy, presign, max_certs;
 	pthread_mutex_t cache_lock;
 	struct sc_ocsp_cache_slot *cache;
@@ -118,6 +119,15 @@ static void *sc_ocsp_writer_main(void *arg);
 static void sc_ocsp_writer_stop(sc_ocsp_responder *r);
 
 #define STAT_INC(r, f) atomic_fetch_add_explicit(&(r)->f, 1, memory_order_relaxed)
+
+/* nextUpdate of an answer signed at `now`: never past the signer
+ * certificate's notAfter, after which no relying party would accept it. */
+static int64_t sc_ocsp_next(const sc_ocsp_responder *r, int64_t now)
+{
+	int64_t next = now + r->validity;
+
+	return next < r->signer_not_after ? next : r->signer_not_after;
+}
 
 const char *sc_ocsp_status_name(int status)
 {
@@ -220,6 +230,13 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	r->max_certs = p->max_certs > 0 ? p->max_certs : SC_OCSP_MAX_CERTS_DEFAULT;
 	r->issuer = X509_dup(p->issuer);
 	r->signer = X509_dup(p->signer_cert);
+	{
+		struct tm tm;
+
+		memset(&tm, 0, sizeof(tm));
+		r->signer_not_after = ASN1_TIME_to_tm(X509_get0_notAfter(p->signer_cert), &tm) == 1
+				      ? (int64_t)timegm(&tm) : 0;
+	}
 	r->cache = calloc(SC_OCSP_CACHE_SLOTS, sizeof(*r->cache));
 	if (r->issuer == NULL || r->signer == NULL || r->cache == NULL)
 		goto done;
@@ -434,10 +451,13 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 	unsigned char *basic = NULL;
 	size_t basic_len = 0, m, m2, i;
 	int rv = SC_ERR_NOMEM, ext_revoke = 0;
-	int64_t next = now + r->validity;
+	int64_t next = sc_ocsp_next(r, now);
 
 	*out = NULL;
 	*out_len = 0;
+	if (now >= r->signer_not_after)
+		return sc_error_set(SC_ERR_EXPIRED, "the OCSP signer certificate has expired: "
+				    "nothing is signed with it (renew it: 'smartcert ca ocsp-signer')");
 	for (i = 0; i < n; i++)
 		if (items[i].answer == SC_OCSP_REVOKED && !items[i].known)
 			ext_revoke = 1;
@@ -638,7 +658,7 @@ static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *item
 		if (c.status != items[i]->status || c.rev_seq != items[i]->rev_seq)
 			continue;
 		e.this_update = now;
-		e.next_update = now + r->validity;
+		e.next_update = sc_ocsp_next(r, now);
 		e.der = ders[i];
 		e.der_len = lens[i];
 		rv = sc_store_ocsp_put(txn, &items[i]->serial, &e);
@@ -738,7 +758,7 @@ static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, si
 	n.validator_len = validator_len;
 	n.resp_len = resp_len;
 	n.this_update = now;
-	n.next_update = now + r->validity;
+	n.next_update = sc_ocsp_next(r, now);
 	n.cert_status = it->answer;
 	n.reason = it->reason;
 	s = &r->cache[sc_ocsp_slot_of(key, key_len)];
@@ -1038,7 +1058,7 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 fill:
 	if (rv == 0) {
 		res->this_update = now;
-		res->next_update = now + r->validity;
+		res->next_update = sc_ocsp_next(r, now);
 		res->cert_status = it->answer;
 		res->reason = it->reason;
 	}
@@ -1134,6 +1154,13 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 	if (req == NULL || req_len == 0 || req_len > (1u << 20))
 		goto error;
+	if (sc_now() >= r->signer_not_after) {
+		/* Neither signed nor stored answers: their signer certificate
+		 * is no longer valid for anyone.  RFC 6960 tryLater. */
+		status = SC_OCSP_TRY_LATER;
+		rv = SC_ERR_EXPIRED;
+		goto error;
+	}
 	if (r->presign && sc_ocsp_fast_request(r, req, req_len, &fast)) {
 		res->n_certs = 1;
 		res->hash_nid = NID_sha1;
@@ -1241,7 +1268,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	STAT_INC(r, signed_on_demand);
 	res->status = SC_OCSP_SUCCESSFUL;
 	res->this_update = now;
-	res->next_update = now + r->validity;
+	res->next_update = sc_ocsp_next(r, now);
 	res->cert_status = items[0].answer;
 	res->reason = items[0].reason;
 	goto done;
@@ -1430,6 +1457,11 @@ static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
 	if (e->rev_seq == c->seq)
 		c->at = e->at;
 	return 1;   /* one event is enough */
+}
+
+int64_t sc_ocsp_signer_not_after(const sc_ocsp_responder *r)
+{
+	return r->signer_not_after;
 }
 
 int sc_ocsp_changed_at(sc_ocsp_responder *r, const char *serial_hex, int64_t *at)

@@ -92,6 +92,11 @@ typedef struct sc_ocsp_result {
 	int err;                   /* internal error code behind internalError */
 } sc_ocsp_result;
 
+/* When the signer certificate expires (its notAfter): from then on
+ * every request is answered tryLater and nothing is signed (SC_ERR_EXPIRED);
+ * before, no answer's nextUpdate goes past it. */
+int64_t sc_ocsp_signer_not_after(const sc_ocsp_responder *r);
+
 /* Answer one request.  Always produces a response (an OCSP error response
  * for bad input or internal failures: see res->status and res->err), so the
  * return value is 0, or SC_ERR_NOMEM when not even that could be allocated.

@@ -40,6 +40,7 @@ static void ca_usage(FILE *f)
 		"       [--expiring-before YYYY-MM-DD] [--limit N] [--json]\n"
 		"  export --serial HEX [--der | --chain] [--out FILE] [--json]\n"
 		"  sweep [--json]\n"
+		"  ocsp-signer [--force] [--json]   renew the OCSP signer's certificate if due\n"
 		"\n"
 		"ID-card numbers are never taken from the command line: they are read from\n"
 		"the environment, a file or standard input, hashed in the HSM and wiped.\n");
@@ -49,7 +50,7 @@ struct ca_args {
 	const char *user, *name, *id_source, *dob, *profile, *key_type, *batch, *csr, *out;
 	const char *consent, *consent_file, *serial, *reason, *invalidity, *status;
 	const char *expiring, *limit, *threads, *chunk;
-	int json, keep_key, der, chain, help;
+	int json, keep_key, der, chain, force, help;
 	char *id_number;                 /* read from id_source; wiped by ca_enrol */
 };
 
@@ -78,6 +79,7 @@ static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 		{ "chunk", required_argument, NULL, 'z' },
 		{ "der", no_argument, NULL, 'D' },
 		{ "chain", no_argument, NULL, 'H' },
+		{ "force", no_argument, NULL, 'f' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		CA_OPT_END,
@@ -111,6 +113,7 @@ static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 		case 'z': a->chunk = optarg; break;
 		case 'D': a->der = 1; break;
 		case 'H': a->chain = 1; break;
+		case 'f': a->force = 1; break;
 		case 'j': a->json = 1; break;
 		case 'h': a->help = 1; break;
 		default:
@@ -596,6 +599,41 @@ static int ca_sweep(const char *cmd, const struct ca_args *a)
 	return ca_with_ca(cmd, a, ca_sweep_run);
 }
 
+static void ca_json_signer(sc_json *j, const void *arg)
+{
+	const sc_ca_signer_result *r = arg;
+
+	sc_json_kv_bool(j, "renewed", r->renewed);
+	sc_json_kv_str(j, "serial", r->renewed ? r->serial : NULL);
+	sc_json_kv_time(j, "not_after", r->not_after);
+}
+
+static int ca_signer_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
+	sc_ca_signer_result r;
+	char t[32];
+	int rv = sc_ca_ocsp_signer_renew(ca, a->force, &r);
+
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	if (a->json) {
+		ca_json_out(a, ca_json_signer, &r);
+	} else {
+		sc_time_format(r.not_after, t, sizeof(t));
+		if (r.renewed)
+			printf("OCSP signer renewed: certificate %s valid until %s\n", r.serial, t);
+		else
+			printf("OCSP signer certificate valid until %s: not due\n", t);
+	}
+	return SC_EXIT_OK;
+}
+
+/* Renew the OCSP signer's certificate when due (cron, or by hand). */
+static int ca_signer(const char *cmd, const struct ca_args *a)
+{
+	return ca_with_ca(cmd, a, ca_signer_run);
+}
+
 static const char *ca_cert_status_name(int s)
 {
 	switch (s) {
@@ -965,7 +1003,7 @@ int sc_cmd_ca(int argc, char **argv)
 		{ "enrol", ca_enrol }, { "enroll", ca_enrol }, { "issue", ca_issue },
 		{ "renew", ca_renew }, { "suspend", ca_account }, { "resume", ca_account },
 		{ "revoke", ca_revoke }, { "show", ca_show }, { "list", ca_list },
-		{ "export", ca_export }, { "sweep", ca_sweep },
+		{ "export", ca_export }, { "sweep", ca_sweep }, { "ocsp-signer", ca_signer },
 	};
 	struct ca_args a;
 	char cmd[48];

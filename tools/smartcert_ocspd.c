@@ -32,6 +32,8 @@
 #define PROG "smartcert-ocspd"
 /* How often the revocation log is read for status changes to re-sign. */
 #define OCSPD_CHANGE_POLL_MS 100
+/* how often (in polls) the store is asked for a renewed OCSP signer */
+#define OCSPD_SIGNER_POLL_TICKS 10
 
 struct ocspd_settings {
 	int64_t validity;
@@ -213,6 +215,29 @@ static int ocspd_responder(sc_deploy *d, const struct ocspd_settings *s,
 	p.presign = 1;
 	p.store_async = 1;
 	return sc_ocsp_responder_new(&p, out);
+}
+
+/* Whether the store holds another OCSP signer certificate than the one in
+ * use: `smartcert crl publish` (timer or --watch) or `smartcert ca
+ * ocsp-signer` renews it for the same HSM key, and the daemon follows. */
+static int ocspd_signer_changed(const sc_deploy *d)
+{
+	sc_txn *txn = NULL;
+	const void *data;
+	size_t len;
+	unsigned char *cur = NULL;
+	int n, changed = 0;
+
+	if (d->ocsp_cert == NULL || sc_txn_begin(d->store, SC_TXN_READ, &txn) != 0)
+		return 0;
+	if (sc_store_meta_get(txn, SC_META_OCSP_CERT, &data, &len) == 0) {
+		n = i2d_X509(d->ocsp_cert, &cur);
+		changed = n <= 0 || (size_t)n != len || memcmp(cur, data, len) != 0;
+	}
+	OPENSSL_free(cur);
+	sc_txn_abort(txn);
+	sc_error_clear();
+	return changed;
 }
 
 /* Re-read ocsp.* keys and the CA certificates; the listen address and the
@@ -405,6 +430,8 @@ int main(int argc, char **argv)
 	sigset_t set;
 	char numbuf[32];
 	uint64_t seen = 0;
+	unsigned long ticks = 0;
+	int expired_said = 0;
 	int64_t next_due = 0;
 	struct ocspd_ahead ahead = { 0 };
 
@@ -536,6 +563,19 @@ int main(int argc, char **argv)
 			ocspd_event(rv == 0 ? "ocspd.reloaded" : "ocspd.reload_failed", NULL, NULL, rv);
 			if (rv == 0)
 				ocspd_ahead_start(&ahead, live, s.ahead_rate);
+		} else if (++ticks % OCSPD_SIGNER_POLL_TICKS == 0 && ocspd_signer_changed(d)) {
+			rv = ocspd_reload(config_path, d, &signer, http, &s, &live);
+			ocspd_event(rv == 0 ? "ocspd.signer_changed" : "ocspd.reload_failed", NULL,
+				    NULL, rv);
+			if (rv == 0)
+				ocspd_ahead_start(&ahead, live, s.ahead_rate);
+		}
+		if (sc_now() >= sc_ocsp_signer_not_after(live)) {
+			if (!expired_said)
+				ocspd_event("ocspd.signer_expired", NULL, NULL, SC_ERR_EXPIRED);
+			expired_said = 1;
+		} else {
+			expired_said = 0;
 		}
 		/* Status changes committed by `smartcert ca` in another process:
 		 * sign their new answers now, before anyone asks. */
