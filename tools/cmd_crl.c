@@ -25,13 +25,16 @@ static void crl_on_signal(int sig)
 static void crl_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: smartcert crl publish [--out DIR] [--pem] [--delta] [--json]\n"
+		"usage: smartcert crl publish [--out DIR] [--pem] [--delta | --changed-partitions]\n"
+		"                             [--json]\n"
 		"       smartcert crl publish --watch [--poll SECONDS] [--batch SECONDS]\n"
 		"                             [--full-every SECONDS] [--out DIR] [--pem] [--json]\n"
 		"       smartcert crl show FILE [--entries N] [--json]\n"
 		"\n"
 		"publish  sign and publish the full CRL of every partition, full.crl, and\n"
-		"         the delta CRLs against the last full set (--delta: deltas only)\n"
+		"         the delta CRLs against the last full set (--delta: deltas only;\n"
+		"         --changed-partitions: deltas and the full CRL of each partition\n"
+		"         changed since the last publish, as --watch does every batch)\n"
 		"--watch  keep publishing: deltas within --batch seconds of a revocation\n"
 		"         (default 30; at once for keyCompromise), everything every\n"
 		"         --full-every seconds (default: 6 h or half of nextUpdate)\n"
@@ -124,6 +127,8 @@ static int crl_publish(int argc, char **argv)
 			json = 1;
 		} else if (strcmp(a, "--delta") == 0) {
 			wo.publish.mode = SC_CRL_MODE_DELTA;
+		} else if (strcmp(a, "--changed-partitions") == 0) {
+			wo.publish.mode = SC_CRL_MODE_DELTA_PARTS;
 		} else if (strcmp(a, "--watch") == 0) {
 			watch = 1;
 		} else if ((strcmp(a, "--poll") == 0 || strcmp(a, "--batch") == 0 ||
@@ -207,6 +212,8 @@ static int crl_publish(int argc, char **argv)
 		sc_json_uint(&j, r.entries);
 		sc_json_key(&j, "delta_entries");
 		sc_json_uint(&j, r.delta_entries);
+		sc_json_key(&j, "partitions_full");
+		sc_json_uint(&j, r.partitions_full);
 		sc_json_key(&j, "files");
 		sc_json_uint(&j, r.files);
 		sc_json_key(&j, "bytes");
