@@ -45,7 +45,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check(d.gateway_pin not in conf, "gateway PIN itself is not in the config")
     check(os.path.exists(os.path.join(d.dir, "hsm", "softhsm2.conf")), "own softhsm2.conf")
 
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, d.info["ocsp_cert"]],
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                        d.info["ocsp_cert"]],
                        capture_output=True, text=True)
     check(r.returncode == 0, "OCSP signer certificate verifies against the chain")
 
@@ -81,7 +82,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check(set(a) >= {"user", "key_id", "serial", "not_after", "partition"}, "enrol --json keys")
     pem = os.path.join(d.tmp, "alice.pem")
     d.sc("ca", "export", "--serial", a["serial"], "--out", pem)
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, pem], capture_output=True, text=True)
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain, pem],
+                       capture_output=True, text=True)
     check(r.returncode == 0, f"adult certificate verifies: {r.stdout.strip()} {r.stderr.strip()}")
     r = subprocess.run(["certtool", "-i", "--infile", pem], capture_output=True, text=True)
     check(r.returncode == 0 and "Version: 3" in r.stdout, "certtool -i parses it")
@@ -129,7 +131,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
                         "--key-type", "rsa2048", "--json", env=env).stdout)
     pem = os.path.join(d.tmp, "minnie.pem")
     d.sc("ca", "export", "--serial", m["serial"], "--out", pem)
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, pem], capture_output=True, text=True)
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain, pem],
+                       capture_output=True, text=True)
     check(r.returncode == 0, "minor certificate verifies")
     c = x509.load_pem_x509_certificate(open(pem, "rb").read())
     pol = [p.policy_identifier.dotted_string for p in ext(c, x509.CertificatePolicies).value]
@@ -174,7 +177,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     open(csrf, "wb").write(csr_pem)
     out = os.path.join(d.tmp, "gw.pem")
     d.sc("ca", "issue", "--csr", csrf, "--profile", "tls-server", "--out", out)
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, "-purpose", "sslserver", out],
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                        "-purpose", "sslserver", out],
                        capture_output=True, text=True)
     check(r.returncode == 0, f"tls-server certificate verifies for sslserver {r.stderr}")
     c = x509.load_pem_x509_certificate(open(out, "rb").read())
@@ -184,6 +188,9 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     d.sc("ca", "issue", "--csr", csrf, "--profile", "tls-client", "--out", out)
     c = x509.load_pem_x509_certificate(open(out, "rb").read())
     check(ExtendedKeyUsageOID.CLIENT_AUTH in list(ext(c, x509.ExtendedKeyUsage).value), "tls-client: clientAuth")
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                        "-purpose", "sslclient", out], capture_output=True, text=True)
+    check(r.returncode == 0, f"tls-client: openssl verify -x509_strict -policy_check {r.stderr}")
 
     # operator: the e-mail address goes into the SAN (rfc822Name), never
     # the subject (pkilint pkix.subject_email_address_not_in_san; RFC 5280
