@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "sc_err.h"
 
 #define SC_OCSP_GUARD_BUCKETS 4096
+#define SC_OCSP_GUARD_SLICE 64      /* connections looked at per hold of the lock */
 
 /* One client address and how many connections it holds. */
 struct sc_ocsp_addr {
@@ -41,6 +43,7 @@ struct sc_ocsp_guard {
 	int thread_started, stop;
 	unsigned deadline_ms, per_address;
 	sc_ocsp_gconn *conns;
+	sc_ocsp_gconn *cursor;         /* next to look at in a sweep (close moves it on) */
 	struct sc_ocsp_addr *buckets[SC_OCSP_GUARD_BUCKETS];
 	_Atomic uint64_t dropped, refused;
 };
@@ -84,12 +87,15 @@ static struct sc_ocsp_addr **sc_ocsp_guard_slot_inlock(sc_ocsp_guard *g,
 	return p;
 }
 
-/* Look at every connection once; shut down those past the deadline. */
-static void sc_ocsp_guard_sweep_inlock(sc_ocsp_guard *g, int64_t now)
+/* Look at up to SC_OCSP_GUARD_SLICE connections from g->cursor on; shut
+ * down those past the deadline.  Leaves g->cursor where to go on (NULL at
+ * the end of the list). */
+static void sc_ocsp_guard_slice_inlock(sc_ocsp_guard *g, int64_t now)
 {
 	sc_ocsp_gconn *c;
+	unsigned k = 0;
 
-	for (c = g->conns; c != NULL; c = c->next) {
+	for (c = g->cursor; c != NULL && k < SC_OCSP_GUARD_SLICE; c = c->next, k++) {
 		struct tcp_info ti;
 		socklen_t tl = sizeof(ti);
 		uint64_t rec = atomic_load_explicit(&c->received, memory_order_relaxed);
@@ -118,6 +124,23 @@ static void sc_ocsp_guard_sweep_inlock(sc_ocsp_guard *g, int64_t now)
 			shutdown(c->fd, SHUT_RDWR);
 			c->dropped = 1;
 			atomic_fetch_add_explicit(&g->dropped, 1, memory_order_relaxed);
+		}
+	}
+	g->cursor = c;
+}
+
+/* Every connection once, a slice at a time: opening and closing
+ * connections (which take the lock) wait for one slice at most, not for
+ * a look at every connection. */
+static void sc_ocsp_guard_sweep_inlock(sc_ocsp_guard *g, int64_t now)
+{
+	g->cursor = g->conns;
+	while (g->cursor != NULL && !g->stop) {
+		sc_ocsp_guard_slice_inlock(g, now);
+		if (g->cursor != NULL) {
+			pthread_mutex_unlock(&g->lock);
+			sched_yield();
+			pthread_mutex_lock(&g->lock);
 		}
 	}
 }
@@ -265,6 +288,8 @@ void sc_ocsp_guard_close(sc_ocsp_guard *g, sc_ocsp_gconn *c)
 	if (g == NULL || c == NULL)
 		return;
 	pthread_mutex_lock(&g->lock);
+	if (g->cursor == c)
+		g->cursor = c->next;
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else

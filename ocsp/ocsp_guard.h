@@ -6,7 +6,9 @@
  * libmicrohttpd's own connection timeout is an idle timer that every byte
  * resets, so a client sending one header line every few seconds was never
  * dropped.  The guard keeps a list of the open connections; a thread
- * looks at each every SC_OCSP_GUARD_TICK_MS.  A request is "in progress"
+ * looks at each every SC_OCSP_GUARD_TICK_MS, 64 at a time under the lock
+ * that opening and closing a connection take, so those never wait for a
+ * look at all of them.  A request is "in progress"
  * once the kernel has received bytes on the connection (TCP_INFO
  * tcpi_bytes_received) since the last request was received; when it has
  * been in progress longer than the deadline, the guard shuts the socket
