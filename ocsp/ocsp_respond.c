@@ -1415,12 +1415,19 @@ struct sc_ocsp_changed_ctx {
 	sc_serial *serials;            /* NULL: only find the last sequence */
 	size_t n, max;
 	uint64_t last;
+	int64_t now;                   /* events of this second wait (0 = none do) */
 };
 
 static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
 {
 	struct sc_ocsp_changed_ctx *c = ctx;
 
+	/* A change made in the current second is re-signed from the next
+	 * one on: an answer whose thisUpdate is the second of its change
+	 * carries no Last-Modified (ocsp_http.c), one from a later second
+	 * does.  Until then a request is answered by an on-demand signature. */
+	if (c->serials != NULL && c->now != 0 && e->at == c->now)
+		return 1;
 	c->last = e->rev_seq;
 	if (c->serials == NULL)
 		return 0;
@@ -1518,6 +1525,7 @@ int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max
 	if (r->store == NULL || !r->presign)
 		return 0;
 	c.max = max > 0 ? max : 256;
+	c.now = sc_now();
 	c.serials = calloc(c.max, sizeof(*c.serials));
 	if (c.serials == NULL)
 		return SC_ERR_NOMEM;

@@ -124,7 +124,9 @@ int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq);
 /* Sign and store at once the responses of certificates whose status
  * changed after revocation-log event *after_seq (committed by any process),
  * at most `max` (0 = 256) per call; advances *after_seq past what was
- * handled.  The store has already dropped the old answers in the status
+ * handled.  A change made in the current second waits for the next call in
+ * a later second, so that the stored answer's thisUpdate follows its
+ * change (and it can carry Last-Modified).  The store has already dropped the old answers in the status
  * change's transaction: this only saves the next relying party a signing. */
 int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max,
 			   size_t *done);

@@ -120,8 +120,10 @@ def conditional_checks(d, r):
         tu = ocsp.load_der_ocsp_response(body).this_update.replace(
             tzinfo=datetime.timezone.utc).timestamp()
         ims = hdr.get("Last-Modified", http_date(tu))
+        t_change = int(time.time())      # the suspension is at or after this second
         d.sc("ca", "suspend", "--user", "kate")
-        for what, value in (("the client's copy's date", ims), ("now", http_date(time.time()))):
+        for what, value in (("the client's copy's date", ims),
+                            ("the second of the change", http_date(t_change))):
             code, hdr2, body2 = r.get_full(req, {"If-Modified-Since": value})
             check(code == 200 and statuses(verify_response(d, body2))[0][1] ==
                   ocsp.OCSPCertStatus.REVOKED,
@@ -131,6 +133,20 @@ def conditional_checks(d, r):
         code, _, _ = r.get_full(req, {"If-None-Match": hdr.get("ETag", "")})
         check(code == 200, f"round {i}: the old ETag gets 200")
         d.sc("ca", "resume", "--user", "kate")
+    # the daemon re-signs a change from the second after it: within about a
+    # second the answer carries a Last-Modified of its own again
+    deadline = time.monotonic() + 5
+    hdr = {}
+    while time.monotonic() < deadline and "Last-Modified" not in hdr:
+        time.sleep(0.2)
+        code, hdr, body = r.get_full(req)
+    lm2 = hdr.get("Last-Modified")
+    check(lm2 is not None and email.utils.parsedate_to_datetime(lm2) >
+          email.utils.parsedate_to_datetime(lm) and
+          statuses(verify_response(d, body))[0][1] == ocsp.OCSPCertStatus.GOOD,
+          f"after the changes the re-signed answer has a later Last-Modified ({lm2})")
+    check(r.get_full(req, {"If-Modified-Since": lm2})[0] == 304,
+          "and If-Modified-Since with it gets 304 again")
 
 
 NONCE_OID = bytes.fromhex("06092b0601050507300102")
