@@ -308,8 +308,11 @@ void sc_ocsp_guard_close(sc_ocsp_guard *g, sc_ocsp_gconn *c)
 
 void sc_ocsp_guard_received(sc_ocsp_gconn *c)
 {
+	/* only the connection's worker thread writes it: no locked add */
 	if (c != NULL)
-		atomic_fetch_add_explicit(&c->received, 1, memory_order_relaxed);
+		atomic_store_explicit(&c->received,
+				      atomic_load_explicit(&c->received, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
 }
 
 uint64_t sc_ocsp_guard_dropped(const sc_ocsp_guard *g)

@@ -249,7 +249,7 @@ static int sc_ocsp_parse_http_date(const char *s, int64_t *out)
 
 /* What a worker thread keeps of the last cacheable response it served:
  * the RFC 5019 validators (ETag: the first 128 bits of the SHA-256;
- * Last-Modified and Expires from thisUpdate and nextUpdate) and the MHD
+ * Last-Modified from thisUpdate) and the MHD
  * response itself, headers included, rebuilt when the second changes
  * (Cache-Control max-age counts down).  Clients ask for the same few
  * responses over and over: a byte compare then replaces a digest, two
@@ -260,7 +260,7 @@ struct sc_ocsp_tcache {
 	int64_t this_update, next_update;
 	int lm_ok;                     /* Last-Modified sent and If-Modified-Since honoured */
 	char etag[2 + 2 * 16 + 1];
-	char last_modified[40], expires[40];
+	char last_modified[40];
 	struct MHD_Response *resp;
 	int64_t resp_now;
 };
@@ -274,26 +274,7 @@ static void sc_ocsp_tcache_free(void *p)
 	free(t);
 }
 
-/* Whether `res` may carry Last-Modified (thisUpdate, a whole second) and
- * be validated by If-Modified-Since.  Not when the certificate's status
- * changed in the second of thisUpdate: a response signed before the change
- * in that same second carried the same date, and a client holding it
- * would get 304 for an answer that is no longer true.  Nor for several
- * certificates in one answer (only the first is looked up).  Such answers
- * are validated by their ETag alone.  Called under h->lock. */
-static int sc_ocsp_lm_ok(sc_ocsp_http *h, const sc_ocsp_result *res)
-{
-	int64_t changed = 0;
-
-	if (res->n_certs != 1)
-		return 0;
-	if (sc_ocsp_changed_at(h->resp, res->serial, &changed) != 0)
-		return 0;
-	return res->this_update > changed;
-}
-
-/* This thread's cache, refreshed for `der`; NULL without memory.  Called
- * under h->lock. */
+/* This thread's cache, refreshed for `der`; NULL without memory. */
 static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned char *der,
 						 size_t len, const sc_ocsp_result *res)
 {
@@ -319,10 +300,14 @@ static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned
 	t->etag[33] = '"';
 	t->etag[34] = '\0';
 	sc_ocsp_http_date(res->this_update, t->last_modified, sizeof(t->last_modified));
-	sc_ocsp_http_date(res->next_update, t->expires, sizeof(t->expires));
 	t->this_update = res->this_update;
 	t->next_update = res->next_update;
-	t->lm_ok = sc_ocsp_lm_ok(h, res);
+	/* Last-Modified is thisUpdate, a whole second: not for an answer
+	 * signed in the second of its certificate's status change, as an
+	 * answer from before the change in that second carried the same
+	 * date (validated by its ETag alone; the responder stores only
+	 * answers from later seconds). */
+	t->lm_ok = !res->no_last_modified;
 	/* A response too big to keep is validated afresh each time. */
 	t->len = len <= sizeof(t->der) ? len : 0;
 	memcpy(t->der, der, t->len);
@@ -352,13 +337,9 @@ static void sc_ocsp_cache_headers(const sc_ocsp_http *h, struct MHD_Response *r,
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cc_hdr);
 	if (t->lm_ok)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
-	/* HTTP/1.0 caches read Expires: the same bound */
-	if (now + age < t->next_update) {
-		sc_ocsp_http_date(now + age, expires, sizeof(expires));
-		MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, expires);
-	} else {
-		MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, t->expires);
-	}
+	/* HTTP/1.0 caches read Expires: the same bound (nextUpdate at most) */
+	sc_ocsp_http_date(now + age, expires, sizeof(expires));
+	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, expires);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, t->etag);
 }
 
@@ -487,10 +468,9 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		return sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "responder not ready\n");
 	}
 	rv = sc_ocsp_respond(h->resp, req, req_len, &der, &der_len, &res);
-	if (rv != 0) {
-		pthread_rwlock_unlock(&h->lock);
+	pthread_rwlock_unlock(&h->lock);
+	if (rv != 0)
 		return sc_ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-	}
 
 	move = sc_ocsp_move(c, cc);
 	now = sc_now();
@@ -501,10 +481,8 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		int64_t t;
 
 		tc = sc_ocsp_tcache_get(h, der, der_len, &res);
-		if (tc == NULL) {
-			pthread_rwlock_unlock(&h->lock);
+		if (tc == NULL)
 			goto done;
-		}
 		inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 		ims = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
@@ -515,7 +493,6 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			not_modified = res.this_update <= t && t <= now;
 		}
 	}
-	pthread_rwlock_unlock(&h->lock);
 	if (cacheable && !not_modified && tc->len != 0 && !move) {
 		if (tc->resp == NULL || tc->resp_now != now) {
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);

@@ -101,6 +101,7 @@ typedef struct sc_ocsp_item {
 	int known;                     /* a certificate of ours in the store */
 	int status;                    /* store status, for the write check */
 	uint64_t rev_seq;
+	int64_t changed_at;            /* time of its last status change (0: never) */
 } sc_ocsp_item;
 
 #define SC_OCSP_WQ_MAX 4096
@@ -525,6 +526,7 @@ static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 	it->known = 0;
 	it->has_hash = 0;
 	it->invalidity_date = 0;
+	it->changed_at = 0;
 	if (r->unknown_policy == SC_OCSP_UNKNOWN_REVOKED) {
 		/* RFC 6960 §2.2: revoked, certificateHold, revocationTime 1970-01-01,
 		 * with the extended-revoke extension in the response. */
@@ -565,6 +567,33 @@ static int sc_ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
 	return ok;
 }
 
+/* When the status of `c` last changed: the time of its revocation-log
+ * event (0 when it never changed). */
+struct sc_ocsp_event_ctx {
+	uint64_t seq;
+	int64_t at;
+};
+
+static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
+{
+	struct sc_ocsp_event_ctx *c = ctx;
+
+	if (e->rev_seq == c->seq)
+		c->at = e->at;
+	return 1;   /* one event is enough */
+}
+
+static int sc_ocsp_change_time(sc_txn *txn, const sc_cert *c, int64_t *at)
+{
+	struct sc_ocsp_event_ctx ev = { c->rev_seq, 0 };
+	int rv = 0;
+
+	if (c->rev_seq != 0)
+		rv = sc_store_revlog_iter(txn, c->rev_seq - 1, sc_ocsp_event_cb, &ev);
+	*at = ev.at != 0 ? ev.at : c->revoked_at;
+	return rv;
+}
+
 /* Fill the answer of `it` from the store (inside txn). */
 static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
 {
@@ -587,6 +616,9 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->known = 1;
 	it->status = c.status;
 	it->rev_seq = c.rev_seq;
+	rv = sc_ocsp_change_time(txn, &c, &it->changed_at);
+	if (rv != 0)
+		return rv;
 	it->reason = -1;
 	it->revoked_at = 0;
 	it->invalidity_date = 0;
@@ -950,15 +982,14 @@ static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
 }
 
 /* Answer a single-certificate, nonce-less request through the store. */
-static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
+static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t now,
 				  unsigned char **out, size_t *out_len, sc_ocsp_result *res)
 {
 	sc_txn *txn = NULL;
 	sc_ocsp_entry e;
 	unsigned char *canon = NULL, *canon_resp = NULL, *validator = NULL, *resp = NULL;
 	size_t canon_len = 0, canon_resp_len = 0, validator_len = 0, resp_len = 0;
-	int rv, is_canon, have_entry = 0;
-	int64_t now = sc_now();
+	int rv, is_canon, have_entry = 0, same_second = 0;
 	sc_ocsp_item canon_item;
 
 	rv = sc_ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
@@ -1014,6 +1045,7 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 		STAT_INC(r, signed_on_demand);
 		goto fill;
 	}
+	same_second = it->changed_at == now;
 	if (!have_entry) {
 		canon_item = *it;
 		canon_item.cid_der = canon;
@@ -1023,8 +1055,11 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 			goto done;
 		STAT_INC(r, signed_on_demand);
 		{
+			/* An answer signed in the second of its change is not
+			 * stored: the daemon stores one from the next second on
+			 * (sc_ocsp_resign_changed), which can carry Last-Modified. */
 			sc_ocsp_item *ip = it;
-			int stored = r->async
+			int stored = same_second ? SC_ERR_BUSY : r->async
 				? sc_ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
 				: sc_ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
 
@@ -1061,6 +1096,7 @@ fill:
 		res->next_update = sc_ocsp_next(r, now);
 		res->cert_status = it->answer;
 		res->reason = it->reason;
+		res->no_last_modified = same_second;
 	}
 done:
 	sc_txn_abort(txn);
@@ -1154,7 +1190,8 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 	if (req == NULL || req_len == 0 || req_len > (1u << 20))
 		goto error;
-	if (sc_now() >= r->signer_not_after) {
+	now = sc_now();
+	if (now >= r->signer_not_after) {
 		/* Neither signed nor stored answers: their signer certificate
 		 * is no longer valid for anyone.  RFC 6960 tryLater. */
 		status = SC_OCSP_TRY_LATER;
@@ -1166,7 +1203,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		res->hash_nid = NID_sha1;
 		sc_serial_hex(&fast.serial, res->serial);
 		status = SC_OCSP_INTERNAL_ERROR;
-		rv = sc_ocsp_respond_stored(r, &fast, resp, resp_len, res);
+		rv = sc_ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
 		if (rv != 0)
 			goto error;
 		res->status = SC_OCSP_SUCCESSFUL;
@@ -1237,7 +1274,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 	status = SC_OCSP_INTERNAL_ERROR;
 	if (n == 1 && nonce == NULL && r->presign && items[0].serial_ok) {
-		rv = sc_ocsp_respond_stored(r, &items[0], resp, resp_len, res);
+		rv = sc_ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
 		if (rv != 0)
 			goto error;
 		res->status = SC_OCSP_SUCCESSFUL;
@@ -1271,6 +1308,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	res->next_update = sc_ocsp_next(r, now);
 	res->cert_status = items[0].answer;
 	res->reason = items[0].reason;
+	res->no_last_modified = n != 1 || items[0].changed_at == now;
 	goto done;
 
 error:
@@ -1328,7 +1366,8 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 	sc_txn_abort(txn);
 	txn = NULL;
 	for (i = 0; i < n; i++) {
-		if (!items[i].known)
+		/* not in the second of its change: see sc_ocsp_respond_stored */
+		if (!items[i].known || items[i].changed_at == now)
 			continue;
 		rv = sc_ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
 		if (rv != 0)
@@ -1451,54 +1490,9 @@ static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx 
 	return rv;
 }
 
-/* The first revocation-log event at or after a rev_seq. */
-struct sc_ocsp_event_ctx {
-	uint64_t seq;
-	int64_t at;
-};
-
-static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
-{
-	struct sc_ocsp_event_ctx *c = ctx;
-
-	if (e->rev_seq == c->seq)
-		c->at = e->at;
-	return 1;   /* one event is enough */
-}
-
 int64_t sc_ocsp_signer_not_after(const sc_ocsp_responder *r)
 {
 	return r->signer_not_after;
-}
-
-int sc_ocsp_changed_at(sc_ocsp_responder *r, const char *serial_hex, int64_t *at)
-{
-	struct sc_ocsp_event_ctx ev = { 0 };
-	sc_txn *txn = NULL;
-	sc_serial s;
-	sc_cert c;
-	int rv;
-
-	*at = 0;
-	if (r->store == NULL || sc_serial_from_hex(serial_hex, &s) != 0)
-		return 0;
-	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
-	if (rv != 0)
-		return rv;
-	rv = sc_store_cert_get(txn, &s, &c);
-	if (rv == SC_ERR_NOT_FOUND) {
-		rv = 0;
-		goto done;
-	}
-	if (rv != 0 || c.rev_seq == 0)
-		goto done;
-	ev.seq = c.rev_seq;
-	rv = sc_store_revlog_iter(txn, c.rev_seq - 1, sc_ocsp_event_cb, &ev);
-	if (rv == 0)
-		*at = ev.at != 0 ? ev.at : (c.revoked_at != 0 ? c.revoked_at : 0);
-done:
-	sc_txn_abort(txn);
-	return rv;
 }
 
 int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq)

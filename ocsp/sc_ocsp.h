@@ -86,6 +86,9 @@ typedef struct sc_ocsp_result {
 	int cached;                /* 1: served from the in-process cache */
 	int nonce;                 /* 1: request carried a nonce that was echoed */
 	int hash_nid;              /* first CertID's hash algorithm */
+	int no_last_modified;      /* signed in the second of the certificate's last
+	                            * status change, or several certificates: an
+	                            * HTTP Last-Modified would not name it alone */
 	int64_t this_update;       /* 0 for error responses */
 	int64_t next_update;
 	char serial[2 * SC_SERIAL_MAX + 1];   /* first certificate, hex */
@@ -110,13 +113,6 @@ void sc_ocsp_flush(sc_ocsp_responder *r);
 /* Re-sign stored responses whose nextUpdate is before `before`, at most
  * `max` of them (0 = no limit).  *done = how many were re-signed. */
 int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t *done);
-
-/* When the status of the certificate `serial_hex` (sc_ocsp_result.serial)
- * last changed: the time of its newest revocation-log event, 0 when it never
- * changed or is not in the store.  The HTTP front end uses it to keep
- * Last-Modified/If-Modified-Since exact within one second.  Returns 0 or a
- * negative sc_err (store). */
-int sc_ocsp_changed_at(sc_ocsp_responder *r, const char *serial_hex, int64_t *at);
 
 /* The sequence number of the last revocation-log event (0 if none). */
 int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq);
