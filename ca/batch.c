@@ -284,8 +284,8 @@ static int sc_batch_row(char **f, size_t n, const int col[6], sc_ca_prep *p)
 	if (n != want)
 		return sc_error_set(SC_ERR_INVALID, "%zu fields where the header has %zu", n, want);
 	if (strlen(uid) > SC_ID_MAX || !sc_id_valid(uid))
-		return sc_error_set(SC_ERR_INVALID, "user id '%.*s' is not 1-%d characters of "
-				    "A-Z a-z 0-9 . _ @ -", 40, uid, SC_ID_MAX);
+		return sc_error_set(SC_ERR_INVALID, "the user id is not 1-%d characters of "
+				    "A-Z a-z 0-9 . _ @ -", SC_ID_MAX);
 	snprintf(p->user_id, sizeof(p->user_id), "%s", uid);
 	if (f[col[1]][0] == '\0')
 		return sc_error_set(SC_ERR_INVALID, "empty name");

@@ -256,10 +256,12 @@ int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p)
 	int rv;
 
 	if (!sc_id_valid(p->user_id))
-		return sc_error_set(SC_ERR_INVALID, "user id '%s' is not 1-%d characters of "
-				    "A-Z a-z 0-9 . _ @ -", p->user_id, SC_ID_MAX);
+		return sc_error_set(SC_ERR_INVALID, "the user id is not 1-%d characters of "
+				    "A-Z a-z 0-9 . _ @ -", SC_ID_MAX);
 	if (p->name == NULL || p->name[0] == '\0')
 		return sc_error_set(SC_ERR_INVALID, "user %s: no name given", p->user_id);
+	if ((rv = sc_ca_text_check("the name", p->name, strlen(p->name))) != SC_OK)
+		return rv;
 	if (p->profile[0] == '\0')
 		snprintf(p->profile, sizeof(p->profile), "adult");
 	if (strcmp(p->profile, "adult") != 0 && strcmp(p->profile, "minor") != 0)

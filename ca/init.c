@@ -306,7 +306,7 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 	sc_hsm_key *key = NULL;
 	sc_ca_certspec spec;
 	int64_t now = sc_now();
-	char name_cn[160];
+	char name_cn[160], cdp[1024];
 	int rv;
 
 	*out = NULL;
@@ -330,8 +330,21 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 	spec.serial = &in->serial[idx];
 	spec.not_before = now - 300;
 	spec.not_after = now + days * 86400;
-	if (kind == SC_CA_KIND_OCSP) {
-		spec.policy_oid = NULL;
+	if (kind == SC_CA_KIND_ISSUING) {
+		/* the policies it issues under, so that path validation can
+		 * require one; its revocation is on the root's CRL */
+		static const char *const pols[] = { SC_CA_POLICY_ADULT, SC_CA_POLICY_MINOR,
+			SC_CA_POLICY_TLS_CLIENT, SC_CA_POLICY_TLS_SERVER, SC_CA_POLICY_OPERATOR,
+			NULL };
+
+		spec.policy_oids = pols;
+		if (snprintf(cdp, sizeof(cdp), "%s/%s",
+			     in->p->crl_url ? in->p->crl_url : SC_CA_DEFAULT_CRL_URL,
+			     SC_CRL_ROOT_NAME) >= (int)sizeof(cdp)) {
+			rv = sc_error_set(SC_ERR_INVALID, "--crl-url is too long");
+			goto done;
+		}
+		spec.cdp_url = cdp;
 	}
 	if ((rv = sc_ca_cert_build(&spec, name, pub, issuer, &x)) != SC_OK)
 		goto done;
@@ -646,7 +659,8 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	if ((rv = sc_init_ca_cert(in, 1, SC_CA_KIND_ISSUING, SC_LABEL_ISSUING_CA, "Issuing CA",
 				  3653, in->root, SC_LABEL_ROOT_CA, &in->issuing)) != SC_OK)
 		goto done;
-	if ((rv = sc_init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder", 1095,
+	if ((rv = sc_init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder",
+				  SC_CA_OCSP_SIGNER_DAYS,
 				  in->issuing, SC_LABEL_ISSUING_CA, &in->ocsp)) != SC_OK)
 		goto done;
 	if ((rv = sc_init_store(in)) != SC_OK)

@@ -69,6 +69,9 @@ typedef struct sc_ca_certspec {
 	const sc_serial *serial;
 	int64_t not_before, not_after;
 	const char *policy_oid;          /* NULL = none */
+	const char *const *policy_oids;  /* more policies, NULL-terminated; NULL = none */
+	const char *cdp_url;             /* a CRL distribution point of its own (a CA
+	                                  * certificate: the root's ARL); NULL = none */
 	const char *ocsp_url, *issuers_url;  /* AIA; NULL = omit */
 	const char *crl_base;            /* CDP + freshestCRL; NULL = omit */
 	uint32_t partition;
@@ -102,6 +105,15 @@ int sc_ca_serial_check(sc_txn *txn, const sc_serial *serial, int attempt);
 int sc_ca_serial_new(sc_txn *txn, sc_serial *out);
 /* "k" + 32 hex characters. */
 int sc_ca_key_id_random(char out[SC_ID_MAX + 1]);
+/* A name (or any text that goes into a certificate's subject): well-formed
+ * UTF-8 without C0/C1 controls, DEL, bidirectional controls or a byte
+ * order mark, and without leading, trailing or doubled spaces (refused,
+ * not normalised: the name is the holder's, as on the identity card).
+ * SC_ERR_INVALID with a message naming `what` and the character (never
+ * echoing the text), else SC_OK. */
+int sc_ca_text_check(const char *what, const char *text, size_t len);
+/* sc_ca_text_check() on every attribute of a request's subject. */
+int sc_ca_subject_check(const X509_NAME *n);
 
 /* Issue: a row prepared outside any transaction (thread-safe), then
  * committed inside one. */

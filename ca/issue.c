@@ -45,30 +45,107 @@ static X509_REQ *sc_ca_csr_decode(const unsigned char *csr, size_t len)
 	return d2i_X509_REQ(NULL, &q, (long)len);
 }
 
-/* Only the subjectAltName of a request is carried over; anything else a
- * requester asks for is decided by the profile, never by the request. */
-static STACK_OF(X509_EXTENSION) *sc_ca_csr_san(X509_REQ *req)
+/* The request's subjectAltName (a new empty list when it has none). */
+static GENERAL_NAMES *sc_ca_csr_names(X509_REQ *req)
 {
-	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req), *out = NULL;
-	int i;
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+	GENERAL_NAMES *gens = NULL;
+	int i = exts != NULL ? X509v3_get_ext_by_NID(exts, NID_subject_alt_name, -1) : -1;
 
-	if (exts == NULL)
-		return NULL;
-	i = X509v3_get_ext_by_NID(exts, NID_subject_alt_name, -1);
-	if (i >= 0) {
-		out = sk_X509_EXTENSION_new_null();
-		if (out != NULL) {
-			X509_EXTENSION *e = X509_EXTENSION_dup(X509v3_get_ext(exts, i));
-
-			if (e == NULL || sk_X509_EXTENSION_push(out, e) == 0) {
-				X509_EXTENSION_free(e);
-				sk_X509_EXTENSION_free(out);
-				out = NULL;
-			}
-		}
-	}
+	if (i >= 0)
+		gens = X509V3_EXT_d2i(X509v3_get_ext(exts, i));
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-	return out;
+	return gens != NULL ? gens : GENERAL_NAMES_new();
+}
+
+static int sc_ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
+{
+	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+
+		if (g->type == GEN_EMAIL && ASN1_STRING_cmp(g->d.rfc822Name, v) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Subject and subjectAltName of a certificate for a request.  Only the
+ * subjectAltName is carried over from the request's extensions (anything
+ * else a requester asks for is decided by the profile); an emailAddress in
+ * the request's subject is moved into the subjectAltName as an rfc822Name
+ * (RFC 5280 §4.1.2.6: new certificates carry e-mail addresses there, and
+ * pkilint's pkix.subject_email_address_not_in_san is an error).  An
+ * `operator` certificate must end up with an e-mail address. */
+static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_out,
+			       STACK_OF(X509_EXTENSION) **exts_out)
+{
+	const X509_NAME *in = X509_REQ_get_subject_name(req);
+	X509_NAME *subj = X509_NAME_new();
+	GENERAL_NAMES *gens = sc_ca_csr_names(req);
+	STACK_OF(X509_EXTENSION) *exts = NULL;
+	X509_EXTENSION *e = NULL;
+	int i, emails = 0, rv = SC_ERR_NOMEM;
+
+	*subj_out = NULL;
+	*exts_out = NULL;
+	if (subj == NULL || gens == NULL)
+		goto done;
+	for (i = 0; i < X509_NAME_entry_count(in); i++) {
+		const X509_NAME_ENTRY *ne = X509_NAME_get_entry(in, i);
+
+		if (OBJ_obj2nid(X509_NAME_ENTRY_get_object(ne)) == NID_pkcs9_emailAddress) {
+			const ASN1_STRING *v = X509_NAME_ENTRY_get_data(ne);
+			GENERAL_NAME *g;
+
+			if (sc_ca_has_email(gens, v))
+				continue;
+			g = GENERAL_NAME_new();
+			if (g == NULL)
+				goto done;
+			g->type = GEN_EMAIL;
+			g->d.rfc822Name = ASN1_IA5STRING_new();
+			if (g->d.rfc822Name == NULL ||
+			    ASN1_STRING_set(g->d.rfc822Name, ASN1_STRING_get0_data(v),
+					    ASN1_STRING_length(v)) != 1 ||
+			    sk_GENERAL_NAME_push(gens, g) == 0) {
+				GENERAL_NAME_free(g);
+				goto done;
+			}
+			continue;
+		}
+		if (X509_NAME_add_entry(subj, ne, -1, 0) != 1)
+			goto done;
+	}
+	for (i = 0; i < sk_GENERAL_NAME_num(gens); i++)
+		emails += sk_GENERAL_NAME_value(gens, i)->type == GEN_EMAIL;
+	if (need_email && emails == 0) {
+		rv = sc_error_set(SC_ERR_INVALID, "an operator certificate needs an e-mail address: "
+				  "put it in the request's subjectAltName (rfc822Name) or subject");
+		goto done;
+	}
+	if (X509_NAME_entry_count(subj) == 0) {
+		rv = sc_error_set(SC_ERR_INVALID, "the request's subject holds nothing but an "
+				  "e-mail address: add a commonName");
+		goto done;
+	}
+	if (sk_GENERAL_NAME_num(gens) > 0) {
+		exts = sk_X509_EXTENSION_new_null();
+		e = X509V3_EXT_i2d(NID_subject_alt_name, 0, gens);
+		if (exts == NULL || e == NULL || sk_X509_EXTENSION_push(exts, e) == 0)
+			goto done;
+		e = NULL;
+	}
+	*subj_out = subj;
+	*exts_out = exts;
+	subj = NULL;
+	exts = NULL;
+	rv = SC_OK;
+done:
+	X509_EXTENSION_free(e);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_NAME_free(subj);
+	GENERAL_NAMES_free(gens);
+	return rv;
 }
 
 int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const char *profile,
@@ -79,6 +156,7 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	EVP_PKEY *pub = NULL;
 	X509 *x = NULL;
 	STACK_OF(X509_EXTENSION) *san = NULL;
+	X509_NAME *subj = NULL;
 	sc_ca_certspec spec;
 	sc_ca_prep p;
 	sc_txn *txn = NULL;
@@ -123,7 +201,11 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 		rv = sc_error_set(SC_ERR_INVALID, "the request has an empty subject");
 		goto done;
 	}
-	san = sc_ca_csr_san(req);
+	if ((rv = sc_ca_subject_check(X509_REQ_get_subject_name(req))) != SC_OK)
+		goto done;
+	if ((rv = sc_ca_csr_names_for(req, prof->kind == SC_CA_KIND_OPERATOR, &subj,
+				      &san)) != SC_OK)
+		goto done;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto done;
 	if ((rv = sc_ca_serial_new(txn, &p.serial)) != SC_OK)
@@ -145,7 +227,7 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	spec.crl_base = ca->crl_base;
 	spec.partition = p.partition;
 	spec.copy_exts = san;
-	if ((rv = sc_ca_cert_build(&spec, X509_REQ_get_subject_name(req), pub,
+	if ((rv = sc_ca_cert_build(&spec, subj, pub,
 				   ca->d->issuing_cert, &x)) != SC_OK ||
 	    (rv = sc_ca_sign(ca, x, &p.der, &p.der_len)) != SC_OK ||
 	    (rv = sc_ca_prep_cert_add(txn, &p)) != SC_OK)
@@ -165,5 +247,6 @@ done:
 	X509_REQ_free(req);
 	EVP_PKEY_free(pub);
 	sk_X509_EXTENSION_pop_free(san, X509_EXTENSION_free);
+	X509_NAME_free(subj);
 	return rv;
 }

@@ -100,6 +100,16 @@ int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int rea
 
 	if (user_closed != NULL)
 		*user_closed = 0;
+	/* RFC 5280 §5.3.2: the date on which the key is known or suspected to
+	 * have been compromised: never a date still to come. */
+	if (invalidity_date > now) {
+		char t[32];
+
+		sc_time_format(invalidity_date, t, sizeof(t));
+		return sc_error_set(SC_ERR_INVALID, "the invalidity date %s is in the future: give "
+				    "the time the key was known or suspected to be compromised "
+				    "(at or before now), or leave it out", t);
+	}
 	sc_serial_hex(serial, hex);
 	rv = sc_store_cert_get(txn, serial, &c);
 	if (rv == SC_ERR_NOT_FOUND)

@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "sc_deploy.h"
 #include "sc_err.h"
+#include "sc_text.h"
 #include "sc_util.h"
 
 int sc_ca_serial_random(sc_serial *out)
@@ -74,6 +75,61 @@ int sc_ca_key_id_random(char out[SC_ID_MAX + 1])
 	return SC_OK;
 }
 
+int sc_ca_text_check(const char *what, const char *text, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	size_t i = 0, chars = 0;
+	long cp, prev = -1;
+
+	if (len == 0)
+		return sc_error_set(SC_ERR_INVALID, "%s is empty", what);
+	while (i < len) {
+		const char *why;
+
+		chars++;
+		cp = sc_text_utf8_next(s, len, &i);
+		if (cp < 0)
+			return sc_error_set(SC_ERR_INVALID, "%s is not valid UTF-8 (byte %zu)",
+					    what, i + 1);
+		why = sc_text_char_refused(cp);
+		if (why != NULL)
+			return sc_error_set(SC_ERR_INVALID, "%s holds %s (U+%04lX, character %zu): "
+					    "names may not contain control characters",
+					    what, why, (unsigned long)cp, chars);
+		if (cp == ' ' && (chars == 1 || prev == ' '))
+			return sc_error_set(SC_ERR_INVALID, "%s has %s space (character %zu): "
+					    "give it with single spaces between words and none "
+					    "before or after", what,
+					    chars == 1 ? "a leading" : "a doubled", chars);
+		prev = cp;
+	}
+	if (prev == ' ')
+		return sc_error_set(SC_ERR_INVALID, "%s has a trailing space: give it with single "
+				    "spaces between words and none before or after", what);
+	return SC_OK;
+}
+
+int sc_ca_subject_check(const X509_NAME *n)
+{
+	int i, rv = SC_OK;
+
+	for (i = 0; i < X509_NAME_entry_count(n) && rv == SC_OK; i++) {
+		const X509_NAME_ENTRY *e = X509_NAME_get_entry(n, i);
+		unsigned char *u = NULL;
+		int len = ASN1_STRING_to_UTF8(&u, X509_NAME_ENTRY_get_data(e));
+		char what[96];
+
+		snprintf(what, sizeof(what), "the request's subject attribute %d (%s)", i + 1,
+			 OBJ_nid2sn(OBJ_obj2nid(X509_NAME_ENTRY_get_object(e))));
+		if (len < 0)
+			rv = sc_error_set(SC_ERR_INVALID, "%s cannot be read as text", what);
+		else
+			rv = sc_ca_text_check(what, (const char *)u, (size_t)len);
+		OPENSSL_free(u);
+	}
+	return rv;
+}
+
 int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out)
 {
 	X509_NAME *n = NULL;
@@ -120,32 +176,44 @@ static int sc_ca_ext_add(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
 
 /* certificatePolicies with one policy OID and no qualifiers, built from the
  * structure: the string form would go through OpenSSL's config parser. */
-static int sc_ca_policy_add(X509 *x, const char *oid)
+static int sc_ca_policy_push(CERTIFICATEPOLICIES *pols, const char *oid)
 {
-	CERTIFICATEPOLICIES *pols = NULL;
-	POLICYINFO *pi = NULL;
-	int rv = SC_ERR_CRYPTO;
+	POLICYINFO *pi = POLICYINFO_new();
 
-	pols = sk_POLICYINFO_new_null();
-	pi = POLICYINFO_new();
-	if (pols == NULL || pi == NULL)
-		goto done;
+	if (pi == NULL)
+		return SC_ERR_NOMEM;
 	ASN1_OBJECT_free(pi->policyid);
 	pi->policyid = OBJ_txt2obj(oid, 1);
 	if (pi->policyid == NULL) {
-		rv = sc_error_set(SC_ERR_CONFIG, "policy OID '%s' is not a dotted OID", oid);
-		goto done;
+		POLICYINFO_free(pi);
+		return sc_error_set(SC_ERR_CONFIG, "policy OID '%s' is not a dotted OID", oid);
 	}
-	if (sk_POLICYINFO_push(pols, pi) == 0)
+	if (sk_POLICYINFO_push(pols, pi) == 0) {
+		POLICYINFO_free(pi);
+		return SC_ERR_NOMEM;
+	}
+	return SC_OK;
+}
+
+/* certificatePolicies: `oid` (if any) then every OID of `more`. */
+static int sc_ca_policy_add(X509 *x, const char *oid, const char *const *more)
+{
+	CERTIFICATEPOLICIES *pols = sk_POLICYINFO_new_null();
+	int rv = SC_ERR_NOMEM;
+
+	if (pols == NULL)
 		goto done;
-	pi = NULL;
+	if (oid != NULL && (rv = sc_ca_policy_push(pols, oid)) != SC_OK)
+		goto done;
+	for (size_t i = 0; more != NULL && more[i] != NULL; i++)
+		if ((rv = sc_ca_policy_push(pols, more[i])) != SC_OK)
+			goto done;
 	if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, X509V3_ADD_DEFAULT) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificatePolicies");
 		goto done;
 	}
 	rv = SC_OK;
 done:
-	POLICYINFO_free(pi);
 	sk_POLICYINFO_pop_free(pols, POLICYINFO_free);
 	return rv;
 }
@@ -243,8 +311,17 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 	 * key id work the same at every level */
 	if ((rv = sc_ca_ext_add(x, &ctx, NID_authority_key_identifier, "keyid:always")) != SC_OK)
 		goto done;
-	if (spec->policy_oid != NULL && (rv = sc_ca_policy_add(x, spec->policy_oid)) != SC_OK)
+	if ((spec->policy_oid != NULL || spec->policy_oids != NULL) &&
+	    (rv = sc_ca_policy_add(x, spec->policy_oid, spec->policy_oids)) != SC_OK)
 		goto done;
+	if (spec->cdp_url != NULL) {
+		if (snprintf(buf, sizeof(buf), "URI:%s", spec->cdp_url) >= (int)sizeof(buf)) {
+			rv = sc_error_set(SC_ERR_CONFIG, "crl.base_url too long");
+			goto done;
+		}
+		if ((rv = sc_ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
+			goto done;
+	}
 	if (spec->ocsp_url != NULL || spec->issuers_url != NULL) {
 		int n = 0;
 

@@ -167,4 +167,29 @@ typedef struct sc_ca_init_result {
 int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out);
 void sc_ca_init_result_free(sc_ca_init_result *r);
 
+/* The delegated OCSP signer's certificate (RFC 6960 §4.2.2.2.1: with
+ * id-pkix-ocsp-nocheck it cannot be revoked, so it is short-lived):
+ * ca.ocsp_signer_days (default SC_CA_OCSP_SIGNER_DAYS, 1..30).  Renewed for
+ * the same HSM key, signed by the issuing CA, when less than half of that
+ * life is left, when the certificate in force was made for longer, or
+ * when `force`; the new certificate goes into the store (metadata and a
+ * certificate record) with an audit record "ocsp-signer-renew", and into
+ * DIR/ca/ocsp-signer.pem.  The responder picks it up from the store.
+ * res->renewed says whether anything was done.  Returns 0 or a negative
+ * sc_err. */
+#define SC_CA_OCSP_SIGNER_DAYS 4
+typedef struct sc_ca_signer_result {
+	int renewed;
+	char serial[2 * SC_SERIAL_MAX + 1];   /* of the new certificate */
+	int64_t not_after;                    /* of the certificate in force */
+} sc_ca_signer_result;
+int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res);
+/* ca.ocsp_signer_days, checked. */
+int sc_ca_ocsp_signer_days(const sc_config *cfg, int64_t *days);
+
+/* `text` made safe to print on a terminal: C0/C1 controls, DEL,
+ * bidirectional controls and the byte order mark as \xNN or \uNNNN, bytes
+ * that are not UTF-8 as \xNN; cut with "..." to fit `out_len` (> 3). */
+
+
 #endif

@@ -89,10 +89,13 @@ int sc_deploy_load_ca(sc_deploy *d);
 uint32_t sc_crl_partition_of(const sc_serial *serial, uint32_t partitions);
 
 /* Published CRL file names (relative to crl.out_dir and crl.base_url):
- *   full CRL "full.crl", its delta "full-delta.crl",
+ *   full CRL "full.crl", its delta "full-delta.crl", the root's "root.crl",
  *   partition N "part-N.crl" (N decimal), its delta "part-N-delta.crl". */
 #define SC_CRL_FULL_NAME "full.crl"
 #define SC_CRL_FULL_DELTA_NAME "full-delta.crl"
+/* The root's CRL (an ARL: CA certificates only), named by the issuing CA
+ * certificate's CRL distribution point. */
+#define SC_CRL_ROOT_NAME "root.crl"
 void sc_crl_part_name(uint32_t partition, int delta, char *buf, size_t len);
 
 #endif

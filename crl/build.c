@@ -354,15 +354,17 @@ static void dp_name(sc_der *d, const char *uri)
 	sc_der_tlv(d, SC_DER_URI, uri, ul);
 }
 
-void sc_crl_ext_idp(sc_der *exts, const char *uri, int only_user)
+void sc_crl_ext_idp(sc_der *exts, const char *uri, int only)
 {
 	sc_der in, v;
 
 	sc_der_init(&in);
 	sc_der_init(&v);
 	dp_name(&in, uri);
-	if (only_user)
+	if (only == SC_CRL_ONLY_USER)
 		sc_der_put(&in, "\x81\x01\xff", 3);    /* [1] onlyContainsUserCerts TRUE */
+	else if (only == SC_CRL_ONLY_CA)
+		sc_der_put(&in, "\x82\x01\xff", 3);    /* [2] onlyContainsCACerts TRUE */
 	sc_der_wrap(&v, SC_DER_SEQUENCE, &in);
 	sc_der_ext(exts, sc_crl_oid_idp, 3, 1, &v);
 	sc_der_free(&in);

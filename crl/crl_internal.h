@@ -68,7 +68,10 @@ void sc_crl_loghead_note(sc_crl_loghead *h, const sc_revlog *e);
 void sc_crl_ext_aki(sc_der *exts, const unsigned char *keyid, size_t len);
 void sc_crl_ext_number(sc_der *exts, uint64_t number);
 void sc_crl_ext_delta(sc_der *exts, uint64_t base);
-void sc_crl_ext_idp(sc_der *exts, const char *uri, int only_user);
+enum { SC_CRL_ONLY_USER = 1, SC_CRL_ONLY_CA = 2 };
+/* issuingDistributionPoint (critical): fullName `uri` and the
+ * onlyContainsUserCerts or onlyContainsCACerts flag. */
+void sc_crl_ext_idp(sc_der *exts, const char *uri, int only);
 void sc_crl_ext_freshest(sc_der *exts, const char *uri);
 
 #endif

@@ -270,8 +270,8 @@ struct staged {
 	int fd;                  /* open until synced in commit_all() */
 };
 
-struct pub {
-	sc_deploy *d;
+/* Who signs a CRL: a CA key in the HSM and the facts of its certificate. */
+struct crl_signer {
 	sc_hsm_key *key;
 	int md;
 	unsigned char *algid;
@@ -280,6 +280,12 @@ struct pub {
 	size_t issuer_len;
 	unsigned char keyid[64];
 	size_t keyid_len;
+};
+
+struct pub {
+	sc_deploy *d;
+	struct crl_signer ca;    /* the issuing CA: every CRL of its certificates */
+	struct crl_signer root;  /* the root: its ARL (root.crl) */
 	const char *base_url;
 	char *out_dir;
 	int pem;
@@ -480,8 +486,8 @@ static int commit_all(struct pub *p)
 }
 
 /* Encode, sign and stage one CRL. */
-static int emit(struct pub *p, const char *name, const sc_crl_tbs *t,
-		sc_crl_list *const *lists, size_t n, size_t *count)
+static int emit(struct pub *p, const struct crl_signer *sg, const char *name,
+		const sc_crl_tbs *t, sc_crl_list *const *lists, size_t n, size_t *count)
 {
 	unsigned char *crl = NULL;
 	size_t crl_len = 0;
@@ -495,7 +501,7 @@ static int emit(struct pub *p, const char *name, const sc_crl_tbs *t,
 	rv = sc_crl_tbs_encode(t, lists, n, &p->tbs, count);
 	if (rv != SC_OK)
 		goto out;
-	rv = sc_sign_tbs(p->d->hsm, p->key, p->md, p->tbs.p, p->tbs.len, NULL, 0, &crl, &crl_len);
+	rv = sc_sign_tbs(p->d->hsm, sg->key, sg->md, p->tbs.p, p->tbs.len, NULL, 0, &crl, &crl_len);
 	if (rv != SC_OK)
 		goto out;
 	rv = stage(p, name, crl, crl_len);
@@ -515,21 +521,22 @@ static int url_of(const struct pub *p, const char *name, char *buf, size_t len)
 	return SC_OK;
 }
 
-static int build_exts(const struct pub *p, sc_der *exts, uint64_t number, int delta,
-		      uint64_t base, const char *idp_name, const char *fresh_name)
+static int build_exts(const struct pub *p, const struct crl_signer *sg, sc_der *exts,
+		      uint64_t number, int delta, uint64_t base, const char *idp_name,
+		      int idp_only, const char *fresh_name)
 {
 	char uri[1024];
 	int rv;
 
 	sc_der_init(exts);
-	sc_crl_ext_aki(exts, p->keyid, p->keyid_len);
+	sc_crl_ext_aki(exts, sg->keyid, sg->keyid_len);
 	sc_crl_ext_number(exts, number);
 	if (delta)
 		sc_crl_ext_delta(exts, base);
 	if (idp_name != NULL) {
 		if ((rv = url_of(p, idp_name, uri, sizeof(uri))) != SC_OK)
 			return rv;
-		sc_crl_ext_idp(exts, uri, 1);
+		sc_crl_ext_idp(exts, uri, idp_only);
 	}
 	if (fresh_name != NULL) {
 		if ((rv = url_of(p, fresh_name, uri, sizeof(uri))) != SC_OK)
@@ -537,6 +544,18 @@ static int build_exts(const struct pub *p, sc_der *exts, uint64_t number, int de
 		sc_crl_ext_freshest(exts, uri);
 	}
 	return sc_der_ok(exts);
+}
+
+static void tbs_of(sc_crl_tbs *t, const struct crl_signer *sg, int64_t this_update,
+		   int64_t next_update, const sc_der *exts)
+{
+	t->algid = sg->algid;
+	t->algid_len = sg->algid_len;
+	t->issuer = sg->issuer;
+	t->issuer_len = sg->issuer_len;
+	t->this_update = this_update;
+	t->next_update = next_update;
+	t->exts = exts;
 }
 
 /* One CRL scope: all partitions (partition == UINT32_MAX, no IDP) or one. */
@@ -563,8 +582,9 @@ static int emit_scope(struct pub *p, uint32_t partition, int delta, uint64_t num
 	 * IDP: a relying party may then use it for any certificate.  A
 	 * partition CRL (and its delta, RFC 5280 §5.2.4: same scope) names the
 	 * distribution point the certificates carry. */
-	rv = build_exts(p, &exts, number, delta, base,
-			partition == UINT32_MAX ? NULL : full_name, delta ? NULL : delta_name);
+	rv = build_exts(p, &p->ca, &exts, number, delta, base,
+			partition == UINT32_MAX ? NULL : full_name, SC_CRL_ONLY_USER,
+			delta ? NULL : delta_name);
 	if (rv != SC_OK)
 		goto out;
 	if (partition == UINT32_MAX) {
@@ -585,14 +605,8 @@ static int emit_scope(struct pub *p, uint32_t partition, int delta, uint64_t num
 		lists[0] = &parts[partition];
 		n = 1;
 	}
-	t.algid = p->algid;
-	t.algid_len = p->algid_len;
-	t.issuer = p->issuer;
-	t.issuer_len = p->issuer_len;
-	t.this_update = this_update;
-	t.next_update = next_update;
-	t.exts = &exts;
-	rv = emit(p, name, &t, lists, n, count);
+	tbs_of(&t, &p->ca, this_update, next_update, &exts);
+	rv = emit(p, &p->ca, name, &t, lists, n, count);
 out:
 	free(lists);
 	sc_der_free(&exts);
@@ -618,29 +632,86 @@ static sc_crl_list *lists_new(uint32_t n)
 	return v;
 }
 
-static int issuer_facts(struct pub *p)
+static int issuer_facts(X509 *ca, struct crl_signer *sg)
 {
-	X509 *ca = p->d->issuing_cert;
 	const ASN1_OCTET_STRING *ski;
 	unsigned int mdlen = 0;
 	int len;
 
-	len = i2d_X509_NAME(X509_get_subject_name(ca), &p->issuer);
+	len = i2d_X509_NAME(X509_get_subject_name(ca), &sg->issuer);
 	if (len <= 0)
 		return sc_error_set_openssl(SC_ERR_CRYPTO, "cannot encode the issuer name");
-	p->issuer_len = (size_t)len;
+	sg->issuer_len = (size_t)len;
 	ski = X509_get0_subject_key_id(ca);
 	if (ski != NULL && ASN1_STRING_length(ski) > 0 &&
-	    (size_t)ASN1_STRING_length(ski) <= sizeof(p->keyid)) {
-		p->keyid_len = (size_t)ASN1_STRING_length(ski);
-		memcpy(p->keyid, ASN1_STRING_get0_data(ski), p->keyid_len);
+	    (size_t)ASN1_STRING_length(ski) <= sizeof(sg->keyid)) {
+		sg->keyid_len = (size_t)ASN1_STRING_length(ski);
+		memcpy(sg->keyid, ASN1_STRING_get0_data(ski), sg->keyid_len);
 		return SC_OK;
 	}
 	/* No SKI in the CA certificate: RFC 5280 §4.2.1.2 method (1). */
-	if (!X509_pubkey_digest(ca, EVP_sha1(), p->keyid, &mdlen))
+	if (!X509_pubkey_digest(ca, EVP_sha1(), sg->keyid, &mdlen))
 		return sc_error_set_openssl(SC_ERR_CRYPTO, "cannot hash the CA public key");
-	p->keyid_len = mdlen;
+	sg->keyid_len = mdlen;
 	return SC_OK;
+}
+
+/* The signer of `cert`, whose key is the token object `label`. */
+static int signer_open(sc_deploy *d, const char *label, const char *what, X509 *cert,
+		       struct crl_signer *sg)
+{
+	int rv = sc_hsm_find_token_key(d->hsm, label, &sg->key);
+
+	if (rv != SC_OK) {
+		if (rv == SC_ERR_NOT_FOUND)
+			sc_error_set(rv, "the %s key '%s' is not on the backend token; check "
+				     "hsm.token", what, label);
+		return rv;
+	}
+	sg->md = sc_sign_default_md(sc_hsm_key_alg(sg->key));
+	if ((rv = sc_sign_algor_der(sc_hsm_key_alg(sg->key), sg->md, &sg->algid,
+				    &sg->algid_len)) != SC_OK)
+		return rv;
+	return issuer_facts(cert, sg);
+}
+
+static void signer_close(sc_deploy *d, struct crl_signer *sg)
+{
+	if (sg->key != NULL)
+		sc_hsm_key_free(d->hsm, sg->key);
+	free(sg->algid);
+	OPENSSL_free(sg->issuer);
+	memset(sg, 0, sizeof(*sg));
+}
+
+/* The root's CRL (an ARL: the root issues CA certificates only), signed
+ * with the root key in the HSM and numbered with the same counter.  It
+ * carries no issuingDistributionPoint: it is complete for everything the
+ * root issued, so it also serves relying parties that check the root
+ * itself (OpenSSL's -crl_check_all does; a CRL naming a distribution point
+ * is "a different CRL scope" for a root without one).  It lists the CA
+ * certificates the root issued that are revoked: none, as long as
+ * `ca revoke` refuses CA certificates (a compromised issuing CA means a new
+ * CA generation).  Published with every full set so that it never goes
+ * stale. */
+static int emit_root(struct pub *p, uint64_t number, int64_t this_update, int64_t next_update)
+{
+	sc_crl_list none;
+	sc_crl_list *lists[1] = { &none };
+	sc_crl_tbs t;
+	sc_der exts;
+	size_t count = 0;
+	int rv;
+
+	sc_crl_list_init(&none);
+	rv = build_exts(p, &p->root, &exts, number, 0, 0, NULL, 0, NULL);
+	if (rv == SC_OK) {
+		tbs_of(&t, &p->root, this_update, next_update, &exts);
+		rv = emit(p, &p->root, SC_CRL_ROOT_NAME, &t, lists, 1, &count);
+	}
+	sc_der_free(&exts);
+	sc_crl_list_free(&none);
+	return rv;
 }
 
 static int cfg_hours(const sc_config *cfg, const char *key, int64_t def, int64_t *out)
@@ -663,12 +734,13 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	sc_crl_list *full = NULL, *dl = NULL;
 	sc_txn *txn = NULL;
 	char *lock_path = NULL;
-	int lock_fd = -1, do_full, rv = SC_ERR_INTERNAL;
+	int lock_fd = -1, do_full, do_parts, rv = SC_ERR_INTERNAL;
+	unsigned char *touched = NULL;
 	int64_t now, nu_h, dnu_h, grace_d, this_u, next_u, dnext_u;
 	uint64_t number = 0, base;
 	uint32_t np, i;
 	size_t cnt = 0;
-	char detail[160];
+	char detail[224];
 	struct timespec t0, t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -736,16 +808,11 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		}
 	}
 
-	if ((rv = sc_hsm_find_token_key(d->hsm, SC_LABEL_ISSUING_CA, &p.key)) != SC_OK) {
-		if (rv == SC_ERR_NOT_FOUND)
-			sc_error_set(rv, "the issuing-CA key '%s' is not on the backend token; "
-				     "check hsm.token", SC_LABEL_ISSUING_CA);
+	if ((rv = signer_open(d, SC_LABEL_ISSUING_CA, "issuing-CA", d->issuing_cert,
+			      &p.ca)) != SC_OK)
 		goto out;
-	}
-	p.md = sc_sign_default_md(sc_hsm_key_alg(p.key));
-	if ((rv = sc_sign_algor_der(sc_hsm_key_alg(p.key), p.md, &p.algid, &p.algid_len)) != SC_OK)
-		goto out;
-	if ((rv = issuer_facts(&p)) != SC_OK)
+	if (o->mode == SC_CRL_MODE_FULL && d->root_cert != NULL &&
+	    (rv = signer_open(d, SC_LABEL_ROOT_CA, "root-CA", d->root_cert, &p.root)) != SC_OK)
 		goto out;
 
 	/* The number is committed before anything is signed, so that no crash
@@ -772,6 +839,7 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		goto out;
 	}
 	do_full = o->mode == SC_CRL_MODE_FULL || !prev.valid;
+	do_parts = !do_full && o->mode == SC_CRL_MODE_DELTA_PARTS;
 	lc.nparts = np;
 	lc.collect = prev.valid;
 	lc.lh.head = prev.valid ? prev.full_seq : 0;
@@ -802,6 +870,36 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		for (i = 0; i < np; i++)
 			if ((rv = sc_crl_list_finish(&full[i])) != SC_OK)
 				goto out;
+	} else if (do_parts) {
+		/* The full CRL of each partition with a change since the last
+		 * publish: a relying party that ignores deltas (Java) sees the
+		 * change within the batch.  The drop horizon stays the last full
+		 * publish's, so no entry can come back later. */
+		full = lists_new(np);
+		touched = calloc(np, 1);
+		if (full == NULL || touched == NULL) {
+			rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t k = 0; k < lc.n; k++)
+			if (lc.v[k].seq > prev.last_seq)
+				touched[lc.v[k].partition] = 1;
+		fc.parts = full;
+		fc.nparts = np;
+		fc.drop_before = prev.drop_before;
+		fc.rv = SC_OK;
+		for (i = 0; i < np; i++) {
+			if (!touched[i])
+				continue;
+			if ((rv = sc_store_revoked_iter(txn, i, full_cb, &fc)) != SC_OK)
+				goto out;
+			if (fc.rv != SC_OK) {
+				rv = fc.rv;
+				goto out;
+			}
+			if ((rv = sc_crl_list_finish(&full[i])) != SC_OK)
+				goto out;
+		}
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
@@ -843,6 +941,17 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 		if ((rv = emit_scope(&p, UINT32_MAX, 0, number, 0, this_u, next_u, full, np,
 				     &res->entries)) != SC_OK)
 			goto out;
+		if (p.root.key != NULL && (rv = emit_root(&p, number, this_u, next_u)) != SC_OK)
+			goto out;
+	} else if (do_parts) {
+		for (i = 0; i < np; i++) {
+			if (!touched[i])
+				continue;
+			if ((rv = emit_scope(&p, i, 0, number, 0, this_u, next_u, full, np,
+					     &cnt)) != SC_OK)
+				goto out;
+			res->partitions_full++;
+		}
 	}
 	lists_free(full, np);
 	full = NULL;
@@ -861,8 +970,9 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	next.last_seq = lc.lh.head;
 	next.last_time = this_u;
 	snprintf(detail, sizeof(detail), "number=%" PRIu64 " %s base=%" PRIu64 " entries=%zu "
-		 "delta_entries=%zu rev_seq=%" PRIu64, number, do_full ? "full" : "delta",
-		 base, res->entries, res->delta_entries, lc.lh.head);
+		 "delta_entries=%zu partitions_full=%zu rev_seq=%" PRIu64, number,
+		 do_full ? "full" : "delta", base, res->entries, res->delta_entries,
+		 res->partitions_full, lc.lh.head);
 	if ((rv = sc_txn_begin(d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto out;
 	if ((rv = state_save(txn, &next)) != SC_OK)
@@ -911,11 +1021,10 @@ out:
 	sc_der_free(&p.tbs);
 	lists_free(full, np);
 	lists_free(dl, np);
+	free(touched);
 	free(lc.v);
-	if (p.key != NULL)
-		sc_hsm_key_free(d->hsm, p.key);
-	free(p.algid);
-	OPENSSL_free(p.issuer);
+	signer_close(d, &p.ca);
+	signer_close(d, &p.root);
 	free(p.out_dir);
 	if (lock_fd >= 0)
 		close(lock_fd);     /* releases the lock */

@@ -33,6 +33,10 @@
 enum sc_crl_mode {
 	SC_CRL_MODE_FULL = 0,    /* full CRLs of every partition + full.crl + deltas */
 	SC_CRL_MODE_DELTA = 1,   /* deltas only (falls back to FULL without a base) */
+	SC_CRL_MODE_DELTA_PARTS = 2,  /* deltas, and the full CRL of every partition with a
+	                               * status change since the last publish, for relying
+	                               * parties that ignore deltas (falls back to FULL
+	                               * without a base) */
 };
 
 typedef struct sc_crl_publish_opts {
@@ -50,6 +54,7 @@ typedef struct sc_crl_publish_result {
 	uint64_t rev_seq;        /* revocation-log position covered */
 	size_t entries;          /* entries on full.crl (0 when delta only) */
 	size_t delta_entries;    /* entries on full-delta.crl */
+	size_t partitions_full;  /* partition full CRLs republished (DELTA_PARTS) */
 	size_t files;            /* files published */
 	size_t bytes;            /* DER bytes published */
 	int64_t this_update;
@@ -81,6 +86,10 @@ typedef struct sc_crl_watch_opts {
 	unsigned full_s;         /* 0 = min(6 h, next_update/2, delta_next_update/2) */
 	int json;                /* print one JSON line per publish */
 	FILE *log;               /* where to report publishes (stdout if NULL) */
+	/* Called once per poll (NULL = none): the CLI renews the OCSP signer's
+	 * certificate there, a CA task with the same keys and the same cadence. */
+	void (*tick)(void *ctx);
+	void *tick_ctx;
 } sc_crl_watch_opts;
 int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop);
 

@@ -59,6 +59,8 @@ static void report(const sc_crl_watch_opts *o, const sc_crl_publish_result *r, i
 			sc_json_uint(&j, r->rev_seq);
 			sc_json_key(&j, "delta_entries");
 			sc_json_uint(&j, r->delta_entries);
+			sc_json_key(&j, "partitions_full");
+			sc_json_uint(&j, r->partitions_full);
 			/* The schedule in force, so that operators (and tests)
 			 * can see it stays inside nextUpdate. */
 			sc_json_key(&j, "full_every");
@@ -74,8 +76,9 @@ static void report(const sc_crl_watch_opts *o, const sc_crl_publish_result *r, i
 		sc_json_free(&j);
 	} else if (rv == SC_OK) {
 		fprintf(f, "published %s CRL number %" PRIu64 " (delta base %" PRIu64
-			", %zu delta entries) after %s\n", r->full ? "full+delta" : "delta",
-			r->number, r->base_number, r->delta_entries, why);
+			", %zu delta entries, %zu partition full CRLs) after %s\n",
+			r->full ? "full+delta" : "delta", r->number, r->base_number,
+			r->delta_entries, r->partitions_full, why);
 	} else {
 		fprintf(f, "publish failed (%s): %s: %s; retrying\n", why, sc_strerror(rv),
 			sc_error_detail());
@@ -128,7 +131,10 @@ int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop)
 					why = need_full ? "start" : "schedule";
 				} else if (pending_since != 0 &&
 					   (hc.key_compromise || now - pending_since >= batch_s)) {
-					po.mode = SC_CRL_MODE_DELTA;
+					/* deltas, and the full CRLs of the partitions
+					 * that changed: consumers that ignore deltas
+					 * (Java) see the change within the batch */
+					po.mode = SC_CRL_MODE_DELTA_PARTS;
 					why = hc.key_compromise ? "keyCompromise revocation"
 								: "revocations";
 				}
@@ -153,6 +159,8 @@ int sc_crl_watch(sc_deploy *d, const sc_crl_watch_opts *o, volatile int *stop)
 				retry_at = sc_now() + (int64_t)poll_s * 5;
 			}
 		}
+		if (o->tick != NULL && !*stop)
+			o->tick(o->tick_ctx);
 		for (unsigned s = 0; s < poll_s && !*stop; s++) {
 			struct timespec ts = { 1, 0 };
 

@@ -28,6 +28,7 @@
 #include "sc_util.h"
 #include "sc_ocsp.h"
 #include "ocsp_cpu.h"
+#include "ocsp_guard.h"
 
 #define SC_OCSP_HTTP_MAX_BODY (16u * 1024u)
 /* Base64 of a request of max_certs CertIDs is well below this. */
@@ -57,6 +58,8 @@ struct sc_ocsp_http {
 	struct MHD_Daemon **workers;
 	unsigned nworkers;
 	sc_ocsp_cpu *cpu;               /* which worker takes a connection */
+	struct sc_ocsp_wctx *wctx;      /* per worker: connection notifications */
+	sc_ocsp_guard *guard;           /* request deadline, per-address cap */
 	pthread_key_t tcache_key;       /* struct sc_ocsp_tcache per worker */
 	int tcache_key_ok;
 	pthread_rwlock_t lock;          /* guards resp, crl_dir, ca */
@@ -67,6 +70,7 @@ struct sc_ocsp_http {
 	char *prefix;
 	size_t prefix_len;
 	size_t max_body;
+	unsigned max_age;               /* Cache-Control max-age bound, seconds */
 	unsigned log_rate;
 	unsigned port;
 	int64_t started;
@@ -78,6 +82,18 @@ struct sc_ocsp_http {
 	_Atomic int64_t log_second;
 	_Atomic uint32_t log_count;
 	_Atomic uint64_t log_dropped;
+};
+
+/* What the connection notifications of one worker need. */
+struct sc_ocsp_wctx {
+	sc_ocsp_http *h;
+	sc_ocsp_cpu_worker *cpu;
+};
+
+/* Per connection (MHD's socket context). */
+struct sc_ocsp_sock {
+	sc_ocsp_cpu_conn *cpu;
+	sc_ocsp_gconn *guard;
 };
 
 struct sc_ocsp_conn {
@@ -196,6 +212,8 @@ static enum MHD_Result sc_ocsp_queue_buf(struct MHD_Connection *c, unsigned code
 		return MHD_NO;
 	if (ctype != NULL)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	if (code == MHD_HTTP_METHOD_NOT_ALLOWED)   /* RFC 9110 §15.5.6 */
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
 	ret = MHD_queue_response(c, code, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -231,7 +249,7 @@ static int sc_ocsp_parse_http_date(const char *s, int64_t *out)
 
 /* What a worker thread keeps of the last cacheable response it served:
  * the RFC 5019 validators (ETag: the first 128 bits of the SHA-256;
- * Last-Modified and Expires from thisUpdate and nextUpdate) and the MHD
+ * Last-Modified from thisUpdate) and the MHD
  * response itself, headers included, rebuilt when the second changes
  * (Cache-Control max-age counts down).  Clients ask for the same few
  * responses over and over: a byte compare then replaces a digest, two
@@ -240,8 +258,9 @@ struct sc_ocsp_tcache {
 	unsigned char der[2048];
 	size_t len;
 	int64_t this_update, next_update;
+	int lm_ok;                     /* Last-Modified sent and If-Modified-Since honoured */
 	char etag[2 + 2 * 16 + 1];
-	char last_modified[40], expires[40];
+	char last_modified[40];
 	struct MHD_Response *resp;
 	int64_t resp_now;
 };
@@ -281,31 +300,46 @@ static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned
 	t->etag[33] = '"';
 	t->etag[34] = '\0';
 	sc_ocsp_http_date(res->this_update, t->last_modified, sizeof(t->last_modified));
-	sc_ocsp_http_date(res->next_update, t->expires, sizeof(t->expires));
 	t->this_update = res->this_update;
 	t->next_update = res->next_update;
+	/* Last-Modified is thisUpdate, a whole second: not for an answer
+	 * signed in the second of its certificate's status change, as an
+	 * answer from before the change in that second carried the same
+	 * date (validated by its ETag alone; the responder stores only
+	 * answers from later seconds). */
+	t->lm_ok = !res->no_last_modified;
 	/* A response too big to keep is validated afresh each time. */
 	t->len = len <= sizeof(t->der) ? len : 0;
 	memcpy(t->der, der, t->len);
 	return t;
 }
 
-/* RFC 5019 §6 caching headers, or no-store when `t` is NULL. */
-static void sc_ocsp_cache_headers(struct MHD_Response *r, const struct sc_ocsp_tcache *t,
-				  int64_t now)
+/* RFC 5019 §6 caching headers, or no-store when `t` is NULL.  An HTTP
+ * cache may keep the answer for min(ocsp.max_age, nextUpdate - now)
+ * seconds: that bounds how long it can go on serving "good" after a
+ * revocation (docs/ocsp.md, "Caching"). */
+static void sc_ocsp_cache_headers(const sc_ocsp_http *h, struct MHD_Response *r,
+				  const struct sc_ocsp_tcache *t, int64_t now)
 {
-	char cc_hdr[128];
+	char cc_hdr[128], expires[40];
+	int64_t age;
 
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/ocsp-response");
 	if (t == NULL) {
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 		return;
 	}
+	age = t->next_update - now;
+	if (age > (int64_t)h->max_age)
+		age = (int64_t)h->max_age;
 	snprintf(cc_hdr, sizeof(cc_hdr), "max-age=%lld, public, no-transform, must-revalidate",
-		 (long long)(t->next_update - now));
+		 (long long)age);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, cc_hdr);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, t->expires);
+	if (t->lm_ok)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
+	/* HTTP/1.0 caches read Expires: the same bound (nextUpdate at most) */
+	sc_ocsp_http_date(now + age, expires, sizeof(expires));
+	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, expires);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, t->etag);
 }
 
@@ -359,26 +393,57 @@ static void sc_ocsp_notify_connection(void *cls, struct MHD_Connection *c,
 				      void **socket_context,
 				      enum MHD_ConnectionNotificationCode toe)
 {
-	(void)c;
+	struct sc_ocsp_wctx *w = cls;
+	struct sc_ocsp_sock *s = *socket_context;
+
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-		*socket_context = sc_ocsp_cpu_conn_open(cls);
-	} else {
-		sc_ocsp_cpu_conn_close(*socket_context);
+		const union MHD_ConnectionInfo *fd, *addr;
+
+		s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			return;
+		s->cpu = sc_ocsp_cpu_conn_open(w->cpu);
+		fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		addr = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (fd != NULL)
+			s->guard = sc_ocsp_guard_open(w->h->guard, fd->connect_fd,
+						      addr != NULL ? addr->client_addr : NULL);
+		*socket_context = s;
+	} else if (s != NULL) {
+		/* before MHD closes the descriptor */
+		sc_ocsp_guard_close(w->h->guard, s->guard);
+		sc_ocsp_cpu_conn_close(s->cpu);
+		free(s);
 		*socket_context = NULL;
 	}
+}
+
+static struct sc_ocsp_sock *sc_ocsp_sock_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *i =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return i != NULL ? i->socket_context : NULL;
+}
+
+static enum MHD_Result sc_ocsp_admit(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+	sc_ocsp_http *h = cls;
+
+	return sc_ocsp_guard_admit(h->guard, addr, len) ? MHD_YES : MHD_NO;
 }
 
 /* Whether this response closes the connection to move it (ocsp_cpu.h). */
 static int sc_ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
 {
-	const union MHD_ConnectionInfo *sock, *fd;
+	const union MHD_ConnectionInfo *fd;
+	struct sc_ocsp_sock *s = sc_ocsp_sock_of(c);
 
-	sock = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	if (sock == NULL || !sc_ocsp_cpu_due(sock->socket_context))
+	if (s == NULL || !sc_ocsp_cpu_due(s->cpu))
 		return 0;
 	fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	return fd != NULL &&
-	       sc_ocsp_cpu_check(sock->socket_context, fd->connect_fd,
+	       sc_ocsp_cpu_check(s->cpu, fd->connect_fd,
 				 (int64_t)cc->start.tv_sec * 1000 + cc->start.tv_nsec / 1000000);
 }
 
@@ -423,8 +488,9 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 						  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
 		if (inm != NULL) {
 			not_modified = strstr(inm, tc->etag) != NULL || strcmp(inm, "*") == 0;
-		} else if (ims != NULL && sc_ocsp_parse_http_date(ims, &t) == 0) {
-			not_modified = res.this_update <= t;
+		} else if (ims != NULL && tc->lm_ok && sc_ocsp_parse_http_date(ims, &t) == 0) {
+			/* RFC 9110 §13.1.3: a date later than now is not valid */
+			not_modified = res.this_update <= t && t <= now;
 		}
 	}
 	if (cacheable && !not_modified && tc->len != 0 && !move) {
@@ -432,7 +498,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);
 			if (r == NULL)
 				goto done;
-			sc_ocsp_cache_headers(r, tc, now);
+			sc_ocsp_cache_headers(h, r, tc, now);
 			if (tc->resp != NULL)
 				MHD_destroy_response(tc->resp);
 			tc->resp = r;
@@ -451,7 +517,7 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	}
 	if (r == NULL)
 		goto done;
-	sc_ocsp_cache_headers(r, cacheable ? tc : NULL, now);
+	sc_ocsp_cache_headers(h, r, cacheable ? tc : NULL, now);
 	if (move)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, code, r);
@@ -587,6 +653,10 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       "# HELP smartcert_ocsp_connections_moved_total Keep-alive connections closed so that their client reconnects to the worker of the CPU it sends from.\n"
 		       "# TYPE smartcert_ocsp_connections_moved_total counter\n"
 		       "smartcert_ocsp_connections_moved_total %llu\n"
+		       "# HELP smartcert_ocsp_connections_closed_total Connections the daemon closed or refused to protect the others (docs/ocsp.md, slow clients).\n"
+		       "# TYPE smartcert_ocsp_connections_closed_total counter\n"
+		       "smartcert_ocsp_connections_closed_total{reason=\"request_deadline\"} %llu\n"
+		       "smartcert_ocsp_connections_closed_total{reason=\"per_address_limit\"} %llu\n"
 		       "# TYPE smartcert_ocsp_log_dropped_total counter\n"
 		       "smartcert_ocsp_log_dropped_total %llu\n"
 		       "# TYPE smartcert_ocsp_uptime_seconds gauge\n"
@@ -599,6 +669,8 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       (unsigned long long)st.store_errors, (unsigned long long)st.sign_errors,
 		       sc_ocsp_cpu_steered(h->cpu),
 		       (unsigned long long)sc_ocsp_cpu_moved(h->cpu),
+		       (unsigned long long)sc_ocsp_guard_dropped(h->guard),
+		       (unsigned long long)sc_ocsp_guard_refused(h->guard),
 		       (unsigned long long)atomic_load(&h->log_dropped),
 		       (long long)(sc_now() - h->started));
 	if (b == NULL)
@@ -692,6 +764,37 @@ static int sc_ocsp_is_prefix(const sc_ocsp_http *h, const char *url, const char 
 	return 1;
 }
 
+struct sc_ocsp_length_seen {
+	const char *first;
+	int conflict;
+};
+
+static enum MHD_Result sc_ocsp_length_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+					 const char *value)
+{
+	struct sc_ocsp_length_seen *s = cls;
+
+	(void)kind;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0)
+		return MHD_YES;
+	if (value == NULL || strchr(value, ',') != NULL ||
+	    (s->first != NULL && strcmp(s->first, value) != 0))
+		s->conflict = 1;
+	if (s->first == NULL)
+		s->first = value;
+	return MHD_YES;
+}
+
+/* RFC 9112 §6.3: several Content-Length values that differ (or a list)
+ * make the message length unknowable: 400, never a guess. */
+static int sc_ocsp_one_length(struct MHD_Connection *c)
+{
+	struct sc_ocsp_length_seen s = { NULL, 0 };
+
+	MHD_get_connection_values(c, MHD_HEADER_KIND, sc_ocsp_length_cb, &s);
+	return !s.conflict;
+}
+
 static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, const char *url,
 				       const char *method, const char *version,
 				       const char *upload_data, size_t *upload_data_size,
@@ -713,6 +816,13 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 			return MHD_NO;
 		clock_gettime(CLOCK_MONOTONIC, &cc->start);
 		*con_cls = cc;
+		/* Refused before any body is read (MHD then closes). */
+		if (!sc_ocsp_one_length(c))
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_BAD_REQUEST,
+					     "conflicting Content-Length\n");
+		if (!is_post && !is_get)
+			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_METHOD_NOT_ALLOWED,
+					     "method not allowed\n");
 		if (!is_post)
 			return MHD_YES;
 		ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -749,6 +859,13 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 		return MHD_YES;
 	}
 
+	/* the whole request is in: the deadline no longer runs */
+	{
+		struct sc_ocsp_sock *sk = sc_ocsp_sock_of(c);
+
+		if (sk != NULL)
+			sc_ocsp_guard_received(sk->guard);
+	}
 	if (is_post) {
 		if (cc->too_big)
 			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
@@ -762,10 +879,12 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 		int ready;
 
 		pthread_rwlock_rdlock(&h->lock);
-		ready = h->resp != NULL;
+		ready = h->resp == NULL ? 0 : sc_now() < sc_ocsp_signer_not_after(h->resp) ? 1 : -1;
 		pthread_rwlock_unlock(&h->lock);
-		return ready ? sc_ocsp_text(c, MHD_HTTP_OK, "ok\n")
-			     : sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
+		return ready > 0 ? sc_ocsp_text(c, MHD_HTTP_OK, "ok\n")
+		       : ready < 0 ? sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+						  "OCSP signer certificate expired\n")
+				   : sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
 	}
 	if (strcmp(url, "/metrics") == 0)
 		return sc_ocsp_metrics(h, c);
@@ -984,6 +1103,7 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	h->started = sc_now();
 	h->max_body = p->max_body ? p->max_body : SC_OCSP_HTTP_MAX_BODY;
 	h->log_rate = p->log_rate;
+	h->max_age = p->max_age;
 	plen = p->path_prefix ? strlen(p->path_prefix) : 0;
 	while (plen > 0 && p->path_prefix[plen - 1] == '/')
 		plen--;
@@ -1006,8 +1126,13 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	}
 	rv = SC_ERR_NOMEM;
 	h->workers = calloc(threads, sizeof(*h->workers));
-	if (h->workers == NULL)
+	h->wctx = calloc(threads, sizeof(*h->wctx));
+	if (h->workers == NULL || h->wctx == NULL)
 		goto done;
+	rv = sc_ocsp_guard_new(p->request_deadline_ms, p->per_address_limit, &h->guard);
+	if (rv != 0)
+		goto done;
+	rv = SC_ERR_NOMEM;
 	limit = p->conn_limit ? p->conn_limit : 10000u;
 	/* A probe that nobody holds the address, then worker 0's socket on
 	 * the port the probe got. */
@@ -1034,16 +1159,18 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 				goto done;
 			}
 		}
+		h->wctx[h->nworkers].h = h;
+		h->wctx[h->nworkers].cpu = sc_ocsp_cpu_worker_at(h->cpu, h->nworkers);
 		h->workers[h->nworkers] = MHD_start_daemon(
 			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO,
-			0, NULL, NULL, sc_ocsp_handler, h,
+			0, sc_ocsp_admit, h, sc_ocsp_handler, h,
 			MHD_OPTION_LISTEN_SOCKET, lfd,
 			MHD_OPTION_CONNECTION_LIMIT, (limit + threads - 1) / threads,
 			MHD_OPTION_CONNECTION_TIMEOUT, p->conn_timeout ? p->conn_timeout : 15u,
 			MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			MHD_OPTION_NOTIFY_COMPLETED, sc_ocsp_completed, h,
 			MHD_OPTION_NOTIFY_CONNECTION, sc_ocsp_notify_connection,
-			sc_ocsp_cpu_worker_at(h->cpu, h->nworkers),
+			&h->wctx[h->nworkers],
 			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
 			MHD_OPTION_END);
 		if (h->workers[h->nworkers] == NULL) {
@@ -1088,6 +1215,8 @@ void sc_ocsp_http_stop(sc_ocsp_http *h)
 	for (i = 0; h->workers != NULL && i < h->nworkers; i++)
 		MHD_stop_daemon(h->workers[i]);
 	free(h->workers);
+	free(h->wctx);
+	sc_ocsp_guard_free(h->guard);
 	sc_ocsp_cpu_free(h->cpu);
 	/* The workers' caches went with their threads. */
 	if (h->tcache_key_ok)

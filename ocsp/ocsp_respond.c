@@ -29,6 +29,9 @@ static const unsigned char oid_certhash[] = { /* id-commonpki-at-certHash */
 	0x06, 0x05, 0x2b, 0x24, 0x08, 0x03, 0x0d };
 static const unsigned char algid_sha1[] = {  /* sha1 with NULL parameters */
 	0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00 };
+static const unsigned char oid_invalidity_date[] = { /* id-ce-invalidityDate */
+	0x06, 0x03, 0x55, 0x1d, 0x18
+};
 static const unsigned char algid_sha256[] = {
 	0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
 	0x05, 0x00 };
@@ -67,6 +70,7 @@ struct sc_ocsp_responder {
 	sc_ocsp_sign_fn sign;
 	void *sign_ctx;
 	int64_t validity;
+	int64_t signer_not_after;      /* nothing is signed or served from then on */
 	int nonce_mode, unknown_policy, presign, max_certs;
 	pthread_mutex_t cache_lock;
 	struct sc_ocsp_cache_slot *cache;
@@ -91,11 +95,13 @@ typedef struct sc_ocsp_item {
 	int answer;                    /* SC_OCSP_GOOD... */
 	int reason;                    /* -1 = none */
 	int64_t revoked_at;
+	int64_t invalidity_date;       /* 0 = none (as in the CRL entry) */
 	int has_hash;
 	unsigned char cert_hash[32];
 	int known;                     /* a certificate of ours in the store */
 	int status;                    /* store status, for the write check */
 	uint64_t rev_seq;
+	int64_t changed_at;            /* time of its last status change (0: never) */
 } sc_ocsp_item;
 
 #define SC_OCSP_WQ_MAX 4096
@@ -114,6 +120,15 @@ static void *sc_ocsp_writer_main(void *arg);
 static void sc_ocsp_writer_stop(sc_ocsp_responder *r);
 
 #define STAT_INC(r, f) atomic_fetch_add_explicit(&(r)->f, 1, memory_order_relaxed)
+
+/* nextUpdate of an answer signed at `now`: never past the signer
+ * certificate's notAfter, after which no relying party would accept it. */
+static int64_t sc_ocsp_next(const sc_ocsp_responder *r, int64_t now)
+{
+	int64_t next = now + r->validity;
+
+	return next < r->signer_not_after ? next : r->signer_not_after;
+}
 
 const char *sc_ocsp_status_name(int status)
 {
@@ -216,6 +231,13 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	r->max_certs = p->max_certs > 0 ? p->max_certs : SC_OCSP_MAX_CERTS_DEFAULT;
 	r->issuer = X509_dup(p->issuer);
 	r->signer = X509_dup(p->signer_cert);
+	{
+		struct tm tm;
+
+		memset(&tm, 0, sizeof(tm));
+		r->signer_not_after = ASN1_TIME_to_tm(X509_get0_notAfter(p->signer_cert), &tm) == 1
+				      ? (int64_t)timegm(&tm) : 0;
+	}
 	r->cache = calloc(SC_OCSP_CACHE_SLOTS, sizeof(*r->cache));
 	if (r->issuer == NULL || r->signer == NULL || r->cache == NULL)
 		goto done;
@@ -387,22 +409,36 @@ static void sc_ocsp_put_single(sc_ocsp_der *d, const sc_ocsp_item *it, int64_t n
 	m2 = sc_ocsp_der_begin(d);
 	sc_ocsp_der_gentime(d, next);
 	sc_ocsp_der_end(d, m2, 0xa0);
-	if (it->has_hash) {
-		/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
-		sc_ocsp_der hv = { 0 };
-		size_t hm = sc_ocsp_der_begin(&hv);
-
-		sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
-		sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
-		sc_ocsp_der_end(&hv, hm, 0x30);
-		if (hv.failed)
-			d->failed = 1;
+	if (it->has_hash || it->invalidity_date != 0) {
 		m2 = sc_ocsp_der_begin(d);
 		m3 = sc_ocsp_der_begin(d);
-		sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+		if (it->invalidity_date != 0) {
+			/* the CRL entry extension, as RFC 6960 §4.4 allows: the
+			 * same GeneralizedTime the CRL carries */
+			sc_ocsp_der t = { 0 };
+
+			sc_ocsp_der_gentime(&t, it->invalidity_date);
+			if (t.failed)
+				d->failed = 1;
+			sc_ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
+					      t.p, t.len);
+			sc_ocsp_der_free(&t);
+		}
+		if (it->has_hash) {
+			/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
+			sc_ocsp_der hv = { 0 };
+			size_t hm = sc_ocsp_der_begin(&hv);
+
+			sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
+			sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
+			sc_ocsp_der_end(&hv, hm, 0x30);
+			if (hv.failed)
+				d->failed = 1;
+			sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+			sc_ocsp_der_free(&hv);
+		}
 		sc_ocsp_der_end(d, m3, 0x30);
 		sc_ocsp_der_end(d, m2, 0xa1);
-		sc_ocsp_der_free(&hv);
 	}
 	sc_ocsp_der_end(d, m, 0x30);
 }
@@ -416,10 +452,13 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 	unsigned char *basic = NULL;
 	size_t basic_len = 0, m, m2, i;
 	int rv = SC_ERR_NOMEM, ext_revoke = 0;
-	int64_t next = now + r->validity;
+	int64_t next = sc_ocsp_next(r, now);
 
 	*out = NULL;
 	*out_len = 0;
+	if (now >= r->signer_not_after)
+		return sc_error_set(SC_ERR_EXPIRED, "the OCSP signer certificate has expired: "
+				    "nothing is signed with it (renew it: 'smartcert ca ocsp-signer')");
 	for (i = 0; i < n; i++)
 		if (items[i].answer == SC_OCSP_REVOKED && !items[i].known)
 			ext_revoke = 1;
@@ -486,6 +525,8 @@ static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 {
 	it->known = 0;
 	it->has_hash = 0;
+	it->invalidity_date = 0;
+	it->changed_at = 0;
 	if (r->unknown_policy == SC_OCSP_UNKNOWN_REVOKED) {
 		/* RFC 6960 §2.2: revoked, certificateHold, revocationTime 1970-01-01,
 		 * with the extended-revoke extension in the response. */
@@ -526,6 +567,33 @@ static int sc_ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
 	return ok;
 }
 
+/* When the status of `c` last changed: the time of its revocation-log
+ * event (0 when it never changed). */
+struct sc_ocsp_event_ctx {
+	uint64_t seq;
+	int64_t at;
+};
+
+static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
+{
+	struct sc_ocsp_event_ctx *c = ctx;
+
+	if (e->rev_seq == c->seq)
+		c->at = e->at;
+	return 1;   /* one event is enough */
+}
+
+static int sc_ocsp_change_time(sc_txn *txn, const sc_cert *c, int64_t *at)
+{
+	struct sc_ocsp_event_ctx ev = { c->rev_seq, 0 };
+	int rv = 0;
+
+	if (c->rev_seq != 0)
+		rv = sc_store_revlog_iter(txn, c->rev_seq - 1, sc_ocsp_event_cb, &ev);
+	*at = ev.at != 0 ? ev.at : c->revoked_at;
+	return rv;
+}
+
 /* Fill the answer of `it` from the store (inside txn). */
 static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
 {
@@ -548,8 +616,12 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->known = 1;
 	it->status = c.status;
 	it->rev_seq = c.rev_seq;
+	rv = sc_ocsp_change_time(txn, &c, &it->changed_at);
+	if (rv != 0)
+		return rv;
 	it->reason = -1;
 	it->revoked_at = 0;
+	it->invalidity_date = 0;
 	switch (c.status) {
 	case SC_CERT_REVOKED:
 		it->answer = SC_OCSP_REVOKED;
@@ -580,6 +652,8 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	if (it->reason <= SC_REASON_UNSPECIFIED || it->reason > SC_REASON_AA_COMPROMISE ||
 	    it->reason == 7 || it->reason == SC_REASON_REMOVE_FROM_CRL)
 		it->reason = -1;
+	if (it->answer == SC_OCSP_REVOKED)
+		it->invalidity_date = c.invalidity_date;
 	it->has_hash = 0;
 	if (c.der != NULL && c.der_len > 0) {
 		SHA256(c.der, c.der_len, it->cert_hash);
@@ -616,7 +690,7 @@ static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *item
 		if (c.status != items[i]->status || c.rev_seq != items[i]->rev_seq)
 			continue;
 		e.this_update = now;
-		e.next_update = now + r->validity;
+		e.next_update = sc_ocsp_next(r, now);
 		e.der = ders[i];
 		e.der_len = lens[i];
 		rv = sc_store_ocsp_put(txn, &items[i]->serial, &e);
@@ -716,7 +790,7 @@ static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, si
 	n.validator_len = validator_len;
 	n.resp_len = resp_len;
 	n.this_update = now;
-	n.next_update = now + r->validity;
+	n.next_update = sc_ocsp_next(r, now);
 	n.cert_status = it->answer;
 	n.reason = it->reason;
 	s = &r->cache[sc_ocsp_slot_of(key, key_len)];
@@ -889,16 +963,33 @@ static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
 	r->writer_started = 0;
 }
 
+/* A DER OCTET STRING of 1..128 octets filling exactly `len` bytes. */
+static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
+{
+	size_t n;
+
+	if (p == NULL || len < 3 || p[0] != 0x04)
+		return 0;
+	if (p[1] < 0x80) {
+		n = p[1];
+		return n >= 1 && len == 2 + n;
+	}
+	/* long form: 128 needs 0x81 0x80, the only long length allowed */
+	if (p[1] != 0x81 || len < 3)
+		return 0;
+	n = p[2];
+	return n >= 0x80 && n <= 128 && len == 3 + n;
+}
+
 /* Answer a single-certificate, nonce-less request through the store. */
-static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
+static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t now,
 				  unsigned char **out, size_t *out_len, sc_ocsp_result *res)
 {
 	sc_txn *txn = NULL;
 	sc_ocsp_entry e;
 	unsigned char *canon = NULL, *canon_resp = NULL, *validator = NULL, *resp = NULL;
 	size_t canon_len = 0, canon_resp_len = 0, validator_len = 0, resp_len = 0;
-	int rv, is_canon, have_entry = 0;
-	int64_t now = sc_now();
+	int rv, is_canon, have_entry = 0, same_second = 0;
 	sc_ocsp_item canon_item;
 
 	rv = sc_ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
@@ -954,6 +1045,7 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 		STAT_INC(r, signed_on_demand);
 		goto fill;
 	}
+	same_second = it->changed_at == now;
 	if (!have_entry) {
 		canon_item = *it;
 		canon_item.cid_der = canon;
@@ -963,8 +1055,11 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 			goto done;
 		STAT_INC(r, signed_on_demand);
 		{
+			/* An answer signed in the second of its change is not
+			 * stored: the daemon stores one from the next second on
+			 * (sc_ocsp_resign_changed), which can carry Last-Modified. */
 			sc_ocsp_item *ip = it;
-			int stored = r->async
+			int stored = same_second ? SC_ERR_BUSY : r->async
 				? sc_ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
 				: sc_ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
 
@@ -998,9 +1093,10 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it,
 fill:
 	if (rv == 0) {
 		res->this_update = now;
-		res->next_update = now + r->validity;
+		res->next_update = sc_ocsp_next(r, now);
 		res->cert_status = it->answer;
 		res->reason = it->reason;
+		res->no_last_modified = same_second;
 	}
 done:
 	sc_txn_abort(txn);
@@ -1094,12 +1190,20 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 	if (req == NULL || req_len == 0 || req_len > (1u << 20))
 		goto error;
+	now = sc_now();
+	if (now >= r->signer_not_after) {
+		/* Neither signed nor stored answers: their signer certificate
+		 * is no longer valid for anyone.  RFC 6960 tryLater. */
+		status = SC_OCSP_TRY_LATER;
+		rv = SC_ERR_EXPIRED;
+		goto error;
+	}
 	if (r->presign && sc_ocsp_fast_request(r, req, req_len, &fast)) {
 		res->n_certs = 1;
 		res->hash_nid = NID_sha1;
 		sc_serial_hex(&fast.serial, res->serial);
 		status = SC_OCSP_INTERNAL_ERROR;
-		rv = sc_ocsp_respond_stored(r, &fast, resp, resp_len, res);
+		rv = sc_ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
 		if (rv != 0)
 			goto error;
 		res->status = SC_OCSP_SUCCESSFUL;
@@ -1118,8 +1222,11 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		X509_EXTENSION *ext = OCSP_REQUEST_get_ext(oreq, idx);
 		ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
 
-		/* RFC 8954: 1..32 octets; tolerate up to 128 for old clients. */
-		if (v == NULL || ASN1_STRING_length(v) < 1 || ASN1_STRING_length(v) > 128)
+		/* RFC 8954: the extnValue holds Nonce ::= OCTET STRING of 1..32
+		 * octets; tolerate up to 128 for old clients.  The length is the
+		 * inner OCTET STRING's, which must fill the extnValue exactly. */
+		if (v == NULL || !sc_ocsp_nonce_ok(ASN1_STRING_get0_data(v),
+						   (size_t)ASN1_STRING_length(v)))
 			goto error;
 		nonce = ASN1_STRING_get0_data(v);
 		nonce_len = (size_t)ASN1_STRING_length(v);
@@ -1167,7 +1274,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 	status = SC_OCSP_INTERNAL_ERROR;
 	if (n == 1 && nonce == NULL && r->presign && items[0].serial_ok) {
-		rv = sc_ocsp_respond_stored(r, &items[0], resp, resp_len, res);
+		rv = sc_ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
 		if (rv != 0)
 			goto error;
 		res->status = SC_OCSP_SUCCESSFUL;
@@ -1198,9 +1305,10 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	STAT_INC(r, signed_on_demand);
 	res->status = SC_OCSP_SUCCESSFUL;
 	res->this_update = now;
-	res->next_update = now + r->validity;
+	res->next_update = sc_ocsp_next(r, now);
 	res->cert_status = items[0].answer;
 	res->reason = items[0].reason;
+	res->no_last_modified = n != 1 || items[0].changed_at == now;
 	goto done;
 
 error:
@@ -1258,7 +1366,8 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 	sc_txn_abort(txn);
 	txn = NULL;
 	for (i = 0; i < n; i++) {
-		if (!items[i].known)
+		/* not in the second of its change: see sc_ocsp_respond_stored */
+		if (!items[i].known || items[i].changed_at == now)
 			continue;
 		rv = sc_ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
 		if (rv != 0)
@@ -1345,12 +1454,19 @@ struct sc_ocsp_changed_ctx {
 	sc_serial *serials;            /* NULL: only find the last sequence */
 	size_t n, max;
 	uint64_t last;
+	int64_t now;                   /* events of this second wait (0 = none do) */
 };
 
 static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
 {
 	struct sc_ocsp_changed_ctx *c = ctx;
 
+	/* A change made in the current second is re-signed from the next
+	 * one on: an answer whose thisUpdate is the second of its change
+	 * carries no Last-Modified (ocsp_http.c), one from a later second
+	 * does.  Until then a request is answered by an on-demand signature. */
+	if (c->serials != NULL && c->now != 0 && e->at == c->now)
+		return 1;
 	c->last = e->rev_seq;
 	if (c->serials == NULL)
 		return 0;
@@ -1372,6 +1488,11 @@ static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx 
 	rv = sc_store_revlog_iter(txn, after_seq, sc_ocsp_changed_cb, c);
 	sc_txn_abort(txn);
 	return rv;
+}
+
+int64_t sc_ocsp_signer_not_after(const sc_ocsp_responder *r)
+{
+	return r->signer_not_after;
 }
 
 int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq)
@@ -1398,6 +1519,7 @@ int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max
 	if (r->store == NULL || !r->presign)
 		return 0;
 	c.max = max > 0 ? max : 256;
+	c.now = sc_now();
 	c.serials = calloc(c.max, sizeof(*c.serials));
 	if (c.serials == NULL)
 		return SC_ERR_NOMEM;

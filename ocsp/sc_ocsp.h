@@ -86,11 +86,19 @@ typedef struct sc_ocsp_result {
 	int cached;                /* 1: served from the in-process cache */
 	int nonce;                 /* 1: request carried a nonce that was echoed */
 	int hash_nid;              /* first CertID's hash algorithm */
+	int no_last_modified;      /* signed in the second of the certificate's last
+	                            * status change, or several certificates: an
+	                            * HTTP Last-Modified would not name it alone */
 	int64_t this_update;       /* 0 for error responses */
 	int64_t next_update;
 	char serial[2 * SC_SERIAL_MAX + 1];   /* first certificate, hex */
 	int err;                   /* internal error code behind internalError */
 } sc_ocsp_result;
+
+/* When the signer certificate expires (its notAfter): from then on
+ * every request is answered tryLater and nothing is signed (SC_ERR_EXPIRED);
+ * before, no answer's nextUpdate goes past it. */
+int64_t sc_ocsp_signer_not_after(const sc_ocsp_responder *r);
 
 /* Answer one request.  Always produces a response (an OCSP error response
  * for bad input or internal failures: see res->status and res->err), so the
@@ -112,7 +120,9 @@ int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq);
 /* Sign and store at once the responses of certificates whose status
  * changed after revocation-log event *after_seq (committed by any process),
  * at most `max` (0 = 256) per call; advances *after_seq past what was
- * handled.  The store has already dropped the old answers in the status
+ * handled.  A change made in the current second waits for the next call in
+ * a later second, so that the stored answer's thisUpdate follows its
+ * change (and it can carry Last-Modified).  The store has already dropped the old answers in the status
  * change's transaction: this only saves the next relying party a signing. */
 int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max,
 			   size_t *done);
@@ -163,9 +173,13 @@ typedef struct sc_ocsp_http_params {
 	size_t ca_der_len[3];
 	unsigned threads;          /* 0 = number of CPUs */
 	unsigned conn_limit;       /* 0 = default */
-	unsigned conn_timeout;     /* seconds, 0 = default */
+	unsigned conn_timeout;     /* idle seconds, 0 = default */
+	unsigned request_deadline_ms;   /* a whole request must arrive within; 0 = none */
+	unsigned per_address_limit;     /* connections per client address; 0 = none */
 	size_t max_body;           /* POST limit, 0 = 16 KiB */
 	unsigned log_rate;         /* request log lines per second, 0 = none */
+	unsigned max_age;          /* HTTP caches keep a GET answer at most this
+	                            * long (and never past nextUpdate); 0 = not at all */
 	int no_cpu_steering;       /* 1: the kernel's hash places connections */
 } sc_ocsp_http_params;
 

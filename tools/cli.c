@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sc_text.h"
 #include "sc_cli.h"
 #include "sc_err.h"
 
@@ -47,14 +48,26 @@ int sc_cli_exit_code(int err)
 	}
 }
 
+const char *sc_cli_esc(const char *text)
+{
+	static char ring[8][1024];
+	static unsigned next;
+	char *out = ring[next++ % 8];
+
+	sc_text_escape(text, out, sizeof(ring[0]));
+	return out;
+}
+
 int sc_cli_fail(int err, const char *what)
 {
 	const char *detail = sc_error_detail();
 
+	/* a detail may quote input (a file's line, a request's subject) */
 	if (detail[0] != '\0')
-		fprintf(stderr, "smartcert: %s: %s: %s\n", what, sc_strerror(err), detail);
+		fprintf(stderr, "smartcert: %s: %s: %s\n", sc_cli_esc(what), sc_strerror(err),
+			sc_cli_esc(detail));
 	else
-		fprintf(stderr, "smartcert: %s: %s\n", what, sc_strerror(err));
+		fprintf(stderr, "smartcert: %s: %s\n", sc_cli_esc(what), sc_strerror(err));
 	sc_error_clear();
 	return sc_cli_exit_code(err);
 }
@@ -63,10 +76,12 @@ int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "smartcert %s: ", cmd);
+	char msg[1024];
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	fprintf(stderr, "smartcert %s: %s", cmd, sc_cli_esc(msg));
 	fprintf(stderr, "\nTry 'smartcert %s --help'.\n", cmd);
 	return SC_EXIT_USAGE;
 }

@@ -84,12 +84,12 @@ static int audit_show_cb(void *ctx, const sc_audit_record *r)
 	} else {
 		sc_time_format(e->time, t, sizeof(t));
 		printf("%6llu %s %-12s %-18s user=%s key=%s serial=%s%s%s outcome=%s%s%s\n",
-		       (unsigned long long)r->seq, t, e->kind ? e->kind : "?",
-		       e->actor ? e->actor : "?", e->user_id ? e->user_id : "-",
-		       e->key_id ? e->key_id : "-", e->serial ? e->serial : "-",
-		       e->token_id ? " token=" : "", e->token_id ? e->token_id : "",
+		       (unsigned long long)r->seq, t, e->kind ? sc_cli_esc(e->kind) : "?",
+		       e->actor ? sc_cli_esc(e->actor) : "?", e->user_id ? sc_cli_esc(e->user_id) : "-",
+		       e->key_id ? sc_cli_esc(e->key_id) : "-", e->serial ? sc_cli_esc(e->serial) : "-",
+		       e->token_id ? " token=" : "", e->token_id ? sc_cli_esc(e->token_id) : "",
 		       e->outcome ? e->outcome : "?", e->detail ? " " : "",
-		       e->detail ? e->detail : "");
+		       e->detail ? sc_cli_esc(e->detail) : "");
 	}
 	return 0;
 }

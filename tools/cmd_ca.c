@@ -38,6 +38,7 @@ static void ca_usage(FILE *f)
 		"       [--expiring-before YYYY-MM-DD] [--limit N] [--json]\n"
 		"  export --serial HEX [--der | --chain] [--out FILE] [--json]\n"
 		"  sweep [--json]\n"
+		"  ocsp-signer [--force] [--json]   renew the OCSP signer's certificate if due\n"
 		"\n"
 		"ID-card numbers are never taken from the command line: they are read from\n"
 		"the environment, a file or standard input, hashed in the HSM and wiped.\n");
@@ -47,7 +48,7 @@ struct ca_args {
 	const char *user, *name, *id_source, *dob, *profile, *key_type, *batch, *csr, *out;
 	const char *consent, *consent_file, *serial, *reason, *invalidity, *status;
 	const char *expiring, *limit, *threads, *chunk;
-	int json, keep_key, der, chain, help;
+	int json, keep_key, der, chain, force, help;
 	char *id_number;                 /* read from id_source; wiped by ca_enrol */
 };
 
@@ -64,6 +65,7 @@ static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 		SC_ARG("expiring-before", 'e'), SC_ARG("limit", 'l'), SC_ARG("threads", 't'),
 		SC_ARG("chunk", 'z'),
 		SC_FLAG("keep-key", 'K'), SC_FLAG("der", 'D'), SC_FLAG("chain", 'H'),
+		SC_FLAG("force", 'f'),
 		SC_FLAG("help", 'h'), SC_FLAG("json", 'j'), SC_OPT_END,
 	};
 	const char **arg[] = {
@@ -71,7 +73,7 @@ static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 		&a->csr, &a->out, &a->consent, &a->consent_file, &a->serial, &a->reason,
 		&a->invalidity, &a->status, &a->expiring, &a->limit, &a->threads, &a->chunk,
 	};
-	int *flag[] = { &a->keep_key, &a->der, &a->chain, &a->help };
+	int *flag[] = { &a->keep_key, &a->der, &a->chain, &a->force, &a->help };
 	const size_t n_arg = sizeof(arg) / sizeof(arg[0]);
 	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
 	int c;
@@ -206,7 +208,7 @@ static void ca_print_issued(const struct ca_args *a, const sc_ca_issued *r, cons
 	sc_serial_hex(&r->serial, hex);
 	sc_time_format(r->not_after, na, sizeof(na));
 	printf("%s %s: key %s, certificate %s valid until %s (CRL partition %u)\n", what,
-	       r->user_id[0] ? r->user_id : "-", r->key_id[0] ? r->key_id : "-", hex, na,
+	       r->user_id[0] ? sc_cli_esc(r->user_id) : "-", r->key_id[0] ? r->key_id : "-", hex, na,
 	       (unsigned)r->partition);
 }
 
@@ -260,8 +262,9 @@ static int ca_enrol_batch(const char *cmd, const struct ca_args *a, sc_ca *ca)
 	ex = rv != SC_OK ? sc_cli_fail(rv, "ca enrol --batch") : r.failed ? SC_EXIT_FAIL
 								    : SC_EXIT_OK;
 	for (size_t i = 0; i < r.n_errors; i++)
-		fprintf(stderr, "smartcert: %s: line %lu (%s): %s\n", a->batch, r.errors[i].line,
-			r.errors[i].user_id[0] ? r.errors[i].user_id : "?", r.errors[i].msg);
+		fprintf(stderr, "smartcert: %s: line %lu (%s): %s\n", sc_cli_esc(a->batch),
+			r.errors[i].line, r.errors[i].user_id[0] ? sc_cli_esc(r.errors[i].user_id) : "?",
+			sc_cli_esc(r.errors[i].msg));
 	if (out.json) {
 		sc_json j;
 
@@ -426,7 +429,7 @@ static int ca_account_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
 	if (a->json)
 		ca_json_out(a, ca_json_account, &o);
 	else
-		printf("user %s %s; %u certificate(s) %s\n", a->user,
+		printf("user %s %s; %u certificate(s) %s\n", sc_cli_esc(a->user),
 		       o.suspend ? "suspended" : "resumed", o.n,
 		       o.suspend ? "put on hold" : "released from hold");
 	return SC_EXIT_OK;
@@ -528,6 +531,41 @@ static int ca_sweep(const char *cmd, const struct ca_args *a)
 	return ca_with_ca(cmd, a, ca_sweep_run);
 }
 
+static void ca_json_signer(sc_json *j, const void *arg)
+{
+	const sc_ca_signer_result *r = arg;
+
+	sc_json_kv_bool(j, "renewed", r->renewed);
+	sc_json_kv_str(j, "serial", r->renewed ? r->serial : NULL);
+	sc_json_kv_time(j, "not_after", r->not_after);
+}
+
+static int ca_signer_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
+	sc_ca_signer_result r;
+	char t[32];
+	int rv = sc_ca_ocsp_signer_renew(ca, a->force, &r);
+
+	if (rv != SC_OK)
+		return sc_cli_fail(rv, cmd);
+	if (a->json) {
+		ca_json_out(a, ca_json_signer, &r);
+	} else {
+		sc_time_format(r.not_after, t, sizeof(t));
+		if (r.renewed)
+			printf("OCSP signer renewed: certificate %s valid until %s\n", r.serial, t);
+		else
+			printf("OCSP signer certificate valid until %s: not due\n", t);
+	}
+	return SC_EXIT_OK;
+}
+
+/* Renew the OCSP signer's certificate when due (cron, or by hand). */
+static int ca_signer(const char *cmd, const struct ca_args *a)
+{
+	return ca_with_ca(cmd, a, ca_signer_run);
+}
+
 /* The subject of a stored certificate, OPENSSL_malloc'd (NULL if it does
  * not decode). */
 static char *ca_cert_subject(const sc_cert *c)
@@ -573,7 +611,7 @@ static void ca_text_cert(const sc_cert *c)
 	sc_serial_hex(&c->serial, hex);
 	sc_time_format(c->not_after, na, sizeof(na));
 	printf("%s  %-8s %-12s %-20s until %s%s%s\n", hex, sc_cert_status_name(c->status),
-	       c->profile, c->user_id && c->user_id[0] ? c->user_id : "-", na,
+	       sc_cli_esc(c->profile), c->user_id && c->user_id[0] ? sc_cli_esc(c->user_id) : "-", na,
 	       c->reason >= 0 ? "  " : "", c->reason >= 0 ? sc_reason_name(c->reason) : "");
 }
 
@@ -658,6 +696,8 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 	} else {
 		printf("user %s  \"%s\"  %s  profile %s%s%s\n", u.user_id, u.name,
 		       sc_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
+		printf("user %s  \"%s\"  %s  profile %s%s%s\n", sc_cli_esc(u.user_id), sc_cli_esc(u.name),
+		       sc_user_status_name(u.status), u.profile, u.dob ? "  born " : "", dob);
 	}
 	if ((rv = sc_store_key_iter_user(txn, a->user, ca_show_key_cb, &s)) != SC_OK)
 		return rv;
@@ -692,7 +732,7 @@ static int ca_show_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc_j
 	}
 	ca_text_cert(&c);
 	subj = ca_cert_subject(&c);
-	printf("  subject %s\n", subj ? subj : "?");
+	printf("  subject %s\n", subj ? sc_cli_esc(subj) : "?");
 	OPENSSL_free(subj);
 	return SC_OK;
 }
@@ -874,7 +914,7 @@ int sc_cmd_ca(int argc, char **argv)
 		{ "enrol", ca_enrol }, { "enroll", ca_enrol }, { "issue", ca_issue },
 		{ "renew", ca_renew }, { "suspend", ca_account }, { "resume", ca_account },
 		{ "revoke", ca_revoke }, { "show", ca_show }, { "list", ca_list },
-		{ "export", ca_export }, { "sweep", ca_sweep },
+		{ "export", ca_export }, { "sweep", ca_sweep }, { "ocsp-signer", ca_signer },
 	};
 	struct ca_args a;
 	char cmd[48];
@@ -894,7 +934,7 @@ int sc_cmd_ca(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
 		if (strcmp(argv[1], subs[i].name) == 0)
 			return subs[i].run(cmd, &a);
-	fprintf(stderr, "smartcert ca: unknown subcommand '%s'\n", argv[1]);
+	fprintf(stderr, "smartcert ca: unknown subcommand '%s'\n", sc_cli_esc(argv[1]));
 	ca_usage(stderr);
 	return SC_EXIT_USAGE;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sc_ca.h"
 #include "sc_cli.h"
 #include "sc_crl.h"
 #include "sc_err.h"
@@ -24,17 +25,76 @@ static void crl_on_signal(int sig)
 static void crl_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: smartcert crl publish [--out DIR] [--pem] [--delta] [--json]\n"
+		"usage: smartcert crl publish [--out DIR] [--pem] [--delta | --changed-partitions]\n"
+		"                             [--json]\n"
 		"       smartcert crl publish --watch [--poll SECONDS] [--batch SECONDS]\n"
 		"                             [--full-every SECONDS] [--out DIR] [--pem] [--json]\n"
 		"       smartcert crl show FILE [--entries N] [--json]\n"
 		"\n"
 		"publish  sign and publish the full CRL of every partition, full.crl, and\n"
-		"         the delta CRLs against the last full set (--delta: deltas only)\n"
+		"         the delta CRLs against the last full set (--delta: deltas only;\n"
+		"         --changed-partitions: deltas and the full CRL of each partition\n"
+		"         changed since the last publish, as --watch does every batch)\n"
 		"--watch  keep publishing: deltas within --batch seconds of a revocation\n"
 		"         (default 30; at once for keyCompromise), everything every\n"
 		"         --full-every seconds (default: 6 h or half of nextUpdate)\n"
 		"show     summary of a CRL file (DER or PEM)\n");
+}
+
+/* The OCSP signer's certificate is short-lived (docs/ca.md): whoever
+ * publishes CRLs, by timer or --watch, also renews it when due. */
+struct crl_signer_tick {
+	sc_ca *ca;
+	int json;
+	int64_t next_try;
+};
+
+static int crl_signer_check(struct crl_signer_tick *t)
+{
+	sc_ca_signer_result r;
+	char na[32];
+	int rv = sc_ca_ocsp_signer_renew(t->ca, 0, &r);
+
+	if (rv != SC_OK)
+		return rv;
+	if (!r.renewed)
+		return SC_OK;
+	sc_time_format(r.not_after, na, sizeof(na));
+	if (t->json)
+		printf("{\"event\":\"ocsp-signer-renewed\",\"serial\":\"%s\",\"not_after\":\"%s\"}\n",
+		       r.serial, na);
+	else
+		printf("OCSP signer renewed: certificate %s valid until %s\n", r.serial, na);
+	fflush(stdout);
+	return SC_OK;
+}
+
+static int crl_signer_quiet(sc_ca *ca)
+{
+	sc_ca_signer_result r;
+	int rv = sc_ca_ocsp_signer_renew(ca, 0, &r);
+
+	if (rv == SC_OK && r.renewed)
+		fprintf(stderr, "smartcert: crl publish: OCSP signer renewed: certificate %s\n",
+			r.serial);
+	return rv;
+}
+
+static void crl_signer_tick(void *ctx)
+{
+	struct crl_signer_tick *t = ctx;
+	int64_t now = sc_now();
+	int rv;
+
+	if (now < t->next_try)
+		return;
+	t->next_try = now + 60;     /* a look a minute is plenty for a life of days */
+	rv = crl_signer_check(t);
+	if (rv != SC_OK) {
+		fprintf(stderr, "smartcert: crl publish --watch: renewing the OCSP signer: %s: %s; "
+			"retrying in a minute\n", sc_strerror(rv), sc_cli_esc(sc_error_detail()));
+		sc_error_clear();
+	}
 }
 
 static unsigned parse_secs(const char *s, int *ok)
@@ -67,6 +127,8 @@ static int crl_publish(int argc, char **argv)
 			json = 1;
 		} else if (strcmp(a, "--delta") == 0) {
 			wo.publish.mode = SC_CRL_MODE_DELTA;
+		} else if (strcmp(a, "--changed-partitions") == 0) {
+			wo.publish.mode = SC_CRL_MODE_DELTA_PARTS;
 		} else if (strcmp(a, "--watch") == 0) {
 			watch = 1;
 		} else if ((strcmp(a, "--poll") == 0 || strcmp(a, "--batch") == 0 ||
@@ -93,18 +155,43 @@ static int crl_publish(int argc, char **argv)
 		return rc;
 	if (watch) {
 		struct sigaction sa;
+		struct crl_signer_tick st = { NULL, json, 0 };
 
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = crl_on_signal;
 		sigaction(SIGTERM, &sa, NULL);
 		sigaction(SIGINT, &sa, NULL);
 		wo.json = json;
+		if (sc_ca_open(d, sc_cli_actor(), &st.ca) == SC_OK) {
+			wo.tick = crl_signer_tick;
+			wo.tick_ctx = &st;
+		} else {
+			fprintf(stderr, "smartcert: crl publish --watch: the OCSP signer will not be "
+				"renewed: %s\n", sc_cli_esc(sc_error_detail()));
+			sc_error_clear();
+		}
 		rv = sc_crl_watch(d, &wo, &crl_stop);
 		rc = rv == SC_OK ? SC_EXIT_OK : sc_cli_fail(rv, "crl publish --watch");
+		sc_ca_close(st.ca);
 		sc_deploy_close(d);
 		return rc;
 	}
 	rv = sc_crl_publish(d, &wo.publish, &r);
+	if (rv == SC_OK) {
+		struct crl_signer_tick st = { NULL, json, 0 };
+
+		/* with --json, the publish's object stays the one line printed:
+		 * a renewal is then reported on stderr */
+		st.json = 0;
+		if ((rv = sc_ca_open(d, sc_cli_actor(), &st.ca)) == SC_OK)
+			rv = json ? crl_signer_quiet(st.ca) : crl_signer_check(&st);
+		sc_ca_close(st.ca);
+		if (rv != SC_OK) {
+			sc_deploy_close(d);
+			return sc_cli_fail(rv, "crl publish: CRLs published, but renewing the OCSP "
+					   "signer failed");
+		}
+	}
 	sc_deploy_close(d);
 	if (rv != SC_OK)
 		return sc_cli_fail(rv, r.files > 0 ? "crl publish" :
@@ -125,6 +212,8 @@ static int crl_publish(int argc, char **argv)
 		sc_json_uint(&j, r.entries);
 		sc_json_key(&j, "delta_entries");
 		sc_json_uint(&j, r.delta_entries);
+		sc_json_key(&j, "partitions_full");
+		sc_json_uint(&j, r.partitions_full);
 		sc_json_key(&j, "files");
 		sc_json_uint(&j, r.files);
 		sc_json_key(&j, "bytes");

@@ -32,6 +32,10 @@ int sc_cli_exit_code(int err);
 /* Print "smartcert: <what>: <strerror>[: <detail>]" to stderr and return
  * sc_cli_exit_code(err). */
 int sc_cli_fail(int err, const char *what);
+/* `text` escaped for the terminal (sc_text_escape): every string that
+ * came from input or the store goes through it before it is printed in
+ * text form.  Returns one of 8 static buffers, reused in turn. */
+const char *sc_cli_esc(const char *text);
 
 /* Print a usage error ("smartcert <cmd>: <msg>\nTry 'smartcert <cmd> --help'")
  * and return SC_EXIT_USAGE. */

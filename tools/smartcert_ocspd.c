@@ -33,6 +33,8 @@
 #define PROG "smartcert-ocspd"
 /* How often the revocation log is read for status changes to re-sign. */
 #define OCSPD_CHANGE_POLL_MS 100
+/* how often (in polls) the store is asked for a renewed OCSP signer */
+#define OCSPD_SIGNER_POLL_TICKS 10
 
 struct ocspd_settings {
 	int64_t validity;
@@ -216,6 +218,29 @@ static int ocspd_responder(sc_deploy *d, const struct ocspd_settings *s,
 	return sc_ocsp_responder_new(&p, out);
 }
 
+/* Whether the store holds another OCSP signer certificate than the one in
+ * use: `smartcert crl publish` (timer or --watch) or `smartcert ca
+ * ocsp-signer` renews it for the same HSM key, and the daemon follows. */
+static int ocspd_signer_changed(const sc_deploy *d)
+{
+	sc_txn *txn = NULL;
+	const void *data;
+	size_t len;
+	unsigned char *cur = NULL;
+	int n, changed = 0;
+
+	if (d->ocsp_cert == NULL || sc_txn_begin(d->store, SC_TXN_READ, &txn) != 0)
+		return 0;
+	if (sc_store_meta_get(txn, SC_META_OCSP_CERT, &data, &len) == 0) {
+		n = i2d_X509(d->ocsp_cert, &cur);
+		changed = n <= 0 || (size_t)n != len || memcmp(cur, data, len) != 0;
+	}
+	OPENSSL_free(cur);
+	sc_txn_abort(txn);
+	sc_error_clear();
+	return changed;
+}
+
 /* Re-read ocsp.* keys and the CA certificates; the listen address and the
  * thread count need a restart. */
 static int ocspd_reload(const char *config_path, sc_deploy *d, sc_ocsp_hsm_signer *signer,
@@ -266,7 +291,7 @@ done:
 /* Connection bounds and placement (read at start; a change needs a restart). */
 static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 {
-	int64_t conns, idle, body;
+	int64_t conns, idle, body, deadline, per_addr, max_age;
 	int rv, steer;
 
 	rv = sc_config_int(cfg, "ocsp.max_connections", 10000, &conns);
@@ -274,15 +299,31 @@ static int ocspd_http_limits(const sc_config *cfg, sc_ocsp_http_params *hp)
 		rv = sc_config_int(cfg, "ocsp.idle_timeout_seconds", 15, &idle);
 	if (rv == 0)
 		rv = sc_config_int(cfg, "ocsp.max_request_bytes", 16384, &body);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.request_deadline_seconds", 5, &deadline);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.max_connections_per_address", 128, &per_addr);
+	if (rv == 0)
+		rv = sc_config_int(cfg, "ocsp.max_age", 60, &max_age);
 	if (rv != 0)
 		return rv;
+	if (max_age < 0 || max_age > 31622400)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.max_age (0..31622400 seconds) is out of "
+				    "range");
+	hp->max_age = (unsigned)max_age;
 	if (conns < 16 || conns > 1000000 || idle < 1 || idle > 3600 || body < 256 ||
 	    body > 1048576)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.max_connections (16..1000000), "
 				    "ocsp.idle_timeout_seconds (1..3600) or ocsp.max_request_bytes "
 				    "(256..1048576) is out of range");
+	if (deadline < 1 || deadline > 300 || per_addr < 1 || per_addr > 1000000)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.request_deadline_seconds (1..300) or "
+				    "ocsp.max_connections_per_address (1..1000000) is out of range");
 	hp->conn_limit = (unsigned)conns;
 	hp->conn_timeout = (unsigned)idle;
+	hp->request_deadline_ms = (unsigned)deadline * 1000u;
+	/* one address never holds more than a quarter of all connections */
+	hp->per_address_limit = (unsigned)(per_addr < conns / 4 ? per_addr : conns / 4);
 	hp->max_body = (size_t)body;
 	rv = sc_config_bool(cfg, "ocsp.cpu_steering", 1, &steer);
 	if (rv != 0)
@@ -386,6 +427,8 @@ int main(int argc, char **argv)
 	sigset_t set;
 	char numbuf[32];
 	uint64_t seen = 0;
+	unsigned long ticks = 0;
+	int expired_said = 0;
 	int64_t next_due = 0;
 	struct ocspd_ahead ahead = { 0 };
 
@@ -529,6 +572,19 @@ int main(int argc, char **argv)
 			ocspd_event(rv == 0 ? "ocspd.reloaded" : "ocspd.reload_failed", NULL, NULL, rv);
 			if (rv == 0)
 				ocspd_ahead_start(&ahead, live, s.ahead_rate);
+		} else if (++ticks % OCSPD_SIGNER_POLL_TICKS == 0 && ocspd_signer_changed(d)) {
+			rv = ocspd_reload(config_path, d, &signer, http, &s, &live);
+			ocspd_event(rv == 0 ? "ocspd.signer_changed" : "ocspd.reload_failed", NULL,
+				    NULL, rv);
+			if (rv == 0)
+				ocspd_ahead_start(&ahead, live, s.ahead_rate);
+		}
+		if (sc_now() >= sc_ocsp_signer_not_after(live)) {
+			if (!expired_said)
+				ocspd_event("ocspd.signer_expired", NULL, NULL, SC_ERR_EXPIRED);
+			expired_said = 1;
+		} else {
+			expired_said = 0;
 		}
 		/* Status changes committed by `smartcert ca` in another process:
 		 * sign their new answers now, before anyone asks. */

@@ -49,7 +49,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
         check(os.stat(os.path.join(d.dir, sub)).st_mode & 0o077 == 0, f"{sub}/ is owner-only")
     check(os.path.exists(os.path.join(d.dir, "hsm", "softhsm2.conf")), "own softhsm2.conf")
 
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, d.info["ocsp_cert"]],
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                        d.info["ocsp_cert"]],
                        capture_output=True, text=True)
     check(r.returncode == 0, "OCSP signer certificate verifies against the chain")
 
@@ -62,6 +63,14 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check(ku.key_cert_sign and ku.crl_sign and not ku.digital_signature, "root: keyCertSign|cRLSign")
     bc = ext(issuing, x509.BasicConstraints)
     check(bc.critical and bc.value.ca and bc.value.path_length == 0, "issuing CA: pathlen 0")
+    pols = [p.policy_identifier.dotted_string
+            for p in ext(issuing, x509.CertificatePolicies).value]
+    check(pols == [POLICY_ADULT, POLICY_MINOR, "2.999.4109.2.1", "2.999.4109.2.2",
+                   "2.999.4109.2.3"],
+          f"issuing CA: certificatePolicies name every policy it issues under {pols}")
+    cdp = ext(issuing, x509.CRLDistributionPoints)
+    check(not cdp.critical and cdp.value[0].full_name[0].value == "http://127.0.0.1:9/crl/root.crl",
+          "issuing CA: CRL distribution point = the root's CRL")
     eku = ext(ocsp, x509.ExtendedKeyUsage).value
     check(ExtendedKeyUsageOID.OCSP_SIGNING in list(eku), "OCSP signer: EKU OCSPSigning")
     check(any(e.oid.dotted_string == "1.3.6.1.5.5.7.48.1.5" for e in ocsp.extensions),
@@ -77,7 +86,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check(set(a) >= {"user", "key_id", "serial", "not_after", "partition"}, "enrol --json keys")
     pem = os.path.join(d.tmp, "alice.pem")
     d.sc("ca", "export", "--serial", a["serial"], "--out", pem)
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, pem], capture_output=True, text=True)
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain, pem],
+                       capture_output=True, text=True)
     check(r.returncode == 0, f"adult certificate verifies: {r.stdout.strip()} {r.stderr.strip()}")
     r = subprocess.run(["certtool", "-i", "--infile", pem], capture_output=True, text=True)
     check(r.returncode == 0 and "Version: 3" in r.stdout, "certtool -i parses it")
@@ -125,7 +135,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
                         "--key-type", "rsa2048", "--json", env=env).stdout)
     pem = os.path.join(d.tmp, "minnie.pem")
     d.sc("ca", "export", "--serial", m["serial"], "--out", pem)
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, pem], capture_output=True, text=True)
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain, pem],
+                       capture_output=True, text=True)
     check(r.returncode == 0, "minor certificate verifies")
     c = x509.load_pem_x509_certificate(open(pem, "rb").read())
     pol = [p.policy_identifier.dotted_string for p in ext(c, x509.CertificatePolicies).value]
@@ -170,7 +181,8 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     open(csrf, "wb").write(csr_pem)
     out = os.path.join(d.tmp, "gw.pem")
     d.sc("ca", "issue", "--csr", csrf, "--profile", "tls-server", "--out", out)
-    r = subprocess.run(["openssl", "verify", "-CAfile", chain, "-purpose", "sslserver", out],
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                        "-purpose", "sslserver", out],
                        capture_output=True, text=True)
     check(r.returncode == 0, f"tls-server certificate verifies for sslserver {r.stderr}")
     c = x509.load_pem_x509_certificate(open(out, "rb").read())
@@ -180,6 +192,57 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     d.sc("ca", "issue", "--csr", csrf, "--profile", "tls-client", "--out", out)
     c = x509.load_pem_x509_certificate(open(out, "rb").read())
     check(ExtendedKeyUsageOID.CLIENT_AUTH in list(ext(c, x509.ExtendedKeyUsage).value), "tls-client: clientAuth")
+    r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                        "-purpose", "sslclient", out], capture_output=True, text=True)
+    check(r.returncode == 0, f"tls-client: openssl verify -x509_strict -policy_check {r.stderr}")
+
+    # operator: the e-mail address goes into the SAN (rfc822Name), never
+    # the subject (pkilint pkix.subject_email_address_not_in_san; RFC 5280
+    # §4.1.2.6), whether the request put it in its subject or its SAN
+    for how, subject_extra, san in (
+            ("subject emailAddress", [x509.NameAttribute(NameOID.EMAIL_ADDRESS, "op1@example.org")],
+             None),
+            ("SAN rfc822Name", [], [x509.RFC822Name("op1@example.org")]),
+            ("both", [x509.NameAttribute(NameOID.EMAIL_ADDRESS, "op1@example.org")],
+             [x509.RFC822Name("op1@example.org")])):
+        b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "Operator One")] + subject_extra))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), False)
+        opf = os.path.join(d.tmp, "op.csr")
+        open(opf, "wb").write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        opout = os.path.join(d.tmp, "op.pem")
+        d.sc("ca", "issue", "--csr", opf, "--profile", "operator", "--out", opout)
+        c = x509.load_pem_x509_certificate(open(opout, "rb").read())
+        emails = ext(c, x509.SubjectAlternativeName).value.get_values_for_type(x509.RFC822Name)
+        check(not c.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS) and
+              emails == ["op1@example.org"] and
+              c.subject.rfc4514_string() == "CN=Operator One" and
+              not ext(c, x509.SubjectAlternativeName).critical,
+              f"operator ({how}): e-mail once in the SAN as rfc822Name, subject CN only")
+        r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
+                            opout], capture_output=True, text=True)
+        check(r.returncode == 0, f"operator ({how}): openssl verify -x509_strict -policy_check "
+              f"{r.stdout.strip()} {r.stderr.strip()}")
+    try:
+        from cryptography.x509 import verification
+        with open(d.info["root_ca"], "rb") as f:
+            root = x509.load_pem_x509_certificate(f.read())
+        with open(d.info["issuing_ca"], "rb") as f:
+            issuing_ca = x509.load_pem_x509_certificate(f.read())
+        verifier = (verification.PolicyBuilder().store(verification.Store([root]))
+                    .build_client_verifier())
+        res = verifier.verify(c, [issuing_ca])
+        check(res.subjects is not None and x509.RFC822Name("op1@example.org") in res.subjects,
+              "operator: python-cryptography's client verifier accepts it and sees the e-mail")
+    except ImportError:
+        print("# python-cryptography has no x509.verification: client verifier not run")
+    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "Operator Two")]))
+    open(opf, "wb").write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    r = d.sc("ca", "issue", "--csr", opf, "--profile", "operator", check=False)
+    check(r.returncode == 2 and "e-mail address" in r.stderr,
+          f"operator without an e-mail address refused: {r.stderr.strip()}")
 
     before = d.sc("ca", "list", "--json").stdout
     r = d.sc("ca", "issue", "--csr", csrf, "--profile", "nosuch", check=False)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
 from scfixture import SMARTCERT, Deployment, check, need_test_hooks  # noqa: E402
@@ -105,6 +106,18 @@ with Deployment() as d:
     check(r.returncode == EXIT_USAGE, "unknown reason refused")
     r = d.sc("ca", "revoke", "--serial", b["serial"], "--reason", "certificateHold", check=False)
     check(r.returncode == EXIT_USAGE, "certificateHold only through suspend")
+    # RFC 5280 §5.3.2: an invalidity date is when the key was known or
+    # suspected compromised, never a date to come
+    future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    for args in (["--serial", b["serial"]], ["--user", "bob"]):
+        for when in ("2030-01-01T00:00:00Z", future):
+            r = d.sc("ca", "revoke", *args, "--reason", "keyCompromise",
+                     "--invalidity-date", when, check=False)
+            check(r.returncode == EXIT_USAGE and "in the future" in r.stderr and
+                  r.stderr.count("\n") == 1,
+                  f"revoke {args[0]} with invalidity date {when} refused: {r.stderr.strip()}")
+    check(d.sc_json("ca", "show", "--user", "bob")["certificates"][0]["status"] == "good",
+          "nothing revoked by the refused attempts")
     d.sc("ca", "revoke", "--serial", b["serial"], "--reason", "keyCompromise",
          "--invalidity-date", "2026-01-02T03:04:05Z")
     show = d.sc_json("ca", "show", "--user", "bob")

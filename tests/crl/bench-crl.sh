@@ -106,6 +106,21 @@ read -r wall rss anon < <(measure "$WORK/delta2" "$SC" crl publish --delta --jso
 echo "delta publish (2nd, $((2 * DELTA)) since base): wall $wall (inside publish" \
      "$(json_field "$WORK/delta2.out" milliseconds) ms), max RSS ${rss} KiB"
 
+# What --watch does per batch: the deltas plus the full CRL of every
+# partition with a change since the last publish (Java and GnuTLS read no
+# deltas).  One revocation touches one partition; $DELTA spread over the
+# serial space touch them all.
+for n in 1 "$DELTA"; do
+	FROM=$((FROM + 2 * DELTA + 1))
+	"$FILL" --config "$SMARTCERT_CONF" --certs "$CERTS" --more "$n" --more-from "$FROM" > /dev/null
+	read -r wall rss anon < <(measure "$WORK/parts$n" "$SC" crl publish --changed-partitions --json)
+	echo "batch of $n revocation(s), deltas + changed partitions' full CRLs: wall $wall" \
+	     "(inside publish $(json_field "$WORK/parts$n.out" milliseconds) ms), max RSS ${rss} KiB," \
+	     "$(json_field "$WORK/parts$n.out" partitions_full) partition CRLs," \
+	     "$(json_field "$WORK/parts$n.out" bytes) bytes"
+	FROM=$((FROM + n))
+done
+
 if [ "${CRL_BENCH_OPENSSL:-1}" = 1 ]; then
 	echo "== openssl ca -gencrl: 1,000,000-line index, 100,000 revoked"
 	O="$WORK/openssl"

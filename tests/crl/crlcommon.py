@@ -26,6 +26,20 @@ def load_ca(d):
         return x509.load_pem_x509_certificate(f.read())
 
 
+def load_root(d):
+    with open(os.path.join(d.dir, "ca", "root-ca.pem"), "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+ROOT_CRL = "root.crl"
+
+
+def ca_for(d, path):
+    """The CA that signs a published CRL: the root for its ARL (root.crl),
+    the issuing CA for every other."""
+    return load_root(d) if os.path.basename(path) == ROOT_CRL else load_ca(d)
+
+
 def read(path):
     with open(path, "rb") as f:
         return f.read()
@@ -40,10 +54,9 @@ def published(d, out=None):
 
 
 def lint_all(d, out=None):
-    ca = load_ca(d)
     files = published(d, out)
     for f in files:
-        probs = crllint.lint_crl(read(f), ca)
+        probs = crllint.lint_crl(read(f), ca_for(d, f))
         if probs:
             fail(f"{os.path.basename(f)}: " + "; ".join(probs))
     return files
@@ -62,9 +75,10 @@ def certtool_check(d, path):
                        capture_output=True, text=True)
     if r.returncode != 0 or "Version: 2" not in r.stdout:
         return False, "--crl-info: " + r.stderr
-    ca_der = os.path.join(d.tmp, "issuing-ca.der")
+    which = "root-ca" if os.path.basename(path) == ROOT_CRL else "issuing-ca"
+    ca_der = os.path.join(d.tmp, which + ".der")
     if not os.path.exists(ca_der):
-        subprocess.run(["openssl", "x509", "-in", os.path.join(d.dir, "ca", "issuing-ca.pem"),
+        subprocess.run(["openssl", "x509", "-in", os.path.join(d.dir, "ca", which + ".pem"),
                         "-outform", "DER", "-out", ca_der], check=True, capture_output=True)
     r = subprocess.run(["certtool", "--verify-crl", "--load-ca-certificate", ca_der, "--inder",
                         "--infile", path], capture_output=True, text=True)

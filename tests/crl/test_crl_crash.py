@@ -10,7 +10,7 @@ import time
 
 from cryptography.x509.oid import ExtensionOID
 
-from crlcommon import Deployment, check, fail, fill, lint_all, load_ca, published, read
+from crlcommon import Deployment, ca_for, check, fail, fill, lint_all, load_ca, published, read
 from scfixture import SMARTCERT as SMARTCERT_BIN
 from cryptography import x509
 
@@ -24,7 +24,7 @@ def numbers(d, ca):
     out = {}
     for f in published(d):
         crl = x509.load_der_x509_crl(read(f))
-        if not crl.is_signature_valid(ca.public_key()):
+        if not crl.is_signature_valid(ca_for(d, f).public_key()):
             fail(f"{os.path.basename(f)} does not verify after a kill")
         out[os.path.basename(f)] = crl.extensions.get_extension_for_oid(
             ExtensionOID.CRL_NUMBER).value.crl_number

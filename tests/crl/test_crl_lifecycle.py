@@ -50,6 +50,36 @@ def openssl_verify(d, cert_path, *crl_paths, deltas=False):
     return r.returncode, r.stdout + r.stderr
 
 
+def openssl_verify_chain(d, cert_path, crl_path, policy):
+    """The whole path, as RFC 5280 path validation does it: revocation of
+    every certificate (-crl_check_all: the holder's on its partition CRL,
+    the issuing CA's on the root's CRL) and an explicit policy."""
+    args = []
+    for i, crl in enumerate((crl_path, os.path.join(crl_dir(d), "root.crl"))):
+        pem = os.path.join(d.tmp, f"chain-{i}.pem")
+        subprocess.run(["openssl", "crl", "-inform", "DER", "-in", crl, "-out", pem],
+                       check=True, capture_output=True)
+        args += ["-CRLfile", pem]
+    r = subprocess.run(["openssl", "verify", "-crl_check_all", "-x509_strict", "-policy_check",
+                        "-explicit_policy", "-policy", policy,
+                        "-CAfile", os.path.join(d.dir, "ca", "chain.pem"), *args, cert_path],
+                       capture_output=True, text=True)
+    return r.returncode, r.stdout + r.stderr
+
+
+def gnutls_verify(d, cert_path, crl_path):
+    """GnuTLS certtool --verify of the holder against the chain and one CRL:
+    (verified?, output)."""
+    pem = os.path.join(d.tmp, "gnutls-crl.pem")
+    subprocess.run(["openssl", "crl", "-inform", "DER", "-in", crl_path, "-out", pem],
+                   check=True, capture_output=True)
+    r = subprocess.run(["certtool", "--verify", "--load-ca-certificate",
+                        os.path.join(d.dir, "ca", "chain.pem"), "--load-crl", pem,
+                        "--infile", cert_path], capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    return r.returncode == 0 and "Chain verification output: Verified" in out, out
+
+
 def serials_of(path):
     return {e.serial_number: e for e in load(path)}
 
@@ -99,6 +129,23 @@ with Deployment() as d:
         check(sa in {x.serial_number for x in dl} and crllint.delta_base(dl) == p1["number"],
               f"{name} lists it, base {p1['number']}")
 
+    # the whole chain: the issuing CA's revocation through the root's CRL,
+    # the adult policy required explicitly (the CA certificates carry it)
+    code, out = openssl_verify_chain(d, certs[ub][0],
+                                     os.path.join(crl_dir(d), f"part-{b['partition']}.crl"),
+                                     "2.999.4109.1.1")
+    check(code == 0, f"openssl verify -crl_check_all -explicit_policy -policy adult: OK "
+          f"({out.strip()})")
+    code, out = openssl_verify_chain(d, certs[ub][0],
+                                     os.path.join(crl_dir(d), f"part-{b['partition']}.crl"),
+                                     "2.999.4109.1.2")
+    check(code != 0 and "policy" in out.lower(),
+          f"... requiring the minor policy instead fails on the policy ({out.strip()[-80:]})")
+    code, out = openssl_verify_chain(d, certs[ua][0],
+                                     os.path.join(crl_dir(d), f"part-{a['partition']}.crl"),
+                                     "2.999.4109.1.1")
+    check(code != 0 and "certificate revoked" in out,
+          f"... and the revoked holder fails with 'certificate revoked' ({out.strip()[-80:]})")
     part_a = os.path.join(crl_dir(d), f"part-{a['partition']}.crl")
     code, out = openssl_verify(d, certs[ua][0], part_a)
     check(code != 0 and "certificate revoked" in out, "openssl verify -crl_check: revoked cert fails "
@@ -120,7 +167,19 @@ with Deployment() as d:
     code, out = openssl_verify(d, certs[uc][0], os.path.join(crl_dir(d), f"part-{c['partition']}.crl"))
     check(code != 0 and "certificate revoked" in out, "openssl refuses the held certificate")
     d.sc("ca", "resume", "--user", uc)
-    p4 = d.sc_json("crl", "publish", "--delta")
+    # what --watch does per batch: deltas and the changed partition in full
+    p4 = d.sc_json("crl", "publish", "--changed-partitions")
+    check(not p4["full"] and p4["partitions_full"] == 1,
+          "one watcher batch: deltas, and the one changed partition republished in full")
+    ok, out = gnutls_verify(d, certs[uc][0], os.path.join(crl_dir(d), f"part-{c['partition']}.crl"))
+    check(ok, "GnuTLS, given the republished partition CRL, passes the resumed holder within "
+          "the batch")
+    ok, out = gnutls_verify(d, certs[uc][0],
+                            os.path.join(crl_dir(d), f"part-{c['partition']}-delta.crl"))
+    print(f"# GnuTLS given the delta alone (removeFromCRL): "
+          f"{'verified' if ok else 'NOT verified'}: {out.strip().splitlines()[-1][:120]}")
+    ok, out = gnutls_verify(d, certs[ua][0], os.path.join(crl_dir(d), f"part-{a['partition']}.crl"))
+    check(not ok and "revoked" in out.lower(), "GnuTLS refuses the revoked holder on its partition CRL")
     dl = serials_of(os.path.join(crl_dir(d), f"part-{c['partition']}-delta.crl"))
     check(scn in dl and crllint.entry_reason(dl[scn]) == ReasonFlags.remove_from_crl and
           crllint.delta_base(load(os.path.join(crl_dir(d), f"part-{c['partition']}-delta.crl")))

@@ -7,7 +7,7 @@ import os
 
 from cryptography import x509
 
-from crlcommon import (Deployment, check, crl_dir, crllint, fail, fill, load, load_ca,
+from crlcommon import (Deployment, ca_for, check, crl_dir, crllint, fail, fill, load, load_ca, load_root,
                        published, read, skip_unless, verify_all)
 
 skip_unless("openssl", "certtool")
@@ -62,7 +62,8 @@ with Deployment() as d:
 
     r1 = d.sc_json("crl", "publish")
     files = verify_all(d)
-    check(len(files) == 2 * 16 + 2, f"first publish wrote {len(files)} CRLs (16 partitions)")
+    check(len(files) == 2 * 16 + 3, f"first publish wrote {len(files)} CRLs (16 partitions, "
+          "full and delta, the root's)")
     full = load(os.path.join(crl_dir(d), "full.crl"))
     check(len(full) == 0, "empty full.crl has no entries (the lint refuses an empty SEQUENCE)")
 
@@ -109,6 +110,19 @@ with Deployment() as d:
               f"part-{n}-delta.crl: critical deltaCRLIndicator {r1['number']}, number {r2['number']}")
         check(crllint.idp(dc).value.full_name[0].value == uri, f"part-{n}-delta.crl has the same IDP")
     check(union == all_serials, "full.crl is exactly the union of the partitions")
+    # the root's CRL (an ARL): signed by the root key, same number, the
+    # distribution point the issuing CA certificate names
+    root = load_root(d)
+    arl = load(os.path.join(crl_dir(d), "root.crl"))
+    cdp = ca.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    check(arl.is_signature_valid(root.public_key()) and arl.issuer == root.subject and
+          crllint.crl_number(arl) == r2["number"] and len(arl) == 0 and
+          crllint.idp(arl) is None and
+          cdp[0].full_name[0].value == f"{base_url}/root.crl",
+          "root.crl: signed by the root, number of the batch, complete (no IDP), at the "
+          "issuing CA's CRL distribution point")
+    check(arl.next_update - arl.last_update == full.next_update - full.last_update,
+          "root.crl has the nextUpdate of the full CRLs")
     check(crllint.idp(full) is None, "full.crl carries no IDP (covers every certificate)")
 
     # PEM copies carry the same bytes.
@@ -132,8 +146,10 @@ with Deployment() as d:
           f"full-delta.crl lists the 40 new revocations ({len(fd)})")
     check(not ({e.serial_number for e in fd} & all_serials), "delta holds only new changes")
     verify_all(d)
-    check(all(x509.load_der_x509_crl(read(f)).is_signature_valid(ca.public_key())
+    check(all(x509.load_der_x509_crl(read(f)).is_signature_valid(ca_for(d, f).public_key())
               for f in published(d)), "every CRL's signature verifies (cryptography)")
+    check(read(os.path.join(crl_dir(d), "root.crl")) == before[os.path.join(crl_dir(d), "root.crl")],
+          "--delta leaves root.crl alone too")
 
     # crl show
     s = d.sc_json("crl", "show", os.path.join(crl_dir(d), "part-3-delta.crl"))

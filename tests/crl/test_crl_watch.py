@@ -1,6 +1,9 @@
 """`smartcert crl publish --watch`: publishes a full set at start, a delta
 at once after a keyCompromise revocation, a delta within the batch window
-after other revocations, and stops cleanly on SIGTERM."""
+after other revocations, and stops cleanly on SIGTERM.  With each delta it
+republishes the full CRL of every partition that changed (and only those),
+so a relying party that ignores deltas (Java) sees the revocation within
+the batch too."""
 import json
 import os
 import queue
@@ -69,6 +72,16 @@ with Deployment() as d:
         check(int(enr["serial"], 16) in {e.serial_number for e in dl} and
               crllint.delta_base(dl) == start_number,
               "the delta lists the compromised certificate against the start set")
+        part = load(os.path.join(crl_dir(d), f"part-{enr['partition']}.crl"))
+        check(ev["partitions_full"] == 1 and crllint.crl_number(part) == ev["number"] and
+              int(enr["serial"], 16) in {e.serial_number for e in part},
+              "its partition's full CRL is republished in the same batch and lists it")
+        numbers = [crllint.crl_number(load(os.path.join(crl_dir(d), f"part-{n}.crl")))
+                   for n in range(16)]
+        check(sorted(numbers).count(ev["number"]) == 1 and
+              crllint.crl_number(load(os.path.join(crl_dir(d), "full.crl"))) == start_number,
+              "no other partition's full CRL, nor full.crl, is rewritten")
+        kc_number = ev["number"]
 
         t0 = time.monotonic()
         fill(d, "--certs", "1000", "--more", "5")
@@ -78,6 +91,16 @@ with Deployment() as d:
               f"other revocations: delta published after {took:.1f}s (batch {BATCH}s) ({ev})")
         fd = load(os.path.join(crl_dir(d), "full-delta.crl"))
         check(len(fd) == 6, f"full-delta.crl holds the 6 changes since the start set ({len(fd)})")
+        new = {e.serial_number for e in fd} - {int(enr["serial"], 16)}
+        parts = {n: load(os.path.join(crl_dir(d), f"part-{n}.crl")) for n in range(16)}
+        fresh = {n for n, c in parts.items() if crllint.crl_number(c) == ev["number"]}
+        holding = {n for n, c in parts.items() if new & {e.serial_number for e in c}}
+        check(holding == fresh and len(fresh) == ev["partitions_full"] and
+              new <= set().union(*({e.serial_number for e in parts[n]} for n in fresh)),
+              f"the {len(fresh)} partitions with a new revocation are republished in full "
+              "and list every one of them; the others are left as they were")
+        check(crllint.crl_number(parts[enr["partition"]]) in (kc_number, ev["number"]),
+              "the keyCompromise partition keeps its entry")
         ev = next_event(q, BATCH + 3)
         check(ev is None, "no publish while nothing changes")
         lint_all(d)

@@ -134,7 +134,10 @@ with Deployment() as d:
         socks = []
         try:
             for i in range(2000):
-                socks.append(socket.create_connection(("127.0.0.1", r.port), timeout=10))
+                # from 20 loopback addresses: one address may hold at most
+                # ocsp.max_connections_per_address (128) connections
+                socks.append(socket.create_connection(("127.0.0.1", r.port), timeout=10,
+                                                      source_address=(f"127.0.1.{i % 20 + 1}", 0)))
         except OSError as e:
             print(f"# opened {len(socks)} idle connections before: {e}")
         check(len(socks) >= 1500, f"{len(socks)} idle connections open")
@@ -151,8 +154,11 @@ with Deployment() as d:
     set_ocsp_option(d, "idle_timeout_seconds", "1")
     with Responder(d) as r:
         still_good(r, d, serial, "restart with max_connections = 32")
-        socks = [socket.create_connection(("127.0.0.1", r.port), timeout=10)
-                 for _ in range(96)]
+        # from 12 other loopback addresses, 8 each: max_connections / 4 is
+        # the most one address may hold
+        socks = [socket.create_connection(("127.0.0.1", r.port), timeout=10,
+                                          source_address=(f"127.0.2.{i % 12 + 1}", 0))
+                 for i in range(96)]
         # the 97th client, behind 96 idle ones, gets its answer once the
         # idle ones before it are reaped
         still_good(r, d, serial, "96 idle connections against max_connections = 32")
