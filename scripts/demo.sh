@@ -142,8 +142,20 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && 
 show openssl ocsp -url "http://127.0.0.1:$port/ocsp" -issuer "$dir/ca/issuing-ca.pem" \
   -cert "$work/alice.pem" -cert "$work/bob.pem" -CAfile "$dir/ca/chain.pem"
 
-step "9. The audit chain is intact"
+step "9. Evidence: the audit chain (keyed in the HSM) and the signed checkpoints outside the store"
 show "$sc" audit verify
 show "$sc" audit show --user bob
+show sh "$top/scripts/verify-checkpoints.sh" "$dir/checkpoints/checkpoints.log" \
+  "$dir/checkpoints/checkpoint-signer.pem"
+# A store rolled back to an earlier copy is refused by every process.
+"$sc" store backup "$work/backup" >/dev/null
+"$sc" ca suspend --user dave >/dev/null
+kill "$signd_pid" 2>/dev/null; wait "$signd_pid" 2>/dev/null || true; signd_pid=
+kill "$ocspd_pid" 2>/dev/null; wait "$ocspd_pid" 2>/dev/null || true; ocspd_pid=
+mv "$dir/store" "$work/store.current" && cp -a "$work/backup/store" "$dir/store"
+printf '$ %s\n' "smartcert status   (the store copied back by hand: refused)"
+if "$sc" status; then echo "ERROR: a rolled-back store was served" >&2; exit 1; fi
+rm -rf "$dir/store" && mv "$work/store.current" "$dir/store"
+show "$sc" store check
 
 printf '\nDemo complete. The deployment is in %s\n' "$dir"
