@@ -7,9 +7,12 @@
  * (no HSM in a fuzzer loop); the signing function has exactly the
  * sc_sign_tbs() contract.
  *
- * Built as a libFuzzer target with -Dfuzzing=true and clang; the same code
- * is linked with ocsp_replay.c into an ordinary test that replays
- * tests/ocsp/corpus/ and runs the self-checks below.
+ * Built as a libFuzzer target with -Dfuzzing=true and clang.  In every
+ * build the same code is linked with tests/lib/fuzz-replay.c into the
+ * ocsp-fuzz-corpus test, which replays tests/ocsp/corpus/ (files named
+ * expect-<outcome>--<what>, the outcome given by sc_fuzz_result() below),
+ * and with test-ocsp-store.c into the ocsp-store test (self-checks of the
+ * library on the same store).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,7 @@
 #include "sc_ocsp.h"
 #include "ocsp_internal.h"
 #include "ocsp_fuzz.h"
+#include "fuzz-replay.h"
 
 /* Fixed keys: the CA name and key hashes of seeds stay valid across runs. */
 static const char issuer_key_pem[] =
@@ -287,24 +291,63 @@ int sc_ocsp_fuzz_one(const unsigned char *data, size_t size, sc_ocsp_result *res
 	return 0;
 }
 
+/* OCSP requests are not signed: a changed copy of a valid request may well
+ * be valid too. */
+const int sc_fuzz_mutants_refused = 0;
+
+/* The corpus replay runs without LLVMFuzzerInitialize: the store is set up
+ * on the first input and removed at exit. */
+static void fuzz_ready(void)
+{
+	if (fz.resp != NULL)
+		return;
+	if (sc_ocsp_fuzz_setup() != 0) {
+		fprintf(stderr, "fuzz setup failed: %s\n", sc_error_detail());
+		abort();
+	}
+	atexit(sc_ocsp_fuzz_teardown);
+}
+
+/* The outcome a corpus file's name states: the OCSPResponseStatus of the
+ * answer, in the project's error vocabulary. */
+int sc_fuzz_result(const uint8_t *data, size_t size)
+{
+	sc_ocsp_result res;
+	int rv;
+
+	fuzz_ready();
+	rv = sc_ocsp_fuzz_one(data, size, &res);
+	if (rv != 0)
+		return rv;
+	switch (res.status) {
+	case SC_OCSP_SUCCESSFUL:
+		return SC_OK;
+	case SC_OCSP_MALFORMED:
+		return SC_ERR_INVALID;
+	case SC_OCSP_UNAUTHORIZED:
+		return SC_ERR_PERMISSION;
+	case SC_OCSP_TRY_LATER:
+		return SC_ERR_BUSY;
+	default:
+		return SC_ERR_INTERNAL;
+	}
+}
+
 #ifdef SC_OCSP_LIBFUZZER
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	if (sc_ocsp_fuzz_setup() != 0) {
-		fprintf(stderr, "fuzz setup failed: %s\n", sc_error_detail());
-		abort();
-	}
-	return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	sc_ocsp_fuzz_one(data, size, NULL);
+	fuzz_ready();
 	return 0;
 }
 #endif
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	fuzz_ready();
+	sc_ocsp_fuzz_one(data, size, NULL);
+	return 0;
+}
