@@ -1,11 +1,11 @@
 /*
- * Bounds-checked DER writer (see crl_der.h).
+ * Bounds-checked DER writer (see sc_der.h).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "crl_der.h"
+#include "sc_der.h"
 #include "sc_err.h"
 
 void sc_der_init(sc_der *d)

@@ -1,5 +1,5 @@
 /*
- * A small DER writer for the CRL builder.  OpenSSL 3.0 cannot set a CRL's
+ * A small DER writer (the CRL builder, OCSP responses).  OpenSSL 3.0 cannot set a CRL's
  * inner signature algorithm to what the HSM signs with, and its X509_CRL
  * structures cost several times the encoded size; writing the TBSCertList
  * ourselves keeps peak memory close to the CRL size.
@@ -8,8 +8,8 @@
  * SC_DER_MAX, every later call is a no-op and sc_der_ok() reports it, so
  * callers check once at the end of a structure.
  */
-#ifndef SC_CRL_DER_H
-#define SC_CRL_DER_H
+#ifndef SC_DER_H
+#define SC_DER_H
 
 #include <stddef.h>
 #include <stdint.h>
