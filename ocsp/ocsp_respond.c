@@ -200,7 +200,7 @@ done:
 int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 {
 	sc_ocsp_responder *r = NULL;
-	sc_ocsp_der t = { 0 };
+	sc_der t = { 0 };
 	unsigned char *cert_der = NULL;
 	unsigned int klen = 0;
 	int cert_len, rv = SC_ERR_INVALID;
@@ -256,12 +256,12 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 		sc_error_set_openssl(rv, "encoding the OCSP signer certificate");
 		goto done;
 	}
-	m1 = sc_ocsp_der_begin(&t);
-	m2 = sc_ocsp_der_begin(&t);
-	sc_ocsp_der_put(&t, cert_der, (size_t)cert_len);
-	sc_ocsp_der_end(&t, m2, 0x30);
-	sc_ocsp_der_end(&t, m1, 0xa0);
-	rv = sc_ocsp_der_take(&t, &r->trailer, &r->trailer_len);
+	m1 = sc_der_begin(&t);
+	m2 = sc_der_begin(&t);
+	sc_der_put(&t, cert_der, (size_t)cert_len);
+	sc_der_end(&t, m2, 0x30);
+	sc_der_end(&t, m1, 0xa0);
+	rv = sc_der_take(&t, &r->trailer, &r->trailer_len);
 	if (rv != 0)
 		goto done;
 	rv = SC_ERR_NOMEM;
@@ -281,7 +281,7 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	rv = 0;
 done:
 	OPENSSL_free(cert_der);
-	sc_ocsp_der_free(&t);
+	sc_der_free(&t);
 	sc_ocsp_responder_free(r);
 	return rv;
 }
@@ -360,87 +360,87 @@ static int sc_ocsp_error_response(int status, unsigned char **out, size_t *out_l
 static int sc_ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
 				 unsigned char **out, size_t *out_len)
 {
-	sc_ocsp_der d = { 0 };
-	size_t m = sc_ocsp_der_begin(&d);
+	sc_der d = { 0 };
+	size_t m = sc_der_begin(&d);
 
-	sc_ocsp_der_put(&d, algid_sha1, sizeof(algid_sha1));
-	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].name, r->hashes[0].name_len);
-	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].key, r->hashes[0].key_len);
-	sc_ocsp_der_tlv(&d, 0x02, s->b, s->len);
-	sc_ocsp_der_end(&d, m, 0x30);
-	return sc_ocsp_der_take(&d, out, out_len);
+	sc_der_put(&d, algid_sha1, sizeof(algid_sha1));
+	sc_der_tlv(&d, 0x04, r->hashes[0].name, r->hashes[0].name_len);
+	sc_der_tlv(&d, 0x04, r->hashes[0].key, r->hashes[0].key_len);
+	sc_der_tlv(&d, 0x02, s->b, s->len);
+	sc_der_end(&d, m, 0x30);
+	return sc_der_take(&d, out, out_len);
 }
 
-static void sc_ocsp_put_extension(sc_ocsp_der *d, const unsigned char *oid, size_t oid_len,
+static void sc_ocsp_put_extension(sc_der *d, const unsigned char *oid, size_t oid_len,
 				  const unsigned char *value, size_t value_len)
 {
-	size_t m = sc_ocsp_der_begin(d);
+	size_t m = sc_der_begin(d);
 
-	sc_ocsp_der_put(d, oid, oid_len);
-	sc_ocsp_der_tlv(d, 0x04, value, value_len);
-	sc_ocsp_der_end(d, m, 0x30);
+	sc_der_put(d, oid, oid_len);
+	sc_der_tlv(d, 0x04, value, value_len);
+	sc_der_end(d, m, 0x30);
 }
 
-static void sc_ocsp_put_single(sc_ocsp_der *d, const sc_ocsp_item *it, int64_t now,
+static void sc_ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
 			       int64_t next)
 {
-	size_t m = sc_ocsp_der_begin(d), m2, m3;
+	size_t m = sc_der_begin(d), m2, m3;
 
-	sc_ocsp_der_put(d, it->cid_der, it->cid_len);
+	sc_der_put(d, it->cid_der, it->cid_len);
 	switch (it->answer) {
 	case SC_OCSP_GOOD:
-		sc_ocsp_der_tlv(d, 0x80, NULL, 0);
+		sc_der_tlv(d, 0x80, NULL, 0);
 		break;
 	case SC_OCSP_REVOKED:
-		m2 = sc_ocsp_der_begin(d);
-		sc_ocsp_der_gentime(d, it->revoked_at);
+		m2 = sc_der_begin(d);
+		sc_der_gentime(d, it->revoked_at);
 		if (it->reason >= 0) {
 			unsigned char e[3] = { 0x0a, 0x01, (unsigned char)it->reason };
 
-			sc_ocsp_der_tlv(d, 0xa0, e, sizeof(e));
+			sc_der_tlv(d, 0xa0, e, sizeof(e));
 		}
-		sc_ocsp_der_end(d, m2, 0xa1);
+		sc_der_end(d, m2, 0xa1);
 		break;
 	default:
-		sc_ocsp_der_tlv(d, 0x82, NULL, 0);
+		sc_der_tlv(d, 0x82, NULL, 0);
 		break;
 	}
-	sc_ocsp_der_gentime(d, now);
-	m2 = sc_ocsp_der_begin(d);
-	sc_ocsp_der_gentime(d, next);
-	sc_ocsp_der_end(d, m2, 0xa0);
+	sc_der_gentime(d, now);
+	m2 = sc_der_begin(d);
+	sc_der_gentime(d, next);
+	sc_der_end(d, m2, 0xa0);
 	if (it->has_hash || it->invalidity_date != 0) {
-		m2 = sc_ocsp_der_begin(d);
-		m3 = sc_ocsp_der_begin(d);
+		m2 = sc_der_begin(d);
+		m3 = sc_der_begin(d);
 		if (it->invalidity_date != 0) {
 			/* the CRL entry extension, as RFC 6960 §4.4 allows: the
 			 * same GeneralizedTime the CRL carries */
-			sc_ocsp_der t = { 0 };
+			sc_der t = { 0 };
 
-			sc_ocsp_der_gentime(&t, it->invalidity_date);
+			sc_der_gentime(&t, it->invalidity_date);
 			if (t.failed)
-				d->failed = 1;
+				d->failed = t.failed;
 			sc_ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
 					      t.p, t.len);
-			sc_ocsp_der_free(&t);
+			sc_der_free(&t);
 		}
 		if (it->has_hash) {
 			/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
-			sc_ocsp_der hv = { 0 };
-			size_t hm = sc_ocsp_der_begin(&hv);
+			sc_der hv = { 0 };
+			size_t hm = sc_der_begin(&hv);
 
-			sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
-			sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
-			sc_ocsp_der_end(&hv, hm, 0x30);
+			sc_der_put(&hv, algid_sha256, sizeof(algid_sha256));
+			sc_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
+			sc_der_end(&hv, hm, 0x30);
 			if (hv.failed)
-				d->failed = 1;
+				d->failed = hv.failed;
 			sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
-			sc_ocsp_der_free(&hv);
+			sc_der_free(&hv);
 		}
-		sc_ocsp_der_end(d, m3, 0x30);
-		sc_ocsp_der_end(d, m2, 0xa1);
+		sc_der_end(d, m3, 0x30);
+		sc_der_end(d, m2, 0xa1);
 	}
-	sc_ocsp_der_end(d, m, 0x30);
+	sc_der_end(d, m, 0x30);
 }
 
 /* Build, sign and wrap a successful response. */
@@ -448,7 +448,7 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 			 const unsigned char *nonce, size_t nonce_len, int64_t now,
 			 unsigned char **out, size_t *out_len)
 {
-	sc_ocsp_der d = { 0 }, w = { 0 };
+	sc_der d = { 0 }, w = { 0 };
 	unsigned char *basic = NULL;
 	size_t basic_len = 0, m, m2, i;
 	int rv = SC_ERR_NOMEM, ext_revoke = 0;
@@ -463,20 +463,20 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 		if (items[i].answer == SC_OCSP_REVOKED && !items[i].known)
 			ext_revoke = 1;
 	/* ResponseData (version v1 is the DEFAULT: omitted) */
-	m = sc_ocsp_der_begin(&d);
-	m2 = sc_ocsp_der_begin(&d);
-	sc_ocsp_der_tlv(&d, 0x04, r->responder_keyhash, sizeof(r->responder_keyhash));
-	sc_ocsp_der_end(&d, m2, 0xa2);
-	sc_ocsp_der_gentime(&d, now);
-	m2 = sc_ocsp_der_begin(&d);
+	m = sc_der_begin(&d);
+	m2 = sc_der_begin(&d);
+	sc_der_tlv(&d, 0x04, r->responder_keyhash, sizeof(r->responder_keyhash));
+	sc_der_end(&d, m2, 0xa2);
+	sc_der_gentime(&d, now);
+	m2 = sc_der_begin(&d);
 	for (i = 0; i < n; i++)
 		sc_ocsp_put_single(&d, &items[i], now, next);
-	sc_ocsp_der_end(&d, m2, 0x30);
+	sc_der_end(&d, m2, 0x30);
 	if (nonce != NULL || ext_revoke) {
 		size_t m3, m4;
 
-		m3 = sc_ocsp_der_begin(&d);
-		m4 = sc_ocsp_der_begin(&d);
+		m3 = sc_der_begin(&d);
+		m4 = sc_der_begin(&d);
 		if (nonce != NULL)
 			sc_ocsp_put_extension(&d, oid_nonce, sizeof(oid_nonce), nonce, nonce_len);
 		if (ext_revoke) {
@@ -485,10 +485,10 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 			sc_ocsp_put_extension(&d, oid_ext_revoke, sizeof(oid_ext_revoke),
 					      null_der, sizeof(null_der));
 		}
-		sc_ocsp_der_end(&d, m4, 0x30);
-		sc_ocsp_der_end(&d, m3, 0xa1);
+		sc_der_end(&d, m4, 0x30);
+		sc_der_end(&d, m3, 0xa1);
 	}
-	sc_ocsp_der_end(&d, m, 0x30);
+	sc_der_end(&d, m, 0x30);
 	if (d.failed)
 		goto done;
 
@@ -499,23 +499,23 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 	}
 	rv = SC_ERR_NOMEM;
 	/* OCSPResponse { successful, [0] EXPLICIT ResponseBytes { basic, OCTET STRING } } */
-	m = sc_ocsp_der_begin(&w);
-	sc_ocsp_der_tlv(&w, 0x0a, "\x00", 1);
-	m2 = sc_ocsp_der_begin(&w);
+	m = sc_der_begin(&w);
+	sc_der_tlv(&w, 0x0a, "\x00", 1);
+	m2 = sc_der_begin(&w);
 	{
-		size_t m3 = sc_ocsp_der_begin(&w);
+		size_t m3 = sc_der_begin(&w);
 
-		sc_ocsp_der_put(&w, oid_basic, sizeof(oid_basic));
-		sc_ocsp_der_tlv(&w, 0x04, basic, basic_len);
-		sc_ocsp_der_end(&w, m3, 0x30);
+		sc_der_put(&w, oid_basic, sizeof(oid_basic));
+		sc_der_tlv(&w, 0x04, basic, basic_len);
+		sc_der_end(&w, m3, 0x30);
 	}
-	sc_ocsp_der_end(&w, m2, 0xa0);
-	sc_ocsp_der_end(&w, m, 0x30);
-	rv = sc_ocsp_der_take(&w, out, out_len);
+	sc_der_end(&w, m2, 0xa0);
+	sc_der_end(&w, m, 0x30);
+	rv = sc_der_take(&w, out, out_len);
 done:
 	free(basic);
-	sc_ocsp_der_free(&d);
-	sc_ocsp_der_free(&w);
+	sc_der_free(&d);
+	sc_der_free(&w);
 	return rv;
 }
 

@@ -109,26 +109,26 @@ static int fuzz_sign(void *ctx, const unsigned char *tbs, size_t tbs_len,
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char sig[160];
 	size_t sig_len = sizeof(sig), m, mb;
-	sc_ocsp_der d = { 0 };
+	sc_der d = { 0 };
 	int rv = SC_ERR_CRYPTO;
 
 	(void)ctx;
 	if (md == NULL || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, fz.signer_key) != 1 ||
 	    EVP_DigestSign(md, sig, &sig_len, tbs, tbs_len) != 1)
 		goto done;
-	m = sc_ocsp_der_begin(&d);
-	sc_ocsp_der_put(&d, tbs, tbs_len);
-	sc_ocsp_der_put(&d, algid, sizeof(algid));
-	mb = sc_ocsp_der_begin(&d);
-	sc_ocsp_der_put(&d, "", 1);
-	sc_ocsp_der_put(&d, sig, sig_len);
-	sc_ocsp_der_end(&d, mb, 0x03);
-	sc_ocsp_der_put(&d, trailer, trailer_len);
-	sc_ocsp_der_end(&d, m, 0x30);
-	rv = sc_ocsp_der_take(&d, out, out_len);
+	m = sc_der_begin(&d);
+	sc_der_put(&d, tbs, tbs_len);
+	sc_der_put(&d, algid, sizeof(algid));
+	mb = sc_der_begin(&d);
+	sc_der_put(&d, "", 1);
+	sc_der_put(&d, sig, sig_len);
+	sc_der_end(&d, mb, 0x03);
+	sc_der_put(&d, trailer, trailer_len);
+	sc_der_end(&d, m, 0x30);
+	rv = sc_der_take(&d, out, out_len);
 done:
 	EVP_MD_CTX_free(md);
-	sc_ocsp_der_free(&d);
+	sc_der_free(&d);
 	return rv;
 }
 
