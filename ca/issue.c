@@ -29,7 +29,7 @@ static const struct sc_ca_csr_profile sc_ca_csr_table[] = {
 	{ "operator", SC_CA_KIND_OPERATOR, SC_CA_POLICY_OPERATOR, 365 },
 };
 
-static X509_REQ *sc_ca_csr_decode(const unsigned char *csr, size_t len)
+static X509_REQ *ca_csr_decode(const unsigned char *csr, size_t len)
 {
 	X509_REQ *req = NULL;
 	const unsigned char *q = csr;
@@ -46,7 +46,7 @@ static X509_REQ *sc_ca_csr_decode(const unsigned char *csr, size_t len)
 }
 
 /* The request's subjectAltName (a new empty list when it has none). */
-static GENERAL_NAMES *sc_ca_csr_names(X509_REQ *req)
+static GENERAL_NAMES *ca_csr_names(X509_REQ *req)
 {
 	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
 	GENERAL_NAMES *gens = NULL;
@@ -58,7 +58,7 @@ static GENERAL_NAMES *sc_ca_csr_names(X509_REQ *req)
 	return gens != NULL ? gens : GENERAL_NAMES_new();
 }
 
-static int sc_ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
+static int ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
 {
 	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
@@ -76,12 +76,12 @@ static int sc_ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
  * (RFC 5280 §4.1.2.6: new certificates carry e-mail addresses there, and
  * pkilint's pkix.subject_email_address_not_in_san is an error).  An
  * `operator` certificate must end up with an e-mail address. */
-static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_out,
+static int ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_out,
 			       STACK_OF(X509_EXTENSION) **exts_out)
 {
 	const X509_NAME *in = X509_REQ_get_subject_name(req);
 	X509_NAME *subj = X509_NAME_new();
-	GENERAL_NAMES *gens = sc_ca_csr_names(req);
+	GENERAL_NAMES *gens = ca_csr_names(req);
 	STACK_OF(X509_EXTENSION) *exts = NULL;
 	X509_EXTENSION *e = NULL;
 	int i, emails = 0, rv = SC_ERR_NOMEM;
@@ -97,7 +97,7 @@ static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_o
 			const ASN1_STRING *v = X509_NAME_ENTRY_get_data(ne);
 			GENERAL_NAME *g;
 
-			if (sc_ca_has_email(gens, v))
+			if (ca_has_email(gens, v))
 				continue;
 			g = GENERAL_NAME_new();
 			if (g == NULL)
@@ -175,7 +175,7 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	if (prof == NULL)
 		return sc_error_set(SC_ERR_INVALID, "unknown profile '%s': use tls-client, "
 				    "tls-server or operator", profile ? profile : "");
-	req = sc_ca_csr_decode(csr, csr_len);
+	req = ca_csr_decode(csr, csr_len);
 	if (req == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_INVALID, "the file is not a PKCS#10 request "
 					  "(PEM or DER)");
@@ -203,7 +203,7 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	}
 	if ((rv = sc_ca_subject_check(X509_REQ_get_subject_name(req))) != SC_OK)
 		goto done;
-	if ((rv = sc_ca_csr_names_for(req, prof->kind == SC_CA_KIND_OPERATOR, &subj,
+	if ((rv = ca_csr_names_for(req, prof->kind == SC_CA_KIND_OPERATOR, &subj,
 				      &san)) != SC_OK)
 		goto done;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)

@@ -116,14 +116,14 @@ struct sc_ocsp_pending {
 	size_t len;
 };
 
-static void *sc_ocsp_writer_main(void *arg);
-static void sc_ocsp_writer_stop(sc_ocsp_responder *r);
+static void *ocsp_writer_main(void *arg);
+static void ocsp_writer_stop(sc_ocsp_responder *r);
 
 #define STAT_INC(r, f) atomic_fetch_add_explicit(&(r)->f, 1, memory_order_relaxed)
 
 /* nextUpdate of an answer signed at `now`: never past the signer
  * certificate's notAfter, after which no relying party would accept it. */
-static int64_t sc_ocsp_next(const sc_ocsp_responder *r, int64_t now)
+static int64_t ocsp_next(const sc_ocsp_responder *r, int64_t now)
 {
 	int64_t next = now + r->validity;
 
@@ -168,7 +168,7 @@ int sc_ocsp_sign_hsm(void *ctx, const unsigned char *tbs, size_t tbs_len,
 
 /* ---- set-up -------------------------------------------------------------- */
 
-static int sc_ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
+static int ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
 {
 	static const int nids[SC_OCSP_NHASH] = {
 		NID_sha1, NID_sha224, NID_sha256, NID_sha384, NID_sha512 };
@@ -241,7 +241,7 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	r->cache = calloc(SC_OCSP_CACHE_SLOTS, sizeof(*r->cache));
 	if (r->issuer == NULL || r->signer == NULL || r->cache == NULL)
 		goto done;
-	rv = sc_ocsp_hash_issuer(r->issuer, r->hashes);
+	rv = ocsp_hash_issuer(r->issuer, r->hashes);
 	if (rv != 0)
 		goto done;
 	rv = SC_ERR_CRYPTO;
@@ -269,7 +269,7 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 		r->wq = calloc(SC_OCSP_WQ_MAX, sizeof(*r->wq));
 		if (r->wq == NULL)
 			goto done;
-		if (pthread_create(&r->writer, NULL, sc_ocsp_writer_main, r) != 0) {
+		if (pthread_create(&r->writer, NULL, ocsp_writer_main, r) != 0) {
 			rv = sc_error_set(SC_ERR_INTERNAL, "cannot start the OCSP store writer thread");
 			goto done;
 		}
@@ -286,7 +286,7 @@ done:
 	return rv;
 }
 
-static void sc_ocsp_slot_clear(struct sc_ocsp_cache_slot *s)
+static void ocsp_slot_clear(struct sc_ocsp_cache_slot *s)
 {
 	free(s->key);
 	free(s->validator);
@@ -300,7 +300,7 @@ void sc_ocsp_responder_free(sc_ocsp_responder *r)
 
 	if (r == NULL)
 		return;
-	sc_ocsp_writer_stop(r);   /* stores what is queued */
+	ocsp_writer_stop(r);   /* stores what is queued */
 	if (r->wq != NULL) {
 		for (i = 0; i < r->wq_count; i++)
 			free(r->wq[(r->wq_head + i) % SC_OCSP_WQ_MAX].der);
@@ -311,7 +311,7 @@ void sc_ocsp_responder_free(sc_ocsp_responder *r)
 	pthread_cond_destroy(&r->wq_idle);
 	if (r->cache != NULL) {
 		for (i = 0; i < SC_OCSP_CACHE_SLOTS; i++)
-			sc_ocsp_slot_clear(&r->cache[i]);
+			ocsp_slot_clear(&r->cache[i]);
 		free(r->cache);
 	}
 	pthread_mutex_destroy(&r->cache_lock);
@@ -340,7 +340,7 @@ void sc_ocsp_stats_get(sc_ocsp_responder *r, sc_ocsp_stats *out)
 
 /* ---- building responses ------------------------------------------------- */
 
-static int sc_ocsp_error_response(int status, unsigned char **out, size_t *out_len)
+static int ocsp_error_response(int status, unsigned char **out, size_t *out_len)
 {
 	unsigned char *p = malloc(5);
 
@@ -357,7 +357,7 @@ static int sc_ocsp_error_response(int status, unsigned char **out, size_t *out_l
 }
 
 /* The canonical SHA-1 CertID of one of our serials: the form stored. */
-static int sc_ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
+static int ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
 				 unsigned char **out, size_t *out_len)
 {
 	sc_der d = { 0 };
@@ -371,7 +371,7 @@ static int sc_ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
 	return sc_der_take(&d, out, out_len);
 }
 
-static void sc_ocsp_put_extension(sc_der *d, const unsigned char *oid, size_t oid_len,
+static void ocsp_put_extension(sc_der *d, const unsigned char *oid, size_t oid_len,
 				  const unsigned char *value, size_t value_len)
 {
 	size_t m = sc_der_begin(d);
@@ -381,7 +381,7 @@ static void sc_ocsp_put_extension(sc_der *d, const unsigned char *oid, size_t oi
 	sc_der_end(d, m, 0x30);
 }
 
-static void sc_ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
+static void ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
 			       int64_t next)
 {
 	size_t m = sc_der_begin(d), m2, m3;
@@ -420,7 +420,7 @@ static void sc_ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
 			sc_der_gentime(&t, it->invalidity_date);
 			if (t.failed)
 				d->failed = t.failed;
-			sc_ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
+			ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
 					      t.p, t.len);
 			sc_der_free(&t);
 		}
@@ -434,7 +434,7 @@ static void sc_ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
 			sc_der_end(&hv, hm, 0x30);
 			if (hv.failed)
 				d->failed = hv.failed;
-			sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+			ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
 			sc_der_free(&hv);
 		}
 		sc_der_end(d, m3, 0x30);
@@ -444,7 +444,7 @@ static void sc_ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
 }
 
 /* Build, sign and wrap a successful response. */
-static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
+static int ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
 			 const unsigned char *nonce, size_t nonce_len, int64_t now,
 			 unsigned char **out, size_t *out_len)
 {
@@ -452,7 +452,7 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 	unsigned char *basic = NULL;
 	size_t basic_len = 0, m, m2, i;
 	int rv = SC_ERR_NOMEM, ext_revoke = 0;
-	int64_t next = sc_ocsp_next(r, now);
+	int64_t next = ocsp_next(r, now);
 
 	*out = NULL;
 	*out_len = 0;
@@ -470,7 +470,7 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 	sc_der_gentime(&d, now);
 	m2 = sc_der_begin(&d);
 	for (i = 0; i < n; i++)
-		sc_ocsp_put_single(&d, &items[i], now, next);
+		ocsp_put_single(&d, &items[i], now, next);
 	sc_der_end(&d, m2, 0x30);
 	if (nonce != NULL || ext_revoke) {
 		size_t m3, m4;
@@ -478,11 +478,11 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 		m3 = sc_der_begin(&d);
 		m4 = sc_der_begin(&d);
 		if (nonce != NULL)
-			sc_ocsp_put_extension(&d, oid_nonce, sizeof(oid_nonce), nonce, nonce_len);
+			ocsp_put_extension(&d, oid_nonce, sizeof(oid_nonce), nonce, nonce_len);
 		if (ext_revoke) {
 			static const unsigned char null_der[] = { 0x05, 0x00 };
 
-			sc_ocsp_put_extension(&d, oid_ext_revoke, sizeof(oid_ext_revoke),
+			ocsp_put_extension(&d, oid_ext_revoke, sizeof(oid_ext_revoke),
 					      null_der, sizeof(null_der));
 		}
 		sc_der_end(&d, m4, 0x30);
@@ -521,7 +521,7 @@ done:
 
 /* ---- deciding ----------------------------------------------------------- */
 
-static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
+static void ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 {
 	it->known = 0;
 	it->has_hash = 0;
@@ -542,20 +542,20 @@ static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 
 /* The root and the issuing CA are in the store too, but not issued by
  * the CA this responder answers for. */
-static int sc_ocsp_ca_profile(const sc_cert *c)
+static int ocsp_ca_profile(const sc_cert *c)
 {
 	return c->profile != NULL &&
 	       (strcmp(c->profile, "root-ca") == 0 || strcmp(c->profile, "issuing-ca") == 0);
 }
 
 /* Was `c` issued by the CA we answer for? */
-static int sc_ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
+static int ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
 {
 	const unsigned char *p = c->der;
 	X509 *x;
 	int ok;
 
-	if (sc_ocsp_ca_profile(c))
+	if (ocsp_ca_profile(c))
 		return 0;
 	if (c->der == NULL || c->der_len == 0)
 		return 1;   /* status-only record: trust the store */
@@ -574,7 +574,7 @@ struct sc_ocsp_event_ctx {
 	int64_t at;
 };
 
-static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
+static int ocsp_event_cb(void *ctx, const sc_revlog *e)
 {
 	struct sc_ocsp_event_ctx *c = ctx;
 
@@ -583,19 +583,19 @@ static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
 	return 1;   /* one event is enough */
 }
 
-static int sc_ocsp_change_time(sc_txn *txn, const sc_cert *c, int64_t *at)
+static int ocsp_change_time(sc_txn *txn, const sc_cert *c, int64_t *at)
 {
 	struct sc_ocsp_event_ctx ev = { c->rev_seq, 0 };
 	int rv = 0;
 
 	if (c->rev_seq != 0)
-		rv = sc_store_revlog_iter(txn, c->rev_seq - 1, sc_ocsp_event_cb, &ev);
+		rv = sc_store_revlog_iter(txn, c->rev_seq - 1, ocsp_event_cb, &ev);
 	*at = ev.at != 0 ? ev.at : c->revoked_at;
 	return rv;
 }
 
 /* Fill the answer of `it` from the store (inside txn). */
-static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
+static int ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
 {
 	sc_cert c;
 	int rv;
@@ -603,12 +603,12 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->status = 0;
 	it->rev_seq = 0;
 	if (!it->serial_ok) {
-		sc_ocsp_unknown(r, it);
+		ocsp_unknown(r, it);
 		return 0;
 	}
 	rv = sc_store_cert_get(txn, &it->serial, &c);
-	if (rv == SC_ERR_NOT_FOUND || (rv == 0 && !sc_ocsp_issued_by_us(r, &c))) {
-		sc_ocsp_unknown(r, it);
+	if (rv == SC_ERR_NOT_FOUND || (rv == 0 && !ocsp_issued_by_us(r, &c))) {
+		ocsp_unknown(r, it);
 		return 0;
 	}
 	if (rv != 0)
@@ -616,7 +616,7 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->known = 1;
 	it->status = c.status;
 	it->rev_seq = c.rev_seq;
-	rv = sc_ocsp_change_time(txn, &c, &it->changed_at);
+	rv = ocsp_change_time(txn, &c, &it->changed_at);
 	if (rv != 0)
 		return rv;
 	it->reason = -1;
@@ -664,7 +664,7 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 
 /* Store a freshly signed response unless the status moved meanwhile (a
  * revocation committed between our read and this write must win). */
-static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
+static int ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
 				 unsigned char *const *ders, const size_t *lens, size_t n,
 				 int64_t now)
 {
@@ -690,7 +690,7 @@ static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *item
 		if (c.status != items[i]->status || c.rev_seq != items[i]->rev_seq)
 			continue;
 		e.this_update = now;
-		e.next_update = sc_ocsp_next(r, now);
+		e.next_update = ocsp_next(r, now);
 		e.der = ders[i];
 		e.der_len = lens[i];
 		rv = sc_store_ocsp_put(txn, &items[i]->serial, &e);
@@ -710,7 +710,7 @@ done:
 }
 
 /* Find the status byte that follows `cid` in one of our responses. */
-static void sc_ocsp_peek(const unsigned char *der, size_t len, const unsigned char *cid,
+static void ocsp_peek(const unsigned char *der, size_t len, const unsigned char *cid,
 			 size_t cid_len, sc_ocsp_result *res)
 {
 	const unsigned char *p = memmem(der, len, cid, cid_len);
@@ -736,7 +736,7 @@ static void sc_ocsp_peek(const unsigned char *der, size_t len, const unsigned ch
 	}
 }
 
-static unsigned long sc_ocsp_slot_of(const unsigned char *key, size_t len)
+static unsigned long ocsp_slot_of(const unsigned char *key, size_t len)
 {
 	unsigned long h = 1469598103UL;
 	size_t i;
@@ -747,11 +747,11 @@ static unsigned long sc_ocsp_slot_of(const unsigned char *key, size_t len)
 }
 
 /* Copy out a cached response whose validator matches the stored entry. */
-static int sc_ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
+static int ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
 			     const sc_ocsp_entry *stored, unsigned char **out, size_t *out_len,
 			     sc_ocsp_result *res)
 {
-	struct sc_ocsp_cache_slot *s = &r->cache[sc_ocsp_slot_of(key, key_len)];
+	struct sc_ocsp_cache_slot *s = &r->cache[ocsp_slot_of(key, key_len)];
 	int found = 0;
 
 	pthread_mutex_lock(&r->cache_lock);
@@ -772,7 +772,7 @@ static int sc_ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, siz
 	return found;
 }
 
-static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
+static void ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
 			      const unsigned char *validator, size_t validator_len,
 			      const unsigned char *resp, size_t resp_len, int64_t now,
 			      const sc_ocsp_item *it)
@@ -783,24 +783,24 @@ static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, si
 	n.validator = sc_ocsp_memdup(validator, validator_len);
 	n.resp = sc_ocsp_memdup(resp, resp_len);
 	if (n.key == NULL || n.validator == NULL || n.resp == NULL) {
-		sc_ocsp_slot_clear(&n);
+		ocsp_slot_clear(&n);
 		return;
 	}
 	n.key_len = key_len;
 	n.validator_len = validator_len;
 	n.resp_len = resp_len;
 	n.this_update = now;
-	n.next_update = sc_ocsp_next(r, now);
+	n.next_update = ocsp_next(r, now);
 	n.cert_status = it->answer;
 	n.reason = it->reason;
-	s = &r->cache[sc_ocsp_slot_of(key, key_len)];
+	s = &r->cache[ocsp_slot_of(key, key_len)];
 	pthread_mutex_lock(&r->cache_lock);
-	sc_ocsp_slot_clear(s);
+	ocsp_slot_clear(s);
 	*s = n;
 	pthread_mutex_unlock(&r->cache_lock);
 }
 
-static int sc_ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
+static int ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
 {
 	const unsigned char *d = ASN1_STRING_get0_data(ai);
 	int len = ASN1_STRING_length(ai);
@@ -834,7 +834,7 @@ static int sc_ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
 /* The hashAlgorithm of a CertID as we will echo it must have absent or
  * NULL parameters: OpenSSL accepts any value there and may re-encode an
  * odd one into DER that no client (nor OpenSSL itself) can read back. */
-static int sc_ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
+static int ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
 {
 	static const unsigned char null_der[] = { 0x05, 0x00 };
 	const unsigned char *body, *alg, *oid;
@@ -847,7 +847,7 @@ static int sc_ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
 	return alg_len == 0 || (alg_len == sizeof(null_der) && memcmp(alg, null_der, 2) == 0);
 }
 
-static const struct sc_ocsp_issuer_hash *sc_ocsp_find_hash(const sc_ocsp_responder *r, int nid)
+static const struct sc_ocsp_issuer_hash *ocsp_find_hash(const sc_ocsp_responder *r, int nid)
 {
 	int i;
 
@@ -857,7 +857,7 @@ static const struct sc_ocsp_issuer_hash *sc_ocsp_find_hash(const sc_ocsp_respond
 	return NULL;
 }
 
-static void *sc_ocsp_writer_main(void *arg)
+static void *ocsp_writer_main(void *arg)
 {
 	sc_ocsp_responder *r = arg;
 	struct sc_ocsp_pending batch[SC_OCSP_WQ_BATCH];
@@ -898,7 +898,7 @@ static void *sc_ocsp_writer_main(void *arg)
 				lens[k] = batch[j].len;
 				k++;
 			}
-			(void)sc_ocsp_store_checked(r, ptrs, ders, lens, k, batch[i].now);
+			(void)ocsp_store_checked(r, ptrs, ders, lens, k, batch[i].now);
 		}
 		for (i = 0; i < n; i++)
 			free(batch[i].der);
@@ -914,7 +914,7 @@ static void *sc_ocsp_writer_main(void *arg)
 
 /* Queue a signed response for storing; 0 if queued.  A full queue drops
  * it: the next request for that serial signs again. */
-static int sc_ocsp_enqueue(sc_ocsp_responder *r, const sc_ocsp_item *it,
+static int ocsp_enqueue(sc_ocsp_responder *r, const sc_ocsp_item *it,
 			   const unsigned char *der, size_t len, int64_t now)
 {
 	struct sc_ocsp_pending p;
@@ -951,7 +951,7 @@ void sc_ocsp_flush(sc_ocsp_responder *r)
 	pthread_mutex_unlock(&r->wq_lock);
 }
 
-static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
+static void ocsp_writer_stop(sc_ocsp_responder *r)
 {
 	if (!r->writer_started)
 		return;
@@ -964,7 +964,7 @@ static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
 }
 
 /* A DER OCTET STRING of 1..128 octets filling exactly `len` bytes. */
-static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
+static int ocsp_nonce_ok(const unsigned char *p, size_t len)
 {
 	size_t n;
 
@@ -982,7 +982,7 @@ static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
 }
 
 /* Answer a single-certificate, nonce-less request through the store. */
-static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t now,
+static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t now,
 				  unsigned char **out, size_t *out_len, sc_ocsp_result *res)
 {
 	sc_txn *txn = NULL;
@@ -992,7 +992,7 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 	int rv, is_canon, have_entry = 0, same_second = 0;
 	sc_ocsp_item canon_item;
 
-	rv = sc_ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
+	rv = ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
 	if (rv != 0)
 		goto done;
 	is_canon = canon_len == it->cid_len && memcmp(canon, it->cid_der, canon_len) == 0;
@@ -1012,12 +1012,12 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 			res->presigned = 1;
 			res->this_update = e.this_update;
 			res->next_update = e.next_update;
-			sc_ocsp_peek(resp, resp_len, canon, canon_len, res);
+			ocsp_peek(resp, resp_len, canon, canon_len, res);
 			STAT_INC(r, presigned_hits);
 			rv = 0;
 			goto done;
 		}
-		if (sc_ocsp_cache_get(r, it->cid_der, it->cid_len, &e, &resp, &resp_len, res)) {
+		if (ocsp_cache_get(r, it->cid_der, it->cid_len, &e, &resp, &resp_len, res)) {
 			res->cached = 1;
 			STAT_INC(r, cache_hits);
 			rv = 0;
@@ -1034,14 +1034,14 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 	}
 	STAT_INC(r, presign_misses);
 	/* Status read in the same snapshot that showed the entry (or its absence). */
-	rv = sc_ocsp_lookup(r, txn, it);
+	rv = ocsp_lookup(r, txn, it);
 	sc_txn_abort(txn);
 	txn = NULL;
 	if (rv != 0)
 		goto done;
 
 	if (!it->known) {
-		rv = sc_ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
+		rv = ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
 		STAT_INC(r, signed_on_demand);
 		goto fill;
 	}
@@ -1050,7 +1050,7 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 		canon_item = *it;
 		canon_item.cid_der = canon;
 		canon_item.cid_len = canon_len;
-		rv = sc_ocsp_build(r, &canon_item, 1, NULL, 0, now, &canon_resp, &canon_resp_len);
+		rv = ocsp_build(r, &canon_item, 1, NULL, 0, now, &canon_resp, &canon_resp_len);
 		if (rv != 0)
 			goto done;
 		STAT_INC(r, signed_on_demand);
@@ -1060,8 +1060,8 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 			 * (sc_ocsp_resign_changed), which can carry Last-Modified. */
 			sc_ocsp_item *ip = it;
 			int stored = same_second ? SC_ERR_BUSY : r->async
-				? sc_ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
-				: sc_ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
+				? ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
+				: ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
 
 			if (stored == 0) {
 				validator = canon_resp;
@@ -1083,17 +1083,17 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 			goto fill;
 		}
 	}
-	rv = sc_ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
+	rv = ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
 	if (rv != 0)
 		goto done;
 	STAT_INC(r, signed_on_demand);
 	if (validator != NULL)
-		sc_ocsp_cache_put(r, it->cid_der, it->cid_len, validator, validator_len,
+		ocsp_cache_put(r, it->cid_der, it->cid_len, validator, validator_len,
 				  resp, resp_len, now, it);
 fill:
 	if (rv == 0) {
 		res->this_update = now;
-		res->next_update = sc_ocsp_next(r, now);
+		res->next_update = ocsp_next(r, now);
 		res->cert_status = it->answer;
 		res->reason = it->reason;
 		res->no_last_modified = same_second;
@@ -1112,7 +1112,7 @@ done:
 	return rv;
 }
 
-static void sc_ocsp_items_free(sc_ocsp_item *items, size_t n)
+static void ocsp_items_free(sc_ocsp_item *items, size_t n)
 {
 	size_t i;
 
@@ -1129,7 +1129,7 @@ static void sc_ocsp_items_free(sc_ocsp_item *items, size_t n)
  * is the stored one; the OpenSSL parse, which costs more than the rest of
  * the hot path, is skipped.  Anything else takes the general path, which
  * answers such a request identically. */
-static int sc_ocsp_fast_request(const sc_ocsp_responder *r, const unsigned char *req,
+static int ocsp_fast_request(const sc_ocsp_responder *r, const unsigned char *req,
 				size_t len, sc_ocsp_item *it)
 {
 	const struct sc_ocsp_issuer_hash *h = &r->hashes[0];
@@ -1198,12 +1198,12 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		rv = SC_ERR_EXPIRED;
 		goto error;
 	}
-	if (r->presign && sc_ocsp_fast_request(r, req, req_len, &fast)) {
+	if (r->presign && ocsp_fast_request(r, req, req_len, &fast)) {
 		res->n_certs = 1;
 		res->hash_nid = NID_sha1;
 		sc_serial_hex(&fast.serial, res->serial);
 		status = SC_OCSP_INTERNAL_ERROR;
-		rv = sc_ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
+		rv = ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
 		if (rv != 0)
 			goto error;
 		res->status = SC_OCSP_SUCCESSFUL;
@@ -1225,7 +1225,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		/* RFC 8954: the extnValue holds Nonce ::= OCTET STRING of 1..32
 		 * octets; tolerate up to 128 for old clients.  The length is the
 		 * inner OCTET STRING's, which must fill the extnValue exactly. */
-		if (v == NULL || !sc_ocsp_nonce_ok(ASN1_STRING_get0_data(v),
+		if (v == NULL || !ocsp_nonce_ok(ASN1_STRING_get0_data(v),
 						   (size_t)ASN1_STRING_length(v)))
 			goto error;
 		nonce = ASN1_STRING_get0_data(v);
@@ -1255,9 +1255,9 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		if (len <= 0)
 			goto error;
 		items[i].cid_len = (size_t)len;
-		if (!sc_ocsp_cid_algid_ok(items[i].cid_der, items[i].cid_len))
+		if (!ocsp_cid_algid_ok(items[i].cid_der, items[i].cid_len))
 			goto error;
-		h = sc_ocsp_find_hash(r, OBJ_obj2nid(md));
+		h = ocsp_find_hash(r, OBJ_obj2nid(md));
 		if (i == 0)
 			res->hash_nid = OBJ_obj2nid(md);
 		if (h == NULL || (unsigned)ASN1_STRING_length(nh) != h->name_len ||
@@ -1267,14 +1267,14 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 			status = SC_OCSP_UNAUTHORIZED;
 			goto error;
 		}
-		items[i].serial_ok = sc_ocsp_serial_from_asn1(serial, &items[i].serial);
+		items[i].serial_ok = ocsp_serial_from_asn1(serial, &items[i].serial);
 		if (i == 0 && items[i].serial_ok)
 			sc_serial_hex(&items[i].serial, res->serial);
 	}
 
 	status = SC_OCSP_INTERNAL_ERROR;
 	if (n == 1 && nonce == NULL && r->presign && items[0].serial_ok) {
-		rv = sc_ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
+		rv = ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
 		if (rv != 0)
 			goto error;
 		res->status = SC_OCSP_SUCCESSFUL;
@@ -1290,22 +1290,22 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	}
 	for (i = 0; i < (size_t)n; i++) {
 		if (txn != NULL) {
-			rv = sc_ocsp_lookup(r, txn, &items[i]);
+			rv = ocsp_lookup(r, txn, &items[i]);
 			if (rv != 0)
 				goto error;
 		} else {
-			sc_ocsp_unknown(r, &items[i]);
+			ocsp_unknown(r, &items[i]);
 		}
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
-	rv = sc_ocsp_build(r, items, (size_t)n, nonce, nonce_len, now, resp, resp_len);
+	rv = ocsp_build(r, items, (size_t)n, nonce, nonce_len, now, resp, resp_len);
 	if (rv != 0)
 		goto error;
 	STAT_INC(r, signed_on_demand);
 	res->status = SC_OCSP_SUCCESSFUL;
 	res->this_update = now;
-	res->next_update = sc_ocsp_next(r, now);
+	res->next_update = ocsp_next(r, now);
 	res->cert_status = items[0].answer;
 	res->reason = items[0].reason;
 	res->no_last_modified = n != 1 || items[0].changed_at == now;
@@ -1320,10 +1320,10 @@ error:
 	res->this_update = res->next_update = 0;
 	free(*resp);
 	*resp = NULL;
-	rv = sc_ocsp_error_response(status, resp, resp_len);
+	rv = ocsp_error_response(status, resp, resp_len);
 done:
 	sc_txn_abort(txn);
-	sc_ocsp_items_free(items, (size_t)(n > 0 ? n : 0));
+	ocsp_items_free(items, (size_t)(n > 0 ? n : 0));
 	OCSP_REQUEST_free(oreq);
 	return rv;
 }
@@ -1351,7 +1351,7 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 		items[i].serial = serials[i];
 		items[i].serial_ok = 1;
 		ptrs[i] = &items[i];
-		rv = sc_ocsp_canonical_cid(r, &serials[i], &items[i].cid_der, &items[i].cid_len);
+		rv = ocsp_canonical_cid(r, &serials[i], &items[i].cid_der, &items[i].cid_len);
 		if (rv != 0)
 			goto done;
 	}
@@ -1359,21 +1359,21 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 	if (rv != 0)
 		goto done;
 	for (i = 0; i < n; i++) {
-		rv = sc_ocsp_lookup(r, txn, &items[i]);
+		rv = ocsp_lookup(r, txn, &items[i]);
 		if (rv != 0)
 			goto done;
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
 	for (i = 0; i < n; i++) {
-		/* not in the second of its change: see sc_ocsp_respond_stored */
+		/* not in the second of its change: see ocsp_respond_stored */
 		if (!items[i].known || items[i].changed_at == now)
 			continue;
-		rv = sc_ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
+		rv = ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
 		if (rv != 0)
 			goto done;
 	}
-	rv = sc_ocsp_store_checked(r, ptrs, ders, lens, n, now);
+	rv = ocsp_store_checked(r, ptrs, ders, lens, n, now);
 done:
 	sc_txn_abort(txn);
 	if (ders != NULL)
@@ -1394,7 +1394,7 @@ struct sc_ocsp_due_ctx {
 	size_t n, max;
 };
 
-static int sc_ocsp_due_cb(void *ctx, const sc_serial *serial, const sc_ocsp_entry *e)
+static int ocsp_due_cb(void *ctx, const sc_serial *serial, const sc_ocsp_entry *e)
 {
 	struct sc_ocsp_due_ctx *c = ctx;
 
@@ -1427,7 +1427,7 @@ int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t 
 		rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 		if (rv != 0)
 			break;
-		rv = sc_store_ocsp_iter_due(txn, before, sc_ocsp_due_cb, &c);
+		rv = sc_store_ocsp_iter_due(txn, before, ocsp_due_cb, &c);
 		sc_txn_abort(txn);
 		txn = NULL;
 		if (rv != 0 || c.n == 0)
@@ -1457,7 +1457,7 @@ struct sc_ocsp_changed_ctx {
 	int64_t now;                   /* events of this second wait (0 = none do) */
 };
 
-static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
+static int ocsp_changed_cb(void *ctx, const sc_revlog *e)
 {
 	struct sc_ocsp_changed_ctx *c = ctx;
 
@@ -1474,7 +1474,7 @@ static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
 	return c->n >= c->max;
 }
 
-static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx *c,
+static int ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx *c,
 			       uint64_t after_seq)
 {
 	sc_txn *txn = NULL;
@@ -1485,7 +1485,7 @@ static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx 
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 	if (rv != 0)
 		return rv;
-	rv = sc_store_revlog_iter(txn, after_seq, sc_ocsp_changed_cb, c);
+	rv = sc_store_revlog_iter(txn, after_seq, ocsp_changed_cb, c);
 	sc_txn_abort(txn);
 	return rv;
 }
@@ -1503,7 +1503,7 @@ int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq)
 	*seq = 0;
 	if (r->store == NULL)
 		return 0;
-	rv = sc_ocsp_walk_revlog(r, &c, 0);
+	rv = ocsp_walk_revlog(r, &c, 0);
 	if (rv == 0)
 		*seq = c.last;
 	return rv;
@@ -1523,7 +1523,7 @@ int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max
 	c.serials = calloc(c.max, sizeof(*c.serials));
 	if (c.serials == NULL)
 		return SC_ERR_NOMEM;
-	rv = sc_ocsp_walk_revlog(r, &c, *after_seq);
+	rv = ocsp_walk_revlog(r, &c, *after_seq);
 	if (rv == 0 && c.n > 0)
 		rv = sc_ocsp_presign(r, c.serials, c.n);
 	if (rv == 0) {
@@ -1545,13 +1545,13 @@ struct sc_ocsp_ahead_ctx {
 	int rv;
 };
 
-static int sc_ocsp_ahead_cb(void *ctx, const sc_cert *c)
+static int ocsp_ahead_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ocsp_ahead_ctx *a = ctx;
 	sc_ocsp_entry e;
 	int rv;
 
-	if (sc_ocsp_ca_profile(c))
+	if (ocsp_ca_profile(c))
 		return 0;
 	rv = sc_store_ocsp_get(a->txn, &c->serial, &e);
 	if (rv == 0 && e.next_update > a->fresh_until)
@@ -1589,7 +1589,7 @@ int sc_ocsp_unsigned(sc_ocsp_responder *r, sc_serial **out, size_t *n_out)
 		return rv;
 	/* Entries past half their validity are the re-signer's. */
 	a.fresh_until = sc_now() + r->validity / 2;
-	rv = sc_store_cert_iter(a.txn, sc_ocsp_ahead_cb, &a);
+	rv = sc_store_cert_iter(a.txn, ocsp_ahead_cb, &a);
 	sc_txn_abort(a.txn);
 	if (rv == 0)
 		rv = a.rv;
