@@ -161,14 +161,14 @@ static int init_demo_authz_key(struct sc_init *in)
 	    PEM_write_bio_PrivateKey(bk, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
 	    PEM_write_bio_PUBKEY(bp, pk) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "demo authorisation key");
-		goto done;
+		goto out;
 	}
 	n = BIO_get_mem_data(bk, &data);
 	if ((rv = sc_file_write_atomic(in->key_pem_path, data, (size_t)n, 0600)) != SC_OK)
-		goto done;
+		goto out;
 	n = BIO_get_mem_data(bp, &data);
 	rv = sc_file_write_atomic(in->pub_pem_path, data, (size_t)n, 0644);
-done:
+out:
 	BIO_free(bk);
 	BIO_free(bp);
 	EVP_PKEY_free(pk);
@@ -312,19 +312,19 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 	*out = NULL;
 	if ((rv = sc_hsm_generate_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg,
 					    label, &spki, &spki_len)) != SC_OK)
-		goto done;
+		goto out;
 	q = spki;
 	pub = d2i_PUBKEY(NULL, &q, (long)spki_len);
 	if (pub == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_HSM, "CA public key");
-		goto done;
+		goto out;
 	}
 	snprintf(name_cn, sizeof(name_cn), "%s %s",
 		 in->p->ca_name ? in->p->ca_name : "smartcert", cn);
 	if ((rv = sc_ca_name_make(name_cn, NULL, &name)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_serial_random(&in->serial[idx])) != SC_OK)
-		goto done;
+		goto out;
 	memset(&spec, 0, sizeof(spec));
 	spec.kind = kind;
 	spec.serial = &in->serial[idx];
@@ -342,27 +342,27 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 			     in->p->crl_url ? in->p->crl_url : SC_CA_DEFAULT_CRL_URL,
 			     SC_CRL_ROOT_NAME) >= (int)sizeof(cdp)) {
 			rv = sc_error_set(SC_ERR_INVALID, "--crl-url is too long");
-			goto done;
+			goto out;
 		}
 		spec.cdp_url = cdp;
 	}
 	if ((rv = sc_ca_cert_build(&spec, name, pub, issuer, &x)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_hsm_find_token_key(in->hsm, signer_label, &key)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_sign_x509(in->hsm, key, sc_sign_default_md(sc_hsm_key_alg(key)), x,
 			  &in->der[idx], &in->der_len[idx]);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	q = in->der[idx];
 	signed_x = d2i_X509(NULL, &q, (long)in->der_len[idx]);
 	if (signed_x == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "signed CA certificate does not decode");
-		goto done;
+		goto out;
 	}
 	*out = signed_x;
 	signed_x = NULL;
-done:
+out:
 	sc_hsm_key_free(in->hsm, key);
 	free(spki);
 	EVP_PKEY_free(pub);
@@ -426,7 +426,7 @@ static int init_store(struct sc_init *in)
 		struct tm tm;
 
 		if ((rv = sc_store_meta_put(txn, metas[i], in->der[i], in->der_len[i])) != SC_OK)
-			goto done;
+			goto out;
 		memset(&c, 0, sizeof(c));
 		c.serial = in->serial[i];
 		c.user_id = "";
@@ -444,7 +444,7 @@ static int init_store(struct sc_init *in)
 		c.der = in->der[i];
 		c.der_len = in->der_len[i];
 		if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	{
 		sc_audit_event ev;
@@ -458,10 +458,10 @@ static int init_store(struct sc_init *in)
 		ev.outcome = "ok";
 		ev.detail = detail;
 		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if ((rv = sc_gateway_add(txn, "default", in->gateway_hash, sc_now())) != SC_OK)
-		goto done;
+		goto out;
 	{
 		sc_audit_event ev;
 
@@ -471,11 +471,11 @@ static int init_store(struct sc_init *in)
 		ev.outcome = "ok";
 		ev.detail = "gateway default";
 		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
-done:
+out:
 	sc_txn_abort(txn);
 	return rv;
 }
@@ -602,21 +602,21 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 				 "log.level = ERROR\n"
 				 "slots.removable = false\n", in->dir);
 			if ((rv = sc_file_write_atomic(softhsm_conf, conf, strlen(conf), 0644)) != SC_OK)
-				goto done;
+				goto out;
 		}
 		if ((rv = init_random_pin(&in->so_pin)) != SC_OK ||
 		    (rv = init_write_secret(in->dir, "secrets/so.pin", in->so_pin)) != SC_OK)
-			goto done;
+			goto out;
 		res->so_pin_file = init_path(in->dir, "secrets/so.pin");
 		rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_TOKEN_LABEL, in->so_pin,
 				       in->backend_pin);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 		if ((rv = init_random_pin(&in->ocsp_pin)) != SC_OK ||
 		    (rv = init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK ||
 		    (rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_OCSP_TOKEN_LABEL,
 					    in->so_pin, in->ocsp_pin)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
 
@@ -624,51 +624,51 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 	in->pub_pem_path = init_path(in->dir, "authz/authz-demo.pub.pem");
 	if (in->key_pem_path == NULL || in->pub_pem_path == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if (!p->no_demo_authz && (rv = init_demo_authz_key(in)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = init_write_config(in, embedded, module)) != SC_OK)
-		goto done;
+		goto out;
 
 	res->config = init_path(in->dir, "smartcert.conf");
 	if (res->config == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_config_load(res->config, &in->cfg)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_hsm_params_from_config(in->cfg, &hp)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_hsm_open(&hp, &in->hsm)) != SC_OK)
-		goto done;
+		goto out;
 	in->ocsp_hsm = in->hsm;
 	if (embedded) {
 		if ((rv = sc_hsm_params_for_ocsp(in->cfg, &hp)) != SC_OK ||
 		    (rv = sc_hsm_open(&hp, &in->ocsp_hsm)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if ((rv = sc_hsm_create_master_keys(in->hsm)) != SC_OK ||
 	    (rv = sc_hsm_create_audit_key(in->hsm)) != SC_OK)
-		goto done;
+		goto out;
 	/* The store's first audit record is already keyed. */
 	sc_deploy_use_hsm_for_audit(in->hsm);
 	if ((rv = init_ca_cert(in, 0, SC_CA_KIND_ROOT, SC_LABEL_ROOT_CA, "Root CA", 7305,
 				  NULL, SC_LABEL_ROOT_CA, &in->root)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = init_ca_cert(in, 1, SC_CA_KIND_ISSUING, SC_LABEL_ISSUING_CA, "Issuing CA",
 				  3653, in->root, SC_LABEL_ROOT_CA, &in->issuing)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder",
 				  SC_CA_OCSP_SIGNER_DAYS,
 				  in->issuing, SC_LABEL_ISSUING_CA, &in->ocsp)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = init_store(in)) != SC_OK)
-		goto done;
+		goto out;
 	/* The first signed checkpoint, outside the store. */
 	if ((rv = init_checkpoint_key(in->cfg, in->hsm)) != SC_OK ||
 	    (rv = sc_checkpoint_write(in->cfg, in->store, in->hsm, "init")) != SC_OK)
-		goto done;
+		goto out;
 
 	res->root_ca = init_path(in->dir, "ca/root-ca.pem");
 	res->issuing_ca = init_path(in->dir, "ca/issuing-ca.pem");
@@ -682,7 +682,7 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 	if (!res->root_ca || !res->issuing_ca || !res->ocsp_cert || !res->chain ||
 	    !res->authz_key || !res->authz_pub || !res->dir) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	{
 		X509 *const one[3] = { in->root, in->issuing, in->ocsp };
@@ -690,20 +690,20 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 
 		for (int i = 0; i < 3; i++) {
 			if ((rv = init_pem(&one[i], 1, &text, &text_len)) != SC_OK)
-				goto done;
+				goto out;
 			rv = sc_file_write_atomic(files[i], text, text_len, 0644);
 			free(text);
 			text = NULL;
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 		}
 	}
 	chain[0] = in->issuing;
 	chain[1] = in->root;
 	if ((rv = init_pem(chain, 2, &text, &text_len)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_file_write_atomic(res->chain, text, text_len, 0644);
-done:
+out:
 	free(text);
 	free(softhsm_conf);
 	return rv;

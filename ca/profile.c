@@ -143,18 +143,18 @@ int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out)
 				       (const unsigned char *)cn, -1, -1, 0) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_INVALID, "subject name (is it valid UTF-8, "
 					  "at most 64 characters?)");
-		goto done;
+		goto out;
 	}
 	if (serial_number != NULL &&
 	    X509_NAME_add_entry_by_NID(n, NID_serialNumber, V_ASN1_PRINTABLESTRING,
 				       (const unsigned char *)serial_number, -1, -1, 0) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "subject serialNumber");
-		goto done;
+		goto out;
 	}
 	*out = n;
 	n = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_NAME_free(n);
 	return rv;
 }
@@ -202,18 +202,18 @@ static int ca_policy_add(X509 *x, const char *oid, const char *const *more)
 	int rv = SC_ERR_NOMEM;
 
 	if (pols == NULL)
-		goto done;
+		goto out;
 	if (oid != NULL && (rv = ca_policy_push(pols, oid)) != SC_OK)
-		goto done;
+		goto out;
 	for (size_t i = 0; more != NULL && more[i] != NULL; i++)
 		if ((rv = ca_policy_push(pols, more[i])) != SC_OK)
-			goto done;
+			goto out;
 	if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, X509V3_ADD_DEFAULT) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificatePolicies");
-		goto done;
+		goto out;
 	}
 	rv = SC_OK;
-done:
+out:
 	sk_POLICYINFO_pop_free(pols, POLICYINFO_free);
 	return rv;
 }
@@ -285,7 +285,7 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 		return rv;
 	if (X509_set_pubkey(x, pub) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate public key");
-		goto done;
+		goto out;
 	}
 	X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
 	for (size_t i = 0; i < sizeof(sc_ca_kinds) / sizeof(sc_ca_kinds[0]); i++)
@@ -293,7 +293,7 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 			kd = &sc_ca_kinds[i];
 	if (kd == NULL) {
 		rv = sc_error_set(SC_ERR_INTERNAL, "unknown certificate kind %d", spec->kind);
-		goto done;
+		goto out;
 	}
 	rsa = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
 	rv = ca_ext_add(x, &ctx, NID_basic_constraints, kd->bc);
@@ -304,23 +304,23 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 	if (rv == SC_OK && kd->kind == SC_CA_KIND_OCSP)
 		rv = ca_ext_add(x, &ctx, NID_id_pkix_OCSP_noCheck, "ignored");
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = ca_ext_add(x, &ctx, NID_subject_key_identifier, "hash")) != SC_OK)
-		goto done;
+		goto out;
 	/* a self-signed root names itself by key id too, so chains built by
 	 * key id work the same at every level */
 	if ((rv = ca_ext_add(x, &ctx, NID_authority_key_identifier, "keyid:always")) != SC_OK)
-		goto done;
+		goto out;
 	if ((spec->policy_oid != NULL || spec->policy_oids != NULL) &&
 	    (rv = ca_policy_add(x, spec->policy_oid, spec->policy_oids)) != SC_OK)
-		goto done;
+		goto out;
 	if (spec->cdp_url != NULL) {
 		if (snprintf(buf, sizeof(buf), "URI:%s", spec->cdp_url) >= (int)sizeof(buf)) {
 			rv = sc_error_set(SC_ERR_CONFIG, "crl.base_url too long");
-			goto done;
+			goto out;
 		}
 		if ((rv = ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if (spec->ocsp_url != NULL || spec->issuers_url != NULL) {
 		int n = 0;
@@ -333,23 +333,23 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 				      n > 0 ? "," : "", spec->issuers_url);
 		if (n < 0 || (size_t)n >= sizeof(buf)) {
 			rv = sc_error_set(SC_ERR_CONFIG, "AIA URLs too long");
-			goto done;
+			goto out;
 		}
 		if ((rv = ca_ext_add(x, &ctx, NID_info_access, buf)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if (spec->crl_base != NULL) {
 		sc_crl_part_name(spec->partition, 0, part, sizeof(part));
 		if (snprintf(buf, sizeof(buf), "URI:%s/%s", spec->crl_base, part) >= (int)sizeof(buf)) {
 			rv = sc_error_set(SC_ERR_CONFIG, "crl.base_url too long");
-			goto done;
+			goto out;
 		}
 		if ((rv = ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
-			goto done;
+			goto out;
 		sc_crl_part_name(spec->partition, 1, part, sizeof(part));
 		snprintf(buf, sizeof(buf), "URI:%s/%s", spec->crl_base, part);
 		if ((rv = ca_ext_add(x, &ctx, NID_freshest_crl, buf)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if (spec->copy_exts != NULL) {
 		for (int i = 0; i < sk_X509_EXTENSION_num(spec->copy_exts); i++) {
@@ -357,14 +357,14 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 
 			if (X509_add_ext(x, e, -1) != 1) {
 				rv = sc_error_set_openssl(SC_ERR_CRYPTO, "copied extension");
-				goto done;
+				goto out;
 			}
 		}
 	}
 	*out = x;
 	x = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_free(x);
 	return rv;
 }
@@ -416,10 +416,10 @@ int sc_ca_extcache_new(sc_ca *ca, sc_ca_extcache **out)
 	xc->fresh = calloc(xc->n, sizeof(*xc->fresh));
 	if (xc->cdp == NULL || xc->fresh == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto fail;
+		goto out;
 	}
 	if ((rv = ca_template(ca, ca->policy_adult, 0, &t)) != SC_OK)
-		goto fail;
+		goto out;
 	xc->bc = ca_ext_take(t, NID_basic_constraints);
 	xc->ku = ca_ext_take(t, NID_key_usage);
 	xc->aki = ca_ext_take(t, NID_authority_key_identifier);
@@ -430,17 +430,17 @@ int sc_ca_extcache_new(sc_ca *ca, sc_ca_extcache **out)
 	X509_free(t);
 	t = NULL;
 	if ((rv = ca_template(ca, ca->policy_minor, 0, &t)) != SC_OK)
-		goto fail;
+		goto out;
 	xc->pol_minor = ca_ext_take(t, NID_certificate_policies);
 	X509_free(t);
 	if (!xc->bc || !xc->ku || !xc->aki || !xc->aia || !xc->pol_adult || !xc->pol_minor ||
 	    !xc->cdp[0] || !xc->fresh[0]) {
 		rv = SC_ERR_NOMEM;
-		goto fail;
+		goto out;
 	}
 	*out = xc;
 	return SC_OK;
-fail:
+out:
 	sc_ca_extcache_free(xc);
 	return rv;
 }
@@ -515,7 +515,7 @@ static int ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
 	bits = alg ? d2i_ASN1_BIT_STRING(NULL, &p, end - p) : NULL;
 	if (alg == NULL || bits == NULL || p != end) {
 		rv = sc_error_set(SC_ERR_INVALID, "public key is not a SubjectPublicKeyInfo");
-		goto done;
+		goto out;
 	}
 	X509_ALGOR_get0(&oid, &ptype, &pval, alg);
 	oid_dup = OBJ_dup(oid);
@@ -529,18 +529,18 @@ static int ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
 	if (oid_dup == NULL || key == NULL ||
 	    ((ptype == V_ASN1_OBJECT || ptype == V_ASN1_SEQUENCE) && pval_dup == NULL)) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if (X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), oid_dup, ptype, pval_dup, key,
 				   ASN1_STRING_length(bits)) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "public key");
-		goto done;
+		goto out;
 	}
 	oid_dup = NULL;
 	pval_dup = NULL;
 	key = NULL;
 	rv = SC_OK;
-done:
+out:
 	ASN1_OBJECT_free(oid_dup);
 	if (pval_dup != NULL) {
 		if (ptype == V_ASN1_OBJECT)
@@ -575,7 +575,7 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	if (rv != SC_OK)
 		return rv;
 	if ((rv = ca_set_spki(x, spki, spki_len)) != SC_OK)
-		goto done;
+		goto out;
 	rv = SC_ERR_CRYPTO;
 	/* SKI: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1)), as
 	 * the "hash" method of the slow path computes it */
@@ -584,7 +584,7 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	    (ski = ASN1_OCTET_STRING_new()) == NULL ||
 	    ASN1_OCTET_STRING_set(ski, md, (int)mdlen) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "subject key identifier");
-		goto done;
+		goto out;
 	}
 	if (X509_add_ext(x, ca->xc->bc, -1) != 1 || X509_add_ext(x, ca->xc->ku, -1) != 1 ||
 	    X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_DEFAULT) != 1 ||
@@ -593,12 +593,12 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	    X509_add_ext(x, ca->xc->aia, -1) != 1 || X509_add_ext(x, cdp, -1) != 1 ||
 	    X509_add_ext(x, fresh, -1) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate extensions");
-		goto done;
+		goto out;
 	}
 	*out = x;
 	x = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_free(x);
 	ASN1_OCTET_STRING_free(ski);
 	return rv;

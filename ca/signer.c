@@ -123,10 +123,10 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 	pub = X509_get_pubkey(d->ocsp_cert);
 	if (pub == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "the OCSP signer's public key");
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_serial_random(&serial)) != SC_OK)
-		goto done;
+		goto out;
 	memset(&spec, 0, sizeof(spec));
 	spec.kind = SC_CA_KIND_OCSP;
 	spec.serial = &serial;
@@ -137,12 +137,12 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 	if ((rv = sc_ca_cert_build(&spec, X509_get_subject_name(d->ocsp_cert), pub,
 				   d->issuing_cert, &x)) != SC_OK ||
 	    (rv = sc_ca_sign(ca, x, &der, &der_len)) != SC_OK)
-		goto done;
+		goto out;
 	q = der;
 	signed_x = d2i_X509(NULL, &q, (long)der_len);
 	if (signed_x == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "the new OCSP signer certificate");
-		goto done;
+		goto out;
 	}
 	{
 		const ASN1_INTEGER *ai = X509_get0_serialNumber(d->ocsp_cert);
@@ -161,14 +161,14 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 		 (long long)days, old_hex, force ? " forced" : "");
 	if ((rv = ca_signer_store(ca, &serial, spec.not_before, spec.not_after, der, der_len,
 				     detail)) != SC_OK)
-		goto done;
+		goto out;
 	/* the store is what the responder follows; the file is a copy */
 	if ((rv = sc_deploy_load_ca(d)) != SC_OK || (rv = ca_signer_pem(ca, signed_x)) != SC_OK)
-		goto done;
+		goto out;
 	res->renewed = 1;
 	res->not_after = spec.not_after;
 	sc_serial_hex(&serial, res->serial);
-done:
+out:
 	EVP_PKEY_free(pub);
 	X509_free(x);
 	X509_free(signed_x);

@@ -119,17 +119,17 @@ int sc_ocsp_cpu_new(int fd, unsigned workers, int steer, sc_ocsp_cpu **out)
 	 * online CPU would get no connection. */
 	if (!steer || workers < 2 || ocsp_cpus_from_zero() < workers ||
 	    sched_getaffinity(0, sizeof(p->floating), &p->floating) != 0)
-		goto done;
+		goto out;
 	for (i = 0; i < workers; i++) {
 		for (c = i; c < CPU_SETSIZE; c += workers)
 			if (CPU_ISSET(c, &p->floating))
 				CPU_SET(c, &p->w[i].own);
 		if (CPU_COUNT(&p->w[i].own) == 0)
-			goto done;
+			goto out;
 	}
 	if (ocsp_cpu_attach(fd, workers) == 0)
 		p->steered = workers;
-done:
+out:
 	*out = p;
 	return 0;
 }

@@ -482,7 +482,7 @@ static enum MHD_Result ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 
 		tc = ocsp_tcache_get(h, der, der_len, &res);
 		if (tc == NULL)
-			goto done;
+			goto out;
 		inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 		ims = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
@@ -497,7 +497,7 @@ static enum MHD_Result ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		if (tc->resp == NULL || tc->resp_now != now) {
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);
 			if (r == NULL)
-				goto done;
+				goto out;
 			ocsp_cache_headers(h, r, tc, now);
 			if (tc->resp != NULL)
 				MHD_destroy_response(tc->resp);
@@ -505,7 +505,7 @@ static enum MHD_Result ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			tc->resp_now = now;
 		}
 		ret = MHD_queue_response(c, code, tc->resp);
-		goto done;
+		goto out;
 	}
 	if (not_modified) {
 		code = MHD_HTTP_NOT_MODIFIED;
@@ -516,13 +516,13 @@ static enum MHD_Result ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			der = NULL;
 	}
 	if (r == NULL)
-		goto done;
+		goto out;
 	ocsp_cache_headers(h, r, cacheable ? tc : NULL, now);
 	if (move)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, code, r);
 	MHD_destroy_response(r);
-done:
+out:
 	free(der);
 	us = ocsp_elapsed_us(&cc->start);
 	ocsp_observe(h, not_modified ? OUT_NOT_MODIFIED : ocsp_outcome_of(&res), us);
@@ -1002,19 +1002,19 @@ static int ocsp_listen_socket(const char *listen_str, const struct sockaddr_stor
 
 	fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		goto fail;
+		goto out;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    (group && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 	    (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
 	    bind(fd, (const struct sockaddr *)ss, sl) != 0 || (group && listen(fd, 1024) != 0) ||
 	    getsockname(fd, (struct sockaddr *)&bound, &bl) != 0)
-		goto fail;
+		goto out;
 	*port_out = ntohs(bound.ss_family == AF_INET6
 			  ? ((struct sockaddr_in6 *)&bound)->sin6_port
 			  : ((struct sockaddr_in *)&bound)->sin_port);
 	*fd_out = fd;
 	return 0;
-fail:
+out:
 	rv = sc_error_set(SC_ERR_IO, "cannot listen on %s: %s (address in use, or not "
 			  "allowed to bind?)", listen_str, strerror(errno));
 	if (fd >= 0)
@@ -1032,18 +1032,18 @@ static int ocsp_copy_files(sc_ocsp_http *h, const char *crl_dir,
 	for (i = 0; i < 3; i++)
 		der_out[i] = NULL;
 	if (crl_dir != NULL && (*dir_out = strdup(crl_dir)) == NULL)
-		goto fail;
+		goto out;
 	for (i = 0; i < 3; i++) {
 		if (ca_der[i] == NULL || ca_len[i] == 0)
 			continue;
 		der_out[i] = malloc(ca_len[i]);
 		if (der_out[i] == NULL)
-			goto fail;
+			goto out;
 		memcpy(der_out[i], ca_der[i], ca_len[i]);
 	}
 	(void)h;
 	return 0;
-fail:
+out:
 	free(*dir_out);
 	*dir_out = NULL;
 	for (i = 0; i < 3; i++) {
@@ -1095,10 +1095,10 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 				    "(e.g. 127.0.0.1:8080 or [::1]:8080)", p->listen);
 	h = calloc(1, sizeof(*h));
 	if (h == NULL)
-		goto done;
+		goto out;
 	pthread_rwlock_init(&h->lock, NULL);
 	if (pthread_key_create(&h->tcache_key, ocsp_tcache_free) != 0)
-		goto done;
+		goto out;
 	h->tcache_key_ok = 1;
 	h->started = sc_now();
 	h->max_body = p->max_body ? p->max_body : SC_OCSP_HTTP_MAX_BODY;
@@ -1109,11 +1109,11 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 		plen--;
 	h->prefix = strndup(p->path_prefix ? p->path_prefix : "", plen);
 	if (h->prefix == NULL)
-		goto done;
+		goto out;
 	h->prefix_len = plen;
 	rv = ocsp_copy_files(h, p->crl_dir, p->ca_der, p->ca_der_len, &h->crl_dir, h->ca_der);
 	if (rv != 0)
-		goto done;
+		goto out;
 	for (int i = 0; i < 3; i++)
 		h->ca_len[i] = h->ca_der[i] ? p->ca_der_len[i] : 0;
 	if (threads == 0) {
@@ -1128,10 +1128,10 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	h->workers = calloc(threads, sizeof(*h->workers));
 	h->wctx = calloc(threads, sizeof(*h->wctx));
 	if (h->workers == NULL || h->wctx == NULL)
-		goto done;
+		goto out;
 	rv = sc_ocsp_guard_new(p->request_deadline_ms, p->per_address_limit, &h->guard);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = SC_ERR_NOMEM;
 	limit = p->conn_limit ? p->conn_limit : 10000u;
 	/* A probe that nobody holds the address, then worker 0's socket on
@@ -1139,7 +1139,7 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	for (probe = 1; probe >= 0; probe--) {
 		rv = ocsp_listen_socket(p->listen, &ss, sl, v6, !probe, &lfd, &h->port);
 		if (rv != 0)
-			goto done;
+			goto out;
 		if (v6)
 			((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)h->port);
 		else
@@ -1151,12 +1151,12 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 		if (h->nworkers > 0) {
 			rv = ocsp_listen_socket(p->listen, &ss, sl, v6, 1, &lfd, &h->port);
 			if (rv != 0)
-				goto done;
+				goto out;
 		} else {
 			rv = sc_ocsp_cpu_new(lfd, threads, !p->no_cpu_steering, &h->cpu);
 			if (rv != 0) {
 				close(lfd);
-				goto done;
+				goto out;
 			}
 		}
 		h->wctx[h->nworkers].h = h;
@@ -1178,13 +1178,13 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 			rv = sc_error_set(SC_ERR_IO, "cannot start HTTP worker %u of %u: %s "
 					  "(out of memory or file descriptors?)", h->nworkers + 1,
 					  threads, strerror(errno));
-			goto done;
+			goto out;
 		}
 	}
 	*out = h;
 	h = NULL;
 	rv = 0;
-done:
+out:
 	sc_ocsp_http_stop(h);
 	return rv;
 }

@@ -179,7 +179,7 @@ static int ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
 	name_len = i2d_X509_NAME(X509_get_subject_name(issuer), &name_der);
 	key = X509_get0_pubkey_bitstr(issuer);
 	if (name_len <= 0 || key == NULL)
-		goto done;
+		goto out;
 	for (i = 0; i < SC_OCSP_NHASH; i++) {
 		const EVP_MD *md = EVP_get_digestbynid(nids[i]);
 
@@ -187,10 +187,10 @@ static int ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
 		if (md == NULL ||
 		    !EVP_Digest(name_der, (size_t)name_len, h[i].name, &h[i].name_len, md, NULL) ||
 		    !EVP_Digest(key->data, (size_t)key->length, h[i].key, &h[i].key_len, md, NULL))
-			goto done;
+			goto out;
 	}
 	rv = 0;
-done:
+out:
 	OPENSSL_free(name_der);
 	if (rv != 0)
 		sc_error_set_openssl(rv, "hashing the issuing CA name and key");
@@ -211,12 +211,12 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	    p->validity <= 0) {
 		sc_error_set(rv, "OCSP responder needs the issuing CA certificate, the OCSP "
 			     "signer certificate and key, and ocsp.validity_seconds > 0");
-		goto done;
+		goto out;
 	}
 	rv = SC_ERR_NOMEM;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		goto done;
+		goto out;
 	pthread_mutex_init(&r->cache_lock, NULL);
 	pthread_mutex_init(&r->wq_lock, NULL);
 	pthread_cond_init(&r->wq_cond, NULL);
@@ -240,21 +240,21 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	}
 	r->cache = calloc(SC_OCSP_CACHE_SLOTS, sizeof(*r->cache));
 	if (r->issuer == NULL || r->signer == NULL || r->cache == NULL)
-		goto done;
+		goto out;
 	rv = ocsp_hash_issuer(r->issuer, r->hashes);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = SC_ERR_CRYPTO;
 	/* ResponderID byKey: SHA-1 of the signer's subjectPublicKey BIT STRING. */
 	if (!X509_pubkey_digest(r->signer, EVP_sha1(), r->responder_keyhash, &klen) ||
 	    klen != SHA_DIGEST_LENGTH) {
 		sc_error_set_openssl(rv, "hashing the OCSP signer key");
-		goto done;
+		goto out;
 	}
 	cert_len = i2d_X509(r->signer, &cert_der);
 	if (cert_len <= 0) {
 		sc_error_set_openssl(rv, "encoding the OCSP signer certificate");
-		goto done;
+		goto out;
 	}
 	m1 = sc_der_begin(&t);
 	m2 = sc_der_begin(&t);
@@ -263,15 +263,15 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	sc_der_end(&t, m1, 0xa0);
 	rv = sc_der_take(&t, &r->trailer, &r->trailer_len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = SC_ERR_NOMEM;
 	if (r->presign && p->store_async) {
 		r->wq = calloc(SC_OCSP_WQ_MAX, sizeof(*r->wq));
 		if (r->wq == NULL)
-			goto done;
+			goto out;
 		if (pthread_create(&r->writer, NULL, ocsp_writer_main, r) != 0) {
 			rv = sc_error_set(SC_ERR_INTERNAL, "cannot start the OCSP store writer thread");
-			goto done;
+			goto out;
 		}
 		r->writer_started = 1;
 		r->async = 1;
@@ -279,7 +279,7 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	*out = r;
 	r = NULL;
 	rv = 0;
-done:
+out:
 	OPENSSL_free(cert_der);
 	sc_der_free(&t);
 	sc_ocsp_responder_free(r);
@@ -490,12 +490,12 @@ static int ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
 	}
 	sc_der_end(&d, m, 0x30);
 	if (d.failed)
-		goto done;
+		goto out;
 
 	rv = r->sign(r->sign_ctx, d.p, d.len, r->trailer, r->trailer_len, &basic, &basic_len);
 	if (rv != 0) {
 		STAT_INC(r, sign_errors);
-		goto done;
+		goto out;
 	}
 	rv = SC_ERR_NOMEM;
 	/* OCSPResponse { successful, [0] EXPLICIT ResponseBytes { basic, OCTET STRING } } */
@@ -512,7 +512,7 @@ static int ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
 	sc_der_end(&w, m2, 0xa0);
 	sc_der_end(&w, m, 0x30);
 	rv = sc_der_take(&w, out, out_len);
-done:
+out:
 	free(basic);
 	sc_der_free(&d);
 	sc_der_free(&w);
@@ -676,7 +676,7 @@ static int ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
 
 	rv = sc_txn_begin(r->store, SC_TXN_WRITE, &txn);
 	if (rv != 0)
-		goto done;
+		goto out;
 	for (i = 0; i < n; i++) {
 		if (ders[i] == NULL)
 			continue;
@@ -686,7 +686,7 @@ static int ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
 			continue;
 		}
 		if (rv != 0)
-			goto done;
+			goto out;
 		if (c.status != items[i]->status || c.rev_seq != items[i]->rev_seq)
 			continue;
 		e.this_update = now;
@@ -695,14 +695,14 @@ static int ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
 		e.der_len = lens[i];
 		rv = sc_store_ocsp_put(txn, &items[i]->serial, &e);
 		if (rv != 0)
-			goto done;
+			goto out;
 		put++;
 	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
 	if (rv == 0)
 		atomic_fetch_add_explicit(&r->stored, put, memory_order_relaxed);
-done:
+out:
 	sc_txn_abort(txn);
 	if (rv != 0)
 		STAT_INC(r, store_errors);
@@ -994,12 +994,12 @@ static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t n
 
 	rv = ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	is_canon = canon_len == it->cid_len && memcmp(canon, it->cid_der, canon_len) == 0;
 
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = sc_store_ocsp_get(txn, &it->serial, &e);
 	if (rv == 0 && e.next_update > now && e.this_update <= now + 60) {
 		if (is_canon) {
@@ -1007,7 +1007,7 @@ static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t n
 			resp = sc_ocsp_memdup(e.der, e.der_len);
 			rv = SC_ERR_NOMEM;
 			if (resp == NULL)
-				goto done;
+				goto out;
 			resp_len = e.der_len;
 			res->presigned = 1;
 			res->this_update = e.this_update;
@@ -1015,22 +1015,22 @@ static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t n
 			ocsp_peek(resp, resp_len, canon, canon_len, res);
 			STAT_INC(r, presigned_hits);
 			rv = 0;
-			goto done;
+			goto out;
 		}
 		if (ocsp_cache_get(r, it->cid_der, it->cid_len, &e, &resp, &resp_len, res)) {
 			res->cached = 1;
 			STAT_INC(r, cache_hits);
 			rv = 0;
-			goto done;
+			goto out;
 		}
 		validator = sc_ocsp_memdup(e.der, e.der_len);
 		rv = SC_ERR_NOMEM;
 		if (validator == NULL)
-			goto done;
+			goto out;
 		validator_len = e.der_len;
 		have_entry = 1;
 	} else if (rv != 0 && rv != SC_ERR_NOT_FOUND) {
-		goto done;
+		goto out;
 	}
 	STAT_INC(r, presign_misses);
 	/* Status read in the same snapshot that showed the entry (or its absence). */
@@ -1038,7 +1038,7 @@ static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t n
 	sc_txn_abort(txn);
 	txn = NULL;
 	if (rv != 0)
-		goto done;
+		goto out;
 
 	if (!it->known) {
 		rv = ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
@@ -1052,7 +1052,7 @@ static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t n
 		canon_item.cid_len = canon_len;
 		rv = ocsp_build(r, &canon_item, 1, NULL, 0, now, &canon_resp, &canon_resp_len);
 		if (rv != 0)
-			goto done;
+			goto out;
 		STAT_INC(r, signed_on_demand);
 		{
 			/* An answer signed in the second of its change is not
@@ -1085,7 +1085,7 @@ static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t n
 	}
 	rv = ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	STAT_INC(r, signed_on_demand);
 	if (validator != NULL)
 		ocsp_cache_put(r, it->cid_der, it->cid_len, validator, validator_len,
@@ -1098,7 +1098,7 @@ fill:
 		res->reason = it->reason;
 		res->no_last_modified = same_second;
 	}
-done:
+out:
 	sc_txn_abort(txn);
 	free(canon);
 	free(canon_resp);
@@ -1189,14 +1189,14 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	res->reason = -1;
 
 	if (req == NULL || req_len == 0 || req_len > (1u << 20))
-		goto error;
+		goto fail;
 	now = sc_now();
 	if (now >= r->signer_not_after) {
 		/* Neither signed nor stored answers: their signer certificate
 		 * is no longer valid for anyone.  RFC 6960 tryLater. */
 		status = SC_OCSP_TRY_LATER;
 		rv = SC_ERR_EXPIRED;
-		goto error;
+		goto fail;
 	}
 	if (r->presign && ocsp_fast_request(r, req, req_len, &fast)) {
 		res->n_certs = 1;
@@ -1205,17 +1205,17 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		status = SC_OCSP_INTERNAL_ERROR;
 		rv = ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
 		if (rv != 0)
-			goto error;
+			goto fail;
 		res->status = SC_OCSP_SUCCESSFUL;
-		goto done;
+		goto out;
 	}
 	oreq = d2i_OCSP_REQUEST(NULL, &p, (long)req_len);
 	if (oreq == NULL || p != req + req_len)
-		goto error;
+		goto fail;
 	n = OCSP_request_onereq_count(oreq);
 	res->n_certs = n;
 	if (n <= 0 || n > r->max_certs)
-		goto error;
+		goto fail;
 
 	idx = OCSP_REQUEST_get_ext_by_NID(oreq, NID_id_pkix_OCSP_Nonce, -1);
 	if (idx >= 0 && r->nonce_mode == SC_OCSP_NONCE_ACCEPT) {
@@ -1227,7 +1227,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		 * inner OCTET STRING's, which must fill the extnValue exactly. */
 		if (v == NULL || !ocsp_nonce_ok(ASN1_STRING_get0_data(v),
 						   (size_t)ASN1_STRING_length(v)))
-			goto error;
+			goto fail;
 		nonce = ASN1_STRING_get0_data(v);
 		nonce_len = (size_t)ASN1_STRING_length(v);
 		res->nonce = 1;
@@ -1237,7 +1237,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	if (items == NULL) {
 		rv = SC_ERR_NOMEM;
 		status = SC_OCSP_INTERNAL_ERROR;
-		goto error;
+		goto fail;
 	}
 	for (i = 0; i < (size_t)n; i++) {
 		OCSP_ONEREQ *one = OCSP_request_onereq_get0(oreq, (int)i);
@@ -1250,13 +1250,13 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 		if (cid == NULL || !OCSP_id_get0_info(&nh, &md, &kh, &serial, cid) ||
 		    nh == NULL || kh == NULL || md == NULL || serial == NULL)
-			goto error;
+			goto fail;
 		len = i2d_OCSP_CERTID(cid, &items[i].cid_der);
 		if (len <= 0)
-			goto error;
+			goto fail;
 		items[i].cid_len = (size_t)len;
 		if (!ocsp_cid_algid_ok(items[i].cid_der, items[i].cid_len))
-			goto error;
+			goto fail;
 		h = ocsp_find_hash(r, OBJ_obj2nid(md));
 		if (i == 0)
 			res->hash_nid = OBJ_obj2nid(md);
@@ -1265,7 +1265,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		    memcmp(ASN1_STRING_get0_data(nh), h->name, h->name_len) != 0 ||
 		    memcmp(ASN1_STRING_get0_data(kh), h->key, h->key_len) != 0) {
 			status = SC_OCSP_UNAUTHORIZED;
-			goto error;
+			goto fail;
 		}
 		items[i].serial_ok = ocsp_serial_from_asn1(serial, &items[i].serial);
 		if (i == 0 && items[i].serial_ok)
@@ -1276,9 +1276,9 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	if (n == 1 && nonce == NULL && r->presign && items[0].serial_ok) {
 		rv = ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
 		if (rv != 0)
-			goto error;
+			goto fail;
 		res->status = SC_OCSP_SUCCESSFUL;
-		goto done;
+		goto out;
 	}
 
 	/* Fresh response: nonce, several certificates, or no store. */
@@ -1286,13 +1286,13 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	if (r->store != NULL) {
 		rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 		if (rv != 0)
-			goto error;
+			goto fail;
 	}
 	for (i = 0; i < (size_t)n; i++) {
 		if (txn != NULL) {
 			rv = ocsp_lookup(r, txn, &items[i]);
 			if (rv != 0)
-				goto error;
+				goto fail;
 		} else {
 			ocsp_unknown(r, &items[i]);
 		}
@@ -1301,7 +1301,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	txn = NULL;
 	rv = ocsp_build(r, items, (size_t)n, nonce, nonce_len, now, resp, resp_len);
 	if (rv != 0)
-		goto error;
+		goto fail;
 	STAT_INC(r, signed_on_demand);
 	res->status = SC_OCSP_SUCCESSFUL;
 	res->this_update = now;
@@ -1309,9 +1309,9 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	res->cert_status = items[0].answer;
 	res->reason = items[0].reason;
 	res->no_last_modified = n != 1 || items[0].changed_at == now;
-	goto done;
+	goto out;
 
-error:
+fail:
 	sc_txn_abort(txn);
 	txn = NULL;
 	res->status = status;
@@ -1321,7 +1321,7 @@ error:
 	free(*resp);
 	*resp = NULL;
 	rv = ocsp_error_response(status, resp, resp_len);
-done:
+out:
 	sc_txn_abort(txn);
 	ocsp_items_free(items, (size_t)(n > 0 ? n : 0));
 	OCSP_REQUEST_free(oreq);
@@ -1346,22 +1346,22 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 	ders = calloc(n, sizeof(*ders));
 	lens = calloc(n, sizeof(*lens));
 	if (items == NULL || ptrs == NULL || ders == NULL || lens == NULL)
-		goto done;
+		goto out;
 	for (i = 0; i < n; i++) {
 		items[i].serial = serials[i];
 		items[i].serial_ok = 1;
 		ptrs[i] = &items[i];
 		rv = ocsp_canonical_cid(r, &serials[i], &items[i].cid_der, &items[i].cid_len);
 		if (rv != 0)
-			goto done;
+			goto out;
 	}
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 	if (rv != 0)
-		goto done;
+		goto out;
 	for (i = 0; i < n; i++) {
 		rv = ocsp_lookup(r, txn, &items[i]);
 		if (rv != 0)
-			goto done;
+			goto out;
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
@@ -1371,10 +1371,10 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 			continue;
 		rv = ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
 		if (rv != 0)
-			goto done;
+			goto out;
 	}
 	rv = ocsp_store_checked(r, ptrs, ders, lens, n, now);
-done:
+out:
 	sc_txn_abort(txn);
 	if (ders != NULL)
 		for (i = 0; i < n; i++)

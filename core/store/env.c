@@ -81,7 +81,7 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 			"left on its file system): the disk holding it is full; free disk "
 			"space; the transaction was not applied",
 			path, what, strerror(rc), avail);
-		goto done;
+		goto out;
 	}
 	switch (rc) {
 	case MDB_NOTFOUND:
@@ -125,7 +125,7 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 				   dbn, what, mdb_strerror(rc));
 		break;
 	}
-done:
+out:
 	if (t != NULL && t->write)
 		t->err = err;
 	return err;

@@ -72,7 +72,7 @@ static X509 *fuzz_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
 	X509_EXTENSION *e;
 
 	if (x == NULL || n == NULL)
-		goto fail;
+		goto out;
 	X509_set_version(x, 2);
 	ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
 	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
@@ -90,10 +90,10 @@ static X509 *fuzz_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
 		}
 	}
 	if (!X509_sign(x, issuer_key, EVP_sha256()))
-		goto fail;
+		goto out;
 	X509_NAME_free(n);
 	return x;
-fail:
+out:
 	X509_NAME_free(n);
 	X509_free(x);
 	return NULL;
@@ -115,7 +115,7 @@ static int fuzz_sign(void *ctx, const unsigned char *tbs, size_t tbs_len,
 	(void)ctx;
 	if (md == NULL || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, fz.signer_key) != 1 ||
 	    EVP_DigestSign(md, sig, &sig_len, tbs, tbs_len) != 1)
-		goto done;
+		goto out;
 	m = sc_der_begin(&d);
 	sc_der_put(&d, tbs, tbs_len);
 	sc_der_put(&d, algid, sizeof(algid));
@@ -126,7 +126,7 @@ static int fuzz_sign(void *ctx, const unsigned char *tbs, size_t tbs_len,
 	sc_der_put(&d, trailer, trailer_len);
 	sc_der_end(&d, m, 0x30);
 	rv = sc_der_take(&d, out, out_len);
-done:
+out:
 	EVP_MD_CTX_free(md);
 	sc_der_free(&d);
 	return rv;
