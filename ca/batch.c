@@ -49,14 +49,14 @@ struct sc_batch {
 	struct timespec t0, last_draw;
 };
 
-static double sc_batch_elapsed(const struct timespec *a, const struct timespec *b)
+static double batch_elapsed(const struct timespec *a, const struct timespec *b)
 {
 	return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
 }
 
 /* Record a row error.  The reader and the committer both report, so this
  * takes the lock: call it without holding b->mu. */
-static void sc_batch_error(struct sc_batch *b, unsigned long line, const char *user, int err,
+static void batch_error(struct sc_batch *b, unsigned long line, const char *user, int err,
 			   const char *msg)
 {
 	sc_ca_batch_result *r = b->res;
@@ -84,7 +84,7 @@ static void sc_batch_error(struct sc_batch *b, unsigned long line, const char *u
 	pthread_mutex_unlock(&b->mu);
 }
 
-static int sc_batch_is_fatal(int err)
+static int batch_is_fatal(int err)
 {
 	return err == SC_ERR_HSM || err == SC_ERR_HSM_MODULE || err == SC_ERR_HSM_PIN ||
 	       err == SC_ERR_HSM_LOCKED || err == SC_ERR_NOMEM || err == SC_ERR_STORE ||
@@ -92,7 +92,7 @@ static int sc_batch_is_fatal(int err)
 	       err == SC_ERR_INTERNAL;
 }
 
-static void sc_batch_set_fatal(struct sc_batch *b, int err, const char *msg)
+static void batch_set_fatal(struct sc_batch *b, int err, const char *msg)
 {
 	/* caller holds b->mu */
 	if (!b->fatal) {
@@ -105,7 +105,7 @@ static void sc_batch_set_fatal(struct sc_batch *b, int err, const char *msg)
 	pthread_cond_broadcast(&b->cv_space);
 }
 
-static void *sc_batch_worker(void *arg)
+static void *batch_worker(void *arg)
 {
 	struct sc_batch *b = arg;
 
@@ -135,7 +135,7 @@ static void *sc_batch_worker(void *arg)
 	return NULL;
 }
 
-static void sc_batch_progress(struct sc_batch *b, int final)
+static void batch_progress(struct sc_batch *b, int final)
 {
 	struct timespec now;
 	double el, rate, eta;
@@ -146,10 +146,10 @@ static void sc_batch_progress(struct sc_batch *b, int final)
 	if (!b->opts->progress)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!final && sc_batch_elapsed(&b->last_draw, &now) < 0.2)
+	if (!final && batch_elapsed(&b->last_draw, &now) < 0.2)
 		return;
 	b->last_draw = now;
-	el = sc_batch_elapsed(&b->t0, &now);
+	el = batch_elapsed(&b->t0, &now);
 	rate = el > 0 ? (double)done / el : 0;
 	eta = rate > 0 ? (double)(total - done) / rate : 0;
 	fill = total ? (int)((double)width * (double)done / (double)total) : 0;
@@ -161,7 +161,7 @@ static void sc_batch_progress(struct sc_batch *b, int final)
 	fflush(stderr);
 }
 
-static void *sc_batch_committer(void *arg)
+static void *batch_committer(void *arg)
 {
 	struct sc_batch *b = arg;
 	sc_ca_batch_result *r = b->res;
@@ -196,12 +196,12 @@ static void *sc_batch_committer(void *arg)
 			int already = 0, e;
 
 			if (p->err != SC_OK) {
-				if (sc_batch_is_fatal(p->err)) {
+				if (batch_is_fatal(p->err)) {
 					rv = p->err;
 					sc_error_set(rv, "line %lu: %s", p->line, p->errmsg);
 					break;
 				}
-				sc_batch_error(b, p->line, p->user_id, p->err, p->errmsg);
+				batch_error(b, p->line, p->user_id, p->err, p->errmsg);
 				continue;
 			}
 			e = sc_ca_commit_prep(b->ca, txn, p, &already);
@@ -210,7 +210,7 @@ static void *sc_batch_committer(void *arg)
 			} else if (e == SC_ERR_EXISTS && already) {
 				skipped++;
 			} else if (e == SC_ERR_EXISTS || e == SC_ERR_INVALID) {
-				sc_batch_error(b, p->line, p->user_id, e, sc_error_detail());
+				batch_error(b, p->line, p->user_id, e, sc_error_detail());
 			} else {
 				rv = e;
 			}
@@ -227,7 +227,7 @@ static void *sc_batch_committer(void *arg)
 			char msg[300];
 
 			snprintf(msg, sizeof(msg), "%s", sc_error_detail());
-			sc_batch_set_fatal(b, rv, msg);
+			batch_set_fatal(b, rv, msg);
 			break;
 		}
 		for (uint64_t i = 0; i < k; i++) {
@@ -240,13 +240,13 @@ static void *sc_batch_committer(void *arg)
 		r->skipped += skipped;
 		b->n_committed += k;
 		pthread_cond_signal(&b->cv_space);
-		sc_batch_progress(b, 0);
+		batch_progress(b, 0);
 	}
 	pthread_mutex_unlock(&b->mu);
 	return NULL;
 }
 
-static int sc_batch_col(char **hdr, size_t n, const char *name)
+static int batch_col(char **hdr, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(hdr[i], name) == 0)
@@ -255,7 +255,7 @@ static int sc_batch_col(char **hdr, size_t n, const char *name)
 }
 
 /* Newline count, for the progress estimate only. */
-static uint64_t sc_batch_count_lines(const char *path)
+static uint64_t batch_count_lines(const char *path)
 {
 	FILE *f = fopen(path, "r");
 	char buf[65536];
@@ -272,7 +272,7 @@ static uint64_t sc_batch_count_lines(const char *path)
 }
 
 /* Fill a prep from one CSV record; SC_OK or a row error with a detail. */
-static int sc_batch_row(char **f, size_t n, const int col[6], sc_ca_prep *p)
+static int batch_row(char **f, size_t n, const int col[6], sc_ca_prep *p)
 {
 	const char *uid = f[col[0]], *dob = col[3] >= 0 ? f[col[3]] : "";
 	const char *prof = col[4] >= 0 ? f[col[4]] : "", *kt = col[5] >= 0 ? f[col[5]] : "";
@@ -341,18 +341,18 @@ int sc_ca_enrol_batch(sc_ca *ca, const char *csv_path, const sc_ca_batch_opts *o
 		goto out;
 	}
 	if (opts->progress)
-		b.total_estimate = sc_batch_count_lines(csv_path);
+		b.total_estimate = batch_count_lines(csv_path);
 	pthread_mutex_init(&b.mu, NULL);
 	pthread_cond_init(&b.cv_work, NULL);
 	pthread_cond_init(&b.cv_done, NULL);
 	pthread_cond_init(&b.cv_space, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &b.t0);
 	for (; started < nthreads; started++)
-		if (pthread_create(&workers[started], NULL, sc_batch_worker, &b) != 0)
+		if (pthread_create(&workers[started], NULL, batch_worker, &b) != 0)
 			break;
-	if (started == 0 || pthread_create(&committer, NULL, sc_batch_committer, &b) != 0) {
+	if (started == 0 || pthread_create(&committer, NULL, batch_committer, &b) != 0) {
 		pthread_mutex_lock(&b.mu);
-		sc_batch_set_fatal(&b, SC_ERR_INTERNAL, "cannot start threads");
+		batch_set_fatal(&b, SC_ERR_INTERNAL, "cannot start threads");
 		pthread_mutex_unlock(&b.mu);
 	} else {
 		committer_started = 1;
@@ -376,22 +376,22 @@ int sc_ca_enrol_batch(sc_ca *ca, const char *csv_path, const sc_ca_batch_opts *o
 			break;
 		if (r == SC_ERR_IO) {
 			pthread_mutex_lock(&b.mu);
-			sc_batch_set_fatal(&b, r, sc_error_detail());
+			batch_set_fatal(&b, r, sc_error_detail());
 			pthread_mutex_unlock(&b.mu);
 			break;
 		}
 		if (!have_header) {
 			if (r < 0) {
 				pthread_mutex_lock(&b.mu);
-				sc_batch_set_fatal(&b, SC_ERR_INVALID, "the header line is malformed");
+				batch_set_fatal(&b, SC_ERR_INVALID, "the header line is malformed");
 				pthread_mutex_unlock(&b.mu);
 				break;
 			}
 			for (int i = 0; i < 6; i++)
-				col[i] = sc_batch_col(f, n, names[i]);
+				col[i] = batch_col(f, n, names[i]);
 			if (col[0] < 0 || col[1] < 0 || col[2] < 0) {
 				pthread_mutex_lock(&b.mu);
-				sc_batch_set_fatal(&b, SC_ERR_INVALID, "the header must name at least "
+				batch_set_fatal(&b, SC_ERR_INVALID, "the header must name at least "
 						   "user_id, name and id_number (and may name dob, "
 						   "profile, key_type)");
 				pthread_mutex_unlock(&b.mu);
@@ -404,15 +404,15 @@ int sc_ca_enrol_batch(sc_ca *ca, const char *csv_path, const sc_ca_batch_opts *o
 		result->rows++;
 		pthread_mutex_unlock(&b.mu);
 		if (r < 0) {
-			sc_batch_error(&b, line, NULL, r, sc_error_detail());
+			batch_error(&b, line, NULL, r, sc_error_detail());
 			sc_error_clear();
 			continue;
 		}
 		memset(&p, 0, sizeof(p));
 		p.line = line;
-		r = sc_batch_row(f, n, col, &p);
+		r = batch_row(f, n, col, &p);
 		if (r != SC_OK) {
-			sc_batch_error(&b, line, p.user_id, r, sc_error_detail());
+			batch_error(&b, line, p.user_id, r, sc_error_detail());
 			sc_error_clear();
 			sc_ca_prep_clear(&p);
 			continue;
@@ -453,9 +453,9 @@ int sc_ca_enrol_batch(sc_ca *ca, const char *csv_path, const sc_ca_batch_opts *o
 		pthread_join(workers[i], NULL);
 	if (committer_started)
 		pthread_join(committer, NULL);
-	sc_batch_progress(&b, 1);
+	batch_progress(&b, 1);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	result->seconds = sc_batch_elapsed(&b.t0, &t1);
+	result->seconds = batch_elapsed(&b.t0, &t1);
 	/* rows read but never committed (after a fatal error) */
 	for (uint64_t i = b.n_committed; i < b.n_read; i++)
 		sc_ca_prep_clear(&b.ring[i % SC_BATCH_RING].p);

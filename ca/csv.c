@@ -32,7 +32,7 @@ struct sc_csv {
 
 /* Takes `f` whatever happens.  A UTF-8 byte order mark (spreadsheets write
  * one) is not part of the first header name. */
-static int sc_csv_open_stream(FILE *f, const char *what, sc_csv **out)
+static int csv_open_stream(FILE *f, const char *what, sc_csv **out)
 {
 	static const unsigned char bom[3] = { 0xef, 0xbb, 0xbf };
 	sc_csv *c;
@@ -75,7 +75,7 @@ int sc_csv_open(const char *path, sc_csv **out)
 
 		return sc_error_set(SC_ERR_IO, "cannot open %s: %s", path, strerror(e));
 	}
-	return sc_csv_open_stream(f, path, out);
+	return csv_open_stream(f, path, out);
 }
 
 int sc_csv_open_mem(const void *data, size_t len, sc_csv **out)
@@ -89,7 +89,7 @@ int sc_csv_open_mem(const void *data, size_t len, sc_csv **out)
 	f = fmemopen((void *)(uintptr_t)(data != NULL ? data : ""), len, "r");
 	if (f == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "cannot open CSV text: %s", strerror(errno));
-	return sc_csv_open_stream(f, "CSV text", out);
+	return csv_open_stream(f, "CSV text", out);
 }
 
 void sc_csv_close(sc_csv *c)
@@ -107,7 +107,7 @@ long sc_csv_offset(const sc_csv *c)
 	return c->offset;
 }
 
-static int sc_csv_put(sc_csv *c, char ch)
+static int csv_put(sc_csv *c, char ch)
 {
 	if (c->len + 1 >= c->cap) {
 		size_t ncap = c->cap * 2;
@@ -128,7 +128,7 @@ static int sc_csv_put(sc_csv *c, char ch)
 	return SC_OK;
 }
 
-static int sc_csv_getc(sc_csv *c)
+static int csv_getc(sc_csv *c)
 {
 	int ch = c->ihead < c->nhead ? c->head[c->ihead++] : getc_unlocked(c->f);
 
@@ -139,16 +139,16 @@ static int sc_csv_getc(sc_csv *c)
 
 /* After a malformed record, go on with the line after the one it started
  * on: an unbalanced quote must cost one row, not every row it swallowed. */
-static void sc_csv_skip_line(sc_csv *c, int ch)
+static void csv_skip_line(sc_csv *c, int ch)
 {
 	if (c->line != c->rec_line && fseek(c->f, c->rec_offset, SEEK_SET) == 0) {
 		c->ihead = c->nhead;    /* the file position now rules */
 		c->offset = c->rec_offset;
 		c->line = c->rec_line;
-		ch = sc_csv_getc(c);
+		ch = csv_getc(c);
 	}
 	while (ch != EOF && ch != '\n')
-		ch = sc_csv_getc(c);
+		ch = csv_getc(c);
 	if (ch == '\n')
 		c->line++;
 }
@@ -167,12 +167,12 @@ int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
 		*line = c->line;
 		c->rec_line = c->line;
 		c->rec_offset = c->offset;
-		ch = sc_csv_getc(c);
+		ch = csv_getc(c);
 		if (ch == EOF)
 			return ferror(c->f) ? sc_error_set(SC_ERR_IO, "read error") : 0;
 		if (ch == '\n' || (ch == '\r')) {
 			/* blank line */
-			if (ch == '\r' && (ch = sc_csv_getc(c)) != '\n' && ch != EOF) {
+			if (ch == '\r' && (ch = csv_getc(c)) != '\n' && ch != EOF) {
 				why = "stray carriage return";
 				goto malformed;
 			}
@@ -190,13 +190,13 @@ int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
 		c->off[c->nfields++] = c->len;
 		if (ch == '"') {
 			for (;;) {
-				ch = sc_csv_getc(c);
+				ch = csv_getc(c);
 				if (ch == EOF) {
 					why = "unterminated quoted field";
 					goto malformed;
 				}
 				if (ch == '"') {
-					ch = sc_csv_getc(c);
+					ch = csv_getc(c);
 					if (ch != '"')
 						break;
 				}
@@ -207,7 +207,7 @@ int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
 				}
 				if (ch == '\n')
 					c->line++;
-				if ((rv = sc_csv_put(c, (char)ch)) != SC_OK) {
+				if ((rv = csv_put(c, (char)ch)) != SC_OK) {
 					why = "quoted field not closed within 64 KiB "
 					      "(unbalanced quote?)";
 					goto malformed;
@@ -227,23 +227,23 @@ int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
 					why = "NUL byte";
 					goto malformed;
 				}
-				if ((rv = sc_csv_put(c, (char)ch)) != SC_OK) {
+				if ((rv = csv_put(c, (char)ch)) != SC_OK) {
 					why = "record too long";
 					goto malformed;
 				}
-				ch = sc_csv_getc(c);
+				ch = csv_getc(c);
 			}
 		}
-		if ((rv = sc_csv_put(c, '\0')) != SC_OK) {
+		if ((rv = csv_put(c, '\0')) != SC_OK) {
 			why = "record too long";
 			goto malformed;
 		}
 		if (ch == ',') {
-			ch = sc_csv_getc(c);
+			ch = csv_getc(c);
 			continue;
 		}
 		if (ch == '\r') {
-			ch = sc_csv_getc(c);
+			ch = csv_getc(c);
 			if (ch != '\n' && ch != EOF) {
 				why = "stray carriage return";
 				goto malformed;
@@ -259,7 +259,7 @@ int sc_csv_next(sc_csv *c, char ***fields, size_t *n, unsigned long *line)
 	*n = c->nfields;
 	return 1;
 malformed:
-	sc_csv_skip_line(c, ch);
+	csv_skip_line(c, ch);
 	OPENSSL_cleanse(c->buf, c->len);
 	c->len = 0;
 	c->nfields = 0;

@@ -54,7 +54,7 @@ struct sc_init {
 	sc_serial serial[3];
 };
 
-static char *sc_init_path(const char *dir, const char *rel)
+static char *init_path(const char *dir, const char *rel)
 {
 	size_t n = strlen(dir) + strlen(rel) + 2;
 	char *s = malloc(n);
@@ -65,7 +65,7 @@ static char *sc_init_path(const char *dir, const char *rel)
 }
 
 /* A random PIN of 22 base64url characters (128 bits). */
-static int sc_init_random_pin(char **out)
+static int init_random_pin(char **out)
 {
 	unsigned char r[16];
 	int rv;
@@ -78,9 +78,9 @@ static int sc_init_random_pin(char **out)
 	return rv;
 }
 
-static int sc_init_write_secret(const char *dir, const char *rel, const char *secret)
+static int init_write_secret(const char *dir, const char *rel, const char *secret)
 {
-	char *path = sc_init_path(dir, rel), *buf = NULL;
+	char *path = init_path(dir, rel), *buf = NULL;
 	size_t n;
 	int rv;
 
@@ -99,9 +99,9 @@ static int sc_init_write_secret(const char *dir, const char *rel, const char *se
 	return rv;
 }
 
-static int sc_init_write_text(const char *dir, const char *rel, const char *text, unsigned mode)
+static int init_write_text(const char *dir, const char *rel, const char *text, unsigned mode)
 {
-	char *path = sc_init_path(dir, rel);
+	char *path = init_path(dir, rel);
 	int rv;
 
 	if (path == NULL)
@@ -111,7 +111,7 @@ static int sc_init_write_text(const char *dir, const char *rel, const char *text
 	return rv;
 }
 
-static int sc_init_dir_state(const char *dir, int *exists)
+static int init_dir_state(const char *dir, int *exists)
 {
 	DIR *dh;
 	struct dirent *e;
@@ -146,7 +146,7 @@ static int sc_init_dir_state(const char *dir, int *exists)
 	return SC_OK;
 }
 
-static int sc_init_demo_authz_key(struct sc_init *in)
+static int init_demo_authz_key(struct sc_init *in)
 {
 	EVP_PKEY *pk = NULL;
 	BIO *bk = NULL, *bp = NULL;
@@ -161,21 +161,21 @@ static int sc_init_demo_authz_key(struct sc_init *in)
 	    PEM_write_bio_PrivateKey(bk, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
 	    PEM_write_bio_PUBKEY(bp, pk) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "demo authorisation key");
-		goto done;
+		goto out;
 	}
 	n = BIO_get_mem_data(bk, &data);
 	if ((rv = sc_file_write_atomic(in->key_pem_path, data, (size_t)n, 0600)) != SC_OK)
-		goto done;
+		goto out;
 	n = BIO_get_mem_data(bp, &data);
 	rv = sc_file_write_atomic(in->pub_pem_path, data, (size_t)n, 0644);
-done:
+out:
 	BIO_free(bk);
 	BIO_free(bp);
 	EVP_PKEY_free(pk);
 	return rv;
 }
 
-static int sc_init_write_config(struct sc_init *in, int embedded, const char *module)
+static int init_write_config(struct sc_init *in, int embedded, const char *module)
 {
 	const sc_ca_init_params *p = in->p;
 	char *text = NULL;
@@ -230,7 +230,7 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 		free(text);
 		return sc_error_set(SC_ERR_INVALID, "configuration values too long");
 	}
-	rv = sc_init_write_text(in->dir, "smartcert.conf", text, 0640);
+	rv = init_write_text(in->dir, "smartcert.conf", text, 0640);
 	if (rv == SC_OK) {
 		/* What a gateway host needs, and nothing secret: where the
 		 * signing service listens.  World-readable by design. */
@@ -243,7 +243,7 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 			     "timeout = 30\n", in->dir);
 		rv = n < 0 || (size_t)n >= cap
 			     ? sc_error_set(SC_ERR_INVALID, "deployment path too long")
-			     : sc_init_write_text(in->dir, "gateway.conf", text, 0644);
+			     : init_write_text(in->dir, "gateway.conf", text, 0644);
 	}
 	free(text);
 	return rv;
@@ -251,7 +251,7 @@ static int sc_init_write_config(struct sc_init *in, int embedded, const char *mo
 
 /* The checkpoint signing key (sc_checkpoint.h): in the HSM, its public
  * key beside the log for auditors. */
-static int sc_init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
+static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
 {
 	unsigned char *spki = NULL;
 	const unsigned char *q;
@@ -292,7 +292,7 @@ out:
 
 /* One CA certificate: key pair generated on the token, certificate built
  * and signed by `signer_label` (itself for the root). */
-static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *label,
+static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label,
 			   const char *cn, int64_t days, X509 *issuer, const char *signer_label,
 			   X509 **out)
 {
@@ -312,19 +312,19 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 	*out = NULL;
 	if ((rv = sc_hsm_generate_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg,
 					    label, &spki, &spki_len)) != SC_OK)
-		goto done;
+		goto out;
 	q = spki;
 	pub = d2i_PUBKEY(NULL, &q, (long)spki_len);
 	if (pub == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_HSM, "CA public key");
-		goto done;
+		goto out;
 	}
 	snprintf(name_cn, sizeof(name_cn), "%s %s",
 		 in->p->ca_name ? in->p->ca_name : "smartcert", cn);
 	if ((rv = sc_ca_name_make(name_cn, NULL, &name)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_serial_random(&in->serial[idx])) != SC_OK)
-		goto done;
+		goto out;
 	memset(&spec, 0, sizeof(spec));
 	spec.kind = kind;
 	spec.serial = &in->serial[idx];
@@ -342,27 +342,27 @@ static int sc_init_ca_cert(struct sc_init *in, int idx, int kind, const char *la
 			     in->p->crl_url ? in->p->crl_url : SC_CA_DEFAULT_CRL_URL,
 			     SC_CRL_ROOT_NAME) >= (int)sizeof(cdp)) {
 			rv = sc_error_set(SC_ERR_INVALID, "--crl-url is too long");
-			goto done;
+			goto out;
 		}
 		spec.cdp_url = cdp;
 	}
 	if ((rv = sc_ca_cert_build(&spec, name, pub, issuer, &x)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_hsm_find_token_key(in->hsm, signer_label, &key)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_sign_x509(in->hsm, key, sc_sign_default_md(sc_hsm_key_alg(key)), x,
 			  &in->der[idx], &in->der_len[idx]);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	q = in->der[idx];
 	signed_x = d2i_X509(NULL, &q, (long)in->der_len[idx]);
 	if (signed_x == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "signed CA certificate does not decode");
-		goto done;
+		goto out;
 	}
 	*out = signed_x;
 	signed_x = NULL;
-done:
+out:
 	sc_hsm_key_free(in->hsm, key);
 	free(spki);
 	EVP_PKEY_free(pub);
@@ -372,7 +372,7 @@ done:
 	return rv;
 }
 
-static int sc_init_pem(X509 *const *certs, size_t n, char **out, size_t *out_len)
+static int init_pem(X509 *const *certs, size_t n, char **out, size_t *out_len)
 {
 	BIO *b = BIO_new(BIO_s_mem());
 	char *data;
@@ -400,7 +400,7 @@ static int sc_init_pem(X509 *const *certs, size_t n, char **out, size_t *out_len
 	return SC_OK;
 }
 
-static int sc_init_store(struct sc_init *in)
+static int init_store(struct sc_init *in)
 {
 	static const char *const profiles[3] = { "root-ca", "issuing-ca", "ocsp-signer" };
 	static const char *const metas[3] = { SC_META_ROOT_CERT, SC_META_ISSUING_CERT,
@@ -426,7 +426,7 @@ static int sc_init_store(struct sc_init *in)
 		struct tm tm;
 
 		if ((rv = sc_store_meta_put(txn, metas[i], in->der[i], in->der_len[i])) != SC_OK)
-			goto done;
+			goto out;
 		memset(&c, 0, sizeof(c));
 		c.serial = in->serial[i];
 		c.user_id = "";
@@ -444,7 +444,7 @@ static int sc_init_store(struct sc_init *in)
 		c.der = in->der[i];
 		c.der_len = in->der_len[i];
 		if ((rv = sc_store_cert_add(txn, &c)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	{
 		sc_audit_event ev;
@@ -458,10 +458,10 @@ static int sc_init_store(struct sc_init *in)
 		ev.outcome = "ok";
 		ev.detail = detail;
 		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if ((rv = sc_gateway_add(txn, "default", in->gateway_hash, sc_now())) != SC_OK)
-		goto done;
+		goto out;
 	{
 		sc_audit_event ev;
 
@@ -471,16 +471,16 @@ static int sc_init_store(struct sc_init *in)
 		ev.outcome = "ok";
 		ev.detail = "gateway default";
 		if ((rv = sc_audit_append(txn, &ev, NULL)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
-done:
+out:
 	sc_txn_abort(txn);
 	return rv;
 }
 
-static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
+static int init_run(struct sc_init *in, sc_ca_init_result *res)
 {
 	const sc_ca_init_params *p = in->p;
 	const char *module = p->backend_module ? p->backend_module : SC_DEFAULT_BACKEND_MODULE;
@@ -507,7 +507,7 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 		return sc_error_set(SC_ERR_INVALID, "--backend-token-uri needs "
 				    "--backend-pin-source (the token's user PIN)");
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		char *d = sc_init_path(in->dir, subdirs[i]);
+		char *d = init_path(in->dir, subdirs[i]);
 
 		if (d == NULL)
 			return SC_ERR_NOMEM;
@@ -551,12 +551,12 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 		if (strncmp(in->backend_pin_source, "file:", 5) == 0)
 			res->backend_pin_file = strdup(in->backend_pin_source + 5);
 	} else {
-		if ((rv = sc_init_random_pin(&in->backend_pin)) != SC_OK ||
-		    (rv = sc_init_write_secret(in->dir, "secrets/backend.pin",
+		if ((rv = init_random_pin(&in->backend_pin)) != SC_OK ||
+		    (rv = init_write_secret(in->dir, "secrets/backend.pin",
 					       in->backend_pin)) != SC_OK)
 			return rv;
 		in->backend_pin_source = strdup("file:secrets/backend.pin");
-		res->backend_pin_file = sc_init_path(in->dir, "secrets/backend.pin");
+		res->backend_pin_file = init_path(in->dir, "secrets/backend.pin");
 		if (in->backend_pin_source == NULL || res->backend_pin_file == NULL)
 			return SC_ERR_NOMEM;
 	}
@@ -580,16 +580,16 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 	} else {
 		if ((rv = sc_gateway_credential_make("default", &in->gateway_pin,
 						     &in->gateway_hash)) != SC_OK ||
-		    (rv = sc_init_write_secret(in->dir, "gateway/default.pin",
+		    (rv = init_write_secret(in->dir, "gateway/default.pin",
 					       in->gateway_pin)) != SC_OK)
 			return rv;
-		res->gateway_pin_file = sc_init_path(in->dir, "gateway/default.pin");
+		res->gateway_pin_file = init_path(in->dir, "gateway/default.pin");
 		if (res->gateway_pin_file == NULL)
 			return SC_ERR_NOMEM;
 	}
 
 	if (embedded) {
-		softhsm_conf = sc_init_path(in->dir, "hsm/softhsm2.conf");
+		softhsm_conf = init_path(in->dir, "hsm/softhsm2.conf");
 		if (softhsm_conf == NULL)
 			return SC_ERR_NOMEM;
 		{
@@ -602,108 +602,108 @@ static int sc_init_run(struct sc_init *in, sc_ca_init_result *res)
 				 "log.level = ERROR\n"
 				 "slots.removable = false\n", in->dir);
 			if ((rv = sc_file_write_atomic(softhsm_conf, conf, strlen(conf), 0644)) != SC_OK)
-				goto done;
+				goto out;
 		}
-		if ((rv = sc_init_random_pin(&in->so_pin)) != SC_OK ||
-		    (rv = sc_init_write_secret(in->dir, "secrets/so.pin", in->so_pin)) != SC_OK)
-			goto done;
-		res->so_pin_file = sc_init_path(in->dir, "secrets/so.pin");
+		if ((rv = init_random_pin(&in->so_pin)) != SC_OK ||
+		    (rv = init_write_secret(in->dir, "secrets/so.pin", in->so_pin)) != SC_OK)
+			goto out;
+		res->so_pin_file = init_path(in->dir, "secrets/so.pin");
 		rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_TOKEN_LABEL, in->so_pin,
 				       in->backend_pin);
 		if (rv != SC_OK)
-			goto done;
-		if ((rv = sc_init_random_pin(&in->ocsp_pin)) != SC_OK ||
-		    (rv = sc_init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK ||
+			goto out;
+		if ((rv = init_random_pin(&in->ocsp_pin)) != SC_OK ||
+		    (rv = init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK ||
 		    (rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_OCSP_TOKEN_LABEL,
 					    in->so_pin, in->ocsp_pin)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
 
-	in->key_pem_path = sc_init_path(in->dir, "authz-demo/authz-demo.key");
-	in->pub_pem_path = sc_init_path(in->dir, "authz/authz-demo.pub.pem");
+	in->key_pem_path = init_path(in->dir, "authz-demo/authz-demo.key");
+	in->pub_pem_path = init_path(in->dir, "authz/authz-demo.pub.pem");
 	if (in->key_pem_path == NULL || in->pub_pem_path == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
-	if (!p->no_demo_authz && (rv = sc_init_demo_authz_key(in)) != SC_OK)
-		goto done;
-	if ((rv = sc_init_write_config(in, embedded, module)) != SC_OK)
-		goto done;
+	if (!p->no_demo_authz && (rv = init_demo_authz_key(in)) != SC_OK)
+		goto out;
+	if ((rv = init_write_config(in, embedded, module)) != SC_OK)
+		goto out;
 
-	res->config = sc_init_path(in->dir, "smartcert.conf");
+	res->config = init_path(in->dir, "smartcert.conf");
 	if (res->config == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_config_load(res->config, &in->cfg)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_hsm_params_from_config(in->cfg, &hp)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_hsm_open(&hp, &in->hsm)) != SC_OK)
-		goto done;
+		goto out;
 	in->ocsp_hsm = in->hsm;
 	if (embedded) {
 		if ((rv = sc_hsm_params_for_ocsp(in->cfg, &hp)) != SC_OK ||
 		    (rv = sc_hsm_open(&hp, &in->ocsp_hsm)) != SC_OK)
-			goto done;
+			goto out;
 	}
 	if ((rv = sc_hsm_create_master_keys(in->hsm)) != SC_OK ||
 	    (rv = sc_hsm_create_audit_key(in->hsm)) != SC_OK)
-		goto done;
+		goto out;
 	/* The store's first audit record is already keyed. */
 	sc_deploy_use_hsm_for_audit(in->hsm);
-	if ((rv = sc_init_ca_cert(in, 0, SC_CA_KIND_ROOT, SC_LABEL_ROOT_CA, "Root CA", 7305,
+	if ((rv = init_ca_cert(in, 0, SC_CA_KIND_ROOT, SC_LABEL_ROOT_CA, "Root CA", 7305,
 				  NULL, SC_LABEL_ROOT_CA, &in->root)) != SC_OK)
-		goto done;
-	if ((rv = sc_init_ca_cert(in, 1, SC_CA_KIND_ISSUING, SC_LABEL_ISSUING_CA, "Issuing CA",
+		goto out;
+	if ((rv = init_ca_cert(in, 1, SC_CA_KIND_ISSUING, SC_LABEL_ISSUING_CA, "Issuing CA",
 				  3653, in->root, SC_LABEL_ROOT_CA, &in->issuing)) != SC_OK)
-		goto done;
-	if ((rv = sc_init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder",
+		goto out;
+	if ((rv = init_ca_cert(in, 2, SC_CA_KIND_OCSP, SC_LABEL_OCSP, "OCSP Responder",
 				  SC_CA_OCSP_SIGNER_DAYS,
 				  in->issuing, SC_LABEL_ISSUING_CA, &in->ocsp)) != SC_OK)
-		goto done;
-	if ((rv = sc_init_store(in)) != SC_OK)
-		goto done;
+		goto out;
+	if ((rv = init_store(in)) != SC_OK)
+		goto out;
 	/* The first signed checkpoint, outside the store. */
-	if ((rv = sc_init_checkpoint_key(in->cfg, in->hsm)) != SC_OK ||
+	if ((rv = init_checkpoint_key(in->cfg, in->hsm)) != SC_OK ||
 	    (rv = sc_checkpoint_write(in->cfg, in->store, in->hsm, "init")) != SC_OK)
-		goto done;
+		goto out;
 
-	res->root_ca = sc_init_path(in->dir, "ca/root-ca.pem");
-	res->issuing_ca = sc_init_path(in->dir, "ca/issuing-ca.pem");
-	res->ocsp_cert = sc_init_path(in->dir, "ca/ocsp-signer.pem");
-	res->chain = sc_init_path(in->dir, "ca/chain.pem");
+	res->root_ca = init_path(in->dir, "ca/root-ca.pem");
+	res->issuing_ca = init_path(in->dir, "ca/issuing-ca.pem");
+	res->ocsp_cert = init_path(in->dir, "ca/ocsp-signer.pem");
+	res->chain = init_path(in->dir, "ca/chain.pem");
 	res->authz_key = strdup(in->key_pem_path);
 	res->authz_pub = strdup(in->pub_pem_path);
 	res->dir = strdup(in->dir);
-	res->signd_socket = sc_init_path(in->dir, "run/signd.sock");
-	res->gateway_config = sc_init_path(in->dir, "gateway.conf");
+	res->signd_socket = init_path(in->dir, "run/signd.sock");
+	res->gateway_config = init_path(in->dir, "gateway.conf");
 	if (!res->root_ca || !res->issuing_ca || !res->ocsp_cert || !res->chain ||
 	    !res->authz_key || !res->authz_pub || !res->dir) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	{
 		X509 *const one[3] = { in->root, in->issuing, in->ocsp };
 		const char *const files[3] = { res->root_ca, res->issuing_ca, res->ocsp_cert };
 
 		for (int i = 0; i < 3; i++) {
-			if ((rv = sc_init_pem(&one[i], 1, &text, &text_len)) != SC_OK)
-				goto done;
+			if ((rv = init_pem(&one[i], 1, &text, &text_len)) != SC_OK)
+				goto out;
 			rv = sc_file_write_atomic(files[i], text, text_len, 0644);
 			free(text);
 			text = NULL;
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 		}
 	}
 	chain[0] = in->issuing;
 	chain[1] = in->root;
-	if ((rv = sc_init_pem(chain, 2, &text, &text_len)) != SC_OK)
-		goto done;
+	if ((rv = init_pem(chain, 2, &text, &text_len)) != SC_OK)
+		goto out;
 	rv = sc_file_write_atomic(res->chain, text, text_len, 0644);
-done:
+out:
 	free(text);
 	free(softhsm_conf);
 	return rv;
@@ -716,7 +716,7 @@ static gid_t sc_init_gid;
 static size_t sc_init_skip_len;
 static char sc_init_skip[PATH_MAX + 16];
 
-static int sc_init_chown_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+static int init_chown_cb(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
 	(void)sb;
 	(void)type;
@@ -727,7 +727,7 @@ static int sc_init_chown_cb(const char *path, const struct stat *sb, int type, s
 	return lchown(path, sc_init_uid, sc_init_gid) != 0 ? errno : 0;
 }
 
-static int sc_init_give_to(const char *dir, const char *user)
+static int init_give_to(const char *dir, const char *user)
 {
 	struct passwd *pw = getpwnam(user);
 	int e;
@@ -739,7 +739,7 @@ static int sc_init_give_to(const char *dir, const char *user)
 	sc_init_gid = pw->pw_gid;
 	snprintf(sc_init_skip, sizeof(sc_init_skip), "%s/authz-demo", dir);
 	sc_init_skip_len = strlen(sc_init_skip);
-	e = nftw(dir, sc_init_chown_cb, 32, FTW_PHYS);
+	e = nftw(dir, init_chown_cb, 32, FTW_PHYS);
 	if (e != 0)
 		return sc_error_set(e == EPERM ? SC_ERR_READONLY : SC_ERR_IO, "--service-user %s: "
 				    "cannot hand %s over: %s (run init as root)", user, dir,
@@ -773,7 +773,7 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 	}
 	while (strlen(in.dir) > 1 && in.dir[strlen(in.dir) - 1] == '/')
 		in.dir[strlen(in.dir) - 1] = '\0';
-	if ((rv = sc_init_dir_state(in.dir, &existed)) != SC_OK)
+	if ((rv = init_dir_state(in.dir, &existed)) != SC_OK)
 		return rv;
 	parent = strdup(in.dir);
 	if (parent == NULL)
@@ -798,13 +798,13 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 				    "cannot create %s: %s", in.dir, strerror(errno));
 	}
 
-	rv = sc_init_run(&in, out);
+	rv = init_run(&in, out);
 
 	if (in.store != NULL)
 		sc_store_close(in.store);
 	in.store = NULL;
 	if (rv == SC_OK && p->service_user != NULL)
-		rv = sc_init_give_to(in.dir, p->service_user);
+		rv = init_give_to(in.dir, p->service_user);
 	if (in.ocsp_hsm != NULL && in.ocsp_hsm != in.hsm)
 		sc_hsm_close(in.ocsp_hsm);
 	if (in.hsm != NULL)

@@ -29,7 +29,7 @@ static const struct sc_ca_csr_profile sc_ca_csr_table[] = {
 	{ "operator", SC_CA_KIND_OPERATOR, SC_CA_POLICY_OPERATOR, 365 },
 };
 
-static X509_REQ *sc_ca_csr_decode(const unsigned char *csr, size_t len)
+static X509_REQ *ca_csr_decode(const unsigned char *csr, size_t len)
 {
 	X509_REQ *req = NULL;
 	const unsigned char *q = csr;
@@ -46,7 +46,7 @@ static X509_REQ *sc_ca_csr_decode(const unsigned char *csr, size_t len)
 }
 
 /* The request's subjectAltName (a new empty list when it has none). */
-static GENERAL_NAMES *sc_ca_csr_names(X509_REQ *req)
+static GENERAL_NAMES *ca_csr_names(X509_REQ *req)
 {
 	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
 	GENERAL_NAMES *gens = NULL;
@@ -58,7 +58,7 @@ static GENERAL_NAMES *sc_ca_csr_names(X509_REQ *req)
 	return gens != NULL ? gens : GENERAL_NAMES_new();
 }
 
-static int sc_ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
+static int ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
 {
 	for (int i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
@@ -76,12 +76,12 @@ static int sc_ca_has_email(const GENERAL_NAMES *gens, const ASN1_STRING *v)
  * (RFC 5280 §4.1.2.6: new certificates carry e-mail addresses there, and
  * pkilint's pkix.subject_email_address_not_in_san is an error).  An
  * `operator` certificate must end up with an e-mail address. */
-static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_out,
+static int ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_out,
 			       STACK_OF(X509_EXTENSION) **exts_out)
 {
 	const X509_NAME *in = X509_REQ_get_subject_name(req);
 	X509_NAME *subj = X509_NAME_new();
-	GENERAL_NAMES *gens = sc_ca_csr_names(req);
+	GENERAL_NAMES *gens = ca_csr_names(req);
 	STACK_OF(X509_EXTENSION) *exts = NULL;
 	X509_EXTENSION *e = NULL;
 	int i, emails = 0, rv = SC_ERR_NOMEM;
@@ -89,7 +89,7 @@ static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_o
 	*subj_out = NULL;
 	*exts_out = NULL;
 	if (subj == NULL || gens == NULL)
-		goto done;
+		goto out;
 	for (i = 0; i < X509_NAME_entry_count(in); i++) {
 		const X509_NAME_ENTRY *ne = X509_NAME_get_entry(in, i);
 
@@ -97,11 +97,11 @@ static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_o
 			const ASN1_STRING *v = X509_NAME_ENTRY_get_data(ne);
 			GENERAL_NAME *g;
 
-			if (sc_ca_has_email(gens, v))
+			if (ca_has_email(gens, v))
 				continue;
 			g = GENERAL_NAME_new();
 			if (g == NULL)
-				goto done;
+				goto out;
 			g->type = GEN_EMAIL;
 			g->d.rfc822Name = ASN1_IA5STRING_new();
 			if (g->d.rfc822Name == NULL ||
@@ -109,30 +109,30 @@ static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_o
 					    ASN1_STRING_length(v)) != 1 ||
 			    sk_GENERAL_NAME_push(gens, g) == 0) {
 				GENERAL_NAME_free(g);
-				goto done;
+				goto out;
 			}
 			continue;
 		}
 		if (X509_NAME_add_entry(subj, ne, -1, 0) != 1)
-			goto done;
+			goto out;
 	}
 	for (i = 0; i < sk_GENERAL_NAME_num(gens); i++)
 		emails += sk_GENERAL_NAME_value(gens, i)->type == GEN_EMAIL;
 	if (need_email && emails == 0) {
 		rv = sc_error_set(SC_ERR_INVALID, "an operator certificate needs an e-mail address: "
 				  "put it in the request's subjectAltName (rfc822Name) or subject");
-		goto done;
+		goto out;
 	}
 	if (X509_NAME_entry_count(subj) == 0) {
 		rv = sc_error_set(SC_ERR_INVALID, "the request's subject holds nothing but an "
 				  "e-mail address: add a commonName");
-		goto done;
+		goto out;
 	}
 	if (sk_GENERAL_NAME_num(gens) > 0) {
 		exts = sk_X509_EXTENSION_new_null();
 		e = X509V3_EXT_i2d(NID_subject_alt_name, 0, gens);
 		if (exts == NULL || e == NULL || sk_X509_EXTENSION_push(exts, e) == 0)
-			goto done;
+			goto out;
 		e = NULL;
 	}
 	*subj_out = subj;
@@ -140,7 +140,7 @@ static int sc_ca_csr_names_for(X509_REQ *req, int need_email, X509_NAME **subj_o
 	subj = NULL;
 	exts = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_EXTENSION_free(e);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 	X509_NAME_free(subj);
@@ -175,41 +175,41 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 	if (prof == NULL)
 		return sc_error_set(SC_ERR_INVALID, "unknown profile '%s': use tls-client, "
 				    "tls-server or operator", profile ? profile : "");
-	req = sc_ca_csr_decode(csr, csr_len);
+	req = ca_csr_decode(csr, csr_len);
 	if (req == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_INVALID, "the file is not a PKCS#10 request "
 					  "(PEM or DER)");
-		goto done;
+		goto out;
 	}
 	pub = X509_REQ_get_pubkey(req);
 	if (pub == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_INVALID, "the request's public key does not decode");
-		goto done;
+		goto out;
 	}
 	if (X509_REQ_verify(req, pub) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_INVALID, "the request's signature does not verify "
 					  "(altered request or wrong key)");
-		goto done;
+		goto out;
 	}
 	bits = EVP_PKEY_get_bits(pub);
 	if ((EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA && bits < 2048) ||
 	    (EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC && bits < 256)) {
 		rv = sc_error_set(SC_ERR_INVALID, "the request's key is too weak (%d bits)", bits);
-		goto done;
+		goto out;
 	}
 	if (X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0) {
 		rv = sc_error_set(SC_ERR_INVALID, "the request has an empty subject");
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_subject_check(X509_REQ_get_subject_name(req))) != SC_OK)
-		goto done;
-	if ((rv = sc_ca_csr_names_for(req, prof->kind == SC_CA_KIND_OPERATOR, &subj,
+		goto out;
+	if ((rv = ca_csr_names_for(req, prof->kind == SC_CA_KIND_OPERATOR, &subj,
 				      &san)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_serial_new(txn, &p.serial)) != SC_OK)
-		goto done;
+		goto out;
 	snprintf(p.profile, sizeof(p.profile), "%s", prof->name);
 	p.not_before = sc_now();
 	p.not_after = p.not_before + prof->days * 86400;
@@ -231,16 +231,16 @@ int sc_ca_issue_csr(sc_ca *ca, const unsigned char *csr, size_t csr_len, const c
 				   ca->d->issuing_cert, &x)) != SC_OK ||
 	    (rv = sc_ca_sign(ca, x, &p.der, &p.der_len)) != SC_OK ||
 	    (rv = sc_ca_prep_cert_add(txn, &p)) != SC_OK)
-		goto done;
+		goto out;
 	snprintf(detail, sizeof(detail), "profile=%s external key", prof->name);
 	if ((rv = sc_ca_audit(ca, txn, "issue", NULL, NULL, &p.serial, NULL, detail)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_commit_issued(&txn, out, &p)) != SC_OK)
-		goto done;
+		goto out;
 	*der = p.der;
 	*der_len = p.der_len;
 	p.der = NULL;
-done:
+out:
 	sc_txn_abort(txn);
 	sc_ca_prep_clear(&p);
 	X509_free(x);

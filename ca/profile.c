@@ -143,23 +143,23 @@ int sc_ca_name_make(const char *cn, const char *serial_number, X509_NAME **out)
 				       (const unsigned char *)cn, -1, -1, 0) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_INVALID, "subject name (is it valid UTF-8, "
 					  "at most 64 characters?)");
-		goto done;
+		goto out;
 	}
 	if (serial_number != NULL &&
 	    X509_NAME_add_entry_by_NID(n, NID_serialNumber, V_ASN1_PRINTABLESTRING,
 				       (const unsigned char *)serial_number, -1, -1, 0) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "subject serialNumber");
-		goto done;
+		goto out;
 	}
 	*out = n;
 	n = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_NAME_free(n);
 	return rv;
 }
 
-static int sc_ca_ext_add(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
+static int ca_ext_add(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
 {
 	X509_EXTENSION *ext;
 	int ok;
@@ -176,7 +176,7 @@ static int sc_ca_ext_add(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
 
 /* certificatePolicies with one policy OID and no qualifiers, built from the
  * structure: the string form would go through OpenSSL's config parser. */
-static int sc_ca_policy_push(CERTIFICATEPOLICIES *pols, const char *oid)
+static int ca_policy_push(CERTIFICATEPOLICIES *pols, const char *oid)
 {
 	POLICYINFO *pi = POLICYINFO_new();
 
@@ -196,24 +196,24 @@ static int sc_ca_policy_push(CERTIFICATEPOLICIES *pols, const char *oid)
 }
 
 /* certificatePolicies: `oid` (if any) then every OID of `more`. */
-static int sc_ca_policy_add(X509 *x, const char *oid, const char *const *more)
+static int ca_policy_add(X509 *x, const char *oid, const char *const *more)
 {
 	CERTIFICATEPOLICIES *pols = sk_POLICYINFO_new_null();
 	int rv = SC_ERR_NOMEM;
 
 	if (pols == NULL)
-		goto done;
-	if (oid != NULL && (rv = sc_ca_policy_push(pols, oid)) != SC_OK)
-		goto done;
+		goto out;
+	if (oid != NULL && (rv = ca_policy_push(pols, oid)) != SC_OK)
+		goto out;
 	for (size_t i = 0; more != NULL && more[i] != NULL; i++)
-		if ((rv = sc_ca_policy_push(pols, more[i])) != SC_OK)
-			goto done;
+		if ((rv = ca_policy_push(pols, more[i])) != SC_OK)
+			goto out;
 	if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, X509V3_ADD_DEFAULT) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificatePolicies");
-		goto done;
+		goto out;
 	}
 	rv = SC_OK;
-done:
+out:
 	sk_POLICYINFO_pop_free(pols, POLICYINFO_free);
 	return rv;
 }
@@ -221,7 +221,7 @@ done:
 /* A v3 certificate with serial, names and validity; extensions and key
  * are the caller's.  ASN1_TIME_set picks UTCTime before 2050 and
  * GeneralizedTime after, as RFC 5280 requires. */
-static int sc_ca_cert_new(const sc_serial *serial, const X509_NAME *subject,
+static int ca_cert_new(const sc_serial *serial, const X509_NAME *subject,
 			  const X509_NAME *issuer, int64_t not_before, int64_t not_after,
 			  X509 **out)
 {
@@ -279,13 +279,13 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 	int rv, rsa;
 
 	*out = NULL;
-	rv = sc_ca_cert_new(spec->serial, subject, issuer ? X509_get_subject_name(issuer) : subject,
+	rv = ca_cert_new(spec->serial, subject, issuer ? X509_get_subject_name(issuer) : subject,
 			    spec->not_before, spec->not_after, &x);
 	if (rv != SC_OK)
 		return rv;
 	if (X509_set_pubkey(x, pub) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate public key");
-		goto done;
+		goto out;
 	}
 	X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
 	for (size_t i = 0; i < sizeof(sc_ca_kinds) / sizeof(sc_ca_kinds[0]); i++)
@@ -293,34 +293,34 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 			kd = &sc_ca_kinds[i];
 	if (kd == NULL) {
 		rv = sc_error_set(SC_ERR_INTERNAL, "unknown certificate kind %d", spec->kind);
-		goto done;
+		goto out;
 	}
 	rsa = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
-	rv = sc_ca_ext_add(x, &ctx, NID_basic_constraints, kd->bc);
+	rv = ca_ext_add(x, &ctx, NID_basic_constraints, kd->bc);
 	if (rv == SC_OK)
-		rv = sc_ca_ext_add(x, &ctx, NID_key_usage, rsa && kd->ku_rsa ? kd->ku_rsa : kd->ku);
+		rv = ca_ext_add(x, &ctx, NID_key_usage, rsa && kd->ku_rsa ? kd->ku_rsa : kd->ku);
 	if (rv == SC_OK && kd->eku != NULL)
-		rv = sc_ca_ext_add(x, &ctx, NID_ext_key_usage, kd->eku);
+		rv = ca_ext_add(x, &ctx, NID_ext_key_usage, kd->eku);
 	if (rv == SC_OK && kd->kind == SC_CA_KIND_OCSP)
-		rv = sc_ca_ext_add(x, &ctx, NID_id_pkix_OCSP_noCheck, "ignored");
+		rv = ca_ext_add(x, &ctx, NID_id_pkix_OCSP_noCheck, "ignored");
 	if (rv != SC_OK)
-		goto done;
-	if ((rv = sc_ca_ext_add(x, &ctx, NID_subject_key_identifier, "hash")) != SC_OK)
-		goto done;
+		goto out;
+	if ((rv = ca_ext_add(x, &ctx, NID_subject_key_identifier, "hash")) != SC_OK)
+		goto out;
 	/* a self-signed root names itself by key id too, so chains built by
 	 * key id work the same at every level */
-	if ((rv = sc_ca_ext_add(x, &ctx, NID_authority_key_identifier, "keyid:always")) != SC_OK)
-		goto done;
+	if ((rv = ca_ext_add(x, &ctx, NID_authority_key_identifier, "keyid:always")) != SC_OK)
+		goto out;
 	if ((spec->policy_oid != NULL || spec->policy_oids != NULL) &&
-	    (rv = sc_ca_policy_add(x, spec->policy_oid, spec->policy_oids)) != SC_OK)
-		goto done;
+	    (rv = ca_policy_add(x, spec->policy_oid, spec->policy_oids)) != SC_OK)
+		goto out;
 	if (spec->cdp_url != NULL) {
 		if (snprintf(buf, sizeof(buf), "URI:%s", spec->cdp_url) >= (int)sizeof(buf)) {
 			rv = sc_error_set(SC_ERR_CONFIG, "crl.base_url too long");
-			goto done;
+			goto out;
 		}
-		if ((rv = sc_ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
-			goto done;
+		if ((rv = ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
+			goto out;
 	}
 	if (spec->ocsp_url != NULL || spec->issuers_url != NULL) {
 		int n = 0;
@@ -333,23 +333,23 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 				      n > 0 ? "," : "", spec->issuers_url);
 		if (n < 0 || (size_t)n >= sizeof(buf)) {
 			rv = sc_error_set(SC_ERR_CONFIG, "AIA URLs too long");
-			goto done;
+			goto out;
 		}
-		if ((rv = sc_ca_ext_add(x, &ctx, NID_info_access, buf)) != SC_OK)
-			goto done;
+		if ((rv = ca_ext_add(x, &ctx, NID_info_access, buf)) != SC_OK)
+			goto out;
 	}
 	if (spec->crl_base != NULL) {
 		sc_crl_part_name(spec->partition, 0, part, sizeof(part));
 		if (snprintf(buf, sizeof(buf), "URI:%s/%s", spec->crl_base, part) >= (int)sizeof(buf)) {
 			rv = sc_error_set(SC_ERR_CONFIG, "crl.base_url too long");
-			goto done;
+			goto out;
 		}
-		if ((rv = sc_ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
-			goto done;
+		if ((rv = ca_ext_add(x, &ctx, NID_crl_distribution_points, buf)) != SC_OK)
+			goto out;
 		sc_crl_part_name(spec->partition, 1, part, sizeof(part));
 		snprintf(buf, sizeof(buf), "URI:%s/%s", spec->crl_base, part);
-		if ((rv = sc_ca_ext_add(x, &ctx, NID_freshest_crl, buf)) != SC_OK)
-			goto done;
+		if ((rv = ca_ext_add(x, &ctx, NID_freshest_crl, buf)) != SC_OK)
+			goto out;
 	}
 	if (spec->copy_exts != NULL) {
 		for (int i = 0; i < sk_X509_EXTENSION_num(spec->copy_exts); i++) {
@@ -357,19 +357,19 @@ int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_P
 
 			if (X509_add_ext(x, e, -1) != 1) {
 				rv = sc_error_set_openssl(SC_ERR_CRYPTO, "copied extension");
-				goto done;
+				goto out;
 			}
 		}
 	}
 	*out = x;
 	x = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_free(x);
 	return rv;
 }
 
-static X509_EXTENSION *sc_ca_ext_take(X509 *x, int nid)
+static X509_EXTENSION *ca_ext_take(X509 *x, int nid)
 {
 	int i = X509_get_ext_by_NID(x, nid, -1);
 
@@ -378,7 +378,7 @@ static X509_EXTENSION *sc_ca_ext_take(X509 *x, int nid)
 
 /* A template holder certificate for (policy, partition), built the slow
  * way, whose extensions are then reused. */
-static int sc_ca_template(sc_ca *ca, const char *policy, uint32_t partition, X509 **out)
+static int ca_template(sc_ca *ca, const char *policy, uint32_t partition, X509 **out)
 {
 	sc_ca_certspec spec;
 	sc_serial serial;
@@ -416,31 +416,31 @@ int sc_ca_extcache_new(sc_ca *ca, sc_ca_extcache **out)
 	xc->fresh = calloc(xc->n, sizeof(*xc->fresh));
 	if (xc->cdp == NULL || xc->fresh == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto fail;
+		goto out;
 	}
-	if ((rv = sc_ca_template(ca, ca->policy_adult, 0, &t)) != SC_OK)
-		goto fail;
-	xc->bc = sc_ca_ext_take(t, NID_basic_constraints);
-	xc->ku = sc_ca_ext_take(t, NID_key_usage);
-	xc->aki = sc_ca_ext_take(t, NID_authority_key_identifier);
-	xc->aia = sc_ca_ext_take(t, NID_info_access);
-	xc->pol_adult = sc_ca_ext_take(t, NID_certificate_policies);
-	xc->cdp[0] = sc_ca_ext_take(t, NID_crl_distribution_points);
-	xc->fresh[0] = sc_ca_ext_take(t, NID_freshest_crl);
+	if ((rv = ca_template(ca, ca->policy_adult, 0, &t)) != SC_OK)
+		goto out;
+	xc->bc = ca_ext_take(t, NID_basic_constraints);
+	xc->ku = ca_ext_take(t, NID_key_usage);
+	xc->aki = ca_ext_take(t, NID_authority_key_identifier);
+	xc->aia = ca_ext_take(t, NID_info_access);
+	xc->pol_adult = ca_ext_take(t, NID_certificate_policies);
+	xc->cdp[0] = ca_ext_take(t, NID_crl_distribution_points);
+	xc->fresh[0] = ca_ext_take(t, NID_freshest_crl);
 	X509_free(t);
 	t = NULL;
-	if ((rv = sc_ca_template(ca, ca->policy_minor, 0, &t)) != SC_OK)
-		goto fail;
-	xc->pol_minor = sc_ca_ext_take(t, NID_certificate_policies);
+	if ((rv = ca_template(ca, ca->policy_minor, 0, &t)) != SC_OK)
+		goto out;
+	xc->pol_minor = ca_ext_take(t, NID_certificate_policies);
 	X509_free(t);
 	if (!xc->bc || !xc->ku || !xc->aki || !xc->aia || !xc->pol_adult || !xc->pol_minor ||
 	    !xc->cdp[0] || !xc->fresh[0]) {
 		rv = SC_ERR_NOMEM;
-		goto fail;
+		goto out;
 	}
 	*out = xc;
 	return SC_OK;
-fail:
+out:
 	sc_ca_extcache_free(xc);
 	return rv;
 }
@@ -465,7 +465,7 @@ void sc_ca_extcache_free(sc_ca_extcache *xc)
 	free(xc);
 }
 
-static int sc_ca_extcache_crl(sc_ca *ca, uint32_t partition, X509_EXTENSION **cdp,
+static int ca_extcache_crl(sc_ca *ca, uint32_t partition, X509_EXTENSION **cdp,
 			      X509_EXTENSION **fresh)
 {
 	sc_ca_extcache *xc = ca->xc;
@@ -476,10 +476,10 @@ static int sc_ca_extcache_crl(sc_ca *ca, uint32_t partition, X509_EXTENSION **cd
 		return sc_error_set(SC_ERR_INTERNAL, "CRL partition %u out of range", partition);
 	pthread_mutex_lock(&xc->mu);
 	if (xc->cdp[partition] == NULL) {
-		rv = sc_ca_template(ca, ca->policy_adult, partition, &t);
+		rv = ca_template(ca, ca->policy_adult, partition, &t);
 		if (rv == SC_OK) {
-			xc->cdp[partition] = sc_ca_ext_take(t, NID_crl_distribution_points);
-			xc->fresh[partition] = sc_ca_ext_take(t, NID_freshest_crl);
+			xc->cdp[partition] = ca_ext_take(t, NID_crl_distribution_points);
+			xc->fresh[partition] = ca_ext_take(t, NID_freshest_crl);
 			if (xc->cdp[partition] == NULL || xc->fresh[partition] == NULL)
 				rv = SC_ERR_NOMEM;
 		}
@@ -494,7 +494,7 @@ static int sc_ca_extcache_crl(sc_ca *ca, uint32_t partition, X509_EXTENSION **cd
 /* Put a SubjectPublicKeyInfo into the certificate as it is: algorithm and
  * key bits are copied, no EVP_PKEY is decoded or re-encoded (OpenSSL 3's
  * encoder lookups would cost more than the signature). */
-static int sc_ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
+static int ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
 {
 	const unsigned char *p = spki, *end = spki + len;
 	X509_ALGOR *alg = NULL;
@@ -515,7 +515,7 @@ static int sc_ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
 	bits = alg ? d2i_ASN1_BIT_STRING(NULL, &p, end - p) : NULL;
 	if (alg == NULL || bits == NULL || p != end) {
 		rv = sc_error_set(SC_ERR_INVALID, "public key is not a SubjectPublicKeyInfo");
-		goto done;
+		goto out;
 	}
 	X509_ALGOR_get0(&oid, &ptype, &pval, alg);
 	oid_dup = OBJ_dup(oid);
@@ -529,18 +529,18 @@ static int sc_ca_set_spki(X509 *x, const unsigned char *spki, size_t len)
 	if (oid_dup == NULL || key == NULL ||
 	    ((ptype == V_ASN1_OBJECT || ptype == V_ASN1_SEQUENCE) && pval_dup == NULL)) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if (X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), oid_dup, ptype, pval_dup, key,
 				   ASN1_STRING_length(bits)) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "public key");
-		goto done;
+		goto out;
 	}
 	oid_dup = NULL;
 	pval_dup = NULL;
 	key = NULL;
 	rv = SC_OK;
-done:
+out:
 	ASN1_OBJECT_free(oid_dup);
 	if (pval_dup != NULL) {
 		if (ptype == V_ASN1_OBJECT)
@@ -568,14 +568,14 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	int pklen, rv;
 
 	*out = NULL;
-	if ((rv = sc_ca_extcache_crl(ca, partition, &cdp, &fresh)) != SC_OK)
+	if ((rv = ca_extcache_crl(ca, partition, &cdp, &fresh)) != SC_OK)
 		return rv;
-	rv = sc_ca_cert_new(serial, subject, X509_get_subject_name(ca->d->issuing_cert),
+	rv = ca_cert_new(serial, subject, X509_get_subject_name(ca->d->issuing_cert),
 			    not_before, not_after, &x);
 	if (rv != SC_OK)
 		return rv;
-	if ((rv = sc_ca_set_spki(x, spki, spki_len)) != SC_OK)
-		goto done;
+	if ((rv = ca_set_spki(x, spki, spki_len)) != SC_OK)
+		goto out;
 	rv = SC_ERR_CRYPTO;
 	/* SKI: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 (1)), as
 	 * the "hash" method of the slow path computes it */
@@ -584,7 +584,7 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	    (ski = ASN1_OCTET_STRING_new()) == NULL ||
 	    ASN1_OCTET_STRING_set(ski, md, (int)mdlen) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "subject key identifier");
-		goto done;
+		goto out;
 	}
 	if (X509_add_ext(x, ca->xc->bc, -1) != 1 || X509_add_ext(x, ca->xc->ku, -1) != 1 ||
 	    X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_DEFAULT) != 1 ||
@@ -593,12 +593,12 @@ int sc_ca_cert_build_user(sc_ca *ca, const sc_serial *serial, int64_t not_before
 	    X509_add_ext(x, ca->xc->aia, -1) != 1 || X509_add_ext(x, cdp, -1) != 1 ||
 	    X509_add_ext(x, fresh, -1) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "certificate extensions");
-		goto done;
+		goto out;
 	}
 	*out = x;
 	x = NULL;
 	rv = SC_OK;
-done:
+out:
 	X509_free(x);
 	ASN1_OCTET_STRING_free(ski);
 	return rv;

@@ -18,7 +18,7 @@
 #include "sc_err.h"
 #include "sc_util.h"
 
-static int64_t sc_ca_time_of(const ASN1_TIME *t)
+static int64_t ca_time_of(const ASN1_TIME *t)
 {
 	struct tm tm;
 
@@ -41,7 +41,7 @@ int sc_ca_ocsp_signer_days(const sc_config *cfg, int64_t *days)
 }
 
 /* Write the certificate record, the metadata and the audit record. */
-static int sc_ca_signer_store(sc_ca *ca, const sc_serial *serial, int64_t not_before,
+static int ca_signer_store(sc_ca *ca, const sc_serial *serial, int64_t not_before,
 			      int64_t not_after, const unsigned char *der, size_t der_len,
 			      const char *detail)
 {
@@ -75,7 +75,7 @@ static int sc_ca_signer_store(sc_ca *ca, const sc_serial *serial, int64_t not_be
 }
 
 /* DIR/ca/ocsp-signer.pem, for relying parties that want the file. */
-static int sc_ca_signer_pem(sc_ca *ca, X509 *x)
+static int ca_signer_pem(sc_ca *ca, X509 *x)
 {
 	char *path = sc_config_path(ca->d->cfg, "ca.ocsp_signer_pem", "ca/ocsp-signer.pem");
 	BIO *b = BIO_new(BIO_s_mem());
@@ -112,7 +112,7 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 	if ((rv = sc_ca_ocsp_signer_days(d->cfg, &days)) != SC_OK)
 		return rv;
 	lifetime = days * 86400;
-	cur_after = sc_ca_time_of(X509_get0_notAfter(d->ocsp_cert));
+	cur_after = ca_time_of(X509_get0_notAfter(d->ocsp_cert));
 	left = cur_after - now;
 	res->not_after = cur_after;
 	/* Due in the second half of its life; and a certificate made for
@@ -123,10 +123,10 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 	pub = X509_get_pubkey(d->ocsp_cert);
 	if (pub == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "the OCSP signer's public key");
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_serial_random(&serial)) != SC_OK)
-		goto done;
+		goto out;
 	memset(&spec, 0, sizeof(spec));
 	spec.kind = SC_CA_KIND_OCSP;
 	spec.serial = &serial;
@@ -137,12 +137,12 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 	if ((rv = sc_ca_cert_build(&spec, X509_get_subject_name(d->ocsp_cert), pub,
 				   d->issuing_cert, &x)) != SC_OK ||
 	    (rv = sc_ca_sign(ca, x, &der, &der_len)) != SC_OK)
-		goto done;
+		goto out;
 	q = der;
 	signed_x = d2i_X509(NULL, &q, (long)der_len);
 	if (signed_x == NULL) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "the new OCSP signer certificate");
-		goto done;
+		goto out;
 	}
 	{
 		const ASN1_INTEGER *ai = X509_get0_serialNumber(d->ocsp_cert);
@@ -159,16 +159,16 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 	sc_time_format(spec.not_after, t, sizeof(t));
 	snprintf(detail, sizeof(detail), "not_after=%s days=%lld previous=%s%s", t,
 		 (long long)days, old_hex, force ? " forced" : "");
-	if ((rv = sc_ca_signer_store(ca, &serial, spec.not_before, spec.not_after, der, der_len,
+	if ((rv = ca_signer_store(ca, &serial, spec.not_before, spec.not_after, der, der_len,
 				     detail)) != SC_OK)
-		goto done;
+		goto out;
 	/* the store is what the responder follows; the file is a copy */
-	if ((rv = sc_deploy_load_ca(d)) != SC_OK || (rv = sc_ca_signer_pem(ca, signed_x)) != SC_OK)
-		goto done;
+	if ((rv = sc_deploy_load_ca(d)) != SC_OK || (rv = ca_signer_pem(ca, signed_x)) != SC_OK)
+		goto out;
 	res->renewed = 1;
 	res->not_after = spec.not_after;
 	sc_serial_hex(&serial, res->serial);
-done:
+out:
 	EVP_PKEY_free(pub);
 	X509_free(x);
 	X509_free(signed_x);

@@ -26,7 +26,7 @@
 #define SC_AUDIT_NFIELDS 9
 #define SC_AUDIT_FIELD_MAX 65536
 
-static void sc_put64(unsigned char *p, uint64_t v)
+static void put64(unsigned char *p, uint64_t v)
 {
 	int i;
 
@@ -36,7 +36,7 @@ static void sc_put64(unsigned char *p, uint64_t v)
 	}
 }
 
-static uint64_t sc_get64(const unsigned char *p)
+static uint64_t get64(const unsigned char *p)
 {
 	uint64_t v = 0;
 	int i;
@@ -46,7 +46,7 @@ static uint64_t sc_get64(const unsigned char *p)
 	return v;
 }
 
-static const char **sc_audit_field(sc_audit_event *ev, int i)
+static const char **audit_field(sc_audit_event *ev, int i)
 {
 	switch (i) {
 	case 0: return &ev->kind;
@@ -80,7 +80,7 @@ void sc_audit_set_mac(sc_audit_mac_fn fn, void *ctx)
 /* mac_n = HMAC-SHA256_audit-key(mac_{n-1} || body_n), computed by the
  * registered function (in the HSM, under a key only the service accounts
  * can use).  The body holds the record's sequence number and time. */
-static int sc_audit_hash(const unsigned char prev[32], const unsigned char *body, size_t len,
+static int audit_hash(const unsigned char prev[32], const unsigned char *body, size_t len,
 			 unsigned char out[32])
 {
 	const void *parts[2] = { prev, body };
@@ -93,14 +93,14 @@ static int sc_audit_hash(const unsigned char prev[32], const unsigned char *body
 	return sc_audit_keyer.fn(sc_audit_keyer.ctx, parts, lens, 2, out);
 }
 
-static int sc_audit_time_cb(void *ctx, const sc_audit_record *r)
+static int audit_time_cb(void *ctx, const sc_audit_record *r)
 {
 	*(int64_t *)ctx = r->ev.time;
 	return 1;
 }
 
 /* Head of the chain from store meta; *seq = 0 and zero hash when absent. */
-static int sc_audit_head(sc_txn *txn, uint64_t *seq, unsigned char hash[32], int *present)
+static int audit_head(sc_txn *txn, uint64_t *seq, unsigned char hash[32], int *present)
 {
 	const void *data;
 	size_t len;
@@ -116,7 +116,7 @@ static int sc_audit_head(sc_txn *txn, uint64_t *seq, unsigned char hash[32], int
 		return rv;
 	if (len != 40)
 		return sc_error_set(SC_ERR_INTEGRITY, "audit chain head is damaged (%zu bytes)", len);
-	*seq = sc_get64(data);
+	*seq = get64(data);
 	memcpy(hash, (const unsigned char *)data + 8, 32);
 	*present = 1;
 	return SC_OK;
@@ -137,7 +137,7 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 	e = *ev;
 	if (e.time == 0)
 		e.time = sc_now();
-	rv = sc_audit_head(txn, &hseq, prev, &present);
+	rv = audit_head(txn, &hseq, prev, &present);
 	if (rv != SC_OK)
 		return rv;
 	rv = sc_store_audit_last(txn, &last);
@@ -152,7 +152,7 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 	if (hseq > 0) {
 		int64_t prev_time = 0;
 
-		rv = sc_audit_iter(txn, hseq, sc_audit_time_cb, &prev_time);
+		rv = sc_audit_iter(txn, hseq, audit_time_cb, &prev_time);
 		if (rv < 0)
 			return rv;
 		if (e.time < prev_time)
@@ -160,7 +160,7 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 	}
 	len = 1 + 8 + 8;
 	for (i = 0; i < SC_AUDIT_NFIELDS; i++) {
-		const char *f = *sc_audit_field(&e, i);
+		const char *f = *audit_field(&e, i);
 
 		flen[i] = f != NULL ? strlen(f) : 0;
 		if (flen[i] > SC_AUDIT_FIELD_MAX)
@@ -171,11 +171,11 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 	if (rec == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory writing an audit record");
 	rec[0] = SC_AUDIT_V2;
-	sc_put64(rec + 1, hseq + 1);
-	sc_put64(rec + 9, (uint64_t)e.time);
+	put64(rec + 1, hseq + 1);
+	put64(rec + 9, (uint64_t)e.time);
 	off = 17;
 	for (i = 0; i < SC_AUDIT_NFIELDS; i++) {
-		const char *f = *sc_audit_field(&e, i);
+		const char *f = *audit_field(&e, i);
 
 		rec[off++] = f != NULL;
 		rec[off++] = (unsigned char)(flen[i] >> 24);
@@ -189,7 +189,7 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 		}
 	}
 	memcpy(rec + len, prev, 32);
-	rv = sc_audit_hash(prev, rec, len, rec + len + 32);
+	rv = audit_hash(prev, rec, len, rec + len + 32);
 	if (rv != SC_OK)
 		goto out;
 	rv = sc_store_audit_append(txn, rec, len + 64, &got);
@@ -199,7 +199,7 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 		rv = sc_error_set(SC_ERR_INTERNAL, "audit sequence mismatch");
 		goto out;
 	}
-	sc_put64(head, got);
+	put64(head, got);
 	memcpy(head + 8, rec + len + 32, 32);
 	rv = sc_store_meta_put(txn, SC_AUDIT_HEAD, head, sizeof(head));
 	if (rv != SC_OK)
@@ -218,7 +218,7 @@ uint64_t sc_audit_appended(void)
 }
 
 /* Decode a raw record; on failure returns SC_ERR_INTEGRITY with a reason. */
-static int sc_audit_decode(uint64_t seq, const unsigned char *p, size_t len, sc_audit_record *r,
+static int audit_decode(uint64_t seq, const unsigned char *p, size_t len, sc_audit_record *r,
 			   size_t *body_len)
 {
 	size_t off, blen;
@@ -230,8 +230,8 @@ static int sc_audit_decode(uint64_t seq, const unsigned char *p, size_t len, sc_
 	blen = len - 64;
 	if (p[0] != SC_AUDIT_V2)
 		goto bad;
-	r->seq = sc_get64(p + 1);
-	r->ev.time = (int64_t)sc_get64(p + 9);
+	r->seq = get64(p + 1);
+	r->ev.time = (int64_t)get64(p + 9);
 	off = 17;
 	for (i = 0; i < SC_AUDIT_NFIELDS; i++) {
 		unsigned present;
@@ -249,7 +249,7 @@ static int sc_audit_decode(uint64_t seq, const unsigned char *p, size_t len, sc_
 			if (n > SC_AUDIT_FIELD_MAX || blen - off < (size_t)n + 1 || p[off + n] != 0 ||
 			    memchr(p + off, 0, n) != NULL)
 				goto bad;
-			*sc_audit_field(&r->ev, i) = (const char *)(p + off);
+			*audit_field(&r->ev, i) = (const char *)(p + off);
 			off += (size_t)n + 1;
 		}
 	}
@@ -271,14 +271,14 @@ struct sc_audit_iter_ctx {
 	int rv;
 };
 
-static int sc_audit_iter_fn(void *ctx, uint64_t seq, const void *rec, size_t len)
+static int audit_iter_fn(void *ctx, uint64_t seq, const void *rec, size_t len)
 {
 	struct sc_audit_iter_ctx *c = ctx;
 	sc_audit_record r;
 	size_t blen;
 	int rv;
 
-	rv = sc_audit_decode(seq, rec, len, &r, &blen);
+	rv = audit_decode(seq, rec, len, &r, &blen);
 	if (rv == SC_OK && r.seq != seq)
 		rv = sc_error_set(SC_ERR_INTEGRITY, "audit record %llu carries sequence %llu: moved",
 				  (unsigned long long)seq, (unsigned long long)r.seq);
@@ -299,7 +299,7 @@ int sc_audit_iter(sc_txn *txn, uint64_t from_seq, sc_audit_cb cb, void *ctx)
 
 	if (txn == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	rv = sc_store_audit_iter(txn, from_seq, sc_audit_iter_fn, &c);
+	rv = sc_store_audit_iter(txn, from_seq, audit_iter_fn, &c);
 	if (c.rv != SC_OK)
 		return c.rv;
 	return rv;
@@ -313,7 +313,7 @@ struct sc_audit_verify_ctx {
 	int rv;
 };
 
-static int sc_audit_verify_fn(void *ctx, uint64_t seq, const void *rec, size_t len)
+static int audit_verify_fn(void *ctx, uint64_t seq, const void *rec, size_t len)
 {
 	struct sc_audit_verify_ctx *c = ctx;
 	unsigned char h[32];
@@ -328,7 +328,7 @@ static int sc_audit_verify_fn(void *ctx, uint64_t seq, const void *rec, size_t l
 				     (unsigned long long)c->expect, (unsigned long long)seq);
 		return 1;
 	}
-	rv = sc_audit_decode(seq, rec, len, &r, &blen);
+	rv = audit_decode(seq, rec, len, &r, &blen);
 	if (rv != SC_OK) {
 		c->bad = seq;
 		c->rv = rv;
@@ -349,7 +349,7 @@ static int sc_audit_verify_fn(void *ctx, uint64_t seq, const void *rec, size_t l
 				     (unsigned long long)seq, (unsigned long long)(seq - 1));
 		return 1;
 	}
-	rv = sc_audit_hash(c->prev, rec, blen, h);
+	rv = audit_hash(c->prev, rec, blen, h);
 	if (rv != SC_OK) {
 		c->rv = rv;
 		return rv;
@@ -390,7 +390,7 @@ int sc_audit_verify(sc_txn *txn, uint64_t *count, uint64_t *first_bad)
 		return sc_error_set(SC_ERR_INVALID, "no transaction");
 	memset(&c, 0, sizeof(c));
 	c.expect = 1;
-	rv = sc_audit_head(txn, &hseq, hhash, &present);
+	rv = audit_head(txn, &hseq, hhash, &present);
 	if (rv == SC_ERR_INTEGRITY) {
 		if (first_bad != NULL)
 			*first_bad = 1;
@@ -398,7 +398,7 @@ int sc_audit_verify(sc_txn *txn, uint64_t *count, uint64_t *first_bad)
 	}
 	if (rv != SC_OK)
 		return rv;
-	rv = sc_store_audit_iter(txn, 0, sc_audit_verify_fn, &c);
+	rv = sc_store_audit_iter(txn, 0, audit_verify_fn, &c);
 	if (c.rv != SC_OK) {
 		if (first_bad != NULL)
 			*first_bad = c.bad;
@@ -442,7 +442,7 @@ int sc_audit_head_get(sc_txn *txn, uint64_t *seq, unsigned char mac[32])
 {
 	int present;
 
-	return sc_audit_head(txn, seq, mac, &present);
+	return audit_head(txn, seq, mac, &present);
 }
 
 int sc_audit_mac_at(sc_txn *txn, uint64_t seq, unsigned char mac[32])
@@ -456,7 +456,7 @@ int sc_audit_mac_at(sc_txn *txn, uint64_t seq, unsigned char mac[32])
 	rv = sc_store_audit_get(txn, seq, &rec, &len);
 	if (rv != SC_OK)
 		return rv;
-	rv = sc_audit_decode(seq, rec, len, &r, &blen);
+	rv = audit_decode(seq, rec, len, &r, &blen);
 	if (rv == SC_OK)
 		memcpy(mac, r.hash, 32);
 	return rv;

@@ -74,7 +74,7 @@ static const unsigned char sc_der_null[] = { 0x05, 0x00 };
 
 /* DER of the built structure *n into out (*out_len: its size in, the
  * length out) when `built`; *n is deleted either way.  0 or -1. */
-static int sc_authz_der_done(asn1_node *n, int built, unsigned char *out, int *out_len)
+static int authz_der_done(asn1_node *n, int built, unsigned char *out, int *out_len)
 {
 	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
 	int rc = built && asn1_der_coding(*n, "", out, out_len, err) == ASN1_SUCCESS ? 0 : -1;
@@ -83,7 +83,7 @@ static int sc_authz_der_done(asn1_node *n, int built, unsigned char *out, int *o
 	return rc;
 }
 
-static int sc_authz_algid_der(const char *oid, const unsigned char *params,
+static int authz_algid_der(const char *oid, const unsigned char *params,
 			      int params_len, unsigned char *out, int *out_len)
 {
 	asn1_node n = NULL;
@@ -92,19 +92,19 @@ static int sc_authz_algid_der(const char *oid, const unsigned char *params,
 	built = asn1_create_element(sc_authz_defs, "SmartcertAuthz.AlgorithmIdentifier", &n) == ASN1_SUCCESS &&
 		asn1_write_value(n, "algorithm", oid, 1) == ASN1_SUCCESS &&
 		asn1_write_value(n, "parameters", params, params != NULL ? params_len : 0) == ASN1_SUCCESS;
-	return sc_authz_der_done(&n, built, out, out_len);
+	return authz_der_done(&n, built, out, out_len);
 }
 
 /* The one RSASSA-PSS parameter value we write and accept, built with the
  * same libtasn1 module rather than spelled as bytes. */
-static int sc_authz_build_pss_params(void)
+static int authz_build_pss_params(void)
 {
 	asn1_node n = NULL;
 	unsigned char sha256_id[32];
 	int sha256_len = (int)sizeof(sha256_id);
 	int built;
 
-	built = sc_authz_algid_der(SC_OID_SHA256, sc_der_null, (int)sizeof(sc_der_null),
+	built = authz_algid_der(SC_OID_SHA256, sc_der_null, (int)sizeof(sc_der_null),
 				   sha256_id, &sha256_len) == 0 &&
 		asn1_create_element(sc_authz_defs, "SmartcertAuthz.RSASSA-PSS-params", &n) == ASN1_SUCCESS &&
 		asn1_write_value(n, "hashAlgorithm.algorithm", SC_OID_SHA256, 1) == ASN1_SUCCESS &&
@@ -115,23 +115,23 @@ static int sc_authz_build_pss_params(void)
 		asn1_write_value(n, "trailerField", NULL, 0) == ASN1_SUCCESS;
 	if (built)
 		sc_authz_pss_params_len = (int)sizeof(sc_authz_pss_params);
-	return sc_authz_der_done(&n, built, sc_authz_pss_params, &sc_authz_pss_params_len);
+	return authz_der_done(&n, built, sc_authz_pss_params, &sc_authz_pss_params_len);
 }
 
-static void sc_authz_init(void)
+static void authz_init(void)
 {
 	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
 
 	if (asn1_array2tree(sc_authz_asn1_tab, &sc_authz_defs, err) != ASN1_SUCCESS)
 		return;
-	if (sc_authz_build_pss_params() != 0)
+	if (authz_build_pss_params() != 0)
 		return;
 	sc_authz_init_rc = SC_OK;
 }
 
 int sc_authz_ready(void)
 {
-	if (pthread_once(&sc_authz_once, sc_authz_init) != 0 || sc_authz_init_rc != SC_OK)
+	if (pthread_once(&sc_authz_once, authz_init) != 0 || sc_authz_init_rc != SC_OK)
 		return sc_error_set(SC_ERR_INTERNAL, "the authorisation token ASN.1 module failed to load");
 	return SC_OK;
 }
@@ -140,7 +140,7 @@ int sc_authz_ready(void)
 
 /* Well-formed UTF-8 (no overlong forms, no surrogates, <= U+10FFFF) and no
  * control characters: these strings end up in audit records and logs. */
-static int sc_authz_utf8_ok(const unsigned char *s, size_t n)
+static int authz_utf8_ok(const unsigned char *s, size_t n)
 {
 	size_t i = 0;
 
@@ -176,14 +176,14 @@ static int sc_authz_utf8_ok(const unsigned char *s, size_t n)
 	return 1;
 }
 
-static int sc_authz_str_ok(const char *s, size_t max)
+static int authz_str_ok(const char *s, size_t max)
 {
 	size_t n = strnlen(s, max + 1);
 
-	return n >= 1 && n <= max && sc_authz_utf8_ok((const unsigned char *)s, n);
+	return n >= 1 && n <= max && authz_utf8_ok((const unsigned char *)s, n);
 }
 
-static int sc_authz_hash_len(int md_nid)
+static int authz_hash_len(int md_nid)
 {
 	switch (md_nid) {
 	case NID_sha256:
@@ -211,7 +211,7 @@ const char *sc_authz_hash_oid(int md_nid)
 	}
 }
 
-static int sc_authz_hash_from_oid(const char *oid)
+static int authz_hash_from_oid(const char *oid)
 {
 	if (strcmp(oid, SC_OID_SHA256) == 0)
 		return NID_sha256;
@@ -234,16 +234,16 @@ int sc_authz_check_fields(const sc_authz_token *tok, int err)
 	if (tok->token_id_len < SC_AUTHZ_TOKEN_ID_MIN || tok->token_id_len > SC_AUTHZ_TOKEN_ID_MAX)
 		return sc_error_set(err, "token id must be %d..%d bytes", SC_AUTHZ_TOKEN_ID_MIN,
 				    SC_AUTHZ_TOKEN_ID_MAX);
-	if (!sc_authz_str_ok(tok->issuer, SC_AUTHZ_NAME_MAX))
+	if (!authz_str_ok(tok->issuer, SC_AUTHZ_NAME_MAX))
 		return sc_error_set(err, "token issuer must be 1..%d bytes of printable UTF-8",
 				    SC_AUTHZ_NAME_MAX);
-	if (!sc_authz_str_ok(tok->audience, SC_AUTHZ_NAME_MAX))
+	if (!authz_str_ok(tok->audience, SC_AUTHZ_NAME_MAX))
 		return sc_error_set(err, "token audience must be 1..%d bytes of printable UTF-8",
 				    SC_AUTHZ_NAME_MAX);
-	if (!sc_authz_str_ok(tok->subject, SC_ID_MAX))
+	if (!authz_str_ok(tok->subject, SC_ID_MAX))
 		return sc_error_set(err, "token subject must be 1..%d bytes of printable UTF-8",
 				    SC_ID_MAX);
-	if (!sc_authz_str_ok(tok->key_id, SC_ID_MAX))
+	if (!authz_str_ok(tok->key_id, SC_ID_MAX))
 		return sc_error_set(err, "token key id must be 1..%d bytes of printable UTF-8",
 				    SC_ID_MAX);
 	if (tok->purpose != SC_AUTHZ_SIGN && tok->purpose != SC_AUTHZ_RENEW)
@@ -251,7 +251,7 @@ int sc_authz_check_fields(const sc_authz_token *tok, int err)
 	if (tok->n_digests < 1 || tok->n_digests > SC_AUTHZ_MAX_DIGESTS)
 		return sc_error_set(err, "a token lists 1..%d digests", SC_AUTHZ_MAX_DIGESTS);
 	for (i = 0; i < tok->n_digests; i++) {
-		int hl = sc_authz_hash_len(tok->digests[i].md_nid);
+		int hl = authz_hash_len(tok->digests[i].md_nid);
 
 		if (hl == 0)
 			return sc_error_set(err, "digest %zu: hash algorithm must be sha256, sha384 or sha512",
@@ -368,8 +368,8 @@ int sc_authz_trust_new(EVP_PKEY *const *keys, size_t n_keys, const char *issuer,
 	if (keys == NULL || n_keys == 0 || n_keys > SC_AUTHZ_MAX_KEYS)
 		return sc_error_set(SC_ERR_INVALID, "give 1..%d trusted authorisation keys",
 				    SC_AUTHZ_MAX_KEYS);
-	if (issuer == NULL || !sc_authz_str_ok(issuer, SC_AUTHZ_NAME_MAX) ||
-	    audience == NULL || !sc_authz_str_ok(audience, SC_AUTHZ_NAME_MAX))
+	if (issuer == NULL || !authz_str_ok(issuer, SC_AUTHZ_NAME_MAX) ||
+	    audience == NULL || !authz_str_ok(audience, SC_AUTHZ_NAME_MAX))
 		return sc_error_set(SC_ERR_INVALID, "issuer and audience must be 1..%d bytes of printable UTF-8",
 				    SC_AUTHZ_NAME_MAX);
 	if (max_skew < 0 || max_skew > SC_AUTHZ_MAX_SKEW)
@@ -415,7 +415,7 @@ out:
 	return rv;
 }
 
-static char *sc_authz_join(const char *dir, const char *path)
+static char *authz_join(const char *dir, const char *path)
 {
 	size_t a, b;
 	char *s;
@@ -433,7 +433,7 @@ static char *sc_authz_join(const char *dir, const char *path)
 	return s;
 }
 
-static int sc_authz_read_pubkey(const char *path, EVP_PKEY **out)
+static int authz_read_pubkey(const char *path, EVP_PKEY **out)
 {
 	BIO *bio;
 
@@ -507,12 +507,12 @@ int sc_authz_trust_load(const sc_config *cfg, sc_authz_trust **out)
 	if (rv != SC_OK)
 		goto out;
 	for (i = 0; i < n; i++) {
-		path = sc_authz_join(sc_config_dir(cfg), list[i]);
+		path = authz_join(sc_config_dir(cfg), list[i]);
 		if (path == NULL) {
 			rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		rv = sc_authz_read_pubkey(path, &keys[i]);
+		rv = authz_read_pubkey(path, &keys[i]);
 		if (rv != SC_OK)
 			goto out;
 		free(path);
@@ -542,7 +542,7 @@ out:
 
 /* Read a field into buf (at most *len bytes); any libtasn1 error, an
  * absent field or an oversized value is a malformed token. */
-static int sc_authz_read(asn1_node n, const char *name, void *buf, int *len)
+static int authz_read(asn1_node n, const char *name, void *buf, int *len)
 {
 	int r = asn1_read_value(n, name, buf, len);
 
@@ -552,13 +552,13 @@ static int sc_authz_read(asn1_node n, const char *name, void *buf, int *len)
 }
 
 /* A non-negative DER INTEGER/ENUMERATED of at most 4 content bytes. */
-static int sc_authz_read_uint(asn1_node n, const char *name, uint32_t max, uint32_t *out)
+static int authz_read_uint(asn1_node n, const char *name, uint32_t max, uint32_t *out)
 {
 	unsigned char b[4];
 	int len = (int)sizeof(b), i, rv;
 	uint64_t v = 0;
 
-	rv = sc_authz_read(n, name, b, &len);
+	rv = authz_read(n, name, b, &len);
 	if (rv != SC_OK)
 		return rv;
 	if (len < 1 || (b[0] & 0x80) != 0)
@@ -575,15 +575,15 @@ static int sc_authz_read_uint(asn1_node n, const char *name, uint32_t max, uint3
 	return SC_OK;
 }
 
-static int sc_authz_read_str(asn1_node n, const char *name, char *dst, size_t max)
+static int authz_read_str(asn1_node n, const char *name, char *dst, size_t max)
 {
 	int len = (int)max, rv;
 
 	memset(dst, 0, max + 1);
-	rv = sc_authz_read(n, name, dst, &len);
+	rv = authz_read(n, name, dst, &len);
 	if (rv != SC_OK)
 		return rv;
-	if (len < 1 || (size_t)len > max || !sc_authz_utf8_ok((unsigned char *)dst, (size_t)len)) {
+	if (len < 1 || (size_t)len > max || !authz_utf8_ok((unsigned char *)dst, (size_t)len)) {
 		OPENSSL_cleanse(dst, max + 1);
 		return SC_MALFORMED("authorisation token field %s must be 1..%zu bytes of printable UTF-8",
 				    name, max);
@@ -592,13 +592,13 @@ static int sc_authz_read_str(asn1_node n, const char *name, char *dst, size_t ma
 	return SC_OK;
 }
 
-static int sc_authz_read_time(asn1_node n, const char *name, int64_t *out)
+static int authz_read_time(asn1_node n, const char *name, int64_t *out)
 {
 	char buf[32];
 	int len = (int)sizeof(buf) - 1, rv;
 
 	memset(buf, 0, sizeof(buf));
-	rv = sc_authz_read(n, name, buf, &len);
+	rv = authz_read(n, name, buf, &len);
 	if (rv != SC_OK)
 		return rv;
 	if (sc_gentime_parse(buf, strnlen(buf, sizeof(buf)), out) != 0)
@@ -606,7 +606,7 @@ static int sc_authz_read_time(asn1_node n, const char *name, int64_t *out)
 	return SC_OK;
 }
 
-static int sc_authz_read_digests(asn1_node n, sc_authz_token *tok)
+static int authz_read_digests(asn1_node n, sc_authz_token *tok)
 {
 	int count = 0, i, rv;
 
@@ -621,16 +621,16 @@ static int sc_authz_read_digests(asn1_node n, sc_authz_token *tok)
 		snprintf(name, sizeof(name), "tbs.digests.?%d.hashAlgorithm", i + 1);
 		memset(oid, 0, sizeof(oid));
 		len = (int)sizeof(oid) - 1;
-		rv = sc_authz_read(n, name, oid, &len);
+		rv = authz_read(n, name, oid, &len);
 		if (rv != SC_OK)
 			return rv;
-		d->md_nid = sc_authz_hash_from_oid(oid);
-		hl = sc_authz_hash_len(d->md_nid);
+		d->md_nid = authz_hash_from_oid(oid);
+		hl = authz_hash_len(d->md_nid);
 		if (hl == 0)
 			return SC_MALFORMED("digest %d: hash algorithm must be sha256, sha384 or sha512", i + 1);
 		snprintf(name, sizeof(name), "tbs.digests.?%d.digest", i + 1);
 		len = (int)sizeof(d->value);
-		rv = sc_authz_read(n, name, d->value, &len);
+		rv = authz_read(n, name, d->value, &len);
 		if (rv != SC_OK)
 			return rv;
 		if (len != hl)
@@ -642,7 +642,7 @@ static int sc_authz_read_digests(asn1_node n, sc_authz_token *tok)
 	return SC_OK;
 }
 
-static int sc_authz_read_sigalg(asn1_node n, struct sc_authz_parsed *p)
+static int authz_read_sigalg(asn1_node n, struct sc_authz_parsed *p)
 {
 	char oid[64];
 	unsigned char params[128];
@@ -650,7 +650,7 @@ static int sc_authz_read_sigalg(asn1_node n, struct sc_authz_parsed *p)
 
 	memset(oid, 0, sizeof(oid));
 	len = (int)sizeof(oid) - 1;
-	rv = sc_authz_read(n, "signatureAlgorithm.algorithm", oid, &len);
+	rv = authz_read(n, "signatureAlgorithm.algorithm", oid, &len);
 	if (rv != SC_OK)
 		return rv;
 	if (strcmp(oid, SC_OID_ECDSA_SHA256) == 0)
@@ -676,7 +676,7 @@ static int sc_authz_read_sigalg(asn1_node n, struct sc_authz_parsed *p)
 		p->sig_params_ok = 1;
 	}
 	len = (int)sizeof(p->sig);
-	rv = sc_authz_read(n, "signature", p->sig, &len);
+	rv = authz_read(n, "signature", p->sig, &len);
 	if (rv != SC_OK)
 		return rv;
 	/* libtasn1 reports a BIT STRING's length in bits. */
@@ -686,7 +686,7 @@ static int sc_authz_read_sigalg(asn1_node n, struct sc_authz_parsed *p)
 	return SC_OK;
 }
 
-static int sc_authz_b64_strict(const char *text, size_t len, unsigned char **der, size_t *der_len)
+static int authz_b64_strict(const char *text, size_t len, unsigned char **der, size_t *der_len)
 {
 	char *again = NULL;
 	size_t i;
@@ -736,7 +736,7 @@ out:
 	return rv;
 }
 
-static void sc_authz_parsed_clear(struct sc_authz_parsed *p)
+static void authz_parsed_clear(struct sc_authz_parsed *p)
 {
 	if (p->der != NULL) {
 		OPENSSL_cleanse(p->der, p->der_len);
@@ -746,7 +746,7 @@ static void sc_authz_parsed_clear(struct sc_authz_parsed *p)
 }
 
 /* Text -> fields, every rule of docs/token-format.md except trust. */
-static int sc_authz_parse(const char *text, size_t len, sc_authz_token *tok,
+static int authz_parse(const char *text, size_t len, sc_authz_token *tok,
 			  struct sc_authz_parsed *p)
 {
 	asn1_node n = NULL;
@@ -760,7 +760,7 @@ static int sc_authz_parse(const char *text, size_t len, sc_authz_token *tok,
 	rv = sc_authz_ready();
 	if (rv != SC_OK)
 		return rv;
-	rv = sc_authz_b64_strict(text, len, &p->der, &p->der_len);
+	rv = authz_b64_strict(text, len, &p->der, &p->der_len);
 	if (rv != SC_OK)
 		goto out;
 	if (asn1_create_element(sc_authz_defs, "SmartcertAuthz.AuthzToken", &n) != ASN1_SUCCESS) {
@@ -802,7 +802,7 @@ static int sc_authz_parse(const char *text, size_t len, sc_authz_token *tok,
 	{
 		int l = (int)sizeof(tok->token_id);
 
-		rv = sc_authz_read(n, "tbs.tokenId", tok->token_id, &l);
+		rv = authz_read(n, "tbs.tokenId", tok->token_id, &l);
 		if (rv != SC_OK)
 			goto out;
 		if (l < SC_AUTHZ_TOKEN_ID_MIN || l > SC_AUTHZ_TOKEN_ID_MAX) {
@@ -813,14 +813,14 @@ static int sc_authz_parse(const char *text, size_t len, sc_authz_token *tok,
 		}
 		tok->token_id_len = (size_t)l;
 	}
-	rv = sc_authz_read_str(n, "tbs.subject", tok->subject, SC_ID_MAX);
+	rv = authz_read_str(n, "tbs.subject", tok->subject, SC_ID_MAX);
 	if (rv != SC_OK)
 		goto out;
-	rv = sc_authz_read_str(n, "tbs.keyId", tok->key_id, SC_ID_MAX);
+	rv = authz_read_str(n, "tbs.keyId", tok->key_id, SC_ID_MAX);
 	if (rv != SC_OK)
 		goto out;
 
-	rv = sc_authz_read_uint(n, "tbs.version", 255, &v);
+	rv = authz_read_uint(n, "tbs.version", 255, &v);
 	if (rv != SC_OK)
 		goto out;
 	tok->version = (int)v;
@@ -829,13 +829,13 @@ static int sc_authz_parse(const char *text, size_t len, sc_authz_token *tok,
 				  tok->version, SC_AUTHZ_VERSION);
 		goto out;
 	}
-	rv = sc_authz_read_str(n, "tbs.issuer", tok->issuer, SC_AUTHZ_NAME_MAX);
+	rv = authz_read_str(n, "tbs.issuer", tok->issuer, SC_AUTHZ_NAME_MAX);
 	if (rv != SC_OK)
 		goto out;
 	{
 		int l = (int)sizeof(tok->issuer_key_id);
 
-		rv = sc_authz_read(n, "tbs.issuerKeyId", tok->issuer_key_id, &l);
+		rv = authz_read(n, "tbs.issuerKeyId", tok->issuer_key_id, &l);
 		if (rv != SC_OK)
 			goto out;
 		if (l != (int)sizeof(tok->issuer_key_id)) {
@@ -843,27 +843,27 @@ static int sc_authz_parse(const char *text, size_t len, sc_authz_token *tok,
 			goto out;
 		}
 	}
-	rv = sc_authz_read_str(n, "tbs.audience", tok->audience, SC_AUTHZ_NAME_MAX);
+	rv = authz_read_str(n, "tbs.audience", tok->audience, SC_AUTHZ_NAME_MAX);
 	if (rv != SC_OK)
 		goto out;
-	rv = sc_authz_read_uint(n, "tbs.purpose", 1, &v);
+	rv = authz_read_uint(n, "tbs.purpose", 1, &v);
 	if (rv != SC_OK)
 		goto out;
 	tok->purpose = (int)v;
-	rv = sc_authz_read_digests(n, tok);
+	rv = authz_read_digests(n, tok);
 	if (rv != SC_OK)
 		goto out;
-	rv = sc_authz_read_time(n, "tbs.notBefore", &tok->not_before);
+	rv = authz_read_time(n, "tbs.notBefore", &tok->not_before);
 	if (rv != SC_OK)
 		goto out;
-	rv = sc_authz_read_time(n, "tbs.notAfter", &tok->not_after);
+	rv = authz_read_time(n, "tbs.notAfter", &tok->not_after);
 	if (rv != SC_OK)
 		goto out;
-	rv = sc_authz_read_uint(n, "tbs.maxSignatures", SC_AUTHZ_MAX_SIGNATURES, &v);
+	rv = authz_read_uint(n, "tbs.maxSignatures", SC_AUTHZ_MAX_SIGNATURES, &v);
 	if (rv != SC_OK)
 		goto out;
 	tok->max_signatures = v;
-	rv = sc_authz_read_sigalg(n, p);
+	rv = authz_read_sigalg(n, p);
 	if (rv != SC_OK)
 		goto out;
 	/* Whatever slipped past the per-field reads (ordering, zero counts). */
@@ -878,7 +878,7 @@ out:
 }
 
 /* After a refusal the caller gets only what identifies the token. */
-static void sc_authz_keep_ids(const sc_authz_token *tok, sc_authz_token *out)
+static void authz_keep_ids(const sc_authz_token *tok, sc_authz_token *out)
 {
 	memset(out, 0, sizeof(*out));
 	memcpy(out->token_id, tok->token_id, sizeof(out->token_id));
@@ -887,7 +887,7 @@ static void sc_authz_keep_ids(const sc_authz_token *tok, sc_authz_token *out)
 	memcpy(out->key_id, tok->key_id, sizeof(out->key_id));
 }
 
-static const char *sc_authz_kind_name(int kind)
+static const char *authz_kind_name(int kind)
 {
 	switch (kind) {
 	case SC_AUTHZ_KIND_P256:
@@ -912,22 +912,22 @@ int sc_authz_decode(const char *text, size_t len, sc_authz_token *out, const cha
 	if (out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for the decoded token");
 	memset(out, 0, sizeof(*out));
-	rv = sc_authz_parse(text, len, &tok, &p);
+	rv = authz_parse(text, len, &tok, &p);
 	if (rv != SC_OK) {
-		sc_authz_keep_ids(&tok, out);
+		authz_keep_ids(&tok, out);
 		goto out;
 	}
 	if (p.sig_kind == SC_AUTHZ_KIND_RSA_PSS && !p.sig_params_ok) {
-		sc_authz_keep_ids(&tok, out);
+		authz_keep_ids(&tok, out);
 		rv = SC_MALFORMED("RSASSA-PSS parameters must be SHA-256, MGF1-SHA-256, salt 32");
 		goto out;
 	}
 	*out = tok;
 	if (sig_alg != NULL)
-		*sig_alg = sc_authz_kind_name(p.sig_kind);
+		*sig_alg = authz_kind_name(p.sig_kind);
 out:
 	OPENSSL_cleanse(&tok, sizeof(tok));
-	sc_authz_parsed_clear(&p);
+	authz_parsed_clear(&p);
 	return rv;
 }
 
@@ -949,7 +949,7 @@ int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
 	memset(&p, 0, sizeof(p));
 	if (t == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no authorisation trust loaded");
-	rv = sc_authz_parse(text, len, &tok, &p);
+	rv = authz_parse(text, len, &tok, &p);
 	if (rv != SC_OK)
 		goto out;
 
@@ -971,8 +971,8 @@ int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
 	}
 	if (p.sig_kind != key->kind) {
 		rv = sc_error_set(SC_ERR_TOKEN_SIGNATURE, "authorisation token signed with %s, but the "
-				  "trusted key it names takes %s", sc_authz_kind_name(p.sig_kind),
-				  sc_authz_kind_name(key->kind));
+				  "trusted key it names takes %s", authz_kind_name(p.sig_kind),
+				  authz_kind_name(key->kind));
 		goto out;
 	}
 	if (!p.sig_params_ok) {
@@ -1016,10 +1016,10 @@ int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
 	rv = SC_OK;
 out:
 	if (rv != SC_OK)
-		sc_authz_keep_ids(&tok, out);
+		authz_keep_ids(&tok, out);
 	EVP_MD_CTX_free(ctx);
 	OPENSSL_cleanse(&tok, sizeof(tok));
-	sc_authz_parsed_clear(&p);
+	authz_parsed_clear(&p);
 	return rv;
 }
 
@@ -1050,7 +1050,7 @@ int sc_authz_renew_digest(const char *user_id, const sc_serial *serial, unsigned
 	unsigned int mdlen = 0;
 	int n;
 
-	if (user_id == NULL || serial == NULL || out == NULL || !sc_authz_str_ok(user_id, SC_ID_MAX) ||
+	if (user_id == NULL || serial == NULL || out == NULL || !authz_str_ok(user_id, SC_ID_MAX) ||
 	    serial->len < 1 || serial->len > SC_SERIAL_MAX)
 		return sc_error_set(SC_ERR_INVALID, "renewal consent needs a user id and a serial");
 	sc_serial_hex(serial, hex);

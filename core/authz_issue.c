@@ -22,7 +22,7 @@
 
 /* ---- issuing ----------------------------------------------------------- */
 
-static int sc_authz_write_uint(asn1_node n, const char *name, uint32_t v)
+static int authz_write_uint(asn1_node n, const char *name, uint32_t v)
 {
 	char buf[16];
 
@@ -30,7 +30,7 @@ static int sc_authz_write_uint(asn1_node n, const char *name, uint32_t v)
 	return asn1_write_value(n, name, buf, 0) == ASN1_SUCCESS ? 0 : -1;
 }
 
-static int sc_authz_encode(asn1_node n, const char *name, unsigned char **out, int *out_len)
+static int authz_encode(asn1_node n, const char *name, unsigned char **out, int *out_len)
 {
 	char err[ASN1_MAX_ERROR_DESCRIPTION_SIZE];
 	int len = 0;
@@ -100,7 +100,7 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (sc_authz_write_uint(n, "tbs.version", (uint32_t)tok->version) != 0 ||
+	if (authz_write_uint(n, "tbs.version", (uint32_t)tok->version) != 0 ||
 	    asn1_write_value(n, "tbs.tokenId", tok->token_id, (int)tok->token_id_len) !=
 		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "tbs.issuer", tok->issuer, (int)strlen(tok->issuer)) !=
@@ -112,7 +112,7 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "tbs.keyId", tok->key_id, (int)strlen(tok->key_id)) !=
 		    ASN1_SUCCESS ||
-	    sc_authz_write_uint(n, "tbs.purpose", (uint32_t)tok->purpose) != 0) {
+	    authz_write_uint(n, "tbs.purpose", (uint32_t)tok->purpose) != 0) {
 		rv = sc_error_set(SC_ERR_INTERNAL, "cannot write the token fields");
 		goto out;
 	}
@@ -130,9 +130,9 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 	}
 	if (asn1_write_value(n, "tbs.notBefore", t_nb, 15) != ASN1_SUCCESS ||
 	    asn1_write_value(n, "tbs.notAfter", t_na, 15) != ASN1_SUCCESS ||
-	    sc_authz_write_uint(n, "tbs.maxSignatures", tok->max_signatures) != 0)
+	    authz_write_uint(n, "tbs.maxSignatures", tok->max_signatures) != 0)
 		goto fields;
-	rv = sc_authz_encode(n, "tbs", &tbs, &tbs_len);
+	rv = authz_encode(n, "tbs", &tbs, &tbs_len);
 	if (rv != SC_OK)
 		goto out;
 
@@ -169,7 +169,7 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "signature", sig, (int)sig_len * 8) != ASN1_SUCCESS)
 		goto fields;
-	rv = sc_authz_encode(n, "", &der, &der_len);
+	rv = authz_encode(n, "", &der, &der_len);
 	if (rv != SC_OK)
 		goto out;
 	rv = sc_b64url_encode(der, (size_t)der_len, text);

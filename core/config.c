@@ -57,7 +57,7 @@ void sc_config_free(sc_config *cfg)
 	free(cfg);
 }
 
-static struct sc_config_key *sc_config_find(const sc_config *cfg, const char *name)
+static struct sc_config_key *config_find(const sc_config *cfg, const char *name)
 {
 	size_t i;
 
@@ -69,7 +69,7 @@ static struct sc_config_key *sc_config_find(const sc_config *cfg, const char *na
 	return NULL;
 }
 
-static int sc_config_add(sc_config *cfg, const char *section, const char *key, const char *value)
+static int config_add(sc_config *cfg, const char *section, const char *key, const char *value)
 {
 	struct sc_config_key *k;
 	size_t nlen = strlen(section) + 1 + strlen(key) + 1;
@@ -79,7 +79,7 @@ static int sc_config_add(sc_config *cfg, const char *section, const char *key, c
 	if (name == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory reading configuration");
 	snprintf(name, nlen, "%s.%s", section, key);
-	k = sc_config_find(cfg, name);
+	k = config_find(cfg, name);
 	if (k == NULL) {
 		if (cfg->nkeys == cfg->capkeys) {
 			size_t nc = cfg->capkeys ? cfg->capkeys * 2 : 32;
@@ -112,13 +112,13 @@ static int sc_config_add(sc_config *cfg, const char *section, const char *key, c
 	return SC_OK;
 }
 
-static int sc_config_namechar(int c)
+static int config_namechar(int c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 	       c == '_' || c == '-' || c == '.';
 }
 
-static char *sc_trim(char *s)
+static char *trim(char *s)
 {
 	char *e;
 
@@ -130,7 +130,7 @@ static char *sc_trim(char *s)
 	return s;
 }
 
-static int sc_config_parse_lines(sc_config *cfg, size_t textlen)
+static int config_parse_lines(sc_config *cfg, size_t textlen)
 {
 	char *p = (char *)cfg->text, *end = p + textlen;
 	const char *section = NULL;
@@ -145,27 +145,27 @@ static int sc_config_parse_lines(sc_config *cfg, size_t textlen)
 		if (strlen(p) != (size_t)((nl != NULL ? nl : end) - p))
 			return sc_error_set(SC_ERR_CONFIG, "%s:%u: NUL byte in configuration",
 					    cfg->file, line);
-		s = sc_trim(p);
+		s = trim(p);
 		p = nl != NULL ? nl + 1 : end;
 		if (line == 1 && (unsigned char)s[0] == 0xef && (unsigned char)s[1] == 0xbb &&
 		    (unsigned char)s[2] == 0xbf)
-			s = sc_trim(s + 3);   /* UTF-8 byte order mark */
+			s = trim(s + 3);   /* UTF-8 byte order mark */
 		if (*s == '\0' || *s == '#' || *s == ';')
 			continue;
 		if (*s == '[') {
 			char *close = strchr(s, ']'), *q;
 
-			if (close == NULL || sc_trim(close + 1)[0] != '\0')
+			if (close == NULL || trim(close + 1)[0] != '\0')
 				return sc_error_set(SC_ERR_CONFIG,
 						    "%s:%u: malformed section header: write [name]",
 						    cfg->file, line);
 			*close = '\0';
-			s = sc_trim(s + 1);
+			s = trim(s + 1);
 			if (*s == '\0')
 				return sc_error_set(SC_ERR_CONFIG, "%s:%u: empty section name",
 						    cfg->file, line);
 			for (q = s; *q != '\0'; q++)
-				if (!sc_config_namechar((unsigned char)*q))
+				if (!config_namechar((unsigned char)*q))
 					return sc_error_set(SC_ERR_CONFIG,
 							    "%s:%u: invalid character in section name '%s'",
 							    cfg->file, line, s);
@@ -178,13 +178,13 @@ static int sc_config_parse_lines(sc_config *cfg, size_t textlen)
 					    "%s:%u: expected 'key = value', '[section]' or a # comment",
 					    cfg->file, line);
 		*eq = '\0';
-		key = sc_trim(s);
-		val = sc_trim(eq + 1);
+		key = trim(s);
+		val = trim(eq + 1);
 		if (*key == '\0')
 			return sc_error_set(SC_ERR_CONFIG, "%s:%u: missing key before '='", cfg->file,
 					    line);
 		for (s = key; *s != '\0'; s++)
-			if (!sc_config_namechar((unsigned char)*s))
+			if (!config_namechar((unsigned char)*s))
 				return sc_error_set(SC_ERR_CONFIG, "%s:%u: invalid character in key '%s'",
 						    cfg->file, line, key);
 		if (section == NULL)
@@ -201,7 +201,7 @@ static int sc_config_parse_lines(sc_config *cfg, size_t textlen)
 			val[vl - 1] = '\0';
 			val++;
 		}
-		if (sc_config_add(cfg, section, key, val) != SC_OK)
+		if (config_add(cfg, section, key, val) != SC_OK)
 			return SC_ERR_NOMEM;
 	}
 	return SC_OK;
@@ -210,7 +210,7 @@ static int sc_config_parse_lines(sc_config *cfg, size_t textlen)
 /* The one way a configuration is built, from a file or from memory.  Takes
  * `file` (the name used in messages; its directory anchors relative paths)
  * and `text` (NUL-terminated at text[len]) whatever happens. */
-static int sc_config_from_text(char *file, unsigned char *text, size_t len, sc_config **out)
+static int config_from_text(char *file, unsigned char *text, size_t len, sc_config **out)
 {
 	sc_config *cfg;
 	char *slash;
@@ -235,7 +235,7 @@ static int sc_config_from_text(char *file, unsigned char *text, size_t len, sc_c
 		slash[1] = '\0';
 	else if (slash != NULL)
 		*slash = '\0';
-	rv = sc_config_parse_lines(cfg, len);
+	rv = config_parse_lines(cfg, len);
 	if (rv != SC_OK)
 		goto out;
 	*out = cfg;
@@ -270,7 +270,7 @@ int sc_config_load(const char *path, sc_config **out)
 					  "cannot read configuration %s: %s", path, sc_error_detail());
 		return rv;
 	}
-	return sc_config_from_text(file, text, len, out);
+	return config_from_text(file, text, len, out);
 }
 
 int sc_config_parse(const char *origin, const void *text, size_t len, sc_config **out)
@@ -296,7 +296,7 @@ int sc_config_parse(const char *origin, const void *text, size_t len, sc_config 
 	if (len > 0)
 		memcpy(copy, text, len);
 	copy[len] = '\0';
-	return sc_config_from_text(file, copy, len, out);
+	return config_from_text(file, copy, len, out);
 }
 
 const char *sc_config_file(const sc_config *cfg)
@@ -311,7 +311,7 @@ const char *sc_config_dir(const sc_config *cfg)
 
 const char *sc_config_str(const sc_config *cfg, const char *key, const char *def)
 {
-	struct sc_config_key *k = sc_config_find(cfg, key);
+	struct sc_config_key *k = config_find(cfg, key);
 
 	return k != NULL && k->n > 0 ? k->values[k->n - 1] : def;
 }
@@ -386,7 +386,7 @@ int sc_config_bool(const sc_config *cfg, const char *key, int def, int *out)
 const char *const *sc_config_list(const sc_config *cfg, const char *key, size_t *n)
 {
 	static const char *const empty[] = { NULL };
-	struct sc_config_key *k = sc_config_find(cfg, key);
+	struct sc_config_key *k = config_find(cfg, key);
 
 	if (k == NULL) {
 		if (n != NULL)

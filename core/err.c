@@ -56,7 +56,7 @@ static const struct sc_err_desc sc_err_table[] = {
 	{ SC_ERR_INTERNAL, "internal", "internal error (please report)" },
 };
 
-static const struct sc_err_desc *sc_err_lookup(int err)
+static const struct sc_err_desc *err_lookup(int err)
 {
 	size_t i;
 
@@ -68,14 +68,14 @@ static const struct sc_err_desc *sc_err_lookup(int err)
 
 const char *sc_strerror(int err)
 {
-	const struct sc_err_desc *d = sc_err_lookup(err);
+	const struct sc_err_desc *d = err_lookup(err);
 
 	return d != NULL ? d->text : "unknown error";
 }
 
 const char *sc_errname(int err)
 {
-	const struct sc_err_desc *d = sc_err_lookup(err);
+	const struct sc_err_desc *d = err_lookup(err);
 
 	return d != NULL ? d->name : "unknown";
 }

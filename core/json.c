@@ -23,7 +23,7 @@ void sc_json_free(sc_json *j)
 	memset(j, 0, sizeof(*j));
 }
 
-static void sc_json_put(sc_json *j, const char *s, size_t n)
+static void json_put(sc_json *j, const char *s, size_t n)
 {
 	if (j->failed)
 		return;
@@ -51,25 +51,25 @@ static void sc_json_put(sc_json *j, const char *s, size_t n)
 	j->buf[j->len] = '\0';
 }
 
-static void sc_json_puts(sc_json *j, const char *s)
+static void json_puts(sc_json *j, const char *s)
 {
-	sc_json_put(j, s, strlen(s));
+	json_put(j, s, strlen(s));
 }
 
 /* Separator before a value or key (not after a key). */
-static void sc_json_sep(sc_json *j)
+static void json_sep(sc_json *j)
 {
 	if (j->need_comma)
-		sc_json_put(j, ",", 1);
+		json_put(j, ",", 1);
 	j->need_comma = 0;
 }
 
-static void sc_json_escaped(sc_json *j, const char *s)
+static void json_escaped(sc_json *j, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t start = 0, i;
 
-	sc_json_put(j, "\"", 1);
+	json_put(j, "\"", 1);
 	for (i = 0; p[i] != '\0'; i++) {
 		char esc[8];
 		const char *e = NULL;
@@ -103,49 +103,49 @@ static void sc_json_escaped(sc_json *j, const char *s)
 			}
 		}
 		if (e != NULL) {
-			sc_json_put(j, s + start, i - start);
-			sc_json_puts(j, e);
+			json_put(j, s + start, i - start);
+			json_puts(j, e);
 			start = i + 1;
 		}
 	}
-	sc_json_put(j, s + start, i - start);
-	sc_json_put(j, "\"", 1);
+	json_put(j, s + start, i - start);
+	json_put(j, "\"", 1);
 }
 
 /* Open or close an object or array ("{", "}", "[", "]"). */
-static void sc_json_bracket(sc_json *j, const char *b, int open)
+static void json_bracket(sc_json *j, const char *b, int open)
 {
 	if (open)
-		sc_json_sep(j);
-	sc_json_put(j, b, 1);
+		json_sep(j);
+	json_put(j, b, 1);
 	j->need_comma = !open;
 }
 
 void sc_json_obj_begin(sc_json *j)
 {
-	sc_json_bracket(j, "{", 1);
+	json_bracket(j, "{", 1);
 }
 
 void sc_json_obj_end(sc_json *j)
 {
-	sc_json_bracket(j, "}", 0);
+	json_bracket(j, "}", 0);
 }
 
 void sc_json_arr_begin(sc_json *j)
 {
-	sc_json_bracket(j, "[", 1);
+	json_bracket(j, "[", 1);
 }
 
 void sc_json_arr_end(sc_json *j)
 {
-	sc_json_bracket(j, "]", 0);
+	json_bracket(j, "]", 0);
 }
 
 void sc_json_key(sc_json *j, const char *key)
 {
-	sc_json_sep(j);
-	sc_json_escaped(j, key != NULL ? key : "");
-	sc_json_put(j, ":", 1);
+	json_sep(j);
+	json_escaped(j, key != NULL ? key : "");
+	json_put(j, ":", 1);
 }
 
 void sc_json_str(sc_json *j, const char *s)
@@ -154,16 +154,16 @@ void sc_json_str(sc_json *j, const char *s)
 		sc_json_null(j);
 		return;
 	}
-	sc_json_sep(j);
-	sc_json_escaped(j, s);
+	json_sep(j);
+	json_escaped(j, s);
 	j->need_comma = 1;
 }
 
 /* A value written as it is: a number, true, false or null. */
-static void sc_json_raw(sc_json *j, const char *s)
+static void json_raw(sc_json *j, const char *s)
 {
-	sc_json_sep(j);
-	sc_json_puts(j, s);
+	json_sep(j);
+	json_puts(j, s);
 	j->need_comma = 1;
 }
 
@@ -172,7 +172,7 @@ void sc_json_int(sc_json *j, int64_t v)
 	char b[32];
 
 	snprintf(b, sizeof(b), "%" PRId64, v);
-	sc_json_raw(j, b);
+	json_raw(j, b);
 }
 
 void sc_json_uint(sc_json *j, uint64_t v)
@@ -180,17 +180,17 @@ void sc_json_uint(sc_json *j, uint64_t v)
 	char b[32];
 
 	snprintf(b, sizeof(b), "%" PRIu64, v);
-	sc_json_raw(j, b);
+	json_raw(j, b);
 }
 
 void sc_json_bool(sc_json *j, int v)
 {
-	sc_json_raw(j, v ? "true" : "false");
+	json_raw(j, v ? "true" : "false");
 }
 
 void sc_json_null(sc_json *j)
 {
-	sc_json_raw(j, "null");
+	json_raw(j, "null");
 }
 
 void sc_json_time(sc_json *j, int64_t t)

@@ -31,27 +31,27 @@ int sc_pinhash_make(const char *pin, char **out)
 		return sc_error_set(SC_ERR_INVALID, "an empty PIN cannot be hashed");
 	if (RAND_bytes(salt, sizeof(salt)) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "PIN salt");
-		goto done;
+		goto out;
 	}
 	if (PKCS5_PBKDF2_HMAC(pin, (int)strlen(pin), salt, sizeof(salt), SC_PINHASH_ITER,
 			      EVP_sha256(), sizeof(hash), hash) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "PBKDF2");
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_b64_encode(salt, sizeof(salt), &salt_b64)) != SC_OK ||
 	    (rv = sc_b64_encode(hash, sizeof(hash), &hash_b64)) != SC_OK)
-		goto done;
+		goto out;
 	n = strlen(SC_PINHASH_PREFIX) + 12 + strlen(salt_b64) + strlen(hash_b64) + 3;
 	s = malloc(n);
 	if (s == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	snprintf(s, n, SC_PINHASH_PREFIX "%d$%s$%s", SC_PINHASH_ITER, salt_b64, hash_b64);
 	*out = s;
 	s = NULL;
 	rv = SC_OK;
-done:
+out:
 	OPENSSL_cleanse(hash, sizeof(hash));
 	free(salt_b64);
 	free(hash_b64);
@@ -86,16 +86,16 @@ int sc_pinhash_verify(const char *stored, const char *pin)
 	    sc_b64_decode(d2 + 1, strlen(d2 + 1), &want, &want_len) != SC_OK ||
 	    want_len != SC_PINHASH_LEN) {
 		rv = sc_error_set(SC_ERR_CONFIG, "PIN hash: salt or hash is not valid base64");
-		goto done;
+		goto out;
 	}
 	if (PKCS5_PBKDF2_HMAC(pin, (int)strlen(pin), salt, (int)salt_len, (int)iter,
 			      EVP_sha256(), sizeof(got), got) != 1) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "PBKDF2");
-		goto done;
+		goto out;
 	}
 	rv = CRYPTO_memcmp(got, want, sizeof(got)) == 0 ? SC_OK
 		: sc_error_set(SC_ERR_PERMISSION, "PIN incorrect");
-done:
+out:
 	OPENSSL_cleanse(got, sizeof(got));
 	free(salt);
 	free(want);

@@ -17,6 +17,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "sc_der.h"
 #include "sc_err.h"
 #include "sc_signer.h"
 
@@ -232,18 +233,11 @@ int sc_sign_digest(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 
 /* ---- DER assembly ------------------------------------------------------- */
 
-/* Bytes needed for a DER length; 0 if it cannot be encoded here. */
+/* Bytes needed for a DER length (the common writer's rule, sc_der.h); 0 if
+ * it cannot be encoded here. */
 static size_t der_len_size(size_t len)
 {
-	size_t n = 1;
-
-	if (len < 0x80)
-		return 1;
-	while (len > 0) {
-		n++;
-		len >>= 8;
-	}
-	return n <= 9 ? n : 0;
+	return len <= SC_DER_MAX ? sc_der_hdr_len(len) - 1 : 0;
 }
 
 /* Write tag + length at *p, never past end. */

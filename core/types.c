@@ -18,7 +18,7 @@ struct sc_name {
 /* The value named `name` (any case) in the table t of n names, into *out
  * (`none` otherwise).  SC_ERR_INVALID "no WHAT given" without a name or
  * an output, "unknown WHAT 'NAME': use HINT" for a name not there. */
-static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int none, int *out,
+static int name_find(const struct sc_name *t, size_t n, const char *name, int none, int *out,
 			const char *what, const char *hint)
 {
 	size_t i;
@@ -37,7 +37,7 @@ static int sc_name_find(const struct sc_name *t, size_t n, const char *name, int
 }
 
 /* The name of `value` in t (its first entry), or "unknown". */
-static const char *sc_name_of(const struct sc_name *t, size_t n, int value)
+static const char *name_of(const struct sc_name *t, size_t n, int value)
 {
 	size_t i;
 
@@ -64,13 +64,13 @@ static const struct sc_name sc_keyalg_names[] = {
 
 int sc_keyalg_parse(const char *name, int *out)
 {
-	return sc_name_find(NAMES(sc_keyalg_names), name, SC_KEYALG_NONE, out, "key type",
+	return name_find(NAMES(sc_keyalg_names), name, SC_KEYALG_NONE, out, "key type",
 			    "p256, p384, rsa2048 or rsa3072");
 }
 
 const char *sc_keyalg_name(int alg)
 {
-	return sc_name_of(NAMES(sc_keyalg_names), alg);
+	return name_of(NAMES(sc_keyalg_names), alg);
 }
 
 int sc_keyalg_is_rsa(int alg)
@@ -108,7 +108,7 @@ static const struct sc_name sc_reason_names[] = {
 int sc_reason_parse(const char *name, int *out)
 {
 	/* case-insensitive so "keycompromise" and "cessationofoperation" work */
-	return sc_name_find(NAMES(sc_reason_names), name, SC_REASON_NONE, out,
+	return name_find(NAMES(sc_reason_names), name, SC_REASON_NONE, out,
 			    "revocation reason",
 			    "an RFC 5280 name such as keyCompromise, superseded, cessationOfOperation, "
 			    "affiliationChanged, privilegeWithdrawn, certificateHold or unspecified");
@@ -116,7 +116,7 @@ int sc_reason_parse(const char *name, int *out)
 
 const char *sc_reason_name(int reason)
 {
-	return sc_name_of(NAMES(sc_reason_names), reason);
+	return name_of(NAMES(sc_reason_names), reason);
 }
 
 static const struct sc_name sc_user_status_names[] = {
@@ -132,17 +132,17 @@ static const struct sc_name sc_cert_status_names[] = {
 
 const char *sc_user_status_name(int status)
 {
-	return sc_name_of(NAMES(sc_user_status_names), status);
+	return name_of(NAMES(sc_user_status_names), status);
 }
 
 const char *sc_key_state_name(int state)
 {
-	return sc_name_of(NAMES(sc_key_state_names), state);
+	return name_of(NAMES(sc_key_state_names), state);
 }
 
 const char *sc_cert_status_name(int status)
 {
-	return sc_name_of(NAMES(sc_cert_status_names), status);
+	return name_of(NAMES(sc_cert_status_names), status);
 }
 
 void sc_serial_hex(const sc_serial *s, char out[2 * SC_SERIAL_MAX + 1])

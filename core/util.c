@@ -26,7 +26,7 @@ static const char sc_b64_std[] =
 static const char sc_b64_url[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static int sc_b64_enc(const char *alpha, int pad, const unsigned char *in,
+static int b64_enc(const char *alpha, int pad, const unsigned char *in,
 		      size_t len, char **out)
 {
 	char *o;
@@ -71,7 +71,7 @@ static int sc_b64_enc(const char *alpha, int pad, const unsigned char *in,
 	return SC_OK;
 }
 
-static int sc_b64_val(const char *alpha, char c)
+static int b64_val(const char *alpha, char c)
 {
 	const char *p;
 
@@ -84,7 +84,7 @@ static int sc_b64_val(const char *alpha, char c)
 /* Strict decoder: only alphabet characters, padding only at the end and only
  * where it belongs, unused trailing bits zero (one text per value).
  * need_pad: padding mandatory (standard base64) rather than optional. */
-static int sc_b64_dec(const char *alpha, int need_pad, const char *in, size_t len,
+static int b64_dec(const char *alpha, int need_pad, const char *in, size_t len,
 		      unsigned char **out, size_t *outlen)
 {
 	unsigned char *o = NULL;
@@ -122,7 +122,7 @@ static int sc_b64_dec(const char *alpha, int need_pad, const char *in, size_t le
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		int v = sc_b64_val(alpha, in[i]);
+		int v = b64_val(alpha, in[i]);
 
 		if (v < 0) {
 			sc_error_set(SC_ERR_INVALID, "invalid base64 character at offset %zu", i);
@@ -162,22 +162,22 @@ out:
 
 int sc_b64url_encode(const unsigned char *in, size_t len, char **out)
 {
-	return sc_b64_enc(sc_b64_url, 0, in, len, out);
+	return b64_enc(sc_b64_url, 0, in, len, out);
 }
 
 int sc_b64url_decode(const char *in, size_t len, unsigned char **out, size_t *outlen)
 {
-	return sc_b64_dec(sc_b64_url, 0, in, len, out, outlen);
+	return b64_dec(sc_b64_url, 0, in, len, out, outlen);
 }
 
 int sc_b64_encode(const unsigned char *in, size_t len, char **out)
 {
-	return sc_b64_enc(sc_b64_std, 1, in, len, out);
+	return b64_enc(sc_b64_std, 1, in, len, out);
 }
 
 int sc_b64_decode(const char *in, size_t len, unsigned char **out, size_t *outlen)
 {
-	return sc_b64_dec(sc_b64_std, 1, in, len, out, outlen);
+	return b64_dec(sc_b64_std, 1, in, len, out, outlen);
 }
 
 /* ---- hex ------------------------------------------------------------- */
@@ -194,7 +194,7 @@ void sc_hex_encode(const unsigned char *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-static int sc_hex_nibble(char c)
+static int hex_nibble(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -219,7 +219,7 @@ int sc_hex_decode(const char *hex, unsigned char *out, size_t outmax, size_t *ou
 	if (hl / 2 > outmax)
 		return sc_error_set(SC_ERR_INVALID, "hex string too long (at most %zu bytes)", outmax);
 	for (i = 0; i < hl; i += 2) {
-		int hi = sc_hex_nibble(hex[i]), lo = sc_hex_nibble(hex[i + 1]);
+		int hi = hex_nibble(hex[i]), lo = hex_nibble(hex[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return sc_error_set(SC_ERR_INVALID, "invalid hex digit at offset %zu",
@@ -403,7 +403,7 @@ int sc_secret_read_source(const char *source, char **out)
 
 /* ---- files ----------------------------------------------------------- */
 
-static int sc_errno_err(int e)
+static int errno_err(int e)
 {
 	switch (e) {
 	case EACCES:
@@ -422,7 +422,7 @@ static int sc_errno_err(int e)
 	}
 }
 
-static int sc_fsync_dir_of(const char *path)
+static int fsync_dir_of(const char *path)
 {
 	char *dir = NULL, *slash;
 	int fd = -1, rv = SC_ERR_IO;
@@ -441,7 +441,7 @@ static int sc_fsync_dir_of(const char *path)
 	}
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || fsync(fd) != 0) {
-		rv = sc_error_set(sc_errno_err(errno), "cannot sync directory %s: %s", dir,
+		rv = sc_error_set(errno_err(errno), "cannot sync directory %s: %s", dir,
 				  strerror(errno));
 		goto out;
 	}
@@ -468,12 +468,12 @@ int sc_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 		return sc_error_set(SC_ERR_NOMEM, "out of memory");
 	fd = mkstemp(tmp);
 	if (fd < 0) {
-		rv = sc_error_set(sc_errno_err(errno), "cannot create %s: %s", tmp, strerror(errno));
+		rv = sc_error_set(errno_err(errno), "cannot create %s: %s", tmp, strerror(errno));
 		free(tmp);
 		return rv;
 	}
 	if (fchmod(fd, (mode_t)mode) != 0) {
-		rv = sc_error_set(sc_errno_err(errno), "cannot set mode of %s: %s", tmp,
+		rv = sc_error_set(errno_err(errno), "cannot set mode of %s: %s", tmp,
 				  strerror(errno));
 		goto out;
 	}
@@ -483,30 +483,30 @@ int sc_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			rv = sc_error_set(sc_errno_err(errno), "cannot write %s: %s", tmp,
+			rv = sc_error_set(errno_err(errno), "cannot write %s: %s", tmp,
 					  strerror(errno));
 			goto out;
 		}
 		off += (size_t)w;
 	}
 	if (fsync(fd) != 0) {
-		rv = sc_error_set(sc_errno_err(errno), "cannot sync %s: %s", tmp, strerror(errno));
+		rv = sc_error_set(errno_err(errno), "cannot sync %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	if (close(fd) != 0) {
 		fd = -1;
-		rv = sc_error_set(sc_errno_err(errno), "cannot close %s: %s", tmp, strerror(errno));
+		rv = sc_error_set(errno_err(errno), "cannot close %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	fd = -1;
 	if (rename(tmp, path) != 0) {
-		rv = sc_error_set(sc_errno_err(errno), "cannot rename %s to %s: %s", tmp, path,
+		rv = sc_error_set(errno_err(errno), "cannot rename %s to %s: %s", tmp, path,
 				  strerror(errno));
 		goto out;
 	}
 	free(tmp);
 	tmp = NULL;
-	rv = sc_fsync_dir_of(path);
+	rv = fsync_dir_of(path);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -532,7 +532,7 @@ int sc_file_read(const char *path, size_t max, unsigned char **out, size_t *outl
 		return sc_error_set(SC_ERR_INVALID, "no file given");
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		int e = sc_errno_err(errno);
+		int e = errno_err(errno);
 
 		return sc_error_set(e == SC_ERR_READONLY ? SC_ERR_PERMISSION : e == SC_ERR_NOT_FOUND ? SC_ERR_NOT_FOUND : SC_ERR_IO,
 				    "cannot open %s: %s", path, strerror(errno));
@@ -604,7 +604,7 @@ int sc_mkdir_p(const char *path, unsigned mode)
 
 			*s = '\0';
 			if (mkdir(p, (mode_t)mode) != 0 && errno != EEXIST) {
-				rv = sc_error_set(sc_errno_err(errno), "cannot create directory %s: %s",
+				rv = sc_error_set(errno_err(errno), "cannot create directory %s: %s",
 						  p, strerror(errno));
 				goto out;
 			}

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "crl_der.h"
+#include "sc_der.h"
 #include "sc_store.h"
 #include "sc_types.h"
 

@@ -61,7 +61,7 @@ struct sc_ocsp_cpu_conn {
 
 /* The number of online CPUs when they are numbered 0 … n-1 without gaps
  * (as /sys/devices/system/cpu/online says "0" or "0-<n-1>"), else 0. */
-static unsigned sc_ocsp_cpus_from_zero(void)
+static unsigned ocsp_cpus_from_zero(void)
 {
 	FILE *f = fopen("/sys/devices/system/cpu/online", "r");
 	char line[64], *end;
@@ -84,7 +84,7 @@ static unsigned sc_ocsp_cpus_from_zero(void)
 
 /* New connections go to worker (number of the CPU that received the SYN
  * modulo the workers).  0, or -1 where the kernel refuses the program. */
-static int sc_ocsp_cpu_attach(int fd, unsigned workers)
+static int ocsp_cpu_attach(int fd, unsigned workers)
 {
 	struct sock_filter code[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU)),
@@ -117,19 +117,19 @@ int sc_ocsp_cpu_new(int fd, unsigned workers, int steer, sc_ocsp_cpu **out)
 	 * (a cpuset may leave some out): a worker whose CPUs are all
 	 * forbidden could not run beside its clients, and one that owns no
 	 * online CPU would get no connection. */
-	if (!steer || workers < 2 || sc_ocsp_cpus_from_zero() < workers ||
+	if (!steer || workers < 2 || ocsp_cpus_from_zero() < workers ||
 	    sched_getaffinity(0, sizeof(p->floating), &p->floating) != 0)
-		goto done;
+		goto out;
 	for (i = 0; i < workers; i++) {
 		for (c = i; c < CPU_SETSIZE; c += workers)
 			if (CPU_ISSET(c, &p->floating))
 				CPU_SET(c, &p->w[i].own);
 		if (CPU_COUNT(&p->w[i].own) == 0)
-			goto done;
+			goto out;
 	}
-	if (sc_ocsp_cpu_attach(fd, workers) == 0)
+	if (ocsp_cpu_attach(fd, workers) == 0)
 		p->steered = workers;
-done:
+out:
 	*out = p;
 	return 0;
 }
@@ -169,7 +169,7 @@ struct sc_sched_attr {
 
 /* Ask for a short slice, keeping the policy and nice value the thread has.
  * Kernels before 6.12 ignore the request; nothing fails if it is refused. */
-static void sc_ocsp_cpu_short_slice(void)
+static void ocsp_cpu_short_slice(void)
 {
 #if defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
 	struct sc_sched_attr a;
@@ -185,7 +185,7 @@ static void sc_ocsp_cpu_short_slice(void)
 #endif
 }
 
-static void sc_ocsp_cpu_keep_to_own(sc_ocsp_cpu_worker *w, int on)
+static void ocsp_cpu_keep_to_own(sc_ocsp_cpu_worker *w, int on)
 {
 	const cpu_set_t *set = on ? &w->own : &w->p->floating;
 
@@ -201,7 +201,7 @@ sc_ocsp_cpu_conn *sc_ocsp_cpu_conn_open(sc_ocsp_cpu_worker *w)
 		return NULL;
 	if (!w->sliced) {
 		w->sliced = 1;
-		sc_ocsp_cpu_short_slice();
+		ocsp_cpu_short_slice();
 	}
 	c = calloc(1, sizeof(*c));
 	if (c != NULL)
@@ -214,7 +214,7 @@ void sc_ocsp_cpu_conn_close(sc_ocsp_cpu_conn *c)
 	if (c == NULL)
 		return;
 	if (c->long_lived && --c->w->long_lived == 0 && c->w->pinned)
-		sc_ocsp_cpu_keep_to_own(c->w, 0);
+		ocsp_cpu_keep_to_own(c->w, 0);
 	free(c);
 }
 
@@ -232,7 +232,7 @@ int sc_ocsp_cpu_check(sc_ocsp_cpu_conn *c, int fd, int64_t now_ms)
 	if (!c->long_lived) {
 		c->long_lived = 1;
 		if (w->long_lived++ == 0 && !w->pinned)
-			sc_ocsp_cpu_keep_to_own(w, 1);
+			ocsp_cpu_keep_to_own(w, 1);
 	}
 	/* The CPU that last received a packet of this connection. */
 	if (getsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) != 0 || cpu < 0)

@@ -48,7 +48,7 @@ struct sc_ocsp_guard {
 	_Atomic uint64_t dropped, refused;
 };
 
-static int64_t sc_ocsp_guard_now_ms(void)
+static int64_t ocsp_guard_now_ms(void)
 {
 	struct timespec ts;
 
@@ -57,7 +57,7 @@ static int64_t sc_ocsp_guard_now_ms(void)
 }
 
 /* The address bytes of `sa` (no port); 0 when not IPv4/IPv6. */
-static size_t sc_ocsp_guard_key(const struct sockaddr *sa, unsigned char out[16])
+static size_t ocsp_guard_key(const struct sockaddr *sa, unsigned char out[16])
 {
 	if (sa == NULL)
 		return 0;
@@ -72,7 +72,7 @@ static size_t sc_ocsp_guard_key(const struct sockaddr *sa, unsigned char out[16]
 	return 0;
 }
 
-static struct sc_ocsp_addr **sc_ocsp_guard_slot_inlock(sc_ocsp_guard *g,
+static struct sc_ocsp_addr **ocsp_guard_slot_inlock(sc_ocsp_guard *g,
 							const unsigned char *a, size_t len)
 {
 	uint32_t h = 2166136261u;
@@ -90,7 +90,7 @@ static struct sc_ocsp_addr **sc_ocsp_guard_slot_inlock(sc_ocsp_guard *g,
 /* Look at up to SC_OCSP_GUARD_SLICE connections from g->cursor on; shut
  * down those past the deadline.  Leaves g->cursor where to go on (NULL at
  * the end of the list). */
-static void sc_ocsp_guard_slice_inlock(sc_ocsp_guard *g, int64_t now)
+static void ocsp_guard_slice_inlock(sc_ocsp_guard *g, int64_t now)
 {
 	sc_ocsp_gconn *c;
 	unsigned k = 0;
@@ -132,11 +132,11 @@ static void sc_ocsp_guard_slice_inlock(sc_ocsp_guard *g, int64_t now)
 /* Every connection once, a slice at a time: opening and closing
  * connections (which take the lock) wait for one slice at most, not for
  * a look at every connection. */
-static void sc_ocsp_guard_sweep_inlock(sc_ocsp_guard *g, int64_t now)
+static void ocsp_guard_sweep_inlock(sc_ocsp_guard *g, int64_t now)
 {
 	g->cursor = g->conns;
 	while (g->cursor != NULL && !g->stop) {
-		sc_ocsp_guard_slice_inlock(g, now);
+		ocsp_guard_slice_inlock(g, now);
 		if (g->cursor != NULL) {
 			pthread_mutex_unlock(&g->lock);
 			sched_yield();
@@ -145,7 +145,7 @@ static void sc_ocsp_guard_sweep_inlock(sc_ocsp_guard *g, int64_t now)
 	}
 }
 
-static void *sc_ocsp_guard_main(void *arg)
+static void *ocsp_guard_main(void *arg)
 {
 	sc_ocsp_guard *g = arg;
 	struct timespec ts;
@@ -160,7 +160,7 @@ static void *sc_ocsp_guard_main(void *arg)
 		}
 		pthread_cond_timedwait(&g->cond, &g->lock, &ts);
 		if (!g->stop)
-			sc_ocsp_guard_sweep_inlock(g, sc_ocsp_guard_now_ms());
+			ocsp_guard_sweep_inlock(g, ocsp_guard_now_ms());
 	}
 	pthread_mutex_unlock(&g->lock);
 	return NULL;
@@ -183,7 +183,7 @@ int sc_ocsp_guard_new(unsigned deadline_ms, unsigned per_address, sc_ocsp_guard 
 	pthread_cond_init(&g->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	if (deadline_ms > 0) {
-		if (pthread_create(&g->thread, NULL, sc_ocsp_guard_main, g) != 0) {
+		if (pthread_create(&g->thread, NULL, ocsp_guard_main, g) != 0) {
 			sc_ocsp_guard_free(g);
 			return sc_error_set(SC_ERR_NOMEM, "cannot start the request-deadline "
 					    "thread: %s", strerror(errno));
@@ -237,11 +237,11 @@ int sc_ocsp_guard_admit(sc_ocsp_guard *g, const struct sockaddr *addr, socklen_t
 	(void)len;
 	if (g == NULL || g->per_address == 0)
 		return 1;
-	n = sc_ocsp_guard_key(addr, a);
+	n = ocsp_guard_key(addr, a);
 	if (n == 0)
 		return 1;
 	pthread_mutex_lock(&g->lock);
-	e = *sc_ocsp_guard_slot_inlock(g, a, n);
+	e = *ocsp_guard_slot_inlock(g, a, n);
 	ok = e == NULL || e->count < g->per_address;
 	pthread_mutex_unlock(&g->lock);
 	if (!ok)
@@ -261,10 +261,10 @@ sc_ocsp_gconn *sc_ocsp_guard_open(sc_ocsp_guard *g, int fd, const struct sockadd
 	if (c == NULL)
 		return NULL;
 	c->fd = fd;
-	n = sc_ocsp_guard_key(addr, a);
+	n = ocsp_guard_key(addr, a);
 	pthread_mutex_lock(&g->lock);
 	if (n != 0 && g->per_address != 0) {
-		struct sc_ocsp_addr **p = sc_ocsp_guard_slot_inlock(g, a, n);
+		struct sc_ocsp_addr **p = ocsp_guard_slot_inlock(g, a, n);
 
 		if (*p == NULL && (*p = calloc(1, sizeof(**p))) != NULL) {
 			memcpy((*p)->a, a, n);
@@ -297,7 +297,7 @@ void sc_ocsp_guard_close(sc_ocsp_guard *g, sc_ocsp_gconn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	if (c->addr != NULL && --c->addr->count == 0) {
-		struct sc_ocsp_addr **p = sc_ocsp_guard_slot_inlock(g, c->addr->a, c->addr->len);
+		struct sc_ocsp_addr **p = ocsp_guard_slot_inlock(g, c->addr->a, c->addr->len);
 
 		*p = c->addr->next;
 		free(c->addr);

@@ -106,7 +106,7 @@ struct sc_ocsp_conn {
 static const char *const sc_ocsp_ca_names[3] = {
 	"root-ca.crt", "issuing-ca.crt", "ocsp-signer.crt" };
 
-static uint64_t sc_ocsp_elapsed_us(const struct timespec *start)
+static uint64_t ocsp_elapsed_us(const struct timespec *start)
 {
 	struct timespec now;
 	int64_t us;
@@ -117,7 +117,7 @@ static uint64_t sc_ocsp_elapsed_us(const struct timespec *start)
 	return us < 0 ? 0 : (uint64_t)us;
 }
 
-static void sc_ocsp_observe(sc_ocsp_http *h, enum sc_ocsp_outcome o, uint64_t us)
+static void ocsp_observe(sc_ocsp_http *h, enum sc_ocsp_outcome o, uint64_t us)
 {
 	size_t i;
 
@@ -130,7 +130,7 @@ static void sc_ocsp_observe(sc_ocsp_http *h, enum sc_ocsp_outcome o, uint64_t us
 }
 
 /* At most log_rate lines per second; the rest are counted. */
-static int sc_ocsp_log_allowed(sc_ocsp_http *h)
+static int ocsp_log_allowed(sc_ocsp_http *h)
 {
 	int64_t now = (int64_t)time(NULL), cur;
 
@@ -146,7 +146,7 @@ static int sc_ocsp_log_allowed(sc_ocsp_http *h)
 	return 0;
 }
 
-static void sc_ocsp_log(sc_ocsp_http *h, struct MHD_Connection *c, const char *method,
+static void ocsp_log(sc_ocsp_http *h, struct MHD_Connection *c, const char *method,
 			const char *route, unsigned http, const sc_ocsp_result *res,
 			uint64_t us)
 {
@@ -154,7 +154,7 @@ static void sc_ocsp_log(sc_ocsp_http *h, struct MHD_Connection *c, const char *m
 	const union MHD_ConnectionInfo *ci;
 	char peer[INET6_ADDRSTRLEN] = "";
 
-	if (!sc_ocsp_log_allowed(h))
+	if (!ocsp_log_allowed(h))
 		return;
 	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci != NULL && ci->client_addr != NULL) {
@@ -200,7 +200,7 @@ static void sc_ocsp_log(sc_ocsp_http *h, struct MHD_Connection *c, const char *m
 	sc_json_free(&j);
 }
 
-static enum MHD_Result sc_ocsp_queue_buf(struct MHD_Connection *c, unsigned code,
+static enum MHD_Result ocsp_queue_buf(struct MHD_Connection *c, unsigned code,
 					 const char *ctype, const void *buf, size_t len,
 					 enum MHD_ResponseMemoryMode mode)
 {
@@ -219,13 +219,13 @@ static enum MHD_Result sc_ocsp_queue_buf(struct MHD_Connection *c, unsigned code
 	return ret;
 }
 
-static enum MHD_Result sc_ocsp_text(struct MHD_Connection *c, unsigned code, const char *msg)
+static enum MHD_Result ocsp_text(struct MHD_Connection *c, unsigned code, const char *msg)
 {
-	return sc_ocsp_queue_buf(c, code, "text/plain; charset=utf-8", msg, strlen(msg),
+	return ocsp_queue_buf(c, code, "text/plain; charset=utf-8", msg, strlen(msg),
 				 MHD_RESPMEM_PERSISTENT);
 }
 
-static void sc_ocsp_http_date(int64_t t, char *buf, size_t len)
+static void ocsp_http_date(int64_t t, char *buf, size_t len)
 {
 	struct tm tm;
 	time_t tt = (time_t)t;
@@ -234,7 +234,7 @@ static void sc_ocsp_http_date(int64_t t, char *buf, size_t len)
 	strftime(buf, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
-static int sc_ocsp_parse_http_date(const char *s, int64_t *out)
+static int ocsp_parse_http_date(const char *s, int64_t *out)
 {
 	struct tm tm;
 	const char *end;
@@ -265,7 +265,7 @@ struct sc_ocsp_tcache {
 	int64_t resp_now;
 };
 
-static void sc_ocsp_tcache_free(void *p)
+static void ocsp_tcache_free(void *p)
 {
 	struct sc_ocsp_tcache *t = p;
 
@@ -275,7 +275,7 @@ static void sc_ocsp_tcache_free(void *p)
 }
 
 /* This thread's cache, refreshed for `der`; NULL without memory. */
-static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned char *der,
+static struct sc_ocsp_tcache *ocsp_tcache_get(sc_ocsp_http *h, const unsigned char *der,
 						 size_t len, const sc_ocsp_result *res)
 {
 	struct sc_ocsp_tcache *t = pthread_getspecific(h->tcache_key);
@@ -299,7 +299,7 @@ static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned
 	sc_hex_encode(md, 16, t->etag + 1);
 	t->etag[33] = '"';
 	t->etag[34] = '\0';
-	sc_ocsp_http_date(res->this_update, t->last_modified, sizeof(t->last_modified));
+	ocsp_http_date(res->this_update, t->last_modified, sizeof(t->last_modified));
 	t->this_update = res->this_update;
 	t->next_update = res->next_update;
 	/* Last-Modified is thisUpdate, a whole second: not for an answer
@@ -318,7 +318,7 @@ static struct sc_ocsp_tcache *sc_ocsp_tcache_get(sc_ocsp_http *h, const unsigned
  * cache may keep the answer for min(ocsp.max_age, nextUpdate - now)
  * seconds: that bounds how long it can go on serving "good" after a
  * revocation (docs/ocsp.md, "Caching"). */
-static void sc_ocsp_cache_headers(const sc_ocsp_http *h, struct MHD_Response *r,
+static void ocsp_cache_headers(const sc_ocsp_http *h, struct MHD_Response *r,
 				  const struct sc_ocsp_tcache *t, int64_t now)
 {
 	char cc_hdr[128], expires[40];
@@ -338,14 +338,14 @@ static void sc_ocsp_cache_headers(const sc_ocsp_http *h, struct MHD_Response *r,
 	if (t->lm_ok)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, t->last_modified);
 	/* HTTP/1.0 caches read Expires: the same bound (nextUpdate at most) */
-	sc_ocsp_http_date(now + age, expires, sizeof(expires));
+	ocsp_http_date(now + age, expires, sizeof(expires));
 	MHD_add_response_header(r, MHD_HTTP_HEADER_EXPIRES, expires);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, t->etag);
 }
 
 /* Standard base64 from an RFC 5019 URL (already percent-decoded by MHD:
  * '+' and '/' are kept as they are); padding optional. */
-static int sc_ocsp_b64_request(const char *s, unsigned char **out, size_t *out_len)
+static int ocsp_b64_request(const char *s, unsigned char **out, size_t *out_len)
 {
 	size_t n = strlen(s), padded;
 	char *tmp;
@@ -367,7 +367,7 @@ static int sc_ocsp_b64_request(const char *s, unsigned char **out, size_t *out_l
 	return rv;
 }
 
-static enum sc_ocsp_outcome sc_ocsp_outcome_of(const sc_ocsp_result *res)
+static enum sc_ocsp_outcome ocsp_outcome_of(const sc_ocsp_result *res)
 {
 	switch (res->status) {
 	case SC_OCSP_SUCCESSFUL:
@@ -389,7 +389,7 @@ static enum sc_ocsp_outcome sc_ocsp_outcome_of(const sc_ocsp_result *res)
 	}
 }
 
-static void sc_ocsp_notify_connection(void *cls, struct MHD_Connection *c,
+static void ocsp_notify_connection(void *cls, struct MHD_Connection *c,
 				      void **socket_context,
 				      enum MHD_ConnectionNotificationCode toe)
 {
@@ -418,7 +418,7 @@ static void sc_ocsp_notify_connection(void *cls, struct MHD_Connection *c,
 	}
 }
 
-static struct sc_ocsp_sock *sc_ocsp_sock_of(struct MHD_Connection *c)
+static struct sc_ocsp_sock *ocsp_sock_of(struct MHD_Connection *c)
 {
 	const union MHD_ConnectionInfo *i =
 		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -426,7 +426,7 @@ static struct sc_ocsp_sock *sc_ocsp_sock_of(struct MHD_Connection *c)
 	return i != NULL ? i->socket_context : NULL;
 }
 
-static enum MHD_Result sc_ocsp_admit(void *cls, const struct sockaddr *addr, socklen_t len)
+static enum MHD_Result ocsp_admit(void *cls, const struct sockaddr *addr, socklen_t len)
 {
 	sc_ocsp_http *h = cls;
 
@@ -434,10 +434,10 @@ static enum MHD_Result sc_ocsp_admit(void *cls, const struct sockaddr *addr, soc
 }
 
 /* Whether this response closes the connection to move it (ocsp_cpu.h). */
-static int sc_ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
+static int ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
 {
 	const union MHD_ConnectionInfo *fd;
-	struct sc_ocsp_sock *s = sc_ocsp_sock_of(c);
+	struct sc_ocsp_sock *s = ocsp_sock_of(c);
 
 	if (s == NULL || !sc_ocsp_cpu_due(s->cpu))
 		return 0;
@@ -447,7 +447,7 @@ static int sc_ocsp_move(struct MHD_Connection *c, const struct sc_ocsp_conn *cc)
 				 (int64_t)cc->start.tv_sec * 1000 + cc->start.tv_nsec / 1000000);
 }
 
-static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
+static enum MHD_Result ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 				      struct sc_ocsp_conn *cc, int is_get,
 				      const unsigned char *req, size_t req_len)
 {
@@ -465,14 +465,14 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 	pthread_rwlock_rdlock(&h->lock);
 	if (h->resp == NULL) {
 		pthread_rwlock_unlock(&h->lock);
-		return sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "responder not ready\n");
+		return ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "responder not ready\n");
 	}
 	rv = sc_ocsp_respond(h->resp, req, req_len, &der, &der_len, &res);
 	pthread_rwlock_unlock(&h->lock);
 	if (rv != 0)
-		return sc_ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		return ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 
-	move = sc_ocsp_move(c, cc);
+	move = ocsp_move(c, cc);
 	now = sc_now();
 	cacheable = is_get && res.status == SC_OCSP_SUCCESSFUL && !res.nonce &&
 		    res.next_update > now;
@@ -480,15 +480,15 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		const char *inm, *ims;
 		int64_t t;
 
-		tc = sc_ocsp_tcache_get(h, der, der_len, &res);
+		tc = ocsp_tcache_get(h, der, der_len, &res);
 		if (tc == NULL)
-			goto done;
+			goto out;
 		inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 		ims = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 						  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
 		if (inm != NULL) {
 			not_modified = strstr(inm, tc->etag) != NULL || strcmp(inm, "*") == 0;
-		} else if (ims != NULL && tc->lm_ok && sc_ocsp_parse_http_date(ims, &t) == 0) {
+		} else if (ims != NULL && tc->lm_ok && ocsp_parse_http_date(ims, &t) == 0) {
 			/* RFC 9110 §13.1.3: a date later than now is not valid */
 			not_modified = res.this_update <= t && t <= now;
 		}
@@ -497,15 +497,15 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 		if (tc->resp == NULL || tc->resp_now != now) {
 			r = MHD_create_response_from_buffer(der_len, der, MHD_RESPMEM_MUST_COPY);
 			if (r == NULL)
-				goto done;
-			sc_ocsp_cache_headers(h, r, tc, now);
+				goto out;
+			ocsp_cache_headers(h, r, tc, now);
 			if (tc->resp != NULL)
 				MHD_destroy_response(tc->resp);
 			tc->resp = r;
 			tc->resp_now = now;
 		}
 		ret = MHD_queue_response(c, code, tc->resp);
-		goto done;
+		goto out;
 	}
 	if (not_modified) {
 		code = MHD_HTTP_NOT_MODIFIED;
@@ -516,41 +516,41 @@ static enum MHD_Result sc_ocsp_answer(sc_ocsp_http *h, struct MHD_Connection *c,
 			der = NULL;
 	}
 	if (r == NULL)
-		goto done;
-	sc_ocsp_cache_headers(h, r, cacheable ? tc : NULL, now);
+		goto out;
+	ocsp_cache_headers(h, r, cacheable ? tc : NULL, now);
 	if (move)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, code, r);
 	MHD_destroy_response(r);
-done:
+out:
 	free(der);
-	us = sc_ocsp_elapsed_us(&cc->start);
-	sc_ocsp_observe(h, not_modified ? OUT_NOT_MODIFIED : sc_ocsp_outcome_of(&res), us);
+	us = ocsp_elapsed_us(&cc->start);
+	ocsp_observe(h, not_modified ? OUT_NOT_MODIFIED : ocsp_outcome_of(&res), us);
 	atomic_fetch_add_explicit(&h->by_method[is_get ? 0 : 1], 1, memory_order_relaxed);
 	if (res.status == SC_OCSP_SUCCESSFUL && res.this_update > 0) {
 		atomic_fetch_add_explicit(&h->age_sum, (uint64_t)(now - res.this_update),
 					  memory_order_relaxed);
 		atomic_fetch_add_explicit(&h->age_count, 1, memory_order_relaxed);
 	}
-	sc_ocsp_log(h, c, is_get ? "GET" : "POST", "ocsp", code, &res, us);
+	ocsp_log(h, c, is_get ? "GET" : "POST", "ocsp", code, &res, us);
 	return ret;
 }
 
-static enum MHD_Result sc_ocsp_error(sc_ocsp_http *h, struct MHD_Connection *c,
+static enum MHD_Result ocsp_error(sc_ocsp_http *h, struct MHD_Connection *c,
 				     struct sc_ocsp_conn *cc, const char *method,
 				     unsigned code, const char *msg)
 {
-	uint64_t us = sc_ocsp_elapsed_us(&cc->start);
+	uint64_t us = ocsp_elapsed_us(&cc->start);
 
-	sc_ocsp_observe(h, OUT_HTTP_ERROR, us);
-	sc_ocsp_log(h, c, method, "error", code, NULL, us);
-	return sc_ocsp_text(c, code, msg);
+	ocsp_observe(h, OUT_HTTP_ERROR, us);
+	ocsp_log(h, c, method, "error", code, NULL, us);
+	return ocsp_text(c, code, msg);
 }
 
-static void sc_ocsp_metric(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+static void ocsp_metric(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static void sc_ocsp_metric(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+static void ocsp_metric(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -584,7 +584,7 @@ static void sc_ocsp_metric(char **buf, size_t *len, size_t *cap, const char *fmt
 	}
 }
 
-static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c)
+static enum MHD_Result ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c)
 {
 	size_t cap = 8192, len = 0, i;
 	char *b = malloc(cap);
@@ -594,46 +594,46 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 	pthread_rwlock_rdlock(&h->lock);
 	sc_ocsp_stats_get(h->resp, &st);
 	pthread_rwlock_unlock(&h->lock);
-	sc_ocsp_metric(&b, &len, &cap,
+	ocsp_metric(&b, &len, &cap,
 		       "# HELP smartcert_ocsp_requests_total OCSP requests by result.\n"
 		       "# TYPE smartcert_ocsp_requests_total counter\n");
 	for (i = 0; i < OUT_COUNT; i++)
-		sc_ocsp_metric(&b, &len, &cap, "smartcert_ocsp_requests_total{result=\"%s\"} %llu\n",
+		ocsp_metric(&b, &len, &cap, "smartcert_ocsp_requests_total{result=\"%s\"} %llu\n",
 			       sc_ocsp_outcome_names[i],
 			       (unsigned long long)atomic_load(&h->outcome[i]));
-	sc_ocsp_metric(&b, &len, &cap,
+	ocsp_metric(&b, &len, &cap,
 		       "# TYPE smartcert_ocsp_requests_by_method_total counter\n"
 		       "smartcert_ocsp_requests_by_method_total{method=\"GET\"} %llu\n"
 		       "smartcert_ocsp_requests_by_method_total{method=\"POST\"} %llu\n",
 		       (unsigned long long)atomic_load(&h->by_method[0]),
 		       (unsigned long long)atomic_load(&h->by_method[1]));
-	sc_ocsp_metric(&b, &len, &cap,
+	ocsp_metric(&b, &len, &cap,
 		       "# HELP smartcert_ocsp_request_duration_seconds Time from request to response queued.\n"
 		       "# TYPE smartcert_ocsp_request_duration_seconds histogram\n");
 	for (i = 0; i <= SC_OCSP_NBUCKETS; i++) {
 		cum += atomic_load(&h->lat_bucket[i]);
 		if (i < SC_OCSP_NBUCKETS)
-			sc_ocsp_metric(&b, &len, &cap,
+			ocsp_metric(&b, &len, &cap,
 				       "smartcert_ocsp_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
 				       (double)sc_ocsp_buckets_us[i] / 1e6, (unsigned long long)cum);
 		else
-			sc_ocsp_metric(&b, &len, &cap,
+			ocsp_metric(&b, &len, &cap,
 				       "smartcert_ocsp_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
 				       (unsigned long long)cum);
 	}
-	sc_ocsp_metric(&b, &len, &cap,
+	ocsp_metric(&b, &len, &cap,
 		       "smartcert_ocsp_request_duration_seconds_sum %.6f\n"
 		       "smartcert_ocsp_request_duration_seconds_count %llu\n",
 		       (double)atomic_load(&h->lat_sum_us) / 1e6,
 		       (unsigned long long)atomic_load(&h->lat_count));
-	sc_ocsp_metric(&b, &len, &cap,
+	ocsp_metric(&b, &len, &cap,
 		       "# HELP smartcert_ocsp_response_age_seconds Age (now - thisUpdate) of responses served.\n"
 		       "# TYPE smartcert_ocsp_response_age_seconds summary\n"
 		       "smartcert_ocsp_response_age_seconds_sum %llu\n"
 		       "smartcert_ocsp_response_age_seconds_count %llu\n",
 		       (unsigned long long)atomic_load(&h->age_sum),
 		       (unsigned long long)atomic_load(&h->age_count));
-	sc_ocsp_metric(&b, &len, &cap,
+	ocsp_metric(&b, &len, &cap,
 		       "# TYPE smartcert_ocsp_presigned_total counter\n"
 		       "smartcert_ocsp_presigned_total{event=\"hit\"} %llu\n"
 		       "smartcert_ocsp_presigned_total{event=\"miss\"} %llu\n"
@@ -674,12 +674,12 @@ static enum MHD_Result sc_ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c
 		       (unsigned long long)atomic_load(&h->log_dropped),
 		       (long long)(sc_now() - h->started));
 	if (b == NULL)
-		return sc_ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-	return sc_ocsp_queue_buf(c, MHD_HTTP_OK, "text/plain; version=0.0.4", b, len,
+		return ocsp_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return ocsp_queue_buf(c, MHD_HTTP_OK, "text/plain; version=0.0.4", b, len,
 				 MHD_RESPMEM_MUST_FREE);
 }
 
-static int sc_ocsp_safe_name(const char *n)
+static int ocsp_safe_name(const char *n)
 {
 	size_t i;
 
@@ -695,7 +695,7 @@ static int sc_ocsp_safe_name(const char *n)
 	return 1;
 }
 
-static enum MHD_Result sc_ocsp_serve_crl(sc_ocsp_http *h, struct MHD_Connection *c,
+static enum MHD_Result ocsp_serve_crl(sc_ocsp_http *h, struct MHD_Connection *c,
 					 const char *name)
 {
 	char path[4096];
@@ -707,13 +707,13 @@ static enum MHD_Result sc_ocsp_serve_crl(sc_ocsp_http *h, struct MHD_Connection 
 	pthread_rwlock_rdlock(&h->lock);
 	n = h->crl_dir == NULL ? -1 : snprintf(path, sizeof(path), "%s/%s", h->crl_dir, name);
 	pthread_rwlock_unlock(&h->lock);
-	if (n < 0 || (size_t)n >= sizeof(path) || !sc_ocsp_safe_name(name))
-		return sc_ocsp_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+	if (n < 0 || (size_t)n >= sizeof(path) || !ocsp_safe_name(name))
+		return ocsp_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &stt) != 0 || !S_ISREG(stt.st_mode)) {
 		if (fd >= 0)
 			close(fd);
-		return sc_ocsp_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		return ocsp_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 	}
 	r = MHD_create_response_from_fd((uint64_t)stt.st_size, fd);
 	if (r == NULL) {
@@ -727,7 +727,7 @@ static enum MHD_Result sc_ocsp_serve_crl(sc_ocsp_http *h, struct MHD_Connection 
 	return ret;
 }
 
-static enum MHD_Result sc_ocsp_serve_ca(sc_ocsp_http *h, struct MHD_Connection *c,
+static enum MHD_Result ocsp_serve_ca(sc_ocsp_http *h, struct MHD_Connection *c,
 					const char *name)
 {
 	enum MHD_Result ret = MHD_NO;
@@ -738,18 +738,18 @@ static enum MHD_Result sc_ocsp_serve_ca(sc_ocsp_http *h, struct MHD_Connection *
 	for (i = 0; i < 3; i++) {
 		if (strcmp(name, sc_ocsp_ca_names[i]) == 0 && h->ca_der[i] != NULL) {
 			found = 1;
-			ret = sc_ocsp_queue_buf(c, MHD_HTTP_OK, "application/pkix-cert",
+			ret = ocsp_queue_buf(c, MHD_HTTP_OK, "application/pkix-cert",
 						h->ca_der[i], h->ca_len[i], MHD_RESPMEM_MUST_COPY);
 			break;
 		}
 	}
 	pthread_rwlock_unlock(&h->lock);
 	if (!found)
-		return sc_ocsp_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		return ocsp_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 	return ret;
 }
 
-static int sc_ocsp_is_prefix(const sc_ocsp_http *h, const char *url, const char **rest)
+static int ocsp_is_prefix(const sc_ocsp_http *h, const char *url, const char **rest)
 {
 	if (strncmp(url, h->prefix, h->prefix_len) != 0)
 		return 0;
@@ -769,7 +769,7 @@ struct sc_ocsp_length_seen {
 	int conflict;
 };
 
-static enum MHD_Result sc_ocsp_length_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+static enum MHD_Result ocsp_length_cb(void *cls, enum MHD_ValueKind kind, const char *key,
 					 const char *value)
 {
 	struct sc_ocsp_length_seen *s = cls;
@@ -787,15 +787,15 @@ static enum MHD_Result sc_ocsp_length_cb(void *cls, enum MHD_ValueKind kind, con
 
 /* RFC 9112 §6.3: several Content-Length values that differ (or a list)
  * make the message length unknowable: 400, never a guess. */
-static int sc_ocsp_one_length(struct MHD_Connection *c)
+static int ocsp_one_length(struct MHD_Connection *c)
 {
 	struct sc_ocsp_length_seen s = { NULL, 0 };
 
-	MHD_get_connection_values(c, MHD_HEADER_KIND, sc_ocsp_length_cb, &s);
+	MHD_get_connection_values(c, MHD_HEADER_KIND, ocsp_length_cb, &s);
 	return !s.conflict;
 }
 
-static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, const char *url,
+static enum MHD_Result ocsp_handler(void *cls, struct MHD_Connection *c, const char *url,
 				       const char *method, const char *version,
 				       const char *upload_data, size_t *upload_data_size,
 				       void **con_cls)
@@ -817,25 +817,25 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 		clock_gettime(CLOCK_MONOTONIC, &cc->start);
 		*con_cls = cc;
 		/* Refused before any body is read (MHD then closes). */
-		if (!sc_ocsp_one_length(c))
-			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_BAD_REQUEST,
+		if (!ocsp_one_length(c))
+			return ocsp_error(h, c, cc, method, MHD_HTTP_BAD_REQUEST,
 					     "conflicting Content-Length\n");
 		if (!is_post && !is_get)
-			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_METHOD_NOT_ALLOWED,
+			return ocsp_error(h, c, cc, method, MHD_HTTP_METHOD_NOT_ALLOWED,
 					     "method not allowed\n");
 		if (!is_post)
 			return MHD_YES;
 		ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (!sc_ocsp_is_prefix(h, url, &rest) || *rest != '\0')
-			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_NOT_FOUND, "not found\n");
+		if (!ocsp_is_prefix(h, url, &rest) || *rest != '\0')
+			return ocsp_error(h, c, cc, method, MHD_HTTP_NOT_FOUND, "not found\n");
 		/* Refuse before reading the body: MHD then closes. */
 		if (ct == NULL || strncasecmp(ct, "application/ocsp-request", 24) != 0 ||
 		    (ct[24] != '\0' && ct[24] != ';' && ct[24] != ' '))
-			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+			return ocsp_error(h, c, cc, method, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
 					     "Content-Type must be application/ocsp-request\n");
 		if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body)
-			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
+			return ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
 					     "request too large\n");
 		return MHD_YES;
 	}
@@ -861,19 +861,19 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 
 	/* the whole request is in: the deadline no longer runs */
 	{
-		struct sc_ocsp_sock *sk = sc_ocsp_sock_of(c);
+		struct sc_ocsp_sock *sk = ocsp_sock_of(c);
 
 		if (sk != NULL)
 			sc_ocsp_guard_received(sk->guard);
 	}
 	if (is_post) {
 		if (cc->too_big)
-			return sc_ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
+			return ocsp_error(h, c, cc, method, MHD_HTTP_CONTENT_TOO_LARGE,
 					     "request too large\n");
-		return sc_ocsp_answer(h, c, cc, 0, cc->body, cc->len);
+		return ocsp_answer(h, c, cc, 0, cc->body, cc->len);
 	}
 	if (!is_get)
-		return sc_ocsp_error(h, c, cc, method, MHD_HTTP_METHOD_NOT_ALLOWED,
+		return ocsp_error(h, c, cc, method, MHD_HTTP_METHOD_NOT_ALLOWED,
 				     "method not allowed\n");
 	if (strcmp(url, "/healthz") == 0) {
 		int ready;
@@ -881,30 +881,30 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 		pthread_rwlock_rdlock(&h->lock);
 		ready = h->resp == NULL ? 0 : sc_now() < sc_ocsp_signer_not_after(h->resp) ? 1 : -1;
 		pthread_rwlock_unlock(&h->lock);
-		return ready > 0 ? sc_ocsp_text(c, MHD_HTTP_OK, "ok\n")
-		       : ready < 0 ? sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+		return ready > 0 ? ocsp_text(c, MHD_HTTP_OK, "ok\n")
+		       : ready < 0 ? ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
 						  "OCSP signer certificate expired\n")
-				   : sc_ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
+				   : ocsp_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "starting\n");
 	}
 	if (strcmp(url, "/metrics") == 0)
-		return sc_ocsp_metrics(h, c);
+		return ocsp_metrics(h, c);
 	if (strncmp(url, "/crl/", 5) == 0 && h->crl_dir != NULL)
-		return sc_ocsp_serve_crl(h, c, url + 5);
+		return ocsp_serve_crl(h, c, url + 5);
 	if (strncmp(url, "/ca/", 4) == 0 && h->crl_dir != NULL)
-		return sc_ocsp_serve_ca(h, c, url + 4);
-	if (sc_ocsp_is_prefix(h, url, &rest) && *rest != '\0') {
+		return ocsp_serve_ca(h, c, url + 4);
+	if (ocsp_is_prefix(h, url, &rest) && *rest != '\0') {
 		unsigned char *req = NULL;
 		size_t req_len = 0;
 		enum MHD_Result ret;
 
-		if (sc_ocsp_b64_request(rest, &req, &req_len) != 0) {
+		if (ocsp_b64_request(rest, &req, &req_len) != 0) {
 			/* Not base64 at all: an OCSP error, as for undecodable DER. */
 			static const unsigned char malformed[] = { 0x30, 0x03, 0x0a, 0x01, 0x01 };
-			uint64_t us = sc_ocsp_elapsed_us(&cc->start);
+			uint64_t us = ocsp_elapsed_us(&cc->start);
 
-			sc_ocsp_observe(h, OUT_MALFORMED, us);
+			ocsp_observe(h, OUT_MALFORMED, us);
 			atomic_fetch_add_explicit(&h->by_method[0], 1, memory_order_relaxed);
-			sc_ocsp_log(h, c, method, "ocsp-badb64", 400, NULL, us);
+			ocsp_log(h, c, method, "ocsp-badb64", 400, NULL, us);
 			{
 				struct MHD_Response *r = MHD_create_response_from_buffer(
 					sizeof(malformed), (void *)(uintptr_t)malformed,
@@ -919,14 +919,14 @@ static enum MHD_Result sc_ocsp_handler(void *cls, struct MHD_Connection *c, cons
 			}
 			return ret;
 		}
-		ret = sc_ocsp_answer(h, c, cc, 1, req, req_len);
+		ret = ocsp_answer(h, c, cc, 1, req, req_len);
 		free(req);
 		return ret;
 	}
-	return sc_ocsp_error(h, c, cc, method, MHD_HTTP_NOT_FOUND, "not found\n");
+	return ocsp_error(h, c, cc, method, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-static void sc_ocsp_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+static void ocsp_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			      enum MHD_RequestTerminationCode toe)
 {
 	struct sc_ocsp_conn *cc = *con_cls;
@@ -941,7 +941,7 @@ static void sc_ocsp_completed(void *cls, struct MHD_Connection *c, void **con_cl
 	}
 }
 
-static int sc_ocsp_parse_listen(const char *listen, struct sockaddr_storage *ss,
+static int ocsp_parse_listen(const char *listen, struct sockaddr_storage *ss,
 				socklen_t *sl, int *v6)
 {
 	char host[256];
@@ -993,7 +993,7 @@ static int sc_ocsp_parse_listen(const char *listen, struct sockaddr_storage *ss,
  * SO_REUSEPORT group of the workers); without, a probe that the address is
  * free, since a socket in the group of another daemon of the same user
  * would otherwise be joined silently. */
-static int sc_ocsp_listen_socket(const char *listen_str, const struct sockaddr_storage *ss,
+static int ocsp_listen_socket(const char *listen_str, const struct sockaddr_storage *ss,
 				 socklen_t sl, int v6, int group, int *fd_out, unsigned *port_out)
 {
 	struct sockaddr_storage bound;
@@ -1002,19 +1002,19 @@ static int sc_ocsp_listen_socket(const char *listen_str, const struct sockaddr_s
 
 	fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		goto fail;
+		goto out;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    (group && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
 	    (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
 	    bind(fd, (const struct sockaddr *)ss, sl) != 0 || (group && listen(fd, 1024) != 0) ||
 	    getsockname(fd, (struct sockaddr *)&bound, &bl) != 0)
-		goto fail;
+		goto out;
 	*port_out = ntohs(bound.ss_family == AF_INET6
 			  ? ((struct sockaddr_in6 *)&bound)->sin6_port
 			  : ((struct sockaddr_in *)&bound)->sin_port);
 	*fd_out = fd;
 	return 0;
-fail:
+out:
 	rv = sc_error_set(SC_ERR_IO, "cannot listen on %s: %s (address in use, or not "
 			  "allowed to bind?)", listen_str, strerror(errno));
 	if (fd >= 0)
@@ -1022,7 +1022,7 @@ fail:
 	return rv;
 }
 
-static int sc_ocsp_copy_files(sc_ocsp_http *h, const char *crl_dir,
+static int ocsp_copy_files(sc_ocsp_http *h, const char *crl_dir,
 			      const unsigned char *const ca_der[3], const size_t ca_len[3],
 			      char **dir_out, unsigned char *der_out[3])
 {
@@ -1032,18 +1032,18 @@ static int sc_ocsp_copy_files(sc_ocsp_http *h, const char *crl_dir,
 	for (i = 0; i < 3; i++)
 		der_out[i] = NULL;
 	if (crl_dir != NULL && (*dir_out = strdup(crl_dir)) == NULL)
-		goto fail;
+		goto out;
 	for (i = 0; i < 3; i++) {
 		if (ca_der[i] == NULL || ca_len[i] == 0)
 			continue;
 		der_out[i] = malloc(ca_len[i]);
 		if (der_out[i] == NULL)
-			goto fail;
+			goto out;
 		memcpy(der_out[i], ca_der[i], ca_len[i]);
 	}
 	(void)h;
 	return 0;
-fail:
+out:
 	free(*dir_out);
 	*dir_out = NULL;
 	for (i = 0; i < 3; i++) {
@@ -1061,7 +1061,7 @@ int sc_ocsp_http_set_files(sc_ocsp_http *h, const char *crl_dir,
 	size_t i;
 	int rv;
 
-	rv = sc_ocsp_copy_files(h, crl_dir, ca_der, ca_der_len, &dir, der);
+	rv = ocsp_copy_files(h, crl_dir, ca_der, ca_der_len, &dir, der);
 	if (rv != 0)
 		return rv;
 	pthread_rwlock_wrlock(&h->lock);
@@ -1090,15 +1090,15 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	size_t plen;
 
 	*out = NULL;
-	if (sc_ocsp_parse_listen(p->listen, &ss, &sl, &v6) != 0)
+	if (ocsp_parse_listen(p->listen, &ss, &sl, &v6) != 0)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.listen '%s' is not ADDR:PORT "
 				    "(e.g. 127.0.0.1:8080 or [::1]:8080)", p->listen);
 	h = calloc(1, sizeof(*h));
 	if (h == NULL)
-		goto done;
+		goto out;
 	pthread_rwlock_init(&h->lock, NULL);
-	if (pthread_key_create(&h->tcache_key, sc_ocsp_tcache_free) != 0)
-		goto done;
+	if (pthread_key_create(&h->tcache_key, ocsp_tcache_free) != 0)
+		goto out;
 	h->tcache_key_ok = 1;
 	h->started = sc_now();
 	h->max_body = p->max_body ? p->max_body : SC_OCSP_HTTP_MAX_BODY;
@@ -1109,11 +1109,11 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 		plen--;
 	h->prefix = strndup(p->path_prefix ? p->path_prefix : "", plen);
 	if (h->prefix == NULL)
-		goto done;
+		goto out;
 	h->prefix_len = plen;
-	rv = sc_ocsp_copy_files(h, p->crl_dir, p->ca_der, p->ca_der_len, &h->crl_dir, h->ca_der);
+	rv = ocsp_copy_files(h, p->crl_dir, p->ca_der, p->ca_der_len, &h->crl_dir, h->ca_der);
 	if (rv != 0)
-		goto done;
+		goto out;
 	for (int i = 0; i < 3; i++)
 		h->ca_len[i] = h->ca_der[i] ? p->ca_der_len[i] : 0;
 	if (threads == 0) {
@@ -1128,18 +1128,18 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	h->workers = calloc(threads, sizeof(*h->workers));
 	h->wctx = calloc(threads, sizeof(*h->wctx));
 	if (h->workers == NULL || h->wctx == NULL)
-		goto done;
+		goto out;
 	rv = sc_ocsp_guard_new(p->request_deadline_ms, p->per_address_limit, &h->guard);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = SC_ERR_NOMEM;
 	limit = p->conn_limit ? p->conn_limit : 10000u;
 	/* A probe that nobody holds the address, then worker 0's socket on
 	 * the port the probe got. */
 	for (probe = 1; probe >= 0; probe--) {
-		rv = sc_ocsp_listen_socket(p->listen, &ss, sl, v6, !probe, &lfd, &h->port);
+		rv = ocsp_listen_socket(p->listen, &ss, sl, v6, !probe, &lfd, &h->port);
 		if (rv != 0)
-			goto done;
+			goto out;
 		if (v6)
 			((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)h->port);
 		else
@@ -1149,27 +1149,27 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 	}
 	for (h->nworkers = 0; h->nworkers < threads; h->nworkers++) {
 		if (h->nworkers > 0) {
-			rv = sc_ocsp_listen_socket(p->listen, &ss, sl, v6, 1, &lfd, &h->port);
+			rv = ocsp_listen_socket(p->listen, &ss, sl, v6, 1, &lfd, &h->port);
 			if (rv != 0)
-				goto done;
+				goto out;
 		} else {
 			rv = sc_ocsp_cpu_new(lfd, threads, !p->no_cpu_steering, &h->cpu);
 			if (rv != 0) {
 				close(lfd);
-				goto done;
+				goto out;
 			}
 		}
 		h->wctx[h->nworkers].h = h;
 		h->wctx[h->nworkers].cpu = sc_ocsp_cpu_worker_at(h->cpu, h->nworkers);
 		h->workers[h->nworkers] = MHD_start_daemon(
 			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO,
-			0, sc_ocsp_admit, h, sc_ocsp_handler, h,
+			0, ocsp_admit, h, ocsp_handler, h,
 			MHD_OPTION_LISTEN_SOCKET, lfd,
 			MHD_OPTION_CONNECTION_LIMIT, (limit + threads - 1) / threads,
 			MHD_OPTION_CONNECTION_TIMEOUT, p->conn_timeout ? p->conn_timeout : 15u,
 			MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
-			MHD_OPTION_NOTIFY_COMPLETED, sc_ocsp_completed, h,
-			MHD_OPTION_NOTIFY_CONNECTION, sc_ocsp_notify_connection,
+			MHD_OPTION_NOTIFY_COMPLETED, ocsp_completed, h,
+			MHD_OPTION_NOTIFY_CONNECTION, ocsp_notify_connection,
 			&h->wctx[h->nworkers],
 			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
 			MHD_OPTION_END);
@@ -1178,13 +1178,13 @@ int sc_ocsp_http_start(const sc_ocsp_http_params *p, sc_ocsp_http **out)
 			rv = sc_error_set(SC_ERR_IO, "cannot start HTTP worker %u of %u: %s "
 					  "(out of memory or file descriptors?)", h->nworkers + 1,
 					  threads, strerror(errno));
-			goto done;
+			goto out;
 		}
 	}
 	*out = h;
 	h = NULL;
 	rv = 0;
-done:
+out:
 	sc_ocsp_http_stop(h);
 	return rv;
 }

@@ -116,14 +116,14 @@ struct sc_ocsp_pending {
 	size_t len;
 };
 
-static void *sc_ocsp_writer_main(void *arg);
-static void sc_ocsp_writer_stop(sc_ocsp_responder *r);
+static void *ocsp_writer_main(void *arg);
+static void ocsp_writer_stop(sc_ocsp_responder *r);
 
 #define STAT_INC(r, f) atomic_fetch_add_explicit(&(r)->f, 1, memory_order_relaxed)
 
 /* nextUpdate of an answer signed at `now`: never past the signer
  * certificate's notAfter, after which no relying party would accept it. */
-static int64_t sc_ocsp_next(const sc_ocsp_responder *r, int64_t now)
+static int64_t ocsp_next(const sc_ocsp_responder *r, int64_t now)
 {
 	int64_t next = now + r->validity;
 
@@ -168,7 +168,7 @@ int sc_ocsp_sign_hsm(void *ctx, const unsigned char *tbs, size_t tbs_len,
 
 /* ---- set-up -------------------------------------------------------------- */
 
-static int sc_ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
+static int ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
 {
 	static const int nids[SC_OCSP_NHASH] = {
 		NID_sha1, NID_sha224, NID_sha256, NID_sha384, NID_sha512 };
@@ -179,7 +179,7 @@ static int sc_ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
 	name_len = i2d_X509_NAME(X509_get_subject_name(issuer), &name_der);
 	key = X509_get0_pubkey_bitstr(issuer);
 	if (name_len <= 0 || key == NULL)
-		goto done;
+		goto out;
 	for (i = 0; i < SC_OCSP_NHASH; i++) {
 		const EVP_MD *md = EVP_get_digestbynid(nids[i]);
 
@@ -187,10 +187,10 @@ static int sc_ocsp_hash_issuer(X509 *issuer, struct sc_ocsp_issuer_hash *h)
 		if (md == NULL ||
 		    !EVP_Digest(name_der, (size_t)name_len, h[i].name, &h[i].name_len, md, NULL) ||
 		    !EVP_Digest(key->data, (size_t)key->length, h[i].key, &h[i].key_len, md, NULL))
-			goto done;
+			goto out;
 	}
 	rv = 0;
-done:
+out:
 	OPENSSL_free(name_der);
 	if (rv != 0)
 		sc_error_set_openssl(rv, "hashing the issuing CA name and key");
@@ -200,7 +200,7 @@ done:
 int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 {
 	sc_ocsp_responder *r = NULL;
-	sc_ocsp_der t = { 0 };
+	sc_der t = { 0 };
 	unsigned char *cert_der = NULL;
 	unsigned int klen = 0;
 	int cert_len, rv = SC_ERR_INVALID;
@@ -211,12 +211,12 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	    p->validity <= 0) {
 		sc_error_set(rv, "OCSP responder needs the issuing CA certificate, the OCSP "
 			     "signer certificate and key, and ocsp.validity_seconds > 0");
-		goto done;
+		goto out;
 	}
 	rv = SC_ERR_NOMEM;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
-		goto done;
+		goto out;
 	pthread_mutex_init(&r->cache_lock, NULL);
 	pthread_mutex_init(&r->wq_lock, NULL);
 	pthread_cond_init(&r->wq_cond, NULL);
@@ -240,38 +240,38 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	}
 	r->cache = calloc(SC_OCSP_CACHE_SLOTS, sizeof(*r->cache));
 	if (r->issuer == NULL || r->signer == NULL || r->cache == NULL)
-		goto done;
-	rv = sc_ocsp_hash_issuer(r->issuer, r->hashes);
+		goto out;
+	rv = ocsp_hash_issuer(r->issuer, r->hashes);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = SC_ERR_CRYPTO;
 	/* ResponderID byKey: SHA-1 of the signer's subjectPublicKey BIT STRING. */
 	if (!X509_pubkey_digest(r->signer, EVP_sha1(), r->responder_keyhash, &klen) ||
 	    klen != SHA_DIGEST_LENGTH) {
 		sc_error_set_openssl(rv, "hashing the OCSP signer key");
-		goto done;
+		goto out;
 	}
 	cert_len = i2d_X509(r->signer, &cert_der);
 	if (cert_len <= 0) {
 		sc_error_set_openssl(rv, "encoding the OCSP signer certificate");
-		goto done;
+		goto out;
 	}
-	m1 = sc_ocsp_der_begin(&t);
-	m2 = sc_ocsp_der_begin(&t);
-	sc_ocsp_der_put(&t, cert_der, (size_t)cert_len);
-	sc_ocsp_der_end(&t, m2, 0x30);
-	sc_ocsp_der_end(&t, m1, 0xa0);
-	rv = sc_ocsp_der_take(&t, &r->trailer, &r->trailer_len);
+	m1 = sc_der_begin(&t);
+	m2 = sc_der_begin(&t);
+	sc_der_put(&t, cert_der, (size_t)cert_len);
+	sc_der_end(&t, m2, 0x30);
+	sc_der_end(&t, m1, 0xa0);
+	rv = sc_der_take(&t, &r->trailer, &r->trailer_len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = SC_ERR_NOMEM;
 	if (r->presign && p->store_async) {
 		r->wq = calloc(SC_OCSP_WQ_MAX, sizeof(*r->wq));
 		if (r->wq == NULL)
-			goto done;
-		if (pthread_create(&r->writer, NULL, sc_ocsp_writer_main, r) != 0) {
+			goto out;
+		if (pthread_create(&r->writer, NULL, ocsp_writer_main, r) != 0) {
 			rv = sc_error_set(SC_ERR_INTERNAL, "cannot start the OCSP store writer thread");
-			goto done;
+			goto out;
 		}
 		r->writer_started = 1;
 		r->async = 1;
@@ -279,14 +279,14 @@ int sc_ocsp_responder_new(const sc_ocsp_params *p, sc_ocsp_responder **out)
 	*out = r;
 	r = NULL;
 	rv = 0;
-done:
+out:
 	OPENSSL_free(cert_der);
-	sc_ocsp_der_free(&t);
+	sc_der_free(&t);
 	sc_ocsp_responder_free(r);
 	return rv;
 }
 
-static void sc_ocsp_slot_clear(struct sc_ocsp_cache_slot *s)
+static void ocsp_slot_clear(struct sc_ocsp_cache_slot *s)
 {
 	free(s->key);
 	free(s->validator);
@@ -300,7 +300,7 @@ void sc_ocsp_responder_free(sc_ocsp_responder *r)
 
 	if (r == NULL)
 		return;
-	sc_ocsp_writer_stop(r);   /* stores what is queued */
+	ocsp_writer_stop(r);   /* stores what is queued */
 	if (r->wq != NULL) {
 		for (i = 0; i < r->wq_count; i++)
 			free(r->wq[(r->wq_head + i) % SC_OCSP_WQ_MAX].der);
@@ -311,7 +311,7 @@ void sc_ocsp_responder_free(sc_ocsp_responder *r)
 	pthread_cond_destroy(&r->wq_idle);
 	if (r->cache != NULL) {
 		for (i = 0; i < SC_OCSP_CACHE_SLOTS; i++)
-			sc_ocsp_slot_clear(&r->cache[i]);
+			ocsp_slot_clear(&r->cache[i]);
 		free(r->cache);
 	}
 	pthread_mutex_destroy(&r->cache_lock);
@@ -340,7 +340,7 @@ void sc_ocsp_stats_get(sc_ocsp_responder *r, sc_ocsp_stats *out)
 
 /* ---- building responses ------------------------------------------------- */
 
-static int sc_ocsp_error_response(int status, unsigned char **out, size_t *out_len)
+static int ocsp_error_response(int status, unsigned char **out, size_t *out_len)
 {
 	unsigned char *p = malloc(5);
 
@@ -357,102 +357,102 @@ static int sc_ocsp_error_response(int status, unsigned char **out, size_t *out_l
 }
 
 /* The canonical SHA-1 CertID of one of our serials: the form stored. */
-static int sc_ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
+static int ocsp_canonical_cid(const sc_ocsp_responder *r, const sc_serial *s,
 				 unsigned char **out, size_t *out_len)
 {
-	sc_ocsp_der d = { 0 };
-	size_t m = sc_ocsp_der_begin(&d);
+	sc_der d = { 0 };
+	size_t m = sc_der_begin(&d);
 
-	sc_ocsp_der_put(&d, algid_sha1, sizeof(algid_sha1));
-	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].name, r->hashes[0].name_len);
-	sc_ocsp_der_tlv(&d, 0x04, r->hashes[0].key, r->hashes[0].key_len);
-	sc_ocsp_der_tlv(&d, 0x02, s->b, s->len);
-	sc_ocsp_der_end(&d, m, 0x30);
-	return sc_ocsp_der_take(&d, out, out_len);
+	sc_der_put(&d, algid_sha1, sizeof(algid_sha1));
+	sc_der_tlv(&d, 0x04, r->hashes[0].name, r->hashes[0].name_len);
+	sc_der_tlv(&d, 0x04, r->hashes[0].key, r->hashes[0].key_len);
+	sc_der_tlv(&d, 0x02, s->b, s->len);
+	sc_der_end(&d, m, 0x30);
+	return sc_der_take(&d, out, out_len);
 }
 
-static void sc_ocsp_put_extension(sc_ocsp_der *d, const unsigned char *oid, size_t oid_len,
+static void ocsp_put_extension(sc_der *d, const unsigned char *oid, size_t oid_len,
 				  const unsigned char *value, size_t value_len)
 {
-	size_t m = sc_ocsp_der_begin(d);
+	size_t m = sc_der_begin(d);
 
-	sc_ocsp_der_put(d, oid, oid_len);
-	sc_ocsp_der_tlv(d, 0x04, value, value_len);
-	sc_ocsp_der_end(d, m, 0x30);
+	sc_der_put(d, oid, oid_len);
+	sc_der_tlv(d, 0x04, value, value_len);
+	sc_der_end(d, m, 0x30);
 }
 
-static void sc_ocsp_put_single(sc_ocsp_der *d, const sc_ocsp_item *it, int64_t now,
+static void ocsp_put_single(sc_der *d, const sc_ocsp_item *it, int64_t now,
 			       int64_t next)
 {
-	size_t m = sc_ocsp_der_begin(d), m2, m3;
+	size_t m = sc_der_begin(d), m2, m3;
 
-	sc_ocsp_der_put(d, it->cid_der, it->cid_len);
+	sc_der_put(d, it->cid_der, it->cid_len);
 	switch (it->answer) {
 	case SC_OCSP_GOOD:
-		sc_ocsp_der_tlv(d, 0x80, NULL, 0);
+		sc_der_tlv(d, 0x80, NULL, 0);
 		break;
 	case SC_OCSP_REVOKED:
-		m2 = sc_ocsp_der_begin(d);
-		sc_ocsp_der_gentime(d, it->revoked_at);
+		m2 = sc_der_begin(d);
+		sc_der_gentime(d, it->revoked_at);
 		if (it->reason >= 0) {
 			unsigned char e[3] = { 0x0a, 0x01, (unsigned char)it->reason };
 
-			sc_ocsp_der_tlv(d, 0xa0, e, sizeof(e));
+			sc_der_tlv(d, 0xa0, e, sizeof(e));
 		}
-		sc_ocsp_der_end(d, m2, 0xa1);
+		sc_der_end(d, m2, 0xa1);
 		break;
 	default:
-		sc_ocsp_der_tlv(d, 0x82, NULL, 0);
+		sc_der_tlv(d, 0x82, NULL, 0);
 		break;
 	}
-	sc_ocsp_der_gentime(d, now);
-	m2 = sc_ocsp_der_begin(d);
-	sc_ocsp_der_gentime(d, next);
-	sc_ocsp_der_end(d, m2, 0xa0);
+	sc_der_gentime(d, now);
+	m2 = sc_der_begin(d);
+	sc_der_gentime(d, next);
+	sc_der_end(d, m2, 0xa0);
 	if (it->has_hash || it->invalidity_date != 0) {
-		m2 = sc_ocsp_der_begin(d);
-		m3 = sc_ocsp_der_begin(d);
+		m2 = sc_der_begin(d);
+		m3 = sc_der_begin(d);
 		if (it->invalidity_date != 0) {
 			/* the CRL entry extension, as RFC 6960 §4.4 allows: the
 			 * same GeneralizedTime the CRL carries */
-			sc_ocsp_der t = { 0 };
+			sc_der t = { 0 };
 
-			sc_ocsp_der_gentime(&t, it->invalidity_date);
+			sc_der_gentime(&t, it->invalidity_date);
 			if (t.failed)
-				d->failed = 1;
-			sc_ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
+				d->failed = t.failed;
+			ocsp_put_extension(d, oid_invalidity_date, sizeof(oid_invalidity_date),
 					      t.p, t.len);
-			sc_ocsp_der_free(&t);
+			sc_der_free(&t);
 		}
 		if (it->has_hash) {
 			/* CertHash ::= SEQUENCE { hashAlgorithm, certificateHash OCTET STRING } */
-			sc_ocsp_der hv = { 0 };
-			size_t hm = sc_ocsp_der_begin(&hv);
+			sc_der hv = { 0 };
+			size_t hm = sc_der_begin(&hv);
 
-			sc_ocsp_der_put(&hv, algid_sha256, sizeof(algid_sha256));
-			sc_ocsp_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
-			sc_ocsp_der_end(&hv, hm, 0x30);
+			sc_der_put(&hv, algid_sha256, sizeof(algid_sha256));
+			sc_der_tlv(&hv, 0x04, it->cert_hash, sizeof(it->cert_hash));
+			sc_der_end(&hv, hm, 0x30);
 			if (hv.failed)
-				d->failed = 1;
-			sc_ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
-			sc_ocsp_der_free(&hv);
+				d->failed = hv.failed;
+			ocsp_put_extension(d, oid_certhash, sizeof(oid_certhash), hv.p, hv.len);
+			sc_der_free(&hv);
 		}
-		sc_ocsp_der_end(d, m3, 0x30);
-		sc_ocsp_der_end(d, m2, 0xa1);
+		sc_der_end(d, m3, 0x30);
+		sc_der_end(d, m2, 0xa1);
 	}
-	sc_ocsp_der_end(d, m, 0x30);
+	sc_der_end(d, m, 0x30);
 }
 
 /* Build, sign and wrap a successful response. */
-static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
+static int ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t n,
 			 const unsigned char *nonce, size_t nonce_len, int64_t now,
 			 unsigned char **out, size_t *out_len)
 {
-	sc_ocsp_der d = { 0 }, w = { 0 };
+	sc_der d = { 0 }, w = { 0 };
 	unsigned char *basic = NULL;
 	size_t basic_len = 0, m, m2, i;
 	int rv = SC_ERR_NOMEM, ext_revoke = 0;
-	int64_t next = sc_ocsp_next(r, now);
+	int64_t next = ocsp_next(r, now);
 
 	*out = NULL;
 	*out_len = 0;
@@ -463,65 +463,65 @@ static int sc_ocsp_build(sc_ocsp_responder *r, const sc_ocsp_item *items, size_t
 		if (items[i].answer == SC_OCSP_REVOKED && !items[i].known)
 			ext_revoke = 1;
 	/* ResponseData (version v1 is the DEFAULT: omitted) */
-	m = sc_ocsp_der_begin(&d);
-	m2 = sc_ocsp_der_begin(&d);
-	sc_ocsp_der_tlv(&d, 0x04, r->responder_keyhash, sizeof(r->responder_keyhash));
-	sc_ocsp_der_end(&d, m2, 0xa2);
-	sc_ocsp_der_gentime(&d, now);
-	m2 = sc_ocsp_der_begin(&d);
+	m = sc_der_begin(&d);
+	m2 = sc_der_begin(&d);
+	sc_der_tlv(&d, 0x04, r->responder_keyhash, sizeof(r->responder_keyhash));
+	sc_der_end(&d, m2, 0xa2);
+	sc_der_gentime(&d, now);
+	m2 = sc_der_begin(&d);
 	for (i = 0; i < n; i++)
-		sc_ocsp_put_single(&d, &items[i], now, next);
-	sc_ocsp_der_end(&d, m2, 0x30);
+		ocsp_put_single(&d, &items[i], now, next);
+	sc_der_end(&d, m2, 0x30);
 	if (nonce != NULL || ext_revoke) {
 		size_t m3, m4;
 
-		m3 = sc_ocsp_der_begin(&d);
-		m4 = sc_ocsp_der_begin(&d);
+		m3 = sc_der_begin(&d);
+		m4 = sc_der_begin(&d);
 		if (nonce != NULL)
-			sc_ocsp_put_extension(&d, oid_nonce, sizeof(oid_nonce), nonce, nonce_len);
+			ocsp_put_extension(&d, oid_nonce, sizeof(oid_nonce), nonce, nonce_len);
 		if (ext_revoke) {
 			static const unsigned char null_der[] = { 0x05, 0x00 };
 
-			sc_ocsp_put_extension(&d, oid_ext_revoke, sizeof(oid_ext_revoke),
+			ocsp_put_extension(&d, oid_ext_revoke, sizeof(oid_ext_revoke),
 					      null_der, sizeof(null_der));
 		}
-		sc_ocsp_der_end(&d, m4, 0x30);
-		sc_ocsp_der_end(&d, m3, 0xa1);
+		sc_der_end(&d, m4, 0x30);
+		sc_der_end(&d, m3, 0xa1);
 	}
-	sc_ocsp_der_end(&d, m, 0x30);
+	sc_der_end(&d, m, 0x30);
 	if (d.failed)
-		goto done;
+		goto out;
 
 	rv = r->sign(r->sign_ctx, d.p, d.len, r->trailer, r->trailer_len, &basic, &basic_len);
 	if (rv != 0) {
 		STAT_INC(r, sign_errors);
-		goto done;
+		goto out;
 	}
 	rv = SC_ERR_NOMEM;
 	/* OCSPResponse { successful, [0] EXPLICIT ResponseBytes { basic, OCTET STRING } } */
-	m = sc_ocsp_der_begin(&w);
-	sc_ocsp_der_tlv(&w, 0x0a, "\x00", 1);
-	m2 = sc_ocsp_der_begin(&w);
+	m = sc_der_begin(&w);
+	sc_der_tlv(&w, 0x0a, "\x00", 1);
+	m2 = sc_der_begin(&w);
 	{
-		size_t m3 = sc_ocsp_der_begin(&w);
+		size_t m3 = sc_der_begin(&w);
 
-		sc_ocsp_der_put(&w, oid_basic, sizeof(oid_basic));
-		sc_ocsp_der_tlv(&w, 0x04, basic, basic_len);
-		sc_ocsp_der_end(&w, m3, 0x30);
+		sc_der_put(&w, oid_basic, sizeof(oid_basic));
+		sc_der_tlv(&w, 0x04, basic, basic_len);
+		sc_der_end(&w, m3, 0x30);
 	}
-	sc_ocsp_der_end(&w, m2, 0xa0);
-	sc_ocsp_der_end(&w, m, 0x30);
-	rv = sc_ocsp_der_take(&w, out, out_len);
-done:
+	sc_der_end(&w, m2, 0xa0);
+	sc_der_end(&w, m, 0x30);
+	rv = sc_der_take(&w, out, out_len);
+out:
 	free(basic);
-	sc_ocsp_der_free(&d);
-	sc_ocsp_der_free(&w);
+	sc_der_free(&d);
+	sc_der_free(&w);
 	return rv;
 }
 
 /* ---- deciding ----------------------------------------------------------- */
 
-static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
+static void ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 {
 	it->known = 0;
 	it->has_hash = 0;
@@ -542,20 +542,20 @@ static void sc_ocsp_unknown(const sc_ocsp_responder *r, sc_ocsp_item *it)
 
 /* The root and the issuing CA are in the store too, but not issued by
  * the CA this responder answers for. */
-static int sc_ocsp_ca_profile(const sc_cert *c)
+static int ocsp_ca_profile(const sc_cert *c)
 {
 	return c->profile != NULL &&
 	       (strcmp(c->profile, "root-ca") == 0 || strcmp(c->profile, "issuing-ca") == 0);
 }
 
 /* Was `c` issued by the CA we answer for? */
-static int sc_ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
+static int ocsp_issued_by_us(const sc_ocsp_responder *r, const sc_cert *c)
 {
 	const unsigned char *p = c->der;
 	X509 *x;
 	int ok;
 
-	if (sc_ocsp_ca_profile(c))
+	if (ocsp_ca_profile(c))
 		return 0;
 	if (c->der == NULL || c->der_len == 0)
 		return 1;   /* status-only record: trust the store */
@@ -574,7 +574,7 @@ struct sc_ocsp_event_ctx {
 	int64_t at;
 };
 
-static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
+static int ocsp_event_cb(void *ctx, const sc_revlog *e)
 {
 	struct sc_ocsp_event_ctx *c = ctx;
 
@@ -583,19 +583,19 @@ static int sc_ocsp_event_cb(void *ctx, const sc_revlog *e)
 	return 1;   /* one event is enough */
 }
 
-static int sc_ocsp_change_time(sc_txn *txn, const sc_cert *c, int64_t *at)
+static int ocsp_change_time(sc_txn *txn, const sc_cert *c, int64_t *at)
 {
 	struct sc_ocsp_event_ctx ev = { c->rev_seq, 0 };
 	int rv = 0;
 
 	if (c->rev_seq != 0)
-		rv = sc_store_revlog_iter(txn, c->rev_seq - 1, sc_ocsp_event_cb, &ev);
+		rv = sc_store_revlog_iter(txn, c->rev_seq - 1, ocsp_event_cb, &ev);
 	*at = ev.at != 0 ? ev.at : c->revoked_at;
 	return rv;
 }
 
 /* Fill the answer of `it` from the store (inside txn). */
-static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
+static int ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item *it)
 {
 	sc_cert c;
 	int rv;
@@ -603,12 +603,12 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->status = 0;
 	it->rev_seq = 0;
 	if (!it->serial_ok) {
-		sc_ocsp_unknown(r, it);
+		ocsp_unknown(r, it);
 		return 0;
 	}
 	rv = sc_store_cert_get(txn, &it->serial, &c);
-	if (rv == SC_ERR_NOT_FOUND || (rv == 0 && !sc_ocsp_issued_by_us(r, &c))) {
-		sc_ocsp_unknown(r, it);
+	if (rv == SC_ERR_NOT_FOUND || (rv == 0 && !ocsp_issued_by_us(r, &c))) {
+		ocsp_unknown(r, it);
 		return 0;
 	}
 	if (rv != 0)
@@ -616,7 +616,7 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 	it->known = 1;
 	it->status = c.status;
 	it->rev_seq = c.rev_seq;
-	rv = sc_ocsp_change_time(txn, &c, &it->changed_at);
+	rv = ocsp_change_time(txn, &c, &it->changed_at);
 	if (rv != 0)
 		return rv;
 	it->reason = -1;
@@ -664,7 +664,7 @@ static int sc_ocsp_lookup(const sc_ocsp_responder *r, sc_txn *txn, sc_ocsp_item 
 
 /* Store a freshly signed response unless the status moved meanwhile (a
  * revocation committed between our read and this write must win). */
-static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
+static int ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *items,
 				 unsigned char *const *ders, const size_t *lens, size_t n,
 				 int64_t now)
 {
@@ -676,7 +676,7 @@ static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *item
 
 	rv = sc_txn_begin(r->store, SC_TXN_WRITE, &txn);
 	if (rv != 0)
-		goto done;
+		goto out;
 	for (i = 0; i < n; i++) {
 		if (ders[i] == NULL)
 			continue;
@@ -686,23 +686,23 @@ static int sc_ocsp_store_checked(sc_ocsp_responder *r, sc_ocsp_item *const *item
 			continue;
 		}
 		if (rv != 0)
-			goto done;
+			goto out;
 		if (c.status != items[i]->status || c.rev_seq != items[i]->rev_seq)
 			continue;
 		e.this_update = now;
-		e.next_update = sc_ocsp_next(r, now);
+		e.next_update = ocsp_next(r, now);
 		e.der = ders[i];
 		e.der_len = lens[i];
 		rv = sc_store_ocsp_put(txn, &items[i]->serial, &e);
 		if (rv != 0)
-			goto done;
+			goto out;
 		put++;
 	}
 	rv = sc_txn_commit(txn);
 	txn = NULL;
 	if (rv == 0)
 		atomic_fetch_add_explicit(&r->stored, put, memory_order_relaxed);
-done:
+out:
 	sc_txn_abort(txn);
 	if (rv != 0)
 		STAT_INC(r, store_errors);
@@ -710,7 +710,7 @@ done:
 }
 
 /* Find the status byte that follows `cid` in one of our responses. */
-static void sc_ocsp_peek(const unsigned char *der, size_t len, const unsigned char *cid,
+static void ocsp_peek(const unsigned char *der, size_t len, const unsigned char *cid,
 			 size_t cid_len, sc_ocsp_result *res)
 {
 	const unsigned char *p = memmem(der, len, cid, cid_len);
@@ -736,7 +736,7 @@ static void sc_ocsp_peek(const unsigned char *der, size_t len, const unsigned ch
 	}
 }
 
-static unsigned long sc_ocsp_slot_of(const unsigned char *key, size_t len)
+static unsigned long ocsp_slot_of(const unsigned char *key, size_t len)
 {
 	unsigned long h = 1469598103UL;
 	size_t i;
@@ -747,11 +747,11 @@ static unsigned long sc_ocsp_slot_of(const unsigned char *key, size_t len)
 }
 
 /* Copy out a cached response whose validator matches the stored entry. */
-static int sc_ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
+static int ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
 			     const sc_ocsp_entry *stored, unsigned char **out, size_t *out_len,
 			     sc_ocsp_result *res)
 {
-	struct sc_ocsp_cache_slot *s = &r->cache[sc_ocsp_slot_of(key, key_len)];
+	struct sc_ocsp_cache_slot *s = &r->cache[ocsp_slot_of(key, key_len)];
 	int found = 0;
 
 	pthread_mutex_lock(&r->cache_lock);
@@ -772,7 +772,7 @@ static int sc_ocsp_cache_get(sc_ocsp_responder *r, const unsigned char *key, siz
 	return found;
 }
 
-static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
+static void ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, size_t key_len,
 			      const unsigned char *validator, size_t validator_len,
 			      const unsigned char *resp, size_t resp_len, int64_t now,
 			      const sc_ocsp_item *it)
@@ -783,24 +783,24 @@ static void sc_ocsp_cache_put(sc_ocsp_responder *r, const unsigned char *key, si
 	n.validator = sc_ocsp_memdup(validator, validator_len);
 	n.resp = sc_ocsp_memdup(resp, resp_len);
 	if (n.key == NULL || n.validator == NULL || n.resp == NULL) {
-		sc_ocsp_slot_clear(&n);
+		ocsp_slot_clear(&n);
 		return;
 	}
 	n.key_len = key_len;
 	n.validator_len = validator_len;
 	n.resp_len = resp_len;
 	n.this_update = now;
-	n.next_update = sc_ocsp_next(r, now);
+	n.next_update = ocsp_next(r, now);
 	n.cert_status = it->answer;
 	n.reason = it->reason;
-	s = &r->cache[sc_ocsp_slot_of(key, key_len)];
+	s = &r->cache[ocsp_slot_of(key, key_len)];
 	pthread_mutex_lock(&r->cache_lock);
-	sc_ocsp_slot_clear(s);
+	ocsp_slot_clear(s);
 	*s = n;
 	pthread_mutex_unlock(&r->cache_lock);
 }
 
-static int sc_ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
+static int ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
 {
 	const unsigned char *d = ASN1_STRING_get0_data(ai);
 	int len = ASN1_STRING_length(ai);
@@ -834,7 +834,7 @@ static int sc_ocsp_serial_from_asn1(const ASN1_INTEGER *ai, sc_serial *out)
 /* The hashAlgorithm of a CertID as we will echo it must have absent or
  * NULL parameters: OpenSSL accepts any value there and may re-encode an
  * odd one into DER that no client (nor OpenSSL itself) can read back. */
-static int sc_ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
+static int ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
 {
 	static const unsigned char null_der[] = { 0x05, 0x00 };
 	const unsigned char *body, *alg, *oid;
@@ -847,7 +847,7 @@ static int sc_ocsp_cid_algid_ok(const unsigned char *cid, size_t len)
 	return alg_len == 0 || (alg_len == sizeof(null_der) && memcmp(alg, null_der, 2) == 0);
 }
 
-static const struct sc_ocsp_issuer_hash *sc_ocsp_find_hash(const sc_ocsp_responder *r, int nid)
+static const struct sc_ocsp_issuer_hash *ocsp_find_hash(const sc_ocsp_responder *r, int nid)
 {
 	int i;
 
@@ -857,7 +857,7 @@ static const struct sc_ocsp_issuer_hash *sc_ocsp_find_hash(const sc_ocsp_respond
 	return NULL;
 }
 
-static void *sc_ocsp_writer_main(void *arg)
+static void *ocsp_writer_main(void *arg)
 {
 	sc_ocsp_responder *r = arg;
 	struct sc_ocsp_pending batch[SC_OCSP_WQ_BATCH];
@@ -898,7 +898,7 @@ static void *sc_ocsp_writer_main(void *arg)
 				lens[k] = batch[j].len;
 				k++;
 			}
-			(void)sc_ocsp_store_checked(r, ptrs, ders, lens, k, batch[i].now);
+			(void)ocsp_store_checked(r, ptrs, ders, lens, k, batch[i].now);
 		}
 		for (i = 0; i < n; i++)
 			free(batch[i].der);
@@ -914,7 +914,7 @@ static void *sc_ocsp_writer_main(void *arg)
 
 /* Queue a signed response for storing; 0 if queued.  A full queue drops
  * it: the next request for that serial signs again. */
-static int sc_ocsp_enqueue(sc_ocsp_responder *r, const sc_ocsp_item *it,
+static int ocsp_enqueue(sc_ocsp_responder *r, const sc_ocsp_item *it,
 			   const unsigned char *der, size_t len, int64_t now)
 {
 	struct sc_ocsp_pending p;
@@ -951,7 +951,7 @@ void sc_ocsp_flush(sc_ocsp_responder *r)
 	pthread_mutex_unlock(&r->wq_lock);
 }
 
-static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
+static void ocsp_writer_stop(sc_ocsp_responder *r)
 {
 	if (!r->writer_started)
 		return;
@@ -964,7 +964,7 @@ static void sc_ocsp_writer_stop(sc_ocsp_responder *r)
 }
 
 /* A DER OCTET STRING of 1..128 octets filling exactly `len` bytes. */
-static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
+static int ocsp_nonce_ok(const unsigned char *p, size_t len)
 {
 	size_t n;
 
@@ -982,7 +982,7 @@ static int sc_ocsp_nonce_ok(const unsigned char *p, size_t len)
 }
 
 /* Answer a single-certificate, nonce-less request through the store. */
-static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t now,
+static int ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_t now,
 				  unsigned char **out, size_t *out_len, sc_ocsp_result *res)
 {
 	sc_txn *txn = NULL;
@@ -992,14 +992,14 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 	int rv, is_canon, have_entry = 0, same_second = 0;
 	sc_ocsp_item canon_item;
 
-	rv = sc_ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
+	rv = ocsp_canonical_cid(r, &it->serial, &canon, &canon_len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	is_canon = canon_len == it->cid_len && memcmp(canon, it->cid_der, canon_len) == 0;
 
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = sc_store_ocsp_get(txn, &it->serial, &e);
 	if (rv == 0 && e.next_update > now && e.this_update <= now + 60) {
 		if (is_canon) {
@@ -1007,41 +1007,41 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 			resp = sc_ocsp_memdup(e.der, e.der_len);
 			rv = SC_ERR_NOMEM;
 			if (resp == NULL)
-				goto done;
+				goto out;
 			resp_len = e.der_len;
 			res->presigned = 1;
 			res->this_update = e.this_update;
 			res->next_update = e.next_update;
-			sc_ocsp_peek(resp, resp_len, canon, canon_len, res);
+			ocsp_peek(resp, resp_len, canon, canon_len, res);
 			STAT_INC(r, presigned_hits);
 			rv = 0;
-			goto done;
+			goto out;
 		}
-		if (sc_ocsp_cache_get(r, it->cid_der, it->cid_len, &e, &resp, &resp_len, res)) {
+		if (ocsp_cache_get(r, it->cid_der, it->cid_len, &e, &resp, &resp_len, res)) {
 			res->cached = 1;
 			STAT_INC(r, cache_hits);
 			rv = 0;
-			goto done;
+			goto out;
 		}
 		validator = sc_ocsp_memdup(e.der, e.der_len);
 		rv = SC_ERR_NOMEM;
 		if (validator == NULL)
-			goto done;
+			goto out;
 		validator_len = e.der_len;
 		have_entry = 1;
 	} else if (rv != 0 && rv != SC_ERR_NOT_FOUND) {
-		goto done;
+		goto out;
 	}
 	STAT_INC(r, presign_misses);
 	/* Status read in the same snapshot that showed the entry (or its absence). */
-	rv = sc_ocsp_lookup(r, txn, it);
+	rv = ocsp_lookup(r, txn, it);
 	sc_txn_abort(txn);
 	txn = NULL;
 	if (rv != 0)
-		goto done;
+		goto out;
 
 	if (!it->known) {
-		rv = sc_ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
+		rv = ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
 		STAT_INC(r, signed_on_demand);
 		goto fill;
 	}
@@ -1050,9 +1050,9 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 		canon_item = *it;
 		canon_item.cid_der = canon;
 		canon_item.cid_len = canon_len;
-		rv = sc_ocsp_build(r, &canon_item, 1, NULL, 0, now, &canon_resp, &canon_resp_len);
+		rv = ocsp_build(r, &canon_item, 1, NULL, 0, now, &canon_resp, &canon_resp_len);
 		if (rv != 0)
-			goto done;
+			goto out;
 		STAT_INC(r, signed_on_demand);
 		{
 			/* An answer signed in the second of its change is not
@@ -1060,8 +1060,8 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 			 * (sc_ocsp_resign_changed), which can carry Last-Modified. */
 			sc_ocsp_item *ip = it;
 			int stored = same_second ? SC_ERR_BUSY : r->async
-				? sc_ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
-				: sc_ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
+				? ocsp_enqueue(r, it, canon_resp, canon_resp_len, now)
+				: ocsp_store_checked(r, &ip, &canon_resp, &canon_resp_len, 1, now);
 
 			if (stored == 0) {
 				validator = canon_resp;
@@ -1083,22 +1083,22 @@ static int sc_ocsp_respond_stored(sc_ocsp_responder *r, sc_ocsp_item *it, int64_
 			goto fill;
 		}
 	}
-	rv = sc_ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
+	rv = ocsp_build(r, it, 1, NULL, 0, now, &resp, &resp_len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	STAT_INC(r, signed_on_demand);
 	if (validator != NULL)
-		sc_ocsp_cache_put(r, it->cid_der, it->cid_len, validator, validator_len,
+		ocsp_cache_put(r, it->cid_der, it->cid_len, validator, validator_len,
 				  resp, resp_len, now, it);
 fill:
 	if (rv == 0) {
 		res->this_update = now;
-		res->next_update = sc_ocsp_next(r, now);
+		res->next_update = ocsp_next(r, now);
 		res->cert_status = it->answer;
 		res->reason = it->reason;
 		res->no_last_modified = same_second;
 	}
-done:
+out:
 	sc_txn_abort(txn);
 	free(canon);
 	free(canon_resp);
@@ -1112,7 +1112,7 @@ done:
 	return rv;
 }
 
-static void sc_ocsp_items_free(sc_ocsp_item *items, size_t n)
+static void ocsp_items_free(sc_ocsp_item *items, size_t n)
 {
 	size_t i;
 
@@ -1129,7 +1129,7 @@ static void sc_ocsp_items_free(sc_ocsp_item *items, size_t n)
  * is the stored one; the OpenSSL parse, which costs more than the rest of
  * the hot path, is skipped.  Anything else takes the general path, which
  * answers such a request identically. */
-static int sc_ocsp_fast_request(const sc_ocsp_responder *r, const unsigned char *req,
+static int ocsp_fast_request(const sc_ocsp_responder *r, const unsigned char *req,
 				size_t len, sc_ocsp_item *it)
 {
 	const struct sc_ocsp_issuer_hash *h = &r->hashes[0];
@@ -1189,33 +1189,33 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	res->reason = -1;
 
 	if (req == NULL || req_len == 0 || req_len > (1u << 20))
-		goto error;
+		goto fail;
 	now = sc_now();
 	if (now >= r->signer_not_after) {
 		/* Neither signed nor stored answers: their signer certificate
 		 * is no longer valid for anyone.  RFC 6960 tryLater. */
 		status = SC_OCSP_TRY_LATER;
 		rv = SC_ERR_EXPIRED;
-		goto error;
+		goto fail;
 	}
-	if (r->presign && sc_ocsp_fast_request(r, req, req_len, &fast)) {
+	if (r->presign && ocsp_fast_request(r, req, req_len, &fast)) {
 		res->n_certs = 1;
 		res->hash_nid = NID_sha1;
 		sc_serial_hex(&fast.serial, res->serial);
 		status = SC_OCSP_INTERNAL_ERROR;
-		rv = sc_ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
+		rv = ocsp_respond_stored(r, &fast, now, resp, resp_len, res);
 		if (rv != 0)
-			goto error;
+			goto fail;
 		res->status = SC_OCSP_SUCCESSFUL;
-		goto done;
+		goto out;
 	}
 	oreq = d2i_OCSP_REQUEST(NULL, &p, (long)req_len);
 	if (oreq == NULL || p != req + req_len)
-		goto error;
+		goto fail;
 	n = OCSP_request_onereq_count(oreq);
 	res->n_certs = n;
 	if (n <= 0 || n > r->max_certs)
-		goto error;
+		goto fail;
 
 	idx = OCSP_REQUEST_get_ext_by_NID(oreq, NID_id_pkix_OCSP_Nonce, -1);
 	if (idx >= 0 && r->nonce_mode == SC_OCSP_NONCE_ACCEPT) {
@@ -1225,9 +1225,9 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		/* RFC 8954: the extnValue holds Nonce ::= OCTET STRING of 1..32
 		 * octets; tolerate up to 128 for old clients.  The length is the
 		 * inner OCTET STRING's, which must fill the extnValue exactly. */
-		if (v == NULL || !sc_ocsp_nonce_ok(ASN1_STRING_get0_data(v),
+		if (v == NULL || !ocsp_nonce_ok(ASN1_STRING_get0_data(v),
 						   (size_t)ASN1_STRING_length(v)))
-			goto error;
+			goto fail;
 		nonce = ASN1_STRING_get0_data(v);
 		nonce_len = (size_t)ASN1_STRING_length(v);
 		res->nonce = 1;
@@ -1237,7 +1237,7 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	if (items == NULL) {
 		rv = SC_ERR_NOMEM;
 		status = SC_OCSP_INTERNAL_ERROR;
-		goto error;
+		goto fail;
 	}
 	for (i = 0; i < (size_t)n; i++) {
 		OCSP_ONEREQ *one = OCSP_request_onereq_get0(oreq, (int)i);
@@ -1250,14 +1250,14 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 
 		if (cid == NULL || !OCSP_id_get0_info(&nh, &md, &kh, &serial, cid) ||
 		    nh == NULL || kh == NULL || md == NULL || serial == NULL)
-			goto error;
+			goto fail;
 		len = i2d_OCSP_CERTID(cid, &items[i].cid_der);
 		if (len <= 0)
-			goto error;
+			goto fail;
 		items[i].cid_len = (size_t)len;
-		if (!sc_ocsp_cid_algid_ok(items[i].cid_der, items[i].cid_len))
-			goto error;
-		h = sc_ocsp_find_hash(r, OBJ_obj2nid(md));
+		if (!ocsp_cid_algid_ok(items[i].cid_der, items[i].cid_len))
+			goto fail;
+		h = ocsp_find_hash(r, OBJ_obj2nid(md));
 		if (i == 0)
 			res->hash_nid = OBJ_obj2nid(md);
 		if (h == NULL || (unsigned)ASN1_STRING_length(nh) != h->name_len ||
@@ -1265,20 +1265,20 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 		    memcmp(ASN1_STRING_get0_data(nh), h->name, h->name_len) != 0 ||
 		    memcmp(ASN1_STRING_get0_data(kh), h->key, h->key_len) != 0) {
 			status = SC_OCSP_UNAUTHORIZED;
-			goto error;
+			goto fail;
 		}
-		items[i].serial_ok = sc_ocsp_serial_from_asn1(serial, &items[i].serial);
+		items[i].serial_ok = ocsp_serial_from_asn1(serial, &items[i].serial);
 		if (i == 0 && items[i].serial_ok)
 			sc_serial_hex(&items[i].serial, res->serial);
 	}
 
 	status = SC_OCSP_INTERNAL_ERROR;
 	if (n == 1 && nonce == NULL && r->presign && items[0].serial_ok) {
-		rv = sc_ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
+		rv = ocsp_respond_stored(r, &items[0], now, resp, resp_len, res);
 		if (rv != 0)
-			goto error;
+			goto fail;
 		res->status = SC_OCSP_SUCCESSFUL;
-		goto done;
+		goto out;
 	}
 
 	/* Fresh response: nonce, several certificates, or no store. */
@@ -1286,32 +1286,32 @@ int sc_ocsp_respond(sc_ocsp_responder *r, const unsigned char *req, size_t req_l
 	if (r->store != NULL) {
 		rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 		if (rv != 0)
-			goto error;
+			goto fail;
 	}
 	for (i = 0; i < (size_t)n; i++) {
 		if (txn != NULL) {
-			rv = sc_ocsp_lookup(r, txn, &items[i]);
+			rv = ocsp_lookup(r, txn, &items[i]);
 			if (rv != 0)
-				goto error;
+				goto fail;
 		} else {
-			sc_ocsp_unknown(r, &items[i]);
+			ocsp_unknown(r, &items[i]);
 		}
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
-	rv = sc_ocsp_build(r, items, (size_t)n, nonce, nonce_len, now, resp, resp_len);
+	rv = ocsp_build(r, items, (size_t)n, nonce, nonce_len, now, resp, resp_len);
 	if (rv != 0)
-		goto error;
+		goto fail;
 	STAT_INC(r, signed_on_demand);
 	res->status = SC_OCSP_SUCCESSFUL;
 	res->this_update = now;
-	res->next_update = sc_ocsp_next(r, now);
+	res->next_update = ocsp_next(r, now);
 	res->cert_status = items[0].answer;
 	res->reason = items[0].reason;
 	res->no_last_modified = n != 1 || items[0].changed_at == now;
-	goto done;
+	goto out;
 
-error:
+fail:
 	sc_txn_abort(txn);
 	txn = NULL;
 	res->status = status;
@@ -1320,10 +1320,10 @@ error:
 	res->this_update = res->next_update = 0;
 	free(*resp);
 	*resp = NULL;
-	rv = sc_ocsp_error_response(status, resp, resp_len);
-done:
+	rv = ocsp_error_response(status, resp, resp_len);
+out:
 	sc_txn_abort(txn);
-	sc_ocsp_items_free(items, (size_t)(n > 0 ? n : 0));
+	ocsp_items_free(items, (size_t)(n > 0 ? n : 0));
 	OCSP_REQUEST_free(oreq);
 	return rv;
 }
@@ -1346,35 +1346,35 @@ int sc_ocsp_presign(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 	ders = calloc(n, sizeof(*ders));
 	lens = calloc(n, sizeof(*lens));
 	if (items == NULL || ptrs == NULL || ders == NULL || lens == NULL)
-		goto done;
+		goto out;
 	for (i = 0; i < n; i++) {
 		items[i].serial = serials[i];
 		items[i].serial_ok = 1;
 		ptrs[i] = &items[i];
-		rv = sc_ocsp_canonical_cid(r, &serials[i], &items[i].cid_der, &items[i].cid_len);
+		rv = ocsp_canonical_cid(r, &serials[i], &items[i].cid_der, &items[i].cid_len);
 		if (rv != 0)
-			goto done;
+			goto out;
 	}
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 	if (rv != 0)
-		goto done;
+		goto out;
 	for (i = 0; i < n; i++) {
-		rv = sc_ocsp_lookup(r, txn, &items[i]);
+		rv = ocsp_lookup(r, txn, &items[i]);
 		if (rv != 0)
-			goto done;
+			goto out;
 	}
 	sc_txn_abort(txn);
 	txn = NULL;
 	for (i = 0; i < n; i++) {
-		/* not in the second of its change: see sc_ocsp_respond_stored */
+		/* not in the second of its change: see ocsp_respond_stored */
 		if (!items[i].known || items[i].changed_at == now)
 			continue;
-		rv = sc_ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
+		rv = ocsp_build(r, &items[i], 1, NULL, 0, now, &ders[i], &lens[i]);
 		if (rv != 0)
-			goto done;
+			goto out;
 	}
-	rv = sc_ocsp_store_checked(r, ptrs, ders, lens, n, now);
-done:
+	rv = ocsp_store_checked(r, ptrs, ders, lens, n, now);
+out:
 	sc_txn_abort(txn);
 	if (ders != NULL)
 		for (i = 0; i < n; i++)
@@ -1394,7 +1394,7 @@ struct sc_ocsp_due_ctx {
 	size_t n, max;
 };
 
-static int sc_ocsp_due_cb(void *ctx, const sc_serial *serial, const sc_ocsp_entry *e)
+static int ocsp_due_cb(void *ctx, const sc_serial *serial, const sc_ocsp_entry *e)
 {
 	struct sc_ocsp_due_ctx *c = ctx;
 
@@ -1427,7 +1427,7 @@ int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t 
 		rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 		if (rv != 0)
 			break;
-		rv = sc_store_ocsp_iter_due(txn, before, sc_ocsp_due_cb, &c);
+		rv = sc_store_ocsp_iter_due(txn, before, ocsp_due_cb, &c);
 		sc_txn_abort(txn);
 		txn = NULL;
 		if (rv != 0 || c.n == 0)
@@ -1457,7 +1457,7 @@ struct sc_ocsp_changed_ctx {
 	int64_t now;                   /* events of this second wait (0 = none do) */
 };
 
-static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
+static int ocsp_changed_cb(void *ctx, const sc_revlog *e)
 {
 	struct sc_ocsp_changed_ctx *c = ctx;
 
@@ -1474,7 +1474,7 @@ static int sc_ocsp_changed_cb(void *ctx, const sc_revlog *e)
 	return c->n >= c->max;
 }
 
-static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx *c,
+static int ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx *c,
 			       uint64_t after_seq)
 {
 	sc_txn *txn = NULL;
@@ -1485,7 +1485,7 @@ static int sc_ocsp_walk_revlog(sc_ocsp_responder *r, struct sc_ocsp_changed_ctx 
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &txn);
 	if (rv != 0)
 		return rv;
-	rv = sc_store_revlog_iter(txn, after_seq, sc_ocsp_changed_cb, c);
+	rv = sc_store_revlog_iter(txn, after_seq, ocsp_changed_cb, c);
 	sc_txn_abort(txn);
 	return rv;
 }
@@ -1503,7 +1503,7 @@ int sc_ocsp_revlog_head(sc_ocsp_responder *r, uint64_t *seq)
 	*seq = 0;
 	if (r->store == NULL)
 		return 0;
-	rv = sc_ocsp_walk_revlog(r, &c, 0);
+	rv = ocsp_walk_revlog(r, &c, 0);
 	if (rv == 0)
 		*seq = c.last;
 	return rv;
@@ -1523,7 +1523,7 @@ int sc_ocsp_resign_changed(sc_ocsp_responder *r, uint64_t *after_seq, size_t max
 	c.serials = calloc(c.max, sizeof(*c.serials));
 	if (c.serials == NULL)
 		return SC_ERR_NOMEM;
-	rv = sc_ocsp_walk_revlog(r, &c, *after_seq);
+	rv = ocsp_walk_revlog(r, &c, *after_seq);
 	if (rv == 0 && c.n > 0)
 		rv = sc_ocsp_presign(r, c.serials, c.n);
 	if (rv == 0) {
@@ -1545,13 +1545,13 @@ struct sc_ocsp_ahead_ctx {
 	int rv;
 };
 
-static int sc_ocsp_ahead_cb(void *ctx, const sc_cert *c)
+static int ocsp_ahead_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ocsp_ahead_ctx *a = ctx;
 	sc_ocsp_entry e;
 	int rv;
 
-	if (sc_ocsp_ca_profile(c))
+	if (ocsp_ca_profile(c))
 		return 0;
 	rv = sc_store_ocsp_get(a->txn, &c->serial, &e);
 	if (rv == 0 && e.next_update > a->fresh_until)
@@ -1589,7 +1589,7 @@ int sc_ocsp_unsigned(sc_ocsp_responder *r, sc_serial **out, size_t *n_out)
 		return rv;
 	/* Entries past half their validity are the re-signer's. */
 	a.fresh_until = sc_now() + r->validity / 2;
-	rv = sc_store_cert_iter(a.txn, sc_ocsp_ahead_cb, &a);
+	rv = sc_store_cert_iter(a.txn, ocsp_ahead_cb, &a);
 	sc_txn_abort(a.txn);
 	if (rv == 0)
 		rv = a.rv;

@@ -723,13 +723,13 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 		return rv;
 	if (userType != CKU_USER && userType != CKU_CONTEXT_SPECIFIC) {
 		rv = CKR_USER_TYPE_INVALID;     /* no security officer here */
-		goto done;
+		goto out;
 	}
 	if (pPin != NULL && ulPinLen > (userType == CKU_USER ? P11_PIN_MAX_LEN
 							      : P11_TOKEN_MAX_LEN)) {
 		rv = userType == CKU_USER ? CKR_PIN_LEN_RANGE : CKR_PIN_INCORRECT;
 		if (userType == CKU_USER)
-			goto done;
+			goto out;
 		ulPinLen = P11_TOKEN_MAX_LEN + 1;   /* the service refuses and audits it */
 	}
 	o = p11_req(&s->conn, SC_OP_LOGIN);
@@ -742,7 +742,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 		rv = p11_answer_end(&in, srv, "LOGIN");
 	if (rv == CKR_OK && userType == CKU_USER)
 		__atomic_store_n(&p11.logged_in, 1, __ATOMIC_RELEASE);
-done:
+out:
 	p11_session_put(s);
 	return rv;
 }

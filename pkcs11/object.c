@@ -23,7 +23,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 		return rv;
 	if (ulCount > SC_WIRE_MAX_ATTRS) {
 		rv = CKR_ARGUMENTS_BAD;
-		goto done;
+		goto out;
 	}
 	o = p11_req(&s->conn, SC_OP_GET_ATTRS);
 	sc_wire_put_u64(o, hObject);
@@ -35,11 +35,11 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 	}
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv != CKR_OK)
-		goto done;
+		goto out;
 	n = sc_wire_get_u32(&in);
 	if (n != ulCount) {
 		rv = p11_bad_answer("GET_ATTRS count");
-		goto done;
+		goto out;
 	}
 	for (i = 0; i < ulCount; i++) {
 		uint64_t vlen = sc_wire_get_u64(&in);
@@ -59,7 +59,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 		pTemplate[i].ulValueLen = (CK_ULONG)vlen;
 	}
 	rv = p11_answer_end(&in, srv, "GET_ATTRS");
-done:
+out:
 	p11_session_put(s);
 	return rv;
 }

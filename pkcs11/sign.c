@@ -59,7 +59,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJ
 		sc_wire_put_u64(o, pp->sLen);
 	} else if (pMechanism->pParameter == NULL || pMechanism->ulParameterLen > 1024) {
 		rv = CKR_MECHANISM_PARAM_INVALID;
-		goto done;
+		goto out;
 	} else {
 		sc_wire_put_u8(o, SC_WIRE_PARAM_OTHER);
 		sc_wire_put_bytes(o, pMechanism->pParameter, pMechanism->ulParameterLen);
@@ -69,7 +69,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJ
 	if (rv == CKR_OK)
 		rv = p11_answer_end(&in, srv, "SIGN_INIT");
 	s->sign_multipart = 0;
-done:
+out:
 	p11_session_put(s);
 	return rv;
 }
@@ -148,7 +148,7 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 			rv = send_update(s, pData, ulDataLen);
 		if (rv == CKR_OK)
 			rv = send_final(s, pSignature, pulSignatureLen);
-		goto done;
+		goto out;
 	}
 	o = p11_req(&s->conn, SC_OP_SIGN);
 	sc_wire_put_u8(o, pData != NULL || !send_data);
@@ -159,7 +159,7 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK)
 		rv = sig_answer(&in, srv, pSignature, pulSignatureLen);
-done:
+out:
 	p11_session_put(s);
 	return rv;
 }

@@ -274,7 +274,7 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 		rv = deposit_refuse(s, tok, SC_ERR_KEY_LOCKED, 0,
 				    "gateway throttled: too many tokens that do not verify", reason,
 				    rlen);
-		goto done;
+		goto out;
 	}
 	vrc = sc_authz_verify(sd.trust, (const char *)text, len, now, tok);
 	signed_ok = vrc == SC_OK || vrc == SC_ERR_TOKEN_AUDIENCE ||
@@ -286,24 +286,24 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 			(void)sd_garbage_throttled(s, 1);
 		rv = deposit_refuse(s, tok, vrc, signed_ok && sc_err_is_token(vrc), NULL, reason,
 				    rlen);
-		goto done;
+		goto out;
 	}
 	if (strlen(consumer) != for_len && has_for) {
 		rv = deposit_refuse(s, tok, SC_ERR_INVALID, 0, "consumer gateway name has a NUL",
 				    reason, rlen);
-		goto done;
+		goto out;
 	}
 	rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
 	if (rc != SC_OK) {
 		rv = deposit_refuse(s, tok, rc, 0, "cannot read the store", reason, rlen);
-		goto done;
+		goto out;
 	}
 	if (has_for && (!sc_gateway_name_valid(consumer) ||
 			sc_gateway_get(txn, consumer, hash, NULL) != SC_OK)) {
 		sc_txn_abort(txn);
 		rv = deposit_refuse(s, tok, SC_ERR_INVALID, 0, "no such gateway to consume it",
 				    reason, rlen);
-		goto done;
+		goto out;
 	}
 	/* S3: the key it names exists; S2: its subject owns that key. */
 	rc = sc_store_key_get(txn, tok->key_id, &k);
@@ -331,7 +331,7 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 		if (rc == SC_ERR_TOKEN_KEY)
 			tok->key_id[0] = '\0';
 		rv = deposit_refuse(s, tok, rc, count, NULL, reason, rlen);
-		goto done;
+		goto out;
 	}
 
 	memset(&c, 0, sizeof(c));
@@ -365,10 +365,10 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 					  "cannot record the deposit";
 
 		rv = deposit_refuse(s, tok, rc, 0, why, reason, rlen);
-		goto done;
+		goto out;
 	}
 	rv = CKR_OK;
-done:
+out:
 	sc_authz_token_clear(tok);
 	free(tok);
 	return rv;

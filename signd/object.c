@@ -111,15 +111,15 @@ static CK_RV spki_part(const sc_key *k, int part, unsigned char **val, size_t *l
 		return CKR_DEVICE_ERROR;
 	xpk = d2i_X509_PUBKEY(NULL, &p, (long)k->spki_len);
 	if (xpk == NULL || !X509_PUBKEY_get0_param(NULL, &pk, &pklen, &alg, xpk))
-		goto done;
+		goto out;
 	switch (part) {
 	case SPKI_EC_PARAMS:
 		X509_ALGOR_get0(&aobj, &ptype, &pval, alg);
 		if (ptype != V_ASN1_OBJECT || pval == NULL)
-			goto done;
+			goto out;
 		n = i2d_ASN1_OBJECT(pval, &der);
 		if (n <= 0)
-			goto done;
+			goto out;
 		rv = dup_out(der, (size_t)n, val, len);
 		break;
 	case SPKI_EC_POINT: {
@@ -128,7 +128,7 @@ static CK_RV spki_part(const sc_key *k, int part, unsigned char **val, size_t *l
 
 		/* DER OCTET STRING around the uncompressed point. */
 		if (pklen <= 0 || pklen > 255)
-			goto done;
+			goto out;
 		hdr[0] = 0x04;
 		if (pklen < 128) {
 			hdr[1] = (unsigned char)pklen;
@@ -141,7 +141,7 @@ static CK_RV spki_part(const sc_key *k, int part, unsigned char **val, size_t *l
 		*val = malloc(hl + (size_t)pklen);
 		if (*val == NULL) {
 			rv = CKR_HOST_MEMORY;
-			goto done;
+			goto out;
 		}
 		memcpy(*val, hdr, hl);
 		memcpy(*val + hl, pk, (size_t)pklen);
@@ -154,18 +154,18 @@ static CK_RV spki_part(const sc_key *k, int part, unsigned char **val, size_t *l
 	case SPKI_BITS:
 		pkey = X509_PUBKEY_get(xpk);
 		if (pkey == NULL)
-			goto done;
+			goto out;
 		if (part == SPKI_BITS) {
 			rv = put_ulong((CK_ULONG)EVP_PKEY_get_bits(pkey), val, len);
 			break;
 		}
 		if (!EVP_PKEY_get_bn_param(pkey, part == SPKI_MODULUS ? OSSL_PKEY_PARAM_RSA_N :
 					   OSSL_PKEY_PARAM_RSA_E, &bn))
-			goto done;
+			goto out;
 		*val = malloc((size_t)BN_num_bytes(bn) + 1);
 		if (*val == NULL) {
 			rv = CKR_HOST_MEMORY;
-			goto done;
+			goto out;
 		}
 		*len = (size_t)BN_bn2bin(bn, *val);
 		rv = CKR_OK;
@@ -173,7 +173,7 @@ static CK_RV spki_part(const sc_key *k, int part, unsigned char **val, size_t *l
 	default:
 		break;
 	}
-done:
+out:
 	OPENSSL_free(der);
 	BN_free(bn);
 	EVP_PKEY_free(pkey);
@@ -398,11 +398,11 @@ CK_RV sd_get_attribute_value(struct sd_session *s, CK_OBJECT_HANDLE hObject,
 	rv = CKR_OK;
 	if (sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn) != SC_OK) {
 		rv = CKR_DEVICE_ERROR;
-		goto done;
+		goto out;
 	}
 	rv = sd_obj_load(txn, hObject, sd_logged_in(s), &o);
 	if (rv != CKR_OK)
-		goto done;
+		goto out;
 	for (i = 0; i < ulCount; i++) {
 		CK_ATTRIBUTE *a = &pTemplate[i];
 
@@ -416,7 +416,7 @@ CK_RV sd_get_attribute_value(struct sd_session *s, CK_OBJECT_HANDLE hObject,
 		if (arv == CKR_HOST_MEMORY || arv == CKR_DEVICE_ERROR ||
 		    arv == CKR_FUNCTION_FAILED) {
 			rv = arv;
-			goto done;
+			goto out;
 		}
 		if (arv != CKR_OK) {
 			a->ulValueLen = CK_UNAVAILABLE_INFORMATION;
@@ -433,7 +433,7 @@ CK_RV sd_get_attribute_value(struct sd_session *s, CK_OBJECT_HANDLE hObject,
 		free(val);
 		val = NULL;
 	}
-done:
+out:
 	free(val);
 	sc_txn_abort(txn);
 	return rv;
@@ -666,7 +666,7 @@ CK_RV sd_find_init(struct sd_session *s, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ul
 	f = &s->find;
 	if (f->active) {
 		rv = CKR_OPERATION_ACTIVE;
-		goto done;
+		goto out;
 	}
 	if (ulCount > 0) {
 		f->tmpl = calloc(ulCount, sizeof(*f->tmpl));
@@ -706,7 +706,7 @@ CK_RV sd_find_init(struct sd_session *s, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ul
 	return rv;
 fail:
 	sd_find_clear(f);
-done:
+out:
 	return rv;
 }
 
@@ -756,7 +756,7 @@ CK_RV sd_find(struct sd_session *s, CK_OBJECT_HANDLE_PTR phObject, CK_ULONG ulMa
 	*pulObjectCount = 0;
 	if (!f->active) {
 		rv = CKR_OPERATION_NOT_INITIALIZED;
-		goto done;
+		goto out;
 	}
 	if (f->mode == SD_FIND_LIST) {
 		while (n < ulMaxObjectCount && f->pos < f->nlist) {
@@ -767,7 +767,7 @@ CK_RV sd_find(struct sd_session *s, CK_OBJECT_HANDLE_PTR phObject, CK_ULONG ulMa
 			phObject[n++] = h;
 		}
 		*pulObjectCount = n;
-		goto done;
+		goto out;
 	}
 	while (n < ulMaxObjectCount && f->ppos < f->npending) {
 		CK_OBJECT_HANDLE h = f->pending[f->ppos++];
@@ -781,7 +781,7 @@ CK_RV sd_find(struct sd_session *s, CK_OBJECT_HANDLE_PTR phObject, CK_ULONG ulMa
 	if (n < ulMaxObjectCount && !f->done && f->npending == 0) {
 		if (sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn) != SC_OK) {
 			rv = CKR_DEVICE_ERROR;
-			goto done;
+			goto out;
 		}
 		memset(&c, 0, sizeof(c));
 		c.txn = txn;
@@ -795,18 +795,18 @@ CK_RV sd_find(struct sd_session *s, CK_OBJECT_HANDLE_PTR phObject, CK_ULONG ulMa
 		sc_txn_abort(txn);
 		if (c.rv != CKR_OK) {
 			rv = c.rv;
-			goto done;
+			goto out;
 		}
 		if (rc < 0) {
 			rv = CKR_DEVICE_ERROR;
-			goto done;
+			goto out;
 		}
 		if (c.n < c.max)
 			f->done = 1;        /* the walk reached the end */
 		n = c.n;
 	}
 	*pulObjectCount = n;
-done:
+out:
 	return rv;
 }
 

@@ -332,7 +332,7 @@ static void accept_one(int lfd, int tls, volatile sig_atomic_t *stop)
 	pthread_mutex_unlock(&srv.lock);
 	c = calloc(1, sizeof(*c));
 	if (c == NULL || (c->done = calloc(1, sizeof(*c->done))) == NULL)
-		goto fail;
+		goto out;
 	c->fd = fd;
 	c->stop = stop;
 	c->timeout_ms = srv.timeout_ms;
@@ -342,13 +342,13 @@ static void accept_one(int lfd, int tls, volatile sig_atomic_t *stop)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->ssl = SSL_new(srv.tls);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1)
-			goto fail;
+			goto out;
 	} else {
 		struct ucred cr;
 		socklen_t cl = sizeof(cr);
 
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0)
-			goto fail;
+			goto out;
 		snprintf(c->s.principal, sizeof(c->s.principal), "uid=%u", (unsigned)cr.uid);
 		snprintf(c->s.peer, sizeof(c->s.peer), "uid=%u pid=%ld", (unsigned)cr.uid,
 			 (long)cr.pid);
@@ -357,11 +357,11 @@ static void accept_one(int lfd, int tls, volatile sig_atomic_t *stop)
 	pthread_attr_setstacksize(&attr, 512 * 1024);
 	if (pthread_create(&th, &attr, conn_main, c) != 0) {
 		pthread_attr_destroy(&attr);
-		goto fail;
+		goto out;
 	}
 	pthread_attr_destroy(&attr);
 	return;
-fail:
+out:
 	if (c != NULL) {
 		SSL_free(c->ssl);
 		free(c->done);

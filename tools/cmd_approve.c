@@ -278,7 +278,7 @@ int sc_cmd_approve(int argc, char **argv)
 	rc = sc_config_load(path, &cfg);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "configuration");
-		goto done;
+		goto out;
 	}
 	rc = read_token(token_arg, &token);
 	if (rc == SC_OK && (token[0] == '\0' || strlen(token) > SC_WIRE_TOKEN_MAX))
@@ -286,7 +286,7 @@ int sc_cmd_approve(int argc, char **argv)
 				  SC_WIRE_TOKEN_MAX);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "token");
-		goto done;
+		goto out;
 	}
 	rc = pin_source != NULL ?
 		     sc_secret_read_source(pin_source, &pin) :
@@ -295,17 +295,17 @@ int sc_cmd_approve(int argc, char **argv)
 					   sc_config_dir(cfg), SC_SECRET_BARE_PATH, 0, &pin);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "gateway credential");
-		goto done;
+		goto out;
 	}
 	rc = conn_open(cfg, &c);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "signing service");
-		goto done;
+		goto out;
 	}
 	/* HELLO (version 2: DEPOSIT), LOGIN as the gateway, DEPOSIT. */
 	if (RAND_bytes(app_id, sizeof(app_id)) != 1) {
 		ret = sc_cli_fail(SC_ERR_CRYPTO, "random");
-		goto done;
+		goto out;
 	}
 	sc_wire_out_frame(&o);
 	sc_wire_put_u16(&o, SC_OP_HELLO);
@@ -341,7 +341,7 @@ int sc_cmd_approve(int argc, char **argv)
 					"(CK_RV 0x%lx): check the gateway credential\n",
 					(unsigned long)rv);
 				ret = SC_EXIT_STATE;
-				goto done;
+				goto out;
 			}
 		}
 		OPENSSL_clear_free(body, blen);
@@ -349,7 +349,7 @@ int sc_cmd_approve(int argc, char **argv)
 	}
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "signing service");
-		goto done;
+		goto out;
 	}
 	sc_wire_out_init(&o);
 	sc_wire_out_frame(&o);
@@ -360,23 +360,23 @@ int sc_cmd_approve(int argc, char **argv)
 	rc = call(&c, &o, &body, &blen);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "signing service");
-		goto done;
+		goto out;
 	}
 	sc_wire_in_init(&in, body, blen);
 	rv = sc_wire_get_u32(&in);
 	reason = sc_wire_get_bytes(&in, 1024, &rlen);
 	if (!sc_wire_in_done(&in)) {
 		ret = sc_cli_fail(sc_error_set(SC_ERR_IO, "broken answer"), "signing service");
-		goto done;
+		goto out;
 	}
 	if (rv != CKR_OK) {
 		fprintf(stderr, "smartcert approve: refused: %.*s (CK_RV 0x%lx)\n", (int)rlen,
 			(const char *)reason, (unsigned long)rv);
 		ret = SC_EXIT_STATE;
-		goto done;
+		goto out;
 	}
 	ret = SC_EXIT_OK;
-done:
+out:
 	conn_close(&c);
 	sc_wire_out_free(&o);
 	free(body);

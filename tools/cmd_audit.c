@@ -151,7 +151,7 @@ int sc_cmd_audit(int argc, char **argv)
 	sc_json_init(&j);
 	if ((rv = sc_txn_begin(d->store, SC_TXN_READ, &txn)) != SC_OK) {
 		ex = sc_cli_fail(rv, "audit");
-		goto done;
+		goto out;
 	}
 	if (strcmp(sub, "verify") == 0) {
 		uint64_t count = 0, bad = 0;
@@ -189,7 +189,7 @@ int sc_cmd_audit(int argc, char **argv)
 		} else {
 			ex = sc_cli_fail(rv, "audit verify");
 		}
-		goto done;
+		goto out;
 	}
 	s.j = &j;
 	if (s.json)
@@ -197,14 +197,14 @@ int sc_cmd_audit(int argc, char **argv)
 	rv = sc_audit_iter(txn, 1, audit_show_cb, &s);
 	if (rv != SC_OK) {
 		ex = sc_cli_fail(rv, "audit show");
-		goto done;
+		goto out;
 	}
 	if (s.json) {
 		sc_json_arr_end(&j);
 		sc_json_print(&j, stdout);
 	}
 	ex = SC_EXIT_OK;
-done:
+out:
 	sc_txn_abort(txn);
 	sc_json_free(&j);
 	sc_deploy_close(d);

@@ -872,12 +872,12 @@ static int ca_export_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc
 			}
 		sc_json_arr_end(j);
 		sc_json_obj_end(j);
-		goto done;
+		goto out;
 	}
 	b = a->out ? BIO_new_file(a->out, a->der ? "wb" : "w") : BIO_new_fp(stdout, BIO_NOCLOSE);
 	if (b == NULL) {
 		rv = sc_error_set(SC_ERR_IO, "cannot write %s", a->out ? a->out : "stdout");
-		goto done;
+		goto out;
 	}
 	if (a->der) {
 		if (BIO_write(b, c.der, (int)c.der_len) != (int)c.der_len)
@@ -889,7 +889,7 @@ static int ca_export_read(const struct ca_args *a, sc_deploy *d, sc_txn *txn, sc
 	}
 	if (BIO_flush(b) != 1 && rv == SC_OK)
 		rv = sc_error_set(SC_ERR_IO, "write failed");
-done:
+out:
 	BIO_free(b);
 	X509_free(chain[0]);
 	return rv;

@@ -401,28 +401,28 @@ static int sign_open_key(struct sign_run *r)
 	rc = sign_gateway_pin(&r->o, r->cfg, &r->pin);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "cannot read the gateway PIN");
-		goto done;
+		goto out;
 	}
 	label = r->cfg ? sc_config_str(r->cfg, "gateway.token_label", "smartcert") : "smartcert";
 	rc = gw_open(module, label, &r->g, &fl);
 	if (rc > 0) {
 		ret = rc;
-		goto done;
+		goto out;
 	}
 	if (rc < 0 || gw_login_user(&r->g, r->pin, &fl) != 0) {
 		ret = gw_report(&fl);
-		goto done;
+		goto out;
 	}
 	rc = gw_find_key(&r->g, r->o.user, r->o.key, &r->hkey, &r->key_id, &r->cert, &fl);
 	if (rc != 0) {
 		ret = rc > 0 ? rc : gw_report(&fl);
-		goto done;
+		goto out;
 	}
 	pub = X509_get0_pubkey(r->cert);
 	if (pub == NULL) {
 		ret = sc_cli_fail(sc_error_set_openssl(SC_ERR_CRYPTO, "certificate key"),
 				  "cannot read the certificate's public key");
-		goto done;
+		goto out;
 	}
 	is_rsa = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
 	if (r->mi == N_SIGN_MECHS) {
@@ -435,10 +435,10 @@ static int sign_open_key(struct sign_run *r)
 		fprintf(stderr, "smartcert sign: --mechanism %s does not fit this %s key\n",
 			sign_mechs[r->mi].name, is_rsa ? "RSA" : "EC");
 		ret = SC_EXIT_USAGE;
-		goto done;
+		goto out;
 	}
 	ret = SC_EXIT_OK;
-done:
+out:
 	free(module_owned);
 	return ret;
 }
@@ -464,7 +464,7 @@ static int sign_and_assemble(struct sign_run *r)
 		rc = sign_digest_info(r->md, r->h, r->hlen, &dinfo, &dinfolen);
 		if (rc != SC_OK) {
 			ret = sc_cli_fail(rc, "cannot encode the DigestInfo");
-			goto done;
+			goto out;
 		}
 		data = dinfo;
 		datalen = (size_t)dinfolen;
@@ -486,7 +486,7 @@ static int sign_and_assemble(struct sign_run *r)
 		if (fl.rv == CKR_FUNCTION_REJECTED)
 			fprintf(stderr, "  the digest to authorise is %s:%s\n",
 				OBJ_nid2ln(EVP_MD_get_type(r->md)), r->hex);
-		goto done;
+		goto out;
 	}
 
 	/* OpenSSL only sees the certificate's public key: CMS_PARTIAL never signs. */
@@ -496,46 +496,46 @@ static int sign_and_assemble(struct sign_run *r)
 	if (si == NULL) {
 		ret = sc_cli_fail(sc_error_set_openssl(SC_ERR_CRYPTO, "CMS signer"),
 				  "cannot build the CMS structure");
-		goto done;
+		goto out;
 	}
 	for (int i = 0; i < sk_X509_ATTRIBUTE_num(r->attrs); i++) {
 		if (CMS_signed_add1_attr(si, sk_X509_ATTRIBUTE_value(r->attrs, i)) != 1) {
 			ret = sc_cli_fail(sc_error_set_openssl(SC_ERR_CRYPTO, "CMS"),
 					  "cannot add the signed attributes");
-			goto done;
+			goto out;
 		}
 	}
 	if (sign_mechs[r->mi].pss && (rc = sign_set_pss_alg(si, r->md)) != SC_OK) {
 		ret = sc_cli_fail(rc, "cannot set the signature algorithm");
-		goto done;
+		goto out;
 	}
 	if (!sign_mechs[r->mi].is_rsa) {
 		rc = sign_ecdsa_to_der(r->sig, r->siglen, &sigder, &sigderlen);
 		if (rc != SC_OK) {
 			ret = sc_cli_fail(rc, "cannot encode the signature");
-			goto done;
+			goto out;
 		}
 		ASN1_STRING_set0(CMS_SignerInfo_get0_signature(si), sigder, sigderlen);
 		sigder = NULL;
 	} else if (ASN1_STRING_set(CMS_SignerInfo_get0_signature(si), r->sig,
 				   (int)r->siglen) != 1) {
 		ret = sc_cli_fail(SC_ERR_NOMEM, "cannot store the signature");
-		goto done;
+		goto out;
 	}
 	/* Catch a wrong signature here rather than at the relying party. */
 	if (CMS_SignerInfo_verify(si) != 1) {
 		ret = sc_cli_fail(sc_error_set_openssl(SC_ERR_CRYPTO, "verify"),
 				  "the module's signature does not verify with the certificate");
-		goto done;
+		goto out;
 	}
 	r->cms_derlen = i2d_CMS_ContentInfo(cms, &r->cms_der);
 	if (r->cms_derlen <= 0) {
 		r->cms_der = NULL;
 		ret = sc_cli_fail(sc_error_set_openssl(SC_ERR_CRYPTO, "CMS"), "cannot encode CMS");
-		goto done;
+		goto out;
 	}
 	ret = SC_EXIT_OK;
-done:
+out:
 	OPENSSL_free(dinfo);
 	OPENSSL_free(sigder);
 	CMS_ContentInfo_free(cms);
@@ -632,15 +632,15 @@ int sc_cmd_sign(int argc, char **argv)
 		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "cannot compute the digest to sign");
-		goto done;
+		goto out;
 	}
 	sc_hex_encode(r.h, r.hlen, r.hex);
 	/* --print-digest needs the module only to name the user's key. */
 	if ((!r.o.print_digest || r.o.user != NULL) && (ret = sign_open_key(&r)) != SC_EXIT_OK)
-		goto done;
+		goto out;
 	if (r.o.print_digest) {
 		ret = sign_print_digest(&r);
-		goto done;
+		goto out;
 	}
 	if (r.o.authorize)
 		rc = sign_authorize(r.cfg, r.o.user, r.key_id,
@@ -653,24 +653,24 @@ int sc_cmd_sign(int argc, char **argv)
 		rc = sign_read_token(r.o.token, &r.token);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "cannot obtain the authorisation token");
-		goto done;
+		goto out;
 	}
 	if ((ret = sign_and_assemble(&r)) != SC_EXIT_OK)
-		goto done;
+		goto out;
 
 	if (r.o.out == NULL && asprintf(&r.out_path, "%s.p7s", r.o.in) < 0) {
 		r.out_path = NULL;
 		ret = sc_cli_fail(sc_error_set(SC_ERR_NOMEM, "out of memory"), "cannot write");
-		goto done;
+		goto out;
 	}
 	out = r.o.out ? r.o.out : r.out_path;
 	rc = sc_file_write_atomic(out, r.cms_der, (size_t)r.cms_derlen, 0644);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "cannot write the signature");
-		goto done;
+		goto out;
 	}
 	ret = sign_print_result(&r, out);
-done:
+out:
 	gw_close(&r.g);
 	if (r.pin != NULL)
 		sc_secret_free(r.pin);

@@ -78,7 +78,7 @@ int sc_cmd_status(int argc, char **argv)
 	    (rv = sc_store_stats_get(txn, &st)) != SC_OK ||
 	    (rv = sc_store_user_iter(txn, NULL, status_user_cb, &cnt)) != SC_OK) {
 		ex = sc_cli_fail(rv, "status");
-		goto done;
+		goto out;
 	}
 	subj[0] = status_subject(d->root_cert);
 	subj[1] = status_subject(d->issuing_cert);
@@ -150,7 +150,7 @@ int sc_cmd_status(int argc, char **argv)
 			"the deployment with 'smartcert init --no-demo-authz' and install the "
 			"authorisation service's key (authz.trusted_key)\n");
 	ex = hsm_ok ? SC_EXIT_OK : SC_EXIT_HSM;
-done:
+out:
 	for (int i = 0; i < 3; i++)
 		OPENSSL_free(subj[i]);
 	sc_txn_abort(txn);

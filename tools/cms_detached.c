@@ -43,29 +43,29 @@ int sign_file_digest(const char *path, const EVP_MD *md, unsigned char *out,
 	f = fopen(path, "rb");
 	if (f == NULL) {
 		rc = sc_error_set(SC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-		goto done;
+		goto out;
 	}
 	ctx = EVP_MD_CTX_new();
 	if (ctx == NULL || EVP_DigestInit_ex(ctx, md, NULL) != 1) {
 		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
-		goto done;
+		goto out;
 	}
 	while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
 		if (EVP_DigestUpdate(ctx, buf, n) != 1) {
 			rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
-			goto done;
+			goto out;
 		}
 	}
 	if (ferror(f)) {
 		rc = sc_error_set(SC_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-		goto done;
+		goto out;
 	}
 	if (EVP_DigestFinal_ex(ctx, out, outlen) != 1) {
 		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "digest");
-		goto done;
+		goto out;
 	}
 	rc = SC_OK;
-done:
+out:
 	EVP_MD_CTX_free(ctx);
 	if (f != NULL)
 		fclose(f);
@@ -92,30 +92,30 @@ int sign_make_attrs(const unsigned char *content_md, unsigned mdlen, int64_t whe
 	st = sk_X509_ATTRIBUTE_new_null();
 	t = ASN1_TIME_adj(NULL, (time_t)when, 0, 0);
 	if (st == NULL || t == NULL)
-		goto done;
+		goto out;
 	/* _create_by_NID copies the values; the stack owns what it holds */
 	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_contentType, V_ASN1_OBJECT,
 					 OBJ_nid2obj(NID_pkcs7_data), -1);
 	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto done;
+		goto out;
 	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_signingTime, t->type, t, -1);
 	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto done;
+		goto out;
 	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING,
 					 content_md, (int)mdlen);
 	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto done;
+		goto out;
 	a = NULL;
 	*derlen = ASN1_item_i2d((ASN1_VALUE *)st, der, ASN1_ITEM_rptr(SC_SIGNED_ATTRS));
 	if (*derlen <= 0) {
 		*der = NULL;
 		*derlen = 0;
-		goto done;
+		goto out;
 	}
 	*out = st;
 	st = NULL;
 	rc = SC_OK;
-done:
+out:
 	if (rc != SC_OK)
 		sc_error_set_openssl(rc, "encoding the signed attributes");
 	X509_ATTRIBUTE_free(a);
@@ -136,27 +136,27 @@ int sign_set_pss_alg(CMS_SignerInfo *si, const EVP_MD *md)
 	pss = RSA_PSS_PARAMS_new();
 	mgf1md = X509_ALGOR_new();
 	if (pss == NULL || mgf1md == NULL || sigalg == NULL)
-		goto done;
+		goto out;
 	pss->hashAlgorithm = X509_ALGOR_new();
 	pss->maskGenAlgorithm = X509_ALGOR_new();
 	pss->saltLength = ASN1_INTEGER_new();
 	if (pss->hashAlgorithm == NULL || pss->maskGenAlgorithm == NULL ||
 	    pss->saltLength == NULL)
-		goto done;
+		goto out;
 	X509_ALGOR_set_md(pss->hashAlgorithm, md);
 	X509_ALGOR_set_md(mgf1md, md);
 	if (ASN1_INTEGER_set(pss->saltLength, EVP_MD_get_size(md)) != 1 ||
 	    ASN1_item_pack(mgf1md, ASN1_ITEM_rptr(X509_ALGOR), &mgfp) == NULL ||
 	    X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1), V_ASN1_SEQUENCE,
 			    mgfp) != 1)
-		goto done;
+		goto out;
 	mgfp = NULL;
 	if (ASN1_item_pack(pss, ASN1_ITEM_rptr(RSA_PSS_PARAMS), &params) == NULL ||
 	    X509_ALGOR_set0(sigalg, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, params) != 1)
-		goto done;
+		goto out;
 	params = NULL;
 	rc = SC_OK;
-done:
+out:
 	if (rc != SC_OK)
 		sc_error_set_openssl(rc, "RSASSA-PSS parameters");
 	ASN1_STRING_free(mgfp);
@@ -182,15 +182,15 @@ int sign_ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char **der,
 	r = BN_bin2bn(rs, (int)(len / 2), NULL);
 	s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
 	if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1)
-		goto done;
+		goto out;
 	r = s = NULL;
 	*derlen = i2d_ECDSA_SIG(es, der);
 	if (*derlen <= 0) {
 		*der = NULL;
-		goto done;
+		goto out;
 	}
 	rc = SC_OK;
-done:
+out:
 	BN_free(r);
 	BN_free(s);
 	ECDSA_SIG_free(es);
@@ -232,14 +232,14 @@ int sign_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen,
 	X509_SIG_getm(sig, &alg, &oct);
 	if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) != 1 ||
 	    ASN1_OCTET_STRING_set(oct, h, (int)hlen) != 1)
-		goto done;
+		goto out;
 	*derlen = i2d_X509_SIG(sig, der);
 	if (*derlen <= 0) {
 		*der = NULL;
-		goto done;
+		goto out;
 	}
 	rc = SC_OK;
-done:
+out:
 	X509_SIG_free(sig);
 	return rc;
 }

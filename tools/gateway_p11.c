@@ -280,55 +280,55 @@ int gw_find_key(struct gw *g, const char *user, const char *key_id,
 	*cert_out = NULL;
 	fl->call = "C_FindObjects(private key)";
 	if ((fl->rv = gw_find(g, CKO_PRIVATE_KEY, user, key_id, found, 8, &n)) != CKR_OK)
-		goto done;
+		goto out;
 	if (n == 0) {
 		fprintf(stderr, "smartcert sign: no signing key for user '%s'%s%s: check the user "
 			"id ('smartcert ca show --user %s') and that the account is active\n",
 			user, key_id ? " with key id " : "", key_id ? key_id : "", user);
 		rc = SC_EXIT_NOT_FOUND;
-		goto done;
+		goto out;
 	}
 	if (n > 1) {
 		fprintf(stderr, "smartcert sign: user '%s' has several signing keys: choose one "
 			"with --key KEYID\n", user);
 		rc = SC_EXIT_USAGE;
-		goto done;
+		goto out;
 	}
 	*hkey = found[0];
 	fl->call = "C_GetAttributeValue(CKA_ID)";
 	if ((fl->rv = gw_get_attr(g, *hkey, CKA_ID, &id, &idlen)) != CKR_OK)
-		goto done;
+		goto out;
 	if (idlen == 0 || idlen > SC_ID_MAX || memchr(id, '\0', idlen) != NULL) {
 		fprintf(stderr, "smartcert sign: the key's CKA_ID is not a smartcert key id\n");
 		rc = SC_EXIT_FAIL;
-		goto done;
+		goto out;
 	}
 	fl->call = "C_FindObjects(certificate)";
 	if ((fl->rv = gw_find(g, CKO_CERTIFICATE, NULL, (const char *)id, &hcert, 1, &n)) !=
 	    CKR_OK)
-		goto done;
+		goto out;
 	if (n == 0) {
 		fprintf(stderr, "smartcert sign: key %s of user '%s' has no certificate on the "
 			"token\n", (const char *)id, user);
 		rc = SC_EXIT_NOT_FOUND;
-		goto done;
+		goto out;
 	}
 	fl->call = "C_GetAttributeValue(CKA_VALUE)";
 	if ((fl->rv = gw_get_attr(g, hcert, CKA_VALUE, &der, &derlen)) != CKR_OK)
-		goto done;
+		goto out;
 	p = der;
 	cert = d2i_X509(NULL, &p, (long)derlen);
 	if (cert == NULL || p != der + derlen) {
 		fprintf(stderr, "smartcert sign: the certificate on the token does not decode\n");
 		rc = SC_EXIT_FAIL;
-		goto done;
+		goto out;
 	}
 	*key_id_out = (char *)id;
 	id = NULL;
 	*cert_out = cert;
 	cert = NULL;
 	rc = 0;
-done:
+out:
 	OPENSSL_free(id);
 	OPENSSL_free(der);
 	X509_free(cert);
@@ -359,30 +359,30 @@ CK_RV gw_sign_once(CK_FUNCTION_LIST_PTR p11, CK_SESSION_HANDLE session,
 	*failed_call = "C_SignInit";
 	rv = p11->C_SignInit(session, mech, key);
 	if (rv != CKR_OK)
-		goto done;
+		goto out;
 
 	*failed_call = "C_Login(CKU_CONTEXT_SPECIFIC)";
 	rv = p11->C_Login(session, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)token, strlen(token));
 	if (rv != CKR_OK)
-		goto done;
+		goto out;
 
 	*failed_call = "C_Sign";
 	rv = p11->C_Sign(session, (CK_BYTE_PTR)data, datalen, NULL, &len);
 	if (rv != CKR_OK)
-		goto done;
+		goto out;
 	buf = OPENSSL_malloc(len);
 	if (buf == NULL) {
 		rv = CKR_HOST_MEMORY;
-		goto done;
+		goto out;
 	}
 	rv = p11->C_Sign(session, (CK_BYTE_PTR)data, datalen, buf, &len);
 	if (rv != CKR_OK)
-		goto done;
+		goto out;
 
 	*sig = buf;
 	*siglen = len;
 	buf = NULL;
-done:
+out:
 	OPENSSL_free(buf);
 	return rv;
 }

@@ -256,23 +256,23 @@ static int ocspd_reload(const char *config_path, sc_deploy *d, sc_ocsp_hsm_signe
 
 	rv = sc_config_load(config_path, &cfg);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = ocspd_settings_load(cfg, &s);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = sc_deploy_load_ca(d);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = ocspd_responder(d, &s, signer, &r);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = ocspd_ca_files(d, der, len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	rv = sc_ocsp_http_set_files(http, s.serve_files ? s.crl_dir : NULL,
 				    (const unsigned char *const *)der, len);
 	if (rv != 0)
-		goto done;
+		goto out;
 	old = sc_ocsp_http_set_responder(http, r);
 	*live = r;
 	r = NULL;
@@ -280,7 +280,7 @@ static int ocspd_reload(const char *config_path, sc_deploy *d, sc_ocsp_hsm_signe
 	ocspd_settings_free(cur);
 	*cur = s;
 	memset(&s, 0, sizeof(s));
-done:
+out:
 	ocspd_ca_files_free(der);
 	sc_ocsp_responder_free(r);
 	ocspd_settings_free(&s);
@@ -493,7 +493,7 @@ int main(int argc, char **argv)
 	rv = sc_deploy_open(config_path, SC_DEPLOY_NO_HSM, &d);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "opening the deployment");
-		goto done;
+		goto out;
 	}
 	hsm_params = calloc(1, sizeof(*hsm_params));
 	rv = hsm_params == NULL ? SC_ERR_NOMEM : sc_hsm_params_for_ocsp(d->cfg, hsm_params);
@@ -502,12 +502,12 @@ int main(int argc, char **argv)
 	free(hsm_params);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "opening the OCSP signer's HSM token");
-		goto done;
+		goto out;
 	}
 	rv = sc_hsm_find_token_key(ocsp_hsm, SC_LABEL_OCSP, &signer.key);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "finding the OCSP signing key " SC_LABEL_OCSP);
-		goto done;
+		goto out;
 	}
 	signer.hsm = ocsp_hsm;
 	rv = ocspd_settings_load(d->cfg, &s);
@@ -517,13 +517,13 @@ int main(int argc, char **argv)
 		rv = ocspd_ca_files(d, der, len);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "setting up the responder");
-		goto done;
+		goto out;
 	}
 	memset(&hp, 0, sizeof(hp));
 	rv = ocspd_http_limits(d->cfg, &hp);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "reading the connection limits");
-		goto done;
+		goto out;
 	}
 	hp.listen = listen != NULL ? listen : sc_config_str(d->cfg, "ocsp.listen", "127.0.0.1:8080");
 	hp.path_prefix = s.prefix;
@@ -535,7 +535,7 @@ int main(int argc, char **argv)
 	rv = sc_ocsp_http_start(&hp, &http);
 	if (rv != 0) {
 		ret = ocspd_fail(rv, "starting the HTTP listener");
-		goto done;
+		goto out;
 	}
 	sc_ocsp_http_set_responder(http, r);
 	live = r;
@@ -547,7 +547,7 @@ int main(int argc, char **argv)
 		rv = sc_file_write_atomic(pid_file, pbuf, (size_t)n, 0644);
 		if (rv != 0) {
 			ret = ocspd_fail(rv, "writing the pid file");
-			goto done;
+			goto out;
 		}
 	}
 	snprintf(numbuf, sizeof(numbuf), "%u", sc_ocsp_http_port(http));
@@ -607,7 +607,7 @@ int main(int argc, char **argv)
 	}
 	ocspd_event("ocspd.stopping", NULL, NULL, 0);
 	ret = 0;
-done:
+out:
 	sc_ocsp_http_stop(http);   /* waits for in-flight requests */
 	sc_ocsp_responder_free(live);
 	sc_ocsp_responder_free(r);

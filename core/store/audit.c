@@ -75,7 +75,7 @@ struct sc_audit_walk {
 	void *ctx;
 };
 
-static int sc_audit_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int audit_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_audit_walk *w = ctx;
 
@@ -92,5 +92,5 @@ int sc_store_audit_iter(sc_txn *t, uint64_t from_seq, sc_audit_raw_cb cb, void *
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	sc_be64(sk, from_seq);
-	return sc_walk(t, SC_DB_AUDIT, sk, 8, sc_audit_walk_fn, &w);
+	return sc_walk(t, SC_DB_AUDIT, sk, 8, audit_walk_fn, &w);
 }

@@ -30,7 +30,7 @@ void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, si
 	*len = 8 + s->len;
 }
 
-static void sc_revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s, size_t *len)
+static void revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s, size_t *len)
 {
 	sc_be32(out, partition);
 	memcpy(out + 4, s->b, s->len);
@@ -44,7 +44,7 @@ void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len)
 	*len = 2 + s->len;
 }
 
-static int sc_revoked_put(sc_txn *t, const sc_cert *c)
+static int revoked_put(sc_txn *t, const sc_cert *c)
 {
 	unsigned char rk[4 + SC_SERIAL_MAX];
 	sc_revoked r = { .serial = c->serial,
@@ -58,7 +58,7 @@ static int sc_revoked_put(sc_txn *t, const sc_cert *c)
 	size_t rkl;
 	int rv;
 
-	sc_revoked_key(rk, c->partition, &c->serial, &rkl);
+	revoked_key(rk, c->partition, &c->serial, &rkl);
 	sc_enc_record(&e, &sc_rec_revoked, &r);
 	rv = sc_put_enc(t, SC_DB_REVOKED, rk, rkl, &e, 0);
 	sc_enc_free(&e);
@@ -119,7 +119,7 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 			return rv;
 	}
 	if (copy.status == SC_CERT_REVOKED || copy.status == SC_CERT_HOLD) {
-		rv = sc_revoked_put(t, &copy);
+		rv = revoked_put(t, &copy);
 		if (rv != SC_OK)
 			return rv;
 	}
@@ -205,9 +205,9 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 
 	/* revocation index: REVOKED and HOLD only */
 	if (status == SC_CERT_REVOKED || status == SC_CERT_HOLD) {
-		rv = sc_revoked_put(t, &c);
+		rv = revoked_put(t, &c);
 	} else {
-		sc_revoked_key(rk, c.partition, serial, &rkl);
+		revoked_key(rk, c.partition, serial, &rkl);
 		rv = sc_del(t, SC_DB_REVOKED, rk, rkl, NULL, 0);
 	}
 	if (rv != SC_OK)
@@ -250,7 +250,7 @@ struct sc_user_certs {
 	void *ctx;
 };
 
-static int sc_user_cert_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
+static int user_cert_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
 {
 	struct sc_user_certs *w = arg;
 	sc_serial s;
@@ -270,7 +270,7 @@ int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void 
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_user_index_walk(t, SC_DB_USERCERTS, user_id, sc_user_cert_one, &w);
+	return sc_user_index_walk(t, SC_DB_USERCERTS, user_id, user_cert_one, &w);
 }
 
 /* A time-ordered index key (8-byte time, then the serial): the serial, or 1
@@ -284,7 +284,7 @@ int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_se
 	return sc_time_unkey(sc_rd64(kp)) >= before ? 1 : SC_OK;
 }
 
-static int sc_expiry_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int expiry_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_cert_walk *w = ctx;
 	sc_serial s;
@@ -306,10 +306,10 @@ int sc_store_cert_iter_expiring(sc_txn *t, int64_t before, sc_cert_cb cb, void *
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_EXPIRY, NULL, 0, sc_expiry_walk_fn, &w);
+	return sc_walk(t, SC_DB_EXPIRY, NULL, 0, expiry_walk_fn, &w);
 }
 
-static int sc_cert_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int cert_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_cert_walk *w = ctx;
 	sc_cert c;
@@ -327,7 +327,7 @@ int sc_store_cert_iter(sc_txn *t, sc_cert_cb cb, void *ctx)
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_CERTS, NULL, 0, sc_cert_walk_fn, &w);
+	return sc_walk(t, SC_DB_CERTS, NULL, 0, cert_walk_fn, &w);
 }
 
 int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
@@ -347,7 +347,7 @@ int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
 		return rv;
 	sc_gone_key(gk, serial, &gkl);
 	sc_expiry_key(xk, c.not_after, serial, &xkl);
-	sc_revoked_key(rk, c.partition, serial, &rkl);
+	revoked_key(rk, c.partition, serial, &rkl);
 	if ((rv = sc_put(t, SC_DB_META, gk, gkl, "", 0, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_EXPIRY, xk, xkl, NULL, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_REVOKED, rk, rkl, NULL, 0)) != SC_OK ||

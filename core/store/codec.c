@@ -62,7 +62,7 @@ int64_t sc_time_unkey(uint64_t k)
 }
 
 /* Printable rendering of a key for error messages. */
-static void sc_keystr(const void *key, size_t len, char *out, size_t outlen)
+static void keystr(const void *key, size_t len, char *out, size_t outlen)
 {
 	const unsigned char *k = key;
 	size_t i;
@@ -100,7 +100,7 @@ void sc_enc_free(struct sc_enc *e)
 		free(e->buf);
 }
 
-static unsigned char *sc_enc_room(struct sc_enc *e, size_t n)
+static unsigned char *enc_room(struct sc_enc *e, size_t n)
 {
 	unsigned char *p;
 
@@ -135,7 +135,7 @@ static unsigned char *sc_enc_room(struct sc_enc *e, size_t n)
 
 void sc_enc_u8(struct sc_enc *e, unsigned v)
 {
-	unsigned char *p = sc_enc_room(e, 1);
+	unsigned char *p = enc_room(e, 1);
 
 	if (p != NULL)
 		p[0] = (unsigned char)v;
@@ -143,7 +143,7 @@ void sc_enc_u8(struct sc_enc *e, unsigned v)
 
 void sc_enc_u32(struct sc_enc *e, uint32_t v)
 {
-	unsigned char *p = sc_enc_room(e, 4);
+	unsigned char *p = enc_room(e, 4);
 
 	if (p != NULL)
 		sc_be32(p, v);
@@ -151,7 +151,7 @@ void sc_enc_u32(struct sc_enc *e, uint32_t v)
 
 void sc_enc_u64(struct sc_enc *e, uint64_t v)
 {
-	unsigned char *p = sc_enc_room(e, 8);
+	unsigned char *p = enc_room(e, 8);
 
 	if (p != NULL)
 		sc_be64(p, v);
@@ -164,7 +164,7 @@ void sc_enc_i64(struct sc_enc *e, int64_t v)
 
 void sc_enc_bytes(struct sc_enc *e, const void *b, size_t n)
 {
-	unsigned char *p = sc_enc_room(e, n);
+	unsigned char *p = enc_room(e, n);
 
 	if (p != NULL && n > 0)
 		memcpy(p, b, n);
@@ -203,7 +203,7 @@ void sc_enc_serial(struct sc_enc *e, const sc_serial *s)
 
 /* ---- decoder --------------------------------------------------------- */
 
-static int sc_dec_u8(struct sc_dec *d)
+static int dec_u8(struct sc_dec *d)
 {
 	if (d->bad || d->end - d->p < 1) {
 		d->bad = 1;
@@ -212,28 +212,28 @@ static int sc_dec_u8(struct sc_dec *d)
 	return *d->p++;
 }
 
-static const unsigned char *sc_dec_bytes(struct sc_dec *d, size_t n);
+static const unsigned char *dec_bytes(struct sc_dec *d, size_t n);
 
-static uint32_t sc_dec_u32(struct sc_dec *d)
+static uint32_t dec_u32(struct sc_dec *d)
 {
-	const unsigned char *p = sc_dec_bytes(d, 4);
+	const unsigned char *p = dec_bytes(d, 4);
 
 	return p != NULL ? sc_rd32(p) : 0;
 }
 
-static uint64_t sc_dec_u64(struct sc_dec *d)
+static uint64_t dec_u64(struct sc_dec *d)
 {
-	const unsigned char *p = sc_dec_bytes(d, 8);
+	const unsigned char *p = dec_bytes(d, 8);
 
 	return p != NULL ? sc_rd64(p) : 0;
 }
 
-static int64_t sc_dec_i64(struct sc_dec *d)
+static int64_t dec_i64(struct sc_dec *d)
 {
-	return (int64_t)sc_dec_u64(d);
+	return (int64_t)dec_u64(d);
 }
 
-static const unsigned char *sc_dec_bytes(struct sc_dec *d, size_t n)
+static const unsigned char *dec_bytes(struct sc_dec *d, size_t n)
 {
 	const unsigned char *p;
 
@@ -246,14 +246,14 @@ static const unsigned char *sc_dec_bytes(struct sc_dec *d, size_t n)
 	return p;
 }
 
-static const char *sc_dec_str(struct sc_dec *d)
+static const char *dec_str(struct sc_dec *d)
 {
 	size_t n;
 	const unsigned char *p;
 
-	n = (size_t)sc_dec_u8(d) << 8;
-	n |= (size_t)sc_dec_u8(d);
-	p = sc_dec_bytes(d, n + 1);
+	n = (size_t)dec_u8(d) << 8;
+	n |= (size_t)dec_u8(d);
+	p = dec_bytes(d, n + 1);
 	if (p == NULL)
 		return "";
 	if (p[n] != 0 || memchr(p, 0, n) != NULL) {
@@ -263,18 +263,18 @@ static const char *sc_dec_str(struct sc_dec *d)
 	return (const char *)p;
 }
 
-static const unsigned char *sc_dec_blob(struct sc_dec *d, size_t *len)
+static const unsigned char *dec_blob(struct sc_dec *d, size_t *len)
 {
-	uint32_t n = sc_dec_u32(d);
-	const unsigned char *p = sc_dec_bytes(d, n);
+	uint32_t n = dec_u32(d);
+	const unsigned char *p = dec_bytes(d, n);
 
 	*len = p != NULL ? n : 0;
 	return p;
 }
 
-static void sc_dec_serial(struct sc_dec *d, sc_serial *s)
+static void dec_serial(struct sc_dec *d, sc_serial *s)
 {
-	unsigned n = (unsigned)sc_dec_u8(d);
+	unsigned n = (unsigned)dec_u8(d);
 	const unsigned char *p;
 
 	memset(s, 0, sizeof(*s));
@@ -282,16 +282,16 @@ static void sc_dec_serial(struct sc_dec *d, sc_serial *s)
 		d->bad = 1;
 		return;
 	}
-	p = sc_dec_bytes(d, n);
+	p = dec_bytes(d, n);
 	if (p == NULL)
 		return;
 	s->len = (unsigned char)n;
 	memcpy(s->b, p, n);
 }
 
-static int sc_dec_small(struct sc_dec *d, int lo, int hi)
+static int dec_small(struct sc_dec *d, int lo, int hi)
 {
-	int v = (int)(int8_t)sc_dec_u8(d);
+	int v = (int)(int8_t)dec_u8(d);
 
 	if (v < lo || v > hi)
 		d->bad = 1;
@@ -299,7 +299,7 @@ static int sc_dec_small(struct sc_dec *d, int lo, int hi)
 }
 
 /* Start decoding (key, val) of `db`: checks the version byte. */
-static int sc_dec_begin(struct sc_dec *d, const void *val, size_t len)
+static int dec_begin(struct sc_dec *d, const void *val, size_t len)
 {
 	d->p = val;
 	d->end = d->p + len;
@@ -316,14 +316,14 @@ int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why)
 {
 	char ks[180];
 
-	sc_keystr(key, klen, ks, sizeof(ks));
+	keystr(key, klen, ks, sizeof(ks));
 	return sc_error_set(SC_ERR_STORE,
 			    "corrupt record in database '%s' key %s of store %s: %s; "
 			    "restore the store from a backup",
 			    sc_dbs[db].name, ks, t != NULL ? t->st->path : "-", why);
 }
 
-static int sc_dec_end(sc_txn *t, struct sc_dec *d, int db, const void *key, size_t klen)
+static int dec_end(sc_txn *t, struct sc_dec *d, int db, const void *key, size_t klen)
 {
 	if (d->bad)
 		return sc_corrupt(t, db, key, klen, "bad length, value or version");
@@ -492,44 +492,44 @@ void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec)
 }
 
 /* Start decoding `v` and decode the fields of `r` into rec; d->bad then
- * says whether the value fits (checked by sc_dec_end). */
-static void sc_dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_val *v, void *rec)
+ * says whether the value fits (checked by dec_end). */
+static void dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_val *v, void *rec)
 {
 	const struct sc_field *f;
 	const unsigned char *b;
 
-	sc_dec_begin(d, v->mv_data, v->mv_size);
+	dec_begin(d, v->mv_data, v->mv_size);
 	for (f = r->f; f < r->f + r->n; f++) {
 		switch (f->kind) {
 		case SC_F_STR:
-			*AT(rec, f, const char *) = sc_dec_str(d);
+			*AT(rec, f, const char *) = dec_str(d);
 			break;
 		case SC_F_HASH:
-			b = sc_dec_bytes(d, 32);
+			b = dec_bytes(d, 32);
 			if (b != NULL)
 				memcpy(AT(rec, f, unsigned char), b, 32);
 			break;
 		case SC_F_U32:
-			*AT(rec, f, uint32_t) = sc_dec_u32(d);
+			*AT(rec, f, uint32_t) = dec_u32(d);
 			break;
 		case SC_F_I32:
-			*AT(rec, f, int32_t) = (int32_t)sc_dec_u32(d);
+			*AT(rec, f, int32_t) = (int32_t)dec_u32(d);
 			break;
 		case SC_F_U64:
-			*AT(rec, f, uint64_t) = sc_dec_u64(d);
+			*AT(rec, f, uint64_t) = dec_u64(d);
 			break;
 		case SC_F_I64:
-			*AT(rec, f, int64_t) = sc_dec_i64(d);
+			*AT(rec, f, int64_t) = dec_i64(d);
 			break;
 		case SC_F_SMALL:
-			*AT(rec, f, int) = sc_dec_small(d, f->lo, f->hi);
+			*AT(rec, f, int) = dec_small(d, f->lo, f->hi);
 			break;
 		case SC_F_BLOB:
-			*AT(rec, f, const unsigned char *) = sc_dec_blob(d, (size_t *)((char *)rec +
-										       f->len_off));
+			*AT(rec, f, const unsigned char *) = dec_blob(d, (size_t *)((char *)rec +
+										    f->len_off));
 			break;
 		case SC_F_SERIAL:
-			sc_dec_serial(d, AT(rec, f, sc_serial));
+			dec_serial(d, AT(rec, f, sc_serial));
 			break;
 		default:
 			d->bad = 1;
@@ -540,33 +540,33 @@ static void sc_dec_record(struct sc_dec *d, const struct sc_record *r, const MDB
 
 /* A record stored under its own id, its first field (users, keys): the id
  * must be the key.  `what` ("user", "key") names the id in the message. */
-static int sc_dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k,
-			const MDB_val *v, void *rec, size_t size, const char *what)
+static int dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k,
+		     const MDB_val *v, void *rec, size_t size, const char *what)
 {
 	struct sc_dec d;
 	const char *id;
 	char why[48];
 
 	memset(rec, 0, size);
-	sc_dec_record(&d, r, v, rec);
+	dec_record(&d, r, v, rec);
 	id = *(const char **)((const char *)rec + r->f[0].off);
 	if (!d.bad && (strlen(id) != k->mv_size || memcmp(id, k->mv_data, k->mv_size) != 0)) {
 		snprintf(why, sizeof(why), "%s id does not match key", what);
 		return sc_corrupt(t, db, k->mv_data, k->mv_size, why);
 	}
-	return sc_dec_end(t, &d, db, k->mv_data, k->mv_size);
+	return dec_end(t, &d, db, k->mv_data, k->mv_size);
 }
 
 /* The record decoders.  `val` must stay valid while the record is used. */
 
 int sc_dec_user(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_user *u)
 {
-	return sc_dec_by_id(t, SC_DB_USERS, &sc_rec_user, k, v, u, sizeof(*u), "user");
+	return dec_by_id(t, SC_DB_USERS, &sc_rec_user, k, v, u, sizeof(*u), "user");
 }
 
 int sc_dec_key(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_key *o)
 {
-	return sc_dec_by_id(t, SC_DB_KEYS, &sc_rec_key, k, v, o, sizeof(*o), "key");
+	return dec_by_id(t, SC_DB_KEYS, &sc_rec_key, k, v, o, sizeof(*o), "key");
 }
 
 int sc_get_value(sc_txn *t, int db, const struct sc_record *r, const void *key, size_t klen,
@@ -593,7 +593,7 @@ int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *w
 	memset(out, 0, size);
 	rv = sc_get_by_id(t, db, what, id, &k, &v);
 	if (rv == SC_OK)
-		rv = sc_dec_by_id(t, db, r, &k, &v, out, size, what);
+		rv = dec_by_id(t, db, r, &k, &v, out, size, what);
 	if (rv != SC_OK)
 		memset(out, 0, size);
 	return rv;
@@ -606,8 +606,8 @@ int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c)
 	memset(c, 0, sizeof(*c));
 	if (sc_serial_from_key(k->mv_data, k->mv_size, &c->serial) != 0)
 		return sc_corrupt(t, SC_DB_CERTS, k->mv_data, k->mv_size, "bad serial key");
-	sc_dec_record(&d, &sc_rec_cert, v, c);
-	return sc_dec_end(t, &d, SC_DB_CERTS, k->mv_data, k->mv_size);
+	dec_record(&d, &sc_rec_cert, v, c);
+	return dec_end(t, &d, SC_DB_CERTS, k->mv_data, k->mv_size);
 }
 
 int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r)
@@ -619,8 +619,8 @@ int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r)
 	if (k->mv_size < 5 || sc_serial_from_key(kp + 4, k->mv_size - 4, &r->serial) != 0)
 		return sc_corrupt(t, SC_DB_REVOKED, k->mv_data, k->mv_size, "bad key");
 	r->partition = sc_rd32(kp);
-	sc_dec_record(&d, &sc_rec_revoked, v, r);
-	return sc_dec_end(t, &d, SC_DB_REVOKED, k->mv_data, k->mv_size);
+	dec_record(&d, &sc_rec_revoked, v, r);
+	return dec_end(t, &d, SC_DB_REVOKED, k->mv_data, k->mv_size);
 }
 
 int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e)
@@ -631,10 +631,10 @@ int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e)
 	if (k->mv_size != 8)
 		return sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size, "bad key");
 	e->rev_seq = sc_rd64(k->mv_data);
-	sc_dec_record(&d, &sc_rec_revlog, v, e);
+	dec_record(&d, &sc_rec_revlog, v, e);
 	if (e->serial.len == 0)
 		d.bad = 1;
-	return sc_dec_end(t, &d, SC_DB_REVLOG, k->mv_data, k->mv_size);
+	return dec_end(t, &d, SC_DB_REVLOG, k->mv_data, k->mv_size);
 }
 
 /* The records whose key holds nothing to check. */
@@ -644,8 +644,8 @@ int sc_dec_value(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k,
 	struct sc_dec d;
 
 	memset(rec, 0, size);
-	sc_dec_record(&d, r, v, rec);
-	return sc_dec_end(t, &d, db, k->mv_data, k->mv_size);
+	dec_record(&d, r, v, rec);
+	return dec_end(t, &d, db, k->mv_data, k->mv_size);
 }
 
 /* Index values that name a record of another database: a string id or a

@@ -57,7 +57,7 @@ const char *sc_store_lmdb_dbname(int db)
 /* Bytes free on the file system holding `path` for an unprivileged writer
  * (root without CAP_SYS_RESOURCE cannot use the reserved blocks either),
  * or -1 if unknown. */
-static long long sc_store_disk_free(const char *path)
+static long long store_disk_free(const char *path)
 {
 	struct statvfs vfs;
 
@@ -73,7 +73,7 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 	long long avail;
 	int err;
 
-	if (rc == EIO && t != NULL && (avail = sc_store_disk_free(path)) >= 0 &&
+	if (rc == EIO && t != NULL && (avail = store_disk_free(path)) >= 0 &&
 	    avail < (long long)SC_STORE_DISK_FULL_BYTES) {
 		err = sc_error_set(
 			SC_ERR_STORE_FULL,
@@ -81,7 +81,7 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 			"left on its file system): the disk holding it is full; free disk "
 			"space; the transaction was not applied",
 			path, what, strerror(rc), avail);
-		goto done;
+		goto out;
 	}
 	switch (rc) {
 	case MDB_NOTFOUND:
@@ -125,7 +125,7 @@ int sc_mdb_err(sc_txn *t, int rc, int db, const char *what)
 				   dbn, what, mdb_strerror(rc));
 		break;
 	}
-done:
+out:
 	if (t != NULL && t->write)
 		t->err = err;
 	return err;
@@ -156,7 +156,7 @@ void *sc_arena_alloc(sc_txn *t, size_t n)
 }
 
 /* Keep the first (oldest) chunk for reuse, free the rest. */
-static void sc_arena_reset(sc_txn *t, int keep)
+static void arena_reset(sc_txn *t, int keep)
 {
 	struct sc_arena_chunk *c = t->arena, *next;
 
@@ -175,7 +175,7 @@ static void sc_arena_reset(sc_txn *t, int keep)
 
 /* ---- environment ----------------------------------------------------- */
 
-static int sc_open_err(const char *path, int rc, const char *what)
+static int open_err(const char *path, int rc, const char *what)
 {
 	switch (rc) {
 	case EACCES:
@@ -204,7 +204,7 @@ static int sc_open_err(const char *path, int rc, const char *what)
 	}
 }
 
-static int sc_store_init_dbs(sc_store *st)
+static int store_init_dbs(sc_store *st)
 {
 	MDB_txn *txn = NULL;
 	MDB_val k, v;
@@ -213,7 +213,7 @@ static int sc_store_init_dbs(sc_store *st)
 
 	rc = mdb_txn_begin(st->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
 	if (rc != 0) {
-		rv = sc_open_err(st->path, rc, "open");
+		rv = open_err(st->path, rc, "open");
 		goto out;
 	}
 	rc = mdb_dbi_open(txn, sc_dbs[SC_DB_META].name, 0, &st->dbi[SC_DB_META]);
@@ -229,7 +229,7 @@ static int sc_store_init_dbs(sc_store *st)
 			rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags | MDB_CREATE,
 					  &st->dbi[i]);
 			if (rc != 0) {
-				rv = sc_open_err(st->path, rc, "create");
+				rv = open_err(st->path, rc, "create");
 				goto out;
 			}
 		}
@@ -240,11 +240,11 @@ static int sc_store_init_dbs(sc_store *st)
 		v.mv_size = 4;
 		rc = mdb_put(txn, st->dbi[SC_DB_META], &k, &v, MDB_NOOVERWRITE);
 		if (rc != 0) {
-			rv = sc_open_err(st->path, rc, "initialise");
+			rv = open_err(st->path, rc, "initialise");
 			goto out;
 		}
 	} else if (rc != 0) {
-		rv = sc_open_err(st->path, rc, "open");
+		rv = open_err(st->path, rc, "open");
 		goto out;
 	} else {
 		k.mv_data = (void *)SC_META_SCHEMA;
@@ -276,7 +276,7 @@ static int sc_store_init_dbs(sc_store *st)
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (rc != 0) {
-		rv = sc_open_err(st->path, rc, "initialise");
+		rv = open_err(st->path, rc, "initialise");
 		goto out;
 	}
 	rv = SC_OK;
@@ -306,7 +306,7 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 		return sc_error_set(SC_ERR_NOMEM, "out of memory");
 	if (stat(datafile, &stb) != 0) {
 		if (errno != ENOENT) {
-			rv = sc_open_err(path, errno, "open");
+			rv = open_err(path, errno, "open");
 			goto out;
 		}
 		if (!(flags & SC_STORE_CREATE)) {
@@ -347,7 +347,7 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 		rc = mdb_env_create(&st->env);
 		if (rc != 0) {
 			st->env = NULL;
-			rv = sc_open_err(path, rc, "open");
+			rv = open_err(path, rc, "open");
 			goto out;
 		}
 		mdb_env_set_maxdbs(st->env, SC_DB_COUNT + 4);
@@ -360,13 +360,13 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 		mdb_env_close(st->env);
 		st->env = NULL;
 		if (map_size != 0 || attempt >= 3 || (rc != ENOMEM && rc != EINVAL)) {
-			rv = sc_open_err(path, rc, "open");
+			rv = open_err(path, rc, "open");
 			goto out;
 		}
 	}
 	/* free reader slots left by processes that died */
 	mdb_reader_check(st->env, &dead);
-	rv = sc_store_init_dbs(st);
+	rv = store_init_dbs(st);
 	if (rv != SC_OK)
 		goto out;
 	*out = st;
@@ -378,11 +378,11 @@ out:
 	return rv;
 }
 
-static void sc_txn_free(sc_txn *t)
+static void txn_free(sc_txn *t)
 {
 	if (t == NULL)
 		return;
-	sc_arena_reset(t, 0);
+	arena_reset(t, 0);
 	free(t);
 }
 
@@ -395,7 +395,7 @@ void sc_store_close(sc_store *st)
 	for (t = st->read_cache; t != NULL; t = next) {
 		next = t->next;
 		mdb_txn_abort(t->txn);
-		sc_txn_free(t);
+		txn_free(t);
 	}
 	if (st->env != NULL)
 		mdb_env_close(st->env);
@@ -449,7 +449,7 @@ int sc_txn_begin(sc_store *st, int mode, sc_txn **out)
 				return SC_OK;
 			}
 			mdb_txn_abort(t->txn);
-			sc_txn_free(t);
+			txn_free(t);
 			t = NULL;
 			if (rc != MDB_MAP_RESIZED)
 				return sc_mdb_err(NULL, rc, -1, "starting a read transaction");
@@ -480,17 +480,17 @@ int sc_txn_begin(sc_store *st, int mode, sc_txn **out)
 	t = NULL;
 	rv = SC_OK;
 out:
-	sc_txn_free(t);
+	txn_free(t);
 	return rv;
 }
 
-static void sc_txn_release(sc_txn *t, int commit_rc_ok)
+static void txn_release(sc_txn *t, int commit_rc_ok)
 {
 	sc_store *st = t->st;
 
 	if (!t->write && commit_rc_ok) {
 		mdb_txn_reset(t->txn);
-		sc_arena_reset(t, 1);
+		arena_reset(t, 1);
 		pthread_mutex_lock(&st->lock);
 		if (st->read_cached < SC_READ_CACHE_MAX) {
 			t->next = st->read_cache;
@@ -503,7 +503,7 @@ static void sc_txn_release(sc_txn *t, int commit_rc_ok)
 			return;
 		mdb_txn_abort(t->txn);
 	}
-	sc_txn_free(t);
+	txn_free(t);
 }
 
 int sc_txn_commit(sc_txn *t)
@@ -513,20 +513,20 @@ int sc_txn_commit(sc_txn *t)
 	if (t == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction");
 	if (!t->write) {
-		sc_txn_release(t, 1);
+		txn_release(t, 1);
 		return SC_OK;
 	}
 	if (t->err != 0) {
 		rv = t->err;
 		mdb_txn_abort(t->txn);
-		sc_txn_free(t);
+		txn_free(t);
 		return sc_error_set(rv, "transaction not committed after an earlier error: %s",
 				    sc_error_detail());
 	}
 	rc = mdb_txn_commit(t->txn);
 	t->txn = NULL;
 	rv = rc == 0 ? SC_OK : sc_mdb_err(t, rc, -1, "committing");
-	sc_txn_free(t);
+	txn_free(t);
 	return rv;
 }
 
@@ -535,11 +535,11 @@ void sc_txn_abort(sc_txn *t)
 	if (t == NULL)
 		return;
 	if (!t->write) {
-		sc_txn_release(t, 1);
+		txn_release(t, 1);
 		return;
 	}
 	mdb_txn_abort(t->txn);
-	sc_txn_free(t);
+	txn_free(t);
 }
 
 /* ---- statistics ------------------------------------------------------- */

@@ -35,7 +35,7 @@ int sc_check_write(sc_txn *t)
 }
 
 /* Make the value safe to keep until the transaction ends (see top). */
-static int sc_hold(sc_txn *t, MDB_val *v)
+static int hold_value(sc_txn *t, MDB_val *v)
 {
 	void *copy;
 
@@ -59,7 +59,7 @@ int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 		return SC_ERR_NOT_FOUND;
 	if (rc != 0)
 		return sc_mdb_err(t, rc, db, "reading");
-	return sc_hold(t, v);
+	return hold_value(t, v);
 }
 
 int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
@@ -117,7 +117,7 @@ struct sc_span {
 	uintptr_t lo, hi;
 };
 
-static void sc_span_add(struct sc_span *s, const MDB_val *v)
+static void span_add(struct sc_span *s, const MDB_val *v)
 {
 	uintptr_t a = (uintptr_t)v->mv_data;
 
@@ -129,7 +129,7 @@ static void sc_span_add(struct sc_span *s, const MDB_val *v)
 		s->hi = a + v->mv_size;
 }
 
-static void sc_span_release(struct sc_span *s)
+static void span_release(struct sc_span *s)
 {
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
 
@@ -171,12 +171,12 @@ int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, vo
 		/* only a read transaction's values all point into the map: a
 		 * write transaction's dirty pages are heap memory */
 		if (!t->write) {
-			sc_span_add(&span, &k);
-			sc_span_add(&span, &v);
+			span_add(&span, &k);
+			span_add(&span, &v);
 			if (++visited % SC_WALK_RELEASE_EVERY == 0)
-				sc_span_release(&span);
+				span_release(&span);
 		}
-		rv = sc_hold(t, &v);
+		rv = hold_value(t, &v);
 		if (rv != SC_OK)
 			goto out;
 		rv = fn(t, &k, &v, ctx);

@@ -48,7 +48,7 @@ int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out)
 	return SC_OK;
 }
 
-static int sc_meta_name(const char *prefix, const char *name, char *buf, size_t len)
+static int meta_name(const char *prefix, const char *name, char *buf, size_t len)
 {
 	size_t n;
 
@@ -60,11 +60,11 @@ static int sc_meta_name(const char *prefix, const char *name, char *buf, size_t 
 }
 
 /* The key of meta entry `name` for a change: the transaction must write. */
-static int sc_meta_change_key(sc_txn *t, const char *name, char *buf, size_t len)
+static int meta_change_key(sc_txn *t, const char *name, char *buf, size_t len)
 {
 	int rv = sc_check_write(t);
 
-	return rv != SC_OK ? rv : sc_meta_name("m/", name, buf, len);
+	return rv != SC_OK ? rv : meta_name("m/", name, buf, len);
 }
 
 int sc_store_counter_next(sc_txn *t, const char *name, uint64_t *out)
@@ -78,7 +78,7 @@ int sc_store_counter_next(sc_txn *t, const char *name, uint64_t *out)
 		return sc_error_set(SC_ERR_INVALID, "no output for counter");
 	if ((rv = sc_check_write(t)) != SC_OK)
 		return rv;
-	if ((rv = sc_meta_name("c/", name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = meta_name("c/", name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	return sc_counter_next_raw(t, mk, out);
 }
@@ -92,7 +92,7 @@ int sc_store_counter_get(sc_txn *t, const char *name, uint64_t *out)
 	if (out == NULL || t == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for counter");
 	*out = 0;
-	if ((rv = sc_meta_name("c/", name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = meta_name("c/", name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	rv = sc_get(t, SC_DB_META, mk, strlen(mk), &v);
 	if (rv == SC_ERR_NOT_FOUND)
@@ -110,7 +110,7 @@ int sc_store_meta_put(sc_txn *t, const char *name, const void *data, size_t len)
 	char mk[SC_NAME_MAX + 8];
 	int rv;
 
-	if ((rv = sc_meta_change_key(t, name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = meta_change_key(t, name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	if (data == NULL && len != 0)
 		return sc_error_set(SC_ERR_INVALID, "no data for meta '%s'", name);
@@ -127,7 +127,7 @@ int sc_store_meta_get(sc_txn *t, const char *name, const void **data, size_t *le
 		return sc_error_set(SC_ERR_INVALID, "no output for meta");
 	*data = NULL;
 	*len = 0;
-	if ((rv = sc_meta_name("m/", name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = meta_name("m/", name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	rv = sc_get(t, SC_DB_META, mk, strlen(mk), &v);
 	if (rv != SC_OK)
@@ -142,7 +142,7 @@ int sc_store_meta_del(sc_txn *t, const char *name)
 	char mk[SC_NAME_MAX + 8];
 	int rv;
 
-	if ((rv = sc_meta_change_key(t, name, mk, sizeof(mk))) != SC_OK)
+	if ((rv = meta_change_key(t, name, mk, sizeof(mk))) != SC_OK)
 		return rv;
 	return sc_del(t, SC_DB_META, mk, strlen(mk), NULL, 0);
 }

@@ -89,7 +89,7 @@ struct sc_ocsp_walk {
 	int64_t before;
 };
 
-static int sc_ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_ocsp_walk *w = ctx;
 	sc_ocsp_entry e;
@@ -111,5 +111,5 @@ int sc_store_ocsp_iter_due(sc_txn *t, int64_t before, sc_ocsp_cb cb, void *ctx)
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_OCSPDUE, NULL, 0, sc_ocsp_walk_fn, &w);
+	return sc_walk(t, SC_DB_OCSPDUE, NULL, 0, ocsp_walk_fn, &w);
 }

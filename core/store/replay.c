@@ -45,8 +45,8 @@ int sc_store_replay_get(sc_txn *t, const unsigned char *token_id, size_t len, ui
 	return SC_OK;
 }
 
-static int sc_replayexp_key(unsigned char *out, int64_t expires, const unsigned char *id,
-			    size_t len, size_t *klen)
+static int replayexp_key(unsigned char *out, int64_t expires, const unsigned char *id, size_t len,
+			 size_t *klen)
 {
 	sc_be64(out, sc_time_key(expires));
 	memcpy(out + 8, id, len);
@@ -68,7 +68,7 @@ int sc_store_replay_put(sc_txn *t, const unsigned char *token_id, size_t len, ui
 		return rv;
 	rv = sc_store_replay_get(t, token_id, len, &ou, &ox);
 	if (rv == SC_OK && ox != expires) {
-		sc_replayexp_key(xk, ox, token_id, len, &xkl);
+		replayexp_key(xk, ox, token_id, len, &xkl);
 		if ((rv = sc_del(t, SC_DB_REPLAYEXP, xk, xkl, NULL, 0)) != SC_OK)
 			return rv;
 	} else if (rv != SC_OK && rv != SC_ERR_NOT_FOUND) {
@@ -79,7 +79,7 @@ int sc_store_replay_put(sc_txn *t, const unsigned char *token_id, size_t len, ui
 	sc_enc_free(&e);
 	if (rv != SC_OK)
 		return rv;
-	sc_replayexp_key(xk, expires, token_id, len, &xkl);
+	replayexp_key(xk, expires, token_id, len, &xkl);
 	return sc_put(t, SC_DB_REPLAYEXP, xk, xkl, "", 0, 0);
 }
 

@@ -28,7 +28,7 @@ struct sc_rev_walk {
 	uint32_t partition;
 };
 
-static int sc_revoked_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int revoked_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_rev_walk *w = ctx;
 	sc_revoked r;
@@ -50,12 +50,12 @@ int sc_store_revoked_iter(sc_txn *t, uint32_t partition, sc_revoked_cb cb, void 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	if (partition == UINT32_MAX)
-		return sc_walk(t, SC_DB_REVOKED, NULL, 0, sc_revoked_walk_fn, &w);
+		return sc_walk(t, SC_DB_REVOKED, NULL, 0, revoked_walk_fn, &w);
 	sc_be32(pk, partition);
-	return sc_walk(t, SC_DB_REVOKED, pk, 4, sc_revoked_walk_fn, &w);
+	return sc_walk(t, SC_DB_REVOKED, pk, 4, revoked_walk_fn, &w);
 }
 
-static int sc_revlog_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int revlog_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_rev_walk *w = ctx;
 	sc_revlog e;
@@ -85,7 +85,7 @@ int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *c
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk_seq(t, SC_DB_REVLOG, after_seq, sc_revlog_walk_fn, &w);
+	return sc_walk_seq(t, SC_DB_REVLOG, after_seq, revlog_walk_fn, &w);
 }
 
 int sc_store_revlog_last(sc_txn *t, uint64_t *seq)

@@ -69,7 +69,7 @@ struct sc_key_ref {
 	char hex[2 * SC_SERIAL_MAX + 1];
 };
 
-static int sc_key_ref_cb(void *ctx, const sc_cert *c)
+static int key_ref_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_key_ref *r = ctx;
 
@@ -101,7 +101,7 @@ int sc_cert_check(const sc_cert *c)
 	return SC_OK;
 }
 
-static int sc_transition_ok(int from, int to)
+static int transition_ok(int from, int to)
 {
 	switch (from) {
 	case SC_CERT_GOOD:
@@ -114,7 +114,7 @@ static int sc_transition_ok(int from, int to)
 }
 
 /* A certificate status in a sentence ("on hold" rather than "hold"). */
-static const char *sc_cert_status_words(int s)
+static const char *cert_status_words(int s)
 {
 	return s == SC_CERT_HOLD ? "on hold" : sc_cert_status_name(s);
 }
@@ -133,11 +133,11 @@ int sc_cert_transition_check(const sc_serial *serial, int from, int to)
 {
 	char hex[2 * SC_SERIAL_MAX + 1];
 
-	if (sc_transition_ok(from, to))
+	if (transition_ok(from, to))
 		return SC_OK;
 	sc_serial_hex(serial, hex);
 	return sc_error_set(SC_ERR_STATE, "certificate %s is %s and cannot become %s", hex,
-			    sc_cert_status_words(from), sc_cert_status_words(to));
+			    cert_status_words(from), cert_status_words(to));
 }
 
 int sc_cert_delete_check(const sc_cert *c, int64_t now)
@@ -149,7 +149,7 @@ int sc_cert_delete_check(const sc_cert *c, int64_t now)
 		return sc_error_set(SC_ERR_STATE,
 				    "certificate %s is %s and has not expired: revoke it "
 				    "or wait for its notAfter before deleting it",
-				    hex, sc_cert_status_words(c->status));
+				    hex, cert_status_words(c->status));
 	}
 	return SC_OK;
 }
@@ -170,7 +170,7 @@ int sc_key_delete_check(sc_txn *t, const char *owner, const char *key_id)
 	struct sc_key_ref ref = { key_id, "" };
 	int rv;
 
-	if ((rv = sc_store_cert_iter_user(t, owner, sc_key_ref_cb, &ref)) != SC_OK)
+	if ((rv = sc_store_cert_iter_user(t, owner, key_ref_cb, &ref)) != SC_OK)
 		return rv;
 	if (ref.hex[0] != '\0')
 		return sc_error_set(SC_ERR_STATE,

@@ -22,7 +22,7 @@
 /* ---- users ------------------------------------------------------------ */
 
 /* Encode and store the user record (flags: MDB_NOOVERWRITE to add). */
-static int sc_user_put(sc_txn *t, const sc_user *u, unsigned flags)
+static int user_put(sc_txn *t, const sc_user *u, unsigned flags)
 {
 	struct sc_enc e;
 	int rv;
@@ -53,7 +53,7 @@ int sc_store_user_add(sc_txn *t, const sc_user *u)
 				    (const char *)v.mv_data);
 	if (rv != SC_ERR_NOT_FOUND)
 		return rv;
-	if ((rv = sc_user_put(t, u, MDB_NOOVERWRITE)) != SC_OK)
+	if ((rv = user_put(t, u, MDB_NOOVERWRITE)) != SC_OK)
 		return rv;
 	return sc_put(t, SC_DB_IDHASH, u->id_hash, 32, u->user_id, strlen(u->user_id),
 		      MDB_NOOVERWRITE);
@@ -77,7 +77,7 @@ int sc_store_user_update(sc_txn *t, const sc_user *u)
 	if (memcmp(old.id_hash, u->id_hash, 32) != 0)
 		return sc_error_set(SC_ERR_INVALID,
 				    "the identity-card hash of user %s cannot change", u->user_id);
-	return sc_user_put(t, u, 0);
+	return user_put(t, u, 0);
 }
 
 int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_user *out)
@@ -105,7 +105,7 @@ struct sc_user_walk {
 	void *ctx;
 };
 
-static int sc_user_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+static int user_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct sc_user_walk *w = ctx;
 	sc_user u;
@@ -123,7 +123,7 @@ int sc_store_user_iter(sc_txn *t, const char *from, sc_user_cb cb, void *ctx)
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_USERS, from, from != NULL ? strlen(from) : 0, sc_user_walk_fn, &w);
+	return sc_walk(t, SC_DB_USERS, from, from != NULL ? strlen(from) : 0, user_walk_fn, &w);
 }
 
 int sc_store_user_del(sc_txn *t, const char *user_id)

@@ -87,6 +87,28 @@ static void test_ints(const char *dir)
 	sc_der_hdr(&d, 0x30, 300);
 	CHECK(der_is(&d, "3082012c"), "long-form length");
 	sc_der_free(&d);
+	{
+		/* a value closed after its contents, as the OCSP responder writes */
+		unsigned char big[300], *out = NULL;
+		size_t m, m2, out_len = 0;
+
+		memset(big, 0xab, sizeof(big));
+		sc_der_init(&d);
+		m = sc_der_begin(&d);
+		m2 = sc_der_begin(&d);
+		sc_der_put(&d, "\x05\x00", 2);
+		sc_der_end(&d, m2, 0x30);
+		CHECK(der_is(&d, "30020500"), "begin/end: short-form header inserted");
+		sc_der_put(&d, big, sizeof(big));
+		sc_der_end(&d, m, 0x30);
+		CHECK(!d.failed && d.len == 4 + 4 + 300 && memcmp(d.p, "\x30\x82\x01\x30", 4) == 0,
+		      "begin/end: long-form header inserted before nested contents");
+		CHECK(sc_der_take(&d, &out, &out_len) == SC_OK && out_len == 308 && d.p == NULL,
+		      "take hands the output over");
+		free(out);
+		d.failed = SC_ERR_NOMEM;
+		CHECK(sc_der_take(&d, &out, &out_len) == SC_ERR_NOMEM, "take returns a sticky error");
+	}
 }
 
 static sc_serial ser(const char *hex)

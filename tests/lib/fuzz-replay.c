@@ -10,11 +10,15 @@
  * of the target).  When the target sets sc_fuzz_mutants_refused, every
  * mutation of an expect-ok input must be refused.  SC_FUZZ_SEED fixes the
  * mutation seed (printed, so a failure can be replayed).
+ *
+ *   REPLAY CORPUS_DIR...   every file of each directory, sorted
+ *   REPLAY FILE...         just those inputs (and their mutations)
  */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fuzz-replay.h"
 #include "sc_err.h"
@@ -143,8 +147,19 @@ int main(int argc, char **argv)
 	printf("# mutation seed SC_FUZZ_SEED=0x%llx\n", (unsigned long long)seed);
 	for (a = 1; a < argc; a++) {
 		struct dirent **names = NULL;
+		struct stat st;
 		int n, i;
 
+		if (stat(argv[a], &st) == 0 && S_ISREG(st.st_mode)) {
+			const char *slash = strrchr(argv[a], '/');
+			char dir[4096];
+
+			snprintf(dir, sizeof(dir), "%.*s", slash != NULL ? (int)(slash - argv[a]) : 1,
+				 slash != NULL ? argv[a] : ".");
+			failures += replay(dir, slash != NULL ? slash + 1 : argv[a]);
+			files++;
+			continue;
+		}
 		/* Sorted, so a seed replays the same mutations. */
 		n = scandir(argv[a], &names, NULL, alphasort);
 		if (n < 0) {

@@ -7,9 +7,12 @@
  * (no HSM in a fuzzer loop); the signing function has exactly the
  * sc_sign_tbs() contract.
  *
- * Built as a libFuzzer target with -Dfuzzing=true and clang; the same code
- * is linked with ocsp_replay.c into an ordinary test that replays
- * tests/ocsp/corpus/ and runs the self-checks below.
+ * Built as a libFuzzer target with -Dfuzzing=true and clang.  In every
+ * build the same code is linked with tests/lib/fuzz-replay.c into the
+ * ocsp-fuzz-corpus test, which replays tests/ocsp/corpus/ (files named
+ * expect-<outcome>--<what>, the outcome given by sc_fuzz_result() below),
+ * and with test-ocsp-store.c into the ocsp-store test (self-checks of the
+ * library on the same store).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,7 @@
 #include "sc_ocsp.h"
 #include "ocsp_internal.h"
 #include "ocsp_fuzz.h"
+#include "fuzz-replay.h"
 
 /* Fixed keys: the CA name and key hashes of seeds stay valid across runs. */
 static const char issuer_key_pem[] =
@@ -68,7 +72,7 @@ static X509 *fuzz_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
 	X509_EXTENSION *e;
 
 	if (x == NULL || n == NULL)
-		goto fail;
+		goto out;
 	X509_set_version(x, 2);
 	ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
 	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
@@ -86,10 +90,10 @@ static X509 *fuzz_cert(const char *cn, long serial, EVP_PKEY *key, X509 *issuer,
 		}
 	}
 	if (!X509_sign(x, issuer_key, EVP_sha256()))
-		goto fail;
+		goto out;
 	X509_NAME_free(n);
 	return x;
-fail:
+out:
 	X509_NAME_free(n);
 	X509_free(x);
 	return NULL;
@@ -105,26 +109,26 @@ static int fuzz_sign(void *ctx, const unsigned char *tbs, size_t tbs_len,
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char sig[160];
 	size_t sig_len = sizeof(sig), m, mb;
-	sc_ocsp_der d = { 0 };
+	sc_der d = { 0 };
 	int rv = SC_ERR_CRYPTO;
 
 	(void)ctx;
 	if (md == NULL || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, fz.signer_key) != 1 ||
 	    EVP_DigestSign(md, sig, &sig_len, tbs, tbs_len) != 1)
-		goto done;
-	m = sc_ocsp_der_begin(&d);
-	sc_ocsp_der_put(&d, tbs, tbs_len);
-	sc_ocsp_der_put(&d, algid, sizeof(algid));
-	mb = sc_ocsp_der_begin(&d);
-	sc_ocsp_der_put(&d, "", 1);
-	sc_ocsp_der_put(&d, sig, sig_len);
-	sc_ocsp_der_end(&d, mb, 0x03);
-	sc_ocsp_der_put(&d, trailer, trailer_len);
-	sc_ocsp_der_end(&d, m, 0x30);
-	rv = sc_ocsp_der_take(&d, out, out_len);
-done:
+		goto out;
+	m = sc_der_begin(&d);
+	sc_der_put(&d, tbs, tbs_len);
+	sc_der_put(&d, algid, sizeof(algid));
+	mb = sc_der_begin(&d);
+	sc_der_put(&d, "", 1);
+	sc_der_put(&d, sig, sig_len);
+	sc_der_end(&d, mb, 0x03);
+	sc_der_put(&d, trailer, trailer_len);
+	sc_der_end(&d, m, 0x30);
+	rv = sc_der_take(&d, out, out_len);
+out:
 	EVP_MD_CTX_free(md);
-	sc_ocsp_der_free(&d);
+	sc_der_free(&d);
 	return rv;
 }
 
@@ -287,24 +291,63 @@ int sc_ocsp_fuzz_one(const unsigned char *data, size_t size, sc_ocsp_result *res
 	return 0;
 }
 
+/* OCSP requests are not signed: a changed copy of a valid request may well
+ * be valid too. */
+const int sc_fuzz_mutants_refused = 0;
+
+/* The corpus replay runs without LLVMFuzzerInitialize: the store is set up
+ * on the first input and removed at exit. */
+static void fuzz_ready(void)
+{
+	if (fz.resp != NULL)
+		return;
+	if (sc_ocsp_fuzz_setup() != 0) {
+		fprintf(stderr, "fuzz setup failed: %s\n", sc_error_detail());
+		abort();
+	}
+	atexit(sc_ocsp_fuzz_teardown);
+}
+
+/* The outcome a corpus file's name states: the OCSPResponseStatus of the
+ * answer, in the project's error vocabulary. */
+int sc_fuzz_result(const uint8_t *data, size_t size)
+{
+	sc_ocsp_result res;
+	int rv;
+
+	fuzz_ready();
+	rv = sc_ocsp_fuzz_one(data, size, &res);
+	if (rv != 0)
+		return rv;
+	switch (res.status) {
+	case SC_OCSP_SUCCESSFUL:
+		return SC_OK;
+	case SC_OCSP_MALFORMED:
+		return SC_ERR_INVALID;
+	case SC_OCSP_UNAUTHORIZED:
+		return SC_ERR_PERMISSION;
+	case SC_OCSP_TRY_LATER:
+		return SC_ERR_BUSY;
+	default:
+		return SC_ERR_INTERNAL;
+	}
+}
+
 #ifdef SC_OCSP_LIBFUZZER
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	if (sc_ocsp_fuzz_setup() != 0) {
-		fprintf(stderr, "fuzz setup failed: %s\n", sc_error_detail());
-		abort();
-	}
-	return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	sc_ocsp_fuzz_one(data, size, NULL);
+	fuzz_ready();
 	return 0;
 }
 #endif
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	fuzz_ready();
+	sc_ocsp_fuzz_one(data, size, NULL);
+	return 0;
+}

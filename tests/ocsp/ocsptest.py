@@ -312,3 +312,40 @@ def wait_stored(r, n, timeout=20.0):
             return True
         time.sleep(0.02)
     return False
+
+
+def raw_http(port, data, timeout=10, reset_ok=False):
+    """Send raw bytes to the responder; what came back (up to the end of
+    the body its Content-Length announces, or until it closes or times
+    out; a connection reset ends it too when reset_ok)."""
+    quiet = (socket.timeout, ConnectionResetError) if reset_ok else socket.timeout
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+            if b"\r\n\r\n" in out:
+                head, _, body = out.partition(b"\r\n\r\n")
+                cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+                if cl and len(body) >= int(cl[0].split(b":")[1]):
+                    break
+    except quiet:
+        pass
+    s.close()
+    return out
+
+
+def stop_child(p, timeout=20):
+    """SIGTERM a child process and wait for it (killed if it hangs); its
+    exit code."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    return p.returncode

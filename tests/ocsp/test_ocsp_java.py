@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ocsptest import Responder, check, enrol, fail, free_port  # noqa: E402
+from ocsptest import Responder, check, enrol, fail, free_port, stop_child  # noqa: E402
 from scfixture import SMARTCERT, Deployment, skip_unless  # noqa: E402
 
 skip_unless("java", "javac")
@@ -136,11 +136,6 @@ with Deployment("--ocsp-url", f"{base}/ocsp", "--crl-url", f"{base}/crl",
                   f"CRL mode sees a batched revocation within the batch: REVOKED "
                   f"{took:.1f} s after the revocation ({line})")
         finally:
-            w.send_signal(signal.SIGTERM)
-            try:
-                w.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
+            stop_child(w)
         check(w.returncode == 0, "the watcher stopped cleanly")
 print("all Java PKIX checks passed")

@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ocsptest import (Responder, make_request, verify_response, statuses, check,  # noqa: E402
+from ocsptest import (Responder, make_request, verify_response, statuses, check, raw_http,  # noqa: E402
                       ocsp, enrol, ocsp_status, set_ocsp_option)
 from scfixture import Deployment  # noqa: E402
 
@@ -26,27 +26,6 @@ MALFORMED = ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 def still_good(r, d, serial, what):
     s = statuses(verify_response(d, r.post(make_request(d, [serial]))))[0]
     check(s[1] == GOOD, f"good request still answered after {what}")
-
-
-def raw_http(port, data, timeout=10):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(data)
-    out = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-            if b"\r\n\r\n" in out:
-                head, _, body = out.partition(b"\r\n\r\n")
-                cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
-                if cl and len(body) >= int(cl[0].split(b":")[1]):
-                    break
-    except socket.timeout:
-        pass
-    s.close()
-    return out
 
 
 with Deployment() as d:

@@ -26,7 +26,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ocsptest import (OCSPD, Responder, check, enrol, fail, free_port, make_request,  # noqa: E402
-                      ocsp, statuses, verify_response, x509)
+                      ocsp, statuses, stop_child, verify_response, x509)
 from scfixture import SMARTCERT, Deployment  # noqa: E402
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
@@ -130,12 +130,7 @@ with Deployment() as d:
         check("ocspd.signer_expired" in text and "ocspd.signer_changed" in text,
               "its log says the signer had expired, then changed")
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_child(p)
     check(p.returncode == 0, f"responder stopped cleanly ({p.returncode})")
 
     # three days later the new one is in the second half of its life:

@@ -1,15 +1,16 @@
 /*
- * A small DER writer for the CRL builder.  OpenSSL 3.0 cannot set a CRL's
- * inner signature algorithm to what the HSM signs with, and its X509_CRL
- * structures cost several times the encoded size; writing the TBSCertList
- * ourselves keeps peak memory close to the CRL size.
+ * The one DER writer: the CRL builder, OCSP responses and the signer's
+ * length rule use it.  OpenSSL 3.0 cannot set a CRL's inner signature
+ * algorithm to what the HSM signs with, and its X509_CRL structures cost
+ * several times the encoded size; writing the TBSCertList ourselves keeps
+ * peak memory close to the CRL size.
  *
  * Errors are sticky: once an allocation fails or a length would exceed
  * SC_DER_MAX, every later call is a no-op and sc_der_ok() reports it, so
  * callers check once at the end of a structure.
  */
-#ifndef SC_CRL_DER_H
-#define SC_CRL_DER_H
+#ifndef SC_DER_H
+#define SC_DER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,13 @@ void sc_der_put(sc_der *d, const void *b, size_t n);
 size_t sc_der_hdr_len(size_t content_len);
 void sc_der_hdr(sc_der *d, unsigned tag, size_t content_len);
 void sc_der_tlv(sc_der *d, unsigned tag, const void *v, size_t n);
+/* Open a value whose length is not known yet: a mark for sc_der_end(),
+ * which closes it with `tag` (inserting the header before its contents). */
+size_t sc_der_begin(const sc_der *d);
+void sc_der_end(sc_der *d, size_t mark, unsigned tag);
+/* Hand the finished output to the caller (SC_OK), or free it and return
+ * the sticky error (SC_ERR_NOMEM, SC_ERR_INVALID) without a message. */
+int sc_der_take(sc_der *d, unsigned char **out, size_t *out_len);
 /* tag { inner } */
 void sc_der_wrap(sc_der *d, unsigned tag, const sc_der *inner);
 /* Non-negative INTEGER (minimal, leading 0x00 when the top bit is set). */

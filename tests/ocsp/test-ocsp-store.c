@@ -1,18 +1,20 @@
 /*
- * Replays the fuzz corpus (tests/ocsp/corpus/) through sc_ocsp_respond()
- * as an ordinary test, after self-checks of the library on a real store:
+ * Self-checks of sc_ocsp_respond() on a real store (the fuzz target's, in
+ * fuzz_ocsp_respond.c):
  * good / revoked / hold / unknown, sha1 and sha256 CertIDs, nonce echo,
  * several CertIDs, foreign issuer, and that a status change in the store
  * is answered by the very next response (pre-signed entry and sha256 cache
  * both invalidated), re-signing before nextUpdate and on status changes.
  *
- *   ocsp-replay [--write-seeds DIR] [FILE|DIR]...
+ *   test-ocsp-store [--write-seeds DIR]
+ *
+ * --write-seeds writes the requests it builds to DIR under the names the
+ * corpus (tests/ocsp/corpus/, replayed by the ocsp-fuzz-corpus test) gives
+ * them: expect-<outcome>--<what>.der.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/ocsp.h>
 #include <openssl/x509.h>
@@ -165,32 +167,32 @@ static void self_checks(const char *seeds)
 	sc_serial ser = { .len = 1, .b = { 1 } };
 
 	unsigned_count(3, "before any request: three certificates to sign ahead");
-	ask(&s1, 1, EVP_sha1(), 0, iss, &res, seeds, "good-sha1");
+	ask(&s1, 1, EVP_sha1(), 0, iss, &res, seeds, "expect-ok--good-sha1");
 	CHECK(res.status == SC_OCSP_SUCCESSFUL && res.cert_status == SC_OCSP_GOOD &&
 	      !res.presigned, "serial 01 good, signed on first request");
 	ask(&s1, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
 	CHECK(res.cert_status == SC_OCSP_GOOD && res.presigned, "second request served pre-signed");
-	ask(&s1, 1, EVP_sha256(), 0, iss, &res, seeds, "good-sha256");
+	ask(&s1, 1, EVP_sha256(), 0, iss, &res, seeds, "expect-ok--good-sha256");
 	CHECK(res.cert_status == SC_OCSP_GOOD && res.hash_nid == NID_sha256, "sha256 CertID good");
 	ask(&s1, 1, EVP_sha256(), 0, iss, &res, NULL, NULL);
 	CHECK(res.cert_status == SC_OCSP_GOOD && res.cached, "sha256 variant cached");
-	ask(&s2, 1, EVP_sha1(), 0, iss, &res, seeds, "revoked");
+	ask(&s2, 1, EVP_sha1(), 0, iss, &res, seeds, "expect-ok--revoked");
 	CHECK(res.cert_status == SC_OCSP_REVOKED && res.reason == SC_REASON_KEY_COMPROMISE,
 	      "serial 02 revoked keyCompromise");
 	ask(&s2, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
 	CHECK(res.cert_status == SC_OCSP_REVOKED && res.presigned &&
 	      res.reason == SC_REASON_KEY_COMPROMISE, "revoked pre-signed keeps its reason");
-	ask(&s3, 1, EVP_sha1(), 0, iss, &res, seeds, "hold");
+	ask(&s3, 1, EVP_sha1(), 0, iss, &res, seeds, "expect-ok--hold");
 	CHECK(res.cert_status == SC_OCSP_REVOKED && res.reason == SC_REASON_CERTIFICATE_HOLD,
 	      "serial 03 on hold = revoked certificateHold");
-	ask(&s99, 1, EVP_sha1(), 0, iss, &res, seeds, "unknown");
+	ask(&s99, 1, EVP_sha1(), 0, iss, &res, seeds, "expect-ok--unknown-serial");
 	CHECK(res.cert_status == SC_OCSP_UNKNOWN, "serial 99 unknown");
-	ask(&s1, 1, EVP_sha1(), 1, iss, &res, seeds, "nonce");
+	ask(&s1, 1, EVP_sha1(), 1, iss, &res, seeds, "expect-ok--nonce");
 	CHECK(res.cert_status == SC_OCSP_GOOD && res.nonce && !res.presigned,
 	      "nonce request freshly signed");
-	ask(multi, 4, EVP_sha1(), 0, iss, &res, seeds, "multi");
+	ask(multi, 4, EVP_sha1(), 0, iss, &res, seeds, "expect-ok--four-ids");
 	CHECK(res.status == SC_OCSP_SUCCESSFUL && res.n_certs == 4, "four CertIDs in one request");
-	ask(&s1, 1, EVP_sha1(), 0, sc_ocsp_fuzz_signer(), &res, seeds, "foreign-issuer");
+	ask(&s1, 1, EVP_sha1(), 0, sc_ocsp_fuzz_signer(), &res, seeds, "expect-permission--foreign-issuer");
 	CHECK(res.status == SC_OCSP_UNAUTHORIZED, "foreign issuer unauthorized");
 	{
 		long many[40];
@@ -198,7 +200,7 @@ static void self_checks(const char *seeds)
 
 		for (i = 0; i < 40; i++)
 			many[i] = i + 1;
-		ask(many, 40, EVP_sha1(), 0, iss, &res, seeds, "too-many");
+		ask(many, 40, EVP_sha1(), 0, iss, &res, seeds, "expect-invalid--forty-ids");
 		CHECK(res.status == SC_OCSP_MALFORMED, "40 CertIDs refused as malformedRequest");
 	}
 	/* A status change deletes the pre-signed entry in its transaction. */
@@ -224,63 +226,17 @@ static void self_checks(const char *seeds)
 	}
 }
 
-static void replay_file(const char *path)
-{
-	unsigned char *buf = NULL;
-	size_t len = 0;
-	sc_ocsp_result res;
-
-	if (sc_file_read(path, 1u << 20, &buf, &len) != 0) {
-		CHECK(0, "read %s", path);
-		return;
-	}
-	CHECK(sc_ocsp_fuzz_one(buf, len, &res) == 0, "%s -> %s", path,
-	      sc_ocsp_status_name(res.status));
-	free(buf);
-}
-
-static void replay(const char *path)
-{
-	struct stat st;
-	struct dirent **ents = NULL;
-	int n, i;
-	char sub[4096];
-
-	if (stat(path, &st) != 0) {
-		CHECK(0, "stat %s", path);
-		return;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		replay_file(path);
-		return;
-	}
-	n = scandir(path, &ents, NULL, alphasort);
-	for (i = 0; i < n; i++) {
-		if (ents[i]->d_name[0] != '.') {
-			snprintf(sub, sizeof(sub), "%s/%s", path, ents[i]->d_name);
-			replay_file(sub);
-		}
-		free(ents[i]);
-	}
-	free(ents);
-}
-
 int main(int argc, char **argv)
 {
 	const char *seeds = NULL;
-	int i = 1;
 
-	if (argc > 2 && strcmp(argv[1], "--write-seeds") == 0) {
+	if (argc > 2 && strcmp(argv[1], "--write-seeds") == 0)
 		seeds = argv[2];
-		i = 3;
-	}
 	if (sc_ocsp_fuzz_setup() != 0) {
 		fprintf(stderr, "setup failed: %s\n", sc_error_detail());
 		return 1;
 	}
 	self_checks(seeds);
-	for (; i < argc; i++)
-		replay(argv[i]);
 	sc_ocsp_fuzz_teardown();
 	printf("%d failure(s)\n", failures);
 	return failures ? 1 : 0;

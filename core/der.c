@@ -1,11 +1,11 @@
 /*
- * Bounds-checked DER writer (see crl_der.h).
+ * Bounds-checked DER writer (see sc_der.h).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "crl_der.h"
+#include "sc_der.h"
 #include "sc_err.h"
 
 void sc_der_init(sc_der *d)
@@ -76,15 +76,11 @@ size_t sc_der_hdr_len(size_t n)
 	return 6;
 }
 
-void sc_der_hdr(sc_der *d, unsigned tag, size_t n)
+/* Tag and definite length of n content bytes into h (6 bytes); its length. */
+static size_t hdr_bytes(unsigned char *h, unsigned tag, size_t n)
 {
-	unsigned char h[6];
 	size_t hl = sc_der_hdr_len(n), i;
 
-	if (n > SC_DER_MAX) {
-		d->failed = SC_ERR_INVALID;
-		return;
-	}
 	h[0] = (unsigned char)tag;
 	if (hl == 2) {
 		h[1] = (unsigned char)n;
@@ -93,7 +89,61 @@ void sc_der_hdr(sc_der *d, unsigned tag, size_t n)
 		for (i = 0; i < hl - 2; i++)
 			h[hl - 1 - i] = (unsigned char)(n >> (8 * i));
 	}
+	return hl;
+}
+
+void sc_der_hdr(sc_der *d, unsigned tag, size_t n)
+{
+	unsigned char h[6];
+	size_t hl;
+
+	if (n > SC_DER_MAX) {
+		d->failed = SC_ERR_INVALID;
+		return;
+	}
+	hl = hdr_bytes(h, tag, n);
 	sc_der_put(d, h, hl);
+}
+
+size_t sc_der_begin(const sc_der *d)
+{
+	return d->len;
+}
+
+void sc_der_end(sc_der *d, size_t mark, unsigned tag)
+{
+	unsigned char h[6];
+	size_t clen, hl;
+
+	if (d->failed || mark > d->len)
+		return;
+	clen = d->len - mark;
+	if (clen > SC_DER_MAX) {
+		d->failed = SC_ERR_INVALID;
+		return;
+	}
+	hl = hdr_bytes(h, tag, clen);
+	sc_der_reserve(d, hl);
+	if (d->failed)
+		return;
+	memmove(d->p + mark + hl, d->p + mark, clen);
+	memcpy(d->p + mark, h, hl);
+	d->len += hl;
+}
+
+int sc_der_take(sc_der *d, unsigned char **out, size_t *out_len)
+{
+	int rc = d->failed;
+
+	if (rc != 0) {
+		sc_der_free(d);
+		return rc;
+	}
+	*out = d->p;
+	*out_len = d->len;
+	d->p = NULL;
+	d->len = d->cap = 0;
+	return SC_OK;
 }
 
 void sc_der_tlv(sc_der *d, unsigned tag, const void *v, size_t n)
