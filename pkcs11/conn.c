@@ -235,9 +235,7 @@ static CK_RV tls_connect(struct p11_conn *c, const char *spec, int64_t deadline)
 CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
 {
 	int64_t deadline = mono_ms() + p11.timeout_ms;
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
-	CK_RV rv, srv;
+	CK_RV rv;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
@@ -255,26 +253,7 @@ CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
 			return rv;
 		}
 	}
-	o = p11_req(c, SC_OP_HELLO);
-	sc_wire_put_u32(o, SC_WIRE_MAGIC);
-	sc_wire_put_u32(o, SC_WIRE_VERSION);
-	sc_wire_put_bytes(o, p11.app_id, sizeof(p11.app_id));
-	sc_wire_put_u64(o, flags);
-	rv = p11_call(c, &srv, &in);
-	if (rv == CKR_OK && srv == CKR_OK) {
-		size_t n;
-
-		(void)sc_wire_get_bytes(&in, 64, &n);      /* token label */
-		(void)sc_wire_get_bytes(&in, 64, &n);      /* token serial */
-		srv = p11_answer_end(&in, srv, "HELLO");
-	}
-	if (rv != CKR_OK || srv != CKR_OK) {
-		p11_log("the signing service refused the connection (%s)",
-			rv != CKR_OK ? "no answer" : "HELLO refused");
-		p11_conn_close(c, 1);
-		return CKR_DEVICE_ERROR;
-	}
-	return CKR_OK;
+	return p11_hello(c, flags);
 }
 
 void p11_conn_close(struct p11_conn *c, int owned)

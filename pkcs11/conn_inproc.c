@@ -98,9 +98,7 @@ CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in)
 
 CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
 {
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
-	CK_RV rv, srv;
+	CK_RV rv;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
@@ -116,18 +114,7 @@ CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
 		 (unsigned)getuid());
 	snprintf(c->inproc->s.peer, sizeof(c->inproc->s.peer), "uid=%u pid=%ld",
 		 (unsigned)getuid(), (long)getpid());
-	o = p11_req(c, SC_OP_HELLO);
-	sc_wire_put_u32(o, SC_WIRE_MAGIC);
-	sc_wire_put_u32(o, SC_WIRE_VERSION);
-	sc_wire_put_bytes(o, p11.app_id, sizeof(p11.app_id));
-	sc_wire_put_u64(o, flags);
-	rv = p11_call(c, &srv, &in);
-	if (rv != CKR_OK || srv != CKR_OK) {
-		p11_log("in-process service: HELLO refused");
-		p11_conn_close(c, 1);
-		return CKR_DEVICE_ERROR;
-	}
-	return CKR_OK;
+	return p11_hello(c, flags);
 }
 
 void p11_conn_close(struct p11_conn *c, int owned)

@@ -80,6 +80,9 @@ int p11_ready(void);
  * CKR_ARGUMENTS_BAD unless args_ok, then the session, locked. */
 CK_RV p11_session_enter(CK_SESSION_HANDLE h, int args_ok, struct p11_session **out);
 void p11_session_put(struct p11_session *s);
+/* A session request with no arguments and no answer fields (LOGOUT,
+ * FIND_FINAL): enter, send, p11_call_end(), leave. */
+CK_RV p11_session_op(CK_SESSION_HANDLE h, unsigned op, const char *what);
 
 /* conn.c */
 /* Connect to the service and say HELLO for this application; CKR_OK, or
@@ -101,6 +104,14 @@ CK_RV p11_bad_answer(const char *what);
 /* The end of an answer: srv when every field decoded and none is left,
  * else p11_bad_answer(what). */
 CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what);
+/* Send the request built on c and read an answer that carries no fields:
+ * the transport's error, or the service's answer, or p11_bad_answer(what)
+ * when fields are left over.  One place for the requests that only say
+ * "done" (LOGIN, LOGOUT, FIND_INIT, SIGN_INIT ...). */
+CK_RV p11_call_end(struct p11_conn *c, const char *what);
+/* Say HELLO on a new connection, for either transport: CKR_OK, or
+ * CKR_DEVICE_ERROR with the reason in the log and c closed. */
+CK_RV p11_hello(struct p11_conn *c, CK_FLAGS flags);
 
 /* object.c: C_GetAttributeValue, C_FindObjects*; sign.c: C_Sign*. */
 

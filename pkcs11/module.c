@@ -73,6 +73,49 @@ CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what)
 	return sc_wire_in_done(in) ? srv : p11_bad_answer(what);
 }
 
+CK_RV p11_call_end(struct p11_conn *c, const char *what)
+{
+	struct sc_wire_in in;
+	CK_RV rv, srv = CKR_OK;
+
+	rv = p11_call(c, &srv, &in);
+	if (rv == CKR_OK)
+		rv = p11_answer_end(&in, srv, what);
+	return rv;
+}
+
+CK_RV p11_hello(struct p11_conn *c, CK_FLAGS flags)
+{
+	struct sc_wire_out *o;
+	struct sc_wire_in in;
+	CK_RV rv, srv = CKR_OK;
+	size_t n;
+
+	o = p11_req(c, SC_OP_HELLO);
+	sc_wire_put_u32(o, SC_WIRE_MAGIC);
+	sc_wire_put_u32(o, SC_WIRE_VERSION);
+	sc_wire_put_bytes(o, p11.app_id, sizeof(p11.app_id));
+	sc_wire_put_u64(o, flags);
+	rv = p11_call(c, &srv, &in);
+	if (rv != CKR_OK) {
+		p11_log("the signing service refused the connection (no answer)");
+		goto out;
+	}
+	if (srv == CKR_OK) {
+		(void)sc_wire_get_bytes(&in, 64, &n);      /* token label */
+		(void)sc_wire_get_bytes(&in, 64, &n);      /* token serial */
+		srv = p11_answer_end(&in, srv, "HELLO");
+	}
+	if (srv != CKR_OK) {
+		p11_log("the signing service refused the connection (HELLO refused)");
+		goto out;
+	}
+	return CKR_OK;
+out:
+	p11_conn_close(c, 1);
+	return CKR_DEVICE_ERROR;
+}
+
 #define P11_ENTER() \
 	do { \
 		if (!p11_ready()) \
@@ -144,6 +187,20 @@ void p11_session_put(struct p11_session *s)
 	pthread_mutex_unlock(&p11.lock);
 	if (dead)
 		session_free(s);
+}
+
+CK_RV p11_session_op(CK_SESSION_HANDLE h, unsigned op, const char *what)
+{
+	struct p11_session *s;
+	CK_RV rv;
+
+	rv = p11_session_enter(h, 1, &s);
+	if (rv != CKR_OK)
+		return rv;
+	p11_req(&s->conn, op);
+	rv = p11_call_end(&s->conn, what);
+	p11_session_put(s);
+	return rv;
 }
 
 /* Unlink a session (module lock held); freed now or by its last user. */
@@ -715,8 +772,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 {
 	struct p11_session *s;
 	struct sc_wire_out *o;
-	struct sc_wire_in in;
-	CK_RV rv, srv = CKR_OK;
+	CK_RV rv;
 
 	rv = p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
@@ -737,9 +793,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 	sc_wire_put_u8(o, pPin != NULL);
 	sc_wire_put_bytes(o, pPin != NULL ? pPin : (CK_UTF8CHAR_PTR)"",
 			  pPin != NULL ? ulPinLen : 0);
-	rv = p11_call(&s->conn, &srv, &in);
-	if (rv == CKR_OK)
-		rv = p11_answer_end(&in, srv, "LOGIN");
+	rv = p11_call_end(&s->conn, "LOGIN");
 	if (rv == CKR_OK && userType == CKU_USER)
 		__atomic_store_n(&p11.logged_in, 1, __ATOMIC_RELEASE);
 out:
@@ -749,20 +803,11 @@ out:
 
 CK_RV C_Logout(CK_SESSION_HANDLE hSession)
 {
-	struct p11_session *s;
-	struct sc_wire_in in;
-	CK_RV rv, srv = CKR_OK;
+	CK_RV rv;
 
-	rv = p11_session_enter(hSession, 1, &s);
-	if (rv != CKR_OK)
-		return rv;
-	p11_req(&s->conn, SC_OP_LOGOUT);
-	rv = p11_call(&s->conn, &srv, &in);
-	if (rv == CKR_OK)
-		rv = p11_answer_end(&in, srv, "LOGOUT");
+	rv = p11_session_op(hSession, SC_OP_LOGOUT, "LOGOUT");
 	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN)
 		__atomic_store_n(&p11.logged_in, 0, __ATOMIC_RELEASE);
-	p11_session_put(s);
 	return rv;
 }
 

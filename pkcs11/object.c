@@ -69,9 +69,8 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
 {
 	struct p11_session *s = NULL;
 	struct sc_wire_out *o;
-	struct sc_wire_in in;
 	CK_ULONG i;
-	CK_RV rv, srv = CKR_OK;
+	CK_RV rv;
 
 	if (!p11_ready())
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -96,9 +95,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
 		sc_wire_put_bytes(o, pTemplate[i].pValue != NULL ? pTemplate[i].pValue : "",
 				  pTemplate[i].pValue != NULL ? pTemplate[i].ulValueLen : 0);
 	}
-	rv = p11_call(&s->conn, &srv, &in);
-	if (rv == CKR_OK)
-		rv = p11_answer_end(&in, srv, "FIND_INIT");
+	rv = p11_call_end(&s->conn, "FIND_INIT");
 	p11_session_put(s);
 	return rv;
 }
@@ -152,17 +149,5 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
 
 CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession)
 {
-	struct p11_session *s = NULL;
-	struct sc_wire_in in;
-	CK_RV rv, srv = CKR_OK;
-
-	rv = p11_session_enter(hSession, 1, &s);
-	if (rv != CKR_OK)
-		return rv;
-	p11_req(&s->conn, SC_OP_FIND_FINAL);
-	rv = p11_call(&s->conn, &srv, &in);
-	if (rv == CKR_OK)
-		rv = p11_answer_end(&in, srv, "FIND_FINAL");
-	p11_session_put(s);
-	return rv;
+	return p11_session_op(hSession, SC_OP_FIND_FINAL, "FIND_FINAL");
 }

@@ -37,8 +37,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJ
 {
 	struct p11_session *s = NULL;
 	struct sc_wire_out *o;
-	struct sc_wire_in in;
-	CK_RV rv, srv = CKR_OK;
+	CK_RV rv;
 
 	rv = p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
@@ -65,9 +64,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJ
 		sc_wire_put_bytes(o, pMechanism->pParameter, pMechanism->ulParameterLen);
 	}
 	sc_wire_put_u64(o, hKey);
-	rv = p11_call(&s->conn, &srv, &in);
-	if (rv == CKR_OK)
-		rv = p11_answer_end(&in, srv, "SIGN_INIT");
+	rv = p11_call_end(&s->conn, "SIGN_INIT");
 	s->sign_multipart = 0;
 out:
 	p11_session_put(s);
@@ -77,9 +74,8 @@ out:
 static CK_RV send_update(struct p11_session *s, const unsigned char *data, CK_ULONG len)
 {
 	struct sc_wire_out *o;
-	struct sc_wire_in in;
 	CK_ULONG off = 0;
-	CK_RV rv, srv = CKR_OK;
+	CK_RV rv;
 
 	do {
 		CK_ULONG n = len - off > SC_WIRE_DATA_MAX ? SC_WIRE_DATA_MAX : len - off;
@@ -87,9 +83,7 @@ static CK_RV send_update(struct p11_session *s, const unsigned char *data, CK_UL
 		o = p11_req(&s->conn, SC_OP_SIGN_UPDATE);
 		sc_wire_put_u8(o, data != NULL);
 		sc_wire_put_bytes(o, data != NULL ? data + off : (const unsigned char *)"", n);
-		rv = p11_call(&s->conn, &srv, &in);
-		if (rv == CKR_OK)
-			rv = p11_answer_end(&in, srv, "SIGN_UPDATE");
+		rv = p11_call_end(&s->conn, "SIGN_UPDATE");
 		if (rv != CKR_OK)
 			return rv;
 		off += n;
