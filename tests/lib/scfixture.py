@@ -421,7 +421,8 @@ Deployment.audit = _dep_audit
 class Gateway:
     """The module loaded with PyKCS11 the way a gateway loads it, logged in
     as CKU_USER with the gateway PIN.  One per process (the module's state is
-    per process); SMARTCERT_CONF names the deployment."""
+    per process); SMARTCERT_CONF names the deployment.  `d` is a Deployment,
+    or anything with its config, module and gateway_pin (a child process)."""
 
     def __init__(self, d, login=True):
         import PyKCS11

@@ -14,9 +14,10 @@ import socket
 import ssl
 import subprocess
 import sys
+from types import SimpleNamespace
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import (Deployment, check, fail, free_port, main_or_child, mint_token,  # noqa: E402
+from scfixture import (Deployment, Gateway, check, fail, free_port, main_or_child, mint_token,  # noqa: E402
                        pykcs11_or_skip, run_json_child, skip_unless, wire_hello)
 
 P = pykcs11_or_skip()
@@ -62,13 +63,10 @@ def raw_try(port, ca_pem, cert=None):
 
 def child(spec):
     import PyKCS11 as P
-    os.environ["SMARTCERT_CONF"] = spec["conf"]
-    lib = P.PyKCS11Lib()
-    lib.load(spec["module"])
-    slot = lib.getSlotList(tokenPresent=True)[0]
-    anchor = lib.openSession(slot, P.CKF_SERIAL_SESSION)
-    anchor.login(spec["pin"])
-    s = lib.openSession(slot, P.CKF_SERIAL_SESSION)
+    # The gateway's own configuration (the TLS service), not the deployment's.
+    gw = Gateway(SimpleNamespace(config=spec["conf"], module=spec["module"],
+                                 gateway_pin=spec["pin"]))
+    s = gw.session
     key = s.findObjects([(P.CKA_CLASS, P.CKO_PRIVATE_KEY), (P.CKA_LABEL, spec["user"])])[0]
     mech = P.Mechanism(P.CKM_ECDSA, None)
     s.lib.C_SignInit(s.session, mech.to_native(), key)
