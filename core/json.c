@@ -216,6 +216,12 @@ void sc_json_kv_int(sc_json *j, const char *key, int64_t v)
 	sc_json_int(j, v);
 }
 
+void sc_json_kv_uint(sc_json *j, const char *key, uint64_t v)
+{
+	sc_json_key(j, key);
+	sc_json_uint(j, v);
+}
+
 void sc_json_kv_bool(sc_json *j, const char *key, int v)
 {
 	sc_json_key(j, key);

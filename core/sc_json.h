@@ -32,6 +32,7 @@ void sc_json_time(sc_json *j, int64_t t);    /* RFC 3339 string, 0 -> null */
 /* Shorthands: key + value. */
 void sc_json_kv_str(sc_json *j, const char *key, const char *s);
 void sc_json_kv_int(sc_json *j, const char *key, int64_t v);
+void sc_json_kv_uint(sc_json *j, const char *key, uint64_t v);
 void sc_json_kv_bool(sc_json *j, const char *key, int v);
 void sc_json_kv_time(sc_json *j, const char *key, int64_t t);
 /* Write the buffer plus '\n' to f; returns SC_ERR_NOMEM if failed. */

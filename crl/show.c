@@ -109,19 +109,11 @@ int sc_crl_show(const unsigned char *data, size_t len, int json, size_t max_entr
 		sc_json_obj_begin(&j);
 		sc_json_kv_str(&j, "issuer", issuer);
 		sc_json_kv_int(&j, "version", X509_CRL_get_version(crl) + 1);
-		sc_json_key(&j, "number");
-		if (nums != NULL)
-			sc_json_str(&j, nums);
-		else
-			sc_json_null(&j);
+		sc_json_kv_str(&j, "number", nums);
 		sc_json_kv_time(&j, "this_update", tu);
 		sc_json_kv_time(&j, "next_update", nu);
 		sc_json_kv_bool(&j, "delta", base != NULL);
-		sc_json_key(&j, "delta_base");
-		if (bases != NULL)
-			sc_json_str(&j, bases);
-		else
-			sc_json_null(&j);
+		sc_json_kv_str(&j, "delta_base", bases);
 		sc_json_kv_str(&j, "idp", uri);
 		sc_json_kv_bool(&j, "only_user_certs", idp != NULL && idp->onlyuser > 0);
 		sc_json_kv_int(&j, "entries", n);

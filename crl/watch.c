@@ -50,23 +50,16 @@ static void report(const sc_crl_watch_opts *o, const sc_crl_publish_result *r, i
 		sc_json_kv_str(&j, "event", rv == SC_OK ? "published" : "failed");
 		sc_json_kv_str(&j, "why", why);
 		if (rv == SC_OK) {
-			sc_json_key(&j, "number");
-			sc_json_uint(&j, r->number);
-			sc_json_key(&j, "base");
-			sc_json_uint(&j, r->base_number);
+			sc_json_kv_uint(&j, "number", r->number);
+			sc_json_kv_uint(&j, "base", r->base_number);
 			sc_json_kv_bool(&j, "full", r->full);
-			sc_json_key(&j, "rev_seq");
-			sc_json_uint(&j, r->rev_seq);
-			sc_json_key(&j, "delta_entries");
-			sc_json_uint(&j, r->delta_entries);
-			sc_json_key(&j, "partitions_full");
-			sc_json_uint(&j, r->partitions_full);
+			sc_json_kv_uint(&j, "rev_seq", r->rev_seq);
+			sc_json_kv_uint(&j, "delta_entries", r->delta_entries);
+			sc_json_kv_uint(&j, "partitions_full", r->partitions_full);
 			/* The schedule in force, so that operators (and tests)
 			 * can see it stays inside nextUpdate. */
-			sc_json_key(&j, "full_every");
-			sc_json_uint(&j, (uint64_t)full_s);
-			sc_json_key(&j, "batch");
-			sc_json_uint(&j, batch_s);
+			sc_json_kv_uint(&j, "full_every", (uint64_t)full_s);
+			sc_json_kv_uint(&j, "batch", batch_s);
 		} else {
 			sc_json_kv_str(&j, "error", sc_errname(rv));
 			sc_json_kv_str(&j, "detail", sc_error_detail());
