@@ -204,35 +204,20 @@ void sc_json_time(sc_json *j, int64_t t)
 	sc_json_str(j, b);
 }
 
-void sc_json_kv_str(sc_json *j, const char *key, const char *s)
-{
-	sc_json_key(j, key);
-	sc_json_str(j, s);
-}
+/* The key-value shorthands: one definition, so that each is exactly
+ * sc_json_key() followed by its value writer. */
+#define JSON_KV(name, type)                                         \
+	void sc_json_kv_##name(sc_json *j, const char *key, type v) \
+	{                                                           \
+		sc_json_key(j, key);                                \
+		sc_json_##name(j, v);                               \
+	}
 
-void sc_json_kv_int(sc_json *j, const char *key, int64_t v)
-{
-	sc_json_key(j, key);
-	sc_json_int(j, v);
-}
-
-void sc_json_kv_uint(sc_json *j, const char *key, uint64_t v)
-{
-	sc_json_key(j, key);
-	sc_json_uint(j, v);
-}
-
-void sc_json_kv_bool(sc_json *j, const char *key, int v)
-{
-	sc_json_key(j, key);
-	sc_json_bool(j, v);
-}
-
-void sc_json_kv_time(sc_json *j, const char *key, int64_t t)
-{
-	sc_json_key(j, key);
-	sc_json_time(j, t);
-}
+JSON_KV(str, const char *)
+JSON_KV(int, int64_t)
+JSON_KV(uint, uint64_t)
+JSON_KV(bool, int)
+JSON_KV(time, int64_t)
 
 int sc_json_print(sc_json *j, FILE *f)
 {
