@@ -44,6 +44,17 @@ def load(store, text, db=None):
     os.unlink(f)
 
 
+def rebuild(d, store, lines):
+    """Replace the store with one loaded from a whole `mdb_dump -a` (as
+    lines): mdb_load cannot delete, so records are dropped by leaving them
+    out of the dump and loading it into an empty store."""
+    fresh = os.path.join(d.tmp, "rebuilt")
+    os.mkdir(fresh)
+    load(fresh, "\n".join(lines))
+    os.replace(os.path.join(fresh, "data.mdb"), os.path.join(store, "data.mdb"))
+    shutil.rmtree(fresh)
+
+
 def records(text):
     """{seq: (key line index, value line index, bytes)} of an mdb_dump -s audit."""
     lines = text.split("\n")
@@ -101,19 +112,13 @@ def main():
         reset()
         _, recs = records(dump(store, "audit"))
         last = max(recs)
-        # mdb_load cannot delete: rebuild the store without the last record
+        # rebuild the store without the last record
         full = dump(store).split("\n")
         start = full.index("database=audit")
         key = " " + format(last, "016x")
         i = full.index(key, start)
         del full[i:i + 2]
-        rebuilt = os.path.join(d.tmp, "rebuilt")
-        os.mkdir(rebuilt)
-        with open(os.path.join(d.tmp, "full.dump"), "w") as f:
-            f.write("\n".join(full))
-        subprocess.run(["mdb_load", "-f", os.path.join(d.tmp, "full.dump"), rebuilt], check=True)
-        os.replace(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
-        shutil.rmtree(rebuilt)
+        rebuild(d, store, full)
         prev_mac = recs[last - 1][2][-32:]
         set_head(d, last - 1, prev_mac)
         v = d.sc("audit", "verify", check=False)
@@ -155,13 +160,7 @@ def main():
         tail_i = pairs[-1][1] + 1
         table = [f" {s:016x}\n {v.hex()}" for s, v in out]
         full2 = head_lines + "\n".join(table).split("\n") + full[tail_i:]
-        rebuilt = os.path.join(d.tmp, "rebuilt2")
-        os.mkdir(rebuilt)
-        with open(os.path.join(d.tmp, "full2.dump"), "w") as f:
-            f.write("\n".join(full2))
-        subprocess.run(["mdb_load", "-f", os.path.join(d.tmp, "full2.dump"), rebuilt], check=True)
-        os.replace(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
-        shutil.rmtree(rebuilt)
+        rebuild(d, store, full2)
         set_head(d, new_seq, prev)
         v = d.sc("audit", "verify", check=False)
         check(v.returncode == 8 and "record 1 " in v.stderr.replace(":", " "),
@@ -175,13 +174,7 @@ def main():
         end = full.index("DATA=END", start)
         hdr_end = full.index("HEADER=END", start)
         full3 = full[:hdr_end + 1] + full[end:]
-        rebuilt = os.path.join(d.tmp, "rebuilt3")
-        os.mkdir(rebuilt)
-        with open(os.path.join(d.tmp, "full3.dump"), "w") as f:
-            f.write("\n".join(full3))
-        subprocess.run(["mdb_load", "-f", os.path.join(d.tmp, "full3.dump"), rebuilt], check=True)
-        os.replace(os.path.join(rebuilt, "data.mdb"), os.path.join(store, "data.mdb"))
-        shutil.rmtree(rebuilt)
+        rebuild(d, store, full3)
         set_head(d, 0, b"\0" * 32)
         expect_refused(d, "audit log emptied")
 
