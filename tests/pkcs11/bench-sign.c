@@ -477,7 +477,7 @@ static void direct_child(void *out)
 	CK_C_GetFunctionList gfl;
 	CK_FUNCTION_LIST *f;
 	CK_SLOT_ID slots[16];
-	CK_ULONG ns = 16;
+	CK_ULONG ns = 16, i;
 	CK_SESSION_HANDLE s;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	unsigned char ecp256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
@@ -508,17 +508,26 @@ static void direct_child(void *out)
 	gfl = (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList");
 	gfl(&f);
 	if (f->C_Initialize(&threaded) != CKR_OK ||
-	    f->C_GetSlotList(CK_TRUE, slots, &ns) != CKR_OK || ns == 0 ||
-	    f->C_OpenSession(slots[0], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) !=
-	    CKR_OK ||
-	    f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) != CKR_OK)
+	    f->C_GetSlotList(CK_TRUE, slots, &ns) != CKR_OK || ns == 0)
+		_exit(2);
+	/* The deployment has more than one token (the OCSP responder has its
+	 * own): the backend's is the one its PIN opens. */
+	for (i = 0; i < ns; i++) {
+		if (f->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+				     &s) != CKR_OK)
+			continue;
+		if (f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) == CKR_OK)
+			break;
+		f->C_CloseSession(s);
+	}
+	if (i == ns)
 		_exit(2);
 	if (f->C_GenerateKeyPair(s, &ecgen, ecpub, 2, priv, 3, &pub, &ecpriv) != CKR_OK ||
 	    f->C_GenerateKeyPair(s, &rsagen, rsapub, 3, priv, 3, &pub, &rsapriv) != CKR_OK)
 		_exit(3);
 	memset(&proto, 0, sizeof(proto));
 	proto.f = f;
-	proto.slot = slots[0];
+	proto.slot = slots[i];
 	proto.key = ecpriv;
 	proto.mech = CKM_ECDSA;
 	proto.inlen = 32;
