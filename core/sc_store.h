@@ -280,4 +280,12 @@ typedef struct sc_store_stats {
 } sc_store_stats;
 int sc_store_stats_get(sc_txn *txn, sc_store_stats *out);
 
+/* ---- a full check ------------------------------------------------------ */
+
+/* Read every record of every database with the store's own decoders and
+ * resolve every index entry to the record it names (and agrees with).
+ * SC_OK, or the first problem as SC_ERR_STORE naming the database and key.
+ * *records (may be NULL): how many records were read. */
+int sc_store_check_records(sc_txn *txn, uint64_t *records);
+
 #endif

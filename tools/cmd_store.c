@@ -33,8 +33,9 @@ static void store_usage(FILE *f)
 		"         responder first).  Everything after the backup is lost: it is\n"
 		"         audited, signed into a new checkpoint, and every authorisation\n"
 		"         token valid from before the restore is refused from then on\n"
-		"check    file modes, every key's binding MAC, the audit chain and the\n"
-		"         checkpoint log; names what is wrong and exits 8\n");
+		"check    file modes, every record of every database decoded and every\n"
+		"         index entry resolved, every key's binding MAC, the audit chain\n"
+		"         and the checkpoint log; names what is wrong and exits 8\n");
 }
 
 /* Copy a small file (the checkpoint log and key) into dir. */
@@ -211,8 +212,19 @@ static int store_check(void)
 	memset(&kc, 0, sizeof(kc));
 	kc.hsm = d->hsm;
 	rc = sc_txn_begin(d->store, SC_TXN_READ, &txn);
-	if (rc == SC_OK)
-		rc = sc_store_key_iter(txn, 0, check_key_cb, &kc);
+	if (rc != SC_OK) {
+		printf("store:       cannot be read: %s\n", sc_error_detail());
+		sc_deploy_close(d);
+		return SC_EXIT_INTEGRITY;
+	}
+	rc = sc_store_check_records(txn, &count);
+	if (rc != SC_OK) {
+		printf("records:     %s\n", sc_error_detail());
+		problems++;
+	} else {
+		printf("records:     %" PRIu64 " decode; every index entry names its record\n", count);
+	}
+	rc = sc_store_key_iter(txn, 0, check_key_cb, &kc);
 	if (rc < 0) {
 		printf("keys:        cannot be read: %s\n", sc_error_detail());
 		problems++;

@@ -671,42 +671,38 @@ int sc_dec_id(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, char id[SC_
 	return SC_OK;
 }
 
-int sc_store_lmdb_decode(int db, const void *key, size_t klen, const void *val, size_t vlen)
+int sc_dec_any(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, union sc_any_rec *out)
 {
-	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
-	union {
-		sc_user u;
-		sc_key k;
-		sc_cert c;
-		sc_revoked r;
-		sc_revlog l;
-		sc_keyfail f;
-		sc_ocsp_entry o;
-		struct sc_replay_rec p;
-	} out;
-
 	switch (db) {
 	case SC_DB_USERS:
-		return sc_dec_user(NULL, &k, &v, &out.u);
+		return sc_dec_user(t, k, v, &out->u);
 	case SC_DB_KEYS:
-		return sc_dec_key(NULL, &k, &v, &out.k);
+		return sc_dec_key(t, k, v, &out->k);
 	case SC_DB_CERTS:
-		return sc_dec_cert(NULL, &k, &v, &out.c);
+		return sc_dec_cert(t, k, v, &out->c);
 	case SC_DB_REVOKED:
-		return sc_dec_revoked(NULL, &k, &v, &out.r);
+		return sc_dec_revoked(t, k, v, &out->r);
 	case SC_DB_REVLOG:
-		return sc_dec_revlog(NULL, &k, &v, &out.l);
+		return sc_dec_revlog(t, k, v, &out->l);
 	case SC_DB_KEYFAIL:
-		return sc_dec_value(NULL, db, &sc_rec_keyfail, &k, &v, &out.f, sizeof(out.f));
+		return sc_dec_value(t, db, &sc_rec_keyfail, k, v, &out->f, sizeof(out->f));
 	case SC_DB_REPLAY:
-		return sc_dec_value(NULL, db, &sc_rec_replay, &k, &v, &out.p, sizeof(out.p));
+		return sc_dec_value(t, db, &sc_rec_replay, k, v, &out->p, sizeof(out->p));
 	case SC_DB_OCSP:
-		return sc_dec_value(NULL, db, &sc_rec_ocsp, &k, &v, &out.o, sizeof(out.o));
+		return sc_dec_value(t, db, &sc_rec_ocsp, k, v, &out->o, sizeof(out->o));
 	case SC_DB_IDHASH:
 	case SC_DB_KEYSEQ:
 	case SC_DB_USERKEYS:
-		return sc_dec_id_ref(NULL, db, &k, &v);
+		return sc_dec_id_ref(t, db, k, v);
 	default:
 		return SC_OK;
 	}
+}
+
+int sc_store_lmdb_decode(int db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	union sc_any_rec out;
+
+	return sc_dec_any(NULL, db, &k, &v, &out);
 }

@@ -192,6 +192,20 @@ void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len);
  * once the walk reaches `before`. */
 int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s);
 
+/* codec.c: any record of database `db`, decoded into the member of `out`
+ * that matches it (index values are checked, nothing is decoded). */
+union sc_any_rec {
+	sc_user u;
+	sc_key k;
+	sc_cert c;
+	sc_revoked r;
+	sc_revlog l;
+	sc_keyfail f;
+	sc_ocsp_entry o;
+	struct sc_replay_rec p;
+};
+int sc_dec_any(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, union sc_any_rec *out);
+
 /* ocsp.c */
 int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial);
 

@@ -11,6 +11,7 @@ message that says what happened.
   revocation undone): the CLI, the signing service and the responder all
   refuse it;
 * an old backup put back without `store restore`;
+* a record removed under its indexes, or cut short (`store check`);
 and `store restore --confirm-rollback` is the way back: audited, signed
 into a new checkpoint, and tokens valid from before it are refused.  The
 checkpoint log verifies with the openssl CLI alone."""
@@ -225,6 +226,35 @@ def main():
         expect_ckr(lambda: gw.sign(key, P.Mechanism(P.CKM_ECDSA, None), dg, old), P.CKR_PIN_EXPIRED,
                    "a token valid from before the restore is refused")
         gw.close()
+
+        # 6. store check reads every record: a key record removed while its
+        #    indexes still name it, and a certificate record cut short, are
+        #    each named with their database.
+        d.stop_signd()
+        good = os.path.join(d.tmp, "good")
+        shutil.copytree(store, good)
+        full = dump(store).split("\n")
+        start = full.index("database=keys")
+        first = full.index("HEADER=END", start) + 1
+        del full[first:first + 2]
+        rebuild(d, store, full)
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "missing key" in r.stdout and "'keyseq'" in r.stdout,
+              f"store check names an index entry whose key record is gone ({r.stdout.strip()[:200]})")
+        shutil.rmtree(store)
+        shutil.copytree(good, store)
+        lines = dump(store, "certs").split("\n")
+        body = lines.index("HEADER=END") + 2
+        lines[body] = lines[body][:-8]
+        load(store, "\n".join(lines), "certs")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "'certs'" in r.stdout and "corrupt record" in r.stdout,
+              f"store check names a certificate record cut short ({r.stdout.strip()[:200]})")
+        shutil.rmtree(store)
+        shutil.copytree(good, store)
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0 and "every index entry names its record" in r.stdout,
+              f"the untouched copy checks clean ({r.stdout.strip()[:200]})")
 
 
 if __name__ == "__main__":

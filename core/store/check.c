@@ -1,0 +1,148 @@
+/*
+ * A full read of the store, for `smartcert store check`: every record of
+ * every database through the decoders the store reads with, and every index
+ * entry resolved to the record it names.  Normal reads meet a damaged record
+ * only when someone asks for it; an operator checking a backup or a store
+ * after a crash wants to hear about it now, with the database and key.
+ * Part of the LMDB store (internal.h; contract: sc_store.h).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <lmdb.h>
+
+#include "sc_err.h"
+#include "sc_store.h"
+#include "internal.h"
+
+struct check_walk {
+	int db;
+	uint64_t records;
+};
+
+/* The owner a key or certificate names exists ("" is the CA's own). */
+static int owner_exists(sc_txn *t, int db, const MDB_val *k, const char *user_id)
+{
+	sc_user u;
+
+	if (user_id == NULL || user_id[0] == '\0')
+		return SC_OK;
+	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_user_get(t, user_id, &u),
+			       "user");
+}
+
+/* An index entry (key k of db) that names `id`, which must exist and agree
+ * with the index. */
+static int index_names_key(sc_txn *t, const MDB_val *k, const MDB_val *v, int db)
+{
+	char id[SC_ID_MAX + 1];
+	sc_key key;
+	int rv;
+
+	if ((rv = sc_dec_id(t, db, k, v, id)) != SC_OK)
+		return rv;
+	rv = sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_key_get(t, id, &key), "key");
+	if (rv != SC_OK)
+		return rv;
+	if (db == SC_DB_KEYSEQ && (k->mv_size != 8 || sc_rd64(k->mv_data) != key.seq))
+		return sc_corrupt(t, db, k->mv_data, k->mv_size,
+				  "names a key with another sequence");
+	if (db == SC_DB_USERKEYS &&
+	    (strlen(key.user_id) != k->mv_size || memcmp(key.user_id, k->mv_data, k->mv_size) != 0))
+		return sc_corrupt(t, db, k->mv_data, k->mv_size, "names another user's key");
+	return SC_OK;
+}
+
+static int check_user_cert(sc_txn *t, const MDB_val *k, const MDB_val *v)
+{
+	sc_serial s;
+	sc_cert c;
+	int rv;
+
+	if (sc_serial_from_key(v->mv_data, v->mv_size, &s) != 0)
+		return sc_corrupt(t, SC_DB_USERCERTS, k->mv_data, k->mv_size, "bad serial");
+	rv = sc_index_target(t, SC_DB_USERCERTS, k->mv_data, k->mv_size,
+			     sc_store_cert_get(t, &s, &c), "certificate");
+	if (rv != SC_OK)
+		return rv;
+	if (strlen(c.user_id) != k->mv_size || memcmp(c.user_id, k->mv_data, k->mv_size) != 0)
+		return sc_corrupt(t, SC_DB_USERCERTS, k->mv_data, k->mv_size,
+				  "names another user's certificate");
+	return SC_OK;
+}
+
+static int check_idhash(sc_txn *t, const MDB_val *k, const MDB_val *v)
+{
+	char id[SC_ID_MAX + 1];
+	sc_user u;
+	int rv;
+
+	if ((rv = sc_dec_id(t, SC_DB_IDHASH, k, v, id)) != SC_OK)
+		return rv;
+	rv = sc_index_target(t, SC_DB_IDHASH, k->mv_data, k->mv_size, sc_store_user_get(t, id, &u),
+			     "user");
+	if (rv != SC_OK)
+		return rv;
+	if (k->mv_size != sizeof(u.id_hash) || memcmp(u.id_hash, k->mv_data, k->mv_size) != 0)
+		return sc_corrupt(t, SC_DB_IDHASH, k->mv_data, k->mv_size,
+				  "names a user with another identity hash");
+	return SC_OK;
+}
+
+/* expiry and ocspdue: time || serial, naming a certificate or an answer. */
+static int check_due(sc_txn *t, int db, const MDB_val *k)
+{
+	union sc_any_rec r;
+	sc_serial s;
+	int rv;
+
+	rv = sc_time_index_key(t, db, k, INT64_MAX, &s);
+	if (rv != SC_OK)
+		return rv < 0 ? rv : SC_OK;
+	if (db == SC_DB_EXPIRY)
+		return sc_index_target(t, db, k->mv_data, k->mv_size,
+				       sc_store_cert_get(t, &s, &r.c), "certificate");
+	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_ocsp_get(t, &s, &r.o),
+			       "OCSP answer");
+}
+
+static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct check_walk *w = ctx;
+	union sc_any_rec r;
+	int rv;
+
+	w->records++;
+	if ((rv = sc_dec_any(t, w->db, k, v, &r)) != SC_OK)
+		return rv;
+	switch (w->db) {
+	case SC_DB_KEYS:
+		return owner_exists(t, w->db, k, r.k.user_id);
+	case SC_DB_CERTS:
+		return owner_exists(t, w->db, k, r.c.user_id);
+	case SC_DB_IDHASH:
+		return check_idhash(t, k, v);
+	case SC_DB_KEYSEQ:
+	case SC_DB_USERKEYS:
+		return index_names_key(t, k, v, w->db);
+	case SC_DB_USERCERTS:
+		return check_user_cert(t, k, v);
+	case SC_DB_EXPIRY:
+	case SC_DB_OCSPDUE:
+		return check_due(t, w->db, k);
+	default:
+		return SC_OK;
+	}
+}
+
+int sc_store_check_records(sc_txn *txn, uint64_t *records)
+{
+	struct check_walk w = { 0, 0 };
+	int rv = SC_OK;
+
+	for (w.db = 0; w.db < SC_DB_COUNT && rv == SC_OK; w.db++)
+		rv = sc_walk(txn, w.db, NULL, 0, check_one, &w);
+	if (records != NULL)
+		*records = w.records;
+	return rv;
+}
