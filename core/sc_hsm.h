@@ -9,6 +9,10 @@
  *   - the record MAC key        label "smartcert-record-mac": generic secret,
  *     sensitive, not extractable, CKA_SIGN/CKA_VERIFY (HMAC-SHA256) only; it
  *     binds wrapped blobs to their records and hashes ID-card numbers;
+ *   - key-group wrapping keys   label "smartcert-kg-GGGGGGGG-N" (group,
+ *     generation): AES-256, sensitive, not extractable, CKA_WRAP/CKA_UNWRAP
+ *     only; made and destroyed by the CA (docs/evidence.md), only used by
+ *     the signing service;
  *   - CA keys (root, issuing CA, OCSP signer): non-extractable token key
  *     pairs with a label and CKA_ID of the caller's choosing.
  * Per-user keys are never token objects: they are generated as session
