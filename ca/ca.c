@@ -424,6 +424,9 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 	int rv, reopened = 0;
 
 	*already = 0;
+	/* before any write: a refusal leaves the transaction untouched */
+	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
+		return rv;
 	if ((rv = sc_ca_commit_user(txn, p, already, &reopened)) != SC_OK)
 		return rv;
 	if ((rv = sc_ca_prep_unique(ca, txn, p)) != SC_OK)

@@ -154,8 +154,10 @@ void sc_ca_prep_clear(sc_ca_prep *p);  /* frees and wipes, keeps nothing */
  * the certificate, compute the binding MAC. */
 int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p);
 /* Duplicate checks then write user, key, certificate, audit in `txn`.
- * Returns SC_ERR_EXISTS without touching the transaction on a duplicate;
- * *already = 1 when the same person is already enrolled under this id. */
+ * Returns SC_ERR_EXISTS without touching the transaction on a duplicate,
+ * and SC_ERR_BUSY when a revocation re-wrapped the key's group since the
+ * key was made (sc_ca_group_check); *already = 1 when the same person is
+ * already enrolled under this id. */
 int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already);
 
 /* Serial, certificate, signature and binding MAC for a prepared row whose

@@ -27,9 +27,11 @@
 #define SC_LABEL_GROUP_FMT "smartcert-kg-%08x-%u"
 #define SC_LABEL_GROUP_MAX 40
 
+/* The handles of a group's keys found so far, by generation parity: a
+ * re-wrap uses generations N and N+1 together, so both stay cached. */
 struct hsm_group_slot {
-	uint32_t gen; /* 0 = nothing cached */
-	CK_OBJECT_HANDLE h;
+	uint32_t gen[2]; /* 0 = nothing cached */
+	CK_OBJECT_HANDLE h[2];
 };
 
 struct sc_hsm_key {
@@ -115,8 +117,8 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h);
 /* The wrapping key of key group `group`, generation `gen` (gen 0: the
  * master key), looked up once and cached.  SC_ERR_NOT_FOUND names it. */
 int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h);
-/* Forget the cached key of `group` (it was destroyed). */
-void hsm_group_forget(sc_hsm *hsm, uint32_t group);
+/* Forget the cached key of (group, gen) (it was destroyed). */
+void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen);
 void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX]);
 
 /* HMAC-SHA256 with `key` over the concatenated parts (hsm_audit.c); `what`

@@ -54,11 +54,11 @@ void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX])
 	snprintf(out, SC_LABEL_GROUP_MAX, SC_LABEL_GROUP_FMT, (unsigned)group, (unsigned)gen);
 }
 
-void hsm_group_forget(sc_hsm *hsm, uint32_t group)
+void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen)
 {
 	pthread_mutex_lock(&hsm->mu);
-	if (group < hsm->ngroups)
-		hsm->groups[group].gen = 0;
+	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+		hsm->groups[group].gen[gen & 1] = 0;
 	pthread_mutex_unlock(&hsm->mu);
 }
 
@@ -77,8 +77,8 @@ static void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJ
 		}
 	}
 	if (group < hsm->ngroups) {
-		hsm->groups[group].gen = gen;
-		hsm->groups[group].h = h;
+		hsm->groups[group].gen[gen & 1] = gen;
+		hsm->groups[group].h[gen & 1] = h;
 	}
 	pthread_mutex_unlock(&hsm->mu);
 }
@@ -94,8 +94,8 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 	if (gen == 0)
 		return hsm_need_master(hsm, 0, h);
 	pthread_mutex_lock(&hsm->mu);
-	if (group < hsm->ngroups && hsm->groups[group].gen == gen)
-		*h = hsm->groups[group].h;
+	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+		*h = hsm->groups[group].h[gen & 1];
 	pthread_mutex_unlock(&hsm->mu);
 	if (*h != CK_INVALID_HANDLE)
 		return 0;
@@ -173,7 +173,7 @@ int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const u
 		/* the group key may have been rotated away meanwhile */
 		if (gen != 0 && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID ||
 				 rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID))
-			hsm_group_forget(hsm, group);
+			hsm_group_forget(hsm, group, gen);
 		goto out;
 	}
 	k->h = h;

@@ -572,7 +572,7 @@ int sc_hsm_group_key_destroy(sc_hsm *hsm, uint32_t group, uint32_t gen)
 	if (gen == 0)
 		return sc_error_set(SC_ERR_INVALID, "generation 0 is the master key");
 	hsm_group_label(group, gen, label);
-	hsm_group_forget(hsm, group);
+	hsm_group_forget(hsm, group, gen);
 	/* a duplicate label (a crashed create) is destroyed too */
 	for (i = 0; i < 8; i++) {
 		rc = hsm_pool_find(hsm, CKO_SECRET_KEY, label, &s, &h, &n);

@@ -206,6 +206,30 @@ def main():
             check(ok, f"{u} still signs through the service ({err[:200]})")
         rot = [e for e in d.audit() if e.get("kind") == "keygroup-rotate"]
         check(len(rot) == 2, f"two keygroup-rotate audit records ({len(rot)})")
+
+        # Renewal with a new key destroys the old one the same way; with
+        # --keep-key nothing is destroyed and the group is left alone.
+        old_kid = kid["oth-ec"]
+        ob = keys_db(d)[old_kid]
+        name = os.path.join(d.tmp, "oth-ec-gen3.blob")
+        with open(name, "wb") as g:
+            g.write(ob)
+        cert = d.sc_json("ca", "show", "--user", "oth-ec")["certificates"][0]["serial"]
+        tok = d.sc("authz", "issue", "--user", "oth-ec", "--key", old_kid, "--purpose", "renew",
+                   "--serial", cert).stdout.strip()
+        n = json.loads(d.sc("ca", "renew", "--user", "oth-ec", "--consent", tok, "--json").stdout)
+        check(n["key_id"] != old_kid, "renew without --keep-key: a new key")
+        after = probe(d, [name])
+        check(after["unwrapped"] == [] and "smartcert-kg-00000000-4" in after["labels"],
+              "the renewed-away key's blob unwraps with nothing left on the token (generation 4 now)")
+        tok = d.sc("authz", "issue", "--user", "oth-rsa", "--key", kid["oth-rsa"], "--purpose", "renew",
+                   "--serial", serial["oth-rsa"]).stdout.strip()
+        d.sc("ca", "renew", "--user", "oth-rsa", "--consent", tok, "--keep-key")
+        rot = [e for e in d.audit() if e.get("kind") == "keygroup-rotate"]
+        check(len(rot) == 3, f"--keep-key re-wraps nothing: still three keygroup-rotate records ({len(rot)})")
+        for u in others:
+            ok, err = signs(d, u)
+            check(ok, f"{u} signs after the renewals ({err[:200]})")
         r = d.sc("store", "check", check=False)
         check(r.returncode == 0, f"store check passes ({r.stdout.strip()[-200:]})")
 
