@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -71,31 +72,57 @@ static int kg_chown_cb(const char *path, const struct stat *sb, int type, struct
 	return 0;
 }
 
-static void kg_token_handover(sc_ca *ca)
+/* The embedded SoftHSMv2's directory (that of hsm.softhsm_conf) into
+ * dir; 0, or -1 for a backend that is not an embedded SoftHSMv2. */
+static int kg_token_dir(sc_ca *ca, char dir[PATH_MAX])
 {
-	sc_hsm_params *p;
-	char dir[PATH_MAX];
-	struct stat st;
+	sc_hsm_params *p = calloc(1, sizeof(*p));
+	int r = -1;
 
-	if (geteuid() != 0)
-		return;
-	p = calloc(1, sizeof(*p));
 	if (p == NULL)
-		return;
+		return -1;
 	if (sc_hsm_params_from_config(ca->d->cfg, p) == SC_OK && p->softhsm_conf != NULL &&
-	    strlen(p->softhsm_conf) < sizeof(dir)) {
-		const char *tokdir;
+	    strlen(p->softhsm_conf) < PATH_MAX) {
+		char tmp[PATH_MAX];
 
-		snprintf(dir, sizeof(dir), "%s", p->softhsm_conf);
-		tokdir = dirname(dir);
-		if (stat(tokdir, &st) == 0 && st.st_uid != 0) {
-			kg_owner_uid = st.st_uid;
-			kg_owner_gid = st.st_gid;
-			(void)nftw(tokdir, kg_chown_cb, 16, FTW_PHYS);
-		}
+		snprintf(tmp, sizeof(tmp), "%s", p->softhsm_conf);
+		snprintf(dir, PATH_MAX, "%s", dirname(tmp));
+		r = 0;
 	}
 	sc_error_clear();
 	free(p);
+	return r;
+}
+
+static void kg_token_handover(sc_ca *ca)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	if (geteuid() != 0 || kg_token_dir(ca, dir) != 0)
+		return;
+	if (stat(dir, &st) == 0 && st.st_uid != 0) {
+		kg_owner_uid = st.st_uid;
+		kg_owner_gid = st.st_gid;
+		(void)nftw(dir, kg_chown_cb, 16, FTW_PHYS);
+	}
+}
+
+/* A group key the HSM would not make: when the embedded token's disk is
+ * full (SoftHSMv2 says only CKR_FUNCTION_FAILED), say so, as the store
+ * does for its own disk; otherwise rv as it is. */
+static int kg_create_failed(sc_ca *ca, int rv)
+{
+	char dir[PATH_MAX], detail[200];
+	struct statvfs vfs;
+
+	if (kg_token_dir(ca, dir) != 0 || statvfs(dir, &vfs) != 0 ||
+	    (unsigned long long)vfs.f_bavail * vfs.f_frsize >= 1048576)
+		return rv;
+	snprintf(detail, sizeof(detail), "%s", sc_error_detail());
+	return sc_error_set(SC_ERR_STORE_FULL, "the disk holding the HSM token (%s) is full: the "
+			    "key of a new key group cannot be stored (%s); free disk space", dir,
+			    detail);
 }
 
 uint32_t sc_ca_key_group_of(const sc_ca *ca, const char *key_id)
@@ -160,8 +187,10 @@ int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint
 		return rv;
 	if ((rv = sc_ca_group_gen(txn, *group, gen)) != SC_OK || *gen != 0)
 		goto out;
-	if ((rv = sc_hsm_group_key_create(ca->d->hsm, *group, 1)) != SC_OK)
+	if ((rv = sc_hsm_group_key_create(ca->d->hsm, *group, 1)) != SC_OK) {
+		rv = kg_create_failed(ca, rv);
 		goto out;
+	}
 	kg_token_handover(ca);
 	if ((rv = kg_gen_put(txn, *group, 1)) != SC_OK)
 		goto out;
