@@ -209,7 +209,9 @@ static void *batch_committer(void *arg)
 				enrolled++;
 			} else if (e == SC_ERR_EXISTS && already) {
 				skipped++;
-			} else if (e == SC_ERR_EXISTS || e == SC_ERR_INVALID) {
+			} else if (e == SC_ERR_EXISTS || e == SC_ERR_INVALID || e == SC_ERR_BUSY) {
+				/* SC_ERR_BUSY: a revocation re-wrapped the row's key
+				 * group meanwhile; the row is reported, run it again */
 				batch_error(b, p->line, p->user_id, e, sc_error_detail());
 			} else {
 				rv = e;

@@ -62,6 +62,18 @@ int sc_ca_open(sc_deploy *d, const char *actor, sc_ca **out)
 		rv = sc_error_set(SC_ERR_CONFIG, "ca.default_key_type: %s", sc_error_detail());
 		goto fail;
 	}
+	{
+		/* about 1,000 keys a group at 4 million keys */
+		int64_t groups = 4096;
+
+		if ((rv = sc_config_int(d->cfg, "ca.key_groups", 4096, &groups)) != SC_OK)
+			goto fail;
+		if (groups < 1 || groups > 1048576) {
+			rv = sc_error_set(SC_ERR_CONFIG, "ca.key_groups must be 1 to 1048576");
+			goto fail;
+		}
+		ca->key_groups = (uint32_t)groups;
+	}
 	ca->partitions = d->crl_partitions ? d->crl_partitions : 16;
 	rv = sc_hsm_find_token_key(d->hsm, SC_LABEL_ISSUING_CA, &ca->issuing_key);
 	if (rv != SC_OK) {
@@ -78,6 +90,9 @@ int sc_ca_open(sc_deploy *d, const char *actor, sc_ca **out)
 	ca->issuer_not_after = (int64_t)timegm(&tm);
 	if ((rv = sc_ca_extcache_new(ca, &ca->xc)) != SC_OK)
 		goto fail;
+	/* group keys a process left undestroyed after its commit */
+	if (sc_ca_groups_finish(ca) != SC_OK)
+		sc_error_clear();
 	*out = ca;
 	return SC_OK;
 fail:
@@ -92,6 +107,8 @@ void sc_ca_close(sc_ca *ca)
 	if (ca->issuing_key != NULL)
 		sc_hsm_key_free(ca->d->hsm, ca->issuing_key);
 	sc_ca_extcache_free(ca->xc);
+	free(ca->dirty);
+	free(ca->made);
 	free(ca);
 }
 
@@ -191,6 +208,8 @@ static void sc_ca_prep_key(const sc_ca_prep *p, sc_key *k)
 	k->spki = p->spki;
 	k->spki_len = p->spki_len;
 	memcpy(k->mac, p->mac, 32);
+	k->group = p->group;
+	k->kgen = p->kgen;
 	k->cert_serial = p->serial;
 	k->created = p->not_before;
 }
@@ -287,8 +306,10 @@ int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p)
 		return SC_OK;
 	if ((rv = sc_ca_key_id_random(p->key_id)) != SC_OK)
 		return rv;
-	rv = sc_hsm_generate_wrapped(ca->d->hsm, p->alg, &p->blob, &p->blob_len, &p->spki,
-				     &p->spki_len);
+	if ((rv = sc_ca_group_for_new_key(ca, p->key_id, &p->group, &p->kgen)) != SC_OK)
+		return rv;
+	rv = sc_hsm_generate_wrapped_in(ca->d->hsm, p->group, p->kgen, p->alg, &p->blob,
+					&p->blob_len, &p->spki, &p->spki_len);
 	if (rv != SC_OK)
 		return rv;
 	return sc_ca_prep_issue(ca, p);
@@ -331,6 +352,8 @@ int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key)
 	if ((rv = sc_ca_prep_cert_add(txn, p)) != SC_OK)
 		return rv;
 	sc_ca_prep_key(p, &k);
+	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
+		return rv;
 	if (!replace_key)
 		return sc_store_key_add(txn, &k);
 	/* the same key under a new certificate keeps its sequence number
@@ -401,6 +424,9 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 	int rv, reopened = 0;
 
 	*already = 0;
+	/* before any write: a refusal leaves the transaction untouched */
+	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
+		return rv;
 	if ((rv = sc_ca_commit_user(txn, p, already, &reopened)) != SC_OK)
 		return rv;
 	if ((rv = sc_ca_prep_unique(ca, txn, p)) != SC_OK)
@@ -472,6 +498,8 @@ int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state)
 
 	rv = sc_store_key_get(txn, key_id, &k);
 	if (rv != SC_OK)
+		return rv;
+	if (k.blob_len > 0 && (rv = sc_ca_group_mark(ca, &k)) != SC_OK)
 		return rv;
 	k.state = state;
 	k.blob = NULL;

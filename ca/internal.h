@@ -51,6 +51,14 @@ struct sc_ca {
 	uint32_t partitions;
 	int64_t issuer_not_after;        /* user certificates end before it */
 	sc_ca_extcache *xc;
+	uint32_t key_groups;             /* ca.key_groups (keygroup.c) */
+	uint32_t *dirty;                 /* groups whose key a revocation in the
+					  * open transaction destroyed */
+	size_t ndirty, capdirty;
+	uint32_t (*made)[2];             /* group keys (group, generation) made
+					  * for the open transaction */
+	size_t nmade, capmade;
+	uint64_t rewrapped;              /* keys re-wrapped by this process */
 };
 
 enum sc_ca_kind {
@@ -133,6 +141,7 @@ typedef struct sc_ca_prep {
 	unsigned char *blob, *spki, *der;
 	size_t blob_len, spki_len, der_len;
 	unsigned char mac[32];
+	uint32_t group, kgen;            /* key group and its key's generation */
 	sc_serial serial;
 	int64_t not_before, not_after;
 	uint32_t partition;
@@ -145,8 +154,10 @@ void sc_ca_prep_clear(sc_ca_prep *p);  /* frees and wipes, keeps nothing */
  * the certificate, compute the binding MAC. */
 int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p);
 /* Duplicate checks then write user, key, certificate, audit in `txn`.
- * Returns SC_ERR_EXISTS without touching the transaction on a duplicate;
- * *already = 1 when the same person is already enrolled under this id. */
+ * Returns SC_ERR_EXISTS without touching the transaction on a duplicate,
+ * and SC_ERR_BUSY when a revocation re-wrapped the key's group since the
+ * key was made (sc_ca_group_check); *already = 1 when the same person is
+ * already enrolled under this id. */
 int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already);
 
 /* Serial, certificate, signature and binding MAC for a prepared row whose
@@ -184,6 +195,32 @@ int sc_ca_audit(sc_ca *ca, sc_txn *txn, const char *kind, const char *user_id,
 
 /* Destroy a key (blob deleted, MAC recomputed), state = `state`. */
 int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state);
+
+/* Key groups (keygroup.c).  group_of: SHA-256(key id) mod ca.key_groups.
+ * group_for_new_key: the group of a new key and the generation to wrap it
+ * under (generation 1 is created, committed, the first time).
+ * group_check: in the transaction that stores the key, the generation is
+ * still current (SC_ERR_BUSY when a revocation re-wrapped the group).
+ * group_mark: the key's blob is being destroyed in the open transaction:
+ * its group is re-wrapped before the commit.
+ * txn_commit: re-wrap the marked groups, commit, destroy the old group
+ * keys (the only commit of a transaction that destroys keys).
+ * groups_finish: retry the re-wraps the HSM refused (keygroup.rotate),
+ * then destroy the group keys still pending (keygroup.pending: a process
+ * died after its commit); run by every CA command at open.
+ * groups_pending: how many of each, and the oldest's time (0 = none). */
+uint32_t sc_ca_key_group_of(const sc_ca *ca, const char *key_id);
+int sc_ca_group_gen(sc_txn *txn, uint32_t group, uint32_t *gen);
+int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint32_t *gen);
+int sc_ca_group_check(sc_txn *txn, uint32_t group, uint32_t gen);
+int sc_ca_group_mark(sc_ca *ca, const sc_key *k);
+int sc_ca_groups_rotate(sc_ca *ca, sc_txn *txn);
+/* After the commit of a rotated transaction: rv is the commit's result.
+ * On success the old keys are destroyed (finish); on failure the new
+ * generations made for it are destroyed, since nothing names them. */
+void sc_ca_groups_after_commit(sc_ca *ca, int rv);
+int sc_ca_groups_finish(sc_ca *ca);
+int sc_ca_txn_commit(sc_ca *ca, sc_txn **txn);
 
 /* Remove a directory tree (failed init clean-up). */
 int sc_ca_rmtree(const char *path);

@@ -194,21 +194,18 @@ int sc_ca_revoke_serial(sc_ca *ca, const sc_serial *serial, int reason,
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
 	rv = sc_ca_revoke_in_txn(ca, txn, serial, reason, invalidity_date, "revoke", user_closed);
-	if (rv == SC_OK) {
-		rv = sc_txn_commit(txn);
-		txn = NULL;
-	}
+	if (rv == SC_OK)
+		rv = sc_ca_txn_commit(ca, &txn);
 	sc_txn_abort(txn);
 	return rv;
 }
 
 /* Commit *txn (ended either way: *txn is NULL afterwards) and, when that
  * succeeds, report n in *out if asked. */
-static int commit_counted(sc_txn **txn, unsigned *out, unsigned n)
+static int commit_counted(sc_ca *ca, sc_txn **txn, unsigned *out, unsigned n)
 {
-	int rv = sc_txn_commit(*txn);
+	int rv = sc_ca_txn_commit(ca, txn);
 
-	*txn = NULL;
 	if (rv == SC_OK && out != NULL)
 		*out = n;
 	return rv;
@@ -243,7 +240,7 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 		if (rv != SC_OK)
 			goto done;
 	}
-	rv = commit_counted(&txn, count, (unsigned)ss.n);
+	rv = commit_counted(ca, &txn, count, (unsigned)ss.n);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -311,7 +308,7 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 	if ((rv = sc_ca_audit(ca, txn, suspend ? "suspend" : "resume", user_id, NULL, NULL, NULL,
 			      detail)) != SC_OK)
 		goto done;
-	rv = commit_counted(&txn, changed, n);
+	rv = commit_counted(ca, &txn, changed, n);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -414,6 +411,12 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		snprintf(token_id_hex, 2 * SC_AUTHZ_TOKEN_ID_MAX + 1, "%s", tid);
 	if ((rv = sc_authz_max_skew(ca->d->cfg, &skew)) != SC_OK)
 		goto done;
+	/* a new key's group is settled before the transaction: a new group's
+	 * first key commits its generation 1 on its own */
+	if (!keep_key && ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK ||
+			  (rv = sc_ca_group_for_new_key(ca, p.key_id, &p.group, &p.kgen)) !=
+				  SC_OK))
+		goto done;
 
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		goto done;
@@ -483,6 +486,8 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	p.alg = k.alg;
 	if (keep_key) {
 		snprintf(p.key_id, sizeof(p.key_id), "%s", k.key_id);
+		p.group = k.group;
+		p.kgen = k.kgen;
 		p.blob = OPENSSL_memdup(k.blob, k.blob_len ? k.blob_len : 1);
 		p.spki = OPENSSL_memdup(k.spki, k.spki_len ? k.spki_len : 1);
 		if (p.blob == NULL || p.spki == NULL) {
@@ -492,10 +497,8 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		p.blob_len = k.blob_len;
 		p.spki_len = k.spki_len;
 	} else {
-		if ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK)
-			goto done;
-		rv = sc_hsm_generate_wrapped(ca->d->hsm, p.alg, &p.blob, &p.blob_len, &p.spki,
-					     &p.spki_len);
+		rv = sc_hsm_generate_wrapped_in(ca->d->hsm, p.group, p.kgen, p.alg, &p.blob,
+						&p.blob_len, &p.spki, &p.spki_len);
 		if (rv != SC_OK)
 			goto done;
 	}
@@ -520,7 +523,10 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	snprintf(detail, sizeof(detail), "old_serial=%s keep_key=%s", hex, keep_key ? "yes" : "no");
 	if ((rv = sc_ca_audit(ca, txn, "renew", user_id, p.key_id, &p.serial, tid, detail)) != SC_OK)
 		goto done;
+	if ((rv = sc_ca_groups_rotate(ca, txn)) != SC_OK)
+		goto done;
 	rv = sc_ca_commit_issued(&txn, out, &p);
+	sc_ca_groups_after_commit(ca, rv);
 done:
 	sc_txn_abort(txn);
 	free(uc.name);
@@ -671,17 +677,25 @@ static int sc_ca_purge_account(sc_ca *ca, const char *user_id, int64_t now, int6
 	for (size_t i = 0; i < a.ns; i++)
 		if ((rv = sc_store_cert_del(txn, &a.serials[i], now)) != SC_OK)
 			goto out;
-	for (size_t i = 0; i < a.nk; i++)
+	for (size_t i = 0; i < a.nk; i++) {
+		sc_key k;
+
+		/* a key still holding a blob (its certificate expired) is
+		 * destroyed with its group's key like a revoked one */
+		if ((rv = sc_store_key_get(txn, a.keys[i], &k)) != SC_OK)
+			goto out;
+		if (k.blob_len > 0 && (rv = sc_ca_group_mark(ca, &k)) != SC_OK)
+			goto out;
 		if ((rv = sc_store_key_del(txn, a.keys[i])) != SC_OK)
 			goto out;
+	}
 	if ((rv = sc_store_user_del(txn, user_id)) != SC_OK)
 		goto out;
 	snprintf(detail, sizeof(detail), "account deleted after retention: %zu certificate(s), "
 		 "%zu key(s)", a.ns, a.nk);
 	if ((rv = sc_ca_audit(ca, txn, "purge", user_id, NULL, NULL, NULL, detail)) != SC_OK)
 		goto out;
-	rv = sc_txn_commit(txn);
-	txn = NULL;
+	rv = sc_ca_txn_commit(ca, &txn);
 	*done = rv == SC_OK;
 out:
 	sc_txn_abort(txn);
@@ -753,8 +767,7 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 			goto done;
 		out->replay_purged = n;
 	}
-	rv = sc_txn_commit(txn);
-	txn = NULL;
+	rv = sc_ca_txn_commit(ca, &txn);
 	if (rv != SC_OK)
 		goto done;
 	/* One transaction per account: a failure leaves the accounts already

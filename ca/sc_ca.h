@@ -134,6 +134,13 @@ typedef struct sc_ca_sweep_result {
  * already left every CRL. */
 int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out);
 
+/* Key destruction still owed (docs/evidence.md, "Revocation destroys the
+ * key"): old group keys awaiting C_DestroyObject, groups whose re-wrap the
+ * HSM refused, and the time of the oldest (0 when none).  Every CA
+ * command finishes both when it opens; the bound is 24 hours. */
+#define SC_CA_DESTROY_BOUND_SECONDS 86400
+int sc_ca_groups_pending(sc_txn *txn, size_t *destroy, size_t *rotate, int64_t *oldest);
+
 /* ---- deployment creation ------------------------------------------------ */
 
 typedef struct sc_ca_init_params {

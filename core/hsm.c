@@ -607,6 +607,7 @@ void sc_hsm_close(sc_hsm *hsm)
 			p11_kit_module_release(hsm->f);
 	}
 	free(hsm->sess);
+	free(hsm->groups);
 	pthread_cond_destroy(&hsm->cv);
 	pthread_mutex_destroy(&hsm->mu);
 	free(hsm);

@@ -17,11 +17,22 @@
 
 #define SC_HSM_DEFAULT_SESSIONS 8u
 #define SC_HSM_MAX_SESSIONS 256u
-#define SC_HSM_SIG_BUF 512 /* RSA-4096 signature: largest we accept */
+#define SC_HSM_MAX_GROUPS (1u << 20) /* key groups cached by handle */
+#define SC_HSM_SIG_BUF 512	     /* RSA-4096 signature: largest we accept */
 
 #define SC_LABEL_MASTER_WRAP "smartcert-master-wrap"
 #define SC_LABEL_RECORD_MAC "smartcert-record-mac"
 #define SC_LABEL_AUDIT_MAC "smartcert-audit-mac"
+/* A key group's wrapping key: "smartcert-kg-" group (8 hex) "-" generation. */
+#define SC_LABEL_GROUP_FMT "smartcert-kg-%08x-%u"
+#define SC_LABEL_GROUP_MAX 40
+
+/* The handles of a group's keys found so far, by generation parity: a
+ * re-wrap uses generations N and N+1 together, so both stay cached. */
+struct hsm_group_slot {
+	uint32_t gen[2]; /* 0 = nothing cached */
+	CK_OBJECT_HANDLE h[2];
+};
 
 struct sc_hsm_key {
 	CK_OBJECT_HANDLE h;
@@ -43,7 +54,10 @@ struct sc_hsm {
 
 	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
 	CK_OBJECT_HANDLE mac_key;
-	CK_OBJECT_HANDLE audit_key; /* CK_INVALID_HANDLE until looked up */
+	CK_OBJECT_HANDLE audit_key;    /* CK_INVALID_HANDLE until looked up */
+	struct hsm_group_slot *groups; /* by group number: the last group key
+					* found (under mu) */
+	uint32_t ngroups;
 
 	CK_TOKEN_INFO ti; /* as seen at open, for describe */
 };
@@ -100,6 +114,12 @@ int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s);
 CK_OBJECT_HANDLE hsm_master_handle(sc_hsm *hsm, int mac);
 
 int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h);
+/* The wrapping key of key group `group`, generation `gen` (gen 0: the
+ * master key), looked up once and cached.  SC_ERR_NOT_FOUND names it. */
+int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h);
+/* Forget the cached key of (group, gen) (it was destroyed). */
+void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen);
+void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX]);
 
 /* HMAC-SHA256 with `key` over the concatenated parts (hsm_audit.c); `what`
  * names it in errors. */

@@ -4,6 +4,8 @@
  * handles per-user keys (the CA, the signing path); not by the OCSP
  * responder, whose only key is a CA token key.
  */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,8 +49,82 @@ int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t
 	return hsm_hmac(hsm, key, "record MAC", parts, lens, nparts, mac);
 }
 
+void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX])
+{
+	snprintf(out, SC_LABEL_GROUP_MAX, SC_LABEL_GROUP_FMT, (unsigned)group, (unsigned)gen);
+}
+
+void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen)
+{
+	pthread_mutex_lock(&hsm->mu);
+	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+		hsm->groups[group].gen[gen & 1] = 0;
+	pthread_mutex_unlock(&hsm->mu);
+}
+
+/* Remember (group, gen) -> h; a failure to grow only costs a lookup. */
+static void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
+{
+	pthread_mutex_lock(&hsm->mu);
+	if (group >= hsm->ngroups && group < SC_HSM_MAX_GROUPS) {
+		uint32_t n = group + 1 > 2 * hsm->ngroups ? group + 1 : 2 * hsm->ngroups;
+		struct hsm_group_slot *g = realloc(hsm->groups, n * sizeof(*g));
+
+		if (g != NULL) {
+			memset(g + hsm->ngroups, 0, (n - hsm->ngroups) * sizeof(*g));
+			hsm->groups = g;
+			hsm->ngroups = n;
+		}
+	}
+	if (group < hsm->ngroups) {
+		hsm->groups[group].gen[gen & 1] = gen;
+		hsm->groups[group].h[gen & 1] = h;
+	}
+	pthread_mutex_unlock(&hsm->mu);
+}
+
+int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h)
+{
+	char label[SC_LABEL_GROUP_MAX];
+	CK_SESSION_HANDLE s;
+	CK_ULONG n = 0;
+	int rc;
+
+	*h = CK_INVALID_HANDLE;
+	if (gen == 0)
+		return hsm_need_master(hsm, 0, h);
+	pthread_mutex_lock(&hsm->mu);
+	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+		*h = hsm->groups[group].h[gen & 1];
+	pthread_mutex_unlock(&hsm->mu);
+	if (*h != CK_INVALID_HANDLE)
+		return 0;
+	hsm_group_label(group, gen, label);
+	rc = hsm_pool_find(hsm, CKO_SECRET_KEY, label, &s, h, &n);
+	if (rc < 0)
+		return rc;
+	hsm_pool_put(hsm, s);
+	if (n == 0)
+		return sc_error_set(SC_ERR_NOT_FOUND,
+				    "the backend token has no key '%s' (key group %u, generation "
+				    "%u): it was destroyed at a revocation, or the store and the "
+				    "token do not belong together",
+				    label, (unsigned)group, (unsigned)gen);
+	if (n > 1)
+		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' key",
+				    label);
+	hsm_group_remember(hsm, group, gen, *h);
+	return 0;
+}
+
 int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
 		  sc_hsm_key **out)
+{
+	return sc_hsm_unwrap_in(hsm, 0, 0, alg, blob, blob_len, out);
+}
+
+int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const unsigned char *blob,
+		     size_t blob_len, sc_hsm_key **out)
 {
 	int rc;
 	CK_SESSION_HANDLE s;
@@ -76,7 +152,7 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 	if (!blob || blob_len == 0)
 		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
 	kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
-	rc = hsm_need_master(hsm, 0, &wrap);
+	rc = hsm_group_key(hsm, group, gen, &wrap);
 	if (rc < 0)
 		return rc;
 	k = malloc(sizeof(*k));
@@ -93,7 +169,11 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 		/* SoftHSMv2 reports a damaged blob as CKR_GENERAL_ERROR. */
 		rc = hsm_ckr(rv, "C_UnwrapKey",
 			     "unwrapping a user key (blob damaged, "
-			     "or not wrapped under this master key?)");
+			     "or not wrapped under this key?)");
+		/* the group key may have been rotated away meanwhile */
+		if (gen != 0 && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID ||
+				 rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID))
+			hsm_group_forget(hsm, group, gen);
 		goto out;
 	}
 	k->h = h;

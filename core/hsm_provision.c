@@ -532,6 +532,168 @@ int sc_hsm_create_audit_key(sc_hsm *hsm)
 int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg, unsigned char **blob, size_t *blob_len,
 			    unsigned char **spki, size_t *spki_len)
 {
+	return sc_hsm_generate_wrapped_in(hsm, 0, 0, alg, blob, blob_len, spki, spki_len);
+}
+
+/* Wrap `key` with `wrap` into a new malloc'd blob. */
+static int wrap_into(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, CK_OBJECT_HANDLE key,
+		     const char *what, unsigned char **blob, size_t *blob_len)
+{
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_ULONG bl = 0;
+	unsigned char *b;
+	CK_RV rv;
+
+	rv = hsm->f->C_WrapKey(s, &mech, wrap, key, NULL, &bl);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_WrapKey", what);
+	b = malloc(bl ? bl : 1);
+	if (!b)
+		return SC_ERR_NOMEM;
+	rv = hsm->f->C_WrapKey(s, &mech, wrap, key, b, &bl);
+	if (rv != CKR_OK) {
+		free(b);
+		return hsm_ckr(rv, "C_WrapKey", what);
+	}
+	*blob = b;
+	*blob_len = bl;
+	return 0;
+}
+
+int sc_hsm_group_key_destroy(sc_hsm *hsm, uint32_t group, uint32_t gen)
+{
+	char label[SC_LABEL_GROUP_MAX];
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h;
+	CK_ULONG n;
+	CK_RV rv;
+	int rc, i;
+
+	if (gen == 0)
+		return sc_error_set(SC_ERR_INVALID, "generation 0 is the master key");
+	hsm_group_label(group, gen, label);
+	hsm_group_forget(hsm, group, gen);
+	/* a duplicate label (a crashed create) is destroyed too */
+	for (i = 0; i < 8; i++) {
+		rc = hsm_pool_find(hsm, CKO_SECRET_KEY, label, &s, &h, &n);
+		if (rc < 0)
+			return rc;
+		if (n == 0) {
+			hsm_pool_put(hsm, s);
+			return 0;
+		}
+		rv = hsm->f->C_DestroyObject(s, h);
+		hsm_pool_put(hsm, s);
+		if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+			return hsm_ckr(rv, "C_DestroyObject", label);
+	}
+	return sc_error_set(SC_ERR_HSM, "key '%s' survives C_DestroyObject", label);
+}
+
+int sc_hsm_group_key_create(sc_hsm *hsm, uint32_t group, uint32_t gen)
+{
+	char label[SC_LABEL_GROUP_MAX];
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+	CK_KEY_TYPE aes = CKK_AES;
+	CK_ULONG len32 = 32;
+	CK_MECHANISM aes_gen = { CKM_AES_KEY_GEN, NULL, 0 };
+	CK_ATTRIBUTE wt[] = {
+		{ CKA_CLASS, &sk, sizeof(sk) },
+		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
+		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
+		{ CKA_TOKEN, &tru, sizeof(tru) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_WRAP, &tru, sizeof(tru) },
+		{ CKA_UNWRAP, &tru, sizeof(tru) },
+		{ CKA_ENCRYPT, &fal, sizeof(fal) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_SIGN, &fal, sizeof(fal) },
+		{ CKA_VERIFY, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+		{ CKA_LABEL, label, 0 },
+	};
+	CK_RV rv;
+	int rc;
+
+	if (gen == 0)
+		return sc_error_set(SC_ERR_INVALID, "generation 0 is the master key");
+	hsm_group_label(group, gen, label);
+	wt[sizeof(wt) / sizeof(wt[0]) - 1].ulValueLen = strlen(label);
+	rc = sc_hsm_group_key_destroy(hsm, group, gen);
+	if (rc < 0)
+		return rc;
+	rc = hsm_pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rv = hsm->f->C_GenerateKey(s, &aes_gen, wt, sizeof(wt) / sizeof(wt[0]), &h);
+	hsm_pool_put(hsm, s);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_GenerateKey", "creating a key group's wrapping key");
+	return 0;
+}
+
+int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32_t new_gen,
+		  const unsigned char *blob, size_t blob_len, unsigned char **out, size_t *out_len)
+{
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE oldk, newk, h = CK_INVALID_HANDLE;
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	/* extractable only so that the new group key can wrap it; a session
+	 * object of this call, destroyed before it returns */
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },     { CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &fal, sizeof(fal) },     { CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) }, { CKA_EXTRACTABLE, &tru, sizeof(tru) },
+		{ CKA_SIGN, &fal, sizeof(fal) },      { CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },    { CKA_DERIVE, &fal, sizeof(fal) },
+	};
+	CK_RV rv;
+	int rc;
+
+	*out = NULL;
+	*out_len = 0;
+	rc = hsm_alg_check(alg);
+	if (rc < 0)
+		return rc;
+	if (!blob || blob_len == 0)
+		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
+	kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
+	rc = hsm_group_key(hsm, group, old_gen, &oldk);
+	if (rc < 0)
+		return rc;
+	rc = hsm_group_key(hsm, group, new_gen, &newk);
+	if (rc < 0)
+		return rc;
+	rc = hsm_pool_get(hsm, &s);
+	if (rc < 0)
+		return rc;
+	rv = hsm->f->C_UnwrapKey(s, &mech, oldk, (CK_BYTE_PTR)blob, blob_len, t,
+				 sizeof(t) / sizeof(t[0]), &h);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_UnwrapKey", "re-wrapping a user key under a new group key");
+		goto out;
+	}
+	rc = wrap_into(hsm, s, newk, h, "re-wrapping a user key under a new group key", out,
+		       out_len);
+out:
+	if (h != CK_INVALID_HANDLE)
+		hsm->f->C_DestroyObject(s, h);
+	hsm_pool_put(hsm, s);
+	return rc;
+}
+
+int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg,
+			       unsigned char **blob, size_t *blob_len, unsigned char **spki,
+			       size_t *spki_len)
+{
 	int rc;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE wrap, pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
@@ -548,7 +710,10 @@ int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg, unsigned char **blob, size_t *
 	rc = hsm_alg_check(alg);
 	if (rc < 0)
 		return rc;
-	rc = hsm_master_session(hsm, 0, &wrap, &s);
+	rc = hsm_group_key(hsm, group, gen, &wrap);
+	if (rc < 0)
+		return rc;
+	rc = hsm_pool_get(hsm, &s);
 	if (rc < 0)
 		return rc;
 	rc = gen_pair_spki(hsm, s, alg, 0, NULL, &pub, &priv, &der, &der_len);

@@ -9,7 +9,8 @@
 #include "sc_keybind.h"
 
 #define SC_KEYBIND_DOMAIN "smartcert-keybind-v1"
-#define SC_KEYBIND_FIELDS 7
+#define SC_KEYBIND_DOMAIN_V2 "smartcert-keybind-v2"
+#define SC_KEYBIND_FIELDS 8
 
 static void sc_keybind_be32(unsigned char out[4], size_t v)
 {
@@ -22,7 +23,8 @@ static void sc_keybind_be32(unsigned char out[4], size_t v)
 int sc_keybind_mac(sc_hsm *hsm, const sc_key *k, unsigned char mac[32])
 {
 	unsigned char lens[SC_KEYBIND_FIELDS][4];
-	unsigned char alg[4];
+	unsigned char alg[4], grp[8];
+	size_t nf = SC_KEYBIND_FIELDS - 1;
 	const void *parts[2 * SC_KEYBIND_FIELDS];
 	size_t plen[2 * SC_KEYBIND_FIELDS];
 	const void *field[SC_KEYBIND_FIELDS];
@@ -41,6 +43,9 @@ int sc_keybind_mac(sc_hsm *hsm, const sc_key *k, unsigned char mac[32])
 		return sc_error_set(SC_ERR_INVALID, "key binding: field too long");
 	sc_keybind_be32(alg, (size_t)(unsigned)k->alg);
 
+	sc_keybind_be32(grp, k->group);
+	sc_keybind_be32(grp + 4, k->kgen);
+
 	field[0] = SC_KEYBIND_DOMAIN;  flen[0] = sizeof(SC_KEYBIND_DOMAIN) - 1;
 	field[1] = k->user_id;         flen[1] = strlen(k->user_id);
 	field[2] = k->key_id;          flen[2] = strlen(k->key_id);
@@ -48,15 +53,22 @@ int sc_keybind_mac(sc_hsm *hsm, const sc_key *k, unsigned char mac[32])
 	field[4] = k->blob_len ? (const void *)k->blob : "";  flen[4] = k->blob_len;
 	field[5] = k->spki_len ? (const void *)k->spki : "";  flen[5] = k->spki_len;
 	field[6] = k->cert_serial.b;   flen[6] = k->cert_serial.len;
+	/* a key wrapped under a group key also binds its group and the
+	 * generation of that key (v2); master-wrapped records keep v1 */
+	if (k->kgen != 0) {
+		field[0] = SC_KEYBIND_DOMAIN_V2;
+		field[7] = grp;        flen[7] = sizeof(grp);
+		nf = SC_KEYBIND_FIELDS;
+	}
 
-	for (i = 0; i < SC_KEYBIND_FIELDS; i++) {
+	for (i = 0; i < nf; i++) {
 		sc_keybind_be32(lens[i], flen[i]);
 		parts[2 * i] = lens[i];
 		plen[2 * i] = 4;
 		parts[2 * i + 1] = field[i];
 		plen[2 * i + 1] = flen[i];
 	}
-	return sc_hsm_mac(hsm, parts, plen, 2 * SC_KEYBIND_FIELDS, mac);
+	return sc_hsm_mac(hsm, parts, plen, 2 * nf, mac);
 }
 
 int sc_keybind_check(sc_hsm *hsm, const sc_key *k)

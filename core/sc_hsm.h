@@ -9,6 +9,10 @@
  *   - the record MAC key        label "smartcert-record-mac": generic secret,
  *     sensitive, not extractable, CKA_SIGN/CKA_VERIFY (HMAC-SHA256) only; it
  *     binds wrapped blobs to their records and hashes ID-card numbers;
+ *   - key-group wrapping keys   label "smartcert-kg-GGGGGGGG-N" (group,
+ *     generation): AES-256, sensitive, not extractable, CKA_WRAP/CKA_UNWRAP
+ *     only; made and destroyed by the CA (docs/evidence.md), only used by
+ *     the signing service;
  *   - CA keys (root, issuing CA, OCSP signer): non-extractable token key
  *     pairs with a label and CKA_ID of the caller's choosing.
  * Per-user keys are never token objects: they are generated as session
@@ -117,6 +121,34 @@ int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg,
  * say which); *out is NULL then.  Free with sc_hsm_key_free(). */
 int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
 		  sc_hsm_key **out);
+/* The same for a blob wrapped under the key of key group `group`,
+ * generation `gen` (token secret key "smartcert-kg-GGGGGGGG-N"); gen 0 is
+ * the master key (sc_hsm_unwrap).  SC_ERR_NOT_FOUND when that group key is
+ * gone (destroyed at a revocation: re-read the key record). */
+int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg,
+		     const unsigned char *blob, size_t blob_len, sc_hsm_key **out);
+
+/* Key groups (provisioning: the CA, never the signing service).
+ * A group key is an AES-256 token secret key, sensitive, not extractable,
+ * CKA_WRAP/CKA_UNWRAP only, labelled "smartcert-kg-GGGGGGGG-N".
+ * create: generates generation `gen` of `group`; a key already carrying
+ *   that label (left by a run that died before its commit) is destroyed
+ *   first, so the new key is always fresh.
+ * generate_wrapped_in: sc_hsm_generate_wrapped under that group key.
+ * rewrap: unwraps `blob` with (group, old_gen) into a session key, wraps it
+ *   with (group, new_gen), destroys the session key: the key never leaves
+ *   the HSM in the clear.  Two HSM calls plus the destroy.
+ * destroy: C_DestroyObject on every key labelled (group, gen); none left is
+ *   success. */
+int sc_hsm_group_key_create(sc_hsm *hsm, uint32_t group, uint32_t gen);
+int sc_hsm_group_key_destroy(sc_hsm *hsm, uint32_t group, uint32_t gen);
+int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg,
+			       unsigned char **blob, size_t *blob_len, unsigned char **spki,
+			       size_t *spki_len);
+int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32_t new_gen,
+		  const unsigned char *blob, size_t blob_len, unsigned char **out,
+		  size_t *out_len);
+
 /* Destroy a session key (unwrapped) or release a token key handle. NULL-safe. */
 void sc_hsm_key_free(sc_hsm *hsm, sc_hsm_key *key);
 int sc_hsm_key_alg(const sc_hsm_key *key);

@@ -6,7 +6,11 @@
  *   domain "smartcert-keybind-v1", user_id, key_id, alg, blob, spki,
  *   cert_serial
  * each as a 4-byte big-endian length followed by the bytes (alg as a 4-byte
- * big-endian integer in a 4-byte field).  Moving a blob to another user's
+ * big-endian integer in a 4-byte field).  A key wrapped under a key group
+ * (kgen != 0) uses the domain "smartcert-keybind-v2" and adds an eighth
+ * field, BE32 group | BE32 kgen, so a blob re-wrapped at a revocation has a
+ * new MAC and an old blob cannot be paired with the new generation.
+ * Moving a blob to another user's
  * record, or pairing it with another certificate, breaks the MAC.
  *
  * Whenever any of those fields changes (new certificate serial, blob deleted

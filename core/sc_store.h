@@ -107,6 +107,11 @@ typedef struct sc_key {
 	unsigned char mac[32];        /* HSM MAC binding blob to this record */
 	sc_serial cert_serial;        /* current certificate (len 0 = none yet) */
 	int64_t created;
+	uint32_t group;               /* key group (its wrapping key); with
+	                               * kgen 0: none, wrapped under the master
+	                               * key (stores from before key groups) */
+	uint32_t kgen;                /* generation of the group key the blob is
+	                               * wrapped under (1, 2, ...; 0 = master) */
 } sc_key;
 
 int sc_store_key_add(sc_txn *txn, sc_key *k);          /* sets k->seq */
@@ -125,6 +130,10 @@ int sc_store_key_iter(sc_txn *txn, uint64_t after_seq, sc_key_cb cb, void *ctx);
  * the key (delete the certificates first, in the same transaction);
  * SC_ERR_NOT_FOUND if absent. */
 int sc_store_key_del(sc_txn *txn, const char *key_id);
+/* The keys of key group `group` that still hold a blob wrapped under a
+ * group key (kgen != 0), in key_id order (index `groupkeys`, kept by
+ * key_add/update/del).  What re-wraps a group at a revocation reads. */
+int sc_store_key_iter_group(sc_txn *txn, uint32_t group, sc_key_cb cb, void *ctx);
 
 /* S9: failure counter per key.  Absent = zeroes. */
 typedef struct sc_keyfail {

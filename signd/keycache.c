@@ -312,7 +312,8 @@ int sd_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk, vo
 	if (kc.cap == 0 || strlen(k->key_id) > SC_ID_MAX) {
 		rc = sc_keybind_check(hsm, k);
 		if (rc == SC_OK)
-			rc = sc_hsm_unwrap(hsm, k->alg, k->blob, k->blob_len, hk);
+			rc = sc_hsm_unwrap_in(hsm, k->group, k->kgen, k->alg, k->blob, k->blob_len,
+					      hk);
 		return rc;
 	}
 	kc_sweep(hsm, txn);
@@ -334,7 +335,7 @@ int sd_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk, vo
 	/* Miss: verify the binding and unwrap outside the lock. */
 	rc = sc_keybind_check(hsm, k);
 	if (rc == SC_OK)
-		rc = sc_hsm_unwrap(hsm, k->alg, k->blob, k->blob_len, &nk);
+		rc = sc_hsm_unwrap_in(hsm, k->group, k->kgen, k->alg, k->blob, k->blob_len, &nk);
 	if (rc != SC_OK)
 		return rc;
 	*hk = nk;          /* uncached unless linked below */

@@ -501,22 +501,34 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 		sign_refuse(s, SC_ERR_HSM, 0, digest, dlen, "backend HSM unavailable");
 		return rv;
 	}
-	rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
-	if (rc != SC_OK)
-		return sign_refuse(s, rc, 0, digest, dlen, "cannot read the store");
-	/* S10 and S9 again, now: an officer may have acted since C_SignInit. */
-	rc = sc_store_key_get(txn, g->key_id, &k);
-	if (rc == SC_ERR_NOT_FOUND || (rc == SC_OK && k.seq != g->seq))
-		rc = sc_error_set(SC_ERR_REVOKED, "key %s no longer exists", g->key_id);
-	if (rc == SC_OK)
-		rc = sd_key_state_check(txn, &k, sc_now());
-	if (rc != SC_OK) {
+	for (int attempt = 0;; attempt++) {
+		uint32_t kgen;
+
+		rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
+		if (rc != SC_OK)
+			return sign_refuse(s, rc, 0, digest, dlen, "cannot read the store");
+		/* S10 and S9 again, now: an officer may have acted since C_SignInit. */
+		rc = sc_store_key_get(txn, g->key_id, &k);
+		if (rc == SC_ERR_NOT_FOUND || (rc == SC_OK && k.seq != g->seq))
+			rc = sc_error_set(SC_ERR_REVOKED, "key %s no longer exists", g->key_id);
+		if (rc == SC_OK)
+			rc = sd_key_state_check(txn, &k, sc_now());
+		if (rc != SC_OK) {
+			sc_txn_abort(txn);
+			return sign_refuse(s, rc, 0, digest, dlen, NULL);
+		}
+		kgen = k.kgen;
+		rc = sd_kc_acquire(hsm, txn, &k, &hk, &kref);
 		sc_txn_abort(txn);
-		return sign_refuse(s, rc, 0, digest, dlen, NULL);
+		txn = NULL;
+		/* A revocation in the key's group may have re-wrapped it and
+		 * destroyed the group key this record named between the read and
+		 * the unwrap (docs/evidence.md): read the record again, once. */
+		if (rc == SC_OK || kgen == 0 || attempt > 0 ||
+		    (rc != SC_ERR_NOT_FOUND && rc != SC_ERR_HSM))
+			break;
+		sc_error_clear();
 	}
-	rc = sd_kc_acquire(hsm, txn, &k, &hk, &kref);
-	sc_txn_abort(txn);
-	txn = NULL;
 	if (rc == SC_OK) {
 		rc = sc_hsm_sign(hsm, hk, bmech, param, plen, in, inlen, sig, &siglen);
 		if (rc != SC_OK)

@@ -633,12 +633,15 @@ static int ca_show_key_cb(void *ctx, const sc_key *k)
 		sc_json_kv_str(s->j, "state", sc_key_state_name(k->state));
 		sc_json_kv_bool(s->j, "blob_present", k->blob_len > 0);
 		sc_json_kv_str(s->j, "cert_serial", hex);
+		sc_json_kv_int(s->j, "key_group", (int64_t)k->group);
+		sc_json_kv_int(s->j, "key_group_generation", (int64_t)k->kgen);
 		sc_json_kv_int(s->j, "seq", (int64_t)k->seq);
 		sc_json_kv_time(s->j, "created", k->created);
 		sc_json_obj_end(s->j);
 	} else {
-		printf("  key %s  %s  %s%s  certificate %s\n", k->key_id, sc_keyalg_name(k->alg),
-		       sc_key_state_name(k->state), k->blob_len ? "" : " (no blob)", hex);
+		printf("  key %s  %s  %s%s  certificate %s  group %u/%u\n", k->key_id,
+		       sc_keyalg_name(k->alg), sc_key_state_name(k->state),
+		       k->blob_len ? "" : " (no blob)", hex, (unsigned)k->group, (unsigned)k->kgen);
 	}
 	return 0;
 }
@@ -668,6 +671,38 @@ static int ca_get_cert(sc_txn *txn, const char *hex, sc_cert *c)
 	if (rv == SC_ERR_NOT_FOUND)
 		rv = sc_error_set(rv, "no certificate with serial %s", hex);
 	return rv;
+}
+
+/* Key destruction still owed by the deployment (old group keys not yet
+ * destroyed, re-wraps the HSM refused): with its deadline, 24 hours after
+ * the oldest.  Nothing is printed when none is owed. */
+static int ca_show_destruction(sc_txn *txn, sc_json *j, int json)
+{
+	size_t destroy = 0, rotate = 0;
+	int64_t oldest = 0;
+	char since[32], due[32];
+	int rv;
+
+	if ((rv = sc_ca_groups_pending(txn, &destroy, &rotate, &oldest)) != SC_OK)
+		return rv;
+	if (destroy + rotate == 0)
+		return SC_OK;
+	if (json) {
+		sc_json_key(j, "key_destruction_pending");
+		sc_json_obj_begin(j);
+		sc_json_kv_int(j, "old_group_keys", (int64_t)destroy);
+		sc_json_kv_int(j, "deferred_rewraps", (int64_t)rotate);
+		sc_json_kv_time(j, "since", oldest);
+		sc_json_kv_time(j, "due", oldest + SC_CA_DESTROY_BOUND_SECONDS);
+		sc_json_obj_end(j);
+		return SC_OK;
+	}
+	sc_time_format(oldest, since, sizeof(since));
+	sc_time_format(oldest + SC_CA_DESTROY_BOUND_SECONDS, due, sizeof(due));
+	printf("key destruction pending: %zu old group key(s), %zu deferred re-wrap(s), since "
+	       "%s, due by %s (the next smartcert ca command finishes it)\n",
+	       destroy, rotate, since, due);
+	return SC_OK;
 }
 
 static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
@@ -708,10 +743,12 @@ static int ca_show_user(const struct ca_args *a, sc_txn *txn, sc_json *j)
 	}
 	if ((rv = sc_store_cert_iter_user(txn, a->user, ca_show_cert_cb, &s)) != SC_OK)
 		return rv;
-	if (a->json) {
+	if (a->json)
 		sc_json_arr_end(j);
+	if ((rv = ca_show_destruction(txn, j, a->json)) != SC_OK)
+		return rv;
+	if (a->json)
 		sc_json_obj_end(j);
-	}
 	return SC_OK;
 }
 

@@ -7,6 +7,7 @@
  * Part of the LMDB store (internal.h; contract: sc_store.h).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <lmdb.h>
@@ -50,6 +51,14 @@ static int index_names_key(sc_txn *t, const MDB_val *k, const MDB_val *v, int db
 	if (db == SC_DB_USERKEYS &&
 	    (strlen(key.user_id) != k->mv_size || memcmp(key.user_id, k->mv_data, k->mv_size) != 0))
 		return sc_corrupt(t, db, k->mv_data, k->mv_size, "names another user's key");
+	if (db == SC_DB_GROUPKEYS) {
+		char g[9];
+
+		snprintf(g, sizeof(g), "%08x", key.group);
+		if (key.kgen == 0 || k->mv_size != 8 || memcmp(g, k->mv_data, 8) != 0)
+			return sc_corrupt(t, db, k->mv_data, k->mv_size,
+					  "names a key not wrapped under this group");
+	}
 	return SC_OK;
 }
 
@@ -124,6 +133,7 @@ static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 		return check_idhash(t, k, v);
 	case SC_DB_KEYSEQ:
 	case SC_DB_USERKEYS:
+	case SC_DB_GROUPKEYS:
 		return index_names_key(t, k, v, w->db);
 	case SC_DB_USERCERTS:
 		return check_user_cert(t, k, v);

@@ -304,12 +304,11 @@ static int dec_begin(struct sc_dec *d, const void *val, size_t len)
 	d->p = val;
 	d->end = d->p + len;
 	d->bad = 0;
-	if (len < 1 || d->p[0] != SC_REC_V1) {
+	if (len < 1 || (d->p[0] != SC_REC_V1 && d->p[0] != SC_REC_V2)) {
 		d->bad = 1;
 		return -1;
 	}
-	d->p++;
-	return 0;
+	return *d->p++;
 }
 
 int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why)
@@ -370,6 +369,8 @@ struct sc_field {
 struct sc_record {
 	const struct sc_field *f;
 	size_t n;
+	size_t n_v1; /* 0: version 1 only; else records are written as version 2
+		      * and a version 1 record has only the first n_v1 fields */
 };
 
 #define FLD(kind, T, m)                       \
@@ -385,7 +386,9 @@ struct sc_record {
 		SC_F_BLOB, 0, 0, offsetof(T, m), offsetof(T, len) \
 	}
 #define RECORD(name, fields) \
-	const struct sc_record name = { fields, sizeof(fields) / sizeof(fields[0]) }
+	const struct sc_record name = { fields, sizeof(fields) / sizeof(fields[0]), 0 }
+#define RECORD2(name, fields, n_v1) \
+	const struct sc_record name = { fields, sizeof(fields) / sizeof(fields[0]), n_v1 }
 
 /* clang-format off */
 static const struct sc_field user_fields[] = {
@@ -399,6 +402,8 @@ static const struct sc_field key_fields[] = {
 	SMALL(sc_key, alg, 0, 127), SMALL(sc_key, state, SC_KEY_ACTIVE, SC_KEY_RETIRED),
 	BLOB(sc_key, blob, blob_len), BLOB(sc_key, spki, spki_len), FLD(SC_F_HASH, sc_key, mac),
 	FLD(SC_F_SERIAL, sc_key, cert_serial), FLD(SC_F_I64, sc_key, created),
+	/* version 2 only (version 1: under the master key, both 0) */
+	FLD(SC_F_U32, sc_key, group), FLD(SC_F_U32, sc_key, kgen),
 };
 static const struct sc_field cert_fields[] = {
 	FLD(SC_F_STR, sc_cert, user_id), FLD(SC_F_STR, sc_cert, key_id),
@@ -435,7 +440,7 @@ static const struct sc_field ocsp_fields[] = {
 /* clang-format on */
 
 RECORD(sc_rec_user, user_fields);
-RECORD(sc_rec_key, key_fields);
+RECORD2(sc_rec_key, key_fields, 10);
 RECORD(sc_rec_cert, cert_fields);
 RECORD(sc_rec_revoked, revoked_fields);
 RECORD(sc_rec_revlog, revlog_fields);
@@ -451,7 +456,7 @@ void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec)
 	const struct sc_field *f;
 	const unsigned char *b;
 
-	sc_enc_init(e, SC_REC_V1);
+	sc_enc_init(e, r->n_v1 ? SC_REC_V2 : SC_REC_V1);
 	for (f = r->f; f < r->f + r->n; f++) {
 		switch (f->kind) {
 		case SC_F_STR:
@@ -498,8 +503,14 @@ static void dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_va
 	const struct sc_field *f;
 	const unsigned char *b;
 
-	dec_begin(d, v->mv_data, v->mv_size);
-	for (f = r->f; f < r->f + r->n; f++) {
+	const struct sc_field *end = r->f + r->n;
+	int version = dec_begin(d, v->mv_data, v->mv_size);
+
+	if (version == SC_REC_V2 && r->n_v1 == 0)
+		d->bad = 1;
+	if (version == SC_REC_V1 && r->n_v1 != 0)
+		end = r->f + r->n_v1;
+	for (f = r->f; f < end; f++) {
 		switch (f->kind) {
 		case SC_F_STR:
 			*AT(rec, f, const char *) = dec_str(d);
@@ -693,6 +704,7 @@ int sc_dec_any(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, union sc_a
 	case SC_DB_IDHASH:
 	case SC_DB_KEYSEQ:
 	case SC_DB_USERKEYS:
+	case SC_DB_GROUPKEYS:
 		return sc_dec_id_ref(t, db, k, v);
 	default:
 		return SC_OK;

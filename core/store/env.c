@@ -41,6 +41,7 @@ const struct sc_db_def sc_dbs[SC_DB_COUNT] = {
 	[SC_DB_OCSP] = { "ocsp", 0 },
 	[SC_DB_OCSPDUE] = { "ocspdue", 0 },
 	[SC_DB_AUDIT] = { "audit", 0 },
+	[SC_DB_GROUPKEYS] = { "groupkeys", MDB_DUPSORT },
 };
 /* clang-format on */
 
@@ -266,6 +267,11 @@ static int store_init_dbs(sc_store *st)
 		}
 		for (i = 0; i < SC_DB_COUNT; i++) {
 			rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags, &st->dbi[i]);
+			/* the key-group index came later: a writer adds it to an
+			 * older store (empty: its keys are under the master key) */
+			if (rc == MDB_NOTFOUND && i == SC_DB_GROUPKEYS && !rdonly)
+				rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags | MDB_CREATE,
+						  &st->dbi[i]);
 			if (rc != 0) {
 				rv = sc_error_set(SC_ERR_STORE, "store %s lacks database '%s': %s",
 						  st->path, sc_dbs[i].name, mdb_strerror(rc));

@@ -25,6 +25,7 @@
 
 #define SC_SCHEMA_VERSION 1u
 #define SC_REC_V1 1
+#define SC_REC_V2 2 /* key records with a key group (sc_rec_key) */
 #define SC_DEFAULT_MAP_SIZE (64ull << 30)
 #define SC_MAX_READERS 1022
 #define SC_READ_CACHE_MAX 128
@@ -135,7 +136,7 @@ struct sc_replay_rec {
 	uint32_t uses;
 	int64_t expires;
 };
-/* sc_enc_init(e, SC_REC_V1) and every field of `r` from rec. */
+/* sc_enc_init(e, SC_REC_V1, or V2 for a record with version-2 fields) and every field of `r` from rec. */
 void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec);
 void sc_be32(unsigned char *p, uint32_t v);
 void sc_be64(unsigned char *p, uint64_t v);

@@ -31,6 +31,34 @@ static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
 	sc_enc_record(e, &sc_rec_key, &r);
 }
 
+/* The groupkeys index: "%08x" of the group -> key ids whose blob is
+ * wrapped under a group key.  Kept in step with every write of a key. */
+static void sc_group_name(uint32_t group, char out[9])
+{
+	snprintf(out, 9, "%08x", (unsigned)group);
+}
+
+static int sc_group_index(sc_txn *t, const sc_key *old, const sc_key *k)
+{
+	char g[9];
+	int rv;
+
+	if (old != NULL && old->kgen != 0 && old->blob_len > 0 &&
+	    (k == NULL || k->kgen == 0 || k->blob_len == 0 || k->group != old->group)) {
+		sc_group_name(old->group, g);
+		rv = sc_del(t, SC_DB_GROUPKEYS, g, 8, old->key_id, strlen(old->key_id));
+		if (rv != SC_OK)
+			return rv;
+	}
+	if (k != NULL && k->kgen != 0 && k->blob_len > 0) {
+		sc_group_name(k->group, g);
+		rv = sc_put(t, SC_DB_GROUPKEYS, g, 8, k->key_id, strlen(k->key_id), MDB_NODUPDATA);
+		if (rv != SC_OK && rv != SC_ERR_EXISTS)
+			return rv;
+	}
+	return SC_OK;
+}
+
 int sc_store_key_add(sc_txn *t, sc_key *k)
 {
 	struct sc_enc e;
@@ -63,6 +91,8 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 		    MDB_NODUPDATA);
 	if (rv == SC_ERR_EXISTS)
 		rv = SC_OK;
+	if (rv == SC_OK)
+		rv = sc_group_index(t, NULL, k);
 	if (rv != SC_OK)
 		return rv;
 	k->seq = seq;
@@ -90,6 +120,8 @@ int sc_store_key_update(sc_txn *t, const sc_key *k)
 	if (k->seq != 0 && k->seq != old.seq)
 		return sc_error_set(SC_ERR_INVALID, "the sequence number of key %s cannot change",
 				    k->key_id);
+	if ((rv = sc_group_index(t, &old, k)) != SC_OK)
+		return rv;
 	sc_key_encode(k, old.seq, &e);
 	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, 0);
 	sc_enc_free(&e);
@@ -183,6 +215,17 @@ int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 	return sc_walk_seq(t, SC_DB_KEYSEQ, after_seq, sc_key_walk_fn, &w);
 }
 
+int sc_store_key_iter_group(sc_txn *t, uint32_t group, sc_key_cb cb, void *ctx)
+{
+	struct sc_user_keys w = { cb, ctx };
+	char g[9];
+
+	if (t == NULL || cb == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	sc_group_name(group, g);
+	return sc_user_index_walk(t, SC_DB_GROUPKEYS, g, sc_user_key_one, &w);
+}
+
 int sc_store_key_del(sc_txn *t, const char *key_id)
 {
 	unsigned char sk[8];
@@ -197,6 +240,8 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 	snprintf(owner, sizeof(owner), "%s", k.user_id);
 	sc_be64(sk, k.seq);
 	if ((rv = sc_key_delete_check(t, owner, key_id)) != SC_OK)
+		return rv;
+	if ((rv = sc_group_index(t, &k, NULL)) != SC_OK)
 		return rv;
 	if ((rv = sc_del(t, SC_DB_KEYSEQ, sk, 8, NULL, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) !=

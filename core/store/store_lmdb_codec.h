@@ -27,6 +27,7 @@ enum sc_store_db {
 	SC_DB_OCSP,
 	SC_DB_OCSPDUE,
 	SC_DB_AUDIT,
+	SC_DB_GROUPKEYS,
 	SC_DB_COUNT
 };
 

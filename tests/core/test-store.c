@@ -1182,6 +1182,99 @@ static void test_walk_releases_pages(const char *dir)
 	free(path);
 }
 
+/* Key groups: the groupkeys index follows every write of a key (an entry
+ * exactly while the record holds a blob under a group key), and key
+ * records are version 2 while version 1 (no group: the master key) still
+ * decodes, with no prefix of either accepted. */
+static void test_keygroups(const char *dir)
+{
+	char *path = tc_path(dir, "keygroups");
+	sc_store *st = NULL;
+	sc_txn *t = NULL;
+	sc_user u;
+	sc_key k, m, got;
+	unsigned char blob[48], raw[2048], v1[2048];
+	int n, len;
+
+	memset(blob, 0x5a, sizeof(blob));
+	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "gina", 0x17);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	memset(&k, 0, sizeof(k));
+	k.key_id = "kg1";
+	k.user_id = "gina";
+	k.alg = SC_KEYALG_P256;
+	k.state = SC_KEY_ACTIVE;
+	k.blob = blob;
+	k.blob_len = sizeof(blob);
+	k.group = 7;
+	k.kgen = 3;
+	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
+	m = k;
+	m.key_id = "km";
+	m.group = 7;
+	m.kgen = 0; /* under the master key: not in the index */
+	CHECK_RC(sc_store_key_add(t, &m), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_group(t, 7, count_cb_key, &n), SC_OK);
+	CHECK(n == 1);
+	CHECK_RC(sc_store_key_get(t, "kg1", &got), SC_OK);
+	CHECK(got.group == 7 && got.kgen == 3 && got.blob_len == sizeof(blob));
+	/* re-wrapped under generation 4: still indexed */
+	k.kgen = 4;
+	CHECK_RC(sc_store_key_update(t, &k), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_group(t, 7, count_cb_key, &n), SC_OK);
+	CHECK(n == 1);
+	/* blob destroyed: out of the index */
+	k.blob = NULL;
+	k.blob_len = 0;
+	k.state = SC_KEY_DESTROYED;
+	CHECK_RC(sc_store_key_update(t, &k), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_group(t, 7, count_cb_key, &n), SC_OK);
+	CHECK(n == 0);
+	/* back with a blob in group 9, then deleted */
+	k.blob = blob;
+	k.blob_len = sizeof(blob);
+	k.state = SC_KEY_ACTIVE;
+	k.group = 9;
+	CHECK_RC(sc_store_key_update(t, &k), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_group(t, 9, count_cb_key, &n), SC_OK);
+	CHECK(n == 1);
+	CHECK_RC(sc_store_key_del(t, "kg1"), SC_OK);
+	n = 0;
+	CHECK_RC(sc_store_key_iter_group(t, 9, count_cb_key, &n), SC_OK);
+	CHECK(n == 0);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	sc_store_close(st);
+
+	/* version 2 on disk; the same fields without the group as version 1
+	 * decode (group and generation 0); no cut of either is accepted */
+	len = raw_get(path, "keys", "km", 2, raw, sizeof(raw));
+	REQUIRE(len > 9);
+	CHECK(raw[0] == 2);
+	memcpy(v1, raw, (size_t)len - 8);
+	v1[0] = 1;
+	CHECK_RC(sc_store_lmdb_decode(SC_DB_KEYS, "km", 2, raw, (size_t)len), SC_OK);
+	CHECK_RC(sc_store_lmdb_decode(SC_DB_KEYS, "km", 2, v1, (size_t)len - 8), SC_OK);
+	CHECK_RC(sc_store_lmdb_decode(SC_DB_KEYS, "km", 2, raw, (size_t)len - 8), SC_ERR_STORE);
+	CHECK_RC(sc_store_lmdb_decode(SC_DB_KEYS, "km", 2, v1, (size_t)len - 12), SC_ERR_STORE);
+	v1[0] = 1;
+	memcpy(v1 + len - 8, raw + len - 8, 8);
+	CHECK_RC(sc_store_lmdb_decode(SC_DB_KEYS, "km", 2, v1, (size_t)len), SC_ERR_STORE);
+	raw_put(path, "keys", "km", 2, v1, (size_t)len - 8);
+	REQUIRE(sc_store_open(path, 0, 0, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
+	CHECK_RC(sc_store_key_get(t, "km", &got), SC_OK);
+	CHECK(got.group == 0 && got.kgen == 0 && got.blob_len == sizeof(blob));
+	sc_txn_abort(t);
+	sc_store_close(st);
+	free(path);
+}
+
 static const struct tcheck_case cases[] = {
 	TCASE(roundtrip),
 	TCASE(delete),
@@ -1190,6 +1283,7 @@ static const struct tcheck_case cases[] = {
 	TCASE(readonly),
 	TCASE(multiprocess),
 	TCASE(corrupt),
+	TCASE(keygroups),
 	TCASE_NAMED("walk-releases-pages", test_walk_releases_pages),
 };
 
