@@ -398,51 +398,52 @@ out:
 
 /* ---- master keys -------------------------------------------------------- */
 
+enum secret_use {
+	SECRET_WRAP,
+	SECRET_MAC
+};
+
+/* A 256-bit token secret key that never leaves the HSM and does one thing:
+ * wrap and unwrap keys (AES) or make and check MACs (generic secret, for
+ * HMAC).  One template, so no key is ever created with a use it should not
+ * have. */
+static CK_RV secret_key_generate(sc_hsm *hsm, CK_SESSION_HANDLE s, enum secret_use use,
+				 const char *label, CK_OBJECT_HANDLE *out)
+{
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	CK_BBOOL wraps = use == SECRET_WRAP ? CK_TRUE : CK_FALSE;
+	CK_BBOOL macs = use == SECRET_MAC ? CK_TRUE : CK_FALSE;
+	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+	CK_KEY_TYPE type = use == SECRET_WRAP ? CKK_AES : CKK_GENERIC_SECRET;
+	CK_ULONG len32 = 32;
+	CK_MECHANISM mech = { use == SECRET_WRAP ? CKM_AES_KEY_GEN : CKM_GENERIC_SECRET_KEY_GEN,
+			      NULL, 0 };
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &sk, sizeof(sk) },
+		{ CKA_KEY_TYPE, &type, sizeof(type) },
+		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
+		{ CKA_TOKEN, &tru, sizeof(tru) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
+		{ CKA_WRAP, &wraps, sizeof(wraps) },
+		{ CKA_UNWRAP, &wraps, sizeof(wraps) },
+		{ CKA_SIGN, &macs, sizeof(macs) },
+		{ CKA_VERIFY, &macs, sizeof(macs) },
+		{ CKA_ENCRYPT, &fal, sizeof(fal) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+	};
+
+	return hsm->f->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), out);
+}
+
 int sc_hsm_create_master_keys(sc_hsm *hsm)
 {
 	int rc;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE wrap = CK_INVALID_HANDLE, mac = CK_INVALID_HANDLE;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
-	CK_KEY_TYPE aes = CKK_AES, gen = CKK_GENERIC_SECRET;
-	CK_ULONG len32 = 32;
-	CK_MECHANISM aes_gen = { CKM_AES_KEY_GEN, NULL, 0 };
-	CK_MECHANISM sec_gen = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
-	CK_ATTRIBUTE wt[] = {
-		{ CKA_CLASS, &sk, sizeof(sk) },
-		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
-		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
-		{ CKA_TOKEN, &tru, sizeof(tru) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_WRAP, &tru, sizeof(tru) },
-		{ CKA_UNWRAP, &tru, sizeof(tru) },
-		{ CKA_ENCRYPT, &fal, sizeof(fal) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_SIGN, &fal, sizeof(fal) },
-		{ CKA_VERIFY, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-		{ CKA_LABEL, (void *)SC_LABEL_MASTER_WRAP, sizeof(SC_LABEL_MASTER_WRAP) - 1 },
-	};
-	CK_ATTRIBUTE mt[] = {
-		{ CKA_CLASS, &sk, sizeof(sk) },
-		{ CKA_KEY_TYPE, &gen, sizeof(gen) },
-		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
-		{ CKA_TOKEN, &tru, sizeof(tru) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_SIGN, &tru, sizeof(tru) },
-		{ CKA_VERIFY, &tru, sizeof(tru) },
-		{ CKA_WRAP, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },
-		{ CKA_ENCRYPT, &fal, sizeof(fal) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-		{ CKA_LABEL, (void *)SC_LABEL_RECORD_MAC, sizeof(SC_LABEL_RECORD_MAC) - 1 },
-	};
 	CK_RV rv;
 
 	rc = hsm_pool_get(hsm, &s);
@@ -459,12 +460,12 @@ int sc_hsm_create_master_keys(sc_hsm *hsm)
 						 "master keys");
 		goto out;
 	}
-	rv = hsm->f->C_GenerateKey(s, &aes_gen, wt, sizeof(wt) / sizeof(wt[0]), &wrap);
+	rv = secret_key_generate(hsm, s, SECRET_WRAP, SC_LABEL_MASTER_WRAP, &wrap);
 	if (rv != CKR_OK) {
 		rc = hsm_ckr(rv, "C_GenerateKey", "creating the master wrapping key");
 		goto out;
 	}
-	rv = hsm->f->C_GenerateKey(s, &sec_gen, mt, sizeof(mt) / sizeof(mt[0]), &mac);
+	rv = secret_key_generate(hsm, s, SECRET_MAC, SC_LABEL_RECORD_MAC, &mac);
 	if (rv != CKR_OK) {
 		rc = hsm_ckr(rv, "C_GenerateKey", "creating the record MAC key");
 		/* Both or neither: a lone wrap key would make the next try fail
@@ -484,29 +485,7 @@ out:
 
 int sc_hsm_create_audit_key(sc_hsm *hsm)
 {
-	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
-	CK_KEY_TYPE gen = CKK_GENERIC_SECRET;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	CK_ULONG len32 = 32, n = 0;
-	CK_MECHANISM sec_gen = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
-	/* Signs and verifies (HMAC) and does nothing else; never leaves. */
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &sk, sizeof(sk) },
-		{ CKA_KEY_TYPE, &gen, sizeof(gen) },
-		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
-		{ CKA_TOKEN, &tru, sizeof(tru) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_SIGN, &tru, sizeof(tru) },
-		{ CKA_VERIFY, &tru, sizeof(tru) },
-		{ CKA_WRAP, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },
-		{ CKA_ENCRYPT, &fal, sizeof(fal) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-		{ CKA_LABEL, (void *)SC_LABEL_AUDIT_MAC, sizeof(SC_LABEL_AUDIT_MAC) - 1 },
-	};
+	CK_ULONG n = 0;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
 	CK_RV rv;
@@ -519,7 +498,8 @@ int sc_hsm_create_audit_key(sc_hsm *hsm)
 	if (rc == 0 && n != 0)
 		rc = sc_error_set(SC_ERR_EXISTS, "the backend token already holds the audit key");
 	if (rc == 0) {
-		rv = hsm->f->C_GenerateKey(s, &sec_gen, t, sizeof(t) / sizeof(t[0]), &h);
+		/* HMAC over the chain and nothing else */
+		rv = secret_key_generate(hsm, s, SECRET_MAC, SC_LABEL_AUDIT_MAC, &h);
 		if (rv != CKR_OK)
 			rc = hsm_ckr(rv, "C_GenerateKey", "creating the audit key");
 	}
@@ -595,42 +575,19 @@ int sc_hsm_group_key_create(sc_hsm *hsm, uint32_t group, uint32_t gen)
 	char label[SC_LABEL_GROUP_MAX];
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
-	CK_KEY_TYPE aes = CKK_AES;
-	CK_ULONG len32 = 32;
-	CK_MECHANISM aes_gen = { CKM_AES_KEY_GEN, NULL, 0 };
-	CK_ATTRIBUTE wt[] = {
-		{ CKA_CLASS, &sk, sizeof(sk) },
-		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
-		{ CKA_VALUE_LEN, &len32, sizeof(len32) },
-		{ CKA_TOKEN, &tru, sizeof(tru) },
-		{ CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) },
-		{ CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_WRAP, &tru, sizeof(tru) },
-		{ CKA_UNWRAP, &tru, sizeof(tru) },
-		{ CKA_ENCRYPT, &fal, sizeof(fal) },
-		{ CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_SIGN, &fal, sizeof(fal) },
-		{ CKA_VERIFY, &fal, sizeof(fal) },
-		{ CKA_DERIVE, &fal, sizeof(fal) },
-		{ CKA_LABEL, label, 0 },
-	};
 	CK_RV rv;
 	int rc;
 
 	if (gen == 0)
 		return sc_error_set(SC_ERR_INVALID, "generation 0 is the master key");
 	hsm_group_label(group, gen, label);
-	wt[sizeof(wt) / sizeof(wt[0]) - 1].ulValueLen = strlen(label);
 	rc = sc_hsm_group_key_destroy(hsm, group, gen);
 	if (rc < 0)
 		return rc;
 	rc = hsm_pool_get(hsm, &s);
 	if (rc < 0)
 		return rc;
-	rv = hsm->f->C_GenerateKey(s, &aes_gen, wt, sizeof(wt) / sizeof(wt[0]), &h);
+	rv = secret_key_generate(hsm, s, SECRET_WRAP, label, &h);
 	hsm_pool_put(hsm, s);
 	if (rv != CKR_OK)
 		return hsm_ckr(rv, "C_GenerateKey", "creating a key group's wrapping key");
