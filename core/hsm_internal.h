@@ -117,6 +117,11 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h);
 /* The wrapping key of key group `group`, generation `gen` (gen 0: the
  * master key), looked up once and cached.  SC_ERR_NOT_FOUND names it. */
 int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h);
+/* Unwrap a user key's blob under `wrap` into a session object of s: one
+ * that signs and never leaves (to_sign), or one that does nothing but be
+ * wrapped again (a re-wrap).  Never both. */
+CK_RV hsm_unwrap_blob(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, int alg,
+		      const unsigned char *blob, size_t blob_len, int to_sign, CK_OBJECT_HANDLE *h);
 /* Forget the cached key of (group, gen) (it was destroyed). */
 void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen);
 void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX]);

@@ -123,25 +123,40 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 	return sc_hsm_unwrap_in(hsm, 0, 0, alg, blob, blob_len, out);
 }
 
+CK_RV hsm_unwrap_blob(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, int alg,
+		      const unsigned char *blob, size_t blob_len, int to_sign, CK_OBJECT_HANDLE *h)
+{
+	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
+	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+	CK_BBOOL sign = to_sign ? CK_TRUE : CK_FALSE, extract = to_sign ? CK_FALSE : CK_TRUE;
+	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
+	 * CKA_EC_PARAMS from it), so none is passed here. */
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &fal, sizeof(fal) },
+		{ CKA_PRIVATE, &tru, sizeof(tru) },
+		{ CKA_SENSITIVE, &tru, sizeof(tru) },
+		{ CKA_EXTRACTABLE, &extract, sizeof(extract) },
+		{ CKA_SIGN, &sign, sizeof(sign) },
+		{ CKA_DECRYPT, &fal, sizeof(fal) },
+		{ CKA_UNWRAP, &fal, sizeof(fal) },
+		{ CKA_DERIVE, &fal, sizeof(fal) },
+	};
+
+	*h = CK_INVALID_HANDLE;
+	return hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len, t,
+				   sizeof(t) / sizeof(t[0]), h);
+}
+
 int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const unsigned char *blob,
 		     size_t blob_len, sc_hsm_key **out)
 {
 	int rc;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE wrap, h = CK_INVALID_HANDLE;
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	CK_KEY_TYPE kt;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
-	 * CKA_EC_PARAMS from it), so none is passed here. */
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },     { CKA_KEY_TYPE, &kt, sizeof(kt) },
-		{ CKA_TOKEN, &fal, sizeof(fal) },     { CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) }, { CKA_EXTRACTABLE, &fal, sizeof(fal) },
-		{ CKA_SIGN, &tru, sizeof(tru) },      { CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },    { CKA_DERIVE, &fal, sizeof(fal) },
-	};
 	sc_hsm_key *k = NULL;
 	CK_RV rv;
 
@@ -151,7 +166,6 @@ int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const u
 		return rc;
 	if (!blob || blob_len == 0)
 		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
-	kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
 	rc = hsm_group_key(hsm, group, gen, &wrap);
 	if (rc < 0)
 		return rc;
@@ -161,8 +175,7 @@ int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const u
 	rc = hsm_pool_get(hsm, &s);
 	if (rc < 0)
 		goto out;
-	rv = hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len, t,
-				 sizeof(t) / sizeof(t[0]), &h);
+	rv = hsm_unwrap_blob(hsm, s, wrap, alg, blob, blob_len, 1, &h);
 	/* No operation is left active by C_UnwrapKey, even when it fails. */
 	hsm_pool_put(hsm, s);
 	if (rv != CKR_OK) {

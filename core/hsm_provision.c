@@ -599,19 +599,6 @@ int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32
 {
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE oldk, newk, h = CK_INVALID_HANDLE;
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	CK_KEY_TYPE kt;
-	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-	/* extractable only so that the new group key can wrap it; a session
-	 * object of this call, destroyed before it returns */
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },     { CKA_KEY_TYPE, &kt, sizeof(kt) },
-		{ CKA_TOKEN, &fal, sizeof(fal) },     { CKA_PRIVATE, &tru, sizeof(tru) },
-		{ CKA_SENSITIVE, &tru, sizeof(tru) }, { CKA_EXTRACTABLE, &tru, sizeof(tru) },
-		{ CKA_SIGN, &fal, sizeof(fal) },      { CKA_DECRYPT, &fal, sizeof(fal) },
-		{ CKA_UNWRAP, &fal, sizeof(fal) },    { CKA_DERIVE, &fal, sizeof(fal) },
-	};
 	CK_RV rv;
 	int rc;
 
@@ -622,7 +609,6 @@ int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32
 		return rc;
 	if (!blob || blob_len == 0)
 		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
-	kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
 	rc = hsm_group_key(hsm, group, old_gen, &oldk);
 	if (rc < 0)
 		return rc;
@@ -632,8 +618,9 @@ int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32
 	rc = hsm_pool_get(hsm, &s);
 	if (rc < 0)
 		return rc;
-	rv = hsm->f->C_UnwrapKey(s, &mech, oldk, (CK_BYTE_PTR)blob, blob_len, t,
-				 sizeof(t) / sizeof(t[0]), &h);
+	/* extractable, not signing: only so that the new group key can wrap
+	 * it; a session object of this call, destroyed before it returns */
+	rv = hsm_unwrap_blob(hsm, s, oldk, alg, blob, blob_len, 0, &h);
 	if (rv != CKR_OK) {
 		rc = hsm_ckr(rv, "C_UnwrapKey", "re-wrapping a user key under a new group key");
 		goto out;
