@@ -58,6 +58,7 @@ struct sc_hsm {
 	struct hsm_group_slot *groups; /* by group number: the last group key
 					* found (under mu) */
 	uint32_t ngroups;
+	int groups_loaded; /* the one pass over the token's group keys ran (under mu) */
 
 	CK_TOKEN_INFO ti; /* as seen at open, for describe */
 };

@@ -83,6 +83,43 @@ static void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJ
 	pthread_mutex_unlock(&hsm->mu);
 }
 
+/* Every group key on the token, remembered in one pass.  A search by label
+ * costs SoftHSMv2 a walk over every object of the token, and the token holds
+ * one key a group (4096 by default): a search a group would make the first
+ * signature of each group after a start wait for a full walk.  Runs once a
+ * process; a key created later (a re-wrap elsewhere) is found by label. */
+static void hsm_group_preload(sc_hsm *hsm)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE t = { CKA_CLASS, &cls, sizeof(cls) };
+	CK_OBJECT_HANDLE hs[256];
+	CK_SESSION_HANDLE s;
+	CK_ULONG n, i;
+	char label[SC_LABEL_GROUP_MAX + 1], tail;
+	unsigned group, gen;
+
+	if (hsm_pool_get(hsm, &s) < 0)
+		return;
+	if (hsm->f->C_FindObjectsInit(s, &t, 1) != CKR_OK)
+		goto out;
+	while (hsm->f->C_FindObjects(s, hs, sizeof(hs) / sizeof(hs[0]), &n) == CKR_OK && n > 0) {
+		for (i = 0; i < n; i++) {
+			CK_ATTRIBUTE a = { CKA_LABEL, label, SC_LABEL_GROUP_MAX };
+
+			if (hsm->f->C_GetAttributeValue(s, hs[i], &a, 1) != CKR_OK ||
+			    a.ulValueLen >= sizeof(label))
+				continue;
+			label[a.ulValueLen] = '\0';
+			if (sscanf(label, "smartcert-kg-%8x-%u%c", &group, &gen, &tail) == 2 &&
+			    gen != 0)
+				hsm_group_remember(hsm, group, gen, hs[i]);
+		}
+	}
+	hsm->f->C_FindObjectsFinal(s);
+out:
+	hsm_pool_put(hsm, s);
+}
+
 int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h)
 {
 	char label[SC_LABEL_GROUP_MAX];
@@ -93,12 +130,26 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 	*h = CK_INVALID_HANDLE;
 	if (gen == 0)
 		return hsm_need_master(hsm, 0, h);
+	int preload;
+
 	pthread_mutex_lock(&hsm->mu);
 	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
 		*h = hsm->groups[group].h[gen & 1];
+	preload = *h == CK_INVALID_HANDLE && !hsm->groups_loaded;
+	if (preload)
+		hsm->groups_loaded = 1;
 	pthread_mutex_unlock(&hsm->mu);
 	if (*h != CK_INVALID_HANDLE)
 		return 0;
+	if (preload) {
+		hsm_group_preload(hsm);
+		pthread_mutex_lock(&hsm->mu);
+		if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+			*h = hsm->groups[group].h[gen & 1];
+		pthread_mutex_unlock(&hsm->mu);
+		if (*h != CK_INVALID_HANDLE)
+			return 0;
+	}
 	hsm_group_label(group, gen, label);
 	rc = hsm_pool_find(hsm, CKO_SECRET_KEY, label, &s, h, &n);
 	if (rc < 0)
