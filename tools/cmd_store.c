@@ -13,10 +13,12 @@
 #include <unistd.h>
 
 #include "sc_audit.h"
+#include "sc_ca.h"
 #include "sc_checkpoint.h"
 #include "sc_cli.h"
 #include "sc_err.h"
 #include "sc_keybind.h"
+#include "sc_time.h"
 #include "sc_util.h"
 
 static void store_usage(FILE *f)
@@ -34,8 +36,10 @@ static void store_usage(FILE *f)
 		"         audited, signed into a new checkpoint, and every authorisation\n"
 		"         token valid from before the restore is refused from then on\n"
 		"check    file modes, every record of every database decoded and every\n"
-		"         index entry resolved, every key's binding MAC, the audit chain\n"
-		"         and the checkpoint log; names what is wrong and exits 8\n");
+		"         index entry resolved, every key's binding MAC, key destruction\n"
+		"         owed after a revocation (a problem once past 24 hours), the\n"
+		"         audit chain and the checkpoint log; names what is wrong and\n"
+		"         exits 8\n");
 }
 
 /* Copy a small file (the checkpoint log and key) into dir. */
@@ -193,6 +197,39 @@ static int check_key_cb(void *vctx, const sc_key *k)
 	return 0;
 }
 
+/* Key destruction still owed after a revocation (a process that died after
+ * its commit, a re-wrap the HSM refused) is due within
+ * SC_CA_DESTROY_BOUND_SECONDS.  Past that, the promise that a revoked key
+ * cannot be recovered is broken, and the check counts it as a problem.
+ * Returns the number of problems found (0 or 1). */
+static int check_destruction(sc_txn *txn)
+{
+	size_t destroy = 0, rotate = 0;
+	int64_t oldest = 0;
+	char since[32], due[32];
+
+	if (sc_ca_groups_pending(txn, &destroy, &rotate, &oldest) != SC_OK) {
+		printf("destruction: cannot be read: %s\n", sc_error_detail());
+		return 1;
+	}
+	if (destroy + rotate == 0) {
+		printf("destruction: none owed\n");
+		return 0;
+	}
+	sc_time_format(oldest, since, sizeof(since));
+	sc_time_format(oldest + SC_CA_DESTROY_BOUND_SECONDS, due, sizeof(due));
+	if (sc_now() < oldest + SC_CA_DESTROY_BOUND_SECONDS) {
+		printf("destruction: %zu old group key(s), %zu deferred re-wrap(s) owed since %s, "
+		       "due by %s (the next smartcert ca command finishes it)\n",
+		       destroy, rotate, since, due);
+		return 0;
+	}
+	printf("destruction: %zu old group key(s), %zu deferred re-wrap(s) owed since %s, past "
+	       "the deadline %s: run `smartcert ca sweep` and read why it fails\n",
+	       destroy, rotate, since, due);
+	return 1;
+}
+
 static int store_check(void)
 {
 	struct check_ctx kc;
@@ -235,6 +272,7 @@ static int store_check(void)
 	} else {
 		printf("keys:        %" PRIu64 " records, every binding MAC matches\n", kc.keys);
 	}
+	problems += check_destruction(txn);
 	rc = sc_audit_verify(txn, &count, &bad);
 	sc_txn_abort(txn);
 	if (rc != SC_OK) {

@@ -11,7 +11,9 @@ message that says what happened.
   revocation undone): the CLI, the signing service and the responder all
   refuse it;
 * an old backup put back without `store restore`;
-* a record removed under its indexes, or cut short (`store check`);
+* a record removed under its indexes, or cut short, an index entry
+  pointed at a record that does not agree, and a key destruction overdue
+  (`store check`);
 and `store restore --confirm-rollback` is the way back: audited, signed
 into a new checkpoint, and tokens valid from before it are refused.  The
 checkpoint log verifies with the openssl CLI alone."""
@@ -52,6 +54,7 @@ def rebuild(d, store, lines):
     fresh = os.path.join(d.tmp, "rebuilt")
     os.mkdir(fresh)
     load(fresh, "\n".join(lines))
+    os.chmod(os.path.join(fresh, "data.mdb"), 0o600)
     os.replace(os.path.join(fresh, "data.mdb"), os.path.join(store, "data.mdb"))
     shutil.rmtree(fresh)
 
@@ -255,6 +258,83 @@ def main():
         r = d.sc("store", "check", check=False)
         check(r.returncode == 0 and "every index entry names its record" in r.stdout,
               f"the untouched copy checks clean ({r.stdout.strip()[:200]})")
+
+        # 7. store check holds every index entry to the record it names:
+        #    each change below (what an attacker with the file can do with
+        #    mdb_dump and mdb_load) points an entry at something that exists
+        #    but does not agree, and is named with its database.
+        def tampered(db, change, expect, what, named=None):
+            full = dump(store).split("\n")
+            start = full.index("database=" + db)
+            first = full.index("HEADER=END", start) + 1
+            end = full.index("DATA=END", start)
+            body = full[first:end]
+            pairs = [[body[i], body[i + 1]] for i in range(0, len(body), 2)]
+            change(full, pairs)
+            full[first:end] = [x for kv in pairs for x in kv]
+            rebuild(d, store, [x for x in full if x is not None])
+            r = d.sc("store", "check", check=False)
+            check(r.returncode == 8 and f"'{named or db}'" in r.stdout and expect in r.stdout,
+                  f"store check: {what} ({r.returncode}: {r.stdout.strip()[:240]})")
+            shutil.rmtree(store)
+            shutil.copytree(good, store)
+
+        def swap_users(full, pairs):
+            """Swap the values of two entries of different users."""
+            a = pairs[0]
+            b = next(kv for kv in pairs if kv[0] != a[0])
+            a[1], b[1] = b[1], a[1]
+
+        def other_group(full, pairs):
+            """Move one key's entry under a group it is not wrapped in."""
+            pairs[0][0] = " " + b"ffffffff".hex()
+
+        def drop_owner(full, pairs):
+            """Delete a user record and its identity-hash entry, leaving
+            the user's key and certificate in place."""
+            victim = pairs[0]
+            pairs.remove(victim)
+            uid = bytes.fromhex(victim[0].strip())
+            start = full.index("database=idhash")
+            end = full.index("DATA=END", start)
+            for i in range(start, end):
+                if full[i].startswith(" ") and uid in bytes.fromhex(full[i].strip()):
+                    full[i - 1] = full[i] = None    # keeps the indexes above valid
+                    break
+
+        tampered("idhash", swap_users, "names a user with another identity hash",
+                 "two identity hashes swapped between users")
+        tampered("userkeys", swap_users, "names another user's key",
+                 "a user's key index pointed at another user's key")
+        tampered("usercerts", swap_users, "names another user's certificate",
+                 "a user's certificate index pointed at another user's certificate")
+        tampered("groupkeys", other_group, "names a key not wrapped under this group",
+                 "a key listed under a key group it is not wrapped in")
+        tampered("users", drop_owner, "names a missing user",
+                 "a user removed while its key and certificate remain", named="keys")
+
+        # 8. Key destruction owed after a revocation (here: a CLI that dies
+        #    between its commit and the destruction) is due within 24 hours.
+        #    store check reports it while it is due, and fails once it is
+        #    overdue; the next CA command finishes it.
+        if os.environ.get("SMARTCERT_TEST_HOOKS") == "1":
+            import time
+            env = dict(d.env)
+            env["SMARTCERT_TEST_DIE_AFTER_COMMIT"] = "1"
+            r = d.sc("ca", "revoke", "--user", "ben", "--reason", "keyCompromise", check=False, env=env)
+            check(r.returncode != 0, f"the test hook killed the CLI after its commit ({r.returncode})")
+            r = d.sc("store", "check", check=False)
+            check(r.returncode == 0 and "destruction: 1 old group key(s)" in r.stdout and "due by" in r.stdout,
+                  f"store check reports the destruction owed, with its deadline ({r.stdout.strip()[-240:]})")
+            late = dict(d.env)
+            late["SMARTCERT_FAKE_TIME"] = str(int(time.time()) + 25 * 3600)
+            r = d.sc("store", "check", check=False, env=late)
+            check(r.returncode == 8 and "past the deadline" in r.stdout,
+                  f"25 hours later store check fails on it ({r.returncode}: {r.stdout.strip()[-240:]})")
+            d.sc("ca", "sweep")
+            r = d.sc("store", "check", check=False, env=late)
+            check(r.returncode == 0 and "destruction: none owed" in r.stdout,
+                  f"after the next CA command none is owed ({r.returncode}: {r.stdout.strip()[-240:]})")
 
 
 if __name__ == "__main__":
