@@ -181,8 +181,8 @@ out:
 
 struct check_ctx {
 	sc_hsm *hsm;
-	uint64_t keys, bad;
-	char first[128];
+	uint64_t keys, bad, master;
+	char first[128], first_master[128];
 };
 
 static int check_key_cb(void *vctx, const sc_key *k)
@@ -194,6 +194,11 @@ static int check_key_cb(void *vctx, const sc_key *k)
 		if (c->bad++ == 0)
 			snprintf(c->first, sizeof(c->first), "%s", k->key_id);
 	}
+	/* wrapped under the master key, in no key group: every copy of its
+	 * blob unwraps for as long as the master key exists, so revoking it
+	 * cannot destroy it */
+	if (k->blob_len > 0 && k->kgen == 0 && c->master++ == 0)
+		snprintf(c->first_master, sizeof(c->first_master), "%s", k->key_id);
 	return 0;
 }
 
@@ -271,6 +276,12 @@ static int store_check(void)
 		problems++;
 	} else {
 		printf("keys:        %" PRIu64 " records, every binding MAC matches\n", kc.keys);
+	}
+	if (rc >= 0 && kc.master > 0) {
+		printf("keys:        %" PRIu64 " wrapped under the master key in no key group (first: "
+		       "%s): a revocation cannot destroy them; renew each with a new key (smartcert ca renew, without --keep-key)\n",
+		       kc.master, kc.first_master);
+		problems++;
 	}
 	problems += check_destruction(txn);
 	rc = sc_audit_verify(txn, &count, &bad);

@@ -2,18 +2,24 @@
  * Fill a deployment's store with N synthetic enrolments, fast, to measure
  * operations on a large store (benchmark only, never a test).
  *
- *   bench-fill CONFIG N [POOL]
+ *   bench-fill CONFIG N [master-wrapped]
  *
  * Each synthetic user goes through the real issuance path (sc_ca_prep_issue:
  * its own random serial, its own certificate built and signed by the
  * issuing CA key in the HSM, its own binding MAC computed in the HSM, its
  * own keyed ID hash) and is committed with sc_ca_commit_prep (user, key,
- * certificate, audit record).  What is reused: the wrapped key blobs and
- * their public keys come from a pool of POOL (default 64) keys generated
- * once, so key generation (the slowest HSM step) is skipped; and the store
- * is reopened with SC_STORE_NOSYNC and written 10,000 rows per transaction
- * (one sync at the end).  User ids are "fill00000001"...; ID numbers
- * "F<i>" are synthetic.
+ * certificate, audit record).  Each key sits in its key group, as
+ * enrolment puts it (group = SHA-256(key id) mod ca.key_groups, the group's
+ * HSM key made at its first key).  What is reused: one wrapped key blob and
+ * its public key a group, generated under the group's key when the group is
+ * first met, so key generation (the slowest HSM step) is done once a group
+ * rather than once a user; and the store is reopened with SC_STORE_NOSYNC
+ * and written 10,000 rows per transaction (one sync at the end).  User ids
+ * are "fill00000001"...; ID numbers "F<i>" are synthetic.
+ *
+ * With "master-wrapped", the keys are wrapped under the master key and in
+ * no group, as a store made before key groups holds them (a pool of 64):
+ * what `store check` must report, since no revocation can destroy them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +35,10 @@
 struct fill_key {
 	unsigned char *blob, *spki;
 	size_t blob_len, spki_len;
+	uint32_t group, kgen;
 };
+
+#define FILL_MASTER_POOL 64
 
 static double fill_now(void)
 {
@@ -39,6 +48,27 @@ static double fill_now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* The first key of a group in this fill: the group's current generation
+ * (its HSM key made if it has none yet, in a transaction of its own, so the
+ * open batch is committed first) and one key wrapped under it, shared by
+ * the group's synthetic users. */
+static int fill_group_key(sc_deploy *d, sc_ca *ca, sc_txn **txn, const char *key_id,
+			  struct fill_key *k)
+{
+	int rv;
+
+	if (*txn != NULL) {
+		rv = sc_txn_commit(*txn);
+		*txn = NULL;
+		if (rv != SC_OK)
+			return rv;
+	}
+	if ((rv = sc_ca_group_for_new_key(ca, key_id, &k->group, &k->kgen)) != SC_OK)
+		return rv;
+	return sc_hsm_generate_wrapped_in(d->hsm, k->group, k->kgen, SC_KEYALG_P256, &k->blob,
+					  &k->blob_len, &k->spki, &k->spki_len);
+}
+
 int main(int argc, char **argv)
 {
 	sc_deploy *d = NULL;
@@ -46,17 +76,18 @@ int main(int argc, char **argv)
 	sc_txn *txn = NULL;
 	struct fill_key *pool = NULL;
 	unsigned long n, npool, i, done = 0, start = 0;
+	int master;
 	char *store_path = NULL;
 	double t0;
 	int rv;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: bench-fill CONFIG N [POOL]\n");
+	master = argc > 3 && strcmp(argv[3], "master-wrapped") == 0;
+	if (argc < 3 || (argc > 3 && !master)) {
+		fprintf(stderr, "usage: bench-fill CONFIG N [master-wrapped]\n");
 		return 2;
 	}
 	n = strtoul(argv[2], NULL, 10);
-	npool = argc > 3 ? strtoul(argv[3], NULL, 10) : 64;
-	if (n == 0 || npool == 0)
+	if (n == 0)
 		return 2;
 	if ((rv = sc_deploy_open(argv[1], 0, &d)) != SC_OK)
 		goto fail;
@@ -77,10 +108,11 @@ int main(int argc, char **argv)
 		txn = NULL;
 		start = (unsigned long)st.users;
 	}
+	npool = master ? FILL_MASTER_POOL : ca->key_groups;
 	pool = calloc(npool, sizeof(*pool));
 	if (pool == NULL)
 		return 1;
-	for (i = 0; i < npool; i++)
+	for (i = 0; master && i < npool; i++)
 		if ((rv = sc_hsm_generate_wrapped(d->hsm, SC_KEYALG_P256, &pool[i].blob,
 						  &pool[i].blob_len, &pool[i].spki,
 						  &pool[i].spki_len)) != SC_OK)
@@ -90,9 +122,16 @@ int main(int argc, char **argv)
 		sc_ca_prep p;
 		char idn[32];
 		int already;
-		struct fill_key *k = &pool[i % npool];
+		struct fill_key *k;
 
 		memset(&p, 0, sizeof(p));
+		if ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK)
+			goto fail;
+		k = &pool[master ? i % npool : sc_ca_key_group_of(ca, p.key_id)];
+		if (!master && k->blob == NULL && (rv = fill_group_key(d, ca, &txn, p.key_id, k)) != SC_OK)
+			goto fail;
+		p.group = k->group;
+		p.kgen = k->kgen;
 		snprintf(p.user_id, sizeof(p.user_id), "fill%08lu", start + i);
 		snprintf(p.profile, sizeof(p.profile), "adult");
 		snprintf(idn, sizeof(idn), "F%09lu", start + i);
@@ -109,7 +148,6 @@ int main(int argc, char **argv)
 		p.not_before = sc_now();
 		p.not_after = p.not_before + 1825 * 86400;
 		if ((rv = sc_ca_idhash(d->hsm, idn, p.id_hash)) != SC_OK ||
-		    (rv = sc_ca_key_id_random(p.key_id)) != SC_OK ||
 		    (rv = sc_ca_prep_issue(ca, &p)) != SC_OK)
 			goto fail;
 		if (txn == NULL && (rv = sc_txn_begin(d->store, SC_TXN_WRITE, &txn)) != SC_OK)
@@ -128,8 +166,10 @@ int main(int argc, char **argv)
 	}
 	if ((rv = sc_store_sync(d->store)) != SC_OK)
 		goto fail;
-	printf("{\"filled\":%lu,\"seconds\":%.1f,\"rate_per_second\":%.0f,\"key_pool\":%lu}\n", done,
-	       fill_now() - t0, (double)done / (fill_now() - t0), npool);
+	printf("{\"filled\":%lu,\"seconds\":%.1f,\"rate_per_second\":%.0f,\"key_pool\":%lu,"
+	       "\"key_groups\":%s}\n",
+	       done, fill_now() - t0, (double)done / (fill_now() - t0), npool,
+	       master ? "false" : "true");
 	fprintf(stderr, "\n");
 	sc_ca_close(ca);
 	sc_deploy_close(d);
