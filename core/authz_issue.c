@@ -101,7 +101,6 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 	int tbs_len = 0, der_len = 0, kind, rv;
 	size_t sig_len = 0;
 	char t_nb[16], t_na[16];
-	const char *sig_oid;
 
 	if (text == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for the token text");
@@ -171,10 +170,8 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		rv = sc_error_set(SC_ERR_INVALID, "signature too large for a token");
 		goto out;
 	}
-	sig_oid = kind == SC_AUTHZ_KIND_P256	? SC_OID_ECDSA_SHA256 :
-		  kind == SC_AUTHZ_KIND_ED25519 ? SC_OID_ED25519 :
-						  SC_OID_RSASSA_PSS;
-	if (asn1_write_value(n, "signatureAlgorithm.algorithm", sig_oid, 1) != ASN1_SUCCESS ||
+	if (asn1_write_value(n, "signatureAlgorithm.algorithm", sc_authz_kind_oid(kind), 1) !=
+		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "signatureAlgorithm.parameters",
 			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params : NULL,
 			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params_len : 0) !=
