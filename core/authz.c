@@ -183,43 +183,79 @@ static int authz_str_ok(const char *s, size_t max)
 	return n >= 1 && n <= max && authz_utf8_ok((const unsigned char *)s, n);
 }
 
+/* The digest and signature algorithms a token may name, with their OIDs. */
+static const struct authz_hash {
+	int md_nid;
+	const char *oid;
+	int len;
+} authz_hashes[] = {
+	{ NID_sha256, SC_OID_SHA256, 32 },
+	{ NID_sha384, SC_OID_SHA384, 48 },
+	{ NID_sha512, SC_OID_SHA512, 64 },
+};
+
+static const struct authz_sig_alg {
+	int kind;
+	const char *oid;
+	const char *name;
+} authz_sig_algs[] = {
+	{ SC_AUTHZ_KIND_P256, SC_OID_ECDSA_SHA256, "ecdsa-with-SHA256" },
+	{ SC_AUTHZ_KIND_ED25519, SC_OID_ED25519, "Ed25519" },
+	{ SC_AUTHZ_KIND_RSA_PSS, SC_OID_RSASSA_PSS, "RSASSA-PSS" },
+};
+
+#define AUTHZ_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct authz_hash *authz_hash_by_nid(int md_nid)
+{
+	for (size_t i = 0; i < AUTHZ_COUNT(authz_hashes); i++)
+		if (authz_hashes[i].md_nid == md_nid)
+			return &authz_hashes[i];
+	return NULL;
+}
+
+static const struct authz_hash *authz_hash_by_oid(const char *oid)
+{
+	for (size_t i = 0; i < AUTHZ_COUNT(authz_hashes); i++)
+		if (strcmp(authz_hashes[i].oid, oid) == 0)
+			return &authz_hashes[i];
+	return NULL;
+}
+
 static int authz_hash_len(int md_nid)
 {
-	switch (md_nid) {
-	case NID_sha256:
-		return 32;
-	case NID_sha384:
-		return 48;
-	case NID_sha512:
-		return 64;
-	default:
-		return 0;
-	}
+	const struct authz_hash *h = authz_hash_by_nid(md_nid);
+
+	return h != NULL ? h->len : 0;
 }
 
 const char *sc_authz_hash_oid(int md_nid)
 {
-	switch (md_nid) {
-	case NID_sha256:
-		return SC_OID_SHA256;
-	case NID_sha384:
-		return SC_OID_SHA384;
-	case NID_sha512:
-		return SC_OID_SHA512;
-	default:
-		return NULL;
-	}
+	const struct authz_hash *h = authz_hash_by_nid(md_nid);
+
+	return h != NULL ? h->oid : NULL;
 }
 
-static int authz_hash_from_oid(const char *oid)
+static const struct authz_sig_alg *authz_sig_alg_by_kind(int kind)
 {
-	if (strcmp(oid, SC_OID_SHA256) == 0)
-		return NID_sha256;
-	if (strcmp(oid, SC_OID_SHA384) == 0)
-		return NID_sha384;
-	if (strcmp(oid, SC_OID_SHA512) == 0)
-		return NID_sha512;
-	return NID_undef;
+	for (size_t i = 0; i < AUTHZ_COUNT(authz_sig_algs); i++)
+		if (authz_sig_algs[i].kind == kind)
+			return &authz_sig_algs[i];
+	return NULL;
+}
+
+const char *sc_authz_kind_oid(int kind)
+{
+	const struct authz_sig_alg *a = authz_sig_alg_by_kind(kind);
+
+	return a != NULL ? a->oid : NULL;
+}
+
+static const char *authz_kind_name(int kind)
+{
+	const struct authz_sig_alg *a = authz_sig_alg_by_kind(kind);
+
+	return a != NULL ? a->name : "unknown";
 }
 
 /* The rules every token obeys, used by the issuer before signing (so it
@@ -615,8 +651,9 @@ static int authz_read_digests(asn1_node n, sc_authz_token *tok)
 		return SC_MALFORMED("an authorisation token lists 1..%d digests", SC_AUTHZ_MAX_DIGESTS);
 	for (i = 0; i < count; i++) {
 		sc_authz_digest *d = &tok->digests[i];
+		const struct authz_hash *h;
 		char name[64], oid[64];
-		int len, hl;
+		int len;
 
 		snprintf(name, sizeof(name), "tbs.digests.?%d.hashAlgorithm", i + 1);
 		memset(oid, 0, sizeof(oid));
@@ -624,18 +661,18 @@ static int authz_read_digests(asn1_node n, sc_authz_token *tok)
 		rv = authz_read(n, name, oid, &len);
 		if (rv != SC_OK)
 			return rv;
-		d->md_nid = authz_hash_from_oid(oid);
-		hl = authz_hash_len(d->md_nid);
-		if (hl == 0)
+		h = authz_hash_by_oid(oid);
+		if (h == NULL)
 			return SC_MALFORMED("digest %d: hash algorithm must be sha256, sha384 or sha512", i + 1);
 		snprintf(name, sizeof(name), "tbs.digests.?%d.digest", i + 1);
 		len = (int)sizeof(d->value);
 		rv = authz_read(n, name, d->value, &len);
 		if (rv != SC_OK)
 			return rv;
-		if (len != hl)
+		if (len != h->len)
 			return SC_MALFORMED("digest %d: %d bytes, but its hash algorithm gives %d",
-					    i + 1, len, hl);
+					    i + 1, len, h->len);
+		d->md_nid = h->md_nid;
 		d->len = (size_t)len;
 		tok->n_digests = (size_t)i + 1;
 	}
@@ -653,13 +690,10 @@ static int authz_read_sigalg(asn1_node n, struct sc_authz_parsed *p)
 	rv = authz_read(n, "signatureAlgorithm.algorithm", oid, &len);
 	if (rv != SC_OK)
 		return rv;
-	if (strcmp(oid, SC_OID_ECDSA_SHA256) == 0)
-		p->sig_kind = SC_AUTHZ_KIND_P256;
-	else if (strcmp(oid, SC_OID_ED25519) == 0)
-		p->sig_kind = SC_AUTHZ_KIND_ED25519;
-	else if (strcmp(oid, SC_OID_RSASSA_PSS) == 0)
-		p->sig_kind = SC_AUTHZ_KIND_RSA_PSS;
-	else
+	for (size_t i = 0; i < AUTHZ_COUNT(authz_sig_algs); i++)
+		if (strcmp(authz_sig_algs[i].oid, oid) == 0)
+			p->sig_kind = authz_sig_algs[i].kind;
+	if (p->sig_kind == SC_AUTHZ_KIND_NONE)
 		return SC_MALFORMED("authorisation token signature algorithm %s is not accepted "
 				    "(ecdsa-with-SHA256, Ed25519, RSASSA-PSS)", oid);
 	len = (int)sizeof(params);
@@ -885,20 +919,6 @@ static void authz_keep_ids(const sc_authz_token *tok, sc_authz_token *out)
 	out->token_id_len = tok->token_id_len;
 	memcpy(out->subject, tok->subject, sizeof(out->subject));
 	memcpy(out->key_id, tok->key_id, sizeof(out->key_id));
-}
-
-static const char *authz_kind_name(int kind)
-{
-	switch (kind) {
-	case SC_AUTHZ_KIND_P256:
-		return "ecdsa-with-SHA256";
-	case SC_AUTHZ_KIND_ED25519:
-		return "Ed25519";
-	case SC_AUTHZ_KIND_RSA_PSS:
-		return "RSASSA-PSS";
-	default:
-		return "unknown";
-	}
 }
 
 int sc_authz_decode(const char *text, size_t len, sc_authz_token *out, const char **sig_alg)

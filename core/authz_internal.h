@@ -51,6 +51,9 @@ int sc_authz_check_fields(const sc_authz_token *tok, int err);
 
 const char *sc_authz_hash_oid(int md_nid);
 
+/* The signature algorithm OID of a key kind (NULL for none). */
+const char *sc_authz_kind_oid(int kind);
+
 /* Key id: SHA-256 of the SubjectPublicKeyInfo DER (works for a private key
  * too: its public half is encoded). */
 int sc_authz_key_id(EVP_PKEY *k, unsigned char id[32]);

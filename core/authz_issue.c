@@ -53,15 +53,54 @@ static int authz_encode(asn1_node n, const char *name, unsigned char **out, int 
 	return SC_OK;
 }
 
+/* The signed part's fields, times already in GeneralizedTime text. */
+static int authz_write_tbs(asn1_node n, const sc_authz_token *tok, const char *t_nb,
+			   const char *t_na)
+{
+	char name[64];
+	size_t i;
+
+	if (authz_write_uint(n, "tbs.version", (uint32_t)tok->version) != 0 ||
+	    asn1_write_value(n, "tbs.tokenId", tok->token_id, (int)tok->token_id_len) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.issuer", tok->issuer, (int)strlen(tok->issuer)) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.issuerKeyId", tok->issuer_key_id, 32) != ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.audience", tok->audience, (int)strlen(tok->audience)) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.subject", tok->subject, (int)strlen(tok->subject)) !=
+		    ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.keyId", tok->key_id, (int)strlen(tok->key_id)) !=
+		    ASN1_SUCCESS ||
+	    authz_write_uint(n, "tbs.purpose", (uint32_t)tok->purpose) != 0)
+		return -1;
+	for (i = 0; i < tok->n_digests; i++) {
+		if (asn1_write_value(n, "tbs.digests", "NEW", 1) != ASN1_SUCCESS)
+			return -1;
+		snprintf(name, sizeof(name), "tbs.digests.?%zu.hashAlgorithm", i + 1);
+		if (asn1_write_value(n, name, sc_authz_hash_oid(tok->digests[i].md_nid), 1) !=
+		    ASN1_SUCCESS)
+			return -1;
+		snprintf(name, sizeof(name), "tbs.digests.?%zu.digest", i + 1);
+		if (asn1_write_value(n, name, tok->digests[i].value, (int)tok->digests[i].len) !=
+		    ASN1_SUCCESS)
+			return -1;
+	}
+	if (asn1_write_value(n, "tbs.notBefore", t_nb, 15) != ASN1_SUCCESS ||
+	    asn1_write_value(n, "tbs.notAfter", t_na, 15) != ASN1_SUCCESS ||
+	    authz_write_uint(n, "tbs.maxSignatures", tok->max_signatures) != 0)
+		return -1;
+	return 0;
+}
+
 int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 {
 	asn1_node n = NULL;
 	EVP_MD_CTX *ctx = NULL;
 	unsigned char *tbs = NULL, *der = NULL, *sig = NULL;
 	int tbs_len = 0, der_len = 0, kind, rv;
-	size_t sig_len = 0, i;
-	char t_nb[16], t_na[16], name[64];
-	const char *sig_oid;
+	size_t sig_len = 0;
+	char t_nb[16], t_na[16];
 
 	if (text == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for the token text");
@@ -100,38 +139,10 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (authz_write_uint(n, "tbs.version", (uint32_t)tok->version) != 0 ||
-	    asn1_write_value(n, "tbs.tokenId", tok->token_id, (int)tok->token_id_len) !=
-		    ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.issuer", tok->issuer, (int)strlen(tok->issuer)) !=
-		    ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.issuerKeyId", tok->issuer_key_id, 32) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.audience", tok->audience, (int)strlen(tok->audience)) !=
-		    ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.subject", tok->subject, (int)strlen(tok->subject)) !=
-		    ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.keyId", tok->key_id, (int)strlen(tok->key_id)) !=
-		    ASN1_SUCCESS ||
-	    authz_write_uint(n, "tbs.purpose", (uint32_t)tok->purpose) != 0) {
+	if (authz_write_tbs(n, tok, t_nb, t_na) != 0) {
 		rv = sc_error_set(SC_ERR_INTERNAL, "cannot write the token fields");
 		goto out;
 	}
-	for (i = 0; i < tok->n_digests; i++) {
-		if (asn1_write_value(n, "tbs.digests", "NEW", 1) != ASN1_SUCCESS)
-			goto fields;
-		snprintf(name, sizeof(name), "tbs.digests.?%zu.hashAlgorithm", i + 1);
-		if (asn1_write_value(n, name, sc_authz_hash_oid(tok->digests[i].md_nid), 1) !=
-		    ASN1_SUCCESS)
-			goto fields;
-		snprintf(name, sizeof(name), "tbs.digests.?%zu.digest", i + 1);
-		if (asn1_write_value(n, name, tok->digests[i].value, (int)tok->digests[i].len) !=
-		    ASN1_SUCCESS)
-			goto fields;
-	}
-	if (asn1_write_value(n, "tbs.notBefore", t_nb, 15) != ASN1_SUCCESS ||
-	    asn1_write_value(n, "tbs.notAfter", t_na, 15) != ASN1_SUCCESS ||
-	    authz_write_uint(n, "tbs.maxSignatures", tok->max_signatures) != 0)
-		goto fields;
 	rv = authz_encode(n, "tbs", &tbs, &tbs_len);
 	if (rv != SC_OK)
 		goto out;
@@ -159,16 +170,16 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		rv = sc_error_set(SC_ERR_INVALID, "signature too large for a token");
 		goto out;
 	}
-	sig_oid = kind == SC_AUTHZ_KIND_P256	? SC_OID_ECDSA_SHA256 :
-		  kind == SC_AUTHZ_KIND_ED25519 ? SC_OID_ED25519 :
-						  SC_OID_RSASSA_PSS;
-	if (asn1_write_value(n, "signatureAlgorithm.algorithm", sig_oid, 1) != ASN1_SUCCESS ||
+	if (asn1_write_value(n, "signatureAlgorithm.algorithm", sc_authz_kind_oid(kind), 1) !=
+		    ASN1_SUCCESS ||
 	    asn1_write_value(n, "signatureAlgorithm.parameters",
 			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params : NULL,
 			     kind == SC_AUTHZ_KIND_RSA_PSS ? sc_authz_pss_params_len : 0) !=
 		    ASN1_SUCCESS ||
-	    asn1_write_value(n, "signature", sig, (int)sig_len * 8) != ASN1_SUCCESS)
-		goto fields;
+	    asn1_write_value(n, "signature", sig, (int)sig_len * 8) != ASN1_SUCCESS) {
+		rv = sc_error_set(SC_ERR_INTERNAL, "cannot write the token fields");
+		goto out;
+	}
 	rv = authz_encode(n, "", &der, &der_len);
 	if (rv != SC_OK)
 		goto out;
@@ -185,9 +196,6 @@ int sc_authz_issue(EVP_PKEY *key, sc_authz_token *tok, char **text)
 		goto out;
 	}
 	rv = SC_OK;
-	goto out;
-fields:
-	rv = sc_error_set(SC_ERR_INTERNAL, "cannot write the token fields");
 out:
 	EVP_MD_CTX_free(ctx);
 	free(sig);

@@ -180,6 +180,17 @@ int hsm_alg_check(int alg)
 	}
 }
 
+int hsm_blob_check(int alg, const unsigned char *blob, size_t blob_len)
+{
+	int rc = hsm_alg_check(alg);
+
+	if (rc < 0)
+		return rc;
+	if (!blob || blob_len == 0)
+		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
+	return 0;
+}
+
 size_t sc_hsm_sig_max(int alg)
 {
 	switch (alg) {

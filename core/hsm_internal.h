@@ -77,6 +77,10 @@ int hsm_alg_is_ec(int alg);
 
 int hsm_alg_check(int alg);
 
+/* The arguments every operation on a wrapped blob checks first: a supported
+ * algorithm, then a non-empty blob. */
+int hsm_blob_check(int alg, const unsigned char *blob, size_t blob_len);
+
 int hsm_module_load(const char *module_path, const char *softhsm_conf, CK_FUNCTION_LIST **out);
 
 void hsm_module_unload(CK_FUNCTION_LIST *f);
@@ -118,6 +122,10 @@ int hsm_need_master(sc_hsm *hsm, int mac, CK_OBJECT_HANDLE *h);
 /* The wrapping key of key group `group`, generation `gen` (gen 0: the
  * master key), looked up once and cached.  SC_ERR_NOT_FOUND names it. */
 int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h);
+/* hsm_group_key() and a pool session to use the key in (*s); on an error
+ * no session is taken. */
+int hsm_group_session(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *key,
+		      CK_SESSION_HANDLE *s);
 /* Unwrap a user key's blob under `wrap` into a session object of s: one
  * that signs and never leaves (to_sign), or one that does nothing but be
  * wrapped again (a re-wrap).  Never both. */

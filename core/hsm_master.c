@@ -168,6 +168,14 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 	return 0;
 }
 
+int hsm_group_session(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *key,
+		      CK_SESSION_HANDLE *s)
+{
+	int rc = hsm_group_key(hsm, group, gen, key);
+
+	return rc < 0 ? rc : hsm_pool_get(hsm, s);
+}
+
 int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
 		  sc_hsm_key **out)
 {
@@ -212,18 +220,13 @@ int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const u
 	CK_RV rv;
 
 	*out = NULL;
-	rc = hsm_alg_check(alg);
-	if (rc < 0)
-		return rc;
-	if (!blob || blob_len == 0)
-		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
-	rc = hsm_group_key(hsm, group, gen, &wrap);
+	rc = hsm_blob_check(alg, blob, blob_len);
 	if (rc < 0)
 		return rc;
 	k = malloc(sizeof(*k));
 	if (!k)
 		return SC_ERR_NOMEM;
-	rc = hsm_pool_get(hsm, &s);
+	rc = hsm_group_session(hsm, group, gen, &wrap, &s);
 	if (rc < 0)
 		goto out;
 	rv = hsm_unwrap_blob(hsm, s, wrap, alg, blob, blob_len, 1, &h);

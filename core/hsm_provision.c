@@ -604,18 +604,13 @@ int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32
 
 	*out = NULL;
 	*out_len = 0;
-	rc = hsm_alg_check(alg);
+	rc = hsm_blob_check(alg, blob, blob_len);
 	if (rc < 0)
 		return rc;
-	if (!blob || blob_len == 0)
-		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
 	rc = hsm_group_key(hsm, group, old_gen, &oldk);
 	if (rc < 0)
 		return rc;
-	rc = hsm_group_key(hsm, group, new_gen, &newk);
-	if (rc < 0)
-		return rc;
-	rc = hsm_pool_get(hsm, &s);
+	rc = hsm_group_session(hsm, group, new_gen, &newk, &s);
 	if (rc < 0)
 		return rc;
 	/* extractable, not signing: only so that the new group key can wrap
@@ -654,10 +649,7 @@ int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int al
 	rc = hsm_alg_check(alg);
 	if (rc < 0)
 		return rc;
-	rc = hsm_group_key(hsm, group, gen, &wrap);
-	if (rc < 0)
-		return rc;
-	rc = hsm_pool_get(hsm, &s);
+	rc = hsm_group_session(hsm, group, gen, &wrap, &s);
 	if (rc < 0)
 		return rc;
 	rc = gen_pair_spki(hsm, s, alg, 0, NULL, &pub, &priv, &der, &der_len);

@@ -261,6 +261,17 @@ static int der_put_hdr(unsigned char **p, const unsigned char *end, unsigned cha
 	return 0;
 }
 
+/* Copy n bytes to *p, never past end. */
+static int der_put(unsigned char **p, const unsigned char *end, const void *src, size_t n)
+{
+	if ((size_t)(end - *p) < n)
+		return SC_ERR_INTERNAL;
+	if (n > 0)
+		memcpy(*p, src, n);
+	*p += n;
+	return 0;
+}
+
 static int add_ok(size_t *acc, size_t v)
 {
 	if (*acc > SIZE_MAX - v)
@@ -283,6 +294,7 @@ int sc_sign_tbs(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 	size_t siglen = sizeof(sig);
 	unsigned char *algid = NULL, *buf = NULL, *p, *end;
 	size_t algid_len = 0, bits_len, body = 0, total = 0;
+	const unsigned char no_unused_bits = 0x00; /* a BIT STRING's first content octet */
 
 	*out = NULL;
 	*out_len = 0;
@@ -319,28 +331,18 @@ int sc_sign_tbs(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 	}
 	p = buf;
 	end = buf + total;
-	if (der_put_hdr(&p, end, 0x30, body) < 0)
-		goto overflow;
-	memcpy(p, tbs, tbs_len);
-	p += tbs_len;
-	memcpy(p, algid, algid_len);
-	p += algid_len;
-	if (der_put_hdr(&p, end, 0x03, bits_len) < 0 || (size_t)(end - p) < bits_len)
-		goto overflow;
-	*p++ = 0x00;
-	memcpy(p, sig, siglen);
-	p += siglen;
-	if ((size_t)(end - p) != trailer_len)
-		goto overflow;
-	if (trailer_len)
-		memcpy(p, trailer, trailer_len);
+	/* The sizes above fix every write: running short or long is a bug. */
+	if (der_put_hdr(&p, end, 0x30, body) < 0 || der_put(&p, end, tbs, tbs_len) < 0 ||
+	    der_put(&p, end, algid, algid_len) < 0 || der_put_hdr(&p, end, 0x03, bits_len) < 0 ||
+	    der_put(&p, end, &no_unused_bits, 1) < 0 || der_put(&p, end, sig, siglen) < 0 ||
+	    der_put(&p, end, trailer, trailer_len) < 0 || p != end) {
+		rc = sc_error_set(SC_ERR_INTERNAL, "DER assembly length mismatch");
+		goto out;
+	}
 	*out = buf;
 	*out_len = total;
 	buf = NULL;
 	rc = 0;
-	goto out;
-overflow:
-	rc = sc_error_set(SC_ERR_INTERNAL, "DER assembly length mismatch");
 out:
 	free(buf);
 	free(algid);
