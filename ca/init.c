@@ -323,13 +323,9 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 		 in->p->ca_name ? in->p->ca_name : "smartcert", cn);
 	if ((rv = sc_ca_name_make(name_cn, NULL, &name)) != SC_OK)
 		goto out;
-	if ((rv = sc_ca_serial_random(&in->serial[idx])) != SC_OK)
+	rv = sc_ca_certspec_init(&spec, kind, &in->serial[idx], now, now + days * 86400);
+	if (rv != SC_OK)
 		goto out;
-	memset(&spec, 0, sizeof(spec));
-	spec.kind = kind;
-	spec.serial = &in->serial[idx];
-	spec.not_before = now - 300;
-	spec.not_after = now + days * 86400;
 	if (kind == SC_CA_KIND_ISSUING) {
 		/* the policies it issues under, so that path validation can
 		 * require one; its revocation is on the root's CRL */
