@@ -63,35 +63,32 @@ static int authz_parse_i64(const char *cmd, const char *opt, const char *s, int6
 	return SC_EXIT_OK;
 }
 
+/* The hashes a token's digests are made with. */
+static const struct authz_hash {
+	const char *name;
+	int nid;
+	size_t len;
+} authz_hashes[] = {
+	{ "sha256", NID_sha256, 32 },
+	{ "sha384", NID_sha384, 48 },
+	{ "sha512", NID_sha512, 64 },
+};
+#define AUTHZ_N_HASHES (sizeof(authz_hashes) / sizeof(authz_hashes[0]))
+
 static const char *authz_hash_name(int nid)
 {
-	switch (nid) {
-	case NID_sha256:
-		return "sha256";
-	case NID_sha384:
-		return "sha384";
-	case NID_sha512:
-		return "sha512";
-	default:
-		return "unknown";
-	}
+	for (size_t i = 0; i < AUTHZ_N_HASHES; i++)
+		if (authz_hashes[i].nid == nid)
+			return authz_hashes[i].name;
+	return "unknown";
 }
 
-static int authz_hash_parse(const char *s, int *nid, size_t *len)
+static const struct authz_hash *authz_hash_parse(const char *s)
 {
-	if (strcmp(s, "sha256") == 0) {
-		*nid = NID_sha256;
-		*len = 32;
-	} else if (strcmp(s, "sha384") == 0) {
-		*nid = NID_sha384;
-		*len = 48;
-	} else if (strcmp(s, "sha512") == 0) {
-		*nid = NID_sha512;
-		*len = 64;
-	} else {
-		return -1;
-	}
-	return 0;
+	for (size_t i = 0; i < AUTHZ_N_HASHES; i++)
+		if (strcmp(authz_hashes[i].name, s) == 0)
+			return &authz_hashes[i];
+	return NULL;
 }
 
 /* ---- keygen ------------------------------------------------------------ */
@@ -273,14 +270,15 @@ static int authz_issue(int argc, char **argv)
 	const char *purpose = "sign", *serial_hex = NULL, *signing_key = NULL, *issuer = NULL;
 	const char *audience = NULL, *token_id = NULL;
 	const char *digests[SC_AUTHZ_MAX_DIGESTS];
-	size_t n_digests = 0, i, hlen;
+	size_t n_digests = 0, i;
 	int64_t ttl = 300, offset = 0, max_sig = 1, now;
 	sc_config *cfg = NULL;
 	EVP_PKEY *pkey = NULL;
 	sc_authz_token tok;
 	char *text = NULL, *key_path = NULL;
 	const char *cfg_path;
-	int c, rc, nid, json = 0;
+	const struct authz_hash *h;
+	int c, rc, json = 0;
 
 	memset(&tok, 0, sizeof(tok));
 	optind = 1;
@@ -350,7 +348,7 @@ static int authz_issue(int argc, char **argv)
 		return sc_cli_usage_error(cmd, "--user and --key are required");
 	if (strlen(user) > SC_ID_MAX || strlen(key) > SC_ID_MAX)
 		return sc_cli_usage_error(cmd, "user and key ids are at most %d bytes", SC_ID_MAX);
-	if (authz_hash_parse(hash, &nid, &hlen) != 0)
+	if ((h = authz_hash_parse(hash)) == NULL)
 		return sc_cli_usage_error(cmd, "--hash is sha256, sha384 or sha512, not '%s'", hash);
 	if (strcmp(purpose, "sign") == 0)
 		tok.purpose = SC_AUTHZ_SIGN;
@@ -361,7 +359,7 @@ static int authz_issue(int argc, char **argv)
 	if (serial_hex != NULL) {
 		if (tok.purpose != SC_AUTHZ_RENEW)
 			return sc_cli_usage_error(cmd, "--serial goes with --purpose renew");
-		if (n_digests != 0 || nid != NID_sha256)
+		if (n_digests != 0 || h->nid != NID_sha256)
 			return sc_cli_usage_error(cmd, "--serial computes the digest: no --digest, sha256 only");
 	} else if (n_digests == 0) {
 		return sc_cli_usage_error(cmd, "give at least one --digest (or --purpose renew --serial)");
@@ -423,13 +421,13 @@ static int authz_issue(int argc, char **argv)
 		size_t got = 0;
 
 		if (sc_hex_decode(digests[i], tok.digests[i].value, sizeof(tok.digests[i].value), &got) != SC_OK ||
-		    got != hlen) {
-			rc = sc_cli_usage_error(cmd, "--digest %zu: want %zu bytes of hex for %s", i + 1, hlen,
+		    got != h->len) {
+			rc = sc_cli_usage_error(cmd, "--digest %zu: want %zu bytes of hex for %s", i + 1, h->len,
 						hash);
 			goto out;
 		}
-		tok.digests[i].md_nid = nid;
-		tok.digests[i].len = hlen;
+		tok.digests[i].md_nid = h->nid;
+		tok.digests[i].len = h->len;
 		tok.n_digests = i + 1;
 	}
 	if (token_id != NULL) {
