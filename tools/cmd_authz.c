@@ -143,12 +143,12 @@ static int authz_keygen(int argc, char **argv)
 		SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	const char *cmd = "authz keygen", *out = NULL, *pub = NULL, *type = "ec";
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
 	EVP_PKEY *k = NULL;
 	char hex[65];
 	int c, force = 0, rc;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'o': out = optarg; break;
 		case 'p': pub = optarg; break;
@@ -162,12 +162,13 @@ static int authz_keygen(int argc, char **argv)
 			       "with mode 0600; PUB.pem is what deployments list as\n"
 			       "authz.trusted_key.  Prints the key id (SHA-256 of the public key).\n");
 			return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error(cmd, "unknown option");
+		default: break;
 		}
 	}
-	if (optind != argc)
-		return sc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	if ((rc = sc_cli_no_operands(&o)) != SC_EXIT_OK)
+		return rc;
 	if (out == NULL)
 		return sc_cli_usage_error(cmd, "--out KEY.pem is required");
 	if (strcmp(type, "ec") == 0 || strcmp(type, "p256") == 0)
@@ -278,11 +279,11 @@ static int authz_issue(int argc, char **argv)
 	char *text = NULL, *key_path = NULL;
 	const char *cfg_path;
 	const struct authz_hash *h;
-	int c, rc, json = 0;
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
+	int c, rc;
 
 	memset(&tok, 0, sizeof(tok));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'u': user = optarg; break;
 		case 'k': key = optarg; break;
@@ -315,7 +316,6 @@ static int authz_issue(int argc, char **argv)
 		case 'i': issuer = optarg; break;
 		case 'a': audience = optarg; break;
 		case 'T': token_id = optarg; break;
-		case 'j': json = 1; break;
 		case 'h':
 			printf("usage: smartcert authz issue --user U --key K --digest HEX [--digest HEX ...]\n"
 			       "         [--hash sha256|sha384|sha512] [--ttl SECONDS] [--not-before-offset S]\n"
@@ -338,12 +338,13 @@ static int authz_issue(int argc, char **argv)
 			       "issuer and audience then default to %s and %s.\n",
 			       AUTHZ_DEFAULT_ISSUER, AUTHZ_DEFAULT_AUDIENCE);
 			return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error(cmd, "unknown option");
+		default: break;
 		}
 	}
-	if (optind != argc)
-		return sc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	if (c < 0)
+		return SC_EXIT_USAGE;
+	if ((rc = sc_cli_no_operands(&o)) != SC_EXIT_OK)
+		return rc;
 	if (user == NULL || key == NULL)
 		return sc_cli_usage_error(cmd, "--user and --key are required");
 	if (strlen(user) > SC_ID_MAX || strlen(key) > SC_ID_MAX)
@@ -454,7 +455,7 @@ static int authz_issue(int argc, char **argv)
 		rc = sc_cli_fail(rc, "issue");
 		goto out;
 	}
-	if (json) {
+	if (o.json) {
 		sc_json j;
 
 		sc_json_init(&j);
@@ -562,14 +563,12 @@ static int authz_show_verify(int argc, char **argv, int verify)
 	sc_authz_token tok;
 	char *text = NULL;
 	size_t len = 0;
-	int c, json = 0, rc, vrc;
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
+	int c, rc, vrc;
 
 	memset(&tok, 0, sizeof(tok));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'h':
+	while ((c = sc_cli_getopt(&o)) > 0) {
+		if (c == 'h') {
 			if (verify)
 				printf("usage: smartcert authz verify [TOKEN|-] [--json]\n\n"
 				       "Verify a token (from the argument, or stdin) against the deployment's\n"
@@ -583,10 +582,10 @@ static int authz_show_verify(int argc, char **argv, int verify)
 				       "The form is checked; the signature, issuer, audience and time are NOT:\n"
 				       "use 'smartcert authz verify' for that.\n");
 			return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error(cmd, "unknown option");
 		}
 	}
+	if (c < 0)
+		return SC_EXIT_USAGE;
 	if (argc - optind > 1)
 		return sc_cli_usage_error(cmd, "one token at most");
 	rc = authz_read_token(cmd, optind < argc ? argv[optind] : NULL, &text, &len);
@@ -612,7 +611,7 @@ static int authz_show_verify(int argc, char **argv, int verify)
 		vrc = sc_authz_decode(text, len, &tok, &alg);
 	}
 
-	if (json) {
+	if (o.json) {
 		sc_json j;
 		char hex[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
 
