@@ -165,9 +165,7 @@ static int authz_keygen(int argc, char **argv)
 		default: break;
 		}
 	}
-	if (c < 0)
-		return SC_EXIT_USAGE;
-	if ((rc = sc_cli_no_operands(&o)) != SC_EXIT_OK)
+	if ((rc = sc_cli_opts_end(&o, c)) != SC_EXIT_OK)
 		return rc;
 	if (out == NULL)
 		return sc_cli_usage_error(cmd, "--out KEY.pem is required");
@@ -341,9 +339,7 @@ static int authz_issue(int argc, char **argv)
 		default: break;
 		}
 	}
-	if (c < 0)
-		return SC_EXIT_USAGE;
-	if ((rc = sc_cli_no_operands(&o)) != SC_EXIT_OK)
+	if ((rc = sc_cli_opts_end(&o, c)) != SC_EXIT_OK)
 		return rc;
 	if (user == NULL || key == NULL)
 		return sc_cli_usage_error(cmd, "--user and --key are required");
