@@ -249,13 +249,29 @@ static int init_write_config(struct sc_init *in, int embedded, const char *modul
 	return rv;
 }
 
-/* The checkpoint signing key (sc_checkpoint.h): in the HSM, its public
- * key beside the log for auditors. */
-static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
+/* A new key pair on the token under `label`, and its public key. */
+static int init_token_key(sc_hsm *hsm, int alg, const char *label, EVP_PKEY **out)
 {
 	unsigned char *spki = NULL;
 	const unsigned char *q;
 	size_t spki_len = 0;
+	int rv;
+
+	*out = NULL;
+	if ((rv = sc_hsm_generate_token_key(hsm, alg, label, &spki, &spki_len)) != SC_OK)
+		return rv;
+	q = spki;
+	*out = d2i_PUBKEY(NULL, &q, (long)spki_len);
+	free(spki);
+	if (*out == NULL)
+		return sc_error_set_openssl(SC_ERR_HSM, "the new token key's public key");
+	return SC_OK;
+}
+
+/* The checkpoint signing key (sc_checkpoint.h): in the HSM, its public
+ * key beside the log for auditors. */
+static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
+{
 	EVP_PKEY *pk = NULL;
 	BIO *b = NULL;
 	char *dir = sc_checkpoint_dir(cfg), *pub = sc_checkpoint_path(cfg, SC_CHECKPOINT_PUB);
@@ -269,13 +285,10 @@ static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
 	}
 	if ((rc = sc_mkdir_p(dir, 0755)) != SC_OK)
 		goto out;
-	rc = sc_hsm_generate_token_key(hsm, SC_KEYALG_P256, SC_LABEL_CHECKPOINT, &spki, &spki_len);
-	if (rc != SC_OK)
+	if ((rc = init_token_key(hsm, SC_KEYALG_P256, SC_LABEL_CHECKPOINT, &pk)) != SC_OK)
 		goto out;
-	q = spki;
-	pk = d2i_PUBKEY(NULL, &q, (long)spki_len);
 	b = BIO_new(BIO_s_mem());
-	if (pk == NULL || b == NULL || PEM_write_bio_PUBKEY(b, pk) != 1) {
+	if (b == NULL || PEM_write_bio_PUBKEY(b, pk) != 1) {
 		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "the checkpoint key's public key");
 		goto out;
 	}
@@ -284,7 +297,6 @@ static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
 out:
 	BIO_free(b);
 	EVP_PKEY_free(pk);
-	free(spki);
 	free(dir);
 	free(pub);
 	return rc;
@@ -297,8 +309,6 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 			   X509 **out)
 {
 	int alg = in->p->ca_alg ? in->p->ca_alg : SC_KEYALG_P256;
-	unsigned char *spki = NULL;
-	size_t spki_len = 0;
 	const unsigned char *q;
 	EVP_PKEY *pub = NULL;
 	X509_NAME *name = NULL;
@@ -310,26 +320,16 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 	int rv;
 
 	*out = NULL;
-	if ((rv = sc_hsm_generate_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg,
-					    label, &spki, &spki_len)) != SC_OK)
+	rv = init_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg, label, &pub);
+	if (rv != SC_OK)
 		goto out;
-	q = spki;
-	pub = d2i_PUBKEY(NULL, &q, (long)spki_len);
-	if (pub == NULL) {
-		rv = sc_error_set_openssl(SC_ERR_HSM, "CA public key");
-		goto out;
-	}
 	snprintf(name_cn, sizeof(name_cn), "%s %s",
 		 in->p->ca_name ? in->p->ca_name : "smartcert", cn);
 	if ((rv = sc_ca_name_make(name_cn, NULL, &name)) != SC_OK)
 		goto out;
-	if ((rv = sc_ca_serial_random(&in->serial[idx])) != SC_OK)
+	rv = sc_ca_certspec_init(&spec, kind, &in->serial[idx], now, now + days * 86400);
+	if (rv != SC_OK)
 		goto out;
-	memset(&spec, 0, sizeof(spec));
-	spec.kind = kind;
-	spec.serial = &in->serial[idx];
-	spec.not_before = now - 300;
-	spec.not_after = now + days * 86400;
 	if (kind == SC_CA_KIND_ISSUING) {
 		/* the policies it issues under, so that path validation can
 		 * require one; its revocation is on the root's CRL */
@@ -364,7 +364,6 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 	signed_x = NULL;
 out:
 	sc_hsm_key_free(in->hsm, key);
-	free(spki);
 	EVP_PKEY_free(pub);
 	X509_NAME_free(name);
 	X509_free(x);

@@ -86,6 +86,12 @@ typedef struct sc_ca_certspec {
 	const STACK_OF(X509_EXTENSION) *copy_exts; /* e.g. SAN from a CSR */
 } sc_ca_certspec;
 
+/* The spec of a certificate the CA makes at `now`: a fresh random serial,
+ * written to *serial (which the spec points to), and a validity from five
+ * minutes before now to not_after; everything else zero. */
+int sc_ca_certspec_init(sc_ca_certspec *spec, int kind, sc_serial *serial, int64_t now,
+			int64_t not_after);
+
 /* Build the unsigned certificate.  `issuer` NULL = self-signed.  `subject`
  * and `pub` are copied. */
 int sc_ca_cert_build(const sc_ca_certspec *spec, const X509_NAME *subject, EVP_PKEY *pub,

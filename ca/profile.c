@@ -249,6 +249,22 @@ static int ca_cert_new(const sc_serial *serial, const X509_NAME *subject,
 	return rv;
 }
 
+int sc_ca_certspec_init(sc_ca_certspec *spec, int kind, sc_serial *serial, int64_t now,
+			int64_t not_after)
+{
+	int rv = sc_ca_serial_random(serial);
+
+	memset(spec, 0, sizeof(*spec));
+	if (rv != SC_OK)
+		return rv;
+	spec->kind = kind;
+	spec->serial = serial;
+	/* a relying party whose clock is a little behind accepts it at once */
+	spec->not_before = now - 300;
+	spec->not_after = not_after;
+	return SC_OK;
+}
+
 /* basicConstraints, keyUsage (RSA variant: a TLS server key may also
  * encipher) and extendedKeyUsage of each kind of certificate. */
 static const struct sc_ca_kind_exts {

@@ -125,13 +125,9 @@ int sc_ca_ocsp_signer_renew(sc_ca *ca, int force, sc_ca_signer_result *res)
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "the OCSP signer's public key");
 		goto out;
 	}
-	if ((rv = sc_ca_serial_random(&serial)) != SC_OK)
+	rv = sc_ca_certspec_init(&spec, SC_CA_KIND_OCSP, &serial, now, now + lifetime);
+	if (rv != SC_OK)
 		goto out;
-	memset(&spec, 0, sizeof(spec));
-	spec.kind = SC_CA_KIND_OCSP;
-	spec.serial = &serial;
-	spec.not_before = now - 300;
-	spec.not_after = now + lifetime;
 	if (spec.not_after > ca->issuer_not_after)
 		spec.not_after = ca->issuer_not_after;
 	if ((rv = sc_ca_cert_build(&spec, X509_get_subject_name(d->ocsp_cert), pub,

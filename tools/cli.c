@@ -148,6 +148,11 @@ int sc_cli_no_operands(const struct sc_cli_opts *o)
 	return SC_EXIT_OK;
 }
 
+int sc_cli_opts_end(const struct sc_cli_opts *o, int c)
+{
+	return c < 0 ? SC_EXIT_USAGE : sc_cli_no_operands(o);
+}
+
 static volatile sig_atomic_t stop_requested;
 
 static void on_stop(int sig)

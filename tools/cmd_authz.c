@@ -63,35 +63,32 @@ static int authz_parse_i64(const char *cmd, const char *opt, const char *s, int6
 	return SC_EXIT_OK;
 }
 
+/* The hashes a token's digests are made with. */
+static const struct authz_hash {
+	const char *name;
+	int nid;
+	size_t len;
+} authz_hashes[] = {
+	{ "sha256", NID_sha256, 32 },
+	{ "sha384", NID_sha384, 48 },
+	{ "sha512", NID_sha512, 64 },
+};
+#define AUTHZ_N_HASHES (sizeof(authz_hashes) / sizeof(authz_hashes[0]))
+
 static const char *authz_hash_name(int nid)
 {
-	switch (nid) {
-	case NID_sha256:
-		return "sha256";
-	case NID_sha384:
-		return "sha384";
-	case NID_sha512:
-		return "sha512";
-	default:
-		return "unknown";
-	}
+	for (size_t i = 0; i < AUTHZ_N_HASHES; i++)
+		if (authz_hashes[i].nid == nid)
+			return authz_hashes[i].name;
+	return "unknown";
 }
 
-static int authz_hash_parse(const char *s, int *nid, size_t *len)
+static const struct authz_hash *authz_hash_parse(const char *s)
 {
-	if (strcmp(s, "sha256") == 0) {
-		*nid = NID_sha256;
-		*len = 32;
-	} else if (strcmp(s, "sha384") == 0) {
-		*nid = NID_sha384;
-		*len = 48;
-	} else if (strcmp(s, "sha512") == 0) {
-		*nid = NID_sha512;
-		*len = 64;
-	} else {
-		return -1;
-	}
-	return 0;
+	for (size_t i = 0; i < AUTHZ_N_HASHES; i++)
+		if (strcmp(authz_hashes[i].name, s) == 0)
+			return &authz_hashes[i];
+	return NULL;
 }
 
 /* ---- keygen ------------------------------------------------------------ */
@@ -146,12 +143,12 @@ static int authz_keygen(int argc, char **argv)
 		SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	const char *cmd = "authz keygen", *out = NULL, *pub = NULL, *type = "ec";
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
 	EVP_PKEY *k = NULL;
 	char hex[65];
 	int c, force = 0, rc;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'o': out = optarg; break;
 		case 'p': pub = optarg; break;
@@ -165,12 +162,11 @@ static int authz_keygen(int argc, char **argv)
 			       "with mode 0600; PUB.pem is what deployments list as\n"
 			       "authz.trusted_key.  Prints the key id (SHA-256 of the public key).\n");
 			return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error(cmd, "unknown option");
+		default: break;
 		}
 	}
-	if (optind != argc)
-		return sc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	if ((rc = sc_cli_opts_end(&o, c)) != SC_EXIT_OK)
+		return rc;
 	if (out == NULL)
 		return sc_cli_usage_error(cmd, "--out KEY.pem is required");
 	if (strcmp(type, "ec") == 0 || strcmp(type, "p256") == 0)
@@ -273,18 +269,19 @@ static int authz_issue(int argc, char **argv)
 	const char *purpose = "sign", *serial_hex = NULL, *signing_key = NULL, *issuer = NULL;
 	const char *audience = NULL, *token_id = NULL;
 	const char *digests[SC_AUTHZ_MAX_DIGESTS];
-	size_t n_digests = 0, i, hlen;
+	size_t n_digests = 0, i;
 	int64_t ttl = 300, offset = 0, max_sig = 1, now;
 	sc_config *cfg = NULL;
 	EVP_PKEY *pkey = NULL;
 	sc_authz_token tok;
 	char *text = NULL, *key_path = NULL;
 	const char *cfg_path;
-	int c, rc, nid, json = 0;
+	const struct authz_hash *h;
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
+	int c, rc;
 
 	memset(&tok, 0, sizeof(tok));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = sc_cli_getopt(&o)) > 0) {
 		switch (c) {
 		case 'u': user = optarg; break;
 		case 'k': key = optarg; break;
@@ -317,7 +314,6 @@ static int authz_issue(int argc, char **argv)
 		case 'i': issuer = optarg; break;
 		case 'a': audience = optarg; break;
 		case 'T': token_id = optarg; break;
-		case 'j': json = 1; break;
 		case 'h':
 			printf("usage: smartcert authz issue --user U --key K --digest HEX [--digest HEX ...]\n"
 			       "         [--hash sha256|sha384|sha512] [--ttl SECONDS] [--not-before-offset S]\n"
@@ -340,17 +336,16 @@ static int authz_issue(int argc, char **argv)
 			       "issuer and audience then default to %s and %s.\n",
 			       AUTHZ_DEFAULT_ISSUER, AUTHZ_DEFAULT_AUDIENCE);
 			return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error(cmd, "unknown option");
+		default: break;
 		}
 	}
-	if (optind != argc)
-		return sc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	if ((rc = sc_cli_opts_end(&o, c)) != SC_EXIT_OK)
+		return rc;
 	if (user == NULL || key == NULL)
 		return sc_cli_usage_error(cmd, "--user and --key are required");
 	if (strlen(user) > SC_ID_MAX || strlen(key) > SC_ID_MAX)
 		return sc_cli_usage_error(cmd, "user and key ids are at most %d bytes", SC_ID_MAX);
-	if (authz_hash_parse(hash, &nid, &hlen) != 0)
+	if ((h = authz_hash_parse(hash)) == NULL)
 		return sc_cli_usage_error(cmd, "--hash is sha256, sha384 or sha512, not '%s'", hash);
 	if (strcmp(purpose, "sign") == 0)
 		tok.purpose = SC_AUTHZ_SIGN;
@@ -361,7 +356,7 @@ static int authz_issue(int argc, char **argv)
 	if (serial_hex != NULL) {
 		if (tok.purpose != SC_AUTHZ_RENEW)
 			return sc_cli_usage_error(cmd, "--serial goes with --purpose renew");
-		if (n_digests != 0 || nid != NID_sha256)
+		if (n_digests != 0 || h->nid != NID_sha256)
 			return sc_cli_usage_error(cmd, "--serial computes the digest: no --digest, sha256 only");
 	} else if (n_digests == 0) {
 		return sc_cli_usage_error(cmd, "give at least one --digest (or --purpose renew --serial)");
@@ -423,13 +418,13 @@ static int authz_issue(int argc, char **argv)
 		size_t got = 0;
 
 		if (sc_hex_decode(digests[i], tok.digests[i].value, sizeof(tok.digests[i].value), &got) != SC_OK ||
-		    got != hlen) {
-			rc = sc_cli_usage_error(cmd, "--digest %zu: want %zu bytes of hex for %s", i + 1, hlen,
+		    got != h->len) {
+			rc = sc_cli_usage_error(cmd, "--digest %zu: want %zu bytes of hex for %s", i + 1, h->len,
 						hash);
 			goto out;
 		}
-		tok.digests[i].md_nid = nid;
-		tok.digests[i].len = hlen;
+		tok.digests[i].md_nid = h->nid;
+		tok.digests[i].len = h->len;
 		tok.n_digests = i + 1;
 	}
 	if (token_id != NULL) {
@@ -456,7 +451,7 @@ static int authz_issue(int argc, char **argv)
 		rc = sc_cli_fail(rc, "issue");
 		goto out;
 	}
-	if (json) {
+	if (o.json) {
 		sc_json j;
 
 		sc_json_init(&j);
@@ -564,14 +559,12 @@ static int authz_show_verify(int argc, char **argv, int verify)
 	sc_authz_token tok;
 	char *text = NULL;
 	size_t len = 0;
-	int c, json = 0, rc, vrc;
+	struct sc_cli_opts o = SC_CLI_OPTS(cmd, argc, argv, opts);
+	int c, rc, vrc;
 
 	memset(&tok, 0, sizeof(tok));
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'h':
+	while ((c = sc_cli_getopt(&o)) > 0) {
+		if (c == 'h') {
 			if (verify)
 				printf("usage: smartcert authz verify [TOKEN|-] [--json]\n\n"
 				       "Verify a token (from the argument, or stdin) against the deployment's\n"
@@ -585,10 +578,10 @@ static int authz_show_verify(int argc, char **argv, int verify)
 				       "The form is checked; the signature, issuer, audience and time are NOT:\n"
 				       "use 'smartcert authz verify' for that.\n");
 			return SC_EXIT_OK;
-		default:
-			return sc_cli_usage_error(cmd, "unknown option");
 		}
 	}
+	if (c < 0)
+		return SC_EXIT_USAGE;
 	if (argc - optind > 1)
 		return sc_cli_usage_error(cmd, "one token at most");
 	rc = authz_read_token(cmd, optind < argc ? argv[optind] : NULL, &text, &len);
@@ -614,7 +607,7 @@ static int authz_show_verify(int argc, char **argv, int verify)
 		vrc = sc_authz_decode(text, len, &tok, &alg);
 	}
 
-	if (json) {
+	if (o.json) {
 		sc_json j;
 		char hex[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
 

@@ -85,10 +85,8 @@ static int ca_parse(const char *cmd, int argc, char **argv, struct ca_args *a)
 		else
 			*flag[(size_t)o.index - n_arg] = 1;
 	}
-	if (c < 0)
-		return SC_EXIT_USAGE;
 	a->json = o.json;
-	return sc_cli_no_operands(&o);
+	return sc_cli_opts_end(&o, c);
 }
 
 static int ca_parse_uint(const char *s, unsigned long max, unsigned long *out)

@@ -528,9 +528,8 @@ static int sign_and_assemble(struct sign_run *r)
 				  "the module's signature does not verify with the certificate");
 		goto out;
 	}
-	r->cms_derlen = i2d_CMS_ContentInfo(cms, &r->cms_der);
-	if (r->cms_derlen <= 0) {
-		r->cms_der = NULL;
+	if (sign_to_der(CHECKED_I2D_OF(CMS_ContentInfo, i2d_CMS_ContentInfo), cms, &r->cms_der,
+			&r->cms_derlen) != SC_OK) {
 		ret = sc_cli_fail(sc_error_set_openssl(SC_ERR_CRYPTO, "CMS"), "cannot encode CMS");
 		goto out;
 	}

@@ -31,6 +31,35 @@ ASN1_ITEM_TEMPLATE_END(SC_SIGNED_ATTRS)
 
 /* ---- CMS --------------------------------------------------------------- */
 
+int sign_to_der(i2d_of_void *i2d, const void *obj, unsigned char **der, int *derlen)
+{
+	*der = NULL;
+	*derlen = i2d(obj, der);
+	if (*derlen <= 0) {
+		*der = NULL;
+		*derlen = 0;
+		return SC_ERR_CRYPTO;
+	}
+	return SC_OK;
+}
+
+static int signed_attrs_i2d(const void *st, unsigned char **der)
+{
+	return ASN1_item_i2d(st, der, ASN1_ITEM_rptr(SC_SIGNED_ATTRS));
+}
+
+/* One attribute onto the stack, which then owns it; the value is copied. */
+static int attrs_push(SC_SIGNED_ATTRS *st, int nid, int type, const void *value, int len)
+{
+	X509_ATTRIBUTE *a = X509_ATTRIBUTE_create_by_NID(NULL, nid, type, value, len);
+
+	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0) {
+		X509_ATTRIBUTE_free(a);
+		return SC_ERR_CRYPTO;
+	}
+	return SC_OK;
+}
+
 int sign_file_digest(const char *path, const EVP_MD *md, unsigned char *out,
 			    unsigned *outlen)
 {
@@ -82,43 +111,28 @@ int sign_make_attrs(const unsigned char *content_md, unsigned mdlen, int64_t whe
 			   SC_SIGNED_ATTRS **out, unsigned char **der, int *derlen)
 {
 	SC_SIGNED_ATTRS *st = NULL;
-	X509_ATTRIBUTE *a = NULL;
 	ASN1_TIME *t = NULL;
-	int rc = SC_ERR_CRYPTO;
+	int rc;
 
 	*out = NULL;
 	*der = NULL;
 	*derlen = 0;
 	st = sk_X509_ATTRIBUTE_new_null();
 	t = ASN1_TIME_adj(NULL, (time_t)when, 0, 0);
-	if (st == NULL || t == NULL)
-		goto out;
-	/* _create_by_NID copies the values; the stack owns what it holds */
-	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_contentType, V_ASN1_OBJECT,
-					 OBJ_nid2obj(NID_pkcs7_data), -1);
-	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto out;
-	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_signingTime, t->type, t, -1);
-	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto out;
-	a = X509_ATTRIBUTE_create_by_NID(NULL, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING,
-					 content_md, (int)mdlen);
-	if (a == NULL || sk_X509_ATTRIBUTE_push(st, a) <= 0)
-		goto out;
-	a = NULL;
-	*derlen = ASN1_item_i2d((ASN1_VALUE *)st, der, ASN1_ITEM_rptr(SC_SIGNED_ATTRS));
-	if (*derlen <= 0) {
-		*der = NULL;
-		*derlen = 0;
+	if (st == NULL || t == NULL ||
+	    attrs_push(st, NID_pkcs9_contentType, V_ASN1_OBJECT, OBJ_nid2obj(NID_pkcs7_data),
+		       -1) != SC_OK ||
+	    attrs_push(st, NID_pkcs9_signingTime, t->type, t, -1) != SC_OK ||
+	    attrs_push(st, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING, content_md,
+		       (int)mdlen) != SC_OK ||
+	    sign_to_der(signed_attrs_i2d, st, der, derlen) != SC_OK) {
+		rc = sc_error_set_openssl(SC_ERR_CRYPTO, "encoding the signed attributes");
 		goto out;
 	}
 	*out = st;
 	st = NULL;
 	rc = SC_OK;
 out:
-	if (rc != SC_OK)
-		sc_error_set_openssl(rc, "encoding the signed attributes");
-	X509_ATTRIBUTE_free(a);
 	sk_X509_ATTRIBUTE_pop_free(st, X509_ATTRIBUTE_free);
 	ASN1_TIME_free(t);
 	return rc;
@@ -184,12 +198,7 @@ int sign_ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char **der,
 	if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1)
 		goto out;
 	r = s = NULL;
-	*derlen = i2d_ECDSA_SIG(es, der);
-	if (*derlen <= 0) {
-		*der = NULL;
-		goto out;
-	}
-	rc = SC_OK;
+	rc = sign_to_der(CHECKED_I2D_OF(ECDSA_SIG, i2d_ECDSA_SIG), es, der, derlen);
 out:
 	BN_free(r);
 	BN_free(s);
@@ -233,12 +242,7 @@ int sign_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen,
 	if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) != 1 ||
 	    ASN1_OCTET_STRING_set(oct, h, (int)hlen) != 1)
 		goto out;
-	*derlen = i2d_X509_SIG(sig, der);
-	if (*derlen <= 0) {
-		*der = NULL;
-		goto out;
-	}
-	rc = SC_OK;
+	rc = sign_to_der(CHECKED_I2D_OF(X509_SIG, i2d_X509_SIG), sig, der, derlen);
 out:
 	X509_SIG_free(sig);
 	return rc;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/asn1.h>
 #include <openssl/cms.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -17,6 +18,11 @@
 typedef STACK_OF(X509_ATTRIBUTE) SC_SIGNED_ATTRS;
 DECLARE_ASN1_ITEM(SC_SIGNED_ATTRS)
 
+/* obj's DER, through its i2d function (CHECKED_I2D_OF), in a new buffer the
+ * caller frees with OPENSSL_free.  SC_ERR_CRYPTO, with *der NULL and *derlen
+ * 0, when it cannot be encoded; no error detail is set, the caller names
+ * what it was encoding. */
+int sign_to_der(i2d_of_void *i2d, const void *obj, unsigned char **der, int *derlen);
 /* The hash of a file's content. */
 int sign_file_digest(const char *path, const EVP_MD *md, unsigned char *out, unsigned *outlen);
 /* contentType, signingTime (when) and messageDigest; *der is what the

@@ -83,6 +83,10 @@ int sc_cli_getopt(struct sc_cli_opts *o);
 /* SC_EXIT_OK when no operand is left after optind, otherwise a usage error
  * naming the first one. */
 int sc_cli_no_operands(const struct sc_cli_opts *o);
+/* The end of a command line that takes no operands, after the loop over
+ * sc_cli_getopt stopped with c: SC_EXIT_USAGE when it stopped on a bad
+ * option (already reported), otherwise sc_cli_no_operands. */
+int sc_cli_opts_end(const struct sc_cli_opts *o, int c);
 
 /* Subcommands: argv[0] is the subcommand name. */
 int sc_cmd_init(int argc, char **argv);
