@@ -124,6 +124,28 @@ static int ca_read_id_number(const char *src, char **out)
  * the CA opened around `fn`, which returns the exit code. */
 typedef int (*ca_write_fn)(const char *cmd, const struct ca_args *a, sc_ca *ca);
 
+/* After a command that wrote: key destruction the command could not finish
+ * (the HSM refused a re-wrap or a destroy) is the officer's to know about
+ * now, not at the next `ca show`. */
+static void ca_warn_destruction_owed(const char *cmd, sc_deploy *d)
+{
+	size_t destroy = 0, rotate = 0;
+	int64_t oldest = 0;
+	char due[32];
+	sc_txn *txn = NULL;
+
+	if (sc_txn_begin(d->store, SC_TXN_READ, &txn) != SC_OK)
+		return;
+	if (sc_ca_groups_pending(txn, &destroy, &rotate, &oldest) == SC_OK && destroy + rotate > 0) {
+		sc_time_format(oldest + SC_CA_DESTROY_BOUND_SECONDS, due, sizeof(due));
+		fprintf(stderr, "smartcert %s: warning: key destruction owed (%zu old group key(s), "
+			"%zu re-wrap(s) the HSM refused), due by %s: the next smartcert ca command "
+			"retries it; see `smartcert audit show --kind keygroup-deferred`\n",
+			cmd, destroy, rotate, due);
+	}
+	sc_txn_abort(txn);
+}
+
 static int ca_with_ca(const char *cmd, const struct ca_args *a, ca_write_fn fn)
 {
 	sc_deploy *d = NULL;
@@ -134,6 +156,8 @@ static int ca_with_ca(const char *cmd, const struct ca_args *a, ca_write_fn fn)
 		return ex;
 	rv = sc_ca_open(d, sc_cli_actor(), &ca);
 	ex = rv == SC_OK ? fn(cmd, a, ca) : sc_cli_fail(rv, cmd);
+	if (rv == SC_OK)
+		ca_warn_destruction_owed(cmd, d);
 	sc_ca_close(ca);
 	sc_deploy_close(d);
 	return ex;

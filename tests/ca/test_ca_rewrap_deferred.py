@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""A revocation whose re-wrap the HSM refuses still stands, and the
+destruction is done later (docs/evidence.md, "Key groups").
+
+The backend token's directory is a tmpfs of its own, filled up, so that
+SoftHSMv2 cannot store the group's next key (a real refusal: the token
+object cannot be written).  The store is elsewhere and has room.  Then:
+
+1. `ca revoke` commits the revocation: the certificate is revoked, the key's
+   blob is gone, and the group is recorded for a retry (`keygroup-deferred`
+   audit record; `ca show` and `store check` name the deferred re-wrap with
+   its deadline); the group's other keys stay under the old generation;
+2. the token's old objects are intact: the other user's key still has its
+   binding MAC and `store check` passes;
+3. with room on the token again, the next CA command (`ca sweep`) re-wraps
+   the group under a new generation, destroys the old one, and nothing is
+   owed any more.
+The test re-runs itself in a user+mount namespace (tests/lib/fulldisk.py)
+and exits 77 if a namespace or a tmpfs mount is not possible.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
+                                  os.path.join(os.path.dirname(__file__), "..", "lib")))
+import fulldisk  # noqa: E402
+
+MNT = fulldisk.enter("48m")   # from here on, inside the namespace
+from scfixture import Deployment, check, fail  # noqa: E402
+
+
+def audit_kinds(d):
+    return [x.get("kind") for x in d.sc_json("audit", "show")]
+
+
+def main():
+    with Deployment() as d:
+        d.stop_signd()
+        d.conf_set("ca.key_groups", "1", restart=False)
+        for u in ("vic", "oth"):
+            d.enrol(u, "p256")
+        gen = d.sc_json("ca", "show", "--user", "oth")["keys"][0]["key_group_generation"]
+        check(gen == 1, f"both keys in group 0, generation 1 ({gen})")
+
+        # The token directory on a small tmpfs of its own, then filled.
+        tokens = os.path.join(d.dir, "hsm", "tokens")
+        saved = os.path.join(d.tmp, "tokens-saved")
+        shutil.copytree(tokens, saved, symlinks=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700,huge=never", "tmpfs", tokens],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            fulldisk.skip(f"cannot mount a tmpfs on the token directory: {r.stderr.strip()}")
+        for name in os.listdir(saved):
+            src = os.path.join(saved, name)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tokens, name))
+        fulldisk.fill(tokens, 0)
+        check(fulldisk.free_bytes(tokens) == 0, "the token's file system is full")
+
+        serial = d.sc_json("ca", "show", "--user", "vic")["certificates"][0]["serial"]
+        r = d.sc("ca", "revoke", "--serial", serial, "--reason", "keyCompromise", check=False)
+        check(r.returncode == 0, f"the revocation commits although the HSM cannot make the group's next key "
+                                 f"({r.returncode}: {r.stderr.strip()[-200:]})")
+        check("key destruction owed" in r.stderr and "1 re-wrap(s) the HSM refused" in r.stderr,
+              f"... and the officer is told that the destruction is owed ({r.stderr.strip()[-300:]})")
+        c = d.sc_json("ca", "show", "--serial", serial)
+        check(c["status"] == "revoked", "the certificate is revoked")
+        vic = d.sc_json("ca", "show", "--user", "vic")["keys"][0]
+        check(not vic["blob_present"], f"the revoked key's blob is gone ({vic})")
+        check("keygroup-deferred" in audit_kinds(d), "the refused re-wrap is audited (keygroup-deferred)")
+        shown = d.sc_json("ca", "show", "--user", "oth")
+        pend = shown.get("key_destruction_pending") or {}
+        check(pend.get("deferred_rewraps") == 1 and pend.get("due"),
+              f"ca show names the deferred re-wrap with its deadline ({pend})")
+        check(shown["keys"][0]["key_group_generation"] == 1, "the other key is still under generation 1")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0 and "1 deferred re-wrap(s) owed" in r.stdout and "binding MAC matches" in r.stdout,
+              f"store check: the token and the store are intact, the re-wrap is owed ({r.returncode}: "
+              f"{r.stdout.strip()[-300:]})")
+
+        # Room again: the next CA command finishes it.
+        fulldisk.release(tokens)
+        r = d.sc("ca", "sweep", check=False)
+        check(r.returncode == 0 and "key destruction owed" not in r.stderr,
+              f"ca sweep runs, with nothing left owed ({r.returncode}: {r.stderr.strip()[-200:]})")
+        shown = d.sc_json("ca", "show", "--user", "oth")
+        check("key_destruction_pending" not in shown, f"nothing is owed any more ({shown.get('key_destruction_pending')})")
+        check(shown["keys"][0]["key_group_generation"] == 2, "the other key is re-wrapped under generation 2")
+        check("keygroup-rotate" in audit_kinds(d), "the re-wrap is audited (keygroup-rotate)")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0 and "destruction: none owed" in r.stdout,
+              f"store check passes ({r.returncode}: {r.stdout.strip()[-300:]})")
+        d.start_signd()
+        from scfixture import Gateway, mint_token, pykcs11_or_skip
+        P = pykcs11_or_skip()
+        import hashlib
+        gw = Gateway(d)
+        key, akid, _ = gw.key("oth")
+        dg = hashlib.sha256(b"after the deferred re-wrap").digest()
+        sig = gw.sign(key, P.Mechanism(P.CKM_ECDSA, None), dg, mint_token(d, "oth", akid, [("sha256", dg)]))
+        check(len(sig) == 64, "the other user signs with the re-wrapped key")
+        gw.close()
+        subprocess.run(["umount", tokens], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
