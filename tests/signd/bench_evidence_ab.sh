@@ -1,7 +1,9 @@
 #!/bin/bash
-# What the keyed audit chain and the signed checkpoints cost (issue 13):
-# throughput of a build with them (NEW) divided by a build without them
-# (BASE), measured in one run, the two builds alternating:
+# Two builds side by side: throughput of one (NEW) divided by another
+# (BASE), measured in one run, the two builds alternating.  Used for what
+# the keyed audit chain and the signed checkpoints cost (NEW with them, BASE
+# the commit before them) and for the split of core/ into libraries (BASE
+# ebd0410, the commit before the split; NEW 63e9815, the split merged):
 #   bench_evidence_ab.sh BASE_BUILDDIR NEW_BUILDDIR
 # or as the meson benchmark `evidence-ab` of the NEW build, with the base
 # build named by SMARTCERT_AB_BASE (skipped without it).
@@ -20,6 +22,9 @@
 #       signature with its own single-use token, durable replay and audit
 #       records).  The script starts that build's smartcert-signd for
 #       each run (bench-sign uses the one that answers) and stops it after.
+#   (c) the store on its own, when both builds have tests/core/bench-store:
+#       AB_STORE_N users (default 200000; 0 skips it) bulk-inserted, then
+#       read transactions with a certificate lookup (bench-store's figures).
 # Besides the rates, the CPU time (user + system) of `ca enrol` and of the
 # service per run, in ms: the same work on both sides, so the difference
 # is the added work, and it is far less disturbed by other load on the
@@ -35,7 +40,7 @@
 # and this tree the same way, plus `ninja -C BUILD tests/pkcs11/bench-sign`.
 # Run under `flock /tmp/smartcert-bench.lock` on a shared machine.
 # Environment: AB_ROUNDS, AB_ENROL_ROWS, AB_SIGN_KEYS, AB_SIGN_SIGS,
-# AB_THREADS, AB_BENCH_SIGN (default NEW/tests/pkcs11/bench-sign), AB_DIR
+# AB_THREADS, AB_STORE_N, AB_BENCH_SIGN (default NEW/tests/pkcs11/bench-sign), AB_DIR
 # (work directory, default /tmp/smartcert-evidence-ab; removed at the end
 # unless AB_KEEP=1).
 set -euo pipefail
@@ -47,7 +52,7 @@ if [ -z "$BASE" ] || [ -z "$CUR" ]; then
 fi
 BASE=$(cd "$BASE" && pwd) CUR=$(cd "$CUR" && pwd)
 ROUNDS=${AB_ROUNDS:-3} ROWS=${AB_ENROL_ROWS:-4000} KEYS=${AB_SIGN_KEYS:-5000}
-SIGS=${AB_SIGN_SIGS:-500} THREADS=${AB_THREADS:-8}
+SIGS=${AB_SIGN_SIGS:-500} THREADS=${AB_THREADS:-8} STORE_N=${AB_STORE_N:-200000}
 BENCH_SIGN=${AB_BENCH_SIGN:-$CUR/tests/pkcs11/bench-sign}
 W=${AB_DIR:-/tmp/smartcert-evidence-ab}
 for b in "$BASE" "$CUR"; do
@@ -145,6 +150,19 @@ for r in $(seq "$ROUNDS"); do
 		echo "round $r $side: sign $sps P-256 sig/s, $THREADS threads; service CPU $cpu ms (load $l)"
 		echo "$r $side sign $sps $l" >>"$W/results"
 		echo "$r $side sign-cpu $cpu $l" >>"$W/results"
+		# (c) the store on its own: that build's tests/core/bench-store
+		if [ "$STORE_N" -gt 0 ] && [ -x "$b/tests/core/bench-store" ]; then
+			l=$(load)
+			mkdir -p "$W/store-$side-$r"
+			SMARTCERT_BUILDDIR="$W/store-$side-$r" "$b/tests/core/bench-store" "$STORE_N" \
+				>"$W/store-$side-$r.log" 2>&1 || { echo "bench-store failed:"; tail "$W/store-$side-$r.log"; exit 1; }
+			rm -rf "$W/store-$side-$r"
+			ins=$(awk '/^insert:/ {for (i = 1; i <= NF; i++) if ($i == "records/s") print $(i - 1)}' "$W/store-$side-$r.log")
+			get=$(awk -F'[:(]' '/^read txn \+ cert_get/ {split($3, a, " "); print a[1]}' "$W/store-$side-$r.log")
+			echo "round $r $side: store insert $ins records/s, read txn + cert_get $get /s (load $l)"
+			echo "$r $side store-insert $ins $l" >>"$W/results"
+			echo "$r $side store-get $get $l" >>"$W/results"
+		fi
 	done
 done
 
@@ -156,12 +174,14 @@ load = {(int(r), s, k): l for r, s, k, _, l in rows}
 rounds = sorted({k[0] for k in val})
 names = {"enrol": "bulk enrolment, P-256 users/s", "sign": "authorised P-256 sig/s, module + signd",
          "enrol-cpu": "`ca enrol` CPU ms per run (lower is better)",
-         "sign-cpu": "service CPU ms per bench-sign run (lower is better)"}
+         "sign-cpu": "service CPU ms per bench-sign run (lower is better)",
+         "store-insert": "store bulk insert, records/s (bench-store)",
+         "store-get": "store read txn + certificate lookup /s (bench-store)"}
 print()
 print("| figure | " + " | ".join(f"round {r} base / new (load)" for r in rounds)
       + " | median base | median new | new ÷ base (medians) | median of the rounds' ratios |")
 print("|---|" + "---|" * (len(rounds) + 4))
-for k in ("enrol", "sign", "enrol-cpu", "sign-cpu"):
+for k in [k for k in names if (rounds[0], "base", k) in val]:
     b = [val[(r, "base", k)] for r in rounds]
     n = [val[(r, "new", k)] for r in rounds]
     cells = [f"{val[(r, 'base', k)]:,.0f} ({load[(r, 'base', k)]}) / {val[(r, 'new', k)]:,.0f} ({load[(r, 'new', k)]})"
