@@ -408,6 +408,21 @@ static const unsigned char di256[19] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x6
 					 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
 					 0x20 };
 
+/* Runs fn on n threads, the i-th with the i-th of the `size`-byte
+ * structures at args; the seconds from the first start to the last end. */
+static double run_threads(void *(*fn)(void *), void *args, size_t size, long n)
+{
+	pthread_t th[64];
+	double t0 = now_s();
+	long i;
+
+	for (i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, fn, (char *)args + (size_t)i * size);
+	for (i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	return now_s() - t0;
+}
+
 /* ---- 2. SoftHSMv2 directly -------------------------------------------------- */
 
 struct direct {
@@ -450,25 +465,20 @@ static void *direct_thread(void *arg)
 
 static double direct_rate(struct direct *proto)
 {
-	pthread_t th[64];
 	struct direct d[64];
-	double t0, t1;
+	double secs;
 	long i, total = 0;
 
-	t0 = now_s();
-	for (i = 0; i < n_threads; i++) {
+	for (i = 0; i < n_threads; i++)
 		d[i] = *proto;
-		pthread_create(&th[i], NULL, direct_thread, &d[i]);
-	}
+	secs = run_threads(direct_thread, d, sizeof(d[0]), n_threads);
 	for (i = 0; i < n_threads; i++) {
-		pthread_join(th[i], NULL);
 		if (d[i].err != CKR_OK)
 			fprintf(stderr, "bench-sign: SoftHSMv2 thread %ld stopped with CKR 0x%lx\n", i,
 				(unsigned long)d[i].err);
 		total += d[i].count;
 	}
-	t1 = now_s();
-	return (double)total / (t1 - t0);
+	return (double)total / secs;
 }
 
 static void direct_child(void *out)
@@ -556,28 +566,43 @@ struct work {
 	CK_RV err;
 };
 
+/* One authorised signature: C_SignInit, the context login with the token,
+ * C_Sign.  t, when not NULL, gets the start and the end of each call. */
+static CK_RV sign_authorised(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE key,
+			     const char *tok, unsigned char *in, size_t inlen, double t[4])
+{
+	unsigned char sig[512];
+	CK_ULONG sl = sizeof(sig);
+	double ts[4];
+	CK_RV rv;
+
+	if (t == NULL)
+		t = ts;
+	t[0] = now_s();
+	rv = p11->C_SignInit(s, m, key);
+	t[1] = now_s();
+	if (rv == CKR_OK)
+		rv = p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok));
+	t[2] = now_s();
+	if (rv == CKR_OK)
+		rv = p11->C_Sign(s, in, inlen, sig, &sl);
+	t[3] = now_s();
+	return rv;
+}
+
 static void *module_thread(void *arg)
 {
 	struct work *w = arg;
 	CK_SESSION_HANDLE s;
 	CK_MECHANISM m = { w->mech, NULL, 0 };
-	unsigned char sig[512];
-	CK_ULONG sl;
 	long i;
 	size_t inlen = w->mech == CKM_ECDSA ? 32 : 51;
 
 	if (p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
 		return NULL;
 	for (i = 0; i < n_sigs; i++) {
-		CK_RV rv;
+		CK_RV rv = sign_authorised(s, &m, w->keys[i].h, w->tok[i], w->d[i], inlen, NULL);
 
-		sl = sizeof(sig);
-		rv = p11->C_SignInit(s, &m, w->keys[i].h);
-		if (rv == CKR_OK)
-			rv = p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)w->tok[i],
-					  strlen(w->tok[i]));
-		if (rv == CKR_OK)
-			rv = p11->C_Sign(s, w->d[i], inlen, sig, &sl);
 		if (rv != CKR_OK) {
 			w->err = rv;
 			break;
@@ -593,9 +618,8 @@ static void *module_thread(void *arg)
 static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long, char *, size_t),
 			  CK_MECHANISM_TYPE mech)
 {
-	pthread_t th[64];
 	struct work w[64];
-	double t0, t1;
+	double secs;
 	long i, j, total = 0;
 	char name[32];
 
@@ -627,17 +651,13 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 	}
 	printf("# tokens ready: %ld threads x %ld authorised signatures, mechanism 0x%lx\n",
 	       n_threads, n_sigs, (unsigned long)mech);
-	t0 = now_s();
-	for (i = 0; i < n_threads; i++)
-		pthread_create(&th[i], NULL, module_thread, &w[i]);
+	secs = run_threads(module_thread, w, sizeof(w[0]), n_threads);
 	for (i = 0; i < n_threads; i++) {
-		pthread_join(th[i], NULL);
 		if (w[i].err != CKR_OK)
 			fprintf(stderr, "bench-sign: thread %ld stopped with CKR 0x%lx\n", i,
 				(unsigned long)w[i].err);
 		total += w[i].ok;
 	}
-	t1 = now_s();
 	for (i = 0; i < n_threads; i++) {
 		for (j = 0; j < n_sigs; j++)
 			free(w[i].tok[j]);
@@ -645,7 +665,7 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 		free(w[i].keys);
 		free(w[i].d);
 	}
-	return (double)total / (t1 - t0);
+	return (double)total / secs;
 }
 
 static void fill_user(long i, char *out, size_t len)
@@ -846,25 +866,12 @@ static void *cmp_thread(void *arg)
 {
 	struct cmp_arg *a = arg;
 	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
-	unsigned char sig[128];
-	CK_ULONG sl;
-	double t, t1, t2, t3;
+	double t[4];
 	long i;
 
 	for (i = a->first; i < a->first + a->sigs; i++) {
-		CK_RV rv;
+		CK_RV rv = sign_authorised(a->s, &m, a->w->keys[i].h, a->w->tok[i], a->w->d[i], 32, t);
 
-		sl = sizeof(sig);
-		t = now_s();
-		rv = p11->C_SignInit(a->s, &m, a->w->keys[i].h);
-		t1 = now_s();
-		if (rv == CKR_OK)
-			rv = p11->C_Login(a->s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)a->w->tok[i],
-					  strlen(a->w->tok[i]));
-		t2 = now_s();
-		if (rv == CKR_OK)
-			rv = p11->C_Sign(a->s, a->w->d[i], 32, sig, &sl);
-		t3 = now_s();
 		if (rv != CKR_OK) {
 			a->w->err = rv;
 			break;
@@ -872,10 +879,10 @@ static void *cmp_thread(void *arg)
 		a->w->ok++;
 		if (a->lat == NULL)
 			continue;
-		a->lat[i - a->first] = t3 - t;
-		a->step[0] += t1 - t;
-		a->step[1] += t2 - t1;
-		a->step[2] += t3 - t2;
+		a->lat[i - a->first] = t[3] - t[0];
+		a->step[0] += t[1] - t[0];
+		a->step[1] += t[2] - t[1];
+		a->step[2] += t[3] - t[2];
 	}
 	return NULL;
 }
@@ -885,7 +892,6 @@ static void *cmp_thread(void *arg)
 static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 {
 	CK_SESSION_HANDLE setup_s, s[64];
-	pthread_t th[64];
 	struct cmp_arg a[64];
 	struct cmp_slot *slot = &r->slot[p];
 	char c = 'F';
@@ -901,44 +907,38 @@ static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 		if (p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s[i]) != CKR_OK)
 			goto fail;
 	/* Warm up the same way (a gateway is a long-lived process). */
-	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
+	for (i = 0; i < r->tpp; i++) {
 		memset(&a[i], 0, sizeof(a[i]));
 		a[i].s = s[i];
 		a[i].w = &r->w[p * r->tpp + i];
 		a[i].sigs = r->warm;
-		pthread_create(&th[i], NULL, cmp_thread, &a[i]);
 	}
+	if (r->warm > 0)
+		run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
-		pthread_join(th[i], NULL);
-		if (r->w[p * r->tpp + i].err != CKR_OK)
+		if (a[i].w->err != CKR_OK)
 			goto fail;
-		r->w[p * r->tpp + i].ok = 0;
+		a[i].w->ok = 0;
 	}
 	c = 'R';
 	if (write(ready_fd, &c, 1) != 1 || read(go_fd, &c, 1) < 0)
 		_exit(3);
-	slot->t0 = now_s();
 	for (i = 0; i < r->tpp; i++) {
-		long g = p * r->tpp + i;
-
-		a[i].s = s[i];
-		a[i].w = &r->w[g];
-		a[i].lat = r->lat + g * r->sigs;
+		a[i].lat = r->lat + (p * r->tpp + i) * r->sigs;
 		a[i].first = r->warm;
 		a[i].sigs = r->sigs;
 		memset(a[i].step, 0, sizeof(a[i].step));
-		pthread_create(&th[i], NULL, cmp_thread, &a[i]);
 	}
+	slot->t0 = now_s();
+	slot->t1 = slot->t0 + run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; i < r->tpp; i++) {
-		pthread_join(th[i], NULL);
-		slot->ok += r->w[p * r->tpp + i].ok;
+		slot->ok += a[i].w->ok;
 		slot->step[0] += a[i].step[0];
 		slot->step[1] += a[i].step[1];
 		slot->step[2] += a[i].step[2];
-		if (r->w[p * r->tpp + i].err != CKR_OK)
-			slot->err = r->w[p * r->tpp + i].err;
+		if (a[i].w->err != CKR_OK)
+			slot->err = a[i].w->err;
 	}
-	slot->t1 = now_s();
 	p11->C_Finalize(NULL);
 	_exit(0);
 fail:
