@@ -69,6 +69,7 @@
 #include <openssl/rand.h>
 
 #include "pkcs11_v3.h"
+#include "signd-spawn.h"
 #include "sc_authz.h"
 #include "sc_config.h"
 #include "sc_util.h"
@@ -717,28 +718,10 @@ static double small_rate(const char *small, long nkeys)
 
 static pid_t signd_pid, main_pid;
 
-static int signd_answers(const char *sock)
-{
-	struct sockaddr_un sa;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-
-	if (fd < 0 || strlen(sock) >= sizeof(sa.sun_path))
-		return 0;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, sock, strlen(sock));
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
 static void signd_stop(void)
 {
-	int st;
-
 	if (signd_pid > 0 && getpid() == main_pid) {
-		kill(signd_pid, SIGTERM);
-		waitpid(signd_pid, &st, 0);
+		(void)signd_reap(signd_pid);
 		signd_pid = 0;
 	}
 }
@@ -747,7 +730,6 @@ static void signd_start(void)
 {
 	const char *bin = getenv("SMARTCERT_SIGND_BIN");
 	char sock[PATH_MAX + 64], logp[PATH_MAX + 64];
-	int i, fd;
 
 	if (bin == NULL || *bin == '\0' || getenv("SMARTCERT_START_SIGND") == NULL ||
 	    strcmp(getenv("SMARTCERT_START_SIGND"), "1") != 0)
@@ -759,26 +741,13 @@ static void signd_start(void)
 	}
 	snprintf(logp, sizeof(logp), "%s/signd-bench.log", dir);
 	main_pid = getpid();
-	fflush(NULL);
-	signd_pid = fork();
+	signd_pid = signd_spawn(bin, conf_path, logp);
 	if (signd_pid < 0)
 		DIE("fork: %s", strerror(errno));
-	if (signd_pid == 0) {
-		fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
-		execl(bin, bin, "--config", conf_path, (char *)NULL);
-		_exit(127);
-	}
 	atexit(signd_stop);
-	for (i = 0; i < 400; i++) {
-		if (signd_answers(sock)) {
-			printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid, dir);
-			return;
-		}
-		usleep(25000);
-	}
-	DIE("smartcert-signd did not start (see %s)", logp);
+	if (!signd_wait(sock))
+		DIE("smartcert-signd did not start (see %s)", logp);
+	printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid, dir);
 }
 
 /* ---- 4. through the service against the same work in-process --------------- */

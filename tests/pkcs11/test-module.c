@@ -32,6 +32,7 @@
 #include <openssl/x509.h>
 
 #include "pkcs11_v3.h"
+#include "signd-spawn.h"
 
 #define SC_TEST_BIG_TOKEN 9000   /* over the module's 8192-byte token limit */
 
@@ -220,30 +221,17 @@ static void signd_start(void)
 {
 	const char *bin = getenv("SMARTCERT_SIGND_BIN");
 	char sock[PATH_MAX + 128], logp[PATH_MAX + 128];
-	struct stat st;
-	int i, fd;
 
 	if (bin == NULL)
 		FAIL("SMARTCERT_SIGND_BIN not set");
 	snprintf(sock, sizeof(sock), "%s/run/signd.sock", deploy_dir);
 	snprintf(logp, sizeof(logp), "%s/signd.log", tmpdir);
 	(void)unlink(sock);
-	signd_pid = fork();
+	signd_pid = signd_spawn(bin, conf_path, logp);
 	if (signd_pid < 0)
 		FAIL("fork: %s", strerror(errno));
-	if (signd_pid == 0) {
-		fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
-		execl(bin, bin, "--config", conf_path, (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 200; i++) {
-		if (stat(sock, &st) == 0)
-			return;
-		usleep(50000);
-	}
-	FAIL("the signing service did not start (see %s)", logp);
+	if (!signd_wait(sock))
+		FAIL("the signing service did not start (see %s)", logp);
 }
 
 /* 0, or -1 after saying why the service did not stop cleanly. */
@@ -252,8 +240,7 @@ static int signd_stop_status(void)
 	int st;
 
 	if (signd_pid > 0 && getpid() == setup_pid) {
-		kill(signd_pid, SIGTERM);
-		waitpid(signd_pid, &st, 0);
+		st = signd_reap(signd_pid);
 		signd_pid = 0;
 		/* A sanitizer report in the service (a leak, a race) shows as
 		 * its exit status. */
@@ -293,10 +280,6 @@ static void cleanup(void)
 	if (bad_stop)
 		_exit(1);
 }
-
-static void signd_start(void);
-static void signd_stop(void);
-static int signd_stop_status(void);
 
 /* A configuration change reaches the service when it starts: restart it. */
 static void set_conf(const char *key, const char *value)
