@@ -424,16 +424,40 @@ static double run_threads(void *(*fn)(void *), void *args, size_t size, long n)
 	return now_s() - t0;
 }
 
+/* What a signing thread did. */
+struct tally {
+	long ok;               /* signatures made */
+	CK_RV err;             /* what stopped it, CKR_OK if nothing did */
+};
+
+/* Signatures/s of n threads that ran for `secs`, each with one of the
+ * `size`-byte structures at args, which begin with their tally; a thread
+ * that stopped early is reported (`who` names what they signed with). */
+static double threads_rate(const void *args, size_t size, long n, double secs,
+			   const char *who)
+{
+	const struct tally *t;
+	long i, total = 0;
+
+	for (i = 0; i < n; i++) {
+		t = (const struct tally *)((const char *)args + (size_t)i * size);
+		if (t->err != CKR_OK)
+			fprintf(stderr, "bench-sign: %sthread %ld stopped with CKR 0x%lx\n", who, i,
+				(unsigned long)t->err);
+		total += t->ok;
+	}
+	return (double)total / secs;
+}
+
 /* ---- 2. SoftHSMv2 directly -------------------------------------------------- */
 
 struct direct {
+	struct tally t;        /* first: threads_rate reads it */
 	CK_FUNCTION_LIST *f;
 	CK_SLOT_ID slot;
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM_TYPE mech;
 	size_t inlen;
-	long count;
-	CK_RV err;
 };
 
 static void *direct_thread(void *arg)
@@ -448,17 +472,17 @@ static void *direct_thread(void *arg)
 	RAND_bytes(in, sizeof(in));
 	if (d->inlen == 51)
 		memcpy(in, di256, sizeof(di256));
-	d->err = d->f->C_OpenSession(d->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
-	if (d->err != CKR_OK)
+	d->t.err = d->f->C_OpenSession(d->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+	if (d->t.err != CKR_OK)
 		return NULL;
 	for (i = 0; i < n_sigs; i++) {
 		sl = sizeof(sig);
-		d->err = d->f->C_SignInit(s, &m, d->key);
-		if (d->err == CKR_OK)
-			d->err = d->f->C_Sign(s, in, d->inlen, sig, &sl);
-		if (d->err != CKR_OK)
+		d->t.err = d->f->C_SignInit(s, &m, d->key);
+		if (d->t.err == CKR_OK)
+			d->t.err = d->f->C_Sign(s, in, d->inlen, sig, &sl);
+		if (d->t.err != CKR_OK)
 			break;
-		d->count++;
+		d->t.ok++;
 	}
 	d->f->C_CloseSession(s);
 	return NULL;
@@ -468,18 +492,12 @@ static double direct_rate(struct direct *proto)
 {
 	struct direct d[64];
 	double secs;
-	long i, total = 0;
+	long i;
 
 	for (i = 0; i < n_threads; i++)
 		d[i] = *proto;
 	secs = run_threads(direct_thread, d, sizeof(d[0]), n_threads);
-	for (i = 0; i < n_threads; i++) {
-		if (d[i].err != CKR_OK)
-			fprintf(stderr, "bench-sign: SoftHSMv2 thread %ld stopped with CKR 0x%lx\n", i,
-				(unsigned long)d[i].err);
-		total += d[i].count;
-	}
-	return (double)total / secs;
+	return threads_rate(d, sizeof(d[0]), n_threads, secs, "SoftHSMv2 ");
 }
 
 static void direct_child(void *out)
@@ -559,12 +577,11 @@ static void direct(double out[2])
 /* ---- 3. through the module ------------------------------------------------ */
 
 struct work {
+	struct tally t;        /* first: threads_rate reads it */
 	struct keyref *keys;   /* one per signature */
 	CK_MECHANISM_TYPE mech;
 	char **tok;
 	unsigned char (*d)[51];
-	long ok;
-	CK_RV err;
 };
 
 /* One authorised signature: C_SignInit, the context login with the token,
@@ -605,10 +622,10 @@ static void *module_thread(void *arg)
 		CK_RV rv = sign_authorised(s, &m, w->keys[i].h, w->tok[i], w->d[i], inlen, NULL);
 
 		if (rv != CKR_OK) {
-			w->err = rv;
+			w->t.err = rv;
 			break;
 		}
-		w->ok++;
+		w->t.ok++;
 	}
 	p11->C_CloseSession(s);
 	return NULL;
@@ -620,8 +637,8 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 			  CK_MECHANISM_TYPE mech)
 {
 	struct work w[64];
-	double secs;
-	long i, j, total = 0;
+	double secs, rate;
+	long i, j;
 	char name[32];
 
 	for (i = 0; i < n_threads; i++) {
@@ -653,12 +670,7 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 	printf("# tokens ready: %ld threads x %ld authorised signatures, mechanism 0x%lx\n",
 	       n_threads, n_sigs, (unsigned long)mech);
 	secs = run_threads(module_thread, w, sizeof(w[0]), n_threads);
-	for (i = 0; i < n_threads; i++) {
-		if (w[i].err != CKR_OK)
-			fprintf(stderr, "bench-sign: thread %ld stopped with CKR 0x%lx\n", i,
-				(unsigned long)w[i].err);
-		total += w[i].ok;
-	}
+	rate = threads_rate(w, sizeof(w[0]), n_threads, secs, "");
 	for (i = 0; i < n_threads; i++) {
 		for (j = 0; j < n_sigs; j++)
 			free(w[i].tok[j]);
@@ -666,7 +678,7 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 		free(w[i].keys);
 		free(w[i].d);
 	}
-	return (double)total / secs;
+	return rate;
 }
 
 static void fill_user(long i, char *out, size_t len)
@@ -842,10 +854,10 @@ static void *cmp_thread(void *arg)
 		CK_RV rv = sign_authorised(a->s, &m, a->w->keys[i].h, a->w->tok[i], a->w->d[i], 32, t);
 
 		if (rv != CKR_OK) {
-			a->w->err = rv;
+			a->w->t.err = rv;
 			break;
 		}
-		a->w->ok++;
+		a->w->t.ok++;
 		if (a->lat == NULL)
 			continue;
 		a->lat[i - a->first] = t[3] - t[0];
@@ -885,9 +897,9 @@ static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 	if (r->warm > 0)
 		run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
-		if (a[i].w->err != CKR_OK)
+		if (a[i].w->t.err != CKR_OK)
 			goto fail;
-		a[i].w->ok = 0;
+		a[i].w->t.ok = 0;
 	}
 	c = 'R';
 	if (write(ready_fd, &c, 1) != 1 || read(go_fd, &c, 1) < 0)
@@ -901,12 +913,12 @@ static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 	slot->t0 = now_s();
 	slot->t1 = slot->t0 + run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; i < r->tpp; i++) {
-		slot->ok += a[i].w->ok;
+		slot->ok += a[i].w->t.ok;
 		slot->step[0] += a[i].step[0];
 		slot->step[1] += a[i].step[1];
 		slot->step[2] += a[i].step[2];
-		if (a[i].w->err != CKR_OK)
-			slot->err = a[i].w->err;
+		if (a[i].w->t.err != CKR_OK)
+			slot->err = a[i].w->t.err;
 	}
 	p11->C_Finalize(NULL);
 	_exit(0);
