@@ -1264,6 +1264,28 @@ static void test_garbage(void)
 
 /* ---- gateway and backend faults ------------------------------------------------ */
 
+/* The service restarted on the deployment as it is now, and a new
+ * gateway's login answered `want`; the gateway's session. */
+static CK_SESSION_HANDLE restarted_login(CK_RV want)
+{
+	CK_SESSION_HANDLE s;
+
+	signd_stop();
+	signd_start();
+	CK(p11->C_Initialize(NULL), CKR_OK);
+	s = gateway_open();
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), want);
+	return s;
+}
+
+/* Puts back the copy of `path` a fault test set aside as PATH.good. */
+static void restore_good(const char *path)
+{
+	char *o = run("mv '%s.good' '%s'", path, path);
+
+	free(o);
+}
+
 static void test_faults(void)
 {
 	CK_SESSION_HANDLE s;
@@ -1332,17 +1354,12 @@ static void test_faults(void)
 	snprintf(path, sizeof(path), "%s/secrets/backend.pin", deploy_dir);
 	o = run("cp -p '%s' '%s.good' && printf 'not-the-pin\\n' > '%s'", path, path, path);
 	free(o);
-	signd_stop();
-	signd_start();
-	CK(p11->C_Initialize(NULL), CKR_OK);
-	s = gateway_open();
-	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
+	s = restarted_login(CKR_DEVICE_ERROR);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
 	o = run("grep -c 'not presenting it again' '%s/signd.log'", tmpdir);
 	CHECK(strtol(o, NULL, 10) == 1, "a rejected backend PIN is latched, not presented again");
 	free(o);
-	o = run("mv '%s.good' '%s'", path, path);
-	free(o);
+	restore_good(path);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 
@@ -1350,14 +1367,9 @@ static void test_faults(void)
 	o = run("cp -p '%s' '%s.good' && sed -i 's|^module = .*|module = /nonexistent/libnone.so|' "
 		"'%s'", conf_path, conf_path, conf_path);
 	free(o);
-	signd_stop();
-	signd_start();
-	CK(p11->C_Initialize(NULL), CKR_OK);
-	s = gateway_open();
-	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
+	restarted_login(CKR_DEVICE_ERROR);
 	CK(p11->C_Finalize(NULL), CKR_OK);
-	o = run("mv '%s.good' '%s'", conf_path, conf_path);
-	free(o);
+	restore_good(conf_path);
 
 	/* The service stopped: a session cannot be opened, and a session open
 	 * when it stops gets a clear code at its next call, not a hang. */
