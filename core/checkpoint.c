@@ -188,27 +188,6 @@ out:
 	return rc;
 }
 
-/* The value of " key=" in a checkpoint line (into out), or -1. */
-static int cp_field(const char *line, const char *key, char *out, size_t len)
-{
-	char pat[32];
-	const char *p, *e;
-
-	snprintf(pat, sizeof(pat), " %s=", key);
-	p = strstr(line, pat);
-	if (p == NULL)
-		return -1;
-	p += strlen(pat);
-	e = strchr(p, ' ');
-	if (e == NULL)
-		e = p + strlen(p);
-	if ((size_t)(e - p) >= len)
-		return -1;
-	memcpy(out, p, (size_t)(e - p));
-	out[e - p] = '\0';
-	return 0;
-}
-
 static int cp_verify_line(const sc_config *cfg, const char *line)
 {
 	char *pub = sc_checkpoint_path(cfg, SC_CHECKPOINT_PUB);
@@ -257,7 +236,7 @@ out:
 int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 {
 	char *log = sc_checkpoint_path(cfg, SC_CHECKPOINT_LOG);
-	char last[CP_LINE_MAX], f_seq[32], f_mac[80];
+	char last[CP_LINE_MAX], f_mac[66];
 	unsigned char want[32], have[32];
 	struct cp_state s;
 	uint64_t seq;
@@ -292,13 +271,15 @@ int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 	}
 	if ((rc = cp_verify_line(cfg, last)) != SC_OK)
 		goto out;
-	if (cp_field(last, "audit_seq", f_seq, sizeof(f_seq)) != 0 ||
-	    cp_field(last, "audit_mac", f_mac, sizeof(f_mac)) != 0 || strlen(f_mac) != 64 ||
-	    sc_hex_decode(f_mac, want, sizeof(want), &wlen) != SC_OK || wlen != 32) {
+	/* The line verified: it is one sc_checkpoint_write wrote, fields in
+	 * its order (a longer MAC reads as 65 characters and is refused). */
+	if (sscanf(last, CP_MAGIC "time=%*[-0-9] audit_seq=%" SCNu64 " audit_mac=%65s", &seq,
+		   f_mac) != 2 ||
+	    strlen(f_mac) != 64 || sc_hex_decode(f_mac, want, sizeof(want), &wlen) != SC_OK ||
+	    wlen != 32) {
 		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint cannot be read");
 		goto out;
 	}
-	seq = strtoull(f_seq, NULL, 10);
 	if (s.audit_seq < seq) {
 		rc = sc_error_set(SC_ERR_INTEGRITY, "the store's audit chain ends at record %" PRIu64
 				  " but the newest checkpoint (%s) vouches for record %" PRIu64

@@ -9,20 +9,15 @@
 #               (default 100000; 1000000 for the full figure)
 #     RSA_ROWS  RSA-2048 rows (default 200: SoftHSMv2 generates RSA keys
 #               about 100 times slower than P-256 keys)
-# Environment: SMARTCERT_BIN, SMARTCERT_BUILDDIR (set by meson);
-# SC_BENCH_DIR puts the work directory elsewhere (big fills); kept when
-# SC_BENCH_KEEP=1.  Run heavy sizes under `flock /tmp/smartcert-bench.lock`.
+# Environment: as bench-ca-lib.sh says.  Run heavy sizes under
+# `flock /tmp/smartcert-bench.lock`.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/bench-ca-lib.sh"
 ROWS=${1:-${SC_BENCH_ROWS:-5000}}
 FILL=${2:-${SC_BENCH_FILL:-100000}}
 RSA_ROWS=${3:-${SC_BENCH_RSA_ROWS:-200}}
-SC=${SMARTCERT_BIN:?}
 FILLER=${SMARTCERT_BUILDDIR:?}/tests/ca/bench-fill
-unset SOFTHSM2_CONF
-base=${SC_BENCH_DIR:-$SMARTCERT_BUILDDIR}
-mkdir -p "$base"
-work=$(mktemp -d "$base/bench-ca.XXXXXX")
-[ "${SC_BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
+bench_workdir bench-ca
 echo "# $(date -u +%FT%TZ) $(nproc) cores; ROWS=$ROWS RSA_ROWS=$RSA_ROWS FILL=$FILL work=$work"
 
 "$SC" init --dir "$work/d" --json >/dev/null
@@ -31,14 +26,7 @@ export SMARTCERT_CONF=$work/d/smartcert.conf
 for kt in p256 rsa2048; do
 	n=$ROWS
 	[ "$kt" = rsa2048 ] && n=$RSA_ROWS
-	python3 - "$work/$kt.csv" "$n" "$kt" <<'PY'
-import sys
-path, n, kt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, "w") as f:
-    f.write("user_id,name,id_number,dob,profile,key_type\n")
-    for i in range(n):
-        f.write(f"{kt}-{i:07d},Bench Holder {i},{kt[0].upper()}{i:08d},,adult,{kt}\n")
-PY
+	bench_rows "$work/$kt.csv" "$n" "$kt"
 	echo "== bulk enrolment, $n rows, $kt =="
 	"$SC" ca enrol --batch "$work/$kt.csv" --json
 done

@@ -16,31 +16,20 @@
 # enough that the revoked key is alone in its group (no re-wrap).  The HSM
 # operations are counted from the audit record each re-wrap writes
 # ("rewrapped=N") and the fixed calls per key and per group (see the docs).
-# Environment: SMARTCERT_BIN, SMARTCERT_BUILDDIR (set by meson).
+# Environment: as bench-ca-lib.sh says.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/bench-ca-lib.sh"
 GROUP=${1:-${SC_BENCH_GROUP:-1000}}
 RSA_GROUP=${2:-${SC_BENCH_RSA_GROUP:-200}}
 REVOKES=${3:-${SC_BENCH_REVOKES:-5}}
-SC=${SMARTCERT_BIN:?}
-unset SOFTHSM2_CONF
-base=${SC_BENCH_DIR:-$SMARTCERT_BUILDDIR}
-mkdir -p "$base"
-work=$(mktemp -d "$base/bench-rewrap.XXXXXX")
-[ "${SC_BENCH_KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
+bench_workdir bench-rewrap
 echo "# $(date -u +%FT%TZ) $(nproc) cores; GROUP=$GROUP RSA_GROUP=$RSA_GROUP REVOKES=$REVOKES"
 
 run() { # NAME KEY_TYPE N KEY_GROUPS
 	local name=$1 kt=$2 n=$3 groups=$4 d=$work/$1
 	"$SC" init --dir "$d" --json >/dev/null
 	printf '\n[ca]\nkey_groups = %s\n' "$groups" >>"$d/smartcert.conf"
-	python3 - "$d/rows.csv" "$n" "$kt" <<'PY'
-import sys
-path, n, kt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, "w") as f:
-    f.write("user_id,name,id_number,dob,profile,key_type\n")
-    for i in range(n):
-        f.write(f"{kt}-{i:07d},Bench Holder {i},{kt[0].upper()}{i:08d},,adult,{kt}\n")
-PY
+	bench_rows "$d/rows.csv" "$n" "$kt"
 	SMARTCERT_CONF=$d/smartcert.conf "$SC" ca enrol --batch "$d/rows.csv" --json >/dev/null
 	SMARTCERT_CONF=$d/smartcert.conf python3 - "$SC" "$name" "$kt" "$n" "$groups" "$REVOKES" <<'PY'
 import json, os, subprocess, sys, time

@@ -53,6 +53,20 @@ def carve(path, blob):
     return [m.start() for m in re.finditer(re.escape(blob), data)]
 
 
+def carve_out(d, blob, sources, tag):
+    """Every copy of `blob` in each (name, path) of `sources`, each written
+    to a file of its own, TAG-NAME-N.blob; their paths."""
+    out = []
+    for src, path in sources:
+        for i, off in enumerate(carve(path, blob)):
+            name = os.path.join(d.tmp, f"{tag}-{src}-{i}.blob")
+            with open(path, "rb") as f, open(name, "wb") as g:
+                f.seek(off)
+                g.write(f.read(len(blob)))
+            out.append(name)
+    return out
+
+
 def probe(d, files):
     conf = d.conf_get("hsm.softhsm_conf", "hsm/softhsm2.conf")
     pin = d.conf_get("hsm.pin_source", "file:secrets/backend.pin").split(":", 1)[1]
@@ -120,14 +134,7 @@ def main():
             check(len(b) >= 64 and carve(live, b) and carve(bfile, b),
                   f"{u}: its {len(b)}-byte blob is in the live file ({len(carve(live, b))} copies) "
                   f"and in the backup ({len(carve(bfile, b))})")
-            for src, path in (("live", live), ("backup", bfile)):
-                with open(path, "rb") as f:
-                    data = f.read()
-                for i, off in enumerate(carve(path, b)):
-                    name = os.path.join(d.tmp, f"{u}-{src}-{i}.blob")
-                    with open(name, "wb") as g:
-                        g.write(data[off:off + len(b)])
-                    files[name] = u
+            files.update(dict.fromkeys(carve_out(d, b, (("live", live), ("backup", bfile)), u), u))
         before = probe(d, sorted(files))
         got = {os.path.basename(f) for f, _ in before["unwrapped"]}
         check(got == {os.path.basename(f) for f in files} and
@@ -144,16 +151,9 @@ def main():
               "the first revocation re-wrapped the RSA victim's key under generation 2")
         backup2 = os.path.join(d.tmp, "backup2")
         d.sc("store", "backup", backup2)
-        gen2 = []
-        for src, path in (("live", live), ("backup2", os.path.join(backup2, "store", "data.mdb"))):
-            with open(path, "rb") as f:
-                data = f.read()
-            for i, off in enumerate(carve(path, b2)):
-                name = os.path.join(d.tmp, f"vic-rsa-gen2-{src}-{i}.blob")
-                with open(name, "wb") as g:
-                    g.write(data[off:off + len(b2)])
-                files[name] = "vic-rsa"
-                gen2.append(name)
+        gen2 = carve_out(d, b2, (("live", live), ("backup2", os.path.join(backup2, "store", "data.mdb"))),
+                         "vic-rsa-gen2")
+        files.update(dict.fromkeys(gen2, "vic-rsa"))
         check(len(gen2) >= 2, f"its generation-2 blob carved from the live file and a backup ({len(gen2)})")
         # Revoke the RSA victim with a CLI that dies right after its commit.
         env = dict(d.env)
@@ -180,14 +180,7 @@ def main():
 
         # Now every carved copy, and the copies the live file holds now.
         for u in victims:
-            b = blobs[kid[u]]
-            with open(live, "rb") as f:
-                data = f.read()
-            for i, off in enumerate(carve(live, b)):
-                name = os.path.join(d.tmp, f"{u}-live-after-{i}.blob")
-                with open(name, "wb") as g:
-                    g.write(data[off:off + len(b)])
-                files[name] = u
+            files.update(dict.fromkeys(carve_out(d, blobs[kid[u]], (("live-after", live),), u), u))
         after = probe(d, sorted(files))
         check(after["secret_keys"] >= 4 and "smartcert-kg-00000000-3" in after["labels"] and
               not any(lbl.startswith("smartcert-kg-00000000-") and lbl != "smartcert-kg-00000000-3"

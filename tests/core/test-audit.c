@@ -181,6 +181,111 @@ static int iter_cb(void *ctx, const sc_audit_record *r)
 	return 0;
 }
 
+/* The ways a chain is tampered with, each on a fresh store of NREC records. */
+static void alter_detail(struct raw *r)
+{
+	size_t al;
+	unsigned char *a = raw_get(r, 3, &al);
+
+	a[al - 64 - 3] ^= 0x01;   /* one byte of record 3's detail */
+	raw_put(r, 3, a, al);
+	free(a);
+}
+
+static void alter_hash(struct raw *r)
+{
+	size_t al;
+	unsigned char *a = raw_get(r, 2, &al);
+
+	a[al - 1] ^= 0x80;        /* the stored hash of record 2 */
+	raw_put(r, 2, a, al);
+	free(a);
+}
+
+static void remove_middle(struct raw *r)
+{
+	raw_del(r, 3);
+}
+
+static void swap_2_3(struct raw *r)
+{
+	size_t al, bl;
+	unsigned char *a = raw_get(r, 2, &al), *b = raw_get(r, 3, &bl);
+
+	raw_put(r, 2, b, bl);
+	raw_put(r, 3, a, al);
+	free(a);
+	free(b);
+}
+
+static void truncate_last_two(struct raw *r)
+{
+	raw_del(r, 5);
+	raw_del(r, 4);
+}
+
+static void append_copy(struct raw *r)
+{
+	size_t al;
+	unsigned char *a = raw_get(r, 5, &al);
+
+	raw_put(r, 6, a, al);
+	free(a);
+}
+
+static void garble(struct raw *r)
+{
+	raw_put(r, 4, "\x01garbage", 8);
+}
+
+/* A fresh store `name`, edited with raw LMDB; its path (malloc'd). */
+static char *tampered(const char *dir, const char *name, void (*edit)(struct raw *))
+{
+	char *p = make_store(dir, name);
+	struct raw r;
+
+	raw_open(&r, p);
+	edit(&r);
+	raw_close(&r);
+	return p;
+}
+
+static const struct {
+	const char *name;
+	void (*edit)(struct raw *);
+	uint64_t first_bad;
+	const char *word;
+} tampers[] = {
+	{ "altered", alter_detail, 3, "altered" },
+	/* its own hash recomputed is still caught by the next link */
+	{ "rehash", alter_hash, 2, "altered" },
+	{ "removed", remove_middle, 3, "missing" },
+	{ "swapped", swap_2_3, 2, "reordered" },
+	{ "truncated", truncate_last_two, 4, "truncated" },
+	/* a copy of record 5 appended as 6 outside the chain */
+	{ "appended", append_copy, 6, "reordered" },
+	{ "garbled", garble, 4, "decode" },
+};
+
+/* An append of a "sign" event at `time` (0: now) must give `want`; kept
+ * when it succeeds. */
+static void expect_append(sc_store *st, int64_t time, int want)
+{
+	sc_txn *t = NULL;
+	sc_audit_event ev;
+	uint64_t seq;
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = "sign";
+	ev.time = time;
+	CHECK_RC(sc_audit_append(t, &ev, &seq), want);
+	if (want == SC_OK)
+		CHECK_RC(sc_txn_commit(t), SC_OK);
+	else
+		sc_txn_abort(t);
+}
+
 static void test_chain(const char *dir)
 {
 	char *p;
@@ -188,10 +293,8 @@ static void test_chain(const char *dir)
 	sc_txn *t = NULL;
 	sc_audit_event ev;
 	struct iter_ctx ic = { 0, 1 };
-	struct raw r;
-	unsigned char *a, *b;
-	size_t al, bl;
 	uint64_t count = 0, bad = 99, seq;
+	size_t i;
 
 	/* intact chain */
 	p = make_store(dir, "ok");
@@ -219,87 +322,21 @@ static void test_chain(const char *dir)
 	sc_store_close(st);
 	free(p);
 
-	/* altered: one byte of record 3's detail */
-	p = make_store(dir, "altered");
-	raw_open(&r, p);
-	a = raw_get(&r, 3, &al);
-	a[al - 64 - 3] ^= 0x01;
-	raw_put(&r, 3, a, al);
-	free(a);
-	raw_close(&r);
-	expect_bad(p, 3, "altered");
-	free(p);
+	for (i = 0; i < TCHECK_N(tampers); i++) {
+		p = tampered(dir, tampers[i].name, tampers[i].edit);
+		expect_bad(p, tampers[i].first_bad, tampers[i].word);
+		free(p);
+	}
 
-	/* altered with its own hash recomputed is still caught by the next link */
-	p = make_store(dir, "rehash");
-	raw_open(&r, p);
-	a = raw_get(&r, 2, &al);
-	a[al - 1] ^= 0x80;   /* stored hash of record 2 changed */
-	raw_put(&r, 2, a, al);
-	free(a);
-	raw_close(&r);
-	expect_bad(p, 2, "altered");
-	free(p);
-
-	/* removed middle record */
-	p = make_store(dir, "removed");
-	raw_open(&r, p);
-	raw_del(&r, 3);
-	raw_close(&r);
-	expect_bad(p, 3, "missing");
-	free(p);
-
-	/* swapped records 2 and 3 */
-	p = make_store(dir, "swapped");
-	raw_open(&r, p);
-	a = raw_get(&r, 2, &al);
-	b = raw_get(&r, 3, &bl);
-	raw_put(&r, 2, b, bl);
-	raw_put(&r, 3, a, al);
-	free(a);
-	free(b);
-	raw_close(&r);
-	expect_bad(p, 2, "reordered");
-	free(p);
-
-	/* truncated: the last two records removed */
-	p = make_store(dir, "truncated");
-	raw_open(&r, p);
-	raw_del(&r, 5);
-	raw_del(&r, 4);
-	raw_close(&r);
-	expect_bad(p, 4, "truncated");
-	/* and the chain refuses to grow on a truncated log */
+	/* the chain refuses to grow on a truncated log */
+	p = tampered(dir, "truncated2", truncate_last_two);
 	REQUIRE(sc_store_open(p, 0, 0, &st) == SC_OK);
-	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
-	memset(&ev, 0, sizeof(ev));
-	ev.kind = "sign";
-	CHECK_RC(sc_audit_append(t, &ev, &seq), SC_ERR_INTEGRITY);
-	sc_txn_abort(t);
+	expect_append(st, 0, SC_ERR_INTEGRITY);
 	sc_store_close(st);
 	free(p);
 
-	/* a copy of record 5 appended as 6 outside the chain */
-	p = make_store(dir, "appended");
-	raw_open(&r, p);
-	a = raw_get(&r, 5, &al);
-	raw_put(&r, 6, a, al);
-	free(a);
-	raw_close(&r);
-	expect_bad(p, 6, "reordered");
-	free(p);
-
-	/* a record that no longer decodes */
-	p = make_store(dir, "garbled");
-	raw_open(&r, p);
-	raw_put(&r, 4, "\x01garbage", 8);
-	raw_close(&r);
-	expect_bad(p, 4, "decode");
-	free(p);
-	p = make_store(dir, "garbled2");
-	raw_open(&r, p);
-	raw_put(&r, 4, "\x01garbage", 8);
-	raw_close(&r);
+	/* iteration stops at the record that no longer decodes */
+	p = tampered(dir, "garbled2", garble);
 	REQUIRE(sc_store_open(p, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	ic.n = 0;
@@ -318,8 +355,7 @@ static void test_keyed(const char *dir)
 	char *p;
 	sc_store *st = NULL;
 	sc_txn *t = NULL;
-	sc_audit_event ev;
-	uint64_t count = 0, bad = 0, seq;
+	uint64_t count = 0, bad = 0;
 
 	/* Records chained with another key: the first of them is named. */
 	p = make_store(dir, "keyed");
@@ -333,23 +369,14 @@ static void test_keyed(const char *dir)
 	/* No key at all: neither appended to nor checked. */
 	sc_audit_set_mac(NULL, NULL);
 	REQUIRE(sc_store_open(p, 0, 0, &st) == SC_OK);
-	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
-	memset(&ev, 0, sizeof(ev));
-	ev.kind = "sign";
-	CHECK_RC(sc_audit_append(t, &ev, &seq), SC_ERR_INTEGRITY);
-	sc_txn_abort(t);
+	expect_append(st, 0, SC_ERR_INTEGRITY);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_audit_verify(t, &count, &bad), SC_ERR_INTEGRITY);
 	sc_txn_abort(t);
 	/* Times never go backwards: a record dated earlier takes its
 	 * predecessor's time. */
 	sc_audit_set_mac(test_mac, (void *)"the audit key");
-	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
-	memset(&ev, 0, sizeof(ev));
-	ev.kind = "sign";
-	ev.time = 1000;    /* long before the records above */
-	CHECK_RC(sc_audit_append(t, &ev, &seq), SC_OK);
-	CHECK_RC(sc_txn_commit(t), SC_OK);
+	expect_append(st, 1000, SC_OK);    /* long before the records above */
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_audit_verify(t, &count, &bad), SC_OK);
 	CHECK(count == NREC + 1);

@@ -248,8 +248,10 @@ static void test_files(const char *dir)
 
 static void test_time(const char *dir)
 {
+	static const char *const bad_dates[] = { "2007-02-29", "2007-13-01", "2007-1-01" };
 	int32_t d;
 	char buf[32];
+	size_t i;
 
 	setenv("SMARTCERT_FAKE_TIME", "1700000000", 1);
 #ifdef SC_TEST_HOOKS
@@ -263,9 +265,8 @@ static void test_time(const char *dir)
 	CHECK_RC(sc_date_parse("2008-02-29", &d), SC_OK);
 	CHECK(d == 20080229);
 	CHECK_RC(sc_date_parse("20080229", &d), SC_OK);
-	CHECK_RC(sc_date_parse("2007-02-29", &d), SC_ERR_INVALID);
-	CHECK_RC(sc_date_parse("2007-13-01", &d), SC_ERR_INVALID);
-	CHECK_RC(sc_date_parse("2007-1-01", &d), SC_ERR_INVALID);
+	for (i = 0; i < TCHECK_N(bad_dates); i++)
+		CHECK_RC(sc_date_parse(bad_dates[i], &d), SC_ERR_INVALID, "%s", bad_dates[i]);
 	/* 18th birthday of someone born 2008-02-29: 2026-03-01 00:00Z */
 	CHECK(sc_date_add_years(20080229, 18) == 1772323200);
 	CHECK(sc_date_add_years(20000101, 0) == 946684800);
@@ -276,8 +277,13 @@ static void test_time(const char *dir)
 /* The one time module: civil days, RFC 3339, GeneralizedTime, HTTP dates. */
 static void test_time_forms(const char *dir)
 {
+	static const char *const bad_times[] = {
+		"2026-02-29T00:00:00Z", "2026-03-01T24:00:00Z", "2026-03-01 00:00:00Z",
+		"2026-3-01T00:00:00Z", "2026-03-01T00:00:00",
+	};
 	int64_t t;
 	char buf[32];
+	size_t i;
 
 	CHECK(sc_days_from_civil(1970, 1, 1) == 0);
 	CHECK(sc_days_from_civil(2000, 3, 1) == 11017);
@@ -287,11 +293,8 @@ static void test_time_forms(const char *dir)
 
 	CHECK_RC(sc_time_parse("2026-03-01T00:00:00Z", &t), SC_OK);
 	CHECK(t == 1772323200);
-	CHECK_RC(sc_time_parse("2026-02-29T00:00:00Z", &t), SC_ERR_INVALID);
-	CHECK_RC(sc_time_parse("2026-03-01T24:00:00Z", &t), SC_ERR_INVALID);
-	CHECK_RC(sc_time_parse("2026-03-01 00:00:00Z", &t), SC_ERR_INVALID);
-	CHECK_RC(sc_time_parse("2026-3-01T00:00:00Z", &t), SC_ERR_INVALID);
-	CHECK_RC(sc_time_parse("2026-03-01T00:00:00", &t), SC_ERR_INVALID);
+	for (i = 0; i < TCHECK_N(bad_times); i++)
+		CHECK_RC(sc_time_parse(bad_times[i], &t), SC_ERR_INVALID, "%s", bad_times[i]);
 
 	CHECK(sc_gentime_parse("20260301000000Z", 15, &t) == 0 && t == 1772323200);
 	CHECK(sc_gentime_parse("99991231235959Z", 15, &t) == 0 && t == INT64_C(253402300799));

@@ -157,6 +157,67 @@ static CK_BBOOL raw_bool(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 	return b;
 }
 
+/* The flags of the keys the backend makes: one column a key (wrap, MAC,
+ * CA), 'y' set, 'n' clear, '-' not checked. */
+enum { KEY_WRAP, KEY_MAC, KEY_CA };
+
+static const struct {
+	CK_ATTRIBUTE_TYPE type;
+	const char *name;
+	char want[4];
+} key_flags[] = {
+	{ CKA_TOKEN, "token", "y-y" },
+	{ CKA_PRIVATE, "private", "y-y" },
+	{ CKA_SENSITIVE, "sensitive", "yyy" },
+	{ CKA_EXTRACTABLE, "extractable", "nnn" },
+	{ CKA_NEVER_EXTRACTABLE, "never extractable", "y--" },
+	{ CKA_WRAP, "wrap", "yn-" },
+	{ CKA_UNWRAP, "unwrap", "y--" },
+	{ CKA_ENCRYPT, "encrypt", "nn-" },
+	{ CKA_DECRYPT, "decrypt", "n--" },
+	{ CKA_SIGN, "sign", "nyy" },
+	{ CKA_VERIFY, "verify", "-y-" },
+};
+
+static void check_flags(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+			const char *who, int key)
+{
+	size_t i;
+	char w;
+
+	for (i = 0; i < TCHECK_N(key_flags); i++) {
+		w = key_flags[i].want[key];
+		if (w != '-')
+			CHECK(raw_bool(f, s, h, key_flags[i].type) == (w == 'y' ? CK_TRUE : CK_FALSE),
+			      "%s: %s%s", who, w == 'y' ? "" : "not ", key_flags[i].name);
+	}
+}
+
+/* The one secret key labelled `label`: its flags, its type, and a 32-byte
+ * value that cannot be read. */
+static void check_secret(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, const char *label,
+			 const char *who, int key, CK_KEY_TYPE type, const char *type_name)
+{
+	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+	CK_ATTRIBUTE t[] = { { CKA_CLASS, &sk, sizeof(sk) },
+			     { CKA_LABEL, (void *)label, strlen(label) } };
+	CK_OBJECT_HANDLE h = 0;
+	unsigned char val[64];
+	CK_ATTRIBUTE av = { CKA_VALUE, val, sizeof(val) };
+	CK_KEY_TYPE kt;
+	CK_ATTRIBUTE ak = { CKA_KEY_TYPE, &kt, sizeof(kt) };
+	CK_ULONG vlen;
+	CK_ATTRIBUTE al = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
+
+	CHECK(raw_count(f, s, t, 2, &h) == 1, "%s: exactly one key", who);
+	check_flags(f, s, h, who, key);
+	CHECK(f->C_GetAttributeValue(s, h, &ak, 1) == CKR_OK && kt == type, "%s: %s", who,
+	      type_name);
+	CHECK(f->C_GetAttributeValue(s, h, &al, 1) == CKR_OK && vlen == 32, "%s: 32 bytes", who);
+	CHECK(f->C_GetAttributeValue(s, h, &av, 1) == CKR_ATTRIBUTE_SENSITIVE,
+	      "%s: value readable", who);
+}
+
 /* SoftHSMv2 2.6 file backend, token.object: a big-endian 64-bit generation
  * counter that every write of the token's own record bumps (each failed or
  * flag-changing C_Login writes it), then attributes as (type u64, kind u64,
@@ -257,18 +318,7 @@ static void test_master(const char *dir)
 	CK_FUNCTION_LIST *f;
 	CK_SESSION_HANDLE s;
 	CK_TOKEN_INFO ti;
-	CK_OBJECT_HANDLE h = 0;
-	CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
-	CK_ATTRIBUTE tw[] = { { CKA_CLASS, &sk, sizeof(sk) },
-			      { CKA_LABEL, "smartcert-master-wrap", 21 } };
-	CK_ATTRIBUTE tm[] = { { CKA_CLASS, &sk, sizeof(sk) },
-			      { CKA_LABEL, "smartcert-record-mac", 20 } };
-	unsigned char val[64], mac[32];
-	CK_ATTRIBUTE av = { CKA_VALUE, val, sizeof(val) };
-	CK_KEY_TYPE kt;
-	CK_ATTRIBUTE ak = { CKA_KEY_TYPE, &kt, sizeof(kt) };
-	CK_ULONG vlen;
-	CK_ATTRIBUTE al = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
+	unsigned char mac[32];
 	const void *parts[1] = { "x" };
 	size_t lens[1] = { 1 };
 	unsigned char *blob = NULL, *spki = NULL;
@@ -299,36 +349,9 @@ static void test_master(const char *dir)
 	sc_hsm_close(hsm);
 
 	f = raw_open(&s, &ti, 1);
-	CHECK(raw_count(f, s, tw, 2, &h) == 1, "exactly one wrap key");
-	CHECK(raw_bool(f, s, h, CKA_TOKEN) == CK_TRUE, "wrap: token");
-	CHECK(raw_bool(f, s, h, CKA_PRIVATE) == CK_TRUE, "wrap: private");
-	CHECK(raw_bool(f, s, h, CKA_SENSITIVE) == CK_TRUE, "wrap: sensitive");
-	CHECK(raw_bool(f, s, h, CKA_EXTRACTABLE) == CK_FALSE, "wrap: not extractable");
-	CHECK(raw_bool(f, s, h, CKA_NEVER_EXTRACTABLE) == CK_TRUE, "wrap: never extractable");
-	CHECK(raw_bool(f, s, h, CKA_WRAP) == CK_TRUE, "wrap: wrap");
-	CHECK(raw_bool(f, s, h, CKA_UNWRAP) == CK_TRUE, "wrap: unwrap");
-	CHECK(raw_bool(f, s, h, CKA_ENCRYPT) == CK_FALSE, "wrap: no encrypt");
-	CHECK(raw_bool(f, s, h, CKA_DECRYPT) == CK_FALSE, "wrap: no decrypt");
-	CHECK(raw_bool(f, s, h, CKA_SIGN) == CK_FALSE, "wrap: no sign");
-	CHECK(f->C_GetAttributeValue(s, h, &ak, 1) == CKR_OK && kt == CKK_AES, "wrap: AES");
-	CHECK(f->C_GetAttributeValue(s, h, &al, 1) == CKR_OK && vlen == 32, "wrap: 256 bits");
-	av.ulValueLen = sizeof(val);
-	CHECK(f->C_GetAttributeValue(s, h, &av, 1) == CKR_ATTRIBUTE_SENSITIVE,
-	      "wrap: value readable");
-
-	CHECK(raw_count(f, s, tm, 2, &h) == 1, "exactly one MAC key");
-	CHECK(raw_bool(f, s, h, CKA_SENSITIVE) == CK_TRUE, "mac: sensitive");
-	CHECK(raw_bool(f, s, h, CKA_EXTRACTABLE) == CK_FALSE, "mac: not extractable");
-	CHECK(raw_bool(f, s, h, CKA_SIGN) == CK_TRUE, "mac: sign");
-	CHECK(raw_bool(f, s, h, CKA_VERIFY) == CK_TRUE, "mac: verify");
-	CHECK(raw_bool(f, s, h, CKA_WRAP) == CK_FALSE, "mac: no wrap");
-	CHECK(raw_bool(f, s, h, CKA_ENCRYPT) == CK_FALSE, "mac: no encrypt");
-	CHECK(f->C_GetAttributeValue(s, h, &ak, 1) == CKR_OK && kt == CKK_GENERIC_SECRET,
-	      "mac: generic secret");
-	CHECK(f->C_GetAttributeValue(s, h, &al, 1) == CKR_OK && vlen == 32, "mac: 32 bytes");
-	av.ulValueLen = sizeof(val);
-	CHECK(f->C_GetAttributeValue(s, h, &av, 1) == CKR_ATTRIBUTE_SENSITIVE,
-	      "mac: value readable");
+	check_secret(f, s, "smartcert-master-wrap", "wrap", KEY_WRAP, CKK_AES, "AES");
+	check_secret(f, s, "smartcert-record-mac", "mac", KEY_MAC, CKK_GENERIC_SECRET,
+		     "generic secret");
 	raw_close(f, s);
 }
 
@@ -660,11 +683,7 @@ static void x509_run(void)
 
 		f = raw_open(&s, &ti, 1);
 		CHECK(raw_count(f, s, t, 2, &h) == 1, "one CA key");
-		CHECK(raw_bool(f, s, h, CKA_TOKEN) == CK_TRUE, "ca: token");
-		CHECK(raw_bool(f, s, h, CKA_SENSITIVE) == CK_TRUE, "ca: sensitive");
-		CHECK(raw_bool(f, s, h, CKA_EXTRACTABLE) == CK_FALSE, "ca: not extractable");
-		CHECK(raw_bool(f, s, h, CKA_PRIVATE) == CK_TRUE, "ca: private");
-		CHECK(raw_bool(f, s, h, CKA_SIGN) == CK_TRUE, "ca: sign");
+		check_flags(f, s, h, "ca", KEY_CA);
 		CHECK(f->C_GetAttributeValue(s, h, &aid, 1) == CKR_OK && aid.ulValueLen == 20,
 		      "ca: CKA_ID is a 20-byte key identifier");
 		raw_close(f, s);

@@ -69,6 +69,7 @@
 #include <openssl/rand.h>
 
 #include "pkcs11_v3.h"
+#include "signd-spawn.h"
 #include "sc_authz.h"
 #include "sc_config.h"
 #include "sc_util.h"
@@ -408,16 +409,55 @@ static const unsigned char di256[19] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x6
 					 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
 					 0x20 };
 
+/* Runs fn on n threads, the i-th with the i-th of the `size`-byte
+ * structures at args; the seconds from the first start to the last end. */
+static double run_threads(void *(*fn)(void *), void *args, size_t size, long n)
+{
+	pthread_t th[64];
+	double t0 = now_s();
+	long i;
+
+	for (i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, fn, (char *)args + (size_t)i * size);
+	for (i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	return now_s() - t0;
+}
+
+/* What a signing thread did. */
+struct tally {
+	long ok;               /* signatures made */
+	CK_RV err;             /* what stopped it, CKR_OK if nothing did */
+};
+
+/* Signatures/s of n threads that ran for `secs`, each with one of the
+ * `size`-byte structures at args, which begin with their tally; a thread
+ * that stopped early is reported (`who` names what they signed with). */
+static double threads_rate(const void *args, size_t size, long n, double secs,
+			   const char *who)
+{
+	const struct tally *t;
+	long i, total = 0;
+
+	for (i = 0; i < n; i++) {
+		t = (const struct tally *)((const char *)args + (size_t)i * size);
+		if (t->err != CKR_OK)
+			fprintf(stderr, "bench-sign: %sthread %ld stopped with CKR 0x%lx\n", who, i,
+				(unsigned long)t->err);
+		total += t->ok;
+	}
+	return (double)total / secs;
+}
+
 /* ---- 2. SoftHSMv2 directly -------------------------------------------------- */
 
 struct direct {
+	struct tally t;        /* first: threads_rate reads it */
 	CK_FUNCTION_LIST *f;
 	CK_SLOT_ID slot;
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM_TYPE mech;
 	size_t inlen;
-	long count;
-	CK_RV err;
 };
 
 static void *direct_thread(void *arg)
@@ -432,17 +472,17 @@ static void *direct_thread(void *arg)
 	RAND_bytes(in, sizeof(in));
 	if (d->inlen == 51)
 		memcpy(in, di256, sizeof(di256));
-	d->err = d->f->C_OpenSession(d->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
-	if (d->err != CKR_OK)
+	d->t.err = d->f->C_OpenSession(d->slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+	if (d->t.err != CKR_OK)
 		return NULL;
 	for (i = 0; i < n_sigs; i++) {
 		sl = sizeof(sig);
-		d->err = d->f->C_SignInit(s, &m, d->key);
-		if (d->err == CKR_OK)
-			d->err = d->f->C_Sign(s, in, d->inlen, sig, &sl);
-		if (d->err != CKR_OK)
+		d->t.err = d->f->C_SignInit(s, &m, d->key);
+		if (d->t.err == CKR_OK)
+			d->t.err = d->f->C_Sign(s, in, d->inlen, sig, &sl);
+		if (d->t.err != CKR_OK)
 			break;
-		d->count++;
+		d->t.ok++;
 	}
 	d->f->C_CloseSession(s);
 	return NULL;
@@ -450,25 +490,14 @@ static void *direct_thread(void *arg)
 
 static double direct_rate(struct direct *proto)
 {
-	pthread_t th[64];
 	struct direct d[64];
-	double t0, t1;
-	long i, total = 0;
+	double secs;
+	long i;
 
-	t0 = now_s();
-	for (i = 0; i < n_threads; i++) {
+	for (i = 0; i < n_threads; i++)
 		d[i] = *proto;
-		pthread_create(&th[i], NULL, direct_thread, &d[i]);
-	}
-	for (i = 0; i < n_threads; i++) {
-		pthread_join(th[i], NULL);
-		if (d[i].err != CKR_OK)
-			fprintf(stderr, "bench-sign: SoftHSMv2 thread %ld stopped with CKR 0x%lx\n", i,
-				(unsigned long)d[i].err);
-		total += d[i].count;
-	}
-	t1 = now_s();
-	return (double)total / (t1 - t0);
+	secs = run_threads(direct_thread, d, sizeof(d[0]), n_threads);
+	return threads_rate(d, sizeof(d[0]), n_threads, secs, "SoftHSMv2 ");
 }
 
 static void direct_child(void *out)
@@ -548,41 +577,55 @@ static void direct(double out[2])
 /* ---- 3. through the module ------------------------------------------------ */
 
 struct work {
+	struct tally t;        /* first: threads_rate reads it */
 	struct keyref *keys;   /* one per signature */
 	CK_MECHANISM_TYPE mech;
 	char **tok;
 	unsigned char (*d)[51];
-	long ok;
-	CK_RV err;
 };
+
+/* One authorised signature: C_SignInit, the context login with the token,
+ * C_Sign.  t, when not NULL, gets the start and the end of each call. */
+static CK_RV sign_authorised(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE key,
+			     const char *tok, unsigned char *in, size_t inlen, double t[4])
+{
+	unsigned char sig[512];
+	CK_ULONG sl = sizeof(sig);
+	double ts[4];
+	CK_RV rv;
+
+	if (t == NULL)
+		t = ts;
+	t[0] = now_s();
+	rv = p11->C_SignInit(s, m, key);
+	t[1] = now_s();
+	if (rv == CKR_OK)
+		rv = p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok));
+	t[2] = now_s();
+	if (rv == CKR_OK)
+		rv = p11->C_Sign(s, in, inlen, sig, &sl);
+	t[3] = now_s();
+	return rv;
+}
 
 static void *module_thread(void *arg)
 {
 	struct work *w = arg;
 	CK_SESSION_HANDLE s;
 	CK_MECHANISM m = { w->mech, NULL, 0 };
-	unsigned char sig[512];
-	CK_ULONG sl;
 	long i;
 	size_t inlen = w->mech == CKM_ECDSA ? 32 : 51;
 
 	if (p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
 		return NULL;
 	for (i = 0; i < n_sigs; i++) {
-		CK_RV rv;
+		CK_RV rv = sign_authorised(s, &m, w->keys[i].h, w->tok[i], w->d[i], inlen, NULL);
 
-		sl = sizeof(sig);
-		rv = p11->C_SignInit(s, &m, w->keys[i].h);
-		if (rv == CKR_OK)
-			rv = p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)w->tok[i],
-					  strlen(w->tok[i]));
-		if (rv == CKR_OK)
-			rv = p11->C_Sign(s, w->d[i], inlen, sig, &sl);
 		if (rv != CKR_OK) {
-			w->err = rv;
+			w->t.err = rv;
 			break;
 		}
-		w->ok++;
+		w->t.ok++;
 	}
 	p11->C_CloseSession(s);
 	return NULL;
@@ -593,10 +636,9 @@ static void *module_thread(void *arg)
 static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long, char *, size_t),
 			  CK_MECHANISM_TYPE mech)
 {
-	pthread_t th[64];
 	struct work w[64];
-	double t0, t1;
-	long i, j, total = 0;
+	double secs, rate;
+	long i, j;
 	char name[32];
 
 	for (i = 0; i < n_threads; i++) {
@@ -627,17 +669,8 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 	}
 	printf("# tokens ready: %ld threads x %ld authorised signatures, mechanism 0x%lx\n",
 	       n_threads, n_sigs, (unsigned long)mech);
-	t0 = now_s();
-	for (i = 0; i < n_threads; i++)
-		pthread_create(&th[i], NULL, module_thread, &w[i]);
-	for (i = 0; i < n_threads; i++) {
-		pthread_join(th[i], NULL);
-		if (w[i].err != CKR_OK)
-			fprintf(stderr, "bench-sign: thread %ld stopped with CKR 0x%lx\n", i,
-				(unsigned long)w[i].err);
-		total += w[i].ok;
-	}
-	t1 = now_s();
+	secs = run_threads(module_thread, w, sizeof(w[0]), n_threads);
+	rate = threads_rate(w, sizeof(w[0]), n_threads, secs, "");
 	for (i = 0; i < n_threads; i++) {
 		for (j = 0; j < n_sigs; j++)
 			free(w[i].tok[j]);
@@ -645,7 +678,7 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 		free(w[i].keys);
 		free(w[i].d);
 	}
-	return (double)total / (t1 - t0);
+	return rate;
 }
 
 static void fill_user(long i, char *out, size_t len)
@@ -697,28 +730,10 @@ static double small_rate(const char *small, long nkeys)
 
 static pid_t signd_pid, main_pid;
 
-static int signd_answers(const char *sock)
-{
-	struct sockaddr_un sa;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-
-	if (fd < 0 || strlen(sock) >= sizeof(sa.sun_path))
-		return 0;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, sock, strlen(sock));
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
 static void signd_stop(void)
 {
-	int st;
-
 	if (signd_pid > 0 && getpid() == main_pid) {
-		kill(signd_pid, SIGTERM);
-		waitpid(signd_pid, &st, 0);
+		(void)signd_reap(signd_pid);
 		signd_pid = 0;
 	}
 }
@@ -727,7 +742,6 @@ static void signd_start(void)
 {
 	const char *bin = getenv("SMARTCERT_SIGND_BIN");
 	char sock[PATH_MAX + 64], logp[PATH_MAX + 64];
-	int i, fd;
 
 	if (bin == NULL || *bin == '\0' || getenv("SMARTCERT_START_SIGND") == NULL ||
 	    strcmp(getenv("SMARTCERT_START_SIGND"), "1") != 0)
@@ -739,26 +753,13 @@ static void signd_start(void)
 	}
 	snprintf(logp, sizeof(logp), "%s/signd-bench.log", dir);
 	main_pid = getpid();
-	fflush(NULL);
-	signd_pid = fork();
+	signd_pid = signd_spawn(bin, conf_path, logp);
 	if (signd_pid < 0)
 		DIE("fork: %s", strerror(errno));
-	if (signd_pid == 0) {
-		fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
-		execl(bin, bin, "--config", conf_path, (char *)NULL);
-		_exit(127);
-	}
 	atexit(signd_stop);
-	for (i = 0; i < 400; i++) {
-		if (signd_answers(sock)) {
-			printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid, dir);
-			return;
-		}
-		usleep(25000);
-	}
-	DIE("smartcert-signd did not start (see %s)", logp);
+	if (!signd_wait(sock))
+		DIE("smartcert-signd did not start (see %s)", logp);
+	printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid, dir);
 }
 
 /* ---- 4. through the service against the same work in-process --------------- */
@@ -846,36 +847,23 @@ static void *cmp_thread(void *arg)
 {
 	struct cmp_arg *a = arg;
 	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
-	unsigned char sig[128];
-	CK_ULONG sl;
-	double t, t1, t2, t3;
+	double t[4];
 	long i;
 
 	for (i = a->first; i < a->first + a->sigs; i++) {
-		CK_RV rv;
+		CK_RV rv = sign_authorised(a->s, &m, a->w->keys[i].h, a->w->tok[i], a->w->d[i], 32, t);
 
-		sl = sizeof(sig);
-		t = now_s();
-		rv = p11->C_SignInit(a->s, &m, a->w->keys[i].h);
-		t1 = now_s();
-		if (rv == CKR_OK)
-			rv = p11->C_Login(a->s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)a->w->tok[i],
-					  strlen(a->w->tok[i]));
-		t2 = now_s();
-		if (rv == CKR_OK)
-			rv = p11->C_Sign(a->s, a->w->d[i], 32, sig, &sl);
-		t3 = now_s();
 		if (rv != CKR_OK) {
-			a->w->err = rv;
+			a->w->t.err = rv;
 			break;
 		}
-		a->w->ok++;
+		a->w->t.ok++;
 		if (a->lat == NULL)
 			continue;
-		a->lat[i - a->first] = t3 - t;
-		a->step[0] += t1 - t;
-		a->step[1] += t2 - t1;
-		a->step[2] += t3 - t2;
+		a->lat[i - a->first] = t[3] - t[0];
+		a->step[0] += t[1] - t[0];
+		a->step[1] += t[2] - t[1];
+		a->step[2] += t[3] - t[2];
 	}
 	return NULL;
 }
@@ -885,7 +873,6 @@ static void *cmp_thread(void *arg)
 static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 {
 	CK_SESSION_HANDLE setup_s, s[64];
-	pthread_t th[64];
 	struct cmp_arg a[64];
 	struct cmp_slot *slot = &r->slot[p];
 	char c = 'F';
@@ -901,44 +888,38 @@ static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 		if (p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s[i]) != CKR_OK)
 			goto fail;
 	/* Warm up the same way (a gateway is a long-lived process). */
-	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
+	for (i = 0; i < r->tpp; i++) {
 		memset(&a[i], 0, sizeof(a[i]));
 		a[i].s = s[i];
 		a[i].w = &r->w[p * r->tpp + i];
 		a[i].sigs = r->warm;
-		pthread_create(&th[i], NULL, cmp_thread, &a[i]);
 	}
+	if (r->warm > 0)
+		run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; r->warm > 0 && i < r->tpp; i++) {
-		pthread_join(th[i], NULL);
-		if (r->w[p * r->tpp + i].err != CKR_OK)
+		if (a[i].w->t.err != CKR_OK)
 			goto fail;
-		r->w[p * r->tpp + i].ok = 0;
+		a[i].w->t.ok = 0;
 	}
 	c = 'R';
 	if (write(ready_fd, &c, 1) != 1 || read(go_fd, &c, 1) < 0)
 		_exit(3);
-	slot->t0 = now_s();
 	for (i = 0; i < r->tpp; i++) {
-		long g = p * r->tpp + i;
-
-		a[i].s = s[i];
-		a[i].w = &r->w[g];
-		a[i].lat = r->lat + g * r->sigs;
+		a[i].lat = r->lat + (p * r->tpp + i) * r->sigs;
 		a[i].first = r->warm;
 		a[i].sigs = r->sigs;
 		memset(a[i].step, 0, sizeof(a[i].step));
-		pthread_create(&th[i], NULL, cmp_thread, &a[i]);
 	}
+	slot->t0 = now_s();
+	slot->t1 = slot->t0 + run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; i < r->tpp; i++) {
-		pthread_join(th[i], NULL);
-		slot->ok += r->w[p * r->tpp + i].ok;
+		slot->ok += a[i].w->t.ok;
 		slot->step[0] += a[i].step[0];
 		slot->step[1] += a[i].step[1];
 		slot->step[2] += a[i].step[2];
-		if (r->w[p * r->tpp + i].err != CKR_OK)
-			slot->err = r->w[p * r->tpp + i].err;
+		if (a[i].w->t.err != CKR_OK)
+			slot->err = a[i].w->t.err;
 	}
-	slot->t1 = now_s();
 	p11->C_Finalize(NULL);
 	_exit(0);
 fail:

@@ -32,6 +32,7 @@
 #include <openssl/x509.h>
 
 #include "pkcs11_v3.h"
+#include "signd-spawn.h"
 
 #define SC_TEST_BIG_TOKEN 9000   /* over the module's 8192-byte token limit */
 
@@ -220,30 +221,17 @@ static void signd_start(void)
 {
 	const char *bin = getenv("SMARTCERT_SIGND_BIN");
 	char sock[PATH_MAX + 128], logp[PATH_MAX + 128];
-	struct stat st;
-	int i, fd;
 
 	if (bin == NULL)
 		FAIL("SMARTCERT_SIGND_BIN not set");
 	snprintf(sock, sizeof(sock), "%s/run/signd.sock", deploy_dir);
 	snprintf(logp, sizeof(logp), "%s/signd.log", tmpdir);
 	(void)unlink(sock);
-	signd_pid = fork();
+	signd_pid = signd_spawn(bin, conf_path, logp);
 	if (signd_pid < 0)
 		FAIL("fork: %s", strerror(errno));
-	if (signd_pid == 0) {
-		fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (fd >= 0)
-			dup2(fd, 2);
-		execl(bin, bin, "--config", conf_path, (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 200; i++) {
-		if (stat(sock, &st) == 0)
-			return;
-		usleep(50000);
-	}
-	FAIL("the signing service did not start (see %s)", logp);
+	if (!signd_wait(sock))
+		FAIL("the signing service did not start (see %s)", logp);
 }
 
 /* 0, or -1 after saying why the service did not stop cleanly. */
@@ -252,8 +240,7 @@ static int signd_stop_status(void)
 	int st;
 
 	if (signd_pid > 0 && getpid() == setup_pid) {
-		kill(signd_pid, SIGTERM);
-		waitpid(signd_pid, &st, 0);
+		st = signd_reap(signd_pid);
 		signd_pid = 0;
 		/* A sanitizer report in the service (a leak, a race) shows as
 		 * its exit status. */
@@ -293,10 +280,6 @@ static void cleanup(void)
 	if (bad_stop)
 		_exit(1);
 }
-
-static void signd_start(void);
-static void signd_stop(void);
-static int signd_stop_status(void);
 
 /* A configuration change reaches the service when it starts: restart it. */
 static void set_conf(const char *key, const char *value)
@@ -419,8 +402,6 @@ static X509 *get_cert(CK_SESSION_HANDLE s, const char *key_id)
 	return x;
 }
 
-/* The context-specific sequence; returns the first CKR that is not OK and
- * which step it came from (1 SignInit, 2 Login, 3 Sign). */
 /* Module loaded, gateway logged in, the user's private key found. */
 static CK_OBJECT_HANDLE user_key(const struct user *u, CK_SESSION_HANDLE *s)
 {
@@ -429,11 +410,21 @@ static CK_OBJECT_HANDLE user_key(const struct user *u, CK_SESSION_HANDLE *s)
 	return find1(*s, CKO_PRIVATE_KEY, u->key_id);
 }
 
+/* The context-specific sequence; returns the first CKR that is not OK and
+ * which step it came from (1 SignInit, 2 Login, 3 Sign).  sig NULL: only
+ * the outcome is wanted (not a length query). */
 static CK_RV sign_seq(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_MECHANISM *m,
 		      const char *token, const unsigned char *data, size_t dlen,
 		      unsigned char *sig, CK_ULONG *siglen, int *step)
 {
+	unsigned char own[512];
+	CK_ULONG ownlen = sizeof(own);
 	CK_RV rv;
+
+	if (sig == NULL) {
+		sig = own;
+		siglen = &ownlen;
+	}
 
 	*step = 1;
 	rv = p11->C_SignInit(s, m, key);
@@ -496,6 +487,27 @@ static void sha(int nid, const void *data, size_t len, unsigned char *out)
 	EVP_Digest(data, len, out, &n, EVP_get_digestbynid(nid), NULL);
 }
 
+/* One signature of `data` under m with a fresh token for the SHA-256
+ * digest d (data is d itself, a DigestInfo of it, or the message it is
+ * the hash of): it must be `want_len` bytes and verify over d as `kind`
+ * (verify()).  Failures name the case. */
+static void sign_verifies(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, const struct user *u,
+			  X509 *x, CK_MECHANISM *m, int kind, const unsigned char *d,
+			  const void *data, size_t len, CK_ULONG want_len, const char *what)
+{
+	unsigned char sig[512];
+	CK_ULONG siglen = sizeof(sig);
+	char *tok = issue1(u, d, 32, NULL);
+	int step;
+	CK_RV rv = sign_seq(s, key, m, tok, data, len, sig, &siglen, &step);
+
+	CHECK(rv == CKR_OK, "%s: step %d returned 0x%lx", what, step, (unsigned long)rv);
+	CHECK(siglen == want_len, "%s: the signature is %lu bytes, not %lu", what,
+	      (unsigned long)siglen, (unsigned long)want_len);
+	CHECK(verify(x, kind, d, 32, sig, siglen), "%s verifies", what);
+	free(tok);
+}
+
 /* ---- sign-p256 ------------------------------------------------------------- */
 
 static void test_sign_p256(void)
@@ -556,12 +568,8 @@ static void test_sign_p256(void)
 
 	/* Hash-and-sign: the module hashes, the token lists the hash. */
 	sha(NID_sha256, msg, strlen(msg), d2);
-	tok = issue1(&a, d2, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m256, tok, (const unsigned char *)msg, strlen(msg), sig, &siglen,
-		    &step), CKR_OK);
-	CHECK(verify(x, 'e', d2, 32, sig, siglen), "CKM_ECDSA_SHA256 signature verifies");
-	free(tok);
+	sign_verifies(s, key, &a, x, &m256, 'e', d2, msg, strlen(msg), 64,
+		      "CKM_ECDSA_SHA256 signature");
 
 	/* Multi-part on the hash-and-sign mechanism. */
 	tok = issue1(&a, d2, 32, NULL);
@@ -607,63 +615,66 @@ static void test_sign_rsa(void)
 {
 	static const unsigned char di256[19] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86,
 		0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
+	/* What each mechanism signs: the message, the digest, or a DigestInfo. */
+	enum { IN_MSG, IN_DIGEST, IN_DIGESTINFO };
+	static const struct {
+		CK_MECHANISM_TYPE mech;
+		int pss, input, kind;   /* kind: as verify() takes it */
+		const char *what;
+	} cases[] = {
+		{ CKM_SHA256_RSA_PKCS, 0, IN_MSG, 'p', "CKM_SHA256_RSA_PKCS" },
+		{ CKM_RSA_PKCS, 0, IN_DIGESTINFO, 'p', "CKM_RSA_PKCS over a DigestInfo" },
+		{ CKM_RSA_PKCS_PSS, 1, IN_DIGEST, 's', "CKM_RSA_PKCS_PSS" },
+		{ CKM_SHA256_RSA_PKCS_PSS, 1, IN_MSG, 's', "CKM_SHA256_RSA_PKCS_PSS" },
+	};
 	struct user b;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE key;
 	CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
 	CK_MECHANISM m_pkcs = { CKM_RSA_PKCS, NULL, 0 };
 	CK_MECHANISM m_sha = { CKM_SHA256_RSA_PKCS, NULL, 0 };
-	CK_MECHANISM m_pss = { CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
-	CK_MECHANISM m_shapss = { CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss) };
-	unsigned char d[32], di[51], sig[512];
-	CK_ULONG siglen;
+	unsigned char d[32], di[51];
 	const char msg[] = "an RSA document";
 	char *tok;
 	X509 *x;
+	size_t i;
 	int step;
 
 	enrol(&b, "bob", "rsa2048");
 	key = user_key(&b, &s);
 	x = get_cert(s, b.key_id);
 
-	sha(NID_sha256, msg, strlen(msg), d);
-	tok = issue1(&b, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m_sha, tok, (const unsigned char *)msg, strlen(msg), sig, &siglen,
-		    &step), CKR_OK);
-	CHECK(siglen == 256, "RSA-2048 signature is 256 bytes");
-	CHECK(verify(x, 'p', d, 32, sig, siglen), "CKM_SHA256_RSA_PKCS verifies");
-	free(tok);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		CK_MECHANISM m = { cases[i].mech, NULL, 0 };
+		const void *data;
+		size_t len;
 
-	RAND_bytes(d, sizeof(d));
-	memcpy(di, di256, sizeof(di256));
-	memcpy(di + 19, d, 32);
-	tok = issue1(&b, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m_pkcs, tok, di, sizeof(di), sig, &siglen, &step), CKR_OK);
-	CHECK(verify(x, 'p', d, 32, sig, siglen), "CKM_RSA_PKCS over a DigestInfo verifies");
-	free(tok);
+		if (cases[i].pss) {
+			m.pParameter = &pss;
+			m.ulParameterLen = sizeof(pss);
+		}
+		if (cases[i].input == IN_MSG) {
+			sha(NID_sha256, msg, strlen(msg), d);
+			data = msg;
+			len = strlen(msg);
+		} else {
+			RAND_bytes(d, sizeof(d));
+			data = d;
+			len = sizeof(d);
+		}
+		if (cases[i].input == IN_DIGESTINFO) {
+			memcpy(di, di256, sizeof(di256));
+			memcpy(di + 19, d, 32);
+			data = di;
+			len = sizeof(di);
+		}
+		sign_verifies(s, key, &b, x, &m, cases[i].kind, d, data, len, 256, cases[i].what);
+	}
 
 	/* CKM_RSA_PKCS with something that is not a DigestInfo: rejected. */
 	tok = issue1(&b, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m_pkcs, tok, d, 32, sig, &siglen, &step), CKR_FUNCTION_REJECTED);
+	CK(sign_seq(s, key, &m_pkcs, tok, d, 32, NULL, NULL, &step), CKR_FUNCTION_REJECTED);
 	CHECK(step == 3, "raw digest under CKM_RSA_PKCS rejected at C_Sign");
-	free(tok);
-
-	RAND_bytes(d, sizeof(d));
-	tok = issue1(&b, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m_pss, tok, d, 32, sig, &siglen, &step), CKR_OK);
-	CHECK(verify(x, 's', d, 32, sig, siglen), "CKM_RSA_PKCS_PSS verifies");
-	free(tok);
-
-	sha(NID_sha256, msg, strlen(msg), d);
-	tok = issue1(&b, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m_shapss, tok, (const unsigned char *)msg, strlen(msg), sig,
-		    &siglen, &step), CKR_OK);
-	CHECK(verify(x, 's', d, 32, sig, siglen), "CKM_SHA256_RSA_PKCS_PSS verifies");
 	free(tok);
 
 	/* Mechanism / key mismatches. */
@@ -685,24 +696,69 @@ static void test_sign_rsa(void)
 	CK(p11->C_Finalize(NULL), CKR_OK);
 }
 
+/* `smartcert ca VERB --user U`, e.g. suspend, resume. */
+static void ca_on(const char *verb, const struct user *u)
+{
+	char *o = run("'%s' ca %s --user %s >/dev/null", sc_bin, verb, u->id);
+
+	free(o);
+}
+
+/* A fresh token for d past the context login, then `ca VERB` on the user
+ * before C_Sign, which must refuse the key; returns the token. */
+static char *refused_at_sign(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, CK_MECHANISM *m,
+			     const struct user *u, const unsigned char *d, const char *verb)
+{
+	unsigned char sig[256];
+	CK_ULONG siglen = sizeof(sig);
+	char *tok = issue1(u, d, 32, NULL);
+
+	CK(p11->C_SignInit(s, m, key), CKR_OK);
+	CK(p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok)), CKR_OK);
+	ca_on(verb, u);
+	CK(p11->C_Sign(s, (CK_BYTE_PTR)d, 32, sig, &siglen), CKR_KEY_FUNCTION_NOT_PERMITTED);
+	return tok;
+}
+
 /* ---- refusals S1-S8, S10 ----------------------------------------------------- */
 
 static void test_refusals(void)
 {
-	struct user a, b;
+	struct user a, b, wrong;
+	const struct {
+		const char *what;
+		const struct user *as;  /* the token's user and key */
+		const char *extra;      /* more options to authz issue */
+		CK_RV want;
+		const char *outcome;    /* in the audit record */
+	} refusals[] = {
+		/* Bob's approval presented for Alice's key. */
+		{ "S2", &b, NULL, CKR_PIN_INCORRECT, "token-subject" },
+		/* Alice's approval naming another key. */
+		{ "S3", &wrong, NULL, CKR_PIN_INCORRECT, "token-key" },
+		/* Expired, and not yet valid (beyond the 120 s skew). */
+		{ "S6 expiry", &a, "--not-before-offset -1000 --ttl 60", CKR_PIN_EXPIRED,
+		  "token-expired" },
+		{ "S6 not-yet-valid", &a, "--not-before-offset 1000 --ttl 60", CKR_PIN_EXPIRED,
+		  "token-not-yet-valid" },
+		/* Another service's audience. */
+		{ "S8", &a, "--audience someone-else", CKR_PIN_INCORRECT, "token-audience" },
+	};
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
-	unsigned char d[32], d2[32], sig[256];
-	CK_ULONG siglen;
+	unsigned char d[32], d2[32];
 	char *tok, *o;
 	char extra[sizeof(tmpdir) + 32];
+	size_t i;
 	int step;
 
 	/* Keep S9 out of the way here: it has its own test. */
 	set_conf("lock_threshold", "1000");
 	enrol(&a, "alice", "p256");
 	enrol(&b, "bob", "p256");
+	wrong = a;
+	snprintf(wrong.key_id, sizeof(wrong.key_id), "%s", b.key_id);
 	key = user_key(&a, &s);
 	RAND_bytes(d, sizeof(d));
 	RAND_bytes(d2, sizeof(d2));
@@ -710,8 +766,7 @@ static void test_refusals(void)
 	/* S1: a token altered in transit. */
 	tok = issue1(&a, d, 32, NULL);
 	tok[strlen(tok) / 2] = tok[strlen(tok) / 2] == 'A' ? 'B' : 'A';
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_PIN_INCORRECT);
 	CHECK(step == 2, "S1 refused at context login");
 	CHECK(audit_has("sign-refused", a.key_id, "token-signature") +
 	      audit_has("sign-refused", a.key_id, "token-malformed") >= 1, "S1 audited");
@@ -727,41 +782,33 @@ static void test_refusals(void)
 		snprintf(e2, sizeof(e2), "--signing-key '%s'", extra);
 		tok = issue1(&a, d, 32, e2);
 	}
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_PIN_INCORRECT);
 	CHECK(audit_has("sign-refused", a.key_id, "token-issuer") +
 	      audit_has("sign-refused", a.key_id, "token-signature") >= 1,
 	      "S1 untrusted issuer audited");
 	free(tok);
 
-	/* S2: Bob's approval presented for Alice's key. */
-	tok = issue1(&b, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
-	CHECK(audit_has("sign-refused", a.key_id, "token-subject") == 1, "S2 audited");
-	free(tok);
+	/* S2, S3, S6, S8: a token for another user or key, out of its time,
+	 * or for another service, refused and audited as such. */
+	for (i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+		CK_RV rv;
 
-	/* S3: Alice's approval naming another key. */
-	{
-		struct user wrong = a;
-
-		snprintf(wrong.key_id, sizeof(wrong.key_id), "%s", b.key_id);
-		tok = issue1(&wrong, d, 32, NULL);
+		tok = issue1(refusals[i].as, d, 32, refusals[i].extra);
+		rv = sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step);
+		CHECK(rv == refusals[i].want, "%s: returned 0x%lx at step %d, expected 0x%lx",
+		      refusals[i].what, (unsigned long)rv, step, (unsigned long)refusals[i].want);
+		CHECK(audit_has("sign-refused", a.key_id, refusals[i].outcome) == 1, "%s audited",
+		      refusals[i].what);
+		free(tok);
 	}
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
-	CHECK(audit_has("sign-refused", a.key_id, "token-key") == 1, "S3 audited");
-	free(tok);
 
 	/* S4: a digest the user did not approve. */
 	tok = issue1(&a, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d2, 32, sig, &siglen, &step), CKR_FUNCTION_REJECTED);
+	CK(sign_seq(s, key, &m, tok, d2, 32, NULL, NULL, &step), CKR_FUNCTION_REJECTED);
 	CHECK(step == 3, "S4 refused at C_Sign");
 	CHECK(audit_has("sign-refused", a.key_id, "token-digest") == 1, "S4 audited");
 	/* ... and the token was not spent by the refusal. */
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_OK);
 	free(tok);
 
 	/* S5: two signatures allowed, the third is refused. */
@@ -771,66 +818,27 @@ static void test_refusals(void)
 
 		tok = issue(a.id, a.key_id, "sha256", dd, ll, 2, "--max-signatures 2");
 	}
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_OK);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d2, 32, sig, &siglen, &step), CKR_OK);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_EXPIRED);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, tok, d2, 32, NULL, NULL, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_PIN_EXPIRED);
 	CHECK(audit_has("sign-refused", a.key_id, "token-spent") == 1, "S5 audited");
-	free(tok);
-
-	/* S6: expired, and not yet valid (beyond the 120 s skew). */
-	tok = issue1(&a, d, 32, "--not-before-offset -1000 --ttl 60");
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_EXPIRED);
-	CHECK(audit_has("sign-refused", a.key_id, "token-expired") == 1, "S6 expiry audited");
-	free(tok);
-	tok = issue1(&a, d, 32, "--not-before-offset 1000 --ttl 60");
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_EXPIRED);
-	CHECK(audit_has("sign-refused", a.key_id, "token-not-yet-valid") == 1,
-	      "S6 not-yet-valid audited");
-	free(tok);
-
-	/* S8: another service's audience. */
-	tok = issue1(&a, d, 32, "--audience someone-else");
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
-	CHECK(audit_has("sign-refused", a.key_id, "token-audience") == 1, "S8 audited");
 	free(tok);
 
 	/* S10: suspended at C_SignInit; resumed works; suspended between the
 	 * context login and C_Sign is caught at C_Sign. */
-	o = run("'%s' ca suspend --user alice >/dev/null", sc_bin);
-	free(o);
+	ca_on("suspend", &a);
 	CK(p11->C_SignInit(s, &m, key), CKR_KEY_FUNCTION_NOT_PERMITTED);
 	CHECK(audit_has("sign-refused", a.key_id, "suspended") == 1, "S10 suspension audited");
-	o = run("'%s' ca resume --user alice >/dev/null", sc_bin);
-	free(o);
-	tok = issue1(&a, d, 32, NULL);
-	CK(p11->C_SignInit(s, &m, key), CKR_OK);
-	CK(p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok)), CKR_OK);
-	o = run("'%s' ca suspend --user alice >/dev/null", sc_bin);
-	free(o);
-	siglen = sizeof(sig);
-	CK(p11->C_Sign(s, d, 32, sig, &siglen), CKR_KEY_FUNCTION_NOT_PERMITTED);
+	ca_on("resume", &a);
+	tok = refused_at_sign(s, key, &m, &a, d, "suspend");
 	CHECK(audit_has("sign-refused", a.key_id, "suspended") == 2, "S10 at C_Sign audited");
-	o = run("'%s' ca resume --user alice >/dev/null", sc_bin);
-	free(o);
+	ca_on("resume", &a);
 	/* The refused attempt did not spend the token. */
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_OK);
 	free(tok);
 
 	/* S10: revoked between the context login and C_Sign. */
-	tok = issue1(&a, d, 32, NULL);
-	CK(p11->C_SignInit(s, &m, key), CKR_OK);
-	CK(p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok)), CKR_OK);
-	o = run("'%s' ca revoke --user alice --reason keyCompromise >/dev/null", sc_bin);
-	free(o);
-	siglen = sizeof(sig);
-	CK(p11->C_Sign(s, d, 32, sig, &siglen), CKR_KEY_FUNCTION_NOT_PERMITTED);
+	tok = refused_at_sign(s, key, &m, &a, d, "revoke --reason keyCompromise");
 	CHECK(audit_has("sign-refused", a.key_id, "revoked") == 1, "S10 revocation audited");
 	/* The key is gone: its objects with it; the attempt is audited. */
 	CK(p11->C_SignInit(s, &m, key), CKR_KEY_HANDLE_INVALID);
@@ -849,8 +857,7 @@ static void test_lock(void)
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
-	unsigned char d[32], sig[256];
-	CK_ULONG siglen;
+	unsigned char d[32];
 	char *bad, *good;
 	int i, step;
 
@@ -862,16 +869,13 @@ static void test_lock(void)
 	good = issue1(&c, d, 32, NULL);
 	/* A success clears the counter: two failures, a success, two more. */
 	for (i = 0; i < 2; i++) {
-		siglen = sizeof(sig);
-		CK(sign_seq(s, key, &m, bad, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
+		CK(sign_seq(s, key, &m, bad, d, 32, NULL, NULL, &step), CKR_PIN_INCORRECT);
 	}
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, good, d, 32, sig, &siglen, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, good, d, 32, NULL, NULL, &step), CKR_OK);
 	free(good);
 	good = issue1(&c, d, 32, NULL);
 	for (i = 0; i < 3; i++) {
-		siglen = sizeof(sig);
-		CK(sign_seq(s, key, &m, bad, d, 32, sig, &siglen, &step), CKR_PIN_INCORRECT);
+		CK(sign_seq(s, key, &m, bad, d, 32, NULL, NULL, &step), CKR_PIN_INCORRECT);
 	}
 	/* Now locked: even a good token is refused, at C_SignInit first. */
 	CK(p11->C_SignInit(s, &m, key), CKR_PIN_LOCKED);
@@ -888,8 +892,6 @@ static int child_sign(CK_OBJECT_HANDLE key, const char *tok, const unsigned char
 	CK_SESSION_HANDLE s;
 	CK_MECHANISM m = { CKM_ECDSA, NULL, 0 };
 	CK_SESSION_INFO info;
-	unsigned char sig[256];
-	CK_ULONG siglen = sizeof(sig);
 	int step;
 
 	/* The parent's initialisation does not carry over. */
@@ -897,7 +899,7 @@ static int child_sign(CK_OBJECT_HANDLE key, const char *tok, const unsigned char
 	CK(p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s),
 	   CKR_CRYPTOKI_NOT_INITIALIZED);
 	gateway_init_login(&s);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_OK);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 	return 0;
 }
@@ -939,8 +941,7 @@ static void test_replay_fork(void)
 	if (pid == 0)
 		child_exit(child_sign(key, tok, d), tok);
 	wait_child(pid);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_PIN_EXPIRED);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_PIN_EXPIRED);
 	CHECK(step == 2, "replay from another process refused at login");
 	free(tok);
 
@@ -964,8 +965,7 @@ static void test_replay_fork(void)
 
 	/* The parent still works after its children. */
 	tok = issue1(&a, d, 32, NULL);
-	siglen = sizeof(sig);
-	CK(sign_seq(s, key, &m, tok, d, 32, sig, &siglen, &step), CKR_OK);
+	CK(sign_seq(s, key, &m, tok, d, 32, NULL, NULL, &step), CKR_OK);
 	free(tok);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 }
@@ -1264,6 +1264,28 @@ static void test_garbage(void)
 
 /* ---- gateway and backend faults ------------------------------------------------ */
 
+/* The service restarted on the deployment as it is now, and a new
+ * gateway's login answered `want`; the gateway's session. */
+static CK_SESSION_HANDLE restarted_login(CK_RV want)
+{
+	CK_SESSION_HANDLE s;
+
+	signd_stop();
+	signd_start();
+	CK(p11->C_Initialize(NULL), CKR_OK);
+	s = gateway_open();
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), want);
+	return s;
+}
+
+/* Puts back the copy of `path` a fault test set aside as PATH.good. */
+static void restore_good(const char *path)
+{
+	char *o = run("mv '%s.good' '%s'", path, path);
+
+	free(o);
+}
+
 static void test_faults(void)
 {
 	CK_SESSION_HANDLE s;
@@ -1332,17 +1354,12 @@ static void test_faults(void)
 	snprintf(path, sizeof(path), "%s/secrets/backend.pin", deploy_dir);
 	o = run("cp -p '%s' '%s.good' && printf 'not-the-pin\\n' > '%s'", path, path, path);
 	free(o);
-	signd_stop();
-	signd_start();
-	CK(p11->C_Initialize(NULL), CKR_OK);
-	s = gateway_open();
-	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
+	s = restarted_login(CKR_DEVICE_ERROR);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
 	o = run("grep -c 'not presenting it again' '%s/signd.log'", tmpdir);
 	CHECK(strtol(o, NULL, 10) == 1, "a rejected backend PIN is latched, not presented again");
 	free(o);
-	o = run("mv '%s.good' '%s'", path, path);
-	free(o);
+	restore_good(path);
 	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 
@@ -1350,14 +1367,9 @@ static void test_faults(void)
 	o = run("cp -p '%s' '%s.good' && sed -i 's|^module = .*|module = /nonexistent/libnone.so|' "
 		"'%s'", conf_path, conf_path, conf_path);
 	free(o);
-	signd_stop();
-	signd_start();
-	CK(p11->C_Initialize(NULL), CKR_OK);
-	s = gateway_open();
-	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_DEVICE_ERROR);
+	restarted_login(CKR_DEVICE_ERROR);
 	CK(p11->C_Finalize(NULL), CKR_OK);
-	o = run("mv '%s.good' '%s'", conf_path, conf_path);
-	free(o);
+	restore_good(conf_path);
 
 	/* The service stopped: a session cannot be opened, and a session open
 	 * when it stops gets a clear code at its next call, not a hang. */
@@ -1382,34 +1394,35 @@ static void test_faults(void)
 	CK(p11->C_Finalize(NULL), CKR_OK);
 }
 
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} tests[] = {
+	{ "sign-p256", test_sign_p256 },
+	{ "sign-rsa", test_sign_rsa },
+	{ "refusals", test_refusals },
+	{ "lock", test_lock },
+	{ "replay-fork", test_replay_fork },
+	{ "threads", test_threads },
+	{ "garbage", test_garbage },
+	{ "faults", test_faults },
+};
+
 int main(int argc, char **argv)
 {
 	const char *t = argc > 1 ? argv[1] : "";
+	size_t i;
 
-	if (strcmp(t, "sign-p256") && strcmp(t, "sign-rsa") && strcmp(t, "refusals") &&
-	    strcmp(t, "lock") && strcmp(t, "replay-fork") && strcmp(t, "threads") &&
-	    strcmp(t, "garbage") && strcmp(t, "faults")) {
+	for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+		if (strcmp(t, tests[i].name) == 0)
+			break;
+	if (i == sizeof(tests) / sizeof(tests[0])) {
 		fprintf(stderr, "usage: test-module sign-p256|sign-rsa|refusals|lock|"
 			"replay-fork|threads|garbage|faults\n");
 		return 2;
 	}
 	setup(t);
-	if (!strcmp(t, "sign-p256"))
-		test_sign_p256();
-	else if (!strcmp(t, "sign-rsa"))
-		test_sign_rsa();
-	else if (!strcmp(t, "refusals"))
-		test_refusals();
-	else if (!strcmp(t, "lock"))
-		test_lock();
-	else if (!strcmp(t, "replay-fork"))
-		test_replay_fork();
-	else if (!strcmp(t, "threads"))
-		test_threads();
-	else if (!strcmp(t, "garbage"))
-		test_garbage();
-	else
-		test_faults();
+	tests[i].fn();
 	printf("ok - %s: %d checks\n", t, checks);
 	return 0;
 }
