@@ -59,7 +59,7 @@ rewrapped = [int(r["detail"].split("rewrapped=")[1]) for r in recs
              if r.get("kind") == "keygroup-rotate"]
 times.sort()
 per_key = None
-if rewrapped:
+if sum(rewrapped) > 0:   # a group whose revoked keys were its last re-wraps nothing
     per_key = (sum(times) / len(times)) / (sum(rewrapped) / len(rewrapped))
 print(json.dumps({"what": name, "key_type": kt, "keys": n, "key_groups": groups,
                   "revocations": len(times), "median_ms": round(times[len(times) // 2], 1),
