@@ -143,14 +143,12 @@ int sc_ca_group_gen(sc_txn *txn, uint32_t group, uint32_t *gen)
 	char name[32];
 	const void *v;
 	size_t n;
-	int rv;
+	int rv, present;
 
 	*gen = 0;
 	kg_meta_name(group, name);
-	rv = sc_store_meta_get(txn, name, &v, &n);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rv != SC_OK)
+	rv = sc_store_meta_find(txn, name, &v, &n, &present);
+	if (rv != SC_OK || !present)
 		return rv;
 	if (n != 4)
 		return sc_error_set(SC_ERR_STORE, "meta %s: bad length", name);
@@ -276,11 +274,7 @@ static int kg_list_add(sc_txn *txn, const char *name, uint32_t group, uint32_t g
 	unsigned char *nv;
 	int rv;
 
-	rv = sc_store_meta_get(txn, name, &v, &n);
-	if (rv == SC_ERR_NOT_FOUND) {
-		n = 0;
-		rv = SC_OK;
-	}
+	rv = sc_store_meta_find(txn, name, &v, &n, NULL);
 	if (rv != SC_OK)
 		return rv;
 	if (n % SC_CA_PENDING_REC != 0)
@@ -310,12 +304,10 @@ static int kg_list_remove(sc_txn *txn, const char *name, const unsigned char *do
 	const void *cv;
 	size_t cn = 0, j, i, kept = 0;
 	unsigned char *keep;
-	int rv;
+	int rv, present;
 
-	rv = sc_store_meta_get(txn, name, &cv, &cn);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rv != SC_OK)
+	rv = sc_store_meta_find(txn, name, &cv, &cn, &present);
+	if (rv != SC_OK || !present)
 		return rv;
 	keep = malloc(cn ? cn : 1);
 	if (keep == NULL)
@@ -347,11 +339,8 @@ static int kg_list_copy(sc_ca *ca, const char *name, unsigned char **out, size_t
 	*n = 0;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_READ, &txn)) != SC_OK)
 		return rv;
-	rv = sc_store_meta_get(txn, name, &v, n);
-	if (rv == SC_ERR_NOT_FOUND) {
-		*n = 0;
-		rv = SC_OK;
-	} else if (rv == SC_OK && *n % SC_CA_PENDING_REC != 0) {
+	rv = sc_store_meta_find(txn, name, &v, n, NULL);
+	if (rv == SC_OK && *n % SC_CA_PENDING_REC != 0) {
 		rv = sc_error_set(SC_ERR_STORE, "meta %s: bad length", name);
 	} else if (rv == SC_OK && *n > 0) {
 		*out = malloc(*n);
@@ -599,9 +588,7 @@ static int kg_list_count(sc_txn *txn, const char *name, size_t *count, int64_t *
 	int rv;
 
 	*count = 0;
-	rv = sc_store_meta_get(txn, name, &v, &n);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
+	rv = sc_store_meta_find(txn, name, &v, &n, NULL);
 	if (rv != SC_OK)
 		return rv;
 	for (size_t i = 0; i + SC_CA_PENDING_REC <= n; i += SC_CA_PENDING_REC) {

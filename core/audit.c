@@ -108,17 +108,14 @@ static int audit_head(sc_txn *txn, uint64_t *seq, unsigned char hash[32], int *p
 
 	*seq = 0;
 	memset(hash, 0, 32);
-	*present = 0;
-	rv = sc_store_meta_get(txn, SC_AUDIT_HEAD, &data, &len);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rv != SC_OK)
+	rv = sc_store_meta_find(txn, SC_AUDIT_HEAD, &data, &len, present);
+	if (rv != SC_OK || !*present)
 		return rv;
+	/* an emptied head is damage, not a fresh store */
 	if (len != 40)
 		return sc_error_set(SC_ERR_INTEGRITY, "audit chain head is damaged (%zu bytes)", len);
 	*seq = get64(data);
 	memcpy(hash, (const unsigned char *)data + 8, 32);
-	*present = 1;
 	return SC_OK;
 }
 

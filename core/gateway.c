@@ -96,11 +96,7 @@ static int registry_read(sc_txn *txn, char **out)
 	int rc;
 
 	*out = NULL;
-	rc = sc_store_meta_get(txn, SC_GATEWAY_META, &data, &len);
-	if (rc == SC_ERR_NOT_FOUND) {
-		len = 0;
-		rc = SC_OK;
-	}
+	rc = sc_store_meta_find(txn, SC_GATEWAY_META, &data, &len, NULL);
 	if (rc != SC_OK)
 		return rc;
 	*out = malloc(len + 1);

@@ -244,6 +244,12 @@ int sc_store_counter_get(sc_txn *txn, const char *name, uint64_t *out); /* 0 if 
 /* Small named blobs (CRL bookkeeping, deployment facts). */
 int sc_store_meta_put(sc_txn *txn, const char *name, const void *data, size_t len);
 int sc_store_meta_get(sc_txn *txn, const char *name, const void **data, size_t *len);
+/* sc_store_meta_get for an entry that may be absent: absent is SC_OK with
+ * *data = NULL, *len = 0 and *present = 0; an entry that exists, even an
+ * empty one, sets *present = 1.  present may be NULL where an empty entry
+ * means the same as none. */
+int sc_store_meta_find(sc_txn *txn, const char *name, const void **data, size_t *len,
+		       int *present);
 int sc_store_meta_del(sc_txn *txn, const char *name);
 
 /* ---- replay cache (S5, S7) --------------------------------------------- */

@@ -87,9 +87,7 @@ static int state_load(sc_txn *txn, struct crl_state *s)
 	int rv;
 
 	memset(s, 0, sizeof(*s));
-	rv = sc_store_meta_get(txn, SC_CRL_META_STATE, &data, &len);
-	if (rv == SC_ERR_NOT_FOUND)
-		return SC_OK;
+	rv = sc_store_meta_find(txn, SC_CRL_META_STATE, &data, &len, NULL);
 	if (rv != SC_OK)
 		return rv;
 	state_parse(data, len, s);

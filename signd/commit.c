@@ -36,12 +36,7 @@ static int commit_count_failure(sc_txn *txn, const char *key_id, int64_t now)
 	sc_keyfail f;
 	int rc;
 
-	rc = sc_store_keyfail_get(txn, key_id, &f);
-	if (rc == SC_ERR_NOT_FOUND) {
-		memset(&f, 0, sizeof(f));
-		rc = SC_OK;
-	}
-	if (rc != SC_OK)
+	if ((rc = sc_store_keyfail_get(txn, key_id, &f)) != SC_OK)
 		return rc;
 	if (f.failures == 0 || now - f.window_start > sd.lock_seconds ||
 	    (f.locked_until != 0 && f.locked_until <= now)) {
@@ -60,15 +55,11 @@ static int commit_clear_failures(sc_txn *txn, const char *key_id)
 	sc_keyfail f;
 	int rc;
 
+	/* an absent counter reads as zeroes, and clearing one is a no-op */
 	rc = sc_store_keyfail_get(txn, key_id, &f);
-	if (rc == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rc != SC_OK)
+	if (rc != SC_OK || (f.failures == 0 && f.locked_until == 0))
 		return rc;
-	if (f.failures == 0 && f.locked_until == 0)
-		return SC_OK;
-	rc = sc_store_keyfail_clear(txn, key_id);
-	return rc == SC_ERR_NOT_FOUND ? SC_OK : rc;
+	return sc_store_keyfail_clear(txn, key_id);
 }
 
 /* The key a signature was made with, as the write transaction sees it. */

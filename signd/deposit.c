@@ -123,14 +123,12 @@ static int dep_get(sc_txn *txn, const char *key_id, struct dep_list *l)
 	char name[sizeof(SD_DEPOSIT_PREFIX) + SC_ID_MAX];
 	const void *data = NULL;
 	size_t len = 0;
-	int rc;
+	int rc, present;
 
 	memset(l, 0, sizeof(*l));
 	dep_name(key_id, name);
-	rc = sc_store_meta_get(txn, name, &data, &len);
-	if (rc == SC_ERR_NOT_FOUND)
-		return SC_OK;
-	if (rc != SC_OK)
+	rc = sc_store_meta_find(txn, name, &data, &len, &present);
+	if (rc != SC_OK || !present)
 		return rc;
 	return dep_decode(data, len, l);
 }

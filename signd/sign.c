@@ -125,11 +125,10 @@ int sd_key_state_check(sc_txn *txn, const sc_key *k, int64_t now)
 
 	if (k->state != SC_KEY_ACTIVE || k->blob_len == 0)
 		return sc_error_set(SC_ERR_REVOKED, "key %s was destroyed", k->key_id);
-	rc = sc_store_keyfail_get(txn, k->key_id, &kf);
-	if (rc == SC_OK && kf.locked_until > now)
-		return sc_error_set(SC_ERR_KEY_LOCKED, "key %s locked", k->key_id);
-	if (rc != SC_OK && rc != SC_ERR_NOT_FOUND)
+	if ((rc = sc_store_keyfail_get(txn, k->key_id, &kf)) != SC_OK)
 		return rc;
+	if (kf.locked_until > now)
+		return sc_error_set(SC_ERR_KEY_LOCKED, "key %s locked", k->key_id);
 	rc = sc_store_user_get(txn, k->user_id, &u);
 	if (rc == SC_ERR_NOT_FOUND)
 		return sc_error_set(SC_ERR_STATE, "owner of key %s not enrolled", k->key_id);

@@ -44,6 +44,15 @@ void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len)
 	*len = 2 + s->len;
 }
 
+int sc_cert_gone(sc_txn *t, const sc_serial *s, int *gone)
+{
+	unsigned char gk[2 + SC_SERIAL_MAX];
+	size_t gkl;
+
+	sc_gone_key(gk, s, &gkl);
+	return sc_has(t, SC_DB_META, gk, gkl, gone);
+}
+
 static int revoked_put(sc_txn *t, const sc_cert *c)
 {
 	unsigned char rk[4 + SC_SERIAL_MAX];
@@ -67,32 +76,27 @@ static int revoked_put(sc_txn *t, const sc_cert *c)
 
 int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 {
-	unsigned char xk[8 + SC_SERIAL_MAX], gk[2 + SC_SERIAL_MAX];
+	unsigned char xk[8 + SC_SERIAL_MAX];
 	struct sc_enc e;
 	sc_cert copy;
-	MDB_val v;
-	size_t xkl, gkl;
+	size_t xkl;
 	char hex[2 * SC_SERIAL_MAX + 1];
-	int rv;
+	int rv, has, gone;
 
-	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_cert_check(c)) != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_cert_check(c)) != SC_OK ||
+	    (rv = sc_has(t, SC_DB_CERTS, c->serial.b, c->serial.len, &has)) != SC_OK)
 		return rv;
-	rv = sc_get(t, SC_DB_CERTS, c->serial.b, c->serial.len, &v);
-	if (rv == SC_OK) {
+	if (has) {
 		sc_serial_hex(&c->serial, hex);
 		return sc_error_set(SC_ERR_EXISTS, "serial %s was already used", hex);
 	}
-	if (rv != SC_ERR_NOT_FOUND)
+	if ((rv = sc_cert_gone(t, &c->serial, &gone)) != SC_OK)
 		return rv;
-	sc_gone_key(gk, &c->serial, &gkl);
-	rv = sc_get(t, SC_DB_META, gk, gkl, &v);
-	if (rv == SC_OK) {
+	if (gone) {
 		sc_serial_hex(&c->serial, hex);
 		return sc_error_set(SC_ERR_EXISTS,
 				    "serial %s was already used (certificate deleted)", hex);
 	}
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
 	copy = *c;
 	copy.rev_seq = 0;
 	if (copy.status == SC_CERT_GOOD || copy.status == SC_CERT_EXPIRED) {
@@ -239,95 +243,57 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	return sc_ocsp_del_inner(t, serial);
 }
 
-struct sc_cert_walk {
-	sc_cert_cb cb;
-	void *ctx;
-	int64_t before;
-};
-
-struct sc_user_certs {
-	sc_cert_cb cb;
-	void *ctx;
-};
-
-static int user_cert_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
+int sc_ref_cert(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_cert *out)
 {
-	struct sc_user_certs *w = arg;
 	sc_serial s;
-	sc_cert c;
-	int rv;
 
-	if (sc_serial_from_key(ref->mv_data, ref->mv_size, &s) != 0)
-		return sc_corrupt(t, SC_DB_USERCERTS, user_id, strlen(user_id), "bad serial");
-	rv = sc_index_target(t, SC_DB_USERCERTS, user_id, strlen(user_id),
-			     sc_store_cert_get(t, &s, &c), "certificate");
-	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &c));
+	if (sc_serial_from_key(v->mv_data, v->mv_size, &s) != 0)
+		return sc_corrupt(t, db, k->mv_data, k->mv_size, "bad serial");
+	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_cert_get(t, &s, out),
+			       "certificate");
 }
 
-int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void *ctx)
-{
-	struct sc_user_certs w = { cb, ctx };
-
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_user_index_walk(t, SC_DB_USERCERTS, user_id, user_cert_one, &w);
-}
-
-/* A time-ordered index key (8-byte time, then the serial): the serial, or 1
- * once the walk reaches `before`. */
-int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s)
+int sc_due_ref(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s,
+	       union sc_any_rec *out)
 {
 	const unsigned char *kp = k->mv_data;
 
 	if (k->mv_size < 9 || sc_serial_from_key(kp + 8, k->mv_size - 8, s) != 0)
 		return sc_corrupt(t, db, k->mv_data, k->mv_size, "bad key");
-	return sc_time_unkey(sc_rd64(kp)) >= before ? 1 : SC_OK;
+	if (sc_time_unkey(sc_rd64(kp)) >= before)
+		return 1;
+	if (db == SC_DB_EXPIRY)
+		return sc_index_target(t, db, k->mv_data, k->mv_size,
+				       sc_store_cert_get(t, s, &out->c), "certificate");
+	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_ocsp_get(t, s, &out->o),
+			       "OCSP answer");
 }
 
-static int expiry_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void *ctx)
 {
-	struct sc_cert_walk *w = ctx;
-	sc_serial s;
-	sc_cert c;
-	int rv;
+	struct sc_rec_walk w = { SC_DB_USERCERTS, { .cert = cb }, ctx, 0, 0 };
 
-	if ((rv = sc_time_index_key(t, SC_DB_EXPIRY, k, w->before, &s)) != SC_OK)
-		return rv;
-	rv = sc_index_target(t, SC_DB_EXPIRY, k->mv_data, k->mv_size, sc_store_cert_get(t, &s, &c),
-			     "certificate");
-	if (rv != SC_OK)
-		return rv;
-	return sc_cb_result(w->cb(w->ctx, &c));
+	if (t == NULL || cb == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	return sc_rec_walk_dups(t, &w, user_id);
 }
 
 int sc_store_cert_iter_expiring(sc_txn *t, int64_t before, sc_cert_cb cb, void *ctx)
 {
-	struct sc_cert_walk w = { cb, ctx, before };
+	struct sc_rec_walk w = { SC_DB_EXPIRY, { .cert = cb }, ctx, before, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_EXPIRY, NULL, 0, expiry_walk_fn, &w);
-}
-
-static int cert_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
-{
-	struct sc_cert_walk *w = ctx;
-	sc_cert c;
-	int rv;
-
-	rv = sc_dec_cert(t, k, v, &c);
-	if (rv != SC_OK)
-		return rv;
-	return sc_cb_result(w->cb(w->ctx, &c));
+	return sc_rec_walk(t, &w, NULL, 0);
 }
 
 int sc_store_cert_iter(sc_txn *t, sc_cert_cb cb, void *ctx)
 {
-	struct sc_cert_walk w = { cb, ctx, 0 };
+	struct sc_rec_walk w = { SC_DB_CERTS, { .cert = cb }, ctx, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_CERTS, NULL, 0, cert_walk_fn, &w);
+	return sc_rec_walk(t, &w, NULL, 0);
 }
 
 int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)

@@ -36,14 +36,10 @@ static int owner_exists(sc_txn *t, int db, const MDB_val *k, const char *user_id
  * with the index. */
 static int index_names_key(sc_txn *t, const MDB_val *k, const MDB_val *v, int db)
 {
-	char id[SC_ID_MAX + 1];
 	sc_key key;
 	int rv;
 
-	if ((rv = sc_dec_id(t, db, k, v, id)) != SC_OK)
-		return rv;
-	rv = sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_key_get(t, id, &key), "key");
-	if (rv != SC_OK)
+	if ((rv = sc_ref_key(t, db, k, v, &key)) != SC_OK)
 		return rv;
 	if (db == SC_DB_KEYSEQ && (k->mv_size != 8 || sc_rd64(k->mv_data) != key.seq))
 		return sc_corrupt(t, db, k->mv_data, k->mv_size,
@@ -64,15 +60,10 @@ static int index_names_key(sc_txn *t, const MDB_val *k, const MDB_val *v, int db
 
 static int check_user_cert(sc_txn *t, const MDB_val *k, const MDB_val *v)
 {
-	sc_serial s;
 	sc_cert c;
 	int rv;
 
-	if (sc_serial_from_key(v->mv_data, v->mv_size, &s) != 0)
-		return sc_corrupt(t, SC_DB_USERCERTS, k->mv_data, k->mv_size, "bad serial");
-	rv = sc_index_target(t, SC_DB_USERCERTS, k->mv_data, k->mv_size,
-			     sc_store_cert_get(t, &s, &c), "certificate");
-	if (rv != SC_OK)
+	if ((rv = sc_ref_cert(t, SC_DB_USERCERTS, k, v, &c)) != SC_OK)
 		return rv;
 	if (strlen(c.user_id) != k->mv_size || memcmp(c.user_id, k->mv_data, k->mv_size) != 0)
 		return sc_corrupt(t, SC_DB_USERCERTS, k->mv_data, k->mv_size,
@@ -82,15 +73,10 @@ static int check_user_cert(sc_txn *t, const MDB_val *k, const MDB_val *v)
 
 static int check_idhash(sc_txn *t, const MDB_val *k, const MDB_val *v)
 {
-	char id[SC_ID_MAX + 1];
 	sc_user u;
 	int rv;
 
-	if ((rv = sc_dec_id(t, SC_DB_IDHASH, k, v, id)) != SC_OK)
-		return rv;
-	rv = sc_index_target(t, SC_DB_IDHASH, k->mv_data, k->mv_size, sc_store_user_get(t, id, &u),
-			     "user");
-	if (rv != SC_OK)
+	if ((rv = sc_ref_user(t, SC_DB_IDHASH, k, v, &u)) != SC_OK)
 		return rv;
 	if (k->mv_size != sizeof(u.id_hash) || memcmp(u.id_hash, k->mv_data, k->mv_size) != 0)
 		return sc_corrupt(t, SC_DB_IDHASH, k->mv_data, k->mv_size,
@@ -103,16 +89,9 @@ static int check_due(sc_txn *t, int db, const MDB_val *k)
 {
 	union sc_any_rec r;
 	sc_serial s;
-	int rv;
+	int rv = sc_due_ref(t, db, k, INT64_MAX, &s, &r);
 
-	rv = sc_time_index_key(t, db, k, INT64_MAX, &s);
-	if (rv != SC_OK)
-		return rv < 0 ? rv : SC_OK;
-	if (db == SC_DB_EXPIRY)
-		return sc_index_target(t, db, k->mv_data, k->mv_size,
-				       sc_store_cert_get(t, &s, &r.c), "certificate");
-	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_ocsp_get(t, &s, &r.o),
-			       "OCSP answer");
+	return rv < 0 ? rv : SC_OK;
 }
 
 static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)

@@ -108,20 +108,12 @@ int sc_cb_result(int rc);
 /* The record stored under a user or key id (`what`: "user" or "key"), with
  * the id checked and a not-found message naming it. */
 int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v);
-/* Call fn for each record reference a per-user dupsort index (userkeys,
- * usercerts) holds under user_id, in order, until fn returns non-zero:
- * < 0 is an error (returned), > 0 stops the walk (SC_OK). */
-typedef int (*sc_user_ref_fn)(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg);
-int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg);
-/* Whether a dupsort index has any entry under `key`. */
-int sc_index_has(sc_txn *t, int db, const char *key, int *has);
+/* Whether db holds an entry (for a dupsort index, any entry) under key. */
+int sc_has(sc_txn *t, int db, const void *key, size_t klen, int *has);
 /* rv from reading the record that the entry `key` of index `db` names:
  * SC_ERR_NOT_FOUND becomes a corrupt index ("index names a missing
  * <what>"), anything else is returned as it is. */
 int sc_index_target(sc_txn *t, int db, const void *key, size_t klen, int rv, const char *what);
-/* Walk a database keyed by 8-byte sequence numbers from after_seq + 1
- * (nothing after UINT64_MAX). */
-int sc_walk_seq(sc_txn *t, int db, uint64_t after_seq, sc_walk_fn fn, void *ctx);
 /* Clear *out (size bytes) when given; SC_ERR_INVALID without a
  * transaction or an output. */
 int sc_out_begin(sc_txn *t, void *out, size_t size);
@@ -189,9 +181,9 @@ int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out);
 /* cert.c */
 void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, size_t *len);
 void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len);
-/* A time-ordered index key (8-byte time, then the serial): the serial, or 1
- * once the walk reaches `before`. */
-int sc_time_index_key(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s);
+/* Whether the certificate with this serial was deleted (its serial stays
+ * used). */
+int sc_cert_gone(sc_txn *t, const sc_serial *s, int *gone);
 
 /* codec.c: any record of database `db`, decoded into the member of `out`
  * that matches it (index values are checked, nothing is decoded). */
@@ -206,6 +198,49 @@ union sc_any_rec {
 	struct sc_replay_rec p;
 };
 int sc_dec_any(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, union sc_any_rec *out);
+
+/* The record an index entry (key k of db, value v) names, read into out; a
+ * missing record is a corrupt index.  Keys by id (keyseq, userkeys,
+ * groupkeys), users by id (idhash), certificates by serial (usercerts). */
+int sc_ref_key(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_key *out);
+int sc_ref_user(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_user *out);
+int sc_ref_cert(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_cert *out);
+/* A time-index entry (expiry, ocspdue: 8-byte time, then the serial): the
+ * serial, and the certificate (out->c) or pre-signed answer (out->o) it
+ * names; 1 once the walk reaches `before`. */
+int sc_due_ref(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s,
+	       union sc_any_rec *out);
+
+/* kv.c: the public iterators.  A record walk reads each entry of db as the
+ * record it holds or, for an index, names (sc_dec_any, sc_ref_*,
+ * sc_due_ref), and hands it to the caller's callback: the member of cb
+ * that db's records are for. */
+struct sc_walk_rec {
+	union sc_any_rec r;
+	sc_serial serial; /* of a time-index entry */
+};
+struct sc_rec_walk {
+	int db;
+	union {
+		sc_user_cb user;
+		sc_key_cb key;
+		sc_cert_cb cert;
+		sc_revoked_cb revoked;
+		sc_revlog_cb revlog;
+		sc_ocsp_cb ocsp;
+	} cb;
+	void *ctx;
+	int64_t before;	    /* expiry, ocspdue: where the walk ends */
+	uint32_t partition; /* revoked: the one wanted, UINT32_MAX for all */
+};
+/* Walk w->db in key order from `start` (NULL = first). */
+int sc_rec_walk(sc_txn *t, struct sc_rec_walk *w, const void *start, size_t slen);
+/* Walk a database keyed by 8-byte sequence numbers from after_seq + 1
+ * (nothing after UINT64_MAX). */
+int sc_rec_walk_seq(sc_txn *t, struct sc_rec_walk *w, uint64_t after_seq);
+/* Walk the record references the dupsort index w->db (userkeys,
+ * usercerts, groupkeys) holds under `key`, in order. */
+int sc_rec_walk_dups(sc_txn *t, struct sc_rec_walk *w, const char *key);
 
 /* ocsp.c */
 int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial);

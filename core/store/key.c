@@ -62,18 +62,15 @@ static int sc_group_index(sc_txn *t, const sc_key *old, const sc_key *k)
 int sc_store_key_add(sc_txn *t, sc_key *k)
 {
 	struct sc_enc e;
-	MDB_val v;
 	unsigned char sk[8];
 	uint64_t seq;
-	int rv;
+	int rv, has;
 
-	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK ||
+	    (rv = sc_has(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &has)) != SC_OK)
 		return rv;
-	rv = sc_get(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &v);
-	if (rv == SC_OK)
+	if (has)
 		return sc_error_set(SC_ERR_EXISTS, "key %s already exists", k->key_id);
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
 	rv = sc_counter_next_raw(t, SC_META_KEYSEQ, &seq);
 	if (rv != SC_OK)
 		return rv;
@@ -132,7 +129,6 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 {
 	unsigned char sk[8];
 	MDB_val v, k = { 8, sk };
-	char id[SC_ID_MAX + 1];
 	int rv;
 
 	if ((rv = sc_out_begin(t, out, sizeof(*out))) != SC_OK)
@@ -144,9 +140,7 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 				    (unsigned long long)seq);
 	if (rv != SC_OK)
 		return rv;
-	if ((rv = sc_dec_id(t, SC_DB_KEYSEQ, &k, &v, id)) != SC_OK)
-		return rv;
-	rv = sc_index_target(t, SC_DB_KEYSEQ, sk, 8, sc_store_key_get(t, id, out), "key");
+	rv = sc_ref_key(t, SC_DB_KEYSEQ, &k, &v, out);
 	if (rv == SC_OK && out->seq != seq) {
 		memset(out, 0, sizeof(*out));
 		return sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "index and key disagree on the sequence");
@@ -154,76 +148,43 @@ int sc_store_key_get_by_seq(sc_txn *t, uint64_t seq, sc_key *out)
 	return rv;
 }
 
-struct sc_user_keys {
-	sc_key_cb cb;
-	void *ctx;
-};
-
-static int sc_user_key_one(sc_txn *t, const char *user_id, const MDB_val *ref, void *arg)
+int sc_ref_key(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_key *out)
 {
-	struct sc_user_keys *w = arg;
 	char id[SC_ID_MAX + 1];
-	MDB_val uk = { strlen(user_id), (void *)user_id };
-	sc_key k;
 	int rv;
 
-	if ((rv = sc_dec_id(t, SC_DB_USERKEYS, &uk, ref, id)) != SC_OK)
+	if ((rv = sc_dec_id(t, db, k, v, id)) != SC_OK)
 		return rv;
-	rv = sc_index_target(t, SC_DB_USERKEYS, user_id, strlen(user_id),
-			     sc_store_key_get(t, id, &k), "key");
-	return rv != SC_OK ? rv : sc_cb_result(w->cb(w->ctx, &k));
+	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_key_get(t, id, out), "key");
 }
 
 int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *ctx)
 {
-	struct sc_user_keys w = { cb, ctx };
+	struct sc_rec_walk w = { SC_DB_USERKEYS, { .key = cb }, ctx, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_user_index_walk(t, SC_DB_USERKEYS, user_id, sc_user_key_one, &w);
-}
-
-struct sc_key_walk {
-	sc_key_cb cb;
-	void *ctx;
-};
-
-static int sc_key_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
-{
-	struct sc_key_walk *w = ctx;
-	char id[SC_ID_MAX + 1];
-	sc_key key;
-	int rv;
-
-	if (k->mv_size != 8)
-		return sc_corrupt(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, "bad key");
-	if ((rv = sc_dec_id(t, SC_DB_KEYSEQ, k, v, id)) != SC_OK)
-		return rv;
-	rv = sc_index_target(t, SC_DB_KEYSEQ, k->mv_data, k->mv_size, sc_store_key_get(t, id, &key),
-			     "key");
-	if (rv != SC_OK)
-		return rv;
-	return sc_cb_result(w->cb(w->ctx, &key));
+	return sc_rec_walk_dups(t, &w, user_id);
 }
 
 int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 {
-	struct sc_key_walk w = { cb, ctx };
+	struct sc_rec_walk w = { SC_DB_KEYSEQ, { .key = cb }, ctx, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk_seq(t, SC_DB_KEYSEQ, after_seq, sc_key_walk_fn, &w);
+	return sc_rec_walk_seq(t, &w, after_seq);
 }
 
 int sc_store_key_iter_group(sc_txn *t, uint32_t group, sc_key_cb cb, void *ctx)
 {
-	struct sc_user_keys w = { cb, ctx };
+	struct sc_rec_walk w = { SC_DB_GROUPKEYS, { .key = cb }, ctx, 0, 0 };
 	char g[9];
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	sc_group_name(group, g);
-	return sc_user_index_walk(t, SC_DB_GROUPKEYS, g, sc_user_key_one, &w);
+	return sc_rec_walk_dups(t, &w, g);
 }
 
 int sc_store_key_del(sc_txn *t, const char *key_id)

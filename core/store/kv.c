@@ -315,27 +315,102 @@ int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k
 	return SC_OK;
 }
 
-/* Whether a dupsort index has any entry under `key`. */
-int sc_index_has(sc_txn *t, int db, const char *key, int *has)
+int sc_has(sc_txn *t, int db, const void *key, size_t klen, int *has)
 {
 	MDB_val v;
-	int rv = sc_get(t, db, key, strlen(key), &v);
+	int rv = sc_get(t, db, key, klen, &v);
 
 	*has = rv == SC_OK;
 	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
 }
 
-int sc_user_index_walk(sc_txn *t, int db, const char *user_id, sc_user_ref_fn fn, void *arg)
+/* The record entry (k, v) of w->db holds or names. */
+static int rec_read(sc_txn *t, const struct sc_rec_walk *w, const MDB_val *k, const MDB_val *v,
+		    struct sc_walk_rec *rec)
 {
-	MDB_val *refs = NULL;
+	switch (w->db) {
+	case SC_DB_KEYSEQ:
+		if (k->mv_size != 8)
+			return sc_corrupt(t, w->db, k->mv_data, k->mv_size, "bad key");
+		return sc_ref_key(t, w->db, k, v, &rec->r.k);
+	case SC_DB_USERKEYS:
+	case SC_DB_GROUPKEYS:
+		return sc_ref_key(t, w->db, k, v, &rec->r.k);
+	case SC_DB_USERCERTS:
+		return sc_ref_cert(t, w->db, k, v, &rec->r.c);
+	case SC_DB_EXPIRY:
+	case SC_DB_OCSPDUE:
+		return sc_due_ref(t, w->db, k, w->before, &rec->serial, &rec->r);
+	default:
+		return sc_dec_any(t, w->db, k, v, &rec->r);
+	}
+}
+
+/* rec handed to the callback of its type; 0 passes over it, > 0 ends the
+ * walk. */
+static int rec_call(sc_txn *t, const struct sc_rec_walk *w, const struct sc_walk_rec *rec)
+{
+	int rv, gone;
+
+	switch (w->db) {
+	case SC_DB_USERS:
+		return w->cb.user(w->ctx, &rec->r.u);
+	case SC_DB_KEYSEQ:
+	case SC_DB_USERKEYS:
+	case SC_DB_GROUPKEYS:
+		return w->cb.key(w->ctx, &rec->r.k);
+	case SC_DB_CERTS:
+	case SC_DB_USERCERTS:
+	case SC_DB_EXPIRY:
+		return w->cb.cert(w->ctx, &rec->r.c);
+	case SC_DB_REVOKED:
+		/* in partition order: the wanted partition ends at another */
+		if (w->partition != UINT32_MAX && rec->r.r.partition != w->partition)
+			return 1;
+		return w->cb.revoked(w->ctx, &rec->r.r);
+	case SC_DB_REVLOG:
+		/* a deleted certificate's events stay in the log but are not
+		 * served: no delta CRL may list the serial again */
+		if ((rv = sc_cert_gone(t, &rec->r.l.serial, &gone)) != SC_OK || gone)
+			return rv;
+		return w->cb.revlog(w->ctx, &rec->r.l);
+	case SC_DB_OCSPDUE:
+		return w->cb.ocsp(w->ctx, &rec->serial, &rec->r.o);
+	default:
+		return sc_error_set(SC_ERR_INTERNAL, "no records to walk in database '%s'",
+				    sc_dbs[w->db].name);
+	}
+}
+
+static int rec_walk_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	const struct sc_rec_walk *w = ctx;
+	struct sc_walk_rec rec;
+	int rv;
+
+	if ((rv = rec_read(t, w, k, v, &rec)) != SC_OK)
+		return rv;
+	return sc_cb_result(rec_call(t, w, &rec));
+}
+
+int sc_rec_walk(sc_txn *t, struct sc_rec_walk *w, const void *start, size_t slen)
+{
+	return sc_walk(t, w->db, start, slen, rec_walk_one, w);
+}
+
+int sc_rec_walk_dups(sc_txn *t, struct sc_rec_walk *w, const char *key)
+{
+	MDB_val *refs = NULL, k;
 	size_t n = 0, i;
 	int rv;
 
-	if (!sc_id_valid(user_id))
-		return sc_bad_id("user id", user_id);
-	rv = sc_dups(t, db, user_id, &refs, &n);
+	if (!sc_id_valid(key))
+		return sc_bad_id("user id", key);
+	k.mv_data = (void *)key;
+	k.mv_size = strlen(key);
+	rv = sc_dups(t, w->db, key, &refs, &n);
 	for (i = 0; rv == SC_OK && i < n; i++)
-		rv = fn(t, user_id, &refs[i], arg);
+		rv = rec_walk_one(t, &k, &refs[i], w);
 	free(refs);
 	/* a callback's "stop" (> 0) is success */
 	return rv > 0 ? SC_OK : rv;
@@ -351,14 +426,14 @@ int sc_index_target(sc_txn *t, int db, const void *key, size_t klen, int rv, con
 	return sc_corrupt(t, db, key, klen, why);
 }
 
-int sc_walk_seq(sc_txn *t, int db, uint64_t after_seq, sc_walk_fn fn, void *ctx)
+int sc_rec_walk_seq(sc_txn *t, struct sc_rec_walk *w, uint64_t after_seq)
 {
 	unsigned char sk[8];
 
 	if (after_seq == UINT64_MAX)
 		return SC_OK;
 	sc_be64(sk, after_seq + 1);
-	return sc_walk(t, db, sk, 8, fn, ctx);
+	return sc_rec_walk(t, w, sk, 8);
 }
 
 int sc_out_begin(sc_txn *t, void *out, size_t size)

@@ -137,6 +137,15 @@ int sc_store_meta_get(sc_txn *t, const char *name, const void **data, size_t *le
 	return SC_OK;
 }
 
+int sc_store_meta_find(sc_txn *t, const char *name, const void **data, size_t *len, int *present)
+{
+	int rv = sc_store_meta_get(t, name, data, len);
+
+	if (present != NULL)
+		*present = rv == SC_OK;
+	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
+}
+
 int sc_store_meta_del(sc_txn *t, const char *name)
 {
 	char mk[SC_NAME_MAX + 8];

@@ -83,33 +83,11 @@ int sc_store_ocsp_del(sc_txn *t, const sc_serial *serial)
 	return sc_ocsp_del_inner(t, serial);
 }
 
-struct sc_ocsp_walk {
-	sc_ocsp_cb cb;
-	void *ctx;
-	int64_t before;
-};
-
-static int ocsp_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
-{
-	struct sc_ocsp_walk *w = ctx;
-	sc_ocsp_entry e;
-	sc_serial s;
-	int rv;
-
-	if ((rv = sc_time_index_key(t, SC_DB_OCSPDUE, k, w->before, &s)) != SC_OK)
-		return rv;
-	rv = sc_index_target(t, SC_DB_OCSPDUE, k->mv_data, k->mv_size, sc_store_ocsp_get(t, &s, &e),
-			     "response");
-	if (rv != SC_OK)
-		return rv;
-	return sc_cb_result(w->cb(w->ctx, &s, &e));
-}
-
 int sc_store_ocsp_iter_due(sc_txn *t, int64_t before, sc_ocsp_cb cb, void *ctx)
 {
-	struct sc_ocsp_walk w = { cb, ctx, before };
+	struct sc_rec_walk w = { SC_DB_OCSPDUE, { .ocsp = cb }, ctx, before, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_OCSPDUE, NULL, 0, ocsp_walk_fn, &w);
+	return sc_rec_walk(t, &w, NULL, 0);
 }

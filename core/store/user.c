@@ -36,15 +36,13 @@ static int user_put(sc_txn *t, const sc_user *u, unsigned flags)
 int sc_store_user_add(sc_txn *t, const sc_user *u)
 {
 	MDB_val v;
-	int rv;
+	int rv, has;
 
-	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK ||
+	    (rv = sc_has(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &has)) != SC_OK)
 		return rv;
-	rv = sc_get(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &v);
-	if (rv == SC_OK)
+	if (has)
 		return sc_error_set(SC_ERR_EXISTS, "user %s is already enrolled", u->user_id);
-	if (rv != SC_ERR_NOT_FOUND)
-		return rv;
 	rv = sc_get(t, SC_DB_IDHASH, u->id_hash, 32, &v);
 	if (rv == SC_OK)
 		return sc_error_set(SC_ERR_EXISTS,
@@ -83,7 +81,6 @@ int sc_store_user_update(sc_txn *t, const sc_user *u)
 int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_user *out)
 {
 	MDB_val v, k = { 32, (void *)id_hash };
-	char id[SC_ID_MAX + 1];
 	int rv;
 
 	if (out != NULL)
@@ -95,35 +92,27 @@ int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_use
 		return sc_error_set(SC_ERR_NOT_FOUND, "no user enrolled with this identity card");
 	if (rv != SC_OK)
 		return rv;
-	if ((rv = sc_dec_id(t, SC_DB_IDHASH, &k, &v, id)) != SC_OK)
-		return rv;
-	return sc_index_target(t, SC_DB_IDHASH, id_hash, 32, sc_store_user_get(t, id, out), "user");
+	return sc_ref_user(t, SC_DB_IDHASH, &k, &v, out);
 }
 
-struct sc_user_walk {
-	sc_user_cb cb;
-	void *ctx;
-};
-
-static int user_walk_fn(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+int sc_ref_user(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_user *out)
 {
-	struct sc_user_walk *w = ctx;
-	sc_user u;
+	char id[SC_ID_MAX + 1];
 	int rv;
 
-	rv = sc_dec_user(t, k, v, &u);
-	if (rv != SC_OK)
+	if ((rv = sc_dec_id(t, db, k, v, id)) != SC_OK)
 		return rv;
-	return sc_cb_result(w->cb(w->ctx, &u));
+	return sc_index_target(t, db, k->mv_data, k->mv_size, sc_store_user_get(t, id, out),
+			       "user");
 }
 
 int sc_store_user_iter(sc_txn *t, const char *from, sc_user_cb cb, void *ctx)
 {
-	struct sc_user_walk w = { cb, ctx };
+	struct sc_rec_walk w = { SC_DB_USERS, { .user = cb }, ctx, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	return sc_walk(t, SC_DB_USERS, from, from != NULL ? strlen(from) : 0, user_walk_fn, &w);
+	return sc_rec_walk(t, &w, from, from != NULL ? strlen(from) : 0);
 }
 
 int sc_store_user_del(sc_txn *t, const char *user_id)
@@ -136,8 +125,8 @@ int sc_store_user_del(sc_txn *t, const char *user_id)
 		return rv;
 	if ((rv = sc_store_user_get(t, user_id, &u)) != SC_OK)
 		return rv;
-	if ((rv = sc_index_has(t, SC_DB_USERKEYS, user_id, &keys)) != SC_OK ||
-	    (rv = sc_index_has(t, SC_DB_USERCERTS, user_id, &certs)) != SC_OK)
+	if ((rv = sc_has(t, SC_DB_USERKEYS, user_id, strlen(user_id), &keys)) != SC_OK ||
+	    (rv = sc_has(t, SC_DB_USERCERTS, user_id, strlen(user_id), &certs)) != SC_OK)
 		return rv;
 	if ((rv = sc_user_delete_check(user_id, keys, certs)) != SC_OK)
 		return rv;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "sc_store.h"
+#include "store-fixture.h"
 
 static double now_s(void)
 {
@@ -76,22 +77,11 @@ int main(int argc, char **argv)
 			REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 		snprintf(uid, sizeof(uid), "u%08ld", i);
 		snprintf(kid, sizeof(kid), "k%08ld", i);
-		memset(&u, 0, sizeof(u));
-		u.user_id = uid;
-		u.name = "CHAN Tai Man";
+		mk_user(&u, uid, 0);
 		memcpy(u.id_hash, &i, sizeof(i));
 		u.id_hash[31] = 0x5a;
-		u.profile = "adult";
-		u.status = SC_USER_ACTIVE;
-		u.dob = 19800101;
 		REQUIRE(sc_store_user_add(t, &u) == SC_OK);
-		memset(&k, 0, sizeof(k));
-		k.key_id = kid;
-		k.user_id = uid;
-		k.alg = SC_KEYALG_P256;
-		k.state = SC_KEY_ACTIVE;
-		k.blob = blob;
-		k.blob_len = sizeof(blob);
+		mk_key(&k, kid, uid, blob, sizeof(blob));
 		k.spki = spki;
 		k.spki_len = sizeof(spki);
 		serial_of(&k.cert_serial, (uint32_t)i);

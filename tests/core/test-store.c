@@ -19,6 +19,7 @@
 #include "sc_store.h"
 #include "sc_util.h"
 #include "store_lmdb_codec.h"
+#include "store-fixture.h"
 
 static char *tc_path(const char *dir, const char *leaf)
 {
@@ -40,18 +41,13 @@ static void mk_serial(sc_serial *s, unsigned v)
 	s->len = 4;
 }
 
-static void mk_user(sc_user *u, const char *id, unsigned char hb)
-{
-	memset(u, 0, sizeof(*u));
-	u->user_id = id;
-	u->name = "CHAN Tai Man";
-	memset(u->id_hash, hb, 32);
-	u->dob = 19900101;
-	u->profile = "adult";
-	u->status = SC_USER_ACTIVE;
-	u->created = 1700000000;
-	u->updated = 1700000000;
-}
+/* `call` succeeds and its callback counts `want` records in n. */
+#define CHECK_COUNT(n, call, want)                                                         \
+	do {                                                                               \
+		n = 0;                                                                     \
+		CHECK_RC(call, SC_OK);                                                     \
+		CHECK(n == (want), "counted %d", n);                                       \
+	} while (0)
 
 static int count_cb_user(void *ctx, const sc_user *u) { (void)u; (*(int *)ctx)++; return 0; }
 static int count_cb_key(void *ctx, const sc_key *k) { (void)k; (*(int *)ctx)++; return 0; }
@@ -124,7 +120,7 @@ static void test_roundtrip(const char *dir)
 	uint64_t v, seq;
 	uint32_t uses;
 	int64_t exp;
-	int n;
+	int n, present;
 	unsigned char blob[300], spki[91], der[500], tok1[16], tok2[16];
 
 	CHECK_RC(sc_store_open(path, 0, 0, &st), SC_ERR_NOT_FOUND);
@@ -160,15 +156,9 @@ static void test_roundtrip(const char *dir)
 	CHECK(strcmp(got.user_id, "alice") == 0);
 	memset(blob, 0xEE, 32);
 	CHECK_RC(sc_store_user_find_idhash(t, blob, &got), SC_ERR_NOT_FOUND);
-	n = 0;
-	CHECK_RC(sc_store_user_iter(t, NULL, count_cb_user, &n), SC_OK);
-	CHECK(n == 2);
-	n = 0;
-	CHECK_RC(sc_store_user_iter(t, "b", count_cb_user, &n), SC_OK);
-	CHECK(n == 1);
-	n = 0;
-	CHECK_RC(sc_store_user_iter(t, NULL, stop_cb_user, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_user_iter(t, NULL, count_cb_user, &n), 2);
+	CHECK_COUNT(n, sc_store_user_iter(t, "b", count_cb_user, &n), 1);
+	CHECK_COUNT(n, sc_store_user_iter(t, NULL, stop_cb_user, &n), 1);
 	CHECK_RC(sc_store_user_add(t, &u), SC_ERR_INVALID);   /* read txn */
 	sc_txn_abort(t);
 
@@ -185,16 +175,10 @@ static void test_roundtrip(const char *dir)
 	CHECK_RC(sc_store_user_update(t, &u), SC_ERR_NOT_FOUND);
 
 	/* keys */
-	memset(&k, 0, sizeof(k));
 	memset(blob, 0x5A, sizeof(blob));
 	memset(spki, 0x30, sizeof(spki));
-	k.key_id = "k-alice-1";
-	k.user_id = "alice";
+	mk_key(&k, "k-alice-1", "alice", blob, sizeof(blob));
 	k.seq = 999;
-	k.alg = SC_KEYALG_P256;
-	k.state = SC_KEY_ACTIVE;
-	k.blob = blob;
-	k.blob_len = sizeof(blob);
 	k.spki = spki;
 	k.spki_len = sizeof(spki);
 	memset(k.mac, 0x77, 32);
@@ -229,15 +213,9 @@ static void test_roundtrip(const char *dir)
 	CHECK(strcmp(kg.key_id, "k-alice-2") == 0 && kg.state == SC_KEY_DESTROYED);
 	CHECK(kg.blob_len == 0 && kg.cert_serial.len == 4 && kg.cert_serial.b[3] == 42);
 	CHECK_RC(sc_store_key_get_by_seq(t, 99, &kg), SC_ERR_NOT_FOUND);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_user(t, "alice", count_cb_key, &n), SC_OK);
-	CHECK(n == 2);
-	n = 0;
-	CHECK_RC(sc_store_key_iter(t, 0, count_cb_key, &n), SC_OK);
-	CHECK(n == 3);
-	n = 0;
-	CHECK_RC(sc_store_key_iter(t, 2, count_cb_key, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_key_iter_user(t, "alice", count_cb_key, &n), 2);
+	CHECK_COUNT(n, sc_store_key_iter(t, 0, count_cb_key, &n), 3);
+	CHECK_COUNT(n, sc_store_key_iter(t, 2, count_cb_key, &n), 1);
 
 	/* key failures */
 	CHECK_RC(sc_store_keyfail_get(t, "k-bob-1", &f), SC_OK);
@@ -288,18 +266,10 @@ static void test_roundtrip(const char *dir)
 	CHECK(cg.status == SC_CERT_GOOD && cg.not_after == 1750000000 && cg.partition == 3);
 	CHECK(cg.der_len == sizeof(der) && memcmp(cg.der, der, sizeof(der)) == 0);
 	CHECK(strcmp(cg.profile, "adult") == 0 && cg.reason == SC_REASON_NONE && cg.rev_seq == 0);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_user(t, "alice", count_cb_cert, &n), SC_OK);
-	CHECK(n == 2);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter(t, count_cb_cert, &n), SC_OK);
-	CHECK(n == 3);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_expiring(t, 1760000000, count_cb_cert, &n), SC_OK);
-	CHECK(n == 1);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_expiring(t, 1850000000, count_cb_cert, &n), SC_OK);
-	CHECK(n == 2);
+	CHECK_COUNT(n, sc_store_cert_iter_user(t, "alice", count_cb_cert, &n), 2);
+	CHECK_COUNT(n, sc_store_cert_iter(t, count_cb_cert, &n), 3);
+	CHECK_COUNT(n, sc_store_cert_iter_expiring(t, 1760000000, count_cb_cert, &n), 1);
+	CHECK_COUNT(n, sc_store_cert_iter_expiring(t, 1850000000, count_cb_cert, &n), 2);
 
 	/* status transitions keep revoked index, revlog and OCSP in step */
 	memset(&oe, 0, sizeof(oe));
@@ -313,9 +283,7 @@ static void test_roundtrip(const char *dir)
 	CHECK_RC(sc_store_cert_set_status(t, &s1, SC_CERT_HOLD, 1710000000, SC_REASON_NONE, 0),
 		 SC_OK);
 	CHECK_RC(sc_store_ocsp_get(t, &s1, &og), SC_ERR_NOT_FOUND);
-	n = 0;
-	CHECK_RC(sc_store_ocsp_iter_due(t, INT64_MAX, ocsp_due_cb, &n), SC_OK);
-	CHECK(n == 0);
+	CHECK_COUNT(n, sc_store_ocsp_iter_due(t, INT64_MAX, ocsp_due_cb, &n), 0);
 	CHECK_RC(sc_store_cert_get(t, &s1, &cg), SC_OK);
 	CHECK(cg.status == SC_CERT_HOLD && cg.reason == SC_REASON_CERTIFICATE_HOLD);
 	CHECK(cg.revoked_at == 1710000000 && cg.rev_seq == 1);
@@ -362,13 +330,9 @@ static void test_roundtrip(const char *dir)
 		CHECK(last == 4);
 	}
 	/* revoked certificates leave the expiry index */
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_expiring(t, 1850000000, count_cb_cert, &n), SC_OK);
-	CHECK(n == 0);
+	CHECK_COUNT(n, sc_store_cert_iter_expiring(t, 1850000000, count_cb_cert, &n), 0);
 	CHECK_RC(sc_store_cert_set_status(t, &s3, SC_CERT_EXPIRED, 0, SC_REASON_NONE, 0), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), SC_OK);
-	CHECK(n == 0);
+	CHECK_COUNT(n, sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), 0);
 
 	/* counters and meta */
 	CHECK_RC(sc_store_counter_get(t, "crl-number", &v), SC_OK);
@@ -385,6 +349,16 @@ static void test_roundtrip(const char *dir)
 	CHECK_RC(sc_store_meta_del(t, "crl.last"), SC_OK);
 	CHECK_RC(sc_store_meta_get(t, "crl.last", &mdata, &mlen), SC_ERR_NOT_FOUND);
 	CHECK_RC(sc_store_meta_get(t, "", &mdata, &mlen), SC_ERR_INVALID);
+	/* absent and emptied stay apart */
+	present = -1;
+	CHECK_RC(sc_store_meta_find(t, "crl.last", &mdata, &mlen, &present), SC_OK);
+	CHECK(present == 0 && mdata == NULL && mlen == 0);
+	CHECK_RC(sc_store_meta_put(t, "crl.last", "", 0), SC_OK);
+	CHECK_RC(sc_store_meta_find(t, "crl.last", &mdata, &mlen, &present), SC_OK);
+	CHECK(present == 1 && mlen == 0);
+	CHECK_RC(sc_store_meta_find(t, "crl.last", &mdata, &mlen, NULL), SC_OK);
+	CHECK_RC(sc_store_meta_del(t, "crl.last"), SC_OK);
+	CHECK_RC(sc_store_meta_find(t, "", &mdata, &mlen, &present), SC_ERR_INVALID);
 
 	/* replay cache */
 	memset(tok1, 1, sizeof(tok1));
@@ -407,14 +381,10 @@ static void test_roundtrip(const char *dir)
 	CHECK_RC(sc_store_ocsp_put(t, &s2, &oe), SC_OK);
 	oe.next_update = 900;
 	CHECK_RC(sc_store_ocsp_put(t, &s3, &oe), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_ocsp_iter_due(t, 600, ocsp_due_cb, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_ocsp_iter_due(t, 600, ocsp_due_cb, &n), 1);
 	oe.next_update = 2000;            /* re-signed: leaves the due list */
 	CHECK_RC(sc_store_ocsp_put(t, &s2, &oe), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_ocsp_iter_due(t, 1000, ocsp_due_cb, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_ocsp_iter_due(t, 1000, ocsp_due_cb, &n), 1);
 	CHECK_RC(sc_store_ocsp_del(t, &s3), SC_OK);
 	CHECK_RC(sc_store_ocsp_get(t, &s3, &og), SC_ERR_NOT_FOUND);
 
@@ -691,21 +661,31 @@ static void test_multiprocess(const char *dir)
 	free(path);
 }
 
-/* Overwrite one raw value with LMDB directly, as damage would. */
-static void raw_put(const char *path, const char *db, const void *key, size_t klen,
-		    const void *val, size_t vlen)
+/* A transaction on database db of the store at path, opened with LMDB
+ * directly (flags: 0 or MDB_RDONLY). */
+static MDB_txn *raw_begin(const char *path, const char *db, unsigned flags, MDB_dbi *dbi)
 {
 	MDB_env *env;
 	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
 
 	REQUIRE(mdb_env_create(&env) == 0);
 	mdb_env_set_maxdbs(env, 32);
 	mdb_env_set_mapsize(env, 256u << 20);
-	REQUIRE(mdb_env_open(env, path, 0, 0600) == 0);
-	REQUIRE(mdb_txn_begin(env, NULL, 0, &txn) == 0);
-	REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
+	REQUIRE(mdb_env_open(env, path, flags, 0600) == 0);
+	REQUIRE(mdb_txn_begin(env, NULL, flags, &txn) == 0);
+	REQUIRE(mdb_dbi_open(txn, db, 0, dbi) == 0);
+	return txn;
+}
+
+/* Overwrite one raw value with LMDB directly, as damage would. */
+static void raw_put(const char *path, const char *db, const void *key, size_t klen,
+		    const void *val, size_t vlen)
+{
+	MDB_dbi dbi;
+	MDB_txn *txn = raw_begin(path, db, 0, &dbi);
+	MDB_env *env = mdb_txn_env(txn);
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+
 	REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
 	REQUIRE(mdb_txn_commit(txn) == 0);
 	mdb_env_close(env);
@@ -714,18 +694,12 @@ static void raw_put(const char *path, const char *db, const void *key, size_t kl
 static int raw_get(const char *path, const char *db, const void *key, size_t klen,
 		   unsigned char *buf, size_t max)
 {
-	MDB_env *env;
-	MDB_txn *txn;
 	MDB_dbi dbi;
+	MDB_txn *txn = raw_begin(path, db, MDB_RDONLY, &dbi);
+	MDB_env *env = mdb_txn_env(txn);
 	MDB_val k = { klen, (void *)key }, v;
 	int n = -1;
 
-	REQUIRE(mdb_env_create(&env) == 0);
-	mdb_env_set_maxdbs(env, 32);
-	mdb_env_set_mapsize(env, 256u << 20);
-	REQUIRE(mdb_env_open(env, path, MDB_RDONLY, 0600) == 0);
-	REQUIRE(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
-	REQUIRE(mdb_dbi_open(txn, db, 0, &dbi) == 0);
 	if (mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size <= max) {
 		memcpy(buf, v.mv_data, v.mv_size);
 		n = (int)v.mv_size;
@@ -765,13 +739,7 @@ static void test_corrupt(const char *dir)
 	c.der = der;
 	c.der_len = sizeof(der);
 	CHECK_RC(sc_store_cert_add(t, &c), SC_OK);
-	memset(&k, 0, sizeof(k));
-	k.key_id = "kv";
-	k.user_id = "victim";
-	k.alg = SC_KEYALG_P256;
-	k.state = SC_KEY_ACTIVE;
-	k.blob = der;
-	k.blob_len = 40;
+	mk_key(&k, "kv", "victim", der, 40);
 	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
 	CHECK_RC(sc_txn_commit(t), SC_OK);
 	sc_store_close(st);
@@ -876,17 +844,12 @@ static void mk_cert(sc_cert *c, unsigned sv, const char *user, const char *key,
 	c->der_len = sizeof(der);
 }
 
-static void mk_key(sc_key *k, const char *key_id, const char *user, const sc_serial *cs)
+/* A key whose certificate has serial cs. */
+static void mk_cert_key(sc_key *k, const char *key_id, const char *user, const sc_serial *cs)
 {
 	static const unsigned char blob[] = { 1, 2, 3, 4 }, spki[] = { 0x30, 0x00 };
 
-	memset(k, 0, sizeof(*k));
-	k->key_id = key_id;
-	k->user_id = user;
-	k->alg = SC_KEYALG_P256;
-	k->state = SC_KEY_ACTIVE;
-	k->blob = blob;
-	k->blob_len = sizeof(blob);
+	mk_key(k, key_id, user, blob, sizeof(blob));
 	k->spki = spki;
 	k->spki_len = sizeof(spki);
 	k->cert_serial = *cs;
@@ -933,11 +896,11 @@ static void test_delete(const char *dir)
 	mk_serial(&s4, 4);   /* erin, revoked: must survive everything */
 	mk_serial(&s5, 5);   /* dana, kd2, on hold and live */
 	mk_serial(&s6, 6);   /* no owner (a --csr issue), expired */
-	mk_key(&kd1, "kd1", "dana", &s3);
-	mk_key(&kd2, "kd2", "dana", &s2);
+	mk_cert_key(&kd1, "kd1", "dana", &s3);
+	mk_cert_key(&kd2, "kd2", "dana", &s2);
 	CHECK_RC(sc_store_key_add(t, &kd1), SC_OK);
 	CHECK_RC(sc_store_key_add(t, &kd2), SC_OK);
-	mk_key(&k, "ke1", "erin", &s4);
+	mk_cert_key(&k, "ke1", "erin", &s4);
 	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
 	CHECK_RC(sc_store_keyfail_put(t, "kd1", &f), SC_OK);
 	mk_cert(&c, 1, "dana", "kd1", 2000);
@@ -995,15 +958,9 @@ static void test_delete(const char *dir)
 	CHECK_RC(sc_store_cert_del(t, &s1, now), SC_ERR_NOT_FOUND);
 	CHECK_RC(sc_store_cert_get(t, &s3, &c), SC_ERR_NOT_FOUND);
 	CHECK_RC(sc_store_cert_get(t, &s4, &c), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_user(t, "dana", count_cb_cert, &n), SC_OK);
-	CHECK(n == 2);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), SC_OK);
-	CHECK(n == 2);                                              /* s2, s5 */
-	n = 0;
-	CHECK_RC(sc_store_cert_iter(t, count_cb_cert, &n), SC_OK);
-	CHECK(n == 3);                                              /* s2, s4, s5 */
+	CHECK_COUNT(n, sc_store_cert_iter_user(t, "dana", count_cb_cert, &n), 2);
+	CHECK_COUNT(n, sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), 2); /* s2, s5 */
+	CHECK_COUNT(n, sc_store_cert_iter(t, count_cb_cert, &n), 3); /* s2, s4, s5 */
 	memset(&rs, 0, sizeof(rs));
 	CHECK_RC(sc_store_revoked_iter(t, UINT32_MAX, rev_cb, &rs), SC_OK);
 	CHECK(rs.n == 2);                                           /* s4 revoked, s5 held */
@@ -1012,9 +969,7 @@ static void test_delete(const char *dir)
 	CHECK(rs.n == 2 && rs.last.serial.b[3] == 5);
 	CHECK_RC(sc_store_ocsp_get(t, &s1, &oe), SC_ERR_NOT_FOUND);
 	CHECK_RC(sc_store_ocsp_get(t, &s3, &oe), SC_ERR_NOT_FOUND);
-	n = 0;
-	CHECK_RC(sc_store_ocsp_iter_due(t, INT64_MAX, count_cb_ocsp, &n), SC_OK);
-	CHECK(n == 1);                                              /* s4's */
+	CHECK_COUNT(n, sc_store_ocsp_iter_due(t, INT64_MAX, count_cb_ocsp, &n), 1); /* s4's */
 	/* the log no longer serves the deleted serials' events (s3 held and
 	 * revoked, s6 expired): no delta CRL lists them again */
 	memset(&ls, 0, sizeof(ls));
@@ -1031,12 +986,8 @@ static void test_delete(const char *dir)
 	CHECK_RC(sc_store_key_get_by_seq(t, kd1.seq, &k), SC_ERR_NOT_FOUND);
 	CHECK_RC(sc_store_keyfail_get(t, "kd1", &f), SC_OK);
 	CHECK(f.failures == 0);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_user(t, "dana", count_cb_key, &n), SC_OK);
-	CHECK(n == 1);
-	n = 0;
-	CHECK_RC(sc_store_key_iter(t, 0, count_cb_key, &n), SC_OK);
-	CHECK(n == 2);
+	CHECK_COUNT(n, sc_store_key_iter_user(t, "dana", count_cb_key, &n), 1);
+	CHECK_COUNT(n, sc_store_key_iter(t, 0, count_cb_key, &n), 2);
 	CHECK_RC(sc_store_user_del(t, "dana"), SC_ERR_STATE);
 
 	/* the rest of dana's account, then the account itself */
@@ -1057,18 +1008,10 @@ static void test_delete(const char *dir)
 	CHECK_RC(sc_store_user_find_idhash(t, hash, &got), SC_ERR_NOT_FOUND);
 	memset(hash, 0xE1, 32);
 	CHECK_RC(sc_store_user_find_idhash(t, hash, &got), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_user_iter(t, NULL, count_cb_user, &n), SC_OK);
-	CHECK(n == 1);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_user(t, "dana", count_cb_cert, &n), SC_OK);
-	CHECK(n == 0);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_user(t, "dana", count_cb_key, &n), SC_OK);
-	CHECK(n == 0);
-	n = 0;
-	CHECK_RC(sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), SC_OK);
-	CHECK(n == 0);
+	CHECK_COUNT(n, sc_store_user_iter(t, NULL, count_cb_user, &n), 1);
+	CHECK_COUNT(n, sc_store_cert_iter_user(t, "dana", count_cb_cert, &n), 0);
+	CHECK_COUNT(n, sc_store_key_iter_user(t, "dana", count_cb_key, &n), 0);
+	CHECK_COUNT(n, sc_store_cert_iter_expiring(t, INT64_MAX, count_cb_cert, &n), 0);
 	memset(&rs, 0, sizeof(rs));
 	CHECK_RC(sc_store_revoked_iter(t, UINT32_MAX, rev_cb, &rs), SC_OK);
 	CHECK(rs.n == 1 && rs.last.serial.b[3] == 4);
@@ -1081,7 +1024,7 @@ static void test_delete(const char *dir)
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	mk_user(&u, "dana", 0xD1);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
-	mk_key(&k, "kd3", "dana", &s2);
+	mk_cert_key(&k, "kd3", "dana", &s2);
 	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
 	CHECK(k.seq == 4);                                          /* seqs are never reused */
 	CHECK_RC(sc_txn_commit(t), SC_OK);
@@ -1201,13 +1144,7 @@ static void test_keygroups(const char *dir)
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	mk_user(&u, "gina", 0x17);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
-	memset(&k, 0, sizeof(k));
-	k.key_id = "kg1";
-	k.user_id = "gina";
-	k.alg = SC_KEYALG_P256;
-	k.state = SC_KEY_ACTIVE;
-	k.blob = blob;
-	k.blob_len = sizeof(blob);
+	mk_key(&k, "kg1", "gina", blob, sizeof(blob));
 	k.group = 7;
 	k.kgen = 3;
 	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
@@ -1216,38 +1153,28 @@ static void test_keygroups(const char *dir)
 	m.group = 7;
 	m.kgen = 0; /* under the master key: not in the index */
 	CHECK_RC(sc_store_key_add(t, &m), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_group(t, 7, count_cb_key, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_key_iter_group(t, 7, count_cb_key, &n), 1);
 	CHECK_RC(sc_store_key_get(t, "kg1", &got), SC_OK);
 	CHECK(got.group == 7 && got.kgen == 3 && got.blob_len == sizeof(blob));
 	/* re-wrapped under generation 4: still indexed */
 	k.kgen = 4;
 	CHECK_RC(sc_store_key_update(t, &k), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_group(t, 7, count_cb_key, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_key_iter_group(t, 7, count_cb_key, &n), 1);
 	/* blob destroyed: out of the index */
 	k.blob = NULL;
 	k.blob_len = 0;
 	k.state = SC_KEY_DESTROYED;
 	CHECK_RC(sc_store_key_update(t, &k), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_group(t, 7, count_cb_key, &n), SC_OK);
-	CHECK(n == 0);
+	CHECK_COUNT(n, sc_store_key_iter_group(t, 7, count_cb_key, &n), 0);
 	/* back with a blob in group 9, then deleted */
 	k.blob = blob;
 	k.blob_len = sizeof(blob);
 	k.state = SC_KEY_ACTIVE;
 	k.group = 9;
 	CHECK_RC(sc_store_key_update(t, &k), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_group(t, 9, count_cb_key, &n), SC_OK);
-	CHECK(n == 1);
+	CHECK_COUNT(n, sc_store_key_iter_group(t, 9, count_cb_key, &n), 1);
 	CHECK_RC(sc_store_key_del(t, "kg1"), SC_OK);
-	n = 0;
-	CHECK_RC(sc_store_key_iter_group(t, 9, count_cb_key, &n), SC_OK);
-	CHECK(n == 0);
+	CHECK_COUNT(n, sc_store_key_iter_group(t, 9, count_cb_key, &n), 0);
 	CHECK_RC(sc_txn_commit(t), SC_OK);
 	sc_store_close(st);
 
