@@ -32,66 +32,60 @@ static int owner_exists(sc_txn *t, int db, const MDB_val *k, const char *user_id
 			       "user");
 }
 
-/* An index entry (key k of db) that names `id`, which must exist and agree
- * with the index. */
-static int index_names_key(sc_txn *t, const MDB_val *k, const MDB_val *v, int db)
+/* The index key k holds exactly the n bytes at p. */
+static int key_is(const MDB_val *k, const void *p, size_t n)
 {
-	sc_key key;
-	int rv;
-
-	if ((rv = sc_ref_key(t, db, k, v, &key)) != SC_OK)
-		return rv;
-	if (db == SC_DB_KEYSEQ && (k->mv_size != 8 || sc_rd64(k->mv_data) != key.seq))
-		return sc_corrupt(t, db, k->mv_data, k->mv_size,
-				  "names a key with another sequence");
-	if (db == SC_DB_USERKEYS &&
-	    (strlen(key.user_id) != k->mv_size || memcmp(key.user_id, k->mv_data, k->mv_size) != 0))
-		return sc_corrupt(t, db, k->mv_data, k->mv_size, "names another user's key");
-	if (db == SC_DB_GROUPKEYS) {
-		char g[9];
-
-		snprintf(g, sizeof(g), "%08x", key.group);
-		if (key.kgen == 0 || k->mv_size != 8 || memcmp(g, k->mv_data, 8) != 0)
-			return sc_corrupt(t, db, k->mv_data, k->mv_size,
-					  "names a key not wrapped under this group");
-	}
-	return SC_OK;
+	return k->mv_size == n && memcmp(k->mv_data, p, n) == 0;
 }
 
-static int check_user_cert(sc_txn *t, const MDB_val *k, const MDB_val *v)
-{
-	sc_cert c;
-	int rv;
-
-	if ((rv = sc_ref_cert(t, SC_DB_USERCERTS, k, v, &c)) != SC_OK)
-		return rv;
-	if (strlen(c.user_id) != k->mv_size || memcmp(c.user_id, k->mv_data, k->mv_size) != 0)
-		return sc_corrupt(t, SC_DB_USERCERTS, k->mv_data, k->mv_size,
-				  "names another user's certificate");
-	return SC_OK;
-}
-
-static int check_idhash(sc_txn *t, const MDB_val *k, const MDB_val *v)
-{
-	sc_user u;
-	int rv;
-
-	if ((rv = sc_ref_user(t, SC_DB_IDHASH, k, v, &u)) != SC_OK)
-		return rv;
-	if (k->mv_size != sizeof(u.id_hash) || memcmp(u.id_hash, k->mv_data, k->mv_size) != 0)
-		return sc_corrupt(t, SC_DB_IDHASH, k->mv_data, k->mv_size,
-				  "names a user with another identity hash");
-	return SC_OK;
-}
-
-/* expiry and ocspdue: time || serial, naming a certificate or an answer. */
-static int check_due(sc_txn *t, int db, const MDB_val *k)
+/* An index entry (key k, value v of db) names a record that must exist
+ * (sc_ref_*) and agree with the entry: the field the index is keyed by
+ * holds the entry's key.  `why` says what the entry names when it does not. */
+static int check_index(sc_txn *t, int db, const MDB_val *k, const MDB_val *v)
 {
 	union sc_any_rec r;
-	sc_serial s;
-	int rv = sc_due_ref(t, db, k, INT64_MAX, &s, &r);
+	const char *why = NULL;
+	char g[9];
+	int rv;
 
-	return rv < 0 ? rv : SC_OK;
+	switch (db) {
+	case SC_DB_IDHASH:
+		if ((rv = sc_ref_user(t, db, k, v, &r.u)) == SC_OK &&
+		    !key_is(k, r.u.id_hash, sizeof(r.u.id_hash)))
+			why = "names a user with another identity hash";
+		break;
+	case SC_DB_USERCERTS:
+		if ((rv = sc_ref_cert(t, db, k, v, &r.c)) == SC_OK &&
+		    !key_is(k, r.c.user_id, strlen(r.c.user_id)))
+			why = "names another user's certificate";
+		break;
+	case SC_DB_KEYSEQ:
+		if ((rv = sc_ref_key(t, db, k, v, &r.k)) == SC_OK &&
+		    (k->mv_size != 8 || sc_rd64(k->mv_data) != r.k.seq))
+			why = "names a key with another sequence";
+		break;
+	case SC_DB_USERKEYS:
+		if ((rv = sc_ref_key(t, db, k, v, &r.k)) == SC_OK &&
+		    !key_is(k, r.k.user_id, strlen(r.k.user_id)))
+			why = "names another user's key";
+		break;
+	case SC_DB_GROUPKEYS:
+		if ((rv = sc_ref_key(t, db, k, v, &r.k)) != SC_OK)
+			break;
+		snprintf(g, sizeof(g), "%08x", r.k.group);
+		if (r.k.kgen == 0 || !key_is(k, g, 8))
+			why = "names a key not wrapped under this group";
+		break;
+	default:
+		/* expiry and ocspdue: time || serial, naming a certificate or an
+		 * answer; with no time bound every entry is due, so sc_due_ref
+		 * never stops the walk */
+		rv = sc_due_ref(t, db, k, INT64_MAX, &(sc_serial){ 0 }, &r);
+		break;
+	}
+	if (rv == SC_OK && why != NULL)
+		rv = sc_corrupt(t, db, k->mv_data, k->mv_size, why);
+	return rv;
 }
 
 static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
@@ -109,16 +103,13 @@ static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	case SC_DB_CERTS:
 		return owner_exists(t, w->db, k, r.c.user_id);
 	case SC_DB_IDHASH:
-		return check_idhash(t, k, v);
 	case SC_DB_KEYSEQ:
 	case SC_DB_USERKEYS:
 	case SC_DB_GROUPKEYS:
-		return index_names_key(t, k, v, w->db);
 	case SC_DB_USERCERTS:
-		return check_user_cert(t, k, v);
 	case SC_DB_EXPIRY:
 	case SC_DB_OCSPDUE:
-		return check_due(t, w->db, k);
+		return check_index(t, w->db, k, v);
 	default:
 		return SC_OK;
 	}
