@@ -133,6 +133,7 @@ CK_RV hsm_unwrap_blob(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, i
 		      const unsigned char *blob, size_t blob_len, int to_sign, CK_OBJECT_HANDLE *h);
 /* Forget the cached key of (group, gen) (it was destroyed). */
 void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen);
+void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h);
 void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX]);
 
 /* HMAC-SHA256 with `key` over the concatenated parts (hsm_audit.c); `what`

@@ -63,7 +63,7 @@ void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen)
 }
 
 /* Remember (group, gen) -> h; a failure to grow only costs a lookup. */
-static void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
+void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
 {
 	pthread_mutex_lock(&hsm->mu);
 	if (group >= hsm->ngroups && group < SC_HSM_MAX_GROUPS) {

@@ -591,6 +591,9 @@ int sc_hsm_group_key_create(sc_hsm *hsm, uint32_t group, uint32_t gen)
 	hsm_pool_put(hsm, s);
 	if (rv != CKR_OK)
 		return hsm_ckr(rv, "C_GenerateKey", "creating a key group's wrapping key");
+	/* the key's first use (wrapping the group's keys) follows at once: a
+	 * search by label would walk every object of the token again */
+	hsm_group_remember(hsm, group, gen, h);
 	return 0;
 }
 
