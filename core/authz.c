@@ -847,15 +847,12 @@ static int authz_parse(const char *text, size_t len, sc_authz_token *tok,
 		}
 		tok->token_id_len = (size_t)l;
 	}
-	rv = authz_read_str(n, "tbs.subject", tok->subject, SC_ID_MAX);
-	if (rv != SC_OK)
-		goto out;
-	rv = authz_read_str(n, "tbs.keyId", tok->key_id, SC_ID_MAX);
-	if (rv != SC_OK)
+	if ((rv = authz_read_str(n, "tbs.subject", tok->subject, SC_ID_MAX)) != SC_OK ||
+	    (rv = authz_read_str(n, "tbs.keyId", tok->key_id, SC_ID_MAX)) != SC_OK)
 		goto out;
 
-	rv = authz_read_uint(n, "tbs.version", 255, &v);
-	if (rv != SC_OK)
+	/* The rest in the order of the signed part (docs/token-format.md). */
+	if ((rv = authz_read_uint(n, "tbs.version", 255, &v)) != SC_OK)
 		goto out;
 	tok->version = (int)v;
 	if (tok->version != SC_AUTHZ_VERSION) {
@@ -877,28 +874,17 @@ static int authz_parse(const char *text, size_t len, sc_authz_token *tok,
 			goto out;
 		}
 	}
-	rv = authz_read_str(n, "tbs.audience", tok->audience, SC_AUTHZ_NAME_MAX);
-	if (rv != SC_OK)
-		goto out;
-	rv = authz_read_uint(n, "tbs.purpose", 1, &v);
-	if (rv != SC_OK)
+	if ((rv = authz_read_str(n, "tbs.audience", tok->audience, SC_AUTHZ_NAME_MAX)) != SC_OK ||
+	    (rv = authz_read_uint(n, "tbs.purpose", 1, &v)) != SC_OK)
 		goto out;
 	tok->purpose = (int)v;
-	rv = authz_read_digests(n, tok);
-	if (rv != SC_OK)
-		goto out;
-	rv = authz_read_time(n, "tbs.notBefore", &tok->not_before);
-	if (rv != SC_OK)
-		goto out;
-	rv = authz_read_time(n, "tbs.notAfter", &tok->not_after);
-	if (rv != SC_OK)
-		goto out;
-	rv = authz_read_uint(n, "tbs.maxSignatures", SC_AUTHZ_MAX_SIGNATURES, &v);
-	if (rv != SC_OK)
+	if ((rv = authz_read_digests(n, tok)) != SC_OK ||
+	    (rv = authz_read_time(n, "tbs.notBefore", &tok->not_before)) != SC_OK ||
+	    (rv = authz_read_time(n, "tbs.notAfter", &tok->not_after)) != SC_OK ||
+	    (rv = authz_read_uint(n, "tbs.maxSignatures", SC_AUTHZ_MAX_SIGNATURES, &v)) != SC_OK)
 		goto out;
 	tok->max_signatures = v;
-	rv = authz_read_sigalg(n, p);
-	if (rv != SC_OK)
+	if ((rv = authz_read_sigalg(n, p)) != SC_OK)
 		goto out;
 	/* Whatever slipped past the per-field reads (ordering, zero counts). */
 	rv = sc_authz_check_fields(tok, SC_ERR_TOKEN_MALFORMED);
