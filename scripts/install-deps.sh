@@ -12,6 +12,8 @@ packages=(
   softhsm2 p11-kit openssl lmdb-utils
   # independent judges used by the tests
   gnutls-bin opensc python3 python3-pykcs11 python3-cryptography curl valgrind
+  # a second software backend for qualify-backend (tests/hsm/test_qualify_backend.sh nss)
+  libnss3 libnss3-tools
   # stock PKCS#11 consumers on deposited approvals (tests/signd/test_signd_deposit_clients.py)
   openjdk-17-jdk-headless libengine-pkcs11-openssl libgnutls28-dev
   # style checks (scripts/check-style.sh)
