@@ -196,7 +196,7 @@ void sc_ca_prep_clear(sc_ca_prep *p)
 }
 
 /* The key record of a prepared row (its MAC as computed so far). */
-static void sc_ca_prep_key(const sc_ca_prep *p, sc_key *k)
+static void prep_key(const sc_ca_prep *p, sc_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->key_id = p->key_id;
@@ -238,7 +238,7 @@ int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p)
 		goto done;
 	if ((rv = sc_ca_sign(ca, x, &p->der, &p->der_len)) != SC_OK)
 		goto done;
-	sc_ca_prep_key(p, &k);
+	prep_key(p, &k);
 	rv = sc_keybind_mac(ca->d->hsm, &k, p->mac);
 done:
 	X509_NAME_free(subj);
@@ -351,7 +351,7 @@ int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key)
 
 	if ((rv = sc_ca_prep_cert_add(txn, p)) != SC_OK)
 		return rv;
-	sc_ca_prep_key(p, &k);
+	prep_key(p, &k);
 	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
 		return rv;
 	if (!replace_key)
@@ -368,7 +368,7 @@ int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key)
 /* The account of a row: a new user, or (p->reopen) a closed account of the
  * same person enrolled again under its old user id.  *already = 1 when the
  * same person is already enrolled and live under this id. */
-static int sc_ca_commit_user(sc_txn *txn, const sc_ca_prep *p, int *already, int *reopened)
+static int commit_user(sc_txn *txn, const sc_ca_prep *p, int *already, int *reopened)
 {
 	sc_user u;
 	int rv;
@@ -427,7 +427,7 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 	/* before any write: a refusal leaves the transaction untouched */
 	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
 		return rv;
-	if ((rv = sc_ca_commit_user(txn, p, already, &reopened)) != SC_OK)
+	if ((rv = commit_user(txn, p, already, &reopened)) != SC_OK)
 		return rv;
 	if ((rv = sc_ca_prep_unique(ca, txn, p)) != SC_OK)
 		return rv;
@@ -509,7 +509,7 @@ int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state)
 	return sc_store_key_update(txn, &k);
 }
 
-static int sc_ca_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
 	(void)flag;
@@ -521,5 +521,5 @@ static int sc_ca_rm_entry(const char *path, const struct stat *sb, int flag, str
 
 int sc_ca_rmtree(const char *path)
 {
-	return nftw(path, sc_ca_rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? SC_OK : SC_ERR_IO;
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? SC_OK : SC_ERR_IO;
 }
