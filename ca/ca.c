@@ -130,17 +130,17 @@ int sc_ca_idhash(sc_hsm *hsm, const char *id_number, unsigned char out[32])
 		if (!isalnum(c) && c != '-') {
 			rv = sc_error_set(SC_ERR_INVALID, "the ID-card number may hold only letters, "
 					  "digits, '-', spaces and parentheses");
-			goto done;
+			goto out;
 		}
 		if (n >= sizeof(norm) - 1) {
 			rv = sc_error_set(SC_ERR_INVALID, "the ID-card number is too long");
-			goto done;
+			goto out;
 		}
 		norm[n++] = (char)toupper(c);
 	}
 	if (n == 0) {
 		rv = sc_error_set(SC_ERR_INVALID, "the ID-card number is empty");
-		goto done;
+		goto out;
 	}
 	/* the domain string ends with its NUL, so domain and number cannot run
 	 * into each other */
@@ -149,7 +149,7 @@ int sc_ca_idhash(sc_hsm *hsm, const char *id_number, unsigned char out[32])
 	parts[1] = norm;
 	lens[1] = n;
 	rv = sc_hsm_mac(hsm, parts, lens, 2, out);
-done:
+out:
 	OPENSSL_cleanse(norm, sizeof(norm));
 	return rv;
 }
@@ -226,21 +226,21 @@ int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p)
 	p->der = NULL;
 	p->der_len = 0;
 	if ((rv = sc_ca_serial_random(&p->serial)) != SC_OK)
-		goto done;
+		goto out;
 	p->partition = sc_crl_partition_of(&p->serial, ca->partitions);
 	sc_hex_encode(p->id_hash, sizeof(p->id_hash), idhex);
 	if ((rv = sc_ca_name_make(p->name, idhex, &subj)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_ca_cert_build_user(ca, &p->serial, p->not_before, p->not_after,
 				   strcmp(p->profile, "minor") == 0, p->partition, subj, p->spki,
 				   p->spki_len, &x);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_sign(ca, x, &p->der, &p->der_len)) != SC_OK)
-		goto done;
+		goto out;
 	prep_key(p, &k);
 	rv = sc_keybind_mac(ca->d->hsm, &k, p->mac);
-done:
+out:
 	X509_NAME_free(subj);
 	X509_free(x);
 	return rv;
@@ -476,16 +476,16 @@ int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
 	p.id_number = req->id_number ? OPENSSL_strdup(req->id_number) : NULL;
 	if ((req->name && !p.name) || (req->id_number && !p.id_number)) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_prepare(ca, &p)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_commit_prep(ca, txn, &p, &already)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_ca_commit_issued(&txn, out, &p);
-done:
+out:
 	sc_txn_abort(txn);
 	sc_ca_prep_clear(&p);
 	return rv;

@@ -227,21 +227,21 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
 	if ((rv = user_load(txn, user_id, &uc)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = collect_serials(txn, user_id, 0, &ss)) != SC_OK)
-		goto done;
+		goto out;
 	if (ss.n == 0) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s has no certificate left to revoke "
 				  "(account %s)", user_id, sc_user_status_name(uc.u.status));
-		goto done;
+		goto out;
 	}
 	for (size_t i = 0; i < ss.n; i++) {
 		rv = sc_ca_revoke_in_txn(ca, txn, &ss.s[i], reason, invalidity_date, "revoke", NULL);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 	}
 	rv = commit_counted(ca, &txn, count, (unsigned)ss.n);
-done:
+out:
 	sc_txn_abort(txn);
 	free(uc.name);
 	return rv;
@@ -263,31 +263,31 @@ static int set_account(sc_ca *ca, const char *user_id, int suspend, unsigned *ch
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
 	if ((rv = user_load(txn, user_id, &uc)) != SC_OK)
-		goto done;
+		goto out;
 	if (uc.u.status == SC_USER_CLOSED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is closed (every certificate revoked): "
 				  "it cannot be %s", user_id, suspend ? "suspended" : "resumed");
-		goto done;
+		goto out;
 	}
 	if (suspend && uc.u.status == SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is already suspended", user_id);
-		goto done;
+		goto out;
 	}
 	if (!suspend && uc.u.status != SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is not suspended (it is %s)", user_id,
 				  sc_user_status_name(uc.u.status));
-		goto done;
+		goto out;
 	}
 	uc.u.status = suspend ? SC_USER_SUSPENDED : SC_USER_ACTIVE;
 	uc.u.updated = now;
 	if ((rv = sc_store_user_update(txn, &uc.u)) != SC_OK)
-		goto done;
+		goto out;
 	/* holds follow the account; on resume every held certificate is
 	 * released even if the policy changed in between */
 	if (suspend ? ca->suspend_holds : 1) {
 		if ((rv = collect_serials(txn, user_id, suspend ? SC_CERT_GOOD : SC_CERT_HOLD,
 					&ss)) != SC_OK)
-			goto done;
+			goto out;
 		for (size_t i = 0; i < ss.n; i++) {
 			if (suspend)
 				rv = sc_store_cert_set_status(txn, &ss.s[i], SC_CERT_HOLD, now,
@@ -296,20 +296,20 @@ static int set_account(sc_ca *ca, const char *user_id, int suspend, unsigned *ch
 				rv = sc_store_cert_set_status(txn, &ss.s[i], SC_CERT_GOOD, 0,
 							      SC_REASON_NONE, 0);
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 			rv = sc_ca_audit(ca, txn, suspend ? "hold" : "release", user_id, NULL,
 					 &ss.s[i], NULL, suspend ? "reason=certificateHold" : NULL);
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 			n++;
 		}
 	}
 	snprintf(detail, sizeof(detail), "certificates_%s=%u", suspend ? "held" : "released", n);
 	if ((rv = sc_ca_audit(ca, txn, suspend ? "suspend" : "resume", user_id, NULL, NULL, NULL,
 			      detail)) != SC_OK)
-		goto done;
+		goto out;
 	rv = commit_counted(ca, &txn, changed, n);
-done:
+out:
 	sc_txn_abort(txn);
 	free(uc.name);
 	return rv;
@@ -405,34 +405,34 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	if (token_id_hex != NULL)
 		token_id_hex[0] = '\0';
 	if ((rv = consent_check(ca, user_id, consent, &tok)) != SC_OK)
-		goto done;
+		goto out;
 	sc_hex_encode(tok.token_id, tok.token_id_len, tid);
 	if (token_id_hex != NULL)
 		snprintf(token_id_hex, 2 * SC_AUTHZ_TOKEN_ID_MAX + 1, "%s", tid);
 	if ((rv = sc_authz_max_skew(ca->d->cfg, &skew)) != SC_OK)
-		goto done;
+		goto out;
 	/* a new key's group is settled before the transaction: a new group's
 	 * first key commits its generation 1 on its own */
 	if (!keep_key && ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK ||
 			  (rv = sc_ca_group_for_new_key(ca, p.key_id, &p.group, &p.kgen)) !=
 				  SC_OK))
-		goto done;
+		goto out;
 
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = user_load(txn, user_id, &uc)) != SC_OK)
-		goto done;
+		goto out;
 	if (uc.u.status == SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_SUSPENDED, "user %s is suspended: resume before renewing",
 				  user_id);
-		goto done;
+		goto out;
 	}
 	if (uc.u.status == SC_USER_CLOSED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is closed: enrol again instead", user_id);
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_store_cert_iter_user(txn, user_id, current_cb, &cur)) != SC_OK)
-		goto done;
+		goto out;
 	if (!cur.found || cur.not_after <= now) {
 		rv = cur.hold ? sc_error_set(SC_ERR_SUSPENDED, "the certificate of %s is on hold",
 					     user_id)
@@ -441,12 +441,12 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 				       "is only possible before expiry", user_id)
 			: sc_error_set(SC_ERR_STATE, "user %s has no valid certificate to renew",
 				       user_id);
-		goto done;
+		goto out;
 	}
 	rv = sc_store_replay_get(txn, tok.token_id, tok.token_id_len, &uses, &expires);
 	if (rv == SC_OK) {
 		rv = sc_error_set(SC_ERR_TOKEN_REPLAY, "this consent token was already used");
-		goto done;
+		goto out;
 	}
 	sc_serial_hex(&cur.serial, hex);
 	snprintf(msg, sizeof(msg), "smartcert-renew:%s:%s", user_id, hex);
@@ -456,13 +456,13 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	    CRYPTO_memcmp(tok.digests[0].value, want, sizeof(want)) != 0) {
 		rv = sc_error_set(SC_ERR_TOKEN_DIGEST, "the consent token is not for renewing "
 				  "certificate %s of %s", hex, user_id);
-		goto done;
+		goto out;
 	}
 	if (rv != SC_ERR_NOT_FOUND)
-		goto done;
+		goto out;
 	rv = sc_store_replay_put(txn, tok.token_id, tok.token_id_len, 1, tok.not_after + skew);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 
 	/* the new certificate */
 	snprintf(p.user_id, sizeof(p.user_id), "%s", user_id);
@@ -472,17 +472,17 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	p.name = strdup(uc.name);
 	if (p.name == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_validity(ca, &p, now)) != SC_OK) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s has come of age: the minor certificate "
 				  "cannot be renewed (enrol with profile adult)", user_id);
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_store_key_get(txn, cur.key_id, &k)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_keybind_check(ca->d->hsm, &k)) != SC_OK)
-		goto done;
+		goto out;
 	p.alg = k.alg;
 	if (keep_key) {
 		snprintf(p.key_id, sizeof(p.key_id), "%s", k.key_id);
@@ -492,7 +492,7 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		p.spki = OPENSSL_memdup(k.spki, k.spki_len ? k.spki_len : 1);
 		if (p.blob == NULL || p.spki == NULL) {
 			rv = SC_ERR_NOMEM;
-			goto done;
+			goto out;
 		}
 		p.blob_len = k.blob_len;
 		p.spki_len = k.spki_len;
@@ -500,17 +500,17 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		rv = sc_hsm_generate_wrapped_in(ca->d->hsm, p.group, p.kgen, p.alg, &p.blob,
 						&p.blob_len, &p.spki, &p.spki_len);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 	}
 	if ((rv = sc_ca_prep_issue(ca, &p)) != SC_OK ||
 	    (rv = sc_ca_prep_unique(ca, txn, &p)) != SC_OK ||
 	    (rv = sc_ca_prep_store(txn, &p, keep_key)) != SC_OK)
-		goto done;
+		goto out;
 	/* the old certificate: superseded; its key destroyed unless kept (the
 	 * kept key now points at the new certificate, so it survives) */
 	rv = sc_ca_revoke_in_txn(ca, txn, &cur.serial, SC_REASON_SUPERSEDED, 0, "revoke", NULL);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	if (!keep_key) {
 		sc_key old;
 
@@ -518,16 +518,16 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		if (rv == SC_OK && old.state == SC_KEY_DESTROYED)
 			rv = sc_ca_key_destroy(ca, txn, cur.key_id, SC_KEY_RETIRED);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 	}
 	snprintf(detail, sizeof(detail), "old_serial=%s keep_key=%s", hex, keep_key ? "yes" : "no");
 	if ((rv = sc_ca_audit(ca, txn, "renew", user_id, p.key_id, &p.serial, tid, detail)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_groups_rotate(ca, txn)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_ca_commit_issued(&txn, out, &p);
 	sc_ca_groups_after_commit(ca, rv);
-done:
+out:
 	sc_txn_abort(txn);
 	free(uc.name);
 	sc_ca_prep_clear(&p);
@@ -721,18 +721,18 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 	 * expiry pass so the reason is what relying parties see */
 	if ((rv = sc_store_user_iter(txn, NULL, sweep_user_cb, &s)) != SC_OK || s.err) {
 		rv = rv ? rv : s.err;
-		goto done;
+		goto out;
 	}
 	for (size_t i = 0; i < s.nm; i++) {
 		struct sc_ca_serials ss;
 
 		if ((rv = collect_serials(txn, s.minors[i], 0, &ss)) != SC_OK)
-			goto done;
+			goto out;
 		for (size_t j = 0; j < ss.n; j++) {
 			rv = sc_ca_revoke_in_txn(ca, txn, &ss.s[j], SC_REASON_PRIVILEGE_WITHDRAWN, 0,
 						 "revoke", NULL);
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 		}
 		if (ss.n > 0)
 			out->minors_revoked++;
@@ -740,13 +740,13 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 	if ((rv = sc_store_cert_iter_expiring(txn, s.now, sweep_cert_cb, &s)) != SC_OK ||
 	    s.err) {
 		rv = rv ? rv : s.err;
-		goto done;
+		goto out;
 	}
 	for (size_t i = 0; i < s.n; i++) {
 		sc_cert c;
 
 		if ((rv = sc_store_cert_get(txn, &s.serials[i], &c)) != SC_OK)
-			goto done;
+			goto out;
 		if (strcmp(c.profile, "root-ca") == 0 || strcmp(c.profile, "issuing-ca") == 0 ||
 		    strcmp(c.profile, "ocsp-signer") == 0)
 			continue;
@@ -755,7 +755,7 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 		if (rv == SC_OK)
 			rv = sc_ca_audit(ca, txn, "expire", NULL, NULL, &s.serials[i], NULL, NULL);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 		out->expired++;
 	}
 	/* Used token ids are kept only while their token could still be
@@ -764,26 +764,26 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 		size_t n = 0;
 
 		if ((rv = sc_store_replay_purge(txn, s.now, 100000, &n)) != SC_OK)
-			goto done;
+			goto out;
 		out->replay_purged = n;
 	}
 	rv = sc_ca_txn_commit(ca, &txn);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	/* One transaction per account: a failure leaves the accounts already
 	 * purged purged, and the rest for the next sweep.  A revoked
 	 * certificate also stays until it has dropped off the CRLs. */
 	if ((rv = sc_config_int(ca->d->cfg, "crl.expired_grace_days", 30, &grace)) != SC_OK)
-		goto done;
+		goto out;
 	horizon = s.now - (grace > ca->retention_days ? grace : ca->retention_days) * 86400;
 	for (size_t i = 0; i < s.np; i++) {
 		int purged;
 
 		if ((rv = purge_account(ca, s.purge[i], s.now, horizon, &purged)) != SC_OK)
-			goto done;
+			goto out;
 		out->purged += (uint64_t)purged;
 	}
-done:
+out:
 	sc_txn_abort(txn);
 	free(s.serials);
 	free(s.minors);
