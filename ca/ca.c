@@ -130,17 +130,17 @@ int sc_ca_idhash(sc_hsm *hsm, const char *id_number, unsigned char out[32])
 		if (!isalnum(c) && c != '-') {
 			rv = sc_error_set(SC_ERR_INVALID, "the ID-card number may hold only letters, "
 					  "digits, '-', spaces and parentheses");
-			goto done;
+			goto out;
 		}
 		if (n >= sizeof(norm) - 1) {
 			rv = sc_error_set(SC_ERR_INVALID, "the ID-card number is too long");
-			goto done;
+			goto out;
 		}
 		norm[n++] = (char)toupper(c);
 	}
 	if (n == 0) {
 		rv = sc_error_set(SC_ERR_INVALID, "the ID-card number is empty");
-		goto done;
+		goto out;
 	}
 	/* the domain string ends with its NUL, so domain and number cannot run
 	 * into each other */
@@ -149,7 +149,7 @@ int sc_ca_idhash(sc_hsm *hsm, const char *id_number, unsigned char out[32])
 	parts[1] = norm;
 	lens[1] = n;
 	rv = sc_hsm_mac(hsm, parts, lens, 2, out);
-done:
+out:
 	OPENSSL_cleanse(norm, sizeof(norm));
 	return rv;
 }
@@ -196,7 +196,7 @@ void sc_ca_prep_clear(sc_ca_prep *p)
 }
 
 /* The key record of a prepared row (its MAC as computed so far). */
-static void sc_ca_prep_key(const sc_ca_prep *p, sc_key *k)
+static void prep_key(const sc_ca_prep *p, sc_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->key_id = p->key_id;
@@ -226,21 +226,21 @@ int sc_ca_prep_issue(sc_ca *ca, sc_ca_prep *p)
 	p->der = NULL;
 	p->der_len = 0;
 	if ((rv = sc_ca_serial_random(&p->serial)) != SC_OK)
-		goto done;
+		goto out;
 	p->partition = sc_crl_partition_of(&p->serial, ca->partitions);
 	sc_hex_encode(p->id_hash, sizeof(p->id_hash), idhex);
 	if ((rv = sc_ca_name_make(p->name, idhex, &subj)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_ca_cert_build_user(ca, &p->serial, p->not_before, p->not_after,
 				   strcmp(p->profile, "minor") == 0, p->partition, subj, p->spki,
 				   p->spki_len, &x);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_sign(ca, x, &p->der, &p->der_len)) != SC_OK)
-		goto done;
-	sc_ca_prep_key(p, &k);
+		goto out;
+	prep_key(p, &k);
 	rv = sc_keybind_mac(ca->d->hsm, &k, p->mac);
-done:
+out:
 	X509_NAME_free(subj);
 	X509_free(x);
 	return rv;
@@ -351,7 +351,7 @@ int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key)
 
 	if ((rv = sc_ca_prep_cert_add(txn, p)) != SC_OK)
 		return rv;
-	sc_ca_prep_key(p, &k);
+	prep_key(p, &k);
 	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
 		return rv;
 	if (!replace_key)
@@ -368,7 +368,7 @@ int sc_ca_prep_store(sc_txn *txn, const sc_ca_prep *p, int replace_key)
 /* The account of a row: a new user, or (p->reopen) a closed account of the
  * same person enrolled again under its old user id.  *already = 1 when the
  * same person is already enrolled and live under this id. */
-static int sc_ca_commit_user(sc_txn *txn, const sc_ca_prep *p, int *already, int *reopened)
+static int commit_user(sc_txn *txn, const sc_ca_prep *p, int *already, int *reopened)
 {
 	sc_user u;
 	int rv;
@@ -427,7 +427,7 @@ int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 	/* before any write: a refusal leaves the transaction untouched */
 	if ((rv = sc_ca_group_check(txn, p->group, p->kgen)) != SC_OK)
 		return rv;
-	if ((rv = sc_ca_commit_user(txn, p, already, &reopened)) != SC_OK)
+	if ((rv = commit_user(txn, p, already, &reopened)) != SC_OK)
 		return rv;
 	if ((rv = sc_ca_prep_unique(ca, txn, p)) != SC_OK)
 		return rv;
@@ -476,16 +476,16 @@ int sc_ca_enrol(sc_ca *ca, const sc_ca_user_req *req, sc_ca_issued *out)
 	p.id_number = req->id_number ? OPENSSL_strdup(req->id_number) : NULL;
 	if ((req->name && !p.name) || (req->id_number && !p.id_number)) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_prepare(ca, &p)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_commit_prep(ca, txn, &p, &already)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_ca_commit_issued(&txn, out, &p);
-done:
+out:
 	sc_txn_abort(txn);
 	sc_ca_prep_clear(&p);
 	return rv;
@@ -509,7 +509,7 @@ int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state)
 	return sc_store_key_update(txn, &k);
 }
 
-static int sc_ca_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)sb;
 	(void)flag;
@@ -521,5 +521,5 @@ static int sc_ca_rm_entry(const char *path, const struct stat *sb, int flag, str
 
 int sc_ca_rmtree(const char *path)
 {
-	return nftw(path, sc_ca_rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? SC_OK : SC_ERR_IO;
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? SC_OK : SC_ERR_IO;
 }

@@ -30,7 +30,7 @@ struct sc_ca_serials {
 	size_t revoked;
 };
 
-static int sc_ca_collect_cb(void *ctx, const sc_cert *c)
+static int collect_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ca_serials *ss = ctx;
 	int live = c->status == SC_CERT_GOOD || c->status == SC_CERT_HOLD;
@@ -51,11 +51,11 @@ static int sc_ca_collect_cb(void *ctx, const sc_cert *c)
 	return 0;
 }
 
-static int sc_ca_collect(sc_txn *txn, const char *user_id, int want, struct sc_ca_serials *ss)
+static int collect_serials(sc_txn *txn, const char *user_id, int want, struct sc_ca_serials *ss)
 {
 	memset(ss, 0, sizeof(*ss));
 	ss->want = want;
-	return sc_store_cert_iter_user(txn, user_id, sc_ca_collect_cb, ss);
+	return sc_store_cert_iter_user(txn, user_id, collect_cb, ss);
 }
 
 /* A user record copied out of the transaction, so that it can be written
@@ -67,7 +67,7 @@ struct sc_ca_user_copy {
 	char profile[16];
 };
 
-static int sc_ca_user_load(sc_txn *txn, const char *user_id, struct sc_ca_user_copy *uc)
+static int user_load(sc_txn *txn, const char *user_id, struct sc_ca_user_copy *uc)
 {
 	int rv;
 
@@ -148,10 +148,10 @@ int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int rea
 		struct sc_ca_serials ss;
 		struct sc_ca_user_copy uc;
 
-		if ((rv = sc_ca_collect(txn, user_id, 0, &ss)) != SC_OK)
+		if ((rv = collect_serials(txn, user_id, 0, &ss)) != SC_OK)
 			return rv;
 		if (ss.n == 0) {
-			rv = sc_ca_user_load(txn, user_id, &uc);
+			rv = user_load(txn, user_id, &uc);
 			if (rv == SC_OK && uc.u.status != SC_USER_CLOSED) {
 				uc.u.status = SC_USER_CLOSED;
 				uc.u.updated = now;
@@ -172,7 +172,7 @@ int sc_ca_revoke_in_txn(sc_ca *ca, sc_txn *txn, const sc_serial *serial, int rea
 	return SC_OK;
 }
 
-static int sc_ca_reason_check(int reason)
+static int reason_check(int reason)
 {
 	if (reason == SC_REASON_CERTIFICATE_HOLD)
 		return sc_error_set(SC_ERR_INVALID, "certificateHold is set by 'ca suspend', not "
@@ -189,7 +189,7 @@ int sc_ca_revoke_serial(sc_ca *ca, const sc_serial *serial, int reason,
 	sc_txn *txn = NULL;
 	int rv;
 
-	if ((rv = sc_ca_reason_check(reason)) != SC_OK)
+	if ((rv = reason_check(reason)) != SC_OK)
 		return rv;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
@@ -222,32 +222,32 @@ int sc_ca_revoke_user(sc_ca *ca, const char *user_id, int reason, int64_t invali
 	if (count != NULL)
 		*count = 0;
 	memset(&uc, 0, sizeof(uc));
-	if ((rv = sc_ca_reason_check(reason)) != SC_OK)
+	if ((rv = reason_check(reason)) != SC_OK)
 		return rv;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
-	if ((rv = sc_ca_user_load(txn, user_id, &uc)) != SC_OK)
-		goto done;
-	if ((rv = sc_ca_collect(txn, user_id, 0, &ss)) != SC_OK)
-		goto done;
+	if ((rv = user_load(txn, user_id, &uc)) != SC_OK)
+		goto out;
+	if ((rv = collect_serials(txn, user_id, 0, &ss)) != SC_OK)
+		goto out;
 	if (ss.n == 0) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s has no certificate left to revoke "
 				  "(account %s)", user_id, sc_user_status_name(uc.u.status));
-		goto done;
+		goto out;
 	}
 	for (size_t i = 0; i < ss.n; i++) {
 		rv = sc_ca_revoke_in_txn(ca, txn, &ss.s[i], reason, invalidity_date, "revoke", NULL);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 	}
 	rv = commit_counted(ca, &txn, count, (unsigned)ss.n);
-done:
+out:
 	sc_txn_abort(txn);
 	free(uc.name);
 	return rv;
 }
 
-static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsigned *changed)
+static int set_account(sc_ca *ca, const char *user_id, int suspend, unsigned *changed)
 {
 	struct sc_ca_serials ss;
 	struct sc_ca_user_copy uc;
@@ -262,32 +262,32 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 	memset(&uc, 0, sizeof(uc));
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
-	if ((rv = sc_ca_user_load(txn, user_id, &uc)) != SC_OK)
-		goto done;
+	if ((rv = user_load(txn, user_id, &uc)) != SC_OK)
+		goto out;
 	if (uc.u.status == SC_USER_CLOSED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is closed (every certificate revoked): "
 				  "it cannot be %s", user_id, suspend ? "suspended" : "resumed");
-		goto done;
+		goto out;
 	}
 	if (suspend && uc.u.status == SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is already suspended", user_id);
-		goto done;
+		goto out;
 	}
 	if (!suspend && uc.u.status != SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is not suspended (it is %s)", user_id,
 				  sc_user_status_name(uc.u.status));
-		goto done;
+		goto out;
 	}
 	uc.u.status = suspend ? SC_USER_SUSPENDED : SC_USER_ACTIVE;
 	uc.u.updated = now;
 	if ((rv = sc_store_user_update(txn, &uc.u)) != SC_OK)
-		goto done;
+		goto out;
 	/* holds follow the account; on resume every held certificate is
 	 * released even if the policy changed in between */
 	if (suspend ? ca->suspend_holds : 1) {
-		if ((rv = sc_ca_collect(txn, user_id, suspend ? SC_CERT_GOOD : SC_CERT_HOLD,
+		if ((rv = collect_serials(txn, user_id, suspend ? SC_CERT_GOOD : SC_CERT_HOLD,
 					&ss)) != SC_OK)
-			goto done;
+			goto out;
 		for (size_t i = 0; i < ss.n; i++) {
 			if (suspend)
 				rv = sc_store_cert_set_status(txn, &ss.s[i], SC_CERT_HOLD, now,
@@ -296,20 +296,20 @@ static int sc_ca_set_account(sc_ca *ca, const char *user_id, int suspend, unsign
 				rv = sc_store_cert_set_status(txn, &ss.s[i], SC_CERT_GOOD, 0,
 							      SC_REASON_NONE, 0);
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 			rv = sc_ca_audit(ca, txn, suspend ? "hold" : "release", user_id, NULL,
 					 &ss.s[i], NULL, suspend ? "reason=certificateHold" : NULL);
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 			n++;
 		}
 	}
 	snprintf(detail, sizeof(detail), "certificates_%s=%u", suspend ? "held" : "released", n);
 	if ((rv = sc_ca_audit(ca, txn, suspend ? "suspend" : "resume", user_id, NULL, NULL, NULL,
 			      detail)) != SC_OK)
-		goto done;
+		goto out;
 	rv = commit_counted(ca, &txn, changed, n);
-done:
+out:
 	sc_txn_abort(txn);
 	free(uc.name);
 	return rv;
@@ -317,17 +317,17 @@ done:
 
 int sc_ca_suspend(sc_ca *ca, const char *user_id, unsigned *changed)
 {
-	return sc_ca_set_account(ca, user_id, 1, changed);
+	return set_account(ca, user_id, 1, changed);
 }
 
 int sc_ca_resume(sc_ca *ca, const char *user_id, unsigned *changed)
 {
-	return sc_ca_set_account(ca, user_id, 0, changed);
+	return set_account(ca, user_id, 0, changed);
 }
 
 /* ---- renewal ----------------------------------------------------------- */
 
-static int sc_ca_consent_check(sc_ca *ca, const char *user_id, const char *consent,
+static int consent_check(sc_ca *ca, const char *user_id, const char *consent,
 			       sc_authz_token *tok)
 {
 	sc_authz_trust *trust = NULL;
@@ -359,7 +359,7 @@ struct sc_ca_current {
 	int found, hold, expired;
 };
 
-static int sc_ca_current_cb(void *ctx, const sc_cert *c)
+static int current_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ca_current *cur = ctx;
 
@@ -404,35 +404,35 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	memset(&cur, 0, sizeof(cur));
 	if (token_id_hex != NULL)
 		token_id_hex[0] = '\0';
-	if ((rv = sc_ca_consent_check(ca, user_id, consent, &tok)) != SC_OK)
-		goto done;
+	if ((rv = consent_check(ca, user_id, consent, &tok)) != SC_OK)
+		goto out;
 	sc_hex_encode(tok.token_id, tok.token_id_len, tid);
 	if (token_id_hex != NULL)
 		snprintf(token_id_hex, 2 * SC_AUTHZ_TOKEN_ID_MAX + 1, "%s", tid);
 	if ((rv = sc_authz_max_skew(ca->d->cfg, &skew)) != SC_OK)
-		goto done;
+		goto out;
 	/* a new key's group is settled before the transaction: a new group's
 	 * first key commits its generation 1 on its own */
 	if (!keep_key && ((rv = sc_ca_key_id_random(p.key_id)) != SC_OK ||
 			  (rv = sc_ca_group_for_new_key(ca, p.key_id, &p.group, &p.kgen)) !=
 				  SC_OK))
-		goto done;
+		goto out;
 
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
-		goto done;
-	if ((rv = sc_ca_user_load(txn, user_id, &uc)) != SC_OK)
-		goto done;
+		goto out;
+	if ((rv = user_load(txn, user_id, &uc)) != SC_OK)
+		goto out;
 	if (uc.u.status == SC_USER_SUSPENDED) {
 		rv = sc_error_set(SC_ERR_SUSPENDED, "user %s is suspended: resume before renewing",
 				  user_id);
-		goto done;
+		goto out;
 	}
 	if (uc.u.status == SC_USER_CLOSED) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s is closed: enrol again instead", user_id);
-		goto done;
+		goto out;
 	}
-	if ((rv = sc_store_cert_iter_user(txn, user_id, sc_ca_current_cb, &cur)) != SC_OK)
-		goto done;
+	if ((rv = sc_store_cert_iter_user(txn, user_id, current_cb, &cur)) != SC_OK)
+		goto out;
 	if (!cur.found || cur.not_after <= now) {
 		rv = cur.hold ? sc_error_set(SC_ERR_SUSPENDED, "the certificate of %s is on hold",
 					     user_id)
@@ -441,12 +441,12 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 				       "is only possible before expiry", user_id)
 			: sc_error_set(SC_ERR_STATE, "user %s has no valid certificate to renew",
 				       user_id);
-		goto done;
+		goto out;
 	}
 	rv = sc_store_replay_get(txn, tok.token_id, tok.token_id_len, &uses, &expires);
 	if (rv == SC_OK) {
 		rv = sc_error_set(SC_ERR_TOKEN_REPLAY, "this consent token was already used");
-		goto done;
+		goto out;
 	}
 	sc_serial_hex(&cur.serial, hex);
 	snprintf(msg, sizeof(msg), "smartcert-renew:%s:%s", user_id, hex);
@@ -456,13 +456,13 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	    CRYPTO_memcmp(tok.digests[0].value, want, sizeof(want)) != 0) {
 		rv = sc_error_set(SC_ERR_TOKEN_DIGEST, "the consent token is not for renewing "
 				  "certificate %s of %s", hex, user_id);
-		goto done;
+		goto out;
 	}
 	if (rv != SC_ERR_NOT_FOUND)
-		goto done;
+		goto out;
 	rv = sc_store_replay_put(txn, tok.token_id, tok.token_id_len, 1, tok.not_after + skew);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 
 	/* the new certificate */
 	snprintf(p.user_id, sizeof(p.user_id), "%s", user_id);
@@ -472,17 +472,17 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	p.name = strdup(uc.name);
 	if (p.name == NULL) {
 		rv = SC_ERR_NOMEM;
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_ca_validity(ca, &p, now)) != SC_OK) {
 		rv = sc_error_set(SC_ERR_STATE, "user %s has come of age: the minor certificate "
 				  "cannot be renewed (enrol with profile adult)", user_id);
-		goto done;
+		goto out;
 	}
 	if ((rv = sc_store_key_get(txn, cur.key_id, &k)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_keybind_check(ca->d->hsm, &k)) != SC_OK)
-		goto done;
+		goto out;
 	p.alg = k.alg;
 	if (keep_key) {
 		snprintf(p.key_id, sizeof(p.key_id), "%s", k.key_id);
@@ -492,7 +492,7 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		p.spki = OPENSSL_memdup(k.spki, k.spki_len ? k.spki_len : 1);
 		if (p.blob == NULL || p.spki == NULL) {
 			rv = SC_ERR_NOMEM;
-			goto done;
+			goto out;
 		}
 		p.blob_len = k.blob_len;
 		p.spki_len = k.spki_len;
@@ -500,17 +500,17 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		rv = sc_hsm_generate_wrapped_in(ca->d->hsm, p.group, p.kgen, p.alg, &p.blob,
 						&p.blob_len, &p.spki, &p.spki_len);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 	}
 	if ((rv = sc_ca_prep_issue(ca, &p)) != SC_OK ||
 	    (rv = sc_ca_prep_unique(ca, txn, &p)) != SC_OK ||
 	    (rv = sc_ca_prep_store(txn, &p, keep_key)) != SC_OK)
-		goto done;
+		goto out;
 	/* the old certificate: superseded; its key destroyed unless kept (the
 	 * kept key now points at the new certificate, so it survives) */
 	rv = sc_ca_revoke_in_txn(ca, txn, &cur.serial, SC_REASON_SUPERSEDED, 0, "revoke", NULL);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	if (!keep_key) {
 		sc_key old;
 
@@ -518,16 +518,16 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		if (rv == SC_OK && old.state == SC_KEY_DESTROYED)
 			rv = sc_ca_key_destroy(ca, txn, cur.key_id, SC_KEY_RETIRED);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 	}
 	snprintf(detail, sizeof(detail), "old_serial=%s keep_key=%s", hex, keep_key ? "yes" : "no");
 	if ((rv = sc_ca_audit(ca, txn, "renew", user_id, p.key_id, &p.serial, tid, detail)) != SC_OK)
-		goto done;
+		goto out;
 	if ((rv = sc_ca_groups_rotate(ca, txn)) != SC_OK)
-		goto done;
+		goto out;
 	rv = sc_ca_commit_issued(&txn, out, &p);
 	sc_ca_groups_after_commit(ca, rv);
-done:
+out:
 	sc_txn_abort(txn);
 	free(uc.name);
 	sc_ca_prep_clear(&p);
@@ -550,7 +550,7 @@ struct sc_ca_sweep_ctx {
 };
 
 /* Append a user id to a growing list; 0 or SC_ERR_NOMEM. */
-static int sc_ca_id_push(char (**list)[SC_ID_MAX + 1], size_t *n, size_t *cap, const char *id)
+static int id_push(char (**list)[SC_ID_MAX + 1], size_t *n, size_t *cap, const char *id)
 {
 	if (*n == *cap) {
 		size_t ncap = *cap ? 2 * *cap : 64;
@@ -566,7 +566,7 @@ static int sc_ca_id_push(char (**list)[SC_ID_MAX + 1], size_t *n, size_t *cap, c
 }
 
 /* Append a serial to a growing list; 0 or SC_ERR_NOMEM. */
-static int sc_ca_serial_push(sc_serial **list, size_t *n, size_t *cap, const sc_serial *s)
+static int serial_push(sc_serial **list, size_t *n, size_t *cap, const sc_serial *s)
 {
 	if (*n == *cap) {
 		size_t ncap = *cap ? 2 * *cap : 64;
@@ -581,29 +581,29 @@ static int sc_ca_serial_push(sc_serial **list, size_t *n, size_t *cap, const sc_
 	return SC_OK;
 }
 
-static int sc_ca_sweep_cert_cb(void *ctx, const sc_cert *c)
+static int sweep_cert_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ca_sweep_ctx *s = ctx;
 
 	if (c->status != SC_CERT_GOOD && c->status != SC_CERT_HOLD)
 		return 0;
-	s->err = sc_ca_serial_push(&s->serials, &s->n, &s->cap, &c->serial);
+	s->err = serial_push(&s->serials, &s->n, &s->cap, &c->serial);
 	return s->err != SC_OK;
 }
 
-static int sc_ca_sweep_user_cb(void *ctx, const sc_user *u)
+static int sweep_user_cb(void *ctx, const sc_user *u)
 {
 	struct sc_ca_sweep_ctx *s = ctx;
 
 	if (u->status == SC_USER_CLOSED) {
 		if (u->updated < s->now - s->ca->retention_days * 86400)
-			s->err = sc_ca_id_push(&s->purge, &s->np, &s->capp, u->user_id);
+			s->err = id_push(&s->purge, &s->np, &s->capp, u->user_id);
 		return s->err != SC_OK;
 	}
 	if (u->profile == NULL || strcmp(u->profile, "minor") != 0 || u->dob == 0 ||
 	    sc_date_add_years(u->dob, (int)s->ca->minor_age) > s->now)
 		return 0;
-	s->err = sc_ca_id_push(&s->minors, &s->nm, &s->capm, u->user_id);
+	s->err = id_push(&s->minors, &s->nm, &s->capm, u->user_id);
 	return s->err != SC_OK;
 }
 
@@ -618,7 +618,7 @@ struct sc_ca_account {
 	int err;
 };
 
-static int sc_ca_account_cert_cb(void *ctx, const sc_cert *c)
+static int account_cert_cb(void *ctx, const sc_cert *c)
 {
 	struct sc_ca_account *a = ctx;
 
@@ -626,15 +626,15 @@ static int sc_ca_account_cert_cb(void *ctx, const sc_cert *c)
 		a->keep = 1;
 		return 1;
 	}
-	a->err = sc_ca_serial_push(&a->serials, &a->ns, &a->caps, &c->serial);
+	a->err = serial_push(&a->serials, &a->ns, &a->caps, &c->serial);
 	return a->err != SC_OK;
 }
 
-static int sc_ca_account_key_cb(void *ctx, const sc_key *k)
+static int account_key_cb(void *ctx, const sc_key *k)
 {
 	struct sc_ca_account *a = ctx;
 
-	a->err = sc_ca_id_push(&a->keys, &a->nk, &a->capk, k->key_id);
+	a->err = id_push(&a->keys, &a->nk, &a->capk, k->key_id);
 	return a->err != SC_OK;
 }
 
@@ -643,7 +643,7 @@ static int sc_ca_account_key_cb(void *ctx, const sc_key *k)
  * account and its ID-card hash, in one transaction with a `purge` audit
  * record that names only the opaque user id.  *done = 0 when the account
  * does not qualify (yet). */
-static int sc_ca_purge_account(sc_ca *ca, const char *user_id, int64_t now, int64_t horizon,
+static int purge_account(sc_ca *ca, const char *user_id, int64_t now, int64_t horizon,
 			       int *done)
 {
 	struct sc_ca_account a;
@@ -668,10 +668,10 @@ static int sc_ca_purge_account(sc_ca *ca, const char *user_id, int64_t now, int6
 		goto out;
 	if (u.status != SC_USER_CLOSED || u.updated >= now - ca->retention_days * 86400)
 		goto out;
-	if ((rv = sc_store_cert_iter_user(txn, user_id, sc_ca_account_cert_cb, &a)) != SC_OK ||
+	if ((rv = sc_store_cert_iter_user(txn, user_id, account_cert_cb, &a)) != SC_OK ||
 	    (rv = a.err) != SC_OK || a.keep)
 		goto out;
-	if ((rv = sc_store_key_iter_user(txn, user_id, sc_ca_account_key_cb, &a)) != SC_OK ||
+	if ((rv = sc_store_key_iter_user(txn, user_id, account_key_cb, &a)) != SC_OK ||
 	    (rv = a.err) != SC_OK)
 		goto out;
 	for (size_t i = 0; i < a.ns; i++)
@@ -719,34 +719,34 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 		return rv;
 	/* minors who came of age: revoked (privilegeWithdrawn), before the
 	 * expiry pass so the reason is what relying parties see */
-	if ((rv = sc_store_user_iter(txn, NULL, sc_ca_sweep_user_cb, &s)) != SC_OK || s.err) {
+	if ((rv = sc_store_user_iter(txn, NULL, sweep_user_cb, &s)) != SC_OK || s.err) {
 		rv = rv ? rv : s.err;
-		goto done;
+		goto out;
 	}
 	for (size_t i = 0; i < s.nm; i++) {
 		struct sc_ca_serials ss;
 
-		if ((rv = sc_ca_collect(txn, s.minors[i], 0, &ss)) != SC_OK)
-			goto done;
+		if ((rv = collect_serials(txn, s.minors[i], 0, &ss)) != SC_OK)
+			goto out;
 		for (size_t j = 0; j < ss.n; j++) {
 			rv = sc_ca_revoke_in_txn(ca, txn, &ss.s[j], SC_REASON_PRIVILEGE_WITHDRAWN, 0,
 						 "revoke", NULL);
 			if (rv != SC_OK)
-				goto done;
+				goto out;
 		}
 		if (ss.n > 0)
 			out->minors_revoked++;
 	}
-	if ((rv = sc_store_cert_iter_expiring(txn, s.now, sc_ca_sweep_cert_cb, &s)) != SC_OK ||
+	if ((rv = sc_store_cert_iter_expiring(txn, s.now, sweep_cert_cb, &s)) != SC_OK ||
 	    s.err) {
 		rv = rv ? rv : s.err;
-		goto done;
+		goto out;
 	}
 	for (size_t i = 0; i < s.n; i++) {
 		sc_cert c;
 
 		if ((rv = sc_store_cert_get(txn, &s.serials[i], &c)) != SC_OK)
-			goto done;
+			goto out;
 		if (strcmp(c.profile, "root-ca") == 0 || strcmp(c.profile, "issuing-ca") == 0 ||
 		    strcmp(c.profile, "ocsp-signer") == 0)
 			continue;
@@ -755,7 +755,7 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 		if (rv == SC_OK)
 			rv = sc_ca_audit(ca, txn, "expire", NULL, NULL, &s.serials[i], NULL, NULL);
 		if (rv != SC_OK)
-			goto done;
+			goto out;
 		out->expired++;
 	}
 	/* Used token ids are kept only while their token could still be
@@ -764,26 +764,26 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 		size_t n = 0;
 
 		if ((rv = sc_store_replay_purge(txn, s.now, 100000, &n)) != SC_OK)
-			goto done;
+			goto out;
 		out->replay_purged = n;
 	}
 	rv = sc_ca_txn_commit(ca, &txn);
 	if (rv != SC_OK)
-		goto done;
+		goto out;
 	/* One transaction per account: a failure leaves the accounts already
 	 * purged purged, and the rest for the next sweep.  A revoked
 	 * certificate also stays until it has dropped off the CRLs. */
 	if ((rv = sc_config_int(ca->d->cfg, "crl.expired_grace_days", 30, &grace)) != SC_OK)
-		goto done;
+		goto out;
 	horizon = s.now - (grace > ca->retention_days ? grace : ca->retention_days) * 86400;
 	for (size_t i = 0; i < s.np; i++) {
 		int purged;
 
-		if ((rv = sc_ca_purge_account(ca, s.purge[i], s.now, horizon, &purged)) != SC_OK)
-			goto done;
+		if ((rv = purge_account(ca, s.purge[i], s.now, horizon, &purged)) != SC_OK)
+			goto out;
 		out->purged += (uint64_t)purged;
 	}
-done:
+out:
 	sc_txn_abort(txn);
 	free(s.serials);
 	free(s.minors);

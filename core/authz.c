@@ -262,6 +262,15 @@ static const char *authz_kind_name(int kind)
  * never writes a token the verifier refuses) and by the decoder. */
 int sc_authz_check_fields(const sc_authz_token *tok, int err)
 {
+	const struct {
+		const char *what, *s;
+		int max;
+	} strs[] = {
+		{ "issuer", tok->issuer, SC_AUTHZ_NAME_MAX },
+		{ "audience", tok->audience, SC_AUTHZ_NAME_MAX },
+		{ "subject", tok->subject, SC_ID_MAX },
+		{ "key id", tok->key_id, SC_ID_MAX },
+	};
 	size_t i;
 
 	if (tok->version != SC_AUTHZ_VERSION)
@@ -270,18 +279,10 @@ int sc_authz_check_fields(const sc_authz_token *tok, int err)
 	if (tok->token_id_len < SC_AUTHZ_TOKEN_ID_MIN || tok->token_id_len > SC_AUTHZ_TOKEN_ID_MAX)
 		return sc_error_set(err, "token id must be %d..%d bytes", SC_AUTHZ_TOKEN_ID_MIN,
 				    SC_AUTHZ_TOKEN_ID_MAX);
-	if (!authz_str_ok(tok->issuer, SC_AUTHZ_NAME_MAX))
-		return sc_error_set(err, "token issuer must be 1..%d bytes of printable UTF-8",
-				    SC_AUTHZ_NAME_MAX);
-	if (!authz_str_ok(tok->audience, SC_AUTHZ_NAME_MAX))
-		return sc_error_set(err, "token audience must be 1..%d bytes of printable UTF-8",
-				    SC_AUTHZ_NAME_MAX);
-	if (!authz_str_ok(tok->subject, SC_ID_MAX))
-		return sc_error_set(err, "token subject must be 1..%d bytes of printable UTF-8",
-				    SC_ID_MAX);
-	if (!authz_str_ok(tok->key_id, SC_ID_MAX))
-		return sc_error_set(err, "token key id must be 1..%d bytes of printable UTF-8",
-				    SC_ID_MAX);
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		if (!authz_str_ok(strs[i].s, strs[i].max))
+			return sc_error_set(err, "token %s must be 1..%d bytes of printable UTF-8",
+					    strs[i].what, strs[i].max);
 	if (tok->purpose != SC_AUTHZ_SIGN && tok->purpose != SC_AUTHZ_RENEW)
 		return sc_error_set(err, "token purpose %d is unknown (sign or renew)", tok->purpose);
 	if (tok->n_digests < 1 || tok->n_digests > SC_AUTHZ_MAX_DIGESTS)

@@ -12,7 +12,7 @@
 #define SC_KEYBIND_DOMAIN_V2 "smartcert-keybind-v2"
 #define SC_KEYBIND_FIELDS 8
 
-static void sc_keybind_be32(unsigned char out[4], size_t v)
+static void be32(unsigned char out[4], size_t v)
 {
 	out[0] = (unsigned char)(v >> 24);
 	out[1] = (unsigned char)(v >> 16);
@@ -41,10 +41,10 @@ int sc_keybind_mac(sc_hsm *hsm, const sc_key *k, unsigned char mac[32])
 		return sc_error_set(SC_ERR_INVALID, "key binding: inconsistent blob or SPKI length");
 	if (k->blob_len > 0xffffffffu || k->spki_len > 0xffffffffu)
 		return sc_error_set(SC_ERR_INVALID, "key binding: field too long");
-	sc_keybind_be32(alg, (size_t)(unsigned)k->alg);
+	be32(alg, (size_t)(unsigned)k->alg);
 
-	sc_keybind_be32(grp, k->group);
-	sc_keybind_be32(grp + 4, k->kgen);
+	be32(grp, k->group);
+	be32(grp + 4, k->kgen);
 
 	field[0] = SC_KEYBIND_DOMAIN;  flen[0] = sizeof(SC_KEYBIND_DOMAIN) - 1;
 	field[1] = k->user_id;         flen[1] = strlen(k->user_id);
@@ -62,7 +62,7 @@ int sc_keybind_mac(sc_hsm *hsm, const sc_key *k, unsigned char mac[32])
 	}
 
 	for (i = 0; i < nf; i++) {
-		sc_keybind_be32(lens[i], flen[i]);
+		be32(lens[i], flen[i]);
 		parts[2 * i] = lens[i];
 		plen[2 * i] = 4;
 		parts[2 * i + 1] = field[i];

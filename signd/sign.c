@@ -206,20 +206,20 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 		/* PKCS#11 3.0: a NULL mechanism ends the active operation. */
 		rv = g->active ? CKR_OK : CKR_ARGUMENTS_BAD;
 		sd_sign_clear(g);
-		goto done;
+		goto out;
 	}
 	if (!sd_logged_in(s)) {
 		rv = CKR_USER_NOT_LOGGED_IN;
-		goto done;
+		goto out;
 	}
 	if (g->active) {
 		rv = CKR_OPERATION_ACTIVE;
-		goto done;
+		goto out;
 	}
 	md = mech_find(pMechanism->mechanism);
 	if (md == NULL) {
 		rv = CKR_MECHANISM_INVALID;
-		goto done;
+		goto out;
 	}
 	sd_sign_clear(g);
 	if (md->pss) {
@@ -228,20 +228,20 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 		if (pMechanism->pParameter == NULL ||
 		    pMechanism->ulParameterLen != sizeof(CK_RSA_PKCS_PSS_PARAMS)) {
 			rv = CKR_MECHANISM_PARAM_INVALID;
-			goto done;
+			goto out;
 		}
 		memcpy(&g->pss, pMechanism->pParameter, sizeof(g->pss));
 		hnid = md_from_ckm(g->pss.hashAlg);
 		if (hnid == 0 || g->pss.mgf != mgf_for_md(hnid) ||
 		    (md->md_nid != 0 && md->md_nid != hnid) || g->pss.sLen > 512) {
 			rv = CKR_MECHANISM_PARAM_INVALID;
-			goto done;
+			goto out;
 		}
 		g->has_pss = 1;
 	}
 	if (sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn) != SC_OK) {
 		rv = CKR_DEVICE_ERROR;
-		goto done;
+		goto out;
 	}
 	rv = sd_obj_load(txn, hKey, 1, &o);
 	if (rv != CKR_OK) {
@@ -262,19 +262,19 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 				    0, NULL, 0, "key destroyed or replaced; at C_SignInit");
 		}
 		rv = CKR_KEY_HANDLE_INVALID;
-		goto done;
+		goto out;
 	}
 	if (o.kind == SD_OBJ_PUB) {
 		rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
-		goto done;
+		goto out;
 	}
 	if (o.kind != SD_OBJ_PRIV) {
 		rv = CKR_KEY_HANDLE_INVALID;
-		goto done;
+		goto out;
 	}
 	if (md->rsa != sc_keyalg_is_rsa(o.key.alg)) {
 		rv = CKR_KEY_TYPE_INCONSISTENT;
-		goto done;
+		goto out;
 	}
 	g->seq = o.key.seq;
 	g->alg = o.key.alg;
@@ -286,7 +286,7 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 	txn = NULL;
 	if (rc != SC_OK) {
 		rv = sign_refuse(s, rc, 0, NULL, 0, "at C_SignInit");
-		goto done;
+		goto out;
 	}
 	g->mech = md->mech;
 	g->md_nid = md->md_nid;
@@ -296,12 +296,12 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 		    !EVP_DigestInit_ex(g->mdctx, EVP_get_digestbynid(md->md_nid), NULL)) {
 			sd_sign_clear(g);
 			rv = CKR_HOST_MEMORY;
-			goto done;
+			goto out;
 		}
 	}
 	g->active = 1;
 	rv = CKR_OK;
-done:
+out:
 	sc_txn_abort(txn);
 	if (rv != CKR_OK && g != NULL && !g->active)
 		sd_sign_clear(g);

@@ -23,7 +23,7 @@
 /* ---- keys ------------------------------------------------------------- */
 
 /* The key record, with the sequence number the store assigned. */
-static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
+static void key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
 {
 	sc_key r = *k;
 
@@ -33,25 +33,25 @@ static void sc_key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
 
 /* The groupkeys index: "%08x" of the group -> key ids whose blob is
  * wrapped under a group key.  Kept in step with every write of a key. */
-static void sc_group_name(uint32_t group, char out[9])
+static void group_name(uint32_t group, char out[9])
 {
 	snprintf(out, 9, "%08x", (unsigned)group);
 }
 
-static int sc_group_index(sc_txn *t, const sc_key *old, const sc_key *k)
+static int group_index(sc_txn *t, const sc_key *old, const sc_key *k)
 {
 	char g[9];
 	int rv;
 
 	if (old != NULL && old->kgen != 0 && old->blob_len > 0 &&
 	    (k == NULL || k->kgen == 0 || k->blob_len == 0 || k->group != old->group)) {
-		sc_group_name(old->group, g);
+		group_name(old->group, g);
 		rv = sc_del(t, SC_DB_GROUPKEYS, g, 8, old->key_id, strlen(old->key_id));
 		if (rv != SC_OK)
 			return rv;
 	}
 	if (k != NULL && k->kgen != 0 && k->blob_len > 0) {
-		sc_group_name(k->group, g);
+		group_name(k->group, g);
 		rv = sc_put(t, SC_DB_GROUPKEYS, g, 8, k->key_id, strlen(k->key_id), MDB_NODUPDATA);
 		if (rv != SC_OK && rv != SC_ERR_EXISTS)
 			return rv;
@@ -74,7 +74,7 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 	rv = sc_counter_next_raw(t, SC_META_KEYSEQ, &seq);
 	if (rv != SC_OK)
 		return rv;
-	sc_key_encode(k, seq, &e);
+	key_encode(k, seq, &e);
 	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, MDB_NOOVERWRITE);
 	sc_enc_free(&e);
 	if (rv != SC_OK)
@@ -89,7 +89,7 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 	if (rv == SC_ERR_EXISTS)
 		rv = SC_OK;
 	if (rv == SC_OK)
-		rv = sc_group_index(t, NULL, k);
+		rv = group_index(t, NULL, k);
 	if (rv != SC_OK)
 		return rv;
 	k->seq = seq;
@@ -117,9 +117,9 @@ int sc_store_key_update(sc_txn *t, const sc_key *k)
 	if (k->seq != 0 && k->seq != old.seq)
 		return sc_error_set(SC_ERR_INVALID, "the sequence number of key %s cannot change",
 				    k->key_id);
-	if ((rv = sc_group_index(t, &old, k)) != SC_OK)
+	if ((rv = group_index(t, &old, k)) != SC_OK)
 		return rv;
-	sc_key_encode(k, old.seq, &e);
+	key_encode(k, old.seq, &e);
 	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, 0);
 	sc_enc_free(&e);
 	return rv;
@@ -183,7 +183,7 @@ int sc_store_key_iter_group(sc_txn *t, uint32_t group, sc_key_cb cb, void *ctx)
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
-	sc_group_name(group, g);
+	group_name(group, g);
 	return sc_rec_walk_dups(t, &w, g);
 }
 
@@ -202,7 +202,7 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 	sc_be64(sk, k.seq);
 	if ((rv = sc_key_delete_check(t, owner, key_id)) != SC_OK)
 		return rv;
-	if ((rv = sc_group_index(t, &k, NULL)) != SC_OK)
+	if ((rv = group_index(t, &k, NULL)) != SC_OK)
 		return rv;
 	if ((rv = sc_del(t, SC_DB_KEYSEQ, sk, 8, NULL, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_USERKEYS, owner, strlen(owner), key_id, strlen(key_id))) !=
