@@ -26,6 +26,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "internal.h"
 #include "sc_err.h"
 #include "sc_util.h"
@@ -75,7 +77,7 @@ int main(int argc, char **argv)
 	sc_ca *ca = NULL;
 	sc_txn *txn = NULL;
 	struct fill_key *pool = NULL;
-	unsigned long n, npool, i, done = 0, start = 0;
+	unsigned long n, npool = 0, i, done = 0, start = 0;
 	int master;
 	char *store_path = NULL;
 	double t0;
@@ -171,12 +173,18 @@ int main(int argc, char **argv)
 	       done, fill_now() - t0, (double)done / (fill_now() - t0), npool,
 	       master ? "false" : "true");
 	fprintf(stderr, "\n");
+	rv = SC_OK;
+fail:
+	if (rv != SC_OK)
+		fprintf(stderr, "bench-fill: %s: %s\n", sc_strerror(rv), sc_error_detail());
+	sc_txn_abort(txn);
+	for (i = 0; pool != NULL && i < npool; i++) {
+		free(pool[i].blob);
+		OPENSSL_free(pool[i].spki);
+	}
+	free(pool);
 	sc_ca_close(ca);
 	sc_deploy_close(d);
 	free(store_path);
-	return 0;
-fail:
-	fprintf(stderr, "bench-fill: %s: %s\n", sc_strerror(rv), sc_error_detail());
-	sc_txn_abort(txn);
-	return 1;
+	return rv == SC_OK ? 0 : 1;
 }

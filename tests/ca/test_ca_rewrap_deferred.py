@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
                                   os.path.join(os.path.dirname(__file__), "..", "lib")))
@@ -91,6 +92,13 @@ def main():
         r = d.sc("store", "check", check=False)
         check(r.returncode == 0 and "destruction: none owed" in r.stdout,
               f"store check passes ({r.returncode}: {r.stdout.strip()[-300:]})")
+        # The deployment sits deep in the test's namespace directory: its
+        # socket goes where a Unix socket's path fits (108 bytes).
+        sockdir = tempfile.mkdtemp(prefix="sc-rw-", dir="/tmp")
+        sock = os.path.join(sockdir, "signd.sock")
+        d.conf_set("signd.socket", sock, restart=False)
+        d.conf_set("gateway.service", "unix:" + sock, restart=False)
+        d.info["signd_socket"] = sock
         d.start_signd()
         from scfixture import Gateway, mint_token, pykcs11_or_skip
         P = pykcs11_or_skip()
@@ -101,6 +109,8 @@ def main():
         sig = gw.sign(key, P.Mechanism(P.CKM_ECDSA, None), dg, mint_token(d, "oth", akid, [("sha256", dg)]))
         check(len(sig) == 64, "the other user signs with the re-wrapped key")
         gw.close()
+        d.stop_signd()
+        shutil.rmtree(sockdir, ignore_errors=True)
         subprocess.run(["umount", tokens], capture_output=True)
 
 
