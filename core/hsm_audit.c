@@ -67,7 +67,7 @@ out:
 static int audit_key(sc_hsm *hsm, CK_OBJECT_HANDLE *out)
 {
 	CK_SESSION_HANDLE s;
-	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE, copy = CK_INVALID_HANDLE;
 	CK_ULONG n = 0;
 	int rc;
 
@@ -82,6 +82,8 @@ static int audit_key(sc_hsm *hsm, CK_OBJECT_HANDLE *out)
 	if (rc < 0)
 		return rc;
 	rc = hsm_find_by_label(hsm, s, CKO_SECRET_KEY, SC_LABEL_AUDIT_MAC, &h, &n);
+	if (rc == 0 && n == 1)
+		copy = hsm_key_copy(hsm, s, h);
 	hsm_pool_put(hsm, s);
 	if (rc < 0)
 		return rc;
@@ -92,8 +94,17 @@ static int audit_key(sc_hsm *hsm, CK_OBJECT_HANDLE *out)
 		return sc_error_set(SC_ERR_INTEGRITY, "the backend token holds more than one '%s' "
 				    "key: remove the duplicate", SC_LABEL_AUDIT_MAC);
 	pthread_mutex_lock(&hsm->mu);
-	hsm->audit_key = h;
+	if (hsm->audit_key == CK_INVALID_HANDLE) {
+		hsm->audit_key = h;
+		hsm->audit_copy = copy;
+		copy = CK_INVALID_HANDLE;
+	}
 	pthread_mutex_unlock(&hsm->mu);
+	if (copy != CK_INVALID_HANDLE && hsm_pool_get(hsm, &s) == 0) {
+		/* another thread cached its own copy meanwhile */
+		hsm->f->C_DestroyObject(s, copy);
+		hsm_pool_put(hsm, s);
+	}
 	*out = h;
 	return 0;
 }
@@ -108,5 +119,28 @@ int sc_hsm_audit_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, 
 	rc = audit_key(hsm, &key);
 	if (rc < 0)
 		return rc;
-	return hsm_hmac(hsm, key, "audit MAC", parts, lens, nparts, mac);
+	return hsm_hmac_copy(hsm, key, &hsm->audit_copy, "audit MAC", parts, lens, nparts, mac);
+}
+
+int hsm_hmac_copy(sc_hsm *hsm, CK_OBJECT_HANDLE key, CK_OBJECT_HANDLE *copy, const char *what,
+		  const void *const *parts, const size_t *lens, size_t nparts,
+		  unsigned char mac[32])
+{
+	CK_OBJECT_HANDLE c;
+
+	pthread_mutex_lock(&hsm->mu);
+	c = *copy;
+	pthread_mutex_unlock(&hsm->mu);
+	if (c != CK_INVALID_HANDLE) {
+		if (hsm_hmac(hsm, c, what, parts, lens, nparts, mac) == 0)
+			return 0;
+		/* the copy went with its session (a session the pool had to
+		 * replace): the token key from now on */
+		pthread_mutex_lock(&hsm->mu);
+		if (*copy == c)
+			*copy = CK_INVALID_HANDLE;
+		pthread_mutex_unlock(&hsm->mu);
+		sc_error_clear();
+	}
+	return hsm_hmac(hsm, key, what, parts, lens, nparts, mac);
 }

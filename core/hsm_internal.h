@@ -55,6 +55,8 @@ struct sc_hsm {
 	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
 	CK_OBJECT_HANDLE mac_key;
 	CK_OBJECT_HANDLE audit_key;    /* CK_INVALID_HANDLE until looked up */
+	CK_OBJECT_HANDLE mac_copy;     /* session copies of mac_key and audit_key */
+	CK_OBJECT_HANDLE audit_copy;   /* (hsm_key_copy), or CK_INVALID_HANDLE */
 	struct hsm_group_slot *groups; /* by group number: the last group key
 					* found (under mu) */
 	uint32_t ngroups;
@@ -137,8 +139,17 @@ void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HAN
 void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX]);
 
 /* HMAC-SHA256 with `key` over the concatenated parts (hsm_audit.c); `what`
- * names it in errors. */
+ * names it in errors.  hsm_hmac_copy: with the session copy *copy when
+ * there is one, else, or once the copy has gone with its session, with the
+ * token key `key`. */
 int hsm_hmac(sc_hsm *hsm, CK_OBJECT_HANDLE key, const char *what, const void *const *parts,
 	     const size_t *lens, size_t nparts, unsigned char mac[32]);
+int hsm_hmac_copy(sc_hsm *hsm, CK_OBJECT_HANDLE key, CK_OBJECT_HANDLE *copy, const char *what,
+		  const void *const *parts, const size_t *lens, size_t nparts,
+		  unsigned char mac[32]);
+
+/* A session copy of a token secret key (CK_INVALID_HANDLE when the backend
+ * will not copy it); hsm.c says which keys may be copied. */
+CK_OBJECT_HANDLE hsm_key_copy(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key);
 
 #endif

@@ -46,7 +46,7 @@ int sc_hsm_mac(sc_hsm *hsm, const void *const *parts, const size_t *lens, size_t
 	rc = hsm_need_master(hsm, 1, &key);
 	if (rc < 0)
 		return rc;
-	return hsm_hmac(hsm, key, "record MAC", parts, lens, nparts, mac);
+	return hsm_hmac_copy(hsm, key, &hsm->mac_copy, "record MAC", parts, lens, nparts, mac);
 }
 
 void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX])
