@@ -355,6 +355,43 @@ static void test_master(const char *dir)
 	raw_close(f, s);
 }
 
+/* The record-MAC key is used through a session copy.  When the copy is gone
+ * (as when the session that made it is replaced), the token key takes
+ * over and gives the same MAC. */
+static void test_mac_copy(const char *dir)
+{
+	sc_hsm *hsm = hsmfix_open(&fx, 2);
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_LABEL, "smartcert-record-mac", strlen("smartcert-record-mac") },
+	};
+	CK_FUNCTION_LIST *f;
+	CK_SESSION_HANDLE s;
+	CK_TOKEN_INFO ti;
+	CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+	const void *parts[1] = { "copied or not" };
+	size_t lens[1] = { 13 };
+	unsigned char m1[32], m2[32];
+
+	(void)dir;
+	REQUIRE(sc_hsm_create_master_keys(hsm) == 0, "create master keys");
+	sc_hsm_close(hsm);
+	hsm = hsmfix_open(&fx, 2);
+	REQUIRE(sc_hsm_mac(hsm, parts, lens, 1, m1) == 0, "mac with the copy");
+	f = raw_open(&s, &ti, 0);
+	CHECK(raw_count(f, s, t, 3, &copy) == 1, "one session copy of the record-MAC key");
+	CHECK(copy != CK_INVALID_HANDLE && f->C_DestroyObject(s, copy) == CKR_OK,
+	      "the copy destroyed");
+	CHECK(raw_count(f, s, t, 3, NULL) == 0, "no copy left");
+	CHECK(sc_hsm_mac(hsm, parts, lens, 1, m2) == 0 && memcmp(m1, m2, 32) == 0,
+	      "the token key gives the same MAC");
+	sc_hsm_close(hsm);
+	raw_close(f, s);
+}
+
 static void test_wrap(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 4);
@@ -1199,6 +1236,7 @@ static const struct tcheck_case cases[] = {
 	TCASE(master),
 	TCASE(wrap),
 	TCASE(mac),
+	TCASE_NAMED("mac-copy", test_mac_copy),
 	TCASE(x509),
 	TCASE(tbs),
 	TCASE(pin),
