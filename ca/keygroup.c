@@ -166,15 +166,17 @@ static int kg_gen_put(sc_txn *txn, uint32_t group, uint32_t gen)
 	return sc_store_meta_put(txn, name, v, sizeof(v));
 }
 
-int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint32_t *gen)
+/* The group's current generation, its first key made when it has none
+ * (*made = 1). */
+static int kg_group_ready(sc_ca *ca, uint32_t group, uint32_t *gen, int *made)
 {
 	sc_txn *txn = NULL;
 	int rv;
 
-	*group = sc_ca_key_group_of(ca, key_id);
+	*made = 0;
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_READ, &txn)) != SC_OK)
 		return rv;
-	rv = sc_ca_group_gen(txn, *group, gen);
+	rv = sc_ca_group_gen(txn, group, gen);
 	sc_txn_abort(txn);
 	if (rv != SC_OK || *gen != 0)
 		return rv;
@@ -183,23 +185,47 @@ int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint
 	 * ever wrapped under a key the store does not name. */
 	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
-	if ((rv = sc_ca_group_gen(txn, *group, gen)) != SC_OK || *gen != 0)
+	if ((rv = sc_ca_group_gen(txn, group, gen)) != SC_OK || *gen != 0)
 		goto out;
-	if ((rv = sc_hsm_group_key_create(ca->d->hsm, *group, 1)) != SC_OK) {
+	if ((rv = sc_hsm_group_key_create(ca->d->hsm, group, 1)) != SC_OK) {
 		rv = kg_create_failed(ca, rv);
 		goto out;
 	}
 	kg_token_handover(ca);
-	if ((rv = kg_gen_put(txn, *group, 1)) != SC_OK)
+	if ((rv = kg_gen_put(txn, group, 1)) != SC_OK)
 		goto out;
 	rv = sc_txn_commit(txn);
 	txn = NULL;
-	if (rv == SC_OK)
+	if (rv == SC_OK) {
 		*gen = 1;
-	else
-		(void)sc_hsm_group_key_destroy(ca->d->hsm, *group, 1);
+		*made = 1;
+	} else {
+		(void)sc_hsm_group_key_destroy(ca->d->hsm, group, 1);
+	}
 out:
 	sc_txn_abort(txn);
+	return rv;
+}
+
+int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint32_t *gen)
+{
+	int made;
+
+	*group = sc_ca_key_group_of(ca, key_id);
+	return kg_group_ready(ca, *group, gen, &made);
+}
+
+int sc_ca_groups_make_all(sc_ca *ca, uint32_t *made, uint32_t *present)
+{
+	uint32_t gen;
+	int rv = SC_OK, m;
+
+	*made = *present = 0;
+	for (uint32_t g = 0; g < ca->key_groups && rv == SC_OK; g++) {
+		rv = kg_group_ready(ca, g, &gen, &m);
+		if (rv == SC_OK)
+			*(m ? made : present) += 1;
+	}
 	return rv;
 }
 

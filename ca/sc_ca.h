@@ -140,6 +140,11 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out);
  * command finishes both when it opens; the bound is 24 hours. */
 #define SC_CA_DESTROY_BOUND_SECONDS 86400
 int sc_ca_groups_pending(sc_txn *txn, size_t *destroy, size_t *rotate, int64_t *oldest);
+/* Make the first key of every key group that has none yet (ca.key_groups
+ * of them), so that enrolments never pay for it: *made were made now,
+ * *present had one already.  A deployment's one-time cost, slow on a
+ * software token that reads every object at each key generation. */
+int sc_ca_groups_make_all(sc_ca *ca, uint32_t *made, uint32_t *present);
 
 /* ---- deployment creation ------------------------------------------------ */
 

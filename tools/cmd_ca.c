@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -39,6 +40,9 @@ static void ca_usage(FILE *f)
 		"  export --serial HEX [--der | --chain] [--out FILE] [--json]\n"
 		"  sweep [--json]\n"
 		"  ocsp-signer [--force] [--json]   renew the OCSP signer's certificate if due\n"
+		"  key-groups [--json]   make the HSM key of every key group that has none\n"
+		"        yet (a new deployment's one-time cost, otherwise paid by its first\n"
+		"        enrolments)\n"
 		"\n"
 		"ID-card numbers are never taken from the command line: they are read from\n"
 		"the environment, a file or standard input, hashed in the HSM and wiped.\n");
@@ -553,6 +557,48 @@ static int ca_sweep(const char *cmd, const struct ca_args *a)
 	return ca_with_ca(cmd, a, ca_sweep_run);
 }
 
+struct ca_groups_out {
+	uint32_t made, present;
+	double seconds;
+};
+
+static void ca_json_groups(sc_json *j, const void *arg)
+{
+	const struct ca_groups_out *o = arg;
+
+	sc_json_kv_int(j, "made", o->made);
+	sc_json_kv_int(j, "present", o->present);
+	sc_json_kv_int(j, "milliseconds", (int64_t)(o->seconds * 1000));
+}
+
+static int ca_groups_run(const char *cmd, const struct ca_args *a, sc_ca *ca)
+{
+	struct ca_groups_out o = { 0, 0, 0 };
+	struct timespec t0, t1;
+	int rv;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rv = sc_ca_groups_make_all(ca, &o.made, &o.present);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	o.seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (rv != SC_OK) {
+		fprintf(stderr, "smartcert %s: %u key group key(s) made before the failure\n", cmd,
+			o.made);
+		return sc_cli_fail(rv, cmd);
+	}
+	if (a->json)
+		ca_json_out(a, ca_json_groups, &o);
+	else
+		printf("%u key group key(s) made, %u already there, in %.1f s\n", o.made, o.present,
+		       o.seconds);
+	return SC_EXIT_OK;
+}
+
+static int ca_groups(const char *cmd, const struct ca_args *a)
+{
+	return ca_with_ca(cmd, a, ca_groups_run);
+}
+
 static void ca_json_signer(sc_json *j, const void *arg)
 {
 	const sc_ca_signer_result *r = arg;
@@ -974,6 +1020,7 @@ int sc_cmd_ca(int argc, char **argv)
 		{ "renew", ca_renew }, { "suspend", ca_account }, { "resume", ca_account },
 		{ "revoke", ca_revoke }, { "show", ca_show }, { "list", ca_list },
 		{ "export", ca_export }, { "sweep", ca_sweep }, { "ocsp-signer", ca_signer },
+		{ "key-groups", ca_groups },
 	};
 	struct ca_args a;
 	char cmd[48];
