@@ -383,6 +383,16 @@ static void test_mac_copy(const char *dir)
 	REQUIRE(sc_hsm_mac(hsm, parts, lens, 1, m1) == 0, "mac with the copy");
 	f = raw_open(&s, &ti, 0);
 	CHECK(raw_count(f, s, t, 3, &copy) == 1, "one session copy of the record-MAC key");
+	if (copy != CK_INVALID_HANDLE) {
+		unsigned char v[64];
+		CK_ATTRIBUTE va = { CKA_VALUE, v, sizeof(v) };
+
+		CHECK(raw_bool(f, s, copy, CKA_SENSITIVE) == CK_TRUE, "the copy is sensitive");
+		CHECK(raw_bool(f, s, copy, CKA_EXTRACTABLE) == CK_FALSE,
+		      "the copy is not extractable");
+		CHECK(f->C_GetAttributeValue(s, copy, &va, 1) == CKR_ATTRIBUTE_SENSITIVE,
+		      "the copy's value cannot be read");
+	}
 	CHECK(copy != CK_INVALID_HANDLE && f->C_DestroyObject(s, copy) == CKR_OK,
 	      "the copy destroyed");
 	CHECK(raw_count(f, s, t, 3, NULL) == 0, "no copy left");
