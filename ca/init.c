@@ -175,7 +175,7 @@ out:
 	return rv;
 }
 
-static int init_write_config(struct sc_init *in, int embedded, const char *module)
+static int init_write_config(struct sc_init *in, int embedded, int nss, const char *module)
 {
 	const sc_ca_init_params *p = in->p;
 	char *text = NULL;
@@ -183,7 +183,10 @@ static int init_write_config(struct sc_init *in, int embedded, const char *modul
 	int n, rv;
 	size_t cap = 8192;
 
-	if (embedded)
+	if (nss)
+		snprintf(softhsm_line, sizeof(softhsm_line),
+			 "backend = nss\nnss_dir = hsm/nssdb\nfips = yes\n");
+	else if (embedded)
 		snprintf(softhsm_line, sizeof(softhsm_line), "softhsm_conf = hsm/softhsm2.conf\n");
 	text = malloc(cap);
 	if (text == NULL)
@@ -482,7 +485,9 @@ out:
 static int init_run(struct sc_init *in, sc_ca_init_result *res)
 {
 	const sc_ca_init_params *p = in->p;
-	const char *module = p->backend_module ? p->backend_module : SC_DEFAULT_BACKEND_MODULE;
+	int nss = p->backend != NULL && strcmp(p->backend, "nss") == 0;
+	const char *module = p->backend_module ? p->backend_module :
+				nss ? SC_DEFAULT_NSS_MODULE : SC_DEFAULT_BACKEND_MODULE;
 	int embedded = p->backend_token_uri == NULL;
 	/* Owner-only: what the signing service and officers hold (secrets,
 	 * token files, store), the gateway credential to hand over, and the
@@ -495,9 +500,15 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 	size_t text_len;
 	int rv;
 
+	if (p->backend != NULL && !sc_hsm_backend_known(p->backend))
+		return sc_error_set(SC_ERR_INVALID, "--backend must be softhsm2 or nss");
+	if (nss && !embedded)
+		return sc_error_set(SC_ERR_INVALID, "--backend nss makes its own database: "
+				    "--backend-token-uri is for an existing token of another backend");
 	if (module == NULL || module[0] == '\0')
 		return sc_error_set(SC_ERR_HSM_MODULE, "no backend PKCS#11 module: pass "
-				    "--backend-module PATH (SoftHSMv2 was not found at build time)");
+				    "--backend-module PATH (%s was not found at build time)",
+				    nss ? "NSS softoken" : "SoftHSMv2");
 	if (access(module, R_OK) != 0)
 		return sc_error_set(SC_ERR_HSM_MODULE, "backend PKCS#11 module %s: %s; install "
 				    "SoftHSMv2 or pass --backend-module PATH", module,
@@ -587,7 +598,25 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 			return SC_ERR_NOMEM;
 	}
 
-	if (embedded) {
+	if (nss) {
+		/* One NSS database is the token: no SO PIN, and the OCSP signer
+		 * key lives beside the CA keys (one database a process). */
+		memset(&hp, 0, sizeof(hp));
+		hp.backend = "nss";
+		hp.module_path = module;
+		hp.token_uri = "pkcs11:token=" SC_INIT_TOKEN_LABEL;
+		if (snprintf(hp.nss_dir_buf, sizeof(hp.nss_dir_buf), "%s/hsm/nssdb", in->dir) >=
+		    (int)sizeof(hp.nss_dir_buf)) {
+			rv = sc_error_set(SC_ERR_INVALID, "deployment path too long");
+			goto out;
+		}
+		hp.nss_dir = hp.nss_dir_buf;
+		rv = sc_hsm_init_token(&hp, SC_INIT_TOKEN_LABEL, "", in->backend_pin);
+		if (rv != SC_OK)
+			goto out;
+	} else if (embedded) {
+		memset(&hp, 0, sizeof(hp));
+		hp.module_path = module;
 		softhsm_conf = init_path(in->dir, "hsm/softhsm2.conf");
 		if (softhsm_conf == NULL)
 			return SC_ERR_NOMEM;
@@ -607,17 +636,19 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 		    (rv = init_write_secret(in->dir, "secrets/so.pin", in->so_pin)) != SC_OK)
 			goto out;
 		res->so_pin_file = init_path(in->dir, "secrets/so.pin");
-		rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_TOKEN_LABEL, in->so_pin,
-				       in->backend_pin);
+		hp.softhsm_conf = softhsm_conf;
+		rv = sc_hsm_init_token(&hp, SC_INIT_TOKEN_LABEL, in->so_pin, in->backend_pin);
 		if (rv != SC_OK)
 			goto out;
 		if ((rv = init_random_pin(&in->ocsp_pin)) != SC_OK ||
 		    (rv = init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK ||
-		    (rv = sc_hsm_init_token(module, softhsm_conf, SC_INIT_OCSP_TOKEN_LABEL,
-					    in->so_pin, in->ocsp_pin)) != SC_OK)
+		    (rv = sc_hsm_init_token(&hp, SC_INIT_OCSP_TOKEN_LABEL, in->so_pin,
+					    in->ocsp_pin)) != SC_OK)
 			goto out;
 	}
 	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
+	/* the OCSP token is SoftHSMv2's second token; NSS has one database */
+	embedded = embedded && !nss;
 
 	in->key_pem_path = init_path(in->dir, "authz-demo/authz-demo.key");
 	in->pub_pem_path = init_path(in->dir, "authz/authz-demo.pub.pem");
@@ -627,7 +658,7 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 	}
 	if (!p->no_demo_authz && (rv = init_demo_authz_key(in)) != SC_OK)
 		goto out;
-	if ((rv = init_write_config(in, embedded, module)) != SC_OK)
+	if ((rv = init_write_config(in, embedded, nss, module)) != SC_OK)
 		goto out;
 
 	res->config = init_path(in->dir, "smartcert.conf");

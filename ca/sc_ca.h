@@ -150,7 +150,9 @@ int sc_ca_groups_make_all(sc_ca *ca, uint32_t *made, uint32_t *present);
 
 typedef struct sc_ca_init_params {
 	const char *dir;
-	const char *backend_module;      /* NULL = SC_DEFAULT_BACKEND_MODULE */
+	const char *backend;             /* hsm.backend: NULL = "softhsm2", or "nss"
+					  * (an NSS database in hsm/nssdb, FIPS mode) */
+	const char *backend_module;      /* NULL = the backend's default module */
 	const char *backend_token_uri;   /* NULL = embedded SoftHSMv2 token */
 	const char *backend_pin_source;  /* NULL = generate secrets/backend.pin */
 	const char *gateway_pin_source;  /* NULL = generate gateway/default.pin; else a

@@ -2,13 +2,11 @@
  * The backend HSM layer (sc_hsm.h): the only code that calls the backend
  * module's PKCS#11 functions.
  *
- * The module is loaded by p11-kit in managed mode (p11_kit_module_load with
- * flags 0): p11-kit then gives this layer its own virtual instance, so that
- * a process that also loads the same module elsewhere (a gateway that loads
- * both SoftHSMv2 and our PKCS#11 module) does not see its C_Initialize /
- * C_Finalize fight ours.  Only the configured path is loaded, never a search.
+ * The module is loaded as its backend's entry in hsm_backend.c says (p11-kit
+ * managed mode for SoftHSMv2).  Only the configured path is loaded, never a
+ * search.
  *
- * Wrapping: CKM_AES_KEY_WRAP_PAD (RFC 5649) of the private key's PKCS#8
+ * Wrapping: RFC 5649 (the backend's mechanism number) of the private key's PKCS#8
  * encoding.  SoftHSMv2 2.6.1 supports it for EC and RSA private keys, both
  * ways (tests/hsm "wrap" checks P-256, P-384, RSA-2048 and RSA-3072, and
  * that flipped or truncated blobs are refused: SoftHSMv2 answers those with
@@ -180,14 +178,20 @@ int hsm_alg_check(int alg)
 	}
 }
 
-int hsm_blob_check(int alg, const unsigned char *blob, size_t blob_len)
+int hsm_blob_check(const sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len)
 {
 	int rc = hsm_alg_check(alg);
+	size_t pl = hsm_blob_point_len(hsm->be, alg);
 
 	if (rc < 0)
 		return rc;
 	if (!blob || blob_len == 0)
 		return sc_error_set(SC_ERR_INVALID, "empty wrapped key");
+	if (pl > 0 && (blob_len <= pl || blob[blob_len - pl] != 0x04))
+		return sc_error_set(SC_ERR_INTEGRITY,
+				    "wrapped key does not end with its public point, as the %s "
+				    "backend's blobs do: made by another backend?",
+				    hsm->be->name);
 	return 0;
 }
 
@@ -205,59 +209,6 @@ size_t sc_hsm_sig_max(int alg)
 int sc_hsm_key_alg(const sc_hsm_key *key)
 {
 	return key ? key->alg : SC_KEYALG_NONE;
-}
-
-/* ---- module loading ----------------------------------------------------- */
-
-int hsm_module_load(const char *module_path, const char *softhsm_conf,
-		       CK_FUNCTION_LIST **out)
-{
-	CK_FUNCTION_LIST *f;
-	CK_RV rv;
-
-	*out = NULL;
-	if (!module_path || !*module_path)
-		return sc_error_set(SC_ERR_HSM_MODULE,
-				    "no backend PKCS#11 module configured: set hsm.module");
-	if (module_path[0] != '/')
-		return sc_error_set(SC_ERR_HSM_MODULE,
-				    "backend module path '%s' is not absolute: only an "
-				    "explicit path is ever loaded", module_path);
-	if (access(module_path, R_OK) != 0)
-		return sc_error_set(SC_ERR_HSM_MODULE,
-				    "cannot load backend PKCS#11 module '%s': %s; check hsm.module",
-				    module_path, strerror(errno));
-	/* SoftHSMv2 reads SOFTHSM2_CONF at its first C_Initialize in the
-	 * process; setting it later has no effect. */
-	if (softhsm_conf && *softhsm_conf &&
-	    setenv("SOFTHSM2_CONF", softhsm_conf, 1) != 0)
-		return sc_error_set(SC_ERR_NOMEM, "cannot set SOFTHSM2_CONF");
-
-	f = p11_kit_module_load(module_path, 0);
-	if (!f)
-		return sc_error_set(SC_ERR_HSM_MODULE,
-				    "cannot load backend PKCS#11 module '%s': %s; check hsm.module",
-				    module_path, p11_kit_message() ? p11_kit_message() : "load failed");
-	rv = p11_kit_module_initialize(f);
-	if (rv != CKR_OK) {
-		p11_kit_module_release(f);
-		return sc_error_set(SC_ERR_HSM_MODULE,
-				    "backend PKCS#11 module '%s': C_Initialize returned %s (0x%lx)%s",
-				    module_path, sc_ckr_name(rv), (unsigned long)rv,
-				    softhsm_conf ? "; check the SoftHSMv2 configuration (hsm.softhsm_conf)" : "");
-	}
-	*out = f;
-	return 0;
-}
-
-void hsm_module_unload(CK_FUNCTION_LIST *f)
-{
-	if (!f)
-		return;
-	/* Managed mode: this finalises our virtual instance only; the real
-	 * module is finalised when its last user in the process lets go. */
-	p11_kit_module_finalize(f);
-	p11_kit_module_release(f);
 }
 
 /* Find the slot whose token matches `uri`.  Returns SC_ERR_HSM when none
@@ -571,10 +522,9 @@ static int hsm_open_once(const sc_hsm_params *p, sc_hsm **out)
 		goto out;
 	}
 
-	rc = hsm_module_load(p->module_path, p->softhsm_conf, &hsm->f);
+	rc = hsm_module_load(p, &hsm->be, &hsm->f);
 	if (rc < 0)
 		goto out;
-	hsm->initialized = 1;
 	rc = find_token(hsm->f, p->token_uri, &hsm->slot, &hsm->ti);
 	if (rc < 0)
 		goto out;
@@ -637,10 +587,7 @@ void sc_hsm_close(sc_hsm *hsm)
 		 * closing the free ones and finalising is still the right end. */
 		for (i = 0; i < hsm->nfree; i++)
 			hsm->f->C_CloseSession(hsm->sess[i]);
-		if (hsm->initialized)
-			hsm_module_unload(hsm->f);
-		else
-			p11_kit_module_release(hsm->f);
+		hsm_module_unload(hsm->be, hsm->f);
 	}
 	free(hsm->sess);
 	free(hsm->groups);
@@ -846,12 +793,21 @@ int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out)
 	const char *v;
 	int64_t sessions;
 
+	int nss, fips;
+
 	memset(out, 0, sizeof(*out));
 
-	v = sc_config_str(cfg, "hsm.module", SC_DEFAULT_BACKEND_MODULE);
+	out->backend = sc_config_str(cfg, "hsm.backend", "softhsm2");
+	if (!sc_hsm_backend_known(out->backend))
+		return sc_error_set(SC_ERR_CONFIG, "hsm.backend '%s' is not one of softhsm2, nss",
+				    out->backend);
+	nss = strcmp(out->backend, "nss") == 0;
+	v = sc_config_str(cfg, "hsm.module",
+			  nss ? SC_DEFAULT_NSS_MODULE : SC_DEFAULT_BACKEND_MODULE);
 	if (!v || !*v)
 		return sc_error_set(SC_ERR_CONFIG, "no backend PKCS#11 module: set hsm.module "
-				    "(SoftHSMv2 was not found at build time)");
+				    "(%s was not found at build time)",
+				    nss ? "NSS softoken" : "SoftHSMv2");
 	rc = resolve_into(dir, v, out->module_path_buf, sizeof(out->module_path_buf),
 			  "hsm.module");
 	if (rc < 0)
@@ -876,7 +832,20 @@ int sc_hsm_params_from_config(const sc_config *cfg, sc_hsm_params *out)
 		out->pin_source = out->pin_source_buf;
 	}
 
-	v = sc_config_str(cfg, "hsm.softhsm_conf", "hsm/softhsm2.conf");
+	if (nss) {
+		v = sc_config_str(cfg, "hsm.nss_dir", "hsm/nssdb");
+		rc = resolve_into(dir, v, out->nss_dir_buf, sizeof(out->nss_dir_buf),
+				  "hsm.nss_dir");
+		if (rc < 0)
+			return rc;
+		out->nss_dir = out->nss_dir_buf;
+		rc = sc_config_bool(cfg, "hsm.fips", 1, &fips);
+		if (rc < 0)
+			return rc;
+		out->fips_off = !fips;
+	}
+
+	v = sc_config_str(cfg, "hsm.softhsm_conf", nss ? "" : "hsm/softhsm2.conf");
 	if (v && *v) {
 		rc = resolve_into(dir, v, out->softhsm_conf_buf, sizeof(out->softhsm_conf_buf),
 				  "hsm.softhsm_conf");

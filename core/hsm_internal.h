@@ -34,6 +34,31 @@ struct hsm_group_slot {
 	CK_OBJECT_HANDLE h[2];
 };
 
+/* What one backend needs that PKCS#11 leaves open (hsm_backend.c has the
+ * table and why each entry is what it is). */
+struct hsm_backend {
+	const char *name;		   /* hsm.backend */
+	const char *entry;		   /* the function-list symbol */
+	const char *entry_fips;		   /* the same in FIPS mode, or NULL */
+	int direct;			   /* dlopen + C_Initialize(pReserved), not p11-kit */
+	CK_MECHANISM_TYPE wrap_mech;	   /* RFC 5649 AES key wrap with padding */
+	CK_ATTRIBUTE_TYPE ec_unwrap_point; /* vendor attribute an EC unwrap template
+					    * needs, holding the raw public point
+					    * (kept at the end of the blob); 0 none */
+	int fixed_token;		   /* the token is a database made by
+					    * loading, with no SO PIN and no
+					    * C_InitToken */
+};
+
+extern const struct hsm_backend hsm_backends[];
+/* By hsm.backend name (NULL or "" is softhsm2); NULL when unknown. */
+const struct hsm_backend *hsm_backend_named(const char *name);
+/* How many bytes of public point end a blob of `alg` on `be` (0: none). */
+size_t hsm_blob_point_len(const struct hsm_backend *be, int alg);
+/* What a backend needs before its module loads for the first time (the
+ * nss backend's database directory). */
+int hsm_backend_prepare(const sc_hsm_params *p);
+
 struct sc_hsm_key {
 	CK_OBJECT_HANDLE h;
 	int alg;
@@ -42,9 +67,9 @@ struct sc_hsm_key {
 
 struct sc_hsm {
 	CK_FUNCTION_LIST *f;
+	const struct hsm_backend *be;
 	CK_SLOT_ID slot;
 	pid_t pid;
-	int initialized; /* p11_kit_module_initialize succeeded */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -80,12 +105,15 @@ int hsm_alg_is_ec(int alg);
 int hsm_alg_check(int alg);
 
 /* The arguments every operation on a wrapped blob checks first: a supported
- * algorithm, then a non-empty blob. */
-int hsm_blob_check(int alg, const unsigned char *blob, size_t blob_len);
+ * algorithm, then a non-empty blob, ending with its public point where the
+ * backend keeps one there (hsm_blob_point_len). */
+int hsm_blob_check(const sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len);
 
-int hsm_module_load(const char *module_path, const char *softhsm_conf, CK_FUNCTION_LIST **out);
+/* Load and initialise the module of p->backend (*be set even on an error
+ * past the backend lookup); undone by hsm_module_unload. */
+int hsm_module_load(const sc_hsm_params *p, const struct hsm_backend **be, CK_FUNCTION_LIST **out);
 
-void hsm_module_unload(CK_FUNCTION_LIST *f);
+void hsm_module_unload(const struct hsm_backend *be, CK_FUNCTION_LIST *f);
 
 int hsm_pool_get(sc_hsm *hsm, CK_SESSION_HANDLE *s);
 

@@ -185,14 +185,17 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 CK_RV hsm_unwrap_blob(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, int alg,
 		      const unsigned char *blob, size_t blob_len, int to_sign, CK_OBJECT_HANDLE *h)
 {
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_MECHANISM mech = { hsm->be->wrap_mech, NULL, 0 };
 	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	size_t pl = hsm_blob_point_len(hsm->be, alg);
 	CK_KEY_TYPE kt = hsm_alg_is_ec(alg) ? CKK_EC : CKK_RSA;
 	CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
 	CK_BBOOL sign = to_sign ? CK_TRUE : CK_FALSE, extract = to_sign ? CK_FALSE : CK_TRUE;
 	/* The curve comes from the PKCS#8 inside the blob (SoftHSMv2 fills
-	 * CKA_EC_PARAMS from it), so none is passed here. */
+	 * CKA_EC_PARAMS from it), so none is passed here.  A backend that
+	 * wants the public point too (NSS) finds it at the blob's end. */
 	CK_ATTRIBUTE t[] = {
+		{ hsm->be->ec_unwrap_point, (void *)(blob + blob_len - pl), pl },
 		{ CKA_CLASS, &cls, sizeof(cls) },
 		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
 		{ CKA_TOKEN, &fal, sizeof(fal) },
@@ -206,8 +209,9 @@ CK_RV hsm_unwrap_blob(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, i
 	};
 
 	*h = CK_INVALID_HANDLE;
-	return hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len, t,
-				   sizeof(t) / sizeof(t[0]), h);
+	/* without a point the first entry is left out */
+	return hsm->f->C_UnwrapKey(s, &mech, wrap, (CK_BYTE_PTR)blob, blob_len - pl, t + (pl == 0),
+				   sizeof(t) / sizeof(t[0]) - (pl == 0), h);
 }
 
 int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const unsigned char *blob,
@@ -220,7 +224,7 @@ int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const u
 	CK_RV rv;
 
 	*out = NULL;
-	rc = hsm_blob_check(alg, blob, blob_len);
+	rc = hsm_blob_check(hsm, alg, blob, blob_len);
 	if (rc < 0)
 		return rc;
 	k = malloc(sizeof(*k));

@@ -36,81 +36,116 @@ static void pad_label(unsigned char out[32], const char *label)
 
 /* ---- token initialisation ----------------------------------------------- */
 
-int sc_hsm_init_token(const char *module_path, const char *softhsm_conf, const char *label,
-		      const char *so_pin, const char *user_pin)
+/* The slot of the initialised token labelled `plabel`; 0 when none. */
+static int slot_labelled(CK_FUNCTION_LIST *f, const unsigned char plabel[32], CK_SLOT_ID *slot,
+			 CK_TOKEN_INFO *ti)
 {
-	int rc;
-	CK_FUNCTION_LIST *f = NULL;
-	CK_SLOT_ID *slots = NULL, slot = 0;
+	CK_SLOT_ID *slots = NULL;
 	CK_ULONG n = 0, i;
-	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-	unsigned char plabel[32];
-	int have_slot = 0, logged_in = 0;
+	int rc, found = 0;
+
+	rc = hsm_slots_with_token(f, "initialising a token", &slots, &n);
+	if (rc != SC_OK)
+		return rc;
+	for (i = 0; i < n && !found; i++) {
+		if (f->C_GetTokenInfo(slots[i], ti) == CKR_OK &&
+		    memcmp(ti->label, plabel, 32) == 0) {
+			*slot = slots[i];
+			found = 1;
+		}
+	}
+	free(slots);
+	return found;
+}
+
+/* SoftHSMv2: C_InitToken in the first free slot. */
+static int init_free_slot(CK_FUNCTION_LIST *f, const unsigned char plabel[32], const char *label,
+			  const char *so_pin, CK_SLOT_ID *slot)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, i;
+	CK_TOKEN_INFO ti;
+	int rc, have_slot = 0;
 	CK_RV rv;
 
-	if (!label || !*label || strlen(label) > 32 || !so_pin || !user_pin)
+	rc = slot_labelled(f, plabel, slot, &ti);
+	if (rc < 0)
+		return rc;
+	if (rc == 1 && (ti.flags & CKF_TOKEN_INITIALIZED))
+		return sc_error_set(SC_ERR_EXISTS, "a backend token labelled '%s' already exists",
+				    label);
+	rc = hsm_slots_with_token(f, "initialising a token", &slots, &n);
+	if (rc != SC_OK)
+		return rc;
+	for (i = 0; i < n && !have_slot; i++) {
+		if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		    !(ti.flags & CKF_TOKEN_INITIALIZED)) {
+			*slot = slots[i];
+			have_slot = 1;
+		}
+	}
+	free(slots);
+	if (!have_slot)
+		return sc_error_set(SC_ERR_HSM, "the backend module offers no free slot to "
+						"initialise a token in");
+	rv = f->C_InitToken(*slot, (CK_UTF8CHAR *)so_pin, strlen(so_pin), (CK_UTF8CHAR *)plabel);
+	if (rv != CKR_OK)
+		return hsm_ckr(rv, "C_InitToken", "initialising the backend token");
+	/* SoftHSMv2 moves a freshly initialised token to a new slot id: find it
+	 * again by label. */
+	rc = slot_labelled(f, plabel, slot, &ti);
+	if (rc == 0)
+		rc = sc_error_set(SC_ERR_HSM,
+				  "the token '%s' just initialised cannot be found again", label);
+	return rc < 0 ? rc : 0;
+}
+
+int sc_hsm_init_token(const sc_hsm_params *p, const char *label, const char *so_pin,
+		      const char *user_pin)
+{
+	int rc;
+	const struct hsm_backend *be = NULL;
+	CK_FUNCTION_LIST *f = NULL;
+	CK_SLOT_ID slot = 0;
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_TOKEN_INFO ti;
+	unsigned char plabel[32];
+	int logged_in = 0;
+	CK_RV rv;
+
+	if (!p || !label || !*label || strlen(label) > 32 || !so_pin || !user_pin)
 		return sc_error_set(SC_ERR_INVALID, "token label (1..32 bytes), SO PIN and "
 						    "user PIN are required");
 	pad_label(plabel, label);
-	rc = hsm_module_load(module_path, softhsm_conf, &f);
+	rc = hsm_backend_prepare(p);
+	if (rc < 0)
+		return rc;
+	rc = hsm_module_load(p, &be, &f);
 	if (rc < 0)
 		return rc;
 
-	rc = hsm_slots_with_token(f, "initialising a token", &slots, &n);
-	if (rc != SC_OK)
-		goto out;
-	for (i = 0; i < n; i++) {
-		CK_TOKEN_INFO ti;
-
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		if (ti.flags & CKF_TOKEN_INITIALIZED) {
-			if (memcmp(ti.label, plabel, 32) == 0) {
-				rc = sc_error_set(SC_ERR_EXISTS,
-						  "a backend token labelled '%s' "
-						  "already exists",
-						  label);
-				goto out;
-			}
-		} else if (!have_slot) {
-			slot = slots[i];
-			have_slot = 1;
+	if (be->fixed_token) {
+		/* The database is the token, labelled at load from hsm.token;
+		 * "initialised" means it has a password. */
+		rc = slot_labelled(f, plabel, &slot, &ti);
+		if (rc == 0)
+			rc = sc_error_set(SC_ERR_INVALID,
+					  "the %s backend has no token '%s': the label must be "
+					  "the one hsm.token names",
+					  be->name, label);
+		if (rc < 0)
+			goto out;
+		if (ti.flags & CKF_USER_PIN_INITIALIZED) {
+			rc = sc_error_set(SC_ERR_EXISTS,
+					  "the %s database in '%s' already has a password",
+					  be->name, p->nss_dir);
+			goto out;
 		}
-	}
-	if (!have_slot) {
-		rc = sc_error_set(SC_ERR_HSM, "the backend module offers no free slot to "
-					      "initialise a token in");
-		goto out;
-	}
-	rv = f->C_InitToken(slot, (CK_UTF8CHAR *)so_pin, strlen(so_pin), plabel);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_InitToken", "initialising the backend token");
-		goto out;
-	}
-
-	/* SoftHSMv2 moves a freshly initialised token to a new slot id: find it
-	 * again by label. */
-	free(slots);
-	slots = NULL;
-	have_slot = 0;
-	rc = hsm_slots_with_token(f, "initialising a token", &slots, &n);
-	if (rc != SC_OK)
-		goto out;
-	for (i = 0; i < n && !have_slot; i++) {
-		CK_TOKEN_INFO ti;
-
-		if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
-		    (ti.flags & CKF_TOKEN_INITIALIZED) && memcmp(ti.label, plabel, 32) == 0) {
-			slot = slots[i];
-			have_slot = 1;
-		}
-	}
-	if (!have_slot) {
-		rc = sc_error_set(SC_ERR_HSM,
-				  "the token '%s' just initialised cannot be "
-				  "found again",
-				  label);
-		goto out;
+		so_pin = ""; /* a database without a password takes an empty one */
+	} else {
+		rc = init_free_slot(f, plabel, label, so_pin, &slot);
+		if (rc < 0)
+			goto out;
 	}
 	rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
 	if (rv != CKR_OK) {
@@ -134,8 +169,7 @@ out:
 		f->C_Logout(s);
 	if (s != CK_INVALID_HANDLE)
 		f->C_CloseSession(s);
-	free(slots);
-	hsm_module_unload(f);
+	hsm_module_unload(be, f);
 	return rc;
 }
 
@@ -515,11 +549,13 @@ int sc_hsm_generate_wrapped(sc_hsm *hsm, int alg, unsigned char **blob, size_t *
 	return sc_hsm_generate_wrapped_in(hsm, 0, 0, alg, blob, blob_len, spki, spki_len);
 }
 
-/* Wrap `key` with `wrap` into a new malloc'd blob. */
+/* Wrap `key` with `wrap` into a new malloc'd blob, the public point
+ * (point_len bytes, 0 where the backend keeps none) appended. */
 static int wrap_into(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, CK_OBJECT_HANDLE key,
-		     const char *what, unsigned char **blob, size_t *blob_len)
+		     const char *what, const unsigned char *point, size_t point_len,
+		     unsigned char **blob, size_t *blob_len)
 {
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_MECHANISM mech = { hsm->be->wrap_mech, NULL, 0 };
 	CK_ULONG bl = 0;
 	unsigned char *b;
 	CK_RV rv;
@@ -527,7 +563,9 @@ static int wrap_into(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, CK
 	rv = hsm->f->C_WrapKey(s, &mech, wrap, key, NULL, &bl);
 	if (rv != CKR_OK)
 		return hsm_ckr(rv, "C_WrapKey", what);
-	b = malloc(bl ? bl : 1);
+	/* NSS's size query leaves out RFC 5649's padding: room for it */
+	bl += 16;
+	b = malloc(bl + point_len);
 	if (!b)
 		return SC_ERR_NOMEM;
 	rv = hsm->f->C_WrapKey(s, &mech, wrap, key, b, &bl);
@@ -535,8 +573,38 @@ static int wrap_into(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, CK
 		free(b);
 		return hsm_ckr(rv, "C_WrapKey", what);
 	}
+	if (point_len > 0)
+		memcpy(b + bl, point, point_len);
 	*blob = b;
-	*blob_len = bl;
+	*blob_len = bl + point_len;
+	return 0;
+}
+
+/* The raw public point of an EC SubjectPublicKeyInfo, where the backend
+ * keeps it at the end of a blob (*len 0 otherwise). */
+static int spki_point(const sc_hsm *hsm, int alg, const unsigned char *spki, size_t spki_len,
+		      const unsigned char **pt, size_t *len)
+{
+	const unsigned char *p = spki, *bits;
+	size_t want = hsm_blob_point_len(hsm->be, alg);
+	X509_PUBKEY *xpk;
+	int bits_len;
+
+	*pt = NULL;
+	*len = 0;
+	if (want == 0)
+		return 0;
+	xpk = d2i_X509_PUBKEY(NULL, &p, (long)spki_len);
+	/* the point ends the DER (the subjectPublicKey BIT STRING is last) */
+	if (!xpk || !X509_PUBKEY_get0_param(NULL, &bits, &bits_len, NULL, xpk) ||
+	    (size_t)bits_len != want || spki_len < want ||
+	    memcmp(bits, spki + spki_len - want, want) != 0) {
+		X509_PUBKEY_free(xpk);
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "reading the new key's public point");
+	}
+	*pt = spki + spki_len - want;
+	*len = want;
+	X509_PUBKEY_free(xpk);
 	return 0;
 }
 
@@ -602,12 +670,13 @@ int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32
 {
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE oldk, newk, h = CK_INVALID_HANDLE;
+	size_t pl;
 	CK_RV rv;
 	int rc;
 
 	*out = NULL;
 	*out_len = 0;
-	rc = hsm_blob_check(alg, blob, blob_len);
+	rc = hsm_blob_check(hsm, alg, blob, blob_len);
 	if (rc < 0)
 		return rc;
 	rc = hsm_group_key(hsm, group, old_gen, &oldk);
@@ -623,8 +692,9 @@ int sc_hsm_rewrap(sc_hsm *hsm, int alg, uint32_t group, uint32_t old_gen, uint32
 		rc = hsm_ckr(rv, "C_UnwrapKey", "re-wrapping a user key under a new group key");
 		goto out;
 	}
-	rc = wrap_into(hsm, s, newk, h, "re-wrapping a user key under a new group key", out,
-		       out_len);
+	pl = hsm_blob_point_len(hsm->be, alg);
+	rc = wrap_into(hsm, s, newk, h, "re-wrapping a user key under a new group key",
+		       blob + blob_len - pl, pl, out, out_len);
 out:
 	if (h != CK_INVALID_HANDLE)
 		hsm->f->C_DestroyObject(s, h);
@@ -639,11 +709,9 @@ int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int al
 	int rc;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE wrap, pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
-	CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
-	unsigned char *b = NULL, *der = NULL;
-	size_t der_len = 0;
-	CK_ULONG bl = 0;
-	CK_RV rv;
+	const unsigned char *pt;
+	unsigned char *der = NULL;
+	size_t der_len = 0, ptlen;
 
 	*blob = NULL;
 	*blob_len = 0;
@@ -658,24 +726,12 @@ int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int al
 	rc = gen_pair_spki(hsm, s, alg, 0, NULL, &pub, &priv, &der, &der_len);
 	if (rc < 0)
 		goto out;
-	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, NULL, &bl);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_WrapKey", "wrapping a new user key");
+	rc = spki_point(hsm, alg, der, der_len, &pt, &ptlen);
+	if (rc < 0)
 		goto out;
-	}
-	b = malloc(bl ? bl : 1);
-	if (!b) {
-		rc = SC_ERR_NOMEM;
+	rc = wrap_into(hsm, s, wrap, priv, "wrapping a new user key", pt, ptlen, blob, blob_len);
+	if (rc < 0)
 		goto out;
-	}
-	rv = hsm->f->C_WrapKey(s, &mech, wrap, priv, b, &bl);
-	if (rv != CKR_OK) {
-		rc = hsm_ckr(rv, "C_WrapKey", "wrapping a new user key");
-		goto out;
-	}
-	*blob = b;
-	*blob_len = bl;
-	b = NULL;
 	*spki = der;
 	*spki_len = der_len;
 	der = NULL;
@@ -686,7 +742,6 @@ out:
 		hsm->f->C_DestroyObject(s, priv);
 	if (pub != CK_INVALID_HANDLE)
 		hsm->f->C_DestroyObject(s, pub);
-	free(b);
 	OPENSSL_free(der);
 	hsm_pool_put(hsm, s);
 	return rc;

@@ -42,6 +42,10 @@ typedef struct sc_hsm_params {
 	const char *token_uri;     /* RFC 7512, e.g. "pkcs11:token=smartcert-backend" */
 	const char *pin_source;    /* "file:PATH", "env:VAR" or a path */
 	const char *softhsm_conf;  /* if set, exported as SOFTHSM2_CONF before load */
+	const char *backend;       /* "softhsm2" (NULL: the same) or "nss" */
+	const char *nss_dir;       /* nss: the database directory (absolute) */
+	int fips_off;              /* nss: enter through C_GetFunctionList, not
+				    * the FIPS entry FC_GetFunctionList */
 	unsigned sessions;         /* session pool size; 0 = default (8) */
 	/* Storage for the paths sc_hsm_params_from_config() resolves against
 	 * the config directory; module_path, pin_source and softhsm_conf may
@@ -49,10 +53,15 @@ typedef struct sc_hsm_params {
 	char module_path_buf[4096];
 	char pin_source_buf[4096 + 8];
 	char softhsm_conf_buf[4096];
+	char nss_dir_buf[4096];
 } sc_hsm_params;
 
-/* Fill params from config keys hsm.module, hsm.token, hsm.pin_source,
- * hsm.softhsm_conf, hsm.sessions (defaults: docs/configuration.md).
+/* Whether hsm.backend `name` is one this layer knows (softhsm2, nss). */
+int sc_hsm_backend_known(const char *name);
+
+/* Fill params from config keys hsm.backend, hsm.module, hsm.token,
+ * hsm.pin_source, hsm.softhsm_conf, hsm.nss_dir, hsm.fips, hsm.sessions
+ * (defaults: docs/configuration.md).
  * token_uri and an "env:" pin_source point into cfg (valid while cfg lives);
  * module_path, a file pin_source ("file:" + absolute path) and softhsm_conf
  * are resolved against sc_config_dir() into the *_buf members of *out, so
@@ -83,15 +92,23 @@ int sc_hsm_open(const sc_hsm_params *p, sc_hsm **out);
  * after fork() this only frees memory.  NULL-safe. */
 void sc_hsm_close(sc_hsm *hsm);
 
-/* Deployment creation: initialise a fresh token in the first free slot of
- * the module with `label`, SO PIN and user PIN (both wiped by the caller).
- * Used by `smartcert init` on an embedded SoftHSMv2.  The module is
- * finalised afterwards unless something else in the process still uses it.
- * Errors: SC_ERR_EXISTS (a token with that label exists), SC_ERR_HSM (no
- * free slot, or a PKCS#11 call failed: named in the detail),
- * SC_ERR_HSM_MODULE, SC_ERR_INVALID (label longer than 32 bytes). */
-int sc_hsm_init_token(const char *module_path, const char *softhsm_conf,
-		      const char *label, const char *so_pin, const char *user_pin);
+/* Deployment creation: initialise a fresh token with `label`, SO PIN and
+ * user PIN (both wiped by the caller), on the module and backend of `p`
+ * (p->token_uri and p->pin_source are not used).  Used by `smartcert init`
+ * on an embedded backend.
+ *   softhsm2: the first free slot of the module becomes the token.
+ *   nss:      the database in p->nss_dir (created if absent) is the token;
+ *             `label` must be the label p->token_uri names, the user PIN
+ *             becomes the database password, and there is no SO PIN (NSS
+ *             has none; so_pin is not used).
+ * The module is finalised afterwards unless something else in the process
+ * still uses it.
+ * Errors: SC_ERR_EXISTS (a token with that label exists, or the database
+ * has a password), SC_ERR_HSM (no free slot, or a PKCS#11 call failed:
+ * named in the detail), SC_ERR_HSM_MODULE, SC_ERR_INVALID (label longer
+ * than 32 bytes). */
+int sc_hsm_init_token(const sc_hsm_params *p, const char *label, const char *so_pin,
+		      const char *user_pin);
 
 /* Create the master wrapping key and the record MAC key (SC_ERR_EXISTS if
  * either already exists).  Both or neither are created.  Until they exist,

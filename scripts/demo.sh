@@ -6,6 +6,9 @@
 # publishes CRLs, answers OCSP, and verifies the audit chain.
 #
 #   scripts/demo.sh [DIR]      (default ./demo-deployment, recreated)
+#
+# SMARTCERT_BACKEND=nss runs the same on the second backend, an NSS
+# softoken database in FIPS mode (docs/backends.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -39,7 +42,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "1. Create the deployment (own SoftHSMv2 token, master key, root + issuing CA, OCSP signer, LMDB store)"
-show "$sc" init --dir "$dir"
+show "$sc" init --dir "$dir" ${SMARTCERT_BACKEND:+--backend "$SMARTCERT_BACKEND"}
 export SMARTCERT_CONF="$dir/smartcert.conf"
 show "$sc" status
 

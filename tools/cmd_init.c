@@ -29,6 +29,8 @@ static void init_usage(FILE *f)
 		"  --issuers-url URL          AIA caIssuers URL\n"
 		"  --crl-url URL              CRL distribution point base URL\n"
 		"  --partitions N             CRL partitions (fixed for the CA's life; default 16)\n"
+		"  --backend B                softhsm2 (default) or nss: an NSS softoken database\n"
+		"                             in DIR/hsm/nssdb, in FIPS mode (docs/backends.md)\n"
 		"  --backend-module PATH      backend PKCS#11 module (default %s)\n"
 		"  --backend-token-uri URI    use an existing token (RFC 7512) instead of creating one\n"
 		"  --backend-pin-source SRC   backend user PIN: file:PATH or env:VAR (default: generated)\n"
@@ -59,7 +61,7 @@ int sc_cmd_init(int argc, char **argv)
 	static const struct option opts[] = {
 		SC_ARG("dir", 'd'), SC_ARG("key-type", 'k'), SC_ARG("ca-name", 'n'),
 		SC_ARG("ocsp-url", 'o'), SC_ARG("issuers-url", 'i'), SC_ARG("crl-url", 'c'),
-		SC_ARG("partitions", 'p'), SC_ARG("backend-module", 'm'),
+		SC_ARG("partitions", 'p'), SC_ARG("backend", 'B'), SC_ARG("backend-module", 'm'),
 		SC_ARG("backend-token-uri", 'u'), SC_ARG("backend-pin-source", 'b'),
 		SC_ARG("gateway-pin-source", 'g'), SC_FLAG("no-demo-authz", 'N'),
 		SC_ARG("service-user", 'U'),
@@ -91,6 +93,7 @@ int sc_cmd_init(int argc, char **argv)
 			p.partitions = (uint32_t)v;
 			break;
 		}
+		case 'B': p.backend = optarg; break;
 		case 'm': p.backend_module = optarg; break;
 		case 'u': p.backend_token_uri = optarg; break;
 		case 'b': p.backend_pin_source = optarg; break;
@@ -120,8 +123,12 @@ int sc_cmd_init(int argc, char **argv)
 		sc_json_kv_str(&j, "config", r.config);
 		sc_json_kv_str(&j, "module", init_module_path());
 		sc_json_kv_str(&j, "token_label", "smartcert");
+		sc_json_kv_str(&j, "backend", p.backend ? p.backend : "softhsm2");
 		sc_json_kv_str(&j, "backend_module",
-			       p.backend_module ? p.backend_module : SC_DEFAULT_BACKEND_MODULE);
+			       p.backend_module ? p.backend_module :
+			       p.backend != NULL && strcmp(p.backend, "nss") == 0 ?
+						  SC_DEFAULT_NSS_MODULE :
+						  SC_DEFAULT_BACKEND_MODULE);
 		sc_json_kv_str(&j, "backend_token", r.backend_token_label);
 		sc_json_kv_str(&j, "backend_pin_file", r.backend_pin_file);
 		sc_json_kv_str(&j, "gateway_pin_file", r.gateway_pin_file);

@@ -34,6 +34,7 @@
 /* Every key the product reads (docs/configuration.md), by getter. */
 static const char *const str_keys[] = {
 	"deployment.name", "hsm.module", "hsm.token", "hsm.pin_source", "hsm.softhsm_conf",
+	"hsm.backend", "hsm.nss_dir",
 	"ca.key_type", "ca.name", "ca.default_key_type", "ca.policy_adult", "ca.policy_minor",
 	"ca.ocsp_url", "ca.issuers_url", "crl.base_url", "authz.audience", "authz.issuer",
 	"gateway.pin_hash", "gateway.token_label", "gateway.pin_source", "ocsp.listen",
@@ -48,7 +49,7 @@ static const char *const int_keys[] = {
 	"ocsp.idle_timeout_seconds", "ocsp.max_request_bytes",
 };
 static const char *const bool_keys[] = {
-	"ca.suspend_holds", "gateway.debug", "ocsp.serve_crl_dir", "ocsp.cpu_steering",
+	"ca.suspend_holds", "gateway.debug", "ocsp.serve_crl_dir", "ocsp.cpu_steering", "hsm.fips",
 };
 static const char *const path_keys[] = {
 	"store.path", "crl.out_dir", "authz.demo_key", "gateway.module",

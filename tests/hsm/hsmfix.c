@@ -21,45 +21,57 @@ void hsmfix_write(const char *path, const char *text)
 	close(fd);
 }
 
+int hsmfix_is_nss(void)
+{
+	const char *b = getenv("SC_TEST_BACKEND");
+
+	return b != NULL && strcmp(b, "nss") == 0;
+}
+
 void hsmfix_setup(hsmfix *fx, const char *name)
 {
 	const char *base = getenv("SMARTCERT_BUILDDIR");
-	char tokens[PATH_MAX + 16], text[PATH_MAX + 128];
+	char tokens[PATH_MAX + 16], text[PATH_MAX + 128], parent[PATH_MAX];
+	sc_hsm_params *p;
 	int rc;
 
 	memset(fx, 0, sizeof(*fx));
 	/* Never the user's SoftHSMv2 configuration. */
 	unsetenv("SOFTHSM2_CONF");
+	fx->backend = hsmfix_is_nss() ? "nss" : "softhsm2";
 	fx->module = getenv("SC_TEST_BACKEND_MODULE");
 	if (!fx->module || !*fx->module)
-		fx->module = SC_DEFAULT_BACKEND_MODULE;
+		fx->module = hsmfix_is_nss() ? SC_DEFAULT_NSS_MODULE : SC_DEFAULT_BACKEND_MODULE;
 	if (!*fx->module || access(fx->module, R_OK) != 0) {
-		fprintf(stderr, "SKIP: SoftHSMv2 module not found ('%s')\n", fx->module);
+		fprintf(stderr, "SKIP: %s module not found ('%s')\n", fx->backend, fx->module);
 		exit(77);
 	}
 	snprintf(fx->dir, sizeof(fx->dir), "%s/tests/hsm/tmp-%s-XXXXXX",
 		 base && *base ? base : ".", name);
-	{
-		char parent[PATH_MAX];
-
-		snprintf(parent, sizeof(parent), "%s/tests/hsm", base && *base ? base : ".");
-		REQUIRE(sc_mkdir_p(parent, 0700) == 0, "mkdir %s", parent);
-	}
+	snprintf(parent, sizeof(parent), "%s/tests/hsm", base && *base ? base : ".");
+	REQUIRE(sc_mkdir_p(parent, 0700) == 0, "mkdir %s", parent);
 	REQUIRE(mkdtemp(fx->dir) != NULL, "mkdtemp %s: %s", fx->dir, strerror(errno));
-	snprintf(tokens, sizeof(tokens), "%s/tokens", fx->dir);
-	REQUIRE(mkdir(tokens, 0700) == 0, "mkdir %s", tokens);
-	snprintf(fx->conf, sizeof(fx->conf), "%s/softhsm2.conf", fx->dir);
-	snprintf(text, sizeof(text),
-		 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-		 tokens);
-	hsmfix_write(fx->conf, text);
+	if (hsmfix_is_nss()) {
+		snprintf(fx->nss_dir, sizeof(fx->nss_dir), "%s/nssdb", fx->dir);
+	} else {
+		snprintf(tokens, sizeof(tokens), "%s/tokens", fx->dir);
+		REQUIRE(mkdir(tokens, 0700) == 0, "mkdir %s", tokens);
+		snprintf(fx->conf, sizeof(fx->conf), "%s/softhsm2.conf", fx->dir);
+		snprintf(text, sizeof(text),
+			 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
+			 tokens);
+		hsmfix_write(fx->conf, text);
+	}
 	snprintf(fx->pin_file, sizeof(fx->pin_file), "%s/user.pin", fx->dir);
 	hsmfix_write(fx->pin_file, HSMFIX_USER_PIN "\n");
 	snprintf(fx->pin_source, sizeof(fx->pin_source), "file:%s", fx->pin_file);
 
-	rc = sc_hsm_init_token(fx->module, fx->conf, HSMFIX_LABEL, HSMFIX_SO_PIN,
-			       HSMFIX_USER_PIN);
-	REQUIRE(rc == 0, "sc_hsm_init_token: %d", rc);
+	p = calloc(1, sizeof(*p));
+	REQUIRE(p != NULL, "calloc");
+	hsmfix_params(fx, p, 0);
+	rc = sc_hsm_init_token(p, HSMFIX_LABEL, HSMFIX_SO_PIN, HSMFIX_USER_PIN);
+	free(p);
+	REQUIRE(rc == 0, "sc_hsm_init_token: %d (%s)", rc, sc_error_detail());
 }
 
 void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions)
@@ -68,7 +80,11 @@ void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions)
 	p->module_path = fx->module;
 	p->token_uri = "pkcs11:token=" HSMFIX_LABEL;
 	p->pin_source = fx->pin_source;
-	p->softhsm_conf = fx->conf;
+	p->backend = fx->backend;
+	if (fx->nss_dir[0] != '\0')
+		p->nss_dir = fx->nss_dir;
+	else
+		p->softhsm_conf = fx->conf;
 	p->sessions = sessions;
 }
 

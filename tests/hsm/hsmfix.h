@@ -1,6 +1,7 @@
 /*
- * Test fixture for the HSM layer: a fresh SoftHSMv2 token in a temporary
- * directory under the build directory, with its own softhsm2.conf.
+ * Test fixture for the HSM layer: a fresh token in a temporary directory
+ * under the build directory: SoftHSMv2 with its own softhsm2.conf, or, when
+ * SC_TEST_BACKEND=nss, an NSS softoken database in FIPS mode.
  */
 #ifndef SC_TEST_HSMFIX_H
 #define SC_TEST_HSMFIX_H
@@ -21,10 +22,15 @@ typedef struct hsmfix {
 	char conf[PATH_MAX];       /* its softhsm2.conf */
 	char pin_file[PATH_MAX];   /* the user PIN, mode 0600 */
 	char pin_source[PATH_MAX + 8];
-	const char *module;        /* SoftHSMv2 module path */
+	const char *module;        /* the backend's module path */
+	const char *backend;       /* "softhsm2" or "nss" */
+	char nss_dir[PATH_MAX];    /* nss: the database directory */
 } hsmfix;
 
-/* Create the directory and the token (exits 77 if SoftHSMv2 is absent). */
+/* Whether the fixture runs on NSS (SC_TEST_BACKEND=nss). */
+int hsmfix_is_nss(void);
+
+/* Create the directory and the token (exits 77 if the backend is absent). */
 void hsmfix_setup(hsmfix *fx, const char *name);
 /* Parameters for sc_hsm_open on the fixture's token. */
 void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions);
