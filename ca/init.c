@@ -65,16 +65,50 @@ static char *init_path(const char *dir, const char *rel)
 }
 
 /* A random PIN of 22 base64url characters (128 bits). */
+/* Whether `pin` passes NSS's FIPS-mode rule: three classes of character,
+ * not counting an upper-case first character or a digit last. */
+static int init_pin_fips_ok(const char *pin)
+{
+	size_t n = strlen(pin), i;
+	int upper = 0, lower = 0, digit = 0, other = 0;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)pin[i];
+
+		if (c >= 'A' && c <= 'Z')
+			upper |= i > 0;
+		else if (c >= 'a' && c <= 'z')
+			lower = 1;
+		else if (c >= '0' && c <= '9')
+			digit |= i + 1 < n;
+		else
+			other = 1;
+	}
+	return upper + lower + digit + other >= 3;
+}
+
+/* 128 random bits, base64url; drawn again (about one time in a hundred)
+ * until a FIPS-mode token takes it as a PIN. */
 static int init_random_pin(char **out)
 {
 	unsigned char r[16];
-	int rv;
+	int rv, tries;
 
 	*out = NULL;
-	if (RAND_priv_bytes(r, sizeof(r)) != 1)
-		return sc_error_set_openssl(SC_ERR_CRYPTO, "PIN generation");
-	rv = sc_b64url_encode(r, sizeof(r), out);
+	for (tries = 0; tries < 64; tries++) {
+		if (RAND_priv_bytes(r, sizeof(r)) != 1) {
+			rv = sc_error_set_openssl(SC_ERR_CRYPTO, "PIN generation");
+			break;
+		}
+		rv = sc_b64url_encode(r, sizeof(r), out);
+		if (rv != SC_OK || init_pin_fips_ok(*out))
+			break;
+		sc_secret_free(*out);
+		*out = NULL;
+	}
 	OPENSSL_cleanse(r, sizeof(r));
+	if (rv == SC_OK && *out == NULL)
+		rv = sc_error_set(SC_ERR_CRYPTO, "PIN generation: no draw passed the FIPS rule");
 	return rv;
 }
 

@@ -35,10 +35,16 @@ def not_after(cert):
 with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://127.0.0.1:9/crl",
                 "--partitions", "8") as d:
     chain = d.info["chain"]
+    # NSS has no SO PIN: the database password is the backend PIN
+    nss = os.environ.get("SC_TEST_BACKEND") == "nss"
+    so = () if nss else ("so_pin_file",)
+    if nss:
+        check(d.info["so_pin_file"] is None and d.info["backend"] == "nss",
+              "an NSS deployment has no SO PIN file")
     for f in ("root_ca", "issuing_ca", "ocsp_cert", "chain", "authz_pub", "authz_key",
-              "backend_pin_file", "gateway_pin_file", "so_pin_file"):
+              "backend_pin_file", "gateway_pin_file", *so):
         check(os.path.exists(d.info[f]), f"init wrote {f}")
-    for f in ("backend_pin_file", "gateway_pin_file", "so_pin_file", "authz_key"):
+    for f in ("backend_pin_file", "gateway_pin_file", *so, "authz_key"):
         check(os.stat(d.info[f]).st_mode & 0o077 == 0, f"{f} is owner-only")
     conf = open(d.config).read()
     check(d.gateway_pin.startswith("default:"), "the first gateway's credential names it")
@@ -47,7 +53,13 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
     check([g["name"] for g in gws["gateways"]] == ["default"], "the first gateway is registered")
     for sub in ("secrets", "store", "hsm", "hsm/tokens", "gateway", "authz-demo"):
         check(os.stat(os.path.join(d.dir, sub)).st_mode & 0o077 == 0, f"{sub}/ is owner-only")
-    check(os.path.exists(os.path.join(d.dir, "hsm", "softhsm2.conf")), "own softhsm2.conf")
+    if nss:
+        db = os.path.join(d.dir, "hsm", "nssdb")
+        check(os.path.exists(os.path.join(db, "key4.db")) and os.stat(db).st_mode & 0o077 == 0,
+              "own NSS database, owner-only")
+        check("backend = nss" in conf and "fips = yes" in conf, "the config names the nss backend")
+    else:
+        check(os.path.exists(os.path.join(d.dir, "hsm", "softhsm2.conf")), "own softhsm2.conf")
 
     r = subprocess.run(["openssl", "verify", "-x509_strict", "-policy_check", "-CAfile", chain,
                         d.info["ocsp_cert"]],

@@ -276,7 +276,9 @@ with Deployment() as d:
                 if n_ in data or n_.lower() in data:
                     hits.append((p, n_))
     check(not hits, f"no ID-card number in any file under the deployment {hits}")
-    secrets = [open(d.info[k]).read().strip().encode() for k in ("backend_pin_file", "gateway_pin_file", "so_pin_file")]
+    secrets = [open(d.info[k]).read().strip().encode()
+               for k in ("backend_pin_file", "gateway_pin_file", "so_pin_file")
+               if d.info[k] is not None]   # NSS has no SO PIN
     store = os.path.join(d.dir, "store")
     leaks = [(f, i) for f in os.listdir(store) for i, sec in enumerate(secrets)
              if sec in open(os.path.join(store, f), "rb").read()]

@@ -128,6 +128,9 @@ class Deployment:
         # Never the user's SoftHSMv2 config: init writes its own and the
         # config names it; unset any inherited one to prove that.
         self.env.pop("SOFTHSM2_CONF", None)
+        # SC_TEST_BACKEND=nss: the same test on an NSS softoken database
+        if os.environ.get("SC_TEST_BACKEND") == "nss" and "--backend-token-uri" not in init_args:
+            init_args = ("--backend", "nss", *init_args)
         r = subprocess.run([SMARTCERT, "init", "--dir", self.dir, "--json", *init_args],
                            env=self.env, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
