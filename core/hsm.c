@@ -402,15 +402,17 @@ static int find_one_secret(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *label,
 	return 0;
 }
 
-/* Only the keys used for every record and never destroyed, the record-MAC
- * and audit keys, are copied into session objects.  SoftHSMv2 reads a
- * token key's value back from its object store at every C_SignInit but
- * keeps a session object's in memory: an HMAC of 200 bytes takes 4.7 us
- * with the copy and 9.9 us with the token key.  The copy keeps its
- * original's CKA_SENSITIVE and CKA_EXTRACTABLE, lives as long as the
- * session s that made it, and no label search finds it (they all ask for
- * CKA_TOKEN=true).  Wrapping keys are never copied: a copy of a group key
- * would outlive that key's destruction. */
+/* The keys used for every record and never destroyed, the record-MAC and
+ * audit keys, are copied into session objects.  SoftHSMv2 reads a token
+ * key's value back from its object store at every C_SignInit but keeps a
+ * session object's in memory: an HMAC of 200 bytes takes 4.7 us with the
+ * copy and 9.9 us with the token key.  The copy keeps its original's
+ * CKA_SENSITIVE and CKA_EXTRACTABLE, lives as long as the session s that
+ * made it, and no label search finds it (they all ask for CKA_TOKEN=true).
+ * Wrapping keys are copied only on a backend with copy_wrap_keys (NSS
+ * decrypts a token key's value from its database, a PBKDF2, at every use):
+ * a copy of a group key would outlive that key's destruction by another
+ * process, so sc_hsm_tick drops it once the token key is gone. */
 CK_OBJECT_HANDLE hsm_key_copy(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key)
 {
 	CK_BBOOL no = CK_FALSE;
@@ -427,20 +429,27 @@ CK_OBJECT_HANDLE hsm_key_copy(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
 int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
 {
 	int rc;
-	CK_OBJECT_HANDLE wrap, mac, copy, old;
+	CK_OBJECT_HANDLE wrap, mac, copy, old, wcopy, wold;
 
 	if ((rc = find_one_secret(hsm, s, SC_LABEL_MASTER_WRAP, &wrap)) < 0 ||
 	    (rc = find_one_secret(hsm, s, SC_LABEL_RECORD_MAC, &mac)) < 0)
 		return rc;
 	copy = hsm_key_copy(hsm, s, mac);
+	/* The master key is never destroyed, so a copy of it cannot outlive
+	 * it; the group keys' copies are made as they are used. */
+	wcopy = hsm->be->copy_wrap_keys ? hsm_key_copy(hsm, s, wrap) : CK_INVALID_HANDLE;
 	pthread_mutex_lock(&hsm->mu);
 	hsm->wrap_key = wrap;
 	hsm->mac_key = mac;
 	old = hsm->mac_copy;
 	hsm->mac_copy = copy;
+	wold = hsm->wrap_copy;
+	hsm->wrap_copy = wcopy;
 	pthread_mutex_unlock(&hsm->mu);
 	if (old != CK_INVALID_HANDLE)
 		hsm->f->C_DestroyObject(s, old);
+	if (wold != CK_INVALID_HANDLE)
+		hsm->f->C_DestroyObject(s, wold);
 	return 0;
 }
 
@@ -449,9 +458,30 @@ CK_OBJECT_HANDLE hsm_master_handle(sc_hsm *hsm, int mac)
 	CK_OBJECT_HANDLE h;
 
 	pthread_mutex_lock(&hsm->mu);
-	h = mac ? hsm->mac_key : hsm->wrap_key;
+	if (mac)
+		h = hsm->mac_key;
+	else
+		h = hsm->wrap_copy != CK_INVALID_HANDLE ? hsm->wrap_copy : hsm->wrap_key;
 	pthread_mutex_unlock(&hsm->mu);
 	return h;
+}
+
+void hsm_master_copy_lost(sc_hsm *hsm, CK_OBJECT_HANDLE copy)
+{
+	pthread_mutex_lock(&hsm->mu);
+	if (copy != CK_INVALID_HANDLE && hsm->wrap_copy == copy)
+		hsm->wrap_copy = CK_INVALID_HANDLE;
+	pthread_mutex_unlock(&hsm->mu);
+}
+
+void hsm_copy_destroy(sc_hsm *hsm, CK_OBJECT_HANDLE copy)
+{
+	CK_SESSION_HANDLE s;
+
+	if (copy == CK_INVALID_HANDLE || hsm_pool_get(hsm, &s) < 0)
+		return;
+	hsm->f->C_DestroyObject(s, copy);
+	hsm_pool_put(hsm, s);
 }
 
 /* ---- open / close ------------------------------------------------------- */

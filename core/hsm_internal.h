@@ -32,6 +32,9 @@
 struct hsm_group_slot {
 	uint32_t gen[2]; /* 0 = nothing cached */
 	CK_OBJECT_HANDLE h[2];
+	/* a session copy of h (backends with copy_wrap_keys), or
+	 * CK_INVALID_HANDLE; dropped with h, and by sc_hsm_tick once h is gone */
+	CK_OBJECT_HANDLE copy[2];
 };
 
 /* What one backend needs that PKCS#11 leaves open (hsm_backend.c has the
@@ -45,6 +48,9 @@ struct hsm_backend {
 	CK_ATTRIBUTE_TYPE ec_unwrap_point; /* vendor attribute an EC unwrap template
 					    * needs, holding the raw public point
 					    * (kept at the end of the blob); 0 none */
+	int copy_wrap_keys;		   /* wrap with session copies of the
+					    * token wrapping keys: using a token
+					    * key reads its database each time */
 	int fixed_token;		   /* the token is a database made by
 					    * loading, with no SO PIN and no
 					    * C_InitToken */
@@ -80,6 +86,8 @@ struct sc_hsm {
 	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
 	CK_OBJECT_HANDLE mac_key;
 	CK_OBJECT_HANDLE audit_key;    /* CK_INVALID_HANDLE until looked up */
+	CK_OBJECT_HANDLE wrap_copy;    /* session copy of wrap_key (copy_wrap_keys) */
+	int64_t copies_checked;	       /* sc_hsm_tick's last pass (monotonic ms) */
 	CK_OBJECT_HANDLE mac_copy;     /* session copies of mac_key and audit_key */
 	CK_OBJECT_HANDLE audit_copy;   /* (hsm_key_copy), or CK_INVALID_HANDLE */
 	struct hsm_group_slot *groups; /* by group number: the last group key
@@ -161,7 +169,13 @@ int hsm_group_session(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDL
  * wrapped again (a re-wrap).  Never both. */
 CK_RV hsm_unwrap_blob(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wrap, int alg,
 		      const unsigned char *blob, size_t blob_len, int to_sign, CK_OBJECT_HANDLE *h);
-/* Forget the cached key of (group, gen) (it was destroyed). */
+/* Destroy a session copy (a pool session of its own); NULL-safe on
+ * CK_INVALID_HANDLE. */
+void hsm_copy_destroy(sc_hsm *hsm, CK_OBJECT_HANDLE copy);
+/* The master wrapping key's copy went with its session: use the token key. */
+void hsm_master_copy_lost(sc_hsm *hsm, CK_OBJECT_HANDLE copy);
+/* Forget the cached key of (group, gen) (it was destroyed), and destroy its
+ * session copy. */
 void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen);
 void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h);
 void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX]);

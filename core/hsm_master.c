@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -56,15 +57,24 @@ void hsm_group_label(uint32_t group, uint32_t gen, char out[SC_LABEL_GROUP_MAX])
 
 void hsm_group_forget(sc_hsm *hsm, uint32_t group, uint32_t gen)
 {
+	CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+
 	pthread_mutex_lock(&hsm->mu);
-	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen) {
 		hsm->groups[group].gen[gen & 1] = 0;
+		copy = hsm->groups[group].copy[gen & 1];
+		hsm->groups[group].copy[gen & 1] = CK_INVALID_HANDLE;
+	}
 	pthread_mutex_unlock(&hsm->mu);
+	hsm_copy_destroy(hsm, copy);
 }
 
-/* Remember (group, gen) -> h; a failure to grow only costs a lookup. */
+/* Remember (group, gen) -> h; a failure to grow only costs a lookup.  The
+ * copy of whatever the slot held before goes. */
 void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
 {
+	CK_OBJECT_HANDLE stale = CK_INVALID_HANDLE;
+
 	pthread_mutex_lock(&hsm->mu);
 	if (group >= hsm->ngroups && group < SC_HSM_MAX_GROUPS) {
 		uint32_t n = group + 1 > 2 * hsm->ngroups ? group + 1 : 2 * hsm->ngroups;
@@ -77,10 +87,58 @@ void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HAN
 		}
 	}
 	if (group < hsm->ngroups) {
-		hsm->groups[group].gen[gen & 1] = gen;
-		hsm->groups[group].h[gen & 1] = h;
+		struct hsm_group_slot *g = &hsm->groups[group];
+
+		if (g->gen[gen & 1] != gen || g->h[gen & 1] != h) {
+			stale = g->copy[gen & 1];
+			g->copy[gen & 1] = CK_INVALID_HANDLE;
+		}
+		g->gen[gen & 1] = gen;
+		g->h[gen & 1] = h;
 	}
 	pthread_mutex_unlock(&hsm->mu);
+	hsm_copy_destroy(hsm, stale);
+}
+
+/* The session copy to wrap with for the token key h of (group, gen), made
+ * on first use; h itself when the backend copies nothing or the copy
+ * cannot be made. */
+static CK_OBJECT_HANDLE group_copy(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
+{
+	CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE, extra = CK_INVALID_HANDLE, use = h;
+	CK_SESSION_HANDLE s;
+	struct hsm_group_slot *g;
+
+	if (!hsm->be->copy_wrap_keys)
+		return h;
+	pthread_mutex_lock(&hsm->mu);
+	g = group < hsm->ngroups ? &hsm->groups[group] : NULL;
+	if (g != NULL && g->gen[gen & 1] == gen && g->h[gen & 1] == h &&
+	    g->copy[gen & 1] != CK_INVALID_HANDLE)
+		use = g->copy[gen & 1];
+	pthread_mutex_unlock(&hsm->mu);
+	if (use != h || hsm_pool_get(hsm, &s) < 0)
+		return use;
+	copy = hsm_key_copy(hsm, s, h);
+	hsm_pool_put(hsm, s);
+	if (copy == CK_INVALID_HANDLE)
+		return h;
+	pthread_mutex_lock(&hsm->mu);
+	g = group < hsm->ngroups ? &hsm->groups[group] : NULL;
+	if (g != NULL && g->gen[gen & 1] == gen && g->h[gen & 1] == h) {
+		if (g->copy[gen & 1] == CK_INVALID_HANDLE)
+			g->copy[gen & 1] = copy;
+		else
+			extra = copy; /* another thread was first */
+		use = g->copy[gen & 1];
+	} else {
+		/* forgotten meanwhile (destroyed): this one call still uses the
+		 * token key it found, and the copy goes */
+		extra = copy;
+	}
+	pthread_mutex_unlock(&hsm->mu);
+	hsm_copy_destroy(hsm, extra);
+	return use;
 }
 
 /* Every group key on the token, remembered in one pass.  A search by label
@@ -91,7 +149,9 @@ void hsm_group_remember(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HAN
 static void hsm_group_preload(sc_hsm *hsm)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_ATTRIBUTE t = { CKA_CLASS, &cls, sizeof(cls) };
+	CK_BBOOL tru = CK_TRUE;
+	/* token keys only, never a session copy (NSS lists both) */
+	CK_ATTRIBUTE t[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_TOKEN, &tru, sizeof(tru) } };
 	CK_OBJECT_HANDLE hs[256];
 	CK_SESSION_HANDLE s;
 	CK_ULONG n, i;
@@ -100,7 +160,7 @@ static void hsm_group_preload(sc_hsm *hsm)
 
 	if (hsm_pool_get(hsm, &s) < 0)
 		return;
-	if (hsm->f->C_FindObjectsInit(s, &t, 1) != CKR_OK)
+	if (hsm->f->C_FindObjectsInit(s, t, 2) != CKR_OK)
 		goto out;
 	while (hsm->f->C_FindObjects(s, hs, sizeof(hs) / sizeof(hs[0]), &n) == CKR_OK && n > 0) {
 		for (i = 0; i < n; i++) {
@@ -140,7 +200,7 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 		hsm->groups_loaded = 1;
 	pthread_mutex_unlock(&hsm->mu);
 	if (*h != CK_INVALID_HANDLE)
-		return 0;
+		goto found;
 	if (preload) {
 		hsm_group_preload(hsm);
 		pthread_mutex_lock(&hsm->mu);
@@ -148,7 +208,7 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 			*h = hsm->groups[group].h[gen & 1];
 		pthread_mutex_unlock(&hsm->mu);
 		if (*h != CK_INVALID_HANDLE)
-			return 0;
+			goto found;
 	}
 	hsm_group_label(group, gen, label);
 	rc = hsm_pool_find(hsm, CKO_SECRET_KEY, label, &s, h, &n);
@@ -165,7 +225,88 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 		return sc_error_set(SC_ERR_HSM, "backend token holds more than one '%s' key",
 				    label);
 	hsm_group_remember(hsm, group, gen, *h);
+found:
+	*h = group_copy(hsm, group, gen, *h);
 	return 0;
+}
+
+/* ---- the copies' lifetime ----------------------------------------------- */
+
+#define HSM_COPY_CHECK_MS 5000
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct copy_ref {
+	uint32_t group, gen;
+	CK_OBJECT_HANDLE h;
+};
+
+void sc_hsm_tick(sc_hsm *hsm)
+{
+	struct copy_ref *refs = NULL;
+	size_t n = 0, cap = 0, i;
+	CK_SESSION_HANDLE s;
+	int64_t now = mono_ms();
+	uint32_t g;
+	int p;
+
+	if (hsm == NULL || !hsm->be->copy_wrap_keys)
+		return;
+	pthread_mutex_lock(&hsm->mu);
+	if (now - hsm->copies_checked < HSM_COPY_CHECK_MS) {
+		pthread_mutex_unlock(&hsm->mu);
+		return;
+	}
+	hsm->copies_checked = now;
+	for (g = 0; g < hsm->ngroups; g++) {
+		for (p = 0; p < 2; p++) {
+			struct hsm_group_slot *slot = &hsm->groups[g];
+
+			if (slot->copy[p] == CK_INVALID_HANDLE)
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? 2 * cap : 64;
+				struct copy_ref *r = realloc(refs, nc * sizeof(*r));
+
+				if (r == NULL)
+					goto listed; /* the rest at the next tick */
+				refs = r;
+				cap = nc;
+			}
+			refs[n++] = (struct copy_ref){ g, slot->gen[p], slot->h[p] };
+		}
+	}
+listed:
+	pthread_mutex_unlock(&hsm->mu);
+	if (n == 0 || hsm_pool_get(hsm, &s) < 0)
+		goto out;
+	/* A handle may be reused by a later object: the label says whose. */
+	for (i = 0; i < n; i++) {
+		char want[SC_LABEL_GROUP_MAX], have[SC_LABEL_GROUP_MAX + 1];
+		CK_ATTRIBUTE a = { CKA_LABEL, have, SC_LABEL_GROUP_MAX };
+		CK_RV rv;
+
+		hsm_group_label(refs[i].group, refs[i].gen, want);
+		rv = hsm->f->C_GetAttributeValue(s, refs[i].h, &a, 1);
+		if (rv == CKR_OK && a.ulValueLen == strlen(want) &&
+		    memcmp(have, want, a.ulValueLen) == 0)
+			continue;
+		if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
+			continue;	       /* the token failed, not the key: next time */
+		refs[i].h = CK_INVALID_HANDLE; /* gone: forgotten below */
+	}
+	hsm_pool_put(hsm, s);
+	for (i = 0; i < n; i++)
+		if (refs[i].h == CK_INVALID_HANDLE)
+			hsm_group_forget(hsm, refs[i].group, refs[i].gen);
+out:
+	free(refs);
 }
 
 int hsm_group_session(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *key,
@@ -241,10 +382,15 @@ int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg, const u
 		rc = hsm_ckr(rv, "C_UnwrapKey",
 			     "unwrapping a user key (blob damaged, "
 			     "or not wrapped under this key?)");
-		/* the group key may have been rotated away meanwhile */
-		if (gen != 0 && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID ||
-				 rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID))
-			hsm_group_forget(hsm, group, gen);
+		/* the group key may have been rotated away meanwhile, or the
+		 * session copy gone with its session */
+		if (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID ||
+		    rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID) {
+			if (gen != 0)
+				hsm_group_forget(hsm, group, gen);
+			else
+				hsm_master_copy_lost(hsm, wrap);
+		}
 		goto out;
 	}
 	k->h = h;

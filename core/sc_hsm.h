@@ -145,6 +145,13 @@ int sc_hsm_unwrap(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_l
 int sc_hsm_unwrap_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg,
 		     const unsigned char *blob, size_t blob_len, sc_hsm_key **out);
 
+/* Housekeeping for a long-running user (the signing service calls it
+ * every half second): on a backend whose wrapping keys are used through
+ * session copies (nss), drops the copy of every group key that another
+ * process has destroyed, at most 5 s after it was destroyed.  Cheap and
+ * without effect otherwise.  Thread-safe. */
+void sc_hsm_tick(sc_hsm *hsm);
+
 /* Key groups (provisioning: the CA, never the signing service).
  * A group key is an AES-256 token secret key, sensitive, not extractable,
  * CKA_WRAP/CKA_UNWRAP only, labelled "smartcert-kg-GGGGGGGG-N".

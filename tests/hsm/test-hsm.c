@@ -173,6 +173,21 @@ static CK_ULONG raw_count(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE
 	return n;
 }
 
+/* The session copies (CKA_TOKEN=false) of the secret key labelled `label`. */
+static CK_ULONG raw_copies(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, const char *label,
+			   CK_OBJECT_HANDLE *first)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_TOKEN, &no, sizeof(no) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+	};
+
+	return raw_count(f, s, t, 3, first);
+}
+
 static CK_BBOOL raw_bool(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
 			 CK_ATTRIBUTE_TYPE type)
 {
@@ -390,13 +405,6 @@ static void test_master(const char *dir)
 static void test_mac_copy(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
-	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_BBOOL no = CK_FALSE;
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_TOKEN, &no, sizeof(no) },
-		{ CKA_LABEL, "smartcert-record-mac", strlen("smartcert-record-mac") },
-	};
 	CK_FUNCTION_LIST *f;
 	CK_SESSION_HANDLE s;
 	CK_TOKEN_INFO ti;
@@ -412,7 +420,8 @@ static void test_mac_copy(const char *dir)
 	REQUIRE(sc_hsm_mac(hsm, parts, lens, 1, m1) == 0, "mac with the copy");
 	raw_layer_open = 1;
 	f = raw_open(&s, &ti, 0);
-	CHECK(raw_count(f, s, t, 3, &copy) == 1, "one session copy of the record-MAC key");
+	CHECK(raw_copies(f, s, "smartcert-record-mac", &copy) == 1,
+	      "one session copy of the record-MAC key");
 	if (copy != CK_INVALID_HANDLE) {
 		unsigned char v[64];
 		CK_ATTRIBUTE va = { CKA_VALUE, v, sizeof(v) };
@@ -425,12 +434,69 @@ static void test_mac_copy(const char *dir)
 	}
 	CHECK(copy != CK_INVALID_HANDLE && f->C_DestroyObject(s, copy) == CKR_OK,
 	      "the copy destroyed");
-	CHECK(raw_count(f, s, t, 3, NULL) == 0, "no copy left");
+	CHECK(raw_copies(f, s, "smartcert-record-mac", NULL) == 0, "no copy left");
 	CHECK(sc_hsm_mac(hsm, parts, lens, 1, m2) == 0 && memcmp(m1, m2, 32) == 0,
 	      "the token key gives the same MAC");
 	raw_close(f, s);
 	sc_hsm_close(hsm);
 	raw_layer_open = 0;
+}
+
+/* A group key destroyed by another holder (the CA) is unusable to this
+ * one (the signing service) once it has ticked, session copy or not, and
+ * no copy of it is left on the token. */
+static void test_group_copy(const char *dir)
+{
+	sc_hsm *ca = hsmfix_open(&fx, 2), *svc;
+	const char *label = "smartcert-kg-00000007-1";
+	CK_FUNCTION_LIST *f;
+	CK_SESSION_HANDLE s;
+	CK_TOKEN_INFO ti;
+	unsigned char *blob = NULL, *spki = NULL;
+	size_t blob_len, spki_len;
+	sc_hsm_key *k = NULL;
+	int rc;
+
+	(void)dir;
+	REQUIRE(sc_hsm_create_master_keys(ca) == 0, "create master keys");
+	REQUIRE(sc_hsm_group_key_create(ca, 7, 1) == 0, "group 7 generation 1");
+	REQUIRE(sc_hsm_generate_wrapped_in(ca, 7, 1, SC_KEYALG_P256, &blob, &blob_len, &spki,
+					   &spki_len) == 0,
+		"a key wrapped under it");
+	svc = hsmfix_open(&fx, 2);
+	for (int i = 0; i < 3; i++) {
+		rc = sc_hsm_unwrap_in(svc, 7, 1, SC_KEYALG_P256, blob, blob_len, &k);
+		CHECK(rc == 0 && k, "the service unwraps under the group key: %d", rc);
+		sc_hsm_key_free(svc, k);
+		k = NULL;
+	}
+	/* NSS: one copy each for the CA and the service, made once however
+	 * often the key is used */
+	raw_layer_open = 1;
+	f = raw_open(&s, &ti, 0);
+	CHECK(raw_copies(f, s, label, NULL) == (hsmfix_is_nss() ? 2u : 0u),
+	      "one session copy a holder");
+	raw_close(f, s);
+
+	REQUIRE(sc_hsm_group_key_destroy(ca, 7, 1) == 0, "the CA destroys it");
+	/* NSS: the service's copy outlives the token key until the tick */
+	raw_layer_open = 1;
+	f = raw_open(&s, &ti, 0);
+	CHECK(raw_copies(f, s, label, NULL) == (hsmfix_is_nss() ? 1u : 0u),
+	      "the service's session copy before the tick");
+	raw_close(f, s);
+	sc_hsm_tick(svc);
+	rc = sc_hsm_unwrap_in(svc, 7, 1, SC_KEYALG_P256, blob, blob_len, &k);
+	CHECK(rc < 0 && !k, "unwrapped under a destroyed group key: %d", rc);
+	sc_hsm_key_free(svc, k);
+	f = raw_open(&s, &ti, 0);
+	CHECK(raw_copies(f, s, label, NULL) == 0, "no session copy of the destroyed key is left");
+	raw_close(f, s);
+	raw_layer_open = 0;
+	sc_hsm_close(svc);
+	sc_hsm_close(ca);
+	free(blob);
+	OPENSSL_free(spki);
 }
 
 static void test_wrap(const char *dir)
@@ -1327,6 +1393,7 @@ static const struct tcheck_case cases[] = {
 	TCASE(wrap),
 	TCASE(mac),
 	TCASE_NAMED("mac-copy", test_mac_copy),
+	TCASE_NAMED("group-copy", test_group_copy),
 	TCASE(x509),
 	TCASE(tbs),
 	TCASE(pin),

@@ -204,7 +204,12 @@ static void setup(void)
 		if (mkdtemp(dir) == NULL)
 			DIE("mkdtemp: %s", strerror(errno));
 		strncat(dir, "/d", sizeof(dir) - strlen(dir) - 1);
-		snprintf(cmd, sizeof(cmd), "'%s' init --dir '%s' --json >/dev/null", sc_bin, dir);
+		/* SC_TEST_BACKEND=nss: a deployment on NSS softoken */
+		snprintf(cmd, sizeof(cmd), "'%s' init --dir '%s' --json%s >/dev/null", sc_bin, dir,
+			 getenv("SC_TEST_BACKEND") != NULL &&
+					 strcmp(getenv("SC_TEST_BACKEND"), "nss") == 0 ?
+				 " --backend nss" :
+				 "");
 		sh(cmd);
 	}
 	snprintf(conf_path, sizeof(conf_path), "%s/smartcert.conf", dir);
