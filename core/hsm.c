@@ -409,7 +409,7 @@ static int find_one_secret(sc_hsm *hsm, CK_SESSION_HANDLE s, const char *label,
  * copy and 9.9 us with the token key.  The copy keeps its original's
  * CKA_SENSITIVE and CKA_EXTRACTABLE, lives as long as the session s that
  * made it, and no label search finds it (they all ask for CKA_TOKEN=true).
- * Wrapping keys are copied only on a backend with copy_wrap_keys (NSS
+ * Wrapping keys are copied only on a backend with copy_token_keys (NSS
  * decrypts a token key's value from its database, a PBKDF2, at every use):
  * a copy of a group key would outlive that key's destruction by another
  * process, so sc_hsm_tick drops it once the token key is gone. */
@@ -437,7 +437,7 @@ int hsm_find_master_keys(sc_hsm *hsm, CK_SESSION_HANDLE s)
 	copy = hsm_key_copy(hsm, s, mac);
 	/* The master key is never destroyed, so a copy of it cannot outlive
 	 * it; the group keys' copies are made as they are used. */
-	wcopy = hsm->be->copy_wrap_keys ? hsm_key_copy(hsm, s, wrap) : CK_INVALID_HANDLE;
+	wcopy = hsm->be->copy_token_keys ? hsm_key_copy(hsm, s, wrap) : CK_INVALID_HANDLE;
 	pthread_mutex_lock(&hsm->mu);
 	hsm->wrap_key = wrap;
 	hsm->mac_key = mac;
@@ -703,6 +703,17 @@ int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
 	k->h = h;
 	k->alg = alg;
 	k->session_obj = 0;
+	/* NSS decrypts a token key at every use (an RSA-2048 CA key signs 30
+	 * times a second): sign with a copy, which goes with sc_hsm_key_free.
+	 * CA keys are never destroyed, so no copy outlives its key. */
+	if (hsm->be->copy_token_keys) {
+		CK_OBJECT_HANDLE copy = hsm_key_copy(hsm, s, h);
+
+		if (copy != CK_INVALID_HANDLE) {
+			k->h = copy;
+			k->session_obj = 1;
+		}
+	}
 	*out = k;
 	rc = 0;
 out:

@@ -49,10 +49,10 @@
 const struct hsm_backend hsm_backends[] = {
 	{ .name = "softhsm2", .entry = "C_GetFunctionList", .entry_fips = NULL,
 	  .direct = 0, .wrap_mech = CKM_AES_KEY_WRAP_PAD, .ec_unwrap_point = 0,
-	  .copy_wrap_keys = 0, .fixed_token = 0 },
+	  .copy_token_keys = 0, .fixed_token = 0 },
 	{ .name = "nss", .entry = "C_GetFunctionList", .entry_fips = "FC_GetFunctionList",
 	  .direct = 1, .wrap_mech = HSM_CKM_AES_KEY_WRAP_KWP, .ec_unwrap_point = HSM_CKA_NSS_DB,
-	  .copy_wrap_keys = 1, .fixed_token = 1 },
+	  .copy_token_keys = 1, .fixed_token = 1 },
 };
 /* clang-format on */
 

@@ -32,7 +32,7 @@
 struct hsm_group_slot {
 	uint32_t gen[2]; /* 0 = nothing cached */
 	CK_OBJECT_HANDLE h[2];
-	/* a session copy of h (backends with copy_wrap_keys), or
+	/* a session copy of h (backends with copy_token_keys), or
 	 * CK_INVALID_HANDLE; dropped with h, and by sc_hsm_tick once h is gone */
 	CK_OBJECT_HANDLE copy[2];
 };
@@ -48,9 +48,10 @@ struct hsm_backend {
 	CK_ATTRIBUTE_TYPE ec_unwrap_point; /* vendor attribute an EC unwrap template
 					    * needs, holding the raw public point
 					    * (kept at the end of the blob); 0 none */
-	int copy_wrap_keys;		   /* wrap with session copies of the
-					    * token wrapping keys: using a token
-					    * key reads its database each time */
+	int copy_token_keys;		   /* use the token's keys (wrapping and
+					    * CA keys) through session copies:
+					    * using a token key reads its database
+					    * each time */
 	int fixed_token;		   /* the token is a database made by
 					    * loading, with no SO PIN and no
 					    * C_InitToken */
@@ -86,7 +87,7 @@ struct sc_hsm {
 	CK_OBJECT_HANDLE wrap_key; /* CK_INVALID_HANDLE until found/created */
 	CK_OBJECT_HANDLE mac_key;
 	CK_OBJECT_HANDLE audit_key;    /* CK_INVALID_HANDLE until looked up */
-	CK_OBJECT_HANDLE wrap_copy;    /* session copy of wrap_key (copy_wrap_keys) */
+	CK_OBJECT_HANDLE wrap_copy;    /* session copy of wrap_key (copy_token_keys) */
 	int64_t copies_checked;	       /* sc_hsm_tick's last pass (monotonic ms) */
 	CK_OBJECT_HANDLE mac_copy;     /* session copies of mac_key and audit_key */
 	CK_OBJECT_HANDLE audit_copy;   /* (hsm_key_copy), or CK_INVALID_HANDLE */

@@ -109,7 +109,7 @@ static CK_OBJECT_HANDLE group_copy(sc_hsm *hsm, uint32_t group, uint32_t gen, CK
 	CK_SESSION_HANDLE s;
 	struct hsm_group_slot *g;
 
-	if (!hsm->be->copy_wrap_keys)
+	if (!hsm->be->copy_token_keys)
 		return h;
 	pthread_mutex_lock(&hsm->mu);
 	g = group < hsm->ngroups ? &hsm->groups[group] : NULL;
@@ -256,7 +256,7 @@ void sc_hsm_tick(sc_hsm *hsm)
 	uint32_t g;
 	int p;
 
-	if (hsm == NULL || !hsm->be->copy_wrap_keys)
+	if (hsm == NULL || !hsm->be->copy_token_keys)
 		return;
 	pthread_mutex_lock(&hsm->mu);
 	if (now - hsm->copies_checked < HSM_COPY_CHECK_MS) {
