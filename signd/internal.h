@@ -191,6 +191,9 @@ CK_RV sd_ckr(int err);
 void sd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int sd_logged_in(const struct sd_session *s);
 CK_RV sd_get_hsm(sc_hsm **out);
+/* The backend's housekeeping (sc_hsm_tick), once the HSM is open: the
+ * accept loop calls it every half second. */
+void sd_hsm_tick(void);
 /* A checkpoint when one is due (force: whenever records were appended). */
 void sd_checkpoint_tick(int force);
 

@@ -567,7 +567,7 @@ int sc_signd_serve(volatile sig_atomic_t *stop)
 			break;
 		reap_finished();
 		sd_checkpoint_tick(0);
-		sc_hsm_tick(sd.hsm);
+		sd_hsm_tick();
 		for (i = 0; r > 0 && i < nl; i++)
 			if (p[i].revents & POLLIN)
 				accept_one(p[i].fd, i == 1, stop);

@@ -105,6 +105,17 @@ CK_RV sd_get_hsm(sc_hsm **out)
 	return rv;
 }
 
+void sd_hsm_tick(void)
+{
+	sc_hsm *hsm;
+
+	/* opened lazily by the first login, under the lock */
+	pthread_mutex_lock(&sd.lock);
+	hsm = sd.hsm;
+	pthread_mutex_unlock(&sd.lock);
+	sc_hsm_tick(hsm);
+}
+
 int sc_signd_open(const char *config_path)
 {
 	const char *path = sc_config_locate(config_path);
