@@ -47,6 +47,8 @@ struct sc_init {
 	sc_config *cfg;
 	sc_hsm *hsm;
 	sc_hsm *ocsp_hsm;             /* the OCSP token (embedded), else hsm */
+	EVP_PKEY *ocsp_pub;           /* nss: the OCSP signer's key, made in its own
+				       * database before the backend's opens */
 	sc_store *store;
 	X509 *root, *issuing, *ocsp;
 	unsigned char *der[3];
@@ -245,7 +247,7 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 		"\n[gateway]\nservice = unix:run/signd.sock\ntoken_label = smartcert\n"
 		"pin_source = file:gateway/default.pin\n"
 		"\n[ocsp]\nlisten = 127.0.0.1:8080\nvalidity_seconds = 86400\nnonce = accept\n"
-		"unknown_policy = unknown\nserve_crl_dir = yes\n%s",
+		"unknown_policy = unknown\nserve_crl_dir = yes\n%s%s",
 		p->ca_name ? p->ca_name : "smartcert",
 		module,
 		p->backend_token_uri ? p->backend_token_uri : "pkcs11:token=" SC_INIT_TOKEN_LABEL,
@@ -260,9 +262,10 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 		p->no_demo_authz ? "# trusted_key = PATH (install the authorisation service's key)\n"
 				 : "trusted_key = authz/authz-demo.pub.pem\n"
 				   "demo_key = authz-demo/authz-demo.key\n",
-		embedded ? "hsm_token = pkcs11:token=" SC_INIT_OCSP_TOKEN_LABEL "\n"
-			   "pin_source = file:secrets/ocsp.pin\n"
-			 : "");
+		embedded || nss ? "hsm_token = pkcs11:token=" SC_INIT_OCSP_TOKEN_LABEL "\n"
+				  "pin_source = file:secrets/ocsp.pin\n"
+				: "",
+		nss ? "nss_dir = hsm/nssdb-ocsp\n" : "");
 	if (n < 0 || (size_t)n >= cap) {
 		free(text);
 		return sc_error_set(SC_ERR_INVALID, "configuration values too long");
@@ -357,9 +360,15 @@ static int init_ca_cert(struct sc_init *in, int idx, int kind, const char *label
 	int rv;
 
 	*out = NULL;
-	rv = init_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg, label, &pub);
-	if (rv != SC_OK)
-		goto out;
+	if (kind == SC_CA_KIND_OCSP && in->ocsp_pub != NULL) {
+		pub = in->ocsp_pub;
+		in->ocsp_pub = NULL;
+	} else {
+		rv = init_token_key(kind == SC_CA_KIND_OCSP ? in->ocsp_hsm : in->hsm, alg, label,
+				    &pub);
+		if (rv != SC_OK)
+			goto out;
+	}
 	snprintf(name_cn, sizeof(name_cn), "%s %s",
 		 in->p->ca_name ? in->p->ca_name : "smartcert", cn);
 	if ((rv = sc_ca_name_make(name_cn, NULL, &name)) != SC_OK)
@@ -648,6 +657,15 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 		rv = sc_hsm_init_token(&hp, SC_INIT_TOKEN_LABEL, "", in->backend_pin);
 		if (rv != SC_OK)
 			goto out;
+		/* the responder's own database, with its own PIN */
+		if ((rv = init_random_pin(&in->ocsp_pin)) != SC_OK ||
+		    (rv = init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK)
+			goto out;
+		snprintf(hp.nss_dir_buf, sizeof(hp.nss_dir_buf), "%s/hsm/nssdb-ocsp", in->dir);
+		hp.token_uri = "pkcs11:token=" SC_INIT_OCSP_TOKEN_LABEL;
+		rv = sc_hsm_init_token(&hp, SC_INIT_OCSP_TOKEN_LABEL, "", in->ocsp_pin);
+		if (rv != SC_OK)
+			goto out;
 	} else if (embedded) {
 		memset(&hp, 0, sizeof(hp));
 		hp.module_path = module;
@@ -681,7 +699,8 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 			goto out;
 	}
 	res->backend_token_label = strdup(embedded ? SC_INIT_TOKEN_LABEL : p->backend_token_uri);
-	/* the OCSP token is SoftHSMv2's second token; NSS has one database */
+	/* the OCSP token: SoftHSMv2's second token, opened beside the backend's;
+	 * on NSS a second database, used on its own below */
 	embedded = embedded && !nss;
 
 	in->key_pem_path = init_path(in->dir, "authz-demo/authz-demo.key");
@@ -702,6 +721,20 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 	}
 	if ((rv = sc_config_load(res->config, &in->cfg)) != SC_OK)
 		goto out;
+	if (nss) {
+		/* A process opens one NSS database at a time: the responder's
+		 * key first, in its own. */
+		sc_hsm *oh = NULL;
+
+		if ((rv = sc_hsm_params_for_ocsp(in->cfg, &hp)) != SC_OK ||
+		    (rv = sc_hsm_open(&hp, &oh)) != SC_OK)
+			goto out;
+		rv = init_token_key(oh, p->ca_alg ? p->ca_alg : SC_KEYALG_P256, SC_LABEL_OCSP,
+				    &in->ocsp_pub);
+		sc_hsm_close(oh);
+		if (rv != SC_OK)
+			goto out;
+	}
 	if ((rv = sc_hsm_params_from_config(in->cfg, &hp)) != SC_OK)
 		goto out;
 	if ((rv = sc_hsm_open(&hp, &in->hsm)) != SC_OK)
@@ -871,6 +904,7 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 		rv = init_give_to(in.dir, p->service_user);
 	if (in.ocsp_hsm != NULL && in.ocsp_hsm != in.hsm)
 		sc_hsm_close(in.ocsp_hsm);
+	EVP_PKEY_free(in.ocsp_pub);
 	if (in.hsm != NULL)
 		sc_hsm_close(in.hsm);
 	sc_config_free(in.cfg);

@@ -916,6 +916,13 @@ int sc_hsm_params_for_ocsp(const sc_config *cfg, sc_hsm_params *out)
 		return rc;
 	if (token != NULL)
 		out->token_uri = token;
+	/* nss: the responder's own database */
+	if (out->nss_dir != NULL && sc_config_str(cfg, "ocsp.nss_dir", NULL) != NULL) {
+		rc = resolve_into(sc_config_dir(cfg), sc_config_str(cfg, "ocsp.nss_dir", NULL),
+				  out->nss_dir_buf, sizeof(out->nss_dir_buf), "ocsp.nss_dir");
+		if (rc < 0)
+			return rc;
+	}
 	if (pin != NULL) {
 		if (strncmp(pin, "env:", 4) == 0) {
 			out->pin_source = pin;

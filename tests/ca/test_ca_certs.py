@@ -58,6 +58,23 @@ with Deployment("--ocsp-url", "http://127.0.0.1:9/ocsp", "--crl-url", "http://12
         check(os.path.exists(os.path.join(db, "key4.db")) and os.stat(db).st_mode & 0o077 == 0,
               "own NSS database, owner-only")
         check("backend = nss" in conf and "fips = yes" in conf, "the config names the nss backend")
+        # The responder's own database: the OCSP signer's key and nothing
+        # else, opened by its own PIN and not by the backend's (NSS's certutil
+        # as the judge).
+        ocspdb = os.path.join(d.dir, "hsm", "nssdb-ocsp")
+
+        def keys(db, pin):
+            r = subprocess.run(["certutil", "-K", "-d", "sql:" + db, "-f", pin],
+                               capture_output=True, text=True)
+            return r.returncode, [ln.split()[-1] for ln in r.stdout.splitlines() if ln.startswith("<")]
+        pins = os.path.join(d.dir, "secrets")
+        rc, ks = keys(ocspdb, os.path.join(pins, "ocsp.pin"))
+        check(rc == 0 and ks == ["smartcert-ocsp-signer"], f"the OCSP database holds the signer key alone {ks}")
+        rc, ks = keys(ocspdb, os.path.join(pins, "backend.pin"))
+        check(rc != 0, "the backend PIN does not open the OCSP database")
+        rc, ks = keys(db, os.path.join(pins, "backend.pin"))
+        check(rc == 0 and "smartcert-issuing-ca" in ks and "smartcert-ocsp-signer" not in ks,
+              f"the backend database holds the CA keys, not the OCSP signer's {ks}")
     else:
         check(os.path.exists(os.path.join(d.dir, "hsm", "softhsm2.conf")), "own softhsm2.conf")
 

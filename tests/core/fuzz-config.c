@@ -34,7 +34,7 @@
 /* Every key the product reads (docs/configuration.md), by getter. */
 static const char *const str_keys[] = {
 	"deployment.name", "hsm.module", "hsm.token", "hsm.pin_source", "hsm.softhsm_conf",
-	"hsm.backend", "hsm.nss_dir",
+	"hsm.backend", "hsm.nss_dir", "ocsp.nss_dir",
 	"ca.key_type", "ca.name", "ca.default_key_type", "ca.policy_adult", "ca.policy_minor",
 	"ca.ocsp_url", "ca.issuers_url", "crl.base_url", "authz.audience", "authz.issuer",
 	"gateway.pin_hash", "gateway.token_label", "gateway.pin_source", "ocsp.listen",
