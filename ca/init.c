@@ -290,6 +290,17 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 }
 
 /* A new key pair on the token under `label`, and its public key. */
+/* hp->nss_dir = the deployment's `rel`. */
+static int init_nss_dir(const struct sc_init *in, const char *rel, sc_hsm_params *hp)
+{
+	int n = snprintf(hp->nss_dir_buf, sizeof(hp->nss_dir_buf), "%s/%s", in->dir, rel);
+
+	if (n < 0 || (size_t)n >= sizeof(hp->nss_dir_buf))
+		return sc_error_set(SC_ERR_INVALID, "deployment path too long");
+	hp->nss_dir = hp->nss_dir_buf;
+	return SC_OK;
+}
+
 static int init_token_key(sc_hsm *hsm, int alg, const char *label, EVP_PKEY **out)
 {
 	unsigned char *spki = NULL;
@@ -648,12 +659,8 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 		hp.backend = "nss";
 		hp.module_path = module;
 		hp.token_uri = "pkcs11:token=" SC_INIT_TOKEN_LABEL;
-		if (snprintf(hp.nss_dir_buf, sizeof(hp.nss_dir_buf), "%s/hsm/nssdb", in->dir) >=
-		    (int)sizeof(hp.nss_dir_buf)) {
-			rv = sc_error_set(SC_ERR_INVALID, "deployment path too long");
+		if ((rv = init_nss_dir(in, "hsm/nssdb", &hp)) != SC_OK)
 			goto out;
-		}
-		hp.nss_dir = hp.nss_dir_buf;
 		rv = sc_hsm_init_token(&hp, SC_INIT_TOKEN_LABEL, "", in->backend_pin);
 		if (rv != SC_OK)
 			goto out;
@@ -661,7 +668,8 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 		if ((rv = init_random_pin(&in->ocsp_pin)) != SC_OK ||
 		    (rv = init_write_secret(in->dir, "secrets/ocsp.pin", in->ocsp_pin)) != SC_OK)
 			goto out;
-		snprintf(hp.nss_dir_buf, sizeof(hp.nss_dir_buf), "%s/hsm/nssdb-ocsp", in->dir);
+		if ((rv = init_nss_dir(in, "hsm/nssdb-ocsp", &hp)) != SC_OK)
+			goto out;
 		hp.token_uri = "pkcs11:token=" SC_INIT_OCSP_TOKEN_LABEL;
 		rv = sc_hsm_init_token(&hp, SC_INIT_OCSP_TOKEN_LABEL, "", in->ocsp_pin);
 		if (rv != SC_OK)

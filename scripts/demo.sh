@@ -12,20 +12,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-scripts/install-deps.sh
-
-build=build-demo
-if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" -Dbuildtype=release >/dev/null
+# SMARTCERT_DEMO_BUILD=DIR: run on that build as it is (the test suite's
+# demo-* tests); otherwise install, build build-demo, and run on it.
+if [ -n "${SMARTCERT_DEMO_BUILD:-}" ]; then
+  build=$SMARTCERT_DEMO_BUILD
+else
+  scripts/install-deps.sh
+  build=build-demo
+  if [ ! -f "$build/build.ninja" ]; then
+    meson setup "$build" -Dbuildtype=release >/dev/null
+  fi
+  ninja -C "$build" >/dev/null
 fi
-ninja -C "$build" >/dev/null
+case $build in /*) ;; *) build=$top/$build ;; esac
 
 dir=${1:-$top/demo-deployment}
 rm -rf "$dir"
-sc="$top/$build/tools/smartcert"
-ocspd="$top/$build/tools/smartcert-ocspd"
-signd="$top/$build/tools/smartcert-signd"
-export SMARTCERT_PKCS11_MODULE="$top/$build/pkcs11/libsmartcert-pkcs11.so"
+sc="$build/tools/smartcert"
+ocspd="$build/tools/smartcert-ocspd"
+signd="$build/tools/smartcert-signd"
+export SMARTCERT_PKCS11_MODULE="$build/pkcs11/libsmartcert-pkcs11.so"
 unset SOFTHSM2_CONF
 work=$(mktemp -d)
 ocspd_pid=
