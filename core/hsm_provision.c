@@ -351,6 +351,16 @@ static int gen_pair_spki(sc_hsm *hsm, CK_SESSION_HANDLE s, int alg, int token, c
 	return rc < 0 ? rc : public_spki(hsm, s, *pub, alg, spki, spki_len);
 }
 
+/* Destroy what gen_pair() made (either half may be CK_INVALID_HANDLE). */
+static void destroy_pair(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub,
+			 CK_OBJECT_HANDLE priv)
+{
+	if (priv != CK_INVALID_HANDLE)
+		hsm->f->C_DestroyObject(s, priv);
+	if (pub != CK_INVALID_HANDLE)
+		hsm->f->C_DestroyObject(s, pub);
+}
+
 /* CKA_ID of CA keys: SHA-1 of the subjectPublicKey bits, i.e. the RFC 5280
  * key identifier, so that tools show the same id as the certificate. */
 static int set_key_id(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub, CK_OBJECT_HANDLE priv,
@@ -419,12 +429,8 @@ int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label, unsigned 
 	keep = 1;
 	rc = 0;
 out:
-	if (!keep) {
-		if (priv != CK_INVALID_HANDLE)
-			hsm->f->C_DestroyObject(s, priv);
-		if (pub != CK_INVALID_HANDLE)
-			hsm->f->C_DestroyObject(s, pub);
-	}
+	if (!keep)
+		destroy_pair(hsm, s, pub, priv);
 	OPENSSL_free(der);
 	hsm_pool_put(hsm, s);
 	return rc;
@@ -738,10 +744,7 @@ int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int al
 	rc = 0;
 out:
 	/* Neither half may outlive this call: the blob is the only copy. */
-	if (priv != CK_INVALID_HANDLE)
-		hsm->f->C_DestroyObject(s, priv);
-	if (pub != CK_INVALID_HANDLE)
-		hsm->f->C_DestroyObject(s, pub);
+	destroy_pair(hsm, s, pub, priv);
 	OPENSSL_free(der);
 	hsm_pool_put(hsm, s);
 	return rc;

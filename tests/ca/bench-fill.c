@@ -28,6 +28,7 @@
 
 #include <openssl/crypto.h>
 
+#include "benchutil.h"
 #include "internal.h"
 #include "sc_err.h"
 #include "sc_util.h"
@@ -41,14 +42,6 @@ struct fill_key {
 };
 
 #define FILL_MASTER_POOL 64
-
-static double fill_now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 /* The first key of a group in this fill: the group's current generation
  * (its HSM key made if it has none yet, in a transaction of its own, so the
@@ -119,7 +112,7 @@ int main(int argc, char **argv)
 						  &pool[i].blob_len, &pool[i].spki,
 						  &pool[i].spki_len)) != SC_OK)
 			goto fail;
-	t0 = fill_now();
+	t0 = bench_now();
 	for (i = 0; i < n; i++) {
 		sc_ca_prep p;
 		char idn[32];
@@ -163,14 +156,14 @@ int main(int argc, char **argv)
 			txn = NULL;
 			if (rv != SC_OK)
 				goto fail;
-			fprintf(stderr, "\r%lu/%lu  %.0f rows/s", done, n, (double)done / (fill_now() - t0));
+			fprintf(stderr, "\r%lu/%lu  %.0f rows/s", done, n, (double)done / (bench_now() - t0));
 		}
 	}
 	if ((rv = sc_store_sync(d->store)) != SC_OK)
 		goto fail;
 	printf("{\"filled\":%lu,\"seconds\":%.1f,\"rate_per_second\":%.0f,\"key_pool\":%lu,"
 	       "\"key_groups\":%s}\n",
-	       done, fill_now() - t0, (double)done / (fill_now() - t0), npool,
+	       done, bench_now() - t0, (double)done / (bench_now() - t0), npool,
 	       master ? "false" : "true");
 	fprintf(stderr, "\n");
 	rv = SC_OK;

@@ -9,20 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "benchutil.h"
 #include "tcheck.h"
 
 #include <time.h>
 
 #include "sc_store.h"
 #include "store-fixture.h"
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void serial_of(sc_serial *s, uint32_t i)
 {
@@ -71,7 +64,7 @@ int main(int argc, char **argv)
 	memset(spki, 0x22, sizeof(spki));
 	memset(der, 0x33, sizeof(der));
 
-	t0 = now_s();
+	t0 = bench_now();
 	for (i = 0; i < n; i++) {
 		if (i % 1000 == 0)
 			REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
@@ -103,49 +96,49 @@ int main(int argc, char **argv)
 			REQUIRE(sc_txn_commit(t) == SC_OK);
 	}
 	REQUIRE(sc_store_sync(st) == SC_OK);
-	t1 = now_s();
+	t1 = bench_now();
 	printf("insert: %ld users+keys+certs in %.2f s = %.0f records/s (x3 records each)\n", n,
 	       t1 - t0, (double)n / (t1 - t0));
 
 	lookups = n < 1000000 ? 1000000 : n;
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
-	t0 = now_s();
+	t0 = bench_now();
 	for (i = 0; i < lookups; i++) {
 		sc_serial s;
 
 		serial_of(&s, rnd(&seed) % (uint32_t)n);
 		ok += sc_store_cert_get(t, &s, &cg) == SC_OK;
 	}
-	t1 = now_s();
+	t1 = bench_now();
 	printf("cert_get by serial (one read txn): %.0f lookups/s (%.2f us each)\n",
 	       (double)lookups / (t1 - t0), (t1 - t0) * 1e6 / (double)lookups);
-	t0 = now_s();
+	t0 = bench_now();
 	for (i = 0; i < lookups; i++) {
 		snprintf(kid, sizeof(kid), "k%08u", rnd(&seed) % (uint32_t)n);
 		ok += sc_store_key_get(t, kid, &kg) == SC_OK;
 	}
-	t1 = now_s();
+	t1 = bench_now();
 	printf("key_get by key id (one read txn): %.0f lookups/s (%.2f us each)\n",
 	       (double)lookups / (t1 - t0), (t1 - t0) * 1e6 / (double)lookups);
-	t0 = now_s();
+	t0 = bench_now();
 	for (i = 0; i < lookups; i++)
 		ok += sc_store_key_get_by_seq(t, 1 + rnd(&seed) % (uint32_t)n, &kg) == SC_OK;
-	t1 = now_s();
+	t1 = bench_now();
 	printf("key_get_by_seq (one read txn): %.0f lookups/s (%.2f us each)\n",
 	       (double)lookups / (t1 - t0), (t1 - t0) * 1e6 / (double)lookups);
 	REQUIRE(ok == 3 * lookups);
 	REQUIRE(sc_store_stats_get(t, &stats) == SC_OK);
 	sc_txn_abort(t);
 
-	t0 = now_s();
+	t0 = bench_now();
 	for (i = 0; i < lookups; i++) {
 		REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 		sc_txn_abort(t);
 	}
-	t1 = now_s();
+	t1 = bench_now();
 	printf("read txn begin+end (cached, renewed): %.0f /s (%.2f us each)\n",
 	       (double)lookups / (t1 - t0), (t1 - t0) * 1e6 / (double)lookups);
-	t0 = now_s();
+	t0 = bench_now();
 	for (i = 0; i < lookups; i++) {
 		sc_serial s;
 
@@ -154,7 +147,7 @@ int main(int argc, char **argv)
 		REQUIRE(sc_store_cert_get(t, &s, &cg) == SC_OK);
 		sc_txn_abort(t);
 	}
-	t1 = now_s();
+	t1 = bench_now();
 	printf("read txn + cert_get (OCSP-like): %.0f /s (%.2f us each)\n",
 	       (double)lookups / (t1 - t0), (t1 - t0) * 1e6 / (double)lookups);
 	printf("store: %llu users, %llu keys, %llu certs; map used %.1f MiB (%.0f bytes/user)\n",

@@ -13,6 +13,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "benchutil.h"
 #include "hsmfix.h"
 #include "sc_err.h"
 #include "sc_signer.h"
@@ -32,22 +33,14 @@ struct job {
 	int failed;
 };
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void *run(void *arg)
 {
 	struct job *j = arg;
 	unsigned char dg[32], sig[512];
-	double end = now() + seconds;
+	double end = bench_now() + seconds;
 
 	memset(dg, 0x5a, sizeof(dg));
-	while (j->ops < MAX_OPS && (j->ops & 15 || now() < end)) {
+	while (j->ops < MAX_OPS && (j->ops & 15 || bench_now() < end)) {
 		sc_hsm_key *k = j->key;
 		size_t len = sizeof(sig);
 
@@ -77,7 +70,7 @@ static double measure(sc_hsm *hsm, int alg, const unsigned char *blob, size_t bl
 	long ops = 0;
 	int i;
 
-	t0 = now();
+	t0 = bench_now();
 	for (i = 0; i < threads; i++) {
 		memset(&j[i], 0, sizeof(j[i]));
 		j[i].hsm = hsm;
@@ -92,7 +85,7 @@ static double measure(sc_hsm *hsm, int alg, const unsigned char *blob, size_t bl
 		REQUIRE(j[i].failed == 0, "signing failed");
 		ops += j[i].ops;
 	}
-	t1 = now();
+	t1 = bench_now();
 	return (double)ops / (t1 - t0);
 }
 

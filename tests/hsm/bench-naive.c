@@ -20,6 +20,7 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
+#include "benchutil.h"
 #include "hsmfix.h"
 
 static hsmfix fx;
@@ -31,21 +32,6 @@ struct naive_thread {
 	long ok;
 	CK_RV err;
 };
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *name, long def)
-{
-	const char *v = getenv(name);
-
-	return v != NULL && *v != '\0' ? strtol(v, NULL, 10) : def;
-}
 
 static CK_SESSION_HANDLE open_session(void)
 {
@@ -71,7 +57,7 @@ static void make_keys(CK_SESSION_HANDLE s)
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	unsigned char id[8];
 	CK_OBJECT_HANDLE pub, priv;
-	double t0 = now();
+	double t0 = bench_now();
 
 	for (long i = 0; i < nkeys; i++) {
 		CK_ATTRIBUTE pt[] = { { CKA_TOKEN, &yes, 1 },
@@ -86,7 +72,7 @@ static void make_keys(CK_SESSION_HANDLE s)
 		rv = f->C_GenerateKeyPair(s, &mech, pt, 3, kt, 6, &pub, &priv);
 		REQUIRE(rv == CKR_OK, "C_GenerateKeyPair %ld: 0x%lx", i, rv);
 	}
-	printf("# made %ld token key pairs in %.0f s\n", nkeys, now() - t0);
+	printf("# made %ld token key pairs in %.0f s\n", nkeys, bench_now() - t0);
 }
 
 static void *naive_thread(void *arg)
@@ -127,7 +113,7 @@ static void *naive_thread(void *arg)
 
 int main(void)
 {
-	long nthreads = env_long("SC_BENCH_NAIVE_THREADS", 8), total = 0;
+	long nthreads = bench_env_long("SC_BENCH_NAIVE_THREADS", 8), total = 0;
 	struct naive_thread t[64];
 	pthread_t th[64];
 	CK_SESSION_HANDLE s;
@@ -136,8 +122,8 @@ int main(void)
 	double t0, secs;
 	CK_RV rv;
 
-	nkeys = env_long("SC_BENCH_NAIVE_KEYS", 10000);
-	nsigs = env_long("SC_BENCH_NAIVE_SIGS", 200);
+	nkeys = bench_env_long("SC_BENCH_NAIVE_KEYS", 10000);
+	nsigs = bench_env_long("SC_BENCH_NAIVE_SIGS", 200);
 	REQUIRE(nkeys > 0 && nsigs > 0 && nthreads > 0 && nthreads <= 64, "bad SC_BENCH_NAIVE_*");
 	hsmfix_setup(&fx, "naive");
 	setenv("SOFTHSM2_CONF", fx.conf, 1);
@@ -156,7 +142,7 @@ int main(void)
 	REQUIRE(rv == CKR_OK, "C_Login 0x%lx", rv);
 	make_keys(s);
 	memset(t, 0, sizeof(t));
-	t0 = now();
+	t0 = bench_now();
 	for (long i = 0; i < nthreads; i++)
 		REQUIRE(pthread_create(&th[i], NULL, naive_thread, &t[i]) == 0, "pthread_create");
 	for (long i = 0; i < nthreads; i++) {
@@ -164,7 +150,7 @@ int main(void)
 		REQUIRE(t[i].err == CKR_OK, "thread %ld stopped: 0x%lx", i, t[i].err);
 		total += t[i].ok;
 	}
-	secs = now() - t0;
+	secs = bench_now() - t0;
 	printf("naive SoftHSMv2: %ld token key pairs, find by CKA_ID + sign: %.0f sig/s "
 	       "(%ld threads, %ld signatures in %.1f s)\n",
 	       nkeys, (double)total / secs, nthreads, total, secs);

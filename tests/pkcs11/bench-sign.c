@@ -68,6 +68,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "benchutil.h"
 #include "pkcs11_v3.h"
 #include "signd-spawn.h"
 #include "sc_authz.h"
@@ -106,21 +107,6 @@ static void p256_user(long i, char *out, size_t len)
 		fputc('\n', stderr); \
 		exit(1); \
 	} while (0)
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *name, long def)
-{
-	const char *v = getenv(name);
-
-	return v != NULL && *v != '\0' ? strtol(v, NULL, 10) : def;
-}
 
 static void sh(const char *cmd)
 {
@@ -222,12 +208,12 @@ static void setup(void)
 	setenv("SMARTCERT_CONF", conf_path, 1);
 	snprintf(path, sizeof(path), "%s/bench.filled", dir);
 	if (access(path, F_OK) != 0) {
-		t0 = now_s();
+		t0 = bench_now();
 		if (!p256_filled)
 			enrol_batch("bp", n_p256, "p256");
 		enrol_batch("br", n_rsa, "rsa2048");
 		printf("# enrolled %ld P-256 + %ld RSA-2048 users in %.0f s (smartcert ca enrol "
-		       "--batch)\n", p256_filled ? 0 : n_p256, n_rsa, now_s() - t0);
+		       "--batch)\n", p256_filled ? 0 : n_p256, n_rsa, bench_now() - t0);
 		f = fopen(path, "w");
 		if (f != NULL)
 			fclose(f);
@@ -370,25 +356,25 @@ static void latency_child(void *out)
 	RAND_bytes(d, sizeof(d));
 	/* The token is made with the key id known from the store; finding
 	 * it is part of the measured path. */
-	t0 = now_s();
+	t0 = bench_now();
 	if (p11->C_Initialize(NULL) != CKR_OK)
 		_exit(1);
-	r->step[0] = now_s();
+	r->step[0] = bench_now();
 	if (p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
 		_exit(1);
-	r->step[1] = now_s();
+	r->step[1] = bench_now();
 	if (p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)) != CKR_OK)
 		_exit(1);
-	r->step[2] = now_s();
+	r->step[2] = bench_now();
 	find_key(s, user, &k);
-	r->step[3] = now_s();
+	r->step[3] = bench_now();
 	tok = make_token(user, k.key_id, d);
-	t1 = now_s();
+	t1 = bench_now();
 	if (p11->C_SignInit(s, &m, k.h) != CKR_OK ||
 	    p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok)) != CKR_OK ||
 	    p11->C_Sign(s, d, 32, sig, &sl) != CKR_OK)
 		_exit(2);
-	r->step[4] = now_s() - t1;      /* token issuance is the app's, not ours */
+	r->step[4] = bench_now() - t1;      /* token issuance is the app's, not ours */
 	r->ms = (r->step[3] - t0 + r->step[4]) * 1000.0;
 	r->step[4] *= 1000.0;
 	r->step[3] = (r->step[3] - r->step[2]) * 1000.0;
@@ -425,14 +411,14 @@ static const unsigned char di256[19] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x6
 static double run_threads(void *(*fn)(void *), void *args, size_t size, long n)
 {
 	pthread_t th[64];
-	double t0 = now_s();
+	double t0 = bench_now();
 	long i;
 
 	for (i = 0; i < n; i++)
 		pthread_create(&th[i], NULL, fn, (char *)args + (size_t)i * size);
 	for (i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
-	return now_s() - t0;
+	return bench_now() - t0;
 }
 
 /* What a signing thread did. */
@@ -737,15 +723,15 @@ static CK_RV sign_authorised(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HAN
 
 	if (t == NULL)
 		t = ts;
-	t[0] = now_s();
+	t[0] = bench_now();
 	rv = p11->C_SignInit(s, m, key);
-	t[1] = now_s();
+	t[1] = bench_now();
 	if (rv == CKR_OK)
 		rv = p11->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)tok, strlen(tok));
-	t[2] = now_s();
+	t[2] = bench_now();
 	if (rv == CKR_OK)
 		rv = p11->C_Sign(s, in, inlen, sig, &sl);
-	t[3] = now_s();
+	t[3] = bench_now();
 	return rv;
 }
 
@@ -1051,7 +1037,7 @@ static void cmp_child(struct cmp_run *r, long p, int ready_fd, int go_fd)
 		a[i].sigs = r->sigs;
 		memset(a[i].step, 0, sizeof(a[i].step));
 	}
-	slot->t0 = now_s();
+	slot->t0 = bench_now();
 	slot->t1 = slot->t0 + run_threads(cmp_thread, a, sizeof(a[0]), r->tpp);
 	for (i = 0; i < r->tpp; i++) {
 		slot->ok += a[i].w->t.ok;
@@ -1237,10 +1223,10 @@ static void rtt_child(void *out)
 	if (v == NULL)
 		_exit(1);
 	for (i = 0; i < rtt_calls; i++) {
-		t = now_s();
+		t = bench_now();
 		if (p11->C_GetSessionInfo(s, &si) != CKR_OK)
 			_exit(2);
-		v[i] = now_s() - t;
+		v[i] = bench_now() - t;
 	}
 	qsort(v, (size_t)rtt_calls, sizeof(double), cmp_double);
 	r[0] = v[rtt_calls / 2] * 1e6;
@@ -1250,11 +1236,11 @@ static void rtt_child(void *out)
 
 static void compare(void)
 {
-	long n_rounds = env_long("SMARTCERT_BENCH_ROUNDS", 3);
-	long n_procs = env_long("SMARTCERT_BENCH_PROCS", 4);
-	long n_cold = env_long("SMARTCERT_BENCH_COLD", 5);
-	long lat_sigs = env_long("SMARTCERT_BENCH_LAT_SIGS", 200);
-	long n_warm = env_long("SMARTCERT_BENCH_WARM", 50);
+	long n_rounds = bench_env_long("SMARTCERT_BENCH_ROUNDS", 3);
+	long n_procs = bench_env_long("SMARTCERT_BENCH_PROCS", 4);
+	long n_cold = bench_env_long("SMARTCERT_BENCH_COLD", 5);
+	long lat_sigs = bench_env_long("SMARTCERT_BENCH_LAT_SIGS", 200);
+	long n_warm = bench_env_long("SMARTCERT_BENCH_WARM", 50);
 	/* [mode][module]: mode 0 threads, 1 processes, 2 one thread; module 0
 	 * service, 1 in-process. */
 	static const char *mode_name[3] = { "threads", "processes", "1 thread" };
@@ -1318,7 +1304,7 @@ static void compare(void)
 		 * module's best shape, all its threads in one process */
 		ratio[2][rd] = rate[1][0][rd] / rate[0][1][rd];
 	}
-	rtt_calls = env_long("SMARTCERT_BENCH_RTT_CALLS", 5000);
+	rtt_calls = bench_env_long("SMARTCERT_BENCH_RTT_CALLS", 5000);
 	for (k = 0; k < 2 && rtt_calls > 0; k++) {
 		double r[2] = { -1, -1 };
 
@@ -1404,7 +1390,7 @@ int main(void)
 {
 	CK_SESSION_HANDLE s;
 	const char *small = getenv("SMARTCERT_BENCH_SMALL_DIR");
-	long n_small = env_long("SMARTCERT_BENCH_SMALL_KEYS", 1000);
+	long n_small = bench_env_long("SMARTCERT_BENCH_SMALL_KEYS", 1000);
 	double dr[2] = { -1, -1 }, cy[2], all = -1, rsa = -1, sm = -1;
 	int nss;
 	long i;
@@ -1420,13 +1406,13 @@ int main(void)
 	if (inproc_path != NULL && *inproc_path == '\0')
 		inproc_path = NULL;
 	svc_path = mod_path;
-	n_p256 = env_long("SMARTCERT_BENCH_KEYS", 5000);
+	n_p256 = bench_env_long("SMARTCERT_BENCH_KEYS", 5000);
 	/* The comparison signs with P-256 keys only. */
-	n_rsa = inproc_path != NULL ? 0 : env_long("SMARTCERT_BENCH_RSA_KEYS", 200);
-	n_threads = env_long("SMARTCERT_BENCH_THREADS", 8);
-	n_sigs = env_long("SMARTCERT_BENCH_SIGS", 300);
-	p256_filled = env_long("SMARTCERT_BENCH_FILLED", 0) != 0;
-	n_warm_runs = env_long("SMARTCERT_BENCH_WARM_RUNS", 0);
+	n_rsa = inproc_path != NULL ? 0 : bench_env_long("SMARTCERT_BENCH_RSA_KEYS", 200);
+	n_threads = bench_env_long("SMARTCERT_BENCH_THREADS", 8);
+	n_sigs = bench_env_long("SMARTCERT_BENCH_SIGS", 300);
+	p256_filled = bench_env_long("SMARTCERT_BENCH_FILLED", 0) != 0;
+	n_warm_runs = bench_env_long("SMARTCERT_BENCH_WARM_RUNS", 0);
 	if (getenv("SMARTCERT_BENCH_CONF") != NULL && *getenv("SMARTCERT_BENCH_CONF") != '\0')
 		conf_name = getenv("SMARTCERT_BENCH_CONF");
 	if (n_p256 < 1 || n_rsa < (inproc_path != NULL ? 0 : 1) || n_threads < 1 || n_threads > 64 || n_sigs < 1 ||
