@@ -327,20 +327,14 @@ int sc_ca_prep_unique(sc_ca *ca, sc_txn *txn, sc_ca_prep *p)
 
 int sc_ca_prep_cert_add(sc_txn *txn, const sc_ca_prep *p)
 {
-	sc_cert c;
+	/* every field not named is zero */
+	sc_cert c = {
+		.serial = p->serial, .user_id = p->user_id, .key_id = p->key_id,
+		.profile = p->profile, .status = SC_CERT_GOOD, .not_before = p->not_before,
+		.not_after = p->not_after, .reason = SC_REASON_NONE, .partition = p->partition,
+		.der = p->der, .der_len = p->der_len,
+	};
 
-	memset(&c, 0, sizeof(c));
-	c.serial = p->serial;
-	c.user_id = p->user_id;
-	c.key_id = p->key_id;
-	c.profile = p->profile;
-	c.status = SC_CERT_GOOD;
-	c.not_before = p->not_before;
-	c.not_after = p->not_after;
-	c.reason = SC_REASON_NONE;
-	c.partition = p->partition;
-	c.der = p->der;
-	c.der_len = p->der_len;
 	return sc_store_cert_add(txn, &c);
 }
 
