@@ -73,6 +73,9 @@ def probe(d, files):
     base = os.path.dirname(d.config)
     env = dict(d.env)
     env["SOFTHSM2_CONF"] = conf if os.path.isabs(conf) else os.path.join(base, conf)
+    if d.conf_get("hsm.backend", "softhsm2") == "nss":
+        nss_dir = d.conf_get("hsm.nss_dir", "hsm/nssdb")
+        env["UNWRAP_PROBE_NSS_DIR"] = nss_dir if os.path.isabs(nss_dir) else os.path.join(base, nss_dir)
     token = re.search(r"token=([^;]+)", d.conf_get("hsm.token", "pkcs11:token=smartcert-backend")).group(1)
     r = subprocess.run([PROBE, d.conf_get("hsm.module"), token,
                         pin if os.path.isabs(pin) else os.path.join(base, pin), *files],

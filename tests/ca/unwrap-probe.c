@@ -7,6 +7,10 @@
  * environment) with the PIN in PIN_FILE, lists every secret key on it, and
  * tries C_UnwrapKey (CKM_AES_KEY_WRAP_PAD, into a session private key of
  * type EC, then RSA) with each of them on the bytes of each BLOB_FILE.
+ * With UNWRAP_PROBE_NSS_DIR set, the module is NSS's softoken on the
+ * database in that directory (FIPS entry, RFC 5649 as CKM_AES_KEY_WRAP_KWP,
+ * and an EC blob's last 65 or 97 bytes as its public point, CKA_NSS_DB),
+ * as smartcert's nss backend uses it.
  * Prints one JSON line:
  *   {"secret_keys":N,"labels":["..."],"unwrapped":[["BLOB_FILE","label"],...]}
  * Exit 0 when it ran (whatever it found), 77 when the module cannot be
@@ -77,6 +81,10 @@ int main(int argc, char **argv)
 	size_t pin_len = 0;
 	void *dl;
 	int a, first = 1;
+	const char *nss_dir;
+	static char nss_args[8192];
+	CK_C_INITIALIZE_ARGS init = { 0 };
+	CK_MECHANISM_TYPE wrap_mech = CKM_AES_KEY_WRAP_PAD;
 
 	if (argc < 5) {
 		fprintf(stderr, "usage: %s MODULE TOKEN_LABEL PIN_FILE BLOB_FILE...\n", argv[0]);
@@ -87,8 +95,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "SKIP: cannot load %s: %s\n", argv[1], dlerror());
 		return 77;
 	}
-	gfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
-	if (gfl == NULL || gfl(&f) != CKR_OK || f->C_Initialize(NULL) != CKR_OK) {
+	nss_dir = getenv("UNWRAP_PROBE_NSS_DIR");
+	if (nss_dir != NULL && *nss_dir != '\0') {
+		snprintf(nss_args, sizeof(nss_args),
+			 "configdir='sql:%s' certPrefix='' keyPrefix='' secmod='secmod.db' "
+			 "dbTokenDescription='%s' FIPSTokenDescription='%s'",
+			 nss_dir, argv[2], argv[2]);
+		init.flags = CKF_OS_LOCKING_OK;
+		init.pReserved = nss_args;
+		wrap_mech = 0x210B; /* CKM_AES_KEY_WRAP_KWP */
+	}
+	*(void **)&gfl = dlsym(dl, init.pReserved != NULL ? "FC_GetFunctionList" : "C_GetFunctionList");
+	if (gfl == NULL || gfl(&f) != CKR_OK || f->C_Initialize(&init) != CKR_OK) {
 		fprintf(stderr, "cannot initialise %s\n", argv[1]);
 		return 1;
 	}
@@ -132,11 +150,15 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		for (i = 0; i < nkeys; i++) {
-			CK_KEY_TYPE types[2] = { CKK_EC, CKK_RSA };
+			/* EC as SoftHSMv2 takes it, EC with a P-256 or P-384 point
+			 * at the blob's end (NSS), RSA */
+			CK_KEY_TYPE types[4] = { CKK_EC, CKK_EC, CKK_EC, CKK_RSA };
+			size_t points[4] = { 0, 65, 97, 0 };
 
-			for (int t = 0; t < 2; t++) {
-				CK_MECHANISM mech = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+			for (int t = 0; t < 4; t++) {
+				CK_MECHANISM mech = { wrap_mech, NULL, 0 };
 				CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
+				size_t pl = points[t] < bl ? points[t] : 0;
 				CK_ATTRIBUTE tmpl[] = {
 					{ CKA_CLASS, &pk, sizeof(pk) },
 					{ CKA_KEY_TYPE, &types[t], sizeof(types[t]) },
@@ -144,10 +166,14 @@ int main(int argc, char **argv)
 					{ CKA_PRIVATE, &tru, sizeof(tru) },
 					{ CKA_SENSITIVE, &tru, sizeof(tru) },
 					{ CKA_SIGN, &tru, sizeof(tru) },
+					{ 0xD5A0DB00UL /* CKA_NSS_DB */, blob + bl - pl, pl },
 				};
 				CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
 
-				if (f->C_UnwrapKey(s, &mech, keys[i], blob, bl, tmpl, 6, &h) == CKR_OK) {
+				if ((points[t] != 0 && pl == 0) || (points[t] != 0) != (init.pReserved != NULL && types[t] == CKK_EC))
+					continue;
+				if (f->C_UnwrapKey(s, &mech, keys[i], blob, bl - pl, tmpl, pl ? 7 : 6, &h) ==
+				    CKR_OK) {
 					printf("%s[\"%s\",\"%s\"]", first ? "" : ",", argv[a], labels[i]);
 					first = 0;
 					f->C_DestroyObject(s, h);
