@@ -168,6 +168,13 @@ def run(account, service):
                 "gateway credentials": d.info["gateway_pin_file"],
             },
         }
+        if d.info.get("backend") == "nss":
+            # the databases are the token; loaded without its initialisation
+            # string NSS shows nobody any token, so the files are what count
+            del spec["secrets"]["hsm tokens"]
+            for db in ("nssdb", "nssdb-ocsp"):
+                spec["secrets"][f"hsm {db}"] = os.path.join(d.dir, "hsm", db)
+                spec["secrets"][f"{db} keys"] = os.path.join(d.dir, "hsm", db, "key4.db")
 
         as_gateway = as_account(pw)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTCERT_CONF")}
