@@ -909,6 +909,7 @@ int sc_hsm_params_for_ocsp(const sc_config *cfg, sc_hsm_params *out)
 {
 	const char *token = sc_config_str(cfg, "ocsp.hsm_token", NULL);
 	const char *pin = sc_config_str(cfg, "ocsp.pin_source", NULL);
+	const char *nss_dir = sc_config_str(cfg, "ocsp.nss_dir", NULL);
 	int rc;
 
 	rc = sc_hsm_params_from_config(cfg, out);
@@ -917,9 +918,9 @@ int sc_hsm_params_for_ocsp(const sc_config *cfg, sc_hsm_params *out)
 	if (token != NULL)
 		out->token_uri = token;
 	/* nss: the responder's own database */
-	if (out->nss_dir != NULL && sc_config_str(cfg, "ocsp.nss_dir", NULL) != NULL) {
-		rc = resolve_into(sc_config_dir(cfg), sc_config_str(cfg, "ocsp.nss_dir", NULL),
-				  out->nss_dir_buf, sizeof(out->nss_dir_buf), "ocsp.nss_dir");
+	if (out->nss_dir != NULL && nss_dir != NULL) {
+		rc = resolve_into(sc_config_dir(cfg), nss_dir, out->nss_dir_buf,
+				  sizeof(out->nss_dir_buf), "ocsp.nss_dir");
 		if (rc < 0)
 			return rc;
 	}

@@ -193,8 +193,15 @@ int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h
 	int preload;
 
 	pthread_mutex_lock(&hsm->mu);
-	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen)
+	if (group < hsm->ngroups && hsm->groups[group].gen[gen & 1] == gen) {
 		*h = hsm->groups[group].h[gen & 1];
+		/* the signing path's usual case: the copy, in the same look */
+		if (hsm->groups[group].copy[gen & 1] != CK_INVALID_HANDLE) {
+			*h = hsm->groups[group].copy[gen & 1];
+			pthread_mutex_unlock(&hsm->mu);
+			return 0;
+		}
+	}
 	preload = *h == CK_INVALID_HANDLE && !hsm->groups_loaded;
 	if (preload)
 		hsm->groups_loaded = 1;

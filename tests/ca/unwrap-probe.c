@@ -150,18 +150,24 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		for (i = 0; i < nkeys; i++) {
-			/* EC as SoftHSMv2 takes it, EC with a P-256 or P-384 point
-			 * at the blob's end (NSS), RSA */
-			CK_KEY_TYPE types[4] = { CKK_EC, CKK_EC, CKK_EC, CKK_RSA };
-			size_t points[4] = { 0, 65, 97, 0 };
+			/* as the backend's blobs are: SoftHSMv2's EC and RSA; NSS's
+			 * EC with a P-256 or P-384 point at the end, and RSA */
+			static const struct {
+				CK_KEY_TYPE type;
+				size_t point;
+			} soft[] = { { CKK_EC, 0 }, { CKK_RSA, 0 } },
+			  nss[] = { { CKK_EC, 65 }, { CKK_EC, 97 }, { CKK_RSA, 0 } };
+			int use_nss = init.pReserved != NULL;
+			int ntries = use_nss ? 3 : 2;
 
-			for (int t = 0; t < 4; t++) {
+			for (int t = 0; t < ntries; t++) {
+				CK_KEY_TYPE type = use_nss ? nss[t].type : soft[t].type;
+				size_t pl = use_nss ? nss[t].point : soft[t].point;
 				CK_MECHANISM mech = { wrap_mech, NULL, 0 };
 				CK_BBOOL tru = CK_TRUE, fal = CK_FALSE;
-				size_t pl = points[t] < bl ? points[t] : 0;
 				CK_ATTRIBUTE tmpl[] = {
 					{ CKA_CLASS, &pk, sizeof(pk) },
-					{ CKA_KEY_TYPE, &types[t], sizeof(types[t]) },
+					{ CKA_KEY_TYPE, &type, sizeof(type) },
 					{ CKA_TOKEN, &fal, sizeof(fal) },
 					{ CKA_PRIVATE, &tru, sizeof(tru) },
 					{ CKA_SENSITIVE, &tru, sizeof(tru) },
@@ -170,7 +176,7 @@ int main(int argc, char **argv)
 				};
 				CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
 
-				if ((points[t] != 0 && pl == 0) || (points[t] != 0) != (init.pReserved != NULL && types[t] == CKK_EC))
+				if (pl >= bl)
 					continue;
 				if (f->C_UnwrapKey(s, &mech, keys[i], blob, bl - pl, tmpl, pl ? 7 : 6, &h) ==
 				    CKR_OK) {

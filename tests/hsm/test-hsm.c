@@ -98,15 +98,15 @@ static int verify_signed(EVP_PKEY *k, int md_nid, const unsigned char *der, size
 }
 
 /* NSS's softoken is one instance a process: the raw view borrows the
- * layer's (kept open by raw_hsm, unless the case has the layer open and
- * sets raw_layer_open, when a second sc_hsm would add objects of its own)
- * instead of loading its own. */
+ * layer's instead of loading its own, through `layer` (an sc_hsm the case
+ * holds open) or, when the case holds none, one of its own (raw_hsm, which
+ * raw_close closes). */
 static sc_hsm *raw_hsm;
-static int raw_layer_open;
 
 /* A logged-in session on the fixture token, opened independently of the
  * layer under test (p11-kit gives each loader its own instance). */
-static CK_FUNCTION_LIST *raw_open(CK_SESSION_HANDLE *s, CK_TOKEN_INFO *ti, int login)
+static CK_FUNCTION_LIST *raw_open(CK_SESSION_HANDLE *s, CK_TOKEN_INFO *ti, sc_hsm *layer,
+				  int login)
 {
 	CK_FUNCTION_LIST *f;
 	CK_SLOT_ID slots[16];
@@ -117,7 +117,7 @@ static CK_FUNCTION_LIST *raw_open(CK_SESSION_HANDLE *s, CK_TOKEN_INFO *ti, int l
 		CK_C_GetFunctionList get = NULL;
 		void *dl;
 
-		if (!raw_layer_open)
+		if (layer == NULL)
 			raw_hsm = hsmfix_open(&fx, 1);
 		dl = dlopen(fx.module, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
 		REQUIRE(dl != NULL, "NSS softoken not loaded by the layer");
@@ -392,7 +392,7 @@ static void test_master(const char *dir)
 	CHECK(sc_hsm_create_master_keys(hsm) == SC_ERR_EXISTS, "create after reopen");
 	sc_hsm_close(hsm);
 
-	f = raw_open(&s, &ti, 1);
+	f = raw_open(&s, &ti, NULL, 1);
 	check_secret(f, s, "smartcert-master-wrap", "wrap", KEY_WRAP, CKK_AES, "AES");
 	check_secret(f, s, "smartcert-record-mac", "mac", KEY_MAC, CKK_GENERIC_SECRET,
 		     "generic secret");
@@ -418,8 +418,7 @@ static void test_mac_copy(const char *dir)
 	sc_hsm_close(hsm);
 	hsm = hsmfix_open(&fx, 2);
 	REQUIRE(sc_hsm_mac(hsm, parts, lens, 1, m1) == 0, "mac with the copy");
-	raw_layer_open = 1;
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, hsm, 0);
 	CHECK(raw_copies(f, s, "smartcert-record-mac", &copy) == 1,
 	      "one session copy of the record-MAC key");
 	if (copy != CK_INVALID_HANDLE) {
@@ -439,7 +438,6 @@ static void test_mac_copy(const char *dir)
 	      "the token key gives the same MAC");
 	raw_close(f, s);
 	sc_hsm_close(hsm);
-	raw_layer_open = 0;
 }
 
 /* A group key destroyed by another holder (the CA) is unusable to this
@@ -472,16 +470,14 @@ static void test_group_copy(const char *dir)
 	}
 	/* NSS: one copy each for the CA and the service, made once however
 	 * often the key is used */
-	raw_layer_open = 1;
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, svc, 0);
 	CHECK(raw_copies(f, s, label, NULL) == (hsmfix_is_nss() ? 2u : 0u),
 	      "one session copy a holder");
 	raw_close(f, s);
 
 	REQUIRE(sc_hsm_group_key_destroy(ca, 7, 1) == 0, "the CA destroys it");
 	/* NSS: the service's copy outlives the token key until the tick */
-	raw_layer_open = 1;
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, svc, 0);
 	CHECK(raw_copies(f, s, label, NULL) == (hsmfix_is_nss() ? 1u : 0u),
 	      "the service's session copy before the tick");
 	raw_close(f, s);
@@ -489,10 +485,9 @@ static void test_group_copy(const char *dir)
 	rc = sc_hsm_unwrap_in(svc, 7, 1, SC_KEYALG_P256, blob, blob_len, &k);
 	CHECK(rc < 0 && !k, "unwrapped under a destroyed group key: %d", rc);
 	sc_hsm_key_free(svc, k);
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, svc, 0);
 	CHECK(raw_copies(f, s, label, NULL) == 0, "no session copy of the destroyed key is left");
 	raw_close(f, s);
-	raw_layer_open = 0;
 	sc_hsm_close(svc);
 	sc_hsm_close(ca);
 	free(blob);
@@ -662,7 +657,7 @@ static void test_wrap(const char *dir)
 	 * or in sessions (we see our own session objects only, so check while
 	 * the layer is closed for token ones). */
 	sc_hsm_close(hsm);
-	f = raw_open(&s, &ti, 1);
+	f = raw_open(&s, &ti, NULL, 1);
 	CHECK(raw_count(f, s, tp, 1, NULL) == 0, "private key objects left on the token");
 	raw_close(f, s);
 }
@@ -832,7 +827,7 @@ static void x509_run(void)
 		unsigned char id[32];
 		CK_ATTRIBUTE aid = { CKA_ID, id, sizeof(id) };
 
-		f = raw_open(&s, &ti, 1);
+		f = raw_open(&s, &ti, NULL, 1);
 		CHECK(raw_count(f, s, t, 2, &h) == 1, "one CA key");
 		check_flags(f, s, h, "ca", KEY_CA);
 		CHECK(f->C_GetAttributeValue(s, h, &aid, 1) == CKR_OK && aid.ulValueLen == 20,
@@ -981,7 +976,7 @@ static void test_pin(const char *dir)
 		sc_hsm_close(hsm);
 		goto sources;
 	}
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, NULL, 0);
 	CHECK(!(ti.flags & CKF_USER_PIN_COUNT_LOW), "count-low before any failure");
 	raw_close(f, s);
 
@@ -997,7 +992,7 @@ static void test_pin(const char *dir)
 
 	/* The token recorded a failed login; that one failure is all there is
 	 * (the attempt counter of SoftHSMv2 is the count-low flag). */
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, NULL, 0);
 	CHECK(ti.flags & CKF_USER_PIN_COUNT_LOW, "token saw no failed login");
 	CHECK(!(ti.flags & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_FINAL_TRY)), "token locked");
 	raw_close(f, s);
@@ -1005,7 +1000,7 @@ static void test_pin(const char *dir)
 	/* The right PIN still works, and clears the token's failure state. */
 	hsm = hsmfix_open(&fx, 2);
 	sc_hsm_close(hsm);
-	f = raw_open(&s, &ti, 0);
+	f = raw_open(&s, &ti, NULL, 0);
 	CHECK(!(ti.flags & CKF_USER_PIN_COUNT_LOW), "count-low after a good login");
 	raw_close(f, s);
 
@@ -1042,7 +1037,7 @@ static void test_locked(const char *dir)
 		/* count-low set as well: any C_Login, good or bad, rewrites the
 		 * token record, which the generation counter shows. */
 		token_add_flags(states[i] | CKF_USER_PIN_COUNT_LOW);
-		f = raw_open(&s, &ti, 0);
+		f = raw_open(&s, &ti, NULL, 0);
 		CHECK(ti.flags & states[i], "token does not report flag 0x%llx",
 		      (unsigned long long)states[i]);
 		raw_close(f, s);
