@@ -26,6 +26,7 @@
 #include "sc_build_config.h"
 #include "sc_err.h"
 #include "sc_checkpoint.h"
+#include "sc_deploy.h"
 #include "sc_gateway.h"
 #include "sc_pinhash.h"
 #include "sc_signer.h"
@@ -215,7 +216,7 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 {
 	const sc_ca_init_params *p = in->p;
 	char *text = NULL;
-	char softhsm_line[64] = "";
+	char softhsm_line[64] = "", store_lines[640];
 	int n, rv;
 	size_t cap = 8192;
 
@@ -224,6 +225,17 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 			 "backend = nss\nnss_dir = hsm/nssdb\nfips = yes\n");
 	else if (embedded)
 		snprintf(softhsm_line, sizeof(softhsm_line), "softhsm_conf = hsm/softhsm2.conf\n");
+	if (p->store_backend != NULL && strcmp(p->store_backend, "postgresql") == 0)
+		n = snprintf(store_lines, sizeof(store_lines),
+			     "backend = postgresql\npg_schema = %s\n%s%s%s",
+			     p->store_schema ? p->store_schema : "smartcert",
+			     p->store_conninfo ? "pg_conninfo = " : "",
+			     p->store_conninfo ? p->store_conninfo : "",
+			     p->store_conninfo ? "\n" : "");
+	else
+		n = snprintf(store_lines, sizeof(store_lines), "path = store\nmap_size = 64G\n");
+	if (n < 0 || (size_t)n >= sizeof(store_lines))
+		return sc_error_set(SC_ERR_INVALID, "--store-conninfo is too long");
 	text = malloc(cap);
 	if (text == NULL)
 		return SC_ERR_NOMEM;
@@ -233,7 +245,7 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 		"# Relative paths are relative to this file's directory.\n"
 		"\n[deployment]\nname = %s\n"
 		"\n[hsm]\nmodule = %s\ntoken = %s\npin_source = %s\n%ssessions = 8\n"
-		"\n[store]\npath = store\nmap_size = 64G\n"
+		"\n[store]\n%s"
 		"\n[ca]\nkey_type = %s\nname = %s\nvalidity_days = 1825\ndefault_key_type = p256\n"
 		"policy_adult = %s\npolicy_minor = %s\nminor_age = 18\n"
 		"ocsp_url = %s\nissuers_url = %s\nsuspend_holds = yes\nretention_days = 2555\n"
@@ -251,7 +263,7 @@ static int init_write_config(struct sc_init *in, int embedded, int nss, const ch
 		p->ca_name ? p->ca_name : "smartcert",
 		module,
 		p->backend_token_uri ? p->backend_token_uri : "pkcs11:token=" SC_INIT_TOKEN_LABEL,
-		in->backend_pin_source, softhsm_line,
+		in->backend_pin_source, softhsm_line, store_lines,
 		sc_keyalg_name(p->ca_alg ? p->ca_alg : SC_KEYALG_P256),
 		p->ca_name ? p->ca_name : "smartcert",
 		SC_CA_POLICY_ADULT, SC_CA_POLICY_MINOR,
@@ -462,17 +474,23 @@ static int init_store(struct sc_init *in)
 	static const char *const metas[3] = { SC_META_ROOT_CERT, SC_META_ISSUING_CERT,
 					      SC_META_OCSP_CERT };
 	X509 *certs[3] = { in->root, in->issuing, in->ocsp };
-	char *path = NULL;
 	sc_txn *txn = NULL;
 	uint32_t parts = in->p->partitions ? in->p->partitions : 16;
 	char detail[128];
 	int rv, i;
 
-	path = sc_config_path(in->cfg, "store.path", "store");
-	if (path == NULL)
-		return SC_ERR_NOMEM;
-	rv = sc_store_open(path, 0, SC_STORE_CREATE, &in->store);
-	free(path);
+	/* A shared database may already hold a deployment under this schema:
+	 * never write a second CA over it. */
+	rv = sc_deploy_open_store(in->cfg, 0, &in->store);
+	if (rv == SC_OK) {
+		sc_store_close(in->store);
+		in->store = NULL;
+		return sc_error_set(SC_ERR_EXISTS, "the store already holds a deployment: give "
+				    "another --store-schema (or drop that schema)");
+	}
+	if (rv != SC_ERR_NOT_FOUND)
+		return rv;
+	rv = sc_deploy_open_store(in->cfg, SC_STORE_CREATE, &in->store);
 	if (rv != SC_OK)
 		return rv;
 	if ((rv = sc_txn_begin(in->store, SC_TXN_WRITE, &txn)) != SC_OK)

@@ -166,6 +166,10 @@ typedef struct sc_ca_init_params {
 	const char *crl_url;             /* crl.base_url; NULL = default */
 	const char *issuers_url;         /* NULL = default */
 	uint32_t partitions;             /* 0 = 16 */
+	const char *store_backend;       /* store.backend: NULL = "lmdb", or "postgresql" */
+	const char *store_conninfo;      /* store.pg_conninfo: a secret source (file:,
+					  * env:); NULL = libpq's environment */
+	const char *store_schema;        /* store.pg_schema: NULL = "smartcert" */
 	const char *actor;               /* audit actor; NULL = "officer:unknown" */
 } sc_ca_init_params;
 

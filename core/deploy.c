@@ -13,6 +13,7 @@
 #include "sc_checkpoint.h"
 #include "sc_deploy.h"
 #include "sc_err.h"
+#include "sc_util.h"
 
 #define SC_DEFAULT_MAP_SIZE (64LL << 30)
 
@@ -79,14 +80,53 @@ out:
 	return rc;
 }
 
+/* The store the configuration names: an LMDB directory (store.path), or a
+ * schema of a PostgreSQL database whose connection string comes from a
+ * secret source (store.pg_conninfo: file: or env:, never the config in
+ * clear, for it may hold a password) or from libpq's own environment. */
+int sc_deploy_open_store(const sc_config *cfg, unsigned sflags, sc_store **out)
+{
+	const char *backend = sc_config_str(cfg, "store.backend", "lmdb");
+	const char *source = sc_config_str(cfg, "store.pg_conninfo", NULL);
+	char *store_path = NULL, *conninfo = NULL;
+	int64_t map_size;
+	int rc;
+
+	if (strcmp(backend, "postgresql") == 0) {
+		if (source != NULL &&
+		    (rc = sc_secret_source_read(source, sc_config_dir(cfg), 0, 0, &conninfo)) < 0)
+			return rc; /* the message names the source */
+		rc = sc_store_open_pg(conninfo != NULL ? conninfo : "",
+				      sc_config_str(cfg, "store.pg_schema", "smartcert"), sflags, out);
+		sc_secret_free(conninfo);
+		return rc;
+	}
+	if (strcmp(backend, "lmdb") != 0)
+		return sc_error_set(SC_ERR_CONFIG, "store.backend '%s' is unknown: give lmdb or "
+				    "postgresql", backend);
+	rc = sc_config_int(cfg, "store.map_size", SC_DEFAULT_MAP_SIZE, &map_size);
+	if (rc < 0)
+		return rc;
+	if (map_size < (1LL << 20))
+		return sc_error_set(SC_ERR_CONFIG, "store.map_size must be at least 1M");
+	store_path = sc_config_path(cfg, "store.path", "store");
+	if (!store_path)
+		return SC_ERR_NOMEM;
+	rc = sc_store_open(store_path, (uint64_t)map_size, sflags, out);
+	if (rc == SC_ERR_NOT_FOUND)
+		rc = sc_error_set(SC_ERR_NOT_FOUND, "no store at '%s': run smartcert init "
+				  "(or fix store.path)", store_path);
+	free(store_path);
+	return rc;
+}
+
 int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 {
 	int rc;
 	const char *path;
 	sc_deploy *d = NULL;
-	char *store_path = NULL;
 	sc_hsm_params *hp = NULL;
-	int64_t parts, map_size;
+	int64_t parts;
 	unsigned sflags = 0;
 
 	*out = NULL;
@@ -112,29 +152,11 @@ int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 	}
 	d->crl_partitions = (uint32_t)parts;
 
-	rc = sc_config_int(d->cfg, "store.map_size", SC_DEFAULT_MAP_SIZE, &map_size);
-	if (rc < 0)
-		goto out;
-	if (map_size < (1LL << 20)) {
-		rc = sc_error_set(SC_ERR_CONFIG, "store.map_size must be at least 1M");
-		goto out;
-	}
-	store_path = sc_config_path(d->cfg, "store.path", "store");
-	if (!store_path) {
-		rc = SC_ERR_NOMEM;
-		goto out;
-	}
 	if (flags & SC_DEPLOY_STORE_RDONLY)
 		sflags |= SC_STORE_RDONLY;
 	else if (flags & SC_DEPLOY_CREATE_STORE)
 		sflags |= SC_STORE_CREATE;
-	rc = sc_store_open(store_path, (uint64_t)map_size, sflags, &d->store);
-	if (rc == SC_ERR_NOT_FOUND) {
-		rc = sc_error_set(SC_ERR_NOT_FOUND, "no store at '%s': run smartcert init "
-				  "(or fix store.path)", store_path);
-		goto out;
-	}
-	if (rc < 0)
+	if ((rc = sc_deploy_open_store(d->cfg, sflags, &d->store)) < 0)
 		goto out;
 
 	if (!(flags & SC_DEPLOY_NO_HSM)) {
@@ -172,7 +194,6 @@ int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 	rc = 0;
 out:
 	free(hp);
-	free(store_path);
 	sc_deploy_close(d);
 	return rc;
 }

@@ -63,6 +63,11 @@ enum {
  * the store's and sc_hsm_open()'s errors.  *out is NULL on error.
  * Not fork-safe: a child process opens its own deployment. */
 int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out);
+/* The store the configuration names (store.backend: "lmdb" in store.path,
+ * or "postgresql": schema store.pg_schema of the database that the secret
+ * source store.pg_conninfo, or else libpq's environment, names), opened
+ * with SC_STORE_* flags. */
+int sc_deploy_open_store(const sc_config *cfg, unsigned sflags, sc_store **out);
 void sc_deploy_close(sc_deploy *d);
 
 /* Key this process's audit appends and checks with `hsm`'s audit key

@@ -46,6 +46,12 @@ enum {
  * Errors: SC_ERR_NOT_FOUND (no store and no SC_STORE_CREATE), SC_ERR_READONLY,
  * SC_ERR_STORE (not a smartcert store / wrong schema version). */
 int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store **out);
+/* Open the store held in PostgreSQL schema `schema` (a-z, 0-9, _) of the
+ * database `conninfo` names (libpq's "key=value ..." or URI form; "" takes
+ * libpq's environment: PGHOST, PGSERVICE, PGPASSFILE, ...).  The same
+ * contract and errors as sc_store_open, on every host that shares the
+ * database; SC_STORE_NOSYNC turns off synchronous commit (tests only). */
+int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, sc_store **out);
 void sc_store_close(sc_store *st);
 
 /* A consistent, compacted copy of the store into the empty directory `dir`

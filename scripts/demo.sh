@@ -8,7 +8,10 @@
 #   scripts/demo.sh [DIR]      (default ./demo-deployment, recreated)
 #
 # SMARTCERT_BACKEND=nss runs the same on the second backend, an NSS
-# softoken database in FIPS mode (docs/backends.md).
+# softoken database in FIPS mode (docs/backends.md).  SMARTCERT_STORE=postgresql
+# keeps the store in PostgreSQL instead of LMDB, in the database libpq's
+# environment names (PGHOST, PGDATABASE, ...; tests/lib/with-postgres.sh
+# starts a server of its own and sets them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -48,7 +51,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "1. Create the deployment (own SoftHSMv2 token, master key, root + issuing CA, OCSP signer, LMDB store)"
-show "$sc" init --dir "$dir" ${SMARTCERT_BACKEND:+--backend "$SMARTCERT_BACKEND"}
+show "$sc" init --dir "$dir" ${SMARTCERT_BACKEND:+--backend "$SMARTCERT_BACKEND"} \
+  ${SMARTCERT_STORE:+--store "$SMARTCERT_STORE"}
 export SMARTCERT_CONF="$dir/smartcert.conf"
 show "$sc" status
 
@@ -157,14 +161,28 @@ show "$sc" audit show --user bob
 show sh "$top/scripts/verify-checkpoints.sh" "$dir/checkpoints/checkpoints.log" \
   "$dir/checkpoints/checkpoint-signer.pem"
 # A store rolled back to an earlier copy is refused by every process.
-"$sc" store backup "$work/backup" >/dev/null
+if [ "${SMARTCERT_STORE:-}" = postgresql ]; then
+  # PostgreSQL's own backup tools: an earlier dump restored over the schema
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  "$pgbin/pg_dump" -n smartcert -Fc -f "$work/backup.dump"
+else
+  "$sc" store backup "$work/backup" >/dev/null
+fi
 "$sc" ca suspend --user dave >/dev/null
 kill "$signd_pid" 2>/dev/null; wait "$signd_pid" 2>/dev/null || true; signd_pid=
 kill "$ocspd_pid" 2>/dev/null; wait "$ocspd_pid" 2>/dev/null || true; ocspd_pid=
-mv "$dir/store" "$work/store.current" && cp -a "$work/backup/store" "$dir/store"
-printf '$ %s\n' "smartcert status   (the store copied back by hand: refused)"
-if "$sc" status; then echo "ERROR: a rolled-back store was served" >&2; exit 1; fi
-rm -rf "$dir/store" && mv "$work/store.current" "$dir/store"
+if [ "${SMARTCERT_STORE:-}" = postgresql ]; then
+  "$pgbin/pg_dump" -n smartcert -Fc -f "$work/current.dump"
+  "$pgbin/psql" -q -c 'SET client_min_messages = warning' -c 'DROP SCHEMA smartcert CASCADE' && "$pgbin/pg_restore" -d "$PGDATABASE" "$work/backup.dump"
+  printf '$ %s\n' "smartcert status   (an earlier pg_dump restored over the store: refused)"
+  if "$sc" status; then echo "ERROR: a rolled-back store was served" >&2; exit 1; fi
+  "$pgbin/psql" -q -c 'SET client_min_messages = warning' -c 'DROP SCHEMA smartcert CASCADE' && "$pgbin/pg_restore" -d "$PGDATABASE" "$work/current.dump"
+else
+  mv "$dir/store" "$work/store.current" && cp -a "$work/backup/store" "$dir/store"
+  printf '$ %s\n' "smartcert status   (the store copied back by hand: refused)"
+  if "$sc" status; then echo "ERROR: a rolled-back store was served" >&2; exit 1; fi
+  rm -rf "$dir/store" && mv "$work/store.current" "$dir/store"
+fi
 show "$sc" store check
 
 printf '\nDemo complete. The deployment is in %s\n' "$dir"

@@ -8,8 +8,11 @@ packages=(
   build-essential meson ninja-build pkg-config
   # libraries
   libssl-dev liblmdb-dev libtasn1-6-dev libtasn1-bin libp11-kit-dev libmicrohttpd-dev
+  libpq-dev
   # runtime: the embedded backend HSM and p11-kit
   softhsm2 p11-kit openssl lmdb-utils
+  # the PostgreSQL store's tests start their own server (initdb, pg_ctl)
+  postgresql
   # independent judges used by the tests
   gnutls-bin opensc python3 python3-pykcs11 python3-cryptography curl valgrind
   # a second software backend for qualify-backend (tests/hsm/test_qualify_backend.sh nss)

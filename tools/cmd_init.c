@@ -41,6 +41,11 @@ static void init_usage(FILE *f)
 		"                             installs (authz.trusted_key); for production\n"
 		"  --service-user USER        (as root) hand the deployment to the service account,\n"
 		"                             all but the demo authorisation key\n"
+		"  --store lmdb|postgresql    where the store lives: LMDB in DIR/store (default),\n"
+		"                             or a schema of a PostgreSQL database\n"
+		"  --store-conninfo SOURCE    the database's libpq connection string, from\n"
+		"                             file:PATH or env:VAR (default: libpq's PG* environment)\n"
+		"  --store-schema NAME        the schema holding this deployment (default smartcert)\n"
 		"  --json                     print the result as JSON\n",
 		SC_DEFAULT_BACKEND_MODULE);
 }
@@ -64,7 +69,8 @@ int sc_cmd_init(int argc, char **argv)
 		SC_ARG("partitions", 'p'), SC_ARG("backend", 'B'), SC_ARG("backend-module", 'm'),
 		SC_ARG("backend-token-uri", 'u'), SC_ARG("backend-pin-source", 'b'),
 		SC_ARG("gateway-pin-source", 'g'), SC_FLAG("no-demo-authz", 'N'),
-		SC_ARG("service-user", 'U'),
+		SC_ARG("service-user", 'U'), SC_ARG("store", 'S'), SC_ARG("store-conninfo", 'C'),
+		SC_ARG("store-schema", 's'),
 		SC_FLAG("json", 'j'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
 	struct sc_cli_opts o = SC_CLI_OPTS("init", argc, argv, opts);
@@ -100,6 +106,13 @@ int sc_cmd_init(int argc, char **argv)
 		case 'g': p.gateway_pin_source = optarg; break;
 		case 'N': p.no_demo_authz = 1; break;
 		case 'U': p.service_user = optarg; break;
+		case 'S':
+			if (strcmp(optarg, "lmdb") != 0 && strcmp(optarg, "postgresql") != 0)
+				return sc_cli_usage_error("init", "--store must be lmdb or postgresql");
+			p.store_backend = optarg;
+			break;
+		case 'C': p.store_conninfo = optarg; break;
+		case 's': p.store_schema = optarg; break;
 		case 'h': init_usage(stdout); return SC_EXIT_OK;
 		default: break;
 		}

@@ -205,11 +205,9 @@ static int open_err(const char *path, int rc, const char *what)
 	}
 }
 
-static int store_init_dbs(sc_store *st)
+static int store_init_dbs(sc_store *st, int *created)
 {
 	MDB_txn *txn = NULL;
-	MDB_val k, v;
-	unsigned char sv[4];
 	int rc, i, rdonly = (st->flags & SC_STORE_RDONLY) != 0, rv = SC_ERR_STORE;
 
 	rc = mdb_txn_begin(st->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
@@ -234,37 +232,11 @@ static int store_init_dbs(sc_store *st)
 				goto out;
 			}
 		}
-		sc_be32(sv, SC_SCHEMA_VERSION);
-		k.mv_data = (void *)SC_META_SCHEMA;
-		k.mv_size = strlen(SC_META_SCHEMA);
-		v.mv_data = sv;
-		v.mv_size = 4;
-		rc = mdb_put(txn, st->dbi[SC_DB_META], &k, &v, MDB_NOOVERWRITE);
-		if (rc != 0) {
-			rv = open_err(st->path, rc, "initialise");
-			goto out;
-		}
+		*created = 1;
 	} else if (rc != 0) {
 		rv = open_err(st->path, rc, "open");
 		goto out;
 	} else {
-		k.mv_data = (void *)SC_META_SCHEMA;
-		k.mv_size = strlen(SC_META_SCHEMA);
-		rc = mdb_get(txn, st->dbi[SC_DB_META], &k, &v);
-		if (rc != 0 || v.mv_size != 4) {
-			rv = sc_error_set(SC_ERR_STORE,
-					  "%s is not a smartcert store (no schema version)",
-					  st->path);
-			goto out;
-		}
-		if (sc_rd32(v.mv_data) != SC_SCHEMA_VERSION) {
-			rv = sc_error_set(
-				SC_ERR_STORE,
-				"store %s has schema version %u, this smartcert reads version %u: "
-				"use the matching smartcert release",
-				st->path, sc_rd32(v.mv_data), SC_SCHEMA_VERSION);
-			goto out;
-		}
 		for (i = 0; i < SC_DB_COUNT; i++) {
 			rc = mdb_dbi_open(txn, sc_dbs[i].name, sc_dbs[i].flags, &st->dbi[i]);
 			/* the key-group index came later: a writer adds it to an
@@ -292,13 +264,51 @@ out:
 	return rv;
 }
 
+int sc_store_schema_check(sc_store *st, int create)
+{
+	unsigned char sv[4];
+	sc_txn *t = NULL;
+	MDB_val v;
+	int rv;
+
+	if (create) {
+		sc_be32(sv, SC_SCHEMA_VERSION);
+		if ((rv = sc_txn_begin(st, SC_TXN_WRITE, &t)) != SC_OK)
+			return rv;
+		rv = sc_put(t, SC_DB_META, SC_META_SCHEMA, strlen(SC_META_SCHEMA), sv, 4,
+			    MDB_NOOVERWRITE);
+		if (rv == SC_ERR_EXISTS)
+			rv = SC_OK; /* a second creator of one PostgreSQL schema */
+		if (rv != SC_OK) {
+			sc_txn_abort(t);
+			return rv;
+		}
+		if ((rv = sc_txn_commit(t)) != SC_OK)
+			return rv;
+	}
+	if ((rv = sc_txn_begin(st, SC_TXN_READ, &t)) != SC_OK)
+		return rv;
+	rv = sc_get(t, SC_DB_META, SC_META_SCHEMA, strlen(SC_META_SCHEMA), &v);
+	if (rv == SC_ERR_NOT_FOUND || (rv == SC_OK && v.mv_size != 4))
+		rv = sc_error_set(SC_ERR_STORE, "%s is not a smartcert store (no schema version)",
+				  st->path);
+	else if (rv == SC_OK && sc_rd32(v.mv_data) != SC_SCHEMA_VERSION)
+		rv = sc_error_set(
+			SC_ERR_STORE,
+			"store %s has schema version %u, this smartcert reads version %u: "
+			"use the matching smartcert release",
+			st->path, sc_rd32(v.mv_data), SC_SCHEMA_VERSION);
+	sc_txn_abort(t);
+	return rv;
+}
+
 int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store **out)
 {
 	sc_store *st = NULL;
 	struct stat stb;
 	char *datafile = NULL;
 	unsigned eflags = MDB_NOTLS | MDB_NORDAHEAD;
-	int rc, attempt, dead = 0, rv = SC_ERR_STORE;
+	int rc, attempt, dead = 0, created = 0, rv = SC_ERR_STORE;
 
 	if (out == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no output for store handle");
@@ -372,8 +382,10 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
 	}
 	/* free reader slots left by processes that died */
 	mdb_reader_check(st->env, &dead);
-	rv = store_init_dbs(st);
+	rv = store_init_dbs(st, &created);
 	if (rv != SC_OK)
+		goto out;
+	if ((rv = sc_store_schema_check(st, created)) != SC_OK)
 		goto out;
 	*out = st;
 	st = NULL;
@@ -398,6 +410,7 @@ void sc_store_close(sc_store *st)
 
 	if (st == NULL)
 		return;
+	sc_pg_close(st->pg);
 	for (t = st->read_cache; t != NULL; t = next) {
 		next = t->next;
 		mdb_txn_abort(t->txn);
@@ -416,7 +429,8 @@ int sc_store_sync(sc_store *st)
 
 	if (st == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no store");
-	if (st->flags & SC_STORE_RDONLY)
+	/* PostgreSQL's commit is already durable */
+	if ((st->flags & SC_STORE_RDONLY) || st->pg != NULL)
 		return SC_OK;
 	rc = mdb_env_sync(st->env, 1);
 	if (rc != 0)
@@ -438,6 +452,17 @@ int sc_txn_begin(sc_store *st, int mode, sc_txn **out)
 		return sc_error_set(SC_ERR_INVALID, "bad transaction request");
 	if (mode == SC_TXN_WRITE && (st->flags & SC_STORE_RDONLY))
 		return sc_error_set(SC_ERR_READONLY, "store %s was opened read-only", st->path);
+	if (st->pg != NULL) {
+		t = calloc(1, sizeof(*t));
+		if (t == NULL)
+			return sc_error_set(SC_ERR_NOMEM, "out of memory");
+		t->st = st;
+		t->write = mode == SC_TXN_WRITE;
+		if ((rv = sc_pg_txn_begin(t)) != SC_OK)
+			goto out;
+		*out = t;
+		return SC_OK;
+	}
 
 	if (mode == SC_TXN_READ) {
 		pthread_mutex_lock(&st->lock);
@@ -518,6 +543,21 @@ int sc_txn_commit(sc_txn *t)
 
 	if (t == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction");
+	if (t->st->pg != NULL && (!t->write || t->err != 0)) {
+		rv = t->err;
+		sc_pg_txn_end(t, 0);
+		txn_free(t);
+		if (rv != 0)
+			return sc_error_set(rv,
+					    "transaction not committed after an earlier error: %s",
+					    sc_error_detail());
+		return SC_OK;
+	}
+	if (t->st->pg != NULL) {
+		rv = sc_pg_txn_end(t, 1);
+		txn_free(t);
+		return rv;
+	}
 	if (!t->write) {
 		txn_release(t, 1);
 		return SC_OK;
@@ -540,6 +580,11 @@ void sc_txn_abort(sc_txn *t)
 {
 	if (t == NULL)
 		return;
+	if (t->st->pg != NULL) {
+		sc_pg_txn_end(t, 0);
+		txn_free(t);
+		return;
+	}
 	if (!t->write) {
 		txn_release(t, 1);
 		return;
@@ -572,6 +617,14 @@ int sc_store_stats_get(sc_txn *t, sc_store_stats *out)
 	if (out == NULL || t == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
 	memset(out, 0, sizeof(*out));
+	if (t->st->pg != NULL) {
+		for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+			if ((rc = sc_pg_count(t, map[i].db,
+					      (uint64_t *)((char *)out + map[i].off))) != SC_OK)
+				return rc;
+		/* no map: the database's size on disk */
+		return sc_pg_size(t, &out->map_used);
+	}
 	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
 		rc = mdb_stat(t->txn, t->st->dbi[map[i].db], &ms);
 		if (rc != 0)
@@ -596,6 +649,10 @@ int sc_store_copy(sc_store *st, const char *dir)
 
 	if (st == NULL || dir == NULL)
 		return sc_error_set(SC_ERR_INVALID, "sc_store_copy: no store or directory");
+	if (st->pg != NULL)
+		return sc_error_set(SC_ERR_INVALID,
+				    "a PostgreSQL store is backed up by PostgreSQL (pg_dump or a "
+				    "base backup with WAL archiving): see docs/operations.md");
 	/* The copy is as private as the store: whatever the caller's umask. */
 	old = umask(077);
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {

@@ -51,13 +51,15 @@ struct sc_store {
 	pthread_mutex_t lock; /* protects the read-transaction cache */
 	sc_txn *read_cache;   /* reset read transactions, ready to renew */
 	size_t read_cached;
+	struct sc_pg *pg; /* a PostgreSQL store (pg.c); env is then unused */
 };
 
 struct sc_txn {
 	sc_store *st;
 	MDB_txn *txn;
 	int write;
-	int err; /* sticky LMDB error of a write transaction */
+	int err;	    /* sticky store error of a write transaction */
+	struct pg_conn *pg; /* a PostgreSQL store's connection, held until the end */
 	struct sc_arena_chunk *arena;
 	sc_txn *next; /* read cache link */
 };
@@ -89,6 +91,26 @@ extern const struct sc_db_def sc_dbs[SC_DB_COUNT];
 /* env.c */
 int sc_mdb_err(sc_txn *t, int rc, int db, const char *what);
 void *sc_arena_alloc(sc_txn *t, size_t n);
+
+/* The schema version: written into a store just created (create != 0),
+ * checked against SC_SCHEMA_VERSION otherwise (env.c). */
+int sc_store_schema_check(sc_store *st, int create);
+
+/* pg.c: transactions and the raw access below on PostgreSQL; kv.c and
+ * env.c hand over to these when st->pg is set. */
+int sc_pg_txn_begin(sc_txn *t);
+int sc_pg_txn_end(sc_txn *t, int commit);
+void sc_pg_close(struct sc_pg *pg);
+int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v);
+int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
+	      unsigned flags);
+int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen);
+int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx);
+int sc_pg_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n);
+/* The last key of db, SC_ERR_NOT_FOUND when it is empty. */
+int sc_pg_last(sc_txn *t, int db, MDB_val *k);
+int sc_pg_count(sc_txn *t, int db, uint64_t *count);
+int sc_pg_size(sc_txn *t, uint64_t *bytes);
 
 /* kv.c */
 int sc_check_write(sc_txn *t);

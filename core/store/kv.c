@@ -1,7 +1,9 @@
 /*
  * Raw key-value access on LMDB: get, put and delete with the transaction's
  * sticky error, ordered walks that give back the pages they read, dupsort
- * lists, the last sequence number of a log, lookups by id.
+ * lists, the last sequence number of a log, lookups by id.  On a
+ * PostgreSQL store each primitive hands over to its pg.c twin; everything
+ * built on them here is shared.
  * Part of the LMDB store (internal.h; contract: sc_store.h).
  */
 #include <errno.h>
@@ -54,6 +56,8 @@ int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 	MDB_val k = { klen, (void *)key };
 	int rc;
 
+	if (t->st->pg != NULL)
+		return sc_pg_get(t, db, key, klen, v);
 	rc = mdb_get(t->txn, t->st->dbi[db], &k, v);
 	if (rc == MDB_NOTFOUND)
 		return SC_ERR_NOT_FOUND;
@@ -67,6 +71,8 @@ int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, siz
 {
 	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
 	int rc;
+	if (t->st->pg != NULL)
+		return sc_pg_put(t, db, key, klen, val, vlen, flags);
 
 	rc = mdb_put(t->txn, t->st->dbi[db], &k, &v, flags);
 	if (rc == MDB_KEYEXIST)
@@ -91,6 +97,8 @@ int sc_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, siz
 	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
 	int rc;
 
+	if (t->st->pg != NULL)
+		return sc_pg_del(t, db, key, klen, val, vlen);
 	rc = mdb_del(t->txn, t->st->dbi[db], &k, val != NULL ? &v : NULL);
 	if (rc == MDB_NOTFOUND)
 		return SC_OK;
@@ -151,6 +159,8 @@ int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, vo
 	struct sc_span span = { 0, 0 };
 	int rc, rv = SC_ERR_STORE;
 
+	if (t->st->pg != NULL)
+		return sc_pg_walk(t, db, start, slen, fn, ctx);
 	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
 	if (rc != 0)
 		return sc_mdb_err(t, rc, db, "opening a cursor");
@@ -217,6 +227,8 @@ int sc_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n)
 
 	*vals = NULL;
 	*n = 0;
+	if (t->st->pg != NULL)
+		return sc_pg_dups(t, db, key, vals, n);
 	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
 	if (rc != 0)
 		return sc_mdb_err(t, rc, db, "opening a cursor");
@@ -260,31 +272,43 @@ out:
 
 /* The largest 8-byte sequence key of a sequence-keyed DB (0 when empty):
  * one cursor seek. */
-int sc_last_seq(sc_txn *t, int db, uint64_t *seq)
+/* The last key of db (SC_ERR_NOT_FOUND when empty), valid until the
+ * transaction ends. */
+static int last_key(sc_txn *t, int db, MDB_val *k)
 {
 	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	int rc, rv;
+	MDB_val v;
+	int rc;
+
+	if (t->st->pg != NULL)
+		return sc_pg_last(t, db, k);
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc != 0)
+		return sc_mdb_err(t, rc, db, "opening a cursor");
+	rc = mdb_cursor_get(cur, k, &v, MDB_LAST);
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND)
+		return SC_ERR_NOT_FOUND;
+	return rc == 0 ? SC_OK : sc_mdb_err(t, rc, db, "reading the last record");
+}
+
+int sc_last_seq(sc_txn *t, int db, uint64_t *seq)
+{
+	MDB_val k;
+	int rv;
 
 	if (t == NULL || seq == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or output");
 	*seq = 0;
-	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
-	if (rc != 0)
-		return sc_mdb_err(t, rc, db, "opening a cursor");
-	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	if (rc == MDB_NOTFOUND) {
-		rv = SC_OK;
-	} else if (rc != 0) {
-		rv = sc_mdb_err(t, rc, db, "reading the last record");
-	} else if (k.mv_size != 8) {
-		rv = sc_corrupt(t, db, k.mv_data, k.mv_size, "bad key");
-	} else {
-		*seq = sc_rd64(k.mv_data);
-		rv = SC_OK;
-	}
-	mdb_cursor_close(cur);
-	return rv;
+	rv = last_key(t, db, &k);
+	if (rv == SC_ERR_NOT_FOUND)
+		return SC_OK;
+	if (rv != SC_OK)
+		return rv;
+	if (k.mv_size != 8)
+		return sc_corrupt(t, db, k.mv_data, k.mv_size, "bad key");
+	*seq = sc_rd64(k.mv_data);
+	return SC_OK;
 }
 
 int sc_cb_result(int rc)

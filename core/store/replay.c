@@ -83,50 +83,46 @@ int sc_store_replay_put(sc_txn *t, const unsigned char *token_id, size_t len, ui
 	return sc_put(t, SC_DB_REPLAYEXP, xk, xkl, "", 0, 0);
 }
 
+struct purge {
+	int64_t now;
+	size_t max, n;
+};
+
+/* One expiry-index entry (8-byte time, then the token id): the entry and
+ * its replay record go once the time has passed.  The walk re-seeks after
+ * each call in a write transaction, so deleting the current entry is safe. */
+static int purge_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct purge *p = ctx;
+	const unsigned char *kp = k->mv_data;
+	int rv;
+
+	(void)v;
+	if (p->max != 0 && p->n >= p->max)
+		return 1;
+	if (k->mv_size < 9)
+		return sc_corrupt(t, SC_DB_REPLAYEXP, k->mv_data, k->mv_size, "bad key");
+	if (sc_time_unkey(sc_rd64(kp)) >= p->now)
+		return 1;
+	if ((rv = sc_del(t, SC_DB_REPLAY, kp + 8, k->mv_size - 8, NULL, 0)) != SC_OK ||
+	    (rv = sc_del(t, SC_DB_REPLAYEXP, k->mv_data, k->mv_size, NULL, 0)) != SC_OK)
+		return rv;
+	p->n++;
+	return 0;
+}
+
 int sc_store_replay_purge(sc_txn *t, int64_t now, size_t max, size_t *purged)
 {
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	size_t n = 0;
-	int rc, rv;
+	struct purge p = { now, max, 0 };
+	int rv;
 
 	if (purged != NULL)
 		*purged = 0;
 	if ((rv = sc_check_write(t)) != SC_OK)
 		return rv;
-	rc = mdb_cursor_open(t->txn, t->st->dbi[SC_DB_REPLAYEXP], &cur);
-	if (rc != 0)
-		return sc_mdb_err(t, rc, SC_DB_REPLAYEXP, "opening a cursor");
-	rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	while (rc == 0 && (max == 0 || n < max)) {
-		const unsigned char *kp = k.mv_data;
-
-		if (k.mv_size < 9) {
-			rv = sc_corrupt(t, SC_DB_REPLAYEXP, k.mv_data, k.mv_size, "bad key");
-			goto out;
-		}
-		if (sc_time_unkey(sc_rd64(kp)) >= now)
-			break;
-		rv = sc_del(t, SC_DB_REPLAY, kp + 8, k.mv_size - 8, NULL, 0);
-		if (rv != SC_OK)
-			goto out;
-		rc = mdb_cursor_del(cur, 0);
-		if (rc != 0) {
-			rv = sc_mdb_err(t, rc, SC_DB_REPLAYEXP, "deleting");
-			goto out;
-		}
-		n++;
-		/* after a cursor delete, NEXT yields the entry that followed */
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	}
-	if (rc != 0 && rc != MDB_NOTFOUND) {
-		rv = sc_mdb_err(t, rc, SC_DB_REPLAYEXP, "walking");
-		goto out;
-	}
+	if ((rv = sc_walk(t, SC_DB_REPLAYEXP, NULL, 0, purge_one, &p)) != SC_OK)
+		return rv;
 	if (purged != NULL)
-		*purged = n;
-	rv = SC_OK;
-out:
-	mdb_cursor_close(cur);
-	return rv;
+		*purged = p.n;
+	return SC_OK;
 }

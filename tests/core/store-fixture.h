@@ -5,9 +5,38 @@
 #ifndef SC_TEST_STORE_FIXTURE_H
 #define SC_TEST_STORE_FIXTURE_H
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sc_store.h"
+
+/* The store under test at `path`: LMDB there, or, when SC_TEST_STORE is
+ * "postgresql" (tests/lib/with-postgres.sh sets it and libpq's environment),
+ * a schema of that server named after the path, so that two paths are two
+ * stores and reopening a path finds its store again. */
+static inline int test_store_open(const char *path, uint64_t map_size, unsigned flags,
+				  sc_store **st)
+{
+	const char *backend = getenv("SC_TEST_STORE");
+	unsigned long long h = 1469598103934665603ull;
+	char schema[32];
+	const char *p;
+
+	if (backend == NULL || strcmp(backend, "postgresql") != 0)
+		return sc_store_open(path, map_size, flags, st);
+	for (p = path; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	snprintf(schema, sizeof(schema), "t_%016llx", h);
+	return sc_store_open_pg("", schema, flags, st);
+}
+
+static inline int test_store_is_pg(void)
+{
+	const char *backend = getenv("SC_TEST_STORE");
+
+	return backend != NULL && strcmp(backend, "postgresql") == 0;
+}
 
 /* An active adult user whose identity-card hash is 32 bytes of hb. */
 static inline void mk_user(sc_user *u, const char *id, unsigned char hb)

@@ -1,7 +1,8 @@
 /*
- * The LMDB store against its contract: round trips, duplicates, status
- * transitions, a full map, a read-only directory, two writer processes and
- * corrupt records.
+ * The store against its contract: round trips, duplicates, status
+ * transitions, a full map, a read-only directory, racing writer processes
+ * and corrupt records.  The cases that do not read LMDB's own files also
+ * run on PostgreSQL (tests/core/meson.build, with-postgres.sh).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,8 +124,8 @@ static void test_roundtrip(const char *dir)
 	int n, present;
 	unsigned char blob[300], spki[91], der[500], tok1[16], tok2[16];
 
-	CHECK_RC(sc_store_open(path, 0, 0, &st), SC_ERR_NOT_FOUND);
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	CHECK_RC(test_store_open(path, 0, 0, &st), SC_ERR_NOT_FOUND);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
 
 	/* users */
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
@@ -404,12 +405,13 @@ static void test_roundtrip(const char *dir)
 
 	/* persistence across reopen, stats */
 	sc_store_close(st);
-	REQUIRE(sc_store_open(path, 0, SC_STORE_RDONLY, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_RDONLY, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_store_stats_get(t, &stats), SC_OK);
 	CHECK(stats.users == 2 && stats.keys == 3 && stats.certs == 3 && stats.revoked == 2);
 	CHECK(stats.replay == 1 && stats.ocsp == 1 && stats.audit == 2);
-	CHECK(stats.map_size >= (1ull << 30) && stats.map_used > 0);
+	/* PostgreSQL has no map: map_used is the database's size */
+	CHECK((test_store_is_pg() || stats.map_size >= (1ull << 30)) && stats.map_used > 0);
 	CHECK_RC(sc_store_cert_get(t, &s1, &cg), SC_OK);
 	CHECK(cg.status == SC_CERT_REVOKED && cg.reason == SC_REASON_SUPERSEDED);
 	sc_txn_abort(t);
@@ -427,7 +429,7 @@ static void test_read_cache(const char *dir)
 	uint64_t v = 0;
 	int i;
 
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
 	for (i = 0; i < 50; i++) {
 		REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &w) == SC_OK);
 		CHECK_RC(sc_store_counter_next(w, "n", &v), SC_OK);
@@ -464,7 +466,7 @@ static void test_full(const char *dir)
 	int committed = 0, i, rc = SC_OK, batch, full = 0;
 	unsigned char h[32];
 
-	REQUIRE(sc_store_open(path, 1 << 20, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 1 << 20, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
 	for (batch = 0; batch < 10000 && !full; batch++) {
 		REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 		for (i = 0; i < 20; i++) {
@@ -515,7 +517,7 @@ static void test_full(const char *dir)
 		sc_txn_abort(t);
 	CHECK(rc == SC_OK || rc == SC_ERR_STORE_FULL);
 	sc_store_close(st);
-	REQUIRE(sc_store_open(path, 4 << 20, SC_STORE_NOSYNC, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 4 << 20, SC_STORE_NOSYNC, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	snprintf(id, sizeof(id), "user%06d", committed);
 	mk_user(&u, id, 0);
@@ -535,10 +537,10 @@ static void readonly_checks(const char *path, const char *sub)
 {
 	sc_store *st = NULL;
 
-	CHECK_RC(sc_store_open(path, 0, 0, &st), SC_ERR_READONLY);
+	CHECK_RC(test_store_open(path, 0, 0, &st), SC_ERR_READONLY);
 	CHECK(strstr(sc_error_detail(), path) != NULL);
 	CHECK(st == NULL);
-	CHECK_RC(sc_store_open(sub, 0, SC_STORE_CREATE, &st), SC_ERR_READONLY);
+	CHECK_RC(test_store_open(sub, 0, SC_STORE_CREATE, &st), SC_ERR_READONLY);
 	CHECK(strstr(sc_error_detail(), path) != NULL);
 	CHECK(st == NULL);
 }
@@ -550,7 +552,7 @@ static void test_readonly(const char *dir)
 	pid_t pid;
 	int status;
 
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
 	sc_store_close(st);
 	f1 = tc_path(path, "data.mdb");
 	f2 = tc_path(path, "lock.mdb");
@@ -590,6 +592,36 @@ static void test_readonly(const char *dir)
 
 #define MP_ROUNDS 300
 
+/* Create the store at path, then run child(path, 1..n) in n processes at
+ * once, each opening the store itself (fork before open), and check that
+ * each exits 0. */
+static void run_writers(char *path, int n, int (*child)(const char *, int))
+{
+	sc_store *st = NULL;
+	pid_t pids[8];
+	int i, status;
+
+	REQUIRE(n <= 8);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	sc_store_close(st);
+	for (i = 0; i < n; i++) {
+		fflush(NULL);
+		pids[i] = fork();
+		REQUIRE(pids[i] >= 0);
+		if (pids[i] == 0) {
+			int rc = child(path, i + 1);
+
+			free(path);
+			_exit(rc);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		REQUIRE(waitpid(pids[i], &status, 0) == pids[i]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %d exit %d", i + 1,
+		      WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	}
+}
+
 static int mp_child(const char *path, int who)
 {
 	sc_store *st = NULL;
@@ -599,7 +631,7 @@ static int mp_child(const char *path, int who)
 	char id[32];
 	int i;
 
-	if (sc_store_open(path, 0, SC_STORE_NOSYNC, &st) != SC_OK) {
+	if (test_store_open(path, 0, SC_STORE_NOSYNC, &st) != SC_OK) {
 		fprintf(stderr, "child %d: open: %s\n", who, sc_error_detail());
 		return 1;
 	}
@@ -628,29 +660,10 @@ static void test_multiprocess(const char *dir)
 	sc_store *st = NULL;
 	sc_txn *t = NULL;
 	sc_store_stats stats;
-	pid_t pids[2];
 	uint64_t v = 0;
-	int i, status;
 
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
-	sc_store_close(st);
-	/* fork before open: each process opens the store itself */
-	for (i = 0; i < 2; i++) {
-		fflush(NULL);
-		pids[i] = fork();
-		REQUIRE(pids[i] >= 0);
-		if (pids[i] == 0) {
-			int rc = mp_child(path, i + 1);
-
-			free(path);
-			_exit(rc);
-		}
-	}
-	for (i = 0; i < 2; i++) {
-		REQUIRE(waitpid(pids[i], &status, 0) == pids[i]);
-		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	}
-	REQUIRE(sc_store_open(path, 0, 0, &st) == SC_OK);
+	run_writers(path, 2, mp_child);
+	REQUIRE(test_store_open(path, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_store_counter_get(t, "shared", &v), SC_OK);
 	CHECK(v == 2 * MP_ROUNDS);
@@ -658,6 +671,128 @@ static void test_multiprocess(const char *dir)
 	CHECK(stats.users == 2 * MP_ROUNDS);
 	sc_txn_abort(t);
 	sc_store_close(st);
+	free(path);
+}
+
+/*
+ * Several writers at once, as several signing services on one database
+ * are: each child process opens the store itself and races the others.
+ */
+#define RACE_PROCS 4
+#define RACE_TOKENS 150
+
+/* Spend each of the RACE_TOKENS token ids once if nobody has (the signing
+ * service's replay rule), recording the win in the audit log in the same
+ * transaction, and take a number from the shared counter each time. */
+static int race_child(const char *path, int who)
+{
+	sc_store *st = NULL;
+	sc_txn *t = NULL;
+	unsigned char tok[16];
+	char rec[64];
+	uint32_t uses;
+	int64_t exp;
+	uint64_t seq, num;
+	int i, rc;
+
+	if (test_store_open(path, 0, SC_STORE_NOSYNC, &st) != SC_OK) {
+		fprintf(stderr, "child %d: open: %s\n", who, sc_error_detail());
+		return 1;
+	}
+	for (i = 0; i < RACE_TOKENS; i++) {
+		memset(tok, 0, sizeof(tok));
+		tok[0] = (unsigned char)(i >> 8);
+		tok[1] = (unsigned char)i;
+		if (sc_txn_begin(st, SC_TXN_WRITE, &t) != SC_OK)
+			return 2;
+		rc = sc_store_replay_get(t, tok, sizeof(tok), &uses, &exp);
+		if (rc != SC_OK && rc != SC_ERR_NOT_FOUND)
+			return 3;
+		if (sc_store_counter_next(t, "race", &num) != SC_OK)
+			return 4;
+		if (rc == SC_ERR_NOT_FOUND) {
+			if (sc_store_replay_put(t, tok, sizeof(tok), 1, 4000000000LL) != SC_OK)
+				return 5;
+			snprintf(rec, sizeof(rec), "won %d by %d num %" PRIu64, i, who, num);
+		} else {
+			snprintf(rec, sizeof(rec), "lost %d by %d num %" PRIu64, i, who, num);
+		}
+		if (sc_store_audit_append(t, rec, strlen(rec), &seq) != SC_OK)
+			return 6;
+		if (sc_txn_commit(t) != SC_OK)
+			return 7;
+	}
+	sc_store_close(st);
+	return 0;
+}
+
+struct race_seen {
+	uint64_t next_seq;
+	int gaps, bad;
+	int wins[RACE_TOKENS];
+	unsigned char nums[RACE_PROCS * RACE_TOKENS + 1];
+};
+
+static int race_audit_cb(void *ctx, uint64_t seq, const void *rec, size_t len)
+{
+	struct race_seen *s = ctx;
+	char text[64], what[8];
+	int token, who;
+	uint64_t num;
+
+	if (seq != s->next_seq)
+		s->gaps++;
+	s->next_seq = seq + 1;
+	if (len >= sizeof(text)) {
+		s->bad++;
+		return 0;
+	}
+	memcpy(text, rec, len);
+	text[len] = '\0';
+	if (sscanf(text, "%7s %d by %d num %" SCNu64, what, &token, &who, &num) != 4 ||
+	    token < 0 || token >= RACE_TOKENS || num == 0 || num > RACE_PROCS * RACE_TOKENS) {
+		s->bad++;
+		return 0;
+	}
+	if (strcmp(what, "won") == 0)
+		s->wins[token]++;
+	s->nums[num]++;
+	return 0;
+}
+
+static void test_race(const char *dir)
+{
+	char *path = tc_path(dir, "race");
+	sc_store *st = NULL;
+	sc_txn *t = NULL;
+	static struct race_seen seen;
+	uint64_t last = 0, v = 0;
+	int i, twice = 0, never = 0, dup_nums = 0;
+
+	run_writers(path, RACE_PROCS, race_child);
+	REQUIRE(test_store_open(path, 0, 0, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
+	memset(&seen, 0, sizeof(seen));
+	seen.next_seq = 1;
+	CHECK_RC(sc_store_audit_iter(t, 1, race_audit_cb, &seen), SC_OK);
+	CHECK_RC(sc_store_audit_last(t, &last), SC_OK);
+	CHECK_RC(sc_store_counter_get(t, "race", &v), SC_OK);
+	sc_txn_abort(t);
+	sc_store_close(st);
+	for (i = 0; i < RACE_TOKENS; i++) {
+		twice += seen.wins[i] > 1;
+		never += seen.wins[i] == 0;
+	}
+	for (i = 1; i <= RACE_PROCS * RACE_TOKENS; i++)
+		dup_nums += seen.nums[i] != 1;
+	/* every token spent exactly once, whoever won it */
+	CHECK(twice == 0 && never == 0, "%d tokens spent twice, %d never", twice, never);
+	/* the log and the counter: gap-free, each number handed out once */
+	CHECK(seen.gaps == 0 && seen.bad == 0, "%d gaps, %d unreadable records", seen.gaps,
+	      seen.bad);
+	CHECK(last == RACE_PROCS * RACE_TOKENS && v == RACE_PROCS * RACE_TOKENS,
+	      "audit ends at %" PRIu64 ", counter at %" PRIu64, last, v);
+	CHECK(dup_nums == 0, "%d counter values not handed out exactly once", dup_nums);
 	free(path);
 }
 
@@ -722,7 +857,7 @@ static void test_corrupt(const char *dir)
 	unsigned seed = 12345, i, len;
 	int n, ulen, clen, klen, rc, accepted_prefix = 0;
 
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	mk_user(&u, "victim", 0x42);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
@@ -752,7 +887,7 @@ static void test_corrupt(const char *dir)
 	memcpy(bad, ugood, (size_t)ulen);
 	bad[8] = 0xFF;   /* high byte of the name length */
 	raw_put(path, "users", "victim", 6, bad, (size_t)ulen);
-	REQUIRE(sc_store_open(path, 0, 0, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_store_user_get(t, "victim", &got), SC_ERR_STORE);
 	CHECK(strstr(sc_error_detail(), "'users'") != NULL && strstr(sc_error_detail(), "victim"));
@@ -770,7 +905,7 @@ static void test_corrupt(const char *dir)
 	memcpy(bad, ugood, (size_t)ulen);
 	bad[0] = 9;
 	raw_put(path, "users", "victim", 6, bad, (size_t)ulen);
-	REQUIRE(sc_store_open(path, 0, 0, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_store_user_get(t, "victim", &got), SC_ERR_STORE);
 	sc_txn_abort(t);
@@ -781,7 +916,7 @@ static void test_corrupt(const char *dir)
 	memcpy(bad, kgood, (size_t)klen);
 	bad[klen] = 0;
 	raw_put(path, "keys", "kv", 2, bad, (size_t)klen + 1);
-	REQUIRE(sc_store_open(path, 0, 0, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_store_cert_get(t, &s, &cg), SC_ERR_STORE);
 	CHECK(strstr(sc_error_detail(), "'certs'") != NULL);
@@ -884,7 +1019,7 @@ static void test_delete(const char *dir)
 	int n;
 	const int64_t now = 3000;
 
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	mk_user(&u, "dana", 0xD1);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
@@ -1097,7 +1232,7 @@ static void test_walk_releases_pages(const char *dir)
 	der[1] = 0x82;
 	der[2] = 0x03;
 	der[3] = 0xfc;
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	for (i = 0; i < total; i++) {
 		mk_cert(&c, 0x100000 + i, "", "", 5000);
@@ -1140,7 +1275,7 @@ static void test_keygroups(const char *dir)
 	int n, len;
 
 	memset(blob, 0x5a, sizeof(blob));
-	REQUIRE(sc_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
 	mk_user(&u, "gina", 0x17);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
@@ -1193,7 +1328,7 @@ static void test_keygroups(const char *dir)
 	memcpy(v1 + len - 8, raw + len - 8, 8);
 	CHECK_RC(sc_store_lmdb_decode(SC_DB_KEYS, "km", 2, v1, (size_t)len), SC_ERR_STORE);
 	raw_put(path, "keys", "km", 2, v1, (size_t)len - 8);
-	REQUIRE(sc_store_open(path, 0, 0, &st) == SC_OK);
+	REQUIRE(test_store_open(path, 0, 0, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK);
 	CHECK_RC(sc_store_key_get(t, "km", &got), SC_OK);
 	CHECK(got.group == 0 && got.kgen == 0 && got.blob_len == sizeof(blob));
@@ -1209,6 +1344,7 @@ static const struct tcheck_case cases[] = {
 	TCASE(full),
 	TCASE(readonly),
 	TCASE(multiprocess),
+	TCASE(race),
 	TCASE(corrupt),
 	TCASE(keygroups),
 	TCASE_NAMED("walk-releases-pages", test_walk_releases_pages),
