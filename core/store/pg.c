@@ -196,11 +196,8 @@ int sc_pg_txn_begin(sc_txn *t)
 {
 	struct sc_pg *pg = t->st->pg;
 	char sql[160];
-	int rv;
+	int rv, pooled;
 
-	t->pg = pool_take(pg);
-	if (t->pg == NULL && (rv = pg_connect(pg, &t->pg)) != SC_OK)
-		return rv;
 	if (t->write)
 		snprintf(sql, sizeof(sql),
 			 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%lld)",
@@ -209,13 +206,30 @@ int sc_pg_txn_begin(sc_txn *t)
 	      * now, as LMDB does at begin */
 		snprintf(sql, sizeof(sql),
 			 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1");
-	rv = exec_cmd(t, sql,
-		      t->write ? "starting a write transaction" : "starting a read transaction");
-	if (rv != SC_OK) {
+	t->pg = pool_take(pg);
+	pooled = t->pg != NULL;
+	for (;;) {
+		if (t->pg == NULL && (rv = pg_connect(pg, &t->pg)) != SC_OK)
+			return rv;
+		rv = exec_cmd(t, sql,
+			      t->write ? "starting a write transaction" :
+					 "starting a read transaction");
+		if (rv == SC_OK)
+			return SC_OK;
+		/* An idle pooled connection dies with a server restart or a
+		 * failover: nothing was sent in a transaction yet, so a fresh
+		 * connection may start it. */
+		if (pooled && PQstatus(t->pg) == CONNECTION_BAD) {
+			PQfinish(t->pg);
+			t->pg = NULL;
+			t->err = 0;
+			pooled = 0;
+			continue;
+		}
 		PQfinish(t->pg);
 		t->pg = NULL;
+		return rv;
 	}
-	return rv;
 }
 
 int sc_pg_txn_end(sc_txn *t, int commit)

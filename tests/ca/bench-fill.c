@@ -72,7 +72,6 @@ int main(int argc, char **argv)
 	struct fill_key *pool = NULL;
 	unsigned long n, npool = 0, i, done = 0, start = 0;
 	int master;
-	char *store_path = NULL;
 	double t0;
 	int rv;
 
@@ -86,10 +85,9 @@ int main(int argc, char **argv)
 		return 2;
 	if ((rv = sc_deploy_open(argv[1], 0, &d)) != SC_OK)
 		goto fail;
-	store_path = sc_config_path(d->cfg, "store.path", "store");
 	sc_store_close(d->store);
 	d->store = NULL;
-	if ((rv = sc_store_open(store_path, 0, SC_STORE_NOSYNC, &d->store)) != SC_OK)
+	if ((rv = sc_deploy_open_store(d->cfg, SC_STORE_NOSYNC, &d->store)) != SC_OK)
 		goto fail;
 	if ((rv = sc_ca_open(d, "officer:bench-fill", &ca)) != SC_OK)
 		goto fail;
@@ -178,6 +176,5 @@ fail:
 	free(pool);
 	sc_ca_close(ca);
 	sc_deploy_close(d);
-	free(store_path);
 	return rv == SC_OK ? 0 : 1;
 }

@@ -121,7 +121,6 @@ int main(int argc, char **argv)
 	long long na_days = 5 * 365;
 	struct fill f;
 	sc_config *cfg = NULL;
-	char *store_path = NULL;
 	const void *der = NULL;
 	unsigned char *der_copy = NULL;
 	size_t der_len = 0;
@@ -158,8 +157,7 @@ int main(int argc, char **argv)
 		return fail(rv, "config");
 	if ((rv = sc_config_int(cfg, "crl.partitions", 16, &parts)) != SC_OK)
 		return fail(rv, "crl.partitions");
-	store_path = sc_config_path(cfg, "store.path", "store");
-	if ((rv = sc_store_open(store_path, 0, SC_STORE_NOSYNC, &f.st)) != SC_OK)
+	if ((rv = sc_deploy_open_store(cfg, SC_STORE_NOSYNC, &f.st)) != SC_OK)
 		return fail(rv, "store");
 	f.now = sc_now();
 	f.not_after = f.now + (int64_t)na_days * 86400;
@@ -224,7 +222,6 @@ int main(int argc, char **argv)
 	printf("{\"certs\":%" PRIu64 ",\"revoked\":%" PRIu64 ",\"partitions\":%" PRId64 "}\n",
 	       more ? 0 : n, f.done, parts);
 	sc_store_close(f.st);
-	free(store_path);
 	free(der_copy);
 	sc_config_free(cfg);
 	return 0;

@@ -11,6 +11,7 @@ real `smartcert init`, never touching the user's SoftHSMv2 configuration.
 Tests that need a tool that is not installed call skip_unless("tool"),
 which exits 77 (meson's "skipped"), never 0.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -131,6 +132,11 @@ class Deployment:
         # SC_TEST_BACKEND=nss: the same test on an NSS softoken database
         if os.environ.get("SC_TEST_BACKEND") == "nss" and "--backend-token-uri" not in init_args:
             init_args = ("--backend", "nss", *init_args)
+        # SC_TEST_STORE=postgresql: the store in the PostgreSQL server that
+        # tests/lib/with-postgres.sh started, one schema per deployment
+        if os.environ.get("SC_TEST_STORE") == "postgresql" and "--store" not in init_args:
+            schema = "d_" + hashlib.sha256(self.tmp.encode()).hexdigest()[:16]
+            init_args = ("--store", "postgresql", "--store-schema", schema, *init_args)
         r = subprocess.run([SMARTCERT, "init", "--dir", self.dir, "--json", *init_args],
                            env=self.env, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:

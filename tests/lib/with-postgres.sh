@@ -5,7 +5,9 @@
 # a fresh temporary directory, the server under an unprivileged account when
 # this runs as root (PostgreSQL refuses root), listening on a Unix socket in
 # that directory only (no TCP port at all).  COMMAND sees libpq's
-# environment (PGHOST, PGUSER, PGDATABASE) and SC_TEST_STORE=postgresql; its
+# environment (PGHOST, PGUSER, PGDATABASE) and SC_TEST_STORE=postgresql, and
+# SC_TEST_PG_CRASH: a script that crashes the server (immediate stop, no
+# shutdown checkpoint) and starts it again, which runs crash recovery.  Its
 # exit status is this script's.  The server and its files go when it ends.
 # Exit 77 (skipped) when no PostgreSQL server is installed.
 set -euo pipefail
@@ -41,12 +43,22 @@ if ! "${as[@]}" "$bindir/initdb" -D "$tmp/data" -U smartcert -A trust -E UTF8 --
   cat "$tmp/initdb.log" >&2
   exit 1
 fi
-if ! "${as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60 \
-    -o "-c listen_addresses='' -k $tmp -c max_connections=200" start >/dev/null; then
+start=("${as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60
+  -o "-c listen_addresses='' -k $tmp -c max_connections=200" start)
+if ! "${start[@]}" >/dev/null; then
   echo "with-postgres: the server did not start:" >&2
   cat "$tmp/server.log" >&2
   exit 1
 fi
+{
+  echo '#!/bin/sh'
+  printf '%q ' "${as[@]}" "$bindir/pg_ctl" -D "$tmp/data" -m immediate stop
+  echo '>/dev/null || exit 1'
+  printf '%q ' "${start[@]}"
+  echo '>/dev/null'
+} >"$tmp/crash.sh"
+chmod 0755 "$tmp/crash.sh"
+export SC_TEST_PG_CRASH="$tmp/crash.sh"
 
 export PGHOST="$tmp" PGUSER=smartcert PGDATABASE=postgres SC_TEST_STORE=postgresql
 set +e

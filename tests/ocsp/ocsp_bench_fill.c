@@ -14,6 +14,7 @@
 #include <string.h>
 #include <openssl/sha.h>
 #include "sc_config.h"
+#include "sc_deploy.h"
 #include "sc_err.h"
 #include "sc_store.h"
 #include "sc_types.h"
@@ -24,7 +25,6 @@ int main(int argc, char **argv)
 	sc_config *cfg = NULL;
 	sc_store *st = NULL;
 	sc_txn *txn = NULL;
-	char *path = NULL;
 	FILE *out = NULL;
 	unsigned long long n, i;
 	unsigned good_out = 0, rev_out = 0;
@@ -36,10 +36,8 @@ int main(int argc, char **argv)
 	}
 	n = strtoull(argv[2], NULL, 10);
 	rv = sc_config_load(argv[1], &cfg);
-	if (rv == 0) {
-		path = sc_config_path(cfg, "store.path", "store");
-		rv = sc_store_open(path, 0, SC_STORE_NOSYNC, &st);
-	}
+	if (rv == 0)
+		rv = sc_deploy_open_store(cfg, SC_STORE_NOSYNC, &st);
 	if (rv != 0) {
 		fprintf(stderr, "ocsp-bench-fill: %s: %s\n", sc_strerror(rv), sc_error_detail());
 		return 1;
@@ -103,7 +101,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ocsp-bench-fill: %s: %s\n", sc_strerror(rv), sc_error_detail());
 	fclose(out);
 	sc_store_close(st);
-	free(path);
 	sc_config_free(cfg);
 	return rv == 0 ? 0 : 1;
 }

@@ -295,7 +295,7 @@ static void set_conf(const char *key, const char *value)
 
 static void setup(const char *name)
 {
-	const char *bd = getenv("SMARTCERT_BUILDDIR"), *backend;
+	const char *bd = getenv("SMARTCERT_BUILDDIR"), *backend, *store;
 	char base[PATH_MAX];
 	char pinpath[PATH_MAX + 128];
 	FILE *f;
@@ -317,10 +317,14 @@ static void setup(const char *name)
 	snprintf(deploy_dir, sizeof(deploy_dir), "%s/deploy", tmpdir);
 	unsetenv("SOFTHSM2_CONF");
 	unsetenv("SMARTCERT_CONF");
-	/* SC_TEST_BACKEND=nss: the same on an NSS softoken database */
+	/* SC_TEST_BACKEND=nss: the same on an NSS softoken database;
+	 * SC_TEST_STORE=postgresql: the store in the server that
+	 * tests/lib/with-postgres.sh started */
 	backend = getenv("SC_TEST_BACKEND");
-	out = run("'%s' init --dir '%s' --json%s", sc_bin, deploy_dir,
-		  backend != NULL && strcmp(backend, "nss") == 0 ? " --backend nss" : "");
+	store = getenv("SC_TEST_STORE");
+	out = run("'%s' init --dir '%s' --json%s%s", sc_bin, deploy_dir,
+		  backend != NULL && strcmp(backend, "nss") == 0 ? " --backend nss" : "",
+		  store != NULL && strcmp(store, "postgresql") == 0 ? " --store postgresql" : "");
 	json_str(out, "config", conf_path, sizeof(conf_path));
 	free(out);
 	setenv("SMARTCERT_CONF", conf_path, 1);

@@ -1,0 +1,155 @@
+/*
+ * What only a store on a database server can suffer: the connection cut in
+ * the middle of a transaction, and the server crashing.  Run on a server of
+ * the test's own (tests/lib/with-postgres.sh), which these cases cut off
+ * and crash for real.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "tcheck.h"
+
+#include "sc_err.h"
+#include "sc_store.h"
+#include "store-fixture.h"
+
+/* Close every other connection to the database from the server's side, as
+ * a failover or an administrator's pg_terminate_backend does. */
+static void cut_connections(void)
+{
+	PGconn *c = PQconnectdb("");
+	PGresult *res;
+
+	REQUIRE(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	res = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+			"WHERE datname = current_database() AND pid <> pg_backend_pid()");
+	REQUIRE(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+	CHECK(atoi(PQgetvalue(res, 0, 0)) >= 1, "no connection was there to cut");
+	PQclear(res);
+	PQfinish(c);
+}
+
+static int user_present(sc_store *st, const char *id)
+{
+	sc_txn *t = NULL;
+	sc_user u;
+	int rc;
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK, "%s", sc_error_detail());
+	rc = sc_store_user_get(t, id, &u);
+	sc_txn_abort(t);
+	REQUIRE(rc == SC_OK || rc == SC_ERR_NOT_FOUND);
+	return rc == SC_OK;
+}
+
+/* A fresh store (production settings: synchronous commit) named leaf. */
+static sc_store *fresh_store(const char *dir, const char *leaf)
+{
+	char path[512];
+	sc_store *st = NULL;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, leaf);
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE, &st) == SC_OK, "%s", sc_error_detail());
+	return st;
+}
+
+/* A write cut off before its commit is not applied, in whole; the handle
+ * then carries on with a new connection. */
+static void test_lost_connection(const char *dir)
+{
+	sc_store *st = fresh_store(dir, "lost");
+	sc_txn *t = NULL;
+	sc_user u;
+	uint64_t v = 0;
+	int rc;
+
+	/* cut after two writes, before the commit */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "cut1", 0x11);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_store_counter_next(t, "crl-number", &v), SC_OK);
+	cut_connections();
+	rc = sc_txn_commit(t);
+	CHECK(rc == SC_ERR_STORE, "commit on a cut connection gave %d", rc);
+	CHECK(strstr(sc_error_detail(), "not applied") != NULL, "message: %s", sc_error_detail());
+	CHECK(!user_present(st, "cut1"));
+
+	/* cut between two writes: the next write fails, the whole is lost */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "cut2", 0x12);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	cut_connections();
+	mk_user(&u, "cut3", 0x13);
+	CHECK(sc_store_user_add(t, &u) != SC_OK);
+	CHECK(sc_txn_commit(t) != SC_OK);
+	CHECK(!user_present(st, "cut2") && !user_present(st, "cut3"));
+
+	/* idle pooled connections cut: the next transactions reconnect */
+	cut_connections();
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK, "%s", sc_error_detail());
+	CHECK_RC(sc_store_counter_next(t, "crl-number", &v), SC_OK);
+	/* the number of the transaction that never committed is handed out
+	 * again: it was never used */
+	CHECK(v == 1, "counter at %" PRIu64, v);
+	mk_user(&u, "after", 0x14);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	CHECK(user_present(st, "after"));
+	sc_store_close(st);
+}
+
+/* Committed is committed: CRL numbers and records survive a crash of the
+ * server (an immediate stop, then crash recovery), and a number once
+ * committed is never handed out again. */
+static void test_server_crash(const char *dir)
+{
+	const char *crash = getenv("SC_TEST_PG_CRASH");
+	sc_store *st;
+	sc_txn *t = NULL;
+	sc_user u;
+	uint64_t v = 0;
+	int i;
+
+	REQUIRE(crash != NULL, "run under tests/lib/with-postgres.sh");
+	st = fresh_store(dir, "crash");
+	for (i = 0; i < 3; i++) {
+		REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+		CHECK_RC(sc_store_counter_next(t, "crl-number", &v), SC_OK);
+		CHECK_RC(sc_txn_commit(t), SC_OK);
+	}
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "before", 0x21);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	/* a transaction open while the server dies is not applied */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	CHECK_RC(sc_store_counter_next(t, "crl-number", &v), SC_OK);
+	mk_user(&u, "during", 0x22);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	REQUIRE(system(crash) == 0, "%s failed", crash);
+	CHECK(sc_txn_commit(t) != SC_OK);
+
+	/* the same handle, after recovery */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK, "%s", sc_error_detail());
+	CHECK_RC(sc_store_counter_next(t, "crl-number", &v), SC_OK);
+	CHECK(v == 4, "after the crash the next CRL number is %" PRIu64 ", not 4", v);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	CHECK(user_present(st, "before"));
+	CHECK(!user_present(st, "during"));
+	sc_store_close(st);
+}
+
+static const struct tcheck_case cases[] = {
+	TCASE_NAMED("lost-connection", test_lost_connection),
+	TCASE_NAMED("server-crash", test_server_crash),
+};
+
+int main(int argc, char **argv)
+{
+	return tcheck_main(argc, argv, "store-pg", cases, TCHECK_N(cases), NULL);
+}
