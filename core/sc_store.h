@@ -62,6 +62,16 @@ int sc_store_copy(sc_store *st, const char *dir);
 /* Force a sync of everything committed so far (for SC_STORE_NOSYNC users). */
 int sc_store_sync(sc_store *st);
 
+/* Copy every record of `from` (one snapshot) into the empty store `to`,
+ * byte for byte, whatever their backends; SC_ERR_EXISTS when `to` holds
+ * records.  *copied: the entries copied.  Check the result with
+ * sc_store_digest on both. */
+int sc_store_migrate(sc_store *from, sc_store *to, uint64_t *copied);
+/* SHA-256 over every entry of every database in key order (the schema
+ * version entry aside), and their number: equal for two stores, of either
+ * backend, exactly when they hold the same records. */
+int sc_store_digest(sc_txn *txn, unsigned char out[32], uint64_t *entries);
+
 enum { SC_TXN_READ = 0, SC_TXN_WRITE = 1 };
 int sc_txn_begin(sc_store *st, int mode, sc_txn **out);
 int sc_txn_commit(sc_txn *txn);     /* always frees txn */

@@ -26,7 +26,10 @@ static void store_usage(FILE *f)
 	fprintf(f,
 		"usage: smartcert store backup DIR\n"
 		"       smartcert store restore --from DIR --confirm-rollback\n"
+		"       smartcert store restore --in-place --confirm-rollback\n"
 		"       smartcert store check\n"
+		"       smartcert store migrate --to CONFIG\n"
+		"       smartcert store digest\n"
 		"\n"
 		"backup   a compacted, owner-only copy of the store in DIR/store, with the\n"
 		"         checkpoint log and its public key beside it; taken while the\n"
@@ -34,12 +37,21 @@ static void store_usage(FILE *f)
 		"restore  put a backup back on purpose (stop the signing service and the\n"
 		"         responder first).  Everything after the backup is lost: it is\n"
 		"         audited, signed into a new checkpoint, and every authorisation\n"
-		"         token valid from before the restore is refused from then on\n"
+		"         token valid from before the restore is refused from then on.\n"
+		"         --in-place accepts the store as it is, put back by hand (a\n"
+		"         PostgreSQL store restored with pg_restore)\n"
 		"check    file modes, every record of every database decoded and every\n"
 		"         index entry resolved, every key's binding MAC, key destruction\n"
 		"         owed after a revocation (a problem once past 24 hours), the\n"
 		"         audit chain and the checkpoint log; names what is wrong and\n"
-		"         exits 8\n");
+		"         exits 8\n"
+		"migrate  copy every record into the empty store that CONFIG's [store]\n"
+		"         section names (LMDB into PostgreSQL or back), then prove the copy:\n"
+		"         both stores' digests must match.  Stop every writer first (the\n"
+		"         signing service, the responders, the CA)\n"
+		"digest   the number of entries and a SHA-256 over all of them in key\n"
+		"         order: equal for two stores, of either backend, exactly when\n"
+		"         they hold the same records\n");
 }
 
 /* Copy a small file (the checkpoint log and key) into dir. */
@@ -93,16 +105,60 @@ static int store_backup(const char *dir)
 	return SC_EXIT_OK;
 }
 
-static int store_restore(const char *from, int confirmed)
+/* The audit head of a store whose own chain is intact (with this HSM's
+ * key): only such a state may be put back. */
+static int restore_source_ok(sc_store *st, uint64_t *seq)
+{
+	unsigned char mac[32];
+	uint64_t count = 0, bad = 0;
+	sc_txn *txn = NULL;
+	int rc;
+
+	rc = sc_txn_begin(st, SC_TXN_READ, &txn);
+	if (rc == SC_OK)
+		rc = sc_audit_verify(txn, &count, &bad);
+	if (rc == SC_OK)
+		rc = sc_audit_head_get(txn, seq, mac);
+	sc_txn_abort(txn);
+	return rc;
+}
+
+/* Accept the rolled-back store on purpose: audited, every token valid from
+ * before now refused from then on, and signed into a new checkpoint. */
+static int restore_accept(sc_deploy *d, const char *detail)
+{
+	sc_audit_event ev;
+	sc_txn *txn = NULL;
+	char now_s[32];
+	int rc;
+
+	snprintf(now_s, sizeof(now_s), "%lld", (long long)sc_now());
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = "store-restore";
+	ev.actor = sc_cli_actor();
+	ev.outcome = "ok";
+	ev.detail = detail;
+	rc = sc_txn_begin(d->store, SC_TXN_WRITE, &txn);
+	if (rc == SC_OK)
+		rc = sc_store_meta_put(txn, SC_META_RESTORED_AT, now_s, strlen(now_s));
+	if (rc == SC_OK)
+		rc = sc_audit_append(txn, &ev, NULL);
+	if (rc == SC_OK)
+		rc = sc_txn_commit(txn);
+	else
+		sc_txn_abort(txn);
+	if (rc == SC_OK)
+		rc = sc_checkpoint_write(d->cfg, d->store, d->hsm, "restore");
+	return rc;
+}
+
+static int store_restore(const char *from, int in_place, int confirmed)
 {
 	sc_deploy *d = NULL;
 	sc_store *bk = NULL;
-	sc_txn *txn = NULL;
-	sc_audit_event ev;
-	char bdir[4096], detail[4400], now_s[32], moved[4200];
+	char bdir[4096], detail[4400], moved[4200];
 	char *store = NULL;
-	uint64_t count = 0, bad = 0, bseq = 0;
-	unsigned char bmac[32];
+	uint64_t bseq = 0;
 	int ex, rc;
 
 	if (!confirmed)
@@ -111,18 +167,24 @@ static int store_restore(const char *from, int confirmed)
 	/* The current store may be exactly what is being replaced: no check. */
 	if ((ex = sc_cli_open(NULL, SC_DEPLOY_NO_CHECKPOINT | SC_DEPLOY_NO_CA, &d)) != SC_EXIT_OK)
 		return ex;
+	if (in_place) {
+		/* put back by hand already (pg_restore, or files copied) */
+		rc = restore_source_ok(d->store, &bseq);
+		snprintf(detail, sizeof(detail), "the store put back by hand, ending at audit "
+			 "record %" PRIu64 ", accepted", bseq);
+		if (rc == SC_OK)
+			rc = restore_accept(d, detail);
+		goto out;
+	}
+	if (strcmp(sc_config_str(d->cfg, "store.backend", "lmdb"), "lmdb") != 0) {
+		rc = sc_error_set(SC_ERR_INVALID, "a PostgreSQL store is put back with PostgreSQL's "
+				  "tools (pg_restore), then accepted with --in-place");
+		goto out;
+	}
 	snprintf(bdir, sizeof(bdir), "%s/store", from);
 	rc = sc_store_open(bdir, 0, SC_STORE_RDONLY, &bk);
-	if (rc != SC_OK)
-		goto out;
-	/* Only a backup whose own chain is intact, with this HSM's key. */
-	rc = sc_txn_begin(bk, SC_TXN_READ, &txn);
 	if (rc == SC_OK)
-		rc = sc_audit_verify(txn, &count, &bad);
-	if (rc == SC_OK)
-		rc = sc_audit_head_get(txn, &bseq, bmac);
-	sc_txn_abort(txn);
-	txn = NULL;
+		rc = restore_source_ok(bk, &bseq);
 	if (rc != SC_OK)
 		goto out;
 	store = sc_config_path(d->cfg, "store.path", "store");
@@ -144,27 +206,10 @@ static int store_restore(const char *from, int confirmed)
 	rc = sc_store_open(store, 0, 0, &d->store);
 	if (rc != SC_OK)
 		goto out;
-	snprintf(now_s, sizeof(now_s), "%lld", (long long)sc_now());
 	snprintf(detail, sizeof(detail), "restored from a backup ending at audit record %" PRIu64
 		 "; the replaced store was kept as %s", bseq, moved);
-	memset(&ev, 0, sizeof(ev));
-	ev.kind = "store-restore";
-	ev.actor = sc_cli_actor();
-	ev.outcome = "ok";
-	ev.detail = detail;
-	rc = sc_txn_begin(d->store, SC_TXN_WRITE, &txn);
-	if (rc == SC_OK)
-		rc = sc_store_meta_put(txn, SC_META_RESTORED_AT, now_s, strlen(now_s));
-	if (rc == SC_OK)
-		rc = sc_audit_append(txn, &ev, NULL);
-	if (rc == SC_OK) {
-		rc = sc_txn_commit(txn);
-		txn = NULL;
-	}
-	if (rc == SC_OK)
-		rc = sc_checkpoint_write(d->cfg, d->store, d->hsm, "restore");
+	rc = restore_accept(d, detail);
 out:
-	sc_txn_abort(txn);
 	if (bk != NULL)
 		sc_store_close(bk);
 	free(store);
@@ -174,8 +219,12 @@ out:
 		return ex;
 	}
 	sc_deploy_close(d);
-	printf("store restored from %s (audit record %" PRIu64 "); the replaced store is %s;\n"
-	       "tokens valid from before now are refused\n", from, bseq, moved);
+	if (in_place)
+		printf("store accepted as it is (audit record %" PRIu64 ");\n"
+		       "tokens valid from before now are refused\n", bseq);
+	else
+		printf("store restored from %s (audit record %" PRIu64 "); the replaced store is "
+		       "%s;\ntokens valid from before now are refused\n", from, bseq, moved);
 	return SC_EXIT_OK;
 }
 
@@ -303,16 +352,92 @@ static int store_check(void)
 	return problems == 0 ? SC_EXIT_OK : SC_EXIT_INTEGRITY;
 }
 
+/* One read snapshot's digest of st. */
+static int store_digest_of(sc_store *st, unsigned char out[32], uint64_t *n)
+{
+	sc_txn *t = NULL;
+	int rc;
+
+	if ((rc = sc_txn_begin(st, SC_TXN_READ, &t)) != SC_OK)
+		return rc;
+	rc = sc_store_digest(t, out, n);
+	sc_txn_abort(t);
+	return rc;
+}
+
+static void hex32(const unsigned char d[32], char out[65])
+{
+	int i;
+
+	for (i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static int store_digest(void)
+{
+	sc_deploy *d = NULL;
+	unsigned char dg[32];
+	char hex[65];
+	uint64_t n = 0;
+	int ex, rc;
+
+	if ((ex = sc_cli_open(NULL, SC_DEPLOY_NO_HSM | SC_DEPLOY_NO_CA, &d)) != SC_EXIT_OK)
+		return ex;
+	rc = store_digest_of(d->store, dg, &n);
+	sc_deploy_close(d);
+	if (rc != SC_OK)
+		return sc_cli_fail(rc, "store digest");
+	hex32(dg, hex);
+	printf("%llu entries, sha256 %s\n", (unsigned long long)n, hex);
+	return SC_EXIT_OK;
+}
+
+static int store_migrate(const char *to_conf)
+{
+	sc_deploy *d = NULL;
+	sc_config *cfg = NULL;
+	sc_store *to = NULL;
+	unsigned char a[32], b[32];
+	char hex[65];
+	uint64_t copied = 0, na = 0, nb = 0;
+	int ex, rc;
+
+	if ((ex = sc_cli_open(NULL, SC_DEPLOY_NO_HSM | SC_DEPLOY_NO_CA, &d)) != SC_EXIT_OK)
+		return ex;
+	rc = sc_config_load(to_conf, &cfg);
+	if (rc == SC_OK)
+		rc = sc_deploy_open_store(cfg, SC_STORE_CREATE, &to);
+	if (rc == SC_OK)
+		rc = sc_store_migrate(d->store, to, &copied);
+	if (rc == SC_OK)
+		rc = store_digest_of(d->store, a, &na);
+	if (rc == SC_OK)
+		rc = store_digest_of(to, b, &nb);
+	if (rc == SC_OK && (na != nb || memcmp(a, b, sizeof(a)) != 0))
+		rc = sc_error_set(SC_ERR_INTEGRITY,
+				  "the copy differs from the source (%llu entries against %llu): a "
+				  "writer changed the source during the migration; stop it, and "
+				  "migrate again into a new store",
+				  (unsigned long long)nb, (unsigned long long)na);
+	sc_store_close(to);
+	sc_config_free(cfg);
+	sc_deploy_close(d);
+	if (rc != SC_OK)
+		return sc_cli_fail(rc, "store migrate");
+	hex32(a, hex);
+	printf("migrated %llu entries; both stores digest to sha256 %s\n",
+	       (unsigned long long)copied, hex);
+	return SC_EXIT_OK;
+}
+
 int sc_cmd_store(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "from", required_argument, NULL, 'f' },
-		{ "confirm-rollback", no_argument, NULL, 'y' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		SC_ARG("from", 'f'), SC_FLAG("confirm-rollback", 'y'), SC_ARG("to", 't'),
+		SC_FLAG("in-place", 'i'), SC_FLAG("help", 'h'), SC_OPT_END,
 	};
-	const char *from = NULL, *sub;
-	int c, confirmed = 0;
+	const char *from = NULL, *to = NULL, *sub;
+	int c, confirmed = 0, in_place = 0;
 
 	optind = 1;
 	opterr = 0;
@@ -320,6 +445,8 @@ int sc_cmd_store(int argc, char **argv)
 		switch (c) {
 		case 'f': from = optarg; break;
 		case 'y': confirmed = 1; break;
+		case 't': to = optarg; break;
+		case 'i': in_place = 1; break;
 		case 'h': store_usage(stdout); return SC_EXIT_OK;
 		default:
 			return sc_cli_usage_error("store", "unknown or incomplete option '%s'",
@@ -327,7 +454,7 @@ int sc_cmd_store(int argc, char **argv)
 		}
 	}
 	if (optind >= argc)
-		return sc_cli_usage_error("store", "backup, restore or check?");
+		return sc_cli_usage_error("store", "backup, restore, check, migrate or digest?");
 	sub = argv[optind++];
 	if (strcmp(sub, "backup") == 0) {
 		if (optind + 1 != argc)
@@ -337,11 +464,19 @@ int sc_cmd_store(int argc, char **argv)
 	if (optind != argc)
 		return sc_cli_usage_error("store", "unexpected argument '%s'", argv[optind]);
 	if (strcmp(sub, "restore") == 0) {
-		if (from == NULL)
-			return sc_cli_usage_error("store", "restore needs --from DIR");
-		return store_restore(from, confirmed);
+		if ((from == NULL) == !in_place)
+			return sc_cli_usage_error("store", "restore needs --from DIR or --in-place");
+		return store_restore(from, in_place, confirmed);
 	}
 	if (strcmp(sub, "check") == 0)
 		return store_check();
+	if (strcmp(sub, "digest") == 0)
+		return store_digest();
+	if (strcmp(sub, "migrate") == 0) {
+		if (to == NULL)
+			return sc_cli_usage_error("store", "migrate needs --to CONFIG (a file whose "
+						  "[store] section names the new store)");
+		return store_migrate(to);
+	}
 	return sc_cli_usage_error("store", "unknown subcommand '%s'", sub);
 }

@@ -58,8 +58,8 @@ struct sc_txn {
 	sc_store *st;
 	MDB_txn *txn;
 	int write;
-	int err;	    /* sticky store error of a write transaction */
-	struct pg_conn *pg; /* a PostgreSQL store's connection, held until the end */
+	int err;	      /* sticky store error of a write transaction */
+	struct sc_pgconn *pg; /* a PostgreSQL store's connection, held until the end */
 	struct sc_arena_chunk *arena;
 	sc_txn *next; /* read cache link */
 };

@@ -38,6 +38,13 @@
 #define SC_PG_POOL_MAX 64
 #define SC_PG_SCHEMA_MAX 63 /* PostgreSQL's identifier length */
 #define SC_PG_WALK_BATCH 512
+#define SC_PG_WALK_BATCH_S "512"
+
+/* One connection and the statements prepared on it. */
+struct sc_pgconn {
+	PGconn *c;
+	uint32_t prepared[SC_DB_COUNT]; /* bit s: statement s on that table */
+};
 
 struct sc_pg {
 	char *conninfo;
@@ -45,7 +52,7 @@ struct sc_pg {
 	long long lock_key; /* the store's advisory lock: one per schema */
 	int nosync;
 	pthread_mutex_t lock; /* protects idle[] */
-	PGconn *idle[SC_PG_POOL_MAX];
+	struct sc_pgconn *idle[SC_PG_POOL_MAX];
 	size_t nidle;
 };
 
@@ -116,9 +123,9 @@ static int pg_err(sc_txn *t, PGconn *c, const PGresult *res, int db, const char 
 
 /* ---- connections ------------------------------------------------------ */
 
-static PGconn *pool_take(struct sc_pg *pg)
+static struct sc_pgconn *pool_take(struct sc_pg *pg)
 {
-	PGconn *c = NULL;
+	struct sc_pgconn *c = NULL;
 
 	pthread_mutex_lock(&pg->lock);
 	if (pg->nidle > 0)
@@ -127,11 +134,19 @@ static PGconn *pool_take(struct sc_pg *pg)
 	return c;
 }
 
-static void pool_give(struct sc_pg *pg, PGconn *c)
+static void conn_free(struct sc_pgconn *c)
 {
 	if (c == NULL)
 		return;
-	if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE) {
+	PQfinish(c->c);
+	free(c);
+}
+
+static void pool_give(struct sc_pg *pg, struct sc_pgconn *c)
+{
+	if (c == NULL)
+		return;
+	if (PQstatus(c->c) == CONNECTION_OK && PQtransactionStatus(c->c) == PQTRANS_IDLE) {
 		pthread_mutex_lock(&pg->lock);
 		if (pg->nidle < SC_PG_POOL_MAX) {
 			pg->idle[pg->nidle++] = c;
@@ -139,55 +154,60 @@ static void pool_give(struct sc_pg *pg, PGconn *c)
 		}
 		pthread_mutex_unlock(&pg->lock);
 	}
-	if (c != NULL)
-		PQfinish(c);
+	conn_free(c);
 }
 
-static int pg_connect(struct sc_pg *pg, PGconn **out)
+static int pg_connect(struct sc_pg *pg, struct sc_pgconn **out)
 {
+	struct sc_pgconn *pc;
 	PGconn *c;
 	PGresult *res;
 	int rv;
 
 	*out = NULL;
+	pc = calloc(1, sizeof(*pc));
 	c = PQconnectdb(pg->conninfo);
-	if (c == NULL)
+	if (pc == NULL || c == NULL) {
+		free(pc);
+		PQfinish(c);
 		return sc_error_set(SC_ERR_NOMEM, "out of memory connecting to PostgreSQL");
+	}
+	pc->c = c;
 	if (PQstatus(c) != CONNECTION_OK) {
 		char detail[256];
 
 		snprintf(detail, sizeof(detail), "%s", PQerrorMessage(c));
 		detail[strcspn(detail, "\n")] = '\0';
-		PQfinish(c);
-		return sc_error_set(
-			SC_ERR_STORE,
-			"cannot connect to PostgreSQL (%s): check store.pg_conninfo_file "
-			"or the PG* environment, and that the server is up",
-			detail);
+		conn_free(pc);
+		return sc_error_set(SC_ERR_STORE,
+				    "cannot connect to PostgreSQL (%s): check store.pg_conninfo "
+				    "or the PG* environment, and that the server is up",
+				    detail);
 	}
-	/* Only the tests' throwaway stores ask for this (SC_STORE_NOSYNC). */
-	if (pg->nosync) {
-		res = PQexec(c, "SET synchronous_commit TO off");
-		rv = PQresultStatus(res) == PGRES_COMMAND_OK ?
-			     SC_OK :
-			     pg_err(NULL, c, res, -1, "connecting");
-		PQclear(res);
-		if (rv != SC_OK) {
-			PQfinish(c);
-			return rv;
-		}
+	/* The server's notices ("already exists, skipping") are not for the
+	 * user; synchronous commit off only for the tests' throwaway stores
+	 * (SC_STORE_NOSYNC). */
+	res = PQexec(c, pg->nosync ? "SET client_min_messages TO warning; "
+				     "SET synchronous_commit TO off" :
+				     "SET client_min_messages TO warning");
+	rv = PQresultStatus(res) == PGRES_COMMAND_OK ? SC_OK :
+						       pg_err(NULL, c, res, -1, "connecting");
+	PQclear(res);
+	if (rv != SC_OK) {
+		conn_free(pc);
+		return rv;
 	}
-	*out = c;
+	*out = pc;
 	return SC_OK;
 }
 
 static int exec_cmd(sc_txn *t, const char *sql, const char *what)
 {
-	PGresult *res = PQexec(t->pg, sql);
+	PGresult *res = PQexec(t->pg->c, sql);
 	int rv = SC_OK;
 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg, res, -1, what);
+		rv = pg_err(t, t->pg->c, res, -1, what);
 	PQclear(res);
 	return rv;
 }
@@ -219,14 +239,14 @@ int sc_pg_txn_begin(sc_txn *t)
 		/* An idle pooled connection dies with a server restart or a
 		 * failover: nothing was sent in a transaction yet, so a fresh
 		 * connection may start it. */
-		if (pooled && PQstatus(t->pg) == CONNECTION_BAD) {
-			PQfinish(t->pg);
+		if (pooled && PQstatus(t->pg->c) == CONNECTION_BAD) {
+			conn_free(t->pg);
 			t->pg = NULL;
 			t->err = 0;
 			pooled = 0;
 			continue;
 		}
-		PQfinish(t->pg);
+		conn_free(t->pg);
 		t->pg = NULL;
 		return rv;
 	}
@@ -239,9 +259,9 @@ int sc_pg_txn_end(sc_txn *t, int commit)
 
 	if (t->pg == NULL)
 		return SC_OK;
-	res = PQexec(t->pg, commit ? "COMMIT" : "ROLLBACK");
+	res = PQexec(t->pg->c, commit ? "COMMIT" : "ROLLBACK");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rv = pg_err(t, t->pg, res, -1, commit ? "committing" : "ending a transaction");
+		rv = pg_err(t, t->pg->c, res, -1, commit ? "committing" : "ending a transaction");
 	else if (commit && strcmp(PQcmdStatus(res), "COMMIT") != 0)
 		rv = sc_error_set(SC_ERR_STORE, "PostgreSQL rolled the transaction back at commit: "
 						"it was not applied");
@@ -253,20 +273,108 @@ int sc_pg_txn_end(sc_txn *t, int commit)
 
 /* ---- statements -------------------------------------------------------- */
 
-/* Run sql with up to three binary parameters; results in binary. */
-static PGresult *run(sc_txn *t, const char *sql, int n, const void *p0, size_t l0, const void *p1,
-		     size_t l1, const void *p2, size_t l2)
+/*
+ * Every statement is prepared once per connection and table, on first use:
+ * the server then parses and plans it once, not at every record.  Each is
+ * a template in which @T stands for the schema-qualified table.
+ */
+enum pg_stmt {
+	ST_GET,
+	ST_GET_DUP,    /* the first value of a dupsort key */
+	ST_PUT,	       /* insert or replace */
+	ST_INSERT,     /* insert unless present (key, or pair in a dupsort table) */
+	ST_INSERT_KEY, /* dupsort: insert unless the key has any value */
+	ST_DEL,
+	ST_DEL_PAIR,
+	ST_DUPS,
+	ST_LAST,
+	ST_FIRST, /* walks: a read transaction's batch */
+	ST_FROM,
+	ST_AFTER,
+	ST_AFTER_DUP,
+	ST_FIRST1, /* walks: one row, in a write transaction */
+	ST_FROM1,
+	ST_AFTER1,
+	ST_AFTER1_DUP,
+	ST_COUNT_
+};
+
+/* clang-format off */
+static const struct {
+	int nparams;
+	const char *sql;
+} stmts[ST_COUNT_] = {
+	[ST_GET] = { 1, "SELECT v FROM @T WHERE k = $1" },
+	[ST_GET_DUP] = { 1, "SELECT v FROM @T WHERE k = $1 ORDER BY v LIMIT 1" },
+	[ST_PUT] = { 2, "INSERT INTO @T (k, v) VALUES ($1, $2) "
+			"ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v" },
+	[ST_INSERT] = { 2, "INSERT INTO @T (k, v) VALUES ($1, $2) ON CONFLICT DO NOTHING" },
+	[ST_INSERT_KEY] = { 2, "INSERT INTO @T (k, v) SELECT $1, $2 WHERE NOT EXISTS "
+			       "(SELECT 1 FROM @T WHERE k = $1) ON CONFLICT DO NOTHING" },
+	[ST_DEL] = { 1, "DELETE FROM @T WHERE k = $1" },
+	[ST_DEL_PAIR] = { 2, "DELETE FROM @T WHERE k = $1 AND v = $2" },
+	[ST_DUPS] = { 1, "SELECT v FROM @T WHERE k = $1 ORDER BY v" },
+	[ST_LAST] = { 0, "SELECT k FROM @T ORDER BY k DESC LIMIT 1" },
+	[ST_FIRST] = { 0, "SELECT k, v FROM @T ORDER BY k, v LIMIT " SC_PG_WALK_BATCH_S },
+	[ST_FROM] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY k, v LIMIT "
+			 SC_PG_WALK_BATCH_S },
+	[ST_AFTER] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY k, v LIMIT "
+			  SC_PG_WALK_BATCH_S },
+	[ST_AFTER_DUP] = { 2, "SELECT k, v FROM @T WHERE (k, v) > ($1, $2) ORDER BY k, v LIMIT "
+			      SC_PG_WALK_BATCH_S },
+	[ST_FIRST1] = { 0, "SELECT k, v FROM @T ORDER BY k, v LIMIT 1" },
+	[ST_FROM1] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY k, v LIMIT 1" },
+	[ST_AFTER1] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY k, v LIMIT 1" },
+	[ST_AFTER1_DUP] = { 2, "SELECT k, v FROM @T WHERE (k, v) > ($1, $2) ORDER BY k, v LIMIT 1" },
+};
+/* clang-format on */
+
+/* The statement's text for table db: @T replaced by schema.table. */
+static void stmt_text(const struct sc_pg *pg, int db, enum pg_stmt s, char *out, size_t cap)
 {
-	const char *vals[3] = { p0, p1, p2 };
-	int lens[3] = { (int)l0, (int)l1, (int)l2 }, fmts[3] = { 1, 1, 1 };
+	const char *p = stmts[s].sql;
+	size_t n = 0;
+
+	while (*p != '\0' && n + 1 < cap) {
+		if (p[0] == '@' && p[1] == 'T') {
+			n += (size_t)snprintf(out + n, cap - n, "%s.%s", pg->schema,
+					      sc_dbs[db].name);
+			if (n >= cap)
+				n = cap - 1;
+			p += 2;
+		} else {
+			out[n++] = *p++;
+		}
+	}
+	out[n] = '\0';
+}
+
+/* Run statement s on table db with its binary parameters; binary results. */
+static PGresult *run(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
+		     size_t l1)
+{
+	static const Oid bytea[2] = { 17, 17 }; /* BYTEAOID */
 	static const char empty[1] = { 0 };
-	int i;
+	const char *vals[2] = { p0, p1 };
+	int lens[2] = { (int)l0, (int)l1 }, fmts[2] = { 1, 1 }, i;
+	char name[24], sql[512];
+	PGresult *res;
 
 	/* libpq reads a NULL value as SQL NULL: an empty key is not one */
-	for (i = 0; i < n; i++)
+	for (i = 0; i < 2; i++)
 		if (vals[i] == NULL)
 			vals[i] = empty;
-	return PQexecParams(t->pg, sql, n, NULL, vals, lens, fmts, 1);
+	snprintf(name, sizeof(name), "sc%d_%d", db, (int)s);
+	if (!(t->pg->prepared[db] & (1u << s))) {
+		stmt_text(t->st->pg, db, s, sql, sizeof(sql));
+		res = PQprepare(t->pg->c, name, sql, stmts[s].nparams, bytea);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			return res;
+		PQclear(res);
+		/* a protocol-level statement outlives a rolled-back transaction */
+		t->pg->prepared[db] |= 1u << s;
+	}
+	return PQexecPrepared(t->pg->c, name, stmts[s].nparams, vals, lens, fmts, 1);
 }
 
 /* The bytes of one result cell, copied into the transaction's arena so that
@@ -283,19 +391,13 @@ static int hold_cell(sc_txn *t, const PGresult *res, int row, int col, MDB_val *
 	return SC_OK;
 }
 
-#define TABLE(t, db) (t)->st->pg->schema, sc_dbs[db].name
-
 int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 {
-	char sql[192];
-	PGresult *res;
+	PGresult *res = run(t, db, dup_db(db) ? ST_GET_DUP : ST_GET, key, klen, NULL, 0);
 	int rv;
 
-	snprintf(sql, sizeof(sql), "SELECT v FROM %s.%s WHERE k = $1%s", TABLE(t, db),
-		 dup_db(db) ? " ORDER BY v LIMIT 1" : "");
-	res = run(t, sql, 1, key, klen, NULL, 0, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg, res, db, "reading");
+		rv = pg_err(t, t->pg->c, res, db, "reading");
 	else if (PQntuples(res) == 0)
 		rv = SC_ERR_NOT_FOUND;
 	else
@@ -307,28 +409,19 @@ int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
 	      unsigned flags)
 {
-	char sql[320];
+	enum pg_stmt s;
 	PGresult *res;
 	int rv;
 
 	if (dup_db(db) && (flags & MDB_NOOVERWRITE))
-		snprintf(sql, sizeof(sql),
-			 "INSERT INTO %s.%s (k, v) SELECT $1, $2 WHERE NOT EXISTS "
-			 "(SELECT 1 FROM %s.%s WHERE k = $1) ON CONFLICT DO NOTHING",
-			 TABLE(t, db), TABLE(t, db));
+		s = ST_INSERT_KEY;
 	else if (dup_db(db) || (flags & (MDB_NOOVERWRITE | MDB_APPEND)))
-		snprintf(sql, sizeof(sql),
-			 "INSERT INTO %s.%s (k, v) VALUES ($1, $2) "
-			 "ON CONFLICT DO NOTHING",
-			 TABLE(t, db));
+		s = ST_INSERT;
 	else
-		snprintf(sql, sizeof(sql),
-			 "INSERT INTO %s.%s (k, v) VALUES ($1, $2) "
-			 "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-			 TABLE(t, db));
-	res = run(t, sql, 2, key, klen, val, vlen, NULL, 0);
+		s = ST_PUT;
+	res = run(t, db, s, key, klen, val, vlen);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rv = pg_err(t, t->pg, res, db, "writing");
+		rv = pg_err(t, t->pg->c, res, db, "writing");
 	else if (strcmp(PQcmdTuples(res), "0") == 0 &&
 		 (flags & (MDB_NOOVERWRITE | MDB_NODUPDATA | MDB_APPEND)))
 		rv = SC_ERR_EXISTS;
@@ -340,15 +433,11 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 
 int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
 {
-	char sql[192];
-	PGresult *res;
+	PGresult *res = run(t, db, val != NULL ? ST_DEL_PAIR : ST_DEL, key, klen, val, vlen);
 	int rv = SC_OK;
 
-	snprintf(sql, sizeof(sql), "DELETE FROM %s.%s WHERE k = $1%s", TABLE(t, db),
-		 val != NULL ? " AND v = $2" : "");
-	res = run(t, sql, val != NULL ? 2 : 1, key, klen, val, vlen, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rv = pg_err(t, t->pg, res, db, "deleting");
+		rv = pg_err(t, t->pg->c, res, db, "deleting");
 	PQclear(res);
 	return rv;
 }
@@ -360,34 +449,17 @@ int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
  */
 int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx)
 {
-	int batch = t->write ? 1 : SC_PG_WALK_BATCH, dup = dup_db(db), first = 1, i, n, rv;
+	int one = t->write, batch = one ? 1 : SC_PG_WALK_BATCH, dup = dup_db(db), i, n, rv;
 	MDB_val k, v, lastk = { 0, NULL }, lastv = { 0, NULL };
-	char sql[256];
 	PGresult *res;
 
+	if (start != NULL && slen > 0)
+		res = run(t, db, one ? ST_FROM1 : ST_FROM, start, slen, NULL, 0);
+	else
+		res = run(t, db, one ? ST_FIRST1 : ST_FIRST, NULL, 0, NULL, 0);
 	for (;;) {
-		if (first && start != NULL && slen > 0)
-			snprintf(sql, sizeof(sql),
-				 "SELECT k, v FROM %s.%s WHERE k >= $1 "
-				 "ORDER BY k, v LIMIT %d",
-				 TABLE(t, db), batch);
-		else if (first)
-			snprintf(sql, sizeof(sql), "SELECT k, v FROM %s.%s ORDER BY k, v LIMIT %d",
-				 TABLE(t, db), batch);
-		else
-			snprintf(sql, sizeof(sql),
-				 "SELECT k, v FROM %s.%s WHERE %s "
-				 "ORDER BY k, v LIMIT %d",
-				 TABLE(t, db), dup ? "(k, v) > ($1, $2)" : "k > $1", batch);
-		if (first)
-			res = run(t, sql, start != NULL && slen > 0 ? 1 : 0, start, slen, NULL, 0,
-				  NULL, 0);
-		else
-			res = run(t, sql, dup ? 2 : 1, lastk.mv_data, lastk.mv_size, lastv.mv_data,
-				  lastv.mv_size, NULL, 0);
-		first = 0;
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			rv = pg_err(t, t->pg, res, db, "walking");
+			rv = pg_err(t, t->pg->c, res, db, "walking");
 			PQclear(res);
 			return rv;
 		}
@@ -409,22 +481,26 @@ int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn,
 		PQclear(res);
 		if (n < batch)
 			return SC_OK;
+		if (dup)
+			res = run(t, db, one ? ST_AFTER1_DUP : ST_AFTER_DUP, lastk.mv_data,
+				  lastk.mv_size, lastv.mv_data, lastv.mv_size);
+		else
+			res = run(t, db, one ? ST_AFTER1 : ST_AFTER, lastk.mv_data, lastk.mv_size,
+				  NULL, 0);
 	}
 }
 
 int sc_pg_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n)
 {
-	char sql[192];
 	PGresult *res;
 	MDB_val *arr = NULL;
 	int i, rows, rv = SC_OK;
 
 	*vals = NULL;
 	*n = 0;
-	snprintf(sql, sizeof(sql), "SELECT v FROM %s.%s WHERE k = $1 ORDER BY v", TABLE(t, db));
-	res = run(t, sql, 1, key, strlen(key), NULL, 0, NULL, 0);
+	res = run(t, db, ST_DUPS, key, strlen(key), NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		rv = pg_err(t, t->pg, res, db, "reading");
+		rv = pg_err(t, t->pg->c, res, db, "reading");
 		goto out;
 	}
 	rows = PQntuples(res);
@@ -450,14 +526,11 @@ out:
 
 int sc_pg_last(sc_txn *t, int db, MDB_val *k)
 {
-	char sql[160];
-	PGresult *res;
+	PGresult *res = run(t, db, ST_LAST, NULL, 0, NULL, 0);
 	int rv;
 
-	snprintf(sql, sizeof(sql), "SELECT k FROM %s.%s ORDER BY k DESC LIMIT 1", TABLE(t, db));
-	res = run(t, sql, 0, NULL, 0, NULL, 0, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg, res, db, "reading the last record");
+		rv = pg_err(t, t->pg->c, res, db, "reading the last record");
 	else if (PQntuples(res) == 0)
 		rv = SC_ERR_NOT_FOUND;
 	else
@@ -469,11 +542,11 @@ int sc_pg_last(sc_txn *t, int db, MDB_val *k)
 /* The one number a statement returns, as text. */
 static int query_u64(sc_txn *t, const char *sql, int db, uint64_t *out)
 {
-	PGresult *res = PQexec(t->pg, sql);
+	PGresult *res = PQexec(t->pg->c, sql);
 	int rv = SC_OK;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-		rv = pg_err(t, t->pg, res, db, "reading statistics");
+		rv = pg_err(t, t->pg->c, res, db, "reading statistics");
 	else
 		*out = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
@@ -484,7 +557,8 @@ int sc_pg_count(sc_txn *t, int db, uint64_t *count)
 {
 	char sql[160];
 
-	snprintf(sql, sizeof(sql), "SELECT count(*)::text FROM %s.%s", TABLE(t, db));
+	snprintf(sql, sizeof(sql), "SELECT count(*)::text FROM %s.%s", t->st->pg->schema,
+		 sc_dbs[db].name);
 	return query_u64(t, sql, db, count);
 }
 
@@ -502,7 +576,7 @@ void sc_pg_close(struct sc_pg *pg)
 	if (pg == NULL)
 		return;
 	for (i = 0; i < pg->nidle; i++)
-		PQfinish(pg->idle[i]);
+		conn_free(pg->idle[i]);
 	pthread_mutex_destroy(&pg->lock);
 	sc_secret_free(pg->conninfo); /* it may carry a password */
 	free(pg);
@@ -513,6 +587,7 @@ void sc_pg_close(struct sc_pg *pg)
 static int pg_schema_ready(sc_store *st, unsigned flags)
 {
 	sc_txn t = { 0 };
+	const char *params[1];
 	char sql[256];
 	PGresult *res;
 	int i, rv;
@@ -521,10 +596,11 @@ static int pg_schema_ready(sc_store *st, unsigned flags)
 	t.write = (flags & SC_STORE_CREATE) != 0;
 	if ((rv = sc_pg_txn_begin(&t)) != SC_OK)
 		return rv;
-	res = run(&t, "SELECT 1 FROM pg_namespace WHERE nspname = $1::text", 1, st->pg->schema,
-		  strlen(st->pg->schema), NULL, 0, NULL, 0);
+	params[0] = st->pg->schema;
+	res = PQexecParams(t.pg->c, "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1, NULL,
+			   params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		rv = pg_err(&t, t.pg, res, -1, "opening");
+		rv = pg_err(&t, t.pg->c, res, -1, "opening");
 		PQclear(res);
 		goto out;
 	}

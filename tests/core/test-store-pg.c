@@ -28,7 +28,7 @@ static void cut_connections(void)
 	res = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
 			"WHERE datname = current_database() AND pid <> pg_backend_pid()");
 	REQUIRE(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
-	CHECK(atoi(PQgetvalue(res, 0, 0)) >= 1, "no connection was there to cut");
+	CHECK(strtol(PQgetvalue(res, 0, 0), NULL, 10) >= 1, "no connection was there to cut");
 	PQclear(res);
 	PQfinish(c);
 }

@@ -19,7 +19,9 @@ if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sc-pg.XXXXXX")
-as=()
+# The server runs without what the sanitizer passes preload into the tests
+# (a preloaded libasan hangs postgres at start).
+as=(env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS -u TSAN_OPTIONS)
 if [ "$(id -u)" -eq 0 ]; then
   account=smartcert-pgtest
   if ! id "$account" >/dev/null 2>&1; then
@@ -27,7 +29,7 @@ if [ "$(id -u)" -eq 0 ]; then
       id "$account" >/dev/null
   fi
   chown "$account" "$tmp"
-  as=(runuser -u "$account" --)
+  as+=(runuser -u "$account" --)
 fi
 chmod 0755 "$tmp"
 
@@ -36,6 +38,7 @@ stop() {
   rm -rf "$tmp"
 }
 trap stop EXIT
+trap "exit 143" TERM INT
 
 if ! "${as[@]}" "$bindir/initdb" -D "$tmp/data" -U smartcert -A trust -E UTF8 --no-sync \
     >"$tmp/initdb.log" 2>&1; then

@@ -44,7 +44,10 @@
  * RSA users are still enrolled with real key generation),
  * SMARTCERT_BENCH_SMALL_DIR and SMARTCERT_BENCH_SMALL_KEYS (a second
  * bench-fill deployment and its user count), SMARTCERT_BENCH_CONF (the
- * configuration file name in each deployment, default smartcert.conf).
+ * configuration file name in each deployment, default smartcert.conf),
+ * SMARTCERT_BENCH_MODULE_ONLY=1 (3. over the P-256 keys alone: for a
+ * script comparing deployments), SC_TEST_STORE=postgresql (a new
+ * deployment's store in the server tests/lib/with-postgres.sh started).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -196,11 +199,18 @@ static void setup(void)
 		if (mkdtemp(dir) == NULL)
 			DIE("mkdtemp: %s", strerror(errno));
 		strncat(dir, "/d", sizeof(dir) - strlen(dir) - 1);
-		/* SC_TEST_BACKEND=nss: a deployment on NSS softoken */
-		snprintf(cmd, sizeof(cmd), "'%s' init --dir '%s' --json%s >/dev/null", sc_bin, dir,
+		/* SC_TEST_BACKEND=nss: a deployment on NSS softoken;
+		 * SC_TEST_STORE=postgresql: its store in the server that
+		 * tests/lib/with-postgres.sh started */
+		snprintf(cmd, sizeof(cmd), "'%s' init --dir '%s' --json%s%s >/dev/null", sc_bin,
+			 dir,
 			 getenv("SC_TEST_BACKEND") != NULL &&
 					 strcmp(getenv("SC_TEST_BACKEND"), "nss") == 0 ?
 				 " --backend nss" :
+				 "",
+			 getenv("SC_TEST_STORE") != NULL &&
+					 strcmp(getenv("SC_TEST_STORE"), "postgresql") == 0 ?
+				 " --store postgresql" :
 				 "");
 		sh(cmd);
 	}
@@ -1430,6 +1440,16 @@ int main(void)
 		return 0;
 	}
 
+	if (bench_env_long("SMARTCERT_BENCH_MODULE_ONLY", 0) != 0) {
+		/* the module's rate alone, for a script comparing deployments */
+		module_open(&s);
+		for (i = 0; i <= n_warm_runs; i++)
+			all = module_rate(s, n_p256, p256_user, CKM_ECDSA);
+		printf("module P-256: %.0f authorised sig/s over %ld keys\n", all, n_p256);
+		p11->C_Finalize(NULL);
+		EVP_PKEY_free(authz_key);
+		return 0;
+	}
 	latency("large store");
 	nss = getenv("SC_TEST_BACKEND") != NULL && strcmp(getenv("SC_TEST_BACKEND"), "nss") == 0;
 	if (!nss) {
