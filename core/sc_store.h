@@ -72,6 +72,19 @@ int sc_store_migrate(sc_store *from, sc_store *to, uint64_t *copied);
  * backend, exactly when they hold the same records. */
 int sc_store_digest(sc_txn *txn, unsigned char out[32], uint64_t *entries);
 
+/* Change notification, for a process that keeps pre-signed OCSP answers in
+ * memory: a PostgreSQL store tells it, right after each commit of any
+ * process, the serials whose answers changed.  SC_ERR_INVALID on an LMDB
+ * store (every read there sees the latest commit).  sc_store_watch_wait
+ * waits up to timeout_ms, calls cb once a changed serial, and sets *lost
+ * when changes may have gone unheard (the connection was made again):
+ * forget every answer then. */
+typedef struct sc_store_watch sc_store_watch;
+typedef void (*sc_serial_cb)(void *ctx, const sc_serial *serial);
+int sc_store_watch_open(sc_store *st, sc_store_watch **out);
+int sc_store_watch_wait(sc_store_watch *w, int timeout_ms, sc_serial_cb cb, void *ctx, int *lost);
+void sc_store_watch_close(sc_store_watch *w); /* NULL-safe */
+
 enum { SC_TXN_READ = 0, SC_TXN_WRITE = 1 };
 int sc_txn_begin(sc_store *st, int mode, sc_txn **out);
 int sc_txn_commit(sc_txn *txn);     /* always frees txn */

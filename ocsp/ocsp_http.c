@@ -642,6 +642,7 @@ static enum MHD_Result ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c)
 		       "smartcert_ocsp_presigned_total{event=\"resigned\"} %llu\n"
 		       "smartcert_ocsp_presigned_total{event=\"resigned_changed\"} %llu\n"
 		       "smartcert_ocsp_presigned_total{event=\"ahead\"} %llu\n"
+		       "smartcert_ocsp_presigned_total{event=\"memory_hit\"} %llu\n"
 		       "# TYPE smartcert_ocsp_signatures_total counter\n"
 		       "smartcert_ocsp_signatures_total %llu\n"
 		       "# TYPE smartcert_ocsp_errors_total counter\n"
@@ -664,7 +665,7 @@ static enum MHD_Result ocsp_metrics(sc_ocsp_http *h, struct MHD_Connection *c)
 		       (unsigned long long)st.presigned_hits, (unsigned long long)st.presign_misses,
 		       (unsigned long long)st.cache_hits, (unsigned long long)st.stored,
 		       (unsigned long long)st.resigned, (unsigned long long)st.resigned_changed,
-		       (unsigned long long)st.ahead,
+		       (unsigned long long)st.ahead, (unsigned long long)st.memory_hits,
 		       (unsigned long long)st.signed_on_demand,
 		       (unsigned long long)st.store_errors, (unsigned long long)st.sign_errors,
 		       sc_ocsp_cpu_steered(h->cpu),

@@ -59,6 +59,9 @@ typedef struct sc_ocsp_params {
 	int max_certs;             /* CertIDs per request; 0 = default */
 	int store_async;           /* 1: store fresh responses on a writer thread
 	                            * (answer first, fsync later); 0: before answering */
+	size_t memory_answers;     /* > 0: keep up to this many pre-signed answers in
+	                            * memory, dropped on every committed change
+	                            * (PostgreSQL stores only: ocsp_memory.h) */
 } sc_ocsp_params;
 
 /* Errors: SC_ERR_INVALID (missing issuer/signer/sign), SC_ERR_CRYPTO, SC_ERR_NOMEM. */
@@ -143,6 +146,7 @@ int sc_ocsp_sign_ahead(sc_ocsp_responder *r, const sc_serial *serials, size_t n)
 typedef struct sc_ocsp_stats {
 	uint64_t presigned_hits, presign_misses, cache_hits, signed_on_demand, stored;
 	uint64_t resigned, resigned_changed, ahead, store_errors, sign_errors;
+	uint64_t memory_hits; /* answered from the answers kept in memory */
 } sc_ocsp_stats;
 void sc_ocsp_stats_get(sc_ocsp_responder *r, sc_ocsp_stats *out);
 

@@ -39,6 +39,7 @@
 struct ocspd_settings {
 	int64_t validity;
 	int64_t ahead_rate;        /* responses signed ahead per second */
+	int64_t memory_answers;    /* answers kept in memory (PostgreSQL store) */
 	int nonce_mode;
 	int unknown_policy;
 	int serve_files;
@@ -146,6 +147,19 @@ static int ocspd_settings_load(const sc_config *cfg, struct ocspd_settings *s)
 	if (s->ahead_rate < 0 || s->ahead_rate > 100000)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.sign_ahead_per_second must be between 0 "
 				    "(off) and 100000");
+	/* On a database server every store read is a round trip: keep the
+	 * answers in memory there by default (1,048,576 of about 1 KB each at
+	 * most); LMDB reads are memory already. */
+	rv = sc_config_int(cfg, "ocsp.memory_answers",
+			   strcmp(sc_config_str(cfg, "store.backend", "lmdb"), "postgresql") == 0 ?
+				   1048576 :
+				   0,
+			   &s->memory_answers);
+	if (rv != 0)
+		return rv;
+	if (s->memory_answers < 0 || s->memory_answers > 67108864)
+		return sc_error_set(SC_ERR_CONFIG, "ocsp.memory_answers must be between 0 (off) "
+				    "and 67108864");
 	/* The array order is the SC_OCSP_NONCE_* / SC_OCSP_UNKNOWN_* order. */
 	rv = ocspd_choice(cfg, "ocsp.nonce", nonce_modes, &s->nonce_mode);
 	if (rv == 0)
@@ -215,6 +229,7 @@ static int ocspd_responder(sc_deploy *d, const struct ocspd_settings *s,
 	p.unknown_policy = s->unknown_policy;
 	p.presign = 1;
 	p.store_async = 1;
+	p.memory_answers = (size_t)s->memory_answers;
 	return sc_ocsp_responder_new(&p, out);
 }
 

@@ -23,6 +23,8 @@
  * lifetime, because a libpq connection is not shared between threads.
  * Part of the store (internal.h; contract: sc_store.h).
  */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +298,7 @@ enum pg_stmt {
 	ST_FROM1,
 	ST_AFTER1,
 	ST_AFTER1_DUP,
+	ST_NOTIFY, /* an OCSP answer changed: tell the responders, at commit */
 	ST_COUNT_
 };
 
@@ -326,19 +329,24 @@ static const struct {
 	[ST_FROM1] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY k, v LIMIT 1" },
 	[ST_AFTER1] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY k, v LIMIT 1" },
 	[ST_AFTER1_DUP] = { 2, "SELECT k, v FROM @T WHERE (k, v) > ($1, $2) ORDER BY k, v LIMIT 1" },
+	[ST_NOTIFY] = { 1, "SELECT pg_notify('sc_ocsp_@S', encode($1, 'hex'))" },
 };
 /* clang-format on */
 
-/* The statement's text for table db: @T replaced by schema.table. */
+/* The statement's text for table db: @T replaced by schema.table, @S by
+ * the schema. */
 static void stmt_text(const struct sc_pg *pg, int db, enum pg_stmt s, char *out, size_t cap)
 {
 	const char *p = stmts[s].sql;
 	size_t n = 0;
 
 	while (*p != '\0' && n + 1 < cap) {
-		if (p[0] == '@' && p[1] == 'T') {
-			n += (size_t)snprintf(out + n, cap - n, "%s.%s", pg->schema,
-					      sc_dbs[db].name);
+		if (p[0] == '@' && (p[1] == 'T' || p[1] == 'S')) {
+			if (p[1] == 'T')
+				n += (size_t)snprintf(out + n, cap - n, "%s.%s", pg->schema,
+						      sc_dbs[db].name);
+			else
+				n += (size_t)snprintf(out + n, cap - n, "%s", pg->schema);
 			if (n >= cap)
 				n = cap - 1;
 			p += 2;
@@ -391,6 +399,28 @@ static int hold_cell(sc_txn *t, const PGresult *res, int row, int col, MDB_val *
 	return SC_OK;
 }
 
+/*
+ * A change to a pre-signed OCSP answer is announced on the channel
+ * sc_ocsp_SCHEMA with the serial (hex) as payload.  PostgreSQL delivers a
+ * notification only when its transaction commits, once per distinct payload,
+ * so a responder that keeps answers in memory (sc_store_watch_*) drops the
+ * serial's answer right after the change is visible, and never for a change
+ * that was rolled back.
+ */
+static int changed(sc_txn *t, int db, const void *key, size_t klen)
+{
+	PGresult *res;
+	int rv = SC_OK;
+
+	if (db != SC_DB_OCSP)
+		return SC_OK;
+	res = run(t, db, ST_NOTIFY, key, klen, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rv = pg_err(t, t->pg->c, res, db, "announcing a change");
+	PQclear(res);
+	return rv;
+}
+
 int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 {
 	PGresult *res = run(t, db, dup_db(db) ? ST_GET_DUP : ST_GET, key, klen, NULL, 0);
@@ -428,7 +458,7 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 	else
 		rv = SC_OK;
 	PQclear(res);
-	return rv;
+	return rv == SC_OK ? changed(t, db, key, klen) : rv;
 }
 
 int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
@@ -439,7 +469,7 @@ int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		rv = pg_err(t, t->pg->c, res, db, "deleting");
 	PQclear(res);
-	return rv;
+	return rv == SC_OK ? changed(t, db, key, klen) : rv;
 }
 
 /*
@@ -684,4 +714,117 @@ int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, s
 out:
 	sc_store_close(st);
 	return rv;
+}
+
+/* ---- change notification ------------------------------------------------- */
+
+struct sc_store_watch {
+	struct sc_pg *pg;
+	PGconn *c;
+	char listen[96];
+};
+
+/* (Re)connect and LISTEN; SC_OK or a store error (the caller tries again). */
+static int watch_connect(sc_store_watch *w)
+{
+	struct sc_pgconn *pc = NULL;
+	PGresult *res;
+	int rv;
+
+	if (w->c != NULL)
+		PQfinish(w->c);
+	w->c = NULL;
+	if ((rv = pg_connect(w->pg, &pc)) != SC_OK)
+		return rv;
+	res = PQexec(pc->c, w->listen);
+	rv = PQresultStatus(res) == PGRES_COMMAND_OK ? SC_OK :
+						       pg_err(NULL, pc->c, res, -1, "listening");
+	PQclear(res);
+	if (rv != SC_OK) {
+		conn_free(pc);
+		return rv;
+	}
+	w->c = pc->c;
+	free(pc);
+	return SC_OK;
+}
+
+int sc_store_watch_open(sc_store *st, sc_store_watch **out)
+{
+	sc_store_watch *w;
+	int rv;
+
+	*out = NULL;
+	if (st == NULL || st->pg == NULL)
+		return sc_error_set(SC_ERR_INVALID,
+				    "only a PostgreSQL store is watched: every read "
+				    "of an LMDB store sees the latest commit");
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory");
+	w->pg = st->pg;
+	snprintf(w->listen, sizeof(w->listen), "LISTEN sc_ocsp_%s", st->pg->schema);
+	if ((rv = watch_connect(w)) != SC_OK) {
+		free(w);
+		return rv;
+	}
+	*out = w;
+	return SC_OK;
+}
+
+int sc_store_watch_wait(sc_store_watch *w, int timeout_ms, sc_serial_cb cb, void *ctx, int *lost)
+{
+	struct pollfd pfd;
+	PGnotify *n;
+	sc_serial s;
+	size_t i, len;
+	int rv = SC_OK;
+
+	*lost = 0;
+	if (w->c == NULL || PQstatus(w->c) != CONNECTION_OK) {
+		/* whatever changed meanwhile was not heard */
+		*lost = 1;
+		return watch_connect(w);
+	}
+	pfd.fd = PQsocket(w->c);
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, timeout_ms) < 0 && errno != EINTR)
+		return sc_error_set(SC_ERR_IO, "waiting for the store's notifications: %s",
+				    strerror(errno));
+	if (PQconsumeInput(w->c) != 1) {
+		*lost = 1;
+		return watch_connect(w);
+	}
+	while ((n = PQnotifies(w->c)) != NULL) {
+		len = strlen(n->extra) / 2;
+		memset(&s, 0, sizeof(s));
+		if (len > 0 && len <= sizeof(s.b) && strlen(n->extra) % 2 == 0) {
+			for (i = 0; i < len; i++) {
+				unsigned v;
+
+				if (sscanf(n->extra + 2 * i, "%2x", &v) != 1)
+					break;
+				s.b[i] = (unsigned char)v;
+			}
+			s.len = (uint8_t)len;
+			if (i == len)
+				cb(ctx, &s);
+			else
+				*lost = 1;
+		} else {
+			*lost = 1; /* not a serial: forget everything to be safe */
+		}
+		PQfreemem(n);
+	}
+	return rv;
+}
+
+void sc_store_watch_close(sc_store_watch *w)
+{
+	if (w == NULL)
+		return;
+	if (w->c != NULL)
+		PQfinish(w->c);
+	free(w);
 }

@@ -2,12 +2,14 @@
 """Two signing services and two OCSP responders, separate processes on one
 PostgreSQL store, and the CA beside them.  Both services sign; a revocation
 committed through the CA is refused by each service's next signature and
-answered `revoked` by both responders, and the time from the revocation's
+answered `revoked` by both responders, which had the answer `good` in
+memory (dropped on the change's notification), and the time from the revocation's
 commit to the last of those is printed (goal < 100 ms).  Afterwards no token
 was spent twice and the audit chain verifies.  Run under
 tests/lib/with-postgres.sh."""
 import base64
 import os
+import re
 import subprocess
 import sys
 import time
@@ -101,9 +103,17 @@ with Deployment(signd=False) as d:
             except OSError:
                 return False
 
+        def memory_hits(port):
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            m = re.search(r'presigned_total\{event="memory_hit"\} (\d+)', text)
+            return int(m.group(1)) if m else -1
+
         for p in ports:
             wait_for(lambda p=p: health(p), f"responder on {p} up")
             check(ocsp_status(p) == "good", f"responder on {p}: ben good before the revocation")
+            # once stored, the answer is served from the responder's memory
+            wait_for(lambda p=p: ocsp_status(p) == "good" and memory_hits(p) > 0,
+                     f"responder on {p} answering from memory")
 
         # the revocation through the CA, then each node's next signature and
         # both responders
@@ -127,6 +137,27 @@ with Deployment(signd=False) as d:
         for name, env in (("A", d.env), ("B", env_b)):
             r = sign(env, "anna", os.path.join(d.tmp, f"anna2-{name}.p7s"))
             check(r.returncode == 0, f"node {name} still signs for anna")
+
+        # The responders' change listeners cut off by the server: an answer
+        # kept in memory must not outlive a revocation made meanwhile.
+        serial = d.sc_json("ca", "show", "--user", "anna")["certificates"][0]["serial"]
+        subprocess.run(["openssl", "ocsp", "-issuer", issuer, "-serial", "0x" + serial, "-no_nonce",
+                        "-reqout", os.path.join(d.tmp, "req.der")], check=True, capture_output=True)
+        req = base64.b64encode(open(os.path.join(d.tmp, "req.der"), "rb").read()).decode()
+        for p in ports:
+            before = memory_hits(p)
+            wait_for(lambda p=p: ocsp_status(p) == "good" and memory_hits(p) > before,
+                     f"responder on {p}: anna's answer in memory")
+        cut = subprocess.run(["psql", "-Atqc", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        check(int(cut) >= 2, f"every connection cut from the server's side, the listeners' too ({cut})")
+        d.sc("ca", "revoke", "--user", "anna", "--reason", "keyCompromise")
+        t0 = time.time()
+        wait_for(lambda: all(ocsp_status(p) == "revoked" for p in ports),
+                 "both responders answer revoked after their listeners were cut", timeout=10)
+        print(f"listeners cut, then a revocation: both responders answer revoked "
+              f"{(time.time() - t0) * 1000:.0f} ms after its commit")
     finally:
         for p in ocspds:
             p.terminate()
