@@ -232,28 +232,62 @@ static CK_RV tls_connect(struct p11_conn *c, const char *spec, int64_t deadline)
 	}
 }
 
-CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
+/* A connection to service i, within the deadline. */
+static CK_RV conn_open_one(struct p11_conn *c, int i, int64_t deadline)
 {
-	int64_t deadline = mono_ms() + p11.timeout_ms;
+	const char *svc = p11.service[i];
 	CK_RV rv;
 
-	memset(c, 0, sizeof(*c));
-	c->fd = -1;
-	sc_wire_out_init(&c->out);
-	if (strncmp(p11.service, "unix:", 5) == 0)
-		c->fd = connect_unix(p11.service + 5, deadline);
-	else if (strncmp(p11.service, "tls:", 4) == 0)
-		c->fd = connect_tcp(p11.service + 4, deadline);
+	if (strncmp(svc, "unix:", 5) == 0)
+		c->fd = connect_unix(svc + 5, deadline);
+	else if (strncmp(svc, "tls:", 4) == 0)
+		c->fd = connect_tcp(svc + 4, deadline);
 	if (c->fd < 0)
 		return CKR_DEVICE_ERROR;
-	if (strncmp(p11.service, "tls:", 4) == 0) {
-		rv = tls_connect(c, p11.service + 4, deadline);
+	if (strncmp(svc, "tls:", 4) == 0) {
+		rv = tls_connect(c, svc + 4, deadline);
 		if (rv != CKR_OK) {
-			p11_conn_close(c, 1);
+			SSL_free(c->ssl);
+			c->ssl = NULL;
+			close(c->fd);
+			c->fd = -1;
 			return rv;
 		}
 	}
-	return p11_hello(c, flags);
+	return CKR_OK;
+}
+
+/*
+ * Every service the configuration names, from the one that answered last:
+ * a gateway whose service has died reaches the next one with its next
+ * session.  The state of a session lives in its service, so a session
+ * whose connection broke stays broken (CKR_DEVICE_REMOVED): the gateway
+ * opens a new one.
+ */
+CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
+{
+	int first = p11.service_next, k, i;
+	CK_RV rv = CKR_DEVICE_ERROR;
+
+	for (k = 0; k < p11.n_services; k++) {
+		i = (first + k) % p11.n_services;
+		memset(c, 0, sizeof(*c));
+		c->fd = -1;
+		sc_wire_out_init(&c->out);
+		rv = conn_open_one(c, i, mono_ms() + p11.timeout_ms);
+		if (rv != CKR_OK) {
+			p11_conn_close(c, 1);
+			continue;
+		}
+		/* a dying service may still take connections it cannot answer:
+		 * a failed HELLO (which closes the connection) moves on too */
+		if ((rv = p11_hello(c, flags)) == CKR_OK) {
+			if (i != first)
+				p11.service_next = i;
+			return CKR_OK;
+		}
+	}
+	return rv;
 }
 
 void p11_conn_close(struct p11_conn *c, int owned)

@@ -52,12 +52,18 @@ struct p11_session {
 	int sign_multipart;            /* C_SignUpdate frames sent for this op */
 };
 
+#define P11_SERVICES_MAX 4
+
 struct p11_module {
 	pthread_mutex_t lock;
 	int initialized;               /* read atomically */
 	pid_t pid;                     /* process that called C_Initialize */
 	int debug;
-	char service[512];             /* "unix:PATH" or "tls:HOST:PORT" */
+	/* "unix:PATH" or "tls:HOST:PORT", one per signing service named in
+	 * gateway.service; a connection tries them from service_next on */
+	char service[P11_SERVICES_MAX][512];
+	int n_services;
+	_Atomic int service_next;      /* the one that answered last */
 	char tls_cert[512], tls_key[512], tls_ca[512];
 	SSL_CTX *tls;
 	int64_t timeout_ms;

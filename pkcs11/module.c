@@ -350,6 +350,66 @@ static CK_RV tls_client_setup(const char *path)
 	SSL_CTX_set_verify(p11.tls, SSL_VERIFY_PEER, NULL);
 	return CKR_OK;
 }
+/* gateway.service: one signing service, or several separated by spaces
+ * (unix:PATH, relative to the configuration's directory, or tls:HOST:PORT);
+ * a new connection goes to the one that answered last, else the next. */
+static int parse_services(const sc_config *cfg, const char *path)
+{
+	const char *svc = sc_config_str(cfg, "gateway.service", "unix:run/signd.sock");
+	const char *p = svc;
+	char one[sizeof(p11.service[0])], sock[sizeof(p11.service[0])];
+	size_t n;
+
+	p11.n_services = 0;
+	p11.service_next = 0;
+	while (*p != '\0') {
+		p += strspn(p, " \t");
+		n = strcspn(p, " \t");
+		if (n == 0)
+			break;
+		if (p11.n_services == P11_SERVICES_MAX || n >= sizeof(one)) {
+			p11_log("%s: gateway.service names at most %d services of %zu characters",
+				path, P11_SERVICES_MAX, sizeof(one) - 1);
+			return -1;
+		}
+		memcpy(one, p, n);
+		one[n] = '\0';
+		p += n;
+		if (strncmp(one, "unix:", 5) == 0) {
+			if ((one[5] == '/' ? snprintf(sock, sizeof(sock), "%s", one + 5)
+					   : snprintf(sock, sizeof(sock), "%s/%s", sc_config_dir(cfg),
+						      one + 5)) >= (int)sizeof(sock) ||
+			    snprintf(p11.service[p11.n_services], sizeof(p11.service[0]), "unix:%s",
+				     sock) >= (int)sizeof(p11.service[0])) {
+				p11_log("%s: gateway.service %s is too long", path, one);
+				return -1;
+			}
+		} else if (strncmp(one, "tls:", 4) == 0) {
+			snprintf(p11.service[p11.n_services], sizeof(p11.service[0]), "%s", one);
+		} else {
+			p11_log("%s: gateway.service must be unix:PATH or tls:HOST:PORT (several "
+				"separated by spaces)", path);
+			return -1;
+		}
+		p11.n_services++;
+	}
+	if (p11.n_services == 0) {
+		p11_log("%s: gateway.service names no signing service", path);
+		return -1;
+	}
+	return 0;
+}
+
+static int any_tls(void)
+{
+	int i;
+
+	for (i = 0; i < p11.n_services; i++)
+		if (strncmp(p11.service[i], "tls:", 4) == 0)
+			return 1;
+	return 0;
+}
+
 
 /* The gateway's configuration: where the service is and how to reach it.
  * Nothing secret is read here; the gateway's credential is its PIN. */
@@ -381,31 +441,13 @@ static CK_RV module_open(const char *explicit_config)
 		goto out;
 	}
 	p11.timeout_ms = tmo * 1000;
-	{
-		const char *svc = sc_config_str(cfg, "gateway.service", "unix:run/signd.sock");
-		char sock[sizeof(p11.service)];
-
-		if (strncmp(svc, "unix:", 5) == 0) {
-			if ((svc[5] == '/' ? snprintf(sock, sizeof(sock), "%s", svc + 5)
-					   : snprintf(sock, sizeof(sock), "%s/%s", sc_config_dir(cfg),
-						      svc + 5)) >= (int)sizeof(sock))
-				goto toolong;
-			snprintf(p11.service, sizeof(p11.service), "unix:%.*s",
-				 (int)sizeof(p11.service) - 6, sock);
-		} else if (strncmp(svc, "tls:", 4) == 0) {
-			if (snprintf(p11.service, sizeof(p11.service), "%s", svc) >=
-			    (int)sizeof(p11.service))
-				goto toolong;
-		} else {
-			p11_log("%s: gateway.service must be unix:PATH or tls:HOST:PORT", path);
-			goto out;
-		}
-	}
+	if (parse_services(cfg, path) != 0)
+		goto out;
 	if (config_path_into(cfg, "gateway.tls_cert", NULL, p11.tls_cert, sizeof(p11.tls_cert)) ||
 	    config_path_into(cfg, "gateway.tls_key", NULL, p11.tls_key, sizeof(p11.tls_key)) ||
 	    config_path_into(cfg, "gateway.tls_ca", NULL, p11.tls_ca, sizeof(p11.tls_ca)))
 		goto toolong;
-	if (strncmp(p11.service, "tls:", 4) == 0) {
+	if (any_tls()) {
 		rv = tls_client_setup(path);
 		if (rv != CKR_OK)
 			goto out;
@@ -415,7 +457,8 @@ static CK_RV module_open(const char *explicit_config)
 		static const char hexd[] = "0123456789abcdef";
 		int k;
 
-		SHA256((const unsigned char *)p11.service, strlen(p11.service), h);
+		/* the token's serial: the first service's, as with one */
+		SHA256((const unsigned char *)p11.service[0], strlen(p11.service[0]), h);
 		for (k = 0; k < 8; k++) {
 			p11.serial[2 * k] = hexd[h[k] >> 4];
 			p11.serial[2 * k + 1] = hexd[h[k] & 15];
