@@ -1337,6 +1337,63 @@ static void test_keygroups(const char *dir)
 	free(path);
 }
 
+/* Within one transaction a key reads what the transaction last wrote, and
+ * a read snapshot reads the same twice (the PostgreSQL backend keeps what a
+ * transaction read and wrote: this is its contract). */
+static void test_txn_reads(const char *dir)
+{
+	char *path = tc_path(dir, "txnreads");
+	sc_store *st = NULL;
+	sc_txn *t = NULL, *r = NULL, *w = NULL;
+	const void *data = NULL;
+	size_t len = 0;
+	uint64_t v = 0;
+	sc_user u, got;
+
+	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	CHECK_RC(sc_store_meta_get(t, "x/one", &data, &len), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_meta_put(t, "x/one", "first", 5), SC_OK);
+	CHECK_RC(sc_store_meta_get(t, "x/one", &data, &len), SC_OK);
+	CHECK(len == 5 && memcmp(data, "first", 5) == 0);
+	CHECK_RC(sc_store_meta_put(t, "x/one", "second!", 7), SC_OK);
+	CHECK_RC(sc_store_meta_get(t, "x/one", &data, &len), SC_OK);
+	CHECK(len == 7 && memcmp(data, "second!", 7) == 0);
+	CHECK_RC(sc_store_meta_del(t, "x/one"), SC_OK);
+	CHECK_RC(sc_store_meta_get(t, "x/one", &data, &len), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_counter_next(t, "n", &v), SC_OK);
+	CHECK_RC(sc_store_counter_next(t, "n", &v), SC_OK);
+	CHECK(v == 2);
+	mk_user(&u, "tx", 0x71);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_store_user_get(t, "tx", &got), SC_OK);
+	u.status = SC_USER_SUSPENDED;
+	u.updated = 1700000100;
+	CHECK_RC(sc_store_user_update(t, &u), SC_OK);
+	CHECK_RC(sc_store_user_get(t, "tx", &got), SC_OK);
+	CHECK(got.status == SC_USER_SUSPENDED && got.updated == 1700000100);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	/* a snapshot reads the same twice, whatever commits in between */
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &r) == SC_OK);
+	CHECK_RC(sc_store_counter_get(r, "n", &v), SC_OK);
+	CHECK(v == 2);
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &w) == SC_OK);
+	CHECK_RC(sc_store_counter_next(w, "n", &v), SC_OK);
+	CHECK_RC(sc_txn_commit(w), SC_OK);
+	CHECK_RC(sc_store_counter_get(r, "n", &v), SC_OK);
+	CHECK(v == 2);
+	sc_txn_abort(r);
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &r) == SC_OK);
+	CHECK_RC(sc_store_counter_get(r, "n", &v), SC_OK);
+	CHECK(v == 3);
+	CHECK_RC(sc_store_user_get(r, "tx", &got), SC_OK);
+	CHECK(got.status == SC_USER_SUSPENDED);
+	sc_txn_abort(r);
+	sc_store_close(st);
+	free(path);
+}
+
 static const struct tcheck_case cases[] = {
 	TCASE(roundtrip),
 	TCASE(delete),
@@ -1345,6 +1402,7 @@ static const struct tcheck_case cases[] = {
 	TCASE(readonly),
 	TCASE(multiprocess),
 	TCASE(race),
+	TCASE_NAMED("txn-reads", test_txn_reads),
 	TCASE(corrupt),
 	TCASE(keygroups),
 	TCASE_NAMED("walk-releases-pages", test_walk_releases_pages),
