@@ -156,6 +156,26 @@ void *sc_arena_alloc(sc_txn *t, size_t n)
 	return p;
 }
 
+struct sc_arena_mark sc_arena_mark(sc_txn *t)
+{
+	struct sc_arena_mark m = { t->arena, t->arena != NULL ? t->arena->used : 0 };
+
+	return m;
+}
+
+void sc_arena_release(sc_txn *t, struct sc_arena_mark m)
+{
+	struct sc_arena_chunk *c;
+
+	while (t->arena != NULL && t->arena != m.chunk) {
+		c = t->arena;
+		t->arena = c->next;
+		free(c);
+	}
+	if (t->arena != NULL)
+		t->arena->used = m.used;
+}
+
 /* Keep the first (oldest) chunk for reuse, free the rest. */
 static void arena_reset(sc_txn *t, int keep)
 {

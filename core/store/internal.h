@@ -59,6 +59,7 @@ struct sc_txn {
 	MDB_txn *txn;
 	int write;
 	int err;	      /* sticky store error of a write transaction */
+	int transient;	      /* a walk's callback keeps no value (pg.c frees each batch) */
 	struct sc_pgconn *pg; /* a PostgreSQL store's connection, held until the end */
 	struct sc_arena_chunk *arena;
 	sc_txn *next; /* read cache link */
@@ -91,6 +92,14 @@ extern const struct sc_db_def sc_dbs[SC_DB_COUNT];
 /* env.c */
 int sc_mdb_err(sc_txn *t, int rc, int db, const char *what);
 void *sc_arena_alloc(sc_txn *t, size_t n);
+/* Where the arena stands, and back to there: what was allocated since is
+ * freed (for a walk whose callback keeps nothing; see sc_walk_transient). */
+struct sc_arena_mark {
+	struct sc_arena_chunk *chunk;
+	size_t used;
+};
+struct sc_arena_mark sc_arena_mark(sc_txn *t);
+void sc_arena_release(sc_txn *t, struct sc_arena_mark m);
 
 /* The schema version: written into a store just created (create != 0),
  * checked against SC_SCHEMA_VERSION otherwise (env.c). */
@@ -110,6 +119,12 @@ int sc_pg_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n);
 /* The last key of db, SC_ERR_NOT_FOUND when it is empty. */
 int sc_pg_last(sc_txn *t, int db, MDB_val *k);
 int sc_pg_count(sc_txn *t, int db, uint64_t *count);
+/* COPY into the empty table db in one stream (a migration's target); end
+ * with ok = 0 to abandon it (the transaction then fails). */
+struct sc_pg_copy;
+int sc_pg_copy_begin(sc_txn *t, int db, struct sc_pg_copy **out);
+int sc_pg_copy_row(struct sc_pg_copy *cp, const void *k, size_t klen, const void *v, size_t vlen);
+int sc_pg_copy_end(struct sc_pg_copy *cp, int ok);
 int sc_pg_size(sc_txn *t, uint64_t *bytes);
 
 /* kv.c */

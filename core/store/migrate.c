@@ -28,6 +28,7 @@ struct copy {
 	sc_txn *w;
 	int db;
 	uint64_t copied, in_txn;
+	struct sc_pg_copy *cp; /* a PostgreSQL target: one COPY stream a table */
 };
 
 static int copy_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
@@ -38,6 +39,10 @@ static int copy_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	(void)t;
 	if (is_schema_entry(c->db, k))
 		return 0;
+	if (c->cp != NULL) {
+		c->copied++;
+		return sc_pg_copy_row(c->cp, k->mv_data, k->mv_size, v->mv_data, v->mv_size);
+	}
 	if (c->w == NULL && (rv = sc_txn_begin(c->to, SC_TXN_WRITE, &c->w)) != SC_OK)
 		return rv;
 	/* the target was empty: an entry there already is a second writer */
@@ -98,9 +103,32 @@ static int db_empty(sc_store *st, int db)
 	return SC_OK;
 }
 
+/* Into PostgreSQL: the table in one COPY stream and one transaction
+ * (an entry already there fails the COPY: a second writer). */
+static int copy_table(struct copy *c, sc_txn *r)
+{
+	int rv, ev;
+
+	if ((rv = sc_txn_begin(c->to, SC_TXN_WRITE, &c->w)) != SC_OK)
+		return rv;
+	rv = sc_pg_copy_begin(c->w, c->db, &c->cp);
+	if (rv == SC_OK)
+		rv = sc_walk(r, c->db, NULL, 0, copy_one, c);
+	ev = sc_pg_copy_end(c->cp, rv == SC_OK);
+	c->cp = NULL;
+	if (rv == SC_OK)
+		rv = ev;
+	if (rv == SC_OK)
+		rv = sc_txn_commit(c->w);
+	else
+		sc_txn_abort(c->w);
+	c->w = NULL;
+	return rv;
+}
+
 int sc_store_migrate(sc_store *from, sc_store *to, uint64_t *copied)
 {
-	struct copy c = { to, NULL, 0, 0, 0 };
+	struct copy c = { to, NULL, 0, 0, 0, NULL };
 	sc_txn *r = NULL;
 	int db, rv;
 
@@ -114,9 +142,13 @@ int sc_store_migrate(sc_store *from, sc_store *to, uint64_t *copied)
 	/* one snapshot of the source, so that the copy is of one state */
 	if ((rv = sc_txn_begin(from, SC_TXN_READ, &r)) != SC_OK)
 		return rv;
+	r->transient = 1; /* each entry is copied out at once */
 	for (db = 0; db < SC_DB_COUNT && rv == SC_OK; db++) {
 		c.db = db;
-		rv = sc_walk(r, db, NULL, 0, copy_one, &c);
+		if (to->pg != NULL)
+			rv = copy_table(&c, r);
+		else
+			rv = sc_walk(r, db, NULL, 0, copy_one, &c);
 	}
 	sc_txn_abort(r);
 	if (rv == SC_OK && c.w != NULL)
@@ -165,6 +197,7 @@ int sc_store_digest(sc_txn *t, unsigned char out[32], uint64_t *entries)
 		EVP_MD_CTX_free(d.md);
 		return sc_error_set(SC_ERR_CRYPTO, "SHA-256 unavailable");
 	}
+	t->transient = 1; /* each entry is hashed at once */
 	for (d.db = 0; d.db < SC_DB_COUNT && rv == SC_OK; d.db++) {
 		/* each database's entries apart from the next one's */
 		name[0] = 0xff;
@@ -174,6 +207,7 @@ int sc_store_digest(sc_txn *t, unsigned char out[32], uint64_t *entries)
 		else
 			rv = sc_walk(t, d.db, NULL, 0, digest_one, &d);
 	}
+	t->transient = 0;
 	if (rv == SC_OK && EVP_DigestFinal_ex(d.md, out, NULL) != 1)
 		rv = sc_error_set(SC_ERR_CRYPTO, "SHA-256 failed");
 	EVP_MD_CTX_free(d.md);

@@ -481,6 +481,8 @@ int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn,
 {
 	int one = t->write, batch = one ? 1 : SC_PG_WALK_BATCH, dup = dup_db(db), i, n, rv;
 	MDB_val k, v, lastk = { 0, NULL }, lastv = { 0, NULL };
+	unsigned char lastbuf[2][512];
+	struct sc_arena_mark mark = sc_arena_mark(t);
 	PGresult *res;
 
 	if (start != NULL && slen > 0)
@@ -511,6 +513,16 @@ int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn,
 		PQclear(res);
 		if (n < batch)
 			return SC_OK;
+		if (t->transient && lastk.mv_size <= sizeof(lastbuf[0]) &&
+		    lastv.mv_size <= sizeof(lastbuf[1])) {
+			/* nothing of the batch is kept: give its memory back,
+			 * all but where the next batch starts */
+			memcpy(lastbuf[0], lastk.mv_data, lastk.mv_size);
+			memcpy(lastbuf[1], lastv.mv_data, lastv.mv_size);
+			lastk.mv_data = lastbuf[0];
+			lastv.mv_data = lastbuf[1];
+			sc_arena_release(t, mark);
+		}
 		if (dup)
 			res = run(t, db, one ? ST_AFTER1_DUP : ST_AFTER_DUP, lastk.mv_data,
 				  lastk.mv_size, lastv.mv_data, lastv.mv_size);
@@ -827,4 +839,112 @@ void sc_store_watch_close(sc_store_watch *w)
 	if (w->c != NULL)
 		PQfinish(w->c);
 	free(w);
+}
+
+/* ---- bulk load ------------------------------------------------------------ */
+
+/*
+ * COPY in PostgreSQL's binary format, for filling an empty table in one
+ * stream (a migration): rows go out in 64 KiB chunks instead of one round
+ * trip each.  The format: a signature and two zero words, then each row as
+ * a field count and each field as a length and its bytes, then -1.
+ */
+#define PG_COPY_CHUNK 65536
+
+struct sc_pg_copy {
+	sc_txn *t;
+	int db;
+	size_t len;
+	unsigned char buf[PG_COPY_CHUNK];
+};
+
+static int copy_flush(struct sc_pg_copy *cp)
+{
+	if (cp->len > 0 && PQputCopyData(cp->t->pg->c, (const char *)cp->buf, (int)cp->len) != 1)
+		return pg_err(cp->t, cp->t->pg->c, NULL, cp->db, "copying");
+	cp->len = 0;
+	return SC_OK;
+}
+
+static int copy_put(struct sc_pg_copy *cp, const void *p, size_t n)
+{
+	int rv;
+
+	if (cp->len + n > sizeof(cp->buf) && (rv = copy_flush(cp)) != SC_OK)
+		return rv;
+	if (n > sizeof(cp->buf)) /* a row larger than a chunk goes alone */
+		return PQputCopyData(cp->t->pg->c, p, (int)n) == 1 ?
+			       SC_OK :
+			       pg_err(cp->t, cp->t->pg->c, NULL, cp->db, "copying");
+	memcpy(cp->buf + cp->len, p, n);
+	cp->len += n;
+	return SC_OK;
+}
+
+int sc_pg_copy_begin(sc_txn *t, int db, struct sc_pg_copy **out)
+{
+	static const unsigned char head[19] = { 'P',  'G',  'C',  'O',	'P', 'Y',
+						'\n', 0xff, '\r', '\n', 0 };
+	struct sc_pg_copy *cp;
+	char sql[160];
+	PGresult *res;
+	int rv;
+
+	*out = NULL;
+	snprintf(sql, sizeof(sql), "COPY %s.%s (k, v) FROM STDIN (FORMAT binary)",
+		 t->st->pg->schema, sc_dbs[db].name);
+	res = PQexec(t->pg->c, sql);
+	rv = PQresultStatus(res) == PGRES_COPY_IN ? SC_OK : pg_err(t, t->pg->c, res, db, "copying");
+	PQclear(res);
+	if (rv != SC_OK)
+		return rv;
+	cp = calloc(1, sizeof(*cp));
+	if (cp == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory");
+	cp->t = t;
+	cp->db = db;
+	*out = cp;
+	return copy_put(cp, head, sizeof(head)); /* with its two zero words */
+}
+
+int sc_pg_copy_row(struct sc_pg_copy *cp, const void *k, size_t klen, const void *v, size_t vlen)
+{
+	unsigned char hdr[6];
+	int rv;
+
+	hdr[0] = 0;
+	hdr[1] = 2;
+	sc_be32(hdr + 2, (uint32_t)klen);
+	if ((rv = copy_put(cp, hdr, 6)) != SC_OK || (rv = copy_put(cp, k, klen)) != SC_OK)
+		return rv;
+	sc_be32(hdr, (uint32_t)vlen);
+	if ((rv = copy_put(cp, hdr, 4)) != SC_OK)
+		return rv;
+	return copy_put(cp, v, vlen);
+}
+
+int sc_pg_copy_end(struct sc_pg_copy *cp, int ok)
+{
+	static const unsigned char trailer[2] = { 0xff, 0xff };
+	PGresult *res;
+	sc_txn *t;
+	int rv = SC_OK;
+
+	if (cp == NULL)
+		return SC_OK;
+	t = cp->t;
+	if (ok && (rv = copy_put(cp, trailer, sizeof(trailer))) == SC_OK)
+		rv = copy_flush(cp);
+	if (PQputCopyEnd(t->pg->c, ok && rv == SC_OK ? NULL : "migration stopped") != 1 &&
+	    rv == SC_OK)
+		rv = pg_err(t, t->pg->c, NULL, cp->db, "copying");
+	while ((res = PQgetResult(t->pg->c)) != NULL) {
+		if (PQresultStatus(res) != PGRES_COMMAND_OK && rv == SC_OK && ok)
+			rv = pg_err(t, t->pg->c, res, cp->db, "copying");
+		PQclear(res);
+	}
+	if (!ok)
+		t->err = t->err ? t->err : SC_ERR_STORE;
+	free(cp);
+	return rv;
 }
