@@ -117,3 +117,20 @@ with Deployment("--store", "lmdb") as d:
     check(len(restores) == 1 and "by hand" in json.dumps(restores), f"the acceptance is audited: {restores}")
     r = d.sc("ca", "show", "--user", "mig4", check=False)
     check(r.returncode == 3, "the enrolment after the dump is gone with the rollback")
+
+    # Someone with write access to the database edits rows with SQL: the
+    # same checks as on LMDB catch it.
+    # 1. an audit record's detail changed: the keyed chain breaks there
+    last = psql("SELECT encode(k, 'hex') FROM migrated.audit ORDER BY k DESC LIMIT 1")
+    psql("UPDATE migrated.audit SET v = overlay(v placing '\\x58'::bytea from length(v) - 40) "
+         f"WHERE k = '\\x{last}'::bytea")
+    r = d.sc("audit", "verify", check=False)
+    check(r.returncode == 8, f"an edited audit row breaks the chain (exit {r.returncode}): "
+          f"{(r.stdout + r.stderr).strip()[-200:]}")
+    check(last != "", "the audit table has rows")
+    # 2. a wrapped key changed: its binding MAC no longer matches
+    psql("UPDATE migrated.keys SET v = overlay(v placing '\\x00'::bytea from 60) "
+         "WHERE k = (SELECT k FROM migrated.keys ORDER BY k LIMIT 1)")
+    r = d.sc("store", "check", check=False)
+    check(r.returncode == 8 and "binding MAC" in r.stdout and "every binding MAC matches" not in r.stdout,
+          f"store check names an edited key record (exit {r.returncode}): {r.stdout.strip()[-300:]}")
