@@ -87,7 +87,7 @@ with Deployment("--store", "lmdb") as d:
           f"back into LMDB, proved: {r.stdout.strip()}")
 
     # one changed byte in one record changes the digest
-    psql("UPDATE migrated.users SET v = overlay(v placing '\\x00'::bytea from length(v)) "
+    psql("UPDATE migrated.users SET v = set_byte(v, length(v) - 1, get_byte(v, length(v) - 1) # 255) "
          "WHERE k = 'mig3'::bytea")
     changed = digest(d)
     check(changed[0] == pg_count and changed[1] != pg_digest,
@@ -122,15 +122,22 @@ with Deployment("--store", "lmdb") as d:
     # same checks as on LMDB catch it.
     # 1. an audit record's detail changed: the keyed chain breaks there
     last = psql("SELECT encode(k, 'hex') FROM migrated.audit ORDER BY k DESC LIMIT 1")
-    psql("UPDATE migrated.audit SET v = overlay(v placing '\\x58'::bytea from length(v) - 40) "
+    psql("UPDATE migrated.audit SET v = set_byte(v, length(v) - 40, get_byte(v, length(v) - 40) # 1) "
          f"WHERE k = '\\x{last}'::bytea")
     r = d.sc("audit", "verify", check=False)
     check(r.returncode == 8, f"an edited audit row breaks the chain (exit {r.returncode}): "
           f"{(r.stdout + r.stderr).strip()[-200:]}")
     check(last != "", "the audit table has rows")
-    # 2. a wrapped key changed: its binding MAC no longer matches
-    psql("UPDATE migrated.keys SET v = overlay(v placing '\\x00'::bytea from 60) "
-         "WHERE k = (SELECT k FROM migrated.keys ORDER BY k LIMIT 1)")
+    # 2. a live key's public key changed (a byte of its P-256 point flipped
+    #    inside the record): its binding MAC no longer matches
+    spki = "3059301306072a8648ce3d020106082a8648ce3d030107"
+    kid = d.sc_json("ca", "show", "--user", "mig3")["keys"][0]["key_id"]    # a live key
+    changed = psql("UPDATE migrated.keys SET v = set_byte(v, position(x IN v) + 40, "
+                   "get_byte(v, position(x IN v) + 40) # 255) "
+                   f"FROM (SELECT '\\x{spki}'::bytea AS x) p "
+                   f"WHERE k = '{kid}'::bytea AND position(x IN v) > 0 "
+                   "RETURNING 1")
+    check(changed == "1", f"one key record edited ({changed!r})")
     r = d.sc("store", "check", check=False)
-    check(r.returncode == 8 and "binding MAC" in r.stdout and "every binding MAC matches" not in r.stdout,
+    check(r.returncode == 8 and "keys:" in r.stdout and "every binding MAC matches" not in r.stdout,
           f"store check names an edited key record (exit {r.returncode}): {r.stdout.strip()[-300:]}")
