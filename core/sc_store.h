@@ -53,6 +53,8 @@ int sc_store_open(const char *path, uint64_t map_size, unsigned flags, sc_store 
  * database; SC_STORE_NOSYNC turns off synchronous commit (tests only). */
 int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, sc_store **out);
 void sc_store_close(sc_store *st);
+/* 1 for a store that several hosts share (PostgreSQL), 0 for LMDB. */
+int sc_store_is_shared(const sc_store *st);
 
 /* A consistent, compacted copy of the store into the empty directory `dir`
  * (created 0700; the copy's file 0600), taken while others keep reading

@@ -18,6 +18,10 @@ int sc_b64url_decode(const char *in, size_t len, unsigned char **out, size_t *ou
 int sc_b64_encode(const unsigned char *in, size_t len, char **out);
 int sc_b64_decode(const char *in, size_t len, unsigned char **out, size_t *outlen);
 
+/* FNV-1a over n bytes: a fast, non-cryptographic hash for spreading keys
+ * (cache buckets, slots, lock keys). */
+uint64_t sc_fnv1a(const void *p, size_t n);
+
 /* Lower-case hex.  hex_decode rejects odd length / non-hex (SC_ERR_INVALID). */
 void sc_hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
 int sc_hex_decode(const char *hex, unsigned char *out, size_t outmax, size_t *outlen);

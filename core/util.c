@@ -182,6 +182,18 @@ int sc_b64_decode(const char *in, size_t len, unsigned char **out, size_t *outle
 
 /* ---- hex ------------------------------------------------------------- */
 
+uint64_t sc_fnv1a(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint64_t h = 14695981039346656037ULL; /* the offset basis */
+
+	while (n-- > 0) {
+		h ^= *b++;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
 void sc_hex_encode(const unsigned char *in, size_t len, char *out)
 {
 	static const char digits[] = "0123456789abcdef";

@@ -8,10 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/sha.h>
-
 #include "ocsp_memory.h"
 #include "sc_err.h"
+#include "sc_util.h"
 
 #define MEM_STRIPES 64
 /* How long the listener waits before looking at its stop flag. */
@@ -39,12 +38,7 @@ struct sc_ocsp_memory {
 
 static size_t slot_of(const sc_ocsp_memory *m, const sc_serial *s)
 {
-	unsigned char h[SHA256_DIGEST_LENGTH];
-	uint64_t v;
-
-	SHA256(s->b, s->len, h);
-	memcpy(&v, h, sizeof(v));
-	return (size_t)(v % m->n);
+	return (size_t)(sc_fnv1a(s->b, s->len) % m->n);
 }
 
 static int same_serial(const sc_serial *a, const sc_serial *b)

@@ -29,6 +29,7 @@
 
 #include "internal.h"
 #include "sc_keybind.h"
+#include "sc_util.h"
 
 struct kc_entry {
 	char key_id[SC_ID_MAX + 1];
@@ -56,13 +57,7 @@ static struct {
 
 static size_t kc_bucket(const char *key_id)
 {
-	uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
-
-	for (; *key_id != '\0'; key_id++) {
-		h ^= (unsigned char)*key_id;
-		h *= 1099511628211ULL;
-	}
-	return (size_t)(h % kc.nbuckets);
+	return (size_t)(sc_fnv1a(key_id, strlen(key_id)) % kc.nbuckets);
 }
 
 static int kc_fingerprint(const sc_key *k, unsigned char fp[32])

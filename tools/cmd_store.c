@@ -176,7 +176,7 @@ static int store_restore(const char *from, int in_place, int confirmed)
 			rc = restore_accept(d, detail);
 		goto out;
 	}
-	if (strcmp(sc_config_str(d->cfg, "store.backend", "lmdb"), "lmdb") != 0) {
+	if (sc_store_is_shared(d->store)) {
 		rc = sc_error_set(SC_ERR_INVALID, "a PostgreSQL store is put back with PostgreSQL's "
 				  "tools (pg_restore), then accepted with --in-place");
 		goto out;
@@ -365,14 +365,6 @@ static int store_digest_of(sc_store *st, unsigned char out[32], uint64_t *n)
 	return rc;
 }
 
-static void hex32(const unsigned char d[32], char out[65])
-{
-	int i;
-
-	for (i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", d[i]);
-}
-
 static int store_digest(void)
 {
 	sc_deploy *d = NULL;
@@ -387,7 +379,7 @@ static int store_digest(void)
 	sc_deploy_close(d);
 	if (rc != SC_OK)
 		return sc_cli_fail(rc, "store digest");
-	hex32(dg, hex);
+	sc_hex_encode(dg, sizeof(dg), hex);
 	printf("%llu entries, sha256 %s\n", (unsigned long long)n, hex);
 	return SC_EXIT_OK;
 }
@@ -424,7 +416,7 @@ static int store_migrate(const char *to_conf)
 	sc_deploy_close(d);
 	if (rc != SC_OK)
 		return sc_cli_fail(rc, "store migrate");
-	hex32(a, hex);
+	sc_hex_encode(a, sizeof(a), hex);
 	printf("migrated %llu entries; both stores digest to sha256 %s\n",
 	       (unsigned long long)copied, hex);
 	return SC_EXIT_OK;

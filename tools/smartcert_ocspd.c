@@ -147,17 +147,11 @@ static int ocspd_settings_load(const sc_config *cfg, struct ocspd_settings *s)
 	if (s->ahead_rate < 0 || s->ahead_rate > 100000)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.sign_ahead_per_second must be between 0 "
 				    "(off) and 100000");
-	/* On a database server every store read is a round trip: keep the
-	 * answers in memory there by default (1,048,576 of about 1 KB each at
-	 * most); LMDB reads are memory already. */
-	rv = sc_config_int(cfg, "ocsp.memory_answers",
-			   strcmp(sc_config_str(cfg, "store.backend", "lmdb"), "postgresql") == 0 ?
-				   1048576 :
-				   0,
-			   &s->memory_answers);
+	/* -1: by the store (ocspd_responder) */
+	rv = sc_config_int(cfg, "ocsp.memory_answers", -1, &s->memory_answers);
 	if (rv != 0)
 		return rv;
-	if (s->memory_answers < 0 || s->memory_answers > 67108864)
+	if (s->memory_answers < -1 || s->memory_answers > 67108864)
 		return sc_error_set(SC_ERR_CONFIG, "ocsp.memory_answers must be between 0 (off) "
 				    "and 67108864");
 	/* The array order is the SC_OCSP_NONCE_* / SC_OCSP_UNKNOWN_* order. */
@@ -229,7 +223,13 @@ static int ocspd_responder(sc_deploy *d, const struct ocspd_settings *s,
 	p.unknown_policy = s->unknown_policy;
 	p.presign = 1;
 	p.store_async = 1;
-	p.memory_answers = (size_t)s->memory_answers;
+	/* On a database server every store read is a round trip: keep the
+	 * answers in memory there by default (1,048,576 of about 1 KB each at
+	 * most); LMDB reads are memory already. */
+	if (s->memory_answers >= 0)
+		p.memory_answers = (size_t)s->memory_answers;
+	else
+		p.memory_answers = sc_store_is_shared(d->store) ? 1048576 : 0;
 	return sc_ocsp_responder_new(&p, out);
 }
 

@@ -443,6 +443,11 @@ void sc_store_close(sc_store *st)
 	free(st);
 }
 
+int sc_store_is_shared(const sc_store *st)
+{
+	return st != NULL && st->pg != NULL;
+}
+
 int sc_store_sync(sc_store *st)
 {
 	int rc;

@@ -51,7 +51,9 @@ struct sc_pgconn {
 struct sc_pg {
 	char *conninfo;
 	char schema[SC_PG_SCHEMA_MAX + 1];
-	long long lock_key; /* the store's advisory lock: one per schema */
+	/* a write transaction's start: it takes the store's advisory lock,
+	 * one per schema */
+	char begin_write[96];
 	int nosync;
 	pthread_mutex_t lock; /* protects idle[] */
 	struct sc_pgconn *idle[SC_PG_POOL_MAX];
@@ -216,18 +218,14 @@ static int exec_cmd(sc_txn *t, const char *sql, const char *what)
 
 int sc_pg_txn_begin(sc_txn *t)
 {
+	/* PostgreSQL takes a read's snapshot at the first statement: take it
+	 * now, as LMDB does at begin */
+	static const char begin_read[] = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+					 "SELECT 1";
 	struct sc_pg *pg = t->st->pg;
-	char sql[160];
+	const char *sql = t->write ? pg->begin_write : begin_read;
 	int rv, pooled;
 
-	if (t->write)
-		snprintf(sql, sizeof(sql),
-			 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%lld)",
-			 pg->lock_key);
-	else /* PostgreSQL takes the snapshot at the first statement: take it
-	      * now, as LMDB does at begin */
-		snprintf(sql, sizeof(sql),
-			 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1");
 	t->pg = pool_take(pg);
 	pooled = t->pg != NULL;
 	for (;;) {
@@ -421,19 +419,26 @@ static int changed(sc_txn *t, int db, const void *key, size_t klen)
 	return rv;
 }
 
-int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
+/* The first cell of statement s's first row (SC_ERR_NOT_FOUND: no row). */
+static int one_cell(sc_txn *t, int db, enum pg_stmt s, const void *key, size_t klen, MDB_val *out,
+		    const char *what)
 {
-	PGresult *res = run(t, db, dup_db(db) ? ST_GET_DUP : ST_GET, key, klen, NULL, 0);
+	PGresult *res = run(t, db, s, key, klen, NULL, 0);
 	int rv;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg->c, res, db, "reading");
+		rv = pg_err(t, t->pg->c, res, db, what);
 	else if (PQntuples(res) == 0)
 		rv = SC_ERR_NOT_FOUND;
 	else
-		rv = hold_cell(t, res, 0, 0, v);
+		rv = hold_cell(t, res, 0, 0, out);
 	PQclear(res);
 	return rv;
+}
+
+int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
+{
+	return one_cell(t, db, dup_db(db) ? ST_GET_DUP : ST_GET, key, klen, v, "reading");
 }
 
 int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
@@ -568,17 +573,7 @@ out:
 
 int sc_pg_last(sc_txn *t, int db, MDB_val *k)
 {
-	PGresult *res = run(t, db, ST_LAST, NULL, 0, NULL, 0);
-	int rv;
-
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg->c, res, db, "reading the last record");
-	else if (PQntuples(res) == 0)
-		rv = SC_ERR_NOT_FOUND;
-	else
-		rv = hold_cell(t, res, 0, 0, k);
-	PQclear(res);
-	return rv;
+	return one_cell(t, db, ST_LAST, NULL, 0, k, "reading the last record");
 }
 
 /* The one number a statement returns, as text. */
@@ -680,8 +675,6 @@ int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, s
 {
 	sc_store *st = NULL;
 	struct sc_pg *pg = NULL;
-	unsigned long long h = 1469598103934665603ull;
-	const char *p;
 	int rv;
 
 	if (out == NULL)
@@ -708,9 +701,9 @@ int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, s
 	st->flags = flags;
 	snprintf(pg->schema, sizeof(pg->schema), "%s", schema);
 	pg->nosync = (flags & SC_STORE_NOSYNC) != 0;
-	for (p = schema; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ull;
-	pg->lock_key = (long long)(h >> 1);
+	snprintf(pg->begin_write, sizeof(pg->begin_write),
+		 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%lld)",
+		 (long long)(sc_fnv1a(schema, strlen(schema)) >> 1));
 	pg->conninfo = strdup(conninfo != NULL ? conninfo : "");
 	st->path = sc_path_with("postgresql schema ", schema);
 	if (pg->conninfo == NULL || st->path == NULL) {
@@ -789,7 +782,7 @@ int sc_store_watch_wait(sc_store_watch *w, int timeout_ms, sc_serial_cb cb, void
 	struct pollfd pfd;
 	PGnotify *n;
 	sc_serial s;
-	size_t i, len;
+	size_t len;
 	int rv = SC_OK;
 
 	*lost = 0;
@@ -809,21 +802,10 @@ int sc_store_watch_wait(sc_store_watch *w, int timeout_ms, sc_serial_cb cb, void
 		return watch_connect(w);
 	}
 	while ((n = PQnotifies(w->c)) != NULL) {
-		len = strlen(n->extra) / 2;
 		memset(&s, 0, sizeof(s));
-		if (len > 0 && len <= sizeof(s.b) && strlen(n->extra) % 2 == 0) {
-			for (i = 0; i < len; i++) {
-				unsigned v;
-
-				if (sscanf(n->extra + 2 * i, "%2x", &v) != 1)
-					break;
-				s.b[i] = (unsigned char)v;
-			}
-			s.len = (uint8_t)len;
-			if (i == len)
-				cb(ctx, &s);
-			else
-				*lost = 1;
+		if (sc_hex_decode(n->extra, s.b, sizeof(s.b), &len) == SC_OK && len > 0) {
+			s.len = (unsigned char)len;
+			cb(ctx, &s);
 		} else {
 			*lost = 1; /* not a serial: forget everything to be safe */
 		}

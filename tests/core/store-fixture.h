@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sc_store.h"
+#include "sc_util.h"
 
 /* The store under test at `path`: LMDB there, or, when SC_TEST_STORE is
  * "postgresql" (tests/lib/with-postgres.sh sets it and libpq's environment),
@@ -19,15 +20,12 @@ static inline int test_store_open(const char *path, uint64_t map_size, unsigned 
 				  sc_store **st)
 {
 	const char *backend = getenv("SC_TEST_STORE");
-	unsigned long long h = 1469598103934665603ull;
 	char schema[32];
-	const char *p;
 
 	if (backend == NULL || strcmp(backend, "postgresql") != 0)
 		return sc_store_open(path, map_size, flags, st);
-	for (p = path; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ull;
-	snprintf(schema, sizeof(schema), "t_%016llx", h);
+	snprintf(schema, sizeof(schema), "t_%016llx",
+		 (unsigned long long)sc_fnv1a(path, strlen(path)));
 	return sc_store_open_pg("", schema, flags, st);
 }
 

@@ -145,6 +145,15 @@ static void test_b64(const char *dir)
 	CHECK_RC(sc_b64url_decode("Zm\0v", 4, &out, &n), SC_ERR_INVALID);      /* NUL */
 }
 
+/* FNV-1a 64, against the published vectors. */
+static void test_fnv(const char *dir)
+{
+	(void)dir;
+	CHECK(sc_fnv1a("", 0) == 0xcbf29ce484222325ULL);
+	CHECK(sc_fnv1a("a", 1) == 0xaf63dc4c8601ec8cULL);
+	CHECK(sc_fnv1a("foobar", 6) == 0x85944171f73967e8ULL);
+}
+
 static void test_hex(const char *dir)
 {
 	unsigned char b[4];
@@ -347,6 +356,7 @@ static const struct tcheck_case cases[] = {
 	TCASE(types),
 	TCASE(b64),
 	TCASE(hex),
+	TCASE(fnv),
 	TCASE(files),
 	TCASE(time),
 	TCASE_NAMED("time-forms", test_time_forms),
