@@ -42,18 +42,36 @@
 #define SC_PG_WALK_BATCH 512
 #define SC_PG_WALK_BATCH_S "512"
 
-/* One connection and the statements prepared on it. */
+/*
+ * One connection, in libpq's pipeline mode, and the statements prepared on
+ * it.  A statement whose result nothing waits for (a write, a transaction's
+ * start) is sent and left queued; the next statement whose result is needed
+ * sends a sync and reads every queued result first, in order.  One round
+ * trip then carries a run of writes, and a read transaction costs no round
+ * trip of its own: its BEGIN goes out with its first read, and its end is
+ * sent without waiting and read by the connection's next user.
+ */
+#define SC_PG_QUEUE_MAX 256 /* queued statements before a sync is forced */
+
 struct sc_pgconn {
 	PGconn *c;
-	uint32_t prepared[SC_DB_COUNT]; /* bit s: statement s on that table */
+	int queued; /* statements sent since the last sync, results unread */
+	int ended;  /* a finished read transaction's ROLLBACK and sync, unread */
+	int lazy;   /* a read transaction whose BEGIN has not been sent yet */
+	int pooled; /* taken from the pool by this transaction */
+	int synced; /* this transaction has read a result back */
+	int broken; /* a statement failed: never returned to the pool */
+	signed char qdb[SC_PG_QUEUE_MAX];    /* the table of each queued statement */
+	unsigned char qone[SC_PG_QUEUE_MAX]; /* ...and whether it must add a row */
+	uint32_t prepared[SC_DB_COUNT];	     /* bit s: statement s on that table */
 };
 
 struct sc_pg {
 	char *conninfo;
 	char schema[SC_PG_SCHEMA_MAX + 1];
-	/* a write transaction's start: it takes the store's advisory lock,
-	 * one per schema */
-	char begin_write[96];
+	/* a write transaction takes the store's advisory lock, one per
+	 * schema, right after its BEGIN */
+	char lock_write[64];
 	int nosync;
 	pthread_mutex_t lock; /* protects idle[] */
 	struct sc_pgconn *idle[SC_PG_POOL_MAX];
@@ -94,7 +112,9 @@ static int pg_err(sc_txn *t, PGconn *c, const PGresult *res, int db, const char 
 	snprintf(detail, sizeof(detail), "%s", msg);
 	n = strcspn(detail, "\n");
 	detail[n] = '\0';
-	if (state == NULL || strncmp(state, "08", 2) == 0 ||
+	/* 08: connection exceptions; 57P0x: the server is shutting down or
+	 * restarting (its goodbye may be read before the connection's end) */
+	if (state == NULL || strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0 ||
 	    (c != NULL && PQstatus(c) == CONNECTION_BAD))
 		err = sc_error_set(
 			SC_ERR_STORE,
@@ -127,17 +147,6 @@ static int pg_err(sc_txn *t, PGconn *c, const PGresult *res, int db, const char 
 
 /* ---- connections ------------------------------------------------------ */
 
-static struct sc_pgconn *pool_take(struct sc_pg *pg)
-{
-	struct sc_pgconn *c = NULL;
-
-	pthread_mutex_lock(&pg->lock);
-	if (pg->nidle > 0)
-		c = pg->idle[--pg->nidle];
-	pthread_mutex_unlock(&pg->lock);
-	return c;
-}
-
 static void conn_free(struct sc_pgconn *c)
 {
 	if (c == NULL)
@@ -146,11 +155,45 @@ static void conn_free(struct sc_pgconn *c)
 	free(c);
 }
 
+/* An idle connection that the server closed meanwhile (a restart, a
+ * failover, an idle timeout) has its goodbye waiting to be read. */
+static int conn_alive(struct sc_pgconn *c)
+{
+	struct pollfd pfd;
+
+	if (PQstatus(c->c) != CONNECTION_OK)
+		return 0;
+	pfd.fd = PQsocket(c->c);
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, 0) > 0 && (PQconsumeInput(c->c) != 1 || PQstatus(c->c) != CONNECTION_OK))
+		return 0;
+	return 1;
+}
+
+static struct sc_pgconn *pool_take(struct sc_pg *pg)
+{
+	struct sc_pgconn *c;
+
+	for (;;) {
+		c = NULL;
+		pthread_mutex_lock(&pg->lock);
+		if (pg->nidle > 0)
+			c = pg->idle[--pg->nidle];
+		pthread_mutex_unlock(&pg->lock);
+		if (c == NULL || conn_alive(c))
+			return c;
+		conn_free(c);
+	}
+}
+
 static void pool_give(struct sc_pg *pg, struct sc_pgconn *c)
 {
 	if (c == NULL)
 		return;
-	if (PQstatus(c->c) == CONNECTION_OK && PQtransactionStatus(c->c) == PQTRANS_IDLE) {
+	if (!c->broken && PQstatus(c->c) == CONNECTION_OK &&
+	    (c->ended || PQtransactionStatus(c->c) == PQTRANS_IDLE)) {
+		c->pooled = c->synced = c->lazy = 0;
 		pthread_mutex_lock(&pg->lock);
 		if (pg->nidle < SC_PG_POOL_MAX) {
 			pg->idle[pg->nidle++] = c;
@@ -205,69 +248,224 @@ static int pg_connect(struct sc_pg *pg, struct sc_pgconn **out)
 	return SC_OK;
 }
 
-static int exec_cmd(sc_txn *t, const char *sql, const char *what)
+/* A transaction's connection: an idle one from the pool, else a new one. */
+static int txn_connect(sc_txn *t)
 {
-	PGresult *res = PQexec(t->pg->c, sql);
-	int rv = SC_OK;
+	int rv;
 
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg->c, res, -1, what);
+	t->pg = pool_take(t->st->pg);
+	if (t->pg != NULL) {
+		t->pg->pooled = 1;
+		return SC_OK;
+	}
+	if ((rv = pg_connect(t->st->pg, &t->pg)) != SC_OK)
+		return rv;
+	if (PQenterPipelineMode(t->pg->c) != 1) {
+		conn_free(t->pg);
+		t->pg = NULL;
+		return sc_error_set(SC_ERR_STORE, "PostgreSQL: cannot enter pipeline mode (libpq "
+						  "14 or later is needed)");
+	}
+	return SC_OK;
+}
+
+/* ---- the pipeline -------------------------------------------------------- */
+
+/* One statement's result, then the end of its results.  A failed
+ * statement is reported unless an earlier one was (*rv); a statement
+ * skipped after that failure (PGRES_PIPELINE_ABORTED) is not.  The result
+ * goes to *keep when that is asked for and it succeeded. */
+static int read_result(sc_txn *t, int db, int one, const char *what, PGresult **keep, int *rv)
+{
+	struct sc_pgconn *pc = t->pg;
+	PGresult *res = PQgetResult(pc->c), *more;
+	ExecStatusType st;
+
+	if (res == NULL) {
+		pc->broken = 1;
+		if (*rv == SC_OK)
+			*rv = pg_err(t, pc->c, NULL, db, what);
+		return 0; /* out of step: read no further */
+	}
+	st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		pc->broken = 1;
+		if (*rv == SC_OK && st != PGRES_PIPELINE_ABORTED)
+			*rv = pg_err(t, pc->c, res, db, what);
+		PQclear(res);
+	} else if (one && strcmp(PQcmdTuples(res), "1") != 0) {
+		/* an append that found its sequence number taken */
+		if (*rv == SC_OK)
+			*rv = t->err =
+				sc_error_set(SC_ERR_EXISTS,
+					     "store %s: table '%s': a record to append "
+					     "already exists: the transaction was not applied",
+					     t->st->pg->schema, sc_dbs[db].name);
+		PQclear(res);
+	} else if (keep != NULL) {
+		*keep = res;
+	} else {
+		PQclear(res);
+	}
+	while ((more = PQgetResult(pc->c)) != NULL) /* none: a statement has one */
+		PQclear(more);
+	return 1;
+}
+
+/* The result of a sync point: PGRES_PIPELINE_SYNC. */
+static int read_sync(sc_txn *t, const char *what, int *rv)
+{
+	PGresult *res = PQgetResult(t->pg->c);
+	int ok = res != NULL && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+
 	PQclear(res);
+	if (!ok) {
+		t->pg->broken = 1;
+		if (*rv == SC_OK)
+			*rv = pg_err(t, t->pg->c, NULL, -1, what);
+	}
+	return ok;
+}
+
+/*
+ * Send a sync and read every queued result in order, a finished read
+ * transaction's end first.  The last statement's result goes to *last
+ * when asked for; the first failure is returned (and the connection is
+ * not pooled again: the server has aborted its transaction).
+ */
+static int drain(sc_txn *t, PGresult **last, const char *what)
+{
+	struct sc_pgconn *pc = t->pg;
+	int i, n = pc->queued, rv = SC_OK;
+
+	if (last != NULL)
+		*last = NULL;
+	pc->queued = 0;
+	if (PQpipelineSync(pc->c) != 1) {
+		pc->broken = 1;
+		return pg_err(t, pc->c, NULL, -1, what);
+	}
+	pc->synced = 1;
+	if (pc->ended) {
+		/* a read-only ROLLBACK cannot fail but with the connection */
+		pc->ended = 0;
+		if (!read_result(t, -1, 0, what, NULL, &rv) || !read_sync(t, what, &rv))
+			return rv;
+	}
+	for (i = 0; i < n; i++) {
+		int mine = i == n - 1 && last != NULL;
+
+		if (!read_result(t, pc->qdb[i], pc->qone[i],
+				 mine		 ? what :
+				 pc->qdb[i] >= 0 ? "writing" :
+						   what,
+				 mine && rv == SC_OK ? last : NULL, &rv))
+			return rv;
+	}
+	read_sync(t, what, &rv);
+	if (rv != SC_OK && last != NULL && *last != NULL) {
+		PQclear(*last);
+		*last = NULL;
+	}
 	return rv;
+}
+
+/* Queue a statement without parameters (a transaction's start or end). */
+static int queue_sql(sc_txn *t, const char *sql, const char *what)
+{
+	struct sc_pgconn *pc = t->pg;
+	int rv;
+
+	if (pc->queued >= SC_PG_QUEUE_MAX && (rv = drain(t, NULL, what)) != SC_OK)
+		return rv;
+	if (PQsendQueryParams(pc->c, sql, 0, NULL, NULL, NULL, NULL, 0) != 1) {
+		pc->broken = 1;
+		return pg_err(t, pc->c, NULL, -1, what);
+	}
+	pc->qone[pc->queued] = 0;
+	pc->qdb[pc->queued++] = -1;
+	return SC_OK;
+}
+
+/* A read transaction's BEGIN, sent with its first statement. */
+static int begin_read(sc_txn *t)
+{
+	if (!t->pg->lazy)
+		return SC_OK;
+	t->pg->lazy = 0;
+	return queue_sql(t, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+			 "starting a read transaction");
 }
 
 int sc_pg_txn_begin(sc_txn *t)
 {
-	/* PostgreSQL takes a read's snapshot at the first statement: take it
-	 * now, as LMDB does at begin */
-	static const char begin_read[] = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
-					 "SELECT 1";
 	struct sc_pg *pg = t->st->pg;
-	const char *sql = t->write ? pg->begin_write : begin_read;
-	int rv, pooled;
+	int rv;
 
-	t->pg = pool_take(pg);
-	pooled = t->pg != NULL;
+	if ((rv = txn_connect(t)) != SC_OK)
+		return rv;
+	if (!t->write) {
+		/* PostgreSQL takes the snapshot at the first statement: the
+		 * BEGIN goes out with the first read */
+		t->pg->lazy = 1;
+		return SC_OK;
+	}
 	for (;;) {
-		if (t->pg == NULL && (rv = pg_connect(pg, &t->pg)) != SC_OK)
-			return rv;
-		rv = exec_cmd(t, sql,
-			      t->write ? "starting a write transaction" :
-					 "starting a read transaction");
+		if ((rv = queue_sql(t, "BEGIN ISOLATION LEVEL READ COMMITTED",
+				    "starting a write transaction")) == SC_OK &&
+		    (rv = queue_sql(t, pg->lock_write, "starting a write transaction")) == SC_OK)
+			rv = drain(t, NULL, "starting a write transaction");
 		if (rv == SC_OK)
 			return SC_OK;
 		/* An idle pooled connection dies with a server restart or a
-		 * failover: nothing was sent in a transaction yet, so a fresh
+		 * failover: nothing was done in a transaction yet, so a fresh
 		 * connection may start it. */
-		if (pooled && PQstatus(t->pg->c) == CONNECTION_BAD) {
-			conn_free(t->pg);
-			t->pg = NULL;
-			t->err = 0;
-			pooled = 0;
-			continue;
-		}
+		if (!t->pg->pooled || PQstatus(t->pg->c) != CONNECTION_BAD)
+			break;
 		conn_free(t->pg);
 		t->pg = NULL;
-		return rv;
+		t->err = 0;
+		if ((rv = txn_connect(t)) != SC_OK)
+			return rv;
+		t->pg->pooled = 0;
 	}
+	conn_free(t->pg);
+	t->pg = NULL;
+	return rv;
 }
 
 int sc_pg_txn_end(sc_txn *t, int commit)
 {
-	PGresult *res;
+	struct sc_pgconn *pc = t->pg;
+	struct sc_pg *pg = t->st->pg;
+	PGresult *res = NULL;
 	int rv = SC_OK;
 
-	if (t->pg == NULL)
+	if (pc == NULL)
 		return SC_OK;
-	res = PQexec(t->pg->c, commit ? "COMMIT" : "ROLLBACK");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rv = pg_err(t, t->pg->c, res, -1, commit ? "committing" : "ending a transaction");
-	else if (commit && strcmp(PQcmdStatus(res), "COMMIT") != 0)
-		rv = sc_error_set(SC_ERR_STORE, "PostgreSQL rolled the transaction back at commit: "
-						"it was not applied");
-	PQclear(res);
-	pool_give(t->st->pg, t->pg);
+	if (pc->lazy) {
+		/* a read transaction that read nothing sent nothing */
+	} else if (!t->write && !pc->broken && pc->queued == 0) {
+		/* nothing waits for a read transaction's end: it is read back
+		 * with the connection's next statement */
+		if (PQsendQueryParams(pc->c, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
+		    PQpipelineSync(pc->c) == 1)
+			pc->ended = 1;
+		else
+			pc->broken = 1;
+	} else if (!pc->broken) {
+		rv = queue_sql(t, commit ? "COMMIT" : "ROLLBACK", "committing");
+		if (rv == SC_OK)
+			rv = drain(t, &res, commit ? "committing" : "ending a transaction");
+		if (rv == SC_OK && commit && strcmp(PQcmdStatus(res), "COMMIT") != 0)
+			rv = sc_error_set(SC_ERR_STORE, "PostgreSQL rolled the transaction back at "
+							"commit: it was not applied");
+		PQclear(res);
+	} else if (commit) {
+		rv = t->err != 0 ? t->err : SC_ERR_STORE;
+	}
 	t->pg = NULL;
+	pool_give(pg, pc);
 	return rv;
 }
 
@@ -355,32 +553,104 @@ static void stmt_text(const struct sc_pg *pg, int db, enum pg_stmt s, char *out,
 	out[n] = '\0';
 }
 
-/* Run statement s on table db with its binary parameters; binary results. */
-static PGresult *run(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
-		     size_t l1)
+/* Queue statement s on table db with its binary parameters (binary
+ * results), preparing it first on this connection, and a read
+ * transaction's BEGIN before its first statement. */
+static int queue_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
+		      size_t l1, const char *what)
 {
 	static const Oid bytea[2] = { 17, 17 }; /* BYTEAOID */
 	static const char empty[1] = { 0 };
+	struct sc_pgconn *pc = t->pg;
 	const char *vals[2] = { p0, p1 };
-	int lens[2] = { (int)l0, (int)l1 }, fmts[2] = { 1, 1 }, i;
+	int lens[2] = { (int)l0, (int)l1 }, fmts[2] = { 1, 1 }, i, rv;
 	char name[24], sql[512];
-	PGresult *res;
 
+	if (pc->queued + 3 > SC_PG_QUEUE_MAX && (rv = drain(t, NULL, what)) != SC_OK)
+		return rv;
+	if ((rv = begin_read(t)) != SC_OK)
+		return rv;
 	/* libpq reads a NULL value as SQL NULL: an empty key is not one */
 	for (i = 0; i < 2; i++)
 		if (vals[i] == NULL)
 			vals[i] = empty;
 	snprintf(name, sizeof(name), "sc%d_%d", db, (int)s);
-	if (!(t->pg->prepared[db] & (1u << s))) {
+	if (!(pc->prepared[db] & (1u << s))) {
 		stmt_text(t->st->pg, db, s, sql, sizeof(sql));
-		res = PQprepare(t->pg->c, name, sql, stmts[s].nparams, bytea);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			return res;
-		PQclear(res);
-		/* a protocol-level statement outlives a rolled-back transaction */
-		t->pg->prepared[db] |= 1u << s;
+		if (PQsendPrepare(pc->c, name, sql, stmts[s].nparams, bytea) != 1)
+			goto lost;
+		pc->qone[pc->queued] = 0;
+		pc->qdb[pc->queued++] = (signed char)db;
+		/* a protocol-level statement outlives a rolled-back transaction;
+		 * one that failed to prepare breaks the connection */
+		pc->prepared[db] |= 1u << s;
 	}
-	return PQexecPrepared(t->pg->c, name, stmts[s].nparams, vals, lens, fmts, 1);
+	if (PQsendQueryPrepared(pc->c, name, stmts[s].nparams, vals, lens, fmts, 1) != 1)
+		goto lost;
+	pc->qone[pc->queued] = 0;
+	pc->qdb[pc->queued++] = (signed char)db;
+	return SC_OK;
+lost:
+	pc->broken = 1;
+	return pg_err(t, pc->c, NULL, db, what);
+}
+
+/* Run statement s and read its result (with every queued one before it).
+ * A read transaction's first statement on a pooled connection that turns
+ * out to be dead is sent again on a new one: nothing was read yet. */
+static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
+		     size_t l1, const char *what, PGresult **res)
+{
+	int rv, retry = !t->write && t->pg->pooled && !t->pg->synced;
+
+	for (;;) {
+		rv = queue_stmt(t, db, s, p0, l0, p1, l1, what);
+		if (rv == SC_OK)
+			rv = drain(t, res, what);
+		if (rv == SC_OK || !retry || PQstatus(t->pg->c) != CONNECTION_BAD)
+			return rv;
+		retry = 0;
+		conn_free(t->pg);
+		t->pg = NULL;
+		t->err = 0;
+		if ((rv = pg_connect(t->st->pg, &t->pg)) != SC_OK)
+			return rv;
+		if (PQenterPipelineMode(t->pg->c) != 1)
+			return pg_err(t, t->pg->c, NULL, -1, what);
+		t->pg->lazy = 1;
+	}
+}
+
+/* A statement outside the pipeline (a COPY, catalogue queries), after
+ * everything queued.  With stay set, the connection is left out of
+ * pipeline mode: the caller (a COPY) enters it again when done. */
+static int exec_plain(sc_txn *t, const char *sql, const char *param, ExecStatusType want, int stay,
+		      PGresult **out, int db, const char *what)
+{
+	struct sc_pgconn *pc = t->pg;
+	PGresult *res;
+	int rv;
+
+	*out = NULL;
+	if ((rv = begin_read(t)) != SC_OK)
+		return rv;
+	if ((pc->queued > 0 || pc->ended) && (rv = drain(t, NULL, what)) != SC_OK)
+		return rv;
+	if (PQexitPipelineMode(pc->c) != 1) {
+		pc->broken = 1;
+		return pg_err(t, pc->c, NULL, db, what);
+	}
+	res = PQexecParams(pc->c, sql, param != NULL ? 1 : 0, NULL, &param, NULL, NULL, 0);
+	if (!stay && PQenterPipelineMode(pc->c) != 1)
+		pc->broken = 1;
+	if (PQresultStatus(res) != want) {
+		pc->broken = 1;
+		rv = pg_err(t, pc->c, res, db, what);
+		PQclear(res);
+		return rv;
+	}
+	*out = res;
+	return SC_OK;
 }
 
 /* The bytes of one result cell, copied into the transaction's arena so that
@@ -407,28 +677,21 @@ static int hold_cell(sc_txn *t, const PGresult *res, int row, int col, MDB_val *
  */
 static int changed(sc_txn *t, int db, const void *key, size_t klen)
 {
-	PGresult *res;
-	int rv = SC_OK;
-
 	if (db != SC_DB_OCSP)
 		return SC_OK;
-	res = run(t, db, ST_NOTIFY, key, klen, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg->c, res, db, "announcing a change");
-	PQclear(res);
-	return rv;
+	return queue_stmt(t, db, ST_NOTIFY, key, klen, NULL, 0, "announcing a change");
 }
 
 /* The first cell of statement s's first row (SC_ERR_NOT_FOUND: no row). */
 static int one_cell(sc_txn *t, int db, enum pg_stmt s, const void *key, size_t klen, MDB_val *out,
 		    const char *what)
 {
-	PGresult *res = run(t, db, s, key, klen, NULL, 0);
-	int rv;
+	PGresult *res = NULL;
+	int rv = exec_stmt(t, db, s, key, klen, NULL, 0, what, &res);
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rv = pg_err(t, t->pg->c, res, db, what);
-	else if (PQntuples(res) == 0)
+	if (rv != SC_OK)
+		return rv;
+	if (PQntuples(res) == 0)
 		rv = SC_ERR_NOT_FOUND;
 	else
 		rv = hold_cell(t, res, 0, 0, out);
@@ -441,11 +704,18 @@ int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 	return one_cell(t, db, dup_db(db) ? ST_GET_DUP : ST_GET, key, klen, v, "reading");
 }
 
+/*
+ * A write whose outcome nothing branches on is queued, not waited for: a
+ * plain put or delete, and an append to a sequence (which must add a row:
+ * that is checked when its result is read, and fails the transaction).
+ * An insert that may find its key taken is run at once, for its caller
+ * decides on SC_ERR_EXISTS.
+ */
 int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
 	      unsigned flags)
 {
 	enum pg_stmt s;
-	PGresult *res;
+	PGresult *res = NULL;
 	int rv;
 
 	if (dup_db(db) && (flags & MDB_NOOVERWRITE))
@@ -454,26 +724,24 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 		s = ST_INSERT;
 	else
 		s = ST_PUT;
-	res = run(t, db, s, key, klen, val, vlen);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rv = pg_err(t, t->pg->c, res, db, "writing");
-	else if (strcmp(PQcmdTuples(res), "0") == 0 &&
-		 (flags & (MDB_NOOVERWRITE | MDB_NODUPDATA | MDB_APPEND)))
-		rv = SC_ERR_EXISTS;
-	else
-		rv = SC_OK;
+	if (!(flags & (MDB_NOOVERWRITE | MDB_NODUPDATA))) {
+		rv = queue_stmt(t, db, s, key, klen, val, vlen, "writing");
+		if (rv == SC_OK && (flags & MDB_APPEND))
+			t->pg->qone[t->pg->queued - 1] = 1;
+		return rv == SC_OK ? changed(t, db, key, klen) : rv;
+	}
+	if ((rv = exec_stmt(t, db, s, key, klen, val, vlen, "writing", &res)) != SC_OK)
+		return rv;
+	rv = strcmp(PQcmdTuples(res), "0") == 0 ? SC_ERR_EXISTS : SC_OK;
 	PQclear(res);
 	return rv == SC_OK ? changed(t, db, key, klen) : rv;
 }
 
 int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
 {
-	PGresult *res = run(t, db, val != NULL ? ST_DEL_PAIR : ST_DEL, key, klen, val, vlen);
-	int rv = SC_OK;
+	int rv = queue_stmt(t, db, val != NULL ? ST_DEL_PAIR : ST_DEL, key, klen, val, vlen,
+			    "deleting");
 
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rv = pg_err(t, t->pg->c, res, db, "deleting");
-	PQclear(res);
 	return rv == SC_OK ? changed(t, db, key, klen) : rv;
 }
 
@@ -488,18 +756,17 @@ int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn,
 	MDB_val k, v, lastk = { 0, NULL }, lastv = { 0, NULL };
 	unsigned char lastbuf[2][512];
 	struct sc_arena_mark mark = sc_arena_mark(t);
-	PGresult *res;
+	PGresult *res = NULL;
 
 	if (start != NULL && slen > 0)
-		res = run(t, db, one ? ST_FROM1 : ST_FROM, start, slen, NULL, 0);
+		rv = exec_stmt(t, db, one ? ST_FROM1 : ST_FROM, start, slen, NULL, 0, "walking",
+			       &res);
 	else
-		res = run(t, db, one ? ST_FIRST1 : ST_FIRST, NULL, 0, NULL, 0);
+		rv = exec_stmt(t, db, one ? ST_FIRST1 : ST_FIRST, NULL, 0, NULL, 0, "walking",
+			       &res);
 	for (;;) {
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			rv = pg_err(t, t->pg->c, res, db, "walking");
-			PQclear(res);
+		if (rv != SC_OK)
 			return rv;
-		}
 		n = PQntuples(res);
 		for (i = 0; i < n; i++) {
 			if ((rv = hold_cell(t, res, i, 0, &k)) != SC_OK ||
@@ -529,27 +796,25 @@ int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn,
 			sc_arena_release(t, mark);
 		}
 		if (dup)
-			res = run(t, db, one ? ST_AFTER1_DUP : ST_AFTER_DUP, lastk.mv_data,
-				  lastk.mv_size, lastv.mv_data, lastv.mv_size);
+			rv = exec_stmt(t, db, one ? ST_AFTER1_DUP : ST_AFTER_DUP, lastk.mv_data,
+				       lastk.mv_size, lastv.mv_data, lastv.mv_size, "walking",
+				       &res);
 		else
-			res = run(t, db, one ? ST_AFTER1 : ST_AFTER, lastk.mv_data, lastk.mv_size,
-				  NULL, 0);
+			rv = exec_stmt(t, db, one ? ST_AFTER1 : ST_AFTER, lastk.mv_data,
+				       lastk.mv_size, NULL, 0, "walking", &res);
 	}
 }
 
 int sc_pg_dups(sc_txn *t, int db, const char *key, MDB_val **vals, size_t *n)
 {
-	PGresult *res;
+	PGresult *res = NULL;
 	MDB_val *arr = NULL;
-	int i, rows, rv = SC_OK;
+	int i, rows, rv;
 
 	*vals = NULL;
 	*n = 0;
-	res = run(t, db, ST_DUPS, key, strlen(key), NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		rv = pg_err(t, t->pg->c, res, db, "reading");
-		goto out;
-	}
+	if ((rv = exec_stmt(t, db, ST_DUPS, key, strlen(key), NULL, 0, "reading", &res)) != SC_OK)
+		return rv;
 	rows = PQntuples(res);
 	if (rows == 0)
 		goto out;
@@ -579,13 +844,15 @@ int sc_pg_last(sc_txn *t, int db, MDB_val *k)
 /* The one number a statement returns, as text. */
 static int query_u64(sc_txn *t, const char *sql, int db, uint64_t *out)
 {
-	PGresult *res = PQexec(t->pg->c, sql);
-	int rv = SC_OK;
+	PGresult *res = NULL;
+	int rv = exec_plain(t, sql, NULL, PGRES_TUPLES_OK, 0, &res, db, "reading statistics");
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-		rv = pg_err(t, t->pg->c, res, db, "reading statistics");
-	else
+	if (rv != SC_OK)
+		return rv;
+	if (PQntuples(res) == 1)
 		*out = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	else
+		rv = sc_error_set(SC_ERR_STORE, "PostgreSQL returned no statistics");
 	PQclear(res);
 	return rv;
 }
@@ -624,7 +891,6 @@ void sc_pg_close(struct sc_pg *pg)
 static int pg_schema_ready(sc_store *st, unsigned flags)
 {
 	sc_txn t = { 0 };
-	const char *params[1];
 	char sql[256];
 	PGresult *res;
 	int i, rv;
@@ -633,14 +899,9 @@ static int pg_schema_ready(sc_store *st, unsigned flags)
 	t.write = (flags & SC_STORE_CREATE) != 0;
 	if ((rv = sc_pg_txn_begin(&t)) != SC_OK)
 		return rv;
-	params[0] = st->pg->schema;
-	res = PQexecParams(t.pg->c, "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1, NULL,
-			   params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		rv = pg_err(&t, t.pg->c, res, -1, "opening");
-		PQclear(res);
+	if ((rv = exec_plain(&t, "SELECT 1 FROM pg_namespace WHERE nspname = $1", st->pg->schema,
+			     PGRES_TUPLES_OK, 0, &res, -1, "opening")) != SC_OK)
 		goto out;
-	}
 	if (PQntuples(res) == 0 && !(flags & SC_STORE_CREATE)) {
 		PQclear(res);
 		rv = sc_error_set(SC_ERR_NOT_FOUND,
@@ -652,15 +913,19 @@ static int pg_schema_ready(sc_store *st, unsigned flags)
 	PQclear(res);
 	if (flags & SC_STORE_CREATE) {
 		snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS %s", st->pg->schema);
-		if ((rv = exec_cmd(&t, sql, "creating the store")) != SC_OK)
+		if ((rv = exec_plain(&t, sql, NULL, PGRES_COMMAND_OK, 0, &res, -1,
+				     "creating the store")) != SC_OK)
 			goto out;
+		PQclear(res);
 		for (i = 0; i < SC_DB_COUNT; i++) {
 			snprintf(sql, sizeof(sql),
 				 "CREATE TABLE IF NOT EXISTS %s.%s (k bytea NOT NULL, v bytea NOT "
 				 "NULL, PRIMARY KEY (k%s))",
 				 st->pg->schema, sc_dbs[i].name, dup_db(i) ? ", v" : "");
-			if ((rv = exec_cmd(&t, sql, "creating the store")) != SC_OK)
+			if ((rv = exec_plain(&t, sql, NULL, PGRES_COMMAND_OK, 0, &res, -1,
+					     "creating the store")) != SC_OK)
 				goto out;
+			PQclear(res);
 		}
 	}
 	rv = SC_OK;
@@ -701,8 +966,7 @@ int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, s
 	st->flags = flags;
 	snprintf(pg->schema, sizeof(pg->schema), "%s", schema);
 	pg->nosync = (flags & SC_STORE_NOSYNC) != 0;
-	snprintf(pg->begin_write, sizeof(pg->begin_write),
-		 "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%lld)",
+	snprintf(pg->lock_write, sizeof(pg->lock_write), "SELECT pg_advisory_xact_lock(%lld)",
 		 (long long)(sc_fnv1a(schema, strlen(schema)) >> 1));
 	pg->conninfo = strdup(conninfo != NULL ? conninfo : "");
 	st->path = sc_path_with("postgresql schema ", schema);
@@ -875,11 +1139,9 @@ int sc_pg_copy_begin(sc_txn *t, int db, struct sc_pg_copy **out)
 	*out = NULL;
 	snprintf(sql, sizeof(sql), "COPY %s.%s (k, v) FROM STDIN (FORMAT binary)",
 		 t->st->pg->schema, sc_dbs[db].name);
-	res = PQexec(t->pg->c, sql);
-	rv = PQresultStatus(res) == PGRES_COPY_IN ? SC_OK : pg_err(t, t->pg->c, res, db, "copying");
-	PQclear(res);
-	if (rv != SC_OK)
+	if ((rv = exec_plain(t, sql, NULL, PGRES_COPY_IN, 1, &res, db, "copying")) != SC_OK)
 		return rv;
+	PQclear(res);
 	cp = calloc(1, sizeof(*cp));
 	if (cp == NULL)
 		return sc_error_set(SC_ERR_NOMEM, "out of memory");
@@ -925,6 +1187,8 @@ int sc_pg_copy_end(struct sc_pg_copy *cp, int ok)
 			rv = pg_err(t, t->pg->c, res, cp->db, "copying");
 		PQclear(res);
 	}
+	if (PQenterPipelineMode(t->pg->c) != 1)
+		t->pg->broken = 1;
 	if (!ok)
 		t->err = t->err ? t->err : SC_ERR_STORE;
 	free(cp);

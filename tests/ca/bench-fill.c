@@ -2,7 +2,7 @@
  * Fill a deployment's store with N synthetic enrolments, fast, to measure
  * operations on a large store (benchmark only, never a test).
  *
- *   bench-fill CONFIG N [master-wrapped]
+ *   bench-fill CONFIG N [master-wrapped] [revoke-every=K]
  *
  * Each synthetic user goes through the real issuance path (sc_ca_prep_issue:
  * its own random serial, its own certificate built and signed by the
@@ -20,6 +20,14 @@
  * With "master-wrapped", the keys are wrapped under the master key and in
  * no group, as a store made before key groups holds them (a pool of 64):
  * what `store check` must report, since no revocation can destroy them.
+ *
+ * With "revoke-every=K", the certificate of every user whose number is
+ * K-1 mod K is revoked (keyCompromise) in the transaction that adds it,
+ * through sc_store_cert_set_status: the revocation index, the revocation
+ * log and the status a CRL, the responder and the signing service read.
+ * The key is left as it is: the key-group re-wrap a real revocation does
+ * (about one group of keys each) is measured by bench-rewrap.sh instead,
+ * and the signing benchmarks skip those users (SMARTCERT_BENCH_REVOKED_EVERY).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,14 +78,22 @@ int main(int argc, char **argv)
 	sc_ca *ca = NULL;
 	sc_txn *txn = NULL;
 	struct fill_key *pool = NULL;
-	unsigned long n, npool = 0, i, done = 0, start = 0;
-	int master;
+	unsigned long n, npool = 0, i, done = 0, start = 0, every = 0, revoked = 0;
+	int master = 0, a, bad = argc < 3;
 	double t0;
 	int rv;
 
-	master = argc > 3 && strcmp(argv[3], "master-wrapped") == 0;
-	if (argc < 3 || (argc > 3 && !master)) {
-		fprintf(stderr, "usage: bench-fill CONFIG N [master-wrapped]\n");
+	for (a = 3; a < argc; a++) {
+		if (strcmp(argv[a], "master-wrapped") == 0)
+			master = 1;
+		else if (strncmp(argv[a], "revoke-every=", 13) == 0 &&
+			 (every = strtoul(argv[a] + 13, NULL, 10)) >= 2)
+			;
+		else
+			bad = 1;
+	}
+	if (bad) {
+		fprintf(stderr, "usage: bench-fill CONFIG N [master-wrapped] [revoke-every=K]\n");
 		return 2;
 	}
 	n = strtoul(argv[2], NULL, 10);
@@ -147,6 +163,12 @@ int main(int argc, char **argv)
 			goto fail;
 		if ((rv = sc_ca_commit_prep(ca, txn, &p, &already)) != SC_OK)
 			goto fail;
+		if (every != 0 && (start + i) % every == every - 1) {
+			if ((rv = sc_store_cert_set_status(txn, &p.serial, SC_CERT_REVOKED, sc_now(),
+							   SC_REASON_KEY_COMPROMISE, 0)) != SC_OK)
+				goto fail;
+			revoked++;
+		}
 		sc_ca_prep_clear(&p);
 		done++;
 		if (done % FILL_TXN_ROWS == 0 || i + 1 == n) {
@@ -159,9 +181,9 @@ int main(int argc, char **argv)
 	}
 	if ((rv = sc_store_sync(d->store)) != SC_OK)
 		goto fail;
-	printf("{\"filled\":%lu,\"seconds\":%.1f,\"rate_per_second\":%.0f,\"key_pool\":%lu,"
-	       "\"key_groups\":%s}\n",
-	       done, bench_now() - t0, (double)done / (bench_now() - t0), npool,
+	printf("{\"filled\":%lu,\"revoked\":%lu,\"seconds\":%.1f,\"rate_per_second\":%.0f,"
+	       "\"key_pool\":%lu,\"key_groups\":%s}\n",
+	       done, revoked, bench_now() - t0, (double)done / (bench_now() - t0), npool,
 	       master ? "false" : "true");
 	fprintf(stderr, "\n");
 	rv = SC_OK;

@@ -32,15 +32,6 @@ awk '$1=="good"{print $2}' "$W/serials.txt" | head -n "$ANSWERS" | while read -r
 	openssl ocsp -issuer "$W/d/ca/issuing-ca.pem" -serial "0x$s" -no_nonce -reqout "$W/r.der" >/dev/null
 	echo "/ocsp/$(b64url "$W/r.der")"
 done >"$W/paths.txt"
-cat >"$W/multi.lua" <<'LUA'
-local paths = {}
-for line in io.lines(os.getenv("AB_PATHS")) do paths[#paths + 1] = line end
-local i = 0
-request = function()
-	i = i % #paths + 1
-	return wrk.format("GET", paths[i])
-end
-LUA
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_BASE=$(port) P_CUR=$(port)
 "$BASE/tools/smartcert-ocspd" --config "$SMARTCERT_CONF" --foreground --listen "127.0.0.1:$P_BASE" 2>"$W/base.log" &
@@ -79,8 +70,8 @@ for r in $(seq "$ROUNDS"); do
 		url="http://127.0.0.1:$p/ocsp/$B64"
 		c8=$(measure "$pid" wrk -t2 -c8 -d"${SECS}s" --latency "$url")
 		c64=$(measure "$pid" wrk -t2 -c64 -d"${SECS}s" --latency "$url")
-		many=$(AB_PATHS="$W/paths.txt" measure "$pid" wrk -t2 -c8 -d"${SECS}s" --latency \
-		       -s "$W/multi.lua" "http://127.0.0.1:$p")
+		many=$(WRK_PATHS="$W/paths.txt" measure "$pid" wrk -t2 -c8 -d"${SECS}s" --latency \
+		       -s "$(dirname "${BASH_SOURCE[0]}")/../lib/wrk-paths.lua" "http://127.0.0.1:$p")
 		abr=$(measure "$pid" ab -q -c8 -n 20000 -p "$W/req.der" -T application/ocsp-request \
 		      "http://127.0.0.1:$p/ocsp")
 		echo "round $r $name: wrk -c8 $c8 | wrk -c64 $c64 | wrk -c8 over $ANSWERS answers $many |" \

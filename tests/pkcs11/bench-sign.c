@@ -42,6 +42,8 @@
  * "fill%08lu" users, already in SMARTCERT_BENCH_DIR: real certificates and
  * binding MACs per user, wrapped blobs from a pool of real HSM keys; the
  * RSA users are still enrolled with real key generation),
+ * SMARTCERT_BENCH_REVOKED_EVERY=K (bench-fill revoked every user K-1 mod K:
+ * those are not drawn),
  * SMARTCERT_BENCH_SMALL_DIR and SMARTCERT_BENCH_SMALL_KEYS (a second
  * bench-fill deployment and its user count), SMARTCERT_BENCH_CONF (the
  * configuration file name in each deployment, default smartcert.conf),
@@ -91,6 +93,7 @@ static char authz_issuer[129], authz_audience[129];
 static long n_p256, n_rsa, n_threads, n_sigs;
 /* unmeasured runs before each measured one (NSS: the group keys' copies) */
 static long n_warm_runs;
+static long revoked_every; /* bench-fill revoke-every=K: users K-1 mod K are revoked */
 static int p256_filled;
 /* The configuration the module reads, in each deployment directory (a
  * copy with other gateway.* settings may sit beside smartcert.conf). */
@@ -820,6 +823,8 @@ static double module_rate(CK_SESSION_HANDLE setup, long nkeys, void (*user)(long
 
 static void fill_user(long i, char *out, size_t len)
 {
+	if (revoked_every >= 2 && i % revoked_every == revoked_every - 1)
+		i--; /* a revoked user's key refuses to sign: take its neighbour */
 	snprintf(out, len, "fill%08ld", i);
 }
 
@@ -1423,6 +1428,7 @@ int main(void)
 	n_threads = bench_env_long("SMARTCERT_BENCH_THREADS", 8);
 	n_sigs = bench_env_long("SMARTCERT_BENCH_SIGS", 300);
 	p256_filled = bench_env_long("SMARTCERT_BENCH_FILLED", 0) != 0;
+	revoked_every = bench_env_long("SMARTCERT_BENCH_REVOKED_EVERY", 0);
 	n_warm_runs = bench_env_long("SMARTCERT_BENCH_WARM_RUNS", 0);
 	if (getenv("SMARTCERT_BENCH_CONF") != NULL && *getenv("SMARTCERT_BENCH_CONF") != '\0')
 		conf_name = getenv("SMARTCERT_BENCH_CONF");
