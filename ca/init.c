@@ -51,6 +51,7 @@ struct sc_init {
 	EVP_PKEY *ocsp_pub;           /* nss: the OCSP signer's key, made in its own
 				       * database before the backend's opens */
 	sc_store *store;
+	int store_made;               /* this run created the store */
 	X509 *root, *issuing, *ocsp;
 	unsigned char *der[3];
 	size_t der_len[3];
@@ -493,6 +494,7 @@ static int init_store(struct sc_init *in)
 	rv = sc_deploy_open_store(in->cfg, SC_STORE_CREATE, &in->store);
 	if (rv != SC_OK)
 		return rv;
+	in->store_made = 1;
 	if ((rv = sc_txn_begin(in->store, SC_TXN_WRITE, &txn)) != SC_OK)
 		return rv;
 	for (i = 0; i < 3; i++) {
@@ -788,6 +790,12 @@ static int init_run(struct sc_init *in, sc_ca_init_result *res)
 		goto out;
 	if ((rv = init_store(in)) != SC_OK)
 		goto out;
+#ifdef SC_TEST_HOOKS
+	if (getenv("SMARTCERT_TEST_INIT_FAIL_AFTER_STORE") != NULL) {
+		rv = sc_error_set(SC_ERR_IO, "failing on purpose after the store was made (test)");
+		goto out;
+	}
+#endif
 	/* The first signed checkpoint, outside the store. */
 	if ((rv = init_checkpoint_key(in->cfg, in->hsm)) != SC_OK ||
 	    (rv = sc_checkpoint_write(in->cfg, in->store, in->hsm, "init")) != SC_OK)
@@ -922,12 +930,20 @@ int sc_ca_init_deployment(const sc_ca_init_params *p, sc_ca_init_result *out)
 	}
 
 	rv = init_run(&in, out);
-
-	if (in.store != NULL)
-		sc_store_close(in.store);
-	in.store = NULL;
 	if (rv == SC_OK && p->service_user != NULL)
 		rv = init_give_to(in.dir, p->service_user);
+	/* a failed run leaves no store behind: a PostgreSQL schema outlives
+	 * the directory removed below */
+	if (rv != SC_OK && in.store_made) {
+		char keep[512];
+
+		snprintf(keep, sizeof(keep), "%s", sc_error_detail());
+		(void)sc_store_close_dropping(in.store);
+		sc_error_set(rv, "%s", keep);
+	} else {
+		sc_store_close(in.store);
+	}
+	in.store = NULL;
 	if (in.ocsp_hsm != NULL && in.ocsp_hsm != in.hsm)
 		sc_hsm_close(in.ocsp_hsm);
 	EVP_PKEY_free(in.ocsp_pub);

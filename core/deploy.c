@@ -95,7 +95,7 @@ int sc_deploy_open_store(const sc_config *cfg, unsigned sflags, sc_store **out)
 	if (strcmp(backend, "postgresql") == 0) {
 		if (source != NULL &&
 		    (rc = sc_secret_source_read(source, sc_config_dir(cfg), 0, 0, &conninfo)) < 0)
-			return rc; /* the message names the source */
+			return sc_error_set(rc, "store.pg_conninfo: %s", sc_error_detail());
 		rc = sc_store_open_pg(conninfo != NULL ? conninfo : "",
 				      sc_config_str(cfg, "store.pg_schema", "smartcert"), sflags, out);
 		sc_secret_free(conninfo);

@@ -55,6 +55,10 @@ int sc_store_open_pg(const char *conninfo, const char *schema, unsigned flags, s
 void sc_store_close(sc_store *st);
 /* 1 for a store that several hosts share (PostgreSQL), 0 for LMDB. */
 int sc_store_is_shared(const sc_store *st);
+/* Close a PostgreSQL store and drop its schema with everything in it: the
+ * undoing of a deployment's creation that failed half-way (an LMDB store's
+ * files go with its directory).  Never for a store in use. */
+int sc_store_close_dropping(sc_store *st);
 
 /* A consistent, compacted copy of the store into the empty directory `dir`
  * (created 0700; the copy's file 0600), taken while others keep reading

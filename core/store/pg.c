@@ -985,6 +985,32 @@ out:
 	return rv;
 }
 
+int sc_store_close_dropping(sc_store *st)
+{
+	sc_txn t = { 0 };
+	PGresult *res = NULL;
+	char sql[128];
+	int rv;
+
+	if (st == NULL || st->pg == NULL) {
+		sc_store_close(st);
+		return SC_OK;
+	}
+	t.st = st;
+	t.write = 1;
+	snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", st->pg->schema);
+	if ((rv = sc_pg_txn_begin(&t)) == SC_OK &&
+	    (rv = exec_plain(&t, sql, NULL, PGRES_COMMAND_OK, 0, &res, -1,
+			     "removing a store that was being created")) == SC_OK) {
+		PQclear(res);
+		rv = sc_pg_txn_end(&t, 1);
+	} else {
+		sc_pg_txn_end(&t, 0);
+	}
+	sc_store_close(st);
+	return rv;
+}
+
 /* ---- change notification ------------------------------------------------- */
 
 struct sc_store_watch {

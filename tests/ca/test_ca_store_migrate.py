@@ -141,3 +141,33 @@ with Deployment("--store", "lmdb") as d:
     r = d.sc("store", "check", check=False)
     check(r.returncode == 8 and "keys:" in r.stdout and "every binding MAC matches" not in r.stdout,
           f"store check names an edited key record (exit {r.returncode}): {r.stdout.strip()[-300:]}")
+
+# A deployment whose creation fails after its store was made leaves no
+# schema behind (the directory goes too), and a retry under the same schema
+# works; a second deployment is never written over the first's schema.
+def schema_of():
+    return psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'initfail'")
+
+
+with Deployment("--store", "lmdb") as d:
+    target = os.path.join(d.dir, "second")
+    env = dict(d.env, SMARTCERT_TEST_INIT_FAIL_AFTER_STORE="1")
+    env.pop("SMARTCERT_CONF", None)
+    r = subprocess.run([os.environ["SMARTCERT_BIN"], "init", "--dir", target, "--store", "postgresql",
+                        "--store-schema", "initfail"], env=env, capture_output=True, text=True)
+    check(r.returncode != 0 and "failing on purpose after the store was made" in r.stderr,
+          f"init fails after making its store (exit {r.returncode}): {r.stderr.strip()}")
+    check(not os.path.exists(target), "the failed init removed its directory")
+    check(schema_of() == "0", "the failed init dropped the schema it made")
+    env.pop("SMARTCERT_TEST_INIT_FAIL_AFTER_STORE")
+    r = subprocess.run([os.environ["SMARTCERT_BIN"], "init", "--dir", target, "--store", "postgresql",
+                        "--store-schema", "initfail"], env=env, capture_output=True, text=True)
+    check(r.returncode == 0 and schema_of() == "1", f"the retry makes the store: {r.stderr.strip()}")
+    rows = psql("SELECT count(*) FROM initfail.meta")
+    r = subprocess.run([os.environ["SMARTCERT_BIN"], "init", "--dir", target + "-again", "--store",
+                        "postgresql", "--store-schema", "initfail"], env=env, capture_output=True,
+                       text=True)
+    check(r.returncode != 0 and "already holds a deployment" in r.stderr,
+          f"init over a schema in use is refused: {r.stderr.strip()}")
+    check(schema_of() == "1" and psql("SELECT count(*) FROM initfail.meta") == rows,
+          "the refused init left the schema in use as it was")
