@@ -21,9 +21,24 @@
 
 /* ---- audit records ---------------------------------------------------- */
 
+/* The log's last sequence number is kept for the rest of the transaction:
+ * a snapshot's does not change, and in a write transaction only its own
+ * appends (below) change it.  An append checks it and then makes it, so
+ * each would otherwise look for the last record twice, a round trip each
+ * on PostgreSQL. */
 int sc_store_audit_last(sc_txn *t, uint64_t *seq)
 {
-	return sc_last_seq(t, SC_DB_AUDIT, seq);
+	int rv;
+
+	if (t != NULL && t->audit_known) {
+		*seq = t->audit_last;
+		return SC_OK;
+	}
+	if ((rv = sc_last_seq(t, SC_DB_AUDIT, seq)) == SC_OK && t != NULL) {
+		t->audit_last = *seq;
+		t->audit_known = 1;
+	}
+	return rv;
 }
 
 int sc_store_audit_append(sc_txn *t, const void *rec, size_t len, uint64_t *seq)
@@ -44,6 +59,7 @@ int sc_store_audit_append(sc_txn *t, const void *rec, size_t len, uint64_t *seq)
 	rv = sc_put(t, SC_DB_AUDIT, sk, 8, rec, len, MDB_APPEND);
 	if (rv != SC_OK)
 		return rv;
+	t->audit_last = last + 1;
 	if (seq != NULL)
 		*seq = last + 1;
 	return SC_OK;

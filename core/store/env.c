@@ -547,6 +547,7 @@ static void txn_release(sc_txn *t, int commit_rc_ok)
 	if (!t->write && commit_rc_ok) {
 		mdb_txn_reset(t->txn);
 		arena_reset(t, 1);
+		t->audit_known = 0;
 		pthread_mutex_lock(&st->lock);
 		if (st->read_cached < SC_READ_CACHE_MAX) {
 			t->next = st->read_cache;

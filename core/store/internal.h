@@ -60,6 +60,8 @@ struct sc_txn {
 	int write;
 	int err;	      /* sticky store error of a write transaction */
 	int transient;	      /* a walk's callback keeps no value (pg.c frees each batch) */
+	int audit_known;      /* audit_last holds the log's last sequence number */
+	uint64_t audit_last;  /* ...as this transaction sees it (audit.c) */
 	struct sc_pgconn *pg; /* a PostgreSQL store's connection, held until the end */
 	struct sc_arena_chunk *arena;
 	sc_txn *next; /* read cache link */
