@@ -105,14 +105,14 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 			copy.reason = SC_REASON_NONE;
 	}
 	sc_enc_record(&e, &sc_rec_cert, &copy);
-	rv = sc_put_enc(t, SC_DB_CERTS, c->serial.b, c->serial.len, &e, MDB_NOOVERWRITE);
+	rv = sc_put_enc(t, SC_DB_CERTS, c->serial.b, c->serial.len, &e, SC_PUT_NEW);
 	sc_enc_free(&e);
 	if (rv != SC_OK)
 		return rv;
 	if (c->user_id != NULL && *c->user_id != '\0') {
 		rv = sc_put(t, SC_DB_USERCERTS, c->user_id, strlen(c->user_id), c->serial.b,
-			    c->serial.len, MDB_NODUPDATA);
-		if (rv != SC_OK && rv != SC_ERR_EXISTS)
+			    c->serial.len, 0);
+		if (rv != SC_OK)
 			return rv;
 	}
 	/* the expiry index holds only certificates a sweep may still act on */
@@ -233,7 +233,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	l.reason = c.reason;
 	l.invalidity_date = c.invalidity_date;
 	sc_enc_record(&e, &sc_rec_revlog, &l);
-	rv = sc_put_enc(t, SC_DB_REVLOG, lk, 8, &e, MDB_NOOVERWRITE);
+	rv = sc_put_enc(t, SC_DB_REVLOG, lk, 8, &e, SC_PUT_NEW);
 	sc_enc_free(&e);
 	if (rv == SC_ERR_EXISTS)
 		return sc_corrupt(t, SC_DB_REVLOG, lk, 8, "revocation sequence reused");

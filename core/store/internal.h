@@ -132,6 +132,12 @@ int sc_pg_size(sc_txn *t, uint64_t *bytes);
 /* kv.c */
 int sc_check_write(sc_txn *t);
 int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v);
+/* flags: LMDB's (MDB_NOOVERWRITE, MDB_NODUPDATA, MDB_APPEND), or SC_PUT_NEW:
+ * a key the caller has already found absent, or a sequence number it holds
+ * the writer lock for, so that it takes no decision on the outcome.  LMDB
+ * checks at once (SC_ERR_EXISTS, as MDB_NOOVERWRITE); PostgreSQL checks
+ * when the statement's result is read back, and fails the transaction. */
+#define SC_PUT_NEW 0x80000000u
 int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
 	   unsigned flags);
 int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags);

@@ -52,8 +52,8 @@ static int group_index(sc_txn *t, const sc_key *old, const sc_key *k)
 	}
 	if (k != NULL && k->kgen != 0 && k->blob_len > 0) {
 		group_name(k->group, g);
-		rv = sc_put(t, SC_DB_GROUPKEYS, g, 8, k->key_id, strlen(k->key_id), MDB_NODUPDATA);
-		if (rv != SC_OK && rv != SC_ERR_EXISTS)
+		rv = sc_put(t, SC_DB_GROUPKEYS, g, 8, k->key_id, strlen(k->key_id), 0);
+		if (rv != SC_OK)
 			return rv;
 	}
 	return SC_OK;
@@ -75,19 +75,18 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 	if (rv != SC_OK)
 		return rv;
 	key_encode(k, seq, &e);
-	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, MDB_NOOVERWRITE);
+	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, SC_PUT_NEW);
 	sc_enc_free(&e);
 	if (rv != SC_OK)
 		return rv;
 	sc_be64(sk, seq);
-	rv = sc_put(t, SC_DB_KEYSEQ, sk, 8, k->key_id, strlen(k->key_id), MDB_NOOVERWRITE);
+	rv = sc_put(t, SC_DB_KEYSEQ, sk, 8, k->key_id, strlen(k->key_id), SC_PUT_NEW);
 	if (rv != SC_OK)
 		return rv == SC_ERR_EXISTS ? sc_corrupt(t, SC_DB_KEYSEQ, sk, 8, "sequence reused") :
 					     rv;
+	/* index pairs: one already there is as good as added */
 	rv = sc_put(t, SC_DB_USERKEYS, k->user_id, strlen(k->user_id), k->key_id, strlen(k->key_id),
-		    MDB_NODUPDATA);
-	if (rv == SC_ERR_EXISTS)
-		rv = SC_OK;
+		    0);
 	if (rv == SC_OK)
 		rv = group_index(t, NULL, k);
 	if (rv != SC_OK)

@@ -73,7 +73,8 @@ int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, siz
 	int rc;
 	if (t->st->pg != NULL)
 		return sc_pg_put(t, db, key, klen, val, vlen, flags);
-
+	if (flags & SC_PUT_NEW)
+		flags = (flags & ~SC_PUT_NEW) | MDB_NOOVERWRITE;
 	rc = mdb_put(t->txn, t->st->dbi[db], &k, &v, flags);
 	if (rc == MDB_KEYEXIST)
 		return SC_ERR_EXISTS;

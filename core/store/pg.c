@@ -294,11 +294,11 @@ static int read_result(sc_txn *t, int db, int one, const char *what, PGresult **
 			*rv = pg_err(t, pc->c, res, db, what);
 		PQclear(res);
 	} else if (one && strcmp(PQcmdTuples(res), "1") != 0) {
-		/* an append that found its sequence number taken */
+		/* a record that had to be new found its key taken */
 		if (*rv == SC_OK)
 			*rv = t->err =
 				sc_error_set(SC_ERR_EXISTS,
-					     "store %s: table '%s': a record to append "
+					     "store %s: table '%s': a record that must be new "
 					     "already exists: the transaction was not applied",
 					     t->st->pg->schema, sc_dbs[db].name);
 		PQclear(res);
@@ -706,8 +706,9 @@ int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 
 /*
  * A write whose outcome nothing branches on is queued, not waited for: a
- * plain put or delete, and an append to a sequence (which must add a row:
- * that is checked when its result is read, and fails the transaction).
+ * plain put or delete, and an append to a sequence or an SC_PUT_NEW (which
+ * must add a row: that is checked when its result is read, and fails the
+ * transaction).
  * An insert that may find its key taken is run at once, for its caller
  * decides on SC_ERR_EXISTS.
  */
@@ -718,15 +719,15 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 	PGresult *res = NULL;
 	int rv;
 
-	if (dup_db(db) && (flags & MDB_NOOVERWRITE))
+	if (dup_db(db) && (flags & (MDB_NOOVERWRITE | SC_PUT_NEW)))
 		s = ST_INSERT_KEY;
-	else if (dup_db(db) || (flags & (MDB_NOOVERWRITE | MDB_APPEND)))
+	else if (dup_db(db) || (flags & (MDB_NOOVERWRITE | MDB_APPEND | SC_PUT_NEW)))
 		s = ST_INSERT;
 	else
 		s = ST_PUT;
 	if (!(flags & (MDB_NOOVERWRITE | MDB_NODUPDATA))) {
 		rv = queue_stmt(t, db, s, key, klen, val, vlen, "writing");
-		if (rv == SC_OK && (flags & MDB_APPEND))
+		if (rv == SC_OK && (flags & (MDB_APPEND | SC_PUT_NEW)))
 			t->pg->qone[t->pg->queued - 1] = 1;
 		return rv == SC_OK ? changed(t, db, key, klen) : rv;
 	}

@@ -21,7 +21,7 @@
 
 /* ---- users ------------------------------------------------------------ */
 
-/* Encode and store the user record (flags: MDB_NOOVERWRITE to add). */
+/* Encode and store the user record (flags: SC_PUT_NEW to add). */
 static int user_put(sc_txn *t, const sc_user *u, unsigned flags)
 {
 	struct sc_enc e;
@@ -51,10 +51,9 @@ int sc_store_user_add(sc_txn *t, const sc_user *u)
 				    (const char *)v.mv_data);
 	if (rv != SC_ERR_NOT_FOUND)
 		return rv;
-	if ((rv = user_put(t, u, MDB_NOOVERWRITE)) != SC_OK)
+	if ((rv = user_put(t, u, SC_PUT_NEW)) != SC_OK)
 		return rv;
-	return sc_put(t, SC_DB_IDHASH, u->id_hash, 32, u->user_id, strlen(u->user_id),
-		      MDB_NOOVERWRITE);
+	return sc_put(t, SC_DB_IDHASH, u->id_hash, 32, u->user_id, strlen(u->user_id), SC_PUT_NEW);
 }
 
 int sc_store_user_get(sc_txn *t, const char *user_id, sc_user *out)

@@ -144,8 +144,79 @@ static void test_server_crash(const char *dir)
 	sc_store_close(st);
 }
 
+static int key_present(sc_store *st, const char *id)
+{
+	sc_txn *t = NULL;
+	sc_key k;
+	int rc;
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK, "%s", sc_error_detail());
+	rc = sc_store_key_get(t, id, &k);
+	sc_txn_abort(t);
+	REQUIRE(rc == SC_OK || rc == SC_ERR_NOT_FOUND);
+	return rc == SC_OK;
+}
+
+/* A record that must be new is written without waiting (the writer lock
+ * makes its key free); should its key be taken all the same (here: index
+ * rows put in by SQL behind the store's back), the transaction fails whole
+ * at its commit, with what went wrong. */
+static void test_taken_key(const char *dir)
+{
+	static const unsigned char blob[48] = { 1, 2, 3 };
+	char path[512], sql[256];
+	sc_store *st = fresh_store(dir, "taken");
+	sc_txn *t = NULL;
+	sc_user u;
+	sc_key k;
+	PGconn *c;
+	PGresult *res;
+	int rc;
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_user(&u, "holder", 0x31);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	mk_key(&k, "k-first", "holder", blob, sizeof(blob));
+	CHECK_RC(sc_store_key_add(t, &k), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	/* the next key sequence numbers taken by rows nobody wrote through
+	 * the store */
+	snprintf(path, sizeof(path), "%s/taken", dir);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO t_%016llx.keyseq (k, v) SELECT int8send(n), 'intruder' "
+		 "FROM generate_series(%llu, %llu) AS n",
+		 (unsigned long long)sc_fnv1a(path, strlen(path)), (unsigned long long)k.seq + 1,
+		 (unsigned long long)k.seq + 4);
+	c = PQconnectdb("");
+	REQUIRE(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	res = PQexec(c, sql);
+	REQUIRE(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+	PQclear(res);
+	PQfinish(c);
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	mk_key(&k, "k-second", "holder", blob, sizeof(blob));
+	rc = sc_store_key_add(t, &k);
+	mk_user(&u, "bystander", 0x32);
+	if (rc == SC_OK)
+		rc = sc_store_user_add(t, &u);
+	if (rc == SC_OK)
+		rc = sc_txn_commit(t);
+	else
+		sc_txn_abort(t);
+	CHECK(rc == SC_ERR_EXISTS, "a taken sequence number gave %d", rc);
+	CHECK(strstr(sc_error_detail(), "keyseq") != NULL &&
+		      strstr(sc_error_detail(), "not applied") != NULL,
+	      "message: %s", sc_error_detail());
+	CHECK(!key_present(st, "k-second") && !user_present(st, "bystander"));
+	CHECK(key_present(st, "k-first"));
+	sc_store_close(st);
+}
+
 static const struct tcheck_case cases[] = {
 	TCASE_NAMED("lost-connection", test_lost_connection),
+	TCASE_NAMED("taken-key", test_taken_key),
 	TCASE_NAMED("server-crash", test_server_crash),
 };
 
