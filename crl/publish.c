@@ -841,7 +841,14 @@ int sc_crl_publish(sc_deploy *d, const sc_crl_publish_opts *o, sc_crl_publish_re
 	lc.nparts = np;
 	lc.collect = prev.valid;
 	lc.lh.head = prev.valid ? prev.full_seq : 0;
-	if ((rv = sc_store_revlog_iter(txn, prev.valid ? prev.full_seq : 0, log_cb, &lc)) != SC_OK)
+	/* With no publish before, nothing of the log is listed: only where it
+	 * ends is needed (a walk would look up every event's certificate, one
+	 * round trip each on PostgreSQL). */
+	if (!prev.valid)
+		rv = sc_store_revlog_last(txn, &lc.lh.head);
+	else
+		rv = sc_store_revlog_iter(txn, prev.full_seq, log_cb, &lc);
+	if (rv != SC_OK)
 		goto out;
 	if (lc.rv != SC_OK) {
 		rv = lc.rv;

@@ -271,7 +271,7 @@ int sc_due_ref(sc_txn *t, int db, const MDB_val *k, int64_t before, sc_serial *s
 
 int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_USERCERTS, { .cert = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_USERCERTS, { .cert = cb }, ctx, 0, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
@@ -280,7 +280,7 @@ int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void 
 
 int sc_store_cert_iter_expiring(sc_txn *t, int64_t before, sc_cert_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_EXPIRY, { .cert = cb }, ctx, before, 0 };
+	struct sc_rec_walk w = { SC_DB_EXPIRY, { .cert = cb }, ctx, before, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
@@ -289,7 +289,7 @@ int sc_store_cert_iter_expiring(sc_txn *t, int64_t before, sc_cert_cb cb, void *
 
 int sc_store_cert_iter(sc_txn *t, sc_cert_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_CERTS, { .cert = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_CERTS, { .cert = cb }, ctx, 0, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");

@@ -159,7 +159,7 @@ int sc_ref_key(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_key *ou
 
 int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_USERKEYS, { .key = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_USERKEYS, { .key = cb }, ctx, 0, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
@@ -168,7 +168,7 @@ int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *c
 
 int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_KEYSEQ, { .key = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_KEYSEQ, { .key = cb }, ctx, 0, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
@@ -177,7 +177,7 @@ int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 
 int sc_store_key_iter_group(sc_txn *t, uint32_t group, sc_key_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_GROUPKEYS, { .key = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_GROUPKEYS, { .key = cb }, ctx, 0, 0, 0 };
 	char g[9];
 
 	if (t == NULL || cb == NULL)

@@ -396,7 +396,8 @@ static int rec_call(sc_txn *t, const struct sc_rec_walk *w, const struct sc_walk
 	case SC_DB_REVLOG:
 		/* a deleted certificate's events stay in the log but are not
 		 * served: no delta CRL may list the serial again */
-		if ((rv = sc_cert_gone(t, &rec->r.l.serial, &gone)) != SC_OK || gone)
+		if (w->any_gone &&
+		    ((rv = sc_cert_gone(t, &rec->r.l.serial, &gone)) != SC_OK || gone))
 			return rv;
 		return w->cb.revlog(w->ctx, &rec->r.l);
 	case SC_DB_OCSPDUE:
@@ -418,8 +419,23 @@ static int rec_walk_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	return sc_cb_result(rec_call(t, w, &rec));
 }
 
+static int first_gone(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	(void)t;
+	(void)v;
+	*(int *)ctx = k->mv_size > 2 && memcmp(k->mv_data, SC_META_GONE, 2) == 0;
+	return 1;
+}
+
 int sc_rec_walk(sc_txn *t, struct sc_rec_walk *w, const void *start, size_t slen)
 {
+	int rv;
+
+	/* Deleted certificates are rare: look each event's up only when there
+	 * is one at all (a lookup per event is a round trip on PostgreSQL). */
+	if (w->db == SC_DB_REVLOG &&
+	    (rv = sc_walk(t, SC_DB_META, SC_META_GONE, 2, first_gone, &w->any_gone)) != SC_OK)
+		return rv;
 	return sc_walk(t, w->db, start, slen, rec_walk_one, w);
 }
 

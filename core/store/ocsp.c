@@ -85,7 +85,7 @@ int sc_store_ocsp_del(sc_txn *t, const sc_serial *serial)
 
 int sc_store_ocsp_iter_due(sc_txn *t, int64_t before, sc_ocsp_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_OCSPDUE, { .ocsp = cb }, ctx, before, 0 };
+	struct sc_rec_walk w = { SC_DB_OCSPDUE, { .ocsp = cb }, ctx, before, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");

@@ -514,35 +514,40 @@ static const struct {
 	[ST_DEL_PAIR] = { 2, "DELETE FROM @T WHERE k = $1 AND v = $2" },
 	[ST_DUPS] = { 1, "SELECT v FROM @T WHERE k = $1 ORDER BY v" },
 	[ST_LAST] = { 0, "SELECT k FROM @T ORDER BY k DESC LIMIT 1" },
-	[ST_FIRST] = { 0, "SELECT k, v FROM @T ORDER BY k, v LIMIT " SC_PG_WALK_BATCH_S },
-	[ST_FROM] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY k, v LIMIT "
+	[ST_FIRST] = { 0, "SELECT k, v FROM @T ORDER BY @O LIMIT " SC_PG_WALK_BATCH_S },
+	[ST_FROM] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY @O LIMIT "
 			 SC_PG_WALK_BATCH_S },
-	[ST_AFTER] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY k, v LIMIT "
+	[ST_AFTER] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY @O LIMIT "
 			  SC_PG_WALK_BATCH_S },
 	[ST_AFTER_DUP] = { 2, "SELECT k, v FROM @T WHERE (k, v) > ($1, $2) ORDER BY k, v LIMIT "
 			      SC_PG_WALK_BATCH_S },
-	[ST_FIRST1] = { 0, "SELECT k, v FROM @T ORDER BY k, v LIMIT 1" },
-	[ST_FROM1] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY k, v LIMIT 1" },
-	[ST_AFTER1] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY k, v LIMIT 1" },
+	[ST_FIRST1] = { 0, "SELECT k, v FROM @T ORDER BY @O LIMIT 1" },
+	[ST_FROM1] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY @O LIMIT 1" },
+	[ST_AFTER1] = { 1, "SELECT k, v FROM @T WHERE k > $1 ORDER BY @O LIMIT 1" },
 	[ST_AFTER1_DUP] = { 2, "SELECT k, v FROM @T WHERE (k, v) > ($1, $2) ORDER BY k, v LIMIT 1" },
 	[ST_NOTIFY] = { 1, "SELECT pg_notify('sc_ocsp_@S', encode($1, 'hex'))" },
 };
 /* clang-format on */
 
 /* The statement's text for table db: @T replaced by schema.table, @S by
- * the schema. */
+ * the schema, @O by the table's primary key (a walk's order: "k, v" for a
+ * dupsort table; "k" alone otherwise, which the key's index gives as it
+ * is, whatever the planner knows of the table). */
 static void stmt_text(const struct sc_pg *pg, int db, enum pg_stmt s, char *out, size_t cap)
 {
 	const char *p = stmts[s].sql;
 	size_t n = 0;
 
 	while (*p != '\0' && n + 1 < cap) {
-		if (p[0] == '@' && (p[1] == 'T' || p[1] == 'S')) {
+		if (p[0] == '@' && (p[1] == 'T' || p[1] == 'S' || p[1] == 'O')) {
 			if (p[1] == 'T')
 				n += (size_t)snprintf(out + n, cap - n, "%s.%s", pg->schema,
 						      sc_dbs[db].name);
-			else
+			else if (p[1] == 'S')
 				n += (size_t)snprintf(out + n, cap - n, "%s", pg->schema);
+			else
+				n += (size_t)snprintf(out + n, cap - n, "%s",
+						      dup_db(db) ? "k, v" : "k");
 			if (n >= cap)
 				n = cap - 1;
 			p += 2;
@@ -1216,6 +1221,15 @@ int sc_pg_copy_end(struct sc_pg_copy *cp, int ok)
 	}
 	if (PQenterPipelineMode(t->pg->c) != 1)
 		t->pg->broken = 1;
+	if (ok && rv == SC_OK) {
+		/* the planner's statistics of the table just filled: without them
+		 * it may not use the key's index */
+		char sql[160];
+
+		snprintf(sql, sizeof(sql), "ANALYZE %s.%s", t->st->pg->schema, sc_dbs[cp->db].name);
+		rv = exec_plain(t, sql, NULL, PGRES_COMMAND_OK, 0, &res, cp->db, "analysing");
+		PQclear(res);
+	}
 	if (!ok)
 		t->err = t->err ? t->err : SC_ERR_STORE;
 	free(cp);

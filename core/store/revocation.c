@@ -23,7 +23,7 @@
 
 int sc_store_revoked_iter(sc_txn *t, uint32_t partition, sc_revoked_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_REVOKED, { .revoked = cb }, ctx, 0, partition };
+	struct sc_rec_walk w = { SC_DB_REVOKED, { .revoked = cb }, ctx, 0, partition, 0 };
 	unsigned char pk[4];
 
 	if (t == NULL || cb == NULL)
@@ -34,7 +34,7 @@ int sc_store_revoked_iter(sc_txn *t, uint32_t partition, sc_revoked_cb cb, void 
 
 int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_REVLOG, { .revlog = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_REVLOG, { .revlog = cb }, ctx, 0, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");

@@ -107,7 +107,7 @@ int sc_ref_user(sc_txn *t, int db, const MDB_val *k, const MDB_val *v, sc_user *
 
 int sc_store_user_iter(sc_txn *t, const char *from, sc_user_cb cb, void *ctx)
 {
-	struct sc_rec_walk w = { SC_DB_USERS, { .user = cb }, ctx, 0, 0 };
+	struct sc_rec_walk w = { SC_DB_USERS, { .user = cb }, ctx, 0, 0, 0 };
 
 	if (t == NULL || cb == NULL)
 		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
