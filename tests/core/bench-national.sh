@@ -64,17 +64,17 @@ if [ ! -f "$W/filled" ]; then
   t=$(now)
   "$B/tests/ca/bench-fill" "$CONF" "$N" revoke-every=10 >"$W/fill.json"
   say "enrolment (bench-fill, LMDB): $(since "$t") s: $(cat "$W/fill.json")"
-  # the deployment as filled, to start again from (the checkpoints too:
-  # they vouch for the newest audit record)
-  cp "$CONF" "$W/smartcert-lmdb.conf"
-  rm -rf "$W/checkpoints-lmdb"
-  cp -a "$D/checkpoints" "$W/checkpoints-lmdb"
+  # the deployment as filled, to start again from: the checkpoints vouch
+  # for the newest audit record, and the token must still hold the group
+  # keys that step 6's revocations destroy (the LMDB store is not written
+  # after this: the run goes on in PostgreSQL)
+  mkdir -p "$W/as-filled"
+  cp -a "$CONF" "$D/checkpoints" "$D/hsm" "$W/as-filled/"
   touch "$W/filled"
 fi
 # each run has a server of its own: start again from the LMDB store
-cp "$W/smartcert-lmdb.conf" "$CONF"
-rm -rf "$D/checkpoints"
-cp -a "$W/checkpoints-lmdb" "$D/checkpoints"
+rm -rf "$D/checkpoints" "$D/hsm"
+cp -a "$W/as-filled/smartcert.conf" "$W/as-filled/checkpoints" "$W/as-filled/hsm" "$D/"
 say "LMDB store: $(du -sh "$D/store" | cut -f1)"
 
 # 2. into PostgreSQL
