@@ -11,12 +11,13 @@
 #      the issuing CA key in the HSM, a binding MAC and a keyed ID hash per
 #      resident), every tenth one revoked (keyCompromise) as it is added;
 #   2. `smartcert store migrate --to` the PostgreSQL server, which copies
-#      every entry and compares the two stores' digests; the deployment then
-#      runs on PostgreSQL;
+#      every entry and compares the two stores' digests, then VACUUM
+#      (ANALYZE); the deployment then runs on PostgreSQL;
 #   3. a full CRL publish, from PostgreSQL (/usr/bin/time -v);
 #   4. authorised P-256 signatures through the module and the signing
 #      service, over keys drawn at random among all the residents that are
-#      not revoked (bench-sign, 8 threads);
+#      not revoked (bench-sign, 8 threads), on LMDB before step 2 and on
+#      PostgreSQL after it;
 #   5. OCSP under load: NAT_OCSP_SERIALS certificates (90 % good, 10 %
 #      revoked, spread over the whole store), each asked once (signed on
 #      demand and stored), then wrk -c64 GET over all of them, every answer
@@ -77,6 +78,19 @@ rm -rf "$D/checkpoints" "$D/hsm"
 cp -a "$W/as-filled/smartcert.conf" "$W/as-filled/checkpoints" "$W/as-filled/hsm" "$D/"
 say "LMDB store: $(du -sh "$D/store" | cut -f1)"
 
+# authorised signatures/s through the module and the signing service
+sign_rate() {
+  SMARTCERT_BENCH_DIR=$D SMARTCERT_BENCH_FILLED=1 SMARTCERT_BENCH_REVOKED_EVERY=10 \
+    SMARTCERT_BENCH_MODULE_ONLY=1 SMARTCERT_BENCH_KEYS=$N SMARTCERT_BENCH_RSA_KEYS=1 \
+    SMARTCERT_BENCH_THREADS=8 SMARTCERT_BENCH_SIGS=$SIGS SMARTCERT_BENCH_WARM_RUNS=1 \
+    SMARTCERT_START_SIGND=1 SMARTCERT_SIGND_BIN=$B/tools/smartcert-signd \
+    SMARTCERT_PKCS11_MODULE=$B/pkcs11/libsmartcert-pkcs11.so "$B/tests/pkcs11/bench-sign" |
+    sed -n 's/^module P-256: \([0-9]*\) authorised.*/\1 sig\/s/p'
+}
+# the same on LMDB first, for the ratio at this scale
+rate=$(sign_rate)
+say "signatures through the module on LMDB (8 threads x $SIGS, keys at random over $N residents): $rate"
+
 # 2. into PostgreSQL
 {
   printf '[store]\nbackend = postgresql\npg_schema = national\n' >"$W/store-pg.conf"
@@ -91,6 +105,11 @@ s = re.sub(r"\[store\]\n(?:[^\[\n][^\n]*\n|\n)*", "[store]\nbackend = postgresql
 open(p, "w").write(s)
 PY
 }
+# what an operator does after a bulk load: the freshly copied tables
+# vacuumed and analysed now, not by autovacuum in the middle of the run
+t=$(now)
+psql -qc 'VACUUM (ANALYZE)'
+say "VACUUM (ANALYZE) after the load: $(since "$t") s"
 say "PostgreSQL database: $(psql -Atc 'SELECT pg_size_pretty(pg_database_size(current_database()))')"
 "$SC" store digest >"$W/digest-pg.json"
 say "store digest on PostgreSQL: $(cat "$W/digest-pg.json")"
@@ -102,12 +121,8 @@ crl=$(ls "$D"/crl/full.crl 2>/dev/null || ls "$D"/crl/*.crl | head -n 1)
 say "  $crl: $(stat -c %s "$crl") bytes, $(openssl crl -inform DER -in "$crl" -noout -text | grep -c 'Serial Number:') entries"
 
 # 4. signatures at random across all keys
-out=$(SMARTCERT_BENCH_DIR=$D SMARTCERT_BENCH_FILLED=1 SMARTCERT_BENCH_REVOKED_EVERY=10 \
-  SMARTCERT_BENCH_MODULE_ONLY=1 SMARTCERT_BENCH_KEYS=$N SMARTCERT_BENCH_RSA_KEYS=1 \
-  SMARTCERT_BENCH_THREADS=8 SMARTCERT_BENCH_SIGS=$SIGS SMARTCERT_BENCH_WARM_RUNS=1 \
-  SMARTCERT_START_SIGND=1 SMARTCERT_SIGND_BIN=$B/tools/smartcert-signd \
-  SMARTCERT_PKCS11_MODULE=$B/pkcs11/libsmartcert-pkcs11.so "$B/tests/pkcs11/bench-sign" | tail -n 1)
-say "signatures through the module (8 threads x $SIGS, keys at random over $N residents): $out"
+rate=$(sign_rate)
+say "signatures through the module on PostgreSQL (8 threads x $SIGS, keys at random over $N residents): $rate"
 
 # 5. OCSP under load
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -166,8 +181,13 @@ ocspd_pid=$!
 for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
 t=$(now)
 sed "s|^|http://127.0.0.1:$port|" "$W/ocsp-urls.txt" | xargs -P 8 -n 200 curl -sf >/dev/null
-say "first ask of each (signed on demand, stored): $(since "$t") s"
-sleep 2 # the writer thread stores the last batch
+# until the writer thread has stored every answer signed on demand
+for _ in $(seq 600); do
+  stored=$(curl -sf "http://127.0.0.1:$port/metrics" | sed -n 's/^smartcert_ocsp_presigned_total{event="stored"} //p')
+  [ "${stored:-0}" -ge "$(wc -l <"$W/ocsp-urls.txt")" ] && break
+  sleep 0.5
+done
+say "first ask of each (signed on demand), until all are stored: $(since "$t") s"
 # the answers a relying party gets, checked by openssl for a sample
 paste -d' ' "$W/ocsp-expect.txt" "$W/ocsp-urls.txt" | shuf -n 200 --random-source=<(yes) |
   while read -r want hexs path; do
