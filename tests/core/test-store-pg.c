@@ -33,14 +33,17 @@ static void cut_connections(void)
 	PQfinish(c);
 }
 
-static int user_present(sc_store *st, const char *id)
+/* Whether the store holds user id (key 0) or key id (key 1), read in a
+ * transaction of its own. */
+static int present(sc_store *st, int key, const char *id)
 {
 	sc_txn *t = NULL;
 	sc_user u;
+	sc_key k;
 	int rc;
 
 	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK, "%s", sc_error_detail());
-	rc = sc_store_user_get(t, id, &u);
+	rc = key ? sc_store_key_get(t, id, &k) : sc_store_user_get(t, id, &u);
 	sc_txn_abort(t);
 	REQUIRE(rc == SC_OK || rc == SC_ERR_NOT_FOUND);
 	return rc == SC_OK;
@@ -76,7 +79,7 @@ static void test_lost_connection(const char *dir)
 	rc = sc_txn_commit(t);
 	CHECK(rc == SC_ERR_STORE, "commit on a cut connection gave %d", rc);
 	CHECK(strstr(sc_error_detail(), "not applied") != NULL, "message: %s", sc_error_detail());
-	CHECK(!user_present(st, "cut1"));
+	CHECK(!present(st, 0, "cut1"));
 
 	/* cut between two writes: the next write fails, the whole is lost */
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
@@ -86,7 +89,7 @@ static void test_lost_connection(const char *dir)
 	mk_user(&u, "cut3", 0x13);
 	CHECK(sc_store_user_add(t, &u) != SC_OK);
 	CHECK(sc_txn_commit(t) != SC_OK);
-	CHECK(!user_present(st, "cut2") && !user_present(st, "cut3"));
+	CHECK(!present(st, 0, "cut2") && !present(st, 0, "cut3"));
 
 	/* idle pooled connections cut: the next transactions reconnect */
 	cut_connections();
@@ -98,7 +101,7 @@ static void test_lost_connection(const char *dir)
 	mk_user(&u, "after", 0x14);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
 	CHECK_RC(sc_txn_commit(t), SC_OK);
-	CHECK(user_present(st, "after"));
+	CHECK(present(st, 0, "after"));
 	sc_store_close(st);
 }
 
@@ -139,22 +142,9 @@ static void test_server_crash(const char *dir)
 	CHECK_RC(sc_store_counter_next(t, "crl-number", &v), SC_OK);
 	CHECK(v == 4, "after the crash the next CRL number is %" PRIu64 ", not 4", v);
 	CHECK_RC(sc_txn_commit(t), SC_OK);
-	CHECK(user_present(st, "before"));
-	CHECK(!user_present(st, "during"));
+	CHECK(present(st, 0, "before"));
+	CHECK(!present(st, 0, "during"));
 	sc_store_close(st);
-}
-
-static int key_present(sc_store *st, const char *id)
-{
-	sc_txn *t = NULL;
-	sc_key k;
-	int rc;
-
-	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK, "%s", sc_error_detail());
-	rc = sc_store_key_get(t, id, &k);
-	sc_txn_abort(t);
-	REQUIRE(rc == SC_OK || rc == SC_ERR_NOT_FOUND);
-	return rc == SC_OK;
 }
 
 /* A record that must be new is written without waiting (the writer lock
@@ -209,8 +199,8 @@ static void test_taken_key(const char *dir)
 	CHECK(strstr(sc_error_detail(), "keyseq") != NULL &&
 		      strstr(sc_error_detail(), "not applied") != NULL,
 	      "message: %s", sc_error_detail());
-	CHECK(!key_present(st, "k-second") && !user_present(st, "bystander"));
-	CHECK(key_present(st, "k-first"));
+	CHECK(!present(st, 1, "k-second") && !present(st, 0, "bystander"));
+	CHECK(present(st, 1, "k-first"));
 	sc_store_close(st);
 }
 
