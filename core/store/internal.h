@@ -277,7 +277,7 @@ struct sc_rec_walk {
 	void *ctx;
 	int64_t before;	    /* expiry, ocspdue: where the walk ends */
 	uint32_t partition; /* revoked: the one wanted, UINT32_MAX for all */
-	int any_gone;	    /* revlog: some certificate was ever deleted */
+	int any_gone;	    /* revlog: some certificate was ever deleted (-1: not asked) */
 };
 /* Walk w->db in key order from `start` (NULL = first). */
 int sc_rec_walk(sc_txn *t, struct sc_rec_walk *w, const void *start, size_t slen);

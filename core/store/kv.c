@@ -371,9 +371,26 @@ static int rec_read(sc_txn *t, const struct sc_rec_walk *w, const MDB_val *k, co
 	}
 }
 
+static int first_gone(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
+{
+	(void)t;
+	(void)v;
+	*(int *)ctx = k->mv_size > 2 && memcmp(k->mv_data, SC_META_GONE, 2) == 0;
+	return 1;
+}
+
+/* Whether any certificate was ever deleted.  They are rare: a walk of the
+ * revocation log looks each event's certificate up only when there is one
+ * (a lookup per event is a round trip on PostgreSQL). */
+static int any_gone(sc_txn *t, int *out)
+{
+	*out = 0;
+	return sc_walk(t, SC_DB_META, SC_META_GONE, 2, first_gone, out);
+}
+
 /* rec handed to the callback of its type; 0 passes over it, > 0 ends the
  * walk. */
-static int rec_call(sc_txn *t, const struct sc_rec_walk *w, const struct sc_walk_rec *rec)
+static int rec_call(sc_txn *t, struct sc_rec_walk *w, const struct sc_walk_rec *rec)
 {
 	int rv, gone;
 
@@ -396,6 +413,8 @@ static int rec_call(sc_txn *t, const struct sc_rec_walk *w, const struct sc_walk
 	case SC_DB_REVLOG:
 		/* a deleted certificate's events stay in the log but are not
 		 * served: no delta CRL may list the serial again */
+		if (w->any_gone < 0 && (rv = any_gone(t, &w->any_gone)) != SC_OK)
+			return rv;
 		if (w->any_gone &&
 		    ((rv = sc_cert_gone(t, &rec->r.l.serial, &gone)) != SC_OK || gone))
 			return rv;
@@ -410,7 +429,7 @@ static int rec_call(sc_txn *t, const struct sc_rec_walk *w, const struct sc_walk
 
 static int rec_walk_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 {
-	const struct sc_rec_walk *w = ctx;
+	struct sc_rec_walk *w = ctx;
 	struct sc_walk_rec rec;
 	int rv;
 
@@ -419,23 +438,11 @@ static int rec_walk_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	return sc_cb_result(rec_call(t, w, &rec));
 }
 
-static int first_gone(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
-{
-	(void)t;
-	(void)v;
-	*(int *)ctx = k->mv_size > 2 && memcmp(k->mv_data, SC_META_GONE, 2) == 0;
-	return 1;
-}
-
 int sc_rec_walk(sc_txn *t, struct sc_rec_walk *w, const void *start, size_t slen)
 {
-	int rv;
-
-	/* Deleted certificates are rare: look each event's up only when there
-	 * is one at all (a lookup per event is a round trip on PostgreSQL). */
-	if (w->db == SC_DB_REVLOG &&
-	    (rv = sc_walk(t, SC_DB_META, SC_META_GONE, 2, first_gone, &w->any_gone)) != SC_OK)
-		return rv;
+	/* asked at the first event, so that a walk that finds none (the
+	 * signing service's, every signature) costs nothing more */
+	w->any_gone = -1;
 	return sc_walk(t, w->db, start, slen, rec_walk_one, w);
 }
 

@@ -248,16 +248,11 @@ static int pg_connect(struct sc_pg *pg, struct sc_pgconn **out)
 	return SC_OK;
 }
 
-/* A transaction's connection: an idle one from the pool, else a new one. */
-static int txn_connect(sc_txn *t)
+/* A new connection for transaction t, in pipeline mode. */
+static int conn_new(sc_txn *t)
 {
 	int rv;
 
-	t->pg = pool_take(t->st->pg);
-	if (t->pg != NULL) {
-		t->pg->pooled = 1;
-		return SC_OK;
-	}
 	if ((rv = pg_connect(t->st->pg, &t->pg)) != SC_OK)
 		return rv;
 	if (PQenterPipelineMode(t->pg->c) != 1) {
@@ -266,6 +261,16 @@ static int txn_connect(sc_txn *t)
 		return sc_error_set(SC_ERR_STORE, "PostgreSQL: cannot enter pipeline mode (libpq "
 						  "14 or later is needed)");
 	}
+	return SC_OK;
+}
+
+/* A transaction's connection: an idle one from the pool, else a new one. */
+static int txn_connect(sc_txn *t)
+{
+	t->pg = pool_take(t->st->pg);
+	if (t->pg == NULL)
+		return conn_new(t);
+	t->pg->pooled = 1;
 	return SC_OK;
 }
 
@@ -425,9 +430,8 @@ int sc_pg_txn_begin(sc_txn *t)
 		conn_free(t->pg);
 		t->pg = NULL;
 		t->err = 0;
-		if ((rv = txn_connect(t)) != SC_OK)
+		if ((rv = conn_new(t)) != SC_OK)
 			return rv;
-		t->pg->pooled = 0;
 	}
 	conn_free(t->pg);
 	t->pg = NULL;
@@ -618,10 +622,8 @@ static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l
 		conn_free(t->pg);
 		t->pg = NULL;
 		t->err = 0;
-		if ((rv = pg_connect(t->st->pg, &t->pg)) != SC_OK)
+		if ((rv = conn_new(t)) != SC_OK)
 			return rv;
-		if (PQenterPipelineMode(t->pg->c) != 1)
-			return pg_err(t, t->pg->c, NULL, -1, what);
 		t->pg->lazy = 1;
 	}
 }
