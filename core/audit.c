@@ -93,11 +93,8 @@ static int audit_hash(const unsigned char prev[32], const unsigned char *body, s
 	return sc_audit_keyer.fn(sc_audit_keyer.ctx, parts, lens, 2, out);
 }
 
-static int audit_time_cb(void *ctx, const sc_audit_record *r)
-{
-	*(int64_t *)ctx = r->ev.time;
-	return 1;
-}
+static int audit_decode(uint64_t seq, const unsigned char *p, size_t len, sc_audit_record *r,
+			size_t *body_len);
 
 /* Head of the chain from store meta; *seq = 0 and zero hash when absent. */
 static int audit_head(sc_txn *txn, uint64_t *seq, unsigned char hash[32], int *present)
@@ -117,6 +114,12 @@ static int audit_head(sc_txn *txn, uint64_t *seq, unsigned char hash[32], int *p
 	*seq = get64(data);
 	memcpy(hash, (const unsigned char *)data + 8, 32);
 	return SC_OK;
+}
+
+void sc_audit_prefetch(sc_txn *txn)
+{
+	sc_store_meta_prefetch(txn, SC_AUDIT_HEAD);
+	sc_store_audit_last_prefetch(txn);
 }
 
 int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
@@ -145,15 +148,21 @@ int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq)
 				    "audit log holds %llu records but its head says %llu: the log was "
 				    "altered; run `smartcert audit verify` before continuing",
 				    (unsigned long long)last, (unsigned long long)hseq);
-	/* Record times never go backwards, whatever a clock does. */
+	/* Record times never go backwards, whatever a clock does.  (The last
+	 * record is read by its key: in a transaction that just appended it,
+	 * that costs PostgreSQL no round trip.) */
 	if (hseq > 0) {
-		int64_t prev_time = 0;
+		sc_audit_record r;
+		const void *p;
+		size_t plen, blen;
 
-		rv = sc_audit_iter(txn, hseq, audit_time_cb, &prev_time);
-		if (rv < 0)
+		rv = sc_store_audit_get(txn, hseq, &p, &plen);
+		if (rv == SC_OK)
+			rv = audit_decode(hseq, p, plen, &r, &blen);
+		if (rv != SC_OK)
 			return rv;
-		if (e.time < prev_time)
-			e.time = prev_time;
+		if (e.time < r.ev.time)
+			e.time = r.ev.time;
 	}
 	len = 1 + 8 + 8;
 	for (i = 0; i < SC_AUDIT_NFIELDS; i++) {

@@ -187,6 +187,11 @@ static int registry_scan(sc_txn *txn, line_cb cb, void *ctx, char **text)
 	return rc;
 }
 
+void sc_gateway_prefetch(sc_txn *txn)
+{
+	sc_store_meta_prefetch(txn, SC_GATEWAY_META);
+}
+
 int sc_gateway_get(sc_txn *txn, const char *name, char hash[SC_GATEWAY_HASH_MAX + 1],
 		   int64_t *created)
 {

@@ -49,6 +49,9 @@ void sc_audit_set_mac(sc_audit_mac_fn fn, void *ctx);
 
 /* Append `ev` in `txn`; *seq (may be NULL) receives its sequence number. */
 int sc_audit_append(sc_txn *txn, const sc_audit_event *ev, uint64_t *seq);
+/* What the first sc_audit_append of txn reads (the chain's head and where
+ * the log ends), asked for ahead (sc_store_meta_prefetch). */
+void sc_audit_prefetch(sc_txn *txn);
 
 /* A decoded record (pointers valid until the transaction ends). */
 typedef struct sc_audit_record {

@@ -42,6 +42,9 @@ int sc_gateway_add(sc_txn *txn, const char *name, const char *hash, int64_t crea
 int sc_gateway_remove(sc_txn *txn, const char *name);
 int sc_gateway_get(sc_txn *txn, const char *name, char hash[SC_GATEWAY_HASH_MAX + 1],
 		   int64_t *created);
+/* The registry read ahead, for a transaction about to call _get
+ * (sc_store_meta_prefetch). */
+void sc_gateway_prefetch(sc_txn *txn);
 typedef int (*sc_gateway_cb)(void *ctx, const char *name, int64_t created);
 /* Every gateway in registry order; a non-zero callback result stops. */
 int sc_gateway_iter(sc_txn *txn, sc_gateway_cb cb, void *ctx);

@@ -96,6 +96,12 @@ int sc_txn_begin(sc_store *st, int mode, sc_txn **out);
 int sc_txn_commit(sc_txn *txn);     /* always frees txn */
 void sc_txn_abort(sc_txn *txn);     /* NULL-safe, frees txn */
 
+/* Prefetch (sc_store_*_prefetch): reads about to be made in txn, asked
+ * for ahead.  On PostgreSQL they go to the server together with the next
+ * read, one round trip for all, and are then read with the usual _get at
+ * no cost (a record read twice in one transaction is fetched once in any
+ * case).  Only a hint: LMDB ignores it, and a failure shows in the _get. */
+
 /* ---- users ---------------------------------------------------------- */
 
 typedef struct sc_user {
@@ -179,6 +185,10 @@ typedef struct sc_keyfail {
 int sc_store_keyfail_get(sc_txn *txn, const char *key_id, sc_keyfail *out);
 int sc_store_keyfail_put(sc_txn *txn, const char *key_id, const sc_keyfail *f);
 int sc_store_keyfail_clear(sc_txn *txn, const char *key_id);
+/* Prefetch the key record and its failure counter; what is read to decide
+ * whether k may sign now (its failure counter, owner and certificate). */
+void sc_store_key_prefetch(sc_txn *txn, const char *key_id);
+void sc_store_key_state_prefetch(sc_txn *txn, const sc_key *k);
 
 /* ---- certificates ---------------------------------------------------- */
 
@@ -269,6 +279,9 @@ int sc_store_revlog_iter(sc_txn *txn, uint64_t after_seq, sc_revlog_cb cb, void 
  * certificates' events included: a reader that only needs to know where the
  * log ends starts from here. */
 int sc_store_revlog_last(sc_txn *txn, uint64_t *seq);
+/* Prefetch the first events an iter from after_seq will return (a read
+ * transaction's). */
+void sc_store_revlog_prefetch(sc_txn *txn, uint64_t after_seq);
 
 /* ---- counters and metadata -------------------------------------------- */
 
@@ -286,6 +299,7 @@ int sc_store_meta_get(sc_txn *txn, const char *name, const void **data, size_t *
 int sc_store_meta_find(sc_txn *txn, const char *name, const void **data, size_t *len,
 		       int *present);
 int sc_store_meta_del(sc_txn *txn, const char *name);
+void sc_store_meta_prefetch(sc_txn *txn, const char *name); /* see Prefetch */
 
 /* ---- replay cache (S5, S7) --------------------------------------------- */
 
@@ -295,6 +309,7 @@ int sc_store_replay_get(sc_txn *txn, const unsigned char *token_id, size_t len,
 			uint32_t *uses, int64_t *expires);
 int sc_store_replay_put(sc_txn *txn, const unsigned char *token_id, size_t len,
 			uint32_t uses, int64_t expires);
+void sc_store_replay_prefetch(sc_txn *txn, const unsigned char *token_id, size_t len);
 /* Delete records with expires < now; at most `max` (0 = all). */
 int sc_store_replay_purge(sc_txn *txn, int64_t now, size_t max, size_t *purged);
 
@@ -319,6 +334,7 @@ int sc_store_ocsp_iter_due(sc_txn *txn, int64_t before, sc_ocsp_cb cb, void *ctx
 int sc_store_audit_append(sc_txn *txn, const void *rec, size_t len, uint64_t *seq);
 int sc_store_audit_get(sc_txn *txn, uint64_t seq, const void **rec, size_t *len);
 int sc_store_audit_last(sc_txn *txn, uint64_t *seq);  /* 0 if empty */
+void sc_store_audit_last_prefetch(sc_txn *txn);       /* see Prefetch */
 typedef int (*sc_audit_raw_cb)(void *ctx, uint64_t seq, const void *rec, size_t len);
 int sc_store_audit_iter(sc_txn *txn, uint64_t from_seq, sc_audit_raw_cb cb, void *ctx);
 

@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "internal.h"
+#include "sc_gateway.h"
 #include "sc_util.h"
 
 void sd_commit_init(void)
@@ -109,6 +110,23 @@ static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 				    "signature withheld";
 			return sc_audit_append(txn, &ev, NULL);
 		}
+		/* The gateway's registration too (a C_Sign is not checked on
+		 * arrival, only its C_SignInit): removed first, it is refused. */
+		if (c->gateway != NULL) {
+			char hash[SC_GATEWAY_HASH_MAX + 1];
+
+			rc = sc_gateway_get(txn, c->gateway, hash, NULL);
+			if (rc != SC_OK && rc != SC_ERR_NOT_FOUND)
+				return rc;
+			if (rc == SC_ERR_NOT_FOUND) {
+				c->result = SC_ERR_PERMISSION;
+				ev.kind = "sign-refused";
+				ev.outcome = sc_errname(c->result);
+				ev.detail = "gateway removed before the signature was recorded; "
+					    "signature withheld";
+				return sc_audit_append(txn, &ev, NULL);
+			}
+		}
 		if (uses >= c->max_uses) {
 			/* Spent by another thread or process since C_Login. */
 			c->result = c->max_uses == 1 ? SC_ERR_TOKEN_REPLAY : SC_ERR_TOKEN_SPENT;
@@ -166,6 +184,25 @@ static int commit_batch(struct sd_commit *batch)
 	rc = sc_txn_begin(sd.dep->store, SC_TXN_WRITE, &txn);
 	if (rc != SC_OK)
 		return rc;
+	/* What every record reads, in one round trip on PostgreSQL (the key's
+	 * owner and certificate as they were at C_SignInit: a renewal since
+	 * costs one more). */
+	sc_audit_prefetch(txn);
+	for (c = batch; c != NULL; c = c->next)
+		if (c->kind == SD_COMMIT_SIGN) {
+			sc_key k;
+
+			memset(&k, 0, sizeof(k));
+			k.key_id = c->fail_key;
+			k.user_id = c->ev.user_id;
+			if (c->serial != NULL)
+				k.cert_serial = *c->serial;
+			sc_store_replay_prefetch(txn, c->token_id, c->token_id_len);
+			sc_store_key_prefetch(txn, c->fail_key);
+			sc_store_key_state_prefetch(txn, &k);
+			if (c->gateway != NULL)
+				sc_gateway_prefetch(txn);
+		}
 	for (c = batch; c != NULL; c = c->next) {
 		rc = commit_apply(txn, c, now);
 		if (rc != SC_OK) {

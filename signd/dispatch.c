@@ -256,7 +256,12 @@ int sd_dispatch(struct sd_session *s, const unsigned char *body, size_t len,
 		free(r);
 		return SD_DISPATCH_CLOSE;
 	}
-	if (s->app != NULL)
+	/* The gateway's registration, read again at every call but those that
+	 * carry on a signature: the transaction that records it checks
+	 * (commit.c), and PostgreSQL spares a round trip each. */
+	if (s->app != NULL &&
+	    !(s->sign.active && (r->op == SC_OP_LOGIN || r->op == SC_OP_SIGN ||
+				 r->op == SC_OP_SIGN_UPDATE || r->op == SC_OP_SIGN_FINAL)))
 		sd_session_refresh(s);
 	ret = ops[r->op](s, r, out);
 	if (ret != SD_DISPATCH_CLOSE && !sc_wire_out_finish(out))

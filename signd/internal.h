@@ -129,6 +129,10 @@ struct sd_commit {
 	 * the transaction that records it (a revocation committed first
 	 * wins). */
 	uint64_t key_seq;
+	const sc_serial *serial;       /* SIGN: the key's certificate as of
+	                                * C_SignInit (to read ahead; may be NULL) */
+	const char *gateway;           /* SIGN: the gateway it is for, which must
+	                                * still be registered (NULL: none) */
 	int deposit;                   /* SIGN: drop the key's spent deposits */
 	/* DEPOSIT: fail_key is the key, token_id/max_uses/expires the token */
 	const char *dep_consumer, *dep_depositor;
@@ -255,6 +259,9 @@ int sd_gateway_deposits(const char *gateway);
 int sd_kc_init(size_t cap);
 void sd_kc_flush(sc_hsm *hsm);
 int sd_kc_acquire(sc_hsm *hsm, sc_txn *txn, const sc_key *k, sc_hsm_key **hk, void **ref);
+/* What sd_kc_acquire will read of the revocation log, asked for ahead
+ * (sc_store_revlog_prefetch). */
+void sd_kc_prefetch(sc_txn *txn);
 void sd_kc_release(sc_hsm *hsm, void *ref, sc_hsm_key *hk);
 void sd_kc_forget(void *ref);
 void sd_kc_evict(sc_hsm *hsm, const char *key_id);

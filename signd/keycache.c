@@ -236,6 +236,21 @@ static void kc_sweep(sc_hsm *hsm, sc_txn *txn)
 	}
 }
 
+void sd_kc_prefetch(sc_txn *txn)
+{
+	uint64_t seen;
+	int known;
+
+	if (kc.cap == 0)
+		return;
+	pthread_mutex_lock(&kc.lock);
+	seen = kc.rev_seen;
+	known = kc.rev_known;
+	pthread_mutex_unlock(&kc.lock);
+	if (known)
+		sc_store_revlog_prefetch(txn, seen);
+}
+
 int sd_kc_init(size_t cap)
 {
 	pthread_mutex_init(&kc.lock, NULL);

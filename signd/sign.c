@@ -125,6 +125,7 @@ int sd_key_state_check(sc_txn *txn, const sc_key *k, int64_t now)
 
 	if (k->state != SC_KEY_ACTIVE || k->blob_len == 0)
 		return sc_error_set(SC_ERR_REVOKED, "key %s was destroyed", k->key_id);
+	sc_store_key_state_prefetch(txn, k);
 	if ((rc = sc_store_keyfail_get(txn, k->key_id, &kf)) != SC_OK)
 		return rc;
 	if (kf.locked_until > now)
@@ -364,6 +365,8 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 	rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
 	if (rc != SC_OK)
 		return sd_ckr(rc);
+	if (vrc == SC_OK)
+		sc_store_replay_prefetch(txn, g->tok.token_id, g->tok.token_id_len);
 	/* A locked key says so whatever the token (S9). */
 	rc = sc_store_keyfail_get(txn, g->key_id, &kf);
 	if (rc == SC_OK && kf.locked_until > now) {
@@ -506,7 +509,17 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 		rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
 		if (rc != SC_OK)
 			return sign_refuse(s, rc, 0, digest, dlen, "cannot read the store");
-		/* S10 and S9 again, now: an officer may have acted since C_SignInit. */
+		/* S10 and S9 again, now: an officer may have acted since C_SignInit.
+		 * Everything read here goes in one round trip on PostgreSQL: the
+		 * key, and what its state check and the key cache read, as of
+		 * C_SignInit (a renewal since costs one more). */
+		memset(&k, 0, sizeof(k));
+		k.key_id = g->key_id;
+		k.user_id = g->user_id;
+		k.cert_serial = g->serial;
+		sc_store_key_prefetch(txn, g->key_id);
+		sc_store_key_state_prefetch(txn, &k);
+		sd_kc_prefetch(txn);
 		rc = sc_store_key_get(txn, g->key_id, &k);
 		if (rc == SC_ERR_NOT_FOUND || (rc == SC_OK && k.seq != g->seq))
 			rc = sc_error_set(SC_ERR_REVOKED, "key %s no longer exists", g->key_id);
@@ -560,6 +573,8 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	c.expires = g->tok.not_after + sd.max_skew;
 	c.fail_key = g->key_id;
 	c.key_seq = g->seq;
+	c.gateway = s->gateway[0] != '\0' ? s->gateway : NULL;
+	c.serial = &g->serial;
 	c.deposit = g->deposit;
 	c.ev.kind = "sign";
 	c.ev.actor = s->actor;
@@ -582,6 +597,10 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 		    rc == SC_ERR_STATE)
 			sd_kc_evict(hsm, g->key_id);
 		sd_sign_clear(g);
+		if (rc == SC_ERR_PERMISSION) {
+			sd_session_refresh(s); /* the gateway was removed: log it out */
+			return CKR_USER_NOT_LOGGED_IN;
+		}
 		return sd_ckr(rc);
 	}
 	memcpy(out, sig, siglen);

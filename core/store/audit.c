@@ -41,6 +41,12 @@ int sc_store_audit_last(sc_txn *t, uint64_t *seq)
 	return rv;
 }
 
+void sc_store_audit_last_prefetch(sc_txn *t)
+{
+	if (t != NULL && !t->audit_known)
+		sc_last_prefetch(t, SC_DB_AUDIT);
+}
+
 int sc_store_audit_append(sc_txn *t, const void *rec, size_t len, uint64_t *seq)
 {
 	unsigned char sk[8];

@@ -58,11 +58,12 @@ struct sc_txn {
 	sc_store *st;
 	MDB_txn *txn;
 	int write;
-	int err;	      /* sticky store error of a write transaction */
-	int transient;	      /* a walk's callback keeps no value (pg.c frees each batch) */
-	int audit_known;      /* audit_last holds the log's last sequence number */
-	uint64_t audit_last;  /* ...as this transaction sees it (audit.c) */
-	struct sc_pgconn *pg; /* a PostgreSQL store's connection, held until the end */
+	int err;		/* sticky store error of a write transaction */
+	int transient;		/* a walk's callback keeps no value (pg.c frees each batch) */
+	int audit_known;	/* audit_last holds the log's last sequence number */
+	uint64_t audit_last;	/* ...as this transaction sees it (audit.c) */
+	struct sc_pgconn *pg;	/* a PostgreSQL store's connection, held until the end */
+	struct sc_pgrows *rows; /* ...and the rows read on it (pg.c) */
 	struct sc_arena_chunk *arena;
 	sc_txn *next; /* read cache link */
 };
@@ -113,6 +114,9 @@ int sc_pg_txn_begin(sc_txn *t);
 int sc_pg_txn_end(sc_txn *t, int commit);
 void sc_pg_close(struct sc_pg *pg);
 int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v);
+void sc_pg_prefetch(sc_txn *t, int db, const void *key, size_t klen);
+void sc_pg_walk_prefetch(sc_txn *t, int db, const void *start, size_t slen);
+void sc_pg_last_prefetch(sc_txn *t, int db);
 int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
 	      unsigned flags);
 int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen);
@@ -132,6 +136,13 @@ int sc_pg_size(sc_txn *t, uint64_t *bytes);
 /* kv.c */
 int sc_check_write(sc_txn *t);
 int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v);
+/* A read about to be made, asked for ahead: PostgreSQL sends it with the
+ * next round trip (sc_store_*_prefetch); LMDB has nothing to gain. */
+void sc_prefetch(sc_txn *t, int db, const void *key, size_t klen);
+/* ...and a walk from start, its first batch (a read transaction's). */
+void sc_walk_prefetch(sc_txn *t, int db, const void *start, size_t slen);
+/* ...and the table's last key (sc_last_seq). */
+void sc_last_prefetch(sc_txn *t, int db);
 /* flags: LMDB's (MDB_NOOVERWRITE, MDB_NODUPDATA, MDB_APPEND), or SC_PUT_NEW:
  * a key the caller has already found absent, or a sequence number it holds
  * the writer lock for, so that it takes no decision on the outcome.  LMDB

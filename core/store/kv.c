@@ -66,6 +66,24 @@ int sc_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 	return hold_value(t, v);
 }
 
+void sc_prefetch(sc_txn *t, int db, const void *key, size_t klen)
+{
+	if (t != NULL && t->st->pg != NULL)
+		sc_pg_prefetch(t, db, key, klen);
+}
+
+void sc_last_prefetch(sc_txn *t, int db)
+{
+	if (t != NULL && t->st->pg != NULL)
+		sc_pg_last_prefetch(t, db);
+}
+
+void sc_walk_prefetch(sc_txn *t, int db, const void *start, size_t slen)
+{
+	if (t != NULL && t->st->pg != NULL)
+		sc_pg_walk_prefetch(t, db, start, slen);
+}
+
 int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
 	   unsigned flags)
 {

@@ -137,6 +137,14 @@ int sc_store_meta_get(sc_txn *t, const char *name, const void **data, size_t *le
 	return SC_OK;
 }
 
+void sc_store_meta_prefetch(sc_txn *t, const char *name)
+{
+	char mk[SC_NAME_MAX + 8];
+
+	if (t != NULL && t->st->pg != NULL && meta_name("m/", name, mk, sizeof(mk)) == SC_OK)
+		sc_prefetch(t, SC_DB_META, mk, strlen(mk));
+}
+
 int sc_store_meta_find(sc_txn *t, const char *name, const void **data, size_t *len, int *present)
 {
 	int rv = sc_store_meta_get(t, name, data, len);

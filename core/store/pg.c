@@ -60,9 +60,11 @@ struct sc_pgconn {
 	int lazy;   /* a read transaction whose BEGIN has not been sent yet */
 	int pooled; /* taken from the pool by this transaction */
 	int synced; /* this transaction has read a result back */
+	int wrote;  /* ...or sent a write */
 	int broken; /* a statement failed: never returned to the pool */
 	signed char qdb[SC_PG_QUEUE_MAX];    /* the table of each queued statement */
-	unsigned char qone[SC_PG_QUEUE_MAX]; /* ...and whether it must add a row */
+	unsigned char qone[SC_PG_QUEUE_MAX]; /* ...whether it must add a row */
+	short qrow[SC_PG_QUEUE_MAX];	     /* ...and the row read it fills, or -1 */
 	uint32_t prepared[SC_DB_COUNT];	     /* bit s: statement s on that table */
 };
 
@@ -77,6 +79,57 @@ struct sc_pg {
 	struct sc_pgconn *idle[SC_PG_POOL_MAX];
 	size_t nidle;
 };
+
+/*
+ * The rows a transaction has read, by table and key, for the tables with
+ * one value per key.  A row read again is answered from here: a read
+ * transaction sees one snapshot, and a write transaction holds the store's
+ * write lock, so only its own writes could change what it reads: each of
+ * those sets the row to what it wrote, or forgets it when the outcome is
+ * the server's to decide.  A row may also be asked for ahead
+ * (sc_pg_prefetch): its statement goes out with the next round trip, so
+ * that reads a caller knows it will make cost one round trip together.
+ */
+#define SC_PG_ROWS_MAX 128
+
+enum pg_row_state {
+	ROW_FREE,
+	ROW_PENDING,
+	ROW_FOUND,
+	ROW_ABSENT
+};
+
+struct sc_pgrow {
+	unsigned char state; /* enum pg_row_state */
+	unsigned char last;  /* not a key's value: the table's last key (ST_LAST) */
+	signed char db;
+	short qi; /* ROW_PENDING: its statement's place in the queue */
+	size_t klen, vlen;
+	unsigned char *kv; /* the key, then the value */
+};
+
+enum pg_walk_state {
+	WALK_NONE,
+	WALK_PENDING,
+	WALK_READY
+};
+
+struct sc_pgrows {
+	int n; /* slots in use at the front, free or not */
+	struct sc_pgrow row[SC_PG_ROWS_MAX];
+	/* the first batch of one walk, asked for ahead (sc_pg_walk_prefetch);
+	 * its queue entry is marked ROW_Q_WALK */
+	struct {
+		unsigned char state; /* enum pg_walk_state */
+		signed char db;
+		short qi;
+		size_t slen;
+		unsigned char start[64];
+		PGresult *res;
+	} walk;
+};
+
+#define ROW_Q_WALK (-2) /* qrow[]: the walk asked for ahead */
 
 static int dup_db(int db)
 {
@@ -193,7 +246,7 @@ static void pool_give(struct sc_pg *pg, struct sc_pgconn *c)
 		return;
 	if (!c->broken && PQstatus(c->c) == CONNECTION_OK &&
 	    (c->ended || PQtransactionStatus(c->c) == PQTRANS_IDLE)) {
-		c->pooled = c->synced = c->lazy = 0;
+		c->pooled = c->synced = c->wrote = c->lazy = 0;
 		pthread_mutex_lock(&pg->lock);
 		if (pg->nidle < SC_PG_POOL_MAX) {
 			pg->idle[pg->nidle++] = c;
@@ -274,6 +327,183 @@ static int txn_connect(sc_txn *t)
 	return SC_OK;
 }
 
+/* ---- rows read ---------------------------------------------------------- */
+
+static struct sc_pgrow *row_find_of(sc_txn *t, int db, int last, const void *key, size_t klen)
+{
+	struct sc_pgrows *r = t->rows;
+	int i;
+
+	for (i = 0; r != NULL && i < r->n; i++) {
+		struct sc_pgrow *w = &r->row[i];
+
+		if (w->state != ROW_FREE && w->db == db && w->last == last && w->klen == klen &&
+		    memcmp(w->kv, key, klen) == 0)
+			return w;
+	}
+	return NULL;
+}
+
+static struct sc_pgrow *row_find(sc_txn *t, int db, const void *key, size_t klen)
+{
+	return row_find_of(t, db, 0, key, klen);
+}
+
+/* A slot for (db, key), the key copied in, or NULL when none is left. */
+static struct sc_pgrow *row_new(sc_txn *t, int db, const void *key, size_t klen)
+{
+	struct sc_pgrows *r = t->rows;
+	struct sc_pgrow *w = NULL;
+	int i;
+
+	if (r == NULL && (r = t->rows = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	for (i = 0; i < r->n && w == NULL; i++)
+		if (r->row[i].state == ROW_FREE)
+			w = &r->row[i];
+	if (w == NULL && r->n < SC_PG_ROWS_MAX)
+		w = &r->row[r->n++];
+	if (w == NULL || (w->kv = malloc(klen ? klen : 1)) == NULL)
+		return NULL;
+	memcpy(w->kv, key, klen);
+	w->db = (signed char)db;
+	w->last = 0;
+	w->klen = klen;
+	w->vlen = 0;
+	w->qi = -1;
+	w->state = ROW_ABSENT;
+	return w;
+}
+
+static void row_drop(sc_txn *t, struct sc_pgrow *w)
+{
+	if (w->state == ROW_PENDING && w->qi >= 0 && t->pg != NULL)
+		t->pg->qrow[w->qi] = -1;
+	free(w->kv);
+	memset(w, 0, sizeof(*w));
+}
+
+/* What a read of the row returned (no row: absent).  0: out of memory. */
+static int row_fill(struct sc_pgrow *w, const PGresult *res)
+{
+	unsigned char *kv;
+	size_t n;
+
+	if (PQntuples(res) == 0) {
+		w->state = ROW_ABSENT;
+		return 1;
+	}
+	n = (size_t)PQgetlength(res, 0, 0);
+	if ((kv = malloc(w->klen + n + 1)) == NULL)
+		return 0;
+	memcpy(kv, w->kv, w->klen);
+	memcpy(kv + w->klen, PQgetvalue(res, 0, 0), n);
+	free(w->kv);
+	w->kv = kv;
+	w->vlen = n;
+	w->state = ROW_FOUND;
+	return 1;
+}
+
+/* A table's last key read: its value came along (ST_LAST), and is what a
+ * read of that key would return (the audit log's last record is read at
+ * every append).  Kept unless the row is known already. */
+static void row_last(sc_txn *t, const struct sc_pgrow *w, const PGresult *res)
+{
+	struct sc_pgrow *x;
+	unsigned char *kv;
+	size_t kl, vl;
+
+	if (!w->last || dup_db(w->db) || PQntuples(res) != 1 || PQnfields(res) != 2)
+		return;
+	kl = (size_t)PQgetlength(res, 0, 0);
+	vl = (size_t)PQgetlength(res, 0, 1);
+	if (row_find(t, w->db, PQgetvalue(res, 0, 0), kl) != NULL ||
+	    (x = row_new(t, w->db, PQgetvalue(res, 0, 0), kl)) == NULL)
+		return;
+	if ((kv = malloc(kl + vl + 1)) == NULL) {
+		row_drop(t, x);
+		return;
+	}
+	memcpy(kv, x->kv, kl);
+	memcpy(kv + kl, PQgetvalue(res, 0, 1), vl);
+	free(x->kv);
+	x->kv = kv;
+	x->vlen = vl;
+	x->state = ROW_FOUND;
+}
+
+/* The row's value, copied into the arena as any value read is. */
+static int row_hand(sc_txn *t, const struct sc_pgrow *w, MDB_val *v)
+{
+	if (w->state == ROW_ABSENT)
+		return SC_ERR_NOT_FOUND;
+	v->mv_size = w->vlen;
+	v->mv_data = sc_arena_alloc(t, w->vlen ? w->vlen : 1);
+	if (v->mv_data == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory reading the store");
+	memcpy(v->mv_data, w->kv + w->klen, w->vlen);
+	return SC_OK;
+}
+
+/* A write to (db, key) in this transaction: what was read of it is stale. */
+static void row_forget(sc_txn *t, int db, const void *key, size_t klen)
+{
+	struct sc_pgrow *w = row_find(t, db, key, klen);
+
+	if (w != NULL)
+		row_drop(t, w);
+}
+
+/* Any write to db: where the table ends may have moved. */
+static void row_forget_last(sc_txn *t, int db)
+{
+	struct sc_pgrow *w = row_find_of(t, db, 1, "", 0);
+
+	if (w != NULL)
+		row_drop(t, w);
+}
+
+/* A write this transaction made to (db, key) whose outcome is known: what
+ * a read would now return.  val NULL: the row is gone. */
+static void row_wrote(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct sc_pgrow *w = row_find(t, db, key, klen);
+	unsigned char *kv;
+
+	if (w == NULL && (w = row_new(t, db, key, klen)) == NULL)
+		return;
+	if (w->state == ROW_PENDING && w->qi >= 0 && t->pg != NULL)
+		t->pg->qrow[w->qi] = -1; /* what it will bring is older */
+	if (val == NULL) {
+		w->state = ROW_ABSENT;
+		return;
+	}
+	if ((kv = malloc(w->klen + vlen + 1)) == NULL) {
+		row_drop(t, w);
+		return;
+	}
+	memcpy(kv, w->kv, w->klen);
+	memcpy(kv + w->klen, val, vlen);
+	free(w->kv);
+	w->kv = kv;
+	w->vlen = vlen;
+	w->state = ROW_FOUND;
+}
+
+static void rows_free(sc_txn *t)
+{
+	int i;
+
+	if (t->rows == NULL)
+		return;
+	for (i = 0; i < t->rows->n; i++)
+		free(t->rows->row[i].kv);
+	PQclear(t->rows->walk.res);
+	free(t->rows);
+	t->rows = NULL;
+}
+
 /* ---- the pipeline -------------------------------------------------------- */
 
 /* One statement's result, then the end of its results.  A failed
@@ -317,6 +547,20 @@ static int read_result(sc_txn *t, int db, int one, const char *what, PGresult **
 	return 1;
 }
 
+/* Rows asked for ahead whose results a failed round trip did not bring:
+ * still wanted (a retry on a new connection asks again), but no longer in
+ * any queue. */
+static void rows_unread(sc_txn *t)
+{
+	int i;
+
+	for (i = 0; t->rows != NULL && i < t->rows->n; i++)
+		if (t->rows->row[i].state == ROW_PENDING)
+			t->rows->row[i].qi = -1;
+	if (t->rows != NULL && t->rows->walk.state == WALK_PENDING)
+		t->rows->walk.state = WALK_NONE; /* the walk will ask itself */
+}
+
 /* The result of a sync point: PGRES_PIPELINE_SYNC. */
 static int read_sync(sc_txn *t, const char *what, int *rv)
 {
@@ -348,26 +592,46 @@ static int drain(sc_txn *t, PGresult **last, const char *what)
 	pc->queued = 0;
 	if (PQpipelineSync(pc->c) != 1) {
 		pc->broken = 1;
+		rows_unread(t);
 		return pg_err(t, pc->c, NULL, -1, what);
 	}
 	pc->synced = 1;
 	if (pc->ended) {
 		/* a read-only ROLLBACK cannot fail but with the connection */
 		pc->ended = 0;
-		if (!read_result(t, -1, 0, what, NULL, &rv) || !read_sync(t, what, &rv))
+		if (!read_result(t, -1, 0, what, NULL, &rv) || !read_sync(t, what, &rv)) {
+			rows_unread(t);
 			return rv;
+		}
 	}
 	for (i = 0; i < n; i++) {
-		int mine = i == n - 1 && last != NULL;
+		int mine = i == n - 1 && last != NULL, r = pc->qrow[i];
+		PGresult *row = NULL;
 
 		if (!read_result(t, pc->qdb[i], pc->qone[i],
 				 mine		 ? what :
 				 pc->qdb[i] >= 0 ? "writing" :
 						   what,
-				 mine && rv == SC_OK ? last : NULL, &rv))
-			return rv;
+				 rv != SC_OK ? NULL :
+				 mine	     ? last :
+				 r != -1     ? &row :
+					       NULL,
+				 &rv))
+			break;
+		if (row != NULL && r == ROW_Q_WALK) {
+			t->rows->walk.res = row;
+			t->rows->walk.state = WALK_READY;
+			row = NULL;
+		} else if (row != NULL && !row_fill(&t->rows->row[r], row)) {
+			row_drop(t, &t->rows->row[r]);
+		} else if (row != NULL) {
+			row_last(t, &t->rows->row[r], row);
+		}
+		PQclear(row);
 	}
-	read_sync(t, what, &rv);
+	if (i == n)
+		read_sync(t, what, &rv);
+	rows_unread(t);
 	if (rv != SC_OK && last != NULL && *last != NULL) {
 		PQclear(*last);
 		*last = NULL;
@@ -388,54 +652,46 @@ static int queue_sql(sc_txn *t, const char *sql, const char *what)
 		return pg_err(t, pc->c, NULL, -1, what);
 	}
 	pc->qone[pc->queued] = 0;
+	pc->qrow[pc->queued] = -1;
 	pc->qdb[pc->queued++] = -1;
 	return SC_OK;
 }
 
-/* A read transaction's BEGIN, sent with its first statement. */
-static int begin_read(sc_txn *t)
+/* A transaction's start, sent with its first statement: a read
+ * transaction's BEGIN; a write transaction's BEGIN and the store's write
+ * lock, which the server takes before it runs what follows. */
+static int begin_lazy(sc_txn *t)
 {
+	int rv;
+
 	if (!t->pg->lazy)
 		return SC_OK;
 	t->pg->lazy = 0;
-	return queue_sql(t, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-			 "starting a read transaction");
+	if (!t->write)
+		return queue_sql(t, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+				 "starting a read transaction");
+	if ((rv = queue_sql(t, "BEGIN ISOLATION LEVEL READ COMMITTED",
+			    "starting a write transaction")) != SC_OK)
+		return rv;
+	return queue_sql(t, t->st->pg->lock_write, "starting a write transaction");
 }
 
+/*
+ * Nothing is sent yet: PostgreSQL takes a read transaction's snapshot at
+ * its first statement, and a write transaction's lock goes out with its
+ * first statement too, which saves a round trip (a transaction that reads
+ * and writes nothing sends nothing).  A pooled connection found dead at a
+ * transaction's first round trip, before anything was written, is replaced
+ * and the statements sent again (conn_renew).
+ */
 int sc_pg_txn_begin(sc_txn *t)
 {
-	struct sc_pg *pg = t->st->pg;
 	int rv;
 
 	if ((rv = txn_connect(t)) != SC_OK)
 		return rv;
-	if (!t->write) {
-		/* PostgreSQL takes the snapshot at the first statement: the
-		 * BEGIN goes out with the first read */
-		t->pg->lazy = 1;
-		return SC_OK;
-	}
-	for (;;) {
-		if ((rv = queue_sql(t, "BEGIN ISOLATION LEVEL READ COMMITTED",
-				    "starting a write transaction")) == SC_OK &&
-		    (rv = queue_sql(t, pg->lock_write, "starting a write transaction")) == SC_OK)
-			rv = drain(t, NULL, "starting a write transaction");
-		if (rv == SC_OK)
-			return SC_OK;
-		/* An idle pooled connection dies with a server restart or a
-		 * failover: nothing was done in a transaction yet, so a fresh
-		 * connection may start it. */
-		if (!t->pg->pooled || PQstatus(t->pg->c) != CONNECTION_BAD)
-			break;
-		conn_free(t->pg);
-		t->pg = NULL;
-		t->err = 0;
-		if ((rv = conn_new(t)) != SC_OK)
-			return rv;
-	}
-	conn_free(t->pg);
-	t->pg = NULL;
-	return rv;
+	t->pg->lazy = 1;
+	return SC_OK;
 }
 
 int sc_pg_txn_end(sc_txn *t, int commit)
@@ -445,8 +701,10 @@ int sc_pg_txn_end(sc_txn *t, int commit)
 	PGresult *res = NULL;
 	int rv = SC_OK;
 
-	if (pc == NULL)
+	if (pc == NULL) {
+		rows_free(t);
 		return SC_OK;
+	}
 	if (pc->lazy) {
 		/* a read transaction that read nothing sent nothing */
 	} else if (!t->write && !pc->broken && pc->queued == 0) {
@@ -468,6 +726,7 @@ int sc_pg_txn_end(sc_txn *t, int commit)
 	} else if (commit) {
 		rv = t->err != 0 ? t->err : SC_ERR_STORE;
 	}
+	rows_free(t);
 	t->pg = NULL;
 	pool_give(pg, pc);
 	return rv;
@@ -517,7 +776,7 @@ static const struct {
 	[ST_DEL] = { 1, "DELETE FROM @T WHERE k = $1" },
 	[ST_DEL_PAIR] = { 2, "DELETE FROM @T WHERE k = $1 AND v = $2" },
 	[ST_DUPS] = { 1, "SELECT v FROM @T WHERE k = $1 ORDER BY v" },
-	[ST_LAST] = { 0, "SELECT k FROM @T ORDER BY k DESC LIMIT 1" },
+	[ST_LAST] = { 0, "SELECT k, v FROM @T ORDER BY k DESC LIMIT 1" }, /* v: see row_last */
 	[ST_FIRST] = { 0, "SELECT k, v FROM @T ORDER BY @O LIMIT " SC_PG_WALK_BATCH_S },
 	[ST_FROM] = { 1, "SELECT k, v FROM @T WHERE k >= $1 ORDER BY @O LIMIT "
 			 SC_PG_WALK_BATCH_S },
@@ -577,7 +836,7 @@ static int queue_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t 
 
 	if (pc->queued + 3 > SC_PG_QUEUE_MAX && (rv = drain(t, NULL, what)) != SC_OK)
 		return rv;
-	if ((rv = begin_read(t)) != SC_OK)
+	if ((rv = begin_lazy(t)) != SC_OK)
 		return rv;
 	/* libpq reads a NULL value as SQL NULL: an empty key is not one */
 	for (i = 0; i < 2; i++)
@@ -589,6 +848,7 @@ static int queue_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t 
 		if (PQsendPrepare(pc->c, name, sql, stmts[s].nparams, bytea) != 1)
 			goto lost;
 		pc->qone[pc->queued] = 0;
+		pc->qrow[pc->queued] = -1;
 		pc->qdb[pc->queued++] = (signed char)db;
 		/* a protocol-level statement outlives a rolled-back transaction;
 		 * one that failed to prepare breaks the connection */
@@ -597,11 +857,39 @@ static int queue_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t 
 	if (PQsendQueryPrepared(pc->c, name, stmts[s].nparams, vals, lens, fmts, 1) != 1)
 		goto lost;
 	pc->qone[pc->queued] = 0;
+	pc->qrow[pc->queued] = -1;
 	pc->qdb[pc->queued++] = (signed char)db;
 	return SC_OK;
 lost:
 	pc->broken = 1;
 	return pg_err(t, pc->c, NULL, db, what);
+}
+
+/* A transaction's connection found dead at its first round trip, before
+ * it wrote anything: a new one, with the transaction's start and the rows
+ * asked for ahead sent again on it. */
+static int conn_renew(sc_txn *t)
+{
+	int i, rv;
+
+	conn_free(t->pg);
+	t->pg = NULL;
+	t->err = 0;
+	if ((rv = conn_new(t)) != SC_OK)
+		return rv;
+	t->pg->lazy = 1;
+	for (i = 0; t->rows != NULL && i < t->rows->n; i++) {
+		struct sc_pgrow *w = &t->rows->row[i];
+
+		if (w->state != ROW_PENDING)
+			continue;
+		if ((rv = queue_stmt(t, w->db, w->last ? ST_LAST : ST_GET, w->kv, w->klen, NULL, 0,
+				     "reading")) != SC_OK)
+			return rv;
+		w->qi = (short)(t->pg->queued - 1);
+		t->pg->qrow[w->qi] = (short)i;
+	}
+	return SC_OK;
 }
 
 /* Run statement s and read its result (with every queued one before it).
@@ -610,7 +898,7 @@ lost:
 static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
 		     size_t l1, const char *what, PGresult **res)
 {
-	int rv, retry = !t->write && t->pg->pooled && !t->pg->synced;
+	int rv, retry = t->pg->pooled && !t->pg->synced && !t->pg->wrote;
 
 	for (;;) {
 		rv = queue_stmt(t, db, s, p0, l0, p1, l1, what);
@@ -619,12 +907,26 @@ static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l
 		if (rv == SC_OK || !retry || PQstatus(t->pg->c) != CONNECTION_BAD)
 			return rv;
 		retry = 0;
-		conn_free(t->pg);
-		t->pg = NULL;
-		t->err = 0;
-		if ((rv = conn_new(t)) != SC_OK)
+		if ((rv = conn_renew(t)) != SC_OK)
 			return rv;
-		t->pg->lazy = 1;
+	}
+}
+
+/* Read back every row asked for ahead (sc_pg_prefetch), with the same
+ * retry as exec_stmt. */
+static int read_ahead(sc_txn *t)
+{
+	int rv, retry = t->pg->pooled && !t->pg->synced && !t->pg->wrote;
+
+	for (;;) {
+		rv = drain(t, NULL, "reading");
+		if (rv == SC_OK || !retry || PQstatus(t->pg->c) != CONNECTION_BAD)
+			return rv;
+		retry = 0;
+		if ((rv = conn_renew(t)) != SC_OK)
+			return rv;
+		if (t->pg->queued == 0)
+			return SC_OK;
 	}
 }
 
@@ -639,7 +941,7 @@ static int exec_plain(sc_txn *t, const char *sql, const char *param, ExecStatusT
 	int rv;
 
 	*out = NULL;
-	if ((rv = begin_read(t)) != SC_OK)
+	if ((rv = begin_lazy(t)) != SC_OK)
 		return rv;
 	if ((pc->queued > 0 || pc->ended) && (rv = drain(t, NULL, what)) != SC_OK)
 		return rv;
@@ -686,6 +988,7 @@ static int changed(sc_txn *t, int db, const void *key, size_t klen)
 {
 	if (db != SC_DB_OCSP)
 		return SC_OK;
+	t->pg->wrote = 1;
 	return queue_stmt(t, db, ST_NOTIFY, key, klen, NULL, 0, "announcing a change");
 }
 
@@ -706,9 +1009,72 @@ static int one_cell(sc_txn *t, int db, enum pg_stmt s, const void *key, size_t k
 	return rv;
 }
 
+/* A read of one row (last: of the table's last key), from the rows this
+ * transaction has read or asked for, else from the server (and kept). */
+static int row_read(sc_txn *t, int db, int last, const void *key, size_t klen, MDB_val *v)
+{
+	struct sc_pgrow *w = row_find_of(t, db, last, key, klen);
+	PGresult *res = NULL;
+	int rv;
+
+	if (w != NULL && w->state == ROW_PENDING && w->qi >= 0 && (rv = read_ahead(t)) != SC_OK)
+		return rv;
+	if (w != NULL && w->state == ROW_PENDING) {
+		row_drop(t, w); /* lost with a failed round trip: read it now */
+		w = NULL;
+	}
+	if (w != NULL)
+		return row_hand(t, w, v);
+	if ((rv = exec_stmt(t, db, last ? ST_LAST : ST_GET, key, klen, NULL, 0,
+			    last ? "reading the last record" : "reading", &res)) != SC_OK)
+		return rv;
+	if ((w = row_new(t, db, key, klen)) != NULL) {
+		w->last = (unsigned char)last;
+		if (!row_fill(w, res))
+			row_drop(t, w);
+		else
+			row_last(t, w, res);
+	}
+	rv = PQntuples(res) == 0 ? SC_ERR_NOT_FOUND : hold_cell(t, res, 0, 0, v);
+	PQclear(res);
+	return rv;
+}
+
 int sc_pg_get(sc_txn *t, int db, const void *key, size_t klen, MDB_val *v)
 {
-	return one_cell(t, db, dup_db(db) ? ST_GET_DUP : ST_GET, key, klen, v, "reading");
+	if (dup_db(db))
+		return one_cell(t, db, ST_GET_DUP, key, klen, v, "reading");
+	return row_read(t, db, 0, key, klen, v);
+}
+
+/* A read queued now, its result kept for the read that asks for it.  Only
+ * a hint: when it cannot be queued, that read goes out by itself. */
+static void row_prefetch(sc_txn *t, int db, int last, const void *key, size_t klen)
+{
+	struct sc_pgrow *w;
+
+	if (t->pg == NULL || t->pg->broken || row_find_of(t, db, last, key, klen) != NULL ||
+	    (w = row_new(t, db, key, klen)) == NULL)
+		return;
+	w->last = (unsigned char)last;
+	if (queue_stmt(t, db, last ? ST_LAST : ST_GET, key, klen, NULL, 0, "reading") != SC_OK) {
+		row_drop(t, w);
+		return;
+	}
+	w->state = ROW_PENDING;
+	w->qi = (short)(t->pg->queued - 1);
+	t->pg->qrow[w->qi] = (short)(w - t->rows->row);
+}
+
+void sc_pg_prefetch(sc_txn *t, int db, const void *key, size_t klen)
+{
+	if (!dup_db(db))
+		row_prefetch(t, db, 0, key, klen);
+}
+
+void sc_pg_last_prefetch(sc_txn *t, int db)
+{
+	row_prefetch(t, db, 1, "", 0);
 }
 
 /*
@@ -726,6 +1092,7 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 	PGresult *res = NULL;
 	int rv;
 
+	row_forget_last(t, db);
 	if (dup_db(db) && (flags & (MDB_NOOVERWRITE | SC_PUT_NEW)))
 		s = ST_INSERT_KEY;
 	else if (dup_db(db) || (flags & (MDB_NOOVERWRITE | MDB_APPEND | SC_PUT_NEW)))
@@ -733,13 +1100,20 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 	else
 		s = ST_PUT;
 	if (!(flags & (MDB_NOOVERWRITE | MDB_NODUPDATA))) {
+		t->pg->wrote = 1;
 		rv = queue_stmt(t, db, s, key, klen, val, vlen, "writing");
 		if (rv == SC_OK && (flags & (MDB_APPEND | SC_PUT_NEW)))
 			t->pg->qone[t->pg->queued - 1] = 1;
+		/* the row now holds val (an insert that fails fails the
+		 * transaction, which nothing reads any more) */
+		if (rv == SC_OK && !dup_db(db))
+			row_wrote(t, db, key, klen, val, vlen);
 		return rv == SC_OK ? changed(t, db, key, klen) : rv;
 	}
+	row_forget(t, db, key, klen);
 	if ((rv = exec_stmt(t, db, s, key, klen, val, vlen, "writing", &res)) != SC_OK)
 		return rv;
+	t->pg->wrote = 1;
 	rv = strcmp(PQcmdTuples(res), "0") == 0 ? SC_ERR_EXISTS : SC_OK;
 	PQclear(res);
 	return rv == SC_OK ? changed(t, db, key, klen) : rv;
@@ -747,10 +1121,59 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 
 int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
 {
-	int rv = queue_stmt(t, db, val != NULL ? ST_DEL_PAIR : ST_DEL, key, klen, val, vlen,
-			    "deleting");
+	int rv;
 
+	row_forget_last(t, db);
+	t->pg->wrote = 1;
+	rv = queue_stmt(t, db, val != NULL ? ST_DEL_PAIR : ST_DEL, key, klen, val, vlen,
+			"deleting");
+	if (val == NULL && rv == SC_OK && !dup_db(db))
+		row_wrote(t, db, key, klen, NULL, 0);
+	else
+		row_forget(t, db, key, klen); /* a pair: deleted only if it matched */
 	return rv == SC_OK ? changed(t, db, key, klen) : rv;
+}
+
+/* A read transaction's walk from start, its first batch asked for with
+ * the next round trip.  Only a hint, as sc_pg_prefetch. */
+void sc_pg_walk_prefetch(sc_txn *t, int db, const void *start, size_t slen)
+{
+	struct sc_pgrows *r = t->rows;
+
+	if (t->write || t->pg == NULL || t->pg->broken || slen == 0 || slen > sizeof(r->walk.start))
+		return;
+	if (r == NULL && (r = t->rows = calloc(1, sizeof(*r))) == NULL)
+		return;
+	if (r->walk.state != WALK_NONE ||
+	    queue_stmt(t, db, ST_FROM, start, slen, NULL, 0, "walking") != SC_OK)
+		return;
+	r->walk.state = WALK_PENDING;
+	r->walk.db = (signed char)db;
+	r->walk.qi = (short)(t->pg->queued - 1);
+	r->walk.slen = slen;
+	memcpy(r->walk.start, start, slen);
+	t->pg->qrow[r->walk.qi] = ROW_Q_WALK;
+}
+
+/* The first batch of this walk when it was asked for ahead (and *rv SC_OK),
+ * else NULL (with *rv the failure of reading it back, if any). */
+static PGresult *walk_ahead(sc_txn *t, int db, const void *start, size_t slen, int *rv)
+{
+	struct sc_pgrows *r = t->rows;
+	PGresult *res;
+
+	*rv = SC_OK;
+	if (r == NULL || r->walk.state == WALK_NONE || t->write || r->walk.db != db ||
+	    r->walk.slen != slen || start == NULL || memcmp(r->walk.start, start, slen) != 0)
+		return NULL;
+	if (r->walk.state == WALK_PENDING && (*rv = read_ahead(t)) != SC_OK)
+		return NULL;
+	if (r->walk.state != WALK_READY)
+		return NULL; /* lost with a failed round trip: walk as usual */
+	res = r->walk.res;
+	r->walk.res = NULL;
+	r->walk.state = WALK_NONE;
+	return res;
 }
 
 /*
@@ -766,7 +1189,11 @@ int sc_pg_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn,
 	struct sc_arena_mark mark = sc_arena_mark(t);
 	PGresult *res = NULL;
 
-	if (start != NULL && slen > 0)
+	if ((res = walk_ahead(t, db, start, slen, &rv)) != NULL)
+		; /* its first batch came with an earlier round trip */
+	else if (rv != SC_OK)
+		return rv;
+	else if (start != NULL && slen > 0)
 		rv = exec_stmt(t, db, one ? ST_FROM1 : ST_FROM, start, slen, NULL, 0, "walking",
 			       &res);
 	else
@@ -846,7 +1273,7 @@ out:
 
 int sc_pg_last(sc_txn *t, int db, MDB_val *k)
 {
-	return one_cell(t, db, ST_LAST, NULL, 0, k, "reading the last record");
+	return row_read(t, db, 1, "", 0, k);
 }
 
 /* The one number a statement returns, as text. */
@@ -1175,6 +1602,7 @@ int sc_pg_copy_begin(sc_txn *t, int db, struct sc_pg_copy **out)
 		 t->st->pg->schema, sc_dbs[db].name);
 	if ((rv = exec_plain(t, sql, NULL, PGRES_COPY_IN, 1, &res, db, "copying")) != SC_OK)
 		return rv;
+	rows_free(t); /* what the copy adds is not read through them */
 	PQclear(res);
 	cp = calloc(1, sizeof(*cp));
 	if (cp == NULL)

@@ -21,6 +21,12 @@
 
 /* ---- replay cache ------------------------------------------------------ */
 
+void sc_store_replay_prefetch(sc_txn *t, const unsigned char *token_id, size_t len)
+{
+	if (token_id != NULL && len >= 1 && len <= SC_TOKEN_ID_MAX) /* as sc_token_check */
+		sc_prefetch(t, SC_DB_REPLAY, token_id, len);
+}
+
 int sc_store_replay_get(sc_txn *t, const unsigned char *token_id, size_t len, uint32_t *uses,
 			int64_t *expires)
 {

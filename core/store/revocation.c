@@ -41,6 +41,16 @@ int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *c
 	return sc_rec_walk_seq(t, &w, after_seq);
 }
 
+void sc_store_revlog_prefetch(sc_txn *t, uint64_t after_seq)
+{
+	unsigned char sk[8];
+
+	if (after_seq == UINT64_MAX)
+		return;
+	sc_be64(sk, after_seq + 1); /* where sc_rec_walk_seq starts */
+	sc_walk_prefetch(t, SC_DB_REVLOG, sk, 8);
+}
+
 int sc_store_revlog_last(sc_txn *t, uint64_t *seq)
 {
 	return sc_last_seq(t, SC_DB_REVLOG, seq);

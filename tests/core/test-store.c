@@ -1352,6 +1352,13 @@ static void test_txn_reads(const char *dir)
 	size_t len = 0;
 	uint64_t v = 0;
 	sc_user u, got;
+	sc_key k, kgot;
+	sc_keyfail kf;
+	const unsigned char tok[8] = { 't', 'x', 1, 2, 3, 4, 5, 6 };
+	uint32_t uses = 0;
+	int64_t exp = 0;
+	char name[16];
+	int i, pass;
 
 	REQUIRE(test_store_open(path, 0, SC_STORE_CREATE | SC_STORE_NOSYNC, &st) == SC_OK);
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
@@ -1375,6 +1382,49 @@ static void test_txn_reads(const char *dir)
 	CHECK_RC(sc_store_user_update(t, &u), SC_OK);
 	CHECK_RC(sc_store_user_get(t, "tx", &got), SC_OK);
 	CHECK(got.status == SC_USER_SUSPENDED && got.updated == 1700000100);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	/* reads asked for ahead answer as reads do, and a write made after
+	 * them wins (PostgreSQL keeps what a transaction has read) */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	memset(&k, 0, sizeof(k));
+	k.key_id = "kx";
+	k.user_id = "tx";
+	sc_store_key_prefetch(t, "kx");
+	sc_store_key_state_prefetch(t, &k);
+	sc_store_replay_prefetch(t, tok, sizeof(tok));
+	u.updated = 1700000200;
+	CHECK_RC(sc_store_user_update(t, &u), SC_OK);
+	CHECK_RC(sc_store_user_get(t, "tx", &got), SC_OK);
+	CHECK(got.updated == 1700000200, "a user read ahead, then updated, reads as updated");
+	CHECK_RC(sc_store_key_get(t, "kx", &kgot), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_replay_get(t, tok, sizeof(tok), &uses, &exp), SC_ERR_NOT_FOUND);
+	CHECK_RC(sc_store_replay_put(t, tok, sizeof(tok), 1, 1800000000), SC_OK);
+	CHECK_RC(sc_store_replay_get(t, tok, sizeof(tok), &uses, &exp), SC_OK);
+	CHECK(uses == 1 && exp == 1800000000, "a token read absent, then recorded, reads as recorded");
+	CHECK_RC(sc_store_keyfail_get(t, "kx", &kf), SC_OK);
+	CHECK(kf.failures == 0);
+	kf.failures = 2;
+	CHECK_RC(sc_store_keyfail_put(t, "kx", &kf), SC_OK);
+	CHECK_RC(sc_store_keyfail_get(t, "kx", &kf), SC_OK);
+	CHECK(kf.failures == 2);
+	/* more records than a transaction keeps, each read twice, one rewritten */
+	for (i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "x/m%d", i);
+		CHECK_RC(sc_store_meta_put(t, name, name, strlen(name)), SC_OK);
+	}
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < 100; i++) {
+			snprintf(name, sizeof(name), "x/m%d", i);
+			CHECK_RC(sc_store_meta_get(t, name, &data, &len), SC_OK);
+			CHECK(len == strlen(name) && memcmp(data, name, len) == 0, "%s", name);
+		}
+	CHECK_RC(sc_store_meta_put(t, "x/m3", "three", 5), SC_OK);
+	CHECK_RC(sc_store_meta_put(t, "x/m99", "ninety-nine", 11), SC_OK);
+	CHECK_RC(sc_store_meta_get(t, "x/m3", &data, &len), SC_OK);
+	CHECK(len == 5 && memcmp(data, "three", 5) == 0);
+	CHECK_RC(sc_store_meta_get(t, "x/m99", &data, &len), SC_OK);
+	CHECK(len == 11 && memcmp(data, "ninety-nine", 11) == 0);
 	CHECK_RC(sc_txn_commit(t), SC_OK);
 
 	/* a snapshot reads the same twice, whatever commits in between */

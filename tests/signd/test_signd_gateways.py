@@ -61,6 +61,35 @@ def main():
         payroll_pin = open(cred_file).read().strip()
         check(payroll_pin.startswith("payroll:"), "the credential names its gateway")
 
+        # A gateway removed between C_SignInit and C_Sign: the signature is
+        # withheld (C_Sign is checked where it is recorded, not on arrival),
+        # and the gateway logged out.
+        branch_file = os.path.join(d.tmp, "branch.pin")
+        d.sc("gateway", "add", "branch", "--out", branch_file)
+
+        class Branch:
+            config, module, gateway_pin = d.config, d.module, open(branch_file).read().strip()
+        gw3 = Gateway(Branch)
+        dg = hashlib.sha256(b"begun before the removal").digest()
+        s = gw3.new_session()
+        rv = s.lib.C_SignInit(s.session, ECDSA.to_native(), gw3.key("bob")[0])
+        check(rv == P.CKR_OK, f"C_SignInit before the removal ({P.CKR.get(rv, rv)})")
+        s.login(mint_token(d, "bob", kid["bob"], [("sha256", dg)]), user_type=P.CKU_CONTEXT_SPECIFIC)
+        d.sc("gateway", "remove", "branch")
+        out = P.ckbytelist(bytes(256))
+        rv = s.lib.C_Sign(s.session, P.ckbytelist(dg), out)
+        check(rv == P.CKR_USER_NOT_LOGGED_IN,
+              f"C_Sign after the removal is refused, the signature withheld ({P.CKR.get(rv, rv)})")
+        refused = [r for r in d.audit("bob") if r.get("kind") == "sign-refused"
+                   and "gateway removed" in (r.get("detail") or "")]
+        check(len(refused) == 1 and refused[0].get("outcome") == "permission"
+              and refused[0]["actor"].startswith("gateway:branch "),
+              f"the withheld signature is audited under the gateway ({refused})")
+        check(not [r for r in d.audit("bob") if r.get("kind") == "sign"], "and no signature is recorded")
+        check(any(r.get("kind") == "gateway-removed" and r["actor"].startswith("gateway:branch ")
+                  for r in d.audit()), "the gateway's logout is audited")
+        gw3.close()
+
         class Payroll:
             config, module, gateway_pin = d.config, d.module, payroll_pin
         gw2 = Gateway(Payroll)
@@ -104,6 +133,7 @@ def main():
         check(r.returncode == 0, f"another gateway still signs for the same resident ({r.stderr.strip()[-200:]})")
 
         # Removal: refused at the next call, everywhere.
+
         key_b = gw2.key("bob")[0]
         d.sc("gateway", "remove", "payroll")
         s = gw2.new_session()
