@@ -18,11 +18,13 @@
 
 #include "csv.h"
 #include "internal.h"
+#include "sc_audit.h"
 #include "sc_err.h"
 #include "sc_util.h"
 
 #define SC_BATCH_RING 8192
 #define SC_BATCH_CHUNK 1000
+#define SC_BATCH_AHEAD 16 /* rows whose reads are asked for together */
 #define SC_BATCH_PRECHECK_REFRESH 2048
 
 enum { SLOT_FREE = 0, SLOT_QUEUED, SLOT_DONE };
@@ -191,9 +193,21 @@ static void *batch_committer(void *arg)
 		pthread_mutex_unlock(&b->mu);
 
 		rv = sc_txn_begin(b->ca->d->store, SC_TXN_WRITE, &txn);
+		if (rv == SC_OK)
+			sc_audit_prefetch(txn);
 		for (uint64_t i = 0; rv == SC_OK && i < k; i++) {
 			sc_ca_prep *p = &b->ring[(start + i) % SC_BATCH_RING].p;
 			int already = 0, e;
+
+			/* the reads of the next rows in one round trip on
+			 * PostgreSQL, where the write lock is held meanwhile */
+			for (uint64_t j = i; i % SC_BATCH_AHEAD == 0 && j < k && j < i + SC_BATCH_AHEAD;
+			     j++) {
+				const sc_ca_prep *q = &b->ring[(start + j) % SC_BATCH_RING].p;
+
+				if (q->err == SC_OK)
+					sc_ca_prep_prefetch(txn, q);
+			}
 
 			if (p->err != SC_OK) {
 				if (batch_is_fatal(p->err)) {

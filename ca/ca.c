@@ -412,6 +412,14 @@ static int commit_user(sc_txn *txn, const sc_ca_prep *p, int *already, int *reop
 	return sc_store_user_update(txn, &u);
 }
 
+void sc_ca_prep_prefetch(sc_txn *txn, const sc_ca_prep *p)
+{
+	sc_ca_group_prefetch(txn, p->group);
+	sc_store_user_prefetch(txn, p->user_id, p->id_hash);
+	sc_store_cert_prefetch(txn, &p->serial);
+	sc_store_key_prefetch(txn, p->key_id);
+}
+
 int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already)
 {
 	char detail[96];

@@ -165,6 +165,9 @@ int sc_ca_prepare(sc_ca *ca, sc_ca_prep *p);
  * key was made (sc_ca_group_check); *already = 1 when the same person is
  * already enrolled under this id. */
 int sc_ca_commit_prep(sc_ca *ca, sc_txn *txn, sc_ca_prep *p, int *already);
+/* What sc_ca_commit_prep will read for p, asked for ahead: a batch's rows
+ * then cost PostgreSQL one round trip together (sc_store_meta_prefetch). */
+void sc_ca_prep_prefetch(sc_txn *txn, const sc_ca_prep *p);
 
 /* Serial, certificate, signature and binding MAC for a prepared row whose
  * key (blob, spki, key_id), name, id_hash, profile and validity are set. */
@@ -217,6 +220,7 @@ int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state);
  * groups_pending: how many of each, and the oldest's time (0 = none). */
 uint32_t sc_ca_key_group_of(const sc_ca *ca, const char *key_id);
 int sc_ca_group_gen(sc_txn *txn, uint32_t group, uint32_t *gen);
+void sc_ca_group_prefetch(sc_txn *txn, uint32_t group); /* sc_store_meta_prefetch */
 int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint32_t *gen);
 int sc_ca_group_check(sc_txn *txn, uint32_t group, uint32_t gen);
 int sc_ca_group_mark(sc_ca *ca, const sc_key *k);

@@ -138,6 +138,14 @@ static void kg_meta_name(uint32_t group, char out[32])
 	snprintf(out, 32, "keygroup.gen.%08x", (unsigned)group);
 }
 
+void sc_ca_group_prefetch(sc_txn *txn, uint32_t group)
+{
+	char name[32];
+
+	kg_meta_name(group, name);
+	sc_store_meta_prefetch(txn, name);
+}
+
 int sc_ca_group_gen(sc_txn *txn, uint32_t group, uint32_t *gen)
 {
 	char name[32];

@@ -122,6 +122,8 @@ int sc_store_user_update(sc_txn *txn, const sc_user *u);
 int sc_store_user_get(sc_txn *txn, const char *user_id, sc_user *out);
 /* Look a user up by ID-card hash (duplicate-enrolment check). */
 int sc_store_user_find_idhash(sc_txn *txn, const unsigned char id_hash[32], sc_user *out);
+/* Prefetch the user and the user an ID-card hash names (either may be NULL). */
+void sc_store_user_prefetch(sc_txn *txn, const char *user_id, const unsigned char id_hash[32]);
 typedef int (*sc_user_cb)(void *ctx, const sc_user *u);   /* non-zero stops */
 /* All users in user_id order starting at `from` (NULL = first). */
 int sc_store_user_iter(sc_txn *txn, const char *from, sc_user_cb cb, void *ctx);
@@ -215,6 +217,9 @@ typedef struct sc_cert {
  * included: the store remembers their serials, and nothing else). */
 int sc_store_cert_add(sc_txn *txn, const sc_cert *c);
 int sc_store_cert_get(sc_txn *txn, const sc_serial *serial, sc_cert *out);
+/* Prefetch a certificate and whether its serial was ever deleted (what
+ * adding one with that serial checks). */
+void sc_store_cert_prefetch(sc_txn *txn, const sc_serial *serial);
 
 /* Change status (GOOD<->HOLD, ->REVOKED, ->EXPIRED) and keep every index in
  * step in the same transaction: the revocation index, the revocation log

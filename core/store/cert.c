@@ -44,6 +44,18 @@ void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len)
 	*len = 2 + s->len;
 }
 
+void sc_store_cert_prefetch(sc_txn *t, const sc_serial *serial)
+{
+	unsigned char gk[2 + SC_SERIAL_MAX];
+	size_t gkl;
+
+	if (!sc_valid_serial(serial))
+		return;
+	sc_prefetch(t, SC_DB_CERTS, serial->b, serial->len);
+	sc_gone_key(gk, serial, &gkl);
+	sc_prefetch(t, SC_DB_META, gk, gkl);
+}
+
 int sc_cert_gone(sc_txn *t, const sc_serial *s, int *gone)
 {
 	unsigned char gk[2 + SC_SERIAL_MAX];

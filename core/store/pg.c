@@ -90,7 +90,7 @@ struct sc_pg {
  * (sc_pg_prefetch): its statement goes out with the next round trip, so
  * that reads a caller knows it will make cost one round trip together.
  */
-#define SC_PG_ROWS_MAX 128
+#define SC_PG_ROWS_MAX 256
 
 enum pg_row_state {
 	ROW_FREE,
@@ -115,7 +115,8 @@ enum pg_walk_state {
 };
 
 struct sc_pgrows {
-	int n; /* slots in use at the front, free or not */
+	int n;	  /* slots in use at the front, free or not */
+	int next; /* when all are taken: where to look for one to reuse */
 	struct sc_pgrow row[SC_PG_ROWS_MAX];
 	/* the first batch of one walk, asked for ahead (sc_pg_walk_prefetch);
 	 * its queue entry is marked ROW_Q_WALK */
@@ -349,7 +350,12 @@ static struct sc_pgrow *row_find(sc_txn *t, int db, const void *key, size_t klen
 	return row_find_of(t, db, 0, key, klen);
 }
 
-/* A slot for (db, key), the key copied in, or NULL when none is left. */
+static void row_drop(sc_txn *t, struct sc_pgrow *w);
+
+/* A slot for (db, key), the key copied in, or NULL when none can be had.
+ * When every slot is taken, one whose row has arrived is reused, in turn:
+ * a long transaction (a batch) keeps what it read last, and a row read
+ * again after that costs a read. */
 static struct sc_pgrow *row_new(sc_txn *t, int db, const void *key, size_t klen)
 {
 	struct sc_pgrows *r = t->rows;
@@ -363,6 +369,15 @@ static struct sc_pgrow *row_new(sc_txn *t, int db, const void *key, size_t klen)
 			w = &r->row[i];
 	if (w == NULL && r->n < SC_PG_ROWS_MAX)
 		w = &r->row[r->n++];
+	for (i = 0; w == NULL && i < r->n; i++) {
+		struct sc_pgrow *x = &r->row[(r->next + i) % r->n];
+
+		if (x->state != ROW_PENDING) {
+			r->next = (int)(x - r->row + 1) % r->n;
+			row_drop(t, x);
+			w = x;
+		}
+	}
 	if (w == NULL || (w->kv = malloc(klen ? klen : 1)) == NULL)
 		return NULL;
 	memcpy(w->kv, key, klen);
@@ -465,13 +480,16 @@ static void row_forget_last(sc_txn *t, int db)
 }
 
 /* A write this transaction made to (db, key) whose outcome is known: what
- * a read would now return.  val NULL: the row is gone. */
-static void row_wrote(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
+ * a read would now return, for a row it has read (or, with add, one it
+ * appended to a sequence: the audit log's last record is read at the next
+ * append).  val NULL: the row is gone. */
+static void row_wrote(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
+		      int add)
 {
 	struct sc_pgrow *w = row_find(t, db, key, klen);
 	unsigned char *kv;
 
-	if (w == NULL && (w = row_new(t, db, key, klen)) == NULL)
+	if (w == NULL && (!add || (w = row_new(t, db, key, klen)) == NULL))
 		return;
 	if (w->state == ROW_PENDING && w->qi >= 0 && t->pg != NULL)
 		t->pg->qrow[w->qi] = -1; /* what it will bring is older */
@@ -1107,7 +1125,7 @@ int sc_pg_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 		/* the row now holds val (an insert that fails fails the
 		 * transaction, which nothing reads any more) */
 		if (rv == SC_OK && !dup_db(db))
-			row_wrote(t, db, key, klen, val, vlen);
+			row_wrote(t, db, key, klen, val, vlen, (flags & MDB_APPEND) != 0);
 		return rv == SC_OK ? changed(t, db, key, klen) : rv;
 	}
 	row_forget(t, db, key, klen);
@@ -1128,7 +1146,7 @@ int sc_pg_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, 
 	rv = queue_stmt(t, db, val != NULL ? ST_DEL_PAIR : ST_DEL, key, klen, val, vlen,
 			"deleting");
 	if (val == NULL && rv == SC_OK && !dup_db(db))
-		row_wrote(t, db, key, klen, NULL, 0);
+		row_wrote(t, db, key, klen, NULL, 0, 0);
 	else
 		row_forget(t, db, key, klen); /* a pair: deleted only if it matched */
 	return rv == SC_OK ? changed(t, db, key, klen) : rv;

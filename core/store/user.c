@@ -77,6 +77,14 @@ int sc_store_user_update(sc_txn *t, const sc_user *u)
 	return user_put(t, u, 0);
 }
 
+void sc_store_user_prefetch(sc_txn *t, const char *user_id, const unsigned char id_hash[32])
+{
+	if (sc_id_valid(user_id))
+		sc_prefetch(t, SC_DB_USERS, user_id, strlen(user_id));
+	if (id_hash != NULL)
+		sc_prefetch(t, SC_DB_IDHASH, id_hash, 32);
+}
+
 int sc_store_user_find_idhash(sc_txn *t, const unsigned char id_hash[32], sc_user *out)
 {
 	MDB_val v, k = { 32, (void *)id_hash };
