@@ -99,10 +99,12 @@ static int p256_filled;
  * copy with other gateway.* settings may sit beside smartcert.conf). */
 static const char *conf_name = "smartcert.conf";
 
+static void fill_user(long i, char *out, size_t len);
+
 static void p256_user(long i, char *out, size_t len)
 {
 	if (p256_filled)
-		snprintf(out, len, "fill%08ld", i);
+		fill_user(i, out, len);
 	else
 		snprintf(out, len, "bp%07ld", i);
 }
