@@ -398,26 +398,30 @@ static void row_drop(sc_txn *t, struct sc_pgrow *w)
 	memset(w, 0, sizeof(*w));
 }
 
+/* The row holds val now.  0: out of memory. */
+static int row_set(struct sc_pgrow *w, const void *val, size_t vlen)
+{
+	unsigned char *kv = malloc(w->klen + vlen + 1);
+
+	if (kv == NULL)
+		return 0;
+	memcpy(kv, w->kv, w->klen);
+	memcpy(kv + w->klen, val, vlen);
+	free(w->kv);
+	w->kv = kv;
+	w->vlen = vlen;
+	w->state = ROW_FOUND;
+	return 1;
+}
+
 /* What a read of the row returned (no row: absent).  0: out of memory. */
 static int row_fill(struct sc_pgrow *w, const PGresult *res)
 {
-	unsigned char *kv;
-	size_t n;
-
 	if (PQntuples(res) == 0) {
 		w->state = ROW_ABSENT;
 		return 1;
 	}
-	n = (size_t)PQgetlength(res, 0, 0);
-	if ((kv = malloc(w->klen + n + 1)) == NULL)
-		return 0;
-	memcpy(kv, w->kv, w->klen);
-	memcpy(kv + w->klen, PQgetvalue(res, 0, 0), n);
-	free(w->kv);
-	w->kv = kv;
-	w->vlen = n;
-	w->state = ROW_FOUND;
-	return 1;
+	return row_set(w, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
 }
 
 /* A table's last key read: its value came along (ST_LAST), and is what a
@@ -426,26 +430,16 @@ static int row_fill(struct sc_pgrow *w, const PGresult *res)
 static void row_last(sc_txn *t, const struct sc_pgrow *w, const PGresult *res)
 {
 	struct sc_pgrow *x;
-	unsigned char *kv;
-	size_t kl, vl;
+	size_t kl;
 
 	if (!w->last || dup_db(w->db) || PQntuples(res) != 1 || PQnfields(res) != 2)
 		return;
 	kl = (size_t)PQgetlength(res, 0, 0);
-	vl = (size_t)PQgetlength(res, 0, 1);
 	if (row_find(t, w->db, PQgetvalue(res, 0, 0), kl) != NULL ||
 	    (x = row_new(t, w->db, PQgetvalue(res, 0, 0), kl)) == NULL)
 		return;
-	if ((kv = malloc(kl + vl + 1)) == NULL) {
+	if (!row_set(x, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1)))
 		row_drop(t, x);
-		return;
-	}
-	memcpy(kv, x->kv, kl);
-	memcpy(kv + kl, PQgetvalue(res, 0, 1), vl);
-	free(x->kv);
-	x->kv = kv;
-	x->vlen = vl;
-	x->state = ROW_FOUND;
 }
 
 /* The row's value, copied into the arena as any value read is. */
@@ -487,7 +481,6 @@ static void row_wrote(sc_txn *t, int db, const void *key, size_t klen, const voi
 		      int add)
 {
 	struct sc_pgrow *w = row_find(t, db, key, klen);
-	unsigned char *kv;
 
 	if (w == NULL && (!add || (w = row_new(t, db, key, klen)) == NULL))
 		return;
@@ -497,16 +490,8 @@ static void row_wrote(sc_txn *t, int db, const void *key, size_t klen, const voi
 		w->state = ROW_ABSENT;
 		return;
 	}
-	if ((kv = malloc(w->klen + vlen + 1)) == NULL) {
+	if (!row_set(w, val, vlen))
 		row_drop(t, w);
-		return;
-	}
-	memcpy(kv, w->kv, w->klen);
-	memcpy(kv + w->klen, val, vlen);
-	free(w->kv);
-	w->kv = kv;
-	w->vlen = vlen;
-	w->state = ROW_FOUND;
 }
 
 static void rows_free(sc_txn *t)
