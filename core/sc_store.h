@@ -190,7 +190,8 @@ int sc_store_keyfail_clear(sc_txn *txn, const char *key_id);
 /* Prefetch the key record and its failure counter; what is read to decide
  * whether k may sign now (its failure counter, owner and certificate). */
 void sc_store_key_prefetch(sc_txn *txn, const char *key_id);
-void sc_store_key_state_prefetch(sc_txn *txn, const sc_key *k);
+void sc_store_key_state_prefetch(sc_txn *txn, const char *key_id, const char *user_id,
+				 const sc_serial *cert_serial); /* cert_serial may be NULL */
 
 /* ---- certificates ---------------------------------------------------- */
 

@@ -175,7 +175,7 @@ static int commit_batch(struct sd_commit *batch)
 	sc_hsm *hsm = NULL;
 	sc_txn *txn = NULL;
 	int64_t now = sc_now();
-	int rc;
+	int rc, gateways = 0;
 
 	/* Every record is chained with the audit key, in the HSM. */
 	if (sd_get_hsm(&hsm) != CKR_OK)
@@ -190,19 +190,13 @@ static int commit_batch(struct sd_commit *batch)
 	sc_audit_prefetch(txn);
 	for (c = batch; c != NULL; c = c->next)
 		if (c->kind == SD_COMMIT_SIGN) {
-			sc_key k;
-
-			memset(&k, 0, sizeof(k));
-			k.key_id = c->fail_key;
-			k.user_id = c->ev.user_id;
-			if (c->serial != NULL)
-				k.cert_serial = *c->serial;
 			sc_store_replay_prefetch(txn, c->token_id, c->token_id_len);
 			sc_store_key_prefetch(txn, c->fail_key);
-			sc_store_key_state_prefetch(txn, &k);
-			if (c->gateway != NULL)
-				sc_gateway_prefetch(txn);
+			sc_store_key_state_prefetch(txn, c->fail_key, c->ev.user_id, c->serial);
+			gateways |= c->gateway != NULL;
 		}
+	if (gateways)
+		sc_gateway_prefetch(txn);
 	for (c = batch; c != NULL; c = c->next) {
 		rc = commit_apply(txn, c, now);
 		if (rc != SC_OK) {

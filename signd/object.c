@@ -34,7 +34,7 @@ static CK_RV obj_from_key(sc_txn *txn, const sc_key *k, int kind, struct sd_obj 
 	/* A private key is loaded to sign with, mostly: what deciding whether
 	 * it may sign reads comes with its certificate (one round trip). */
 	if (kind == SD_OBJ_PRIV)
-		sc_store_key_state_prefetch(txn, k);
+		sc_store_key_state_prefetch(txn, k->key_id, k->user_id, &k->cert_serial);
 	if (k->cert_serial.len > 0) {
 		rc = sc_store_cert_get(txn, &k->cert_serial, &out->cert);
 		if (rc == SC_OK)

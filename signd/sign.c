@@ -125,7 +125,7 @@ int sd_key_state_check(sc_txn *txn, const sc_key *k, int64_t now)
 
 	if (k->state != SC_KEY_ACTIVE || k->blob_len == 0)
 		return sc_error_set(SC_ERR_REVOKED, "key %s was destroyed", k->key_id);
-	sc_store_key_state_prefetch(txn, k);
+	sc_store_key_state_prefetch(txn, k->key_id, k->user_id, &k->cert_serial);
 	if ((rc = sc_store_keyfail_get(txn, k->key_id, &kf)) != SC_OK)
 		return rc;
 	if (kf.locked_until > now)
@@ -513,12 +513,8 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 		 * Everything read here goes in one round trip on PostgreSQL: the
 		 * key, and what its state check and the key cache read, as of
 		 * C_SignInit (a renewal since costs one more). */
-		memset(&k, 0, sizeof(k));
-		k.key_id = g->key_id;
-		k.user_id = g->user_id;
-		k.cert_serial = g->serial;
 		sc_store_key_prefetch(txn, g->key_id);
-		sc_store_key_state_prefetch(txn, &k);
+		sc_store_key_state_prefetch(txn, g->key_id, g->user_id, &g->serial);
 		sd_kc_prefetch(txn);
 		rc = sc_store_key_get(txn, g->key_id, &k);
 		if (rc == SC_ERR_NOT_FOUND || (rc == SC_OK && k.seq != g->seq))

@@ -221,16 +221,15 @@ void sc_store_key_prefetch(sc_txn *t, const char *key_id)
 	sc_prefetch(t, SC_DB_KEYFAIL, key_id, strlen(key_id));
 }
 
-void sc_store_key_state_prefetch(sc_txn *t, const sc_key *k)
+void sc_store_key_state_prefetch(sc_txn *t, const char *key_id, const char *user_id,
+				 const sc_serial *cert_serial)
 {
-	if (k == NULL)
-		return;
-	if (sc_id_valid(k->key_id))
-		sc_prefetch(t, SC_DB_KEYFAIL, k->key_id, strlen(k->key_id));
-	if (sc_id_valid(k->user_id))
-		sc_prefetch(t, SC_DB_USERS, k->user_id, strlen(k->user_id));
-	if (sc_valid_serial(&k->cert_serial))
-		sc_prefetch(t, SC_DB_CERTS, k->cert_serial.b, k->cert_serial.len);
+	if (sc_id_valid(key_id))
+		sc_prefetch(t, SC_DB_KEYFAIL, key_id, strlen(key_id));
+	if (sc_id_valid(user_id))
+		sc_prefetch(t, SC_DB_USERS, user_id, strlen(user_id));
+	if (cert_serial != NULL && sc_valid_serial(cert_serial))
+		sc_prefetch(t, SC_DB_CERTS, cert_serial->b, cert_serial->len);
 }
 
 int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)

@@ -330,6 +330,18 @@ static int txn_connect(sc_txn *t)
 
 /* ---- rows read ---------------------------------------------------------- */
 
+/* Bytes read, copied into the transaction's arena so that they live until
+ * it ends, as LMDB's values do. */
+static int hold(sc_txn *t, const void *p, size_t n, MDB_val *v)
+{
+	v->mv_size = n;
+	v->mv_data = sc_arena_alloc(t, n ? n : 1);
+	if (v->mv_data == NULL)
+		return sc_error_set(SC_ERR_NOMEM, "out of memory reading the store");
+	memcpy(v->mv_data, p, n);
+	return SC_OK;
+}
+
 static struct sc_pgrow *row_find_of(sc_txn *t, int db, int last, const void *key, size_t klen)
 {
 	struct sc_pgrows *r = t->rows;
@@ -390,10 +402,16 @@ static struct sc_pgrow *row_new(sc_txn *t, int db, const void *key, size_t klen)
 	return w;
 }
 
-static void row_drop(sc_txn *t, struct sc_pgrow *w)
+/* A row asked for whose answer must no longer land in it. */
+static void row_unqueue(sc_txn *t, struct sc_pgrow *w)
 {
 	if (w->state == ROW_PENDING && w->qi >= 0 && t->pg != NULL)
 		t->pg->qrow[w->qi] = -1;
+}
+
+static void row_drop(sc_txn *t, struct sc_pgrow *w)
+{
+	row_unqueue(t, w);
 	free(w->kv);
 	memset(w, 0, sizeof(*w));
 }
@@ -442,17 +460,10 @@ static void row_last(sc_txn *t, const struct sc_pgrow *w, const PGresult *res)
 		row_drop(t, x);
 }
 
-/* The row's value, copied into the arena as any value read is. */
+/* The row's value, held as any value read is. */
 static int row_hand(sc_txn *t, const struct sc_pgrow *w, MDB_val *v)
 {
-	if (w->state == ROW_ABSENT)
-		return SC_ERR_NOT_FOUND;
-	v->mv_size = w->vlen;
-	v->mv_data = sc_arena_alloc(t, w->vlen ? w->vlen : 1);
-	if (v->mv_data == NULL)
-		return sc_error_set(SC_ERR_NOMEM, "out of memory reading the store");
-	memcpy(v->mv_data, w->kv + w->klen, w->vlen);
-	return SC_OK;
+	return w->state == ROW_ABSENT ? SC_ERR_NOT_FOUND : hold(t, w->kv + w->klen, w->vlen, v);
 }
 
 /* A write to (db, key) in this transaction: what was read of it is stale. */
@@ -484,8 +495,7 @@ static void row_wrote(sc_txn *t, int db, const void *key, size_t klen, const voi
 
 	if (w == NULL && (!add || (w = row_new(t, db, key, klen)) == NULL))
 		return;
-	if (w->state == ROW_PENDING && w->qi >= 0 && t->pg != NULL)
-		t->pg->qrow[w->qi] = -1; /* what it will bring is older */
+	row_unqueue(t, w); /* what it would bring is older */
 	if (val == NULL) {
 		w->state = ROW_ABSENT;
 		return;
@@ -642,6 +652,14 @@ static int drain(sc_txn *t, PGresult **last, const char *what)
 	return rv;
 }
 
+/* A statement on table db (-1: none) just sent: its result is read in turn. */
+static void queued(struct sc_pgconn *pc, int db)
+{
+	pc->qone[pc->queued] = 0;
+	pc->qrow[pc->queued] = -1;
+	pc->qdb[pc->queued++] = (signed char)db;
+}
+
 /* Queue a statement without parameters (a transaction's start or end). */
 static int queue_sql(sc_txn *t, const char *sql, const char *what)
 {
@@ -654,9 +672,7 @@ static int queue_sql(sc_txn *t, const char *sql, const char *what)
 		pc->broken = 1;
 		return pg_err(t, pc->c, NULL, -1, what);
 	}
-	pc->qone[pc->queued] = 0;
-	pc->qrow[pc->queued] = -1;
-	pc->qdb[pc->queued++] = -1;
+	queued(pc, -1);
 	return SC_OK;
 }
 
@@ -850,22 +866,32 @@ static int queue_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t 
 		stmt_text(t->st->pg, db, s, sql, sizeof(sql));
 		if (PQsendPrepare(pc->c, name, sql, stmts[s].nparams, bytea) != 1)
 			goto lost;
-		pc->qone[pc->queued] = 0;
-		pc->qrow[pc->queued] = -1;
-		pc->qdb[pc->queued++] = (signed char)db;
+		queued(pc, db);
 		/* a protocol-level statement outlives a rolled-back transaction;
 		 * one that failed to prepare breaks the connection */
 		pc->prepared[db] |= 1u << s;
 	}
 	if (PQsendQueryPrepared(pc->c, name, stmts[s].nparams, vals, lens, fmts, 1) != 1)
 		goto lost;
-	pc->qone[pc->queued] = 0;
-	pc->qrow[pc->queued] = -1;
-	pc->qdb[pc->queued++] = (signed char)db;
+	queued(pc, db);
 	return SC_OK;
 lost:
 	pc->broken = 1;
 	return pg_err(t, pc->c, NULL, db, what);
+}
+
+/* Row w's read, queued: its result lands in w when read back. */
+static int row_queue(sc_txn *t, struct sc_pgrow *w)
+{
+	int rv = queue_stmt(t, w->db, w->last ? ST_LAST : ST_GET, w->kv, w->klen, NULL, 0,
+			    "reading");
+
+	if (rv != SC_OK)
+		return rv;
+	w->state = ROW_PENDING;
+	w->qi = (short)(t->pg->queued - 1);
+	t->pg->qrow[w->qi] = (short)(w - t->rows->row);
+	return SC_OK;
 }
 
 /* A transaction's connection found dead at its first round trip, before
@@ -881,30 +907,24 @@ static int conn_renew(sc_txn *t)
 	if ((rv = conn_new(t)) != SC_OK)
 		return rv;
 	t->pg->lazy = 1;
-	for (i = 0; t->rows != NULL && i < t->rows->n; i++) {
-		struct sc_pgrow *w = &t->rows->row[i];
-
-		if (w->state != ROW_PENDING)
-			continue;
-		if ((rv = queue_stmt(t, w->db, w->last ? ST_LAST : ST_GET, w->kv, w->klen, NULL, 0,
-				     "reading")) != SC_OK)
+	for (i = 0; t->rows != NULL && i < t->rows->n; i++)
+		if (t->rows->row[i].state == ROW_PENDING &&
+		    (rv = row_queue(t, &t->rows->row[i])) != SC_OK)
 			return rv;
-		w->qi = (short)(t->pg->queued - 1);
-		t->pg->qrow[w->qi] = (short)i;
-	}
 	return SC_OK;
 }
 
-/* Run statement s and read its result (with every queued one before it).
- * A read transaction's first statement on a pooled connection that turns
- * out to be dead is sent again on a new one: nothing was read yet. */
-static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
-		     size_t l1, const char *what, PGresult **res)
+/* One round trip: statement s queued last (none when s is ST_COUNT_), then
+ * every queued result read back, s's to *res.  A transaction's first round
+ * trip on a pooled connection that turns out to be dead, before anything
+ * was written, is sent again on a new one: nothing was applied yet. */
+static int round_trip(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
+		      size_t l1, const char *what, PGresult **res)
 {
 	int rv, retry = t->pg->pooled && !t->pg->synced && !t->pg->wrote;
 
 	for (;;) {
-		rv = queue_stmt(t, db, s, p0, l0, p1, l1, what);
+		rv = s < ST_COUNT_ ? queue_stmt(t, db, s, p0, l0, p1, l1, what) : SC_OK;
 		if (rv == SC_OK)
 			rv = drain(t, res, what);
 		if (rv == SC_OK || !retry || PQstatus(t->pg->c) != CONNECTION_BAD)
@@ -915,22 +935,17 @@ static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l
 	}
 }
 
-/* Read back every row asked for ahead (sc_pg_prefetch), with the same
- * retry as exec_stmt. */
+/* Run statement s and read its result (with every queued one before it). */
+static int exec_stmt(sc_txn *t, int db, enum pg_stmt s, const void *p0, size_t l0, const void *p1,
+		     size_t l1, const char *what, PGresult **res)
+{
+	return round_trip(t, db, s, p0, l0, p1, l1, what, res);
+}
+
+/* Read back every row asked for ahead (sc_pg_prefetch). */
 static int read_ahead(sc_txn *t)
 {
-	int rv, retry = t->pg->pooled && !t->pg->synced && !t->pg->wrote;
-
-	for (;;) {
-		rv = drain(t, NULL, "reading");
-		if (rv == SC_OK || !retry || PQstatus(t->pg->c) != CONNECTION_BAD)
-			return rv;
-		retry = 0;
-		if ((rv = conn_renew(t)) != SC_OK)
-			return rv;
-		if (t->pg->queued == 0)
-			return SC_OK;
-	}
+	return round_trip(t, -1, ST_COUNT_, NULL, 0, NULL, 0, "reading", NULL);
 }
 
 /* A statement outside the pipeline (a COPY, catalogue queries), after
@@ -965,18 +980,10 @@ static int exec_plain(sc_txn *t, const char *sql, const char *param, ExecStatusT
 	return SC_OK;
 }
 
-/* The bytes of one result cell, copied into the transaction's arena so that
- * they live until it ends, as LMDB's values do. */
+/* The bytes of one result cell, held as any value read is (hold). */
 static int hold_cell(sc_txn *t, const PGresult *res, int row, int col, MDB_val *v)
 {
-	size_t n = (size_t)PQgetlength(res, row, col);
-
-	v->mv_size = n;
-	v->mv_data = sc_arena_alloc(t, n ? n : 1);
-	if (v->mv_data == NULL)
-		return sc_error_set(SC_ERR_NOMEM, "out of memory reading the store");
-	memcpy(v->mv_data, PQgetvalue(res, row, col), n);
-	return SC_OK;
+	return hold(t, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col), v);
 }
 
 /*
@@ -1060,13 +1067,8 @@ static void row_prefetch(sc_txn *t, int db, int last, const void *key, size_t kl
 	    (w = row_new(t, db, key, klen)) == NULL)
 		return;
 	w->last = (unsigned char)last;
-	if (queue_stmt(t, db, last ? ST_LAST : ST_GET, key, klen, NULL, 0, "reading") != SC_OK) {
+	if (row_queue(t, w) != SC_OK)
 		row_drop(t, w);
-		return;
-	}
-	w->state = ROW_PENDING;
-	w->qi = (short)(t->pg->queued - 1);
-	t->pg->qrow[w->qi] = (short)(w - t->rows->row);
 }
 
 void sc_pg_prefetch(sc_txn *t, int db, const void *key, size_t klen)

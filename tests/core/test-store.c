@@ -1379,7 +1379,7 @@ static void test_txn_reads(const char *dir)
 	size_t len = 0;
 	uint64_t v = 0;
 	sc_user u, got;
-	sc_key k, kgot;
+	sc_key kgot;
 	sc_keyfail kf;
 	const unsigned char tok[8] = { 't', 'x', 1, 2, 3, 4, 5, 6 };
 	uint32_t uses = 0;
@@ -1416,11 +1416,8 @@ static void test_txn_reads(const char *dir)
 	/* reads asked for ahead answer as reads do, and a write made after
 	 * them wins (PostgreSQL keeps what a transaction has read) */
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
-	memset(&k, 0, sizeof(k));
-	k.key_id = "kx";
-	k.user_id = "tx";
 	sc_store_key_prefetch(t, "kx");
-	sc_store_key_state_prefetch(t, &k);
+	sc_store_key_state_prefetch(t, "kx", "tx", NULL);
 	sc_store_replay_prefetch(t, tok, sizeof(tok));
 	u.updated = 1700000200;
 	CHECK_RC(sc_store_user_update(t, &u), SC_OK);
