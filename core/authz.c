@@ -41,6 +41,12 @@ struct sc_authz_trust_key {
 	EVP_PKEY *pkey;
 	int kind;
 	unsigned char id[32];
+	/* A verification context set up once for pkey, copied for each token:
+	 * setting one up fetches the digest and signature implementations,
+	 * and under OpenSSL 3.0 those fetches take process-wide locks that
+	 * every thread verifying a token would queue on.  Copying only reads
+	 * it, so threads share it.  NULL: set one up per token. */
+	EVP_MD_CTX *verify_ctx;
 };
 
 struct sc_authz_trust {
@@ -387,8 +393,10 @@ void sc_authz_trust_free(sc_authz_trust *t)
 
 	if (t == NULL)
 		return;
-	for (i = 0; i < t->n_keys; i++)
+	for (i = 0; i < t->n_keys; i++) {
+		EVP_MD_CTX_free(t->keys[i].verify_ctx);
 		EVP_PKEY_free(t->keys[i].pkey);
+	}
 	OPENSSL_clear_free(t, sizeof(*t));
 }
 
@@ -443,6 +451,16 @@ int sc_authz_trust_new(EVP_PKEY *const *keys, size_t n_keys, const char *issuer,
 		}
 		k->pkey = keys[i];
 		t->n_keys = i + 1;
+		k->verify_ctx = EVP_MD_CTX_new();
+		if (k->verify_ctx == NULL) {
+			rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		if (sc_authz_md_init(k->verify_ctx, k->pkey, k->kind, 0) != 0) {
+			rv = sc_error_set_openssl(SC_ERR_CRYPTO, "cannot set up verification with a "
+						  "trusted key");
+			goto out;
+		}
 	}
 	*out = t;
 	t = NULL;
@@ -992,7 +1010,8 @@ int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
 		rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (sc_authz_md_init(ctx, key->pkey, key->kind, 0) != 0) {
+	if (EVP_MD_CTX_copy_ex(ctx, key->verify_ctx) != 1 &&
+	    (ERR_clear_error(), sc_authz_md_init(ctx, key->pkey, key->kind, 0) != 0)) {
 		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "cannot set up token signature verification");
 		goto out;
 	}
