@@ -5,6 +5,10 @@
  *      memory (VmRSS, RssAnon, RssFile) right after;
  *   2. SoftHSMv2 used directly: P-256 and RSA-2048 signatures/s with T
  *      threads (session key pairs, CKM_ECDSA / CKM_RSA_PKCS over a digest);
+ *      the backend's own cycle for one signature through the HSM layer
+ *      (unwrap, sign, destroy) with T threads, and the same keys' cycle
+ *      with each signature's token verified first: the ceiling of
+ *      "module / cycle", since the service must verify every token;
  *   3. authorised signatures/s through the module with T threads, each a
  *      full C_SignInit -> C_Login(CKU_CONTEXT_SPECIFIC) -> C_Sign with its
  *      own single-use token (tokens made before the clock starts) on a
@@ -45,7 +49,8 @@
  * SMARTCERT_BENCH_REVOKED_EVERY=K (bench-fill revoked every user K-1 mod K:
  * those are not drawn),
  * SMARTCERT_BENCH_SMALL_DIR and SMARTCERT_BENCH_SMALL_KEYS (a second
- * bench-fill deployment and its user count), SMARTCERT_BENCH_CONF (the
+ * bench-fill deployment and its user count; with SMARTCERT_START_SIGND=1
+ * its service runs only while its figures are taken), SMARTCERT_BENCH_CONF (the
  * configuration file name in each deployment, default smartcert.conf),
  * SMARTCERT_BENCH_MODULE_ONLY=1 (3. over the P-256 keys alone: for a
  * script comparing deployments), SC_TEST_STORE=postgresql (a new
@@ -592,12 +597,18 @@ static void direct(double out[2])
  * else: unwrap the key's blob under its group key (through the HSM layer,
  * as the service does: on NSS with the group key's session copy), sign
  * the digest, destroy the session key.  Same threads, keys drawn at
- * random from the same users; no token, no store write, no IPC. */
+ * random from the same users; no token, no store write, no IPC.
+ *
+ * With `trust`, each signature also verifies its authorisation token
+ * first, as the service must (S1): the most any module can do on this
+ * backend, so the ceiling of "module / cycle". */
 struct cyc_key {
 	unsigned char *blob;
 	size_t blob_len;
 	uint32_t group, kgen;
 	int alg;
+	char *tok;             /* with trust: the token for this signature */
+	char key_id[SC_ID_MAX + 1];
 };
 
 struct cycle {
@@ -605,6 +616,7 @@ struct cycle {
 	sc_hsm *hsm;
 	struct cyc_key *keys;  /* n_sigs */
 	CK_MECHANISM_TYPE mech;
+	const sc_authz_trust *trust;
 };
 
 static void *cycle_thread(void *arg)
@@ -621,7 +633,14 @@ static void *cycle_thread(void *arg)
 		struct cyc_key *k = &c->keys[i];
 		sc_hsm_key *hk = NULL;
 		size_t sl = sizeof(sig);
-		int rc = sc_hsm_unwrap_in(c->hsm, k->group, k->kgen, k->alg, k->blob, k->blob_len, &hk);
+		sc_authz_token tok;
+		int rc = SC_OK;
+
+		if (c->trust != NULL)
+			rc = sc_authz_verify(c->trust, k->tok, strlen(k->tok), sc_now(), &tok);
+		if (rc == SC_OK)
+			rc = sc_hsm_unwrap_in(c->hsm, k->group, k->kgen, k->alg, k->blob, k->blob_len,
+					      &hk);
 
 		if (rc == SC_OK)
 			rc = sc_hsm_sign(c->hsm, hk, c->mech, NULL, 0, in, inlen, sig, &sl);
@@ -647,11 +666,17 @@ static int cyc_first_key(void *ctx, const sc_key *k)
 	out->group = k->group;
 	out->kgen = k->kgen;
 	out->alg = k->alg;
+	snprintf(out->key_id, sizeof(out->key_id), "%s", k->key_id);
 	return 1;
 }
 
+/* The cycle's rate over keys drawn once, after warm_runs unmeasured runs;
+ * then, in *with_token, the same keys' rate with each token verified
+ * first (the same keys: on NSS a group key's first use makes its session
+ * copy, which the warm-up runs have done). */
 static double cycle_rate(sc_deploy *d, long nkeys, void (*user)(long, char *, size_t),
-			 CK_MECHANISM_TYPE mech, long warm_runs)
+			 CK_MECHANISM_TYPE mech, long warm_runs, const sc_authz_trust *trust,
+			 double *with_token)
 {
 	struct cycle c[64];
 	sc_txn *txn = NULL;
@@ -670,12 +695,15 @@ static double cycle_rate(sc_deploy *d, long nkeys, void (*user)(long, char *, si
 			DIE("out of memory");
 		for (j = 0; j < n_sigs; j++) {
 			uint32_t r;
+			unsigned char dg[32];
 
 			RAND_bytes((unsigned char *)&r, sizeof(r));
 			user((long)(r % (uint32_t)nkeys), name, sizeof(name));
 			if (sc_store_key_iter_user(txn, name, cyc_first_key, &c[i].keys[j]) < 0 ||
 			    c[i].keys[j].blob == NULL)
 				DIE("no key for %s", name);
+			RAND_bytes(dg, sizeof(dg));
+			c[i].keys[j].tok = make_token(name, c[i].keys[j].key_id, dg);
 		}
 	}
 	sc_txn_abort(txn);
@@ -686,8 +714,16 @@ static double cycle_rate(sc_deploy *d, long nkeys, void (*user)(long, char *, si
 		rate = threads_rate(c, sizeof(c[0]), n_threads, secs, "backend cycle ");
 	}
 	for (i = 0; i < n_threads; i++) {
-		for (j = 0; j < n_sigs; j++)
+		memset(&c[i].t, 0, sizeof(c[i].t));
+		c[i].trust = trust;
+	}
+	secs = run_threads(cycle_thread, c, sizeof(c[0]), n_threads);
+	*with_token = threads_rate(c, sizeof(c[0]), n_threads, secs, "backend cycle with token ");
+	for (i = 0; i < n_threads; i++) {
+		for (j = 0; j < n_sigs; j++) {
 			free(c[i].keys[j].blob);
+			free(c[i].keys[j].tok);
+		}
 		free(c[i].keys);
 	}
 	return rate;
@@ -699,21 +735,26 @@ static void cycle_child(void *out)
 {
 	double *r = out;
 	sc_deploy *d = NULL;
+	sc_authz_trust *trust = NULL;
 
-	if (sc_deploy_open(conf_path, SC_DEPLOY_NO_CA | SC_DEPLOY_NO_CHECKPOINT, &d) != SC_OK) {
+	if (sc_deploy_open(conf_path, SC_DEPLOY_NO_CA | SC_DEPLOY_NO_CHECKPOINT, &d) != SC_OK ||
+	    sc_authz_trust_load(d->cfg, &trust) != SC_OK) {
 		fprintf(stderr, "bench-sign: cycle: %s\n", sc_error_detail());
 		_exit(1);
 	}
-	r[0] = cycle_rate(d, n_p256, p256_user, CKM_ECDSA, n_warm_runs);
-	r[1] = cycle_rate(d, n_rsa, rsa_user, CKM_RSA_PKCS, n_warm_runs);
+	r[0] = cycle_rate(d, n_p256, p256_user, CKM_ECDSA, n_warm_runs, trust, &r[2]);
+	r[1] = cycle_rate(d, n_rsa, rsa_user, CKM_RSA_PKCS, n_warm_runs, trust, &r[3]);
+	sc_authz_trust_free(trust);
 	sc_deploy_close(d);
 }
 
-static void cycle(double out[2])
+/* out: the cycle for P-256 and RSA-2048, then the same with each
+ * signature's token verified first. */
+static void cycle(double out[4])
 {
-	out[0] = out[1] = -1;
-	if (!in_child(cycle_child, out, 2 * sizeof(double)))
-		out[0] = out[1] = -1;
+	out[0] = out[1] = out[2] = out[3] = -1;
+	if (!in_child(cycle_child, out, 4 * sizeof(double)))
+		out[0] = out[1] = out[2] = out[3] = -1;
 }
 
 /* ---- 3. through the module ------------------------------------------------ */
@@ -856,56 +897,70 @@ static void small_child(void *out)
 	p11->C_Finalize(NULL);
 }
 
+static pid_t signd_pid[2], main_pid;
+
+static void signd_stop(void)
+{
+	for (size_t i = 0; i < 2; i++) {
+		if (signd_pid[i] > 0 && getpid() == main_pid) {
+			(void)signd_reap(signd_pid[i]);
+			signd_pid[i] = 0;
+		}
+	}
+}
+
+/* With SMARTCERT_START_SIGND=1, start smartcert-signd for the deployment
+ * loaded now (slot 0: the large one, slot 1: the small one), unless one
+ * answers on its socket already. */
+static void signd_start(int slot)
+{
+	const char *bin = getenv("SMARTCERT_SIGND_BIN");
+	const char *d = slot == 0 ? dir : getenv("SMARTCERT_BENCH_SMALL_DIR");
+	char sock[PATH_MAX + 64], logp[PATH_MAX + 64];
+
+	if (bin == NULL || *bin == '\0' || getenv("SMARTCERT_START_SIGND") == NULL ||
+	    strcmp(getenv("SMARTCERT_START_SIGND"), "1") != 0)
+		return;
+	snprintf(sock, sizeof(sock), "%s/run/signd.sock", d);
+	if (signd_answers(sock)) {
+		printf("# smartcert-signd already answers on %s: using it\n", sock);
+		return;
+	}
+	snprintf(logp, sizeof(logp), "%s/signd-bench.log", d);
+	if (main_pid == 0) {
+		main_pid = getpid();
+		atexit(signd_stop);
+	}
+	signd_pid[slot] = signd_spawn(bin, conf_path, logp);
+	if (signd_pid[slot] < 0)
+		DIE("fork: %s", strerror(errno));
+	if (!signd_wait(sock))
+		DIE("smartcert-signd did not start (see %s)", logp);
+	printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid[slot], d);
+}
+
 /* P-256 rate and latency on the small deployment, in fresh processes. */
 static double small_rate(const char *small, long nkeys)
 {
 	double r = -1;
 
 	load_deployment(small);
+	signd_start(1);
 	latency("small store");
 	small_keys = nkeys;
 	if (!in_child(small_child, &r, sizeof(r)))
 		r = -1;
+	/* the large store's figures follow: its service runs alone */
+	if (signd_pid[1] > 0) {
+		(void)signd_reap(signd_pid[1]);
+		signd_pid[1] = 0;
+	}
 	load_deployment(dir);
 	return r;
 }
 
 
 /* ---- the signing service, started for the deployment ---------------------- */
-
-static pid_t signd_pid, main_pid;
-
-static void signd_stop(void)
-{
-	if (signd_pid > 0 && getpid() == main_pid) {
-		(void)signd_reap(signd_pid);
-		signd_pid = 0;
-	}
-}
-
-static void signd_start(void)
-{
-	const char *bin = getenv("SMARTCERT_SIGND_BIN");
-	char sock[PATH_MAX + 64], logp[PATH_MAX + 64];
-
-	if (bin == NULL || *bin == '\0' || getenv("SMARTCERT_START_SIGND") == NULL ||
-	    strcmp(getenv("SMARTCERT_START_SIGND"), "1") != 0)
-		return;
-	snprintf(sock, sizeof(sock), "%s/run/signd.sock", dir);
-	if (signd_answers(sock)) {
-		printf("# smartcert-signd already answers on %s: using it\n", sock);
-		return;
-	}
-	snprintf(logp, sizeof(logp), "%s/signd-bench.log", dir);
-	main_pid = getpid();
-	signd_pid = signd_spawn(bin, conf_path, logp);
-	if (signd_pid < 0)
-		DIE("fork: %s", strerror(errno));
-	atexit(signd_stop);
-	if (!signd_wait(sock))
-		DIE("smartcert-signd did not start (see %s)", logp);
-	printf("# started smartcert-signd (pid %ld) for %s\n", (long)signd_pid, dir);
-}
 
 /* ---- 4. through the service against the same work in-process --------------- */
 
@@ -1409,7 +1464,7 @@ int main(void)
 	CK_SESSION_HANDLE s;
 	const char *small = getenv("SMARTCERT_BENCH_SMALL_DIR");
 	long n_small = bench_env_long("SMARTCERT_BENCH_SMALL_KEYS", 1000);
-	double dr[2] = { -1, -1 }, cy[2], all = -1, rsa = -1, sm = -1;
+	double dr[2] = { -1, -1 }, cy[4], all = -1, rsa = -1, sm = -1;
 	int nss;
 	long i;
 
@@ -1441,7 +1496,7 @@ int main(void)
 	printf("# deployment %s: %ld P-256 keys%s, %ld RSA-2048 keys; %ld threads x %ld "
 	       "signatures per run\n", dir, n_p256, p256_filled ? " (bench-fill)" : "", n_rsa,
 	       n_threads, n_sigs);
-	signd_start();
+	signd_start(0);
 	if (inproc_path != NULL) {
 		compare();
 		EVP_PKEY_free(authz_key);
@@ -1469,6 +1524,9 @@ int main(void)
 	printf("backend %s cycle (unwrap + sign + destroy): P-256 %.0f sig/s, RSA-2048 %.0f sig/s "
 	       "(%ld threads, %ld warm-up runs)\n",
 	       nss ? "nss" : "softhsm2", cy[0], cy[1], n_threads, n_warm_runs);
+	printf("backend %s cycle with the token verified first (the ceiling of module / cycle): "
+	       "P-256 %.0f sig/s = %.3fx the cycle, RSA-2048 %.0f sig/s = %.3fx the cycle\n",
+	       nss ? "nss" : "softhsm2", cy[2], cy[2] / cy[0], cy[3], cy[3] / cy[1]);
 	if (small != NULL && *small != '\0') {
 		sm = small_rate(small, n_small);
 		printf("module P-256 on the small store (%ld keys, %s): %.0f authorised sig/s\n",
