@@ -33,6 +33,30 @@ static void cut_connections(void)
 	PQfinish(c);
 }
 
+/* cut_connections(), then wait until the server has let every one of them
+ * go: pg_terminate_backend only asks. */
+static void cut_connections_and_wait(void)
+{
+	PGconn *c;
+	PGresult *res;
+	int i, left = -1;
+
+	cut_connections();
+	c = PQconnectdb("");
+	REQUIRE(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	for (i = 0; i < 500 && left != 0; i++) {
+		res = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+				"current_database() AND pid <> pg_backend_pid()");
+		REQUIRE(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+		left = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		PQclear(res);
+		if (left != 0)
+			PQclear(PQexec(c, "SELECT pg_sleep(0.01)"));
+	}
+	REQUIRE(left == 0, "%d connections outlived pg_terminate_backend", left);
+	PQfinish(c);
+}
+
 /* Whether the store holds user id (key 0) or key id (key 1), read in a
  * transaction of its own. */
 static int present(sc_store *st, int key, const char *id)
@@ -102,6 +126,50 @@ static void test_lost_connection(const char *dir)
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
 	CHECK_RC(sc_txn_commit(t), SC_OK);
 	CHECK(present(st, 0, "after"));
+	sc_store_close(st);
+}
+
+/* A pooled connection that was alive when its transaction took it, and
+ * that the server closed before the transaction's first round trip: that
+ * round trip goes out again on a new connection (nothing was applied on
+ * the old one), so the transaction carries on, reads asked for ahead
+ * included.  Without the retry each read below fails. */
+static void test_dead_pooled_connection(const char *dir)
+{
+	sc_store *st = fresh_store(dir, "dead");
+	sc_txn *t = NULL;
+	sc_user u, got;
+
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK, "%s", sc_error_detail());
+	mk_user(&u, "kept", 0x21);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+
+	/* a read */
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK, "%s", sc_error_detail());
+	cut_connections_and_wait();
+	memset(&got, 0, sizeof(got));
+	CHECK_RC(sc_store_user_get(t, "kept", &got), SC_OK);
+	CHECK(got.user_id != NULL && strcmp(got.user_id, "kept") == 0, "read back %s",
+	      got.user_id != NULL ? got.user_id : "nothing");
+	sc_txn_abort(t);
+
+	/* a read asked for ahead, then read */
+	REQUIRE(sc_txn_begin(st, SC_TXN_READ, &t) == SC_OK, "%s", sc_error_detail());
+	sc_store_user_prefetch(t, "kept", NULL);
+	cut_connections_and_wait();
+	CHECK_RC(sc_store_user_get(t, "kept", &got), SC_OK);
+	sc_txn_abort(t);
+
+	/* a write transaction whose first round trip is a read: it carries
+	 * on and commits */
+	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK, "%s", sc_error_detail());
+	cut_connections_and_wait();
+	CHECK_RC(sc_store_user_get(t, "kept", &got), SC_OK);
+	mk_user(&u, "after-cut", 0x22);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	CHECK(present(st, 0, "after-cut"));
 	sc_store_close(st);
 }
 
@@ -206,6 +274,7 @@ static void test_taken_key(const char *dir)
 
 static const struct tcheck_case cases[] = {
 	TCASE_NAMED("lost-connection", test_lost_connection),
+	TCASE_NAMED("dead-pooled-connection", test_dead_pooled_connection),
 	TCASE_NAMED("taken-key", test_taken_key),
 	TCASE_NAMED("server-crash", test_server_crash),
 };
