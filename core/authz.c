@@ -387,16 +387,20 @@ int sc_authz_md_init(EVP_MD_CTX *ctx, EVP_PKEY *key, int kind, int sign)
 	return 0;
 }
 
+static void trust_key_clear(struct sc_authz_trust_key *k)
+{
+	EVP_MD_CTX_free(k->verify_ctx);
+	EVP_PKEY_free(k->pkey);
+}
+
 void sc_authz_trust_free(sc_authz_trust *t)
 {
 	size_t i;
 
 	if (t == NULL)
 		return;
-	for (i = 0; i < t->n_keys; i++) {
-		EVP_MD_CTX_free(t->keys[i].verify_ctx);
-		EVP_PKEY_free(t->keys[i].pkey);
-	}
+	for (i = 0; i < t->n_keys; i++)
+		trust_key_clear(&t->keys[i]);
 	OPENSSL_clear_free(t, sizeof(*t));
 }
 

@@ -73,6 +73,17 @@ static int present(sc_store *st, int key, const char *id)
 	return rc == SC_OK;
 }
 
+/* In write transaction t on st: add user id, commit, and find it there. */
+static void add_and_commit(sc_store *st, sc_txn *t, const char *id, unsigned char seed)
+{
+	sc_user u;
+
+	mk_user(&u, id, seed);
+	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
+	CHECK_RC(sc_txn_commit(t), SC_OK);
+	CHECK(present(st, 0, id), "user %s not found after its commit", id);
+}
+
 /* A fresh store (production settings: synchronous commit) named leaf. */
 static sc_store *fresh_store(const char *dir, const char *leaf)
 {
@@ -122,10 +133,7 @@ static void test_lost_connection(const char *dir)
 	/* the number of the transaction that never committed is handed out
 	 * again: it was never used */
 	CHECK(v == 1, "counter at %" PRIu64, v);
-	mk_user(&u, "after", 0x14);
-	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
-	CHECK_RC(sc_txn_commit(t), SC_OK);
-	CHECK(present(st, 0, "after"));
+	add_and_commit(st, t, "after", 0x14);
 	sc_store_close(st);
 }
 
@@ -166,10 +174,7 @@ static void test_dead_pooled_connection(const char *dir)
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK, "%s", sc_error_detail());
 	cut_connections_and_wait();
 	CHECK_RC(sc_store_user_get(t, "kept", &got), SC_OK);
-	mk_user(&u, "after-cut", 0x22);
-	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
-	CHECK_RC(sc_txn_commit(t), SC_OK);
-	CHECK(present(st, 0, "after-cut"));
+	add_and_commit(st, t, "after-cut", 0x22);
 	sc_store_close(st);
 }
 
