@@ -45,7 +45,8 @@ struct sc_authz_trust_key {
 	 * setting one up fetches the digest and signature implementations,
 	 * and under OpenSSL 3.0 those fetches take process-wide locks that
 	 * every thread verifying a token would queue on.  Copying only reads
-	 * it, so threads share it.  NULL: set one up per token. */
+	 * it, so threads share it.  Where a provider cannot copy one, a
+	 * context is set up per token instead. */
 	EVP_MD_CTX *verify_ctx;
 };
 
@@ -1014,10 +1015,13 @@ int sc_authz_verify(const sc_authz_trust *t, const char *text, size_t len,
 		rv = sc_error_set(SC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (EVP_MD_CTX_copy_ex(ctx, key->verify_ctx) != 1 &&
-	    (ERR_clear_error(), sc_authz_md_init(ctx, key->pkey, key->kind, 0) != 0)) {
-		rv = sc_error_set_openssl(SC_ERR_CRYPTO, "cannot set up token signature verification");
-		goto out;
+	if (EVP_MD_CTX_copy_ex(ctx, key->verify_ctx) != 1) {
+		ERR_clear_error();
+		if (sc_authz_md_init(ctx, key->pkey, key->kind, 0) != 0) {
+			rv = sc_error_set_openssl(SC_ERR_CRYPTO,
+						  "cannot set up token signature verification");
+			goto out;
+		}
 	}
 	if (EVP_DigestVerify(ctx, p.sig, p.sig_len, p.der + p.tbs_off, p.tbs_len) != 1) {
 		ERR_clear_error();

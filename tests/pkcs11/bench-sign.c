@@ -897,25 +897,30 @@ static void small_child(void *out)
 	p11->C_Finalize(NULL);
 }
 
+/* ---- the signing service, started for the deployment ---------------------- */
+
+/* slot 0: the large deployment's service, slot 1: the small one's */
 static pid_t signd_pid[2], main_pid;
 
-static void signd_stop(void)
+static void signd_stop_slot(int slot)
 {
-	for (size_t i = 0; i < 2; i++) {
-		if (signd_pid[i] > 0 && getpid() == main_pid) {
-			(void)signd_reap(signd_pid[i]);
-			signd_pid[i] = 0;
-		}
+	if (signd_pid[slot] > 0 && getpid() == main_pid) {
+		(void)signd_reap(signd_pid[slot]);
+		signd_pid[slot] = 0;
 	}
 }
 
-/* With SMARTCERT_START_SIGND=1, start smartcert-signd for the deployment
- * loaded now (slot 0: the large one, slot 1: the small one), unless one
- * answers on its socket already. */
-static void signd_start(int slot)
+static void signd_stop(void)
+{
+	signd_stop_slot(0);
+	signd_stop_slot(1);
+}
+
+/* With SMARTCERT_START_SIGND=1, start smartcert-signd in `slot` for the
+ * deployment d, loaded now, unless one answers on its socket already. */
+static void signd_start(int slot, const char *d)
 {
 	const char *bin = getenv("SMARTCERT_SIGND_BIN");
-	const char *d = slot == 0 ? dir : getenv("SMARTCERT_BENCH_SMALL_DIR");
 	char sock[PATH_MAX + 64], logp[PATH_MAX + 64];
 
 	if (bin == NULL || *bin == '\0' || getenv("SMARTCERT_START_SIGND") == NULL ||
@@ -945,22 +950,16 @@ static double small_rate(const char *small, long nkeys)
 	double r = -1;
 
 	load_deployment(small);
-	signd_start(1);
+	signd_start(1, small);
 	latency("small store");
 	small_keys = nkeys;
 	if (!in_child(small_child, &r, sizeof(r)))
 		r = -1;
 	/* the large store's figures follow: its service runs alone */
-	if (signd_pid[1] > 0) {
-		(void)signd_reap(signd_pid[1]);
-		signd_pid[1] = 0;
-	}
+	signd_stop_slot(1);
 	load_deployment(dir);
 	return r;
 }
-
-
-/* ---- the signing service, started for the deployment ---------------------- */
 
 /* ---- 4. through the service against the same work in-process --------------- */
 
@@ -1496,7 +1495,7 @@ int main(void)
 	printf("# deployment %s: %ld P-256 keys%s, %ld RSA-2048 keys; %ld threads x %ld "
 	       "signatures per run\n", dir, n_p256, p256_filled ? " (bench-fill)" : "", n_rsa,
 	       n_threads, n_sigs);
-	signd_start(0);
+	signd_start(0, dir);
 	if (inproc_path != NULL) {
 		compare();
 		EVP_PKEY_free(authz_key);
