@@ -279,32 +279,3 @@ void sc_der_ext(sc_der *d, const unsigned char *oid, size_t oid_len, int critica
 		sc_der_put(d, "\x01\x01\xff", 3);
 	sc_der_wrap(d, SC_DER_OCTETSTRING, value);
 }
-
-int sc_der_read(const unsigned char *p, const unsigned char *end, unsigned *tag,
-		size_t *hdr_len, size_t *content_len)
-{
-	size_t n, nb, i, avail;
-
-	if (p == NULL || end < p || end - p < 2)
-		return SC_ERR_INVALID;
-	avail = (size_t)(end - p);
-	*tag = p[0];
-	if ((p[0] & 0x1f) == 0x1f)          /* multi-byte tags: not in CRLs we read */
-		return SC_ERR_INVALID;
-	if (p[1] < 0x80) {
-		n = p[1];
-		*hdr_len = 2;
-	} else {
-		nb = p[1] & 0x7f;
-		if (nb == 0 || nb > 4 || avail < 2 + nb)
-			return SC_ERR_INVALID;
-		n = 0;
-		for (i = 0; i < nb; i++)
-			n = (n << 8) | p[2 + i];
-		*hdr_len = 2 + nb;
-	}
-	if (n > avail - *hdr_len)
-		return SC_ERR_INVALID;
-	*content_len = n;
-	return SC_OK;
-}

@@ -58,9 +58,4 @@ size_t sc_der_time_len(int64_t t);
 void sc_der_ext(sc_der *d, const unsigned char *oid, size_t oid_len, int critical,
 		const sc_der *value);
 
-/* Read one TLV at p (limit end): tag, header length and content length.
- * Returns SC_OK or SC_ERR_INVALID (truncated, indefinite, > 4 bytes). */
-int sc_der_read(const unsigned char *p, const unsigned char *end, unsigned *tag,
-		size_t *hdr_len, size_t *content_len);
-
 #endif

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,51 @@ struct crl_state {
 	int64_t drop_before;
 };
 
+/* The state line's fields, in the order they are written: one table for
+ * both directions, so that what is saved is what is read back. */
+static const struct state_field {
+	const char *name;
+	size_t off;
+	size_t size;    /* 4 (uint32_t) or 8 (uint64_t, int64_t) */
+} state_fields[] = {
+	{ "full", offsetof(struct crl_state, full_number), 8 },
+	{ "full_seq", offsetof(struct crl_state, full_seq), 8 },
+	{ "full_time", offsetof(struct crl_state, full_time), 8 },
+	{ "partitions", offsetof(struct crl_state, partitions), 4 },
+	{ "last", offsetof(struct crl_state, last_number), 8 },
+	{ "last_seq", offsetof(struct crl_state, last_seq), 8 },
+	{ "last_time", offsetof(struct crl_state, last_time), 8 },
+	{ "drop_before", offsetof(struct crl_state, drop_before), 8 },
+};
+#define STATE_NFIELDS (sizeof(state_fields) / sizeof(state_fields[0]))
+
+/* Times are stored as their two's-complement bits, so the int64_t fields
+ * go through the same unsigned text as the counters. */
+static uint64_t state_get(const struct crl_state *s, const struct state_field *f)
+{
+	const char *at = (const char *)s + f->off;
+	uint64_t v64;
+	uint32_t v32;
+
+	if (f->size == 4) {
+		memcpy(&v32, at, 4);
+		return v32;
+	}
+	memcpy(&v64, at, 8);
+	return v64;
+}
+
+static void state_set(struct crl_state *s, const struct state_field *f, uint64_t v)
+{
+	char *at = (char *)s + f->off;
+	uint32_t v32 = (uint32_t)v;
+
+	if (f->size == 4)
+		memcpy(at, &v32, 4);
+	else
+		memcpy(at, &v, 8);
+}
+
 static void state_parse(const void *data, size_t len, struct crl_state *s)
 {
 	char buf[512], *tok, *save = NULL;
@@ -60,22 +106,10 @@ static void state_parse(const void *data, size_t len, struct crl_state *s)
 		v = strtoull(eq + 1, &end, 10);
 		if (errno != 0 || end == eq + 1 || *end != '\0')
 			return;
-		if (strcmp(tok, "full") == 0)
-			s->full_number = v;
-		else if (strcmp(tok, "full_seq") == 0)
-			s->full_seq = v;
-		else if (strcmp(tok, "full_time") == 0)
-			s->full_time = (int64_t)v;
-		else if (strcmp(tok, "partitions") == 0)
-			s->partitions = (uint32_t)v;
-		else if (strcmp(tok, "last") == 0)
-			s->last_number = v;
-		else if (strcmp(tok, "last_seq") == 0)
-			s->last_seq = v;
-		else if (strcmp(tok, "last_time") == 0)
-			s->last_time = (int64_t)v;
-		else if (strcmp(tok, "drop_before") == 0)
-			s->drop_before = (int64_t)v;
+		for (size_t i = 0; i < STATE_NFIELDS; i++) {
+			if (strcmp(tok, state_fields[i].name) == 0)
+				state_set(s, &state_fields[i], v);
+		}
 	}
 	s->valid = s->full_number > 0 && s->partitions > 0;
 }
@@ -96,19 +130,22 @@ static int state_load(sc_txn *txn, struct crl_state *s)
 
 static int state_save(sc_txn *txn, const struct crl_state *s)
 {
+	struct crl_state w = *s;
 	char buf[512];
-	int n;
+	size_t used = 0;
 
-	n = snprintf(buf, sizeof(buf),
-		     "full=%" PRIu64 " full_seq=%" PRIu64 " full_time=%" PRId64
-		     " partitions=%" PRIu32 " last=%" PRIu64 " last_seq=%" PRIu64
-		     " last_time=%" PRId64 " drop_before=%" PRId64 "\n",
-		     s->full_number, s->full_seq, s->full_time, s->partitions,
-		     s->last_number, s->last_seq, s->last_time,
-		     s->drop_before > 0 ? s->drop_before : 0);
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		return sc_error_set(SC_ERR_INTERNAL, "CRL state record too long");
-	return sc_store_meta_put(txn, SC_CRL_META_STATE, buf, (size_t)n);
+	if (w.drop_before < 0)
+		w.drop_before = 0;
+	for (size_t i = 0; i < STATE_NFIELDS; i++) {
+		int n = snprintf(buf + used, sizeof(buf) - used, "%s%s=%" PRIu64, i > 0 ? " " : "",
+				 state_fields[i].name, state_get(&w, &state_fields[i]));
+
+		if (n < 0 || (size_t)n >= sizeof(buf) - used - 1)
+			return sc_error_set(SC_ERR_INTERNAL, "CRL state record too long");
+		used += (size_t)n;
+	}
+	buf[used++] = '\n';
+	return sc_store_meta_put(txn, SC_CRL_META_STATE, buf, used);
 }
 
 /* ---- the one pass over the revocation index ---------------------------- */

@@ -169,7 +169,4 @@ struct sc_wire_req {
  * limits above; -1 otherwise (the service closes the connection). */
 int sc_wire_req_decode(const unsigned char *body, size_t len, struct sc_wire_req *req);
 
-/* Name of an operation for logs ("?" if unknown). */
-const char *sc_wire_op_name(unsigned op);
-
 #endif

@@ -310,26 +310,3 @@ int sc_wire_req_decode(const unsigned char *body, size_t len, struct sc_wire_req
 		r->for_gw = (const unsigned char *)"";
 	return sc_wire_in_done(&in) ? 0 : -1;
 }
-
-const char *sc_wire_op_name(unsigned op)
-{
-	static const char *const names[] = {
-		[SC_OP_HELLO] = "hello",
-		[SC_OP_LOGIN] = "login",
-		[SC_OP_LOGOUT] = "logout",
-		[SC_OP_SESSION_INFO] = "session-info",
-		[SC_OP_FIND_INIT] = "find-init",
-		[SC_OP_FIND] = "find",
-		[SC_OP_FIND_FINAL] = "find-final",
-		[SC_OP_GET_ATTRS] = "get-attrs",
-		[SC_OP_SIGN_INIT] = "sign-init",
-		[SC_OP_SIGN] = "sign",
-		[SC_OP_SIGN_UPDATE] = "sign-update",
-		[SC_OP_SIGN_FINAL] = "sign-final",
-		[SC_OP_DEPOSIT] = "deposit",
-	};
-
-	if (op >= SC_OP_MAX_ || names[op] == NULL)
-		return "?";
-	return names[op];
-}

@@ -45,11 +45,6 @@ const struct sc_db_def sc_dbs[SC_DB_COUNT] = {
 };
 /* clang-format on */
 
-const char *sc_store_lmdb_dbname(int db)
-{
-	return db >= 0 && db < SC_DB_COUNT ? sc_dbs[db].name : NULL;
-}
-
 /* Under this much free space the disk counts as full: a commit writes
  * pages of 4 KiB, and LMDB reports a page write that the full disk cut
  * short as EIO, not ENOSPC. */

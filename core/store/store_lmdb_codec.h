@@ -31,9 +31,6 @@ enum sc_store_db {
 	SC_DB_COUNT
 };
 
-/* Name of a database ("users", "certs", ...), NULL if out of range. */
-const char *sc_store_lmdb_dbname(int db);
-
 /* Decode a raw (key, value) pair of database `db` with the store's own
  * decoder.  Returns SC_OK or SC_ERR_STORE (corrupt); never reads outside the
  * given buffers. */
