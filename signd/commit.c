@@ -77,6 +77,18 @@ static int sign_state_now(sc_txn *txn, const struct sd_commit *c, int64_t now)
 	return sd_key_state_check(txn, &k, now);
 }
 
+/* Refuse the signature a record carries: the refusal is audited in the
+ * batch, and the caller withholds the signature already made. */
+static int commit_withhold(sc_txn *txn, struct sd_commit *c, sc_audit_event *ev, int result,
+			   const char *why)
+{
+	c->result = result;
+	ev->kind = "sign-refused";
+	ev->outcome = sc_errname(result);
+	ev->detail = why;
+	return sc_audit_append(txn, ev, NULL);
+}
+
 /* Apply one record inside the batch transaction.  Returns a store error
  * (the batch must abort) or SC_OK; c->result holds the record's outcome. */
 static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
@@ -95,6 +107,13 @@ static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 		}
 		if (rc != SC_OK)
 			return rc;
+		/* S6 at the time of the record: `ca sweep` purges a replay record
+		 * once `now > expires`, so past that a missing record would read
+		 * as "never used". */
+		if (now > c->expires)
+			return commit_withhold(txn, c, &ev, SC_ERR_TOKEN_EXPIRED,
+					       "token expired before the signature was recorded; "
+					       "signature withheld");
 		/* S10 once more, in the transaction that records the signature:
 		 * a revocation or suspension committed before this one wins, and
 		 * the signature already made is withheld. */
@@ -103,12 +122,9 @@ static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 			if (rc != SC_ERR_REVOKED && rc != SC_ERR_SUSPENDED && rc != SC_ERR_EXPIRED &&
 			    rc != SC_ERR_STATE && rc != SC_ERR_KEY_LOCKED)
 				return rc;
-			c->result = rc;
-			ev.kind = "sign-refused";
-			ev.outcome = sc_errname(rc);
-			ev.detail = "key state changed before the signature was recorded; "
-				    "signature withheld";
-			return sc_audit_append(txn, &ev, NULL);
+			return commit_withhold(txn, c, &ev, rc,
+					       "key state changed before the signature was "
+					       "recorded; signature withheld");
 		}
 		/* The gateway's registration too (a C_Sign is not checked on
 		 * arrival, only its C_SignInit): removed first, it is refused. */
@@ -118,22 +134,16 @@ static int commit_apply(sc_txn *txn, struct sd_commit *c, int64_t now)
 			rc = sc_gateway_get(txn, c->gateway, hash, NULL);
 			if (rc != SC_OK && rc != SC_ERR_NOT_FOUND)
 				return rc;
-			if (rc == SC_ERR_NOT_FOUND) {
-				c->result = SC_ERR_PERMISSION;
-				ev.kind = "sign-refused";
-				ev.outcome = sc_errname(c->result);
-				ev.detail = "gateway removed before the signature was recorded; "
-					    "signature withheld";
-				return sc_audit_append(txn, &ev, NULL);
-			}
+			if (rc == SC_ERR_NOT_FOUND)
+				return commit_withhold(txn, c, &ev, SC_ERR_PERMISSION,
+						       "gateway removed before the signature was "
+						       "recorded; signature withheld");
 		}
 		if (uses >= c->max_uses) {
 			/* Spent by another thread or process since C_Login. */
-			c->result = c->max_uses == 1 ? SC_ERR_TOKEN_REPLAY : SC_ERR_TOKEN_SPENT;
-			ev.kind = "sign-refused";
-			ev.outcome = sc_errname(c->result);
-			ev.detail = "token used up by a concurrent signature";
-			rc = sc_audit_append(txn, &ev, NULL);
+			rc = commit_withhold(txn, c, &ev,
+					     c->max_uses == 1 ? SC_ERR_TOKEN_REPLAY : SC_ERR_TOKEN_SPENT,
+					     "token used up by a concurrent signature");
 			if (rc == SC_OK && c->fail_key != NULL)
 				rc = commit_count_failure(txn, c->fail_key, now);
 			return rc;

@@ -279,6 +279,10 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 		    vrc == SC_ERR_TOKEN_NOT_YET_VALID || vrc == SC_ERR_TOKEN_EXPIRED;
 	if (vrc == SC_OK && tok->purpose != SC_AUTHZ_SIGN)
 		vrc = sc_error_set(SC_ERR_TOKEN_MALFORMED, "token is not a signing approval");
+	if (vrc == SC_OK && sd_token_before_restore(tok))
+		vrc = sc_error_set(SC_ERR_TOKEN_REPLAY,
+				   "token valid from before the store was "
+				   "restored: it may have been used in the lost window");
 	if (vrc != SC_OK) {
 		if (!signed_ok)
 			(void)sd_garbage_throttled(s, 1);
@@ -323,8 +327,10 @@ CK_RV sd_deposit(struct sd_session *s, const unsigned char *text, size_t len,
 	if (rc != SC_OK) {
 		/* A validly signed token refused for its fit counts towards the
 		 * lock of the key it names, as at a context login (S9); a key
-		 * that does not exist has no lock. */
-		int count = sc_err_is_token(rc) && rc != SC_ERR_TOKEN_KEY;
+		 * that does not exist has no lock, and one its subject does not
+		 * own is not that subject's to lock. */
+		int count = sc_err_is_token(rc) && rc != SC_ERR_TOKEN_KEY &&
+			    rc != SC_ERR_TOKEN_SUBJECT;
 
 		if (rc == SC_ERR_TOKEN_KEY)
 			tok->key_id[0] = '\0';
@@ -423,7 +429,8 @@ int sd_deposit_take(struct sd_session *s, int md_nid, const unsigned char *diges
 		sc_authz_token_clear(&g->tok);
 		if (sc_authz_verify(sd.trust, (const char *)e->text, e->text_len, now, &g->tok) !=
 			    SC_OK ||
-		    g->tok.purpose != SC_AUTHZ_SIGN || strcmp(g->tok.subject, g->user_id) != 0 ||
+		    g->tok.purpose != SC_AUTHZ_SIGN || sd_token_before_restore(&g->tok) ||
+		    strcmp(g->tok.subject, g->user_id) != 0 ||
 		    strcmp(g->tok.key_id, g->key_id) != 0 ||
 		    !sc_authz_has_digest(&g->tok, md_nid, digest, dlen)) {
 			sc_authz_token_clear(&g->tok);

@@ -228,6 +228,9 @@ CK_RV sd_find_final(struct sd_session *s);
 /* sign.c */
 void sd_sign_clear(struct sd_sign *s);
 CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG len);
+/* A token valid from before the last `store restore`: it may have been
+ * spent in the window the restore lost, so it is refused (S7). */
+int sd_token_before_restore(const sc_authz_token *tok);
 CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey);
 CK_RV sd_sign(struct sd_session *s, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 	      CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen);

@@ -309,6 +309,11 @@ out:
 	return rv;
 }
 
+int sd_token_before_restore(const sc_authz_token *tok)
+{
+	return sd.restored_at != 0 && tok->not_before < sd.restored_at + sd.max_skew;
+}
+
 CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG len)
 {
 	struct sd_sign *g = &s->sign;
@@ -316,7 +321,7 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 	sc_keyfail kf;
 	uint32_t uses = 0;
 	int64_t expires = 0, now = sc_now();
-	int rc, vrc, signed_ok;
+	int rc, vrc, signed_ok, names_key;
 
 	if (!g->active)
 		return CKR_OPERATION_NOT_INITIALIZED;
@@ -352,7 +357,12 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 	 * against the gateway that sent it instead. */
 	signed_ok = vrc == SC_OK || vrc == SC_ERR_TOKEN_AUDIENCE ||
 		    vrc == SC_ERR_TOKEN_NOT_YET_VALID || vrc == SC_ERR_TOKEN_EXPIRED;
-	if (vrc == SC_OK && sd.restored_at != 0 && g->tok.not_before < sd.restored_at + sd.max_skew)
+	/* ... and only one that names this resident and this key: a token for
+	 * someone else says nothing about this key, and counting it would let
+	 * one old token of anyone's lock every key in turn. */
+	names_key = signed_ok && strcmp(g->tok.subject, g->user_id) == 0 &&
+		    strcmp(g->tok.key_id, g->key_id) == 0;
+	if (vrc == SC_OK && sd_token_before_restore(&g->tok))
 		vrc = sc_error_set(SC_ERR_TOKEN_REPLAY, "token valid from before the store was "
 				   "restored: it may have been used in the lost window");
 	if (vrc == SC_OK && g->tok.purpose != SC_AUTHZ_SIGN)
@@ -387,14 +397,16 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 	}
 	sc_txn_abort(txn);
 	if (vrc != SC_OK) {
-		int counted = signed_ok && sc_err_is_token(vrc);
+		int counted = names_key && sc_err_is_token(vrc);
 
-		if (!signed_ok)
+		if (!names_key)
 			(void)sd_garbage_throttled(s, 1);
 		sd_refuse(s, g->user_id, g->key_id, &g->serial,
 			  g->tok.token_id_len ? g->tok.token_id : NULL, g->tok.token_id_len,
 			  NULL, 0, vrc, counted,
-			  signed_ok ? "at context login" : "at context login; token does not verify");
+			  names_key ? "at context login" :
+			  signed_ok ? "at context login; token names another resident or key" :
+				      "at context login; token does not verify");
 		sd_sign_clear(g);
 		return sd_ckr(vrc);
 	}
@@ -476,6 +488,13 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	int rc;
 	CK_RV rv;
 
+	/* S6 again: a context login does not keep its token alive.  Once
+	 * expired, its replay record may be purged (ca sweep), so a session
+	 * that logged in long ago must not sign now; the commit checks this
+	 * once more against the time the signature is recorded. */
+	if (sc_now() > g->tok.not_after + sd.max_skew)
+		return sign_refuse(s, SC_ERR_TOKEN_EXPIRED, 0, digest, dlen,
+				   "token expired since the context login");
 	if (!sc_authz_has_digest(&g->tok, md_nid, digest, dlen))
 		return sign_refuse(s, SC_ERR_TOKEN_DIGEST, 1, digest, dlen, NULL);
 
