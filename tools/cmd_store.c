@@ -239,7 +239,9 @@ static int check_key_cb(void *vctx, const sc_key *k)
 	struct check_ctx *c = vctx;
 
 	c->keys++;
-	if (k->blob_len > 0 && sc_keybind_check(c->hsm, k) != SC_OK) {
+	/* a destroyed key's record is bound too (over its empty blob), so an
+	 * edit of what is left of it is seen like any other */
+	if (sc_keybind_check(c->hsm, k) != SC_OK) {
 		if (c->bad++ == 0)
 			snprintf(c->first, sizeof(c->first), "%s", k->key_id);
 	}

@@ -229,6 +229,32 @@ def main():
         r = d.sc("store", "check", check=False)
         check(r.returncode == 0, f"store check passes ({r.stdout.strip()[-200:]})")
 
+        # What a destruction leaves is bound too: the renewed-away key's
+        # record, its blob gone, edited by the store's owner (a byte of its
+        # public key flipped) fails `store check`, and passes once put back.
+        check(keys_db(d)[old_kid] == b"", "the renewed-away key's record holds no blob")
+        store = os.path.join(d.dir, "store")
+        dump = subprocess.run(["mdb_dump", "-s", "keys", store], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+        end = dump.index("HEADER=END")
+        at = dump.index(" " + old_kid.encode().hex(), end + 1) + 1
+        rec = bytearray.fromhex(dump[at].strip())
+        pos = rec.find(bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107"))
+        check(pos > 0, "the destroyed key's record keeps its P-256 public key")
+        rec[pos + 40] ^= 0xff
+
+        def load(value):
+            subprocess.run(["mdb_load", "-s", "keys", store], text=True, check=True,
+                           input="\n".join(dump[:end + 1] + [dump[at - 1], " " + value, "DATA=END"]) + "\n")
+
+        load(rec.hex())
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and f"fail their binding MAC (first: {old_kid})" in r.stdout,
+              f"store check names the edited destroyed key (exit {r.returncode}): {r.stdout.strip()[-300:]}")
+        load(dump[at].strip())
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0, f"put back, store check passes ({r.stdout.strip()[-200:]})")
+
 
 if __name__ == "__main__":
     main()
