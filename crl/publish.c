@@ -265,12 +265,23 @@ static int ev_cmp(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* Whether a serial was on the base CRL, from its first event since then:
+ * only a held certificate can be resumed, or expire with its hold kept
+ * (a certificate that was good expires with no reason). */
+static int ev_was_listed(const struct ev *first)
+{
+	return first->status == SC_CERT_GOOD ||
+	       (first->status == SC_CERT_EXPIRED && first->reason == SC_REASON_CERTIFICATE_HOLD);
+}
+
 /* Delta entries: the latest state of every serial that changed since the
- * base.  Revoked/held: listed as on a full CRL; released from hold (or
- * expired while held): removeFromCRL (RFC 5280 §5.3.1). */
+ * base.  Revoked/held: listed as on a full CRL; released from hold or
+ * expired while held: removeFromCRL (RFC 5280 §5.3.1), but only for a
+ * serial the base lists; one it does not (an ordinary expiry, a hold
+ * and its release both since the base) has nothing to remove. */
 static int delta_lists(struct log_ctx *lc, sc_crl_list *parts)
 {
-	size_t i;
+	size_t i, first = 0;
 
 	if (lc->n > 1)        /* lc->v is NULL when nothing changed */
 		qsort(lc->v, lc->n, sizeof(*lc->v), ev_cmp);
@@ -278,6 +289,9 @@ static int delta_lists(struct log_ctx *lc, sc_crl_list *parts)
 		const struct ev *e = &lc->v[i];
 		sc_crl_list *l = &parts[e->partition];
 
+		if (i > 0 && sc_crl_serial_cmp(e->serial.b, e->serial.len, lc->v[i - 1].serial.b,
+					       lc->v[i - 1].serial.len) != 0)
+			first = i;
 		if (i + 1 < lc->n && sc_crl_serial_cmp(e->serial.b, e->serial.len,
 						       lc->v[i + 1].serial.b,
 						       lc->v[i + 1].serial.len) == 0)
@@ -289,8 +303,10 @@ static int delta_lists(struct log_ctx *lc, sc_crl_list *parts)
 					e->invalidity);
 		else if (e->status == SC_CERT_HOLD)
 			sc_crl_list_add(l, &e->serial, e->at, SC_REASON_CERTIFICATE_HOLD, 0);
-		else
+		else if (ev_was_listed(&lc->v[first]))
 			sc_crl_list_add(l, &e->serial, e->at, SC_REASON_REMOVE_FROM_CRL, 0);
+		else
+			continue;
 		if (l->buf.failed)
 			return sc_der_ok(&l->buf);
 	}

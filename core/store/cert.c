@@ -176,7 +176,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	sc_cert c;
 	size_t xkl, rkl;
 	uint64_t seq;
-	int rv;
+	int rv, held;
 
 	if ((rv = sc_check_write(t)) != SC_OK)
 		return rv;
@@ -194,6 +194,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 		return rv;
 	if (revoked_at == 0)
 		revoked_at = sc_now();
+	held = c.status == SC_CERT_HOLD;
 	c.status = status;
 	c.rev_seq = seq;
 	switch (status) {
@@ -206,6 +207,16 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 		c.revoked_at = revoked_at;
 		c.reason = reason == SC_REASON_NONE ? SC_REASON_CERTIFICATE_HOLD : reason;
 		c.invalidity_date = invalidity_date;
+		break;
+	case SC_CERT_EXPIRED:
+		/* Expired while on hold: the hold stays its last word, as a
+		 * revocation does on a revoked certificate, so OCSP keeps
+		 * answering certificateHold (the CRLs drop it: docs/crl.md). */
+		if (held)
+			break;
+		c.revoked_at = 0;
+		c.reason = SC_REASON_NONE;
+		c.invalidity_date = 0;
 		break;
 	default:
 		c.revoked_at = 0;

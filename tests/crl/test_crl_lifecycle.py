@@ -206,3 +206,29 @@ with Deployment() as d:
     nums = [p["number"] for p in (p1, p2, p3, p4, p5, p6)]
     check(nums == sorted(set(nums)), f"CRL numbers strictly increase {nums}")
     verify_all(d)
+
+    # Expiry in the deltas (`ca sweep` with the clock moved past notAfter):
+    # a certificate expired while on hold leaves as removeFromCRL against
+    # the base that lists its hold; an ordinary expiry, never on any CRL,
+    # is not listed at all.
+    held = enrol(d, "crl-expire-held", 900)
+    plain = enrol(d, "crl-expire-plain", 901)
+    d.sc("ca", "suspend", "--user", "crl-expire-held")
+    p7 = d.sc_json("crl", "publish")
+    sh, sp = int(held["serial"], 16), int(plain["serial"], 16)
+    check(sh in serials_of(os.path.join(crl_dir(d), "full.crl")), "the held certificate is on the base")
+    import datetime
+    na = max(datetime.datetime.fromisoformat(r["not_after"].replace("Z", "+00:00")).timestamp()
+             for r in (held, plain))
+    later = dict(d.env, SMARTCERT_FAKE_TIME=str(int(na) + 86400))
+    swept = json.loads(d.sc("ca", "sweep", "--json", env=later).stdout)
+    check(swept["expired"] >= 2, f"the sweep expires both ({swept})")
+    r = d.sc("crl", "publish", "--delta", "--json", env=later)
+    dl = serials_of(os.path.join(crl_dir(d), "full-delta.crl"))
+    check(crllint.delta_base(load(os.path.join(crl_dir(d), "full-delta.crl"))) == p7["number"],
+          "the delta is against the base with the hold")
+    check(sh in dl and crllint.entry_reason(dl[sh]) == ReasonFlags.remove_from_crl,
+          "expired while on hold: removeFromCRL in the delta")
+    check(sp not in dl, "an ordinary expiry is not in the delta: it was never on a CRL")
+    check(all(crllint.entry_reason(e) != ReasonFlags.remove_from_crl or s == sh for s, e in dl.items()),
+          f"no other removeFromCRL entry ({len(dl)} entries)")

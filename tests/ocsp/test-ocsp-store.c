@@ -218,6 +218,21 @@ static void self_checks(const char *seeds)
 		CHECK(0, "revoking serial 01 in the store: %s", sc_error_detail());
 	}
 	resign_checks(iss);
+	/* Held, then past notAfter (`ca sweep`): the hold is its last status,
+	 * and it keeps being answered as revoked certificateHold, as a revoked
+	 * certificate keeps its revocation after it expires. */
+	ser.b[0] = 3;
+	if (sc_txn_begin(sc_ocsp_fuzz_store(), SC_TXN_WRITE, &txn) == 0 &&
+	    sc_store_cert_set_status(txn, &ser, SC_CERT_HOLD, 1700000200, SC_REASON_NONE, 0) == 0 &&
+	    sc_store_cert_set_status(txn, &ser, SC_CERT_EXPIRED, 0, SC_REASON_NONE, 0) == 0 &&
+	    sc_txn_commit(txn) == 0) {
+		ask(&s3, 1, EVP_sha1(), 0, iss, &res, NULL, NULL);
+		CHECK(res.cert_status == SC_OCSP_REVOKED && res.reason == SC_REASON_CERTIFICATE_HOLD,
+		      "expired while on hold: still revoked certificateHold (%d, reason %d)",
+		      res.cert_status, res.reason);
+	} else {
+		CHECK(0, "holding and expiring serial 03 in the store: %s", sc_error_detail());
+	}
 	{
 		static const unsigned char trunc[] = { 0x30, 0x45, 0x30, 0x43, 0x30 };
 
