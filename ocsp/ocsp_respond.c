@@ -1449,6 +1449,11 @@ int sc_ocsp_resign_due(sc_ocsp_responder *r, int64_t before, size_t max, size_t 
 	*done_out = 0;
 	if (r->store == NULL)
 		return 0;
+	/* An answer whose nextUpdate is already the signer certificate's
+	 * notAfter (ocsp_next() caps it there) gains nothing from a new
+	 * signature, and would only be found due again, batch after batch. */
+	if (before > r->signer_not_after)
+		before = r->signer_not_after;
 	c.serials = calloc(batch, sizeof(*c.serials));
 	if (c.serials == NULL)
 		return SC_ERR_NOMEM;
@@ -1622,8 +1627,11 @@ int sc_ocsp_unsigned(sc_ocsp_responder *r, sc_serial **out, size_t *n_out)
 	rv = sc_txn_begin(r->store, SC_TXN_READ, &a.txn);
 	if (rv != 0)
 		return rv;
-	/* Entries past half their validity are the re-signer's. */
+	/* Entries past half their validity are the re-signer's; one that ends
+	 * at the signer's notAfter is as fresh as a signature can make it. */
 	a.fresh_until = sc_now() + r->validity / 2;
+	if (a.fresh_until >= r->signer_not_after)
+		a.fresh_until = r->signer_not_after - 1;
 	rv = sc_store_cert_iter(a.txn, ocsp_ahead_cb, &a);
 	sc_txn_abort(a.txn);
 	if (rv == 0)

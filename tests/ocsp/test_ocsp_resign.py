@@ -101,4 +101,34 @@ with Deployment() as d:
         check(p.returncode == 0 and "Response verify OK" in out and ": good" in out
               and "Status times invalid" not in out,
               "openssl ocsp -respin -CAfile: re-signed response verified, good, times valid")
+
+    # Near the end of the signer certificate's life nextUpdate is capped at
+    # its notAfter, so re-signing such an answer cannot move it on: the
+    # loop re-signs only what a new signature extends.  At E, 20 s before
+    # the signer expires (less than half the validity): rita's answer,
+    # signed at E - 60, ends at E and is due; sam's, signed at E - 40, ends
+    # at the signer's notAfter and is not.
+    from cryptography import x509 as _x509
+    with open(d.info["ocsp_cert"], "rb") as f:
+        signer_end = epoch(_x509.load_pem_x509_certificate(f.read()).not_valid_after)
+    E = signer_end - 20
+    sam, _, _ = enrol(d, "sam")
+    req_sam = make_request(d, [sam])
+    with Responder(d, env=at(d, E - 60)) as r:
+        check(times(verify_response(d, r.post(req))) == (E - 60, E), "rita at E-60: nextUpdate E")
+        check(wait_stored(r, 1), "rita's answer stored")
+    with Responder(d, env=at(d, E - 40)) as r:
+        check(times(verify_response(d, r.post(req_sam))) == (E - 40, signer_end),
+              "sam at E-40: nextUpdate at the signer's notAfter")
+        check(wait_stored(r, 1), "sam's answer stored")
+    with Responder(d, env=at(d, E)) as r:
+        deadline = time.monotonic() + 20
+        while metric(r, RESIGNED) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        check(metric(r, RESIGNED) == 1,
+              f"the loop re-signs rita's answer and not sam's capped one "
+              f"(resigned {metric(r, RESIGNED)})")
+        check(times(verify_response(d, r.post(req))) == (E, signer_end),
+              "rita's re-signed answer ends at the signer's notAfter")
 print("all re-sign checks passed")
