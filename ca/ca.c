@@ -501,7 +501,7 @@ int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state)
 	rv = sc_store_key_get(txn, key_id, &k);
 	if (rv != SC_OK)
 		return rv;
-	if (k.blob_len > 0 && (rv = sc_ca_group_mark(ca, &k)) != SC_OK)
+	if (k.blob_len > 0 && (rv = sc_ca_group_mark(ca, txn, &k)) != SC_OK)
 		return rv;
 	k.state = state;
 	k.blob = NULL;

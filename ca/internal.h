@@ -211,7 +211,9 @@ int sc_ca_key_destroy(sc_ca *ca, sc_txn *txn, const char *key_id, int state);
  * group_check: in the transaction that stores the key, the generation is
  * still current (SC_ERR_BUSY when a revocation re-wrapped the group).
  * group_mark: the key's blob is being destroyed in the open transaction:
- * its group is re-wrapped before the commit.
+ * its group is re-wrapped before the commit; SC_ERR_INTEGRITY when the
+ * key's binding MAC or its group's generation entry says the store was
+ * altered (nothing is destroyed then, and the command fails).
  * txn_commit: re-wrap the marked groups, commit, destroy the old group
  * keys (the only commit of a transaction that destroys keys).
  * groups_finish: retry the re-wraps the HSM refused (keygroup.rotate),
@@ -223,7 +225,7 @@ int sc_ca_group_gen(sc_txn *txn, uint32_t group, uint32_t *gen);
 void sc_ca_group_prefetch(sc_txn *txn, uint32_t group); /* sc_store_meta_prefetch */
 int sc_ca_group_for_new_key(sc_ca *ca, const char *key_id, uint32_t *group, uint32_t *gen);
 int sc_ca_group_check(sc_txn *txn, uint32_t group, uint32_t gen);
-int sc_ca_group_mark(sc_ca *ca, const sc_key *k);
+int sc_ca_group_mark(sc_ca *ca, sc_txn *txn, const sc_key *k);
 int sc_ca_groups_rotate(sc_ca *ca, sc_txn *txn);
 /* After the commit of a rotated transaction: rv is the commit's result.
  * On success the old keys are destroyed (finish); on failure the new

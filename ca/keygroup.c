@@ -253,12 +253,29 @@ int sc_ca_group_check(sc_txn *txn, uint32_t group, uint32_t gen)
 	return SC_OK;
 }
 
-int sc_ca_group_mark(sc_ca *ca, const sc_key *k)
+int sc_ca_group_mark(sc_ca *ca, sc_txn *txn, const sc_key *k)
 {
-	uint32_t *d;
+	uint32_t *d, cur;
+	int rv;
 
+	/* Which group key must go is read from the key's record: believed
+	 * only under its binding MAC (which covers group and generation), and
+	 * only while the group's generation entry agrees.  Otherwise an edit
+	 * of the store would let a revocation destroy nothing. */
+	if ((rv = sc_keybind_check(ca->d->hsm, k)) != SC_OK)
+		return rv;
 	if (k->kgen == 0)
 		return SC_OK;
+	if ((rv = sc_ca_group_gen(txn, k->group, &cur)) != SC_OK)
+		return rv;
+	if (cur != k->kgen)
+		return sc_error_set(SC_ERR_INTEGRITY,
+				    "key %s is wrapped under key group %u generation %u, but the "
+				    "store's entry for that group says generation %u: the store was "
+				    "altered; nothing is destroyed until `smartcert store check` "
+				    "is clean",
+				    k->key_id, (unsigned)k->group, (unsigned)k->kgen,
+				    (unsigned)cur);
 	for (size_t i = 0; i < ca->ndirty; i++)
 		if (ca->dirty[i] == k->group)
 			return SC_OK;

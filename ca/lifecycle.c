@@ -684,7 +684,7 @@ static int purge_account(sc_ca *ca, const char *user_id, int64_t now, int64_t ho
 		 * destroyed with its group's key like a revoked one */
 		if ((rv = sc_store_key_get(txn, a.keys[i], &k)) != SC_OK)
 			goto out;
-		if (k.blob_len > 0 && (rv = sc_ca_group_mark(ca, &k)) != SC_OK)
+		if (k.blob_len > 0 && (rv = sc_ca_group_mark(ca, txn, &k)) != SC_OK)
 			goto out;
 		if ((rv = sc_store_key_del(txn, a.keys[i])) != SC_OK)
 			goto out;

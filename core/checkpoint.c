@@ -76,33 +76,54 @@ static int cp_read_state(sc_store *st, struct cp_state *s)
 	return rc;
 }
 
-/* The last line of the log (without its newline) into buf; "" when the
- * log is empty.  fd is open for reading. */
-static int cp_last_line(int fd, char *buf, size_t len)
+/* The last line of the log (without its newline) into last, and the line
+ * before it into before when before != NULL; "" for a line the log does
+ * not have.  Each buffer holds len bytes; fd is open for reading. */
+static int cp_last_lines(int fd, char *last, char *before, size_t len)
 {
 	struct stat sb;
 	off_t start;
 	ssize_t n;
-	char *nl;
+	size_t want = before != NULL ? 2 * len : len;
+	char *buf, *nl, *nl2;
+	int rc = SC_OK;
 
-	buf[0] = '\0';
+	last[0] = '\0';
+	if (before != NULL)
+		before[0] = '\0';
 	if (fstat(fd, &sb) != 0)
 		return sc_error_set(SC_ERR_IO, "checkpoint log: %s", strerror(errno));
 	if (sb.st_size == 0)
 		return SC_OK;
-	start = sb.st_size > (off_t)len - 1 ? sb.st_size - (off_t)len + 1 : 0;
-	n = pread(fd, buf, len - 1, start);
-	if (n <= 0)
-		return sc_error_set(SC_ERR_IO, "checkpoint log: %s", strerror(errno));
+	if ((buf = malloc(want)) == NULL)
+		return SC_ERR_NOMEM;
+	start = sb.st_size > (off_t)want - 1 ? sb.st_size - (off_t)want + 1 : 0;
+	n = pread(fd, buf, want - 1, start);
+	if (n <= 0) {
+		rc = sc_error_set(SC_ERR_IO, "checkpoint log: %s", strerror(errno));
+		goto out;
+	}
 	buf[n] = '\0';
 	while (n > 0 && buf[n - 1] == '\n')
 		buf[--n] = '\0';
 	nl = strrchr(buf, '\n');
-	if (nl != NULL)
-		memmove(buf, nl + 1, strlen(nl + 1) + 1);
-	else if (start > 0)
-		return sc_error_set(SC_ERR_INTEGRITY, "the checkpoint log's last line is too long");
-	return SC_OK;
+	if ((nl == NULL && start > 0) || strlen(nl != NULL ? nl + 1 : buf) >= len) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the checkpoint log's last line is too long");
+		goto out;
+	}
+	memcpy(last, nl != NULL ? nl + 1 : buf, strlen(nl != NULL ? nl + 1 : buf) + 1);
+	if (before == NULL || nl == NULL)
+		goto out;
+	*nl = '\0';
+	nl2 = strrchr(buf, '\n');
+	if ((nl2 == NULL && start > 0) || strlen(nl2 != NULL ? nl2 + 1 : buf) >= len) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "a checkpoint line is too long");
+		goto out;
+	}
+	memcpy(before, nl2 != NULL ? nl2 + 1 : buf, strlen(nl2 != NULL ? nl2 + 1 : buf) + 1);
+out:
+	free(buf);
+	return rc;
 }
 
 static void hexs(const unsigned char *p, size_t n, char *out)
@@ -139,7 +160,7 @@ int sc_checkpoint_write(const sc_config *cfg, sc_store *st, sc_hsm *hsm, const c
 		rc = sc_error_set(SC_ERR_IO, "cannot lock %s: %s", log, strerror(errno));
 		goto out;
 	}
-	if ((rc = cp_last_line(fd, last, sizeof(last))) != SC_OK)
+	if ((rc = cp_last_lines(fd, last, NULL, sizeof(last))) != SC_OK)
 		goto out;
 	if (last[0] == '\0')
 		memset(prev, 0, sizeof(prev));
@@ -236,10 +257,10 @@ out:
 int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 {
 	char *log = sc_checkpoint_path(cfg, SC_CHECKPOINT_LOG);
-	char last[CP_LINE_MAX], f_mac[66];
-	unsigned char want[32], have[32];
+	char last[CP_LINE_MAX], before[CP_LINE_MAX], f_mac[66], f_prev[66], link_hex[65];
+	unsigned char want[32], have[32], link[32];
 	struct cp_state s;
-	uint64_t seq;
+	uint64_t seq, revlog_seq, crl_number;
 	size_t wlen = 0;
 	sc_txn *txn = NULL;
 	int fd = -1, rc;
@@ -260,7 +281,7 @@ int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 				  log, s.audit_seq);
 		goto out;
 	}
-	if ((rc = cp_last_line(fd, last, sizeof(last))) != SC_OK)
+	if ((rc = cp_last_lines(fd, last, before, sizeof(last))) != SC_OK)
 		goto out;
 	if (last[0] == '\0') {
 		rc = s.audit_seq == 0 ? SC_OK
@@ -273,11 +294,27 @@ int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 		goto out;
 	/* The line verified: it is one sc_checkpoint_write wrote, fields in
 	 * its order (a longer MAC reads as 65 characters and is refused). */
-	if (sscanf(last, CP_MAGIC "time=%*[-0-9] audit_seq=%" SCNu64 " audit_mac=%65s", &seq,
-		   f_mac) != 2 ||
-	    strlen(f_mac) != 64 || sc_hex_decode(f_mac, want, sizeof(want), &wlen) != SC_OK ||
-	    wlen != 32) {
+	if (sscanf(last,
+		   CP_MAGIC "time=%*[-0-9] audit_seq=%" SCNu64 " audit_mac=%65s revlog_seq=%" SCNu64
+			    " crl_number=%" SCNu64 " why=%*s prev=%65s",
+		   &seq, f_mac, &revlog_seq, &crl_number, f_prev) != 5 ||
+	    strlen(f_mac) != 64 || strlen(f_prev) != 64 ||
+	    sc_hex_decode(f_mac, want, sizeof(want), &wlen) != SC_OK || wlen != 32) {
 		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint cannot be read");
+		goto out;
+	}
+	/* A signed line copied to the end of an append-only log verifies on
+	 * its own; it does not follow the line before it. */
+	if (before[0] == '\0')
+		memset(link, 0, sizeof(link));
+	else
+		SHA256((const unsigned char *)before, strlen(before), link);
+	hexs(link, sizeof(link), link_hex);
+	if (strcmp(f_prev, link_hex) != 0) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint in %s does not follow the "
+				  "line before it: a line was copied or the log rewritten; refusing "
+				  "to serve the store (scripts/verify-checkpoints.sh names the line)",
+				  log);
 		goto out;
 	}
 	if (s.audit_seq < seq) {
@@ -286,6 +323,17 @@ int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 				  ": the store was rolled back or truncated; refusing to serve it "
 				  "(to go back on purpose: smartcert store restore)",
 				  s.audit_seq, log, seq);
+		goto out;
+	}
+	/* The revocation log and the CRL number only move forward: a store
+	 * whose counters are behind the checkpoint had them put back (a CRL
+	 * number issued twice, a revocation undone). */
+	if (s.revlog_seq < revlog_seq || s.crl_number < crl_number) {
+		rc = sc_error_set(SC_ERR_INTEGRITY, "the store's revocation log ends at %" PRIu64
+				  " and its CRL number is %" PRIu64 ", but the newest checkpoint (%s) "
+				  "vouches for %" PRIu64 " and %" PRIu64 ": the store was rolled back "
+				  "or edited; refusing to serve it",
+				  s.revlog_seq, s.crl_number, log, revlog_seq, crl_number);
 		goto out;
 	}
 	rc = sc_txn_begin(st, SC_TXN_READ, &txn);

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Someone who can write the store and the checkpoint log, but holds no HSM
+PIN, against the records a revocation and the checkpoints stand on
+(docs/evidence.md):
+
+* the group's generation entry edited before a revocation: the revocation
+  refuses (exit 8, "the store was altered") and destroys nothing, rather
+  than destroying no group key and saying the key is gone; put back, the
+  revocation goes through;
+* the CRL number put back below the newest checkpoint's: `store check` and
+  every command refuse the store (exit 8), so no CRL number is issued twice;
+* an old store put back and an old checkpoint line appended to the log
+  (which an append-only log allows): the copied line verifies on its own
+  but does not follow the line before it, and the store is refused.
+
+The store is edited with lmdb-utils' mdb_dump/mdb_load."""
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
+from scfixture import Deployment, check, skip_unless  # noqa: E402
+
+skip_unless("mdb_dump", "mdb_load")
+
+
+def meta_get(store, key):
+    dump = subprocess.run(["mdb_dump", "-s", "meta", store], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    end = dump.index("HEADER=END")
+    rows = dump[end + 1:-1]
+    for k, v in zip(rows[0::2], rows[1::2]):
+        if bytes.fromhex(k.strip()) == key:
+            return bytes.fromhex(v.strip())
+    return None
+
+
+def meta_put(store, key, value):
+    dump = subprocess.run(["mdb_dump", "-s", "meta", store], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    end = dump.index("HEADER=END")
+    subprocess.run(["mdb_load", "-s", "meta", store], text=True, check=True,
+                   input="\n".join(dump[:end + 1] + [" " + key.hex(), " " + value.hex(),
+                                                     "DATA=END"]) + "\n")
+
+
+def main():
+    with Deployment(prefix="store-tamper-") as d:
+        d.conf_set("ca.key_groups", "1", restart=False)
+        store = os.path.join(d.dir, "store")
+        for u in ("tam-a", "tam-b", "tam-c"):
+            d.enrol(u, "p256")
+        gen_key = b"m/keygroup.gen.00000000"
+        gen = meta_get(store, gen_key)
+        check(gen == (1).to_bytes(4, "big"), f"group 0 is at generation 1 ({gen!r})")
+
+        # 1. The generation entry says another generation: nothing destroyed.
+        meta_put(store, gen_key, (7).to_bytes(4, "big"))
+        r = d.sc("ca", "revoke", "--user", "tam-a", "--reason", "keyCompromise", check=False)
+        check(r.returncode == 8 and "the store was altered" in r.stderr,
+              f"the revocation refuses an edited generation entry (exit {r.returncode}): "
+              f"{r.stderr.strip()[-200:]}")
+        show = d.sc_json("ca", "show", "--user", "tam-a")
+        check(show["certificates"][0]["status"] == "good" and
+              show["keys"][0]["key_group_generation"] == 1,
+              "nothing changed: the certificate is good, the key still under generation 1")
+        meta_put(store, gen_key, gen)
+        d.sc("ca", "revoke", "--user", "tam-a", "--reason", "keyCompromise")
+        show = d.sc_json("ca", "show", "--user", "tam-b")
+        check(show["keys"][0]["key_group_generation"] == 2,
+              "put back, the revocation goes through and re-wraps the group (generation 2)")
+
+        # 2. The CRL number put back below the checkpoint's.
+        d.sc("crl", "publish")
+        d.sc("crl", "publish")
+        num_key = b"c/crl.number"
+        num = meta_get(store, num_key)
+        check(num is not None and int.from_bytes(num, "big") >= 2, f"two CRLs published ({num!r})")
+        meta_put(store, num_key, (1).to_bytes(len(num), "big"))
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "CRL number" in (r.stdout + r.stderr),
+              f"store check: the CRL number is behind the checkpoint (exit {r.returncode})")
+        r = d.sc("crl", "publish", check=False)
+        check(r.returncode == 8, f"crl publish refuses the store (exit {r.returncode}): "
+              f"{r.stderr.strip()[-200:]}")
+        meta_put(store, num_key, num)
+        check(d.sc("store", "check", check=False).returncode == 0, "put back, store check passes")
+
+        # 3. An old store and a copied checkpoint line.
+        cpdir = os.path.join(d.dir, "checkpoints")
+        log = os.path.join(cpdir, "checkpoints.log")
+        old = os.path.join(d.tmp, "old-store")
+        shutil.copytree(store, old)
+        with open(log) as f:
+            old_line = f.read().splitlines()[-1]
+        d.sc("ca", "revoke", "--user", "tam-b", "--reason", "keyCompromise")
+        shutil.rmtree(store)
+        shutil.copytree(old, store)
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8, f"the old store alone is refused (exit {r.returncode})")
+        with open(log, "a") as f:
+            f.write(old_line + "\n")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "does not follow" in (r.stdout + r.stderr),
+              f"with an old line appended it is still refused (exit {r.returncode}): "
+              f"{(r.stdout + r.stderr).strip()[-200:]}")
+        r = d.sc("status", check=False)
+        check(r.returncode == 8, f"and so is every command (status exit {r.returncode})")
+
+
+if __name__ == "__main__":
+    main()
