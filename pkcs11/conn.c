@@ -13,6 +13,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,41 @@ static int64_t mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* OpenSSL writes to its socket with write(2), which raises SIGPIPE once the
+ * service has gone, and the default action kills the gateway.  A library
+ * must neither die of it nor change its host's handlers, so SIGPIPE is
+ * blocked in the calling thread around each TLS call, and one that the
+ * call raised is taken back before the mask is restored. */
+struct sigpipe_guard {
+	sigset_t old;
+	int was_pending;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t pipe, pending;
+
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void sigpipe_restore(const struct sigpipe_guard *g)
+{
+	sigset_t pipe, pending;
+	struct timespec zero = { 0, 0 };
+	int saved = errno;
+
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+		while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+			;
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+	errno = saved;
 }
 
 static int wait_fd(int fd, short ev, int64_t deadline)
@@ -66,13 +103,22 @@ static int connect_unix(const char *path, int64_t deadline)
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	memcpy(sa.sun_path, path, strlen(path));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS &&
-	    errno != EAGAIN) {
+	/* EAGAIN from a Unix socket is a full listen backlog (many sessions
+	 * opened at once), not a connection in progress: try again until
+	 * the deadline. */
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN && mono_ms() < deadline) {
+			struct timespec pause = { 0, 2000000 };
+
+			nanosleep(&pause, NULL);
+			continue;
+		}
 		p11_log("cannot reach the signing service at %s: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
-	(void)deadline;
 	return fd;
 }
 
@@ -122,9 +168,13 @@ static int io_full(struct p11_conn *c, void *buf, size_t n, int writing, int64_t
 		short ev = writing ? POLLOUT : POLLIN;
 
 		if (c->ssl != NULL) {
-			int k = writing ? SSL_write(c->ssl, p + done, (int)(n - done))
-					: SSL_read(c->ssl, p + done, (int)(n - done));
+			struct sigpipe_guard g;
+			int k;
 
+			sigpipe_block(&g);
+			k = writing ? SSL_write(c->ssl, p + done, (int)(n - done))
+				    : SSL_read(c->ssl, p + done, (int)(n - done));
+			sigpipe_restore(&g);
 			if (k <= 0) {
 				int e = SSL_get_error(c->ssl, k);
 
@@ -215,7 +265,12 @@ static CK_RV tls_connect(struct p11_conn *c, const char *spec, int64_t deadline)
 	    SSL_set1_host(c->ssl, host) != 1)
 		return CKR_HOST_MEMORY;
 	for (;;) {
-		int k = SSL_connect(c->ssl), e;
+		struct sigpipe_guard g;
+		int k, e;
+
+		sigpipe_block(&g);
+		k = SSL_connect(c->ssl);
+		sigpipe_restore(&g);
 
 		if (k == 1)
 			return CKR_OK;
@@ -293,8 +348,13 @@ CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags)
 void p11_conn_close(struct p11_conn *c, int owned)
 {
 	if (owned && c->ssl != NULL) {
-		if (!c->broken)
+		if (!c->broken) {
+			struct sigpipe_guard g;
+
+			sigpipe_block(&g);
 			SSL_shutdown(c->ssl);
+			sigpipe_restore(&g);
+		}
 		SSL_free(c->ssl);
 	}
 	c->ssl = NULL;

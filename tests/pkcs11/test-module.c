@@ -1401,6 +1401,58 @@ static void test_faults(void)
 	CK(p11->C_Finalize(NULL), CKR_OK);
 }
 
+/* Many sessions opened at the same moment: more connections at once than
+ * the service's listen backlog (256) holds, which a Unix socket answers
+ * with EAGAIN until the service accepts; each session must still open. */
+#define BURST_THREADS 400
+
+struct burst {
+	pthread_barrier_t *go;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+};
+
+static void *burst_main(void *arg)
+{
+	struct burst *b = arg;
+
+	pthread_barrier_wait(b->go);
+	b->rv = p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &b->s);
+	return NULL;
+}
+
+static void test_burst(void)
+{
+	static struct burst b[BURST_THREADS];
+	static pthread_t th[BURST_THREADS];
+	pthread_barrier_t go;
+	CK_SESSION_HANDLE s;
+	int i, started = 0, opened = 0;
+
+	load_module();
+	gateway_init_login(&s);
+	pthread_barrier_init(&go, NULL, BURST_THREADS);
+	for (i = 0; i < BURST_THREADS; i++) {
+		b[i].go = &go;
+		b[i].rv = CKR_GENERAL_ERROR;
+		if (pthread_create(&th[i], NULL, burst_main, &b[i]) != 0)
+			break;
+		started++;
+	}
+	CHECK(started == BURST_THREADS, "%d threads started", started);
+	for (i = 0; i < started; i++) {
+		pthread_join(th[i], NULL);
+		if (b[i].rv == CKR_OK)
+			opened++;
+	}
+	pthread_barrier_destroy(&go);
+	CHECK(opened == BURST_THREADS, "%d of %d sessions opened at once", opened, BURST_THREADS);
+	for (i = 0; i < started; i++)
+		if (b[i].rv == CKR_OK)
+			CK(p11->C_CloseSession(b[i].s), CKR_OK);
+	CK(p11->C_Finalize(NULL), CKR_OK);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -1413,6 +1465,7 @@ static const struct {
 	{ "threads", test_threads },
 	{ "garbage", test_garbage },
 	{ "faults", test_faults },
+	{ "burst", test_burst },
 };
 
 int main(int argc, char **argv)
@@ -1425,7 +1478,7 @@ int main(int argc, char **argv)
 			break;
 	if (i == sizeof(tests) / sizeof(tests[0])) {
 		fprintf(stderr, "usage: test-module sign-p256|sign-rsa|refusals|lock|"
-			"replay-fork|threads|garbage|faults\n");
+			"replay-fork|threads|garbage|faults|burst\n");
 		return 2;
 	}
 	setup(t);

@@ -6,7 +6,10 @@ mutually authenticated TLS (shown on 127.0.0.1):
   client certificate, signs with a token;
 * a client with no certificate, or with one from another CA, is refused in
   the handshake: no request of it is ever answered;
-* the signature's audit record names the gateway and its certificate."""
+* the signature's audit record names the gateway and its certificate;
+* a gateway process that keeps SIGPIPE's default action (Python ignores it;
+  most C programs do not) survives the service stopping under it: a C_Sign
+  of 100 KiB, more than one TLS record, gets an error, not a SIGPIPE."""
 import hashlib
 import json
 import os
@@ -14,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
@@ -61,7 +65,28 @@ def raw_try(port, ca_pem, cert=None):
         return f"refused ({type(e).__name__})"
 
 
+def child_service_stops(spec):
+    """SIGPIPE at its default; C_SignInit, wait for the parent to stop the
+    service, then C_Sign with a large input."""
+    import signal
+    import PyKCS11 as P
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    gw = Gateway(SimpleNamespace(config=spec["conf"], module=spec["module"],
+                                 gateway_pin=spec["pin"]))
+    s = gw.session
+    key = s.findObjects([(P.CKA_CLASS, P.CKO_PRIVATE_KEY), (P.CKA_LABEL, spec["user"])])[0]
+    rv = s.lib.C_SignInit(s.session, P.Mechanism(P.CKM_ECDSA_SHA256, None).to_native(), key)
+    print("ready" if rv == P.CKR_OK else f"C_SignInit {rv:#x}", flush=True)
+    sys.stdin.readline()
+    time.sleep(1)         # the service's side of the connection is closed by now
+    buf = P.ckbytelist([0] * 128)
+    rv = s.lib.C_Sign(s.session, P.ckbytelist(bytes(100 * 1024)), buf)
+    print(json.dumps({"rv": P.CKR.get(rv, rv)}), flush=True)
+
+
 def child(spec):
+    if spec.get("mode") == "service-stops":
+        return child_service_stops(spec)
     import PyKCS11 as P
     # The gateway's own configuration (the TLS service), not the deployment's.
     gw = Gateway(SimpleNamespace(config=spec["conf"], module=spec["module"],
@@ -112,6 +137,22 @@ def main():
         recs = [x for x in d.audit("remote") if x.get("kind") == "sign" and x.get("outcome") == "ok"]
         check(len(recs) == 1 and recs[0].get("actor", "").startswith("gateway:default cert="),
               f"the audit record names the gateway and its certificate ({recs[-1].get('actor') if recs else None})")
+
+        # The service stops while a gateway with SIGPIPE at its default waits.
+        spec = dict(spec, mode="service-stops")
+        p = subprocess.Popen([sys.executable, __file__, "child", json.dumps(spec)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        ready = p.stdout.readline().strip()
+        check(ready == "ready", f"the gateway has a sign operation open over TLS ({ready})")
+        d.stop_signd()
+        out, err = p.communicate("go\n", timeout=120)
+        check(p.returncode == 0, f"the gateway process survives the service stopping "
+              f"(exit {p.returncode}{', SIGPIPE' if p.returncode == -13 else ''}): {err[-300:]}")
+        res = json.loads(out.splitlines()[-1]) if out.strip() else {}
+        check(res.get("rv") in ("CKR_DEVICE_REMOVED", "CKR_DEVICE_ERROR"),
+              f"and C_Sign says the device is gone ({res.get('rv')})")
+        d.start_signd()
 
 
 if __name__ == "__main__":
