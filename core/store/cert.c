@@ -30,7 +30,7 @@ void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, si
 	*len = 8 + s->len;
 }
 
-static void revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s, size_t *len)
+void sc_revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s, size_t *len)
 {
 	sc_be32(out, partition);
 	memcpy(out + 4, s->b, s->len);
@@ -79,7 +79,7 @@ static int revoked_put(sc_txn *t, const sc_cert *c)
 	size_t rkl;
 	int rv;
 
-	revoked_key(rk, c->partition, &c->serial, &rkl);
+	sc_revoked_key(rk, c->partition, &c->serial, &rkl);
 	sc_enc_record(&e, &sc_rec_revoked, &r);
 	rv = sc_put_enc(t, SC_DB_REVOKED, rk, rkl, &e, 0);
 	sc_enc_free(&e);
@@ -234,7 +234,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	if (status == SC_CERT_REVOKED || status == SC_CERT_HOLD) {
 		rv = revoked_put(t, &c);
 	} else {
-		revoked_key(rk, c.partition, serial, &rkl);
+		sc_revoked_key(rk, c.partition, serial, &rkl);
 		rv = sc_del(t, SC_DB_REVOKED, rk, rkl, NULL, 0);
 	}
 	if (rv != SC_OK)
@@ -336,7 +336,7 @@ int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
 		return rv;
 	sc_gone_key(gk, serial, &gkl);
 	sc_expiry_key(xk, c.not_after, serial, &xkl);
-	revoked_key(rk, c.partition, serial, &rkl);
+	sc_revoked_key(rk, c.partition, serial, &rkl);
 	if ((rv = sc_put(t, SC_DB_META, gk, gkl, "", 0, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_EXPIRY, xk, xkl, NULL, 0)) != SC_OK ||
 	    (rv = sc_del(t, SC_DB_REVOKED, rk, rkl, NULL, 0)) != SC_OK ||

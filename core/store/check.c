@@ -1,7 +1,8 @@
 /*
  * A full read of the store, for `smartcert store check`: every record of
  * every database through the decoders the store reads with, and every index
- * entry resolved to the record it names.  Normal reads meet a damaged record
+ * entry resolved to the record it names, and every certificate's status held
+ * against the revocation log and the revocation index.  Normal reads meet a damaged record
  * only when someone asks for it; an operator checking a backup or a store
  * after a crash wants to hear about it now, with the database and key.
  * Part of the LMDB store (internal.h; contract: sc_store.h).
@@ -19,7 +20,76 @@
 struct check_walk {
 	int db;
 	uint64_t records;
+	uint64_t revlog_next;   /* the event the revocation log must hold next */
 };
+
+/* A certificate's status against what the revocation index and log say.
+ * The log only grows and every change appends to it, so a certificate
+ * record older than an event about it, or disagreeing with its latest,
+ * was put back or edited: a revocation undone would otherwise be served
+ * as good by OCSP and left off the CRLs. */
+static int check_cert_revoked(sc_txn *t, const MDB_val *k, const sc_cert *c)
+{
+	unsigned char rk[4 + SC_SERIAL_MAX];
+	size_t rkl;
+	int rv, has;
+
+	if (c->status != SC_CERT_REVOKED && c->status != SC_CERT_HOLD)
+		return SC_OK;
+	sc_revoked_key(rk, c->partition, &c->serial, &rkl);
+	if ((rv = sc_has(t, SC_DB_REVOKED, rk, rkl, &has)) != SC_OK)
+		return rv;
+	return has ? SC_OK
+		   : sc_corrupt(t, SC_DB_CERTS, k->mv_data, k->mv_size,
+				"revoked or on hold but not in the revocation index: no CRL "
+				"would list it");
+}
+
+static int check_revoked_entry(sc_txn *t, const MDB_val *k, const sc_revoked *r)
+{
+	sc_cert c;
+	int rv = sc_store_cert_get(t, &r->serial, &c);
+
+	if (rv == SC_ERR_NOT_FOUND ||
+	    (rv == SC_OK && ((c.status != SC_CERT_REVOKED && c.status != SC_CERT_HOLD) ||
+			     c.partition != r->partition)))
+		return sc_corrupt(t, SC_DB_REVOKED, k->mv_data, k->mv_size,
+				  "names a certificate that is not revoked or on hold in this "
+				  "partition");
+	return rv;
+}
+
+static int check_revlog_event(sc_txn *t, struct check_walk *w, const MDB_val *k,
+			      const sc_revlog *e)
+{
+	sc_cert c;
+	int rv, gone = 0;
+
+	if (e->rev_seq != w->revlog_next)
+		return sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size,
+				  "the revocation log has a gap before this event: events were "
+				  "deleted");
+	w->revlog_next = e->rev_seq + 1;
+	rv = sc_store_cert_get(t, &e->serial, &c);
+	if (rv == SC_ERR_NOT_FOUND) {
+		sc_error_clear();
+		if ((rv = sc_cert_gone(t, &e->serial, &gone)) != SC_OK)
+			return rv;
+		return gone ? SC_OK
+			    : sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size,
+					 "names a certificate that was never deleted and is gone");
+	}
+	if (rv != SC_OK)
+		return rv;
+	if (c.rev_seq < e->rev_seq)
+		return sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size,
+				  "the certificate's record is older than this status change: "
+				  "it was put back");
+	if (c.rev_seq == e->rev_seq && c.status != e->status)
+		return sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size,
+				  "the certificate's status is not this, its latest change");
+	return SC_OK;
+}
 
 /* The owner a key or certificate names exists ("" is the CA's own). */
 static int owner_exists(sc_txn *t, int db, const MDB_val *k, const char *user_id)
@@ -101,7 +171,13 @@ static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	case SC_DB_KEYS:
 		return owner_exists(t, w->db, k, r.k.user_id);
 	case SC_DB_CERTS:
-		return owner_exists(t, w->db, k, r.c.user_id);
+		if ((rv = owner_exists(t, w->db, k, r.c.user_id)) != SC_OK)
+			return rv;
+		return check_cert_revoked(t, k, &r.c);
+	case SC_DB_REVOKED:
+		return check_revoked_entry(t, k, &r.r);
+	case SC_DB_REVLOG:
+		return check_revlog_event(t, w, k, &r.l);
 	case SC_DB_IDHASH:
 	case SC_DB_KEYSEQ:
 	case SC_DB_USERKEYS:
@@ -117,7 +193,7 @@ static int check_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 
 int sc_store_check_records(sc_txn *txn, uint64_t *records)
 {
-	struct check_walk w = { 0, 0 };
+	struct check_walk w = { 0, 0, 1 };
 	int rv = SC_OK;
 
 	for (w.db = 0; w.db < SC_DB_COUNT && rv == SC_OK; w.db++)

@@ -237,6 +237,8 @@ int sc_counter_next_raw(sc_txn *t, const char *mkey, uint64_t *out);
 /* cert.c */
 void sc_expiry_key(unsigned char *out, int64_t not_after, const sc_serial *s, size_t *len);
 void sc_gone_key(unsigned char *out, const sc_serial *s, size_t *len);
+/* The revocation index's key: partition (4 bytes) || serial. */
+void sc_revoked_key(unsigned char *out, uint32_t partition, const sc_serial *s, size_t *len);
 /* Whether the certificate with this serial was deleted (its serial stays
  * used). */
 int sc_cert_gone(sc_txn *t, const sc_serial *s, int *gone);

@@ -7,6 +7,11 @@ PIN, against the records a revocation and the checkpoints stand on
   refuses (exit 8, "the store was altered") and destroys nothing, rather
   than destroying no group key and saying the key is gone; put back, the
   revocation goes through;
+* a revoked certificate's record put back as it was before, its
+  revocation-index entry removed (OCSP would answer good, no CRL would list
+  it): `store check` finds the record older than the revocation log's event
+  about it (exit 8); with that event removed too, the revocation log is
+  behind the checkpoint and every command refuses the store;
 * the CRL number put back below the newest checkpoint's: `store check` and
   every command refuse the store (exit 8), so no CRL number is issued twice;
 * an old store put back and an old checkpoint line appended to the log
@@ -45,6 +50,39 @@ def meta_put(store, key, value):
                                                      "DATA=END"]) + "\n")
 
 
+def full_dump(store):
+    return subprocess.run(["mdb_dump", "-a", store], capture_output=True, text=True,
+                          check=True).stdout.split("\n")
+
+
+def section(lines, db):
+    """(first data line, DATA=END line) of database db in an `mdb_dump -a`."""
+    start = lines.index(f"database={db}")
+    first = lines.index("HEADER=END", start) + 1
+    return first, lines.index("DATA=END", first)
+
+
+def pairs(lines, db):
+    first, end = section(lines, db)
+    return {bytes.fromhex(lines[i].strip()): (i, bytes.fromhex(lines[i + 1].strip()))
+            for i in range(first, end, 2)}
+
+
+def rebuild(d, store, lines):
+    """The store replaced by one loaded from a whole dump (mdb_load cannot
+    delete: what is left out of the dump is gone)."""
+    fresh = os.path.join(d.tmp, "rebuilt")
+    os.mkdir(fresh)
+    dumpf = os.path.join(d.tmp, "rebuilt.dump")
+    with open(dumpf, "w") as f:
+        f.write("\n".join(lines))
+    subprocess.run(["mdb_load", "-f", dumpf, fresh], check=True)
+    os.chmod(os.path.join(fresh, "data.mdb"), 0o600)
+    os.replace(os.path.join(fresh, "data.mdb"), os.path.join(store, "data.mdb"))
+    shutil.rmtree(fresh)
+    os.unlink(dumpf)
+
+
 def main():
     with Deployment(prefix="store-tamper-") as d:
         d.conf_set("ca.key_groups", "1", restart=False)
@@ -70,6 +108,39 @@ def main():
         show = d.sc_json("ca", "show", "--user", "tam-b")
         check(show["keys"][0]["key_group_generation"] == 2,
               "put back, the revocation goes through and re-wraps the group (generation 2)")
+
+        # A revocation undone by putting the certificate's record back.
+        dd = d.enrol("tam-d", "p256")
+        serial = bytes.fromhex(dd["serial"])
+        before = pairs(full_dump(store), "certs")[serial][1]
+        d.sc("ca", "revoke", "--user", "tam-d", "--reason", "keyCompromise")
+        pristine = os.path.join(d.tmp, "data.mdb.revoked")
+        shutil.copyfile(os.path.join(store, "data.mdb"), pristine)
+        lines = full_dump(store)
+        i, _ = pairs(lines, "certs")[serial]
+        lines[i + 1] = " " + before.hex()
+        rev = [k for k in pairs(lines, "revoked") if k[4:] == serial]
+        check(len(rev) == 1, "the revocation index lists the revoked certificate")
+        j, _ = pairs(lines, "revoked")[rev[0]]
+        del lines[j:j + 2]
+        rebuild(d, store, lines)
+        check(d.sc_json("ca", "show", "--user", "tam-d")["certificates"][0]["status"] == "good",
+              "the edited store says the certificate is good")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "put back" in r.stdout,
+              f"store check: the record is older than the revocation log's event "
+              f"(exit {r.returncode}): {r.stdout.strip()[-300:]}")
+        lines = full_dump(store)
+        last = max(pairs(lines, "revlog"))
+        j, _ = pairs(lines, "revlog")[last]
+        del lines[j:j + 2]
+        rebuild(d, store, lines)
+        r = d.sc("status", check=False)
+        check(r.returncode == 8 and "revocation log" in r.stderr,
+              f"with the event removed too, the store is behind the checkpoint (exit "
+              f"{r.returncode}): {r.stderr.strip()[-200:]}")
+        shutil.copyfile(pristine, os.path.join(store, "data.mdb"))
+        check(d.sc("store", "check", check=False).returncode == 0, "put back, store check passes")
 
         # 2. The CRL number put back below the checkpoint's.
         d.sc("crl", "publish")
