@@ -20,7 +20,7 @@
 struct check_walk {
 	int db;
 	uint64_t records;
-	uint64_t revlog_next;   /* the event the revocation log must hold next */
+	uint64_t revlog_next; /* the event the revocation log must hold next */
 };
 
 /* A certificate's status against what the revocation index and log say.
@@ -39,8 +39,8 @@ static int check_cert_revoked(sc_txn *t, const MDB_val *k, const sc_cert *c)
 	sc_revoked_key(rk, c->partition, &c->serial, &rkl);
 	if ((rv = sc_has(t, SC_DB_REVOKED, rk, rkl, &has)) != SC_OK)
 		return rv;
-	return has ? SC_OK
-		   : sc_corrupt(t, SC_DB_CERTS, k->mv_data, k->mv_size,
+	return has ? SC_OK :
+		     sc_corrupt(t, SC_DB_CERTS, k->mv_data, k->mv_size,
 				"revoked or on hold but not in the revocation index: no CRL "
 				"would list it");
 }
@@ -59,8 +59,7 @@ static int check_revoked_entry(sc_txn *t, const MDB_val *k, const sc_revoked *r)
 	return rv;
 }
 
-static int check_revlog_event(sc_txn *t, struct check_walk *w, const MDB_val *k,
-			      const sc_revlog *e)
+static int check_revlog_event(sc_txn *t, struct check_walk *w, const MDB_val *k, const sc_revlog *e)
 {
 	sc_cert c;
 	int rv, gone = 0;
@@ -75,8 +74,8 @@ static int check_revlog_event(sc_txn *t, struct check_walk *w, const MDB_val *k,
 		sc_error_clear();
 		if ((rv = sc_cert_gone(t, &e->serial, &gone)) != SC_OK)
 			return rv;
-		return gone ? SC_OK
-			    : sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size,
+		return gone ? SC_OK :
+			      sc_corrupt(t, SC_DB_REVLOG, k->mv_data, k->mv_size,
 					 "names a certificate that was never deleted and is gone");
 	}
 	if (rv != SC_OK)
