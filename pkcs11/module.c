@@ -749,6 +749,27 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
 	return CKR_OK;
 }
 
+/* Closing the application's last session logs it out (PKCS#11 §5.6).  The
+ * login lives in the service, which would notice only when the connection
+ * closes: a session opened meanwhile would find it still logged in.  So
+ * the module logs out on a session of its own first.  `h`: a session to
+ * send it on, 0 for any. */
+static void logout_if_last(CK_SESSION_HANDLE h, int closing_all)
+{
+	unsigned long i;
+	int last;
+
+	pthread_mutex_lock(&p11.lock);
+	last = (closing_all || p11.nsessions == 1) && p11.nsessions > 0 &&
+	       __atomic_load_n(&p11.logged_in, __ATOMIC_ACQUIRE);
+	for (i = 0; last && h == 0 && i < P11_MAX_SESSIONS; i++)
+		if (p11.sessions[i] != NULL)
+			h = p11.sessions[i]->handle;
+	pthread_mutex_unlock(&p11.lock);
+	if (last && h != 0 && p11_session_op(h, SC_OP_LOGOUT, "LOGOUT") == CKR_OK)
+		__atomic_store_n(&p11.logged_in, 0, __ATOMIC_RELEASE);
+}
+
 CK_RV C_CloseSession(CK_SESSION_HANDLE hSession)
 {
 	struct p11_session *s;
@@ -758,6 +779,7 @@ CK_RV C_CloseSession(CK_SESSION_HANDLE hSession)
 	idx = (unsigned long)(hSession & ((1UL << P11_SESSION_IDX_BITS) - 1));
 	if (idx == 0 || idx > P11_MAX_SESSIONS)
 		return CKR_SESSION_HANDLE_INVALID;
+	logout_if_last(hSession, 0);
 	pthread_mutex_lock(&p11.lock);
 	s = p11.sessions[idx - 1];
 	if (s == NULL || s->handle != hSession) {
@@ -774,6 +796,7 @@ CK_RV C_CloseAllSessions(CK_SLOT_ID slotID)
 	P11_ENTER();
 	if (slotID != P11_SLOT_ID)
 		return CKR_SLOT_ID_INVALID;
+	logout_if_last(0, 1);
 	pthread_mutex_lock(&p11.lock);
 	sessions_close_all_inlock();
 	pthread_mutex_unlock(&p11.lock);

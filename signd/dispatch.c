@@ -105,13 +105,24 @@ static int op_get_attrs(struct sd_session *s, const struct sc_wire_req *r, struc
 	CK_RV rv;
 
 	memset(tmpl, 0, sizeof(tmpl));
+	/* The values' sizes first, so that the room below is shared out by what
+	 * the values need, not by the caller's buffer sizes (four large
+	 * buffers made a short value that fits look too big). */
+	for (i = 0; i < r->nattrs; i++)
+		tmpl[i].type = (CK_ATTRIBUTE_TYPE)r->attrs[i].type;
+	(void)sd_get_attribute_value(s, (CK_OBJECT_HANDLE)r->handle, r->nattrs > 0 ? tmpl : NULL,
+				     r->nattrs);
 	for (i = 0; i < r->nattrs; i++) {
 		size_t room = SC_WIRE_DATA_MAX - total;
+		size_t need = tmpl[i].ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+					      tmpl[i].ulValueLen > r->attrs[i].len ?
+				      r->attrs[i].len :
+				      (size_t)tmpl[i].ulValueLen;
 
-		tmpl[i].type = (CK_ATTRIBUTE_TYPE)r->attrs[i].type;
+		tmpl[i].pValue = NULL;
 		/* The caller's buffers, but never more than one response frame
 		 * holds in all: what does not fit is CKR_BUFFER_TOO_SMALL. */
-		tmpl[i].ulValueLen = (CK_ULONG)(r->attrs[i].len < room ? r->attrs[i].len : room);
+		tmpl[i].ulValueLen = (CK_ULONG)(need < room ? need : room);
 		if (r->attrs[i].has) {
 			total += tmpl[i].ulValueLen;
 			tmpl[i].pValue = malloc(tmpl[i].ulValueLen > 0 ? tmpl[i].ulValueLen : 1);

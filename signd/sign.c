@@ -239,6 +239,11 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 			goto out;
 		}
 		g->has_pss = 1;
+	} else if (pMechanism->pParameter != NULL || pMechanism->ulParameterLen != 0) {
+		/* none of the others takes a parameter: one given is a mistake
+		 * the caller should hear about, not something to ignore */
+		rv = CKR_MECHANISM_PARAM_INVALID;
+		goto out;
 	}
 	if (sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn) != SC_OK) {
 		rv = CKR_DEVICE_ERROR;

@@ -1453,6 +1453,79 @@ static void test_burst(void)
 	CK(p11->C_Finalize(NULL), CKR_OK);
 }
 
+/* Edges a client can hit: four large buffers for a certificate's values
+ * get them all (the room in a response is shared by what the values need,
+ * not by the buffers' sizes), and a parameter given to a mechanism that
+ * takes none is refused, not ignored. */
+static void test_edges(void)
+{
+	static unsigned char b[4][65536];
+	CK_ATTRIBUTE t[4] = {
+		{ CKA_VALUE, b[0], sizeof(b[0]) },
+		{ CKA_SUBJECT, b[1], sizeof(b[1]) },
+		{ CKA_ISSUER, b[2], sizeof(b[2]) },
+		{ CKA_SERIAL_NUMBER, b[3], sizeof(b[3]) },
+	};
+	CK_RSA_PKCS_PSS_PARAMS pp = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
+	CK_MECHANISM with_pss = { CKM_ECDSA, &pp, sizeof(pp) };
+	CK_MECHANISM with_bytes = { CKM_ECDSA_SHA256, "abcde", 5 };
+	CK_MECHANISM plain = { CKM_ECDSA, NULL, 0 };
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE cert, key;
+	struct user u;
+
+	enrol(&u, "edges", "p256");
+	load_module();
+	gateway_init_login(&s);
+	cert = find1(s, CKO_CERTIFICATE, u.key_id);
+	CK(p11->C_GetAttributeValue(s, cert, t, 4), CKR_OK);
+	CHECK(t[0].ulValueLen > 200 && t[3].ulValueLen > 0 && t[3].ulValueLen < 40,
+	      "four 64 KiB buffers: the certificate (%lu bytes) and its serial (%lu bytes)",
+	      (unsigned long)t[0].ulValueLen, (unsigned long)t[3].ulValueLen);
+	key = find1(s, CKO_PRIVATE_KEY, u.key_id);
+	CK(p11->C_SignInit(s, &with_pss, key), CKR_MECHANISM_PARAM_INVALID);
+	CK(p11->C_SignInit(s, &with_bytes, key), CKR_MECHANISM_PARAM_INVALID);
+	CK(p11->C_SignInit(s, &plain, key), CKR_OK);
+	CK(p11->C_Finalize(NULL), CKR_OK);
+}
+
+/* Closing the last session logs the application out (PKCS#11 §5.6): a
+ * session opened right after is public, and a login in it succeeds.  The
+ * login lives in the service; without the module logging out first, the
+ * new session sometimes found it still there. */
+static void test_close_last(void)
+{
+	CK_SESSION_HANDLE s, s2;
+	CK_SESSION_INFO si;
+	int i, stale = 0;
+
+	load_module();
+	CK(p11->C_Initialize(NULL), CKR_OK);
+	for (i = 0; i < 100; i++) {
+		s = gateway_open();
+		CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
+		CK(p11->C_CloseSession(s), CKR_OK);
+		s2 = gateway_open();
+		CK(p11->C_GetSessionInfo(s2, &si), CKR_OK);
+		if (si.state != CKS_RO_PUBLIC_SESSION)
+			stale++;
+		CK(p11->C_CloseSession(s2), CKR_OK);
+	}
+	CHECK(stale == 0, "after closing the last session, %d of 100 new sessions were still "
+	      "logged in", stale);
+	s = gateway_open();
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
+	s2 = gateway_open();
+	CK(p11->C_CloseAllSessions(0), CKR_OK);
+	s = gateway_open();
+	CK(p11->C_GetSessionInfo(s, &si), CKR_OK);
+	CHECK(si.state == CKS_RO_PUBLIC_SESSION, "after C_CloseAllSessions: public (state %lu)",
+	      (unsigned long)si.state);
+	CK(p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)gw_pin, strlen(gw_pin)), CKR_OK);
+	(void)s2;
+	CK(p11->C_Finalize(NULL), CKR_OK);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -1466,6 +1539,8 @@ static const struct {
 	{ "garbage", test_garbage },
 	{ "faults", test_faults },
 	{ "burst", test_burst },
+	{ "close-last", test_close_last },
+	{ "edges", test_edges },
 };
 
 int main(int argc, char **argv)
@@ -1478,7 +1553,7 @@ int main(int argc, char **argv)
 			break;
 	if (i == sizeof(tests) / sizeof(tests[0])) {
 		fprintf(stderr, "usage: test-module sign-p256|sign-rsa|refusals|lock|"
-			"replay-fork|threads|garbage|faults|burst\n");
+			"replay-fork|threads|garbage|faults|burst|close-last|edges\n");
 		return 2;
 	}
 	setup(t);
