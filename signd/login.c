@@ -190,7 +190,12 @@ static CK_RV login_attempt_begin(const char *peer, int64_t now)
 		if (t->failures >= SD_LOGIN_FREE_FAILURES) {
 			unsigned shift = t->failures - SD_LOGIN_FREE_FAILURES;
 
-			t->retry_after = now + (shift >= 6 ? SD_LOGIN_MAX_DELAY : (int64_t)1 << shift);
+			/* now counts whole seconds: one more, so the wait is at
+			 * least the delay however late in its second this came
+			 * (else a guess a few milliseconds later, in the next
+			 * second, was evaluated at once) */
+			t->retry_after = now + 1 +
+					 (shift >= 6 ? SD_LOGIN_MAX_DELAY : (int64_t)1 << shift);
 		}
 	}
 	pthread_mutex_unlock(&sd.lock);
