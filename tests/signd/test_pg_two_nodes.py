@@ -175,12 +175,11 @@ with Deployment(signd=False) as d:
              "env:IDN", env=dict(d.env, IDN="T1000003"))
         results = []   # (start, end, ok, which worker)
         errors = []
-        stop_at = time.time() + 4.0
-        kill_at = time.time() + 1.5
+        stop = threading.Event()
 
         def worker(w):
             n = 0
-            while time.time() < stop_at:
+            while not stop.is_set():
                 start = time.time()
                 r = sign(env_ab, "cara", os.path.join(d.tmp, f"load-{w}-{n}.p7s"))
                 results.append((start, time.time(), r.returncode == 0, w))
@@ -188,14 +187,24 @@ with Deployment(signd=False) as d:
                     errors.append(r.stderr.strip()[-300:])
                 n += 1
 
+        def wait_until(cond, timeout):
+            end = time.time() + timeout
+            while not cond() and time.time() < end:
+                time.sleep(0.05)
+
         threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
         for t in threads:
             t.start()
-        time.sleep(max(0.0, kill_at - time.time()))
+        # Kill node A once the load is under way (a few signatures made;
+        # a slow build takes longer to get there), then keep the load on
+        # until a few signatures have started well after the kill.
+        wait_until(lambda: len(results) >= 4, 120)
         killed = time.time()
         d.signd_proc.kill()          # node A dies with signatures in flight
         d.signd_proc.wait()
         d.signd_proc = None
+        wait_until(lambda: sum(1 for st, _, _, _ in results if st > killed + 0.2) >= 6, 120)
+        stop.set()
         for t in threads:
             t.join()
         # A signature in flight on node A when it dies may fail however
