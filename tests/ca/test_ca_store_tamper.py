@@ -21,66 +21,13 @@ PIN, against the records a revocation and the checkpoints stand on
 The store is edited with lmdb-utils' mdb_dump/mdb_load."""
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
 from scfixture import Deployment, check, skip_unless  # noqa: E402
+from lmdbedit import dump, meta_get, meta_put, pairs, rebuild  # noqa: E402
 
 skip_unless("mdb_dump", "mdb_load")
-
-
-def meta_get(store, key):
-    dump = subprocess.run(["mdb_dump", "-s", "meta", store], capture_output=True, text=True,
-                          check=True).stdout.splitlines()
-    end = dump.index("HEADER=END")
-    rows = dump[end + 1:-1]
-    for k, v in zip(rows[0::2], rows[1::2]):
-        if bytes.fromhex(k.strip()) == key:
-            return bytes.fromhex(v.strip())
-    return None
-
-
-def meta_put(store, key, value):
-    dump = subprocess.run(["mdb_dump", "-s", "meta", store], capture_output=True, text=True,
-                          check=True).stdout.splitlines()
-    end = dump.index("HEADER=END")
-    subprocess.run(["mdb_load", "-s", "meta", store], text=True, check=True,
-                   input="\n".join(dump[:end + 1] + [" " + key.hex(), " " + value.hex(),
-                                                     "DATA=END"]) + "\n")
-
-
-def full_dump(store):
-    return subprocess.run(["mdb_dump", "-a", store], capture_output=True, text=True,
-                          check=True).stdout.split("\n")
-
-
-def section(lines, db):
-    """(first data line, DATA=END line) of database db in an `mdb_dump -a`."""
-    start = lines.index(f"database={db}")
-    first = lines.index("HEADER=END", start) + 1
-    return first, lines.index("DATA=END", first)
-
-
-def pairs(lines, db):
-    first, end = section(lines, db)
-    return {bytes.fromhex(lines[i].strip()): (i, bytes.fromhex(lines[i + 1].strip()))
-            for i in range(first, end, 2)}
-
-
-def rebuild(d, store, lines):
-    """The store replaced by one loaded from a whole dump (mdb_load cannot
-    delete: what is left out of the dump is gone)."""
-    fresh = os.path.join(d.tmp, "rebuilt")
-    os.mkdir(fresh)
-    dumpf = os.path.join(d.tmp, "rebuilt.dump")
-    with open(dumpf, "w") as f:
-        f.write("\n".join(lines))
-    subprocess.run(["mdb_load", "-f", dumpf, fresh], check=True)
-    os.chmod(os.path.join(fresh, "data.mdb"), 0o600)
-    os.replace(os.path.join(fresh, "data.mdb"), os.path.join(store, "data.mdb"))
-    shutil.rmtree(fresh)
-    os.unlink(dumpf)
 
 
 def main():
@@ -112,29 +59,29 @@ def main():
         # A revocation undone by putting the certificate's record back.
         dd = d.enrol("tam-d", "p256")
         serial = bytes.fromhex(dd["serial"])
-        before = pairs(full_dump(store), "certs")[serial][1]
+        before = pairs(dump(store), "certs")[serial][1]
         d.sc("ca", "revoke", "--user", "tam-d", "--reason", "keyCompromise")
         pristine = os.path.join(d.tmp, "data.mdb.revoked")
         shutil.copyfile(os.path.join(store, "data.mdb"), pristine)
-        lines = full_dump(store)
+        lines = dump(store)
         i, _ = pairs(lines, "certs")[serial]
         lines[i + 1] = " " + before.hex()
         rev = [k for k in pairs(lines, "revoked") if k[4:] == serial]
         check(len(rev) == 1, "the revocation index lists the revoked certificate")
         j, _ = pairs(lines, "revoked")[rev[0]]
         del lines[j:j + 2]
-        rebuild(d, store, lines)
+        rebuild(d.tmp, store, lines)
         check(d.sc_json("ca", "show", "--user", "tam-d")["certificates"][0]["status"] == "good",
               "the edited store says the certificate is good")
         r = d.sc("store", "check", check=False)
         check(r.returncode == 8 and "put back" in r.stdout,
               f"store check: the record is older than the revocation log's event "
               f"(exit {r.returncode}): {r.stdout.strip()[-300:]}")
-        lines = full_dump(store)
+        lines = dump(store)
         last = max(pairs(lines, "revlog"))
         j, _ = pairs(lines, "revlog")[last]
         del lines[j:j + 2]
-        rebuild(d, store, lines)
+        rebuild(d.tmp, store, lines)
         r = d.sc("status", check=False)
         check(r.returncode == 8 and "revocation log" in r.stderr,
               f"with the event removed too, the store is behind the checkpoint (exit "

@@ -5,9 +5,9 @@ they were (and no staging files behind)."""
 import glob
 import hashlib
 import os
-import subprocess
 
 from crlcommon import Deployment, check, config_copy, crl_dir, fill, verify_all, skip_unless
+from lmdbedit import dump, load, section  # noqa: E402
 
 skip_unless("mdb_dump", "mdb_load")
 
@@ -75,15 +75,13 @@ with Deployment() as d:
     store = os.path.join(d.dir, "store")
 
     def corrupt(db, every):
-        dump = subprocess.run(["mdb_dump", "-s", db, store], capture_output=True,
-                              text=True, check=True).stdout.splitlines()
-        end = dump.index("HEADER=END")
-        keys = dump[end + 1:-1:2]
-        bad = dump[:end + 1]
+        lines = dump(store, db)
+        first, end = section(lines)
+        keys = lines[first:end:2]
+        bad = lines[:first]
         for k in (keys if every else keys[:1]):
             bad += [k, " 01ff"]
-        subprocess.run(["mdb_load", "-s", db, store], input="\n".join(bad + ["DATA=END"]) + "\n",
-                       text=True, check=True)
+        load(store, bad + ["DATA=END", ""], db)
         return len(keys)
 
     n = corrupt("certs", True)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
+from lmdbedit import dump, load, rebuild  # noqa: E402
 from scfixture import SRCDIR, Deployment, Gateway, check, expect_ckr, fail, mint_token, pykcs11_or_skip, skip_unless  # noqa: E402
 
 P = pykcs11_or_skip()
@@ -33,35 +34,8 @@ OCSPD = os.environ.get("SMARTCERT_OCSPD_BIN", "smartcert-ocspd")
 SIGND = os.environ.get("SMARTCERT_SIGND_BIN", "smartcert-signd")
 
 
-def dump(store, db=None):
-    args = ["mdb_dump"] + (["-s", db] if db else ["-a"]) + [store]
-    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
-
-
-def load(store, text, db=None):
-    f = store + ".dump"
-    with open(f, "w") as fh:
-        fh.write(text)
-    args = ["mdb_load"] + (["-s", db] if db else []) + ["-f", f, store]
-    subprocess.run(args, check=True)
-    os.unlink(f)
-
-
-def rebuild(d, store, lines):
-    """Replace the store with one loaded from a whole `mdb_dump -a` (as
-    lines): mdb_load cannot delete, so records are dropped by leaving them
-    out of the dump and loading it into an empty store."""
-    fresh = os.path.join(d.tmp, "rebuilt")
-    os.mkdir(fresh)
-    load(fresh, "\n".join(lines))
-    os.chmod(os.path.join(fresh, "data.mdb"), 0o600)
-    os.replace(os.path.join(fresh, "data.mdb"), os.path.join(store, "data.mdb"))
-    shutil.rmtree(fresh)
-
-
-def records(text):
+def records(lines):
     """{seq: (key line index, value line index, bytes)} of an mdb_dump -s audit."""
-    lines = text.split("\n")
     body = [i for i, ln in enumerate(lines) if ln.startswith(" ")]
     out = {}
     for k, v in zip(body[0::2], body[1::2]):
@@ -73,12 +47,11 @@ def set_head(d, seq, mac):
     """Rewrite the audit head in the store's metadata (what an attacker with
     the file can do)."""
     store = os.path.join(d.dir, "store")
-    text = dump(store, "meta")
-    lines = text.split("\n")
+    lines = dump(store, "meta")
     key = " " + "m/audit.head".encode().hex()
     i = lines.index(key)
     lines[i + 1] = " " + (struct.pack(">Q", seq) + mac).hex()
-    load(store, "\n".join(lines), "meta")
+    load(store, lines, "meta")
 
 
 def expect_refused(d, what):
@@ -117,12 +90,12 @@ def main():
         _, recs = records(dump(store, "audit"))
         last = max(recs)
         # rebuild the store without the last record
-        full = dump(store).split("\n")
+        full = dump(store)
         start = full.index("database=audit")
         key = " " + format(last, "016x")
         i = full.index(key, start)
         del full[i:i + 2]
-        rebuild(d, store, full)
+        rebuild(d.tmp, store, full)
         prev_mac = recs[last - 1][2][-32:]
         set_head(d, last - 1, prev_mac)
         v = d.sc("audit", "verify", check=False)
@@ -133,7 +106,7 @@ def main():
         # 2. A record deleted mid-chain, the chain recomputed without the
         #    audit key (here: any other key), the head rewritten.
         reset()
-        full = dump(store).split("\n")
+        full = dump(store)
         start = full.index("database=audit")
         body = [i for i in range(start, len(full)) if full[i].startswith(" ")]
         pairs = []
@@ -164,7 +137,7 @@ def main():
         tail_i = pairs[-1][1] + 1
         table = [f" {s:016x}\n {v.hex()}" for s, v in out]
         full2 = head_lines + "\n".join(table).split("\n") + full[tail_i:]
-        rebuild(d, store, full2)
+        rebuild(d.tmp, store, full2)
         set_head(d, new_seq, prev)
         v = d.sc("audit", "verify", check=False)
         check(v.returncode == 8 and "record 1 " in v.stderr.replace(":", " "),
@@ -173,12 +146,12 @@ def main():
 
         # 3. The log emptied.
         reset()
-        full = dump(store).split("\n")
+        full = dump(store)
         start = full.index("database=audit")
         end = full.index("DATA=END", start)
         hdr_end = full.index("HEADER=END", start)
         full3 = full[:hdr_end + 1] + full[end:]
-        rebuild(d, store, full3)
+        rebuild(d.tmp, store, full3)
         set_head(d, 0, b"\0" * 32)
         expect_refused(d, "audit log emptied")
 
@@ -236,20 +209,20 @@ def main():
         d.stop_signd()
         good = os.path.join(d.tmp, "good")
         shutil.copytree(store, good)
-        full = dump(store).split("\n")
+        full = dump(store)
         start = full.index("database=keys")
         first = full.index("HEADER=END", start) + 1
         del full[first:first + 2]
-        rebuild(d, store, full)
+        rebuild(d.tmp, store, full)
         r = d.sc("store", "check", check=False)
         check(r.returncode == 8 and "missing key" in r.stdout and "'keyseq'" in r.stdout,
               f"store check names an index entry whose key record is gone ({r.stdout.strip()[:200]})")
         shutil.rmtree(store)
         shutil.copytree(good, store)
-        lines = dump(store, "certs").split("\n")
+        lines = dump(store, "certs")
         body = lines.index("HEADER=END") + 2
         lines[body] = lines[body][:-8]
-        load(store, "\n".join(lines), "certs")
+        load(store, lines, "certs")
         r = d.sc("store", "check", check=False)
         check(r.returncode == 8 and "'certs'" in r.stdout and "corrupt record" in r.stdout,
               f"store check names a certificate record cut short ({r.stdout.strip()[:200]})")
@@ -264,7 +237,7 @@ def main():
         #    mdb_dump and mdb_load) points an entry at something that exists
         #    but does not agree, and is named with its database.
         def tampered(db, change, expect, what, named=None):
-            full = dump(store).split("\n")
+            full = dump(store)
             start = full.index("database=" + db)
             first = full.index("HEADER=END", start) + 1
             end = full.index("DATA=END", start)
@@ -272,7 +245,7 @@ def main():
             pairs = [[body[i], body[i + 1]] for i in range(0, len(body), 2)]
             change(full, pairs)
             full[first:end] = [x for kv in pairs for x in kv]
-            rebuild(d, store, [x for x in full if x is not None])
+            rebuild(d.tmp, store, [x for x in full if x is not None])
             r = d.sc("store", "check", check=False)
             check(r.returncode == 8 and f"'{named or db}'" in r.stdout and expect in r.stdout,
                   f"store check: {what} ({r.returncode}: {r.stdout.strip()[:240]})")
