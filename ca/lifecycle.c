@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "internal.h"
 #include "sc_authz.h"
+#include "sc_checkpoint.h"
 #include "sc_err.h"
 #include "sc_keybind.h"
 #include "sc_util.h"
@@ -391,9 +391,9 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 	sc_txn *txn = NULL;
 	sc_key k;
 	unsigned char want[SHA256_DIGEST_LENGTH];
-	char hex[2 * SC_SERIAL_MAX + 1], msg[160], tid[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
+	char hex[2 * SC_SERIAL_MAX + 1], tid[2 * SC_AUTHZ_TOKEN_ID_MAX + 1];
 	char detail[160];
-	int64_t now = sc_now(), skew;
+	int64_t now = sc_now(), skew, restored_at;
 	uint32_t uses;
 	int64_t expires;
 	int rv;
@@ -448,18 +448,24 @@ int sc_ca_renew(sc_ca *ca, const char *user_id, const char *consent, int keep_ke
 		rv = sc_error_set(SC_ERR_TOKEN_REPLAY, "this consent token was already used");
 		goto out;
 	}
+	if (rv != SC_ERR_NOT_FOUND)
+		goto out;
+	if ((rv = sc_restored_at(txn, &restored_at)) != SC_OK)
+		goto out;
+	if (sc_authz_valid_before(&tok, restored_at, skew)) {
+		rv = sc_error_set(SC_ERR_TOKEN_REPLAY, "the consent token was valid before the "
+				  "store was restored and may have been used in the lost window: "
+				  "ask the holder for a new one");
+		goto out;
+	}
 	sc_serial_hex(&cur.serial, hex);
-	snprintf(msg, sizeof(msg), "smartcert-renew:%s:%s", user_id, hex);
-	SHA256((const unsigned char *)msg, strlen(msg), want);
-	if (tok.n_digests < 1 || tok.digests[0].md_nid != NID_sha256 ||
-	    tok.digests[0].len != sizeof(want) ||
-	    CRYPTO_memcmp(tok.digests[0].value, want, sizeof(want)) != 0) {
+	if ((rv = sc_authz_renew_digest(user_id, &cur.serial, want)) != SC_OK)
+		goto out;
+	if (!sc_authz_has_digest(&tok, NID_sha256, want, sizeof(want))) {
 		rv = sc_error_set(SC_ERR_TOKEN_DIGEST, "the consent token is not for renewing "
 				  "certificate %s of %s", hex, user_id);
 		goto out;
 	}
-	if (rv != SC_ERR_NOT_FOUND)
-		goto out;
 	rv = sc_store_replay_put(txn, tok.token_id, tok.token_id_len, 1, tok.not_after + skew);
 	if (rv != SC_OK)
 		goto out;

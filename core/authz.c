@@ -1077,6 +1077,11 @@ int sc_authz_has_digest(const sc_authz_token *tok, int md_nid,
 	return found;
 }
 
+int sc_authz_valid_before(const sc_authz_token *tok, int64_t t, int64_t skew)
+{
+	return t != 0 && tok->not_before < t + skew;
+}
+
 int sc_authz_renew_digest(const char *user_id, const sc_serial *serial, unsigned char out[32])
 {
 	char hex[2 * SC_SERIAL_MAX + 1];

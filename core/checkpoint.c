@@ -32,6 +32,28 @@
 /* The CRL number counter (crl/sc_crl.h). */
 #define CP_CRL_COUNTER "crl.number"
 
+int sc_restored_at(sc_txn *txn, int64_t *out)
+{
+	const void *v = NULL;
+	size_t len = 0, i;
+	int64_t t = 0;
+	int rv;
+
+	*out = 0;
+	if ((rv = sc_store_meta_find(txn, SC_META_RESTORED_AT, &v, &len, NULL)) != SC_OK)
+		return rv;
+	for (i = 0; i < len; i++) {
+		unsigned char c = ((const unsigned char *)v)[i];
+
+		if (c < '0' || c > '9' || t > (INT64_MAX - 9) / 10)
+			return sc_error_set(SC_ERR_INTEGRITY, "the store's %s is not a time: "
+					    "run smartcert store check", SC_META_RESTORED_AT);
+		t = t * 10 + (c - '0');
+	}
+	*out = t;
+	return SC_OK;
+}
+
 char *sc_checkpoint_dir(const sc_config *cfg)
 {
 	return sc_config_path(cfg, "audit.checkpoint_dir", "checkpoints");

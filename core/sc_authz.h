@@ -126,6 +126,13 @@ int sc_authz_decode(const char *text, size_t len, sc_authz_token *out,
 int sc_authz_has_digest(const sc_authz_token *tok, int md_nid,
 			const unsigned char *digest, size_t len);
 
+/* Could `tok` have been accepted before time `t`, the skew allowed (its
+ * notBefore less the skew earlier than t)?  A token that could have been
+ * used before the last `smartcert store restore` may have been spent in
+ * the window the restore lost, its replay record lost with it: signing
+ * and renewal refuse it.  Returns 1 or 0; always 0 when t is 0. */
+int sc_authz_valid_before(const sc_authz_token *tok, int64_t t, int64_t skew);
+
 /* The renewal consent digest: SHA-256 of
  * "smartcert-renew:<user_id>:<lower-case minimal serial hex>".
  * Errors: SC_ERR_INVALID, SC_ERR_CRYPTO. */

@@ -31,6 +31,10 @@
  * seconds).  Tokens valid from before it (plus the skew) are refused. */
 #define SC_META_RESTORED_AT "store.restored_at"
 
+/* SC_META_RESTORED_AT as `txn` sees it: 0 when the store was never
+ * restored; SC_ERR_INTEGRITY when the entry is not a decimal time. */
+int sc_restored_at(sc_txn *txn, int64_t *out);
+
 /* The checkpoint directory, and a file in it (malloc'd).  The signing key
  * and its public key file are made by `smartcert init`. */
 char *sc_checkpoint_dir(const sc_config *cfg);

@@ -173,19 +173,14 @@ int sc_signd_open(const char *config_path)
 	{
 		/* After `smartcert store restore`: tokens valid from before it
 		 * may have been spent in the lost window. */
-		const void *v = NULL;
-		size_t vl = 0;
 		sc_txn *txn = NULL;
-		char buf[32];
 
-		if (sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn) == SC_OK &&
-		    sc_store_meta_get(txn, SC_META_RESTORED_AT, &v, &vl) == SC_OK && vl > 0 &&
-		    vl < sizeof(buf)) {
-			memcpy(buf, v, vl);
-			buf[vl] = '\0';
-			sd.restored_at = strtoll(buf, NULL, 10);
-		}
+		rc = sc_txn_begin(sd.dep->store, SC_TXN_READ, &txn);
+		if (rc == SC_OK)
+			rc = sc_restored_at(txn, &sd.restored_at);
 		sc_txn_abort(txn);
+		if (rc != SC_OK)
+			return rc;
 	}
 	SHA256((const unsigned char *)sc_config_dir(cfg), strlen(sc_config_dir(cfg)), h);
 	sc_hex_encode(h, 8, sd.serial);

@@ -202,6 +202,22 @@ def main():
         expect_ckr(lambda: gw.sign(key, P.Mechanism(P.CKM_ECDSA, None), dg, old), P.CKR_PIN_EXPIRED,
                    "a token valid from before the restore is refused")
         gw.close()
+        # ... and so is a renewal consent: it may have renewed in the lost
+        # window already.  One valid only from after the restore renews.
+        ann = [c for c in d.sc_json("ca", "show", "--user", "ann")["certificates"]
+               if c["status"] == "good"][0]["serial"]
+        consent = d.sc("authz", "issue", "--user", "ann", "--key", akid, "--purpose", "renew",
+                       "--serial", ann, "--not-before-offset", "-60").stdout.strip()
+        r = d.sc("ca", "renew", "--user", "ann", "--consent", consent, check=False)
+        check(r.returncode != 0 and "restored" in r.stderr,
+              f"a consent valid from before the restore renews nothing ({r.returncode}: "
+              f"{r.stderr.strip()[-160:]})")
+        later = dict(d.env, SMARTCERT_FAKE_TIME=str(int(time.time()) + 600))
+        consent = d.sc("authz", "issue", "--user", "ann", "--key", akid, "--purpose", "renew",
+                       "--serial", ann, env=later).stdout.strip()
+        r = d.sc("ca", "renew", "--user", "ann", "--consent", consent, "--keep-key", check=False,
+                 env=later)
+        check(r.returncode == 0, f"a consent from after the restore renews ({r.stderr.strip()[-160:]})")
 
         # 6. store check reads every record: a key record removed while its
         #    indexes still name it, and a certificate record cut short, are
