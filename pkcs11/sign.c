@@ -138,8 +138,14 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 			*pulSignatureLen = need;
 			rv = CKR_BUFFER_TOO_SMALL;
 		}
-		if (rv == CKR_OK)
+		if (rv == CKR_OK) {
 			rv = send_update(s, pData, ulDataLen);
+			/* A pre-hashed mechanism signs one digest, never this
+			 * much: the service refused the update as multi-part
+			 * and ended the operation. */
+			if (rv == CKR_FUNCTION_NOT_SUPPORTED)
+				rv = CKR_DATA_LEN_RANGE;
+		}
 		if (rv == CKR_OK)
 			rv = send_final(s, pSignature, pulSignatureLen);
 		goto out;

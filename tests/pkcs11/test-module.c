@@ -1455,11 +1455,14 @@ static void test_burst(void)
 
 /* Edges a client can hit: four large buffers for a certificate's values
  * get them all (the room in a response is shared by what the values need,
- * not by the buffers' sizes), and a parameter given to a mechanism that
- * takes none is refused, not ignored. */
+ * not by the buffers' sizes), a parameter given to a mechanism that takes
+ * none is refused, not ignored, and more data than one frame holds, given
+ * to a pre-hashed mechanism, is out of range and ends the operation. */
 static void test_edges(void)
 {
-	static unsigned char b[4][65536];
+	static unsigned char b[4][65536], big[256 * 1024];
+	unsigned char sig[128];
+	CK_ULONG siglen = sizeof(sig);
 	CK_ATTRIBUTE t[4] = {
 		{ CKA_VALUE, b[0], sizeof(b[0]) },
 		{ CKA_SUBJECT, b[1], sizeof(b[1]) },
@@ -1486,6 +1489,8 @@ static void test_edges(void)
 	CK(p11->C_SignInit(s, &with_pss, key), CKR_MECHANISM_PARAM_INVALID);
 	CK(p11->C_SignInit(s, &with_bytes, key), CKR_MECHANISM_PARAM_INVALID);
 	CK(p11->C_SignInit(s, &plain, key), CKR_OK);
+	CK(p11->C_Sign(s, big, sizeof(big), sig, &siglen), CKR_DATA_LEN_RANGE);
+	CK(p11->C_Sign(s, big, 32, sig, &siglen), CKR_OPERATION_NOT_INITIALIZED);
 	CK(p11->C_Finalize(NULL), CKR_OK);
 }
 
