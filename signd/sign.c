@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -316,7 +317,7 @@ out:
 
 int sd_token_before_restore(const sc_authz_token *tok)
 {
-	return sd.restored_at != 0 && tok->not_before < sd.restored_at + sd.max_skew;
+	return sc_authz_valid_before(tok, sd.restored_at, sd.max_skew);
 }
 
 CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG len)
@@ -418,6 +419,27 @@ CK_RV sd_context_login(struct sd_session *s, const CK_UTF8CHAR *text, CK_ULONG l
 	g->authed = 1;
 	return CKR_OK;
 }
+
+#ifdef SC_TEST_HOOKS
+/* Test builds: a signature made in the HSM waits before its commit while
+ * the file $SMARTCERT_TEST_HOLD_BEFORE_COMMIT names exists (at most 30 s),
+ * after creating that name plus ".reached", so that a test can move the
+ * clock or an officer can act in between. */
+static void hold_before_commit(void)
+{
+	const char *hold = getenv("SMARTCERT_TEST_HOLD_BEFORE_COMMIT");
+	char reached[4096];
+	FILE *f;
+
+	if (hold == NULL || hold[0] == '\0' || access(hold, F_OK) != 0)
+		return;
+	snprintf(reached, sizeof(reached), "%s.reached", hold);
+	if ((f = fopen(reached, "w")) != NULL)
+		fclose(f);
+	for (int i = 0; i < 600 && access(hold, F_OK) == 0; i++)
+		usleep(50000);
+}
+#endif
 
 /* The digest the token must list, from the data given to C_Sign. */
 static int sign_digest_of(const struct sd_sign *g, const unsigned char *data, size_t len,
@@ -608,6 +630,9 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 		 mech_find(g->mech) != NULL ? mech_find(g->mech)->name : "",
 		 g->deposit ? "; deposited approval" : "");
 	c.ev.detail = detail;
+#ifdef SC_TEST_HOOKS
+	hold_before_commit();
+#endif
 	rc = sd_commit_run(&c);
 	if (rc != SC_OK) {
 		OPENSSL_cleanse(sig, sizeof(sig));

@@ -12,17 +12,22 @@
   in turn.  A resident's own refused tokens still do;
 * a deposit made before a backup and spent after it is not spent again
   once `store restore` has put the backup back, and the same token cannot
-  be deposited again (S7)."""
+  be deposited again (S7);
+* tokens naming another resident count against the gateway: past
+  signd.garbage_threshold its context logins are refused for the window;
+* a signature whose token expires between C_Sign and its commit (held
+  there by a test hook) is withheld by the commit."""
 import gc
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import (Deployment, Gateway, check, expect_ckr, mint_token,  # noqa: E402
+from scfixture import (SMARTCERT, Deployment, Gateway, check, expect_ckr, mint_token,  # noqa: E402
                        pykcs11_or_skip, skip_unless)
 
 P = pykcs11_or_skip()
@@ -103,7 +108,10 @@ def main():
             s.closeSession()
 
         # 2. Other residents' tokens never lock a key; its own still do.
+        #    (The service's clock stands still, so that the gateway's
+        #    throttle window cannot roll over in the middle.)
         now = int(time.time())
+        d.set_time(now)
         d3 = dg("lockout")
         old = mint_token(d, "bob", kid["bob"], [("sha256", d3)], now=now - 86400, not_after=now - 86000)
         for _ in range(8):
@@ -120,6 +128,20 @@ def main():
               "alice's key is not locked by the tokens of others: her own signs")
         throttled = [x for x in d.audit() if "names another resident or key" in (x.get("detail") or "")]
         check(len(throttled) == 16, f"each is audited as naming another resident or key ({len(throttled)})")
+        # They count against the gateway instead: past signd.garbage_threshold
+        # (20) in one window, its context logins are refused whatever the token.
+        for _ in range(5):
+            expect_ckr(lambda: gw.sign(key["alice"], ECDSA, d3, old), P.CKR_PIN_EXPIRED,
+                       "bob's expired token on alice's key, once more: refused")
+        ok = mint_token(d, "alice", kid["alice"], [("sha256", d3)])
+        expect_ckr(lambda: gw.sign(key["alice"], ECDSA, d3, ok), P.CKR_PIN_LOCKED,
+                   "21 tokens naming another resident: the gateway is throttled, alice's own "
+                   "token refused too")
+        check(any("gateway throttled" in (x.get("detail") or "") for x in d.audit("alice")),
+              "the throttle is audited")
+        d.set_time(now + 61)                 # the next window
+        check(len(gw.sign(key["alice"], ECDSA, d3, ok)) == 64,
+              "in the next window alice signs: the throttle did not lock her key")
 
         own_old = mint_token(d, "carol", kid["carol"], [("sha256", d3)], now=now - 86400,
                              not_after=now - 86000)
@@ -165,6 +187,46 @@ def main():
         rc, err = approve(d, tok2)
         check(rc == 4 and "restored" in err, f"the token cannot be deposited again ({rc}: {err})")
         gw.close()
+        del gw, key
+        gc.collect()
+
+        # 4. A token that expires while its signature is being made: the
+        #    signature is checked at C_Sign, made in the HSM, then held (test
+        #    hook) while the clock moves past the token's notAfter + skew;
+        #    the commit checks the time again and withholds it.
+        d.stop_signd()
+        hold = os.path.join(d.tmp, "hold-before-commit")
+        d.start_signd(env=dict(d.env, SMARTCERT_TEST_HOLD_BEFORE_COMMIT=hold))
+        now = int(time.time()) + 200         # tokens from before the restore are refused
+        d.set_time(now)
+        doc = os.path.join(d.tmp, "late.txt")
+        with open(doc, "w") as f:
+            f.write("signed in time, recorded too late")
+        signed_before = sum(1 for x in d.audit("bob") if x.get("kind") == "sign"
+                            and x.get("outcome") == "ok")
+        open(hold, "w").close()
+        p = subprocess.Popen([SMARTCERT, "sign", "--user", "bob", "--in", doc, "--authorize",
+                              "--out", doc + ".p7s"],
+                             env=dict(d.env, SMARTCERT_FAKE_TIME=str(now)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not os.path.exists(hold + ".reached") and time.time() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        check(os.path.exists(hold + ".reached"),
+              f"the signature reached the hold before its commit ({p.poll()}: "
+              f"{p.stderr.read()[-300:] if p.poll() is not None else 'still running'})")
+        d.set_time(now + 300 + 120 + 30)     # past the token's notAfter + authz.max_skew
+        os.unlink(hold)
+        out, err = p.communicate(timeout=60)
+        check(p.returncode != 0 and not os.path.exists(doc + ".p7s"),
+              f"smartcert sign gets no signature ({p.returncode}: {err.strip()[-160:]})")
+        late = [x for x in d.audit("bob") if x.get("kind") == "sign-refused"
+                and "recorded" in (x.get("detail") or "")]
+        check(len(late) == 1 and late[0].get("outcome") == "token-expired"
+              and "withheld" in late[0].get("detail", ""),
+              f"the commit withheld it, audited as token-expired ({late})")
+        check(sum(1 for x in d.audit("bob") if x.get("kind") == "sign" and x.get("outcome") == "ok")
+              == signed_before, "no signature of bob's was recorded")
 
 
 if __name__ == "__main__":
