@@ -68,25 +68,22 @@ path_of() {
 	printf '%s' "$builddir/$target"
 }
 
+# What each file defines and needs, read once a file: load_file runs in
+# this shell (never in $(...), whose assignments would not outlive it).
 declare -A syms_cache libs_cache
-symbols() {
+load_file() {
 	local f=$1
 	if [ -z "${syms_cache[$f]+x}" ]; then
 		# Static symbols too: a static library linked in leaves its
 		# function names in .symtab unless the binary is stripped.
 		syms_cache[$f]=$( { nm "$f" 2>/dev/null; nm -D "$f" 2>/dev/null; } |
 			awk 'NF >= 2 { print $NF }' | sed 's/@.*//' | sort -u)
-	fi
-	printf '%s\n' "${syms_cache[$f]}"
-}
-needed() {
-	local f=$1
-	if [ -z "${libs_cache[$f]+x}" ]; then
 		libs_cache[$f]=$(readelf -d "$f" 2>/dev/null |
 			sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 	fi
-	printf '%s\n' "${libs_cache[$f]}"
 }
+symbols() { printf '%s\n' "${syms_cache[$1]}"; }
+needed() { printf '%s\n' "${libs_cache[$1]}"; }
 
 fail=0
 checked=0
@@ -113,7 +110,8 @@ while IFS=$'\t' read -r id target state pat why; do
 		fail=1
 		continue
 	fi
-	if [ -z "$(symbols "$file")" ]; then
+	load_file "$file"
+	if [ -z "${syms_cache[$file]}" ]; then
 		echo "ERROR $id: no symbols in $file (stripped?): cannot check it"
 		fail=1
 		continue
