@@ -31,16 +31,12 @@ meson test -C "$out" --print-errorlogs --num-processes "$jobs" || status=1
 # uninstrumented interpreter), except the style and link-dependency checks,
 # which read the sources and the build's link lists and so answer the same
 # in every build.  ThreadSanitizer also skips the tests whose processes
-# start no thread (suite no-threads).  The batch enrolment tests run 800
-# rows there instead of 1,500: the same chunks, kill and rerun, in half the
-# time.
-export SC_BATCH_ROWS=800
+# start no thread (suite no-threads).
 meson test -C "$out-asan" --print-errorlogs --num-processes "$jobs" \
   --no-suite pkcs11-python --no-suite style --no-suite deps || status=1
 meson test -C "$out-tsan" --print-errorlogs --num-processes "$jobs" \
   --no-suite pkcs11-python --no-suite valgrind --no-suite style --no-suite deps \
   --no-suite no-threads || status=1
-unset SC_BATCH_ROWS
 
 python3 - "$out" "$out-asan" "$out-tsan" <<'PY'
 import json, sys
