@@ -81,17 +81,25 @@ def token_snapshot(directory):
     return out
 
 
+_verified = set()   # SHA-256 of CRL files openssl has verified: the same bytes verify the same
+
+
 def crl_verify_all(d, crl):
     files = sorted(glob.glob(os.path.join(crl, "*.crl")))
     if len(files) != 35:
         fail(f"expected 35 published CRLs (16 partitions, full and delta, the root's), "
              f"found {len(files)}")
     for f in files:
+        with open(f, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).digest()
+        if digest in _verified:
+            continue
         r = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", f, "-noout", "-CAfile",
                             os.path.join(d.dir, "ca", "chain.pem"), "-verify"],
                            capture_output=True, text=True)
         if r.returncode != 0 or "verify OK" not in r.stdout + r.stderr:
             fail(f"{os.path.basename(f)} does not verify: {r.stdout}{r.stderr}")
+        _verified.add(digest)
     return len(files)
 
 
