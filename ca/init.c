@@ -332,6 +332,31 @@ static int init_token_key(sc_hsm *hsm, int alg, const char *label, EVP_PKEY **ou
 	return SC_OK;
 }
 
+/* audit.checkpoint_key, appended to the configuration: every process
+ * holds the checkpoint log's public key against it, so that whoever can
+ * write the checkpoint directory cannot put a key of their own there. */
+static int init_pin_checkpoint_key(const sc_config *cfg, EVP_PKEY *pk)
+{
+	char hex[2 * SC_CHECKPOINT_KEY_HASH_LEN + 1], line[128];
+	FILE *f;
+	int rc, n;
+
+	if ((rc = sc_checkpoint_key_hash(pk, hex)) != SC_OK)
+		return rc;
+	n = snprintf(line, sizeof(line), "\n[audit]\ncheckpoint_key = sha256:%s\n", hex);
+	f = fopen(sc_config_file(cfg), "a");
+	if (f == NULL)
+		return sc_error_set(SC_ERR_IO, "%s: %s", sc_config_file(cfg), strerror(errno));
+	if (fwrite(line, 1, (size_t)n, f) != (size_t)n || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		rc = sc_error_set(SC_ERR_IO, "%s: %s", sc_config_file(cfg), strerror(errno));
+		fclose(f);
+		return rc;
+	}
+	if (fclose(f) != 0)
+		return sc_error_set(SC_ERR_IO, "%s: %s", sc_config_file(cfg), strerror(errno));
+	return SC_OK;
+}
+
 /* The checkpoint signing key (sc_checkpoint.h): in the HSM, its public
  * key beside the log for auditors. */
 static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
@@ -357,7 +382,9 @@ static int init_checkpoint_key(const sc_config *cfg, sc_hsm *hsm)
 		goto out;
 	}
 	n = BIO_get_mem_data(b, &data);
-	rc = sc_file_write_atomic(pub, data, (size_t)n, 0644);
+	if ((rc = sc_file_write_atomic(pub, data, (size_t)n, 0644)) != SC_OK)
+		goto out;
+	rc = init_pin_checkpoint_key(cfg, pk);
 out:
 	BIO_free(b);
 	EVP_PKEY_free(pk);

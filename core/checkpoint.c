@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "sc_audit.h"
 #include "sc_checkpoint.h"
@@ -231,7 +233,71 @@ out:
 	return rc;
 }
 
-static int cp_verify_line(const sc_config *cfg, const char *line)
+int sc_checkpoint_key_hash(EVP_PKEY *pk, char hex[2 * SC_CHECKPOINT_KEY_HASH_LEN + 1])
+{
+	unsigned char *der = NULL, h[SC_CHECKPOINT_KEY_HASH_LEN];
+	int n = i2d_PUBKEY(pk, &der);
+
+	if (n <= 0)
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "encoding the checkpoint key");
+	SHA256(der, (size_t)n, h);
+	OPENSSL_free(der);
+	hexs(h, sizeof(h), hex);
+	return SC_OK;
+}
+
+/* The public key beside the log is the one the configuration pins
+ * (audit.checkpoint_key), when it pins one. */
+static int cp_key_is_pinned(const sc_config *cfg, EVP_PKEY *pk, const char *pub)
+{
+	const char *pin = sc_config_str(cfg, "audit.checkpoint_key", NULL);
+	char hex[2 * SC_CHECKPOINT_KEY_HASH_LEN + 1];
+	int rc;
+
+	if (pin == NULL)
+		return SC_OK;
+	if (strncmp(pin, "sha256:", 7) != 0 || strlen(pin + 7) != sizeof(hex) - 1)
+		return sc_error_set(SC_ERR_CONFIG, "audit.checkpoint_key must be sha256: and 64 hex "
+				    "digits, as smartcert init wrote it");
+	if ((rc = sc_checkpoint_key_hash(pk, hex)) != SC_OK)
+		return rc;
+	if (strcasecmp(pin + 7, hex) != 0)
+		return sc_error_set(SC_ERR_INTEGRITY, "%s is not the checkpoint key the "
+				    "configuration names (audit.checkpoint_key): the checkpoint "
+				    "directory was altered (put back the file smartcert init wrote, "
+				    "from a backup)", pub);
+	return SC_OK;
+}
+
+/* The public key beside the log is the HSM's checkpoint key: its key
+ * identifier (SHA-1 of the key bits) is that key's CKA_ID.  Otherwise
+ * whoever can write the checkpoint directory could sign a log of their own
+ * under a key of their own. */
+static int cp_key_is_hsm_key(sc_hsm *hsm, EVP_PKEY *pk, const char *pub)
+{
+	unsigned char want[SHA_DIGEST_LENGTH], id[64];
+	size_t id_len = sizeof(id);
+	X509_PUBKEY *xpk = NULL;
+	const unsigned char *bits;
+	int bits_len, rc;
+
+	if (!X509_PUBKEY_set(&xpk, pk) ||
+	    !X509_PUBKEY_get0_param(NULL, &bits, &bits_len, NULL, xpk)) {
+		X509_PUBKEY_free(xpk);
+		return sc_error_set_openssl(SC_ERR_CRYPTO, "reading the checkpoint key");
+	}
+	SHA1(bits, (size_t)bits_len, want);
+	X509_PUBKEY_free(xpk);
+	if ((rc = sc_hsm_token_key_id(hsm, SC_LABEL_CHECKPOINT, id, &id_len)) != SC_OK)
+		return rc;
+	if (id_len != sizeof(want) || memcmp(id, want, sizeof(want)) != 0)
+		return sc_error_set(SC_ERR_INTEGRITY, "%s is not the HSM's checkpoint key: the "
+				    "checkpoint directory was altered (put back the file smartcert "
+				    "init wrote, from a backup)", pub);
+	return SC_OK;
+}
+
+static int cp_verify_line(const sc_config *cfg, sc_hsm *hsm, const char *line)
 {
 	char *pub = sc_checkpoint_path(cfg, SC_CHECKPOINT_PUB);
 	const char *sigp = strstr(line, " sig=");
@@ -253,6 +319,9 @@ static int cp_verify_line(const sc_config *cfg, const char *line)
 		rc = sc_error_set(SC_ERR_INTEGRITY, "cannot read the checkpoint key %s", pub);
 		goto out;
 	}
+	if ((rc = cp_key_is_pinned(cfg, pk, pub)) != SC_OK ||
+	    (hsm != NULL && (rc = cp_key_is_hsm_key(hsm, pk, pub)) != SC_OK))
+		goto out;
 	if (sc_b64_decode(sigp + 5, strlen(sigp + 5), &sig, &sig_len) != SC_OK) {
 		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint's signature is not base64");
 		goto out;
@@ -276,7 +345,7 @@ out:
 	return rc;
 }
 
-int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
+int sc_checkpoint_check(const sc_config *cfg, sc_store *st, sc_hsm *hsm)
 {
 	char *log = sc_checkpoint_path(cfg, SC_CHECKPOINT_LOG);
 	char last[CP_LINE_MAX], before[CP_LINE_MAX], f_mac[66], f_prev[66], link_hex[65];
@@ -312,7 +381,7 @@ int sc_checkpoint_check(const sc_config *cfg, sc_store *st)
 						     log);
 		goto out;
 	}
-	if ((rc = cp_verify_line(cfg, last)) != SC_OK)
+	if ((rc = cp_verify_line(cfg, hsm, last)) != SC_OK)
 		goto out;
 	/* The line verified: it is one sc_checkpoint_write wrote, fields in
 	 * its order (a longer MAC reads as 65 characters and is refused). */

@@ -178,7 +178,7 @@ int sc_deploy_open(const char *config_path, unsigned flags, sc_deploy **out)
 	/* A store behind the newest checkpoint was rolled back: refused by
 	 * every process, before anything is served from it. */
 	if (!(flags & SC_DEPLOY_NO_CHECKPOINT)) {
-		rc = sc_checkpoint_check(d->cfg, d->store);
+		rc = sc_checkpoint_check(d->cfg, d->store, d->hsm);
 		if (rc < 0)
 			goto out;
 	}

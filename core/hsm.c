@@ -667,31 +667,38 @@ static int key_alg_of(sc_hsm *hsm, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, int 
 			    (unsigned long)kt);
 }
 
+/* The one token private key labelled `label`, and a pooled session to use
+ * it in (hsm_pool_put it), or an error and no session. */
+static int token_key_find(sc_hsm *hsm, const char *label, CK_SESSION_HANDLE *s,
+			  CK_OBJECT_HANDLE *h)
+{
+	CK_ULONG n;
+	int rc;
+
+	if (!label)
+		return sc_error_set(SC_ERR_INVALID, "no key label");
+	rc = hsm_pool_find(hsm, CKO_PRIVATE_KEY, label, s, h, &n);
+	if (rc < 0 || n == 1)
+		return rc;
+	hsm_pool_put(hsm, *s);
+	if (n == 0)
+		return sc_error_set(SC_ERR_NOT_FOUND, "no key labelled '%s' on the backend "
+				    "token: run smartcert init", label);
+	return sc_error_set(SC_ERR_HSM, "more than one key labelled '%s' on the backend "
+			    "token: remove the duplicate", label);
+}
+
 int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
 {
 	int rc;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE h;
-	CK_ULONG n;
 	sc_hsm_key *k = NULL;
 	int alg = SC_KEYALG_NONE;
 
 	*out = NULL;
-	if (!label)
-		return sc_error_set(SC_ERR_INVALID, "no key label");
-	rc = hsm_pool_find(hsm, CKO_PRIVATE_KEY, label, &s, &h, &n);
-	if (rc < 0)
+	if ((rc = token_key_find(hsm, label, &s, &h)) < 0)
 		return rc;
-	if (n == 0) {
-		rc = sc_error_set(SC_ERR_NOT_FOUND, "no key labelled '%s' on the backend "
-				  "token: run smartcert init", label);
-		goto out;
-	}
-	if (n > 1) {
-		rc = sc_error_set(SC_ERR_HSM, "more than one key labelled '%s' on the "
-				  "backend token: remove the duplicate", label);
-		goto out;
-	}
 	rc = key_alg_of(hsm, s, h, &alg);
 	if (rc < 0)
 		goto out;
@@ -715,6 +722,33 @@ int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out)
 		}
 	}
 	*out = k;
+	rc = 0;
+out:
+	hsm_pool_put(hsm, s);
+	return rc;
+}
+
+int sc_hsm_token_key_id(sc_hsm *hsm, const char *label, unsigned char *id, size_t *id_len)
+{
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h;
+	CK_ATTRIBUTE a = { CKA_ID, id, (CK_ULONG)*id_len };
+	CK_RV rv;
+	int rc;
+
+	if ((rc = token_key_find(hsm, label, &s, &h)) < 0)
+		return rc;
+	rv = hsm->f->C_GetAttributeValue(s, h, &a, 1);
+	if (rv == CKR_BUFFER_TOO_SMALL) {
+		rc = sc_error_set(SC_ERR_INVALID, "the CKA_ID of '%s' is longer than %zu bytes",
+				  label, *id_len);
+		goto out;
+	}
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_GetAttributeValue(CKA_ID)", NULL);
+		goto out;
+	}
+	*id_len = a.ulValueLen;
 	rc = 0;
 out:
 	hsm_pool_put(hsm, s);

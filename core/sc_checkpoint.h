@@ -20,6 +20,8 @@
 #ifndef SC_CHECKPOINT_H
 #define SC_CHECKPOINT_H
 
+#include <openssl/evp.h>
+
 #include "sc_config.h"
 #include "sc_hsm.h"
 #include "sc_store.h"
@@ -30,6 +32,12 @@
 /* Store metadata: the time of the last `smartcert store restore` (decimal
  * seconds).  Tokens valid from before it (plus the skew) are refused. */
 #define SC_META_RESTORED_AT "store.restored_at"
+
+/* The checkpoint key's pin (audit.checkpoint_key = sha256:HEX, written to
+ * the configuration by `smartcert init`): SHA-256 of the public key's
+ * SubjectPublicKeyInfo DER, as lower-case hex into `hex`. */
+#define SC_CHECKPOINT_KEY_HASH_LEN 32
+int sc_checkpoint_key_hash(EVP_PKEY *pk, char hex[2 * SC_CHECKPOINT_KEY_HASH_LEN + 1]);
 
 /* SC_META_RESTORED_AT as `txn` sees it: 0 when the store was never
  * restored; SC_ERR_INTEGRITY when the entry is not a decimal time. */
@@ -49,7 +57,10 @@ int sc_checkpoint_write(const sc_config *cfg, sc_store *st, sc_hsm *hsm, const c
  * on the same chain (or when no checkpoint was ever written and the store
  * is empty); SC_ERR_INTEGRITY, with a detail that says what is wrong and
  * what to do, when the log is missing, its last line does not verify, or
- * the store is behind it or elsewhere. */
-int sc_checkpoint_check(const sc_config *cfg, sc_store *st);
+ * the store is behind it or elsewhere.  With `hsm`, the public key the
+ * line is verified with must also be the HSM's checkpoint key (its CKA_ID);
+ * in every process it must match audit.checkpoint_key when the
+ * configuration has one (every deployment `smartcert init` made since). */
+int sc_checkpoint_check(const sc_config *cfg, sc_store *st, sc_hsm *hsm);
 
 #endif

@@ -125,6 +125,12 @@ int sc_hsm_generate_token_key(sc_hsm *hsm, int alg, const char *label,
 			      unsigned char **spki, size_t *spki_len);
 /* Find a token private key by label (SC_ERR_NOT_FOUND). */
 int sc_hsm_find_token_key(sc_hsm *hsm, const char *label, sc_hsm_key **out);
+/* The CKA_ID of the token private key labelled `label`: for a key made by
+ * sc_hsm_generate_token_key, SHA-1 of its public key bits, so a public key
+ * read from anywhere else can be checked to be this key's.  `id` has room
+ * for *id_len bytes; *id_len becomes the length.  SC_ERR_NOT_FOUND when
+ * there is no such key, SC_ERR_INVALID when the room is too small. */
+int sc_hsm_token_key_id(sc_hsm *hsm, const char *label, unsigned char *id, size_t *id_len);
 
 /* Per-user key: generate in the HSM, wrap under the master key, destroy.
  * Outputs malloc'd wrapped blob and SPKI DER.  The blob format is the

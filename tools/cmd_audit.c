@@ -161,7 +161,7 @@ int sc_cmd_audit(int argc, char **argv)
 		/* The chain, then the store against the newest checkpoint
 		 * outside it (a chain cut short with its head rewritten is
 		 * intact by itself). */
-		if (rv == SC_OK && (cp = sc_checkpoint_check(d->cfg, d->store)) != SC_OK) {
+		if (rv == SC_OK && (cp = sc_checkpoint_check(d->cfg, d->store, d->hsm)) != SC_OK) {
 			rv = cp;
 			bad = count + 1;
 		}

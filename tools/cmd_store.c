@@ -343,7 +343,7 @@ static int store_check(void)
 	} else {
 		printf("audit chain: intact, %" PRIu64 " records\n", count);
 	}
-	rc = sc_checkpoint_check(d->cfg, d->store);
+	rc = sc_checkpoint_check(d->cfg, d->store, d->hsm);
 	if (rc != SC_OK) {
 		printf("checkpoints: %s\n", sc_error_detail());
 		problems++;

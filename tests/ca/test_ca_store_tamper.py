@@ -16,15 +16,27 @@ PIN, against the records a revocation and the checkpoints stand on
   every command refuse the store (exit 8), so no CRL number is issued twice;
 * an old store put back and an old checkpoint line appended to the log
   (which an append-only log allows): the copied line verifies on its own
-  but does not follow the line before it, and the store is refused.
+  but does not follow the line before it, and the store is refused;
+* the same old store with a whole log of one's own, signed under a key of
+  one's own put in place of checkpoint-signer.pem: the log verifies with
+  that key, but the key is not the one the configuration pins
+  (audit.checkpoint_key), and every command and the responder refuse the
+  store; without the pin (a deployment made before it), every command that
+  opens the HSM refuses it too: the key is not the HSM's checkpoint key.
 
 The store is edited with lmdb-utils' mdb_dump/mdb_load."""
+import base64
 import os
+import re
 import shutil
+import subprocess
 import sys
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from scfixture import Deployment, check, skip_unless  # noqa: E402
+from scfixture import SRCDIR, Deployment, check, skip_unless  # noqa: E402
 from lmdbedit import dump, meta_get, meta_put, pairs, rebuild  # noqa: E402
 
 skip_unless("mdb_dump", "mdb_load")
@@ -125,6 +137,44 @@ def main():
               f"{(r.stdout + r.stderr).strip()[-200:]}")
         r = d.sc("status", check=False)
         check(r.returncode == 8, f"and so is every command (status exit {r.returncode})")
+
+        # 4. The same old store with a checkpoint log of one's own: the old
+        #    line re-signed under a key of one's own as the log's only line,
+        #    and that key's public half in place of checkpoint-signer.pem.
+        key = ec.generate_private_key(ec.SECP256R1())
+        body = re.sub(r" prev=[0-9a-f]{64}", " prev=" + "0" * 64, old_line[:old_line.index(" sig=")])
+        sig = base64.b64encode(key.sign(body.encode(), ec.ECDSA(hashes.SHA256()))).decode()
+        with open(log, "w") as f:
+            f.write(f"{body} sig={sig}\n")
+        pub = os.path.join(cpdir, "checkpoint-signer.pem")
+        with open(pub, "wb") as f:
+            f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+        r = subprocess.run(["sh", os.path.join(SRCDIR, "scripts", "verify-checkpoints.sh"), log, pub],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"the forged log verifies on its own, with its own key "
+              f"({r.returncode}: {(r.stdout + r.stderr).strip()[-160:]})")
+        for cmd in (["store", "check"], ["crl", "publish"], ["ca", "list"], ["status"]):
+            r = d.sc(*cmd, check=False)
+            check(r.returncode == 8 and "audit.checkpoint_key" in (r.stdout + r.stderr),
+                  f"{' '.join(cmd)} refuses it: not the key the configuration pins (exit "
+                  f"{r.returncode}): {(r.stdout + r.stderr).strip()[-200:]}")
+        r = subprocess.run([os.environ.get("SMARTCERT_OCSPD_BIN", "smartcert-ocspd"), "--config",
+                            d.config, "--listen", "127.0.0.1:1", "--foreground"],
+                           env=d.env, capture_output=True, text=True, timeout=30)
+        check(r.returncode != 0 and "audit.checkpoint_key" in r.stderr,
+              f"so does the OCSP responder ({r.returncode}: {r.stderr.strip()[-160:]})")
+        # A deployment from before the pin: what opens the HSM holds the key
+        # against the HSM's checkpoint key.
+        with open(d.config) as f:
+            conf = f.read()
+        with open(d.config, "w") as f:
+            f.write(re.sub(r"(?m)^checkpoint_key = .*\n", "", conf))
+        for cmd in (["store", "check"], ["crl", "publish"], ["audit", "verify"]):
+            r = d.sc(*cmd, check=False)
+            check(r.returncode == 8 and "not the HSM's checkpoint key" in (r.stdout + r.stderr),
+                  f"without the pin, {' '.join(cmd)} refuses it: the key is not the HSM's (exit "
+                  f"{r.returncode}): {(r.stdout + r.stderr).strip()[-200:]}")
 
 
 if __name__ == "__main__":
