@@ -380,16 +380,15 @@ static int kg_list_remove(sc_txn *txn, const char *name, const unsigned char *do
 }
 
 /* A copy of the list in meta `name` (NULL, 0 when empty). */
-static int kg_list_copy(sc_ca *ca, const char *name, unsigned char **out, size_t *n)
+/* A copy of the list in meta `name` as `txn` sees it (*out NULL when
+ * empty): a copy, since writing the list moves the value. */
+static int kg_list_read(sc_txn *txn, const char *name, unsigned char **out, size_t *n)
 {
-	sc_txn *txn = NULL;
 	const void *v;
 	int rv;
 
 	*out = NULL;
 	*n = 0;
-	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_READ, &txn)) != SC_OK)
-		return rv;
 	rv = sc_store_meta_find(txn, name, &v, n, NULL);
 	if (rv == SC_OK && *n % SC_CA_PENDING_REC != 0) {
 		rv = sc_error_set(SC_ERR_STORE, "meta %s: bad length", name);
@@ -402,6 +401,19 @@ static int kg_list_copy(sc_ca *ca, const char *name, unsigned char **out, size_t
 	}
 	if (rv != SC_OK)
 		*n = 0;
+	return rv;
+}
+
+static int kg_list_copy(sc_ca *ca, const char *name, unsigned char **out, size_t *n)
+{
+	sc_txn *txn = NULL;
+	int rv;
+
+	*out = NULL;
+	*n = 0;
+	if ((rv = sc_txn_begin(ca->d->store, SC_TXN_READ, &txn)) != SC_OK)
+		return rv;
+	rv = kg_list_read(txn, name, out, n);
 	sc_txn_abort(txn);
 	return rv;
 }
@@ -660,6 +672,111 @@ int sc_ca_groups_pending(sc_txn *txn, size_t *destroy, size_t *rotate, int64_t *
 	if ((rv = kg_list_count(txn, SC_CA_PENDING, destroy, oldest)) != SC_OK)
 		return rv;
 	return kg_list_count(txn, SC_CA_ROTATE, rotate, oldest);
+}
+
+struct kg_unowed {
+	sc_txn *txn;
+	unsigned char *pending; /* keygroup.pending as the transaction saw it */
+	size_t n;
+	int requeue, err;
+	size_t count;
+	uint32_t group, gen;
+};
+
+static int kg_unowed_one(void *ctx, uint32_t group, uint32_t gen)
+{
+	struct kg_unowed *u = ctx;
+	uint32_t cur;
+	int rv;
+
+	if ((rv = sc_ca_group_gen(u->txn, group, &cur)) != SC_OK)
+		return u->err = rv;
+	if (gen >= cur)
+		return 0;     /* in use, or a crashed create's leftover (newer) */
+	for (size_t i = 0; i + SC_CA_PENDING_REC <= u->n; i += SC_CA_PENDING_REC)
+		if (kg_rd32(u->pending + i) == group && kg_rd32(u->pending + i + 4) == gen)
+			return 0;
+	if (u->count++ == 0) {
+		u->group = group;
+		u->gen = gen;
+	}
+	if (u->requeue && (rv = kg_list_add(u->txn, SC_CA_PENDING, group, gen, sc_now())) != SC_OK)
+		return u->err = rv;
+	return 0;
+}
+
+int sc_ca_groups_unowed(sc_txn *txn, sc_hsm *hsm, int requeue, size_t *count, uint32_t *group,
+			uint32_t *gen)
+{
+	struct kg_unowed u = { txn, NULL, 0, requeue, SC_OK, 0, 0, 0 };
+	int rv;
+
+	*count = 0;
+	if ((rv = kg_list_read(txn, SC_CA_PENDING, &u.pending, &u.n)) != SC_OK)
+		return rv;
+	rv = sc_hsm_group_keys_each(hsm, kg_unowed_one, &u);
+	free(u.pending);
+	if (u.err != SC_OK)
+		return u.err;
+	if (rv != SC_OK)
+		return rv;
+	*count = u.count;
+	*group = u.group;
+	*gen = u.gen;
+	return SC_OK;
+}
+
+struct kg_unrotated {
+	sc_txn *txn;
+	unsigned char *rotate; /* keygroup.rotate as the transaction saw it */
+	size_t n, count;
+	int requeue, err;
+	char key_id[SC_ID_MAX + 1];
+};
+
+static int kg_unrotated_one(void *ctx, const sc_key *k)
+{
+	struct kg_unrotated *u = ctx;
+	uint32_t cur;
+
+	if (k->state != SC_KEY_DESTROYED || k->kgen == 0)
+		return 0;
+	if ((u->err = sc_ca_group_gen(u->txn, k->group, &cur)) != SC_OK)
+		return 1;
+	if (cur != k->kgen)
+		return 0;      /* rotated since: that generation is gone */
+	for (size_t i = 0; i + SC_CA_PENDING_REC <= u->n; i += SC_CA_PENDING_REC)
+		if (kg_rd32(u->rotate + i) == k->group)
+			return 0;      /* its re-wrap is owed */
+	if (u->count++ == 0)
+		snprintf(u->key_id, sizeof(u->key_id), "%s", k->key_id);
+	if (u->requeue &&
+	    (u->err = kg_list_add(u->txn, SC_CA_ROTATE, k->group, cur, sc_now())) != SC_OK)
+		return 1;
+	return 0;
+}
+
+int sc_ca_groups_unrotated(sc_txn *txn, int requeue, size_t *count, char key_id[SC_ID_MAX + 1])
+{
+	struct kg_unrotated u;
+	int rv;
+
+	memset(&u, 0, sizeof(u));
+	u.txn = txn;
+	u.requeue = requeue;
+	*count = 0;
+	key_id[0] = '\0';
+	if ((rv = kg_list_read(txn, SC_CA_ROTATE, &u.rotate, &u.n)) != SC_OK)
+		return rv;
+	rv = sc_store_key_iter(txn, 0, kg_unrotated_one, &u);
+	free(u.rotate);
+	if (u.err != SC_OK)
+		return u.err;
+	if (rv != SC_OK)
+		return rv;
+	*count = u.count;
+	snprintf(key_id, SC_ID_MAX + 1, "%s", u.key_id);
+	return SC_OK;
 }
 
 int sc_ca_txn_commit(sc_ca *ca, sc_txn **txn)

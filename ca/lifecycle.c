@@ -773,6 +773,27 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out)
 			goto out;
 		out->replay_purged = n;
 	}
+	{
+		/* Old group keys still on the token that the store no longer
+		 * owes a destruction for, and destroyed keys whose group's
+		 * re-wrap is no longer owed: owed again, and audited. */
+		size_t n = 0, nr = 0;
+		uint32_t group = 0, gen = 0;
+		char detail[320], key_id[SC_ID_MAX + 1];
+
+		if ((rv = sc_ca_groups_unowed(txn, ca->d->hsm, 1, &n, &group, &gen)) != SC_OK ||
+		    (rv = sc_ca_groups_unrotated(txn, 1, &nr, key_id)) != SC_OK)
+			goto out;
+		if (n > 0 || nr > 0) {
+			snprintf(detail, sizeof(detail), "owed again: %zu old group key(s) on the "
+				 "token with no destruction owed (first: group %08x generation "
+				 "%u), %zu destroyed key(s) with no re-wrap owed (first: %s)",
+				 n, (unsigned)group, (unsigned)gen, nr, nr ? key_id : "-");
+			if ((rv = sc_ca_audit(ca, txn, "keygroup-owed", NULL, NULL, NULL, NULL,
+					      detail)) != SC_OK)
+				goto out;
+		}
+	}
 	rv = sc_ca_txn_commit(ca, &txn);
 	if (rv != SC_OK)
 		goto out;

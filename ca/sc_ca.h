@@ -140,6 +140,21 @@ int sc_ca_sweep(sc_ca *ca, sc_ca_sweep_result *out);
  * command finishes both when it opens; the bound is 24 hours. */
 #define SC_CA_DESTROY_BOUND_SECONDS 86400
 int sc_ca_groups_pending(sc_txn *txn, size_t *destroy, size_t *rotate, int64_t *oldest);
+/* Older generations of group keys still on the token with no destruction
+ * owed for them in the store: the list of destructions owed lost an entry
+ * (someone who can write the store, docs/evidence.md).  *count of them;
+ * the first is named in *group, *gen.  With `requeue` (a write
+ * transaction: `ca sweep`), each is owed again, so the next CA command
+ * destroys it.  Read the transaction before the token (as here): a
+ * destruction finished in between is then never taken for one lost. */
+int sc_ca_groups_unowed(sc_txn *txn, sc_hsm *hsm, int requeue, size_t *count, uint32_t *group,
+			uint32_t *gen);
+/* Destroyed keys whose group is still at the generation they were wrapped
+ * under, with no re-wrap owed for it (keygroup.rotate lost an entry): their
+ * blobs, in backups and free pages, still unwrap.  *count of them; the
+ * first is named in key_id.  With `requeue` (`ca sweep`), the group's
+ * re-wrap is owed again, and the next CA command does it. */
+int sc_ca_groups_unrotated(sc_txn *txn, int requeue, size_t *count, char key_id[SC_ID_MAX + 1]);
 /* Make the first key of every key group that has none yet (ca.key_groups
  * of them), so that enrolments never pay for it: *made were made now,
  * *present had one already.  A deployment's one-time cost, slow on a

@@ -141,29 +141,34 @@ static CK_OBJECT_HANDLE group_copy(sc_hsm *hsm, uint32_t group, uint32_t gen, CK
 	return use;
 }
 
-/* Every group key on the token, remembered in one pass.  A search by label
- * costs SoftHSMv2 a walk over every object of the token, and the token holds
- * one key a group (4096 by default): a search a group would make the first
- * signature of each group after a start wait for a full walk.  Runs once a
- * process; a key created later (a re-wrap elsewhere) is found by label. */
-static void hsm_group_preload(sc_hsm *hsm)
+/* Every group key on the token with its handle, in one pass (token keys
+ * only, never a session copy: NSS lists both). */
+static int hsm_group_walk(sc_hsm *hsm,
+			  int (*cb)(void *ctx, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h),
+			  void *ctx)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_BBOOL tru = CK_TRUE;
-	/* token keys only, never a session copy (NSS lists both) */
 	CK_ATTRIBUTE t[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_TOKEN, &tru, sizeof(tru) } };
 	CK_OBJECT_HANDLE hs[256];
 	CK_SESSION_HANDLE s;
 	CK_ULONG n, i;
+	CK_RV rv;
 	char label[SC_LABEL_GROUP_MAX + 1], tail;
 	unsigned group, gen;
+	int stop = 0, rc;
 
-	if (hsm_pool_get(hsm, &s) < 0)
-		return;
-	if (hsm->f->C_FindObjectsInit(s, t, 2) != CKR_OK)
+	if ((rc = hsm_pool_get(hsm, &s)) < 0)
+		return rc;
+	rv = hsm->f->C_FindObjectsInit(s, t, 2);
+	if (rv != CKR_OK) {
+		rc = hsm_ckr(rv, "C_FindObjectsInit", NULL);
 		goto out;
-	while (hsm->f->C_FindObjects(s, hs, sizeof(hs) / sizeof(hs[0]), &n) == CKR_OK && n > 0) {
-		for (i = 0; i < n; i++) {
+	}
+	while (!stop &&
+	       (rv = hsm->f->C_FindObjects(s, hs, sizeof(hs) / sizeof(hs[0]), &n)) == CKR_OK &&
+	       n > 0) {
+		for (i = 0; i < n && !stop; i++) {
 			CK_ATTRIBUTE a = { CKA_LABEL, label, SC_LABEL_GROUP_MAX };
 
 			if (hsm->f->C_GetAttributeValue(s, hs[i], &a, 1) != CKR_OK ||
@@ -172,12 +177,51 @@ static void hsm_group_preload(sc_hsm *hsm)
 			label[a.ulValueLen] = '\0';
 			if (sscanf(label, "smartcert-kg-%8x-%u%c", &group, &gen, &tail) == 2 &&
 			    gen != 0)
-				hsm_group_remember(hsm, group, gen, hs[i]);
+				stop = cb(ctx, group, gen, hs[i]);
 		}
 	}
 	hsm->f->C_FindObjectsFinal(s);
+	rc = stop ? stop : rv == CKR_OK ? 0 : hsm_ckr(rv, "C_FindObjects", NULL);
 out:
 	hsm_pool_put(hsm, s);
+	return rc;
+}
+
+static int hsm_group_preload_one(void *ctx, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
+{
+	hsm_group_remember(ctx, group, gen, h);
+	return 0;
+}
+
+/* Every group key on the token, remembered in one pass.  A search by label
+ * costs SoftHSMv2 a walk over every object of the token, and the token holds
+ * one key a group (4096 by default): a search a group would make the first
+ * signature of each group after a start wait for a full walk.  Runs once a
+ * process; a key created later (a re-wrap elsewhere) is found by label. */
+static void hsm_group_preload(sc_hsm *hsm)
+{
+	(void)hsm_group_walk(hsm, hsm_group_preload_one, hsm);
+}
+
+struct hsm_group_each {
+	int (*cb)(void *ctx, uint32_t group, uint32_t gen);
+	void *ctx;
+};
+
+static int hsm_group_each_one(void *ctx, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE h)
+{
+	struct hsm_group_each *e = ctx;
+
+	(void)h;
+	return e->cb(e->ctx, group, gen);
+}
+
+int sc_hsm_group_keys_each(sc_hsm *hsm, int (*cb)(void *ctx, uint32_t group, uint32_t gen),
+			   void *ctx)
+{
+	struct hsm_group_each e = { cb, ctx };
+
+	return hsm_group_walk(hsm, hsm_group_each_one, &e);
 }
 
 int hsm_group_key(sc_hsm *hsm, uint32_t group, uint32_t gen, CK_OBJECT_HANDLE *h)

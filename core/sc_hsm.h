@@ -172,6 +172,10 @@ void sc_hsm_tick(sc_hsm *hsm);
  *   success. */
 int sc_hsm_group_key_create(sc_hsm *hsm, uint32_t group, uint32_t gen);
 int sc_hsm_group_key_destroy(sc_hsm *hsm, uint32_t group, uint32_t gen);
+/* Every group key on the token, in one pass: cb(ctx, group, gen) for
+ * each; a cb that returns non-zero stops the walk with that value. */
+int sc_hsm_group_keys_each(sc_hsm *hsm, int (*cb)(void *ctx, uint32_t group, uint32_t gen),
+			   void *ctx);
 int sc_hsm_generate_wrapped_in(sc_hsm *hsm, uint32_t group, uint32_t gen, int alg,
 			       unsigned char **blob, size_t *blob_len, unsigned char **spki,
 			       size_t *spki_len);

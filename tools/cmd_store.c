@@ -258,14 +258,39 @@ static int check_key_cb(void *vctx, const sc_key *k)
  * SC_CA_DESTROY_BOUND_SECONDS.  Past that, the promise that a revoked key
  * cannot be recovered is broken, and the check counts it as a problem.
  * Returns the number of problems found (0 or 1). */
-static int check_destruction(sc_txn *txn)
+static int check_destruction(sc_txn *txn, sc_hsm *hsm)
 {
-	size_t destroy = 0, rotate = 0;
+	size_t destroy = 0, rotate = 0, unowed = 0, unrotated = 0;
+	uint32_t group = 0, gen = 0;
+	char key_id[SC_ID_MAX + 1];
 	int64_t oldest = 0;
 	char since[32], due[32];
 
 	if (sc_ca_groups_pending(txn, &destroy, &rotate, &oldest) != SC_OK) {
 		printf("destruction: cannot be read: %s\n", sc_error_detail());
+		return 1;
+	}
+	if (sc_ca_groups_unowed(txn, hsm, 0, &unowed, &group, &gen) != SC_OK) {
+		printf("destruction: the token's group keys cannot be read: %s\n",
+		       sc_error_detail());
+		return 1;
+	}
+	if (unowed > 0) {
+		printf("destruction: %zu old group key(s) still on the token with no destruction "
+		       "owed for them (first: group %08x generation %u): the list of destructions "
+		       "owed was altered; `smartcert ca sweep` owes them again\n",
+		       unowed, (unsigned)group, (unsigned)gen);
+		return 1;
+	}
+	if (sc_ca_groups_unrotated(txn, 0, &unrotated, key_id) != SC_OK) {
+		printf("destruction: cannot be read: %s\n", sc_error_detail());
+		return 1;
+	}
+	if (unrotated > 0) {
+		printf("destruction: %zu destroyed key(s) whose group is still at the generation "
+		       "they were wrapped under, with no re-wrap owed (first: %s): the list of "
+		       "re-wraps owed was altered, and their blobs still unwrap; `smartcert ca "
+		       "sweep` owes the re-wraps again\n", unrotated, key_id);
 		return 1;
 	}
 	if (destroy + rotate == 0) {
@@ -334,7 +359,7 @@ static int store_check(void)
 		       kc.master, kc.first_master);
 		problems++;
 	}
-	problems += check_destruction(txn);
+	problems += check_destruction(txn, d->hsm);
 	rc = sc_audit_verify(txn, &count, &bad);
 	sc_txn_abort(txn);
 	if (rc != SC_OK) {

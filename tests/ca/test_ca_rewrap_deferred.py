@@ -12,9 +12,11 @@ object cannot be written).  The store is elsewhere and has room.  Then:
    its deadline); the group's other keys stay under the old generation;
 2. the token's old objects are intact: the other user's key still has its
    binding MAC and `store check` passes;
-3. with room on the token again, the next CA command (`ca sweep`) re-wraps
-   the group under a new generation, destroys the old one, and nothing is
-   owed any more.
+3. with the owed re-wrap deleted from the store, `store check` names the
+   revoked key whose group was never rotated;
+4. with room on the token again, the next CA command (`ca sweep`) owes the
+   re-wrap again, re-wraps the group under a new generation, destroys the
+   old one, and nothing is owed any more.
 The test re-runs itself in a user+mount namespace (tests/lib/fulldisk.py)
 and exits 77 if a namespace or a tmpfs mount is not possible.
 """
@@ -27,6 +29,7 @@ import tempfile
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB",
                                   os.path.join(os.path.dirname(__file__), "..", "lib")))
 import fulldisk  # noqa: E402
+from lmdbedit import dump, pairs, rebuild  # noqa: E402
 
 MNT = fulldisk.enter("48m")   # from here on, inside the namespace
 from scfixture import Deployment, check, fail  # noqa: E402
@@ -79,6 +82,19 @@ def main():
         check(r.returncode == 0 and "1 deferred re-wrap(s) owed" in r.stdout and "binding MAC matches" in r.stdout,
               f"store check: the token and the store are intact, the re-wrap is owed ({r.returncode}: "
               f"{r.stdout.strip()[-300:]})")
+
+        # The re-wrap owed, deleted from the store (someone who can write
+        # it): store check names the revoked key whose group was never
+        # rotated, and the next ca sweep owes the re-wrap again.
+        store = os.path.join(d.dir, "store")
+        lines = dump(store)
+        i, _ = pairs(lines, "meta")[b"m/keygroup.rotate"]
+        del lines[i:i + 2]
+        rebuild(d.tmp, store, lines)
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "with no re-wrap owed" in r.stdout and vic["key_id"] in r.stdout,
+              f"store check names the revoked key whose group's re-wrap is no longer owed "
+              f"({r.returncode}: {r.stdout.strip()[-300:]})")
 
         # Room again: the next CA command finishes it.
         fulldisk.release(tokens)

@@ -22,7 +22,9 @@ PIN, against the records a revocation and the checkpoints stand on
   that key, but the key is not the one the configuration pins
   (audit.checkpoint_key), and every command and the responder refuse the
   store; without the pin (a deployment made before it), every command that
-  opens the HSM refuses it too: the key is not the HSM's checkpoint key.
+  opens the HSM refuses it too: the key is not the HSM's checkpoint key;
+* a destruction owed, deleted from the store's list: store check names the
+  old group key left on the token, and ca sweep owes it again.
 
 The store is edited with lmdb-utils' mdb_dump/mdb_load."""
 import base64
@@ -175,6 +177,40 @@ def main():
             check(r.returncode == 8 and "not the HSM's checkpoint key" in (r.stdout + r.stderr),
                   f"without the pin, {' '.join(cmd)} refuses it: the key is not the HSM's (exit "
                   f"{r.returncode}): {(r.stdout + r.stderr).strip()[-200:]}")
+
+    owed_destruction()
+
+
+def owed_destruction():
+    """A destruction owed, deleted from the store's list of them, would leave
+    the old group key on the token for good: store check names it, and
+    ca sweep owes it again, so the next CA command destroys it."""
+    with Deployment(prefix="store-tamper-owed-") as d:
+        d.conf_set("ca.key_groups", "1", restart=False)
+        store = os.path.join(d.dir, "store")
+        for u in ("owe-a", "owe-b"):
+            d.enrol(u, "p256")
+        r = d.sc("ca", "revoke", "--user", "owe-a", "--reason", "keyCompromise", check=False,
+                 env=dict(d.env, SMARTCERT_TEST_DIE_AFTER_COMMIT="1"))
+        check(r.returncode == 99, f"the revocation died between its commit and the destruction "
+              f"(exit {r.returncode})")
+        pending = b"m/keygroup.pending"
+        check(len(meta_get(store, pending) or b"") == 16, "generation 1's destruction is owed")
+        lines = dump(store)
+        i, _ = pairs(lines, "meta")[pending]
+        del lines[i:i + 2]
+        rebuild(d.tmp, store, lines)
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "no destruction owed" in r.stdout
+              and "group 00000000 generation 1" in r.stdout,
+              f"store check names the old group key left on the token (exit {r.returncode}): "
+              f"{r.stdout.strip()[-300:]}")
+        d.sc("ca", "sweep")          # owes it again
+        check(any(x.get("kind") == "keygroup-owed" for x in d.audit()), "and audits it")
+        d.sc("ca", "sweep")          # the next CA command destroys it
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0 and "destruction: none owed" in r.stdout,
+              f"destroyed: store check is clean (exit {r.returncode}): {r.stdout.strip()[-300:]}")
 
 
 if __name__ == "__main__":
