@@ -247,15 +247,13 @@ int sc_checkpoint_key_hash(EVP_PKEY *pk, char hex[2 * SC_CHECKPOINT_KEY_HASH_LEN
 }
 
 /* The public key beside the log is the one the configuration pins
- * (audit.checkpoint_key), when it pins one. */
+ * (audit.checkpoint_key, which must be set). */
 static int cp_key_is_pinned(const sc_config *cfg, EVP_PKEY *pk, const char *pub)
 {
 	const char *pin = sc_config_str(cfg, "audit.checkpoint_key", NULL);
 	char hex[2 * SC_CHECKPOINT_KEY_HASH_LEN + 1];
 	int rc;
 
-	if (pin == NULL)
-		return SC_OK;
 	if (strncmp(pin, "sha256:", 7) != 0 || strlen(pin + 7) != sizeof(hex) - 1)
 		return sc_error_set(SC_ERR_CONFIG, "audit.checkpoint_key must be sha256: and 64 hex "
 				    "digits, as smartcert init wrote it");
@@ -319,8 +317,14 @@ static int cp_verify_line(const sc_config *cfg, sc_hsm *hsm, const char *line)
 		rc = sc_error_set(SC_ERR_INTEGRITY, "cannot read the checkpoint key %s", pub);
 		goto out;
 	}
-	if ((rc = cp_key_is_pinned(cfg, pk, pub)) != SC_OK ||
-	    (hsm != NULL && (rc = cp_key_is_hsm_key(hsm, pk, pub)) != SC_OK))
+	/* The pin settles which key it is.  Without one (a deployment made
+	 * before it), the HSM's key does, at the price of a search of the
+	 * token, which SoftHSMv2 answers by reading every object on it. */
+	if (sc_config_str(cfg, "audit.checkpoint_key", NULL) != NULL)
+		rc = cp_key_is_pinned(cfg, pk, pub);
+	else
+		rc = hsm != NULL ? cp_key_is_hsm_key(hsm, pk, pub) : SC_OK;
+	if (rc != SC_OK)
 		goto out;
 	if (sc_b64_decode(sigp + 5, strlen(sigp + 5), &sig, &sig_len) != SC_OK) {
 		rc = sc_error_set(SC_ERR_INTEGRITY, "the newest checkpoint's signature is not base64");

@@ -57,10 +57,10 @@ int sc_checkpoint_write(const sc_config *cfg, sc_store *st, sc_hsm *hsm, const c
  * on the same chain (or when no checkpoint was ever written and the store
  * is empty); SC_ERR_INTEGRITY, with a detail that says what is wrong and
  * what to do, when the log is missing, its last line does not verify, or
- * the store is behind it or elsewhere.  With `hsm`, the public key the
- * line is verified with must also be the HSM's checkpoint key (its CKA_ID);
- * in every process it must match audit.checkpoint_key when the
- * configuration has one (every deployment `smartcert init` made since). */
+ * the store is behind it or elsewhere.  The public key the line is
+ * verified with must be the one audit.checkpoint_key pins (every
+ * deployment `smartcert init` makes); without a pin, and with `hsm`, it
+ * must be the HSM's checkpoint key (its CKA_ID). */
 int sc_checkpoint_check(const sc_config *cfg, sc_store *st, sc_hsm *hsm);
 
 #endif
