@@ -19,6 +19,7 @@
 
 #include "sc_der.h"
 #include "sc_err.h"
+#include "sc_mech.h"
 #include "sc_signer.h"
 
 /* ECDSA-Sig-Value for P-384 is at most 2 * (2 + 1 + 48) + 3 bytes; RSA
@@ -113,47 +114,24 @@ int sc_sign_algor_der(int alg, int md_nid, unsigned char **der, size_t *der_len)
 
 /* ---- the key operation -------------------------------------------------- */
 
-/* RFC 8017 §9.2 note 1: DigestInfo prefixes. */
-static const unsigned char di_sha256[] = {
-	0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-	0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
-static const unsigned char di_sha384[] = {
-	0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-	0x02, 0x02, 0x05, 0x00, 0x04, 0x30 };
-static const unsigned char di_sha512[] = {
-	0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-	0x02, 0x03, 0x05, 0x00, 0x04, 0x40 };
-
-/* r||s (each `half` bytes) to a DER ECDSA-Sig-Value in out[0..*outlen). */
+/* r||s to a DER ECDSA-Sig-Value in out[0..*outlen). */
 static int ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char *out,
 			size_t *outlen)
 {
-	int rc = SC_ERR_CRYPTO, n;
-	ECDSA_SIG *es = NULL;
-	BIGNUM *r = NULL, *s = NULL;
-	unsigned char *p = out;
+	unsigned char *der = NULL;
+	size_t der_len;
+	int rc = sc_ecdsa_sig_der(rs, len, &der, &der_len);
 
-	es = ECDSA_SIG_new();
-	r = BN_bin2bn(rs, (int)(len / 2), NULL);
-	s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
-	if (!es || !r || !s || !ECDSA_SIG_set0(es, r, s))
-		goto out;
-	r = s = NULL;   /* owned by es now */
-	n = i2d_ECDSA_SIG(es, NULL);
-	if (n <= 0 || (size_t)n > *outlen)
-		goto out;
-	n = i2d_ECDSA_SIG(es, &p);
-	if (n <= 0)
-		goto out;
-	*outlen = (size_t)n;
-	rc = 0;
-out:
-	if (rc < 0)
-		sc_error_set_openssl(rc, "encoding the ECDSA signature");
-	BN_free(r);
-	BN_free(s);
-	ECDSA_SIG_free(es);
-	return rc;
+	if (rc != SC_OK)
+		return rc;
+	if (der_len > *outlen) {
+		OPENSSL_free(der);
+		return sc_error_set(SC_ERR_INTERNAL, "ECDSA signature larger than expected");
+	}
+	memcpy(out, der, der_len);
+	*outlen = der_len;
+	OPENSSL_free(der);
+	return 0;
 }
 
 /* Sign a digest; the signature in its X.509 form goes to out[0..*outlen). */
@@ -164,10 +142,10 @@ static int sign_digest_into(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 	int rc;
 	int alg = sc_hsm_key_alg(key);
 	const EVP_MD *md;
-	unsigned char in[19 + 64];
+	unsigned char in[SC_DIGESTINFO_MAX];
 	unsigned char raw[SIG_BUF];
 	size_t inlen, rawlen = sizeof(raw);
-	const unsigned char *prefix;
+	const sc_hash *h;
 
 	md = EVP_get_digestbynid(md_nid);
 	if (!md || (size_t)EVP_MD_get_size(md) != dglen)
@@ -185,17 +163,11 @@ static int sign_digest_into(sc_hsm *hsm, sc_hsm_key *key, int md_nid,
 	}
 	if (!sc_keyalg_is_rsa(alg))
 		return sc_error_set(SC_ERR_INVALID, "unsupported key algorithm %d", alg);
-	switch (md_nid) {
-	case NID_sha256: prefix = di_sha256; break;
-	case NID_sha384: prefix = di_sha384; break;
-	case NID_sha512: prefix = di_sha512; break;
-	default:
+	h = sc_hash_by_nid(md_nid);
+	if (h == NULL)
 		return sc_error_set(SC_ERR_INVALID, "unsupported signature digest %s",
 				    OBJ_nid2sn(md_nid));
-	}
-	memcpy(in, prefix, 19);
-	memcpy(in + 19, dg, dglen);
-	inlen = 19 + dglen;
+	inlen = sc_hash_digestinfo(h, dg, in);
 	rc = sc_hsm_sign(hsm, key, CKM_RSA_PKCS, NULL, 0, in, inlen, raw, &rawlen);
 	if (rc < 0)
 		return rc;

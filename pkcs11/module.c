@@ -23,6 +23,7 @@
 #include "internal.h"
 #include "sc_config.h"
 #include "sc_err.h"
+#include "sc_mech.h"
 
 struct p11_module p11 = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -640,33 +641,24 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 
 /* ---- mechanisms -------------------------------------------------------- */
 
-/* Sign only (no verify, no recover); the keys the store can hold are
- * P-256/P-384 (named prime curves, uncompressed points) and RSA 2048/3072. */
-#define P11_EC_FLAGS (CKF_SIGN | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)
+/* Sign only (no verify, no recover), the mechanisms of sc_mech.h; the keys
+ * the store can hold are P-256/P-384 (named prime curves, uncompressed
+ * points) and RSA 2048/3072. */
+static void mech_info(const sc_mech *m, CK_MECHANISM_INFO *info)
+{
+	int ec = m->family == SC_MECH_ECDSA;
 
-static const struct {
-	CK_MECHANISM_TYPE mech;
-	CK_ULONG min_bits, max_bits;
-	CK_FLAGS flags;
-} p11_mechs[] = {
-	{ CKM_ECDSA, 256, 384, P11_EC_FLAGS },
-	{ CKM_ECDSA_SHA256, 256, 384, P11_EC_FLAGS },
-	{ CKM_ECDSA_SHA384, 256, 384, P11_EC_FLAGS },
-	{ CKM_ECDSA_SHA512, 256, 384, P11_EC_FLAGS },
-	{ CKM_RSA_PKCS, 2048, 3072, CKF_SIGN },
-	{ CKM_SHA256_RSA_PKCS, 2048, 3072, CKF_SIGN },
-	{ CKM_SHA384_RSA_PKCS, 2048, 3072, CKF_SIGN },
-	{ CKM_SHA512_RSA_PKCS, 2048, 3072, CKF_SIGN },
-	{ CKM_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
-	{ CKM_SHA256_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
-	{ CKM_SHA384_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
-	{ CKM_SHA512_RSA_PKCS_PSS, 2048, 3072, CKF_SIGN },
-};
-#define P11_NMECHS (sizeof(p11_mechs) / sizeof(p11_mechs[0]))
+	info->ulMinKeySize = ec ? 256 : 2048;
+	info->ulMaxKeySize = ec ? 384 : 3072;
+	info->flags = CKF_SIGN;
+	if (ec)
+		info->flags |= CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+}
 
 CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList,
 				CK_ULONG_PTR pulCount)
 {
+	const sc_mech *m;
 	size_t i;
 	int fill;
 	CK_RV rv;
@@ -674,27 +666,23 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
 	P11_ENTER();
 	if (slotID != P11_SLOT_ID)
 		return CKR_SLOT_ID_INVALID;
-	rv = list_room(pMechanismList, pulCount, P11_NMECHS, &fill);
-	for (i = 0; fill && i < P11_NMECHS; i++)
-		pMechanismList[i] = p11_mechs[i].mech;
+	rv = list_room(pMechanismList, pulCount, sc_mech_count(), &fill);
+	for (i = 0; fill && (m = sc_mech_at(i)) != NULL; i++)
+		pMechanismList[i] = m->type;
 	return rv;
 }
 
 CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
 				CK_MECHANISM_INFO_PTR pInfo)
 {
-	size_t i;
+	const sc_mech *m;
 
 	P11_SLOT_ENTER(slotID, pInfo);
-	for (i = 0; i < P11_NMECHS; i++) {
-		if (p11_mechs[i].mech == type) {
-			pInfo->ulMinKeySize = p11_mechs[i].min_bits;
-			pInfo->ulMaxKeySize = p11_mechs[i].max_bits;
-			pInfo->flags = p11_mechs[i].flags;
-			return CKR_OK;
-		}
-	}
-	return CKR_MECHANISM_INVALID;
+	m = sc_mech_find(type);
+	if (m == NULL)
+		return CKR_MECHANISM_INVALID;
+	mech_info(m, pInfo);
+	return CKR_OK;
 }
 
 /* ---- sessions ---------------------------------------------------------- */

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "internal.h"
+#include "sc_mech.h"
 #include "sc_types.h"
 #include "sc_util.h"
 
@@ -239,15 +240,6 @@ static CK_RV serial_der(const sc_serial *s, unsigned char **val, size_t *len)
 	return dup_out(buf, 2u + s->len, val, len);
 }
 
-static const CK_MECHANISM_TYPE sd_ec_mechs[] = {
-	CKM_ECDSA, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
-};
-static const CK_MECHANISM_TYPE sd_rsa_mechs[] = {
-	CKM_RSA_PKCS, CKM_SHA256_RSA_PKCS, CKM_SHA384_RSA_PKCS, CKM_SHA512_RSA_PKCS,
-	CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
-	CKM_SHA512_RSA_PKCS_PSS,
-};
-
 /* Boolean attributes: the value for each kind of object, -1 where the
  * attribute does not belong to that kind. */
 static const struct {
@@ -325,9 +317,14 @@ CK_RV sd_obj_attr(const struct sd_obj *o, CK_ATTRIBUTE_TYPE type,
 		case CKA_KEY_GEN_MECHANISM:
 			return put_ulong(rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN,
 					 val, len);
-		case CKA_ALLOWED_MECHANISMS:
-			return rsa ? dup_out(sd_rsa_mechs, sizeof(sd_rsa_mechs), val, len)
-				   : dup_out(sd_ec_mechs, sizeof(sd_ec_mechs), val, len);
+		case CKA_ALLOWED_MECHANISMS: {
+			CK_MECHANISM_TYPE m[16];
+			size_t n = sc_mech_for_key(rsa, m, 16);
+
+			if (n > 16)
+				return CKR_GENERAL_ERROR;
+			return dup_out(m, n * sizeof(m[0]), val, len);
+		}
 		case CKA_EC_PARAMS:
 			return rsa ? CKR_ATTRIBUTE_TYPE_INVALID
 				   : spki_part(&o->key, SPKI_EC_PARAMS, val, len);

@@ -27,88 +27,11 @@
 
 #include "internal.h"
 #include "sc_hsm.h"
+#include "sc_mech.h"
 #include "sc_types.h"
 #include "sc_util.h"
 
 #define SD_SIG_MAX 1024
-
-struct mech_desc {
-	CK_MECHANISM_TYPE mech;
-	int rsa;
-	int md_nid;        /* hash-and-sign: the module hashes; 0 = pre-hashed */
-	int pss;
-	const char *name;
-};
-
-static const struct mech_desc sd_mech_table[] = {
-	{ CKM_ECDSA, 0, 0, 0, "CKM_ECDSA" },
-	{ CKM_ECDSA_SHA256, 0, NID_sha256, 0, "CKM_ECDSA_SHA256" },
-	{ CKM_ECDSA_SHA384, 0, NID_sha384, 0, "CKM_ECDSA_SHA384" },
-	{ CKM_ECDSA_SHA512, 0, NID_sha512, 0, "CKM_ECDSA_SHA512" },
-	{ CKM_RSA_PKCS, 1, 0, 0, "CKM_RSA_PKCS" },
-	{ CKM_SHA256_RSA_PKCS, 1, NID_sha256, 0, "CKM_SHA256_RSA_PKCS" },
-	{ CKM_SHA384_RSA_PKCS, 1, NID_sha384, 0, "CKM_SHA384_RSA_PKCS" },
-	{ CKM_SHA512_RSA_PKCS, 1, NID_sha512, 0, "CKM_SHA512_RSA_PKCS" },
-	{ CKM_RSA_PKCS_PSS, 1, 0, 1, "CKM_RSA_PKCS_PSS" },
-	{ CKM_SHA256_RSA_PKCS_PSS, 1, NID_sha256, 1, "CKM_SHA256_RSA_PKCS_PSS" },
-	{ CKM_SHA384_RSA_PKCS_PSS, 1, NID_sha384, 1, "CKM_SHA384_RSA_PKCS_PSS" },
-	{ CKM_SHA512_RSA_PKCS_PSS, 1, NID_sha512, 1, "CKM_SHA512_RSA_PKCS_PSS" },
-};
-
-static const struct mech_desc *mech_find(CK_MECHANISM_TYPE m)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(sd_mech_table) / sizeof(sd_mech_table[0]); i++)
-		if (sd_mech_table[i].mech == m)
-			return &sd_mech_table[i];
-	return NULL;
-}
-
-/* DER prefixes of DigestInfo for the hashes a token can list. */
-static const struct {
-	int md_nid;
-	unsigned char prefix[19];
-	size_t dlen;
-} sd_digestinfo[] = {
-	{ NID_sha256, { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65,
-			0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 }, 32 },
-	{ NID_sha384, { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65,
-			0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 }, 48 },
-	{ NID_sha512, { 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65,
-			0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40 }, 64 },
-};
-#define SD_NDI (sizeof(sd_digestinfo) / sizeof(sd_digestinfo[0]))
-
-static int md_from_ckm(CK_MECHANISM_TYPE h)
-{
-	switch (h) {
-	case CKM_SHA256: return NID_sha256;
-	case CKM_SHA384: return NID_sha384;
-	case CKM_SHA512: return NID_sha512;
-	default: return 0;
-	}
-}
-
-static CK_RSA_PKCS_MGF_TYPE mgf_for_md(int md_nid)
-{
-	switch (md_nid) {
-	case NID_sha256: return CKG_MGF1_SHA256;
-	case NID_sha384: return CKG_MGF1_SHA384;
-	case NID_sha512: return CKG_MGF1_SHA512;
-	default: return 0;
-	}
-}
-
-static size_t md_len(int md_nid)
-{
-	switch (md_nid) {
-	case NID_sha256: return 32;
-	case NID_sha384: return 48;
-	case NID_sha512: return 64;
-	default: return 0;
-	}
-}
 
 void sd_sign_clear(struct sd_sign *s)
 {
@@ -197,7 +120,7 @@ static CK_RV sign_refuse(struct sd_session *s, int err, int count,
 CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
 {
 	struct sd_sign *g;
-	const struct mech_desc *md;
+	const sc_mech *md;
 	struct sd_obj o;
 	sc_txn *txn = NULL;
 	int rc;
@@ -218,14 +141,14 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 		rv = CKR_OPERATION_ACTIVE;
 		goto out;
 	}
-	md = mech_find(pMechanism->mechanism);
+	md = sc_mech_find(pMechanism->mechanism);
 	if (md == NULL) {
 		rv = CKR_MECHANISM_INVALID;
 		goto out;
 	}
 	sd_sign_clear(g);
-	if (md->pss) {
-		int hnid;
+	if (md->family == SC_MECH_RSA_PSS) {
+		const sc_hash *h;
 
 		if (pMechanism->pParameter == NULL ||
 		    pMechanism->ulParameterLen != sizeof(CK_RSA_PKCS_PSS_PARAMS)) {
@@ -233,9 +156,9 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 			goto out;
 		}
 		memcpy(&g->pss, pMechanism->pParameter, sizeof(g->pss));
-		hnid = md_from_ckm(g->pss.hashAlg);
-		if (hnid == 0 || g->pss.mgf != mgf_for_md(hnid) ||
-		    (md->md_nid != 0 && md->md_nid != hnid) || g->pss.sLen > 512) {
+		h = sc_hash_by_ckm(g->pss.hashAlg);
+		if (h == NULL || g->pss.mgf != h->mgf ||
+		    (md->md_nid != 0 && md->md_nid != h->md_nid) || g->pss.sLen > 512) {
 			rv = CKR_MECHANISM_PARAM_INVALID;
 			goto out;
 		}
@@ -279,7 +202,7 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 		rv = CKR_KEY_HANDLE_INVALID;
 		goto out;
 	}
-	if (md->rsa != sc_keyalg_is_rsa(o.key.alg)) {
+	if ((md->family != SC_MECH_ECDSA) != sc_keyalg_is_rsa(o.key.alg)) {
 		rv = CKR_KEY_TYPE_INCONSISTENT;
 		goto out;
 	}
@@ -295,7 +218,7 @@ CK_RV sd_sign_init(struct sd_session *s, CK_MECHANISM_PTR pMechanism, CK_OBJECT_
 		rv = sign_refuse(s, rc, 0, NULL, 0, "at C_SignInit");
 		goto out;
 	}
-	g->mech = md->mech;
+	g->mech = md->type;
 	g->md_nid = md->md_nid;
 	if (md->md_nid != 0) {
 		g->mdctx = EVP_MD_CTX_new();
@@ -445,8 +368,8 @@ static void hold_before_commit(void)
 static int sign_digest_of(const struct sd_sign *g, const unsigned char *data, size_t len,
 			  int *md_nid, unsigned char digest[64], size_t *dlen)
 {
+	const sc_hash *h = NULL;
 	unsigned int n = 0;
-	size_t i;
 
 	*md_nid = 0;
 	*dlen = 0;
@@ -459,32 +382,27 @@ static int sign_digest_of(const struct sd_sign *g, const unsigned char *data, si
 	}
 	switch (g->mech) {
 	case CKM_ECDSA:
-		*md_nid = len == 32 ? NID_sha256 : len == 48 ? NID_sha384 :
-			  len == 64 ? NID_sha512 : 0;
+		h = sc_hash_by_len(len);
 		break;
 	case CKM_RSA_PKCS_PSS:
-		*md_nid = md_from_ckm(g->pss.hashAlg);
-		if (md_len(*md_nid) != len)
-			*md_nid = 0;
+		h = sc_hash_by_ckm(g->pss.hashAlg);
+		if (h != NULL && h->len != len)
+			h = NULL;
 		break;
 	case CKM_RSA_PKCS:
-		for (i = 0; i < SD_NDI; i++) {
-			if (len == sizeof(sd_digestinfo[i].prefix) + sd_digestinfo[i].dlen &&
-			    memcmp(data, sd_digestinfo[i].prefix,
-				   sizeof(sd_digestinfo[i].prefix)) == 0) {
-				*md_nid = sd_digestinfo[i].md_nid;
-				memcpy(digest, data + sizeof(sd_digestinfo[i].prefix),
-				       sd_digestinfo[i].dlen);
-				*dlen = sd_digestinfo[i].dlen;
-				return SC_OK;
-			}
-		}
-		return sc_error_set(SC_ERR_TOKEN_DIGEST, "input is not a SHA-2 DigestInfo");
+		h = sc_hash_of_digestinfo(data, len);
+		if (h == NULL)
+			return sc_error_set(SC_ERR_TOKEN_DIGEST, "input is not a SHA-2 DigestInfo");
+		*md_nid = h->md_nid;
+		*dlen = h->len;
+		memcpy(digest, data + sizeof(h->di_prefix), h->len);
+		return SC_OK;
 	default:
 		break;
 	}
-	if (*md_nid == 0)
+	if (h == NULL)
 		return sc_error_set(SC_ERR_TOKEN_DIGEST, "input of %zu bytes is not a digest", len);
+	*md_nid = h->md_nid;
 	memcpy(digest, data, len);
 	*dlen = len;
 	return SC_OK;
@@ -496,7 +414,7 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 {
 	struct sd_sign *g = &s->sign;
 	struct sd_commit c;
-	unsigned char in[19 + 64];
+	unsigned char in[SC_DIGESTINFO_MAX];
 	unsigned char sig[SD_SIG_MAX];
 	size_t inlen = 0, siglen = sizeof(sig);
 	unsigned long bmech;
@@ -511,7 +429,6 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	void *kref = NULL;
 	sc_txn *txn = NULL;
 	sc_key k;
-	size_t i;
 	int rc;
 	CK_RV rv;
 
@@ -526,13 +443,11 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 		return sign_refuse(s, SC_ERR_TOKEN_DIGEST, 1, digest, dlen, NULL);
 
 	if (sc_keyalg_is_rsa(g->alg) && !g->has_pss) {
-		for (i = 0; i < SD_NDI && sd_digestinfo[i].md_nid != md_nid; i++)
-			;
-		if (i == SD_NDI)
+		const sc_hash *h = sc_hash_by_nid(md_nid);
+
+		if (h == NULL || h->len != dlen)
 			return sign_refuse(s, SC_ERR_TOKEN_DIGEST, 1, digest, dlen, NULL);
-		memcpy(in, sd_digestinfo[i].prefix, sizeof(sd_digestinfo[i].prefix));
-		memcpy(in + sizeof(sd_digestinfo[i].prefix), digest, dlen);
-		inlen = sizeof(sd_digestinfo[i].prefix) + dlen;
+		inlen = sc_hash_digestinfo(h, digest, in);
 		bmech = CKM_RSA_PKCS;
 	} else {
 		memcpy(in, digest, dlen);
@@ -627,7 +542,7 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	c.ev.digest = dg_hex;
 	c.ev.outcome = "ok";
 	snprintf(detail, sizeof(detail), "%s%s",
-		 mech_find(g->mech) != NULL ? mech_find(g->mech)->name : "",
+		 sc_mech_find(g->mech) != NULL ? sc_mech_find(g->mech)->name : "",
 		 g->deposit ? "; deposited approval" : "");
 	c.ev.detail = detail;
 #ifdef SC_TEST_HOOKS

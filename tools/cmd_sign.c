@@ -43,6 +43,7 @@
 #include "sc_config.h"
 #include "sc_err.h"
 #include "sc_json.h"
+#include "sc_mech.h"
 #include "sc_util.h"
 
 #define SIGN_CMD "sign"
@@ -451,23 +452,26 @@ static int sign_and_assemble(struct sign_run *r)
 	CK_MECHANISM mech = { sign_mechs[r->mi].ckm, NULL, 0 };
 	CK_RSA_PKCS_PSS_PARAMS pss;
 	struct gw_fail fl = { NULL, CKR_OK };
-	unsigned char *dinfo = NULL, *sigder = NULL;
+	unsigned char dinfo[SC_DIGESTINFO_MAX], *sigder = NULL;
 	const unsigned char *data;
-	size_t datalen;
-	int dinfolen = 0, sigderlen = 0, rc, ret = SC_EXIT_FAIL;
+	size_t datalen, sigderlen = 0;
+	int rc, ret = SC_EXIT_FAIL;
 
 	/* What goes into C_Sign depends on who hashes. */
 	if (sign_mechs[r->mi].hashes_itself) {
 		data = r->attrs_der;
 		datalen = (size_t)r->attrs_derlen;
 	} else if (mech.mechanism == CKM_RSA_PKCS) {
-		rc = sign_digest_info(r->md, r->h, r->hlen, &dinfo, &dinfolen);
-		if (rc != SC_OK) {
-			ret = sc_cli_fail(rc, "cannot encode the DigestInfo");
+		const sc_hash *h = sc_hash_by_nid(EVP_MD_get_type(r->md));
+
+		if (h == NULL || h->len != r->hlen) {
+			ret = sc_cli_fail(sc_error_set(SC_ERR_INVALID, "no DigestInfo for %s",
+							  OBJ_nid2sn(EVP_MD_get_type(r->md))),
+					  "cannot encode the DigestInfo");
 			goto out;
 		}
+		datalen = sc_hash_digestinfo(h, r->h, dinfo);
 		data = dinfo;
-		datalen = (size_t)dinfolen;
 	} else {
 		data = r->h;
 		datalen = r->hlen;
@@ -510,12 +514,12 @@ static int sign_and_assemble(struct sign_run *r)
 		goto out;
 	}
 	if (!sign_mechs[r->mi].is_rsa) {
-		rc = sign_ecdsa_to_der(r->sig, r->siglen, &sigder, &sigderlen);
+		rc = sc_ecdsa_sig_der(r->sig, r->siglen, &sigder, &sigderlen);
 		if (rc != SC_OK) {
 			ret = sc_cli_fail(rc, "cannot encode the signature");
 			goto out;
 		}
-		ASN1_STRING_set0(CMS_SignerInfo_get0_signature(si), sigder, sigderlen);
+		ASN1_STRING_set0(CMS_SignerInfo_get0_signature(si), sigder, (int)sigderlen);
 		sigder = NULL;
 	} else if (ASN1_STRING_set(CMS_SignerInfo_get0_signature(si), r->sig,
 				   (int)r->siglen) != 1) {
@@ -535,7 +539,6 @@ static int sign_and_assemble(struct sign_run *r)
 	}
 	ret = SC_EXIT_OK;
 out:
-	OPENSSL_free(dinfo);
 	OPENSSL_free(sigder);
 	CMS_ContentInfo_free(cms);
 	return ret;

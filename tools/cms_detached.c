@@ -21,6 +21,7 @@
 
 #include "cms_detached.h"
 #include "sc_err.h"
+#include "sc_mech.h"
 
 /* The signed attributes are DER-encoded as a SET OF (tag 0x31) for hashing,
  * exactly as RFC 5652 §5.4 asks; OpenSSL's own template for it is private. */
@@ -180,32 +181,6 @@ out:
 	return rc;
 }
 
-/* PKCS#11 returns ECDSA signatures as r || s; CMS wants ECDSA-Sig-Value. */
-int sign_ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char **der,
-			     int *derlen)
-{
-	ECDSA_SIG *es = NULL;
-	BIGNUM *r = NULL, *s = NULL;
-	int rc = SC_ERR_CRYPTO;
-
-	*der = NULL;
-	if (len == 0 || len % 2 != 0)
-		return sc_error_set(SC_ERR_CRYPTO, "the module returned an ECDSA signature of "
-				    "odd length %zu", len);
-	es = ECDSA_SIG_new();
-	r = BN_bin2bn(rs, (int)(len / 2), NULL);
-	s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
-	if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1)
-		goto out;
-	r = s = NULL;
-	rc = sign_to_der(CHECKED_I2D_OF(ECDSA_SIG, i2d_ECDSA_SIG), es, der, derlen);
-out:
-	BN_free(r);
-	BN_free(s);
-	ECDSA_SIG_free(es);
-	return rc;
-}
-
 const EVP_MD *sign_md(const char *name)
 {
 	if (name == NULL || strcmp(name, "sha256") == 0)
@@ -219,33 +194,13 @@ const EVP_MD *sign_md(const char *name)
 
 CK_MECHANISM_TYPE sign_ck_hash(int md_nid, CK_RSA_PKCS_MGF_TYPE *mgf)
 {
-	switch (md_nid) {
-	case NID_sha384: *mgf = CKG_MGF1_SHA384; return CKM_SHA384;
-	case NID_sha512: *mgf = CKG_MGF1_SHA512; return CKM_SHA512;
-	default: *mgf = CKG_MGF1_SHA256; return CKM_SHA256;
-	}
+	const sc_hash *h = sc_hash_by_nid(md_nid);
+
+	if (h == NULL)
+		h = sc_hash_by_nid(NID_sha256);
+	*mgf = h->mgf;
+	return h->ckm;
 }
 
-/* DigestInfo for CKM_RSA_PKCS: the module signs it as is. */
-int sign_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen,
-			    unsigned char **der, int *derlen)
-{
-	X509_SIG *sig = X509_SIG_new();
-	X509_ALGOR *alg = NULL;
-	ASN1_OCTET_STRING *oct = NULL;
-	int rc = SC_ERR_CRYPTO;
-
-	*der = NULL;
-	if (sig == NULL)
-		return SC_ERR_NOMEM;
-	X509_SIG_getm(sig, &alg, &oct);
-	if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) != 1 ||
-	    ASN1_OCTET_STRING_set(oct, h, (int)hlen) != 1)
-		goto out;
-	rc = sign_to_der(CHECKED_I2D_OF(X509_SIG, i2d_X509_SIG), sig, der, derlen);
-out:
-	X509_SIG_free(sig);
-	return rc;
-}
 
 /* Everything one run needs, freed in one place. */

@@ -30,11 +30,7 @@ int sign_file_digest(const char *path, const EVP_MD *md, unsigned char *out, uns
 int sign_make_attrs(const unsigned char *content_md, unsigned mdlen, int64_t when,
 		    SC_SIGNED_ATTRS **out, unsigned char **der, int *derlen);
 int sign_set_pss_alg(CMS_SignerInfo *si, const EVP_MD *md);
-/* PKCS#11's r || s as a DER ECDSA-Sig-Value. */
-int sign_ecdsa_to_der(const unsigned char *rs, size_t len, unsigned char **der, int *derlen);
 const EVP_MD *sign_md(const char *name);
 CK_MECHANISM_TYPE sign_ck_hash(int md_nid, CK_RSA_PKCS_MGF_TYPE *mgf);
-int sign_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen, unsigned char **der,
-		     int *derlen);
 
 #endif
