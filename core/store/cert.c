@@ -93,22 +93,18 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 	sc_cert copy;
 	size_t xkl;
 	char hex[2 * SC_SERIAL_MAX + 1];
-	int rv, has, gone;
+	int rv, gone;
 
-	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_cert_check(c)) != SC_OK ||
-	    (rv = sc_has(t, SC_DB_CERTS, c->serial.b, c->serial.len, &has)) != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_cert_check(c)) != SC_OK)
 		return rv;
-	if (has) {
-		sc_serial_hex(&c->serial, hex);
-		return sc_error_set(SC_ERR_EXISTS, "serial %s was already used", hex);
-	}
-	if ((rv = sc_cert_gone(t, &c->serial, &gone)) != SC_OK)
+	sc_serial_hex(&c->serial, hex);
+	if ((rv = sc_absent(t, SC_DB_CERTS, c->serial.b, c->serial.len,
+			    "serial %s was already used", hex)) != SC_OK ||
+	    (rv = sc_cert_gone(t, &c->serial, &gone)) != SC_OK)
 		return rv;
-	if (gone) {
-		sc_serial_hex(&c->serial, hex);
+	if (gone)
 		return sc_error_set(SC_ERR_EXISTS,
 				    "serial %s was already used (certificate deleted)", hex);
-	}
 	copy = *c;
 	copy.rev_seq = 0;
 	if (copy.status == SC_CERT_GOOD || copy.status == SC_CERT_EXPIRED) {
@@ -296,8 +292,6 @@ int sc_store_cert_iter_user(sc_txn *t, const char *user_id, sc_cert_cb cb, void 
 {
 	struct sc_rec_walk w = { SC_DB_USERCERTS, { .cert = cb }, ctx, 0, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk_dups(t, &w, user_id);
 }
 
@@ -305,8 +299,6 @@ int sc_store_cert_iter_expiring(sc_txn *t, int64_t before, sc_cert_cb cb, void *
 {
 	struct sc_rec_walk w = { SC_DB_EXPIRY, { .cert = cb }, ctx, before, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk(t, &w, NULL, 0);
 }
 
@@ -314,8 +306,6 @@ int sc_store_cert_iter(sc_txn *t, sc_cert_cb cb, void *ctx)
 {
 	struct sc_rec_walk w = { SC_DB_CERTS, { .cert = cb }, ctx, 0, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk(t, &w, NULL, 0);
 }
 
@@ -326,9 +316,7 @@ int sc_store_cert_del(sc_txn *t, const sc_serial *serial, int64_t now)
 	sc_cert c;
 	int rv;
 
-	if ((rv = sc_check_write(t)) != SC_OK)
-		return rv;
-	if ((rv = sc_store_cert_get(t, serial, &c)) != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_store_cert_get(t, serial, &c)) != SC_OK)
 		return rv;
 	if (now == 0)
 		now = sc_now();

@@ -166,6 +166,10 @@ int sc_cb_result(int rc);
 int sc_get_by_id(sc_txn *t, int db, const char *what, const char *id, MDB_val *k, MDB_val *v);
 /* Whether db holds an entry (for a dupsort index, any entry) under key. */
 int sc_has(sc_txn *t, int db, const void *key, size_t klen, int *has);
+/* SC_OK when db holds nothing under key; SC_ERR_EXISTS, with the message
+ * fmt makes, when it does: the check before adding a record. */
+__attribute__((format(printf, 5, 6))) int sc_absent(sc_txn *t, int db, const void *key, size_t klen,
+						    const char *fmt, ...);
 /* rv from reading the record that the entry `key` of index `db` names:
  * SC_ERR_NOT_FOUND becomes a corrupt index ("index names a missing
  * <what>"), anything else is returned as it is. */

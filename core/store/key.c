@@ -64,13 +64,12 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 	struct sc_enc e;
 	unsigned char sk[8];
 	uint64_t seq;
-	int rv, has;
+	int rv;
 
 	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK ||
-	    (rv = sc_has(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &has)) != SC_OK)
+	    (rv = sc_absent(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), "key %s already exists",
+			    k->key_id)) != SC_OK)
 		return rv;
-	if (has)
-		return sc_error_set(SC_ERR_EXISTS, "key %s already exists", k->key_id);
 	rv = sc_counter_next_raw(t, SC_META_KEYSEQ, &seq);
 	if (rv != SC_OK)
 		return rv;
@@ -106,10 +105,8 @@ int sc_store_key_update(sc_txn *t, const sc_key *k)
 	sc_key old;
 	int rv;
 
-	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK)
-		return rv;
-	rv = sc_store_key_get(t, k->key_id, &old);
-	if (rv != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_key_check(k)) != SC_OK ||
+	    (rv = sc_store_key_get(t, k->key_id, &old)) != SC_OK)
 		return rv;
 	if (strcmp(old.user_id, k->user_id) != 0)
 		return sc_error_set(SC_ERR_INVALID, "the owner of key %s cannot change", k->key_id);
@@ -161,8 +158,6 @@ int sc_store_key_iter_user(sc_txn *t, const char *user_id, sc_key_cb cb, void *c
 {
 	struct sc_rec_walk w = { SC_DB_USERKEYS, { .key = cb }, ctx, 0, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk_dups(t, &w, user_id);
 }
 
@@ -170,8 +165,6 @@ int sc_store_key_iter(sc_txn *t, uint64_t after_seq, sc_key_cb cb, void *ctx)
 {
 	struct sc_rec_walk w = { SC_DB_KEYSEQ, { .key = cb }, ctx, 0, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk_seq(t, &w, after_seq);
 }
 
@@ -180,8 +173,6 @@ int sc_store_key_iter_group(sc_txn *t, uint32_t group, sc_key_cb cb, void *ctx)
 	struct sc_rec_walk w = { SC_DB_GROUPKEYS, { .key = cb }, ctx, 0, 0, 0 };
 	char g[9];
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	group_name(group, g);
 	return sc_rec_walk_dups(t, &w, g);
 }
@@ -193,9 +184,7 @@ int sc_store_key_del(sc_txn *t, const char *key_id)
 	sc_key k;
 	int rv;
 
-	if ((rv = sc_check_write(t)) != SC_OK)
-		return rv;
-	if ((rv = sc_store_key_get(t, key_id, &k)) != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_store_key_get(t, key_id, &k)) != SC_OK)
 		return rv;
 	snprintf(owner, sizeof(owner), "%s", k.user_id);
 	sc_be64(sk, k.seq);

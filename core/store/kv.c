@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -367,6 +368,19 @@ int sc_has(sc_txn *t, int db, const void *key, size_t klen, int *has)
 	return rv == SC_ERR_NOT_FOUND ? SC_OK : rv;
 }
 
+int sc_absent(sc_txn *t, int db, const void *key, size_t klen, const char *fmt, ...)
+{
+	va_list ap;
+	int rv, has;
+
+	if ((rv = sc_has(t, db, key, klen, &has)) != SC_OK || !has)
+		return rv;
+	va_start(ap, fmt);
+	rv = sc_error_vset(SC_ERR_EXISTS, fmt, ap);
+	va_end(ap);
+	return rv;
+}
+
 /* The record entry (k, v) of w->db holds or names. */
 static int rec_read(sc_txn *t, const struct sc_rec_walk *w, const MDB_val *k, const MDB_val *v,
 		    struct sc_walk_rec *rec)
@@ -456,8 +470,21 @@ static int rec_walk_one(sc_txn *t, const MDB_val *k, MDB_val *v, void *ctx)
 	return sc_cb_result(rec_call(t, w, &rec));
 }
 
+/* Every public iterator's entry check.  The callbacks are all function
+ * pointers sharing the union: any member says whether one was given. */
+static int walk_args(const sc_txn *t, const struct sc_rec_walk *w)
+{
+	if (t == NULL || w->cb.user == NULL)
+		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
+	return SC_OK;
+}
+
 int sc_rec_walk(sc_txn *t, struct sc_rec_walk *w, const void *start, size_t slen)
 {
+	int rv = walk_args(t, w);
+
+	if (rv != SC_OK)
+		return rv;
 	/* asked at the first event, so that a walk that finds none (the
 	 * signing service's, every signature) costs nothing more */
 	w->any_gone = -1;
@@ -468,8 +495,10 @@ int sc_rec_walk_dups(sc_txn *t, struct sc_rec_walk *w, const char *key)
 {
 	MDB_val *refs = NULL, k;
 	size_t n = 0, i;
-	int rv;
+	int rv = walk_args(t, w);
 
+	if (rv != SC_OK)
+		return rv;
 	if (!sc_id_valid(key))
 		return sc_bad_id("user id", key);
 	k.mv_data = (void *)key;
@@ -495,9 +524,10 @@ int sc_index_target(sc_txn *t, int db, const void *key, size_t klen, int rv, con
 int sc_rec_walk_seq(sc_txn *t, struct sc_rec_walk *w, uint64_t after_seq)
 {
 	unsigned char sk[8];
+	int rv = walk_args(t, w);
 
-	if (after_seq == UINT64_MAX)
-		return SC_OK;
+	if (rv != SC_OK || after_seq == UINT64_MAX)
+		return rv;
 	sc_be64(sk, after_seq + 1);
 	return sc_rec_walk(t, w, sk, 8);
 }

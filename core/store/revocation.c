@@ -26,8 +26,6 @@ int sc_store_revoked_iter(sc_txn *t, uint32_t partition, sc_revoked_cb cb, void 
 	struct sc_rec_walk w = { SC_DB_REVOKED, { .revoked = cb }, ctx, 0, partition, 0 };
 	unsigned char pk[4];
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	sc_be32(pk, partition);
 	return sc_rec_walk(t, &w, partition == UINT32_MAX ? NULL : pk, sizeof(pk));
 }
@@ -36,8 +34,6 @@ int sc_store_revlog_iter(sc_txn *t, uint64_t after_seq, sc_revlog_cb cb, void *c
 {
 	struct sc_rec_walk w = { SC_DB_REVLOG, { .revlog = cb }, ctx, 0, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk_seq(t, &w, after_seq);
 }
 

@@ -36,13 +36,12 @@ static int user_put(sc_txn *t, const sc_user *u, unsigned flags)
 int sc_store_user_add(sc_txn *t, const sc_user *u)
 {
 	MDB_val v;
-	int rv, has;
+	int rv;
 
 	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK ||
-	    (rv = sc_has(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &has)) != SC_OK)
+	    (rv = sc_absent(t, SC_DB_USERS, u->user_id, strlen(u->user_id),
+			    "user %s is already enrolled", u->user_id)) != SC_OK)
 		return rv;
-	if (has)
-		return sc_error_set(SC_ERR_EXISTS, "user %s is already enrolled", u->user_id);
 	rv = sc_get(t, SC_DB_IDHASH, u->id_hash, 32, &v);
 	if (rv == SC_OK)
 		return sc_error_set(SC_ERR_EXISTS,
@@ -66,10 +65,8 @@ int sc_store_user_update(sc_txn *t, const sc_user *u)
 	sc_user old;
 	int rv;
 
-	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK)
-		return rv;
-	rv = sc_store_user_get(t, u->user_id, &old);
-	if (rv != SC_OK)
+	if ((rv = sc_check_write(t)) != SC_OK || (rv = sc_user_check(u)) != SC_OK ||
+	    (rv = sc_store_user_get(t, u->user_id, &old)) != SC_OK)
 		return rv;
 	if (memcmp(old.id_hash, u->id_hash, 32) != 0)
 		return sc_error_set(SC_ERR_INVALID,
@@ -117,8 +114,6 @@ int sc_store_user_iter(sc_txn *t, const char *from, sc_user_cb cb, void *ctx)
 {
 	struct sc_rec_walk w = { SC_DB_USERS, { .user = cb }, ctx, 0, 0, 0 };
 
-	if (t == NULL || cb == NULL)
-		return sc_error_set(SC_ERR_INVALID, "no transaction or callback");
 	return sc_rec_walk(t, &w, from, from != NULL ? strlen(from) : 0);
 }
 
