@@ -386,6 +386,20 @@ static CK_RV gen_aes(struct q *q, CK_SESSION_HANDLE s, const char *label, CK_OBJ
 	return rv;
 }
 
+/* The token AES key a required check starts from; when the token cannot
+ * make one, the check fails there, saying so. */
+static int check_aes(struct q *q, const char *id, const char *what, const char *label,
+		     CK_OBJECT_HANDLE *h)
+{
+	CK_RV rv = gen_aes(q, q->pool[0], label, h);
+
+	if (rv == CKR_OK)
+		return 1;
+	*h = CK_INVALID_HANDLE;
+	report(q, id, 1, ST_FAIL, what, "token AES-256 key: C_GenerateKey %s", rv_name(rv));
+	return 0;
+}
+
 static CK_RV hmac(struct q *q, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const char *data,
 		  unsigned char *mac, CK_ULONG *mac_len)
 {
@@ -852,12 +866,8 @@ static void check_r2(struct q *q)
 	CK_RV rv;
 	int n;
 
-	rv = gen_aes(q, q->pool[0], label, &h);
-	if (rv != CKR_OK) {
-		report(q, "R2", 1, ST_FAIL, "token AES-256 key: generate, find, destroy",
-		       "C_GenerateKey: %s", rv_name(rv));
+	if (!check_aes(q, "R2", "token AES-256 key: generate, find, destroy", label, &h))
 		return;
-	}
 	n = find_token(q, q->pool[1], CKO_SECRET_KEY, label, found, 4, &rv);
 	if (n != 1 || found[0] != h) {
 		report(q, "R2", 1, ST_FAIL, "token AES-256 key: generate, find, destroy",
@@ -1061,6 +1071,19 @@ static void short_value_note(struct q *q, CK_OBJECT_HANDLE kek, const unsigned c
 			 "; a 20-byte value: the blob does not unwrap with OpenSSL");
 }
 
+/* printf onto a notes buffer, cut short when it is full. */
+__attribute__((format(printf, 4, 5))) static void notes_add(char *notes, size_t size, size_t *used,
+							    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	*used += (size_t)vsnprintf(notes + *used, size - *used, fmt, ap);
+	va_end(ap);
+	if (*used >= size)
+		*used = size - 1;
+}
+
 static void find_kwp(struct q *q)
 {
 	static const CK_MECHANISM_TYPE cand[] = { CKM_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP_PAD,
@@ -1088,13 +1111,10 @@ static void find_kwp(struct q *q)
 			if (rv == CKR_OK && want_len > 0 && got_len == (CK_ULONG)want_len &&
 			    memcmp(got, want, got_len) == 0)
 				q->kwp = cand[i];
-			used += (size_t)snprintf(notes + used, sizeof(notes) - used, "; %s: %s",
-						 mech_name(cand[i]),
-						 rv != CKR_OK ? rv_name(rv) :
-						 q->kwp	      ? "RFC 5649" :
-								"another format");
-			if (used >= sizeof(notes))
-				used = sizeof(notes) - 1;
+			notes_add(notes, sizeof(notes), &used, "; %s: %s", mech_name(cand[i]),
+				  rv != CKR_OK ? rv_name(rv) :
+				  q->kwp       ? "RFC 5649" :
+						 "another format");
 		}
 		if (q->kwp)
 			short_value_note(q, kek, kek_val, short_note, sizeof(short_note));
@@ -1137,13 +1157,10 @@ static void find_kwp(struct q *q)
 		destroy(q, sec);
 		if (r2 == CKR_OK && got_len == 40)
 			q->kwp = cand[i];
-		used += (size_t)snprintf(notes + used, sizeof(notes) - used, "; %s: %s",
-					 mech_name(cand[i]),
-					 r2 != CKR_OK ? rv_name(r2) :
-					 q->kwp	      ? "40-byte blob for 32 bytes" :
-							"another length");
-		if (used >= sizeof(notes))
-			used = sizeof(notes) - 1;
+		notes_add(notes, sizeof(notes), &used, "; %s: %s", mech_name(cand[i]),
+			  r2 != CKR_OK ? rv_name(r2) :
+			  q->kwp       ? "40-byte blob for 32 bytes" :
+					 "another length");
 	}
 	if (q->kwp) {
 		q->kwp_name = mech_name(q->kwp);
@@ -1169,13 +1186,8 @@ static void check_r4(struct q *q, struct userkey *uk)
 	CK_RV rv;
 	char id[24];
 
-	rv = gen_aes(q, q->pool[0], make_label(q, "kek"), &q->kek);
-	if (rv != CKR_OK) {
-		q->kek = CK_INVALID_HANDLE;
-		report(q, "R4.mech", 1, ST_FAIL, "RFC 5649 key wrap mechanism",
-		       "token AES-256 key: C_GenerateKey %s", rv_name(rv));
+	if (!check_aes(q, "R4.mech", "RFC 5649 key wrap mechanism", make_label(q, "kek"), &q->kek))
 		return;
-	}
 	find_kwp(q);
 	for (int k = 0; k < KT_N; k++) {
 		CK_MECHANISM m = { q->kwp, NULL, 0 };
@@ -1291,19 +1303,13 @@ static void check_r5_r6(struct q *q, struct userkey *uk)
 		rv = q->f->C_WrapKey(s, &m, q->kek, h, out, &out_len);
 		if (rv != CKR_OK)
 			wrap_refused++;
-		wu += (size_t)snprintf(wrap_notes + wu, sizeof(wrap_notes) - wu, "%s%s %s",
-				       wu ? ", " : "", kt_name[k],
-				       rv == CKR_OK ? "WRAPPED OUT" : rv_name(rv));
-		if (wu >= sizeof(wrap_notes))
-			wu = sizeof(wrap_notes) - 1;
+		notes_add(wrap_notes, sizeof(wrap_notes), &wu, "%s%s %s", wu ? ", " : "",
+			  kt_name[k], rv == CKR_OK ? "WRAPPED OUT" : rv_name(rv));
 		rv = q->f->C_GetAttributeValue(s, h, &va, 1);
 		if (rv != CKR_OK || va.ulValueLen == CK_UNAVAILABLE_INFORMATION)
 			value_refused++;
-		vu += (size_t)snprintf(value_notes + vu, sizeof(value_notes) - vu, "%s%s %s",
-				       vu ? ", " : "", kt_name[k],
-				       rv == CKR_OK ? "READ" : rv_name(rv));
-		if (vu >= sizeof(value_notes))
-			vu = sizeof(value_notes) - 1;
+		notes_add(value_notes, sizeof(value_notes), &vu, "%s%s %s", vu ? ", " : "",
+			  kt_name[k], rv == CKR_OK ? "READ" : rv_name(rv));
 		destroy(q, h);
 	}
 	if (tried == 0) {
@@ -1465,12 +1471,8 @@ static void check_r9(struct q *q, char **argv)
 	pid_t pid;
 	CK_RV rv;
 
-	rv = gen_aes(q, q->pool[0], mine, &h);
-	if (rv != CKR_OK) {
-		report(q, "R9", 1, ST_FAIL, "token objects shared between processes",
-		       "C_GenerateKey: %s", rv_name(rv));
+	if (!check_aes(q, "R9", "token objects shared between processes", mine, &h))
 		return;
-	}
 	args[n++] = argv[0];
 	args[n++] = (char *)"--module";
 	args[n++] = (char *)q->o.module;

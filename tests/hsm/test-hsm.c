@@ -103,10 +103,18 @@ static int verify_signed(EVP_PKEY *k, int md_nid, const unsigned char *der, size
  * raw_close closes). */
 static sc_hsm *raw_hsm;
 
-/* A logged-in session on the fixture token, opened independently of the
- * layer under test (p11-kit gives each loader its own instance). */
-static CK_FUNCTION_LIST *raw_open(CK_SESSION_HANDLE *s, CK_TOKEN_INFO *ti, sc_hsm *layer,
-				  int login)
+/* The fixture token seen directly, beside the layer under test: the module,
+ * a session on the token and the token's information. */
+struct raw {
+	CK_FUNCTION_LIST *f;
+	CK_SESSION_HANDLE s;
+	CK_TOKEN_INFO ti;
+};
+
+/* A session (logged in when `login`) on the fixture token, opened
+ * independently of the layer under test (p11-kit gives each loader its own
+ * instance). */
+static void raw_open(struct raw *r, sc_hsm *layer, int login)
 {
 	CK_FUNCTION_LIST *f;
 	CK_SLOT_ID slots[16];
@@ -132,31 +140,31 @@ static CK_FUNCTION_LIST *raw_open(CK_SESSION_HANDLE *s, CK_TOKEN_INFO *ti, sc_hs
 	}
 	REQUIRE(f->C_GetSlotList(CK_TRUE, slots, &n) == CKR_OK, "slots");
 	for (i = 0; i < n; i++) {
-		REQUIRE(f->C_GetTokenInfo(slots[i], ti) == CKR_OK, "token info");
-		if (!memcmp(ti->label, HSMFIX_LABEL, strlen(HSMFIX_LABEL)))
+		REQUIRE(f->C_GetTokenInfo(slots[i], &r->ti) == CKR_OK, "token info");
+		if (!memcmp(r->ti.label, HSMFIX_LABEL, strlen(HSMFIX_LABEL)))
 			break;
 	}
 	REQUIRE(i < n, "fixture token not found");
-	REQUIRE(f->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, s) == CKR_OK,
+	REQUIRE(f->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &r->s) == CKR_OK,
 		"open session");
 	if (login) {
-		rv = f->C_Login(*s, CKU_USER, (CK_UTF8CHAR *)HSMFIX_USER_PIN,
+		rv = f->C_Login(r->s, CKU_USER, (CK_UTF8CHAR *)HSMFIX_USER_PIN,
 				strlen(HSMFIX_USER_PIN));
 		REQUIRE(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN, "login 0x%lx", rv);
 	}
-	return f;
+	r->f = f;
 }
 
-static void raw_close(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s)
+static void raw_close(const struct raw *r)
 {
-	f->C_CloseSession(s);
+	r->f->C_CloseSession(r->s);
 	if (hsmfix_is_nss()) {
 		sc_hsm_close(raw_hsm);
 		raw_hsm = NULL;
 		return;
 	}
-	p11_kit_module_finalize(f);
-	p11_kit_module_release(f);
+	p11_kit_module_finalize(r->f);
+	p11_kit_module_release(r->f);
 }
 
 static CK_ULONG raw_count(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t,
@@ -359,9 +367,7 @@ static void token_add_flags(uint64_t bits)
 static void test_master(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
-	CK_FUNCTION_LIST *f;
-	CK_SESSION_HANDLE s;
-	CK_TOKEN_INFO ti;
+	struct raw r;
 	unsigned char mac[32];
 	const void *parts[1] = { "x" };
 	size_t lens[1] = { 1 };
@@ -392,11 +398,11 @@ static void test_master(const char *dir)
 	CHECK(sc_hsm_create_master_keys(hsm) == SC_ERR_EXISTS, "create after reopen");
 	sc_hsm_close(hsm);
 
-	f = raw_open(&s, &ti, NULL, 1);
-	check_secret(f, s, "smartcert-master-wrap", "wrap", KEY_WRAP, CKK_AES, "AES");
-	check_secret(f, s, "smartcert-record-mac", "mac", KEY_MAC, CKK_GENERIC_SECRET,
+	raw_open(&r, NULL, 1);
+	check_secret(r.f, r.s, "smartcert-master-wrap", "wrap", KEY_WRAP, CKK_AES, "AES");
+	check_secret(r.f, r.s, "smartcert-record-mac", "mac", KEY_MAC, CKK_GENERIC_SECRET,
 		     "generic secret");
-	raw_close(f, s);
+	raw_close(&r);
 }
 
 /* The record-MAC key is used through a session copy.  When the copy is gone
@@ -405,9 +411,7 @@ static void test_master(const char *dir)
 static void test_mac_copy(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 2);
-	CK_FUNCTION_LIST *f;
-	CK_SESSION_HANDLE s;
-	CK_TOKEN_INFO ti;
+	struct raw r;
 	CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
 	const void *parts[1] = { "copied or not" };
 	size_t lens[1] = { 13 };
@@ -418,25 +422,25 @@ static void test_mac_copy(const char *dir)
 	sc_hsm_close(hsm);
 	hsm = hsmfix_open(&fx, 2);
 	REQUIRE(sc_hsm_mac(hsm, parts, lens, 1, m1) == 0, "mac with the copy");
-	f = raw_open(&s, &ti, hsm, 0);
-	CHECK(raw_copies(f, s, "smartcert-record-mac", &copy) == 1,
+	raw_open(&r, hsm, 0);
+	CHECK(raw_copies(r.f, r.s, "smartcert-record-mac", &copy) == 1,
 	      "one session copy of the record-MAC key");
 	if (copy != CK_INVALID_HANDLE) {
 		unsigned char v[64];
 		CK_ATTRIBUTE va = { CKA_VALUE, v, sizeof(v) };
 
-		CHECK(raw_bool(f, s, copy, CKA_SENSITIVE) == CK_TRUE, "the copy is sensitive");
-		CHECK(raw_bool(f, s, copy, CKA_EXTRACTABLE) == CK_FALSE,
+		CHECK(raw_bool(r.f, r.s, copy, CKA_SENSITIVE) == CK_TRUE, "the copy is sensitive");
+		CHECK(raw_bool(r.f, r.s, copy, CKA_EXTRACTABLE) == CK_FALSE,
 		      "the copy is not extractable");
-		CHECK(f->C_GetAttributeValue(s, copy, &va, 1) == CKR_ATTRIBUTE_SENSITIVE,
+		CHECK(r.f->C_GetAttributeValue(r.s, copy, &va, 1) == CKR_ATTRIBUTE_SENSITIVE,
 		      "the copy's value cannot be read");
 	}
-	CHECK(copy != CK_INVALID_HANDLE && f->C_DestroyObject(s, copy) == CKR_OK,
+	CHECK(copy != CK_INVALID_HANDLE && r.f->C_DestroyObject(r.s, copy) == CKR_OK,
 	      "the copy destroyed");
-	CHECK(raw_copies(f, s, "smartcert-record-mac", NULL) == 0, "no copy left");
+	CHECK(raw_copies(r.f, r.s, "smartcert-record-mac", NULL) == 0, "no copy left");
 	CHECK(sc_hsm_mac(hsm, parts, lens, 1, m2) == 0 && memcmp(m1, m2, 32) == 0,
 	      "the token key gives the same MAC");
-	raw_close(f, s);
+	raw_close(&r);
 	sc_hsm_close(hsm);
 }
 
@@ -447,9 +451,7 @@ static void test_group_copy(const char *dir)
 {
 	sc_hsm *ca = hsmfix_open(&fx, 2), *svc;
 	const char *label = "smartcert-kg-00000007-1";
-	CK_FUNCTION_LIST *f;
-	CK_SESSION_HANDLE s;
-	CK_TOKEN_INFO ti;
+	struct raw r;
 	unsigned char *blob = NULL, *spki = NULL;
 	size_t blob_len, spki_len;
 	sc_hsm_key *k = NULL;
@@ -470,24 +472,24 @@ static void test_group_copy(const char *dir)
 	}
 	/* NSS: one copy each for the CA and the service, made once however
 	 * often the key is used */
-	f = raw_open(&s, &ti, svc, 0);
-	CHECK(raw_copies(f, s, label, NULL) == (hsmfix_is_nss() ? 2u : 0u),
+	raw_open(&r, svc, 0);
+	CHECK(raw_copies(r.f, r.s, label, NULL) == (hsmfix_is_nss() ? 2u : 0u),
 	      "one session copy a holder");
-	raw_close(f, s);
+	raw_close(&r);
 
 	REQUIRE(sc_hsm_group_key_destroy(ca, 7, 1) == 0, "the CA destroys it");
 	/* NSS: the service's copy outlives the token key until the tick */
-	f = raw_open(&s, &ti, svc, 0);
-	CHECK(raw_copies(f, s, label, NULL) == (hsmfix_is_nss() ? 1u : 0u),
+	raw_open(&r, svc, 0);
+	CHECK(raw_copies(r.f, r.s, label, NULL) == (hsmfix_is_nss() ? 1u : 0u),
 	      "the service's session copy before the tick");
-	raw_close(f, s);
+	raw_close(&r);
 	sc_hsm_tick(svc);
 	rc = sc_hsm_unwrap_in(svc, 7, 1, SC_KEYALG_P256, blob, blob_len, &k);
 	CHECK(rc < 0 && !k, "unwrapped under a destroyed group key: %d", rc);
 	sc_hsm_key_free(svc, k);
-	f = raw_open(&s, &ti, svc, 0);
-	CHECK(raw_copies(f, s, label, NULL) == 0, "no session copy of the destroyed key is left");
-	raw_close(f, s);
+	raw_open(&r, svc, 0);
+	CHECK(raw_copies(r.f, r.s, label, NULL) == 0, "no session copy of the destroyed key is left");
+	raw_close(&r);
 	sc_hsm_close(svc);
 	sc_hsm_close(ca);
 	free(blob);
@@ -497,9 +499,7 @@ static void test_group_copy(const char *dir)
 static void test_wrap(const char *dir)
 {
 	sc_hsm *hsm = hsmfix_open(&fx, 4);
-	CK_FUNCTION_LIST *f;
-	CK_SESSION_HANDLE s;
-	CK_TOKEN_INFO ti;
+	struct raw r;
 	CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE tp[] = { { CKA_CLASS, &priv, sizeof(priv) } };
 	size_t i;
@@ -657,9 +657,9 @@ static void test_wrap(const char *dir)
 	 * or in sessions (we see our own session objects only, so check while
 	 * the layer is closed for token ones). */
 	sc_hsm_close(hsm);
-	f = raw_open(&s, &ti, NULL, 1);
-	CHECK(raw_count(f, s, tp, 1, NULL) == 0, "private key objects left on the token");
-	raw_close(f, s);
+	raw_open(&r, NULL, 1);
+	CHECK(raw_count(r.f, r.s, tp, 1, NULL) == 0, "private key objects left on the token");
+	raw_close(&r);
 }
 
 static void test_mac(const char *dir)
@@ -817,9 +817,7 @@ static void x509_run(void)
 
 	/* CA keys: token objects, not extractable, sensitive. */
 	{
-		CK_FUNCTION_LIST *f;
-		CK_SESSION_HANDLE s;
-		CK_TOKEN_INFO ti;
+		struct raw r;
 		CK_OBJECT_HANDLE h = 0;
 		CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY;
 		CK_ATTRIBUTE t[] = { { CKA_CLASS, &priv, sizeof(priv) },
@@ -827,12 +825,12 @@ static void x509_run(void)
 		unsigned char id[32];
 		CK_ATTRIBUTE aid = { CKA_ID, id, sizeof(id) };
 
-		f = raw_open(&s, &ti, NULL, 1);
-		CHECK(raw_count(f, s, t, 2, &h) == 1, "one CA key");
-		check_flags(f, s, h, "ca", KEY_CA);
-		CHECK(f->C_GetAttributeValue(s, h, &aid, 1) == CKR_OK && aid.ulValueLen == 20,
+		raw_open(&r, NULL, 1);
+		CHECK(raw_count(r.f, r.s, t, 2, &h) == 1, "one CA key");
+		check_flags(r.f, r.s, h, "ca", KEY_CA);
+		CHECK(r.f->C_GetAttributeValue(r.s, h, &aid, 1) == CKR_OK && aid.ulValueLen == 20,
 		      "ca: CKA_ID is a 20-byte key identifier");
-		raw_close(f, s);
+		raw_close(&r);
 	}
 }
 
@@ -954,9 +952,7 @@ static void test_pin(const char *dir)
 	sc_hsm_params *p = calloc(1, sizeof(*p));
 	sc_hsm *hsm = NULL;
 	char wrong[PATH_MAX + 16], src[PATH_MAX + 32];
-	CK_FUNCTION_LIST *f;
-	CK_SESSION_HANDLE s;
-	CK_TOKEN_INFO ti;
+	struct raw r;
 	uint64_t gen;
 	int rc;
 
@@ -976,9 +972,9 @@ static void test_pin(const char *dir)
 		sc_hsm_close(hsm);
 		goto sources;
 	}
-	f = raw_open(&s, &ti, NULL, 0);
-	CHECK(!(ti.flags & CKF_USER_PIN_COUNT_LOW), "count-low before any failure");
-	raw_close(f, s);
+	raw_open(&r, NULL, 0);
+	CHECK(!(r.ti.flags & CKF_USER_PIN_COUNT_LOW), "count-low before any failure");
+	raw_close(&r);
 
 	gen = token_generation();
 	rc = sc_hsm_open(p, &hsm);
@@ -992,17 +988,17 @@ static void test_pin(const char *dir)
 
 	/* The token recorded a failed login; that one failure is all there is
 	 * (the attempt counter of SoftHSMv2 is the count-low flag). */
-	f = raw_open(&s, &ti, NULL, 0);
-	CHECK(ti.flags & CKF_USER_PIN_COUNT_LOW, "token saw no failed login");
-	CHECK(!(ti.flags & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_FINAL_TRY)), "token locked");
-	raw_close(f, s);
+	raw_open(&r, NULL, 0);
+	CHECK(r.ti.flags & CKF_USER_PIN_COUNT_LOW, "token saw no failed login");
+	CHECK(!(r.ti.flags & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_FINAL_TRY)), "token locked");
+	raw_close(&r);
 
 	/* The right PIN still works, and clears the token's failure state. */
 	hsm = hsmfix_open(&fx, 2);
 	sc_hsm_close(hsm);
-	f = raw_open(&s, &ti, NULL, 0);
-	CHECK(!(ti.flags & CKF_USER_PIN_COUNT_LOW), "count-low after a good login");
-	raw_close(f, s);
+	raw_open(&r, NULL, 0);
+	CHECK(!(r.ti.flags & CKF_USER_PIN_COUNT_LOW), "count-low after a good login");
+	raw_close(&r);
 
 sources:
 
@@ -1025,9 +1021,7 @@ static void test_locked(const char *dir)
 	sc_hsm *hsm = NULL;
 	sc_hsm_params *p = calloc(1, sizeof(*p));
 	static const uint64_t states[2] = { CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED };
-	CK_FUNCTION_LIST *f;
-	CK_SESSION_HANDLE s;
-	CK_TOKEN_INFO ti;
+	struct raw r;
 	uint64_t gen;
 	int i, rc;
 
@@ -1037,10 +1031,10 @@ static void test_locked(const char *dir)
 		/* count-low set as well: any C_Login, good or bad, rewrites the
 		 * token record, which the generation counter shows. */
 		token_add_flags(states[i] | CKF_USER_PIN_COUNT_LOW);
-		f = raw_open(&s, &ti, NULL, 0);
-		CHECK(ti.flags & states[i], "token does not report flag 0x%llx",
+		raw_open(&r, NULL, 0);
+		CHECK(r.ti.flags & states[i], "token does not report flag 0x%llx",
 		      (unsigned long long)states[i]);
-		raw_close(f, s);
+		raw_close(&r);
 		gen = token_generation();
 		rc = sc_hsm_open(p, &hsm);
 		CHECK(rc == SC_ERR_HSM_LOCKED && !hsm, "state 0x%llx: %d",
