@@ -203,14 +203,14 @@ static int io_full(struct p11_conn *c, void *buf, size_t n, int writing, int64_t
 	return 0;
 }
 
-struct sc_wire_out *p11_req(struct p11_conn *c, unsigned op)
+sc_buf *p11_req(struct p11_conn *c, unsigned op)
 {
 	sc_wire_out_frame(&c->out);
-	sc_wire_put_u16(&c->out, (uint16_t)op);
+	sc_buf_u16(&c->out, (uint16_t)op);
 	return &c->out;
 }
 
-CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in)
+CK_RV p11_call(struct p11_conn *c, CK_RV *rv, sc_in *in)
 {
 	int64_t deadline = mono_ms() + p11.timeout_ms;
 	unsigned char hdr[4];
@@ -241,8 +241,8 @@ CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in)
 	if (io_full(c, c->resp, len, 0, deadline) != 0)
 		goto broken;
 	c->resp_len = len;
-	sc_wire_in_init(in, c->resp, len);
-	*rv = sc_wire_get_u32(in);
+	sc_in_init(in, c->resp, len);
+	*rv = sc_in_u32(in);
 	return CKR_OK;
 broken:
 	p11_log("the signing service closed the connection or did not answer in time");
@@ -362,7 +362,7 @@ void p11_conn_close(struct p11_conn *c, int owned)
 		close(c->fd);
 	c->fd = -1;
 	if (owned) {
-		sc_wire_out_free(&c->out);
+		sc_buf_free(&c->out);
 		if (c->resp != NULL)
 			OPENSSL_clear_free(c->resp, c->resp_cap);
 	}

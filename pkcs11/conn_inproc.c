@@ -33,7 +33,7 @@
 
 struct p11_inproc {
 	struct sd_session s;
-	struct sc_wire_out resp;       /* the response frame, as a socket would carry it */
+	sc_buf resp;       /* the response frame, as a socket would carry it */
 };
 
 static pthread_mutex_t inproc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -63,14 +63,14 @@ static CK_RV inproc_service(void)
 	return rv;
 }
 
-struct sc_wire_out *p11_req(struct p11_conn *c, unsigned op)
+sc_buf *p11_req(struct p11_conn *c, unsigned op)
 {
 	sc_wire_out_frame(&c->out);
-	sc_wire_put_u16(&c->out, (uint16_t)op);
+	sc_buf_u16(&c->out, (uint16_t)op);
 	return &c->out;
 }
 
-CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in)
+CK_RV p11_call(struct p11_conn *c, CK_RV *rv, sc_in *in)
 {
 	struct p11_inproc *ip = c->inproc;
 	int r;
@@ -91,8 +91,8 @@ CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in)
 		c->broken = 1;
 	/* Read in place: valid until the next request of this session, as the
 	 * socket module's c->resp is. */
-	sc_wire_in_init(in, ip->resp.buf + 4, ip->resp.len - 4);
-	*rv = sc_wire_get_u32(in);
+	sc_in_init(in, ip->resp.buf + 4, ip->resp.len - 4);
+	*rv = sc_in_u32(in);
 	return CKR_OK;
 }
 
@@ -122,10 +122,10 @@ void p11_conn_close(struct p11_conn *c, int owned)
 	if (owned) {
 		if (c->inproc != NULL) {
 			sd_session_end(&c->inproc->s);
-			sc_wire_out_free(&c->inproc->resp);
+			sc_buf_free(&c->inproc->resp);
 			OPENSSL_clear_free(c->inproc, sizeof(*c->inproc));
 		}
-		sc_wire_out_free(&c->out);
+		sc_buf_free(&c->out);
 	}
 	/* In a forked child the parent's sessions are abandoned. */
 	c->inproc = NULL;

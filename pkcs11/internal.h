@@ -36,7 +36,7 @@ struct p11_conn {
 	int fd;
 	SSL *ssl;
 	int broken;                    /* the service went away: no more requests */
-	struct sc_wire_out out;
+	sc_buf out;
 	unsigned char *resp;           /* last response body */
 	size_t resp_len, resp_cap;
 	struct p11_inproc *inproc;     /* benchmark-only in-process service (conn_inproc.c) */
@@ -96,11 +96,11 @@ CK_RV p11_session_op(CK_SESSION_HANDLE h, unsigned op, const char *what);
 CK_RV p11_conn_open(struct p11_conn *c, CK_FLAGS flags);
 void p11_conn_close(struct p11_conn *c, int owned);
 /* Start a request frame with its operation code. */
-struct sc_wire_out *p11_req(struct p11_conn *c, unsigned op);
+sc_buf *p11_req(struct p11_conn *c, unsigned op);
 /* Send the request and read its response; *rv is the service's answer and
  * `in` reads the fields after it.  A broken or silent service gives
  * CKR_DEVICE_REMOVED (and the session stays unusable). */
-CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in);
+CK_RV p11_call(struct p11_conn *c, CK_RV *rv, sc_in *in);
 
 /* An answer from the service that does not decode: CKR_DEVICE_ERROR.  It
  * is a broken precondition (the service sends only answers that decode),
@@ -109,7 +109,7 @@ CK_RV p11_call(struct p11_conn *c, CK_RV *rv, struct sc_wire_in *in);
 CK_RV p11_bad_answer(const char *what);
 /* The end of an answer: srv when every field decoded and none is left,
  * else p11_bad_answer(what). */
-CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what);
+CK_RV p11_answer_end(const sc_in *in, CK_RV srv, const char *what);
 /* Send the request built on c and read an answer that carries no fields:
  * the transport's error, or the service's answer, or p11_bad_answer(what)
  * when fields are left over.  One place for the requests that only say

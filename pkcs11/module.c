@@ -69,14 +69,14 @@ CK_RV p11_bad_answer(const char *what)
 	return CKR_DEVICE_ERROR;
 }
 
-CK_RV p11_answer_end(const struct sc_wire_in *in, CK_RV srv, const char *what)
+CK_RV p11_answer_end(const sc_in *in, CK_RV srv, const char *what)
 {
-	return sc_wire_in_done(in) ? srv : p11_bad_answer(what);
+	return sc_in_done(in) ? srv : p11_bad_answer(what);
 }
 
 CK_RV p11_call_end(struct p11_conn *c, const char *what)
 {
-	struct sc_wire_in in;
+	sc_in in;
 	CK_RV rv, srv = CKR_OK;
 
 	rv = p11_call(c, &srv, &in);
@@ -87,24 +87,24 @@ CK_RV p11_call_end(struct p11_conn *c, const char *what)
 
 CK_RV p11_hello(struct p11_conn *c, CK_FLAGS flags)
 {
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
+	sc_buf *o;
+	sc_in in;
 	CK_RV rv, srv = CKR_OK;
 	size_t n;
 
 	o = p11_req(c, SC_OP_HELLO);
-	sc_wire_put_u32(o, SC_WIRE_MAGIC);
-	sc_wire_put_u32(o, SC_WIRE_VERSION);
-	sc_wire_put_bytes(o, p11.app_id, sizeof(p11.app_id));
-	sc_wire_put_u64(o, flags);
+	sc_buf_u32(o, SC_WIRE_MAGIC);
+	sc_buf_u32(o, SC_WIRE_VERSION);
+	sc_buf_blob(o, p11.app_id, sizeof(p11.app_id));
+	sc_buf_u64(o, flags);
 	rv = p11_call(c, &srv, &in);
 	if (rv != CKR_OK) {
 		p11_log("the signing service refused the connection (no answer)");
 		goto out;
 	}
 	if (srv == CKR_OK) {
-		(void)sc_wire_get_bytes(&in, 64, &n);      /* token label */
-		(void)sc_wire_get_bytes(&in, 64, &n);      /* token serial */
+		(void)sc_in_blob(&in, 64, &n);      /* token label */
+		(void)sc_in_blob(&in, 64, &n);      /* token serial */
 		srv = p11_answer_end(&in, srv, "HELLO");
 	}
 	if (srv != CKR_OK) {
@@ -794,7 +794,7 @@ CK_RV C_CloseAllSessions(CK_SLOT_ID slotID)
 CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
 {
 	struct p11_session *s;
-	struct sc_wire_in in;
+	sc_in in;
 	uint64_t state;
 	CK_RV rv, srv = CKR_OK;
 
@@ -804,7 +804,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
 	p11_req(&s->conn, SC_OP_SESSION_INFO);
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK && srv == CKR_OK) {
-		state = sc_wire_get_u64(&in);
+		state = sc_in_u64(&in);
 		rv = p11_answer_end(&in, CKR_OK, "SESSION_INFO");
 		memset(pInfo, 0, sizeof(*pInfo));
 		pInfo->slotID = P11_SLOT_ID;
@@ -825,7 +825,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 		     CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
 	struct p11_session *s;
-	struct sc_wire_out *o;
+	sc_buf *o;
 	CK_RV rv;
 
 	rv = p11_session_enter(hSession, 1, &s);
@@ -843,9 +843,9 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType,
 		ulPinLen = P11_TOKEN_MAX_LEN + 1;   /* the service refuses and audits it */
 	}
 	o = p11_req(&s->conn, SC_OP_LOGIN);
-	sc_wire_put_u64(o, userType);
-	sc_wire_put_u8(o, pPin != NULL);
-	sc_wire_put_bytes(o, pPin != NULL ? pPin : (CK_UTF8CHAR_PTR)"",
+	sc_buf_u64(o, userType);
+	sc_buf_u8(o, pPin != NULL);
+	sc_buf_blob(o, pPin != NULL ? pPin : (CK_UTF8CHAR_PTR)"",
 			  pPin != NULL ? ulPinLen : 0);
 	rv = p11_call_end(&s->conn, "LOGIN");
 	if (rv == CKR_OK && userType == CKU_USER)

@@ -12,8 +12,8 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 			  CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount)
 {
 	struct p11_session *s = NULL;
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
+	sc_buf *o;
+	sc_in in;
 	CK_ULONG i;
 	CK_RV rv, srv = CKR_OK;
 	uint32_t n;
@@ -26,25 +26,25 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject,
 		goto out;
 	}
 	o = p11_req(&s->conn, SC_OP_GET_ATTRS);
-	sc_wire_put_u64(o, hObject);
-	sc_wire_put_u32(o, (uint32_t)ulCount);
+	sc_buf_u64(o, hObject);
+	sc_buf_u32(o, (uint32_t)ulCount);
 	for (i = 0; i < ulCount; i++) {
-		sc_wire_put_u64(o, pTemplate[i].type);
-		sc_wire_put_u8(o, pTemplate[i].pValue != NULL);
-		sc_wire_put_u64(o, pTemplate[i].pValue != NULL ? pTemplate[i].ulValueLen : 0);
+		sc_buf_u64(o, pTemplate[i].type);
+		sc_buf_u8(o, pTemplate[i].pValue != NULL);
+		sc_buf_u64(o, pTemplate[i].pValue != NULL ? pTemplate[i].ulValueLen : 0);
 	}
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv != CKR_OK)
 		goto out;
-	n = sc_wire_get_u32(&in);
+	n = sc_in_u32(&in);
 	if (n != ulCount) {
 		rv = p11_bad_answer("GET_ATTRS count");
 		goto out;
 	}
 	for (i = 0; i < ulCount; i++) {
-		uint64_t vlen = sc_wire_get_u64(&in);
+		uint64_t vlen = sc_in_u64(&in);
 		size_t got = 0;
-		const unsigned char *v = sc_wire_get_bytes(&in, SC_WIRE_FRAME_MAX, &got);
+		const unsigned char *v = sc_in_blob(&in, SC_WIRE_FRAME_MAX, &got);
 
 		if (in.failed)
 			break;
@@ -68,7 +68,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
 			CK_ULONG ulCount)
 {
 	struct p11_session *s = NULL;
-	struct sc_wire_out *o;
+	sc_buf *o;
 	CK_ULONG i;
 	CK_RV rv;
 
@@ -88,11 +88,11 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate,
 	if (rv != CKR_OK)
 		return rv;
 	o = p11_req(&s->conn, SC_OP_FIND_INIT);
-	sc_wire_put_u32(o, (uint32_t)ulCount);
+	sc_buf_u32(o, (uint32_t)ulCount);
 	for (i = 0; i < ulCount; i++) {
-		sc_wire_put_u64(o, pTemplate[i].type);
-		sc_wire_put_u8(o, pTemplate[i].pValue != NULL);
-		sc_wire_put_bytes(o, pTemplate[i].pValue != NULL ? pTemplate[i].pValue : "",
+		sc_buf_u64(o, pTemplate[i].type);
+		sc_buf_u8(o, pTemplate[i].pValue != NULL);
+		sc_buf_blob(o, pTemplate[i].pValue != NULL ? pTemplate[i].pValue : "",
 				  pTemplate[i].pValue != NULL ? pTemplate[i].ulValueLen : 0);
 	}
 	rv = p11_call_end(&s->conn, "FIND_INIT");
@@ -104,8 +104,8 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
 		    CK_ULONG ulMaxObjectCount, CK_ULONG_PTR pulObjectCount)
 {
 	struct p11_session *s = NULL;
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
+	sc_buf *o;
+	sc_in in;
 	CK_ULONG total = 0;
 	CK_RV rv, srv = CKR_OK;
 
@@ -122,18 +122,18 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject,
 		if (want > SC_WIRE_MAX_FIND)
 			want = SC_WIRE_MAX_FIND;
 		o = p11_req(&s->conn, SC_OP_FIND);
-		sc_wire_put_u64(o, want);
+		sc_buf_u64(o, want);
 		rv = p11_call(&s->conn, &srv, &in);
 		if (rv != CKR_OK)
 			break;
-		n = sc_wire_get_u32(&in);
+		n = sc_in_u32(&in);
 		if (in.failed || n > want) {
 			rv = p11_bad_answer("FIND count");
 			break;
 		}
 		for (i = 0; i < n; i++)
-			phObject[total + i] = (CK_OBJECT_HANDLE)sc_wire_get_u64(&in);
-		if (!sc_wire_in_done(&in)) {
+			phObject[total + i] = (CK_OBJECT_HANDLE)sc_in_u64(&in);
+		if (!sc_in_done(&in)) {
 			rv = p11_bad_answer("FIND");
 			break;
 		}

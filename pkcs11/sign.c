@@ -15,13 +15,13 @@
 
 /* The answer to SIGN or SIGN_FINAL: the length, and the signature when one
  * was asked for. */
-static CK_RV sig_answer(struct sc_wire_in *in, CK_RV srv, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
+static CK_RV sig_answer(sc_in *in, CK_RV srv, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 {
-	uint64_t len = sc_wire_get_u64(in);
+	uint64_t len = sc_in_u64(in);
 	size_t got = 0;
-	const unsigned char *sig = sc_wire_get_bytes(in, SC_WIRE_FRAME_MAX, &got);
+	const unsigned char *sig = sc_in_blob(in, SC_WIRE_FRAME_MAX, &got);
 
-	if (!sc_wire_in_done(in))
+	if (!sc_in_done(in))
 		return p11_bad_answer("SIGN");
 	if (srv == CKR_OK && out != NULL) {
 		if (got != len || got > *outlen)
@@ -36,34 +36,34 @@ static CK_RV sig_answer(struct sc_wire_in *in, CK_RV srv, CK_BYTE_PTR out, CK_UL
 CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
 {
 	struct p11_session *s = NULL;
-	struct sc_wire_out *o;
+	sc_buf *o;
 	CK_RV rv;
 
 	rv = p11_session_enter(hSession, 1, &s);
 	if (rv != CKR_OK)
 		return rv;
 	o = p11_req(&s->conn, SC_OP_SIGN_INIT);
-	sc_wire_put_u8(o, pMechanism != NULL);
-	sc_wire_put_u64(o, pMechanism != NULL ? pMechanism->mechanism : 0);
+	sc_buf_u8(o, pMechanism != NULL);
+	sc_buf_u64(o, pMechanism != NULL ? pMechanism->mechanism : 0);
 	if (pMechanism == NULL || (pMechanism->pParameter == NULL &&
 				   pMechanism->ulParameterLen == 0)) {
-		sc_wire_put_u8(o, SC_WIRE_PARAM_NONE);
+		sc_buf_u8(o, SC_WIRE_PARAM_NONE);
 	} else if (pMechanism->pParameter != NULL &&
 		   pMechanism->ulParameterLen == sizeof(CK_RSA_PKCS_PSS_PARAMS)) {
 		const CK_RSA_PKCS_PSS_PARAMS *pp = pMechanism->pParameter;
 
-		sc_wire_put_u8(o, SC_WIRE_PARAM_PSS);
-		sc_wire_put_u64(o, pp->hashAlg);
-		sc_wire_put_u64(o, pp->mgf);
-		sc_wire_put_u64(o, pp->sLen);
+		sc_buf_u8(o, SC_WIRE_PARAM_PSS);
+		sc_buf_u64(o, pp->hashAlg);
+		sc_buf_u64(o, pp->mgf);
+		sc_buf_u64(o, pp->sLen);
 	} else if (pMechanism->pParameter == NULL || pMechanism->ulParameterLen > 1024) {
 		rv = CKR_MECHANISM_PARAM_INVALID;
 		goto out;
 	} else {
-		sc_wire_put_u8(o, SC_WIRE_PARAM_OTHER);
-		sc_wire_put_bytes(o, pMechanism->pParameter, pMechanism->ulParameterLen);
+		sc_buf_u8(o, SC_WIRE_PARAM_OTHER);
+		sc_buf_blob(o, pMechanism->pParameter, pMechanism->ulParameterLen);
 	}
-	sc_wire_put_u64(o, hKey);
+	sc_buf_u64(o, hKey);
 	rv = p11_call_end(&s->conn, "SIGN_INIT");
 	s->sign_multipart = 0;
 out:
@@ -73,7 +73,7 @@ out:
 
 static CK_RV send_update(struct p11_session *s, const unsigned char *data, CK_ULONG len)
 {
-	struct sc_wire_out *o;
+	sc_buf *o;
 	CK_ULONG off = 0;
 	CK_RV rv;
 
@@ -81,8 +81,8 @@ static CK_RV send_update(struct p11_session *s, const unsigned char *data, CK_UL
 		CK_ULONG n = len - off > SC_WIRE_DATA_MAX ? SC_WIRE_DATA_MAX : len - off;
 
 		o = p11_req(&s->conn, SC_OP_SIGN_UPDATE);
-		sc_wire_put_u8(o, data != NULL);
-		sc_wire_put_bytes(o, data != NULL ? data + off : (const unsigned char *)"", n);
+		sc_buf_u8(o, data != NULL);
+		sc_buf_blob(o, data != NULL ? data + off : (const unsigned char *)"", n);
 		rv = p11_call_end(&s->conn, "SIGN_UPDATE");
 		if (rv != CKR_OK)
 			return rv;
@@ -94,13 +94,13 @@ static CK_RV send_update(struct p11_session *s, const unsigned char *data, CK_UL
 
 static CK_RV send_final(struct p11_session *s, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 {
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
+	sc_buf *o;
+	sc_in in;
 	CK_RV rv, srv = CKR_OK;
 
 	o = p11_req(&s->conn, SC_OP_SIGN_FINAL);
-	sc_wire_put_u8(o, out != NULL);
-	sc_wire_put_u64(o, *outlen);
+	sc_buf_u8(o, out != NULL);
+	sc_buf_u64(o, *outlen);
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv != CKR_OK)
 		return rv;
@@ -111,8 +111,8 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 	     CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
 {
 	struct p11_session *s = NULL;
-	struct sc_wire_out *o;
-	struct sc_wire_in in;
+	sc_buf *o;
+	sc_in in;
 	CK_RV rv, srv = CKR_OK;
 	/* The data matters only when a signature is to be made. */
 	int send_data = pSignature != NULL;
@@ -127,10 +127,10 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 		/* Too long for one frame: only hash-and-sign mechanisms take
 		 * it, as C_SignUpdate frames and a C_SignFinal. */
 		o = p11_req(&s->conn, SC_OP_SIGN);
-		sc_wire_put_u8(o, 1);
-		sc_wire_put_bytes(o, "", 0);
-		sc_wire_put_u8(o, 0);
-		sc_wire_put_u64(o, 0);
+		sc_buf_u8(o, 1);
+		sc_buf_blob(o, "", 0);
+		sc_buf_u8(o, 0);
+		sc_buf_u64(o, 0);
 		rv = p11_call(&s->conn, &srv, &in);
 		if (rv == CKR_OK)
 			rv = sig_answer(&in, srv, NULL, &need);
@@ -151,11 +151,11 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen,
 		goto out;
 	}
 	o = p11_req(&s->conn, SC_OP_SIGN);
-	sc_wire_put_u8(o, pData != NULL || !send_data);
-	sc_wire_put_bytes(o, send_data && pData != NULL ? pData : (CK_BYTE_PTR)"",
+	sc_buf_u8(o, pData != NULL || !send_data);
+	sc_buf_blob(o, send_data && pData != NULL ? pData : (CK_BYTE_PTR)"",
 			  send_data ? ulDataLen : 0);
-	sc_wire_put_u8(o, pSignature != NULL);
-	sc_wire_put_u64(o, *pulSignatureLen);
+	sc_buf_u8(o, pSignature != NULL);
+	sc_buf_u64(o, *pulSignatureLen);
 	rv = p11_call(&s->conn, &srv, &in);
 	if (rv == CKR_OK)
 		rv = sig_answer(&in, srv, pSignature, pulSignatureLen);

@@ -65,25 +65,25 @@ static void dep_name(const char *key_id, char out[sizeof(SD_DEPOSIT_PREFIX) + SC
  * does not decode (the store is ours: a broken record is a broken store). */
 static int dep_decode(const void *data, size_t len, struct dep_list *l)
 {
-	struct sc_wire_in in;
+	sc_in in;
 	uint32_t n, i;
 
 	memset(l, 0, sizeof(*l));
-	sc_wire_in_init(&in, data, len);
-	n = sc_wire_get_u32(&in);
+	sc_in_init(&in, data, len);
+	n = sc_in_u32(&in);
 	if (n > SD_DEPOSIT_PER_KEY)
 		return sc_error_set(SC_ERR_STORE, "deposit record holds %u entries", n);
 	for (i = 0; i < n; i++) {
 		struct dep_entry *e = &l->e[i];
 
-		e->token_id = sc_wire_get_bytes(&in, SC_AUTHZ_TOKEN_ID_MAX, &e->token_id_len);
-		e->max_uses = sc_wire_get_u32(&in);
-		e->expires = (int64_t)sc_wire_get_u64(&in);
-		e->consumer = sc_wire_get_bytes(&in, SC_GATEWAY_NAME_MAX, &e->consumer_len);
-		e->depositor = sc_wire_get_bytes(&in, SC_GATEWAY_NAME_MAX, &e->depositor_len);
-		e->text = sc_wire_get_bytes(&in, SC_AUTHZ_MAX_TEXT, &e->text_len);
+		e->token_id = sc_in_blob(&in, SC_AUTHZ_TOKEN_ID_MAX, &e->token_id_len);
+		e->max_uses = sc_in_u32(&in);
+		e->expires = (int64_t)sc_in_u64(&in);
+		e->consumer = sc_in_blob(&in, SC_GATEWAY_NAME_MAX, &e->consumer_len);
+		e->depositor = sc_in_blob(&in, SC_GATEWAY_NAME_MAX, &e->depositor_len);
+		e->text = sc_in_blob(&in, SC_AUTHZ_MAX_TEXT, &e->text_len);
 	}
-	if (!sc_wire_in_done(&in))
+	if (!sc_in_done(&in))
 		return sc_error_set(SC_ERR_STORE, "deposit record does not decode");
 	l->n = n;
 	return SC_OK;
@@ -92,7 +92,7 @@ static int dep_decode(const void *data, size_t len, struct dep_list *l)
 static int dep_put(sc_txn *txn, const char *key_id, const struct dep_list *l)
 {
 	char name[sizeof(SD_DEPOSIT_PREFIX) + SC_ID_MAX];
-	struct sc_wire_out o;
+	sc_buf o;
 	size_t i;
 	int rc;
 
@@ -102,19 +102,19 @@ static int dep_put(sc_txn *txn, const char *key_id, const struct dep_list *l)
 		return rc == SC_ERR_NOT_FOUND ? SC_OK : rc;
 	}
 	sc_wire_out_init(&o);
-	sc_wire_put_u32(&o, (uint32_t)l->n);
+	sc_buf_u32(&o, (uint32_t)l->n);
 	for (i = 0; i < l->n; i++) {
 		const struct dep_entry *e = &l->e[i];
 
-		sc_wire_put_bytes(&o, e->token_id, e->token_id_len);
-		sc_wire_put_u32(&o, e->max_uses);
-		sc_wire_put_u64(&o, (uint64_t)e->expires);
-		sc_wire_put_bytes(&o, e->consumer, e->consumer_len);
-		sc_wire_put_bytes(&o, e->depositor, e->depositor_len);
-		sc_wire_put_bytes(&o, e->text, e->text_len);
+		sc_buf_blob(&o, e->token_id, e->token_id_len);
+		sc_buf_u32(&o, e->max_uses);
+		sc_buf_u64(&o, (uint64_t)e->expires);
+		sc_buf_blob(&o, e->consumer, e->consumer_len);
+		sc_buf_blob(&o, e->depositor, e->depositor_len);
+		sc_buf_blob(&o, e->text, e->text_len);
 	}
-	rc = sc_wire_out_ok(&o) ? sc_store_meta_put(txn, name, o.buf, o.len) : SC_ERR_NOMEM;
-	sc_wire_out_free(&o);
+	rc = sc_buf_ok(&o) ? sc_store_meta_put(txn, name, o.buf, o.len) : SC_ERR_NOMEM;
+	sc_buf_free(&o);
 	return rc;
 }
 

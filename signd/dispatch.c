@@ -13,13 +13,13 @@
 #include "internal.h"
 #include "sc_wire.h"
 
-static void put_rv(struct sc_wire_out *o, CK_RV rv)
+static void put_rv(sc_buf *o, CK_RV rv)
 {
 	sc_wire_out_frame(o);
-	sc_wire_put_u32(o, (uint32_t)rv);
+	sc_buf_u32(o, (uint32_t)rv);
 }
 
-static int op_hello(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_hello(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	if (r->version < SC_WIRE_VERSION_MIN || r->version > SC_WIRE_VERSION) {
 		put_rv(o, CKR_DEVICE_ERROR);
@@ -33,33 +33,33 @@ static int op_hello(struct sd_session *s, const struct sc_wire_req *r, struct sc
 	s->flags = (CK_FLAGS)r->flags;
 	s->version = r->version;
 	put_rv(o, CKR_OK);
-	sc_wire_put_bytes(o, sd.token_label, strlen(sd.token_label));
-	sc_wire_put_bytes(o, sd.serial, strlen(sd.serial));
+	sc_buf_blob(o, sd.token_label, strlen(sd.token_label));
+	sc_buf_blob(o, sd.serial, strlen(sd.serial));
 	return SD_DISPATCH_OK;
 }
 
-static int op_login(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_login(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	put_rv(o, sd_login(s, (CK_USER_TYPE)r->user_type, r->has_data ? r->data : NULL,
 			   r->data_len));
 	return SD_DISPATCH_OK;
 }
 
-static int op_logout(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_logout(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	put_rv(o, sd_logout(s));
 	return SD_DISPATCH_OK;
 }
 
 static int op_session_info(struct sd_session *s, const struct sc_wire_req *r,
-			   struct sc_wire_out *o)
+			   sc_buf *o)
 {
 	put_rv(o, CKR_OK);
-	sc_wire_put_u64(o, sd_logged_in(s) ? CKS_RO_USER_FUNCTIONS : CKS_RO_PUBLIC_SESSION);
+	sc_buf_u64(o, sd_logged_in(s) ? CKS_RO_USER_FUNCTIONS : CKS_RO_PUBLIC_SESSION);
 	return SD_DISPATCH_OK;
 }
 
-static int op_find_init(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_find_init(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	CK_ATTRIBUTE tmpl[SC_WIRE_MAX_ATTRS];
 	uint32_t i;
@@ -73,7 +73,7 @@ static int op_find_init(struct sd_session *s, const struct sc_wire_req *r, struc
 	return SD_DISPATCH_OK;
 }
 
-static int op_find(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_find(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	CK_OBJECT_HANDLE h[SC_WIRE_MAX_FIND];
 	CK_ULONG n = 0, i;
@@ -83,20 +83,20 @@ static int op_find(struct sd_session *s, const struct sc_wire_req *r, struct sc_
 	put_rv(o, rv);
 	if (rv != CKR_OK)
 		n = 0;
-	sc_wire_put_u32(o, (uint32_t)n);
+	sc_buf_u32(o, (uint32_t)n);
 	for (i = 0; i < n; i++)
-		sc_wire_put_u64(o, h[i]);
+		sc_buf_u64(o, h[i]);
 	return SD_DISPATCH_OK;
 }
 
 static int op_find_final(struct sd_session *s, const struct sc_wire_req *r,
-			 struct sc_wire_out *o)
+			 sc_buf *o)
 {
 	put_rv(o, sd_find_final(s));
 	return SD_DISPATCH_OK;
 }
 
-static int op_get_attrs(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_get_attrs(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	CK_ATTRIBUTE tmpl[SC_WIRE_MAX_ATTRS];
 	size_t total = 0;
@@ -133,16 +133,16 @@ static int op_get_attrs(struct sd_session *s, const struct sc_wire_req *r, struc
 	rv = sd_get_attribute_value(s, (CK_OBJECT_HANDLE)r->handle, r->nattrs > 0 ? tmpl : NULL,
 				    r->nattrs);
 	put_rv(o, rv);
-	sc_wire_put_u32(o, r->nattrs);
+	sc_buf_u32(o, r->nattrs);
 	for (i = 0; i < r->nattrs; i++) {
-		sc_wire_put_u64(o, tmpl[i].ulValueLen);
+		sc_buf_u64(o, tmpl[i].ulValueLen);
 		if (tmpl[i].pValue != NULL && tmpl[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
 		    tmpl[i].ulValueLen <= r->attrs[i].len && r->attrs[i].has &&
 		    (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE ||
 		     rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_BUFFER_TOO_SMALL))
-			sc_wire_put_bytes(o, tmpl[i].pValue, tmpl[i].ulValueLen);
+			sc_buf_blob(o, tmpl[i].pValue, tmpl[i].ulValueLen);
 		else
-			sc_wire_put_bytes(o, NULL, 0);
+			sc_buf_blob(o, NULL, 0);
 	}
 	ret = SD_DISPATCH_OK;
 out:
@@ -151,7 +151,7 @@ out:
 	return ret;
 }
 
-static int op_sign_init(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_sign_init(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	CK_MECHANISM m;
 	CK_RSA_PKCS_PSS_PARAMS pss;
@@ -174,20 +174,20 @@ static int op_sign_init(struct sd_session *s, const struct sc_wire_req *r, struc
 }
 
 /* The output half of C_Sign and C_SignFinal. */
-static void put_sig(struct sc_wire_out *o, CK_RV rv, const unsigned char *sig, CK_ULONG len,
+static void put_sig(sc_buf *o, CK_RV rv, const unsigned char *sig, CK_ULONG len,
 		    int has_out)
 {
 	put_rv(o, rv);
-	sc_wire_put_u64(o, len);
+	sc_buf_u64(o, len);
 	if (rv == CKR_OK && has_out)
-		sc_wire_put_bytes(o, sig, len);
+		sc_buf_blob(o, sig, len);
 	else
-		sc_wire_put_bytes(o, NULL, 0);
+		sc_buf_blob(o, NULL, 0);
 }
 
 #define SD_SIG_BUF 1024
 
-static int op_sign(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_sign(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	unsigned char sig[SD_SIG_BUF];
 	CK_ULONG len = r->out_len > SD_SIG_BUF ? SD_SIG_BUF : (CK_ULONG)r->out_len;
@@ -201,14 +201,14 @@ static int op_sign(struct sd_session *s, const struct sc_wire_req *r, struct sc_
 }
 
 static int op_sign_update(struct sd_session *s, const struct sc_wire_req *r,
-			  struct sc_wire_out *o)
+			  sc_buf *o)
 {
 	put_rv(o, sd_sign_update(s, r->has_data ? (CK_BYTE_PTR)r->data : NULL, r->data_len));
 	return SD_DISPATCH_OK;
 }
 
 static int op_sign_final(struct sd_session *s, const struct sc_wire_req *r,
-			 struct sc_wire_out *o)
+			 sc_buf *o)
 {
 	unsigned char sig[SD_SIG_BUF];
 	CK_ULONG len = r->out_len > SD_SIG_BUF ? SD_SIG_BUF : (CK_ULONG)r->out_len;
@@ -222,7 +222,7 @@ static int op_sign_final(struct sd_session *s, const struct sc_wire_req *r,
 
 /* An approval deposited ahead of its signature (deposit.c); the answer
  * carries the reason of a refusal, for the operator. */
-static int op_deposit(struct sd_session *s, const struct sc_wire_req *r, struct sc_wire_out *o)
+static int op_deposit(struct sd_session *s, const struct sc_wire_req *r, sc_buf *o)
 {
 	char reason[256];
 
@@ -230,11 +230,11 @@ static int op_deposit(struct sd_session *s, const struct sc_wire_req *r, struct 
 		return SD_DISPATCH_CLOSE;      /* not in the version this peer speaks */
 	put_rv(o, sd_deposit(s, r->data, r->data_len, r->for_gw, r->for_len, r->has_for,
 			     reason, sizeof(reason)));
-	sc_wire_put_bytes(o, reason, strlen(reason));
+	sc_buf_blob(o, reason, strlen(reason));
 	return SD_DISPATCH_OK;
 }
 
-typedef int (*op_fn)(struct sd_session *, const struct sc_wire_req *, struct sc_wire_out *);
+typedef int (*op_fn)(struct sd_session *, const struct sc_wire_req *, sc_buf *);
 
 static const op_fn ops[SC_OP_MAX_] = {
 	[SC_OP_HELLO] = op_hello,
@@ -253,7 +253,7 @@ static const op_fn ops[SC_OP_MAX_] = {
 };
 
 int sd_dispatch(struct sd_session *s, const unsigned char *body, size_t len,
-		struct sc_wire_out *out)
+		sc_buf *out)
 {
 	struct sc_wire_req *r;
 	int ret;

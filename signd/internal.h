@@ -30,6 +30,7 @@
 #include "pkcs11_v3.h"
 #include "sc_audit.h"
 #include "sc_authz.h"
+#include "sc_buf.h"
 #include "sc_deploy.h"
 #include "sc_err.h"
 #include "sc_hsm.h"
@@ -183,9 +184,7 @@ extern struct sd_service sd;
 /* dispatch.c: one request of a session; SD_DISPATCH_CLOSE ends the
  * connection without an answer, SD_DISPATCH_CLOSE_AFTER after it. */
 enum { SD_DISPATCH_OK = 0, SD_DISPATCH_CLOSE = 1, SD_DISPATCH_CLOSE_AFTER = 2 };
-struct sc_wire_out;
-int sd_dispatch(struct sd_session *s, const unsigned char *body, size_t len,
-		struct sc_wire_out *out);
+int sd_dispatch(struct sd_session *s, const unsigned char *body, size_t len, sc_buf *out);
 void sd_session_end(struct sd_session *s);
 
 /* ckr.c: the one sc_err -> CK_RV mapping (docs/pkcs11.md). */

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sc_buf.h"
+
 #define SC_WIRE_MAGIC 0x53435344u          /* "SCSD" */
 /* Version 2 adds SC_OP_DEPOSIT; the service still speaks version 1 (a
  * version-1 connection may not send DEPOSIT). */
@@ -85,45 +87,16 @@ enum {
 	SC_WIRE_PARAM_OTHER = 2,      /* bytes (anything else, as given) */
 };
 
-/* A growing output buffer.  Errors stick: after a failed put, every later
- * put does nothing and sc_wire_out_ok() is 0. */
-struct sc_wire_out {
-	unsigned char *buf;
-	size_t len, cap;
-	int failed;
-};
-
-void sc_wire_out_init(struct sc_wire_out *o);
-/* Starts a frame: reserves the length prefix. */
-void sc_wire_out_frame(struct sc_wire_out *o);
-void sc_wire_put_u8(struct sc_wire_out *o, uint8_t v);
-void sc_wire_put_u16(struct sc_wire_out *o, uint16_t v);
-void sc_wire_put_u32(struct sc_wire_out *o, uint32_t v);
-void sc_wire_put_u64(struct sc_wire_out *o, uint64_t v);
-void sc_wire_put_bytes(struct sc_wire_out *o, const void *p, size_t n);
+/* Frames are written into an sc_buf (sc_buf.h), limited to one frame. */
+void sc_wire_out_init(sc_buf *o);
+/* Starts a frame: empties the buffer and reserves the length prefix. */
+void sc_wire_out_frame(sc_buf *o);
 /* Fills in the length prefix; returns 0 when the frame is too large or a
  * put failed. */
-int sc_wire_out_finish(struct sc_wire_out *o);
-int sc_wire_out_ok(const struct sc_wire_out *o);
-/* Wipes (frames may hold tokens and PINs) and frees. */
-void sc_wire_out_free(struct sc_wire_out *o);
+int sc_wire_out_finish(sc_buf *o);
 
-/* A bounds-checked reader over one frame body.  Errors stick as above. */
-struct sc_wire_in {
-	const unsigned char *p;
-	size_t len, pos;
-	int failed;
-};
-
-void sc_wire_in_init(struct sc_wire_in *in, const void *body, size_t len);
-uint8_t sc_wire_get_u8(struct sc_wire_in *in);
-uint16_t sc_wire_get_u16(struct sc_wire_in *in);
-uint32_t sc_wire_get_u32(struct sc_wire_in *in);
-uint64_t sc_wire_get_u64(struct sc_wire_in *in);
-/* Points into the frame (no copy); *n at most max, else the read fails. */
-const unsigned char *sc_wire_get_bytes(struct sc_wire_in *in, size_t max, size_t *n);
-/* 1 when every read succeeded and nothing is left over. */
-int sc_wire_in_done(const struct sc_wire_in *in);
+/* Frames are read with an sc_in (sc_buf.h); a byte string on the wire is
+ * sc_buf_blob / sc_in_blob. */
 
 /* A request as decoded by the service: every pointer points into the
  * frame body it was decoded from, every count is within its limit. */

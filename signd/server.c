@@ -184,7 +184,7 @@ static void conn_serve(struct conn *c)
 {
 	unsigned char hdr[4];
 	unsigned char *body = NULL;
-	struct sc_wire_out out;
+	sc_buf out;
 	uint32_t len;
 	int first = 1, r;
 
@@ -211,11 +211,11 @@ static void conn_serve(struct conn *c)
 		if (write_full(c, out.buf, out.len) != 0 || r == SD_DISPATCH_CLOSE_AFTER)
 			break;
 		if (out.cap > 64 * 1024)
-			sc_wire_out_free(&out);   /* keep idle connections small */
+			sc_buf_free(&out);   /* keep idle connections small */
 	}
 	if (body != NULL)
 		OPENSSL_clear_free(body, len);
-	sc_wire_out_free(&out);
+	sc_buf_free(&out);
 }
 
 /* Identity of a TLS peer: SHA-256 of its verified certificate. */

@@ -199,7 +199,7 @@ static int io_all(struct approve_conn *c, void *buf, size_t n, int wr)
 }
 
 /* Send the frame in `o`, read the answer into *body (freed by the caller). */
-static int call(struct approve_conn *c, struct sc_wire_out *o, unsigned char **body, size_t *len)
+static int call(struct approve_conn *c, sc_buf *o, unsigned char **body, size_t *len)
 {
 	unsigned char hdr[4];
 	uint32_t n;
@@ -235,8 +235,8 @@ int sc_cmd_approve(int argc, char **argv)
 	const char *token_arg = NULL, *for_gw = NULL, *pin_source = NULL;
 	unsigned char app_id[SC_WIRE_APP_ID_LEN];
 	struct approve_conn c = { .fd = -1 };
-	struct sc_wire_out o;
-	struct sc_wire_in in;
+	sc_buf o;
+	sc_in in;
 	sc_config *cfg = NULL;
 	unsigned char *body = NULL;
 	size_t blen = 0, rlen = 0;
@@ -308,33 +308,33 @@ int sc_cmd_approve(int argc, char **argv)
 		goto out;
 	}
 	sc_wire_out_frame(&o);
-	sc_wire_put_u16(&o, SC_OP_HELLO);
-	sc_wire_put_u32(&o, SC_WIRE_MAGIC);
-	sc_wire_put_u32(&o, SC_WIRE_VERSION);
-	sc_wire_put_bytes(&o, app_id, sizeof(app_id));
-	sc_wire_put_u64(&o, CKF_SERIAL_SESSION);
+	sc_buf_u16(&o, SC_OP_HELLO);
+	sc_buf_u32(&o, SC_WIRE_MAGIC);
+	sc_buf_u32(&o, SC_WIRE_VERSION);
+	sc_buf_blob(&o, app_id, sizeof(app_id));
+	sc_buf_u64(&o, CKF_SERIAL_SESSION);
 	rc = call(&c, &o, &body, &blen);
 	if (rc == SC_OK) {
-		sc_wire_in_init(&in, body, blen);
-		if (sc_wire_get_u32(&in) != CKR_OK)
+		sc_in_init(&in, body, blen);
+		if (sc_in_u32(&in) != CKR_OK)
 			rc = sc_error_set(SC_ERR_CONFIG, "the signing service refused HELLO "
 							 "(an older service without deposits?)");
 	}
 	free(body);
 	body = NULL;
-	sc_wire_out_free(&o);
+	sc_buf_free(&o);
 	if (rc == SC_OK) {
 		sc_wire_out_init(&o);
 		sc_wire_out_frame(&o);
-		sc_wire_put_u16(&o, SC_OP_LOGIN);
-		sc_wire_put_u64(&o, CKU_USER);
-		sc_wire_put_u8(&o, 1);
-		sc_wire_put_bytes(&o, pin, strlen(pin));
+		sc_buf_u16(&o, SC_OP_LOGIN);
+		sc_buf_u64(&o, CKU_USER);
+		sc_buf_u8(&o, 1);
+		sc_buf_blob(&o, pin, strlen(pin));
 		rc = call(&c, &o, &body, &blen);
-		sc_wire_out_free(&o);
+		sc_buf_free(&o);
 		if (rc == SC_OK) {
-			sc_wire_in_init(&in, body, blen);
-			rv = sc_wire_get_u32(&in);
+			sc_in_init(&in, body, blen);
+			rv = sc_in_u32(&in);
 			if (rv != CKR_OK) {
 				fprintf(stderr,
 					"smartcert approve: the gateway login was refused "
@@ -353,19 +353,19 @@ int sc_cmd_approve(int argc, char **argv)
 	}
 	sc_wire_out_init(&o);
 	sc_wire_out_frame(&o);
-	sc_wire_put_u16(&o, SC_OP_DEPOSIT);
-	sc_wire_put_bytes(&o, token, strlen(token));
-	sc_wire_put_u8(&o, for_gw != NULL);
-	sc_wire_put_bytes(&o, for_gw, for_gw != NULL ? strlen(for_gw) : 0);
+	sc_buf_u16(&o, SC_OP_DEPOSIT);
+	sc_buf_blob(&o, token, strlen(token));
+	sc_buf_u8(&o, for_gw != NULL);
+	sc_buf_blob(&o, for_gw, for_gw != NULL ? strlen(for_gw) : 0);
 	rc = call(&c, &o, &body, &blen);
 	if (rc != SC_OK) {
 		ret = sc_cli_fail(rc, "signing service");
 		goto out;
 	}
-	sc_wire_in_init(&in, body, blen);
-	rv = sc_wire_get_u32(&in);
-	reason = sc_wire_get_bytes(&in, 1024, &rlen);
-	if (!sc_wire_in_done(&in)) {
+	sc_in_init(&in, body, blen);
+	rv = sc_in_u32(&in);
+	reason = sc_in_blob(&in, 1024, &rlen);
+	if (!sc_in_done(&in)) {
 		ret = sc_cli_fail(sc_error_set(SC_ERR_IO, "broken answer"), "signing service");
 		goto out;
 	}
@@ -378,7 +378,7 @@ int sc_cmd_approve(int argc, char **argv)
 	ret = SC_EXIT_OK;
 out:
 	conn_close(&c);
-	sc_wire_out_free(&o);
+	sc_buf_free(&o);
 	free(body);
 	if (token != NULL)
 		OPENSSL_clear_free(token, strlen(token));

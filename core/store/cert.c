@@ -75,21 +75,21 @@ static int revoked_put(sc_txn *t, const sc_cert *c)
 			 .reason = c->reason,
 			 .invalidity_date = c->invalidity_date,
 			 .not_after = c->not_after };
-	struct sc_enc e;
+	sc_buf e;
 	size_t rkl;
 	int rv;
 
 	sc_revoked_key(rk, c->partition, &c->serial, &rkl);
 	sc_enc_record(&e, &sc_rec_revoked, &r);
 	rv = sc_put_enc(t, SC_DB_REVOKED, rk, rkl, &e, 0);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	return rv;
 }
 
 int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 {
 	unsigned char xk[8 + SC_SERIAL_MAX];
-	struct sc_enc e;
+	sc_buf e;
 	sc_cert copy;
 	size_t xkl;
 	char hex[2 * SC_SERIAL_MAX + 1];
@@ -114,7 +114,7 @@ int sc_store_cert_add(sc_txn *t, const sc_cert *c)
 	}
 	sc_enc_record(&e, &sc_rec_cert, &copy);
 	rv = sc_put_enc(t, SC_DB_CERTS, c->serial.b, c->serial.len, &e, SC_PUT_NEW);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	if (rv != SC_OK)
 		return rv;
 	if (c->user_id != NULL && *c->user_id != '\0') {
@@ -167,7 +167,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 			     int reason, int64_t invalidity_date)
 {
 	unsigned char xk[8 + SC_SERIAL_MAX], rk[4 + SC_SERIAL_MAX], lk[8];
-	struct sc_enc e;
+	sc_buf e;
 	sc_revlog l;
 	sc_cert c;
 	size_t xkl, rkl;
@@ -222,7 +222,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	}
 	sc_enc_record(&e, &sc_rec_cert, &c);
 	rv = sc_put_enc(t, SC_DB_CERTS, serial->b, serial->len, &e, 0);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	if (rv != SC_OK)
 		return rv;
 
@@ -253,7 +253,7 @@ int sc_store_cert_set_status(sc_txn *t, const sc_serial *serial, int status, int
 	l.invalidity_date = c.invalidity_date;
 	sc_enc_record(&e, &sc_rec_revlog, &l);
 	rv = sc_put_enc(t, SC_DB_REVLOG, lk, 8, &e, SC_PUT_NEW);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	if (rv == SC_ERR_EXISTS)
 		return sc_corrupt(t, SC_DB_REVLOG, lk, 8, "revocation sequence reused");
 	if (rv != SC_OK)

@@ -25,30 +25,6 @@
 
 /* ---- small helpers --------------------------------------------------- */
 
-void sc_be32(unsigned char *p, uint32_t v)
-{
-	p[0] = (unsigned char)(v >> 24);
-	p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);
-	p[3] = (unsigned char)v;
-}
-
-void sc_be64(unsigned char *p, uint64_t v)
-{
-	sc_be32(p, (uint32_t)(v >> 32));
-	sc_be32(p + 4, (uint32_t)v);
-}
-
-uint32_t sc_rd32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-uint64_t sc_rd64(const unsigned char *p)
-{
-	return (uint64_t)sc_rd32(p) << 32 | sc_rd32(p + 4);
-}
-
 /* Signed times sort correctly as big-endian unsigned with the sign bit
  * flipped. */
 uint64_t sc_time_key(int64_t t)
@@ -84,94 +60,14 @@ static void keystr(const void *key, size_t len, char *out, size_t outlen)
 
 /* ---- encoder --------------------------------------------------------- */
 
-void sc_enc_init(struct sc_enc *e, int version)
+void sc_enc_init(sc_buf *e, int version)
 {
-	e->buf = e->small;
-	e->len = 0;
-	e->cap = sizeof(e->small);
-	e->failed = 0;
-	e->small[0] = (unsigned char)version;
-	e->len = 1;
-}
-
-void sc_enc_free(struct sc_enc *e)
-{
-	if (e->buf != e->small)
-		free(e->buf);
-}
-
-static unsigned char *enc_room(struct sc_enc *e, size_t n)
-{
-	unsigned char *p;
-
-	if (e->failed)
-		return NULL;
-	if (e->cap - e->len < n) {
-		size_t cap = e->cap;
-		unsigned char *nb;
-
-		while (cap - e->len < n) {
-			if (cap > SIZE_MAX / 4) {
-				e->failed = 1;
-				return NULL;
-			}
-			cap *= 2;
-		}
-		nb = malloc(cap);
-		if (nb == NULL) {
-			e->failed = 1;
-			return NULL;
-		}
-		memcpy(nb, e->buf, e->len);
-		if (e->buf != e->small)
-			free(e->buf);
-		e->buf = nb;
-		e->cap = cap;
-	}
-	p = e->buf + e->len;
-	e->len += n;
-	return p;
-}
-
-void sc_enc_u8(struct sc_enc *e, unsigned v)
-{
-	unsigned char *p = enc_room(e, 1);
-
-	if (p != NULL)
-		p[0] = (unsigned char)v;
-}
-
-void sc_enc_u32(struct sc_enc *e, uint32_t v)
-{
-	unsigned char *p = enc_room(e, 4);
-
-	if (p != NULL)
-		sc_be32(p, v);
-}
-
-void sc_enc_u64(struct sc_enc *e, uint64_t v)
-{
-	unsigned char *p = enc_room(e, 8);
-
-	if (p != NULL)
-		sc_be64(p, v);
-}
-
-void sc_enc_i64(struct sc_enc *e, int64_t v)
-{
-	sc_enc_u64(e, (uint64_t)v);
-}
-
-void sc_enc_bytes(struct sc_enc *e, const void *b, size_t n)
-{
-	unsigned char *p = enc_room(e, n);
-
-	if (p != NULL && n > 0)
-		memcpy(p, b, n);
+	sc_buf_init(e, SIZE_MAX);
+	sc_buf_u8(e, (unsigned)version);
 }
 
 /* u16 length, bytes, NUL: decoded strings are then usable in place. */
-void sc_enc_str(struct sc_enc *e, const char *s)
+void sc_enc_str(sc_buf *e, const char *s)
 {
 	size_t n = s != NULL ? strlen(s) : 0;
 
@@ -179,136 +75,74 @@ void sc_enc_str(struct sc_enc *e, const char *s)
 		e->failed = 1;
 		return;
 	}
-	sc_enc_u8(e, (unsigned)(n >> 8));
-	sc_enc_u8(e, (unsigned)(n & 0xff));
-	sc_enc_bytes(e, s, n);
-	sc_enc_u8(e, 0);
+	sc_buf_u8(e, (unsigned)(n >> 8));
+	sc_buf_u8(e, (unsigned)(n & 0xff));
+	sc_buf_bytes(e, s, n);
+	sc_buf_u8(e, 0);
 }
 
-void sc_enc_blob(struct sc_enc *e, const void *b, size_t n)
+void sc_enc_serial(sc_buf *e, const sc_serial *s)
 {
-	if (n > UINT32_MAX) {
-		e->failed = 1;
-		return;
-	}
-	sc_enc_u32(e, (uint32_t)n);
-	sc_enc_bytes(e, b, n);
-}
-
-void sc_enc_serial(struct sc_enc *e, const sc_serial *s)
-{
-	sc_enc_u8(e, s->len);
-	sc_enc_bytes(e, s->b, s->len);
+	sc_buf_u8(e, s->len);
+	sc_buf_bytes(e, s->b, s->len);
 }
 
 /* ---- decoder --------------------------------------------------------- */
 
-static int dec_u8(struct sc_dec *d)
-{
-	if (d->bad || d->end - d->p < 1) {
-		d->bad = 1;
-		return 0;
-	}
-	return *d->p++;
-}
-
-static const unsigned char *dec_bytes(struct sc_dec *d, size_t n);
-
-static uint32_t dec_u32(struct sc_dec *d)
-{
-	const unsigned char *p = dec_bytes(d, 4);
-
-	return p != NULL ? sc_rd32(p) : 0;
-}
-
-static uint64_t dec_u64(struct sc_dec *d)
-{
-	const unsigned char *p = dec_bytes(d, 8);
-
-	return p != NULL ? sc_rd64(p) : 0;
-}
-
-static int64_t dec_i64(struct sc_dec *d)
-{
-	return (int64_t)dec_u64(d);
-}
-
-static const unsigned char *dec_bytes(struct sc_dec *d, size_t n)
-{
-	const unsigned char *p;
-
-	if (d->bad || (size_t)(d->end - d->p) < n) {
-		d->bad = 1;
-		return NULL;
-	}
-	p = d->p;
-	d->p += n;
-	return p;
-}
-
-static const char *dec_str(struct sc_dec *d)
+static const char *dec_str(sc_in *d)
 {
 	size_t n;
 	const unsigned char *p;
 
-	n = (size_t)dec_u8(d) << 8;
-	n |= (size_t)dec_u8(d);
-	p = dec_bytes(d, n + 1);
+	n = (size_t)sc_in_u8(d) << 8;
+	n |= (size_t)sc_in_u8(d);
+	p = sc_in_take(d, n + 1);
 	if (p == NULL)
 		return "";
 	if (p[n] != 0 || memchr(p, 0, n) != NULL) {
-		d->bad = 1;
+		d->failed = 1;
 		return "";
 	}
 	return (const char *)p;
 }
 
-static const unsigned char *dec_blob(struct sc_dec *d, size_t *len)
+static void dec_serial(sc_in *d, sc_serial *s)
 {
-	uint32_t n = dec_u32(d);
-	const unsigned char *p = dec_bytes(d, n);
-
-	*len = p != NULL ? n : 0;
-	return p;
-}
-
-static void dec_serial(struct sc_dec *d, sc_serial *s)
-{
-	unsigned n = (unsigned)dec_u8(d);
+	unsigned n = (unsigned)sc_in_u8(d);
 	const unsigned char *p;
 
 	memset(s, 0, sizeof(*s));
 	if (n > SC_SERIAL_MAX) {
-		d->bad = 1;
+		d->failed = 1;
 		return;
 	}
-	p = dec_bytes(d, n);
+	p = sc_in_take(d, n);
 	if (p == NULL)
 		return;
 	s->len = (unsigned char)n;
 	memcpy(s->b, p, n);
 }
 
-static int dec_small(struct sc_dec *d, int lo, int hi)
+static int dec_small(sc_in *d, int lo, int hi)
 {
-	int v = (int)(int8_t)dec_u8(d);
+	int v = (int)(int8_t)sc_in_u8(d);
 
 	if (v < lo || v > hi)
-		d->bad = 1;
+		d->failed = 1;
 	return v;
 }
 
 /* Start decoding (key, val) of `db`: checks the version byte. */
-static int dec_begin(struct sc_dec *d, const void *val, size_t len)
+static int dec_begin(sc_in *d, const void *val, size_t len)
 {
-	d->p = val;
-	d->end = d->p + len;
-	d->bad = 0;
-	if (len < 1 || (d->p[0] != SC_REC_V1 && d->p[0] != SC_REC_V2)) {
-		d->bad = 1;
+	const unsigned char *v = val;
+
+	sc_in_init(d, val, len);
+	if (len < 1 || (v[0] != SC_REC_V1 && v[0] != SC_REC_V2)) {
+		d->failed = 1;
 		return -1;
 	}
-	return *d->p++;
+	return (int)sc_in_u8(d);
 }
 
 int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why)
@@ -322,11 +156,11 @@ int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why)
 			    sc_dbs[db].name, ks, t != NULL ? t->st->path : "-", why);
 }
 
-static int dec_end(sc_txn *t, struct sc_dec *d, int db, const void *key, size_t klen)
+static int dec_end(sc_txn *t, sc_in *d, int db, const void *key, size_t klen)
 {
-	if (d->bad)
+	if (d->failed)
 		return sc_corrupt(t, db, key, klen, "bad length, value or version");
-	if (d->p != d->end)
+	if (d->pos != d->len)
 		return sc_corrupt(t, db, key, klen, "trailing bytes");
 	return SC_OK;
 }
@@ -451,7 +285,7 @@ RECORD(sc_rec_ocsp, ocsp_fields);
 #define AT(rec, f, T) ((T *)((char *)(rec) + (f)->off))
 #define CAT(rec, f, T) ((const T *)((const char *)(rec) + (f)->off))
 
-void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec)
+void sc_enc_record(sc_buf *e, const struct sc_record *r, const void *rec)
 {
 	const struct sc_field *f;
 	const unsigned char *b;
@@ -463,26 +297,26 @@ void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec)
 			sc_enc_str(e, *CAT(rec, f, const char *));
 			break;
 		case SC_F_HASH:
-			sc_enc_bytes(e, CAT(rec, f, unsigned char), 32);
+			sc_buf_bytes(e, CAT(rec, f, unsigned char), 32);
 			break;
 		case SC_F_U32:
-			sc_enc_u32(e, *CAT(rec, f, uint32_t));
+			sc_buf_u32(e, *CAT(rec, f, uint32_t));
 			break;
 		case SC_F_I32:
-			sc_enc_u32(e, (uint32_t)*CAT(rec, f, int32_t));
+			sc_buf_u32(e, (uint32_t)*CAT(rec, f, int32_t));
 			break;
 		case SC_F_U64:
-			sc_enc_u64(e, *CAT(rec, f, uint64_t));
+			sc_buf_u64(e, *CAT(rec, f, uint64_t));
 			break;
 		case SC_F_I64:
-			sc_enc_i64(e, *CAT(rec, f, int64_t));
+			sc_buf_u64(e, (uint64_t)(*CAT(rec, f, int64_t)));
 			break;
 		case SC_F_SMALL:
-			sc_enc_u8(e, (unsigned)(uint8_t)(int8_t)*CAT(rec, f, int));
+			sc_buf_u8(e, (unsigned)(uint8_t)(int8_t)*CAT(rec, f, int));
 			break;
 		case SC_F_BLOB:
 			b = *CAT(rec, f, const unsigned char *);
-			sc_enc_blob(e, b,
+			sc_buf_blob(e, b,
 				    b != NULL ? *(const size_t *)((const char *)rec + f->len_off) :
 						0);
 			break;
@@ -496,9 +330,9 @@ void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec)
 	}
 }
 
-/* Start decoding `v` and decode the fields of `r` into rec; d->bad then
+/* Start decoding `v` and decode the fields of `r` into rec; d->failed then
  * says whether the value fits (checked by dec_end). */
-static void dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_val *v, void *rec)
+static void dec_record(sc_in *d, const struct sc_record *r, const MDB_val *v, void *rec)
 {
 	const struct sc_field *f;
 	const unsigned char *b;
@@ -507,7 +341,7 @@ static void dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_va
 	int version = dec_begin(d, v->mv_data, v->mv_size);
 
 	if (version == SC_REC_V2 && r->n_v1 == 0)
-		d->bad = 1;
+		d->failed = 1;
 	if (version == SC_REC_V1 && r->n_v1 != 0)
 		end = r->f + r->n_v1;
 	for (f = r->f; f < end; f++) {
@@ -516,34 +350,34 @@ static void dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_va
 			*AT(rec, f, const char *) = dec_str(d);
 			break;
 		case SC_F_HASH:
-			b = dec_bytes(d, 32);
+			b = sc_in_take(d, 32);
 			if (b != NULL)
 				memcpy(AT(rec, f, unsigned char), b, 32);
 			break;
 		case SC_F_U32:
-			*AT(rec, f, uint32_t) = dec_u32(d);
+			*AT(rec, f, uint32_t) = sc_in_u32(d);
 			break;
 		case SC_F_I32:
-			*AT(rec, f, int32_t) = (int32_t)dec_u32(d);
+			*AT(rec, f, int32_t) = (int32_t)sc_in_u32(d);
 			break;
 		case SC_F_U64:
-			*AT(rec, f, uint64_t) = dec_u64(d);
+			*AT(rec, f, uint64_t) = sc_in_u64(d);
 			break;
 		case SC_F_I64:
-			*AT(rec, f, int64_t) = dec_i64(d);
+			*AT(rec, f, int64_t) = (int64_t)sc_in_u64(d);
 			break;
 		case SC_F_SMALL:
 			*AT(rec, f, int) = dec_small(d, f->lo, f->hi);
 			break;
 		case SC_F_BLOB:
-			*AT(rec, f, const unsigned char *) = dec_blob(d, (size_t *)((char *)rec +
-										    f->len_off));
+			*AT(rec, f, const unsigned char *) =
+				sc_in_blob(d, UINT32_MAX, (size_t *)((char *)rec + f->len_off));
 			break;
 		case SC_F_SERIAL:
 			dec_serial(d, AT(rec, f, sc_serial));
 			break;
 		default:
-			d->bad = 1;
+			d->failed = 1;
 			break;
 		}
 	}
@@ -554,14 +388,14 @@ static void dec_record(struct sc_dec *d, const struct sc_record *r, const MDB_va
 static int dec_by_id(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k,
 		     const MDB_val *v, void *rec, size_t size, const char *what)
 {
-	struct sc_dec d;
+	sc_in d;
 	const char *id;
 	char why[48];
 
 	memset(rec, 0, size);
 	dec_record(&d, r, v, rec);
 	id = *(const char **)((const char *)rec + r->f[0].off);
-	if (!d.bad && (strlen(id) != k->mv_size || memcmp(id, k->mv_data, k->mv_size) != 0)) {
+	if (!d.failed && (strlen(id) != k->mv_size || memcmp(id, k->mv_data, k->mv_size) != 0)) {
 		snprintf(why, sizeof(why), "%s id does not match key", what);
 		return sc_corrupt(t, db, k->mv_data, k->mv_size, why);
 	}
@@ -612,7 +446,7 @@ int sc_get_by_id_dec(sc_txn *t, int db, const struct sc_record *r, const char *w
 
 int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c)
 {
-	struct sc_dec d;
+	sc_in d;
 
 	memset(c, 0, sizeof(*c));
 	if (sc_serial_from_key(k->mv_data, k->mv_size, &c->serial) != 0)
@@ -623,7 +457,7 @@ int sc_dec_cert(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_cert *c)
 
 int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r)
 {
-	struct sc_dec d;
+	sc_in d;
 	const unsigned char *kp = k->mv_data;
 
 	memset(r, 0, sizeof(*r));
@@ -636,7 +470,7 @@ int sc_dec_revoked(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revoked *r)
 
 int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e)
 {
-	struct sc_dec d;
+	sc_in d;
 
 	memset(e, 0, sizeof(*e));
 	if (k->mv_size != 8)
@@ -644,7 +478,7 @@ int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e)
 	e->rev_seq = sc_rd64(k->mv_data);
 	dec_record(&d, &sc_rec_revlog, v, e);
 	if (e->serial.len == 0)
-		d.bad = 1;
+		d.failed = 1;
 	return dec_end(t, &d, SC_DB_REVLOG, k->mv_data, k->mv_size);
 }
 
@@ -652,7 +486,7 @@ int sc_dec_revlog(sc_txn *t, const MDB_val *k, const MDB_val *v, sc_revlog *e)
 int sc_dec_value(sc_txn *t, int db, const struct sc_record *r, const MDB_val *k, const MDB_val *v,
 		 void *rec, size_t size)
 {
-	struct sc_dec d;
+	sc_in d;
 
 	memset(rec, 0, size);
 	dec_record(&d, r, v, rec);

@@ -19,6 +19,7 @@
 
 #include <lmdb.h>
 
+#include "sc_buf.h"
 #include "sc_store.h"
 #include "store_lmdb_codec.h"
 #include "rules.h"
@@ -66,18 +67,6 @@ struct sc_txn {
 	struct sc_pgrows *rows; /* ...and the rows read on it (pg.c) */
 	struct sc_arena_chunk *arena;
 	sc_txn *next; /* read cache link */
-};
-
-struct sc_enc {
-	unsigned char *buf;
-	size_t len, cap;
-	int failed;
-	unsigned char small[512];
-};
-
-struct sc_dec {
-	const unsigned char *p, *end;
-	int bad;
 };
 
 /* Walk `db` in key order from `start` (NULL = first).  fn returns 0 to go
@@ -151,7 +140,7 @@ void sc_last_prefetch(sc_txn *t, int db);
 #define SC_PUT_NEW 0x80000000u
 int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen,
 	   unsigned flags);
-int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags);
+int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, sc_buf *e, unsigned flags);
 /* Delete (key) or, for a dupsort database, (key, val).  Absent is fine. */
 int sc_del(sc_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen);
 int sc_walk(sc_txn *t, int db, const void *start, size_t slen, sc_walk_fn fn, void *ctx);
@@ -189,26 +178,16 @@ struct sc_replay_rec {
 	int64_t expires;
 };
 /* sc_enc_init(e, SC_REC_V1, or V2 for a record with version-2 fields) and every field of `r` from rec. */
-void sc_enc_record(struct sc_enc *e, const struct sc_record *r, const void *rec);
-void sc_be32(unsigned char *p, uint32_t v);
-void sc_be64(unsigned char *p, uint64_t v);
-uint32_t sc_rd32(const unsigned char *p);
-uint64_t sc_rd64(const unsigned char *p);
+void sc_enc_record(sc_buf *e, const struct sc_record *r, const void *rec);
 /* Signed times sort correctly as big-endian unsigned with the sign bit
  * flipped. */
 uint64_t sc_time_key(int64_t t);
 int64_t sc_time_unkey(uint64_t k);
-void sc_enc_init(struct sc_enc *e, int version);
-void sc_enc_free(struct sc_enc *e);
-void sc_enc_u8(struct sc_enc *e, unsigned v);
-void sc_enc_u32(struct sc_enc *e, uint32_t v);
-void sc_enc_u64(struct sc_enc *e, uint64_t v);
-void sc_enc_i64(struct sc_enc *e, int64_t v);
-void sc_enc_bytes(struct sc_enc *e, const void *b, size_t n);
+/* A record encoder: an empty sc_buf (no limit) holding the version byte. */
+void sc_enc_init(sc_buf *e, int version);
 /* u16 length, bytes, NUL: decoded strings are then usable in place. */
-void sc_enc_str(struct sc_enc *e, const char *s);
-void sc_enc_blob(struct sc_enc *e, const void *b, size_t n);
-void sc_enc_serial(struct sc_enc *e, const sc_serial *s);
+void sc_enc_str(sc_buf *e, const char *s);
+void sc_enc_serial(sc_buf *e, const sc_serial *s);
 int sc_corrupt(sc_txn *t, int db, const void *key, size_t klen, const char *why);
 int sc_serial_from_key(const unsigned char *k, size_t n, sc_serial *s);
 /* sc_get_by_id() and the record decoded into out (`size` bytes, cleared on

@@ -23,7 +23,7 @@
 /* ---- keys ------------------------------------------------------------- */
 
 /* The key record, with the sequence number the store assigned. */
-static void key_encode(const sc_key *k, uint64_t seq, struct sc_enc *e)
+static void key_encode(const sc_key *k, uint64_t seq, sc_buf *e)
 {
 	sc_key r = *k;
 
@@ -61,7 +61,7 @@ static int group_index(sc_txn *t, const sc_key *old, const sc_key *k)
 
 int sc_store_key_add(sc_txn *t, sc_key *k)
 {
-	struct sc_enc e;
+	sc_buf e;
 	unsigned char sk[8];
 	uint64_t seq;
 	int rv;
@@ -75,7 +75,7 @@ int sc_store_key_add(sc_txn *t, sc_key *k)
 		return rv;
 	key_encode(k, seq, &e);
 	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, SC_PUT_NEW);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	if (rv != SC_OK)
 		return rv;
 	sc_be64(sk, seq);
@@ -101,7 +101,7 @@ int sc_store_key_get(sc_txn *t, const char *key_id, sc_key *out)
 
 int sc_store_key_update(sc_txn *t, const sc_key *k)
 {
-	struct sc_enc e;
+	sc_buf e;
 	sc_key old;
 	int rv;
 
@@ -117,7 +117,7 @@ int sc_store_key_update(sc_txn *t, const sc_key *k)
 		return rv;
 	key_encode(k, old.seq, &e);
 	rv = sc_put_enc(t, SC_DB_KEYS, k->key_id, strlen(k->key_id), &e, 0);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	return rv;
 }
 
@@ -236,7 +236,7 @@ int sc_store_keyfail_get(sc_txn *t, const char *key_id, sc_keyfail *out)
 
 int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
 {
-	struct sc_enc e;
+	sc_buf e;
 	int rv;
 
 	if ((rv = sc_check_write(t)) != SC_OK)
@@ -247,7 +247,7 @@ int sc_store_keyfail_put(sc_txn *t, const char *key_id, const sc_keyfail *f)
 		return sc_error_set(SC_ERR_INVALID, "no failure record");
 	sc_enc_record(&e, &sc_rec_keyfail, f);
 	rv = sc_put_enc(t, SC_DB_KEYFAIL, key_id, strlen(key_id), &e, 0);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	return rv;
 }
 

@@ -102,7 +102,7 @@ int sc_put(sc_txn *t, int db, const void *key, size_t klen, const void *val, siz
 	return SC_OK;
 }
 
-int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, struct sc_enc *e, unsigned flags)
+int sc_put_enc(sc_txn *t, int db, const void *key, size_t klen, sc_buf *e, unsigned flags)
 {
 	if (e->failed)
 		return sc_error_set(SC_ERR_INVALID,

@@ -53,7 +53,7 @@ int sc_ocsp_del_inner(sc_txn *t, const sc_serial *serial)
 int sc_store_ocsp_put(sc_txn *t, const sc_serial *serial, const sc_ocsp_entry *e)
 {
 	unsigned char dk[8 + SC_SERIAL_MAX];
-	struct sc_enc enc;
+	sc_buf enc;
 	size_t dkl;
 	int rv;
 
@@ -65,7 +65,7 @@ int sc_store_ocsp_put(sc_txn *t, const sc_serial *serial, const sc_ocsp_entry *e
 		return rv;
 	sc_enc_record(&enc, &sc_rec_ocsp, e);
 	rv = sc_put_enc(t, SC_DB_OCSP, serial->b, serial->len, &enc, 0);
-	sc_enc_free(&enc);
+	sc_buf_free(&enc);
 	if (rv != SC_OK)
 		return rv;
 	sc_expiry_key(dk, e->next_update, serial, &dkl);

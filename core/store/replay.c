@@ -64,7 +64,7 @@ int sc_store_replay_put(sc_txn *t, const unsigned char *token_id, size_t len, ui
 			int64_t expires)
 {
 	unsigned char xk[8 + SC_TOKEN_ID_MAX];
-	struct sc_enc e;
+	sc_buf e;
 	uint32_t ou;
 	int64_t ox;
 	size_t xkl;
@@ -82,7 +82,7 @@ int sc_store_replay_put(sc_txn *t, const unsigned char *token_id, size_t len, ui
 	}
 	sc_enc_record(&e, &sc_rec_replay, &(struct sc_replay_rec){ uses, expires });
 	rv = sc_put_enc(t, SC_DB_REPLAY, token_id, len, &e, 0);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	if (rv != SC_OK)
 		return rv;
 	replayexp_key(xk, expires, token_id, len, &xkl);

@@ -24,12 +24,12 @@
 /* Encode and store the user record (flags: SC_PUT_NEW to add). */
 static int user_put(sc_txn *t, const sc_user *u, unsigned flags)
 {
-	struct sc_enc e;
+	sc_buf e;
 	int rv;
 
 	sc_enc_record(&e, &sc_rec_user, u);
 	rv = sc_put_enc(t, SC_DB_USERS, u->user_id, strlen(u->user_id), &e, flags);
-	sc_enc_free(&e);
+	sc_buf_free(&e);
 	return rv;
 }
 

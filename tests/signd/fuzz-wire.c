@@ -22,79 +22,79 @@
 
 const int sc_fuzz_mutants_refused = 0;
 
-static void put_attrs(struct sc_wire_out *o, const struct sc_wire_req *r, int with_values)
+static void put_attrs(sc_buf *o, const struct sc_wire_req *r, int with_values)
 {
 	uint32_t i;
 
-	sc_wire_put_u32(o, r->nattrs);
+	sc_buf_u32(o, r->nattrs);
 	for (i = 0; i < r->nattrs; i++) {
-		sc_wire_put_u64(o, r->attrs[i].type);
-		sc_wire_put_u8(o, r->attrs[i].has);
+		sc_buf_u64(o, r->attrs[i].type);
+		sc_buf_u8(o, r->attrs[i].has);
 		if (with_values)
-			sc_wire_put_bytes(o, r->attrs[i].value, r->attrs[i].len);
+			sc_buf_blob(o, r->attrs[i].value, r->attrs[i].len);
 		else
-			sc_wire_put_u64(o, r->attrs[i].len);
+			sc_buf_u64(o, r->attrs[i].len);
 	}
 }
 
 /* The client's encoding of a decoded request (what pkcs11/ sends). */
-static void encode(const struct sc_wire_req *r, struct sc_wire_out *o)
+static void encode(const struct sc_wire_req *r, sc_buf *o)
 {
 	sc_wire_out_frame(o);
-	sc_wire_put_u16(o, (uint16_t)r->op);
+	sc_buf_u16(o, (uint16_t)r->op);
 	switch (r->op) {
 	case SC_OP_HELLO:
-		sc_wire_put_u32(o, r->magic);
-		sc_wire_put_u32(o, r->version);
-		sc_wire_put_bytes(o, r->app_id, SC_WIRE_APP_ID_LEN);
-		sc_wire_put_u64(o, r->flags);
+		sc_buf_u32(o, r->magic);
+		sc_buf_u32(o, r->version);
+		sc_buf_blob(o, r->app_id, SC_WIRE_APP_ID_LEN);
+		sc_buf_u64(o, r->flags);
 		break;
 	case SC_OP_LOGIN:
-		sc_wire_put_u64(o, r->user_type);
-		sc_wire_put_u8(o, r->has_data);
-		sc_wire_put_bytes(o, r->data, r->data_len);
+		sc_buf_u64(o, r->user_type);
+		sc_buf_u8(o, r->has_data);
+		sc_buf_blob(o, r->data, r->data_len);
 		break;
 	case SC_OP_FIND_INIT:
 		put_attrs(o, r, 1);
 		break;
 	case SC_OP_FIND:
-		sc_wire_put_u64(o, r->max);
+		sc_buf_u64(o, r->max);
 		break;
 	case SC_OP_GET_ATTRS:
-		sc_wire_put_u64(o, r->handle);
+		sc_buf_u64(o, r->handle);
 		put_attrs(o, r, 0);
 		break;
 	case SC_OP_SIGN_INIT:
-		sc_wire_put_u8(o, r->has_mech);
-		sc_wire_put_u64(o, r->mech);
-		sc_wire_put_u8(o, r->param_kind);
+		sc_buf_u8(o, r->has_mech);
+		sc_buf_u64(o, r->mech);
+		sc_buf_u8(o, r->param_kind);
 		if (r->param_kind == SC_WIRE_PARAM_PSS) {
-			sc_wire_put_u64(o, r->pss_hash);
-			sc_wire_put_u64(o, r->pss_mgf);
-			sc_wire_put_u64(o, r->pss_slen);
+			sc_buf_u64(o, r->pss_hash);
+			sc_buf_u64(o, r->pss_mgf);
+			sc_buf_u64(o, r->pss_slen);
 		} else if (r->param_kind == SC_WIRE_PARAM_OTHER) {
-			sc_wire_put_bytes(o, r->data, r->data_len);
+			sc_buf_blob(o, r->data, r->data_len);
 		}
-		sc_wire_put_u64(o, r->handle);
+		sc_buf_u64(o, r->handle);
 		break;
 	case SC_OP_SIGN:
-		sc_wire_put_u8(o, r->has_data);
-		sc_wire_put_bytes(o, r->data, r->data_len);
-		sc_wire_put_u8(o, r->has_out);
-		sc_wire_put_u64(o, r->out_len);
+		sc_buf_u8(o, r->has_data);
+		sc_buf_blob(o, r->data, r->data_len);
+		sc_buf_u8(o, r->has_out);
+		sc_buf_u64(o, r->out_len);
 		break;
 	case SC_OP_SIGN_UPDATE:
-		sc_wire_put_u8(o, r->has_data);
-		sc_wire_put_bytes(o, r->data, r->data_len);
+		sc_buf_u8(o, r->has_data);
+		sc_buf_blob(o, r->data, r->data_len);
 		break;
 	case SC_OP_SIGN_FINAL:
-		sc_wire_put_u8(o, r->has_out);
-		sc_wire_put_u64(o, r->out_len);
+		sc_buf_u8(o, r->has_out);
+		sc_buf_u64(o, r->out_len);
 		break;
 	case SC_OP_DEPOSIT:
-		sc_wire_put_bytes(o, r->data, r->data_len);
-		sc_wire_put_u8(o, r->has_for);
-		sc_wire_put_bytes(o, r->for_gw, r->for_len);
+		sc_buf_blob(o, r->data, r->data_len);
+		sc_buf_u8(o, r->has_for);
+		sc_buf_blob(o, r->for_gw, r->for_len);
 		break;
 	default:
 		break;
@@ -121,7 +121,7 @@ int sc_fuzz_result(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sc_wire_req *r = malloc(sizeof(*r));
-	struct sc_wire_out o;
+	sc_buf o;
 	uint32_t i;
 
 	if (r == NULL)
@@ -143,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	encode(r, &o);
 	if (!sc_wire_out_finish(&o) || o.len != size + 4 || memcmp(o.buf + 4, data, size) != 0)
 		abort();
-	sc_wire_out_free(&o);
+	sc_buf_free(&o);
 	free(r);
 	return 0;
 }
