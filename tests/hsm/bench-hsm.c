@@ -25,9 +25,7 @@ static double seconds = 2.0;
 
 struct job {
 	sc_hsm *hsm;
-	int alg;
-	const unsigned char *blob;   /* NULL: sign with `key` */
-	size_t blob_len;
+	const hsmfix_key *wrapped; /* unwrapped for each signature; NULL: sign with `key` */
 	sc_hsm_key *key;
 	long ops;
 	int failed;
@@ -36,6 +34,7 @@ struct job {
 static void *run(void *arg)
 {
 	struct job *j = arg;
+	int alg = j->wrapped ? j->wrapped->alg : sc_hsm_key_alg(j->key);
 	unsigned char dg[32], sig[512];
 	double end = bench_now() + seconds;
 
@@ -44,14 +43,14 @@ static void *run(void *arg)
 		sc_hsm_key *k = j->key;
 		size_t len = sizeof(sig);
 
-		if (j->blob && sc_hsm_unwrap(j->hsm, j->alg, j->blob, j->blob_len, &k) != 0) {
+		if (j->wrapped && hsmfix_key_unwrap(j->hsm, j->wrapped, &k) != 0) {
 			j->failed++;
 			break;
 		}
-		if (sc_hsm_sign(j->hsm, k, sc_keyalg_is_rsa(j->alg) ? CKM_RSA_PKCS : CKM_ECDSA,
-				NULL, 0, dg, 32, sig, &len) != 0)
+		if (sc_hsm_sign(j->hsm, k, sc_keyalg_is_rsa(alg) ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0,
+				dg, 32, sig, &len) != 0)
 			j->failed++;
-		if (j->blob)
+		if (j->wrapped)
 			sc_hsm_key_free(j->hsm, k);
 		if (j->failed)
 			break;
@@ -61,8 +60,7 @@ static void *run(void *arg)
 	return NULL;
 }
 
-static double measure(sc_hsm *hsm, int alg, const unsigned char *blob, size_t blob_len,
-		      sc_hsm_key *key, int threads)
+static double measure(sc_hsm *hsm, const hsmfix_key *wrapped, sc_hsm_key *key, int threads)
 {
 	struct job j[2];
 	pthread_t th[2];
@@ -74,9 +72,7 @@ static double measure(sc_hsm *hsm, int alg, const unsigned char *blob, size_t bl
 	for (i = 0; i < threads; i++) {
 		memset(&j[i], 0, sizeof(j[i]));
 		j[i].hsm = hsm;
-		j[i].alg = alg;
-		j[i].blob = blob;
-		j[i].blob_len = blob_len;
+		j[i].wrapped = wrapped;
 		j[i].key = key;
 		REQUIRE(pthread_create(&th[i], NULL, run, &j[i]) == 0, "thread");
 	}
@@ -110,27 +106,25 @@ int main(void)
 	REQUIRE(sc_hsm_create_master_keys(hsm) == 0, "master keys");
 	printf("%-10s %-8s %14s %14s %8s\n", "key", "threads", "unwrap+sign/s", "sign/s", "ratio");
 	for (i = 0; i < sizeof(a) / sizeof(a[0]); i++) {
-		unsigned char *blob = NULL, *spki = NULL;
-		size_t blob_len, spki_len;
+		hsmfix_key wrapped;
+		unsigned char *spki = NULL;
+		size_t spki_len;
 		sc_hsm_key *key = NULL;
 
-		REQUIRE(sc_hsm_generate_wrapped(hsm, a[i].alg, &blob, &blob_len, &spki,
-						&spki_len) == 0, "wrapped key");
-		free(spki);
-		spki = NULL;
+		hsmfix_key_new(hsm, a[i].alg, &wrapped);
 		REQUIRE(sc_hsm_generate_token_key(hsm, a[i].alg, a[i].label, &spki,
 						  &spki_len) == 0, "token key");
 		REQUIRE(sc_hsm_find_token_key(hsm, a[i].label, &key) == 0, "find");
 		for (t = 1; t <= 2; t++) {
-			double wrapped = measure(hsm, a[i].alg, blob, blob_len, NULL, t);
-			double plain = measure(hsm, a[i].alg, NULL, 0, key, t);
+			double unwrapped = measure(hsm, &wrapped, NULL, t);
+			double plain = measure(hsm, NULL, key, t);
 
 			printf("%-10s %-8d %14.0f %14.0f %8.2f\n", sc_keyalg_name(a[i].alg), t,
-			       wrapped, plain, wrapped / plain);
+			       unwrapped, plain, unwrapped / plain);
 			fflush(stdout);
 		}
 		sc_hsm_key_free(hsm, key);
-		free(blob);
+		hsmfix_key_free(&wrapped);
 		free(spki);
 	}
 	sc_hsm_close(hsm);

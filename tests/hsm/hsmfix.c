@@ -88,6 +88,28 @@ void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions)
 	p->sessions = sessions;
 }
 
+void hsmfix_key_new(sc_hsm *hsm, int alg, hsmfix_key *k)
+{
+	int rc;
+
+	memset(k, 0, sizeof(*k));
+	k->alg = alg;
+	rc = sc_hsm_generate_wrapped(hsm, alg, &k->blob, &k->blob_len, &k->spki, &k->spki_len);
+	REQUIRE(rc == 0, "a wrapped %s key: %d", sc_keyalg_name(alg), rc);
+}
+
+int hsmfix_key_unwrap(sc_hsm *hsm, const hsmfix_key *k, sc_hsm_key **out)
+{
+	return sc_hsm_unwrap(hsm, k->alg, k->blob, k->blob_len, out);
+}
+
+void hsmfix_key_free(hsmfix_key *k)
+{
+	free(k->blob);
+	free(k->spki);
+	memset(k, 0, sizeof(*k));
+}
+
 sc_hsm *hsmfix_open(const hsmfix *fx, unsigned sessions)
 {
 	sc_hsm_params *p = calloc(1, sizeof(*p));

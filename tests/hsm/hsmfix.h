@@ -35,6 +35,18 @@ void hsmfix_setup(hsmfix *fx, const char *name);
 /* Parameters for sc_hsm_open on the fixture's token. */
 void hsmfix_params(const hsmfix *fx, sc_hsm_params *p, unsigned sessions);
 sc_hsm *hsmfix_open(const hsmfix *fx, unsigned sessions);
+/* A per-user key wrapped under the master keys, as the store keeps it. */
+typedef struct hsmfix_key {
+	int alg;
+	unsigned char *blob, *spki;
+	size_t blob_len, spki_len;
+} hsmfix_key;
+
+/* Generate one on hsm (whose master keys exist); exits on failure. */
+void hsmfix_key_new(sc_hsm *hsm, int alg, hsmfix_key *k);
+/* Unwrap it for one use (sc_hsm_unwrap's result). */
+int hsmfix_key_unwrap(sc_hsm *hsm, const hsmfix_key *k, sc_hsm_key **out);
+void hsmfix_key_free(hsmfix_key *k);
 /* Remove the directory (kept when SC_TEST_KEEP is set or a check failed). */
 void hsmfix_teardown(hsmfix *fx);
 /* Write a file with mode 0600. */

@@ -1295,12 +1295,9 @@ nss:
 
 struct worker {
 	sc_hsm *hsm;
-	int alg;
-	const unsigned char *blob;
-	size_t blob_len;
-	EVP_PKEY *pk;
-	int ok;
-	int failed;
+	const hsmfix_key *key;
+	EVP_PKEY *pk; /* its public key, to verify with */
+	int ok, failed;
 };
 
 static void *worker_run(void *arg)
@@ -1314,7 +1311,7 @@ static void *worker_run(void *arg)
 		sc_hsm_key *k = NULL;
 
 		RAND_bytes(dg, sizeof(dg));
-		if (sc_hsm_unwrap(w->hsm, w->alg, w->blob, w->blob_len, &k) != 0 ||
+		if (hsmfix_key_unwrap(w->hsm, w->key, &k) != 0 ||
 		    sc_sign_digest(w->hsm, k, NID_sha256, dg, 32, &sig, &sig_len) != 0 ||
 		    !verify_digest(w->pk, NID_sha256, dg, 32, sig, sig_len))
 			w->failed++;
@@ -1330,8 +1327,7 @@ static void test_threads(const char *dir)
 {
 	/* Fewer sessions than threads: the pool must make them wait. */
 	sc_hsm *hsm = hsmfix_open(&fx, 3);
-	unsigned char *blob[2], *spki[2];
-	size_t blob_len[2], spki_len[2];
+	hsmfix_key key[2];
 	EVP_PKEY *pk[2];
 	struct worker w[THREADS];
 	pthread_t th[THREADS];
@@ -1340,16 +1336,13 @@ static void test_threads(const char *dir)
 
 	REQUIRE(sc_hsm_create_master_keys(hsm) == 0, "master keys");
 	for (i = 0; i < 2; i++) {
-		REQUIRE(sc_hsm_generate_wrapped(hsm, algs[i], &blob[i], &blob_len[i], &spki[i],
-						&spki_len[i]) == 0, "wrapped");
-		pk[i] = spki_key(spki[i], spki_len[i]);
+		hsmfix_key_new(hsm, algs[i], &key[i]);
+		pk[i] = spki_key(key[i].spki, key[i].spki_len);
 	}
 	for (i = 0; i < THREADS; i++) {
 		memset(&w[i], 0, sizeof(w[i]));
 		w[i].hsm = hsm;
-		w[i].alg = algs[i & 1];
-		w[i].blob = blob[i & 1];
-		w[i].blob_len = blob_len[i & 1];
+		w[i].key = &key[i & 1];
 		w[i].pk = pk[i & 1];
 		REQUIRE(pthread_create(&th[i], NULL, worker_run, &w[i]) == 0, "thread");
 	}
@@ -1360,8 +1353,7 @@ static void test_threads(const char *dir)
 	}
 	CHECK(total == THREADS * SIGNS, "%d of %d signatures verified", total, THREADS * SIGNS);
 	for (i = 0; i < 2; i++) {
-		free(blob[i]);
-		free(spki[i]);
+		hsmfix_key_free(&key[i]);
 		EVP_PKEY_free(pk[i]);
 	}
 	sc_hsm_close(hsm);
