@@ -1,6 +1,8 @@
 /*
  * Error names, key/reason names, serials, base64/base64url/hex edge cases,
- * secret files, atomic writes, dates and the JSON writer.
+ * secret files, atomic writes, dates, the JSON writer, the encoders' byte
+ * buffer and reader, and the signing mechanisms' table (its DigestInfo and
+ * ECDSA encodings judged by OpenSSL's own).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +14,14 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+
+#include "sc_buf.h"
 #include "sc_json.h"
+#include "sc_mech.h"
 #include "sc_types.h"
 #include "sc_util.h"
 
@@ -351,6 +360,159 @@ static void test_json(const char *dir)
 	sc_json_free(&j);
 }
 
+/* The buffer's limit is sticky; the reader fails past the end and stays
+ * failed; a blob longer than its reader allows is refused. */
+static void test_buf(const char *dir)
+{
+	sc_buf b;
+	sc_in in;
+	size_t n, i;
+	const unsigned char *p;
+	unsigned char big[1000];
+
+	(void)dir;
+	sc_buf_init(&b, 10);
+	sc_buf_u32(&b, 0x01020304u);
+	sc_buf_u16(&b, 0x0506u);
+	sc_buf_u16(&b, 0x0708u);
+	CHECK(sc_buf_ok(&b) && b.len == 8 && memcmp(b.buf, "\1\2\3\4\5\6\7\10", 8) == 0);
+	sc_buf_u32(&b, 9);
+	CHECK(!sc_buf_ok(&b) && b.len == 8, "a put past the limit fails: %zu", b.len);
+	sc_buf_u8(&b, 9);
+	CHECK(!sc_buf_ok(&b) && b.len == 8, "and every put after it does nothing");
+	sc_buf_reset(&b);
+	CHECK(sc_buf_ok(&b) && b.len == 0, "reset empties it and clears the failure");
+	for (i = 0; i < 8; i++)
+		CHECK(b.buf[i] == 0, "reset wiped byte %zu", i);
+	sc_buf_free(&b);
+	CHECK(b.buf == b.small && b.len == 0 && b.max == 10, "free keeps the limit");
+
+	sc_buf_init(&b, SIZE_MAX);
+	for (i = 0; i < sizeof(big); i++)
+		big[i] = (unsigned char)(i * 7);
+	sc_buf_u64(&b, 0x1122334455667788ull);
+	sc_buf_blob(&b, big, sizeof(big));
+	sc_buf_u8(&b, 0xee);
+	CHECK(sc_buf_ok(&b) && b.len == 8 + 4 + sizeof(big) + 1, "grown to %zu", b.len);
+
+	sc_in_init(&in, b.buf, b.len);
+	CHECK(sc_in_u64(&in) == 0x1122334455667788ull);
+	p = sc_in_blob(&in, sizeof(big), &n);
+	CHECK(p != NULL && n == sizeof(big) && memcmp(p, big, n) == 0, "blob read back");
+	CHECK(!sc_in_done(&in), "a byte is left");
+	CHECK(sc_in_u8(&in) == 0xee && sc_in_done(&in));
+	CHECK(sc_in_u8(&in) == 0 && !sc_in_done(&in), "a read past the end fails");
+
+	sc_in_init(&in, b.buf, b.len);
+	(void)sc_in_u64(&in);
+	CHECK(sc_in_blob(&in, sizeof(big) - 1, &n) == NULL && n == 0,
+	      "a blob longer than allowed is refused");
+	CHECK(sc_in_u8(&in) == 0 && !sc_in_done(&in), "and the reader stays failed");
+
+	sc_in_init(&in, b.buf, 3);
+	CHECK(sc_in_u32(&in) == 0 && sc_in_u8(&in) == 0 && !sc_in_done(&in),
+	      "a short read fails even where a shorter one would fit");
+	sc_in_init(&in, "\xab\xcd", 2);
+	CHECK(sc_in_u16(&in) == 0xabcd && sc_in_done(&in));
+	sc_buf_free(&b);
+}
+
+/* DigestInfo as OpenSSL encodes it (X509_SIG), to judge sc_mech.h's. */
+static int openssl_digestinfo(int nid, const unsigned char *dg, size_t len, unsigned char **der)
+{
+	X509_SIG *sig = X509_SIG_new();
+	X509_ALGOR *alg;
+	ASN1_OCTET_STRING *oct;
+	int n = -1;
+
+	*der = NULL;
+	if (sig == NULL)
+		return -1;
+	X509_SIG_getm(sig, &alg, &oct);
+	if (X509_ALGOR_set0(alg, OBJ_nid2obj(nid), V_ASN1_NULL, NULL) == 1 &&
+	    ASN1_OCTET_STRING_set(oct, dg, (int)len) == 1)
+		n = i2d_X509_SIG(sig, der);
+	X509_SIG_free(sig);
+	return n;
+}
+
+static void test_mech(const char *dir)
+{
+	static const int nids[] = { NID_sha256, NID_sha384, NID_sha512 };
+	unsigned char dg[64], di[SC_DIGESTINFO_MAX], rs[64], *der = NULL, *ossl = NULL;
+	CK_MECHANISM_TYPE list[16];
+	const sc_mech *m;
+	size_t i, n, der_len, ec = 0, rsa = 0;
+	EVP_PKEY *key = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	ECDSA_SIG *es = NULL;
+	unsigned char sig[80];
+	const unsigned char *sp;
+	size_t sig_len = sizeof(sig);
+
+	(void)dir;
+	for (i = 0; (m = sc_mech_at(i)) != NULL; i++) {
+		CHECK(sc_mech_find(m->type) == m && strncmp(m->name, "CKM_", 4) == 0, "%s",
+		      m->name);
+		CHECK(m->md_nid == 0 || sc_hash_by_nid(m->md_nid) != NULL, "%s's hash", m->name);
+		if (m->family == SC_MECH_ECDSA)
+			ec++;
+		else
+			rsa++;
+	}
+	CHECK(i == sc_mech_count() && ec == 4 && rsa == 8, "%zu mechanisms: %zu EC, %zu RSA", i,
+	      ec, rsa);
+	CHECK(sc_mech_find(CKM_SHA1_RSA_PKCS) == NULL && sc_mech_find(CKM_ECDSA_SHA1) == NULL,
+	      "SHA-1 is not offered");
+	n = sc_mech_for_key(0, list, 16);
+	CHECK(n == 4 && sc_mech_find(list[3])->family == SC_MECH_ECDSA, "EC keys: %zu", n);
+	n = sc_mech_for_key(1, list, 2);
+	CHECK(n == 8, "RSA keys: %zu, counted past the room given", n);
+
+	for (i = 0; i < sizeof(nids) / sizeof(nids[0]); i++) {
+		const sc_hash *h = sc_hash_by_nid(nids[i]);
+		int ol;
+
+		REQUIRE(h != NULL, "%s", OBJ_nid2sn(nids[i]));
+		CHECK((int)h->len == EVP_MD_get_size(EVP_get_digestbynid(nids[i])));
+		CHECK(sc_hash_by_ckm(h->ckm) == h && sc_hash_by_len(h->len) == h);
+		memset(dg, 0xa0 + (int)i, sizeof(dg));
+		n = sc_hash_digestinfo(h, dg, di);
+		ol = openssl_digestinfo(nids[i], dg, h->len, &ossl);
+		CHECK(ol > 0 && (size_t)ol == n && memcmp(di, ossl, n) == 0,
+		      "%s DigestInfo as OpenSSL writes it", OBJ_nid2sn(nids[i]));
+		OPENSSL_free(ossl);
+		ossl = NULL;
+		CHECK(sc_hash_of_digestinfo(di, n) == h, "read back");
+		CHECK(sc_hash_of_digestinfo(di, n - 1) == NULL, "one byte short");
+		di[5] ^= 1;
+		CHECK(sc_hash_of_digestinfo(di, n) == NULL, "another algorithm");
+	}
+	CHECK(sc_hash_by_nid(NID_sha1) == NULL && sc_hash_by_len(20) == NULL);
+
+	/* r || s from a real P-256 signature, encoded back, verifies */
+	key = EVP_EC_gen("P-256");
+	REQUIRE(key != NULL, "P-256 key");
+	ctx = EVP_PKEY_CTX_new(key, NULL);
+	memset(dg, 0x5c, 32);
+	REQUIRE(ctx != NULL && EVP_PKEY_sign_init(ctx) == 1 &&
+		EVP_PKEY_sign(ctx, sig, &sig_len, dg, 32) == 1, "sign");
+	sp = sig;
+	es = d2i_ECDSA_SIG(NULL, &sp, (long)sig_len);
+	REQUIRE(es != NULL && BN_bn2binpad(ECDSA_SIG_get0_r(es), rs, 32) == 32 &&
+		BN_bn2binpad(ECDSA_SIG_get0_s(es), rs + 32, 32) == 32, "r || s");
+	CHECK_RC(sc_ecdsa_sig_der(rs, 64, &der, &der_len), SC_OK);
+	CHECK(der != NULL && EVP_PKEY_verify_init(ctx) == 1 &&
+	      EVP_PKEY_verify(ctx, der, der_len, dg, 32) == 1, "the DER form verifies");
+	OPENSSL_free(der);
+	der = NULL;
+	CHECK(sc_ecdsa_sig_der(rs, 63, &der, &der_len) == SC_ERR_CRYPTO && der == NULL &&
+	      der_len == 0, "odd length refused");
+	ECDSA_SIG_free(es);
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(key);
+}
+
 static const struct tcheck_case cases[] = {
 	TCASE(errors),
 	TCASE(types),
@@ -361,6 +523,8 @@ static const struct tcheck_case cases[] = {
 	TCASE(time),
 	TCASE_NAMED("time-forms", test_time_forms),
 	TCASE(json),
+	TCASE(buf),
+	TCASE(mech),
 };
 
 int main(int argc, char **argv)
