@@ -48,8 +48,9 @@ int sc_restored_at(sc_txn *txn, int64_t *out)
 		unsigned char c = ((const unsigned char *)v)[i];
 
 		if (c < '0' || c > '9' || t > (INT64_MAX - 9) / 10)
-			return sc_error_set(SC_ERR_INTEGRITY, "the store's %s is not a time: "
-					    "run smartcert store check", SC_META_RESTORED_AT);
+			return sc_error_set(SC_ERR_INTEGRITY, "the store's %s is not a time: the "
+					    "store was edited; put back a backup (smartcert store "
+					    "restore)", SC_META_RESTORED_AT);
 		t = t * 10 + (c - '0');
 	}
 	*out = t;

@@ -311,6 +311,26 @@ static int check_destruction(sc_txn *txn, sc_hsm *hsm)
 	return 1;
 }
 
+/* The last `store restore`, which every token's validity is measured
+ * against: a value that is not a time is an edited store. */
+static int check_restore(sc_txn *txn)
+{
+	char when[32];
+	int64_t at;
+
+	if (sc_restored_at(txn, &at) != SC_OK) {
+		printf("restore:     %s\n", sc_error_detail());
+		return 1;
+	}
+	if (at == 0) {
+		printf("restore:     never restored\n");
+		return 0;
+	}
+	sc_time_format(at, when, sizeof(when));
+	printf("restore:     restored at %s; tokens valid from before then are refused\n", when);
+	return 0;
+}
+
 static int store_check(void)
 {
 	struct check_ctx kc;
@@ -360,6 +380,7 @@ static int store_check(void)
 		problems++;
 	}
 	problems += check_destruction(txn, d->hsm);
+	problems += check_restore(txn);
 	rc = sc_audit_verify(txn, &count, &bad);
 	sc_txn_abort(txn);
 	if (rc != SC_OK) {

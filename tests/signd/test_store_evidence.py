@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.environ.get("SMARTCERT_TESTLIB", os.path.join(os.path.dirname(__file__), "..", "lib")))
-from lmdbedit import dump, load, rebuild  # noqa: E402
+from lmdbedit import dump, load, meta_get, meta_put, rebuild  # noqa: E402
 from scfixture import SRCDIR, Deployment, Gateway, check, expect_ckr, fail, mint_token, pykcs11_or_skip, skip_unless  # noqa: E402
 
 P = pykcs11_or_skip()
@@ -215,6 +215,28 @@ def main():
         later = dict(d.env, SMARTCERT_FAKE_TIME=str(int(time.time()) + 600))
         consent = d.sc("authz", "issue", "--user", "ann", "--key", akid, "--purpose", "renew",
                        "--serial", ann, env=later).stdout.strip()
+        # A restore time that is not a time (the store edited by hand) is an
+        # integrity failure, never read as "not restored": renewal and the
+        # signing service refuse, and the consent is not spent.
+        d.stop_signd()
+        when = meta_get(store, b"m/store.restored_at")
+        check(when is not None and when.isdigit(), f"store restore recorded its time ({when!r})")
+        meta_put(store, b"m/store.restored_at", when[:-1] + b"x")
+        r = d.sc("ca", "renew", "--user", "ann", "--consent", consent, "--keep-key", check=False,
+                 env=later)
+        check(r.returncode == 8 and "not a time" in r.stderr,
+              f"a restore time that is not a time stops renewal ({r.returncode}: {r.stderr.strip()[-160:]})")
+        r = subprocess.run([SIGND, "--config", d.config], env=d.env, capture_output=True, text=True,
+                           timeout=30)
+        check(r.returncode == 8 and "not a time" in r.stderr,
+              f"... and the signing service ({r.returncode}: {r.stderr.strip()[-160:]})")
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 8 and "restore:     the store's store.restored_at is not a time" in r.stdout,
+              f"... and store check names it ({r.returncode}: {r.stdout.strip()[-200:]})")
+        meta_put(store, b"m/store.restored_at", when)
+        r = d.sc("store", "check", check=False)
+        check(r.returncode == 0 and "restore:     restored at " in r.stdout,
+              f"put back, store check shows when the store was restored ({r.stdout.strip()[-200:]})")
         r = d.sc("ca", "renew", "--user", "ann", "--consent", consent, "--keep-key", check=False,
                  env=later)
         check(r.returncode == 0, f"a consent from after the restore renews ({r.stderr.strip()[-160:]})")
