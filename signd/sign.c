@@ -413,6 +413,7 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 			 size_t dlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 {
 	struct sd_sign *g = &s->sign;
+	const sc_mech *mech = sc_mech_find(g->mech);
 	struct sd_commit c;
 	unsigned char in[SC_DIGESTINFO_MAX];
 	unsigned char sig[SD_SIG_MAX];
@@ -541,8 +542,7 @@ static CK_RV sign_finish(struct sd_session *s, int md_nid, const unsigned char *
 	c.ev.token_id = tid_hex;
 	c.ev.digest = dg_hex;
 	c.ev.outcome = "ok";
-	snprintf(detail, sizeof(detail), "%s%s",
-		 sc_mech_find(g->mech) != NULL ? sc_mech_find(g->mech)->name : "",
+	snprintf(detail, sizeof(detail), "%s%s", mech != NULL ? mech->name : "",
 		 g->deposit ? "; deposited approval" : "");
 	c.ev.detail = detail;
 #ifdef SC_TEST_HOOKS

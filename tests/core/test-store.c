@@ -132,6 +132,17 @@ static void test_roundtrip(const char *dir)
 
 	/* users */
 	REQUIRE(sc_txn_begin(st, SC_TXN_WRITE, &t) == SC_OK);
+	/* every record iterator refuses a missing transaction or callback */
+	CHECK_RC(sc_store_user_iter(t, NULL, NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_key_iter_user(t, "alice", NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_key_iter(t, UINT64_MAX, NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_key_iter_group(t, 0, NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_cert_iter_user(t, "alice", NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_cert_iter_expiring(t, 0, NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_cert_iter(NULL, count_cb_cert, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_revoked_iter(t, UINT32_MAX, NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_revlog_iter(t, 0, NULL, NULL), SC_ERR_INVALID);
+	CHECK_RC(sc_store_ocsp_iter_due(t, 0, NULL, NULL), SC_ERR_INVALID);
 	mk_user(&u, "alice", 0xA1);
 	CHECK_RC(sc_store_user_add(t, &u), SC_OK);
 	CHECK_RC(sc_store_user_add(t, &u), SC_ERR_EXISTS);

@@ -384,8 +384,11 @@ static void test_buf(const char *dir)
 	CHECK(sc_buf_ok(&b) && b.len == 0, "reset empties it and clears the failure");
 	for (i = 0; i < 8; i++)
 		CHECK(b.buf[i] == 0, "reset wiped byte %zu", i);
+	sc_buf_u32(&b, 0xa5a5a5a5u);
 	sc_buf_free(&b);
 	CHECK(b.buf == b.small && b.len == 0 && b.max == 10, "free keeps the limit");
+	for (i = 0; i < 4; i++)
+		CHECK(b.small[i] == 0, "free wiped byte %zu", i);
 
 	sc_buf_init(&b, SIZE_MAX);
 	for (i = 0; i < sizeof(big); i++)
@@ -394,6 +397,9 @@ static void test_buf(const char *dir)
 	sc_buf_blob(&b, big, sizeof(big));
 	sc_buf_u8(&b, 0xee);
 	CHECK(sc_buf_ok(&b) && b.len == 8 + 4 + sizeof(big) + 1, "grown to %zu", b.len);
+	CHECK(b.buf != b.small, "past the inline bytes, on the heap");
+	for (i = 0; i < 8; i++)
+		CHECK(b.small[i] == 0, "the inline bytes left behind wiped: byte %zu", i);
 
 	sc_in_init(&in, b.buf, b.len);
 	CHECK(sc_in_u64(&in) == 0x1122334455667788ull);
